@@ -1,0 +1,53 @@
+// Names shared by the control plane (which writes them into Envoy's config) and the
+// two policy services (which read or write them at run time). One place, so the
+// generated config and the services cannot drift apart.
+
+/** Headers ext-authz sets on allowed requests. Envoy strips client-sent copies first. */
+export const identityHeaders = {
+  userId: 'x-sekisho-user-id',
+  email: 'x-sekisho-user-email',
+  emailVerified: 'x-sekisho-user-email-verified',
+  phone: 'x-sekisho-user-phone',
+  group: 'x-sekisho-user-group',
+  permissions: 'x-sekisho-user-permissions',
+} as const;
+
+export const allIdentityHeaders: readonly string[] = Object.values(identityHeaders);
+
+/** Every header starting with this prefix is Sekisho's and never trusted from a client. */
+export const sekishoHeaderPrefix = 'x-sekisho-';
+
+/** Keys of the ext_authz per-route `context_extensions` the control plane sets. */
+export const authzContextKeys = {
+  routeId: 'sekisho.route_id',
+  /** "required" or "none". Anything else, or absent, is treated as "required". */
+  auth: 'sekisho.auth',
+  /** Comma-separated permissions, all of which the caller needs. */
+  permissions: 'sekisho.permissions',
+} as const;
+
+/** The ratelimit filter's domain and the descriptor entry keys the control plane emits. */
+export const rateLimitDomain = 'sekisho';
+export const descriptorKeys = {
+  /** generic_key naming which limit family a descriptor belongs to. */
+  limitClass: 'sekisho_limit',
+  /** generic_key carrying the route id for per-route limits. */
+  route: 'sekisho_route',
+  /** request_headers action on identityHeaders.userId. */
+  user: 'user',
+  /** remote_address action. */
+  remoteAddress: 'remote_address',
+  /** header_value_match that is present only for requests without a verified user. */
+  anonymous: 'anonymous',
+} as const;
+
+/** Policy resources served over ADS to Sekisho's own services. */
+export const policyTypeUrls = {
+  authz: 'type.googleapis.com/sekisho.policy.v1.AuthzPolicy',
+  rateLimit: 'type.googleapis.com/sekisho.policy.v1.RateLimitPolicy',
+} as const;
+
+export const policyResourceNames = {
+  authz: 'authz',
+  rateLimit: 'ratelimit',
+} as const;

@@ -1,0 +1,77 @@
+// The one catalogue of user-facing error codes and messages (ja, en), and the JSON
+// error body of the reference design:
+// {"success":false,"error":{"code","message","correlation_id","timestamp",...},"data":null}
+
+export type Language = 'ja' | 'en';
+
+export const errorCatalogue = {
+  MISSING_TOKEN: { status: 401, ja: 'アクセストークンが必要です', en: 'An access token is required.' },
+  TOKEN_EXPIRED: { status: 401, ja: 'トークンの有効期限が切れています', en: 'The access token has expired.' },
+  INVALID_TOKEN: { status: 401, ja: 'トークンが無効です', en: 'The access token is invalid.' },
+  USER_INACTIVE: { status: 401, ja: 'アカウントが無効です', en: 'The account is inactive.' },
+  INSUFFICIENT_PERMISSIONS: {
+    status: 403,
+    ja: 'この操作を行う権限がありません',
+    en: 'You do not have permission to perform this operation.',
+  },
+  AUTHORIZATION_ERROR: {
+    status: 500,
+    ja: '権限確認中にエラーが発生しました',
+    en: 'An error occurred while checking permissions.',
+  },
+  RATE_LIMIT_EXCEEDED: {
+    status: 429,
+    ja: 'リクエストが多すぎます。しばらく待ってから再試行してください。',
+    en: 'Too many requests. Please wait a while and try again.',
+  },
+  VALIDATION_ERROR: { status: 400, ja: '入力データが正しくありません', en: 'The request data is invalid.' },
+  NOT_FOUND: { status: 404, ja: '指定されたリソースが見つかりません', en: 'The requested resource was not found.' },
+  SERVICE_UNAVAILABLE: {
+    status: 503,
+    ja: 'サービスが一時的に利用できません',
+    en: 'The service is temporarily unavailable.',
+  },
+  INTERNAL_SERVER_ERROR: {
+    status: 500,
+    ja: 'サーバー内部エラーが発生しました',
+    en: 'An internal server error occurred.',
+  },
+} as const satisfies Record<string, { status: number; ja: string; en: string }>;
+
+export type ErrorCode = keyof typeof errorCatalogue;
+
+/** Japanese unless the client's first preference is English. */
+export function pickLanguage(acceptLanguage: string | undefined): Language {
+  const first = acceptLanguage?.split(',')[0]?.trim().toLowerCase() ?? '';
+  return first.startsWith('en') ? 'en' : 'ja';
+}
+
+export interface ErrorBody {
+  success: false;
+  error: {
+    code: ErrorCode;
+    message: string;
+    correlation_id: string;
+    timestamp: string;
+    [extra: string]: unknown;
+  };
+  data: null;
+}
+
+export function errorBody(
+  code: ErrorCode,
+  options: { correlationId: string; language?: Language; now?: Date; extra?: Record<string, unknown> },
+): ErrorBody {
+  const entry = errorCatalogue[code];
+  return {
+    success: false,
+    error: {
+      code,
+      message: entry[options.language ?? 'ja'],
+      correlation_id: options.correlationId,
+      timestamp: (options.now ?? new Date()).toISOString(),
+      ...options.extra,
+    },
+    data: null,
+  };
+}
