@@ -1,0 +1,29 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { type AdminServer, startAdminServer } from './admin-server';
+import { createLogger } from './logger';
+import { createMetricsRegistry } from './metrics';
+
+describe('admin server', () => {
+  let server: AdminServer | undefined;
+  afterEach(async () => server?.close());
+
+  it('serves liveness, readiness that follows isReady, Prometheus metrics and status', async () => {
+    let ready = false;
+    const registry = createMetricsRegistry('admin-test');
+    server = await startAdminServer({
+      port: 0,
+      registry,
+      logger: createLogger('admin-test', { level: 'silent' }),
+      isReady: () => ready,
+      status: () => ({ policyVersion: 'v1' }),
+    });
+    const base = `http://127.0.0.1:${server.port}`;
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    expect((await fetch(`${base}/readyz`)).status).toBe(503);
+    ready = true;
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toContain('process_cpu_user_seconds_total{service="admin-test"}');
+    expect(await (await fetch(`${base}/status`)).json()).toEqual({ policyVersion: 'v1' });
+  });
+});

@@ -1,0 +1,35 @@
+import Fastify from 'fastify';
+import type { Registry } from 'prom-client';
+import type { Logger } from './logger';
+
+export interface AdminServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+// The operator's door into a service: liveness, readiness, Prometheus metrics and
+// the state it runs with (policy version and the like). Never on the data-plane port.
+export async function startAdminServer(opts: {
+  host?: string;
+  port: number;
+  registry: Registry;
+  logger: Logger;
+  isReady: () => boolean;
+  status: () => Record<string, unknown>;
+}): Promise<AdminServer> {
+  const app = Fastify({ logger: false });
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    const ready = opts.isReady();
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready' });
+  });
+  app.get('/metrics', async (_request, reply) => {
+    return reply.header('content-type', opts.registry.contentType).send(await opts.registry.metrics());
+  });
+  app.get('/status', async () => opts.status());
+  await app.listen({ host: opts.host ?? '127.0.0.1', port: opts.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : opts.port;
+  opts.logger.info({ category: 'technical', event_type: 'admin_listening', port }, 'admin server listening');
+  return { port, close: () => app.close() };
+}

@@ -1,0 +1,134 @@
+import type { ServerDuplexStream } from '@grpc/grpc-js';
+import {
+  type AggregatedDiscoveryServiceServer,
+  AggregatedDiscoveryServiceService,
+} from '@sekisho/proto/envoy/service/discovery/v3/ads';
+import type { DiscoveryRequest, DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
+import { PermissionSet } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type GrpcServer, startGrpcServer } from './grpc-server';
+import { createLogger } from './logger';
+import { type PolicySubscription, subscribePolicy } from './policy-client';
+
+// A tiny real ADS server: records every request and lets the test push responses.
+// PermissionSet stands in for a policy message (any message works on the wire).
+const typeUrl = 'type.googleapis.com/sekisho.policy.v1.PermissionSet';
+
+async function fakeControlPlane(port = 0) {
+  const requests: DiscoveryRequest[] = [];
+  const streams: Array<ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>> = [];
+  const impl: AggregatedDiscoveryServiceServer = {
+    streamAggregatedResources: (call) => {
+      streams.push(call);
+      call.on('data', (request: DiscoveryRequest) => requests.push(request));
+      call.on('error', () => {});
+    },
+    deltaAggregatedResources: (call) => call.end(),
+  };
+  const server = await startGrpcServer({
+    port,
+    register: (s) => s.addService(AggregatedDiscoveryServiceService, impl),
+  });
+  let nonce = 0;
+  const push = (version: string, permissions: string[] | 'garbage') => {
+    const value =
+      permissions === 'garbage'
+        ? Buffer.from([0xff, 0xff, 0xff])
+        : Buffer.from(PermissionSet.encode({ permissions }).finish());
+    nonce += 1;
+    streams.at(-1)?.write({
+      versionInfo: version,
+      resources: [{ typeUrl, value }],
+      canary: false,
+      typeUrl,
+      nonce: String(nonce),
+    });
+    return String(nonce);
+  };
+  return { server, requests, push };
+}
+
+async function until<T>(probe: () => T | undefined, timeoutMs = 5_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('subscribePolicy (real gRPC ADS stream)', () => {
+  let server: GrpcServer | undefined;
+  let subscription: PolicySubscription | undefined;
+  afterEach(async () => {
+    subscription?.close();
+    await server?.close(100);
+  });
+
+  it('subscribes with its node, applies a policy and ACKs it; a rejected one is NACKed and the old one kept', async () => {
+    const cp = await fakeControlPlane();
+    server = cp.server;
+    const applied: string[][] = [];
+    subscription = subscribePolicy({
+      address: `127.0.0.1:${cp.server.port}`,
+      nodeId: 'ext-authz-test',
+      typeUrl,
+      resourceName: 'authz',
+      decode: (bytes) => PermissionSet.decode(bytes),
+      apply: (policy) => {
+        if (policy.permissions.includes('bad')) throw new Error('permission "bad" is not allowed');
+        applied.push(policy.permissions);
+      },
+      logger: createLogger('test', { level: 'silent' }),
+    });
+    const first = await until(() => cp.requests[0]);
+    expect(first.node?.id).toBe('ext-authz-test');
+    expect(first.typeUrl).toBe(typeUrl);
+    expect(first.resourceNames).toEqual(['authz']);
+
+    const nonce1 = cp.push('v1', ['read:own_profile']);
+    const ack = await until(() => cp.requests.find((r) => r.responseNonce === nonce1));
+    expect(ack.versionInfo).toBe('v1');
+    expect(ack.errorDetail).toBeUndefined();
+    expect(subscription.current()?.version).toBe('v1');
+
+    const nonce2 = cp.push('v2', ['bad']);
+    const nack = await until(() => cp.requests.find((r) => r.responseNonce === nonce2));
+    expect(nack.errorDetail?.message).toContain('"bad" is not allowed');
+    expect(nack.versionInfo).toBe('v1');
+
+    const nonce3 = cp.push('v3', 'garbage');
+    const nack3 = await until(() => cp.requests.find((r) => r.responseNonce === nonce3));
+    expect(nack3.errorDetail).toBeDefined();
+    expect(subscription.current()).toMatchObject({ version: 'v1', policy: { permissions: ['read:own_profile'] } });
+    expect(applied).toEqual([['read:own_profile']]);
+  });
+
+  it('reconnects after the control plane restarts and asks again with the version it holds', async () => {
+    let cp = await fakeControlPlane();
+    server = cp.server;
+    const port = cp.server.port;
+    subscription = subscribePolicy({
+      address: `127.0.0.1:${port}`,
+      nodeId: 'ratelimit-test',
+      typeUrl,
+      resourceName: 'ratelimit',
+      decode: (bytes) => PermissionSet.decode(bytes),
+      apply: () => {},
+      logger: createLogger('test', { level: 'silent' }),
+      minBackoffMs: 50,
+      maxBackoffMs: 200,
+    });
+    await until(() => cp.requests[0]);
+    const nonce = cp.push('v7', ['x']);
+    await until(() => cp.requests.find((r) => r.responseNonce === nonce));
+    await cp.server.close(0);
+
+    cp = await fakeControlPlane(port);
+    server = cp.server;
+    const again = await until(() => cp.requests[0], 10_000);
+    expect(again.node?.id).toBe('ratelimit-test');
+    expect(again.versionInfo).toBe('v7');
+  });
+});

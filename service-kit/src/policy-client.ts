@@ -1,0 +1,134 @@
+import { type ClientDuplexStream, credentials, status as grpcStatus } from '@grpc/grpc-js';
+import { Node } from '@sekisho/proto/envoy/config/core/v3/base';
+import { AggregatedDiscoveryServiceClient } from '@sekisho/proto/envoy/service/discovery/v3/ads';
+import {
+  type DiscoveryRequest,
+  type DiscoveryResponse,
+  Resource,
+} from '@sekisho/proto/envoy/service/discovery/v3/discovery';
+import type { Logger } from './logger';
+
+const resourceWrapperType = 'type.googleapis.com/envoy.service.discovery.v3.Resource';
+
+export interface PolicySubscription {
+  close(): void;
+  current(): { version: string; policy: unknown } | undefined;
+}
+
+export interface PolicySubscriptionOptions<T> {
+  /** The control plane's ADS address, host:port. */
+  address: string;
+  nodeId: string;
+  typeUrl: string;
+  resourceName: string;
+  decode: (bytes: Uint8Array) => T;
+  /** Installs the policy. Throwing rejects it: the control plane gets a NACK with the message. */
+  apply: (policy: T, version: string) => void;
+  logger: Logger;
+  /** Back-off bounds for reconnecting, in ms. */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+/**
+ * A state-of-the-world ADS client for one policy resource of Sekisho's own
+ * services. It keeps the last accepted policy across disconnects and reconnects
+ * forever with capped exponential back-off; every response is ACKed or NACKed.
+ */
+export function subscribePolicy<T>(opts: PolicySubscriptionOptions<T>): PolicySubscription & {
+  current(): { version: string; policy: T } | undefined;
+} {
+  const client = new AggregatedDiscoveryServiceClient(opts.address, credentials.createInsecure(), {
+    'grpc.keepalive_time_ms': 30_000,
+  });
+  const minBackoff = opts.minBackoffMs ?? 250;
+  const maxBackoff = opts.maxBackoffMs ?? 10_000;
+  let accepted: { version: string; policy: T } | undefined;
+  let stream: ClientDuplexStream<DiscoveryRequest, DiscoveryResponse> | undefined;
+  let closed = false;
+  let backoff = minBackoff;
+  let retryTimer: NodeJS.Timeout | undefined;
+
+  const request = (fields: Partial<DiscoveryRequest>): DiscoveryRequest => ({
+    versionInfo: accepted?.version ?? '',
+    resourceNames: [opts.resourceName],
+    resourceLocators: [],
+    typeUrl: opts.typeUrl,
+    responseNonce: '',
+    ...fields,
+  });
+
+  const extract = (response: DiscoveryResponse): Uint8Array | undefined => {
+    for (const any of response.resources) {
+      if (any.typeUrl === opts.typeUrl) return any.value;
+      if (any.typeUrl === resourceWrapperType) {
+        const wrapped = Resource.decode(any.value);
+        if (wrapped.name === opts.resourceName && wrapped.resource?.typeUrl === opts.typeUrl) {
+          return wrapped.resource.value;
+        }
+      }
+    }
+    return undefined;
+  };
+
+  const onResponse = (response: DiscoveryResponse) => {
+    backoff = minBackoff;
+    if (response.typeUrl !== opts.typeUrl) return;
+    const log = opts.logger.child({ category: 'technical', type_url: opts.typeUrl, version: response.versionInfo });
+    try {
+      const bytes = extract(response);
+      if (!bytes) throw new Error(`response has no resource named ${opts.resourceName}`);
+      const policy = opts.decode(bytes);
+      opts.apply(policy, response.versionInfo);
+      accepted = { version: response.versionInfo, policy };
+      log.info({ event_type: 'policy_applied' }, 'policy applied');
+      stream?.write(request({ versionInfo: response.versionInfo, responseNonce: response.nonce }));
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      log.error(
+        { event_type: 'policy_rejected', error_details: message },
+        'policy rejected; keeping the last good one',
+      );
+      stream?.write(
+        request({
+          responseNonce: response.nonce,
+          errorDetail: { code: grpcStatus.INVALID_ARGUMENT, message, details: [] },
+        }),
+      );
+    }
+  };
+
+  const connect = () => {
+    if (closed) return;
+    const call = client.streamAggregatedResources();
+    stream = call;
+    call.on('data', onResponse);
+    call.on('error', (error: Error & { code?: number }) => {
+      if (closed && error.code === grpcStatus.CANCELLED) return;
+      opts.logger.warn(
+        { category: 'technical', event_type: 'policy_stream_error', error_details: error.message },
+        'policy stream failed; reconnecting',
+      );
+    });
+    call.on('status', () => {
+      if (stream === call) stream = undefined;
+      if (closed) return;
+      retryTimer = setTimeout(connect, backoff);
+      retryTimer.unref();
+      backoff = Math.min(backoff * 2, maxBackoff);
+    });
+    call.write(request({ node: Node.fromPartial({ id: opts.nodeId, cluster: 'sekisho', userAgentName: 'sekisho' }) }));
+  };
+
+  connect();
+
+  return {
+    current: () => accepted,
+    close: () => {
+      closed = true;
+      if (retryTimer) clearTimeout(retryTimer);
+      stream?.cancel();
+      client.close();
+    },
+  };
+}
