@@ -1,0 +1,170 @@
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from '@sekisho/service-kit/logger';
+
+// The service behind the gateway in local runs and end-to-end tests: it answers every
+// request with what it received, so a test can see exactly what Envoy forwarded (the
+// rewritten path, the identity headers ext-authz added, the client copies removed).
+
+export interface DemoUpstreamOptions {
+  /** Service name reported in every answer ("customer", "appointment"…). */
+  name: string;
+  host?: string;
+  /** 0 picks a free port. */
+  port: number;
+  logger?: Logger;
+  /** Largest request body read (default 1 MiB); larger bodies get 413. */
+  maxBodyBytes?: number;
+}
+
+/** What the upstream answers with for anything but /health. */
+export interface EchoResponse {
+  service: string;
+  /** host:port of the instance that answered (several may serve one service). */
+  instance: string;
+  method: string;
+  /** The path exactly as received, without the query string (no decoding, no normalising). */
+  path: string;
+  query: Record<string, string | string[]>;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+/** A fault the next requests get instead of the echo, for retry/timeout/outlier tests. */
+export interface DemoFault {
+  /** Status to answer with (default 200: the echo, only delayed). */
+  status?: number;
+  /** Delay before answering. */
+  delayMs?: number;
+  /** How many requests get the fault (default: all until cleared). /health is never faulted. */
+  count?: number;
+}
+
+export interface DemoUpstream {
+  readonly port: number;
+  readonly url: string;
+  /** Requests received so far (health checks excluded). */
+  requests(): number;
+  setFault(fault: DemoFault | null): void;
+  /** Stops accepting, lets in-flight requests finish (up to graceMs, default 5000), then closes. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export async function startDemoUpstream(opts: DemoUpstreamOptions): Promise<DemoUpstream> {
+  const host = opts.host ?? '127.0.0.1';
+  const maxBody = opts.maxBodyBytes ?? 1024 * 1024;
+  let received = 0;
+  let fault: (DemoFault & { remaining: number }) | null = null;
+  let instance = '';
+  let closing = false;
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<number> => {
+    const raw = req.url ?? '/';
+    const q = raw.indexOf('?');
+    const path = q >= 0 ? raw.slice(0, q) : raw;
+    if (req.method === 'GET' && path === '/health') {
+      return send(res, 200, { status: 'ok', service: opts.name }, closing);
+    }
+    received++;
+    const body = await readBody(req, maxBody);
+    if (body === undefined) return send(res, 413, { error: 'body too large', limit: maxBody }, closing);
+
+    let status = 200;
+    if (fault && fault.remaining > 0) {
+      fault.remaining--;
+      if (fault.delayMs) await new Promise((r) => setTimeout(r, fault?.delayMs));
+      status = fault.status ?? 200;
+    }
+    const echo: EchoResponse = {
+      service: opts.name,
+      instance,
+      method: req.method ?? '',
+      path,
+      query: parseQuery(q >= 0 ? raw.slice(q + 1) : ''),
+      headers: req.headers,
+      body,
+    };
+    return send(res, status, echo, closing);
+  };
+
+  const server = createServer((req, res) => {
+    const started = performance.now();
+    handle(req, res).then(
+      (status) => {
+        opts.logger?.debug(
+          {
+            category: 'technical',
+            event_type: 'upstream_request',
+            correlation_id: req.headers['x-request-id'],
+            method: req.method,
+            endpoint: req.url,
+            status_code: status,
+            response_time: Math.round(performance.now() - started),
+          },
+          'request',
+        );
+      },
+      (err: unknown) => {
+        opts.logger?.error({ category: 'technical', error_details: String(err) }, 'request failed');
+        if (!res.headersSent) res.writeHead(500).end();
+      },
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, host, () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  instance = `${host}:${port}`;
+
+  return {
+    port,
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    requests: () => received,
+    setFault: (f) => {
+      fault = f ? { ...f, remaining: f.count ?? Number.POSITIVE_INFINITY } : null;
+    },
+    close: (graceMs = 5000) =>
+      new Promise<void>((resolve) => {
+        closing = true;
+        const force = setTimeout(() => server.closeAllConnections(), graceMs);
+        server.close(() => {
+          clearTimeout(force);
+          resolve();
+        });
+        server.closeIdleConnections();
+      }),
+  };
+}
+
+function send(res: ServerResponse, status: number, payload: unknown, closing: boolean): number {
+  const body = JSON.stringify(payload);
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+    // While closing, end keep-alive connections after their answer instead of waiting for them.
+    ...(closing ? { connection: 'close' } : {}),
+  });
+  res.end(body);
+  return status;
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<string | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) return undefined;
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function parseQuery(query: string): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [key, value] of new URLSearchParams(query)) {
+    const prev = out[key];
+    out[key] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
+  }
+  return out;
+}
