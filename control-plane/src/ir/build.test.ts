@@ -1,0 +1,120 @@
+// The IR normalises the definition: default ids, path kinds, discovery, resolved groups,
+// durations in ms and limits in seconds.
+import { describe, expect, it } from 'vitest';
+import { type GatewayDefinitionInput, gatewayDefinitionSchema } from '../definition/schema';
+import { buildIR } from './build';
+import { resolveGroups } from './groups';
+import { defaultRouteId, parseMatch } from './match';
+import type { GatewayIR } from './types';
+
+function ir(overrides: Partial<GatewayDefinitionInput> = {}): GatewayIR {
+  const definition = gatewayDefinitionSchema.parse({
+    listeners: { http: { port: 8080 } },
+    identity: { firebase: { projectId: 'demo-salon' }, groupClaim: 'tier', groups: { basic: ['read:own_profile'] } },
+    policyServices: { extAuthz: { address: '127.0.0.1:9001' }, rateLimit: { address: '127.0.0.1:9002' } },
+    services: { customer: { endpoints: ['127.0.0.1:3001'] } },
+    routes: [{ match: 'GET /api/v1/customer/profile', to: 'customer', require: ['read:own_profile'] }],
+    ...overrides,
+  } satisfies GatewayDefinitionInput);
+  const built = buildIR(definition);
+  if (!built.ok) throw new Error(JSON.stringify(built.errors));
+  return built.ir;
+}
+
+describe('route matches', () => {
+  it.each([
+    ['GET /api/v1/customer/profile', 'GET', 'exact', '/api/v1/customer/profile', 'get-api-v1-customer-profile'],
+    ['POST /api/v1/appointments', 'POST', 'exact', '/api/v1/appointments', 'post-api-v1-appointments'],
+    ['/api/v1/auth/*', undefined, 'prefix', '/api/v1/auth/', 'api-v1-auth-prefix'],
+    ['DELETE /api/v1/appointments/*', 'DELETE', 'prefix', '/api/v1/appointments/', 'delete-api-v1-appointments-prefix'],
+    ['/api/v1/auth', undefined, 'exact', '/api/v1/auth', 'api-v1-auth'],
+    ['/*', undefined, 'prefix', '/', 'prefix'],
+    ['/', undefined, 'exact', '/', 'root'],
+  ])('%s → method %s, %s %s, id %s', (text, method, kind, value, id) => {
+    const parsed = parseMatch(text);
+    expect(parsed).toEqual({ method, path: { kind, value } });
+    expect(defaultRouteId(parsed)).toBe(id);
+  });
+});
+
+describe('group inheritance', () => {
+  it('puts parents first, in the order named, without duplicates', () => {
+    const { groups, errors } = resolveGroups({
+      reader: ['read:a', 'read:b'],
+      writer: ['write:a'],
+      editor: { inherits: ['writer', 'reader'], adds: ['read:a', 'edit:a'] },
+      chief: { inherits: 'editor', adds: ['approve:a'] },
+    });
+    expect(errors).toEqual([]);
+    expect(groups).toEqual([
+      { name: 'chief', permissions: ['write:a', 'read:a', 'read:b', 'edit:a', 'approve:a'] },
+      { name: 'editor', permissions: ['write:a', 'read:a', 'read:b', 'edit:a'] },
+      { name: 'reader', permissions: ['read:a', 'read:b'] },
+      { name: 'writer', permissions: ['write:a'] },
+    ]);
+  });
+
+  it('reports a cycle through several groups once, naming its members', () => {
+    const { errors } = resolveGroups({
+      a: { inherits: 'c', adds: [] },
+      b: { inherits: 'a', adds: [] },
+      c: { inherits: 'b', adds: [] },
+    });
+    expect(errors).toEqual([{ path: 'identity.groups.b.inherits', message: 'inheritance cycle: a → c → b → a' }]);
+  });
+});
+
+describe('clusters', () => {
+  it.each([
+    { endpoints: ['127.0.0.1:3001'], discovery: 'eds', hosts: ['127.0.0.1'] },
+    { endpoints: ['localhost:3001'], discovery: 'eds', hosts: ['127.0.0.1'] },
+    { endpoints: ['10.0.0.1:3001', 'localhost:3002'], discovery: 'eds', hosts: ['10.0.0.1', '127.0.0.1'] },
+    { endpoints: ['customer-service:3001'], discovery: 'dns', hosts: ['customer-service'] },
+    { endpoints: ['10.0.0.1:3001', 'customer.svc:3001'], discovery: 'dns', hosts: ['10.0.0.1', 'customer.svc'] },
+  ])('$endpoints → $discovery', ({ endpoints, discovery, hosts }) => {
+    const cluster = ir({ services: { customer: { endpoints } } }).clusters.find((c) => c.name === 'svc_customer');
+    expect(cluster?.discovery).toBe(discovery);
+    expect(cluster?.endpoints.map((endpoint) => endpoint.host)).toEqual(hosts);
+  });
+
+  it('adds the two policy-service clusters over HTTP/2, all sorted by name', () => {
+    const clusters = ir().clusters;
+    expect(clusters.map((cluster) => [cluster.name, cluster.protocol])).toEqual([
+      ['sekisho_ext_authz', 'http2'],
+      ['sekisho_ratelimit', 'http2'],
+      ['svc_customer', 'http1'],
+    ]);
+  });
+});
+
+describe('durations and limits', () => {
+  it('applies the defaults: 15s route timeout, 1s connect timeout, 500ms/100ms policy timeouts', () => {
+    const built = ir();
+    expect(built.routes[0]?.timeoutMs).toBe(15_000);
+    expect(built.clusters.find((c) => c.name === 'svc_customer')?.connectTimeoutMs).toBe(1000);
+    expect(built.extAuthz.timeoutMs).toBe(500);
+    expect(built.rateLimit).toEqual({ clusterName: 'sekisho_ratelimit', timeoutMs: 100, failureMode: 'allow' });
+    expect(built.listener).toMatchObject({ address: '0.0.0.0', xffNumTrustedHops: 0 });
+  });
+
+  it('counts windows and block times in seconds', () => {
+    const built = ir({
+      limits: { unauthenticated: [{ per: 'ip', limit: 200, window: '1h' }] },
+      routes: [
+        {
+          match: '/api/v1/auth/*',
+          to: 'customer',
+          auth: 'none',
+          limits: [{ per: 'ip', limit: 5, window: '60s', blockFor: '15m' }],
+        },
+      ],
+    });
+    expect(built.limits).toEqual({
+      authenticated: [],
+      unauthenticated: [{ per: 'ip', requestsPerWindow: 200, windowSeconds: 3600, blockSeconds: 0 }],
+    });
+    expect(built.routes[0]?.limits).toEqual([
+      { per: 'ip', requestsPerWindow: 5, windowSeconds: 60, blockSeconds: 900 },
+    ]);
+  });
+});

@@ -1,0 +1,177 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type ControlPlane, configSchema, InvalidDefinitionError, startControlPlane } from './main';
+import { AdsTestStream, adsClient, captureLogger, eventually, namesIn } from './xds/test-helpers';
+import { typeUrls } from './xds/type-urls';
+
+const repoRoot = resolve(fileURLToPath(import.meta.url), '../../..');
+
+const definition = (to = 'customer') => `
+listeners:
+  http: { port: 18080 }
+identity:
+  firebase: { projectId: demo-salon }
+  groupClaim: tier
+  groups:
+    basic_customer: ['read:own_profile']
+policyServices:
+  extAuthz: { address: '127.0.0.1:19001' }
+  rateLimit: { address: '127.0.0.1:19002' }
+services:
+  customer: { endpoints: ['127.0.0.1:3001'] }
+routes:
+  - match: 'GET /api/v1/customer/profile'
+    to: ${to}
+    require: ['read:own_profile']
+  - match: 'GET /api/v1/customer/bookings'
+    to: ${to === 'customer' ? 'customer' : 'bookings'}
+`;
+
+interface StatusBody {
+  definition: string;
+  versions: Record<string, string>;
+  lastReload: unknown;
+  nodes: Array<{ types: Record<string, { ackedVersion?: string }> }>;
+}
+
+/** Runs main.ts the way operators do, collecting its output. */
+function runMain(env: Record<string, string>, onStdout?: (text: string, kill: () => void) => void) {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'control-plane/src/main.ts'], {
+    cwd: repoRoot,
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk) => {
+    stdout += chunk;
+    onStdout?.(stdout, () => child.kill('SIGTERM'));
+  });
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((done) => {
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      done({ code, stdout, stderr });
+    });
+  });
+}
+
+describe('control plane main', () => {
+  let dir: string;
+  let good: string;
+  let bad: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'sekisho-main-'));
+    good = join(dir, 'good.yaml');
+    bad = join(dir, 'bad.yaml');
+    await writeFile(good, definition());
+    await writeFile(bad, definition('nosuchservice'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('serves the definition over ADS and reports nodes and versions on /status', async () => {
+    const { logger, records } = captureLogger('info');
+    const config = configSchema.parse({
+      CONTROL_PLANE_DEFINITION: 'good.yaml',
+      CONTROL_PLANE_XDS_PORT: '0',
+      CONTROL_PLANE_ADMIN_PORT: '0',
+    });
+    let cp: ControlPlane | undefined;
+    const client = { current: undefined as ReturnType<typeof adsClient> | undefined };
+    try {
+      cp = await startControlPlane(config, { logger, registry: new Registry(), cwd: dir });
+      expect(records).toContainEqual(
+        expect.objectContaining({ message: 'control plane ready', xds_port: cp.xdsPort, admin_port: cp.adminPort }),
+      );
+      client.current = adsClient(cp.xdsPort);
+      const stream = new AdsTestStream(client.current);
+      stream.send({ typeUrl: typeUrls.cluster }, 'main-test-node');
+      const clusters = await stream.next();
+      expect(namesIn(clusters)).toContain('svc_customer');
+      stream.ack(clusters);
+
+      const admin = `http://127.0.0.1:${cp.adminPort}`;
+      expect((await fetch(`${admin}/readyz`)).status).toBe(200);
+      const body = (await (await fetch(`${admin}/status`)).json()) as StatusBody;
+      expect(body.definition).toBe(good);
+      expect(body.versions[typeUrls.cluster]).toBe(clusters.versionInfo);
+      expect(body.lastReload).toMatchObject({ result: 'ok', trigger: 'initial' });
+      await eventually(async () => {
+        const s = (await (await fetch(`${admin}/status`)).json()) as StatusBody;
+        return s.nodes[0]?.types[typeUrls.cluster]?.ackedVersion === clusters.versionInfo;
+      });
+      const metrics = await (await fetch(`${admin}/metrics`)).text();
+      expect(metrics).toContain('sekisho_xds_connected_streams 1');
+      expect(metrics).toContain('sekisho_definition_reloads_total{result="ok"} 1');
+      expect(metrics).toMatch(
+        /sekisho_xds_snapshot_version_info\{group="default",type="cluster",version="[0-9a-f]{16}"\} 1/,
+      );
+      stream.cancel();
+    } finally {
+      client.current?.close();
+      await cp?.close();
+    }
+  });
+
+  it('refuses to start on an invalid definition, naming every bad field', async () => {
+    const { logger } = captureLogger('info');
+    const config = configSchema.parse({
+      CONTROL_PLANE_DEFINITION: bad,
+      CONTROL_PLANE_XDS_PORT: '0',
+      CONTROL_PLANE_ADMIN_PORT: '0',
+    });
+    const error = await startControlPlane(config, { logger, registry: new Registry() }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(InvalidDefinitionError);
+    expect((error as InvalidDefinitionError).errors.map((e) => e.path)).toEqual(['routes[0].to', 'routes[1].to']);
+  });
+
+  it('as a process: exits 1 printing one line per field of an invalid definition', async () => {
+    const { code, stderr } = await runMain({
+      CONTROL_PLANE_DEFINITION: bad,
+      CONTROL_PLANE_XDS_PORT: '0',
+      CONTROL_PLANE_ADMIN_PORT: '0',
+    });
+    expect(code).toBe(1);
+    const lines = stderr.trim().split('\n');
+    expect(lines[0]).toBe(`control-plane: invalid gateway definition ${bad}:`);
+    expect(lines.slice(1).map((l) => l.trim().split(':')[0])).toEqual(['routes[0].to', 'routes[1].to']);
+  }, 30_000);
+
+  it('as a process: exits 1 naming CONTROL_PLANE_DEFINITION when it is missing', async () => {
+    const { code, stderr } = await runMain({});
+    expect(code).toBe(1);
+    expect(stderr).toContain('CONTROL_PLANE_DEFINITION');
+  }, 30_000);
+
+  it('as a process: logs "control plane ready" and exits 0 on SIGTERM', async () => {
+    let killed = false;
+    const { code, stdout } = await runMain(
+      { CONTROL_PLANE_DEFINITION: good, CONTROL_PLANE_XDS_PORT: '0', CONTROL_PLANE_ADMIN_PORT: '0' },
+      (text, kill) => {
+        if (!killed && text.includes('control plane ready')) {
+          killed = true;
+          kill();
+        }
+      },
+    );
+    const ready = stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .find((r) => r.message === 'control plane ready');
+    expect(ready).toMatchObject({ level: 'INFO', service: 'control-plane', event_type: 'control_plane_ready' });
+    expect(ready?.xds_port).toEqual(expect.any(Number));
+    expect(stdout).toContain('"event_type":"shutdown_complete"');
+    expect(code).toBe(0);
+  }, 30_000);
+});

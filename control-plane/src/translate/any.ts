@@ -1,0 +1,105 @@
+// Packing messages into google.protobuf.Any, and the reverse for humans: every type the
+// translators pack is registered here with its type URL, so a packed resource can be
+// rendered with each Any expanded (`"@type"` plus the decoded fields), the way Envoy's
+// config_dump shows it. pack() refuses unregistered types, so rendering never meets an
+// Any it cannot open.
+import { Cluster } from '@sekisho/proto/envoy/config/cluster/v3/cluster';
+import { ClusterLoadAssignment } from '@sekisho/proto/envoy/config/endpoint/v3/endpoint';
+import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
+import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
+import { StdoutAccessLog } from '@sekisho/proto/envoy/extensions/access_loggers/stream/v3/stream';
+import { ExtAuthz, ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
+import { HeaderMutation } from '@sekisho/proto/envoy/extensions/filters/http/header_mutation/v3/header_mutation';
+import { RateLimit } from '@sekisho/proto/envoy/extensions/filters/http/ratelimit/v3/rate_limit';
+import { Router } from '@sekisho/proto/envoy/extensions/filters/http/router/v3/router';
+import { HttpConnectionManager } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
+import { HttpProtocolOptions } from '@sekisho/proto/envoy/extensions/upstreams/http/v3/http_protocol_options';
+import type { Any } from '@sekisho/proto/google/protobuf/any';
+import { AuthzPolicy, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
+
+/** The part of ts-proto's message functions that packing and rendering need. */
+export interface MessageCodec<T> {
+  encode(message: T): { finish(): Uint8Array };
+  decode(input: Uint8Array): T;
+  toJSON(message: T): unknown;
+}
+
+const typeUrlPrefix = 'type.googleapis.com/';
+
+// biome-ignore lint/suspicious/noExplicitAny: a registry of heterogeneous message types
+const packable: ReadonlyArray<readonly [string, MessageCodec<any>]> = [
+  ['envoy.config.cluster.v3.Cluster', Cluster],
+  ['envoy.config.endpoint.v3.ClusterLoadAssignment', ClusterLoadAssignment],
+  ['envoy.config.listener.v3.Listener', Listener],
+  ['envoy.config.route.v3.RouteConfiguration', RouteConfiguration],
+  ['envoy.extensions.access_loggers.stream.v3.StdoutAccessLog', StdoutAccessLog],
+  ['envoy.extensions.filters.http.ext_authz.v3.ExtAuthz', ExtAuthz],
+  ['envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute', ExtAuthzPerRoute],
+  ['envoy.extensions.filters.http.header_mutation.v3.HeaderMutation', HeaderMutation],
+  ['envoy.extensions.filters.http.ratelimit.v3.RateLimit', RateLimit],
+  ['envoy.extensions.filters.http.router.v3.Router', Router],
+  ['envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager', HttpConnectionManager],
+  ['envoy.extensions.upstreams.http.v3.HttpProtocolOptions', HttpProtocolOptions],
+  ['sekisho.policy.v1.AuthzPolicy', AuthzPolicy],
+  ['sekisho.policy.v1.RateLimitPolicy', RateLimitPolicy],
+];
+
+// biome-ignore lint/suspicious/noExplicitAny: see above
+const codecByTypeUrl = new Map<string, MessageCodec<any>>(
+  packable.map(([name, codec]) => [typeUrlPrefix + name, codec]),
+);
+// biome-ignore lint/suspicious/noExplicitAny: see above
+const typeUrlByCodec = new Map<MessageCodec<any>, string>(
+  packable.map(([name, codec]) => [codec, typeUrlPrefix + name]),
+);
+
+export function typeUrlOf<T>(codec: MessageCodec<T>): string {
+  const typeUrl = typeUrlByCodec.get(codec);
+  if (typeUrl === undefined) throw new Error('pack(): message type is not registered in translate/any.ts');
+  return typeUrl;
+}
+
+export function encode<T>(codec: MessageCodec<T>, message: T): Buffer {
+  const bytes = codec.encode(message).finish();
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+export function pack<T>(codec: MessageCodec<T>, message: T): Any {
+  return { typeUrl: typeUrlOf(codec), value: encode(codec, message) };
+}
+
+/** Decodes a packed message of a registered type (checks the type URL). */
+export function unpack<T>(codec: MessageCodec<T>, any: Any): T {
+  const expected = typeUrlOf(codec);
+  if (any.typeUrl !== expected) throw new Error(`expected ${expected}, got ${any.typeUrl}`);
+  return codec.decode(any.value);
+}
+
+/** A packed message as JSON with every nested Any expanded to `{"@type", ...fields}`. */
+export function renderAny(any: Any): Record<string, unknown> {
+  const codec = codecByTypeUrl.get(any.typeUrl);
+  if (codec === undefined) throw new Error(`cannot render unregistered type ${any.typeUrl}`);
+  const fields = expandNested(codec.toJSON(codec.decode(any.value)));
+  return { '@type': any.typeUrl, ...(fields as Record<string, unknown>) };
+}
+
+function expandNested(json: unknown): unknown {
+  if (Array.isArray(json)) return json.map(expandNested);
+  if (json === null || typeof json !== 'object') return json;
+  if (isAnyJson(json)) {
+    return renderAny({ typeUrl: json.typeUrl, value: Buffer.from(json.value ?? '', 'base64') });
+  }
+  return Object.fromEntries(Object.entries(json).map(([key, value]) => [key, expandNested(value)]));
+}
+
+/** ts-proto renders an Any as `{ typeUrl, value: base64 }` (value omitted when empty). */
+function isAnyJson(json: object): json is { typeUrl: string; value?: string } {
+  const keys = Object.keys(json);
+  const record = json as Record<string, unknown>;
+  return (
+    keys.includes('typeUrl') &&
+    keys.every((key) => key === 'typeUrl' || key === 'value') &&
+    typeof record.typeUrl === 'string' &&
+    record.typeUrl.startsWith(typeUrlPrefix)
+  );
+}

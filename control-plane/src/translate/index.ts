@@ -1,0 +1,57 @@
+// IR → every resource the control plane serves, packed and grouped by type URL. Pure and
+// deterministic: the same IR always gives byte-identical resources, so the snapshot cache
+// can version them by content hash.
+
+import { Cluster } from '@sekisho/proto/envoy/config/cluster/v3/cluster';
+import { ClusterLoadAssignment } from '@sekisho/proto/envoy/config/endpoint/v3/endpoint';
+import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
+import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
+import { AuthzPolicy, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { policyResourceNames } from '@sekisho/service-kit/contract';
+import type { GatewayIR } from '../ir/types';
+import type { Resource, ResourcesByType } from '../xds/resources';
+import { pushOrder, typeUrls } from '../xds/type-urls';
+import { type MessageCodec, pack, typeUrlOf } from './any';
+import { translateClusters } from './clusters';
+import { translateEndpoints } from './endpoints';
+import { translateListeners } from './listeners';
+import { translateAuthzPolicy, translateRateLimitPolicy } from './policy';
+import { translateRoutes } from './routes';
+
+export function translate(ir: GatewayIR): ResourcesByType {
+  const byType: ResourcesByType = new Map(pushOrder.map((typeUrl) => [typeUrl, []]));
+  const add = <T>(codec: MessageCodec<T>, typeUrl: string, named: Array<{ name: string; message: T }>) => {
+    // The registry and the xDS type URLs must agree, or Envoy would reject every resource.
+    if (typeUrlOf(codec) !== typeUrl) throw new Error(`type URL mismatch: ${typeUrlOf(codec)} vs ${typeUrl}`);
+    const resources: Resource[] = named
+      .map(({ name, message }) => ({ name, resource: pack(codec, message) }))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    byType.set(typeUrl, resources);
+  };
+
+  add(
+    Cluster,
+    typeUrls.cluster,
+    translateClusters(ir).map((message) => ({ name: message.name, message })),
+  );
+  add(
+    ClusterLoadAssignment,
+    typeUrls.endpoint,
+    translateEndpoints(ir).map((message) => ({ name: message.clusterName, message })),
+  );
+  add(
+    Listener,
+    typeUrls.listener,
+    translateListeners(ir).map((message) => ({ name: message.name, message })),
+  );
+  add(
+    RouteConfiguration,
+    typeUrls.route,
+    translateRoutes(ir).map((message) => ({ name: message.name, message })),
+  );
+  add(AuthzPolicy, typeUrls.authzPolicy, [{ name: policyResourceNames.authz, message: translateAuthzPolicy(ir) }]);
+  add(RateLimitPolicy, typeUrls.rateLimitPolicy, [
+    { name: policyResourceNames.rateLimit, message: translateRateLimitPolicy(ir) },
+  ]);
+  return byType;
+}

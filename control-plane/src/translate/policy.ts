@@ -1,0 +1,46 @@
+// The policy resources of Sekisho's own services: AuthzPolicy for ext-authz (identity and
+// groups; route requirements travel in each route's context_extensions) and
+// RateLimitPolicy for the rate-limit service (one rule per limit window).
+
+import { AuthzPolicy, type DescriptorMatch, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { descriptorKeys, rateLimitDomain } from '@sekisho/service-kit/contract';
+import type { GatewayIR } from '../ir/types';
+import { allDescriptors, type DescriptorEntry } from './descriptors';
+
+export function translateAuthzPolicy(ir: GatewayIR): AuthzPolicy {
+  return AuthzPolicy.fromPartial({
+    firebase: { projectId: ir.identity.firebaseProjectId },
+    groupClaim: ir.identity.groupClaim,
+    defaultGroup: ir.identity.defaultGroup ?? '',
+    groups: Object.fromEntries(ir.identity.groups.map((group) => [group.name, { permissions: group.permissions }])),
+  });
+}
+
+export function translateRateLimitPolicy(ir: GatewayIR): RateLimitPolicy {
+  return RateLimitPolicy.fromPartial({
+    domain: rateLimitDomain,
+    rules: allDescriptors(ir).flatMap((descriptor) =>
+      descriptor.limits.map((limit) => ({
+        id: `${descriptor.family}/${limit.windowSeconds}s`,
+        match: descriptor.entries.map(descriptorMatch),
+        requestsPerWindow: limit.requestsPerWindow,
+        windowSeconds: limit.windowSeconds,
+        blockSeconds: limit.blockSeconds,
+      })),
+    ),
+  });
+}
+
+/** The entry Envoy sends for this action; value '' = counted per distinct value. */
+function descriptorMatch(entry: DescriptorEntry): DescriptorMatch {
+  switch (entry.kind) {
+    case 'constant':
+      return { key: entry.key, value: entry.value };
+    case 'user':
+      return { key: descriptorKeys.user, value: '' };
+    case 'anonymous':
+      return { key: descriptorKeys.anonymous, value: 'true' };
+    case 'remoteAddress':
+      return { key: descriptorKeys.remoteAddress, value: '' };
+  }
+}

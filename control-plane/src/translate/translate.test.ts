@@ -1,0 +1,196 @@
+// Properties of translate() that hold for every definition: complete, sorted, decodable,
+// deterministic, and with rate-limit actions that mirror the rate-limit rules exactly.
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Cluster } from '@sekisho/proto/envoy/config/cluster/v3/cluster';
+import { ClusterLoadAssignment } from '@sekisho/proto/envoy/config/endpoint/v3/endpoint';
+import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
+import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
+import type { RateLimit_Action } from '@sekisho/proto/envoy/config/route/v3/route_components';
+import { ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
+import { AuthzPolicy, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { descriptorKeys, identityHeaders } from '@sekisho/service-kit/contract';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { compileDefinition, compileDefinitionFile } from '../definition/load';
+import { typeUrls } from '../xds/type-urls';
+import { encode, type MessageCodec, renderAny, unpack } from './any';
+
+const examples = resolve(import.meta.dirname, '../../examples');
+const salonYaml = parse(readFileSync(resolve(examples, 'salon.gateway.yaml'), 'utf8'));
+
+function compileSalon() {
+  const compiled = compileDefinition(salonYaml);
+  if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
+  return compiled;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: codecs of different message types
+const codecs: Record<string, MessageCodec<any>> = {
+  [typeUrls.cluster]: Cluster,
+  [typeUrls.endpoint]: ClusterLoadAssignment,
+  [typeUrls.listener]: Listener,
+  [typeUrls.route]: RouteConfiguration,
+  [typeUrls.authzPolicy]: AuthzPolicy,
+  [typeUrls.rateLimitPolicy]: RateLimitPolicy,
+};
+
+describe('translate', () => {
+  it('serves every type URL, resources sorted by name, each Any typed with its type URL', () => {
+    const { resources } = compileSalon();
+    expect([...resources.keys()].sort()).toEqual(Object.values(typeUrls).sort());
+    for (const [typeUrl, list] of resources) {
+      const names = list.map((resource) => resource.name);
+      expect(names).toEqual([...names].sort());
+      for (const resource of list) expect(resource.resource.typeUrl).toBe(typeUrl);
+    }
+    expect(resources.get(typeUrls.cluster)?.map((resource) => resource.name)).toEqual([
+      'sekisho_ext_authz',
+      'sekisho_ratelimit',
+      'svc_appointment',
+      'svc_customer',
+      'svc_notification',
+    ]);
+  });
+
+  it('packs bytes that decode and re-encode to the same bytes', () => {
+    const { resources } = compileSalon();
+    for (const [typeUrl, list] of resources) {
+      const codec = codecs[typeUrl];
+      if (codec === undefined) throw new Error(`no codec for ${typeUrl}`);
+      for (const resource of list) {
+        const bytes = resource.resource.value;
+        expect(bytes.length).toBeGreaterThan(0);
+        expect(encode(codec, unpack(codec, resource.resource)).equals(bytes)).toBe(true);
+        expect(() => renderAny(resource.resource)).not.toThrow();
+      }
+    }
+  });
+
+  it('gives byte-identical resources for the same input', () => {
+    const first = compileSalon().resources;
+    const second = compileSalon().resources;
+    for (const [typeUrl, list] of first) {
+      const other = second.get(typeUrl) ?? [];
+      expect(other.map((resource) => resource.name)).toEqual(list.map((resource) => resource.name));
+      list.forEach((resource, index) => {
+        expect(other[index]?.resource.value.equals(resource.resource.value)).toBe(true);
+      });
+    }
+  });
+
+  it('compiles the TS and the YAML example to the same bytes', async () => {
+    const fromTs = await compileDefinitionFile(resolve(examples, 'salon.gateway.ts'));
+    const fromYaml = await compileDefinitionFile(resolve(examples, 'salon.gateway.yaml'));
+    if (!fromTs.ok || !fromYaml.ok) throw new Error('examples do not compile');
+    expect(fromTs.definition).toEqual(fromYaml.definition);
+    for (const [typeUrl, list] of fromYaml.resources) {
+      expect(fromTs.resources.get(typeUrl)?.map((resource) => resource.resource.value.toString('hex'))).toEqual(
+        list.map((resource) => resource.resource.value.toString('hex')),
+      );
+    }
+  });
+
+  it("mirrors every route's rate-limit actions in exactly one family of rate-limit rules", () => {
+    const { resources, ir } = compileSalon();
+    const [routeResource] = resources.get(typeUrls.route) ?? [];
+    const [policyResource] = resources.get(typeUrls.rateLimitPolicy) ?? [];
+    if (!routeResource || !policyResource) throw new Error('missing resources');
+    const routeConfig = unpack(RouteConfiguration, routeResource.resource);
+    const policy = unpack(RateLimitPolicy, policyResource.resource);
+    const ruleShapes = new Set(policy.rules.map((rule) => JSON.stringify(rule.match)));
+
+    const routes = routeConfig.virtualHosts[0]?.routes ?? [];
+    expect(routes.map((route) => route.name)).toEqual(ir.routes.map((route) => route.id));
+    for (const route of routes) {
+      const descriptors = route.route?.rateLimits ?? [];
+      // Global authenticated + unauthenticated, plus one per (route, per) with own limits.
+      const own = ir.routes.find((candidate) => candidate.id === route.name)?.limits ?? [];
+      expect(descriptors).toHaveLength(2 + new Set(own.map((limit) => limit.per)).size);
+      for (const descriptor of descriptors) {
+        expect(ruleShapes).toContain(JSON.stringify(descriptor.actions.map(expectedEntry)));
+      }
+    }
+  });
+
+  it('gives the rate-limit service one rule per window with the reference limits', () => {
+    const { resources } = compileSalon();
+    const [policyResource] = resources.get(typeUrls.rateLimitPolicy) ?? [];
+    if (!policyResource) throw new Error('missing policy');
+    const policy = unpack(RateLimitPolicy, policyResource.resource);
+    expect(policy.domain).toBe('sekisho');
+    expect(
+      policy.rules.map((rule) => [rule.id, rule.requestsPerWindow, rule.windowSeconds, rule.blockSeconds]),
+    ).toEqual([
+      ['authenticated/user/60s', 300, 60, 0],
+      ['authenticated/user/3600s', 1000, 3600, 0],
+      ['unauthenticated/ip/60s', 60, 60, 0],
+      ['unauthenticated/ip/3600s', 200, 3600, 0],
+      ['route:post-api-v1-appointments/user/60s', 10, 60, 0],
+      ['route:post-api-v1-messages/user/60s', 30, 60, 0],
+      ['route:api-v1-auth-prefix/ip/60s', 5, 60, 900],
+    ]);
+  });
+
+  it("gives ext-authz each route's id, auth mode and required permissions", () => {
+    const { resources } = compileSalon();
+    const [routeResource] = resources.get(typeUrls.route) ?? [];
+    if (!routeResource) throw new Error('missing routes');
+    const routes = unpack(RouteConfiguration, routeResource.resource).virtualHosts[0]?.routes ?? [];
+    const extensions = Object.fromEntries(
+      routes.map((route) => {
+        const perRoute = route.typedPerFilterConfig['envoy.filters.http.ext_authz'];
+        if (!perRoute) throw new Error(`route ${route.name} has no ext_authz config`);
+        return [route.name, unpack(ExtAuthzPerRoute, perRoute).checkSettings?.contextExtensions];
+      }),
+    );
+    expect(extensions['get-api-v1-customer-profile']).toEqual({
+      'sekisho.route_id': 'get-api-v1-customer-profile',
+      'sekisho.auth': 'required',
+      'sekisho.permissions': 'read:own_profile',
+    });
+    expect(extensions['api-v1-auth-prefix']).toEqual({
+      'sekisho.route_id': 'api-v1-auth-prefix',
+      'sekisho.auth': 'none',
+      'sekisho.permissions': '',
+    });
+  });
+
+  it('gives ext-authz the groups with inheritance resolved', () => {
+    const { resources } = compileSalon();
+    const [authzResource] = resources.get(typeUrls.authzPolicy) ?? [];
+    if (!authzResource) throw new Error('missing policy');
+    const policy = unpack(AuthzPolicy, authzResource.resource);
+    expect(policy.firebase?.projectId).toBe('demo-salon');
+    expect(policy.groupClaim).toBe('tier');
+    expect(policy.defaultGroup).toBe('basic_customer');
+    expect(Object.keys(policy.groups)).toEqual(['basic_customer', 'premium_customer', 'verified_customer']);
+    expect(policy.groups.premium_customer?.permissions).toHaveLength(12);
+    expect(policy.groups.verified_customer?.permissions).toEqual([
+      'read:own_profile',
+      'read:own_appointments',
+      'read:own_history',
+      'read:own_messages',
+      'read:own_points',
+      'update:own_profile',
+      'create:appointments',
+      'update:own_appointments',
+      'send:messages',
+    ]);
+  });
+});
+
+/** The descriptor entry an Envoy action produces, as the rate-limit rules write it. */
+function expectedEntry(action: RateLimit_Action): { key: string; value: string } {
+  if (action.genericKey) return { key: action.genericKey.descriptorKey, value: action.genericKey.descriptorValue };
+  if (action.requestHeaders) {
+    expect(action.requestHeaders.headerName).toBe(identityHeaders.userId);
+    return { key: action.requestHeaders.descriptorKey, value: '' };
+  }
+  if (action.headerValueMatch) {
+    expect(action.headerValueMatch.expectMatch).toBe(false);
+    return { key: action.headerValueMatch.descriptorKey, value: action.headerValueMatch.descriptorValue };
+  }
+  if (action.remoteAddress) return { key: descriptorKeys.remoteAddress, value: '' };
+  throw new Error(`unexpected action ${JSON.stringify(action)}`);
+}

@@ -1,0 +1,124 @@
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DefinitionWatcher } from './watch';
+import { SnapshotCache } from './xds/cache';
+import { captureLogger, eventually } from './xds/test-helpers';
+import { typeUrls } from './xds/type-urls';
+
+// The real compileDefinitionFile on a YAML file in a temp directory.
+const definition = ({ port = 3001, to = 'customer' } = {}) => `
+listeners:
+  http: { port: 18080 }
+identity:
+  firebase: { projectId: demo-salon }
+  groupClaim: tier
+  groups:
+    basic_customer: ['read:own_profile']
+policyServices:
+  extAuthz: { address: '127.0.0.1:19001' }
+  rateLimit: { address: '127.0.0.1:19002' }
+services:
+  customer: { endpoints: ['127.0.0.1:${port}'] }
+routes:
+  - match: 'GET /api/v1/customer/profile'
+    to: ${to}
+    rewrite: /profile
+    require: ['read:own_profile']
+`;
+
+describe('DefinitionWatcher', () => {
+  let dir: string;
+  let file: string;
+  let watcher: DefinitionWatcher | undefined;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'sekisho-watch-'));
+    file = join(dir, 'gateway.yaml');
+  });
+  afterEach(async () => {
+    await watcher?.stop();
+    watcher = undefined;
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function startWatcher() {
+    await writeFile(file, definition());
+    const cache = new SnapshotCache();
+    const registry = new Registry();
+    const { logger, records } = captureLogger('info');
+    watcher = new DefinitionWatcher({ path: file, cache, logger, registry, debounceMs: 50, pollIntervalMs: 400 });
+    const initial = await watcher.reload('initial');
+    expect(initial.ok).toBe(true);
+    watcher.start();
+    const reloads = async (result: string) =>
+      (await registry.getSingleMetric('sekisho_definition_reloads_total')?.get())?.values.find(
+        (v) => v.labels.result === result,
+      )?.value ?? 0;
+    return { cache, records, reloads, watcher };
+  }
+
+  it('serves a valid change: only the changed types get a new version', async () => {
+    const { cache, reloads, watcher } = await startWatcher();
+    const before = cache.versions();
+    await writeFile(file, definition({ port: 3002 }));
+    await eventually(
+      () => cache.get(typeUrls.endpoint)?.version !== before[typeUrls.endpoint],
+      5_000,
+      'new EDS version',
+    );
+    const after = cache.versions();
+    expect(after[typeUrls.cluster]).toBe(before[typeUrls.cluster]);
+    expect(after[typeUrls.listener]).toBe(before[typeUrls.listener]);
+    expect(watcher.status().lastReload).toMatchObject({ result: 'ok', errors: [], changedTypes: [typeUrls.endpoint] });
+    expect(await reloads('ok')).toBe(2);
+  });
+
+  it('keeps the last good snapshot when the file becomes invalid, and reports why', async () => {
+    const { cache, records, reloads, watcher } = await startWatcher();
+    const before = cache.versions();
+    await writeFile(file, definition({ to: 'nosuchservice' }));
+    const last = await eventually(
+      () => (watcher.status().lastReload?.result === 'invalid' ? watcher.status().lastReload : undefined),
+      5_000,
+      'invalid reload',
+    );
+    expect(last?.errors[0]?.path).toBe('routes[0].to');
+    expect(last?.errors[0]?.message).toContain('nosuchservice');
+    expect(cache.versions()).toEqual(before);
+    expect(records).toContainEqual(
+      expect.objectContaining({ level: 'ERROR', event_type: 'definition_invalid', field: 'routes[0].to' }),
+    );
+    expect(await reloads('invalid')).toBe(1);
+
+    // Fixing the file serves again.
+    await writeFile(file, definition({ port: 3003 }));
+    await eventually(() => watcher.status().lastReload?.result === 'ok', 5_000, 'fixed reload');
+    expect(cache.versions()[typeUrls.endpoint]).not.toBe(before[typeUrls.endpoint]);
+  });
+
+  it('follows an editor-style save (new file renamed over the old one)', async () => {
+    const { cache } = await startWatcher();
+    const before = cache.versions()[typeUrls.endpoint];
+    const temp = join(dir, '.gateway.yaml.swp');
+    await writeFile(temp, definition({ port: 3004 }));
+    await rename(temp, file);
+    await eventually(() => cache.versions()[typeUrls.endpoint] !== before, 5_000, 'reload after rename');
+    // Still watching after the rename.
+    const second = cache.versions()[typeUrls.endpoint];
+    await writeFile(file, definition({ port: 3005 }));
+    await eventually(() => cache.versions()[typeUrls.endpoint] !== second, 5_000, 'reload after second save');
+  });
+
+  it('reports a missing initial file as an error without touching the cache', async () => {
+    const cache = new SnapshotCache();
+    const { logger } = captureLogger('info');
+    watcher = new DefinitionWatcher({ path: join(dir, 'absent.yaml'), cache, logger, registry: new Registry() });
+    const result = await watcher.reload('initial', { quiet: true });
+    expect(result.ok).toBe(false);
+    expect(cache.hasSnapshot()).toBe(false);
+    expect(watcher.status().lastReload?.result).toBe('invalid');
+  });
+});

@@ -1,0 +1,235 @@
+import { type FSWatcher, watch as fsWatch } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
+import type { Logger } from '@sekisho/service-kit/logger';
+import { Counter, type Registry } from 'prom-client';
+import { type CompileResult, compileDefinitionFile, type FieldError } from './definition/load';
+import { defaultGroup, type SnapshotCache } from './xds/cache';
+
+// Keeps the snapshot cache in step with the definition file. fs.watch on the file's
+// directory (not the file: editors save by writing a new file and renaming it over
+// the old one, which ends a watch on the file itself), debounced, plus a slow mtime
+// poll for file systems where fs.watch says nothing (network mounts, some containers).
+// A definition that does not compile changes nothing: the last good snapshot stays.
+
+/** "routes[0].to: unknown service", or just the message for the file as a whole (path ''). */
+export const describeFieldError = (error: FieldError): string =>
+  error.path ? `${error.path}: ${error.message}` : error.message;
+
+export type Compile = (path: string) => CompileResult | Promise<CompileResult>;
+
+export interface DefinitionWatcherOptions {
+  /** The definition file (absolute, or relative to the working directory). */
+  path: string;
+  cache: SnapshotCache;
+  logger: Logger;
+  registry: Registry;
+  /** Defaults to compileDefinitionFile. */
+  compile?: Compile;
+  /** Snapshot group the definition feeds. */
+  group?: string;
+  debounceMs?: number;
+  pollIntervalMs?: number;
+}
+
+export interface ReloadStatus {
+  at: string;
+  trigger: string;
+  result: 'ok' | 'invalid';
+  errors: FieldError[];
+  /** Types whose version changed (empty when the definition compiled to the same resources). */
+  changedTypes: string[];
+}
+
+export interface WatcherStatus {
+  path: string;
+  lastReload?: ReloadStatus;
+  /** When the snapshot now served was compiled. */
+  lastGoodAt?: string;
+}
+
+interface FileSignature {
+  mtimeMs: number;
+  size: number;
+  ino: number;
+}
+
+export class DefinitionWatcher {
+  private readonly log: Logger;
+  private readonly compile: Compile;
+  private readonly group: string;
+  private readonly debounceMs: number;
+  private readonly pollIntervalMs: number;
+  private readonly reloads: Counter<'result'>;
+  private fsWatcher?: FSWatcher;
+  private pollTimer?: NodeJS.Timeout;
+  private debounceTimer?: NodeJS.Timeout;
+  private running?: Promise<void>;
+  private rerun = false;
+  private stopped = false;
+  private signature?: FileSignature;
+  private lastReload?: ReloadStatus;
+  private lastGoodAt?: Date;
+
+  constructor(private readonly opts: DefinitionWatcherOptions) {
+    this.log = opts.logger.child({ category: 'technical', component: 'definition', definition: opts.path });
+    this.compile = opts.compile ?? compileDefinitionFile;
+    this.group = opts.group ?? defaultGroup;
+    this.debounceMs = opts.debounceMs ?? 150;
+    this.pollIntervalMs = opts.pollIntervalMs ?? 2_000;
+    this.reloads = new Counter({
+      name: 'sekisho_definition_reloads_total',
+      help: 'Compilations of the gateway definition, by result (ok, invalid)',
+      labelNames: ['result'],
+      registers: [opts.registry],
+    });
+  }
+
+  /**
+   * Compiles the definition and, when it is valid, serves it. An invalid definition
+   * leaves the cache alone; its errors are logged one per field (unless `quiet`,
+   * for the initial load, whose caller prints them) and kept for status().
+   */
+  async reload(trigger: string, { quiet = false }: { quiet?: boolean } = {}): Promise<CompileResult> {
+    this.signature = await this.readSignature();
+    let result: CompileResult;
+    try {
+      result = await this.compile(this.opts.path);
+    } catch (error) {
+      // compileDefinitionFile never throws; a custom compile might.
+      result = { ok: false, errors: [{ path: '(definition)', message: String(error) }] };
+    }
+    let changedTypes: string[] = [];
+    if (result.ok) {
+      try {
+        changedTypes = this.opts.cache.setSnapshot(result.resources, this.group);
+      } catch (error) {
+        result = { ok: false, errors: [{ path: '(resources)', message: String(error) }] };
+      }
+    }
+    const at = new Date();
+    this.lastReload = {
+      at: at.toISOString(),
+      trigger,
+      result: result.ok ? 'ok' : 'invalid',
+      errors: result.ok ? [] : result.errors,
+      changedTypes,
+    };
+    this.reloads.inc({ result: this.lastReload.result });
+    if (result.ok) {
+      this.lastGoodAt = at;
+      this.log.info(
+        {
+          event_type: 'definition_loaded',
+          trigger,
+          changed_types: changedTypes,
+          versions: this.opts.cache.versions(this.group),
+        },
+        changedTypes.length > 0 ? 'gateway definition loaded' : 'gateway definition unchanged',
+      );
+    } else if (!quiet) {
+      for (const error of result.errors) {
+        this.log.error(
+          { event_type: 'definition_invalid', trigger, field: error.path, error_details: error.message },
+          `invalid gateway definition: ${describeFieldError(error)}`,
+        );
+      }
+      this.log.error(
+        { event_type: 'definition_rejected', trigger, errors: result.errors.length },
+        'gateway definition rejected; still serving the last good one',
+      );
+    }
+    return result;
+  }
+
+  /** Starts watching. Call after the initial reload(). */
+  start(): void {
+    this.stopped = false;
+    const dir = dirname(this.opts.path);
+    const name = basename(this.opts.path);
+    try {
+      this.fsWatcher = fsWatch(dir, { persistent: false }, (_event, filename) => {
+        if (!filename || filename === name) this.schedule('file changed');
+      });
+      this.fsWatcher.on('error', (error) => {
+        this.log.warn(
+          { event_type: 'definition_watch_failed', error_details: error.message },
+          'watching the definition directory failed; falling back to polling',
+        );
+        this.fsWatcher?.close();
+        this.fsWatcher = undefined;
+      });
+    } catch (error) {
+      this.log.warn(
+        { event_type: 'definition_watch_failed', error_details: String(error) },
+        'cannot watch the definition directory; polling only',
+      );
+    }
+    this.pollTimer = setInterval(() => void this.poll(), this.pollIntervalMs);
+    this.pollTimer.unref();
+  }
+
+  /** Stops watching and waits for a reload in progress. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.fsWatcher?.close();
+    this.fsWatcher = undefined;
+    clearInterval(this.pollTimer);
+    clearTimeout(this.debounceTimer);
+    await this.running;
+  }
+
+  status(): WatcherStatus {
+    return { path: this.opts.path, lastReload: this.lastReload, lastGoodAt: this.lastGoodAt?.toISOString() };
+  }
+
+  private schedule(trigger: string): void {
+    if (this.stopped) return;
+    clearTimeout(this.debounceTimer);
+    this.debounceTimer = setTimeout(() => this.runScheduled(trigger), this.debounceMs);
+    this.debounceTimer.unref();
+  }
+
+  // One reload at a time; a change during a reload gets one more reload after it.
+  private runScheduled(trigger: string): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.rerun = true;
+      return;
+    }
+    this.running = this.reload(trigger)
+      .then(() => undefined)
+      .catch((error: unknown) => {
+        this.log.error({ event_type: 'definition_reload_failed', error_details: String(error) }, 'reload failed');
+      })
+      .finally(() => {
+        this.running = undefined;
+        if (this.rerun) {
+          this.rerun = false;
+          this.schedule(trigger);
+        }
+      });
+  }
+
+  private async poll(): Promise<void> {
+    const now = await this.readSignature();
+    const before = this.signature;
+    const same =
+      now === before ||
+      (now !== undefined &&
+        before !== undefined &&
+        now.mtimeMs === before.mtimeMs &&
+        now.size === before.size &&
+        now.ino === before.ino);
+    if (!same) this.schedule('file changed (poll)');
+  }
+
+  private async readSignature(): Promise<FileSignature | undefined> {
+    try {
+      const s = await stat(this.opts.path);
+      return { mtimeMs: s.mtimeMs, size: s.size, ino: s.ino };
+    } catch {
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,61 @@
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { SnapshotCache } from './cache';
+import { typeUrls } from './type-urls';
+
+const shortNames = new Map<string, string>(Object.entries(typeUrls).map(([short, url]) => [url, short]));
+
+/** Metric label for a type URL: the short name of type-urls.ts, else the message name. */
+export function typeLabel(typeUrl: string): string {
+  return shortNames.get(typeUrl) ?? typeUrl.slice(typeUrl.lastIndexOf('/') + 1);
+}
+
+export interface XdsMetrics {
+  connectedStreams: Gauge;
+  responsesSent: Counter<'type'>;
+  acks: Counter<'type'>;
+  nacks: Counter<'type'>;
+}
+
+export function createXdsMetrics(registry: Registry, cache: SnapshotCache): XdsMetrics {
+  // Info-style gauge read from the cache at scrape time: one series per group and type,
+  // labelled with the version it serves now, so a dashboard sees a push land.
+  new Gauge({
+    name: 'sekisho_xds_snapshot_version_info',
+    help: 'Version each resource type is served at (value is always 1)',
+    labelNames: ['group', 'type', 'version'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const group of cache.groupNames()) {
+        for (const [typeUrl, version] of Object.entries(cache.versions(group))) {
+          this.set({ group, type: typeLabel(typeUrl), version }, 1);
+        }
+      }
+    },
+  });
+  return {
+    connectedStreams: new Gauge({
+      name: 'sekisho_xds_connected_streams',
+      help: 'Open ADS streams',
+      registers: [registry],
+    }),
+    responsesSent: new Counter({
+      name: 'sekisho_xds_responses_sent_total',
+      help: 'DiscoveryResponses sent, by resource type',
+      labelNames: ['type'],
+      registers: [registry],
+    }),
+    acks: new Counter({
+      name: 'sekisho_xds_acks_total',
+      help: 'Responses acknowledged (ACK), by resource type',
+      labelNames: ['type'],
+      registers: [registry],
+    }),
+    nacks: new Counter({
+      name: 'sekisho_xds_nacks_total',
+      help: 'Responses rejected (NACK, error_detail set), by resource type',
+      labelNames: ['type'],
+      registers: [registry],
+    }),
+  };
+}

@@ -1,0 +1,221 @@
+// Shared by the xDS tests: hand-built Envoy resources (valid for a real Envoy), a
+// grpc-js ADS client that queues responses, and a log capture. Not used at run time.
+import { type ClientDuplexStream, credentials, type ServiceError } from '@grpc/grpc-js';
+import { Cluster, Cluster_DiscoveryType } from '@sekisho/proto/envoy/config/cluster/v3/cluster';
+import { Node } from '@sekisho/proto/envoy/config/core/v3/base';
+import { ApiVersion } from '@sekisho/proto/envoy/config/core/v3/config_source';
+import { ClusterLoadAssignment } from '@sekisho/proto/envoy/config/endpoint/v3/endpoint';
+import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
+import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
+import { Router } from '@sekisho/proto/envoy/extensions/filters/http/router/v3/router';
+import { HttpConnectionManager } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
+import { AggregatedDiscoveryServiceClient } from '@sekisho/proto/envoy/service/discovery/v3/ads';
+import { DiscoveryRequest, type DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
+import type { Any } from '@sekisho/proto/google/protobuf/any';
+import { createLogger, type Logger } from '@sekisho/service-kit/logger';
+import type { Resource, ResourcesByType } from './resources';
+import { typeUrls } from './type-urls';
+
+const pack = (typeUrl: string, value: Uint8Array): Any => ({ typeUrl, value: Buffer.from(value) });
+const ads = { ads: {}, resourceApiVersion: ApiVersion.V3 };
+
+export function edsCluster(name: string, connectTimeoutMs = 1_000): Resource {
+  const cluster = Cluster.fromPartial({
+    name,
+    type: Cluster_DiscoveryType.EDS,
+    edsClusterConfig: { edsConfig: ads },
+    connectTimeout: { seconds: Math.floor(connectTimeoutMs / 1000), nanos: (connectTimeoutMs % 1000) * 1_000_000 },
+  });
+  return { name, resource: pack(typeUrls.cluster, Cluster.encode(cluster).finish()) };
+}
+
+export function loadAssignment(clusterName: string, endpoints: Array<{ host: string; port: number }>): Resource {
+  const cla = ClusterLoadAssignment.fromPartial({
+    clusterName,
+    endpoints: [
+      {
+        lbEndpoints: endpoints.map(({ host, port }) => ({
+          endpoint: { address: { socketAddress: { address: host, portValue: port } } },
+        })),
+      },
+    ],
+  });
+  return { name: clusterName, resource: pack(typeUrls.endpoint, ClusterLoadAssignment.encode(cla).finish()) };
+}
+
+export function httpListener(name: string, port: number, routeConfigName: string): Resource {
+  const hcm = HttpConnectionManager.fromPartial({
+    statPrefix: name,
+    rds: { configSource: ads, routeConfigName },
+    httpFilters: [
+      {
+        name: 'envoy.filters.http.router',
+        typedConfig: pack(
+          'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router',
+          Router.encode(Router.fromPartial({})).finish(),
+        ),
+      },
+    ],
+  });
+  const listener = Listener.fromPartial({
+    name,
+    address: { socketAddress: { address: '127.0.0.1', portValue: port } },
+    filterChains: [
+      {
+        filters: [
+          {
+            name: 'envoy.filters.network.http_connection_manager',
+            typedConfig: pack(
+              'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+              HttpConnectionManager.encode(hcm).finish(),
+            ),
+          },
+        ],
+      },
+    ],
+  });
+  return { name, resource: pack(typeUrls.listener, Listener.encode(listener).finish()) };
+}
+
+/** A route configuration sending everything to `cluster`, tagging responses with `x-route-tag`. */
+export function routeTo(name: string, cluster: string, tag = 'v1'): Resource {
+  const rc = RouteConfiguration.fromPartial({
+    name,
+    virtualHosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster } }] }],
+    responseHeadersToAdd: [{ header: { key: 'x-route-tag', value: tag } }],
+  });
+  return { name, resource: pack(typeUrls.route, RouteConfiguration.encode(rc).finish()) };
+}
+
+export function resourcesOf(...resources: Resource[]): ResourcesByType {
+  const byType: ResourcesByType = new Map();
+  for (const r of resources) {
+    const list = byType.get(r.resource.typeUrl) ?? [];
+    list.push(r);
+    byType.set(r.resource.typeUrl, list);
+  }
+  return byType;
+}
+
+/** Names of the resources in a response, decoded by type. */
+export function namesIn(response: DiscoveryResponse): string[] {
+  return response.resources.map((any) => {
+    switch (any.typeUrl) {
+      case typeUrls.cluster:
+        return Cluster.decode(any.value).name;
+      case typeUrls.endpoint:
+        return ClusterLoadAssignment.decode(any.value).clusterName;
+      case typeUrls.listener:
+        return Listener.decode(any.value).name;
+      case typeUrls.route:
+        return RouteConfiguration.decode(any.value).name;
+      default:
+        return any.typeUrl;
+    }
+  });
+}
+
+/** One ADS stream from a real grpc-js client; responses queue until read. */
+export class AdsTestStream {
+  readonly call: ClientDuplexStream<DiscoveryRequest, DiscoveryResponse>;
+  private readonly queue: DiscoveryResponse[] = [];
+  private readonly waiters: Array<(r: DiscoveryResponse) => void> = [];
+  ended?: ServiceError | 'ok';
+
+  constructor(client: AggregatedDiscoveryServiceClient) {
+    this.call = client.streamAggregatedResources();
+    this.call.on('data', (response: DiscoveryResponse) => {
+      const waiter = this.waiters.shift();
+      if (waiter) waiter(response);
+      else this.queue.push(response);
+    });
+    this.call.on('error', (error: ServiceError) => {
+      this.ended = error;
+    });
+    this.call.on('end', () => {
+      this.ended ??= 'ok';
+    });
+  }
+
+  send(request: Partial<DiscoveryRequest> & { typeUrl: string }, nodeId?: string): void {
+    this.call.write(
+      DiscoveryRequest.fromPartial({
+        ...request,
+        ...(nodeId ? { node: Node.fromPartial({ id: nodeId, cluster: 'test' }) } : {}),
+      }),
+    );
+  }
+
+  /** ACKs `response` (same names unless given). */
+  ack(response: DiscoveryResponse, resourceNames: string[] = []): void {
+    this.send({
+      typeUrl: response.typeUrl,
+      versionInfo: response.versionInfo,
+      responseNonce: response.nonce,
+      resourceNames,
+    });
+  }
+
+  next(timeoutMs = 3_000): Promise<DiscoveryResponse> {
+    const queued = this.queue.shift();
+    if (queued) return Promise.resolve(queued);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        reject(new Error(`no DiscoveryResponse within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const waiter = (r: DiscoveryResponse) => {
+        clearTimeout(timer);
+        resolve(r);
+      };
+      this.waiters.push(waiter);
+    });
+  }
+
+  /** Resolves when no response arrives for `ms`; rejects with the response otherwise. */
+  async expectNothing(ms = 300): Promise<void> {
+    await new Promise((r) => setTimeout(r, ms));
+    const stray = this.queue.shift();
+    if (stray) {
+      throw new Error(`unexpected response: ${stray.typeUrl} version ${stray.versionInfo} nonce ${stray.nonce}`);
+    }
+  }
+
+  cancel(): void {
+    this.call.cancel();
+  }
+}
+
+export function adsClient(port: number): AggregatedDiscoveryServiceClient {
+  return new AggregatedDiscoveryServiceClient(`127.0.0.1:${port}`, credentials.createInsecure());
+}
+
+export interface LogRecord {
+  level: string;
+  message: string;
+  [key: string]: unknown;
+}
+
+/** A real pino logger whose JSON records land in `records`. */
+export function captureLogger(level = 'debug'): { logger: Logger; records: LogRecord[] } {
+  const records: LogRecord[] = [];
+  const logger = createLogger('control-plane-test', {
+    level,
+    destination: { write: (line: string) => void records.push(JSON.parse(line) as LogRecord) },
+  });
+  return { logger, records };
+}
+
+export async function eventually<T>(
+  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 5_000,
+  what = 'condition',
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`${what} not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
