@@ -1,0 +1,244 @@
+import { credentials, type ServerDuplexStream } from '@grpc/grpc-js';
+import { createFirebaseKeyServer, type FirebaseKeyServer, mintIdToken } from '@sekisho/devstack/firebase-keys';
+import {
+  AuthorizationClient,
+  CheckRequest,
+  type CheckResponse,
+} from '@sekisho/proto/envoy/service/auth/v3/external_auth';
+import {
+  type AggregatedDiscoveryServiceServer,
+  AggregatedDiscoveryServiceService,
+} from '@sekisho/proto/envoy/service/discovery/v3/ads';
+import type { DiscoveryRequest, DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
+import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { authzContextKeys, identityHeaders, policyTypeUrls } from '@sekisho/service-kit/contract';
+import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type ExtAuthzApp, startExtAuthzApp } from './app';
+import { loadExtAuthzConfig } from './config';
+
+// The whole service over real sockets: Check over gRPC with a grpc-js client of the
+// generated AuthorizationService, the AuthzPolicy delivered over ADS by a small real
+// gRPC control plane (service-kit's policy client on the ext-authz side), Firebase keys
+// fetched over HTTP from devstack's key server, and the admin endpoints over HTTP.
+
+const projectId = 'salon-test';
+const policy = AuthzPolicy.fromPartial({
+  firebase: { projectId },
+  groupClaim: 'tier',
+  defaultGroup: 'basic_customer',
+  groups: {
+    basic_customer: { permissions: ['read:own_profile'] },
+    verified_customer: { permissions: ['read:own_profile', 'create:appointments'] },
+  },
+});
+
+/** A control plane reduced to what ext-authz needs: one ADS stream, responses pushed by the test. */
+async function controlPlane() {
+  const requests: DiscoveryRequest[] = [];
+  const streams: Array<ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>> = [];
+  const impl: AggregatedDiscoveryServiceServer = {
+    streamAggregatedResources: (call) => {
+      streams.push(call);
+      call.on('data', (request: DiscoveryRequest) => requests.push(request));
+      call.on('error', () => {});
+    },
+    deltaAggregatedResources: (call) => call.end(),
+  };
+  const server = await startGrpcServer({
+    port: 0,
+    register: (s) => s.addService(AggregatedDiscoveryServiceService, impl),
+  });
+  let nonce = 0;
+  return {
+    server,
+    requests,
+    connected: () => streams.length > 0,
+    push(version: string, authz: AuthzPolicy) {
+      nonce += 1;
+      streams.at(-1)?.write({
+        versionInfo: version,
+        resources: [{ typeUrl: policyTypeUrls.authz, value: Buffer.from(AuthzPolicy.encode(authz).finish()) }],
+        canary: false,
+        typeUrl: policyTypeUrls.authz,
+        nonce: String(nonce),
+      });
+      return String(nonce);
+    },
+  };
+}
+
+async function until<T>(probe: () => T | undefined | false, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+let keys: FirebaseKeyServer;
+let ads: Awaited<ReturnType<typeof controlPlane>>;
+let app: ExtAuthzApp;
+let client: AuthorizationClient;
+let adsServer: GrpcServer;
+
+beforeAll(async () => {
+  keys = await createFirebaseKeyServer();
+  ads = await controlPlane();
+  adsServer = ads.server;
+  app = await startExtAuthzApp(
+    loadExtAuthzConfig({
+      EXT_AUTHZ_GRPC_PORT: '0',
+      EXT_AUTHZ_ADMIN_PORT: '0',
+      EXT_AUTHZ_XDS_ADDRESS: `127.0.0.1:${adsServer.port}`,
+      EXT_AUTHZ_FIREBASE_CERTS_URL: keys.url,
+      EXT_AUTHZ_KEYS_UNKNOWN_KID_INTERVAL: '1s',
+      LOG_LEVEL: 'silent',
+    }),
+  );
+  client = new AuthorizationClient(`127.0.0.1:${app.grpcPort}`, credentials.createInsecure());
+});
+
+afterAll(async () => {
+  client?.close();
+  await app?.close();
+  await adsServer?.close(100);
+  await keys?.close();
+});
+
+function callCheck(opts: { token?: string; permissions?: string; auth?: string; headers?: Record<string, string> }) {
+  const request = CheckRequest.fromPartial({
+    attributes: {
+      source: { address: { socketAddress: { address: '203.0.113.7', portValue: 40000 } } },
+      contextExtensions: {
+        [authzContextKeys.routeId]: 'r1',
+        ...(opts.permissions !== undefined ? { [authzContextKeys.permissions]: opts.permissions } : {}),
+        ...(opts.auth !== undefined ? { [authzContextKeys.auth]: opts.auth } : {}),
+      },
+      request: {
+        http: {
+          method: 'GET',
+          path: '/api/v1/customer/profile',
+          headers: {
+            'x-request-id': 'req-grpc',
+            ...(opts.token !== undefined ? { authorization: `Bearer ${opts.token}` } : {}),
+            ...opts.headers,
+          },
+        },
+      },
+    },
+  });
+  return new Promise<CheckResponse>((resolve, reject) => {
+    client.check(request, (error, response) => (error ? reject(error) : resolve(response)));
+  });
+}
+
+const admin = async (path: string) => {
+  const response = await fetch(`http://127.0.0.1:${app.adminPort}${path}`);
+  return { status: response.status, text: await response.text() };
+};
+
+const mint = (claims: Record<string, unknown> = {}) =>
+  mintIdToken(keys.signingKey, { projectId, uid: 'user-1', email: 'taro@example.com', claims });
+
+const okHeaders = (response: CheckResponse) =>
+  Object.fromEntries((response.okResponse?.headers ?? []).map((h) => [h.header?.key, h.header?.value]));
+
+describe('ext-authz over gRPC', () => {
+  it('denies with 503 and is not ready before the control plane sent a policy', async () => {
+    await until(() => app.keyStore.hasKeys());
+    const response = await callCheck({ token: await mint() });
+    expect(response.status?.code).toBe(14);
+    expect(response.deniedResponse?.status?.code).toBe(503);
+    expect((await admin('/readyz')).status).toBe(503);
+  });
+
+  it('becomes ready once the policy arrives over ADS and ACKs it', async () => {
+    await until(() => ads.connected() && ads.requests.length > 0);
+    const nonce = ads.push('v1', policy);
+    await until(() => ads.requests.find((r) => r.responseNonce === nonce));
+    const ack = ads.requests.find((r) => r.responseNonce === nonce);
+    expect(ack?.versionInfo).toBe('v1');
+    expect(ack?.errorDetail).toBeUndefined();
+    await until(() => app.isReady());
+    expect((await admin('/readyz')).status).toBe(200);
+    expect(JSON.parse((await admin('/status')).text)).toMatchObject({
+      policy_version: 'v1',
+      project_id: projectId,
+      keys: { count: 1, last_refresh_ok: true },
+    });
+  });
+
+  it('allows a valid token with identity headers for the upstream and dynamic metadata', async () => {
+    const response = await callCheck({
+      token: await mint({ tier: 'verified_customer' }),
+      permissions: 'create:appointments',
+      headers: { [identityHeaders.group]: 'admin' },
+    });
+    expect(response.status?.code).toBe(0);
+    expect(okHeaders(response)).toMatchObject({
+      [identityHeaders.userId]: 'user-1',
+      [identityHeaders.email]: 'taro@example.com',
+      [identityHeaders.group]: 'verified_customer',
+      [identityHeaders.permissions]: 'read:own_profile,create:appointments',
+    });
+    expect(response.okResponse?.headersToRemove).toEqual([identityHeaders.phone]);
+    expect(response.dynamicMetadata).toEqual({ user_id: 'user-1', group: 'verified_customer' });
+  });
+
+  it.each([
+    { name: 'without a token', opts: {}, http: 401, rpc: 16, code: 'MISSING_TOKEN' },
+    { name: 'with garbage', opts: { token: 'garbage' }, http: 401, rpc: 16, code: 'INVALID_TOKEN' },
+    {
+      name: 'without the permission',
+      opts: { permissions: 'create:appointments' },
+      http: 403,
+      rpc: 7,
+      code: 'INSUFFICIENT_PERMISSIONS',
+    },
+  ])('denies a request $name', async ({ opts, http, rpc, code }) => {
+    const token = 'token' in opts ? opts.token : 'permissions' in opts ? await mint() : undefined;
+    const response = await callCheck({ ...opts, ...(token !== undefined ? { token } : {}) });
+    expect(response.status?.code).toBe(rpc);
+    expect(response.deniedResponse?.status?.code).toBe(http);
+    const body = JSON.parse(response.deniedResponse?.body ?? '');
+    expect(body).toMatchObject({ success: false, error: { code, correlation_id: 'req-grpc' }, data: null });
+  });
+
+  it('lets an auth: none route through and strips identity headers a client sent', async () => {
+    const response = await callCheck({ auth: 'none', headers: { [identityHeaders.userId]: 'someone-else' } });
+    expect(response.status?.code).toBe(0);
+    expect(response.okResponse?.headersToRemove).toContain(identityHeaders.userId);
+  });
+
+  it('accepts tokens of a rotated key after one refetch', async () => {
+    const before = keys.requests();
+    await keys.rotate();
+    const response = await callCheck({ token: await mint() });
+    expect(response.status?.code).toBe(0);
+    expect(keys.requests()).toBe(before + 1);
+  });
+
+  it('NACKs an invalid policy and keeps the one in force', async () => {
+    const nonce = ads.push('v2', AuthzPolicy.fromPartial({ ...policy, firebase: { projectId: '' } }));
+    const nack = await until(() => ads.requests.find((r) => r.responseNonce === nonce));
+    expect(nack.errorDetail?.message).toContain('project_id');
+    expect(nack.versionInfo).toBe('v1');
+    expect((await callCheck({ token: await mint() })).status?.code).toBe(0);
+    expect(JSON.parse((await admin('/status')).text).policy_version).toBe('v1');
+  });
+
+  it('exposes its metrics', async () => {
+    const { text } = await admin('/metrics');
+    expect(text).toMatch(/sekisho_ext_authz_checks_total\{result="allow",code="OK",service="ext-authz"\} \d+/);
+    expect(text).toContain('sekisho_ext_authz_policy_info{version="v1",project_id="salon-test",service="ext-authz"} 1');
+    expect(text).toContain('sekisho_ext_authz_policy_updates_total{result="rejected",service="ext-authz"} 1');
+    expect(text).toContain('sekisho_ext_authz_keys_loaded{service="ext-authz"} 2');
+    expect(text).toContain('sekisho_ext_authz_keys_last_refresh_ok{service="ext-authz"} 1');
+    expect(text).toMatch(
+      /sekisho_ext_authz_key_refreshes_total\{result="ok",trigger="unknown_kid",service="ext-authz"\} 1/,
+    );
+  });
+});

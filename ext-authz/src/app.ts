@@ -1,0 +1,176 @@
+import { AuthorizationService } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
+import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { startAdminServer } from '@sekisho/service-kit/admin-server';
+import { policyResourceNames, policyTypeUrls } from '@sekisho/service-kit/contract';
+import { startGrpcServer } from '@sekisho/service-kit/grpc-server';
+import { createLogger, type Logger } from '@sekisho/service-kit/logger';
+import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
+import { type PolicySubscription, subscribePolicy } from '@sekisho/service-kit/policy-client';
+import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
+import type { Registry } from 'prom-client';
+import { createAuthorizationServer } from './check-service';
+import type { ExtAuthzConfig } from './config';
+import type { VerifyToken } from './decision';
+import { FirebaseKeyStore, type KeyStoreOptions } from './firebase/key-store';
+import { verifyFirebaseIdToken } from './firebase/verify';
+import { createExtAuthzMetrics } from './metrics';
+import { validateAuthzPolicy } from './policy';
+
+export interface ExtAuthzApp {
+  grpcPort: number;
+  adminPort: number;
+  registry: Registry;
+  keyStore: FirebaseKeyStore;
+  /** Installs a policy as an ADS update would; throws (a NACK) when it is invalid. */
+  applyPolicy(policy: AuthzPolicy, version: string): void;
+  /** Ready = a policy is in force and the Firebase keys are loaded. */
+  isReady(): boolean;
+  status(): Record<string, unknown>;
+  /** gRPC (drains in-flight checks), policy subscription, key refresh, admin: in that order. */
+  shutdownSteps: ShutdownStep[];
+  close(): Promise<void>;
+}
+
+/**
+ * Wires the service: the Firebase key store, the AuthzPolicy from the control plane
+ * over ADS, the gRPC Authorization service and the admin server. `subscribe: false`
+ * leaves policy to applyPolicy (tests without a control plane). The service starts
+ * without keys or policy and denies with 503 until it has both.
+ */
+export async function startExtAuthzApp(
+  config: ExtAuthzConfig,
+  opts: { logger?: Logger; subscribe?: boolean; fetch?: KeyStoreOptions['fetch'] } = {},
+): Promise<ExtAuthzApp> {
+  const logger = opts.logger ?? createLogger('ext-authz', { level: config.LOG_LEVEL });
+  const registry = createMetricsRegistry('ext-authz');
+  const metrics = createExtAuthzMetrics(registry);
+
+  const keyStore = new FirebaseKeyStore({
+    url: config.EXT_AUTHZ_FIREBASE_CERTS_URL,
+    fetchTimeoutMs: config.EXT_AUTHZ_KEYS_FETCH_TIMEOUT,
+    unknownKidIntervalMs: config.EXT_AUTHZ_KEYS_UNKNOWN_KID_INTERVAL,
+    ...(opts.fetch ? { fetch: opts.fetch } : {}),
+    onRefresh: (event) => {
+      metrics.keyRefresh(event);
+      const fields = {
+        category: 'technical',
+        trigger: event.trigger,
+        key_count: event.keyCount,
+        response_time: event.durationMs,
+      };
+      if (event.ok) logger.info({ ...fields, event_type: 'keys_refreshed' }, 'Firebase public keys loaded');
+      else {
+        logger.warn(
+          { ...fields, event_type: 'keys_refresh_failed', error_details: event.error },
+          event.keyCount > 0 ? 'Firebase key refresh failed; keeping the old keys' : 'Firebase keys unavailable',
+        );
+      }
+    },
+  });
+
+  let active: { policy: AuthzPolicy; version: string } | undefined;
+  const applyPolicy = (policy: AuthzPolicy, version: string) => {
+    try {
+      validateAuthzPolicy(policy);
+    } catch (error) {
+      metrics.policyRejected();
+      throw error;
+    }
+    active = { policy, version };
+    metrics.policyApplied(version, policy.firebase?.projectId ?? '');
+  };
+
+  const verify: VerifyToken = (token, projectId) =>
+    verifyFirebaseIdToken(token, {
+      projectId,
+      resolveKey: (kid) => keyStore.getKey(kid),
+      now: Date.now(),
+      clockToleranceMs: config.EXT_AUTHZ_CLOCK_TOLERANCE,
+    });
+
+  const isReady = () => active !== undefined && keyStore.hasKeys();
+  const status = () => {
+    const keys = keyStore.status();
+    return {
+      policy_version: active?.version ?? null,
+      project_id: active?.policy.firebase?.projectId ?? null,
+      groups: active ? Object.keys(active.policy.groups) : [],
+      keys: {
+        url: config.EXT_AUTHZ_FIREBASE_CERTS_URL,
+        count: keys.keyCount,
+        kids: keys.kids,
+        last_refresh_ok: keys.lastRefreshOk ?? null,
+        last_attempt_at: keys.lastAttemptAt ?? null,
+        last_success_at: keys.lastSuccessAt ?? null,
+        expires_at: keys.expiresAt ?? null,
+        last_error: keys.lastError ?? null,
+      },
+    };
+  };
+
+  const steps: ShutdownStep[] = [];
+  const close = async () => {
+    for (const step of steps) await step.run();
+  };
+  let subscription: PolicySubscription | undefined;
+  try {
+    if (opts.subscribe !== false) {
+      subscription = subscribePolicy({
+        address: config.EXT_AUTHZ_XDS_ADDRESS,
+        nodeId: config.EXT_AUTHZ_NODE_ID,
+        typeUrl: policyTypeUrls.authz,
+        resourceName: policyResourceNames.authz,
+        decode: (bytes) => AuthzPolicy.decode(bytes),
+        apply: applyPolicy,
+        logger,
+      });
+    }
+    // Not awaited: Google being unreachable at start-up must not stop the service;
+    // it stays unready (and answers 503) until the keys arrive.
+    void keyStore.start();
+
+    const grpc = await startGrpcServer({
+      host: config.EXT_AUTHZ_HOST,
+      port: config.EXT_AUTHZ_GRPC_PORT,
+      register: (server) =>
+        server.addService(
+          AuthorizationService,
+          createAuthorizationServer({ policy: () => active?.policy, verify, logger, metrics }),
+        ),
+    });
+    steps.push(
+      { name: 'grpc', run: () => grpc.close() },
+      { name: 'policy subscription', run: async () => subscription?.close() },
+      { name: 'key refresh', run: async () => keyStore.close() },
+    );
+    const admin = await startAdminServer({
+      host: config.EXT_AUTHZ_HOST,
+      port: config.EXT_AUTHZ_ADMIN_PORT,
+      registry,
+      logger,
+      isReady,
+      status,
+    });
+    steps.push({ name: 'admin', run: () => admin.close() });
+    logger.info({ category: 'technical', event_type: 'ext_authz_listening', port: grpc.port }, 'ext-authz listening');
+    return {
+      grpcPort: grpc.port,
+      adminPort: admin.port,
+      registry,
+      keyStore,
+      applyPolicy,
+      isReady,
+      status,
+      shutdownSteps: steps,
+      close,
+    };
+  } catch (error) {
+    // Start-up failed (a port in use): undo what was started, then report.
+    if (steps.length === 0) {
+      subscription?.close();
+      keyStore.close();
+    }
+    await close();
+    throw error;
+  }
+}

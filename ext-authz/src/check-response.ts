@@ -1,0 +1,105 @@
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { type HeaderValueOption, HeaderValueOption_HeaderAppendAction } from '@sekisho/proto/envoy/config/core/v3/base';
+import type { CheckResponse } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
+import { type ErrorCode, errorBody, errorCatalogue, type Language } from '@sekisho/service-kit/errors';
+import type { Decision } from './decision';
+
+// A decision in Envoy's words. Denials carry the reference design's JSON error body,
+// the HTTP status Envoy sends, and a google.rpc code that is never OK, so Envoy denies
+// even if it ignored denied_response.
+
+/** Keys of the dynamic metadata set on allowed requests (namespace envoy.filters.http.ext_authz), for access logs. */
+export const dynamicMetadataKeys = { userId: 'user_id', group: 'group' } as const;
+
+export interface ResponseContext {
+  /** x-request-id of the request, echoed as correlation_id. */
+  correlationId: string;
+  language: Language;
+  now: Date;
+}
+
+const rpcCodeForHttpStatus: Record<number, grpcStatus> = {
+  401: grpcStatus.UNAUTHENTICATED,
+  403: grpcStatus.PERMISSION_DENIED,
+  503: grpcStatus.UNAVAILABLE,
+};
+
+export function toCheckResponse(decision: Decision, ctx: ResponseContext): CheckResponse {
+  if (!decision.allow) {
+    return denied(decision.code, ctx, {
+      extra: decision.requiredPermissions ? { required_permissions: decision.requiredPermissions } : undefined,
+      tokenError: decision.code === 'TOKEN_EXPIRED' || decision.code === 'INVALID_TOKEN',
+    });
+  }
+  const { identity } = decision;
+  return {
+    status: { code: grpcStatus.OK, message: '', details: [] },
+    okResponse: {
+      headers: decision.headersToSet.map(([name, value]) => headerOption(name, value)),
+      headersToRemove: decision.headersToRemove,
+      responseHeadersToAdd: [],
+      queryParametersToSet: [],
+      queryParametersToRemove: [],
+    },
+    ...(identity
+      ? {
+          dynamicMetadata: {
+            [dynamicMetadataKeys.userId]: identity.userId,
+            ...(identity.group !== undefined ? { [dynamicMetadataKeys.group]: identity.group } : {}),
+          },
+        }
+      : {}),
+  };
+}
+
+/** A denial for an error of Sekisho's own (no policy, an exception): never an allow. */
+export function failClosed(code: 'SERVICE_UNAVAILABLE' | 'AUTHORIZATION_ERROR', ctx: ResponseContext): CheckResponse {
+  return denied(code, ctx, {});
+}
+
+function denied(
+  code: ErrorCode,
+  ctx: ResponseContext,
+  opts: { extra?: Record<string, unknown> | undefined; tokenError?: boolean },
+): CheckResponse {
+  const httpStatus = errorCatalogue[code].status;
+  const body = errorBody(code, {
+    correlationId: ctx.correlationId,
+    language: ctx.language,
+    now: ctx.now,
+    ...(opts.extra ? { extra: opts.extra } : {}),
+  });
+  const headers = [
+    headerOption('content-type', 'application/json; charset=utf-8'),
+    headerOption('cache-control', 'no-store'),
+  ];
+  const challenge = wwwAuthenticate(code, opts.tokenError ?? false);
+  if (challenge) headers.push(headerOption('www-authenticate', challenge));
+  return {
+    status: { code: rpcCodeForHttpStatus[httpStatus] ?? grpcStatus.INTERNAL, message: code, details: [] },
+    deniedResponse: { status: { code: httpStatus }, headers, body: JSON.stringify(body) },
+  };
+}
+
+// RFC 6750 §3: no error attribute when the request carried no token; invalid_token
+// for a token that failed; insufficient_scope for a valid token lacking permissions.
+function wwwAuthenticate(code: ErrorCode, tokenError: boolean): string | undefined {
+  if (code === 'MISSING_TOKEN') return 'Bearer realm="sekisho"';
+  if (tokenError) {
+    const description = code === 'TOKEN_EXPIRED' ? 'The access token expired' : 'The access token is invalid';
+    return `Bearer realm="sekisho", error="invalid_token", error_description="${description}"`;
+  }
+  if (code === 'INSUFFICIENT_PERMISSIONS') return 'Bearer realm="sekisho", error="insufficient_scope"';
+  return undefined;
+}
+
+// append false and OVERWRITE_IF_EXISTS_OR_ADD say the same thing to old and new Envoys:
+// the value replaces whatever the client sent.
+function headerOption(key: string, value: string): HeaderValueOption {
+  return {
+    header: { key, value, rawValue: Buffer.alloc(0) },
+    append: false,
+    appendAction: HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+    keepEmptyValue: false,
+  };
+}

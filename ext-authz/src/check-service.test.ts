@@ -1,0 +1,262 @@
+import { generateSigningKey, mintIdToken, type SigningKey } from '@sekisho/devstack/firebase-keys';
+import { CheckRequest } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
+import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { authzContextKeys, identityHeaders } from '@sekisho/service-kit/contract';
+import { createLogger } from '@sekisho/service-kit/logger';
+import { Registry } from 'prom-client';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { type CheckServiceDeps, check } from './check-service';
+import type { VerifyToken } from './decision';
+import { verifyFirebaseIdToken } from './firebase/verify';
+import { createExtAuthzMetrics } from './metrics';
+
+// check() end to end minus the socket: real RS256 tokens and the real verifier, the
+// real logger writing into memory, the real metrics. The gRPC socket is in app.test.ts.
+
+const projectId = 'salon-test';
+const policy = AuthzPolicy.fromPartial({
+  firebase: { projectId },
+  groupClaim: 'tier',
+  defaultGroup: 'basic_customer',
+  groups: { basic_customer: { permissions: ['read:own_profile'] } },
+});
+
+let key: SigningKey;
+beforeAll(async () => {
+  key = await generateSigningKey();
+});
+
+function setup(overrides: Partial<CheckServiceDeps> = {}) {
+  const lines: Array<Record<string, unknown>> = [];
+  const raw: string[] = [];
+  const logger = createLogger('ext-authz', {
+    level: 'debug',
+    destination: {
+      write: (line: string) => {
+        raw.push(line);
+        lines.push(JSON.parse(line));
+      },
+    },
+  });
+  const registry = new Registry();
+  const verify: VerifyToken = (token, project) =>
+    verifyFirebaseIdToken(token, {
+      projectId: project,
+      resolveKey: async (kid) => (kid === key.kid ? { status: 'found', key: key.publicKey } : { status: 'unknown' }),
+      now: Date.now(),
+      clockToleranceMs: 5_000,
+    });
+  const deps: CheckServiceDeps = {
+    policy: () => policy,
+    verify,
+    logger,
+    metrics: createExtAuthzMetrics(registry),
+    ...overrides,
+  };
+  return { deps, lines, raw, registry };
+}
+
+function request(opts: { authorization?: string; permissions?: string; extraHeaders?: Record<string, string> } = {}) {
+  return CheckRequest.fromPartial({
+    attributes: {
+      source: { address: { socketAddress: { address: '203.0.113.7', portValue: 51234 } } },
+      contextExtensions: {
+        [authzContextKeys.routeId]: 'customer-profile',
+        ...(opts.permissions !== undefined ? { [authzContextKeys.permissions]: opts.permissions } : {}),
+      },
+      request: {
+        http: {
+          id: 'envoy-id',
+          method: 'GET',
+          path: '/api/v1/customer/profile?token=secret-query',
+          headers: {
+            'x-request-id': 'req-42',
+            'user-agent': 'SalonApp/1.0',
+            'accept-language': 'en-US,en;q=0.9',
+            'x-forwarded-for': '198.51.100.9, 10.0.0.1',
+            ...(opts.authorization !== undefined ? { authorization: opts.authorization } : {}),
+            ...opts.extraHeaders,
+          },
+        },
+      },
+    },
+  });
+}
+
+const mint = (claims: Record<string, unknown> = {}, extra: { expiresIn?: number; issuedAt?: Date } = {}) =>
+  mintIdToken(key, {
+    projectId,
+    uid: 'user-1',
+    email: 'taro.yamada@example.com',
+    phoneNumber: '+819012345678',
+    claims,
+    ...extra,
+  });
+
+describe('check', () => {
+  it('allows a valid token and logs success at debug without PII', async () => {
+    const { deps, lines, raw } = setup();
+    const token = await mint();
+    const response = await check(request({ authorization: `Bearer ${token}`, permissions: 'read:own_profile' }), deps);
+
+    expect(response.status?.code).toBe(0);
+    const set = Object.fromEntries((response.okResponse?.headers ?? []).map((h) => [h.header?.key, h.header?.value]));
+    expect(set[identityHeaders.userId]).toBe('user-1');
+    expect(set[identityHeaders.email]).toBe('taro.yamada@example.com');
+    expect(response.dynamicMetadata).toEqual({ user_id: 'user-1', group: 'basic_customer' });
+
+    expect(lines).toMatchObject([
+      {
+        level: 'DEBUG',
+        category: 'security',
+        event_type: 'access_granted',
+        user_id: 'user-1',
+        correlation_id: 'req-42',
+      },
+    ]);
+    const all = raw.join('');
+    expect(all).not.toContain(token);
+    expect(all).not.toContain('taro.yamada');
+    expect(all).not.toContain('9012345678');
+  });
+
+  it('logs failed_auth with the request facts, never the token or query string', async () => {
+    const { deps, lines, raw } = setup();
+    const token = await mint({}, { issuedAt: new Date(Date.now() - 2 * 3_600_000) });
+    const response = await check(request({ authorization: `Bearer ${token}` }), deps);
+
+    expect(response.deniedResponse?.status?.code).toBe(401);
+    expect(JSON.parse(response.deniedResponse?.body ?? '').error).toMatchObject({
+      code: 'TOKEN_EXPIRED',
+      correlation_id: 'req-42',
+      message: 'The access token has expired.',
+    });
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      level: 'WARN',
+      category: 'security',
+      event_type: 'failed_auth',
+      correlation_id: 'req-42',
+      ip_address: '203.0.113.7',
+      forwarded_for: '198.51.100.9',
+      user_agent: 'SalonApp/1.0',
+      endpoint: '/api/v1/customer/profile',
+      method: 'GET',
+      route_id: 'customer-profile',
+      user_id: null,
+      status_code: 401,
+      error_details: { code: 'TOKEN_EXPIRED', reason: 'expired' },
+    });
+    const all = raw.join('');
+    expect(all).not.toContain(token);
+    expect(all).not.toContain('secret-query');
+    expect(all).not.toContain('Bearer');
+  });
+
+  it('logs permission_denied with the user and the missing permissions', async () => {
+    const { deps, lines } = setup();
+    const token = await mint();
+    const response = await check(
+      request({ authorization: `Bearer ${token}`, permissions: 'create:appointments' }),
+      deps,
+    );
+
+    expect(response.deniedResponse?.status?.code).toBe(403);
+    expect(lines[0]).toMatchObject({
+      level: 'WARN',
+      event_type: 'permission_denied',
+      user_id: 'user-1',
+      group: 'basic_customer',
+      status_code: 403,
+      error_details: {
+        code: 'INSUFFICIENT_PERMISSIONS',
+        required_permissions: ['create:appointments'],
+        missing_permissions: ['create:appointments'],
+      },
+    });
+  });
+
+  it('masks an email address in the path it logs', async () => {
+    const { deps, lines } = setup();
+    const req = request();
+    if (req.attributes?.request?.http) req.attributes.request.http.path = '/api/v1/users/taro.yamada@example.com';
+    await check(req, deps);
+    expect(lines[0]?.endpoint).toBe('/api/v1/users/ta***@example.com');
+  });
+
+  it('reads headers from header_map when Envoy sends raw headers', async () => {
+    const { deps } = setup();
+    const token = await mint();
+    const req = CheckRequest.fromPartial({
+      attributes: {
+        request: {
+          http: {
+            headerMap: {
+              headers: [
+                { key: 'Authorization', rawValue: Buffer.from(`Bearer ${token}`) },
+                { key: 'x-request-id', rawValue: Buffer.from('raw-1') },
+              ],
+            },
+          },
+        },
+      },
+    });
+    const response = await check(req, deps);
+    expect(response.status?.code).toBe(0);
+  });
+
+  it('denies with 503 before a policy arrived', async () => {
+    const { deps, lines } = setup({ policy: () => undefined });
+    const response = await check(request({ authorization: `Bearer ${await mint()}` }), deps);
+    expect(response.status?.code).toBe(14);
+    expect(response.deniedResponse?.status?.code).toBe(503);
+    expect(lines[0]).toMatchObject({ category: 'technical', event_type: 'authz_unavailable' });
+  });
+
+  it('fails closed with 500 when something inside throws', async () => {
+    const { deps, lines, registry } = setup({
+      verify: async () => {
+        throw new Error('verifier exploded for taro.yamada@example.com');
+      },
+    });
+    const response = await check(request({ authorization: 'Bearer abc.def.ghi' }), deps);
+    expect(response.status?.code).toBe(13);
+    expect(response.deniedResponse?.status?.code).toBe(500);
+    expect(JSON.parse(response.deniedResponse?.body ?? '').error).toMatchObject({
+      code: 'AUTHORIZATION_ERROR',
+      correlation_id: 'req-42',
+    });
+    expect(lines[0]).toMatchObject({ level: 'ERROR', event_type: 'authz_check_failed' });
+    expect(JSON.stringify(lines[0])).not.toContain('taro.yamada');
+    expect(await registry.getSingleMetricAsString('sekisho_ext_authz_checks_total')).toContain(
+      'result="error",code="AUTHORIZATION_ERROR"} 1',
+    );
+  });
+
+  it('fails closed on a request without attributes', async () => {
+    const { deps } = setup();
+    const response = await check(CheckRequest.fromPartial({}), deps);
+    expect(response.deniedResponse?.status?.code).toBe(401);
+  });
+
+  it('counts every outcome by result and code, and failed authentications by reason', async () => {
+    const { deps, registry } = setup();
+    const token = await mint();
+    await check(request({ authorization: `Bearer ${token}` }), deps);
+    await check(request(), deps);
+    await check(request({ authorization: 'Bearer not.a.token' }), deps);
+    await check(request({ authorization: `Bearer ${token}`, permissions: 'delete:everything' }), deps);
+
+    const checks = await registry.getSingleMetricAsString('sekisho_ext_authz_checks_total');
+    expect(checks).toContain('result="allow",code="OK"} 1');
+    expect(checks).toContain('result="deny",code="MISSING_TOKEN"} 1');
+    expect(checks).toContain('result="deny",code="INVALID_TOKEN"} 1');
+    expect(checks).toContain('result="deny",code="INSUFFICIENT_PERMISSIONS"} 1');
+    const failures = await registry.getSingleMetricAsString('sekisho_ext_authz_auth_failures_total');
+    expect(failures).toContain('reason="no_bearer_token"} 1');
+    expect(failures).toContain('reason="header_invalid"} 1');
+    expect(await registry.getSingleMetricAsString('sekisho_ext_authz_check_duration_seconds')).toContain(
+      'sekisho_ext_authz_check_duration_seconds_count{result="deny"} 3',
+    );
+  });
+});

@@ -1,0 +1,28 @@
+import { envDuration, envHostPort, envLogLevel, envPort, envUrl, loadConfig } from '@sekisho/service-kit/config';
+import { z } from 'zod';
+import { GOOGLE_SECURETOKEN_X509_URL } from './firebase/key-store';
+
+// Every setting of the service, parsed and checked in one place at start-up.
+export const configSchema = z.object({
+  EXT_AUTHZ_HOST: z.string().min(1).default('127.0.0.1'),
+  EXT_AUTHZ_GRPC_PORT: envPort(9001),
+  EXT_AUTHZ_ADMIN_PORT: envPort(9101),
+  /** The control plane's ADS address, where the AuthzPolicy comes from. */
+  EXT_AUTHZ_XDS_ADDRESS: envHostPort('127.0.0.1:18000'),
+  EXT_AUTHZ_NODE_ID: z.string().min(1).default('ext-authz'),
+  /** Google's x509 endpoint of the securetoken keys, or a local one in the same format. */
+  EXT_AUTHZ_FIREBASE_CERTS_URL: envUrl(GOOGLE_SECURETOKEN_X509_URL),
+  /** Allowed clock skew for exp, iat and auth_time. */
+  EXT_AUTHZ_CLOCK_TOLERANCE: envDuration('5s').refine((ms) => ms <= 300_000, 'at most 5m'),
+  /** Timeout of one fetch of the keys. */
+  EXT_AUTHZ_KEYS_FETCH_TIMEOUT: envDuration('5s'),
+  /** A token with an unknown kid refetches the keys at most once per this interval. */
+  EXT_AUTHZ_KEYS_UNKNOWN_KID_INTERVAL: envDuration('30s'),
+  LOG_LEVEL: envLogLevel(),
+});
+
+export type ExtAuthzConfig = z.output<typeof configSchema>;
+
+export function loadExtAuthzConfig(env: NodeJS.ProcessEnv = process.env): ExtAuthzConfig {
+  return loadConfig(configSchema, env);
+}

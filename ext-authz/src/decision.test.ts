@@ -1,0 +1,305 @@
+import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { allIdentityHeaders, authzContextKeys, identityHeaders } from '@sekisho/service-kit/contract';
+import { describe, expect, it } from 'vitest';
+import { bearerToken, type CheckInput, type Decision, decide, routeRequirements, type VerifyToken } from './decision';
+import type { FirebaseClaims, VerifyResult } from './firebase/verify';
+
+// decide() is pure given its verifier; the verifier here is a table of tokens to results,
+// so each case states exactly what the token "was". firebase/verify.test.ts covers how
+// real tokens get those results.
+
+const policy = AuthzPolicy.fromPartial({
+  firebase: { projectId: 'salon-test' },
+  groupClaim: 'tier',
+  defaultGroup: 'basic_customer',
+  groups: {
+    basic_customer: { permissions: ['read:own_profile', 'read:own_appointments'] },
+    verified_customer: { permissions: ['read:own_profile', 'read:own_appointments', 'create:appointments'] },
+    empty_group: { permissions: [] },
+  },
+});
+
+function claims(uid: string, payload: Record<string, unknown> = {}, extra: Partial<FirebaseClaims> = {}): VerifyResult {
+  return { ok: true, claims: { uid, payload: { sub: uid, ...payload }, ...extra } };
+}
+
+const tokens: Record<string, VerifyResult> = {
+  basic: claims('user-basic'),
+  verified: claims(
+    'user-verified',
+    { tier: 'verified_customer' },
+    { email: 'taro@example.com', emailVerified: true, phoneNumber: '+819012345678' },
+  ),
+  unknownGroup: claims('user-x', { tier: 'platinum' }),
+  numericGroup: claims('user-n', { tier: 3 }),
+  constructorGroup: claims('user-c', { tier: 'constructor' }),
+  protoGroup: claims('user-p', { tier: '__proto__' }),
+  emptyGroup: claims('user-e', { tier: 'empty_group' }),
+  newlineUid: claims('user\nx-admin: 1'),
+  badEmail: claims('user-m', {}, { email: 'a@b.example\r\nx: y', emailVerified: false }),
+  expired: { ok: false, code: 'TOKEN_EXPIRED', reason: 'expired' },
+  forged: { ok: false, code: 'INVALID_TOKEN', reason: 'signature_invalid' },
+  noKeys: { ok: false, code: 'SERVICE_UNAVAILABLE', reason: 'keys_unavailable' },
+};
+
+const verifyCalls: Array<[string, string]> = [];
+const verify: VerifyToken = async (token, projectId) => {
+  verifyCalls.push([token, projectId]);
+  return tokens[token] ?? { ok: false, code: 'INVALID_TOKEN', reason: 'malformed' };
+};
+
+function input(opts: { authorization?: string; auth?: string; permissions?: string } = {}): CheckInput {
+  return {
+    headers: {
+      ':path': '/api/v1/customer/profile',
+      ...(opts.authorization !== undefined ? { authorization: opts.authorization } : {}),
+    },
+    contextExtensions: {
+      [authzContextKeys.routeId]: 'customer-profile',
+      ...(opts.auth !== undefined ? { [authzContextKeys.auth]: opts.auth } : {}),
+      ...(opts.permissions !== undefined ? { [authzContextKeys.permissions]: opts.permissions } : {}),
+    },
+  };
+}
+
+function headersOf(decision: Decision): Record<string, string> {
+  return decision.allow ? Object.fromEntries(decision.headersToSet) : {};
+}
+
+describe('decide', () => {
+  describe('denials', () => {
+    const cases: Array<{ name: string; input: CheckInput; policy?: AuthzPolicy; expected: Partial<Decision> }> = [
+      {
+        name: 'no policy received yet',
+        input: input({ authorization: 'Bearer basic' }),
+        policy: undefined,
+        expected: { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'no_policy' },
+      },
+      {
+        name: 'no policy, even on an auth: none route',
+        input: input({ auth: 'none' }),
+        policy: undefined,
+        expected: { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'no_policy' },
+      },
+      {
+        name: 'a policy without a project id',
+        input: input({ authorization: 'Bearer basic' }),
+        policy: AuthzPolicy.fromPartial({ groups: {} }),
+        expected: { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'no_policy' },
+      },
+      { name: 'no authorization header', input: input(), expected: { allow: false, code: 'MISSING_TOKEN' } },
+      {
+        name: 'a Basic authorization header',
+        input: input({ authorization: 'Basic dXNlcjpwYXNz' }),
+        expected: { allow: false, code: 'MISSING_TOKEN', reason: 'no_bearer_token' },
+      },
+      {
+        name: 'a Bearer scheme without token',
+        input: input({ authorization: 'Bearer ' }),
+        expected: { allow: false, code: 'MISSING_TOKEN' },
+      },
+      {
+        name: 'a bare token without scheme',
+        input: input({ authorization: 'basic' }),
+        expected: { allow: false, code: 'MISSING_TOKEN' },
+      },
+      {
+        name: 'an auth value other than none (fails closed to required)',
+        input: input({ auth: 'optional' }),
+        expected: { allow: false, code: 'MISSING_TOKEN' },
+      },
+      {
+        name: 'auth NONE in capitals (only "none" opts out)',
+        input: input({ auth: 'NONE' }),
+        expected: { allow: false, code: 'MISSING_TOKEN' },
+      },
+      {
+        name: 'an expired token',
+        input: input({ authorization: 'Bearer expired' }),
+        expected: { allow: false, code: 'TOKEN_EXPIRED', reason: 'expired' },
+      },
+      {
+        name: 'a forged token',
+        input: input({ authorization: 'Bearer forged' }),
+        expected: { allow: false, code: 'INVALID_TOKEN', reason: 'signature_invalid' },
+      },
+      {
+        name: 'a token when no keys are loaded',
+        input: input({ authorization: 'Bearer noKeys' }),
+        expected: { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'keys_unavailable' },
+      },
+      {
+        name: 'a uid that would inject a header',
+        input: input({ authorization: 'Bearer newlineUid' }),
+        expected: { allow: false, code: 'INVALID_TOKEN', reason: 'uid_not_header_safe' },
+      },
+      {
+        name: 'a permission the default group lacks',
+        input: input({ authorization: 'Bearer basic', permissions: 'read:own_profile,create:appointments' }),
+        expected: {
+          allow: false,
+          code: 'INSUFFICIENT_PERMISSIONS',
+          userId: 'user-basic',
+          group: 'basic_customer',
+          requiredPermissions: ['read:own_profile', 'create:appointments'],
+          missingPermissions: ['create:appointments'],
+        },
+      },
+      {
+        name: 'any permission for a group the policy does not know',
+        input: input({ authorization: 'Bearer unknownGroup', permissions: 'read:own_profile' }),
+        expected: {
+          allow: false,
+          code: 'INSUFFICIENT_PERMISSIONS',
+          userId: 'user-x',
+          missingPermissions: ['read:own_profile'],
+        },
+      },
+      {
+        name: 'any permission for a group named constructor',
+        input: input({ authorization: 'Bearer constructorGroup', permissions: 'read:own_profile' }),
+        expected: { allow: false, code: 'INSUFFICIENT_PERMISSIONS' },
+      },
+      {
+        name: 'any permission for a group named __proto__',
+        input: input({ authorization: 'Bearer protoGroup', permissions: 'read:own_profile' }),
+        expected: { allow: false, code: 'INSUFFICIENT_PERMISSIONS' },
+      },
+      {
+        name: 'a permission for a group with none',
+        input: input({ authorization: 'Bearer emptyGroup', permissions: 'read:own_profile' }),
+        expected: { allow: false, code: 'INSUFFICIENT_PERMISSIONS', group: 'empty_group' },
+      },
+      {
+        name: 'any permission without a group claim when there is no default group',
+        input: input({ authorization: 'Bearer basic', permissions: 'read:own_profile' }),
+        policy: AuthzPolicy.fromPartial({ ...policy, defaultGroup: '' }),
+        expected: { allow: false, code: 'INSUFFICIENT_PERMISSIONS', missingPermissions: ['read:own_profile'] },
+      },
+    ];
+
+    it.each(cases)('denies $name', async ({ input: request, expected, ...rest }) => {
+      const decision = await decide(request, 'policy' in rest ? rest.policy : policy, verify);
+      expect(decision).toMatchObject(expected);
+    });
+  });
+
+  describe('allows', () => {
+    it('lets an auth: none route through without identity, removing every identity header', async () => {
+      const decision = await decide(input({ auth: 'none', authorization: 'Bearer forged' }), policy, verify);
+      expect(decision).toEqual({
+        allow: true,
+        identity: undefined,
+        headersToSet: [],
+        headersToRemove: [...allIdentityHeaders],
+      });
+    });
+
+    it('verifies against the policy project and sets the identity headers of the caller', async () => {
+      verifyCalls.length = 0;
+      const decision = await decide(
+        input({ authorization: 'Bearer verified', permissions: 'create:appointments' }),
+        policy,
+        verify,
+      );
+      expect(verifyCalls).toEqual([['verified', 'salon-test']]);
+      expect(decision.allow).toBe(true);
+      expect(headersOf(decision)).toEqual({
+        [identityHeaders.userId]: 'user-verified',
+        [identityHeaders.email]: 'taro@example.com',
+        [identityHeaders.emailVerified]: 'true',
+        [identityHeaders.phone]: '+819012345678',
+        [identityHeaders.group]: 'verified_customer',
+        [identityHeaders.permissions]: 'read:own_profile,read:own_appointments,create:appointments',
+      });
+      expect(decision.allow && decision.headersToRemove).toEqual([]);
+    });
+
+    it('removes the identity headers it does not set, so client copies cannot pass', async () => {
+      const decision = await decide(input({ authorization: 'Bearer basic' }), policy, verify);
+      expect(headersOf(decision)).toEqual({
+        [identityHeaders.userId]: 'user-basic',
+        [identityHeaders.group]: 'basic_customer',
+        [identityHeaders.permissions]: 'read:own_profile,read:own_appointments',
+      });
+      expect(decision.allow && decision.headersToRemove).toEqual([
+        identityHeaders.email,
+        identityHeaders.emailVerified,
+        identityHeaders.phone,
+      ]);
+    });
+
+    it('leaves out a claim that cannot be a header value', async () => {
+      const decision = await decide(input({ authorization: 'Bearer badEmail' }), policy, verify);
+      expect(headersOf(decision)[identityHeaders.email]).toBeUndefined();
+      expect(decision.allow && decision.headersToRemove).toContain(identityHeaders.email);
+      expect(headersOf(decision)[identityHeaders.emailVerified]).toBe('false');
+    });
+
+    it.each([
+      ['unknownGroup', 'user-x'],
+      ['constructorGroup', 'user-c'],
+      ['protoGroup', 'user-p'],
+    ])('gives %s no group and no permissions, but lets it reach routes that need none', async (token, userId) => {
+      const decision = await decide(input({ authorization: `Bearer ${token}` }), policy, verify);
+      expect(decision).toMatchObject({ allow: true, identity: { userId, permissions: [] } });
+      expect(decision.allow && decision.identity?.group).toBeUndefined();
+      expect(decision.allow && decision.headersToRemove).toEqual(
+        expect.arrayContaining([identityHeaders.group, identityHeaders.permissions]),
+      );
+    });
+
+    it.each([
+      { name: 'no group claim', token: 'basic', policy, group: 'basic_customer' },
+      { name: 'a group claim that is not a string', token: 'numericGroup', policy, group: 'basic_customer' },
+      {
+        name: 'no group claim configured',
+        token: 'verified',
+        policy: AuthzPolicy.fromPartial({ ...policy, groupClaim: '' }),
+        group: 'basic_customer',
+      },
+    ])('uses the default group for $name', async ({ token, policy: p, group }) => {
+      const decision = await decide(input({ authorization: `Bearer ${token}` }), p, verify);
+      expect(decision.allow && decision.identity?.group).toBe(group);
+    });
+
+    it.each(['Bearer basic', 'bearer basic', 'BEARER basic', 'Bearer   basic', 'Bearer basic  '])(
+      'accepts the authorization header %j',
+      async (authorization) => {
+        expect((await decide(input({ authorization }), policy, verify)).allow).toBe(true);
+      },
+    );
+  });
+});
+
+describe('routeRequirements', () => {
+  it.each<{ ext: Record<string, string>; expected: object }>([
+    { ext: {}, expected: { routeId: undefined, authRequired: true, permissions: [] } },
+    { ext: { [authzContextKeys.auth]: 'none' }, expected: { authRequired: false } },
+    { ext: { [authzContextKeys.auth]: 'required' }, expected: { authRequired: true } },
+    { ext: { [authzContextKeys.auth]: '' }, expected: { authRequired: true } },
+    { ext: { [authzContextKeys.permissions]: '' }, expected: { permissions: [] } },
+    { ext: { [authzContextKeys.permissions]: ' a , ,b,, ' }, expected: { permissions: ['a', 'b'] } },
+    { ext: { [authzContextKeys.routeId]: 'r1' }, expected: { routeId: 'r1' } },
+  ])('reads $ext', ({ ext, expected }) => {
+    expect(routeRequirements(ext)).toMatchObject(expected);
+  });
+});
+
+describe('bearerToken', () => {
+  it.each([
+    [undefined, undefined],
+    ['', undefined],
+    ['Bearer', undefined],
+    ['Bearer ', undefined],
+    ['Bearer a b', undefined],
+    ['Bearer\ta', undefined],
+    ['Bearera', undefined],
+    ['Token a', undefined],
+    ['Bearer a,Bearer b', undefined],
+    ['Bearer abc.def.ghi', 'abc.def.ghi'],
+    ['bEaReR abc', 'abc'],
+  ])('%j → %j', (header, token) => {
+    expect(bearerToken(header)).toBe(token);
+  });
+});

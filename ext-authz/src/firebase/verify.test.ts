@@ -1,0 +1,296 @@
+import {
+  generateSigningKey,
+  type MintIdTokenOptions,
+  mintIdToken,
+  type SigningKey,
+} from '@sekisho/devstack/firebase-keys';
+import { CompactSign, SignJWT } from 'jose';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { type KeyLookup, MAX_TOKEN_LENGTH, type ResolveKey, type VerifyResult, verifyFirebaseIdToken } from './verify';
+
+// Real RS256 keys with real self-signed X.509 certificates (devstack's Firebase key
+// fixture), real Firebase-format tokens, and a fixed clock.
+
+const projectId = 'salon-test';
+const issuedAt = new Date('2030-01-01T00:00:00Z');
+const now = issuedAt.getTime() + 10 * 60_000;
+const toleranceMs = 5_000;
+const seconds = (ms: number) => Math.floor(ms / 1000);
+
+let key: SigningKey;
+let otherKey: SigningKey;
+let resolveKey: ResolveKey;
+
+beforeAll(async () => {
+  [key, otherKey] = await Promise.all([generateSigningKey(), generateSigningKey()]);
+  resolveKey = async (kid) => (kid === key.kid ? { status: 'found', key: key.publicKey } : { status: 'unknown' });
+});
+
+const mint = (opts: Partial<MintIdTokenOptions> = {}, signer: SigningKey = key) =>
+  mintIdToken(signer, { projectId, uid: 'user-1', issuedAt, ...opts });
+
+const verify = (token: string, lookup: ResolveKey = resolveKey) =>
+  verifyFirebaseIdToken(token, { projectId, resolveKey: lookup, now, clockToleranceMs: toleranceMs });
+
+const b64 = (value: unknown) =>
+  Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+
+/** A token with the given header and the payload and signature of a valid one. */
+async function withHeader(header: unknown): Promise<string> {
+  const [, payload, signature] = (await mint()).split('.');
+  return `${b64(header)}.${payload}.${signature}`;
+}
+
+function rejected(code: string, reason: string): Partial<VerifyResult> {
+  return { ok: false, code, reason } as Partial<VerifyResult>;
+}
+
+describe('verifyFirebaseIdToken', () => {
+  it('accepts a valid token and returns its identity claims', async () => {
+    const token = await mint({ email: 'taro@example.com', emailVerified: true, phoneNumber: '+819012345678' });
+    const result = await verify(token);
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    expect(result.claims).toMatchObject({
+      uid: 'user-1',
+      email: 'taro@example.com',
+      emailVerified: true,
+      phoneNumber: '+819012345678',
+    });
+    expect(result.claims.payload.firebase).toBeDefined();
+  });
+
+  it('keeps custom claims in the payload', async () => {
+    const result = await verify(await mint({ claims: { tier: 'premium_customer' } }));
+    expect(result.ok && result.claims.payload.tier).toBe('premium_customer');
+  });
+
+  const claimCases: Array<{ name: string; opts: Partial<MintIdTokenOptions>; code: string; reason: string }> = [
+    {
+      name: 'an issuer of another project',
+      opts: { issuer: 'https://securetoken.google.com/other' },
+      code: 'INVALID_TOKEN',
+      reason: 'iss_mismatch',
+    },
+    {
+      name: 'an issuer with a trailing slash',
+      opts: { issuer: `https://securetoken.google.com/${projectId}/` },
+      code: 'INVALID_TOKEN',
+      reason: 'iss_mismatch',
+    },
+    {
+      name: 'a Google accounts issuer',
+      opts: { issuer: 'https://accounts.google.com' },
+      code: 'INVALID_TOKEN',
+      reason: 'iss_mismatch',
+    },
+    { name: 'no issuer', opts: { omitClaims: ['iss'] }, code: 'INVALID_TOKEN', reason: 'iss_mismatch' },
+    {
+      name: 'an audience of another project',
+      opts: { audience: 'other' },
+      code: 'INVALID_TOKEN',
+      reason: 'aud_mismatch',
+    },
+    {
+      name: 'the audience as an array',
+      opts: { claims: { aud: [projectId] } },
+      code: 'INVALID_TOKEN',
+      reason: 'aud_mismatch',
+    },
+    { name: 'no audience', opts: { omitClaims: ['aud'] }, code: 'INVALID_TOKEN', reason: 'aud_mismatch' },
+    { name: 'no sub', opts: { omitClaims: ['sub'] }, code: 'INVALID_TOKEN', reason: 'sub_invalid' },
+    { name: 'an empty sub', opts: { uid: '' }, code: 'INVALID_TOKEN', reason: 'sub_invalid' },
+    { name: 'a sub of 129 characters', opts: { uid: 'u'.repeat(129) }, code: 'INVALID_TOKEN', reason: 'sub_invalid' },
+    { name: 'a numeric sub', opts: { claims: { sub: 42 } }, code: 'INVALID_TOKEN', reason: 'sub_invalid' },
+    { name: 'no iat', opts: { omitClaims: ['iat'] }, code: 'INVALID_TOKEN', reason: 'iat_invalid' },
+    {
+      name: 'a string iat',
+      opts: { claims: { iat: String(seconds(now)) } },
+      code: 'INVALID_TOKEN',
+      reason: 'iat_invalid',
+    },
+    {
+      name: 'an iat beyond the clock tolerance',
+      opts: { issuedAt: new Date(now + 6_000), authTime: issuedAt },
+      code: 'INVALID_TOKEN',
+      reason: 'iat_in_future',
+    },
+    { name: 'no auth_time', opts: { omitClaims: ['auth_time'] }, code: 'INVALID_TOKEN', reason: 'auth_time_invalid' },
+    {
+      name: 'an auth_time in the future',
+      opts: { authTime: new Date(now + 60_000) },
+      code: 'INVALID_TOKEN',
+      reason: 'auth_time_in_future',
+    },
+    {
+      name: 'an nbf in the future',
+      opts: { claims: { nbf: seconds(now + 60_000) } },
+      code: 'INVALID_TOKEN',
+      reason: 'nbf_in_future',
+    },
+    { name: 'no exp', opts: { omitClaims: ['exp'] }, code: 'INVALID_TOKEN', reason: 'exp_invalid' },
+    { name: 'a non-numeric exp', opts: { claims: { exp: 'tomorrow' } }, code: 'INVALID_TOKEN', reason: 'exp_invalid' },
+    { name: 'an exp in the past', opts: { expiresIn: 60 }, code: 'TOKEN_EXPIRED', reason: 'expired' },
+    {
+      name: 'an exp exactly at the end of the tolerance',
+      opts: { expiresIn: 600 - 5 },
+      code: 'TOKEN_EXPIRED',
+      reason: 'expired',
+    },
+    // A token that is wrong for this project must not be reported as merely expired.
+    {
+      name: 'an exp in the past and another audience',
+      opts: { expiresIn: 60, audience: 'other' },
+      code: 'INVALID_TOKEN',
+      reason: 'aud_mismatch',
+    },
+  ];
+
+  it.each(claimCases)('rejects a token with $name', async ({ opts, code, reason }) => {
+    expect(await verify(await mint(opts))).toMatchObject(rejected(code, reason));
+  });
+
+  const toleratedCases: Array<{ name: string; opts: Partial<MintIdTokenOptions> }> = [
+    { name: 'a sub of 128 characters', opts: { uid: 'u'.repeat(128) } },
+    { name: 'an iat within the clock tolerance', opts: { issuedAt: new Date(now + 4_000), authTime: issuedAt } },
+    { name: 'an exp just inside the clock tolerance', opts: { expiresIn: 600 - 4 } },
+    { name: 'an nbf in the past', opts: { claims: { nbf: seconds(now - 60_000) } } },
+  ];
+
+  it.each(toleratedCases)('accepts a token with $name', async ({ opts }) => {
+    expect((await verify(await mint(opts))).ok).toBe(true);
+  });
+
+  describe('header and signature', () => {
+    it('rejects alg none even with a known kid', async () => {
+      expect(await verify(await withHeader({ alg: 'none', kid: key.kid }))).toMatchObject(
+        rejected('INVALID_TOKEN', 'alg_not_allowed'),
+      );
+    });
+
+    it('rejects an HS256 token whose secret is the public certificate', async () => {
+      const token = await new SignJWT({ sub: 'user-1' })
+        .setProtectedHeader({ alg: 'HS256', kid: key.kid })
+        .sign(new TextEncoder().encode(key.certificatePem));
+      expect(await verify(token)).toMatchObject(rejected('INVALID_TOKEN', 'alg_not_allowed'));
+    });
+
+    it.each(['RS512', 'PS256', 'ES256', 'rs256', ''])('rejects alg %j', async (alg) => {
+      expect(await verify(await withHeader({ alg, kid: key.kid }))).toMatchObject(
+        rejected('INVALID_TOKEN', 'alg_not_allowed'),
+      );
+    });
+
+    it.each([{ alg: 'RS256' }, { alg: 'RS256', kid: '' }, { alg: 'RS256', kid: 7 }])(
+      'rejects a header without a usable kid: %j',
+      async (header) => {
+        expect(await verify(await withHeader(header))).toMatchObject(rejected('INVALID_TOKEN', 'kid_missing'));
+      },
+    );
+
+    it('rejects a kid the key store does not know', async () => {
+      expect(await verify(await mint({}, otherKey))).toMatchObject(rejected('INVALID_TOKEN', 'kid_unknown'));
+    });
+
+    it('is SERVICE_UNAVAILABLE, not INVALID_TOKEN, when no keys are loaded', async () => {
+      const none: ResolveKey = async () => ({ status: 'unavailable' });
+      expect(await verify(await mint(), none)).toMatchObject(rejected('SERVICE_UNAVAILABLE', 'keys_unavailable'));
+    });
+
+    it('is SERVICE_UNAVAILABLE when the key lookup throws', async () => {
+      const broken: ResolveKey = async () => {
+        throw new Error('boom');
+      };
+      expect(await verify(await mint(), broken)).toMatchObject(rejected('SERVICE_UNAVAILABLE', 'keys_unavailable'));
+    });
+
+    it('rejects a token signed by another key under a known kid', async () => {
+      expect(await verify(await mint({ kid: key.kid }, otherKey))).toMatchObject(
+        rejected('INVALID_TOKEN', 'signature_invalid'),
+      );
+    });
+
+    it('rejects a token whose payload was changed after signing', async () => {
+      const [header, payload, signature] = (await mint()).split('.');
+      const changed = { ...JSON.parse(Buffer.from(payload as string, 'base64url').toString()), sub: 'admin' };
+      expect(await verify(`${header}.${b64(changed)}.${signature}`)).toMatchObject(
+        rejected('INVALID_TOKEN', 'signature_invalid'),
+      );
+    });
+
+    it('rejects a token whose header was changed after signing', async () => {
+      expect(await verify(await withHeader({ alg: 'RS256', kid: key.kid, typ: 'JWT', x: 1 }))).toMatchObject(
+        rejected('INVALID_TOKEN', 'signature_invalid'),
+      );
+    });
+
+    it('rejects a token whose expiry passed and whose signature is wrong as invalid, not expired', async () => {
+      expect(await verify(await mint({ kid: key.kid, expiresIn: 60 }, otherKey))).toMatchObject(
+        rejected('INVALID_TOKEN', 'signature_invalid'),
+      );
+    });
+
+    it.each([
+      ['not JSON', new TextEncoder().encode('not json')],
+      ['a JSON array', new TextEncoder().encode('["sub"]')],
+      ['JSON null', new TextEncoder().encode('null')],
+      ['invalid UTF-8', Uint8Array.of(0x7b, 0xff, 0x7d)],
+    ])('rejects a correctly signed payload that is %s', async (_name, payload) => {
+      const token = await new CompactSign(payload)
+        .setProtectedHeader({ alg: 'RS256', kid: key.kid })
+        .sign(key.privateKey);
+      expect(await verify(token)).toMatchObject(rejected('INVALID_TOKEN', 'payload_invalid'));
+    });
+  });
+
+  describe('garbage never throws', () => {
+    const valid = () => mint();
+    const cases: Array<[string, () => Promise<string> | string, string]> = [
+      ['an empty string', () => '', 'malformed'],
+      ['one segment', () => 'abc', 'malformed'],
+      ['two segments', () => 'abc.def', 'malformed'],
+      ['four segments', async () => `${await valid()}.abc`, 'malformed'],
+      ['empty segments', () => '..', 'malformed'],
+      ['an empty signature', async () => (await valid()).replace(/\.[^.]+$/, '.'), 'malformed'],
+      ['non-base64url characters', () => '!!!.###.$$$', 'malformed'],
+      ['padding characters', async () => `${await valid()}==`, 'malformed'],
+      ['surrounding whitespace', async () => ` ${await valid()} `, 'malformed'],
+      ['a header that is not JSON', () => `${b64('not json')}.${b64('{}')}.${b64('sig')}`, 'header_invalid'],
+      ['a header that is JSON null', () => `${b64('null')}.${b64('{}')}.${b64('sig')}`, 'header_invalid'],
+      ['a header that is a JSON array', () => `${b64('["RS256"]')}.${b64('{}')}.${b64('sig')}`, 'header_invalid'],
+      ['a header that is a JSON string', () => `${b64('"RS256"')}.${b64('{}')}.${b64('sig')}`, 'header_invalid'],
+      ['a token over the size limit', () => `${'a'.repeat(MAX_TOKEN_LENGTH)}.b.c`, 'token_too_large'],
+      ['a megabyte of header', () => `${b64({ alg: 'RS256', kid: 'x'.repeat(1 << 20) })}.e30.c2ln`, 'token_too_large'],
+    ];
+
+    it.each(cases)('rejects %s', async (_name, make, reason) => {
+      expect(await verify(await make())).toMatchObject(rejected('INVALID_TOKEN', reason));
+    });
+
+    it('never throws and never accepts on random input', async () => {
+      const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ {}"';
+      const lookups: KeyLookup[] = [];
+      const counting: ResolveKey = async (kid) => {
+        const result = await resolveKey(kid);
+        lookups.push(result);
+        return result;
+      };
+      // Deterministic pseudo-random strings (a linear congruential generator), some shaped like JWTs.
+      let seed = 12345;
+      const next = () => {
+        seed = (seed * 1103515245 + 12345) % 2 ** 31;
+        return seed;
+      };
+      const randomText = (length: number) => Array.from({ length }, () => alphabet[next() % alphabet.length]).join('');
+      for (let i = 0; i < 300; i++) {
+        const token =
+          i % 3 === 0
+            ? `${b64({ alg: 'RS256', kid: key.kid })}.${randomText(next() % 60)}.${randomText(next() % 60)}`
+            : randomText(next() % 200);
+        const result = await verify(token, counting);
+        expect(result.ok).toBe(false);
+      }
+      expect(lookups.length).toBeGreaterThan(0);
+    });
+  });
+});

@@ -1,0 +1,174 @@
+import { type CryptoKey, compactVerify } from 'jose';
+
+// Verification of a Firebase Auth ID token, following Firebase's rules for third-party
+// verifiers: RS256 signed by one of Google's securetoken keys, issued for this project,
+// not expired, issued and authenticated in the past, with a usable `sub` (the uid).
+// Given the same key lookup and `now`, the result is always the same, and no input —
+// however malformed — makes it throw: every failure is a value with a reason.
+
+/** Firebase ID tokens are about 1 KB (custom claims are capped at 1000 bytes); anything far larger is not one. */
+export const MAX_TOKEN_LENGTH = 8192;
+/** Firebase's own limit on a uid. */
+export const MAX_UID_LENGTH = 128;
+
+export type KeyLookup = { status: 'found'; key: CryptoKey } | { status: 'unknown' } | { status: 'unavailable' };
+/** Finds the public key of a `kid`; 'unavailable' when no keys could be loaded at all. */
+export type ResolveKey = (kid: string) => Promise<KeyLookup>;
+
+/** Internal reason of a rejection: for logs and metrics, never shown to the client. */
+export type RejectReason =
+  | 'token_too_large'
+  | 'malformed'
+  | 'header_invalid'
+  | 'alg_not_allowed'
+  | 'kid_missing'
+  | 'kid_unknown'
+  | 'keys_unavailable'
+  | 'signature_invalid'
+  | 'payload_invalid'
+  | 'iss_mismatch'
+  | 'aud_mismatch'
+  | 'sub_invalid'
+  | 'iat_invalid'
+  | 'iat_in_future'
+  | 'auth_time_invalid'
+  | 'auth_time_in_future'
+  | 'nbf_in_future'
+  | 'exp_invalid'
+  | 'expired';
+
+export const rejectReasons: readonly RejectReason[] = [
+  'token_too_large',
+  'malformed',
+  'header_invalid',
+  'alg_not_allowed',
+  'kid_missing',
+  'kid_unknown',
+  'keys_unavailable',
+  'signature_invalid',
+  'payload_invalid',
+  'iss_mismatch',
+  'aud_mismatch',
+  'sub_invalid',
+  'iat_invalid',
+  'iat_in_future',
+  'auth_time_invalid',
+  'auth_time_in_future',
+  'nbf_in_future',
+  'exp_invalid',
+  'expired',
+];
+
+export interface FirebaseClaims {
+  /** `sub`, which Firebase sets to the user's uid. */
+  uid: string;
+  email?: string;
+  emailVerified?: boolean;
+  phoneNumber?: string;
+  /** The whole verified payload, for custom claims such as the group. */
+  payload: Readonly<Record<string, unknown>>;
+}
+
+export type VerifyResult =
+  | { ok: true; claims: FirebaseClaims }
+  | {
+      ok: false;
+      /** TOKEN_EXPIRED only when a refreshed token would pass; SERVICE_UNAVAILABLE when no keys are loaded. */
+      code: 'TOKEN_EXPIRED' | 'INVALID_TOKEN' | 'SERVICE_UNAVAILABLE';
+      reason: RejectReason;
+    };
+
+export interface VerifyOptions {
+  projectId: string;
+  resolveKey: ResolveKey;
+  /** Current time, ms since the epoch. */
+  now: number;
+  /** Allowed clock skew between Google and this host, ms. */
+  clockToleranceMs: number;
+}
+
+const segment = /^[A-Za-z0-9_-]+$/;
+
+export async function verifyFirebaseIdToken(token: string, opts: VerifyOptions): Promise<VerifyResult> {
+  if (typeof token !== 'string') return invalid('malformed');
+  if (token.length > MAX_TOKEN_LENGTH) return invalid('token_too_large');
+  const parts = token.split('.');
+  if (parts.length !== 3 || !parts.every((part) => segment.test(part))) return invalid('malformed');
+
+  // The header is checked before any key lookup, so tokens that cannot be Firebase's
+  // (alg none, HS256, no kid) never cost a key fetch.
+  const header = parseJsonObject(Buffer.from(parts[0] as string, 'base64url'));
+  if (!header) return invalid('header_invalid');
+  if (header.alg !== 'RS256') return invalid('alg_not_allowed');
+  if (typeof header.kid !== 'string' || header.kid === '') return invalid('kid_missing');
+
+  let lookup: KeyLookup;
+  try {
+    lookup = await opts.resolveKey(header.kid);
+  } catch {
+    return { ok: false, code: 'SERVICE_UNAVAILABLE', reason: 'keys_unavailable' };
+  }
+  if (lookup.status === 'unavailable') return { ok: false, code: 'SERVICE_UNAVAILABLE', reason: 'keys_unavailable' };
+  if (lookup.status === 'unknown') return invalid('kid_unknown');
+
+  let payloadBytes: Uint8Array;
+  try {
+    ({ payload: payloadBytes } = await compactVerify(token, lookup.key, { algorithms: ['RS256'] }));
+  } catch {
+    return invalid('signature_invalid');
+  }
+  const payload = parseJsonObject(payloadBytes);
+  if (!payload) return invalid('payload_invalid');
+  return checkClaims(payload, opts);
+}
+
+// Order matters: a token for another project, or one that was never valid, is
+// INVALID_TOKEN even when it has also expired. TOKEN_EXPIRED tells the client that
+// refreshing the token will help, so it is the last check.
+function checkClaims(payload: Record<string, unknown>, opts: VerifyOptions): VerifyResult {
+  const latest = opts.now + opts.clockToleranceMs;
+  const { iss, aud, sub, iat, auth_time: authTime, nbf, exp } = payload;
+
+  if (iss !== `https://securetoken.google.com/${opts.projectId}`) return invalid('iss_mismatch');
+  if (aud !== opts.projectId) return invalid('aud_mismatch');
+  if (typeof sub !== 'string' || sub === '' || sub.length > MAX_UID_LENGTH) return invalid('sub_invalid');
+  if (!isTimestamp(iat)) return invalid('iat_invalid');
+  if (iat * 1000 > latest) return invalid('iat_in_future');
+  if (!isTimestamp(authTime)) return invalid('auth_time_invalid');
+  if (authTime * 1000 > latest) return invalid('auth_time_in_future');
+  if (nbf !== undefined && (!isTimestamp(nbf) || nbf * 1000 > latest)) return invalid('nbf_in_future');
+  if (!isTimestamp(exp)) return invalid('exp_invalid');
+  if (exp * 1000 + opts.clockToleranceMs <= opts.now) return { ok: false, code: 'TOKEN_EXPIRED', reason: 'expired' };
+
+  return {
+    ok: true,
+    claims: {
+      uid: sub,
+      ...(typeof payload.email === 'string' ? { email: payload.email } : {}),
+      ...(typeof payload.email_verified === 'boolean' ? { emailVerified: payload.email_verified } : {}),
+      ...(typeof payload.phone_number === 'string' ? { phoneNumber: payload.phone_number } : {}),
+      payload,
+    },
+  };
+}
+
+function invalid(reason: RejectReason): VerifyResult {
+  return { ok: false, code: 'INVALID_TOKEN', reason };
+}
+
+function isTimestamp(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+function parseJsonObject(bytes: Uint8Array): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(utf8.decode(bytes));
+    return typeof value === 'object' && value !== null && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}

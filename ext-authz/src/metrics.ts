@@ -1,0 +1,94 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { RefreshEvent } from './firebase/key-store';
+
+export type CheckResult = 'allow' | 'deny' | 'error';
+
+export interface ExtAuthzMetrics {
+  /** code: 'OK' or the error code of the denial. */
+  checkFinished(result: CheckResult, code: string, seconds: number): void;
+  /** Internal reason of a failed authentication (bounded set, see DenyReason). */
+  authFailed(reason: string): void;
+  keyRefresh(event: RefreshEvent): void;
+  policyApplied(version: string, projectId: string): void;
+  policyRejected(): void;
+}
+
+export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
+  const registers = [registry];
+  const checks = new Counter({
+    name: 'sekisho_ext_authz_checks_total',
+    help: 'Check calls answered, by result (allow, deny, error) and code (OK or the error code).',
+    labelNames: ['result', 'code'] as const,
+    registers,
+  });
+  const duration = new Histogram({
+    name: 'sekisho_ext_authz_check_duration_seconds',
+    help: 'Time to answer a Check call, token verification included.',
+    labelNames: ['result'] as const,
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers,
+  });
+  const authFailures = new Counter({
+    name: 'sekisho_ext_authz_auth_failures_total',
+    help: 'Requests refused for authentication, by internal reason.',
+    labelNames: ['reason'] as const,
+    registers,
+  });
+  const refreshes = new Counter({
+    name: 'sekisho_ext_authz_key_refreshes_total',
+    help: 'Fetches of the Firebase public keys, by result (ok, error) and trigger (initial, scheduled, unknown_kid).',
+    labelNames: ['result', 'trigger'] as const,
+    registers,
+  });
+  const keysLoaded = new Gauge({
+    name: 'sekisho_ext_authz_keys_loaded',
+    help: 'Firebase public keys currently held.',
+    registers,
+  });
+  const lastRefreshOk = new Gauge({
+    name: 'sekisho_ext_authz_keys_last_refresh_ok',
+    help: '1 when the last fetch of the Firebase public keys succeeded, else 0.',
+    registers,
+  });
+  const lastRefreshSuccess = new Gauge({
+    name: 'sekisho_ext_authz_keys_last_success_timestamp_seconds',
+    help: 'Unix time of the last successful fetch of the Firebase public keys.',
+    registers,
+  });
+  const policyInfo = new Gauge({
+    name: 'sekisho_ext_authz_policy_info',
+    help: 'The AuthzPolicy in use (value 1), labelled with its version and Firebase project id.',
+    labelNames: ['version', 'project_id'] as const,
+    registers,
+  });
+  const policyUpdates = new Counter({
+    name: 'sekisho_ext_authz_policy_updates_total',
+    help: 'AuthzPolicy updates received, by result (applied, rejected).',
+    labelNames: ['result'] as const,
+    registers,
+  });
+
+  return {
+    checkFinished(result, code, seconds) {
+      checks.inc({ result, code });
+      duration.observe({ result }, seconds);
+    },
+    authFailed(reason) {
+      authFailures.inc({ reason });
+    },
+    keyRefresh(event) {
+      refreshes.inc({ result: event.ok ? 'ok' : 'error', trigger: event.trigger });
+      keysLoaded.set(event.keyCount);
+      lastRefreshOk.set(event.ok ? 1 : 0);
+      if (event.ok) lastRefreshSuccess.set(Date.now() / 1000);
+    },
+    policyApplied(version, projectId) {
+      policyInfo.reset();
+      policyInfo.set({ version, project_id: projectId }, 1);
+      policyUpdates.inc({ result: 'applied' });
+    },
+    policyRejected() {
+      policyUpdates.inc({ result: 'rejected' });
+    },
+  };
+}
