@@ -1,0 +1,160 @@
+import { RateLimitServiceService } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
+import { RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { type AdminServer, startAdminServer } from '@sekisho/service-kit/admin-server';
+import { policyResourceNames, policyTypeUrls } from '@sekisho/service-kit/contract';
+import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
+import { createLogger, type Logger } from '@sekisho/service-kit/logger';
+import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
+import { type PolicySubscription, subscribePolicy } from '@sekisho/service-kit/policy-client';
+import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
+import type { Registry } from 'prom-client';
+import type { RateLimitConfig } from './config';
+import { FixedWindowLimiter } from './limiter/fixed-window';
+import { createValueHasher } from './limiter/keys';
+import { createRedisClient } from './limiter/redis-client';
+import { RedisCounterStore } from './limiter/redis-store';
+import type { Clock } from './limiter/types';
+import { createRateLimitMetrics } from './metrics';
+import { type CompiledPolicy, compilePolicy } from './policy/compile';
+import { createRateLimitServer } from './service';
+
+export interface RateLimitApp {
+  grpcPort: number;
+  adminPort: number;
+  registry: Registry;
+  /** Installs a policy as an ADS update would; throws (a NACK) when it is invalid. */
+  applyPolicy(policy: RateLimitPolicy, version: string): void;
+  isReady(): boolean;
+  status(): Record<string, unknown>;
+  /** gRPC (drains in-flight calls), policy subscription, Redis, admin: in that order. */
+  shutdownSteps: ShutdownStep[];
+  close(): Promise<void>;
+}
+
+/**
+ * Wires the service: Redis-backed limiter, policy from the control plane over ADS,
+ * the gRPC RateLimitService and the admin server. `subscribe: false` leaves policy to
+ * applyPolicy (tests that run without a control plane).
+ */
+export async function startRateLimitApp(
+  config: RateLimitConfig,
+  opts: { logger?: Logger; clock?: Clock; subscribe?: boolean } = {},
+): Promise<RateLimitApp> {
+  const logger = opts.logger ?? createLogger('ratelimit-service', { level: config.LOG_LEVEL });
+  const registry = createMetricsRegistry('ratelimit-service');
+  const hashValues = createValueHasher(config.RATELIMIT_KEY_SECRET);
+
+  const redis = createRedisClient({
+    url: config.RATELIMIT_REDIS_URL,
+    commandTimeoutMs: config.RATELIMIT_REDIS_TIMEOUT,
+    logger,
+  });
+  const redisReady = () => redis.status === 'ready';
+  const metrics = createRateLimitMetrics(registry, { redisReady });
+  const limiter = new FixedWindowLimiter({
+    store: new RedisCounterStore(redis),
+    clock: opts.clock ?? Date.now,
+    hashValues,
+  });
+
+  let active: { policy: CompiledPolicy; version: string } | undefined;
+  const applyPolicy = (policy: RateLimitPolicy, version: string) => {
+    const compiled = compilePolicy(policy);
+    active = { policy: compiled, version };
+    metrics.policyInfo.reset();
+    metrics.policyInfo.set({ version, domain: compiled.domain }, 1);
+    metrics.policyRules.set(compiled.rules.length);
+  };
+
+  const noPolicyMode = config.RATELIMIT_NO_POLICY_MODE ?? config.RATELIMIT_REDIS_FAILURE_MODE;
+  const isReady = () => active !== undefined && redisReady();
+  const status = () => ({
+    policy_version: active?.version ?? null,
+    domain: active?.policy.domain ?? null,
+    rule_count: active?.policy.rules.length ?? 0,
+    redis: redis.status,
+    redis_failure_mode: config.RATELIMIT_REDIS_FAILURE_MODE,
+    no_policy_mode: noPolicyMode,
+  });
+
+  const closeRedis = async () => {
+    // quit() waits for pending replies; when Redis is unreachable there are none to wait for.
+    if (redis.status === 'ready') await redis.quit();
+    else redis.disconnect();
+  };
+
+  let grpc: GrpcServer | undefined;
+  let admin: AdminServer | undefined;
+  try {
+    grpc = await startGrpcServer({
+      host: config.RATELIMIT_HOST,
+      port: config.RATELIMIT_GRPC_PORT,
+      register: (server) =>
+        server.addService(
+          RateLimitServiceService,
+          createRateLimitServer({
+            policy: () => active?.policy,
+            limiter,
+            failureMode: config.RATELIMIT_REDIS_FAILURE_MODE,
+            noPolicyMode,
+            hashValues,
+            logger,
+            metrics,
+          }),
+        ),
+    });
+    admin = await startAdminServer({
+      host: config.RATELIMIT_HOST,
+      port: config.RATELIMIT_ADMIN_PORT,
+      registry,
+      logger,
+      isReady,
+      status,
+    });
+  } catch (error) {
+    // A port in use: release what was opened so an in-process caller is not left with handles.
+    await grpc?.close(0);
+    await closeRedis();
+    throw error;
+  }
+  const grpcServer = grpc;
+  const adminServer = admin;
+  logger.info(
+    { category: 'technical', event_type: 'ratelimit_listening', port: grpcServer.port },
+    'rate-limit service listening',
+  );
+
+  // Policy arrives only once the service can answer; before that Envoy gets no decision anyway.
+  const subscription: PolicySubscription | undefined =
+    opts.subscribe === false
+      ? undefined
+      : subscribePolicy({
+          address: config.RATELIMIT_XDS_ADDRESS,
+          nodeId: config.RATELIMIT_NODE_ID,
+          typeUrl: policyTypeUrls.rateLimit,
+          resourceName: policyResourceNames.rateLimit,
+          decode: (bytes) => RateLimitPolicy.decode(bytes),
+          apply: applyPolicy,
+          logger,
+        });
+
+  const shutdownSteps: ShutdownStep[] = [
+    { name: 'grpc', run: () => grpcServer.close() },
+    { name: 'policy subscription', run: async () => subscription?.close() },
+    { name: 'redis', run: closeRedis },
+    { name: 'admin', run: () => adminServer.close() },
+  ];
+
+  return {
+    grpcPort: grpcServer.port,
+    adminPort: adminServer.port,
+    registry,
+    applyPolicy,
+    isReady,
+    status,
+    shutdownSteps,
+    close: async () => {
+      for (const step of shutdownSteps) await step.run();
+    },
+  };
+}

@@ -1,0 +1,46 @@
+import { ConfigError } from '@sekisho/service-kit/config';
+import { describe, expect, it } from 'vitest';
+import { loadRateLimitConfig } from './config';
+
+describe('loadRateLimitConfig', () => {
+  it('has the documented defaults', () => {
+    expect(loadRateLimitConfig({})).toEqual({
+      RATELIMIT_HOST: '127.0.0.1',
+      RATELIMIT_GRPC_PORT: 9002,
+      RATELIMIT_ADMIN_PORT: 9102,
+      RATELIMIT_XDS_ADDRESS: '127.0.0.1:18000',
+      RATELIMIT_NODE_ID: 'ratelimit-service',
+      RATELIMIT_REDIS_URL: 'redis://127.0.0.1:6379',
+      RATELIMIT_REDIS_FAILURE_MODE: 'allow',
+      RATELIMIT_REDIS_TIMEOUT: 50,
+      LOG_LEVEL: 'info',
+    });
+  });
+
+  it('parses durations and modes', () => {
+    const config = loadRateLimitConfig({
+      RATELIMIT_REDIS_TIMEOUT: '2s',
+      RATELIMIT_REDIS_FAILURE_MODE: 'deny',
+      RATELIMIT_NO_POLICY_MODE: 'allow',
+      RATELIMIT_REDIS_URL: 'rediss://:secret@redis.internal:6380/2',
+    });
+    expect(config).toMatchObject({
+      RATELIMIT_REDIS_TIMEOUT: 2000,
+      RATELIMIT_REDIS_FAILURE_MODE: 'deny',
+      RATELIMIT_NO_POLICY_MODE: 'allow',
+      RATELIMIT_REDIS_URL: 'rediss://:secret@redis.internal:6380/2',
+    });
+  });
+
+  it.each([
+    ['RATELIMIT_REDIS_FAILURE_MODE', 'open'],
+    ['RATELIMIT_REDIS_TIMEOUT', '50'],
+    ['RATELIMIT_GRPC_PORT', '70000'],
+    ['RATELIMIT_XDS_ADDRESS', 'no-port'],
+    ['RATELIMIT_KEY_SECRET', 'short'],
+  ])('names %s when its value %j is invalid', (variable, value) => {
+    const attempt = () => loadRateLimitConfig({ [variable]: value });
+    expect(attempt).toThrow(ConfigError);
+    expect(attempt).toThrow(variable);
+  });
+});

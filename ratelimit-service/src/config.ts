@@ -1,0 +1,35 @@
+import {
+  envDuration,
+  envEnum,
+  envHostPort,
+  envLogLevel,
+  envPort,
+  envUrl,
+  loadConfig,
+} from '@sekisho/service-kit/config';
+import { z } from 'zod';
+
+// Every setting of the service, parsed and checked in one place at start-up.
+export const configSchema = z.object({
+  RATELIMIT_HOST: z.string().min(1).default('127.0.0.1'),
+  RATELIMIT_GRPC_PORT: envPort(9002),
+  RATELIMIT_ADMIN_PORT: envPort(9102),
+  RATELIMIT_XDS_ADDRESS: envHostPort('127.0.0.1:18000'),
+  RATELIMIT_NODE_ID: z.string().min(1).default('ratelimit-service'),
+  RATELIMIT_REDIS_URL: envUrl('redis://127.0.0.1:6379'),
+  /** allow: a Redis outage lets traffic through (envoyproxy/ratelimit's stance); deny: 429. */
+  RATELIMIT_REDIS_FAILURE_MODE: envEnum(['allow', 'deny'], 'allow'),
+  /** What to answer before the first policy arrives; defaults to RATELIMIT_REDIS_FAILURE_MODE. */
+  RATELIMIT_NO_POLICY_MODE: z.enum(['allow', 'deny']).optional(),
+  /** Per-command Redis timeout; keep it well under Envoy's ratelimit timeout (20 ms by default). */
+  RATELIMIT_REDIS_TIMEOUT: envDuration('50ms'),
+  /** Optional secret: Redis keys then hold an HMAC of user ids and IPs rather than a plain hash. */
+  RATELIMIT_KEY_SECRET: z.string().min(16).optional(),
+  LOG_LEVEL: envLogLevel(),
+});
+
+export type RateLimitConfig = z.output<typeof configSchema>;
+
+export function loadRateLimitConfig(env: NodeJS.ProcessEnv = process.env): RateLimitConfig {
+  return loadConfig(configSchema, env);
+}

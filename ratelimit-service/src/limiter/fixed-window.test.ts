@@ -1,0 +1,214 @@
+import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { FixedWindowLimiter } from './fixed-window';
+import { createValueHasher } from './keys';
+import { RedisCounterStore } from './redis-store';
+import type { LimitRule } from './types';
+
+// Against a real redis-server: the Lua script, key layout and TTLs are what is tested.
+
+let server: RedisHandle;
+let redis: Redis;
+let now: number;
+// 2026-01-01T00:00:00Z: a whole hour, so every window here starts at `start`.
+const start = Date.UTC(2026, 0, 1);
+
+const limiterWith = (hashValues = createValueHasher()) =>
+  new FixedWindowLimiter({ store: new RedisCounterStore(redis), clock: () => now, hashValues });
+
+const rule = (id: string, requestsPerWindow: number, windowSeconds: number, blockSeconds = 0): LimitRule => ({
+  id,
+  requestsPerWindow,
+  windowSeconds,
+  blockSeconds,
+});
+
+beforeAll(async () => {
+  server = await startRedis();
+  redis = new Redis(server.url, { lazyConnect: true });
+  await redis.connect();
+});
+
+afterAll(async () => {
+  await redis?.quit();
+  await server?.stop();
+});
+
+beforeEach(async () => {
+  await redis.flushall();
+  now = start;
+});
+
+describe('FixedWindowLimiter over Redis', () => {
+  it('allows up to the limit in a window and refuses the request after it', async () => {
+    const limiter = limiterWith();
+    const perMinute = rule('per-minute', 3, 60);
+    const results = [];
+    for (let i = 0; i < 4; i++) {
+      now = start + i * 1000;
+      const [decision] = await limiter.hit([{ rule: perMinute, values: ['uid-1'] }], 1);
+      results.push(decision);
+    }
+    expect(results.map((d) => [d?.overLimit, d?.remaining, d?.resetSeconds])).toEqual([
+      [false, 2, 60],
+      [false, 1, 59],
+      [false, 0, 58],
+      [true, 0, 57],
+    ]);
+  });
+
+  it('starts counting afresh at the window boundary given by the clock', async () => {
+    const limiter = limiterWith();
+    const perMinute = rule('per-minute', 1, 60);
+    now = start + 59_500;
+    expect((await limiter.hit([{ rule: perMinute, values: ['u'] }], 1))[0]).toMatchObject({ overLimit: false });
+    expect((await limiter.hit([{ rule: perMinute, values: ['u'] }], 1))[0]).toMatchObject({
+      overLimit: true,
+      resetSeconds: 1,
+    });
+    now = start + 60_000;
+    expect((await limiter.hit([{ rule: perMinute, values: ['u'] }], 1))[0]).toMatchObject({
+      overLimit: false,
+      remaining: 0,
+      resetSeconds: 60,
+    });
+  });
+
+  it('checks and counts every window of a descriptor in one call', async () => {
+    const limiter = limiterWith();
+    const minute = rule('minute', 2, 60);
+    const hour = rule('hour', 3, 3600);
+    const hit = () =>
+      limiter.hit(
+        [
+          { rule: minute, values: ['u'] },
+          { rule: hour, values: ['u'] },
+        ],
+        1,
+      );
+    await hit();
+    await hit();
+    // Third in the same minute: the minute refuses, the hour still counts it.
+    expect((await hit()).map((d) => [d.overLimit, d.remaining])).toEqual([
+      [true, 0],
+      [false, 0],
+    ]);
+    now = start + 60_000;
+    expect((await hit()).map((d) => [d.overLimit, d.remaining])).toEqual([
+      [false, 1],
+      [true, 0],
+    ]);
+  });
+
+  it('keeps each user (value) on a counter of its own', async () => {
+    const limiter = limiterWith();
+    const perMinute = rule('per-minute', 1, 60);
+    await limiter.hit([{ rule: perMinute, values: ['alice'] }], 1);
+    const [alice] = await limiter.hit([{ rule: perMinute, values: ['alice'] }], 1);
+    const [bob] = await limiter.hit([{ rule: perMinute, values: ['bob'] }], 1);
+    expect(alice?.overLimit).toBe(true);
+    expect(bob?.overLimit).toBe(false);
+  });
+
+  it('adds hits_addend, and counts 0 as 1 as Envoy does', async () => {
+    const limiter = limiterWith();
+    const perMinute = rule('per-minute', 10, 60);
+    expect((await limiter.hit([{ rule: perMinute, values: ['u'] }], 4))[0]?.remaining).toBe(6);
+    expect((await limiter.hit([{ rule: perMinute, values: ['u'] }], 0))[0]?.remaining).toBe(5);
+    expect((await limiter.hit([{ rule: perMinute, values: ['u'] }], 6))[0]).toMatchObject({
+      overLimit: true,
+      remaining: 0,
+    });
+  });
+
+  it('blocks a key for block_seconds once it exceeds the limit, across windows, without counting', async () => {
+    const limiter = limiterWith();
+    const login = rule('login', 2, 60, 900);
+    const hit = async () => (await limiter.hit([{ rule: login, values: ['203.0.113.7'] }], 1))[0];
+    await hit();
+    await hit();
+    const excess = await hit();
+    expect(excess).toMatchObject({ overLimit: true, blocked: false, resetSeconds: 900 });
+
+    const blockKeys = await redis.keys('sekisho:rl:block:*');
+    expect(blockKeys).toHaveLength(1);
+    const ttl = await redis.ttl(blockKeys[0] as string);
+    expect(ttl).toBeGreaterThan(890);
+    expect(ttl).toBeLessThanOrEqual(900);
+
+    const counterKeys = await redis.keys('sekisho:rl:{login}:*');
+    const countBefore = await redis.get(counterKeys[0] as string);
+    now = start + 120_000; // a new window: still blocked
+    const blocked = await hit();
+    expect(blocked).toMatchObject({ overLimit: true, blocked: true, remaining: 0 });
+    expect(blocked?.resetSeconds).toBeGreaterThan(890);
+    expect(await redis.keys('sekisho:rl:{login}:*')).toEqual(counterKeys);
+    expect(await redis.get(counterKeys[0] as string)).toBe(countBefore);
+
+    // Another address is not affected.
+    expect((await limiter.hit([{ rule: login, values: ['203.0.113.8'] }], 1))[0]?.overLimit).toBe(false);
+  });
+
+  it('writes hashed values, never user ids or IPs, and an expiry on every counter', async () => {
+    const limiter = limiterWith();
+    await limiter.hit(
+      [
+        { rule: rule('route:create-appointment/user/60s', 5, 60), values: ['firebase-uid-123'] },
+        { rule: rule('auth/ip/3600s', 5, 3600), values: ['198.51.100.23'] },
+      ],
+      1,
+    );
+    const keys = (await redis.keys('*')).sort();
+    expect(keys).toHaveLength(2);
+    for (const key of keys) {
+      expect(key).not.toContain('firebase-uid-123');
+      expect(key).not.toContain('198.51.100.23');
+      expect(key).toMatch(/^sekisho:rl:\{[^{}]+\}:[0-9a-f]{32}:\d+$/);
+    }
+    const windowStart = start / 1000;
+    expect(keys).toEqual([
+      `sekisho:rl:{auth/ip/3600s}:${createValueHasher()(['198.51.100.23'])}:${windowStart}`,
+      `sekisho:rl:{route:create-appointment/user/60s}:${createValueHasher()(['firebase-uid-123'])}:${windowStart}`,
+    ]);
+    const ttls = await Promise.all(keys.map((key) => redis.ttl(key)));
+    expect(ttls[0]).toBeGreaterThan(3590);
+    expect(ttls[0]).toBeLessThanOrEqual(3600);
+    expect(ttls[1]).toBeGreaterThan(50);
+    expect(ttls[1]).toBeLessThanOrEqual(60);
+  });
+
+  it('sets the expiry once, when the counter is created', async () => {
+    const limiter = limiterWith();
+    const perMinute = rule('per-minute', 100, 60);
+    await limiter.hit([{ rule: perMinute, values: ['u'] }], 1);
+    const [key] = await redis.keys('sekisho:rl:*');
+    await redis.expire(key as string, 30); // stands in for time passing
+    await limiter.hit([{ rule: perMinute, values: ['u'] }], 1);
+    expect(await redis.ttl(key as string)).toBeLessThanOrEqual(30);
+    expect(await redis.get(key as string)).toBe('2');
+  });
+
+  it('hashes with an HMAC when given a secret, so keys differ from the plain hash', async () => {
+    const keyed = createValueHasher('a-secret-of-sixteen+');
+    expect(keyed(['198.51.100.23'])).not.toBe(createValueHasher()(['198.51.100.23']));
+    await limiterWith(keyed).hit([{ rule: rule('r', 5, 60), values: ['198.51.100.23'] }], 1);
+    expect(await redis.keys('*')).toEqual([`sekisho:rl:{r}:${keyed(['198.51.100.23'])}:${start / 1000}`]);
+  });
+
+  it('costs one script call for all counters of a call', async () => {
+    const limiter = limiterWith();
+    const checks = [1, 2, 3].map((n) => ({ rule: rule(`r${n}`, 5, 60 * n), values: ['u'] }));
+    await limiter.hit(checks, 1); // the first use on a connection loads the script with EVAL
+    const calls = async () => {
+      const stats = await redis.info('commandstats');
+      const count = (command: string) => Number(stats.match(new RegExp(`cmdstat_${command}:calls=(\\d+)`))?.[1] ?? 0);
+      return { scripts: count('eval') + count('evalsha'), incrby: count('incrby') };
+    };
+    const before = await calls();
+    await limiter.hit(checks, 1);
+    const after = await calls();
+    expect(after.scripts - before.scripts).toBe(1);
+    expect(after.incrby - before.incrby).toBe(3);
+  });
+});

@@ -1,0 +1,98 @@
+import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
+import {
+  type AggregatedDiscoveryServiceServer,
+  AggregatedDiscoveryServiceService,
+} from '@sekisho/proto/envoy/service/discovery/v3/ads';
+import type { DiscoveryRequest, DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
+import { RateLimitResponse_Code as Code } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
+import { RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { policyResourceNames, policyTypeUrls, rateLimitDomain } from '@sekisho/service-kit/contract';
+import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { authenticated, eventually, startTestService, type TestService, testPolicy } from './test-helpers';
+
+// The service's policy arrives over a real ADS stream. The control plane is played by a
+// minimal ADS server that records requests and pushes what the test gives it.
+
+const typeUrl = policyTypeUrls.rateLimit;
+let redis: RedisHandle;
+let ads: GrpcServer;
+let service: TestService;
+const requests: DiscoveryRequest[] = [];
+const streams: Array<ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>> = [];
+let nonce = 0;
+
+const push = (version: string, policy: RateLimitPolicy): string => {
+  nonce += 1;
+  streams.at(-1)?.write({
+    versionInfo: version,
+    resources: [{ typeUrl, value: Buffer.from(RateLimitPolicy.encode(policy).finish()) }],
+    canary: false,
+    typeUrl,
+    nonce: String(nonce),
+  });
+  return String(nonce);
+};
+const answerTo = async (sent: string) => {
+  await eventually(() => requests.some((r) => r.responseNonce === sent));
+  return requests.find((r) => r.responseNonce === sent) as DiscoveryRequest;
+};
+
+beforeAll(async () => {
+  redis = await startRedis();
+  const impl: AggregatedDiscoveryServiceServer = {
+    streamAggregatedResources: (call) => {
+      streams.push(call);
+      call.on('data', (request: DiscoveryRequest) => requests.push(request));
+      call.on('error', () => {});
+    },
+    deltaAggregatedResources: (call) => call.end(),
+  };
+  ads = await startGrpcServer({ port: 0, register: (s) => s.addService(AggregatedDiscoveryServiceService, impl) });
+  service = await startTestService({
+    redisUrl: redis.url,
+    env: { RATELIMIT_XDS_ADDRESS: `127.0.0.1:${ads.port}`, RATELIMIT_NODE_ID: 'ratelimit-test-node' },
+    subscribe: true,
+  });
+});
+
+afterAll(async () => {
+  await service?.close();
+  await ads?.close(0);
+  await redis?.stop();
+});
+
+describe('policy over ADS', () => {
+  it('subscribes to the RateLimitPolicy resource, applies and ACKs it, and becomes ready', async () => {
+    await eventually(() => requests.length > 0);
+    expect(requests[0]).toMatchObject({
+      typeUrl,
+      resourceNames: [policyResourceNames.rateLimit],
+      node: { id: 'ratelimit-test-node' },
+    });
+    const ack = await answerTo(push('v1', testPolicy));
+    expect(ack.errorDetail).toBeUndefined();
+    expect(ack.versionInfo).toBe('v1');
+    await eventually(() => service.app.isReady());
+    expect(service.app.status()).toMatchObject({ policy_version: 'v1', rule_count: testPolicy.rules.length });
+    const response = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-ads')] });
+    expect(response.statuses[0]?.currentLimit?.name).toBe('authenticated/user/60s');
+  });
+
+  it('NACKs an invalid policy with the reason and keeps the one in force', async () => {
+    const invalid = RateLimitPolicy.fromPartial({
+      domain: rateLimitDomain,
+      rules: [
+        testPolicy.rules[0] as RateLimitPolicy['rules'][number],
+        testPolicy.rules[0] as RateLimitPolicy['rules'][number],
+      ],
+    });
+    const nack = await answerTo(push('v2', invalid));
+    expect(nack.errorDetail?.message).toMatch(/used more than once/);
+    expect(nack.versionInfo).toBe('v1');
+    expect(service.app.status()).toMatchObject({ policy_version: 'v1' });
+    const response = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-ads')] });
+    expect(response.overallCode).toBe(Code.OK);
+  });
+});

@@ -1,0 +1,102 @@
+import type { RateLimitPolicy, RateLimitRule } from '@sekisho/proto/sekisho/policy/v1/policy';
+
+/** A descriptor entry as Envoy sends it (the generated Entry type satisfies this). */
+export interface DescriptorEntry {
+  readonly key: string;
+  readonly value: string;
+}
+
+export interface CompiledRule {
+  readonly id: string;
+  readonly requestsPerWindow: number;
+  readonly windowSeconds: number;
+  /** 0 = no block after the limit is exceeded. */
+  readonly blockSeconds: number;
+  /** The match entries, in order; value '' = any value, counted per distinct value. */
+  readonly match: readonly DescriptorEntry[];
+  /** Positions of match entries with a fixed value, and those values. */
+  readonly fixed: ReadonlyArray<{ readonly index: number; readonly value: string }>;
+  /** Positions of match entries without a value: their values name the counter. */
+  readonly counted: readonly number[];
+}
+
+export interface RuleMatch {
+  readonly rule: CompiledRule;
+  /** The descriptor's values at the rule's counted positions (per user, per IP...). */
+  readonly values: readonly string[];
+}
+
+export interface CompiledPolicy {
+  readonly domain: string;
+  readonly rules: readonly CompiledRule[];
+  /** Every rule that applies to the descriptor, in policy order. */
+  match(entries: readonly DescriptorEntry[]): RuleMatch[];
+}
+
+/** Thrown for a policy that must be refused (the control plane gets a NACK with the message). */
+export class PolicyError extends Error {
+  override name = 'PolicyError';
+}
+
+// Rules are indexed by their exact key sequence, so a lookup costs one map access plus a
+// check of the few rules sharing that sequence, however many rules the policy has.
+const signature = (keys: readonly string[]): string => JSON.stringify(keys);
+
+export function compilePolicy(policy: RateLimitPolicy): CompiledPolicy {
+  if (policy.domain === '') throw new PolicyError('policy has an empty domain');
+  const seen = new Set<string>();
+  const rules = policy.rules.map((rule, position) => {
+    const compiled = compileRule(rule, position);
+    if (seen.has(compiled.id)) throw new PolicyError(`rule id "${compiled.id}" is used more than once`);
+    seen.add(compiled.id);
+    return compiled;
+  });
+
+  const index = new Map<string, CompiledRule[]>();
+  for (const rule of rules) {
+    const key = signature(rule.match.map((m) => m.key));
+    const bucket = index.get(key);
+    if (bucket) bucket.push(rule);
+    else index.set(key, [rule]);
+  }
+
+  return {
+    domain: policy.domain,
+    rules,
+    match(entries) {
+      const candidates = index.get(signature(entries.map((e) => e.key)));
+      if (!candidates) return [];
+      const matches: RuleMatch[] = [];
+      for (const rule of candidates) {
+        if (rule.fixed.every(({ index: i, value }) => entries[i]?.value === value)) {
+          matches.push({ rule, values: rule.counted.map((i) => entries[i]?.value ?? '') });
+        }
+      }
+      return matches;
+    },
+  };
+}
+
+function compileRule(rule: RateLimitRule, position: number): CompiledRule {
+  const where = rule.id === '' ? `rule #${position}` : `rule "${rule.id}"`;
+  if (rule.id === '') throw new PolicyError(`${where} has an empty id`);
+  // The id is a Redis hash tag ({id}) inside the key: braces would break the key layout.
+  if (/[{}\s]/.test(rule.id)) throw new PolicyError(`${where}: id must not contain braces or whitespace`);
+  if (rule.match.length === 0) throw new PolicyError(`${where} matches no descriptor entries`);
+  rule.match.forEach((m, i) => {
+    if (m.key === '') throw new PolicyError(`${where}: match entry #${i} has an empty key`);
+  });
+  if (rule.requestsPerWindow <= 0) throw new PolicyError(`${where}: requests_per_window must be greater than 0`);
+  if (rule.windowSeconds <= 0) throw new PolicyError(`${where}: window_seconds must be greater than 0`);
+
+  const match = rule.match.map((m) => ({ key: m.key, value: m.value }));
+  return {
+    id: rule.id,
+    requestsPerWindow: rule.requestsPerWindow,
+    windowSeconds: rule.windowSeconds,
+    blockSeconds: rule.blockSeconds,
+    match,
+    fixed: match.flatMap((m, index) => (m.value === '' ? [] : [{ index, value: m.value }])),
+    counted: match.flatMap((m, index) => (m.value === '' ? [index] : [])),
+  };
+}

@@ -1,0 +1,112 @@
+import {
+  RateLimitResponse_Code as Code,
+  type RateLimitResponse_DescriptorStatus as DescriptorStatus,
+  RateLimitResponse,
+  RateLimitResponse_RateLimit_Unit as Unit,
+} from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
+import type { LimitDecision } from './limiter/types';
+
+// Pure assembly of Envoy's answer from the limiter's decisions: per-descriptor
+// statuses in request order, and the IETF RateLimit headers (draft-ietf-httpapi-
+// ratelimit-headers, what express-rate-limit's `standardHeaders: true` sends) for
+// the most restrictive rule. Envoy adds response_headers_to_add to allowed responses
+// and to its 429 alike.
+
+export const headerNames = {
+  limit: 'ratelimit-limit',
+  remaining: 'ratelimit-remaining',
+  reset: 'ratelimit-reset',
+  policy: 'ratelimit-policy',
+  retryAfter: 'retry-after',
+} as const;
+
+/** Seconds a client is told to wait when the limiter itself is down and the mode is deny. */
+export const failureRetryAfterSeconds = 1;
+
+const units: ReadonlyMap<number, Unit> = new Map([
+  [1, Unit.SECOND],
+  [60, Unit.MINUTE],
+  [3600, Unit.HOUR],
+  [86_400, Unit.DAY],
+]);
+
+/**
+ * Envoy's RateLimit.Unit has no "N seconds": a window of exactly one unit maps to it;
+ * any other window is UNKNOWN, and the status's name (the rule id) and
+ * duration_until_reset describe it.
+ */
+export function unitFor(windowSeconds: number): Unit {
+  return units.get(windowSeconds) ?? Unit.UNKNOWN;
+}
+
+/**
+ * The decision a client must heed: among refusals the one that lasts longest (the
+ * request stays refused until all have passed); otherwise the rule with the fewest
+ * requests left, ties going to the later reset.
+ */
+export function mostRestrictive(decisions: readonly LimitDecision[]): LimitDecision | undefined {
+  let chosen: LimitDecision | undefined;
+  for (const d of decisions) {
+    if (!chosen) chosen = d;
+    else if (d.overLimit !== chosen.overLimit) {
+      if (d.overLimit) chosen = d;
+    } else if (d.overLimit) {
+      if (d.resetSeconds > chosen.resetSeconds) chosen = d;
+    } else if (
+      d.remaining < chosen.remaining ||
+      (d.remaining === chosen.remaining && d.resetSeconds > chosen.resetSeconds)
+    ) {
+      chosen = d;
+    }
+  }
+  return chosen;
+}
+
+function statusOf(decisions: readonly LimitDecision[]): DescriptorStatus {
+  const d = mostRestrictive(decisions);
+  if (!d) return { code: Code.OK, limitRemaining: 0 };
+  return {
+    code: d.overLimit ? Code.OVER_LIMIT : Code.OK,
+    currentLimit: { name: d.rule.id, requestsPerUnit: d.rule.requestsPerWindow, unit: unitFor(d.rule.windowSeconds) },
+    limitRemaining: d.remaining,
+    durationUntilReset: { seconds: d.resetSeconds, nanos: 0 },
+  };
+}
+
+const header = (key: string, value: string | number) => ({ key, value: String(value), rawValue: Buffer.alloc(0) });
+
+/** The response for descriptors the limiter decided on; [] = no rule matched that descriptor. */
+export function decidedResponse(perDescriptor: ReadonlyArray<readonly LimitDecision[]>): RateLimitResponse {
+  const statuses = perDescriptor.map(statusOf);
+  const all = perDescriptor.flat();
+  const chosen = mostRestrictive(all);
+  const headers = [];
+  if (chosen) {
+    const policies = new Map(all.map((d) => [d.rule.id, `${d.rule.requestsPerWindow};w=${d.rule.windowSeconds}`]));
+    headers.push(
+      header(headerNames.limit, chosen.rule.requestsPerWindow),
+      header(headerNames.remaining, chosen.remaining),
+      header(headerNames.reset, chosen.resetSeconds),
+      header(headerNames.policy, [...new Set(policies.values())].join(', ')),
+    );
+    if (chosen.overLimit) headers.push(header(headerNames.retryAfter, chosen.resetSeconds));
+  }
+  return RateLimitResponse.fromPartial({
+    overallCode: chosen?.overLimit ? Code.OVER_LIMIT : Code.OK,
+    statuses,
+    responseHeadersToAdd: headers,
+  });
+}
+
+/**
+ * A response without counting: `overLimit[i]` says whether descriptor i is refused.
+ * Used for other domains (all false) and the failure modes (no policy, Redis down).
+ */
+export function undecidedResponse(overLimit: readonly boolean[]): RateLimitResponse {
+  const refused = overLimit.some(Boolean);
+  return RateLimitResponse.fromPartial({
+    overallCode: refused ? Code.OVER_LIMIT : Code.OK,
+    statuses: overLimit.map((over) => ({ code: over ? Code.OVER_LIMIT : Code.OK })),
+    responseHeadersToAdd: refused ? [header(headerNames.retryAfter, failureRetryAfterSeconds)] : [],
+  });
+}

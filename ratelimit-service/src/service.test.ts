@@ -1,0 +1,236 @@
+import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
+import {
+  RateLimitResponse_Code as Code,
+  RateLimitResponse_RateLimit_Unit as Unit,
+} from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
+import { RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { rateLimitDomain } from '@sekisho/service-kit/contract';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import {
+  anonymous,
+  authenticated,
+  descriptor,
+  headersOf,
+  routeForIp,
+  routeForUser,
+  startTestService,
+  type TestService,
+  testPolicy,
+} from './test-helpers';
+
+// The whole service over a real gRPC socket, with a grpc-js client (as Envoy's
+// ratelimit filter calls it) and a real Redis behind it.
+
+let redisServer: RedisHandle;
+let redis: Redis;
+let service: TestService;
+// 10 s into a whole hour: the minute window resets in 50 s, the hour in 3590 s.
+const start = Date.UTC(2026, 0, 1) + 10_000;
+let now = start;
+
+beforeAll(async () => {
+  redisServer = await startRedis();
+  redis = new Redis(redisServer.url);
+  service = await startTestService({ redisUrl: redisServer.url, clock: () => now });
+});
+
+afterAll(async () => {
+  await service?.close();
+  redis?.disconnect();
+  await redisServer?.stop();
+});
+
+beforeEach(async () => {
+  await redis.flushall();
+  now = start;
+});
+
+describe('before the first policy', () => {
+  it('is not ready and allows requests (failure mode allow)', async () => {
+    expect(service.app.isReady()).toBe(false);
+    expect((await service.admin('/readyz')).status).toBe(503);
+    const response = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-1')] });
+    expect(response.overallCode).toBe(Code.OK);
+    expect(response.statuses.map((s) => s.code)).toEqual([Code.OK]);
+    expect(await redis.keys('*')).toEqual([]);
+    expect(service.logs.some((r) => r.event_type === 'ratelimit_no_policy')).toBe(true);
+  });
+
+  it('becomes ready once a policy is applied, and shows its version', async () => {
+    service.app.applyPolicy(testPolicy, 'v1');
+    expect(service.app.isReady()).toBe(true);
+    expect((await service.admin('/readyz')).status).toBe(200);
+    expect(JSON.parse((await service.admin('/status')).text)).toMatchObject({
+      policy_version: 'v1',
+      domain: rateLimitDomain,
+      rule_count: 4,
+      redis: 'ready',
+    });
+  });
+});
+
+describe('ShouldRateLimit with a policy', () => {
+  beforeAll(() => service.app.applyPolicy(testPolicy, 'v1'));
+
+  it('allows an authenticated user up to the per-minute limit, with RateLimit headers', async () => {
+    const response = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-1')] });
+    expect(response.overallCode).toBe(Code.OK);
+    expect(response.statuses).toEqual([
+      {
+        code: Code.OK,
+        currentLimit: { name: 'authenticated/user/60s', requestsPerUnit: 3, unit: Unit.MINUTE },
+        limitRemaining: 2,
+        durationUntilReset: { seconds: 50, nanos: 0 },
+      },
+    ]);
+    expect(headersOf(response)).toEqual({
+      'ratelimit-limit': '3',
+      'ratelimit-remaining': '2',
+      'ratelimit-reset': '50',
+      'ratelimit-policy': '3;w=60, 5;w=3600',
+    });
+  });
+
+  it('answers OVER_LIMIT with Retry-After past the limit, and lets the user in again next window', async () => {
+    for (let i = 0; i < 3; i++) {
+      expect((await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-1')] })).overallCode).toBe(
+        Code.OK,
+      );
+    }
+    const refused = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-1')] });
+    expect(refused.overallCode).toBe(Code.OVER_LIMIT);
+    expect(refused.statuses[0]).toMatchObject({ code: Code.OVER_LIMIT, limitRemaining: 0 });
+    expect(headersOf(refused)).toMatchObject({ 'ratelimit-remaining': '0', 'retry-after': '50' });
+    expect(refused.rawBody).toHaveLength(0);
+
+    // Another user is unaffected.
+    expect((await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-2')] })).overallCode).toBe(
+      Code.OK,
+    );
+
+    // Next minute: the minute window is fresh, and the hour (5) has one request left.
+    now = start + 60_000;
+    const next = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-1')] });
+    expect(next.overallCode).toBe(Code.OK);
+    expect(headersOf(next)).toMatchObject({ 'ratelimit-limit': '5', 'ratelimit-remaining': '0' });
+    const hourOver = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-1')] });
+    expect(hourOver.overallCode).toBe(Code.OVER_LIMIT);
+    expect(hourOver.statuses[0]?.currentLimit).toEqual({
+      name: 'authenticated/user/3600s',
+      requestsPerUnit: 5,
+      unit: Unit.HOUR,
+    });
+    expect(headersOf(hourOver)['retry-after']).toBe(String(3600 - 70));
+  });
+
+  it('answers a status per descriptor in order, OVER_LIMIT overall if any one is over', async () => {
+    await service.call({ domain: rateLimitDomain, descriptors: [anonymous('203.0.113.5')] });
+    await service.call({ domain: rateLimitDomain, descriptors: [anonymous('203.0.113.5')] });
+    const response = await service.call({
+      domain: rateLimitDomain,
+      descriptors: [routeForUser('no-such-route', 'uid-1'), anonymous('203.0.113.5'), authenticated('uid-9')],
+    });
+    expect(response.overallCode).toBe(Code.OVER_LIMIT);
+    expect(response.statuses.map((s) => s.code)).toEqual([Code.OK, Code.OVER_LIMIT, Code.OK]);
+    expect(response.statuses[0]?.currentLimit).toBeUndefined();
+    expect(response.statuses[1]?.currentLimit?.name).toBe('unauthenticated/ip/60s');
+  });
+
+  it('blocks an IP for block_seconds after it exceeds a route limit', async () => {
+    const login = { domain: rateLimitDomain, descriptors: [routeForIp('login', '198.51.100.4')] };
+    expect((await service.call(login)).overallCode).toBe(Code.OK);
+    const excess = await service.call(login);
+    expect(excess.overallCode).toBe(Code.OVER_LIMIT);
+    expect(headersOf(excess)['retry-after']).toBe('900');
+    now = start + 120_000; // two windows later, still blocked
+    const blocked = await service.call(login);
+    expect(blocked.overallCode).toBe(Code.OVER_LIMIT);
+    expect(Number(headersOf(blocked)['retry-after'])).toBeGreaterThan(890);
+  });
+
+  it('counts hits_addend', async () => {
+    const response = await service.call({
+      domain: rateLimitDomain,
+      descriptors: [authenticated('uid-3')],
+      hitsAddend: 3,
+    });
+    expect(response.statuses[0]?.limitRemaining).toBe(0);
+    expect(response.overallCode).toBe(Code.OK);
+  });
+
+  it('allows every descriptor of another domain without touching Redis', async () => {
+    for (let i = 0; i < 5; i++) {
+      const response = await service.call({ domain: 'someone-else', descriptors: [authenticated('uid-1')] });
+      expect(response.overallCode).toBe(Code.OK);
+      expect(response.statuses.map((s) => s.code)).toEqual([Code.OK]);
+      expect(response.responseHeadersToAdd).toEqual([]);
+    }
+    expect(await redis.keys('*')).toEqual([]);
+  });
+
+  it('allows descriptors no rule matches, without headers or Redis keys', async () => {
+    const response = await service.call({
+      domain: rateLimitDomain,
+      descriptors: [descriptor(['generic_key', 'x']), descriptor(['authenticated', 'true'], ['user', 'u'])],
+    });
+    expect(response.overallCode).toBe(Code.OK);
+    expect(response.statuses.map((s) => s.code)).toEqual([Code.OK, Code.OK]);
+    expect(response.responseHeadersToAdd).toEqual([]);
+    expect(await redis.keys('*')).toEqual([]);
+  });
+
+  it('logs an exceeded limit as a security event without the user id or IP in clear', async () => {
+    const ip = '192.0.2.77';
+    const before = service.logs.length;
+    for (let i = 0; i < 3; i++) await service.call({ domain: rateLimitDomain, descriptors: [anonymous(ip)] });
+    const records = service.logs.slice(before).filter((r) => r.event_type === 'rate_limit_exceeded');
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({
+      level: 'WARN',
+      category: 'security',
+      rule_id: 'unauthenticated/ip/60s',
+      limit: 2,
+      window_seconds: 60,
+    });
+    const entries = records[0]?.descriptor as Array<{ key: string; value: string }>;
+    expect(entries.map((e) => e.key)).toEqual(['sekisho_limit', 'anonymous', 'remote_address']);
+    expect(entries[0]?.value).toBe('unauthenticated');
+    expect(entries[2]?.value).toMatch(/^hash:[0-9a-f]{32}$/);
+    expect(JSON.stringify(service.logs)).not.toContain(ip);
+  });
+
+  it('keeps over-limit logging to a few records per rule under a flood', async () => {
+    const before = service.logs.length;
+    for (let i = 0; i < 30; i++) {
+      await service.call({ domain: rateLimitDomain, descriptors: [authenticated('flood-user')] });
+    }
+    const records = service.logs.slice(before).filter((r) => r.event_type === 'rate_limit_exceeded');
+    // 27 over-limit answers for each of two rules; at most 5 records per rule per interval.
+    expect(records.length).toBeGreaterThan(0);
+    expect(records.length).toBeLessThanOrEqual(10);
+  });
+
+  it('counts decisions per rule and result in /metrics', async () => {
+    for (let i = 0; i < 4; i++) await service.call({ domain: rateLimitDomain, descriptors: [authenticated('m-1')] });
+    const metrics = (await service.admin('/metrics')).text;
+    expect(metrics).toMatch(
+      /sekisho_ratelimit_decisions_total\{rule="authenticated\/user\/60s",result="over_limit"[^}]*\} \d+/,
+    );
+    expect(metrics).toMatch(
+      /sekisho_ratelimit_decisions_total\{rule="authenticated\/user\/60s",result="ok"[^}]*\} \d+/,
+    );
+    expect(metrics).toMatch(/sekisho_ratelimit_policy_info\{version="v1",domain="sekisho"[^}]*\} 1/);
+    expect(metrics).toMatch(/sekisho_ratelimit_redis_up\{[^}]*\} 1/);
+    expect(metrics).toMatch(/sekisho_ratelimit_request_duration_seconds_count\{[^}]*code="over_limit"[^}]*\} \d+/);
+  });
+
+  it('refuses an invalid policy and keeps the one in force', () => {
+    const broken = RateLimitPolicy.fromPartial({
+      domain: rateLimitDomain,
+      rules: [{ id: 'x', match: [{ key: 'user', value: '' }], requestsPerWindow: 1, windowSeconds: 0 }],
+    });
+    expect(() => service.app.applyPolicy(broken, 'v2')).toThrow(/window_seconds/);
+    expect(service.app.status()).toMatchObject({ policy_version: 'v1', rule_count: 4 });
+  });
+});

@@ -1,0 +1,157 @@
+import { type ServiceError, status } from '@grpc/grpc-js';
+import {
+  RateLimitResponse_Code as Code,
+  type RateLimitRequest,
+  type RateLimitResponse,
+  type RateLimitServiceServer,
+} from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
+import type { Logger } from '@sekisho/service-kit/logger';
+import type { LimitDecision, Limiter } from './limiter/types';
+import { LogThrottle } from './log-throttle';
+import type { DecisionResult, RateLimitMetrics } from './metrics';
+import type { CompiledPolicy, DescriptorEntry, RuleMatch } from './policy/compile';
+import { decidedResponse, undecidedResponse } from './response';
+
+/** What to answer when no decision can be made: allow (Envoy's own default) or refuse. */
+export type FailureMode = 'allow' | 'deny';
+
+export interface RateLimitServiceDeps {
+  /** The policy in force, undefined until the control plane has sent one. */
+  policy: () => CompiledPolicy | undefined;
+  limiter: Limiter;
+  /** When the limiter's store (Redis) fails. */
+  failureMode: FailureMode;
+  /** Before any policy has arrived. */
+  noPolicyMode: FailureMode;
+  /** Hashes a counted value (user id, IP) for logs, the same way it is hashed in Redis keys. */
+  hashValues: (values: readonly string[]) => string;
+  logger: Logger;
+  metrics: RateLimitMetrics;
+}
+
+const codeLabel = (code: Code) => (code === Code.OVER_LIMIT ? 'over_limit' : 'ok');
+
+/**
+ * The ShouldRateLimit decision, free of gRPC: match each descriptor to the policy's
+ * rules, count them all in one limiter call, and answer OVER_LIMIT if any is over.
+ */
+export function createShouldRateLimit(
+  deps: RateLimitServiceDeps,
+): (request: RateLimitRequest) => Promise<RateLimitResponse> {
+  const { logger, metrics } = deps;
+  // An attack or an outage must not flood the logs: a few records per rule per interval.
+  const exceededLogs = new LogThrottle({ burst: 5, intervalMs: 10_000 });
+  const failureLogs = new LogThrottle({ burst: 1, intervalMs: 10_000 });
+
+  const failureResult = (mode: FailureMode): DecisionResult => (mode === 'deny' ? 'failure_denied' : 'failure_allowed');
+
+  const logExceeded = (entries: readonly DescriptorEntry[], match: RuleMatch, decision: LimitDecision) => {
+    const slot = exceededLogs.take(match.rule.id);
+    if (!slot) return;
+    const counted = new Set(match.rule.counted);
+    logger.warn(
+      {
+        category: 'security',
+        event_type: 'rate_limit_exceeded',
+        rule_id: match.rule.id,
+        // Values the rule counts by identify a person (user id, IP): hashed as in Redis.
+        descriptor: entries.map((e, i) => ({
+          key: e.key,
+          value: counted.has(i) ? `hash:${deps.hashValues([e.value])}` : e.value,
+        })),
+        blocked: decision.blocked,
+        limit: match.rule.requestsPerWindow,
+        window_seconds: match.rule.windowSeconds,
+        retry_after: decision.resetSeconds,
+        suppressed: slot.suppressed,
+      },
+      'rate limit exceeded',
+    );
+  };
+
+  const decide = async (request: RateLimitRequest): Promise<RateLimitResponse> => {
+    const count = request.descriptors.length;
+    const policy = deps.policy();
+    if (!policy) {
+      const deny = deps.noPolicyMode === 'deny';
+      metrics.decisions.inc({ rule: '', result: failureResult(deps.noPolicyMode) }, count);
+      const slot = failureLogs.take('no_policy');
+      if (slot) {
+        logger.warn(
+          { category: 'technical', event_type: 'ratelimit_no_policy', failure_mode: deps.noPolicyMode, ...slot },
+          `no rate-limit policy received yet; ${deny ? 'refusing' : 'allowing'} requests`,
+        );
+      }
+      return undecidedResponse(request.descriptors.map(() => deny));
+    }
+    if (request.domain !== policy.domain) return undecidedResponse(request.descriptors.map(() => false));
+
+    const matches = request.descriptors.map((d) => policy.match(d.entries));
+    const checks = matches.flat();
+    if (checks.length === 0) return decidedResponse(matches.map(() => []));
+
+    let decisions: LimitDecision[];
+    try {
+      decisions = await deps.limiter.hit(checks, request.hitsAddend);
+    } catch (error) {
+      metrics.redisErrors.inc();
+      for (const check of checks)
+        metrics.decisions.inc({ rule: check.rule.id, result: failureResult(deps.failureMode) });
+      const slot = failureLogs.take('limiter');
+      if (slot) {
+        logger.error(
+          {
+            category: 'technical',
+            event_type: 'ratelimit_backend_error',
+            failure_mode: deps.failureMode,
+            error_details: error instanceof Error ? error.message : String(error),
+            ...slot,
+          },
+          `rate-limit store failed; ${deps.failureMode === 'deny' ? 'refusing' : 'allowing'} requests`,
+        );
+      }
+      return undecidedResponse(matches.map((m) => deps.failureMode === 'deny' && m.length > 0));
+    }
+
+    let next = 0;
+    const perDescriptor = matches.map((descriptorMatches, d) =>
+      descriptorMatches.map((match) => {
+        const decision = decisions[next++] as LimitDecision;
+        const result: DecisionResult = decision.blocked ? 'blocked' : decision.overLimit ? 'over_limit' : 'ok';
+        metrics.decisions.inc({ rule: match.rule.id, result });
+        if (decision.overLimit) logExceeded(request.descriptors[d]?.entries ?? [], match, decision);
+        return decision;
+      }),
+    );
+    return decidedResponse(perDescriptor);
+  };
+
+  return async (request) => {
+    const started = performance.now();
+    const response = await decide(request);
+    metrics.requestDuration.observe({ code: codeLabel(response.overallCode) }, (performance.now() - started) / 1000);
+    return response;
+  };
+}
+
+/** The grpc-js implementation of envoy.service.ratelimit.v3.RateLimitService. */
+export function createRateLimitServer(deps: RateLimitServiceDeps): RateLimitServiceServer {
+  const shouldRateLimit = createShouldRateLimit(deps);
+  return {
+    shouldRateLimit: (call, callback) => {
+      shouldRateLimit(call.request).then(
+        (response) => callback(null, response),
+        (error: unknown) => {
+          // Only a bug gets here (store failures are answered by the failure mode);
+          // Envoy then applies its own failure_mode_deny.
+          deps.logger.error(
+            { category: 'technical', event_type: 'ratelimit_internal_error', error_details: String(error) },
+            'ShouldRateLimit failed',
+          );
+          const failure: Partial<ServiceError> = { code: status.INTERNAL, details: 'rate-limit decision failed' };
+          callback(failure);
+        },
+      );
+    },
+  };
+}
