@@ -1,0 +1,294 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from '@sekisho/devstack/processes';
+import { type Stack, startStack } from '@sekisho/devstack/stack';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { stringify } from 'yaml';
+
+// The walking skeleton, end to end: requests go through a real Envoy configured
+// over ADS by the control plane, which calls the real ext-authz and rate-limit
+// services (Redis-backed) and reaches a real upstream.
+
+interface Echo {
+  service: string;
+  method: string;
+  path: string;
+  headers: Record<string, string>;
+}
+
+interface ErrorJson {
+  success: false;
+  error: {
+    code: string;
+    message: string;
+    correlation_id: string;
+    timestamp: string;
+    required_permissions?: string[];
+  };
+  data: null;
+}
+
+let stack: Stack;
+let dir: string;
+let definitionFile: string;
+let definition: Record<string, unknown>;
+
+async function buildDefinition() {
+  const [gateway, customer, appointment, extAuthz, rateLimit] = await Promise.all([
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+  ]);
+  return {
+    listeners: { http: { address: '127.0.0.1', port: gateway } },
+    identity: {
+      firebase: { projectId: 'demo-sekisho-e2e' },
+      groupClaim: 'tier',
+      groups: {
+        basic_customer: ['read:own_profile', 'read:own_appointments'],
+        verified_customer: { inherits: 'basic_customer', adds: ['update:own_profile', 'create:appointments'] },
+      },
+    },
+    policyServices: {
+      extAuthz: { address: `127.0.0.1:${extAuthz}`, timeout: '2s' },
+      rateLimit: { address: `127.0.0.1:${rateLimit}`, timeout: '2s', failureMode: 'allow' },
+    },
+    services: {
+      customer: { endpoints: [`127.0.0.1:${customer}`], healthCheck: '/health' },
+      appointment: { endpoints: [`127.0.0.1:${appointment}`], healthCheck: '/health' },
+    },
+    limits: {
+      authenticated: [{ per: 'user', limit: 1000, window: '1m' }],
+      unauthenticated: [{ per: 'ip', limit: 1000, window: '1m' }],
+    },
+    routes: [
+      { match: 'GET /api/v1/customer/profile', to: 'customer', rewrite: '/profile', require: ['read:own_profile'] },
+      { match: 'PUT /api/v1/customer/profile', to: 'customer', rewrite: '/profile', require: ['update:own_profile'] },
+      {
+        match: 'POST /api/v1/appointments',
+        to: 'appointment',
+        rewrite: '/appointments',
+        require: ['create:appointments'],
+        limits: [{ per: 'user', limit: 3, window: '1m' }],
+      },
+      { match: '/api/v1/auth/*', to: 'customer', auth: 'none', limits: [{ per: 'ip', limit: 100, window: '1m' }] },
+    ],
+  };
+}
+
+async function writeDefinition(content: Record<string, unknown>) {
+  // Write then rename, as editors and config-management tools do, so the
+  // watcher never reads half a file.
+  const temporary = `${definitionFile}.tmp`;
+  await writeFile(temporary, stringify(content));
+  const { rename } = await import('node:fs/promises');
+  await rename(temporary, definitionFile);
+}
+
+async function call(path: string, init: RequestInit & { token?: string } = {}) {
+  const headers = new Headers(init.headers);
+  if (init.token) headers.set('authorization', `Bearer ${init.token}`);
+  const response = await fetch(`${stack.gatewayUrl}${path}`, { ...init, headers });
+  const text = await response.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return {
+    status: response.status,
+    headers: response.headers,
+    text,
+    /** The reference design's error body (for denials). */
+    body: json as ErrorJson,
+    /** What the demo upstream received (for forwarded requests). */
+    echo: json as Echo,
+  };
+}
+
+async function eventually<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (error) {
+      last = error;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${what} did not happen within ${timeoutMs} ms${last ? `: ${String(last)}` : ''}`);
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'sekisho-e2e-'));
+  definitionFile = join(dir, 'gateway.yaml');
+  definition = await buildDefinition();
+  await writeDefinition(definition);
+  stack = await startStack({ definitionFile, logLevel: 'info' });
+});
+
+afterAll(async () => {
+  await stack?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+function showLogsOnFailure() {
+  onTestFailed(() => {
+    console.error(stack?.logs());
+  });
+}
+
+describe('walking skeleton through a real Envoy', () => {
+  it('answers 401 MISSING_TOKEN in the reference JSON format when no token is sent', async () => {
+    showLogsOnFailure();
+    const response = await call('/api/v1/customer/profile');
+    expect(response.status).toBe(401);
+    expect(response.headers.get('content-type')).toContain('application/json');
+    expect(response.body).toMatchObject({
+      success: false,
+      error: { code: 'MISSING_TOKEN', message: 'アクセストークンが必要です' },
+      data: null,
+    });
+    expect(response.body.error.correlation_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(Number.isNaN(Date.parse(response.body.error.timestamp))).toBe(false);
+  });
+
+  it('answers 401 INVALID_TOKEN for a malformed token and TOKEN_EXPIRED for an expired one', async () => {
+    showLogsOnFailure();
+    const garbage = await call('/api/v1/customer/profile', { token: 'not-a-jwt' });
+    expect(garbage.status).toBe(401);
+    expect(garbage.body.error.code).toBe('INVALID_TOKEN');
+
+    const expired = await stack.mintToken('u-expired', {
+      group: 'verified_customer',
+      issuedAt: new Date(Date.now() - 2 * 3_600_000),
+      expiresIn: 3600,
+    });
+    const response = await call('/api/v1/customer/profile', { token: expired });
+    expect(response.status).toBe(401);
+    expect(response.body.error.code).toBe('TOKEN_EXPIRED');
+  });
+
+  it('forwards a request with a valid token, and the upstream sees the verified uid on the rewritten path', async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('user-123', { group: 'verified_customer', email: 'hanako@example.com' });
+    const response = await call('/api/v1/customer/profile', { token });
+    expect(response.status).toBe(200);
+    const echo = response.echo;
+    expect(echo.service).toBe('customer');
+    expect(echo.path).toBe('/profile');
+    expect(echo.headers['x-sekisho-user-id']).toBe('user-123');
+    expect(echo.headers['x-sekisho-user-group']).toBe('verified_customer');
+    expect(echo.headers['x-sekisho-user-email']).toBe('hanako@example.com');
+  });
+
+  it('answers 403 INSUFFICIENT_PERMISSIONS, naming the required permission, when the group lacks it', async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('user-basic', { group: 'basic_customer' });
+    const response = await call('/api/v1/customer/profile', { method: 'PUT', token, body: '{}' });
+    expect(response.status).toBe(403);
+    expect(response.body.error.code).toBe('INSUFFICIENT_PERMISSIONS');
+    expect(response.body.error.required_permissions).toEqual(['update:own_profile']);
+  });
+
+  it('never lets a client-sent identity header reach the service', async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('user-honest', { group: 'verified_customer' });
+    const spoofed = {
+      'x-sekisho-user-id': 'admin',
+      'x-sekisho-user-group': 'premium_customer',
+      'x-sekisho-user-permissions': 'redeem:rewards',
+    };
+    const authenticated = await call('/api/v1/customer/profile', { token, headers: spoofed });
+    expect(authenticated.status).toBe(200);
+    const seen = authenticated.echo.headers;
+    expect(seen['x-sekisho-user-id']).toBe('user-honest');
+    expect(seen['x-sekisho-user-group']).toBe('verified_customer');
+    expect(seen['x-sekisho-user-permissions']).not.toContain('redeem:rewards');
+
+    const anonymous = await call('/api/v1/auth/login', { method: 'POST', headers: spoofed, body: '{}' });
+    expect(anonymous.status).toBe(200);
+    const anonymousHeaders = anonymous.echo.headers;
+    for (const name of Object.keys(spoofed)) expect(anonymousHeaders[name]).toBeUndefined();
+  });
+
+  it('answers 429 RATE_LIMIT_EXCEEDED with Retry-After once the route limit of the window is used up', async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('user-busy', { group: 'verified_customer' });
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      statuses.push((await call('/api/v1/appointments', { method: 'POST', token, body: '{}' })).status);
+    }
+    expect(statuses).toEqual([200, 200, 200]);
+    const limited = await call('/api/v1/appointments', { method: 'POST', token, body: '{}' });
+    expect(limited.status).toBe(429);
+    expect(limited.body).toMatchObject({ success: false, error: { code: 'RATE_LIMIT_EXCEEDED' }, data: null });
+    expect(limited.body.error.correlation_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+
+    // The limit is per user: another user is not affected.
+    const other = await stack.mintToken('user-calm', { group: 'verified_customer' });
+    expect((await call('/api/v1/appointments', { method: 'POST', token: other, body: '{}' })).status).toBe(200);
+  });
+
+  it('serves a route added to the definition within seconds, without restarting anything', async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('user-new-route', { group: 'basic_customer' });
+    expect((await call('/api/v1/appointments/mine', { token })).status).toBe(404);
+
+    const routes = definition.routes as unknown[];
+    definition = {
+      ...definition,
+      routes: [
+        ...routes,
+        {
+          match: 'GET /api/v1/appointments/mine',
+          to: 'appointment',
+          rewrite: '/appointments',
+          require: ['read:own_appointments'],
+        },
+      ],
+    };
+    await writeDefinition(definition);
+    const response = await eventually(
+      async () => {
+        const r = await call('/api/v1/appointments/mine', { token });
+        return r.status === 200 ? r : undefined;
+      },
+      15_000,
+      'the new route being served',
+    );
+    expect(response.echo.service).toBe('appointment');
+    expect(response.echo.path).toBe('/appointments');
+  });
+
+  it('refuses an invalid change, reports the field, and keeps serving the last good config', async () => {
+    showLogsOnFailure();
+    const before = await (await fetch(`${stack.controlPlaneAdminUrl}/status`)).text();
+    const routes = definition.routes as unknown[];
+    await writeDefinition({
+      ...definition,
+      routes: [...routes, { match: 'GET /api/v1/broken', to: 'no-such-service' }],
+    });
+    const status = await eventually(
+      async () => {
+        const text = await (await fetch(`${stack.controlPlaneAdminUrl}/status`)).text();
+        return text !== before && text.includes('no-such-service') ? text : undefined;
+      },
+      15_000,
+      'the control plane reporting the invalid definition',
+    );
+    expect(status).toContain(`routes[${routes.length}].to`);
+
+    const token = await stack.mintToken('user-after-bad-change', { group: 'verified_customer' });
+    expect((await call('/api/v1/customer/profile', { token })).status).toBe(200);
+    expect((await call('/api/v1/appointments/mine', { token })).status).toBe(200);
+    expect((await call('/api/v1/broken', { token })).status).toBe(404);
+  });
+});
