@@ -97,14 +97,15 @@ export class DefinitionWatcher {
       result = await this.compile(this.opts.path);
     } catch (error) {
       // compileDefinitionFile never throws; a custom compile might.
-      result = { ok: false, errors: [{ path: '(definition)', message: String(error) }] };
+      result = { ok: false, errors: [{ path: '', message: `cannot compile: ${String(error)}` }] };
     }
     let changedTypes: string[] = [];
     if (result.ok) {
       try {
         changedTypes = this.opts.cache.setSnapshot(result.resources, this.group);
       } catch (error) {
-        result = { ok: false, errors: [{ path: '(resources)', message: String(error) }] };
+        // A translator bug (a repeated name): the cache kept the last good snapshot.
+        result = { ok: false, errors: [{ path: '', message: `internal error: ${String(error)}` }] };
       }
     }
     const at = new Date();

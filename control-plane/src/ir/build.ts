@@ -2,7 +2,7 @@
 // cross-reference. A mistake that Envoy or a policy service would silently accept (a
 // permission no group grants, a per-user limit on a route without users) is an error here.
 import { parseDuration } from '../definition/duration';
-import { parseHostPort } from '../definition/endpoint';
+import { isIPv4, parseHostPort } from '../definition/endpoint';
 import type { FieldError } from '../definition/field-error';
 import type { GatewayDefinition } from '../definition/schema';
 import { resolveGroups } from './groups';
@@ -14,7 +14,7 @@ import {
   rateLimitClusterName,
   serviceClusterName,
 } from './names';
-import type { ClusterIR, EndpointIR, GatewayIR, LimitIR, OutlierDetectionIR, RouteIR, ServiceIR } from './types';
+import type { ClusterIR, EndpointIR, GatewayIR, LimitIR, OutlierDetectionIR, RouteIR } from './types';
 
 export type BuildResult = { ok: true; ir: GatewayIR } | { ok: false; errors: FieldError[] };
 
@@ -35,13 +35,10 @@ export function buildIR(definition: GatewayDefinition): BuildResult {
     Object.values(definition.identity.groups).flatMap((group) => (Array.isArray(group) ? group : group.adds)),
   );
 
-  const services: ServiceIR[] = [];
   const clusters: ClusterIR[] = [];
   for (const [name, service] of Object.entries(definition.services)) {
-    const clusterName = serviceClusterName(name);
-    services.push({ name, clusterName, timeoutMs: ms(service.timeout) });
     clusters.push({
-      name: clusterName,
+      name: serviceClusterName(name),
       ...discovery(service.endpoints),
       connectTimeoutMs: ms(service.connectTimeout),
       protocol: 'http1',
@@ -94,7 +91,7 @@ export function buildIR(definition: GatewayDefinition): BuildResult {
     }
     if (firstWithId === undefined) idOwner.set(id, index);
 
-    const service = services.find((candidate) => candidate.name === route.to);
+    const service = Object.hasOwn(definition.services, route.to) ? definition.services[route.to] : undefined;
     if (service === undefined) {
       errors.push({
         path: `${at}.to`,
@@ -139,7 +136,7 @@ export function buildIR(definition: GatewayDefinition): BuildResult {
       path: parsed.path,
       clusterName: serviceClusterName(route.to),
       rewrite: route.rewrite,
-      timeoutMs: service?.timeoutMs ?? 0,
+      timeoutMs: service === undefined ? 0 : ms(service.timeout),
       auth: route.auth,
       permissions: [...new Set(route.require)],
       limits: limitList(route.limits, `${at}.limits`, errors),
@@ -169,7 +166,6 @@ export function buildIR(definition: GatewayDefinition): BuildResult {
         timeoutMs: ms(rateLimit.timeout),
         failureMode: rateLimit.failureMode,
       },
-      services,
       clusters,
       limits,
       routes,
@@ -212,7 +208,7 @@ function discovery(addresses: readonly string[]): Pick<ClusterIR, 'discovery' | 
     if ('problem' in parsed) throw new Error(`unvalidated endpoint: ${parsed.problem}`);
     return { host: parsed.host === 'localhost' ? '127.0.0.1' : parsed.host, port: parsed.port };
   });
-  const allIp = endpoints.every((endpoint) => /^[\d.]+$/.test(endpoint.host));
+  const allIp = endpoints.every((endpoint) => isIPv4(endpoint.host));
   return { discovery: allIp ? 'eds' : 'dns', endpoints };
 }
 

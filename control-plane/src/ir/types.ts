@@ -7,7 +7,6 @@ export interface GatewayIR {
   identity: IdentityIR;
   extAuthz: PolicyServiceIR;
   rateLimit: RateLimitServiceIR;
-  services: ServiceIR[];
   /** Every upstream cluster (services and policy services), sorted by name. */
   clusters: ClusterIR[];
   limits: GlobalLimitsIR;
@@ -44,13 +43,6 @@ export interface PolicyServiceIR {
 
 export interface RateLimitServiceIR extends PolicyServiceIR {
   failureMode: 'allow' | 'deny';
-}
-
-export interface ServiceIR {
-  name: string;
-  clusterName: string;
-  /** Upstream request timeout of every route to this service. */
-  timeoutMs: number;
 }
 
 export interface EndpointIR {

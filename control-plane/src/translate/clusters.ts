@@ -11,6 +11,7 @@ import { HttpProtocolOptions } from '@sekisho/proto/envoy/extensions/upstreams/h
 import type { ClusterIR, GatewayIR, OutlierDetectionIR } from '../ir/types';
 import { pack } from './any';
 import { durationFromMs } from './duration';
+import { edgeLimits } from './edge';
 import { loadAssignment } from './endpoints';
 import { upstreamHttpProtocolOptionsName } from './filter-names';
 
@@ -33,6 +34,7 @@ function translateCluster(cluster: ClusterIR): Cluster {
           loadAssignment: loadAssignment(cluster),
         }),
     connectTimeout: durationFromMs(cluster.connectTimeoutMs),
+    perConnectionBufferLimitBytes: edgeLimits.connectionBufferBytes,
     healthChecks:
       cluster.healthCheckPath === undefined
         ? []
@@ -51,7 +53,14 @@ function translateCluster(cluster: ClusterIR): Cluster {
         ? {
             [upstreamHttpProtocolOptionsName]: pack(
               HttpProtocolOptions,
-              HttpProtocolOptions.fromPartial({ explicitHttpConfig: { http2ProtocolOptions: {} } }),
+              HttpProtocolOptions.fromPartial({
+                explicitHttpConfig: {
+                  http2ProtocolOptions: {
+                    initialStreamWindowSize: edgeLimits.http2.initialStreamWindowSize,
+                    initialConnectionWindowSize: edgeLimits.http2.initialConnectionWindowSize,
+                  },
+                },
+              }),
             ),
           }
         : {},

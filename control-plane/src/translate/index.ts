@@ -20,38 +20,20 @@ import { translateRoutes } from './routes';
 
 export function translate(ir: GatewayIR): ResourcesByType {
   const byType: ResourcesByType = new Map(pushOrder.map((typeUrl) => [typeUrl, []]));
-  const add = <T>(codec: MessageCodec<T>, typeUrl: string, named: Array<{ name: string; message: T }>) => {
+  const add = <T>(codec: MessageCodec<T>, typeUrl: string, messages: T[], nameOf: (message: T) => string) => {
     // The registry and the xDS type URLs must agree, or Envoy would reject every resource.
     if (typeUrlOf(codec) !== typeUrl) throw new Error(`type URL mismatch: ${typeUrlOf(codec)} vs ${typeUrl}`);
-    const resources: Resource[] = named
-      .map(({ name, message }) => ({ name, resource: pack(codec, message) }))
+    const resources: Resource[] = messages
+      .map((message) => ({ name: nameOf(message), resource: pack(codec, message) }))
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     byType.set(typeUrl, resources);
   };
 
-  add(
-    Cluster,
-    typeUrls.cluster,
-    translateClusters(ir).map((message) => ({ name: message.name, message })),
-  );
-  add(
-    ClusterLoadAssignment,
-    typeUrls.endpoint,
-    translateEndpoints(ir).map((message) => ({ name: message.clusterName, message })),
-  );
-  add(
-    Listener,
-    typeUrls.listener,
-    translateListeners(ir).map((message) => ({ name: message.name, message })),
-  );
-  add(
-    RouteConfiguration,
-    typeUrls.route,
-    translateRoutes(ir).map((message) => ({ name: message.name, message })),
-  );
-  add(AuthzPolicy, typeUrls.authzPolicy, [{ name: policyResourceNames.authz, message: translateAuthzPolicy(ir) }]);
-  add(RateLimitPolicy, typeUrls.rateLimitPolicy, [
-    { name: policyResourceNames.rateLimit, message: translateRateLimitPolicy(ir) },
-  ]);
+  add(Cluster, typeUrls.cluster, translateClusters(ir), (cluster) => cluster.name);
+  add(ClusterLoadAssignment, typeUrls.endpoint, translateEndpoints(ir), (cla) => cla.clusterName);
+  add(Listener, typeUrls.listener, translateListeners(ir), (listener) => listener.name);
+  add(RouteConfiguration, typeUrls.route, translateRoutes(ir), (routes) => routes.name);
+  add(AuthzPolicy, typeUrls.authzPolicy, [translateAuthzPolicy(ir)], () => policyResourceNames.authz);
+  add(RateLimitPolicy, typeUrls.rateLimitPolicy, [translateRateLimitPolicy(ir)], () => policyResourceNames.rateLimit);
   return byType;
 }

@@ -14,6 +14,7 @@ import { Router } from '@sekisho/proto/envoy/extensions/filters/http/router/v3/r
 import {
   HttpConnectionManager,
   HttpConnectionManager_PathWithEscapedSlashesAction,
+  HttpConnectionManager_ServerHeaderTransformation,
   LocalReplyConfig,
   ResponseMapper,
 } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
@@ -23,6 +24,7 @@ import { type ErrorCode, errorCatalogue } from '@sekisho/service-kit/errors';
 import type { GatewayIR } from '../ir/types';
 import { pack } from './any';
 import { durationFromMs } from './duration';
+import { edgeLimits } from './edge';
 import { httpConnectionManagerName, httpFilterNames, stdoutAccessLogName } from './filter-names';
 
 const adsConfigSource = { ads: {}, resourceApiVersion: ApiVersion.V3 };
@@ -43,22 +45,31 @@ export function translateListeners(ir: GatewayIR): Listener[] {
     commonHttpProtocolOptions: {
       headersWithUnderscoresAction: HttpProtocolOptions_HeadersWithUnderscoresAction.REJECT_REQUEST,
     },
+    http2ProtocolOptions: edgeLimits.http2,
+    maxRequestHeadersKb: edgeLimits.maxRequestHeadersKb,
     // The client address comes from the connection, or from X-Forwarded-For only as far as
     // the configured number of trusted proxies in front: per-IP limits and IP rules rely on it.
+    // It also makes every request external, so Envoy drops client-sent x-envoy-* headers.
     useRemoteAddress: true,
     xffNumTrustedHops: ir.listener.xffNumTrustedHops,
-    // x-request-id is the correlation id of every log line; a client cannot choose it.
+    // x-request-id is the correlation id of every log line; a client cannot choose it, and
+    // gets it back on every response (also the ones that carry no JSON error body).
     generateRequestId: true,
     preserveExternalRequestId: false,
-    // Slow-loris protection: headers must arrive within 10 s.
-    requestHeadersTimeout: durationFromMs(10_000),
+    alwaysSetRequestIdInResponse: true,
+    requestHeadersTimeout: durationFromMs(edgeLimits.requestHeadersTimeoutMs),
+    requestTimeout: durationFromMs(edgeLimits.requestTimeoutMs),
+    streamIdleTimeout: durationFromMs(edgeLimits.streamIdleTimeoutMs),
+    // No "server: envoy" on Envoy's own replies; the route configuration removes the
+    // services' own Server header.
+    serverHeaderTransformation: HttpConnectionManager_ServerHeaderTransformation.PASS_THROUGH,
     localReplyConfig: localReplyConfig(),
   });
   return [
     Listener.fromPartial({
       name: ir.listener.name,
       address: { socketAddress: { address: ir.listener.address, portValue: ir.listener.port } },
-      perConnectionBufferLimitBytes: 32_768,
+      perConnectionBufferLimitBytes: edgeLimits.connectionBufferBytes,
       filterChains: [{ filters: [{ name: httpConnectionManagerName, typedConfig: pack(HttpConnectionManager, hcm) }] }],
     }),
   ];
@@ -106,10 +117,16 @@ function httpFilters(ir: GatewayIR) {
             transportApiVersion: ApiVersion.V3,
           },
           // enable_x_ratelimit_headers stays OFF: the service returns its own RateLimit headers.
+          // A 429 says what happened in its JSON body; x-envoy-ratelimited would only name Envoy.
+          disableXEnvoyRatelimitedHeader: true,
         }),
       ),
     },
-    { name: httpFilterNames.router, typedConfig: pack(Router, Router.fromPartial({})) },
+    {
+      name: httpFilterNames.router,
+      // No x-envoy-upstream-service-time (and the like) towards clients or services.
+      typedConfig: pack(Router, Router.fromPartial({ suppressEnvoyHeaders: true })),
+    },
   ];
 }
 

@@ -10,6 +10,7 @@ import type { GatewayIR, RouteIR } from '../ir/types';
 import { pack } from './any';
 import { type DescriptorEntry, routeDescriptors } from './descriptors';
 import { durationFromMs } from './duration';
+import { revealingResponseHeaders } from './edge';
 import { httpFilterNames } from './filter-names';
 
 export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
@@ -23,6 +24,7 @@ export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
           routes: ir.routes.map((route) => translateRoute(ir, route)),
         },
       ],
+      responseHeadersToRemove: [...revealingResponseHeaders],
     }),
   ];
 }

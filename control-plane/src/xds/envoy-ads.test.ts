@@ -3,7 +3,8 @@
 // come via RDS) and a route configuration, ACKs all of it, and proxies a request to a
 // local HTTP server. Then the snapshot changes and Envoy follows, including an update
 // of the cluster alone (which only completes if EDS is re-sent after CDS) and a
-// configuration Envoy rejects (NACK: reported, parked, not resent).
+// configuration Envoy rejects (NACK: reported, parked, not resent), and a renamed cluster
+// (the route moves to the new cluster before the old one is removed).
 import { createServer, type Server } from 'node:http';
 import { type EnvoyHandle, startEnvoy } from '@sekisho/devstack/envoy';
 import { freePort } from '@sekisho/devstack/processes';
@@ -228,6 +229,25 @@ describe('ADS server with a real Envoy', () => {
     await until('fixed config serves', async () => {
       const r = await get();
       return r.body === 'upstream-1' && r.tag === 'v3';
+    });
+  }, 30_000);
+  it('moves the route to a renamed cluster first, then removes the old cluster', async () => {
+    const port = upstreams[1]?.port ?? 0;
+    cache.setSnapshot(
+      resourcesOf(
+        edsCluster('upstream-renamed'),
+        loadAssignment('upstream-renamed', [{ host: '127.0.0.1', port }]),
+        httpListener('ingress', listenerPort, 'ingress_routes'),
+        routeTo('ingress_routes', 'upstream-renamed', 'v4'),
+      ),
+    );
+    await until('the renamed cluster serves', async () => {
+      const r = await get();
+      return r.body === 'upstream-2' && r.tag === 'v4';
+    });
+    await until('the old cluster is gone and everything is ACKed', async () => {
+      const active = (await dumpOf('ClustersConfigDump')).dynamic_active_clusters as DynamicCluster[];
+      return active.map((c) => c.cluster.name).join() === 'upstream-renamed' && ackedEverywhere();
     });
   }, 30_000);
 });

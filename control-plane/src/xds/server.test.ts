@@ -1,9 +1,10 @@
 import { status as grpcStatus } from '@grpc/grpc-js';
-import { DeltaDiscoveryRequest } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
+import { DeltaDiscoveryRequest, type DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
 import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SnapshotCache } from './cache';
+import type { Resource } from './resources';
 import { type AdsServer, createAdsServer } from './server';
 import {
   AdsTestStream,
@@ -32,6 +33,13 @@ const baseResources = () => [
   routeTo('r1', 'a'),
   routeTo('r2', 'b'),
 ];
+
+/** The base resources with `changes` in place of the base resource of the same type and name, minus `drop`. */
+function baseWith(changes: Resource[], drop: Array<{ typeUrl: string; name: string }> = []) {
+  const keys = [...changes.map((c) => ({ typeUrl: c.resource.typeUrl, name: c.name })), ...drop];
+  const replaced = (r: Resource) => keys.some((k) => k.typeUrl === r.resource.typeUrl && k.name === r.name);
+  return resourcesOf(...baseResources().filter((r) => !replaced(r)), ...changes);
+}
 
 let cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -117,7 +125,7 @@ describe('ADS state of the world (real gRPC)', () => {
     });
 
     // A change elsewhere (a route) leaves the parked cluster type alone.
-    cache.setSnapshot(resourcesOf(...baseResources().filter((r) => r.name !== 'r2'), routeTo('r2', 'a')));
+    cache.setSnapshot(baseWith([routeTo('r2', 'a')]));
     await s.expectNothing();
 
     // The next cluster change goes out.
@@ -143,12 +151,7 @@ describe('ADS state of the world (real gRPC)', () => {
     s.send({ typeUrl: EDS, resourceNames: ['a', 'b'], responseNonce: rejected.nonce });
     await s.expectNothing();
 
-    cache.setSnapshot(
-      resourcesOf(
-        ...baseResources().filter((r) => r.name !== 'a' || r.resource.typeUrl !== EDS),
-        loadAssignment('a', ep(7)),
-      ),
-    );
+    cache.setSnapshot(baseWith([loadAssignment('a', ep(7))]));
     const next = await s.next();
     expect(next.versionInfo).not.toBe(rejected.versionInfo);
     expect(namesIn(next)).toEqual(['a', 'b']);
@@ -201,6 +204,7 @@ describe('ADS state of the world (real gRPC)', () => {
     expect(namesIn(second)).toEqual(['a', 'c']);
     expect(second.versionInfo).toBe(first.versionInfo);
     expect(second.nonce).not.toBe(first.nonce);
+    s.ack(second, ['a', 'c', 'missing']);
 
     s.send({ typeUrl: RDS, resourceNames: ['r2'] });
     const routes = await s.next();
@@ -212,60 +216,144 @@ describe('ADS state of the world (real gRPC)', () => {
     const { stream } = await start();
     const s = stream();
     s.send({ typeUrl: CDS, resourceNames: ['*'] }, 'node-1');
-    expect(namesIn(await s.next())).toEqual(['a', 'b']);
+    const clusters = await s.next();
+    expect(namesIn(clusters)).toEqual(['a', 'b']);
+    s.ack(clusters, ['*']);
     s.send({ typeUrl: LDS, resourceNames: [] });
     expect(namesIn(await s.next())).toEqual(['l1']);
   });
 
-  it('pushes only the changed types, clusters before listeners before routes', async () => {
-    const { cache, stream } = await start();
-    const s = stream();
+  /** Subscribes to CDS, EDS a+b, LDS and RDS r1 and ACKs everything. */
+  async function subscribeAll(s: AdsTestStream) {
     s.send({ typeUrl: CDS }, 'node-1');
     s.send({ typeUrl: EDS, resourceNames: ['a', 'b'] });
+    for (let i = 0; i < 2; i++) {
+      const r = await s.next();
+      s.ack(r, r.typeUrl === EDS ? ['a', 'b'] : []);
+    }
     s.send({ typeUrl: LDS });
     s.send({ typeUrl: RDS, resourceNames: ['r1'] });
-    for (let i = 0; i < 4; i++) {
+    for (let i = 0; i < 2; i++) {
       const r = await s.next();
-      s.ack(r, r.typeUrl === EDS ? ['a', 'b'] : r.typeUrl === RDS ? ['r1'] : []);
+      s.ack(r, r.typeUrl === RDS ? ['r1'] : []);
     }
     await s.expectNothing();
+  }
+  const ackOf = (s: AdsTestStream, r: DiscoveryResponse) =>
+    s.ack(r, r.typeUrl === EDS ? ['a', 'b'] : r.typeUrl === RDS ? ['r1'] : []);
 
-    cache.setSnapshot(
-      resourcesOf(
-        ...baseResources().filter((r) => !['r1', 'l1'].includes(r.name)),
-        edsCluster('d'),
-        httpListener('l1', 10_001, 'r1'),
-        routeTo('r1', 'b'),
-      ),
-    );
-    const pushed = [await s.next(), await s.next(), await s.next()];
-    expect(pushed.map((r) => r.typeUrl)).toEqual([CDS, LDS, RDS]);
+  it('pushes only the changed types, and listeners and routes only once the clusters are ACKed', async () => {
+    const { cache, stream } = await start();
+    const s = stream();
+    await subscribeAll(s);
+
+    cache.setSnapshot(baseWith([edsCluster('d'), httpListener('l1', 10_001, 'r1'), routeTo('r1', 'b')]));
+    // Make before break: the listener and the route wait for the cluster's ACK.
+    const clusters = await s.next();
+    expect(clusters.typeUrl).toBe(CDS);
+    await s.expectNothing();
+    s.ack(clusters);
+    const after = [await s.next(), await s.next()];
+    expect(after.map((r) => r.typeUrl)).toEqual([LDS, RDS]);
     await s.expectNothing();
 
     // Only the route changes now; and r2 (not subscribed) changing sends nothing at all.
-    for (const r of pushed) s.ack(r, r.typeUrl === RDS ? ['r1'] : []);
+    for (const r of after) ackOf(s, r);
     cache.setSnapshot(
-      resourcesOf(
-        ...baseResources().filter((r) => !['r1', 'l1', 'r2'].includes(r.name)),
-        edsCluster('d'),
-        httpListener('l1', 10_001, 'r1'),
-        routeTo('r1', 'b', 'v2'),
-        routeTo('r2', 'a'),
-      ),
+      baseWith([edsCluster('d'), httpListener('l1', 10_001, 'r1'), routeTo('r1', 'b', 'v2'), routeTo('r2', 'a')]),
     );
     const onlyRoute = await s.next();
     expect(onlyRoute.typeUrl).toBe(RDS);
     s.ack(onlyRoute, ['r1']);
     cache.setSnapshot(
-      resourcesOf(
-        ...baseResources().filter((r) => !['r1', 'l1', 'r2'].includes(r.name)),
+      baseWith([
         edsCluster('d'),
         httpListener('l1', 10_001, 'r1'),
         routeTo('r1', 'b', 'v2'),
         routeTo('r2', 'b', 'other'),
-      ),
+      ]),
     );
     await s.expectNothing();
+  });
+
+  it('holds a route change while an endpoint response is unanswered', async () => {
+    const { cache, stream } = await start();
+    const s = stream();
+    await subscribeAll(s);
+    cache.setSnapshot(baseWith([loadAssignment('b', ep(9999)), routeTo('r1', 'b')]));
+    const endpoints = await s.next();
+    expect(endpoints.typeUrl).toBe(EDS);
+    await s.expectNothing();
+    s.ack(endpoints, ['a', 'b']);
+    expect((await s.next()).typeUrl).toBe(RDS);
+  });
+
+  it('keeps routes on the last good version while the client rejects the clusters they need', async () => {
+    const { cache, stream } = await start();
+    const s = stream();
+    await subscribeAll(s);
+    const withCluster = (connectTimeoutMs: number) => baseWith([edsCluster('a', connectTimeoutMs), routeTo('r1', 'b')]);
+    cache.setSnapshot(withCluster(2_000));
+    const rejected = await s.next();
+    expect(rejected.typeUrl).toBe(CDS);
+    s.send({
+      typeUrl: CDS,
+      responseNonce: rejected.nonce,
+      errorDetail: { code: 3, message: 'bad cluster', details: [] },
+    });
+    await s.expectNothing();
+
+    cache.setSnapshot(withCluster(3_000));
+    const fixed = await s.next();
+    expect(fixed.typeUrl).toBe(CDS);
+    s.ack(fixed);
+    expect((await s.next()).typeUrl).toBe(RDS);
+  });
+
+  it('keeps a dropped cluster until the routes that named it are replaced, then removes it', async () => {
+    const { cache, ads, stream } = await start();
+    const s = stream();
+    await subscribeAll(s);
+
+    // Cluster a is replaced by c, and route r1 moves from a to c.
+    const next = baseWith([edsCluster('c'), routeTo('r1', 'c')], [{ typeUrl: CDS, name: 'a' }]);
+    cache.setSnapshot(next);
+    const added = await s.next();
+    expect(added.typeUrl).toBe(CDS);
+    expect(namesIn(added)).toEqual(['a', 'b', 'c']);
+    expect(added.versionInfo).toBe(`${cache.get(CDS)?.version}+retained`);
+    s.ack(added);
+    const route = await s.next();
+    expect(route.typeUrl).toBe(RDS);
+    await s.expectNothing();
+
+    s.ack(route, ['r1']);
+    const removed = await s.next();
+    expect(removed.typeUrl).toBe(CDS);
+    expect(namesIn(removed)).toEqual(['b', 'c']);
+    expect(removed.versionInfo).toBe(cache.get(CDS)?.version);
+    s.ack(removed);
+    await eventually(() => ads.status()[0]?.types[CDS]?.ackedVersion === cache.get(CDS)?.version);
+    await s.expectNothing();
+  });
+
+  it('keeps a dropped cluster while the client rejects the routes that stop naming it', async () => {
+    const { cache, ads, stream } = await start();
+    const s = stream();
+    await subscribeAll(s);
+    cache.setSnapshot(baseWith([routeTo('r1', 'b')], [{ typeUrl: CDS, name: 'a' }]));
+    // Nothing new for this client's clusters while a is still named: the route goes first.
+    const route = await s.next();
+    expect(route.typeUrl).toBe(RDS);
+    s.send({
+      typeUrl: RDS,
+      resourceNames: ['r1'],
+      responseNonce: route.nonce,
+      errorDetail: { code: 3, message: 'bad route', details: [] },
+    });
+    // The client still routes to a, so a is not removed.
+    await s.expectNothing();
+    expect(ads.status()[0]?.types[CDS]?.sentVersion).not.toBe(cache.get(CDS)?.version);
   });
 
   it('answers the EDS request that follows a CDS update even though endpoints did not change', async () => {
@@ -280,12 +368,7 @@ describe('ADS state of the world (real gRPC)', () => {
     await s.expectNothing();
 
     // Cluster a changes (timeout); its endpoints do not.
-    cache.setSnapshot(
-      resourcesOf(
-        ...baseResources().filter((r) => r.name !== 'a' || r.resource.typeUrl !== CDS),
-        edsCluster('a', 2_000),
-      ),
-    );
+    cache.setSnapshot(baseWith([edsCluster('a', 2_000)]));
     const cds2 = await s.next();
     expect(cds2.typeUrl).toBe(CDS);
     await s.expectNothing();
@@ -332,12 +415,7 @@ describe('ADS state of the world (real gRPC)', () => {
     expect(byNode['node-two']?.ackedVersion).toBe(r2.versionInfo);
 
     // Endpoints of b change: only the stream that asked for b hears of it.
-    cache.setSnapshot(
-      resourcesOf(
-        ...baseResources().filter((r) => r.name !== 'b' || r.resource.typeUrl !== EDS),
-        loadAssignment('b', ep(9999)),
-      ),
-    );
+    cache.setSnapshot(baseWith([loadAssignment('b', ep(9999))]));
     const pushed = await two.next();
     expect(namesIn(pushed)).toEqual(['b']);
     await one.expectNothing();
@@ -351,8 +429,10 @@ describe('ADS state of the world (real gRPC)', () => {
     await s.expectNothing(200);
     cache.setSnapshot(resourcesOf(edsCluster('a')));
     const first = await s.next();
+    expect(first.typeUrl).toBe(CDS);
+    s.ack(first);
     const second = await s.next();
-    expect([first.typeUrl, second.typeUrl]).toEqual([CDS, RDS]);
+    expect(second.typeUrl).toBe(RDS);
     expect(namesIn(second)).toEqual([]);
   });
 

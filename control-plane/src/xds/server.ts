@@ -7,7 +7,14 @@ import {
 import type { DiscoveryRequest, DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
 import type { Logger } from '@sekisho/service-kit/logger';
 import type { Registry } from 'prom-client';
-import { type CachedResource, defaultGroup, type SnapshotCache, sortByPushOrder, versionOf } from './cache';
+import {
+  type CachedResource,
+  defaultGroup,
+  type SnapshotCache,
+  sortByPushOrder,
+  type TypeSnapshot,
+  versionOf,
+} from './cache';
 import { createXdsMetrics, typeLabel } from './metrics';
 import { typeUrls, wildcardTypes } from './type-urls';
 
@@ -15,7 +22,9 @@ import { typeUrls, wildcardTypes } from './type-urls';
 // Envoy's "xDS REST and gRPC protocol" page (see /work/shared/DESIGN.md, xDS checklist).
 // Per stream and type at most one response is outstanding: the next one goes out only
 // after the client answered (ACK or NACK) the previous one, the way go-control-plane
-// reopens a watch only on a request.
+// reopens a watch only on a request. Make before break, per stream: listeners and routes
+// wait until the clusters and endpoints they may name are answered, and a cluster the
+// snapshot dropped is still sent until the listeners and routes that named it are replaced.
 
 export interface AdsServerOptions {
   cache: SnapshotCache;
@@ -60,10 +69,14 @@ type Call = ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>;
 
 interface Sent {
   nonce: string;
+  /** The response's version_info. */
   version: string;
-  /** versionOf the resources actually sent: what this subscriber has. */
+  /** The snapshot version the response was built from. */
+  snapshotVersion: string;
+  /** versionOf the resources actually sent: what this subscriber has once it ACKs. */
   fingerprint: string;
   namesKey: string;
+  resources: readonly CachedResource[];
 }
 
 interface TypeState {
@@ -71,8 +84,8 @@ interface TypeState {
   sent?: Sent;
   /** A response is out and its ACK/NACK has not come back yet. */
   awaiting: boolean;
-  acked?: { version: string; at: Date };
-  /** The version the client rejected last; never sent again to this stream. */
+  acked?: { version: string; fingerprint: string; at: Date };
+  /** The snapshot version the client rejected last; never sent again to this stream. */
   rejectedVersion?: string;
   lastNack?: { version: string; message: string; at: Date };
 }
@@ -99,6 +112,17 @@ interface StreamState {
 
 const namesKeyOf = (names: TypeState['names']) => (names === '*' ? '*' : [...names].sort().join('\n'));
 
+const byName = (a: CachedResource, b: CachedResource) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
+/** What a subscription gets: everything (wildcard) or the requested names that exist. */
+function select(snapshot: TypeSnapshot, names: TypeState['names']): CachedResource[] {
+  if (names === '*') return [...snapshot.resources.values()];
+  return [...names].flatMap((name) => snapshot.resources.get(name) ?? []);
+}
+
+/** Types whose resources name clusters: routes, and listeners through their filters. */
+const clusterUsers: readonly string[] = [typeUrls.listener, typeUrls.route];
+
 export function createAdsServer(opts: AdsServerOptions): AdsServer {
   const { cache, logger } = opts;
   const log = logger.child({ category: 'technical', component: 'xds' });
@@ -113,10 +137,10 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
 
   const watchGroup = (s: StreamState) => {
     s.unwatch();
-    s.unwatch = cache.watch(s.group, (changed) => {
+    s.unwatch = cache.watch(s.group, () => {
       // Contain a failure to this stream: setSnapshot goes on to notify the others.
       try {
-        onSnapshot(s, changed);
+        respondAll(s);
       } catch (error) {
         internalError(s, error);
       }
@@ -145,26 +169,50 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
     fail(s, grpcStatus.INTERNAL, 'internal error');
   };
 
-  /** Sends the type's current state if this subscriber lacks it; see the rules inline. */
-  const maybeRespond = (s: StreamState, typeUrl: string) => {
+  /** A response of this type is unanswered, or the client rejected the current version. */
+  const unsettled = (s: StreamState, typeUrl: string) => {
+    const t = s.types.get(typeUrl);
+    if (!t) return false;
+    return (
+      t.awaiting || (t.rejectedVersion !== undefined && t.rejectedVersion === cache.get(typeUrl, s.group)?.version)
+    );
+  };
+
+  /** Whether the client ACKed exactly what it should have of `typeUrl` now (true when not subscribed). */
+  const upToDate = (s: StreamState, typeUrl: string) => {
+    const t = s.types.get(typeUrl);
+    if (!t) return true;
+    const snapshot = cache.get(typeUrl, s.group);
+    return !t.awaiting && snapshot !== undefined && t.acked?.fingerprint === versionOf(select(snapshot, t.names));
+  };
+
+  /**
+   * Sends the type's current state if this subscriber lacks it; see the rules inline.
+   * `edsRequest`: called for an EDS request of the client (see StreamState.edsOwed).
+   */
+  const maybeRespond = (s: StreamState, typeUrl: string, edsRequest = false) => {
     const t = s.types.get(typeUrl);
     if (!t || t.awaiting || s.closed) return;
     const snapshot = cache.get(typeUrl, s.group);
     if (!snapshot) return; // no snapshot yet: the first setSnapshot answers
     // Parked after a NACK: the rejected version stays unsent until the snapshot moves on.
     if (snapshot.version === t.rejectedVersion) return;
+    // Make before break: a route must not name a cluster Envoy does not have yet, or one
+    // still warming for its endpoints. Envoy asks for a new cluster's endpoints before it
+    // ACKs the CDS response, so listeners and routes wait until no CDS or EDS response is
+    // unanswered, and stay on the last good version while the client rejects the current
+    // clusters or endpoints.
+    if (clusterUsers.includes(typeUrl) && (unsettled(s, typeUrls.cluster) || unsettled(s, typeUrls.endpoint))) return;
 
-    const selected: CachedResource[] = [];
-    if (t.names === '*') {
-      selected.push(...snapshot.resources.values());
-    } else {
-      // By name: only what was asked for; names not (yet) in the snapshot are absent.
-      for (const name of t.names) {
-        const r = snapshot.resources.get(name);
-        if (r) selected.push(r);
-      }
-    }
-    selected.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const selected = select(snapshot, t.names);
+    // ...and a cluster the snapshot dropped is kept until this client's listeners and
+    // routes are the current ones, so requests on the old routes still find it.
+    const retained =
+      typeUrl === typeUrls.cluster && t.sent && !clusterUsers.every((type) => upToDate(s, type))
+        ? t.sent.resources.filter((r) => !snapshot.resources.has(r.name))
+        : [];
+    selected.push(...retained);
+    selected.sort(byName);
     const fingerprint = versionOf(selected);
     const namesKey = namesKeyOf(t.names);
 
@@ -174,22 +222,24 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
         ? 'changed'
         : namesKey !== t.sent.namesKey
           ? 'names'
-          : typeUrl === typeUrls.endpoint && s.edsOwed
+          : edsRequest && s.edsOwed
             ? 'after-cds'
             : undefined;
     if (!reason) return;
 
     s.nonceSeq += 1;
     const nonce = `${s.id}-${s.nonceSeq}`;
+    // A response that still carries dropped clusters is not the snapshot's version.
+    const version = retained.length > 0 ? `${snapshot.version}+retained` : snapshot.version;
     const response: DiscoveryResponse = {
-      versionInfo: snapshot.version,
+      versionInfo: version,
       resources: selected.map((r) => r.resource),
       canary: false,
       typeUrl,
       nonce,
       controlPlane: { identifier },
     };
-    t.sent = { nonce, version: snapshot.version, fingerprint, namesKey };
+    t.sent = { nonce, version, snapshotVersion: snapshot.version, fingerprint, namesKey, resources: selected };
     t.awaiting = true;
     if (typeUrl === typeUrls.cluster) s.edsOwed = true;
     if (typeUrl === typeUrls.endpoint) s.edsOwed = false;
@@ -200,20 +250,19 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
         ...nodeFields(s),
         event_type: 'xds_response_sent',
         type_url: typeUrl,
-        version: snapshot.version,
+        version,
         nonce,
         resources: selected.length,
+        retained: retained.map((r) => r.name),
         reason,
       },
       'xDS response sent',
     );
   };
 
-  const onSnapshot = (s: StreamState, changed: readonly string[]) => {
-    // Subscriptions still waiting for their first response are answered too: the
-    // group may have had no snapshot at all when they came in.
-    const pending = [...s.types].filter(([, t]) => !t.sent).map(([typeUrl]) => typeUrl);
-    for (const typeUrl of sortByPushOrder([...changed, ...pending])) {
+  /** Everything this stream is owed, in push order (after a snapshot change or an answer). */
+  const respondAll = (s: StreamState) => {
+    for (const typeUrl of sortByPushOrder(s.types.keys())) {
       if (s.closed) return;
       maybeRespond(s, typeUrl);
     }
@@ -259,7 +308,7 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
       t.awaiting = false;
       if (request.errorDetail) {
         const message = request.errorDetail.message;
-        t.rejectedVersion = t.sent.version;
+        t.rejectedVersion = t.sent.snapshotVersion;
         t.lastNack = { version: t.sent.version, message, at: new Date() };
         metrics.nacks.inc({ type: typeLabel(typeUrl) });
         log.warn(
@@ -275,7 +324,7 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
         );
       } else {
         const previous = t.acked?.version;
-        t.acked = { version: t.sent.version, at: new Date() };
+        t.acked = { version: t.sent.version, fingerprint: t.sent.fingerprint, at: new Date() };
         metrics.acks.inc({ type: typeLabel(typeUrl) });
         // Info once per version a node takes on (the operator's "did it apply?"), debug otherwise.
         log[previous === t.sent.version ? 'debug' : 'info'](
@@ -288,7 +337,9 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
     const names = request.resourceNames;
     t.names =
       wildcardTypes.has(typeUrl) && (names.length === 0 || names.includes('*')) ? '*' : new Set(names.filter(Boolean));
-    maybeRespond(s, typeUrl);
+    maybeRespond(s, typeUrl, typeUrl === typeUrls.endpoint);
+    // An answer can release what waited for it (routes after clusters, cluster removals after routes).
+    respondAll(s);
   };
 
   const implementation: AggregatedDiscoveryServiceServer = {
