@@ -230,6 +230,12 @@ describe('ext-authz over gRPC', () => {
     expect(JSON.parse((await admin('/status')).text).policy_version).toBe('v1');
   });
 
+  it('removes any x-sekisho- header a client sent, not only the identity ones', async () => {
+    const response = await callCheck({ token: await mint(), headers: { 'x-sekisho-tenant': 'other-salon' } });
+    expect(response.status?.code).toBe(0);
+    expect(response.okResponse?.headersToRemove).toContain('x-sekisho-tenant');
+  });
+
   it('exposes its metrics', async () => {
     const { text } = await admin('/metrics');
     expect(text).toMatch(/sekisho_ext_authz_checks_total\{result="allow",code="OK",service="ext-authz"\} \d+/);
@@ -240,5 +246,14 @@ describe('ext-authz over gRPC', () => {
     expect(text).toMatch(
       /sekisho_ext_authz_key_refreshes_total\{result="ok",trigger="unknown_kid",service="ext-authz"\} 1/,
     );
+  });
+
+  // Last: it starts the shutdown.
+  it('stops reporting ready as soon as shutdown begins, before the gRPC server drains', async () => {
+    expect((await admin('/readyz')).status).toBe(200);
+    expect(app.shutdownSteps[0]?.name).toBe('readiness');
+    await app.shutdownSteps[0]?.run();
+    expect((await admin('/readyz')).status).toBe(503);
+    expect((await callCheck({ token: await mint() })).status?.code).toBe(0);
   });
 });

@@ -1,8 +1,8 @@
 import { AuthorizationService } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
-import { startAdminServer } from '@sekisho/service-kit/admin-server';
+import { type AdminServer, startAdminServer } from '@sekisho/service-kit/admin-server';
 import { policyResourceNames, policyTypeUrls } from '@sekisho/service-kit/contract';
-import { startGrpcServer } from '@sekisho/service-kit/grpc-server';
+import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
 import { createLogger, type Logger } from '@sekisho/service-kit/logger';
 import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
 import { type PolicySubscription, subscribePolicy } from '@sekisho/service-kit/policy-client';
@@ -12,9 +12,9 @@ import { createAuthorizationServer } from './check-service';
 import type { ExtAuthzConfig } from './config';
 import type { VerifyToken } from './decision';
 import { FirebaseKeyStore, type KeyStoreOptions } from './firebase/key-store';
-import { verifyFirebaseIdToken } from './firebase/verify';
+import { VerifiedTokenCache, verifyFirebaseIdToken } from './firebase/verify';
 import { createExtAuthzMetrics } from './metrics';
-import { validateAuthzPolicy } from './policy';
+import { type CompiledPolicy, compileAuthzPolicy } from './policy';
 
 export interface ExtAuthzApp {
   grpcPort: number;
@@ -23,10 +23,10 @@ export interface ExtAuthzApp {
   keyStore: FirebaseKeyStore;
   /** Installs a policy as an ADS update would; throws (a NACK) when it is invalid. */
   applyPolicy(policy: AuthzPolicy, version: string): void;
-  /** Ready = a policy is in force and the Firebase keys are loaded. */
+  /** Ready = a policy is in force, the Firebase keys are loaded and shutdown has not begun. */
   isReady(): boolean;
   status(): Record<string, unknown>;
-  /** gRPC (drains in-flight checks), policy subscription, key refresh, admin: in that order. */
+  /** Readiness off, gRPC (drains in-flight checks), policy subscription, key refresh, admin: in that order. */
   shutdownSteps: ShutdownStep[];
   close(): Promise<void>;
 }
@@ -49,6 +49,7 @@ export async function startExtAuthzApp(
     url: config.EXT_AUTHZ_FIREBASE_CERTS_URL,
     fetchTimeoutMs: config.EXT_AUTHZ_KEYS_FETCH_TIMEOUT,
     unknownKidIntervalMs: config.EXT_AUTHZ_KEYS_UNKNOWN_KID_INTERVAL,
+    maxStaleMs: config.EXT_AUTHZ_KEYS_MAX_STALE,
     ...(opts.fetch ? { fetch: opts.fetch } : {}),
     onRefresh: (event) => {
       metrics.keyRefresh(event);
@@ -68,33 +69,39 @@ export async function startExtAuthzApp(
     },
   });
 
-  let active: { policy: AuthzPolicy; version: string } | undefined;
+  let active: { compiled: CompiledPolicy; version: string } | undefined;
   const applyPolicy = (policy: AuthzPolicy, version: string) => {
+    let compiled: CompiledPolicy;
     try {
-      validateAuthzPolicy(policy);
+      compiled = compileAuthzPolicy(policy);
     } catch (error) {
       metrics.policyRejected();
       throw error;
     }
-    active = { policy, version };
-    metrics.policyApplied(version, policy.firebase?.projectId ?? '');
+    active = { compiled, version };
+    metrics.policyApplied(version, compiled.projectId);
   };
 
+  const tokenCache = new VerifiedTokenCache(config.EXT_AUTHZ_TOKEN_CACHE_SIZE);
   const verify: VerifyToken = (token, projectId) =>
     verifyFirebaseIdToken(token, {
       projectId,
       resolveKey: (kid) => keyStore.getKey(kid),
       now: Date.now(),
       clockToleranceMs: config.EXT_AUTHZ_CLOCK_TOLERANCE,
+      cache: tokenCache,
     });
 
-  const isReady = () => active !== undefined && keyStore.hasKeys();
+  let draining = false;
+  const isReady = () => !draining && active !== undefined && keyStore.hasKeys();
   const status = () => {
     const keys = keyStore.status();
     return {
       policy_version: active?.version ?? null,
-      project_id: active?.policy.firebase?.projectId ?? null,
-      groups: active ? Object.keys(active.policy.groups) : [],
+      project_id: active?.compiled.projectId ?? null,
+      groups: active ? [...active.compiled.groups.keys()] : [],
+      draining,
+      verified_tokens_cached: tokenCache.size,
       keys: {
         url: config.EXT_AUTHZ_FIREBASE_CERTS_URL,
         count: keys.keyCount,
@@ -108,11 +115,26 @@ export async function startExtAuthzApp(
     };
   };
 
-  const steps: ShutdownStep[] = [];
-  const close = async () => {
-    for (const step of steps) await step.run();
-  };
   let subscription: PolicySubscription | undefined;
+  let grpc: GrpcServer | undefined;
+  let admin: AdminServer | undefined;
+  // Each step tolerates what was never started, so the same list undoes a failed start-up.
+  const shutdownSteps: ShutdownStep[] = [
+    {
+      name: 'readiness',
+      run: async () => {
+        draining = true;
+      },
+    },
+    { name: 'grpc', run: async () => grpc?.close() },
+    { name: 'policy subscription', run: async () => subscription?.close() },
+    { name: 'key refresh', run: async () => keyStore.close() },
+    { name: 'admin', run: async () => admin?.close() },
+  ];
+  const close = async () => {
+    for (const step of shutdownSteps) await step.run();
+  };
+
   try {
     if (opts.subscribe !== false) {
       subscription = subscribePolicy({
@@ -129,21 +151,16 @@ export async function startExtAuthzApp(
     // it stays unready (and answers 503) until the keys arrive.
     void keyStore.start();
 
-    const grpc = await startGrpcServer({
+    grpc = await startGrpcServer({
       host: config.EXT_AUTHZ_HOST,
       port: config.EXT_AUTHZ_GRPC_PORT,
       register: (server) =>
         server.addService(
           AuthorizationService,
-          createAuthorizationServer({ policy: () => active?.policy, verify, logger, metrics }),
+          createAuthorizationServer({ policy: () => active?.compiled, verify, logger, metrics }),
         ),
     });
-    steps.push(
-      { name: 'grpc', run: () => grpc.close() },
-      { name: 'policy subscription', run: async () => subscription?.close() },
-      { name: 'key refresh', run: async () => keyStore.close() },
-    );
-    const admin = await startAdminServer({
+    admin = await startAdminServer({
       host: config.EXT_AUTHZ_HOST,
       port: config.EXT_AUTHZ_ADMIN_PORT,
       registry,
@@ -151,7 +168,6 @@ export async function startExtAuthzApp(
       isReady,
       status,
     });
-    steps.push({ name: 'admin', run: () => admin.close() });
     logger.info({ category: 'technical', event_type: 'ext_authz_listening', port: grpc.port }, 'ext-authz listening');
     return {
       grpcPort: grpc.port,
@@ -161,15 +177,11 @@ export async function startExtAuthzApp(
       applyPolicy,
       isReady,
       status,
-      shutdownSteps: steps,
+      shutdownSteps,
       close,
     };
   } catch (error) {
     // Start-up failed (a port in use): undo what was started, then report.
-    if (steps.length === 0) {
-      subscription?.close();
-      keyStore.close();
-    }
     await close();
     throw error;
   }

@@ -5,8 +5,15 @@ import { identityHeaders } from '@sekisho/service-kit/contract';
 import { describe, expect, it } from 'vitest';
 import { failClosed, type ResponseContext, toCheckResponse } from './check-response';
 import type { Decision } from './decision';
+import type { Group } from './policy';
 
 const ctx: ResponseContext = { correlationId: 'req-123', language: 'en', now: new Date('2030-01-01T00:00:00Z') };
+const basic: Group = {
+  name: 'basic_customer',
+  permissions: new Set(['read:own_profile']),
+  permissionList: ['read:own_profile'],
+  permissionHeader: 'read:own_profile',
+};
 
 function headers(response: CheckResponse): Record<string, string> {
   const list = response.deniedResponse?.headers ?? response.okResponse?.headers ?? [];
@@ -79,7 +86,7 @@ describe('toCheckResponse', () => {
     const response = toCheckResponse(
       {
         allow: true,
-        identity: { userId: 'u1', group: 'basic_customer', permissions: ['read:own_profile'] },
+        identity: { userId: 'u1', group: basic },
         headersToSet: [
           [identityHeaders.userId, 'u1'],
           [identityHeaders.group, 'basic_customer'],
@@ -90,7 +97,8 @@ describe('toCheckResponse', () => {
     );
     expect(response.status?.code).toBe(grpcStatus.OK);
     expect(response.deniedResponse).toBeUndefined();
-    expect(response.okResponse?.headers.every((h) => h.append === false)).toBe(true);
+    // append_action alone: Envoy would let a present `append` override it.
+    expect(response.okResponse?.headers.every((h) => h.append === undefined)).toBe(true);
     expect(
       response.okResponse?.headers.every(
         (h) => h.appendAction === HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
@@ -105,14 +113,18 @@ describe('toCheckResponse', () => {
     const response = toCheckResponse(
       {
         allow: true,
-        identity: { userId: 'u1', permissions: [] },
+        identity: { userId: 'u1' },
         headersToSet: [[identityHeaders.userId, 'u1']],
         headersToRemove: [],
       },
       ctx,
     );
     const decoded = CheckResponse.decode(CheckResponse.encode(response).finish());
-    expect(decoded.okResponse?.headers[0]?.append).toBe(false);
+    expect(decoded.okResponse?.headers[0]).toMatchObject({
+      header: { key: identityHeaders.userId, value: 'u1' },
+      append: undefined,
+      appendAction: HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+    });
     expect(decoded.dynamicMetadata).toEqual({ user_id: 'u1' });
   });
 

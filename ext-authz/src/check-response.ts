@@ -1,15 +1,13 @@
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { type HeaderValueOption, HeaderValueOption_HeaderAppendAction } from '@sekisho/proto/envoy/config/core/v3/base';
 import type { CheckResponse } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
+import { authzDynamicMetadataKeys } from '@sekisho/service-kit/contract';
 import { type ErrorCode, errorBody, errorCatalogue, type Language } from '@sekisho/service-kit/errors';
 import type { Decision } from './decision';
 
 // A decision in Envoy's words. Denials carry the reference design's JSON error body,
 // the HTTP status Envoy sends, and a google.rpc code that is never OK, so Envoy denies
 // even if it ignored denied_response.
-
-/** Keys of the dynamic metadata set on allowed requests (namespace envoy.filters.http.ext_authz), for access logs. */
-export const dynamicMetadataKeys = { userId: 'user_id', group: 'group' } as const;
 
 export interface ResponseContext {
   /** x-request-id of the request, echoed as correlation_id. */
@@ -44,8 +42,8 @@ export function toCheckResponse(decision: Decision, ctx: ResponseContext): Check
     ...(identity
       ? {
           dynamicMetadata: {
-            [dynamicMetadataKeys.userId]: identity.userId,
-            ...(identity.group !== undefined ? { [dynamicMetadataKeys.group]: identity.group } : {}),
+            [authzDynamicMetadataKeys.userId]: identity.userId,
+            ...(identity.group ? { [authzDynamicMetadataKeys.group]: identity.group.name } : {}),
           },
         }
       : {}),
@@ -93,12 +91,14 @@ function wwwAuthenticate(code: ErrorCode, tokenError: boolean): string | undefin
   return undefined;
 }
 
-// append false and OVERWRITE_IF_EXISTS_OR_ADD say the same thing to old and new Envoys:
-// the value replaces whatever the client sent.
+const noRawValue = Buffer.alloc(0);
+
+// The value replaces whatever the client sent. Only append_action is set: Envoy reads
+// the deprecated `append` first whenever it is present, and for ext_authz an absent
+// `append` has always meant "replace", so older Envoys agree.
 function headerOption(key: string, value: string): HeaderValueOption {
   return {
-    header: { key, value, rawValue: Buffer.alloc(0) },
-    append: false,
+    header: { key, value, rawValue: noRawValue },
     appendAction: HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
     keepEmptyValue: false,
   };

@@ -9,17 +9,20 @@ import { type CheckServiceDeps, check } from './check-service';
 import type { VerifyToken } from './decision';
 import { verifyFirebaseIdToken } from './firebase/verify';
 import { createExtAuthzMetrics } from './metrics';
+import { compileAuthzPolicy } from './policy';
 
 // check() end to end minus the socket: real RS256 tokens and the real verifier, the
 // real logger writing into memory, the real metrics. The gRPC socket is in app.test.ts.
 
 const projectId = 'salon-test';
-const policy = AuthzPolicy.fromPartial({
-  firebase: { projectId },
-  groupClaim: 'tier',
-  defaultGroup: 'basic_customer',
-  groups: { basic_customer: { permissions: ['read:own_profile'] } },
-});
+const policy = compileAuthzPolicy(
+  AuthzPolicy.fromPartial({
+    firebase: { projectId },
+    groupClaim: 'tier',
+    defaultGroup: 'basic_customer',
+    groups: { basic_customer: { permissions: ['read:own_profile'] } },
+  }),
+);
 
 let key: SigningKey;
 beforeAll(async () => {
@@ -182,6 +185,25 @@ describe('check', () => {
     if (req.attributes?.request?.http) req.attributes.request.http.path = '/api/v1/users/taro.yamada@example.com';
     await check(req, deps);
     expect(lines[0]?.endpoint).toBe('/api/v1/users/ta***@example.com');
+  });
+
+  it('masks PII and bounds whatever else a client wrote into the logged fields', async () => {
+    const { deps, lines, raw } = setup();
+    await check(
+      request({
+        extraHeaders: {
+          'user-agent': `SalonApp/1.0 (hanako.sato@example.com; +81 90-1234-5678)${'x'.repeat(5_000)}`,
+          'x-forwarded-for': 'hanako.sato@example.com, 10.0.0.1',
+        },
+      }),
+      deps,
+    );
+    const all = raw.join('');
+    expect(all).not.toContain('hanako.sato');
+    expect(all).not.toContain('1234-5678');
+    expect(lines[0]?.forwarded_for).toBe('ha***@example.com');
+    expect(String(lines[0]?.user_agent)).toMatch(/^SalonApp\/1\.0 \(ha\*\*\*@example\.com; \*\*\*5678\)x+$/);
+    expect(String(lines[0]?.user_agent)).toHaveLength(512);
   });
 
   it('reads headers from header_map when Envoy sends raw headers', async () => {

@@ -3,20 +3,20 @@ import type {
   CheckRequest,
   CheckResponse,
 } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
-import type { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { pickLanguage } from '@sekisho/service-kit/errors';
 import { type Logger, maskPII } from '@sekisho/service-kit/logger';
 import { failClosed, type ResponseContext, toCheckResponse } from './check-response';
-import { type Decision, decide, routeRequirements, type VerifyToken } from './decision';
+import { type Decision, decide, type RouteRequirements, routeRequirements, type VerifyToken } from './decision';
 import type { ExtAuthzMetrics } from './metrics';
+import type { CompiledPolicy } from './policy';
 
 // envoy.service.auth.v3.Authorization/Check: read the request Envoy describes, decide,
 // answer, and leave a security log record and metrics behind. Whatever goes wrong in
 // here ends in a denial, never in an allow and never in a crashed process.
 
 export interface CheckServiceDeps {
-  /** The AuthzPolicy in force; undefined until the control plane delivered one. */
-  policy: () => AuthzPolicy | undefined;
+  /** The policy in force; undefined until the control plane delivered one. */
+  policy: () => CompiledPolicy | undefined;
   verify: VerifyToken;
   logger: Logger;
   metrics: ExtAuthzMetrics;
@@ -42,11 +42,7 @@ export async function check(request: CheckRequest, deps: CheckServiceDeps): Prom
   try {
     const facts = describeRequest(request);
     ctx = { correlationId: facts.correlationId, language: pickLanguage(facts.acceptLanguage), now: now(deps) };
-    const decision = await decide(
-      { headers: facts.headers, contextExtensions: facts.contextExtensions },
-      deps.policy(),
-      deps.verify,
-    );
+    const decision = await decide({ headers: facts.headers, route: facts.route }, deps.policy(), deps.verify);
     const response = toCheckResponse(decision, ctx);
     record(decision, facts, deps, seconds());
     return response;
@@ -57,7 +53,7 @@ export async function check(request: CheckRequest, deps: CheckServiceDeps): Prom
         event_type: 'authz_check_failed',
         correlation_id: ctx.correlationId,
         status_code: 500,
-        error_details: { code: 'AUTHORIZATION_ERROR', message: maskPII(String(error)) },
+        error_details: { code: 'AUTHORIZATION_ERROR', message: maskPII(String(error)).slice(0, 1024) },
       },
       'check failed unexpectedly; denying',
     );
@@ -66,16 +62,15 @@ export async function check(request: CheckRequest, deps: CheckServiceDeps): Prom
   }
 }
 
-/** What a log record may say about a request. Never the authorization header. */
+/** What the decision and the log record need from Envoy's description of the request. */
 interface RequestFacts {
   headers: Record<string, string>;
-  contextExtensions: Record<string, string>;
+  route: RouteRequirements;
   correlationId: string;
   acceptLanguage: string | undefined;
+  /** The downstream peer Envoy saw: behind a CDN, the CDN's address. */
   ipAddress: string | undefined;
-  forwardedFor: string | undefined;
-  userAgent: string | undefined;
-  endpoint: string | undefined;
+  path: string | undefined;
   method: string | undefined;
 }
 
@@ -83,20 +78,13 @@ function describeRequest(request: CheckRequest): RequestFacts {
   const attributes = request.attributes;
   const http = attributes?.request?.http;
   const headers = requestHeaders(http);
-  const path = http?.path || headers[':path'];
   return {
     headers,
-    contextExtensions: attributes?.contextExtensions ?? {},
+    route: routeRequirements(attributes?.contextExtensions ?? {}),
     correlationId: (headers['x-request-id'] || http?.id || '').slice(0, 128),
     acceptLanguage: headers['accept-language'],
-    // The downstream peer Envoy saw: behind a CDN, the CDN's address.
     ipAddress: attributes?.source?.address?.socketAddress?.address || undefined,
-    // The client's claim of its own address (the first X-Forwarded-For hop): for
-    // investigation only, since any client can write it.
-    forwardedFor: headers['x-forwarded-for']?.split(',')[0]?.trim() || undefined,
-    userAgent: headers['user-agent']?.slice(0, 512),
-    // Without the query string, which may carry secrets; PII in the path is masked.
-    endpoint: path ? maskPII(path.split('?')[0] ?? '').slice(0, 1024) : undefined,
+    path: http?.path || headers[':path'],
     method: http?.method || headers[':method'] || undefined,
   };
 }
@@ -105,6 +93,7 @@ type HttpRequest = NonNullable<NonNullable<NonNullable<CheckRequest['attributes'
 
 // Envoy sends `headers` (duplicates comma-joined) unless encode_raw_headers is on, in
 // which case `header_map` carries every header separately: both give the same map here.
+// The map has no prototype, so a header named `__proto__` or `constructor` is just a name.
 function requestHeaders(http: HttpRequest | undefined): Record<string, string> {
   const map: Record<string, string> = Object.create(null);
   if (!http) return map;
@@ -117,28 +106,40 @@ function requestHeaders(http: HttpRequest | undefined): Record<string, string> {
   return map;
 }
 
-function record(decision: Decision, facts: RequestFacts, deps: CheckServiceDeps, seconds: number): void {
-  const route = routeRequirements(facts.contextExtensions);
-  const request = {
+/**
+ * The reference design's request fields, built only for a record that is written.
+ * Everything a client can write is PII-masked and cut to a bounded length; the
+ * authorization header and the query string (which may carry tokens) never appear.
+ */
+function requestFields(facts: RequestFacts) {
+  const clientText = (text: string | undefined, max: number) =>
+    text === undefined || text === '' ? undefined : maskPII(text).slice(0, max);
+  return {
     correlation_id: facts.correlationId,
     ip_address: facts.ipAddress,
-    forwarded_for: facts.forwardedFor,
-    user_agent: facts.userAgent,
-    endpoint: facts.endpoint,
-    method: facts.method,
-    route_id: route.routeId,
+    // The client's claim of its own address (the first X-Forwarded-For hop): for
+    // investigation only, since any client can write it.
+    forwarded_for: clientText(facts.headers['x-forwarded-for']?.split(',', 1)[0]?.trim(), 64),
+    user_agent: clientText(facts.headers['user-agent'], 512),
+    endpoint: clientText(facts.path?.split('?', 1)[0], 1024),
+    method: facts.method?.slice(0, 16),
+    route_id: facts.route.routeId,
   };
+}
 
+function record(decision: Decision, facts: RequestFacts, deps: CheckServiceDeps, seconds: number): void {
   if (decision.allow) {
     deps.metrics.checkFinished('allow', 'OK', seconds);
+    // Every allowed request would be a record; it is built only when debug is on.
+    if (!deps.logger.isLevelEnabled('debug')) return;
     deps.logger.debug(
       {
         category: 'security',
         event_type: 'access_granted',
-        ...request,
+        ...requestFields(facts),
         user_id: decision.identity?.userId ?? null,
-        group: decision.identity?.group,
-        auth: route.authRequired ? 'required' : 'none',
+        group: decision.identity?.group?.name,
+        auth: facts.route.authRequired ? 'required' : 'none',
         status_code: 200,
         response_time: seconds * 1000,
       },
@@ -149,7 +150,7 @@ function record(decision: Decision, facts: RequestFacts, deps: CheckServiceDeps,
 
   deps.metrics.checkFinished('deny', decision.code, seconds);
   const base = {
-    ...request,
+    ...requestFields(facts),
     user_id: decision.userId ?? null,
     response_time: seconds * 1000,
     error_details: {

@@ -1,9 +1,14 @@
-import type { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
-import { allIdentityHeaders, authzContextKeys, identityHeaders } from '@sekisho/service-kit/contract';
+import {
+  allIdentityHeaders,
+  authzContextKeys,
+  identityHeaders,
+  sekishoHeaderPrefix,
+} from '@sekisho/service-kit/contract';
 import type { RejectReason, VerifyResult } from './firebase/verify';
+import type { CompiledPolicy, Group } from './policy';
 
 // The authorization decision for one request, as a pure function of the request's
-// headers, the route's context_extensions, the current policy and a token verifier.
+// headers, the route's requirements, the compiled policy and a token verifier.
 // It fails closed: no policy, an unreadable route requirement or a token that does not
 // verify never lead to an allow.
 
@@ -13,7 +18,7 @@ export type VerifyToken = (token: string, projectId: string) => Promise<VerifyRe
 export interface CheckInput {
   /** Request headers, names lower-case (as Envoy sends them). */
   headers: Readonly<Record<string, string>>;
-  contextExtensions: Readonly<Record<string, string>>;
+  route: RouteRequirements;
 }
 
 export interface RouteRequirements {
@@ -21,7 +26,7 @@ export interface RouteRequirements {
   /** False only for routes the control plane marked `sekisho.auth: none`. */
   authRequired: boolean;
   /** Every one of these must be granted. */
-  permissions: string[];
+  permissions: readonly string[];
 }
 
 export interface Identity {
@@ -30,8 +35,7 @@ export interface Identity {
   emailVerified?: boolean;
   phoneNumber?: string;
   /** The policy group whose permissions apply; undefined when the caller has none the policy knows. */
-  group?: string;
-  permissions: readonly string[];
+  group?: Group;
 }
 
 export type DenyCode =
@@ -50,7 +54,7 @@ export type Decision =
       identity: Identity | undefined;
       /** Identity headers for the upstream, replacing any value already present. */
       headersToSet: Array<[name: string, value: string]>;
-      /** Every identity header not set: a client's own copies never reach the service. */
+      /** Every Sekisho header not set: a client's own copies never reach the service. */
       headersToRemove: string[];
     }
   | {
@@ -59,10 +63,11 @@ export type Decision =
       reason: DenyReason;
       userId?: string;
       group?: string;
-      requiredPermissions?: string[];
+      requiredPermissions?: readonly string[];
       missingPermissions?: string[];
     };
 
+/** Reads the route's requirements from the context_extensions the control plane put in the route. */
 export function routeRequirements(contextExtensions: Readonly<Record<string, string>>): RouteRequirements {
   const get = (key: string) => (Object.hasOwn(contextExtensions, key) ? contextExtensions[key] : undefined);
   return {
@@ -78,34 +83,33 @@ export function routeRequirements(contextExtensions: Readonly<Record<string, str
 
 export async function decide(
   input: CheckInput,
-  policy: AuthzPolicy | undefined,
+  policy: CompiledPolicy | undefined,
   verify: VerifyToken,
 ): Promise<Decision> {
-  if (!policy?.firebase?.projectId) return { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'no_policy' };
+  if (!policy) return { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'no_policy' };
 
-  const route = routeRequirements(input.contextExtensions);
+  const { route } = input;
   if (!route.authRequired) {
-    return { allow: true, identity: undefined, headersToSet: [], headersToRemove: [...allIdentityHeaders] };
+    return { allow: true, identity: undefined, headersToSet: [], headersToRemove: headersToRemove(input.headers, []) };
   }
 
   const token = bearerToken(header(input.headers, 'authorization'));
   if (token === undefined) return { allow: false, code: 'MISSING_TOKEN', reason: 'no_bearer_token' };
 
-  const verified = await verify(token, policy.firebase.projectId);
+  const verified = await verify(token, policy.projectId);
   if (!verified.ok) return { allow: false, code: verified.code, reason: verified.reason };
   const { claims } = verified;
   if (!isHeaderSafe(claims.uid)) return { allow: false, code: 'INVALID_TOKEN', reason: 'uid_not_header_safe' };
 
   const group = groupOf(claims.payload, policy);
-  const granted = group === undefined ? [] : (policy.groups[group]?.permissions ?? []);
-  const missing = route.permissions.filter((permission) => !granted.includes(permission));
+  const missing = route.permissions.filter((permission) => !group?.permissions.has(permission));
   if (missing.length > 0) {
     return {
       allow: false,
       code: 'INSUFFICIENT_PERMISSIONS',
       reason: 'missing_permissions',
       userId: claims.uid,
-      ...(group !== undefined ? { group } : {}),
+      ...(group ? { group: group.name } : {}),
       requiredPermissions: route.permissions,
       missingPermissions: missing,
     };
@@ -116,39 +120,59 @@ export async function decide(
     ...(claims.email !== undefined ? { email: claims.email } : {}),
     ...(claims.emailVerified !== undefined ? { emailVerified: claims.emailVerified } : {}),
     ...(claims.phoneNumber !== undefined ? { phoneNumber: claims.phoneNumber } : {}),
-    ...(group !== undefined ? { group } : {}),
-    permissions: granted,
+    ...(group ? { group } : {}),
   };
-  return { allow: true, identity, ...identityHeaderMutations(identity) };
+  const headersToSet = identityHeaderValues(identity);
+  return {
+    allow: true,
+    identity,
+    headersToSet,
+    headersToRemove: headersToRemove(
+      input.headers,
+      headersToSet.map(([name]) => name),
+    ),
+  };
 }
 
-/** The caller's group: the policy's group claim when it is a string, else the default group; only groups the policy defines count. */
-function groupOf(payload: Readonly<Record<string, unknown>>, policy: AuthzPolicy): string | undefined {
+/**
+ * The caller's group: the policy's group claim when it is a non-empty string (only a
+ * group the policy defines counts), else the default group.
+ */
+function groupOf(payload: Readonly<Record<string, unknown>>, policy: CompiledPolicy): Group | undefined {
   const claimed =
     policy.groupClaim !== '' && Object.hasOwn(payload, policy.groupClaim) ? payload[policy.groupClaim] : undefined;
-  const group = typeof claimed === 'string' && claimed !== '' ? claimed : policy.defaultGroup;
-  // hasOwn: a group called "constructor" or "__proto__" must not resolve to Object's members.
-  return group !== '' && Object.hasOwn(policy.groups, group) ? group : undefined;
+  return typeof claimed === 'string' && claimed !== '' ? policy.groups.get(claimed) : policy.defaultGroup;
 }
 
-function identityHeaderMutations(
-  identity: Identity,
-): Pick<Extract<Decision, { allow: true }>, 'headersToSet' | 'headersToRemove'> {
-  const values: Array<[string, string | undefined]> = [
-    [identityHeaders.userId, identity.userId],
-    [identityHeaders.email, identity.email],
-    [identityHeaders.emailVerified, identity.emailVerified === undefined ? undefined : String(identity.emailVerified)],
-    [identityHeaders.phone, identity.phoneNumber],
-    [identityHeaders.group, identity.group],
-    [identityHeaders.permissions, identity.permissions.join(',')],
-  ];
-  // A claim that cannot be a header value is left out (and its header removed) rather
-  // than making Envoy reject the whole response.
-  const headersToSet = values.filter(
-    (entry): entry is [string, string] => entry[1] !== undefined && entry[1] !== '' && isHeaderSafe(entry[1]),
-  );
-  const set = new Set(headersToSet.map(([name]) => name));
-  return { headersToSet, headersToRemove: allIdentityHeaders.filter((name) => !set.has(name)) };
+// A claim that cannot be a header value is left out (and its header removed) rather
+// than making Envoy reject the whole response. Group names and permissions were
+// checked when the policy was compiled.
+function identityHeaderValues(identity: Identity): Array<[string, string]> {
+  const set: Array<[string, string]> = [[identityHeaders.userId, identity.userId]];
+  const claim = (name: string, value: string | undefined) => {
+    if (value !== undefined && value !== '' && isHeaderSafe(value)) set.push([name, value]);
+  };
+  claim(identityHeaders.email, identity.email);
+  if (identity.emailVerified !== undefined) set.push([identityHeaders.emailVerified, String(identity.emailVerified)]);
+  claim(identityHeaders.phone, identity.phoneNumber);
+  if (identity.group) {
+    set.push([identityHeaders.group, identity.group.name]);
+    if (identity.group.permissionHeader !== '')
+      set.push([identityHeaders.permissions, identity.group.permissionHeader]);
+  }
+  return set;
+}
+
+/**
+ * Every identity header not being set, plus any other `x-sekisho-` header the client
+ * sent: the upstream trusts that prefix, so only ext-authz may write it.
+ */
+function headersToRemove(headers: Readonly<Record<string, string>>, set: readonly string[]): string[] {
+  const remove = allIdentityHeaders.filter((name) => !set.includes(name));
+  for (const name in headers) {
+    if (name.startsWith(sekishoHeaderPrefix) && !set.includes(name) && !remove.includes(name)) remove.push(name);
+  }
+  return remove;
 }
 
 function header(headers: Readonly<Record<string, string>>, name: string): string | undefined {

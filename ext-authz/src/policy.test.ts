@@ -1,6 +1,6 @@
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { describe, expect, it } from 'vitest';
-import { validateAuthzPolicy } from './policy';
+import { compileAuthzPolicy } from './policy';
 
 const valid = AuthzPolicy.fromPartial({
   firebase: { projectId: 'salon-prod' },
@@ -11,14 +11,14 @@ const valid = AuthzPolicy.fromPartial({
 
 const variant = (patch: Partial<AuthzPolicy>) => AuthzPolicy.fromPartial({ ...valid, ...patch });
 
-describe('validateAuthzPolicy', () => {
+describe('compileAuthzPolicy', () => {
   it.each([
     ['the reference policy', valid],
     ['a demo project id of the emulator', variant({ firebase: { projectId: 'demo-test' } })],
     ['no group claim', variant({ groupClaim: '' })],
     ['no default group', variant({ defaultGroup: '' })],
   ])('accepts %s', (_name, policy) => {
-    expect(() => validateAuthzPolicy(policy)).not.toThrow();
+    expect(() => compileAuthzPolicy(policy)).not.toThrow();
   });
 
   it.each([
@@ -27,6 +27,7 @@ describe('validateAuthzPolicy', () => {
     ['a project id that is a URL', variant({ firebase: { projectId: 'a/b' } }), 'is not a Firebase project id'],
     ['a group claim with a dot', variant({ groupClaim: 'firebase.tier' }), 'is not a claim name'],
     ['a default group that is not defined', variant({ defaultGroup: 'gold' }), 'default_group "gold"'],
+    ['a default group inherited from Object', variant({ defaultGroup: 'constructor' }), 'default_group'],
     [
       'a group name with a space',
       variant({ groups: { 'a b': { permissions: [] } }, defaultGroup: '' }),
@@ -43,6 +44,29 @@ describe('validateAuthzPolicy', () => {
       'is invalid',
     ],
   ])('rejects %s', (_name, policy, message) => {
-    expect(() => validateAuthzPolicy(policy)).toThrow(message);
+    expect(() => compileAuthzPolicy(policy)).toThrow(message);
+  });
+
+  it('rejects a group named __proto__ as it arrives on the wire, instead of losing it', () => {
+    // JSON.parse makes __proto__ an own key, so the encoder puts it on the wire.
+    const groups = JSON.parse('{"__proto__": {"permissions": ["read:own_profile"]}}');
+    const bytes = AuthzPolicy.encode({ ...valid, groups, defaultGroup: '' }).finish();
+    expect(() => compileAuthzPolicy(AuthzPolicy.decode(bytes))).toThrow('a group is named "__proto__"');
+  });
+
+  it('compiles groups into sets and the joined header value, once', () => {
+    const compiled = compileAuthzPolicy(
+      variant({
+        groups: { basic_customer: { permissions: ['read:own_profile', 'read:own_points', 'read:own_profile'] } },
+      }),
+    );
+    expect(compiled.projectId).toBe('salon-prod');
+    expect(compiled.defaultGroup?.name).toBe('basic_customer');
+    expect(compiled.groups.get('basic_customer')).toEqual({
+      name: 'basic_customer',
+      permissions: new Set(['read:own_profile', 'read:own_points']),
+      permissionList: ['read:own_profile', 'read:own_points'],
+      permissionHeader: 'read:own_profile,read:own_points',
+    });
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { ConfigError, envDuration, envEnum, envHostPort, envPort, loadConfig } from './config';
+import { ConfigError, envDuration, envEnum, envHostPort, envPort, envUrl, loadConfig } from './config';
 import { parseDuration } from './duration';
 
 const schema = z.object({
@@ -29,13 +29,23 @@ describe('loadConfig', () => {
   it.each([
     ['APP_PORT', '70000'],
     ['APP_PORT', 'eighty'],
+    ['APP_PORT', ' '],
+    ['APP_PORT', '0x50'],
+    ['APP_PORT', '-1'],
     ['APP_TIMEOUT', '5 minutes'],
     ['APP_MODE', 'maybe'],
     ['APP_UPSTREAM', 'no-port'],
   ])('refuses %s=%s with an error naming the variable', (variable, value) => {
     const attempt = () => loadConfig(schema, { [variable]: value });
     expect(attempt).toThrow(ConfigError);
-    expect(attempt).toThrow(new RegExp(`${variable}: .*${value}`));
+    expect(attempt).toThrow(new RegExp(`${variable}: .*${value.trim()}`));
+  });
+
+  it('never echoes the password of a refused URL', () => {
+    const urlSchema = z.object({ APP_REDIS: envUrl('redis://127.0.0.1:6379') });
+    const attempt = () => loadConfig(urlSchema, { APP_REDIS: 'redis://admin:hunter2@ bad host' });
+    expect(attempt).toThrow(/APP_REDIS: .*\/\/\*\*\*@ bad host/);
+    expect(attempt).not.toThrow(/hunter2/);
   });
 });
 

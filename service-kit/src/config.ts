@@ -21,12 +21,27 @@ export function loadConfig<S extends z.ZodObject>(schema: S, env: NodeJS.Process
   throw new ConfigError(
     parsed.error.issues.map((issue) => ({
       variable: String(issue.path[0] ?? '(environment)'),
-      message: `${issue.message}${issue.path[0] !== undefined ? ` (got ${JSON.stringify(input[String(issue.path[0])] ?? null)})` : ''}`,
+      message: `${issue.message}${issue.path[0] !== undefined ? ` (got ${shown(input[String(issue.path[0])])})` : ''}`,
     })),
   );
 }
 
-export const envPort = (defaultPort: number) => z.coerce.number().int().min(0).max(65535).default(defaultPort);
+// The refused value is echoed so the operator sees the typo, but never a password in a
+// URL (redis://user:pass@host) and never more than a line of it.
+function shown(value: string | undefined): string {
+  if (value === undefined) return 'nothing';
+  const text = value.replace(/\/\/[^/@\s]*@/g, '//***@');
+  return JSON.stringify(text.length > 200 ? `${text.slice(0, 200)}…` : text);
+}
+
+/** Decimal digits only: `z.coerce` would read ' ' as port 0 and '0x50' as 80. */
+export const envPort = (defaultPort: number) =>
+  z
+    .string()
+    .regex(/^\d{1,5}$/, 'expected a port number (0-65535)')
+    .transform(Number)
+    .refine((port) => port <= 65535, 'expected a port number (0-65535)')
+    .default(defaultPort);
 
 /** '500ms', '2s', '1m', '1h' → milliseconds. */
 export const envDuration = (defaultValue: string) =>

@@ -26,6 +26,19 @@ export const authzContextKeys = {
   permissions: 'sekisho.permissions',
 } as const;
 
+/**
+ * Dynamic metadata ext-authz sets on allowed requests, in the ext_authz filter's
+ * namespace: access logs and later filters read it as
+ * `%DYNAMIC_METADATA(envoy.filters.http.ext_authz:user_id)%`.
+ */
+export const authzDynamicMetadataNamespace = 'envoy.filters.http.ext_authz';
+export const authzDynamicMetadataKeys = {
+  /** The verified uid (absent on `auth: none` routes). */
+  userId: 'user_id',
+  /** The caller's policy group, when it has one. */
+  group: 'group',
+} as const;
+
 /** The ratelimit filter's domain and the descriptor entry keys the control plane emits. */
 export const rateLimitDomain = 'sekisho';
 export const descriptorKeys = {

@@ -62,16 +62,12 @@ export function errorBody(
   code: ErrorCode,
   options: { correlationId: string; language?: Language; now?: Date; extra?: Record<string, unknown> },
 ): ErrorBody {
-  const entry = errorCatalogue[code];
-  return {
-    success: false,
-    error: {
-      code,
-      message: entry[options.language ?? 'ja'],
-      correlation_id: options.correlationId,
-      timestamp: (options.now ?? new Date()).toISOString(),
-      ...options.extra,
-    },
-    data: null,
+  const fixed = {
+    code,
+    message: errorCatalogue[code][options.language ?? 'ja'],
+    correlation_id: options.correlationId,
+    timestamp: (options.now ?? new Date()).toISOString(),
   };
+  // Extras add fields (required_permissions) after the fixed ones but cannot replace them.
+  return { success: false, error: { ...fixed, ...options.extra, ...fixed }, data: null };
 }

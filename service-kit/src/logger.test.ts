@@ -27,6 +27,20 @@ describe('createLogger', () => {
     expect(lines[0]).not.toContain('eyJsecret');
     expect(record.headers.authorization).toBe('[REDACTED]');
   });
+
+  it.each([
+    ['a top-level cookie', { cookie: 'session=s3cr3t' }],
+    ['a set-cookie header', { headers: { 'set-cookie': 'session=s3cr3t' } }],
+    ['a proxy-authorization header', { headers: { 'proxy-authorization': 'Basic s3cr3t' } }],
+    ['headers two levels down', { request: { headers: { authorization: 'Bearer s3cr3t' } } }],
+    ['a refresh token in error details', { error_details: { refresh_token: 's3cr3t' } }],
+    ['an access token', { access_token: 's3cr3t' }],
+  ])('redacts %s', (_name, fields) => {
+    const { lines, logger } = capture();
+    logger.warn(fields, 'x');
+    expect(lines[0]).not.toContain('s3cr3t');
+    expect(lines[0]).toContain('[REDACTED]');
+  });
 });
 
 describe('masking', () => {
@@ -45,5 +59,26 @@ describe('masking', () => {
     expect(maskPII('user taro@example.com called +81 90-1234-5678 with eyJhbGc.eyJzdWIi.c2ln')).toBe(
       'user ta***@example.com called ***5678 with [TOKEN]',
     );
+  });
+
+  it('masks an email inside a path segment and a phone after a plus', () => {
+    expect(maskPII('/api/v1/users/hanako.sato@example.co.jp/profile')).toBe(
+      '/api/v1/users/ha***@example.co.jp/profile',
+    );
+    expect(maskPII('/sms/+819012345678')).toBe('/sms/***5678');
+  });
+
+  // Envoy lets a path grow to 60 KB. Before the patterns were anchored to the start of a
+  // run, each of these took seconds (quadratic backtracking); now they take about a
+  // millisecond. The bound is loose on purpose: it only has to catch the quadratic case.
+  it.each([
+    ['letters', 'a'.repeat(60_000)],
+    ['letters and dots', 'a.'.repeat(30_000)],
+    ['repeated JWT prefixes', 'eyJ'.repeat(20_000)],
+    ['a domain that never ends in a TLD', `x@${'a.'.repeat(30_000)}1`],
+  ])('masks 60 KB of %s in linear time', (_name, text) => {
+    const started = performance.now();
+    maskPII(text);
+    expect(performance.now() - started).toBeLessThan(1_000);
   });
 });

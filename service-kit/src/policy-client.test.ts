@@ -8,7 +8,7 @@ import { PermissionSet } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type GrpcServer, startGrpcServer } from './grpc-server';
 import { createLogger } from './logger';
-import { type PolicySubscription, subscribePolicy } from './policy-client';
+import { type PolicySubscription, type PolicySubscriptionOptions, subscribePolicy } from './policy-client';
 
 // A tiny real ADS server: records every request and lets the test push responses.
 // PermissionSet stands in for a policy message (any message works on the wire).
@@ -30,7 +30,7 @@ async function fakeControlPlane(port = 0) {
     register: (s) => s.addService(AggregatedDiscoveryServiceService, impl),
   });
   let nonce = 0;
-  const push = (version: string, permissions: string[] | 'garbage') => {
+  const push = (version: string, permissions: string[] | 'garbage', type = typeUrl) => {
     const value =
       permissions === 'garbage'
         ? Buffer.from([0xff, 0xff, 0xff])
@@ -38,9 +38,9 @@ async function fakeControlPlane(port = 0) {
     nonce += 1;
     streams.at(-1)?.write({
       versionInfo: version,
-      resources: [{ typeUrl, value }],
+      resources: [{ typeUrl: type, value }],
       canary: false,
-      typeUrl,
+      typeUrl: type,
       nonce: String(nonce),
     });
     return String(nonce);
@@ -58,6 +58,23 @@ async function until<T>(probe: () => T | undefined, timeoutMs = 5_000): Promise<
   }
 }
 
+/** A subscription to the PermissionSet stand-in at `port`, with quiet logs. */
+function subscribe(
+  port: number,
+  overrides: Partial<PolicySubscriptionOptions<PermissionSet>> = {},
+): PolicySubscription<PermissionSet> {
+  return subscribePolicy({
+    address: `127.0.0.1:${port}`,
+    nodeId: 'ext-authz-test',
+    typeUrl,
+    resourceName: 'authz',
+    decode: (bytes) => PermissionSet.decode(bytes),
+    apply: () => {},
+    logger: createLogger('test', { level: 'silent' }),
+    ...overrides,
+  });
+}
+
 describe('subscribePolicy (real gRPC ADS stream)', () => {
   let server: GrpcServer | undefined;
   let subscription: PolicySubscription | undefined;
@@ -70,17 +87,11 @@ describe('subscribePolicy (real gRPC ADS stream)', () => {
     const cp = await fakeControlPlane();
     server = cp.server;
     const applied: string[][] = [];
-    subscription = subscribePolicy({
-      address: `127.0.0.1:${cp.server.port}`,
-      nodeId: 'ext-authz-test',
-      typeUrl,
-      resourceName: 'authz',
-      decode: (bytes) => PermissionSet.decode(bytes),
+    subscription = subscribe(cp.server.port, {
       apply: (policy) => {
         if (policy.permissions.includes('bad')) throw new Error('permission "bad" is not allowed');
         applied.push(policy.permissions);
       },
-      logger: createLogger('test', { level: 'silent' }),
     });
     const first = await until(() => cp.requests[0]);
     expect(first.node?.id).toBe('ext-authz-test');
@@ -105,18 +116,35 @@ describe('subscribePolicy (real gRPC ADS stream)', () => {
     expect(applied).toEqual([['read:own_profile']]);
   });
 
+  it('answers only responses of its own type, each with its nonce', async () => {
+    const cp = await fakeControlPlane();
+    server = cp.server;
+    subscription = subscribe(cp.server.port);
+    await until(() => cp.requests[0]);
+    const foreign = cp.push('x1', ['a'], 'type.googleapis.com/envoy.config.cluster.v3.Cluster');
+    const own = cp.push('v1', ['a']);
+    await until(() => cp.requests.find((r) => r.responseNonce === own));
+    expect(cp.requests.map((r) => r.responseNonce)).toEqual(['', own]);
+    expect(cp.requests.some((r) => r.responseNonce === foreign)).toBe(false);
+  });
+
+  it('stops for good on close(): no reconnect, no further request', async () => {
+    const cp = await fakeControlPlane();
+    server = cp.server;
+    const sub = subscribe(cp.server.port, { minBackoffMs: 10, maxBackoffMs: 20 });
+    await until(() => cp.requests[0]);
+    sub.close();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(cp.requests).toHaveLength(1);
+  });
+
   it('reconnects after the control plane restarts and asks again with the version it holds', async () => {
     let cp = await fakeControlPlane();
     server = cp.server;
     const port = cp.server.port;
-    subscription = subscribePolicy({
-      address: `127.0.0.1:${port}`,
+    subscription = subscribe(port, {
       nodeId: 'ratelimit-test',
-      typeUrl,
       resourceName: 'ratelimit',
-      decode: (bytes) => PermissionSet.decode(bytes),
-      apply: () => {},
-      logger: createLogger('test', { level: 'silent' }),
       minBackoffMs: 50,
       maxBackoffMs: 200,
     });

@@ -10,9 +10,12 @@ import type { Logger } from './logger';
 
 const resourceWrapperType = 'type.googleapis.com/envoy.service.discovery.v3.Resource';
 
-export interface PolicySubscription {
+type AdsStream = ClientDuplexStream<DiscoveryRequest, DiscoveryResponse>;
+
+export interface PolicySubscription<T = unknown> {
   close(): void;
-  current(): { version: string; policy: unknown } | undefined;
+  /** The last policy `apply` accepted, kept across NACKs and reconnects. */
+  current(): { version: string; policy: T } | undefined;
 }
 
 export interface PolicySubscriptionOptions<T> {
@@ -33,18 +36,17 @@ export interface PolicySubscriptionOptions<T> {
 /**
  * A state-of-the-world ADS client for one policy resource of Sekisho's own
  * services. It keeps the last accepted policy across disconnects and reconnects
- * forever with capped exponential back-off; every response is ACKed or NACKed.
+ * forever with capped, jittered exponential back-off; every response of its type
+ * is ACKed or NACKed on the stream it came from, echoing that response's nonce.
  */
-export function subscribePolicy<T>(opts: PolicySubscriptionOptions<T>): PolicySubscription & {
-  current(): { version: string; policy: T } | undefined;
-} {
+export function subscribePolicy<T>(opts: PolicySubscriptionOptions<T>): PolicySubscription<T> {
   const client = new AggregatedDiscoveryServiceClient(opts.address, credentials.createInsecure(), {
     'grpc.keepalive_time_ms': 30_000,
   });
   const minBackoff = opts.minBackoffMs ?? 250;
   const maxBackoff = opts.maxBackoffMs ?? 10_000;
   let accepted: { version: string; policy: T } | undefined;
-  let stream: ClientDuplexStream<DiscoveryRequest, DiscoveryResponse> | undefined;
+  let stream: AdsStream | undefined;
   let closed = false;
   let backoff = minBackoff;
   let retryTimer: NodeJS.Timeout | undefined;
@@ -71,8 +73,9 @@ export function subscribePolicy<T>(opts: PolicySubscriptionOptions<T>): PolicySu
     return undefined;
   };
 
-  const onResponse = (response: DiscoveryResponse) => {
+  const onResponse = (call: AdsStream, response: DiscoveryResponse) => {
     backoff = minBackoff;
+    // ADS multiplexes types; this client asked for one and has nothing to say about others.
     if (response.typeUrl !== opts.typeUrl) return;
     const log = opts.logger.child({ category: 'technical', type_url: opts.typeUrl, version: response.versionInfo });
     try {
@@ -82,14 +85,15 @@ export function subscribePolicy<T>(opts: PolicySubscriptionOptions<T>): PolicySu
       opts.apply(policy, response.versionInfo);
       accepted = { version: response.versionInfo, policy };
       log.info({ event_type: 'policy_applied' }, 'policy applied');
-      stream?.write(request({ versionInfo: response.versionInfo, responseNonce: response.nonce }));
+      call.write(request({ versionInfo: response.versionInfo, responseNonce: response.nonce }));
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       log.error(
         { event_type: 'policy_rejected', error_details: message },
         'policy rejected; keeping the last good one',
       );
-      stream?.write(
+      // A NACK repeats the version still in force; error_detail is what marks it as a NACK.
+      call.write(
         request({
           responseNonce: response.nonce,
           errorDetail: { code: grpcStatus.INVALID_ARGUMENT, message, details: [] },
@@ -99,10 +103,11 @@ export function subscribePolicy<T>(opts: PolicySubscriptionOptions<T>): PolicySu
   };
 
   const connect = () => {
+    retryTimer = undefined;
     if (closed) return;
     const call = client.streamAggregatedResources();
     stream = call;
-    call.on('data', onResponse);
+    call.on('data', (response: DiscoveryResponse) => onResponse(call, response));
     call.on('error', (error: Error & { code?: number }) => {
       if (closed && error.code === grpcStatus.CANCELLED) return;
       opts.logger.warn(
@@ -113,7 +118,8 @@ export function subscribePolicy<T>(opts: PolicySubscriptionOptions<T>): PolicySu
     call.on('status', () => {
       if (stream === call) stream = undefined;
       if (closed) return;
-      retryTimer = setTimeout(connect, backoff);
+      // Jitter, so that every replica does not reconnect in the same instant after a control-plane restart.
+      retryTimer = setTimeout(connect, backoff * (0.5 + Math.random() / 2));
       retryTimer.unref();
       backoff = Math.min(backoff * 2, maxBackoff);
     });

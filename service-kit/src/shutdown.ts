@@ -5,39 +5,57 @@ export interface ShutdownStep {
   run: () => Promise<void>;
 }
 
+export interface ShutdownOptions {
+  /** A step still running after this long makes the process exit 1. Default 15 s. */
+  deadlineMs?: number;
+  /** Where SIGINT/SIGTERM come from and how the process ends; the process itself unless a test says otherwise. */
+  signals?: { on(signal: NodeJS.Signals, listener: (signal: NodeJS.Signals) => void): unknown };
+  exit?: (code: number) => void;
+}
+
 /**
  * On SIGINT/SIGTERM: runs the steps in order (stop accepting, drain, close
- * dependencies) and exits 0. A second signal, or a step that hangs past the
- * deadline, exits 1 so an orchestrator is never left waiting.
+ * dependencies) and exits 0. A step that fails is logged and the next one still
+ * runs. A second signal, or a step that hangs past the deadline, exits 1 at once
+ * so an orchestrator is never left waiting.
  */
-export function installShutdown(logger: Logger, steps: ShutdownStep[], deadlineMs = 15_000): void {
+export function installShutdown(logger: Logger, steps: ShutdownStep[], opts: ShutdownOptions = {}): void {
+  const signals = opts.signals ?? process;
+  const exit = opts.exit ?? ((code: number) => process.exit(code));
   let stopping = false;
   const onSignal = async (signal: NodeJS.Signals) => {
     if (stopping) {
       logger.warn({ category: 'technical', event_type: 'shutdown_forced', signal }, 'second signal, exiting now');
-      process.exit(1);
+      exit(1);
+      return;
     }
     stopping = true;
     logger.info({ category: 'technical', event_type: 'shutdown_started', signal }, 'shutting down');
     const deadline = setTimeout(() => {
       logger.error({ category: 'technical', event_type: 'shutdown_timeout' }, 'shutdown deadline passed, exiting');
-      process.exit(1);
-    }, deadlineMs);
+      exit(1);
+    }, opts.deadlineMs ?? 15_000);
     deadline.unref();
     for (const step of steps) {
       try {
         await step.run();
       } catch (error) {
         logger.error(
-          { category: 'technical', event_type: 'shutdown_step_failed', step: step.name, error_details: String(error) },
+          {
+            category: 'technical',
+            event_type: 'shutdown_step_failed',
+            step: step.name,
+            error_details: error instanceof Error ? error.message : String(error),
+          },
           'shutdown step failed',
         );
       }
     }
+    clearTimeout(deadline);
     logger.info({ category: 'technical', event_type: 'shutdown_complete' }, 'stopped');
     logger.flush?.();
-    process.exit(0);
+    exit(0);
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  signals.on('SIGINT', onSignal);
+  signals.on('SIGTERM', onSignal);
 }

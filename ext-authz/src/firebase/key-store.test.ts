@@ -185,6 +185,24 @@ describe('FirebaseKeyStore', () => {
       expect(google.requests()).toBe(1);
     });
 
+    it('keeps the imported key of a certificate that did not change', async () => {
+      const google = await keyServer();
+      const { keys } = store(google.url, clock());
+      const keyOf = async (kid: string) => {
+        const lookup = await keys.getKey(kid);
+        if (lookup.status !== 'found') throw new Error(`kid ${kid}: ${lookup.status}`);
+        return lookup.key;
+      };
+      await keys.refresh('initial');
+      const first = google.signingKey.kid;
+      const before = await keyOf(first);
+      await google.rotate();
+      await keys.refresh('scheduled');
+      // The same object, not merely an equal one: tokens verified with it stay cached.
+      expect(await keyOf(first)).toBe(before);
+      expect(await keyOf(google.signingKey.kid)).not.toBe(before);
+    });
+
     it('drops a key the endpoint stopped publishing', async () => {
       const google = await keyServer();
       const old = google.signingKey;
@@ -224,6 +242,28 @@ describe('FirebaseKeyStore', () => {
       await keys.refreshIfDue();
       expect(google.requests()).toBe(3);
       expect(keys.status().lastRefreshOk).toBe(true);
+    });
+
+    it('stops trusting the old keys once refreshes have failed for the grace period past their expiry', async () => {
+      const google = await keyServer(3600);
+      const time = clock();
+      const { keys, events } = store(google.url, time, { maxStaleMs: 600_000 });
+      await keys.refresh('initial');
+      const kid = google.signingKey.kid;
+      google.setOutage(503);
+
+      time.advance(3_600_000 + 600_000);
+      expect((await keys.getKey(kid)).status).toBe('found');
+      expect(keys.hasKeys()).toBe(true);
+
+      time.advance(1);
+      expect(keys.hasKeys()).toBe(false);
+      expect(await keys.getKey(kid)).toEqual({ status: 'unavailable' });
+      expect(events.at(-1)).toMatchObject({ ok: false, keyCount: 0 });
+
+      google.setOutage(null);
+      time.advance(30_000);
+      expect((await keys.getKey(kid)).status).toBe('found');
     });
 
     it('reports keys as unavailable (not unknown) when none were ever loaded', async () => {
@@ -280,6 +320,17 @@ describe('FirebaseKeyStore', () => {
       expect(await keys.refresh('scheduled')).toBe(false);
       expect(keys.status().lastError).toMatch(error);
       expect((await keys.getKey(key.kid)).status).toBe('found');
+    });
+
+    it('refuses a response larger than a megabyte without reading all of it', async () => {
+      const endpoint = await serve((_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.write(`{"k1": "${'A'.repeat(1 << 20)}`);
+        // Never ends: the store must stop reading on its own.
+      });
+      const { keys } = store(endpoint.url, clock(), { fetchTimeoutMs: 10_000 });
+      expect(await keys.refresh('initial')).toBe(false);
+      expect(keys.status().lastError).toMatch(/too large/);
     });
 
     it('does not take a half-valid response: one bad certificate rejects the whole set', async () => {

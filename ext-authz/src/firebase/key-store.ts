@@ -3,9 +3,11 @@ import type { KeyLookup } from './verify';
 
 // Google's public keys for Firebase ID tokens, from the x509 endpoint (a JSON object
 // kid → PEM certificate). Keys are cached for the response's Cache-Control max-age and
-// refreshed ahead of expiry in the background. A failed refresh keeps the old keys: an
-// outage of Google's endpoint must not log every user out. An unknown kid triggers at
-// most one refetch per interval, so tokens with made-up kids cannot hammer the endpoint.
+// refreshed ahead of expiry in the background. A failed refresh keeps the old keys for
+// a bounded grace period past their expiry: a short outage of Google's endpoint must
+// not log every user out, but keys Google may have withdrawn are not trusted forever.
+// An unknown kid triggers at most one refetch per interval, so tokens with made-up
+// kids cannot hammer the endpoint.
 
 export const GOOGLE_SECURETOKEN_X509_URL =
   'https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com';
@@ -35,6 +37,8 @@ export interface KeyStoreOptions {
   defaultMaxAgeMs?: number;
   minMaxAgeMs?: number;
   maxMaxAgeMs?: number;
+  /** How long past their expiry keys stay in use while every refresh fails; then none are (503). */
+  maxStaleMs?: number;
   /** Wait after a failed refresh before the background tries again. */
   retryAfterFailureMs?: number;
   /** How often start()'s timer checks whether a refresh is due. */
@@ -54,10 +58,10 @@ export interface KeyStoreStatus {
 }
 
 // Google's response is about 4 KB; a megabyte is certainly not a key list.
-const MAX_BODY_CHARS = 1 << 20;
+const MAX_BODY_BYTES = 1 << 20;
 
 export class FirebaseKeyStore {
-  private keys = new Map<string, CryptoKey>();
+  private keys = new Map<string, { pem: string; key: CryptoKey }>();
   private expiresAt: number | undefined;
   private nextRefreshAt = 0;
   private lastUnknownKidFetchAt = Number.NEGATIVE_INFINITY;
@@ -82,6 +86,7 @@ export class FirebaseKeyStore {
       defaultMaxAgeMs: opts.defaultMaxAgeMs ?? 60 * 60_000,
       minMaxAgeMs: opts.minMaxAgeMs ?? 60_000,
       maxMaxAgeMs: opts.maxMaxAgeMs ?? 24 * 60 * 60_000,
+      maxStaleMs: opts.maxStaleMs ?? 24 * 60 * 60_000,
       retryAfterFailureMs: opts.retryAfterFailureMs ?? 30_000,
       checkIntervalMs: opts.checkIntervalMs ?? 15_000,
       onRefresh: opts.onRefresh,
@@ -101,14 +106,14 @@ export class FirebaseKeyStore {
   }
 
   hasKeys(): boolean {
-    return this.keys.size > 0;
+    return this.usableKeys().size > 0;
   }
 
   async getKey(kid: string): Promise<KeyLookup> {
-    const known = this.keys.get(kid);
+    const known = this.usableKeys().get(kid);
     if (known) {
       if (this.now() >= this.nextRefreshAt) void this.refreshIfDue();
-      return { status: 'found', key: known };
+      return { status: 'found', key: known.key };
     }
     if (this.inflight) {
       // A refresh is already on its way: waiting for it costs the endpoint nothing.
@@ -117,9 +122,10 @@ export class FirebaseKeyStore {
       this.lastUnknownKidFetchAt = this.now();
       await this.refresh('unknown_kid');
     }
-    const key = this.keys.get(kid);
-    if (key) return { status: 'found', key };
-    return this.keys.size > 0 ? { status: 'unknown' } : { status: 'unavailable' };
+    const keys = this.usableKeys();
+    const found = keys.get(kid);
+    if (found) return { status: 'found', key: found.key };
+    return keys.size > 0 ? { status: 'unknown' } : { status: 'unavailable' };
   }
 
   /** Refreshes when the keys are close to expiry or the last attempt failed long enough ago. */
@@ -141,9 +147,10 @@ export class FirebaseKeyStore {
 
   status(): KeyStoreStatus {
     const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
+    const keys = this.usableKeys();
     return {
-      keyCount: this.keys.size,
-      kids: [...this.keys.keys()],
+      keyCount: keys.size,
+      kids: [...keys.keys()],
       lastRefreshOk: this.last?.ok,
       lastAttemptAt: iso(this.last?.at),
       lastSuccessAt: iso(this.lastSuccessAt),
@@ -175,7 +182,7 @@ export class FirebaseKeyStore {
       this.o.onRefresh?.({
         ok,
         trigger,
-        keyCount: this.keys.size,
+        keyCount: this.usableKeys().size,
         durationMs: finished - started,
         ...(error !== undefined ? { error } : {}),
       });
@@ -185,8 +192,16 @@ export class FirebaseKeyStore {
     return ok;
   }
 
+  /** The keys, unless every refresh has failed for longer than the grace period past their expiry. */
+  private usableKeys(): Map<string, { pem: string; key: CryptoKey }> {
+    if (this.keys.size > 0 && this.expiresAt !== undefined && this.now() > this.expiresAt + this.o.maxStaleMs) {
+      this.keys = new Map();
+    }
+    return this.keys;
+  }
+
   /** One GET of the endpoint; throws with a short explanation on anything unexpected. */
-  private async download(): Promise<{ keys: Map<string, CryptoKey>; maxAgeMs: number }> {
+  private async download(): Promise<{ keys: Map<string, { pem: string; key: CryptoKey }>; maxAgeMs: number }> {
     const response = await this.fetch(this.o.url, {
       headers: { accept: 'application/json' },
       signal: AbortSignal.timeout(this.o.fetchTimeoutMs),
@@ -195,8 +210,7 @@ export class FirebaseKeyStore {
       await response.body?.cancel();
       throw new Error(`key endpoint answered HTTP ${response.status}`);
     }
-    const text = await response.text();
-    if (text.length > MAX_BODY_CHARS) throw new Error('key endpoint response is too large');
+    const text = await readAtMost(response, MAX_BODY_BYTES);
 
     let body: unknown;
     try {
@@ -211,11 +225,18 @@ export class FirebaseKeyStore {
     if (entries.length === 0) throw new Error('key endpoint returned no keys');
 
     // All or nothing: a response we only half understand is not one to trust.
-    const keys = new Map<string, CryptoKey>();
+    const keys = new Map<string, { pem: string; key: CryptoKey }>();
     for (const [kid, pem] of entries) {
       if (typeof pem !== 'string') throw new Error(`key ${kid} is not a PEM string`);
+      // An unchanged certificate keeps its imported key: no second import, and tokens
+      // already verified with it stay in the verified-token cache.
+      const known = this.keys.get(kid);
+      if (known?.pem === pem) {
+        keys.set(kid, known);
+        continue;
+      }
       try {
-        keys.set(kid, await importX509(pem, 'RS256'));
+        keys.set(kid, { pem, key: await importX509(pem, 'RS256') });
       } catch (err) {
         throw new Error(`key ${kid} is not a usable RS256 certificate: ${(err as Error).message}`);
       }
@@ -228,4 +249,18 @@ export class FirebaseKeyStore {
     const ms = match ? Number(match[1]) * 1000 : this.o.defaultMaxAgeMs;
     return Math.min(Math.max(ms, this.o.minMaxAgeMs), this.o.maxMaxAgeMs);
   }
+}
+
+/** The body as text, refusing it (without reading further) once it passes `limit` bytes. */
+async function readAtMost(response: Response, limit: number): Promise<string> {
+  if (!response.body) return '';
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  // Leaving the loop by throwing cancels the stream, which closes the connection.
+  for await (const chunk of response.body) {
+    size += chunk.byteLength;
+    if (size > limit) throw new Error('key endpoint response is too large');
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }

@@ -6,7 +6,14 @@ import {
 } from '@sekisho/devstack/firebase-keys';
 import { CompactSign, SignJWT } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type KeyLookup, MAX_TOKEN_LENGTH, type ResolveKey, type VerifyResult, verifyFirebaseIdToken } from './verify';
+import {
+  type KeyLookup,
+  MAX_TOKEN_LENGTH,
+  type ResolveKey,
+  VerifiedTokenCache,
+  type VerifyResult,
+  verifyFirebaseIdToken,
+} from './verify';
 
 // Real RS256 keys with real self-signed X.509 certificates (devstack's Firebase key
 // fixture), real Firebase-format tokens, and a fixed clock.
@@ -240,6 +247,77 @@ describe('verifyFirebaseIdToken', () => {
         .setProtectedHeader({ alg: 'RS256', kid: key.kid })
         .sign(key.privateKey);
       expect(await verify(token)).toMatchObject(rejected('INVALID_TOKEN', 'payload_invalid'));
+    });
+  });
+
+  describe('with a verified-token cache', () => {
+    const cached = (token: string, cache: VerifiedTokenCache, opts: { at?: number; lookup?: ResolveKey } = {}) =>
+      verifyFirebaseIdToken(token, {
+        projectId,
+        resolveKey: opts.lookup ?? resolveKey,
+        now: opts.at ?? now,
+        clockToleranceMs: toleranceMs,
+        cache,
+      });
+
+    it('remembers a token that passed and accepts it again with the same claims', async () => {
+      const cache = new VerifiedTokenCache(10);
+      const token = await mint({ email: 'taro@example.com' });
+      const first = await cached(token, cache);
+      expect(cache.size).toBe(1);
+      expect(await cached(token, cache)).toEqual(first);
+    });
+
+    it('checks the time again on every use: a remembered token still expires', async () => {
+      const cache = new VerifiedTokenCache(10);
+      const token = await mint({ expiresIn: 3600 });
+      expect((await cached(token, cache)).ok).toBe(true);
+      expect(await cached(token, cache, { at: issuedAt.getTime() + 2 * 3_600_000 })).toMatchObject(
+        rejected('TOKEN_EXPIRED', 'expired'),
+      );
+    });
+
+    it('checks the project again on every use', async () => {
+      const cache = new VerifiedTokenCache(10);
+      const token = await mint();
+      expect((await cached(token, cache)).ok).toBe(true);
+      const other = await verifyFirebaseIdToken(token, {
+        projectId: 'other-project',
+        resolveKey,
+        now,
+        clockToleranceMs: toleranceMs,
+        cache,
+      });
+      expect(other).toMatchObject(rejected('INVALID_TOKEN', 'iss_mismatch'));
+    });
+
+    it('does not trust an entry once the key store answers with another key for the kid', async () => {
+      const cache = new VerifiedTokenCache(10);
+      const token = await mint();
+      expect((await cached(token, cache)).ok).toBe(true);
+      const replaced: ResolveKey = async () => ({ status: 'found', key: otherKey.publicKey });
+      expect(await cached(token, cache, { lookup: replaced })).toMatchObject(
+        rejected('INVALID_TOKEN', 'signature_invalid'),
+      );
+      const gone: ResolveKey = async () => ({ status: 'unknown' });
+      expect(await cached(token, cache, { lookup: gone })).toMatchObject(rejected('INVALID_TOKEN', 'kid_unknown'));
+    });
+
+    it('never remembers a token that failed', async () => {
+      const cache = new VerifiedTokenCache(10);
+      await cached(await mint({ expiresIn: 60 }), cache);
+      await cached(await mint({ audience: 'other' }), cache);
+      await cached(await mint({ kid: key.kid }, otherKey), cache);
+      expect(cache.size).toBe(0);
+    });
+
+    it('holds at most maxEntries tokens, dropping the oldest; 0 turns it off', async () => {
+      const cache = new VerifiedTokenCache(2);
+      for (const uid of ['a', 'b', 'c']) await cached(await mint({ uid }), cache);
+      expect(cache.size).toBe(2);
+      const off = new VerifiedTokenCache(0);
+      await cached(await mint(), off);
+      expect(off.size).toBe(0);
     });
   });
 

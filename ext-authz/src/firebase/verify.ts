@@ -85,6 +85,40 @@ export interface VerifyOptions {
   now: number;
   /** Allowed clock skew between Google and this host, ms. */
   clockToleranceMs: number;
+  /** Tokens whose signature was already checked; see VerifiedTokenCache. */
+  cache?: VerifiedTokenCache;
+}
+
+/**
+ * Remembers the payload of tokens that passed every check, with the key that checked
+ * the signature, so a client's next requests with the same token skip the RSA
+ * verification (most of the cost of a Check). Only the signature is remembered: the
+ * claims, time included, are checked again on every use, and an entry counts only
+ * while the key store still returns the very same key for its kid. Bounded: the
+ * oldest entry goes when it is full.
+ */
+export class VerifiedTokenCache {
+  private readonly entries = new Map<string, { key: CryptoKey; payload: Readonly<Record<string, unknown>> }>();
+
+  constructor(readonly maxEntries: number) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  payloadFor(token: string, key: CryptoKey): Readonly<Record<string, unknown>> | undefined {
+    const entry = this.entries.get(token);
+    return entry?.key === key ? entry.payload : undefined;
+  }
+
+  remember(token: string, key: CryptoKey, payload: Readonly<Record<string, unknown>>): void {
+    if (this.maxEntries <= 0 || this.entries.has(token)) return;
+    if (this.entries.size >= this.maxEntries) {
+      const oldest = this.entries.keys().next();
+      if (!oldest.done) this.entries.delete(oldest.value);
+    }
+    this.entries.set(token, { key, payload });
+  }
 }
 
 const segment = /^[A-Za-z0-9_-]+$/;
@@ -111,6 +145,9 @@ export async function verifyFirebaseIdToken(token: string, opts: VerifyOptions):
   if (lookup.status === 'unavailable') return { ok: false, code: 'SERVICE_UNAVAILABLE', reason: 'keys_unavailable' };
   if (lookup.status === 'unknown') return invalid('kid_unknown');
 
+  const cached = opts.cache?.payloadFor(token, lookup.key);
+  if (cached) return checkClaims(cached, opts);
+
   let payloadBytes: Uint8Array;
   try {
     ({ payload: payloadBytes } = await compactVerify(token, lookup.key, { algorithms: ['RS256'] }));
@@ -119,13 +156,15 @@ export async function verifyFirebaseIdToken(token: string, opts: VerifyOptions):
   }
   const payload = parseJsonObject(payloadBytes);
   if (!payload) return invalid('payload_invalid');
-  return checkClaims(payload, opts);
+  const result = checkClaims(Object.freeze(payload), opts);
+  if (result.ok) opts.cache?.remember(token, lookup.key, result.claims.payload);
+  return result;
 }
 
 // Order matters: a token for another project, or one that was never valid, is
 // INVALID_TOKEN even when it has also expired. TOKEN_EXPIRED tells the client that
 // refreshing the token will help, so it is the last check.
-function checkClaims(payload: Record<string, unknown>, opts: VerifyOptions): VerifyResult {
+function checkClaims(payload: Readonly<Record<string, unknown>>, opts: VerifyOptions): VerifyResult {
   const latest = opts.now + opts.clockToleranceMs;
   const { iss, aud, sub, iat, auth_time: authTime, nbf, exp } = payload;
 

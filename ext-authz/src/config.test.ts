@@ -1,0 +1,36 @@
+import { ConfigError } from '@sekisho/service-kit/config';
+import { describe, expect, it } from 'vitest';
+import { loadExtAuthzConfig } from './config';
+import { GOOGLE_SECURETOKEN_X509_URL } from './firebase/key-store';
+
+describe('loadExtAuthzConfig', () => {
+  it('defaults to Google, loopback and the documented ports', () => {
+    expect(loadExtAuthzConfig({})).toEqual({
+      EXT_AUTHZ_HOST: '127.0.0.1',
+      EXT_AUTHZ_GRPC_PORT: 9001,
+      EXT_AUTHZ_ADMIN_PORT: 9101,
+      EXT_AUTHZ_XDS_ADDRESS: '127.0.0.1:18000',
+      EXT_AUTHZ_NODE_ID: 'ext-authz',
+      EXT_AUTHZ_FIREBASE_CERTS_URL: GOOGLE_SECURETOKEN_X509_URL,
+      EXT_AUTHZ_CLOCK_TOLERANCE: 5_000,
+      EXT_AUTHZ_KEYS_FETCH_TIMEOUT: 5_000,
+      EXT_AUTHZ_KEYS_UNKNOWN_KID_INTERVAL: 30_000,
+      EXT_AUTHZ_KEYS_MAX_STALE: 86_400_000,
+      EXT_AUTHZ_TOKEN_CACHE_SIZE: 10_000,
+      LOG_LEVEL: 'info',
+    });
+  });
+
+  it.each([
+    ['EXT_AUTHZ_FIREBASE_CERTS_URL', 'file:///etc/keys.json'],
+    ['EXT_AUTHZ_CLOCK_TOLERANCE', '10m'],
+    ['EXT_AUTHZ_KEYS_FETCH_TIMEOUT', '0ms'],
+    ['EXT_AUTHZ_KEYS_UNKNOWN_KID_INTERVAL', '10ms'],
+    ['EXT_AUTHZ_TOKEN_CACHE_SIZE', '-1'],
+    ['EXT_AUTHZ_GRPC_PORT', 'ninety'],
+  ])('refuses %s=%s, naming the variable', (variable, value) => {
+    const attempt = () => loadExtAuthzConfig({ [variable]: value });
+    expect(attempt).toThrow(ConfigError);
+    expect(attempt).toThrow(variable);
+  });
+});
