@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { type AddressInfo, createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -33,6 +34,20 @@ describe('demo-upstream main', () => {
       expect(output()).toContain('shutdown_complete');
     } finally {
       child.kill('SIGKILL');
+    }
+  });
+
+  it('exits 1 with a startup_failed record when its port is taken', async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    try {
+      const { child, output } = run({ DEMO_UPSTREAM_PORT: String((blocker.address() as AddressInfo).port) });
+      const [code] = await once(child, 'exit');
+      expect(code).toBe(1);
+      expect(output()).toContain('"event_type":"startup_failed"');
+      expect(output()).toContain('EADDRINUSE');
+    } finally {
+      blocker.close();
     }
   });
 

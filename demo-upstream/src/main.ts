@@ -22,6 +22,17 @@ const upstream = await startDemoUpstream({
   host: config.DEMO_UPSTREAM_HOST,
   port: config.DEMO_UPSTREAM_PORT,
   logger,
+}).catch((error: unknown) => {
+  // A port in use: one record and exit 1, not an unhandled rejection.
+  logger.fatal(
+    {
+      category: 'technical',
+      event_type: 'startup_failed',
+      error_details: error instanceof Error ? error.message : String(error),
+    },
+    'demo upstream could not start',
+  );
+  process.exit(1);
 });
 logger.info(
   { category: 'technical', event_type: 'started', upstream_service: config.DEMO_UPSTREAM_NAME, url: upstream.url },

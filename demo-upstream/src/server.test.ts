@@ -60,6 +60,16 @@ describe('startDemoUpstream', () => {
     u.setFault(null);
   });
 
+  it('keeps the fault a request started with when the fault is cleared during its delay', async () => {
+    const u = await start();
+    u.setFault({ status: 503, delayMs: 200, count: 1 });
+    const delayed = fetch(`${u.url}/slow`);
+    await new Promise((r) => setTimeout(r, 50));
+    u.setFault(null);
+    expect((await delayed).status).toBe(503);
+    expect((await fetch(`${u.url}/x`)).status).toBe(200);
+  });
+
   it('refuses a body over the limit with 413', async () => {
     const u = await start(10);
     const res = await fetch(`${u.url}/upload`, { method: 'POST', body: 'x'.repeat(11) });

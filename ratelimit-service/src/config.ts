@@ -21,7 +21,11 @@ export const configSchema = z.object({
   RATELIMIT_REDIS_FAILURE_MODE: envEnum(['allow', 'deny'], 'allow'),
   /** What to answer before the first policy arrives; defaults to RATELIMIT_REDIS_FAILURE_MODE. */
   RATELIMIT_NO_POLICY_MODE: z.enum(['allow', 'deny']).optional(),
-  /** Per-command Redis timeout; keep it well under Envoy's ratelimit timeout (20 ms by default). */
+  /**
+   * Per-command Redis timeout. Keep it under the timeout Envoy gives this service (the gateway
+   * definition's policyServices.rateLimit.timeout, 100 ms by default), or Envoy gives up first
+   * and its own failure mode answers instead of RATELIMIT_REDIS_FAILURE_MODE.
+   */
   RATELIMIT_REDIS_TIMEOUT: envDuration('50ms'),
   /** Optional secret: Redis keys then hold an HMAC of user ids and IPs rather than a plain hash. */
   RATELIMIT_KEY_SECRET: z.string().min(16).optional(),

@@ -61,16 +61,19 @@ describe.skipIf(Boolean(process.env.REDIS_URL)).each(['allow', 'deny'] as const)
     it(`${refused ? 'refuses' : 'allows'} requests before the first policy by the same mode`, async () => {
       await expectFailureAnswer();
       expect(service.app.isReady()).toBe(false);
+      expect(service.app.status()).toMatchObject({ policy_version: null, redis_connected_since_start: true });
     });
 
-    it(`${refused ? 'refuses' : 'allows'} while Redis is down, counts the errors, and recovers when it returns`, async () => {
+    it(`${refused ? 'refuses' : 'allows'} while Redis is down, stays ready, counts the errors, and recovers`, async () => {
       service.app.applyPolicy(testPolicy, 'v1');
       await expectDecidedAnswer();
       expect(service.app.isReady()).toBe(true);
 
       await control.down();
-      await eventually(() => !service.app.isReady());
-      expect((await service.admin('/readyz')).status).toBe(503);
+      await eventually(() => service.app.status().redis !== 'ready');
+      // Still ready: taken out of service, the pod could not answer by its failure mode.
+      expect(service.app.isReady()).toBe(true);
+      expect((await service.admin('/readyz')).status).toBe(200);
       const logsBefore = service.logs.length;
       for (let i = 0; i < 5; i++) await expectFailureAnswer();
       expect(service.logs.some((r) => r.event_type === 'redis_disconnected')).toBe(true);
@@ -80,19 +83,23 @@ describe.skipIf(Boolean(process.env.REDIS_URL)).each(['allow', 'deny'] as const)
       expect(unmatched.overallCode).toBe(Code.OK);
 
       const metrics = (await service.admin('/metrics')).text;
-      const errors = Number(metrics.match(/sekisho_ratelimit_redis_errors_total\{[^}]*\} (\d+)/)?.[1]);
-      expect(errors).toBeGreaterThanOrEqual(5);
+      expect(redisErrors(metrics)).toBeGreaterThanOrEqual(5);
       expect(metrics).toMatch(
         new RegExp(`sekisho_ratelimit_decisions_total\\{[^}]*result="failure_${refused ? 'denied' : 'allowed'}"`),
       );
       expect(metrics).toMatch(/sekisho_ratelimit_redis_up\{[^}]*\} 0/);
+      expect(JSON.parse((await service.admin('/status')).text)).toMatchObject({
+        policy_version: 'v1',
+        redis_connected_since_start: true,
+      });
       // Five failed calls, one log record: an outage must not write a line per request.
       const failures = service.logs.slice(logsBefore).filter((r) => r.event_type === 'ratelimit_backend_error');
       expect(failures).toHaveLength(1);
       expect(failures[0]).toMatchObject({ level: 'ERROR', category: 'technical', failure_mode: mode });
 
+      // Back, empty and without the script: EVALSHA falls back to EVAL.
       await control.up();
-      await eventually(() => service.app.isReady());
+      await eventually(() => service.app.status().redis === 'ready');
       await expectDecidedAnswer();
     });
 
@@ -109,8 +116,30 @@ describe.skipIf(Boolean(process.env.REDIS_URL)).each(['allow', 'deny'] as const)
         control.resume();
       }
       expect(redisErrors((await service.admin('/metrics')).text)).toBe(errorsBefore + 2);
-      await eventually(() => service.app.isReady());
+      expect(service.app.isReady()).toBe(true);
       await expectDecidedAnswer();
+    });
+
+    it('is not ready while Redis has never been reached since start, and answers by the mode meanwhile', async () => {
+      await control.down();
+      const late = await startTestService({
+        redisUrl: redisServer.url,
+        env: { RATELIMIT_REDIS_FAILURE_MODE: mode, RATELIMIT_REDIS_TIMEOUT: '50ms' },
+      });
+      try {
+        late.app.applyPolicy(testPolicy, 'v1');
+        expect(late.app.isReady()).toBe(false);
+        expect((await late.admin('/readyz')).status).toBe(503);
+        expect(late.app.status()).toMatchObject({ policy_version: 'v1', redis_connected_since_start: false });
+        const response = await late.call(request());
+        expect(response.overallCode).toBe(refused ? Code.OVER_LIMIT : Code.OK);
+
+        await control.up();
+        await eventually(() => late.app.isReady());
+        expect((await late.admin('/readyz')).status).toBe(200);
+      } finally {
+        await late.close();
+      }
     });
   },
 );

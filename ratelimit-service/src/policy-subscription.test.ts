@@ -18,6 +18,7 @@ import { authenticated, eventually, startTestService, type TestService, testPoli
 const typeUrl = policyTypeUrls.rateLimit;
 let redis: RedisHandle;
 let ads: GrpcServer;
+let adsPort: number;
 let service: TestService;
 const requests: DiscoveryRequest[] = [];
 const streams: Array<ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>> = [];
@@ -39,20 +40,24 @@ const answerTo = async (sent: string) => {
   return requests.find((r) => r.responseNonce === sent) as DiscoveryRequest;
 };
 
+const impl: AggregatedDiscoveryServiceServer = {
+  streamAggregatedResources: (call) => {
+    streams.push(call);
+    call.on('data', (request: DiscoveryRequest) => requests.push(request));
+    call.on('error', () => {});
+  },
+  deltaAggregatedResources: (call) => call.end(),
+};
+const startAds = (port: number) =>
+  startGrpcServer({ port, register: (s) => s.addService(AggregatedDiscoveryServiceService, impl) });
+
 beforeAll(async () => {
   redis = await startRedis();
-  const impl: AggregatedDiscoveryServiceServer = {
-    streamAggregatedResources: (call) => {
-      streams.push(call);
-      call.on('data', (request: DiscoveryRequest) => requests.push(request));
-      call.on('error', () => {});
-    },
-    deltaAggregatedResources: (call) => call.end(),
-  };
-  ads = await startGrpcServer({ port: 0, register: (s) => s.addService(AggregatedDiscoveryServiceService, impl) });
+  ads = await startAds(0);
+  adsPort = ads.port;
   service = await startTestService({
     redisUrl: redis.url,
-    env: { RATELIMIT_XDS_ADDRESS: `127.0.0.1:${ads.port}`, RATELIMIT_NODE_ID: 'ratelimit-test-node' },
+    env: { RATELIMIT_XDS_ADDRESS: `127.0.0.1:${adsPort}`, RATELIMIT_NODE_ID: 'ratelimit-test-node' },
     subscribe: true,
   });
 });
@@ -94,5 +99,21 @@ describe('policy over ADS', () => {
     expect(service.app.status()).toMatchObject({ policy_version: 'v1' });
     const response = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-ads')] });
     expect(response.overallCode).toBe(Code.OK);
+  });
+
+  it('keeps the policy in force and stays ready while the control plane is gone, then resubscribes', async () => {
+    const streamsBefore = streams.length;
+    const logsBefore = service.logs.length;
+    await ads.close(0);
+    await eventually(() => service.logs.slice(logsBefore).some((r) => r.event_type === 'policy_stream_error'));
+    expect(service.app.isReady()).toBe(true);
+    expect(service.app.status()).toMatchObject({ policy_version: 'v1' });
+    const response = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-gone')] });
+    expect(response.statuses[0]?.currentLimit?.name).toBe('authenticated/user/60s');
+
+    ads = await startAds(adsPort);
+    await eventually(() => streams.length > streamsBefore);
+    // The new stream says which version the service holds, so the control plane need not resend it.
+    await eventually(() => requests.at(-1)?.versionInfo === 'v1');
   });
 });

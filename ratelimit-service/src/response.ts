@@ -73,7 +73,9 @@ function statusOf(decisions: readonly LimitDecision[]): DescriptorStatus {
   };
 }
 
-const header = (key: string, value: string | number) => ({ key, value: String(value), rawValue: Buffer.alloc(0) });
+// raw_value stays empty (unset): Envoy then uses value. One shared empty buffer, never written.
+const noRawValue = Buffer.alloc(0);
+const header = (key: string, value: string | number) => ({ key, value: String(value), rawValue: noRawValue });
 
 /** The response for descriptors the limiter decided on; [] = no rule matched that descriptor. */
 export function decidedResponse(perDescriptor: ReadonlyArray<readonly LimitDecision[]>): RateLimitResponse {

@@ -57,6 +57,21 @@ describe('before the first policy', () => {
     expect(service.logs.some((r) => r.event_type === 'ratelimit_no_policy')).toBe(true);
   });
 
+  it('answers by RATELIMIT_NO_POLICY_MODE when it differs from the Redis failure mode', async () => {
+    const other = await startTestService({
+      redisUrl: redisServer.url,
+      env: { RATELIMIT_REDIS_FAILURE_MODE: 'allow', RATELIMIT_NO_POLICY_MODE: 'deny' },
+    });
+    try {
+      const response = await other.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-1')] });
+      expect(response.overallCode).toBe(Code.OVER_LIMIT);
+      expect(headersOf(response)).toEqual({ 'retry-after': '1' });
+      expect(other.app.status()).toMatchObject({ redis_failure_mode: 'allow', no_policy_mode: 'deny' });
+    } finally {
+      await other.close();
+    }
+  });
+
   it('becomes ready once a policy is applied, and shows its version', async () => {
     service.app.applyPolicy(testPolicy, 'v1');
     expect(service.app.isReady()).toBe(true);
@@ -66,6 +81,7 @@ describe('before the first policy', () => {
       domain: rateLimitDomain,
       rule_count: 4,
       redis: 'ready',
+      redis_connected_since_start: true,
     });
   });
 });

