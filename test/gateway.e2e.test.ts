@@ -75,6 +75,12 @@ async function buildDefinition() {
         limits: [{ per: 'user', limit: 3, window: '1m' }],
       },
       { match: '/api/v1/auth/*', to: 'customer', auth: 'none', limits: [{ per: 'ip', limit: 100, window: '1m' }] },
+      {
+        match: 'POST /api/v1/password-reset',
+        to: 'customer',
+        auth: 'none',
+        limits: [{ per: 'ip', limit: 2, window: '1m', blockFor: '15m' }],
+      },
     ],
   };
 }
@@ -237,6 +243,23 @@ describe('walking skeleton through a real Envoy', () => {
     expect((await call('/api/v1/appointments', { method: 'POST', token: other, body: '{}' })).status).toBe(200);
   });
 
+  it('blocks an IP for blockFor once an unauthenticated route limit is exceeded', async () => {
+    showLogsOnFailure();
+    const attempts: number[] = [];
+    for (let i = 0; i < 2; i++)
+      attempts.push((await call('/api/v1/password-reset', { method: 'POST', body: '{}' })).status);
+    expect(attempts).toEqual([200, 200]);
+    const blocked = await call('/api/v1/password-reset', { method: 'POST', body: '{}' });
+    expect(blocked.status).toBe(429);
+    expect(blocked.body.error.code).toBe('RATE_LIMIT_EXCEEDED');
+    // The block (15 minutes), not the rest of the one-minute window, is what the client must wait.
+    expect(Number(blocked.headers.get('retry-after'))).toBeGreaterThan(60);
+    expect(Number(blocked.headers.get('retry-after'))).toBeLessThanOrEqual(900);
+    // A token does not lift an IP block on an anonymous route.
+    const token = await stack.mintToken('user-same-ip', { group: 'basic_customer' });
+    expect((await call('/api/v1/password-reset', { method: 'POST', token, body: '{}' })).status).toBe(429);
+  });
+
   it('serves a route added to the definition within seconds, without restarting anything', async () => {
     showLogsOnFailure();
     const token = await stack.mintToken('user-new-route', { group: 'basic_customer' });
@@ -290,5 +313,35 @@ describe('walking skeleton through a real Envoy', () => {
     expect((await call('/api/v1/customer/profile', { token })).status).toBe(200);
     expect((await call('/api/v1/appointments/mine', { token })).status).toBe(200);
     expect((await call('/api/v1/broken', { token })).status).toBe(404);
+  });
+
+  it('keeps serving when Redis goes down (rate-limit failure mode "allow") and limits again when it is back', async () => {
+    showLogsOnFailure();
+    const control = stack.redis.control;
+    if (!control) throw new Error('this test needs a redis-server the stack started itself (unset REDIS_URL)');
+    const token = await stack.mintToken('user-during-outage', { group: 'verified_customer' });
+    await control.down();
+    try {
+      const during: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        during.push((await call('/api/v1/appointments', { method: 'POST', token, body: '{}' })).status);
+      }
+      // The route allows 3 a minute; with Redis gone nothing is counted and nothing refused.
+      expect(during).toEqual([200, 200, 200, 200, 200]);
+    } finally {
+      await control.up();
+    }
+    const after = await eventually(
+      async () => {
+        const statuses: number[] = [];
+        for (let i = 0; i < 4; i++) {
+          statuses.push((await call('/api/v1/appointments', { method: 'POST', token, body: '{}' })).status);
+        }
+        return statuses.at(-1) === 429 ? statuses : undefined;
+      },
+      15_000,
+      'limits applying again after Redis came back',
+    );
+    expect(after.at(-1)).toBe(429);
   });
 });
