@@ -1,18 +1,14 @@
-import { credentials, type ServerDuplexStream } from '@grpc/grpc-js';
+import { credentials } from '@grpc/grpc-js';
 import { createFirebaseKeyServer, type FirebaseKeyServer, mintIdToken } from '@sekisho/devstack/firebase-keys';
 import {
   AuthorizationClient,
   CheckRequest,
   type CheckResponse,
 } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
-import {
-  type AggregatedDiscoveryServiceServer,
-  AggregatedDiscoveryServiceService,
-} from '@sekisho/proto/envoy/service/discovery/v3/ads';
-import type { DiscoveryRequest, DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { authzContextKeys, identityHeaders, policyTypeUrls } from '@sekisho/service-kit/contract';
-import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
+import type { GrpcServer } from '@sekisho/service-kit/grpc-server';
+import { startPolicyServer } from '@sekisho/service-kit/testing/policy-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ExtAuthzApp, startExtAuthzApp } from './app';
 import { loadExtAuthzConfig } from './config';
@@ -33,38 +29,15 @@ const policy = AuthzPolicy.fromPartial({
   },
 });
 
-/** A control plane reduced to what ext-authz needs: one ADS stream, responses pushed by the test. */
+/** A control plane reduced to what ext-authz needs: one ADS stream, AuthzPolicies pushed by the test. */
 async function controlPlane() {
-  const requests: DiscoveryRequest[] = [];
-  const streams: Array<ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>> = [];
-  const impl: AggregatedDiscoveryServiceServer = {
-    streamAggregatedResources: (call) => {
-      streams.push(call);
-      call.on('data', (request: DiscoveryRequest) => requests.push(request));
-      call.on('error', () => {});
-    },
-    deltaAggregatedResources: (call) => call.end(),
-  };
-  const server = await startGrpcServer({
-    port: 0,
-    register: (s) => s.addService(AggregatedDiscoveryServiceService, impl),
-  });
-  let nonce = 0;
+  const ads = await startPolicyServer();
   return {
-    server,
-    requests,
-    connected: () => streams.length > 0,
-    push(version: string, authz: AuthzPolicy) {
-      nonce += 1;
-      streams.at(-1)?.write({
-        versionInfo: version,
-        resources: [{ typeUrl: policyTypeUrls.authz, value: Buffer.from(AuthzPolicy.encode(authz).finish()) }],
-        canary: false,
-        typeUrl: policyTypeUrls.authz,
-        nonce: String(nonce),
-      });
-      return String(nonce);
-    },
+    server: ads.server,
+    requests: ads.requests,
+    connected: ads.connected,
+    push: (version: string, authz: AuthzPolicy) =>
+      ads.push(policyTypeUrls.authz, version, AuthzPolicy.encode(authz).finish()),
   };
 }
 

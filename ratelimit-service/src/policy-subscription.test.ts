@@ -1,59 +1,26 @@
-import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
-import {
-  type AggregatedDiscoveryServiceServer,
-  AggregatedDiscoveryServiceService,
-} from '@sekisho/proto/envoy/service/discovery/v3/ads';
-import type { DiscoveryRequest, DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
 import { RateLimitResponse_Code as Code } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import { RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { policyResourceNames, policyTypeUrls, rateLimitDomain } from '@sekisho/service-kit/contract';
-import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
+import { type PolicyServer, startPolicyServer } from '@sekisho/service-kit/testing/policy-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authenticated, eventually, startTestService, type TestService, testPolicy } from './test-helpers';
 
 // The service's policy arrives over a real ADS stream. The control plane is played by a
-// minimal ADS server that records requests and pushes what the test gives it.
+// minimal ADS server (service-kit/src/testing) that records requests and pushes what the test gives it.
 
 const typeUrl = policyTypeUrls.rateLimit;
 let redis: RedisHandle;
-let ads: GrpcServer;
+let ads: PolicyServer;
 let adsPort: number;
 let service: TestService;
-const requests: DiscoveryRequest[] = [];
-const streams: Array<ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>> = [];
-let nonce = 0;
-
-const push = (version: string, policy: RateLimitPolicy): string => {
-  nonce += 1;
-  streams.at(-1)?.write({
-    versionInfo: version,
-    resources: [{ typeUrl, value: Buffer.from(RateLimitPolicy.encode(policy).finish()) }],
-    canary: false,
-    typeUrl,
-    nonce: String(nonce),
-  });
-  return String(nonce);
-};
-const answerTo = async (sent: string) => {
-  await eventually(() => requests.some((r) => r.responseNonce === sent));
-  return requests.find((r) => r.responseNonce === sent) as DiscoveryRequest;
-};
-
-const impl: AggregatedDiscoveryServiceServer = {
-  streamAggregatedResources: (call) => {
-    streams.push(call);
-    call.on('data', (request: DiscoveryRequest) => requests.push(request));
-    call.on('error', () => {});
-  },
-  deltaAggregatedResources: (call) => call.end(),
-};
-const startAds = (port: number) =>
-  startGrpcServer({ port, register: (s) => s.addService(AggregatedDiscoveryServiceService, impl) });
+const push = (version: string, policy: RateLimitPolicy): string =>
+  ads.push(typeUrl, version, RateLimitPolicy.encode(policy).finish());
+const answerTo = (sent: string) => ads.answerTo(sent);
 
 beforeAll(async () => {
   redis = await startRedis();
-  ads = await startAds(0);
+  ads = await startPolicyServer(0);
   adsPort = ads.port;
   service = await startTestService({
     redisUrl: redis.url,
@@ -64,14 +31,14 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await service?.close();
-  await ads?.close(0);
+  await ads?.close();
   await redis?.stop();
 });
 
 describe('policy over ADS', () => {
   it('subscribes to the RateLimitPolicy resource, applies and ACKs it, and becomes ready', async () => {
-    await eventually(() => requests.length > 0);
-    expect(requests[0]).toMatchObject({
+    await eventually(() => ads.requests.length > 0);
+    expect(ads.requests[0]).toMatchObject({
       typeUrl,
       resourceNames: [policyResourceNames.rateLimit],
       node: { id: 'ratelimit-test-node' },
@@ -102,18 +69,17 @@ describe('policy over ADS', () => {
   });
 
   it('keeps the policy in force and stays ready while the control plane is gone, then resubscribes', async () => {
-    const streamsBefore = streams.length;
     const logsBefore = service.logs.length;
-    await ads.close(0);
+    await ads.close();
     await eventually(() => service.logs.slice(logsBefore).some((r) => r.event_type === 'policy_stream_error'));
     expect(service.app.isReady()).toBe(true);
     expect(service.app.status()).toMatchObject({ policy_version: 'v1' });
     const response = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-gone')] });
     expect(response.statuses[0]?.currentLimit?.name).toBe('authenticated/user/60s');
 
-    ads = await startAds(adsPort);
-    await eventually(() => streams.length > streamsBefore);
+    ads = await startPolicyServer(adsPort);
+    await eventually(() => ads.connected());
     // The new stream says which version the service holds, so the control plane need not resend it.
-    await eventually(() => requests.at(-1)?.versionInfo === 'v1');
+    await eventually(() => ads.requests.at(-1)?.versionInfo === 'v1');
   });
 });

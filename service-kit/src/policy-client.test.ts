@@ -1,51 +1,24 @@
-import type { ServerDuplexStream } from '@grpc/grpc-js';
-import {
-  type AggregatedDiscoveryServiceServer,
-  AggregatedDiscoveryServiceService,
-} from '@sekisho/proto/envoy/service/discovery/v3/ads';
-import type { DiscoveryRequest, DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
 import { PermissionSet } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type GrpcServer, startGrpcServer } from './grpc-server';
+import type { GrpcServer } from './grpc-server';
 import { createLogger } from './logger';
 import { type PolicySubscription, type PolicySubscriptionOptions, subscribePolicy } from './policy-client';
+import { startPolicyServer } from './testing/policy-server';
 
 // A tiny real ADS server: records every request and lets the test push responses.
 // PermissionSet stands in for a policy message (any message works on the wire).
 const typeUrl = 'type.googleapis.com/sekisho.policy.v1.PermissionSet';
 
+/** The shared test ADS server, pushing PermissionSets (or bytes that decode to nothing). */
 async function fakeControlPlane(port = 0) {
-  const requests: DiscoveryRequest[] = [];
-  const streams: Array<ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>> = [];
-  const impl: AggregatedDiscoveryServiceServer = {
-    streamAggregatedResources: (call) => {
-      streams.push(call);
-      call.on('data', (request: DiscoveryRequest) => requests.push(request));
-      call.on('error', () => {});
-    },
-    deltaAggregatedResources: (call) => call.end(),
-  };
-  const server = await startGrpcServer({
-    port,
-    register: (s) => s.addService(AggregatedDiscoveryServiceService, impl),
-  });
-  let nonce = 0;
-  const push = (version: string, permissions: string[] | 'garbage', type = typeUrl) => {
-    const value =
-      permissions === 'garbage'
-        ? Buffer.from([0xff, 0xff, 0xff])
-        : Buffer.from(PermissionSet.encode({ permissions }).finish());
-    nonce += 1;
-    streams.at(-1)?.write({
-      versionInfo: version,
-      resources: [{ typeUrl: type, value }],
-      canary: false,
-      typeUrl: type,
-      nonce: String(nonce),
-    });
-    return String(nonce);
-  };
-  return { server, requests, push };
+  const ads = await startPolicyServer(port);
+  const push = (version: string, permissions: string[] | 'garbage', type = typeUrl) =>
+    ads.push(
+      type,
+      version,
+      permissions === 'garbage' ? Buffer.from([0xff, 0xff, 0xff]) : PermissionSet.encode({ permissions }).finish(),
+    );
+  return { server: ads.server, requests: ads.requests, push };
 }
 
 async function until<T>(probe: () => T | undefined, timeoutMs = 5_000): Promise<T> {
