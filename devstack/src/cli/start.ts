@@ -81,14 +81,17 @@ More tokens: npm run mint-token -- --uid alice --group premium_customer
 Press Ctrl-C to stop everything.
 ${line}`);
 
-let stopping = false;
+let stoppingSince: number | undefined;
 const shutdown = async () => {
-  if (stopping) {
+  if (stoppingSince !== undefined) {
+    // One Ctrl-C can arrive twice: from the terminal to the whole process group, and
+    // relayed by tsx to this process. Only a later, deliberate second one means "now".
+    if (Date.now() - stoppingSince < 1_500) return;
     // The supervisor's exit hook and watchdogs SIGKILL whatever is still running.
     console.error('\nSekisho: stopping at once.');
     process.exit(1);
   }
-  stopping = true;
+  stoppingSince = Date.now();
   console.log('\nSekisho: stopping… (Ctrl-C again to stop at once)');
   try {
     await stack.stop();
