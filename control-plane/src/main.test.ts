@@ -147,9 +147,9 @@ describe('control plane main', () => {
     expect(lines.slice(1).map((l) => l.trim().split(':')[0])).toEqual(['routes[0].to', 'routes[1].to']);
   }, 30_000);
 
-  it('as a process: exits 1 naming CONTROL_PLANE_DEFINITION when it is missing', async () => {
+  it('as a process: exits 2 naming CONTROL_PLANE_DEFINITION when it is missing', async () => {
     const { code, stderr } = await runMain({});
-    expect(code).toBe(1);
+    expect(code).toBe(2);
     expect(stderr).toContain('CONTROL_PLANE_DEFINITION');
   }, 30_000);
 

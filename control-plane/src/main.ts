@@ -2,11 +2,12 @@ import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startAdminServer } from '@sekisho/service-kit/admin-server';
-import { ConfigError, envLogLevel, envPort, loadConfig } from '@sekisho/service-kit/config';
+import { envLogLevel, envPort, loadConfig } from '@sekisho/service-kit/config';
 import { startGrpcServer } from '@sekisho/service-kit/grpc-server';
-import { createLogger, type Logger } from '@sekisho/service-kit/logger';
+import type { Logger } from '@sekisho/service-kit/logger';
 import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
-import { installShutdown, type ShutdownStep } from '@sekisho/service-kit/shutdown';
+import { runService } from '@sekisho/service-kit/run-service';
+import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import type { FieldError } from './definition/load';
@@ -132,32 +133,12 @@ export async function startControlPlane(
   };
 }
 
-async function main(): Promise<void> {
-  let config: ControlPlaneConfig;
-  try {
-    config = loadConfig(configSchema);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    process.stderr.write(`control-plane: ${error.message}\n`);
-    process.exit(1);
-  }
-  const logger = createLogger('control-plane', { level: config.LOG_LEVEL });
-  const registry = createMetricsRegistry('control-plane');
-  let controlPlane: ControlPlane;
-  try {
-    controlPlane = await startControlPlane(config, { logger, registry });
-  } catch (error) {
-    if (error instanceof InvalidDefinitionError) {
-      // One line per offending field, for the person who just edited the file.
-      process.stderr.write(`control-plane: ${error.message}\n`);
-      process.exit(1);
-    }
-    logger.fatal({ category: 'technical', event_type: 'startup_failed', error_details: String(error) }, 'start failed');
-    process.exit(1);
-  }
-  installShutdown(logger, controlPlane.shutdownSteps);
-}
-
 if (process.argv[1] && realpathSync(resolve(process.argv[1])) === realpathSync(fileURLToPath(import.meta.url))) {
-  await main();
+  await runService({
+    name: 'control-plane',
+    loadConfig: () => loadConfig(configSchema),
+    start: (config, logger) => startControlPlane(config, { logger, registry: createMetricsRegistry('control-plane') }),
+    // One line per offending field, for the person who just edited the file.
+    isUsageError: (error) => error instanceof InvalidDefinitionError,
+  });
 }
