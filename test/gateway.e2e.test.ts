@@ -344,4 +344,55 @@ describe('walking skeleton through a real Envoy', () => {
     );
     expect(after.at(-1)).toBe(429);
   });
+
+  it('fails closed with 503 SERVICE_UNAVAILABLE while ext-authz is down, and recovers when it is back', async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('user-authz-outage', { group: 'verified_customer' });
+    await stack.stopService('ext-authz');
+    try {
+      for (const response of [
+        await call('/api/v1/customer/profile', { token }),
+        await call('/api/v1/auth/login', { method: 'POST', body: '{}' }),
+      ]) {
+        expect(response.status).toBe(503);
+        expect(response.body).toMatchObject({ success: false, error: { code: 'SERVICE_UNAVAILABLE' }, data: null });
+        expect(response.body.error.correlation_id).toBe(response.headers.get('x-request-id'));
+      }
+    } finally {
+      await stack.startService('ext-authz');
+    }
+    await eventually(
+      async () => ((await call('/api/v1/customer/profile', { token })).status === 200 ? true : undefined),
+      15_000,
+      'requests being authorized again',
+    );
+  });
+
+  it('keeps serving the last good configuration while the control plane is down', async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('user-cp-outage', { group: 'verified_customer' });
+    await stack.stopService('control-plane');
+    try {
+      // Envoy, ext-authz and the rate-limit service all keep what they were last given.
+      const response = await call('/api/v1/customer/profile', { token });
+      expect(response.status).toBe(200);
+      expect(response.echo.headers['x-sekisho-user-id']).toBe('user-cp-outage');
+      expect((await call('/api/v1/customer/profile')).body.error.code).toBe('MISSING_TOKEN');
+    } finally {
+      // The file still holds the invalid change of an earlier test, and a control plane
+      // refuses to start from an invalid definition: restore the last good one first.
+      await writeDefinition(definition);
+      await stack.startService('control-plane');
+    }
+    // Envoy reconnects to the restarted control plane on its own.
+    await eventually(
+      async () => {
+        const stats = await (await fetch(`${stack.envoyAdminUrl}/stats?filter=control_plane.connected_state`)).text();
+        return /control_plane\.connected_state: 1/.test(stats) ? true : undefined;
+      },
+      30_000,
+      'Envoy reconnecting to the control plane',
+    );
+    expect((await call('/api/v1/customer/profile', { token })).status).toBe(200);
+  });
 });

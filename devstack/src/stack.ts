@@ -10,7 +10,7 @@ import {
   type SigningKey,
 } from './firebase-keys';
 import { repoRoot } from './paths';
-import { freePort, isPortFree, type ManagedProcess, spawnProcess, waitForHttp } from './processes';
+import { freePort, isPortFree, type ManagedProcess, spawnProcess } from './processes';
 import { type RedisHandle, startRedis } from './redis';
 
 // The whole of Sekisho on one machine, exactly as it is deployed: Redis, the
@@ -50,13 +50,27 @@ export interface Stack {
   definition: GatewayDefinition;
   /** A real RS256 Firebase-format ID token, signed by the key the stack's key server serves. */
   mintToken(uid: string, opts?: { group?: string } & Omit<MintIdTokenOptions, 'projectId' | 'uid'>): Promise<string>;
+  /**
+   * Stops one of Sekisho's own processes (SIGTERM, graceful), for outage tests; `startService`
+   * brings it back with the same configuration and waits until it is ready again.
+   */
+  stopService(name: ServiceName): Promise<void>;
+  startService(name: ServiceName): Promise<void>;
   /** Every process's recent output (the last `lines` lines of each, or all that is kept), for a failing test. */
   logs(lines?: number): string;
   /** Stops everything, each part even when another fails to stop; safe to call twice. */
   stop(): Promise<void>;
 }
 
-const tsxEntry = (file: string) => ['--import', 'tsx', file];
+export type ServiceName = 'control-plane' | 'ext-authz' | 'ratelimit-service';
+
+interface ServiceSpec {
+  name: ServiceName;
+  entry: string;
+  env: NodeJS.ProcessEnv;
+  /** Ready: the control plane has a snapshot; each policy service has its policy (see their /readyz). */
+  readyUrl: string;
+}
 
 function portOf(address: string): number {
   const port = Number(address.slice(address.lastIndexOf(':') + 1));
@@ -145,6 +159,22 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       redis ? `──── redis (${redis.source}) ────\n${last(redis.logs())}` : '',
     ].join('\n');
   };
+  let serviceSpecs: Record<ServiceName, ServiceSpec> | undefined;
+  // Spawns one of Sekisho's processes under tsx (as deployed: its own process) and waits
+  // until it is ready, failing at once with its output if it dies first.
+  const launch = async (spec: ServiceSpec) => {
+    const child = spawnProcess({
+      name: spec.name,
+      command: process.execPath,
+      args: ['--import', 'tsx', spec.entry],
+      cwd: repoRoot,
+      env: spec.env,
+    });
+    processes.push(child);
+    await child.waitForHttp(spec.readyUrl, 60_000);
+  };
+  const running = (name: ServiceName) => processes.find((p) => p.name === name && !p.exitInfo());
+
   // Each step is announced, and named in the error if it fails.
   const step = async <T>(what: string, run: () => Promise<T>): Promise<T> => {
     progress(what);
@@ -175,60 +205,49 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const xdsAddress = `127.0.0.1:${ports.controlPlaneXds}`;
     const redisUrl = redis.url;
     const keyServerUrl = keyServer.url;
-    await step('starting the control plane', async () => {
-      const controlPlane = spawnProcess({
+    const specs: Record<ServiceName, ServiceSpec> = {
+      'control-plane': {
         name: 'control-plane',
-        command: process.execPath,
-        args: tsxEntry('control-plane/src/main.ts'),
-        cwd: repoRoot,
+        entry: 'control-plane/src/main.ts',
         env: {
           ...common,
           CONTROL_PLANE_DEFINITION: opts.definitionFile,
           CONTROL_PLANE_XDS_PORT: String(ports.controlPlaneXds),
           CONTROL_PLANE_ADMIN_PORT: String(ports.controlPlaneAdmin),
         },
-      });
-      processes.push(controlPlane);
-      await controlPlane.waitForHttp(`http://127.0.0.1:${ports.controlPlaneAdmin}/readyz`, 60_000);
-    });
-
-    await step('starting ext-authz and the rate-limit service', async () => {
-      processes.push(
-        spawnProcess({
-          name: 'ext-authz',
-          command: process.execPath,
-          args: tsxEntry('ext-authz/src/main.ts'),
-          cwd: repoRoot,
-          env: {
-            ...common,
-            EXT_AUTHZ_GRPC_PORT: String(portOf(definition.policyServices.extAuthz.address)),
-            EXT_AUTHZ_ADMIN_PORT: String(ports.extAuthzAdmin),
-            EXT_AUTHZ_XDS_ADDRESS: xdsAddress,
-            EXT_AUTHZ_FIREBASE_CERTS_URL: keyServerUrl,
-          },
-        }),
-        spawnProcess({
-          name: 'ratelimit-service',
-          command: process.execPath,
-          args: tsxEntry('ratelimit-service/src/main.ts'),
-          cwd: repoRoot,
-          env: {
-            ...common,
-            RATELIMIT_GRPC_PORT: String(portOf(definition.policyServices.rateLimit.address)),
-            RATELIMIT_ADMIN_PORT: String(ports.ratelimitAdmin),
-            RATELIMIT_XDS_ADDRESS: xdsAddress,
-            RATELIMIT_REDIS_URL: redisUrl,
-            RATELIMIT_REDIS_FAILURE_MODE: opts.rateLimitFailureMode ?? 'allow',
-          },
-        }),
-      );
-      // Ready = each has its policy from the control plane (and the rate-limit service has reached Redis).
-      const watch = { watch: processes };
-      await Promise.all([
-        waitForHttp(`http://127.0.0.1:${ports.extAuthzAdmin}/readyz`, 60_000, undefined, watch),
-        waitForHttp(`http://127.0.0.1:${ports.ratelimitAdmin}/readyz`, 60_000, undefined, watch),
-      ]);
-    });
+        readyUrl: `http://127.0.0.1:${ports.controlPlaneAdmin}/readyz`,
+      },
+      'ext-authz': {
+        name: 'ext-authz',
+        entry: 'ext-authz/src/main.ts',
+        env: {
+          ...common,
+          EXT_AUTHZ_GRPC_PORT: String(portOf(definition.policyServices.extAuthz.address)),
+          EXT_AUTHZ_ADMIN_PORT: String(ports.extAuthzAdmin),
+          EXT_AUTHZ_XDS_ADDRESS: xdsAddress,
+          EXT_AUTHZ_FIREBASE_CERTS_URL: keyServerUrl,
+        },
+        readyUrl: `http://127.0.0.1:${ports.extAuthzAdmin}/readyz`,
+      },
+      'ratelimit-service': {
+        name: 'ratelimit-service',
+        entry: 'ratelimit-service/src/main.ts',
+        env: {
+          ...common,
+          RATELIMIT_GRPC_PORT: String(portOf(definition.policyServices.rateLimit.address)),
+          RATELIMIT_ADMIN_PORT: String(ports.ratelimitAdmin),
+          RATELIMIT_XDS_ADDRESS: xdsAddress,
+          RATELIMIT_REDIS_URL: redisUrl,
+          RATELIMIT_REDIS_FAILURE_MODE: opts.rateLimitFailureMode ?? 'allow',
+        },
+        readyUrl: `http://127.0.0.1:${ports.ratelimitAdmin}/readyz`,
+      },
+    };
+    serviceSpecs = specs;
+    await step('starting the control plane', () => launch(specs['control-plane']));
+    await step('starting ext-authz and the rate-limit service', () =>
+      Promise.all([launch(specs['ext-authz']), launch(specs['ratelimit-service'])]),
+    );
 
     envoy = await step('starting Envoy', () =>
       startEnvoy({
@@ -271,6 +290,15 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         uid,
         claims: { ...claims, ...(group ? { [definition.identity.groupClaim]: group } : {}) },
       }),
+    stopService: async (name) => {
+      await running(name)?.stop();
+    },
+    startService: async (name) => {
+      if (running(name)) return;
+      const spec = serviceSpecs?.[name];
+      if (!spec) throw new Error(`stack: no service ${name}`);
+      await launch(spec);
+    },
     logs,
     stop,
   };
