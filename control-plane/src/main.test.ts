@@ -6,31 +6,10 @@ import { fileURLToPath } from 'node:url';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ControlPlane, configSchema, InvalidDefinitionError, startControlPlane } from './main';
-import { AdsTestStream, adsClient, captureLogger, eventually, namesIn } from './xds/test-helpers';
+import { AdsTestStream, adsClient, captureLogger, eventually, namesIn, testDefinitionYaml } from './xds/test-helpers';
 import { typeUrls } from './xds/type-urls';
 
 const repoRoot = resolve(fileURLToPath(import.meta.url), '../../..');
-
-const definition = (to = 'customer') => `
-listeners:
-  http: { port: 18080 }
-identity:
-  firebase: { projectId: demo-salon }
-  groupClaim: tier
-  groups:
-    basic_customer: ['read:own_profile']
-policyServices:
-  extAuthz: { address: '127.0.0.1:19001' }
-  rateLimit: { address: '127.0.0.1:19002' }
-services:
-  customer: { endpoints: ['127.0.0.1:3001'] }
-routes:
-  - match: 'GET /api/v1/customer/profile'
-    to: ${to}
-    require: ['read:own_profile']
-  - match: 'GET /api/v1/customer/bookings'
-    to: ${to === 'customer' ? 'customer' : 'bookings'}
-`;
 
 interface StatusBody {
   definition: string;
@@ -72,8 +51,8 @@ describe('control plane main', () => {
     dir = await mkdtemp(join(tmpdir(), 'sekisho-main-'));
     good = join(dir, 'good.yaml');
     bad = join(dir, 'bad.yaml');
-    await writeFile(good, definition());
-    await writeFile(bad, definition('nosuchservice'));
+    await writeFile(good, testDefinitionYaml());
+    await writeFile(bad, testDefinitionYaml({ to: 'nosuchservice' }));
   });
   afterAll(async () => {
     await rm(dir, { recursive: true, force: true });

@@ -5,29 +5,9 @@ import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DefinitionWatcher } from './watch';
 import { SnapshotCache } from './xds/cache';
-import { captureLogger, eventually } from './xds/test-helpers';
-import { typeUrls } from './xds/type-urls';
-
 // The real compileDefinitionFile on a YAML file in a temp directory.
-const definition = ({ port = 3001, to = 'customer' } = {}) => `
-listeners:
-  http: { port: 18080 }
-identity:
-  firebase: { projectId: demo-salon }
-  groupClaim: tier
-  groups:
-    basic_customer: ['read:own_profile']
-policyServices:
-  extAuthz: { address: '127.0.0.1:19001' }
-  rateLimit: { address: '127.0.0.1:19002' }
-services:
-  customer: { endpoints: ['127.0.0.1:${port}'] }
-routes:
-  - match: 'GET /api/v1/customer/profile'
-    to: ${to}
-    rewrite: /profile
-    require: ['read:own_profile']
-`;
+import { captureLogger, eventually, testDefinitionYaml } from './xds/test-helpers';
+import { typeUrls } from './xds/type-urls';
 
 describe('DefinitionWatcher', () => {
   let dir: string;
@@ -45,7 +25,7 @@ describe('DefinitionWatcher', () => {
   });
 
   async function startWatcher() {
-    await writeFile(file, definition());
+    await writeFile(file, testDefinitionYaml());
     const cache = new SnapshotCache();
     const registry = new Registry();
     const { logger, records } = captureLogger('info');
@@ -63,7 +43,7 @@ describe('DefinitionWatcher', () => {
   it('serves a valid change: only the changed types get a new version', async () => {
     const { cache, reloads, watcher } = await startWatcher();
     const before = cache.versions();
-    await writeFile(file, definition({ port: 3002 }));
+    await writeFile(file, testDefinitionYaml({ port: 3002 }));
     await eventually(
       () => cache.get(typeUrls.endpoint)?.version !== before[typeUrls.endpoint],
       5_000,
@@ -79,7 +59,7 @@ describe('DefinitionWatcher', () => {
   it('keeps the last good snapshot when the file becomes invalid, and reports why', async () => {
     const { cache, records, reloads, watcher } = await startWatcher();
     const before = cache.versions();
-    await writeFile(file, definition({ to: 'nosuchservice' }));
+    await writeFile(file, testDefinitionYaml({ to: 'nosuchservice' }));
     const last = await eventually(
       () => (watcher.status().lastReload?.result === 'invalid' ? watcher.status().lastReload : undefined),
       5_000,
@@ -94,7 +74,7 @@ describe('DefinitionWatcher', () => {
     expect(await reloads('invalid')).toBe(1);
 
     // Fixing the file serves again.
-    await writeFile(file, definition({ port: 3003 }));
+    await writeFile(file, testDefinitionYaml({ port: 3003 }));
     await eventually(() => watcher.status().lastReload?.result === 'ok', 5_000, 'fixed reload');
     expect(cache.versions()[typeUrls.endpoint]).not.toBe(before[typeUrls.endpoint]);
   });
@@ -103,12 +83,12 @@ describe('DefinitionWatcher', () => {
     const { cache } = await startWatcher();
     const before = cache.versions()[typeUrls.endpoint];
     const temp = join(dir, '.gateway.yaml.swp');
-    await writeFile(temp, definition({ port: 3004 }));
+    await writeFile(temp, testDefinitionYaml({ port: 3004 }));
     await rename(temp, file);
     await eventually(() => cache.versions()[typeUrls.endpoint] !== before, 5_000, 'reload after rename');
     // Still watching after the rename.
     const second = cache.versions()[typeUrls.endpoint];
-    await writeFile(file, definition({ port: 3005 }));
+    await writeFile(file, testDefinitionYaml({ port: 3005 }));
     await eventually(() => cache.versions()[typeUrls.endpoint] !== second, 5_000, 'reload after second save');
   });
 

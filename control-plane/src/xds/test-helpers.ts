@@ -219,3 +219,29 @@ export async function eventually<T>(
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+/**
+ * A small valid gateway definition (YAML) for tests of the watcher and main. `to` names
+ * the service both routes go to, so `to: 'nosuchservice'` makes both invalid.
+ */
+export const testDefinitionYaml = ({ port = 3001, to = 'customer' } = {}) => `
+listeners:
+  http: { port: 18080 }
+identity:
+  firebase: { projectId: demo-salon }
+  groupClaim: tier
+  groups:
+    basic_customer: ['read:own_profile']
+policyServices:
+  extAuthz: { address: '127.0.0.1:19001' }
+  rateLimit: { address: '127.0.0.1:19002' }
+services:
+  customer: { endpoints: ['127.0.0.1:${port}'] }
+routes:
+  - match: 'GET /api/v1/customer/profile'
+    to: ${to}
+    rewrite: /profile
+    require: ['read:own_profile']
+  - match: 'GET /api/v1/customer/bookings'
+    to: ${to}
+`;
