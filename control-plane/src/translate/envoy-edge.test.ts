@@ -3,15 +3,10 @@
 // Envoy's own replies carry the reference design's JSON body, the correlation id header and
 // nothing that names the software behind the gateway.
 import { connect } from 'node:http2';
-import { type EnvoyHandle, startEnvoy } from '@sekisho/devstack/envoy';
 import { freePort } from '@sekisho/devstack/processes';
-import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
-import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileDefinition } from '../definition/load';
-import { SnapshotCache } from '../xds/cache';
-import { type AdsServer, createAdsServer } from '../xds/server';
-import { captureLogger } from '../xds/test-helpers';
+import { type AdsWithEnvoy, serveToRealEnvoy } from '../xds/test-helpers';
 import { edgeLimits } from './edge';
 
 interface ErrorJson {
@@ -21,9 +16,7 @@ interface ErrorJson {
 }
 
 describe('generated ingress on a real Envoy, policy services down', () => {
-  let envoy: EnvoyHandle | undefined;
-  let grpc: GrpcServer | undefined;
-  let ads: AdsServer | undefined;
+  let served: AdsWithEnvoy | undefined;
   let gateway: string;
 
   beforeAll(async () => {
@@ -50,25 +43,12 @@ describe('generated ingress on a real Envoy, policy services down', () => {
     if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
     gateway = `http://127.0.0.1:${port}`;
 
-    const cache = new SnapshotCache();
-    cache.setSnapshot(compiled.resources);
-    ads = createAdsServer({ cache, logger: captureLogger('info').logger, registry: new Registry() });
-    const server = ads;
-    grpc = await startGrpcServer({ port: 0, register: (s) => server.register(s) });
-    envoy = await startEnvoy({
-      nodeId: 'envoy-edge-test',
-      cluster: 'sekisho-test',
-      controlPlane: { host: '127.0.0.1', port: grpc.port },
-      adminPort: 0,
-      concurrency: 1,
-    });
-    await envoy.waitForListener('ingress_http', 30_000);
+    served = await serveToRealEnvoy('envoy-edge-test', compiled.resources);
+    await served.envoy.waitForListener('ingress_http', 30_000);
   }, 60_000);
 
   afterAll(async () => {
-    await envoy?.stop();
-    ads?.close();
-    await grpc?.close(100);
+    await served?.close();
   });
 
   const get = async (path: string, headers: Record<string, string> = {}) => {

@@ -6,15 +6,21 @@
 // configuration Envoy rejects (NACK: reported, parked, not resent), and a renamed cluster
 // (the route moves to the new cluster before the old one is removed).
 import { createServer, type Server } from 'node:http';
-import { type EnvoyHandle, startEnvoy } from '@sekisho/devstack/envoy';
 import { freePort } from '@sekisho/devstack/processes';
-import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
-import { Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SnapshotCache } from './cache';
+import type { SnapshotCache } from './cache';
 import type { Resource } from './resources';
-import { type AdsServer, createAdsServer } from './server';
-import { captureLogger, edsCluster, httpListener, loadAssignment, resourcesOf, routeTo } from './test-helpers';
+import type { AdsServer } from './server';
+import {
+  type AdsWithEnvoy,
+  edsCluster,
+  httpListener,
+  loadAssignment,
+  resourcesOf,
+  routeTo,
+  serveToRealEnvoy,
+} from './test-helpers';
 import { typeUrls } from './type-urls';
 
 async function upstream(body: string): Promise<{ server: Server; port: number }> {
@@ -66,10 +72,9 @@ interface DynamicEndpoint {
 }
 
 describe('ADS server with a real Envoy', () => {
-  let envoy: EnvoyHandle | undefined;
   let adminUrl: string;
   let listenerPort: number;
-  let grpc: GrpcServer;
+  let served: AdsWithEnvoy | undefined;
   let ads: AdsServer;
   let cache: SnapshotCache;
   let registry: Registry;
@@ -110,28 +115,17 @@ describe('ADS server with a real Envoy', () => {
     upstreams.push(await upstream('upstream-1'), await upstream('upstream-2'));
     listenerPort = await freePort();
 
-    cache = new SnapshotCache();
-    registry = new Registry();
-    const { logger } = captureLogger('info');
-    ads = createAdsServer({ cache, logger, registry });
-    grpc = await startGrpcServer({ port: 0, register: (s) => ads.register(s) });
-    cache.setSnapshot(resourcesOf(...snapshot({ endpointPort: upstreams[0]?.port ?? 0, tag: 'v1' })));
-
-    // The project's own bootstrap (envoy/bootstrap.yaml): Envoy knows only the ADS address.
-    envoy = await startEnvoy({
-      nodeId: 'envoy-ads-test',
-      cluster: 'sekisho-test',
-      controlPlane: { host: '127.0.0.1', port: grpc.port },
-      adminPort: 0,
-      concurrency: 1,
-    });
-    adminUrl = envoy.adminUrl;
+    // Envoy starts from the project's own bootstrap (envoy/bootstrap.yaml): it knows only the ADS address.
+    served = await serveToRealEnvoy(
+      'envoy-ads-test',
+      resourcesOf(...snapshot({ endpointPort: upstreams[0]?.port ?? 0, tag: 'v1' })),
+    );
+    ({ cache, registry, ads } = served);
+    adminUrl = served.envoy.adminUrl;
   }, 60_000);
 
   afterAll(async () => {
-    await envoy?.stop();
-    ads?.close();
-    await grpc?.close(100);
+    await served?.close();
     for (const u of upstreams) await new Promise((resolve) => u.server.close(resolve));
   });
 
@@ -172,7 +166,9 @@ describe('ADS server with a real Envoy', () => {
       });
       expect(response).toEqual({ status: 200, body: 'upstream-1', tag: 'v1' });
     } catch (error) {
-      throw new Error(`${error instanceof Error ? error.stack : String(error)}\n--- envoy ---\n${envoy?.logs() ?? ''}`);
+      throw new Error(
+        `${error instanceof Error ? error.stack : String(error)}\n--- envoy ---\n${served?.envoy.logs() ?? ''}`,
+      );
     }
   }, 60_000);
 

@@ -1,6 +1,7 @@
 // Shared by the xDS tests: hand-built Envoy resources (valid for a real Envoy), a
 // grpc-js ADS client that queues responses, and a log capture. Not used at run time.
 import { type ClientDuplexStream, credentials, type ServiceError } from '@grpc/grpc-js';
+import { type EnvoyHandle, startEnvoy } from '@sekisho/devstack/envoy';
 import { Cluster, Cluster_DiscoveryType } from '@sekisho/proto/envoy/config/cluster/v3/cluster';
 import { Node } from '@sekisho/proto/envoy/config/core/v3/base';
 import { ApiVersion } from '@sekisho/proto/envoy/config/core/v3/config_source';
@@ -12,8 +13,12 @@ import { HttpConnectionManager } from '@sekisho/proto/envoy/extensions/filters/n
 import { AggregatedDiscoveryServiceClient } from '@sekisho/proto/envoy/service/discovery/v3/ads';
 import { DiscoveryRequest, type DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
 import type { Any } from '@sekisho/proto/google/protobuf/any';
+import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
 import { createLogger, type Logger } from '@sekisho/service-kit/logger';
+import { Registry } from 'prom-client';
+import { SnapshotCache } from './cache';
 import type { Resource, ResourcesByType } from './resources';
+import { type AdsServer, createAdsServer } from './server';
 import { typeUrls } from './type-urls';
 
 const pack = (typeUrl: string, value: Uint8Array): Any => ({ typeUrl, value: Buffer.from(value) });
@@ -245,3 +250,50 @@ routes:
   - match: 'GET /api/v1/customer/bookings'
     to: ${to}
 `;
+
+export interface AdsWithEnvoy {
+  cache: SnapshotCache;
+  registry: Registry;
+  ads: AdsServer;
+  grpc: GrpcServer;
+  envoy: EnvoyHandle;
+  close(): Promise<void>;
+}
+
+/**
+ * The control plane's ADS side in-process (cache, server, gRPC) serving `resources` to a
+ * real Envoy started from the project's bootstrap, which knows only the ADS address.
+ */
+export async function serveToRealEnvoy(nodeId: string, resources: ResourcesByType): Promise<AdsWithEnvoy> {
+  const cache = new SnapshotCache();
+  cache.setSnapshot(resources);
+  const registry = new Registry();
+  const ads = createAdsServer({ cache, logger: captureLogger('info').logger, registry });
+  const grpc = await startGrpcServer({ port: 0, register: (s) => ads.register(s) });
+  let envoy: EnvoyHandle;
+  try {
+    envoy = await startEnvoy({
+      nodeId,
+      cluster: 'sekisho-test',
+      controlPlane: { host: '127.0.0.1', port: grpc.port },
+      adminPort: 0,
+      concurrency: 1,
+    });
+  } catch (error) {
+    ads.close();
+    await grpc.close(100);
+    throw error;
+  }
+  return {
+    cache,
+    registry,
+    ads,
+    grpc,
+    envoy,
+    close: async () => {
+      await envoy.stop();
+      ads.close();
+      await grpc.close(100);
+    },
+  };
+}
