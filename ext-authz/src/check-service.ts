@@ -38,7 +38,8 @@ export function createAuthorizationServer(deps: CheckServiceDeps): Authorization
 export async function check(request: CheckRequest, deps: CheckServiceDeps): Promise<CheckResponse> {
   const started = performance.now();
   const seconds = () => (performance.now() - started) / 1000;
-  let ctx = fallbackContext(deps);
+  // Known once the request is read; the error path falls back to an anonymous context.
+  let ctx: ResponseContext | undefined;
   try {
     const facts = describeRequest(request);
     ctx = { correlationId: facts.correlationId, language: pickLanguage(facts.acceptLanguage), now: now(deps) };
@@ -51,14 +52,14 @@ export async function check(request: CheckRequest, deps: CheckServiceDeps): Prom
       {
         category: 'technical',
         event_type: 'authz_check_failed',
-        correlation_id: ctx.correlationId,
+        correlation_id: ctx?.correlationId ?? '',
         status_code: 500,
         error_details: { code: 'AUTHORIZATION_ERROR', message: maskPII(String(error)).slice(0, 1024) },
       },
       'check failed unexpectedly; denying',
     );
     deps.metrics.checkFinished('error', 'AUTHORIZATION_ERROR', seconds());
-    return failClosed('AUTHORIZATION_ERROR', ctx);
+    return failClosed('AUTHORIZATION_ERROR', ctx ?? fallbackContext(deps));
   }
 }
 
