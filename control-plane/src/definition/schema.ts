@@ -4,31 +4,8 @@
 // (a route naming a service, a permission some group grants) are checked in the IR.
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { durationFormatHint, parseDuration } from './duration';
-import { parseHostPort } from './endpoint';
-
-const duration = z.string().superRefine((text, ctx) => {
-  const ms = parseDuration(text);
-  if (ms === undefined) ctx.addIssue({ code: 'custom', message: `${durationFormatHint}, got "${text}"` });
-  else if (ms === 0) ctx.addIssue({ code: 'custom', message: 'must be longer than 0' });
-});
-
-/** Rate-limit windows and block times are counted in whole seconds by the rate-limit service. */
-const seconds = duration.refine((text) => (parseDuration(text) ?? 0) % 1000 === 0, {
-  message: 'must be a whole number of seconds (e.g. 1s, 1m, 1h)',
-});
-
-const hostPort = z.string().superRefine((text, ctx) => {
-  const parsed = parseHostPort(text);
-  if ('problem' in parsed) ctx.addIssue({ code: 'custom', message: parsed.problem });
-});
-
-const urlPath = z
-  .string()
-  .regex(/^\/[^\s?#*]*$/, { message: 'must be a path starting with "/" (no spaces, query, fragment or "*")' });
-
-const identifier = (what: string) =>
-  z.string().regex(/^[a-z][a-z0-9_]*$/, { message: `${what} must be lower_snake_case (a-z, 0-9, _)` });
+import { edgeSchema } from './edge';
+import { duration, hostPort, identifier, seconds, urlPath } from './fields';
 
 const permission = z.string().regex(/^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$/, {
   message: 'a permission looks like "verb:object", e.g. read:own_profile',
@@ -164,6 +141,7 @@ export const gatewayDefinitionSchema = z.strictObject({
     })
     .default({ authenticated: [], unauthenticated: [] }),
   routes: z.array(route).min(1),
+  edge: edgeSchema.default({}),
 });
 
 /** What a definition file may contain (defaults not yet applied). */

@@ -1,0 +1,77 @@
+// Envoy's own replies (local replies: no route, rate limited, upstream unavailable, and the
+// answers of filters such as ext_authz) rendered as the reference design's JSON error body.
+
+import { AccessLogFilter, ComparisonFilter_Op } from '@sekisho/proto/envoy/config/accesslog/v3/accesslog';
+import {
+  LocalReplyConfig,
+  ResponseMapper,
+} from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
+import { type ErrorCode, errorCatalogue } from '@sekisho/service-kit/errors';
+import { requestIdOperator as requestId, startTimeIso } from './formatters';
+
+/**
+ * Envoy's own replies (rate limited, no route, upstream unavailable) get the reference
+ * design's JSON error body, in English when the client prefers it. Mappers match on
+ * response flags where they can, so ext-authz's own 401/403 (and any 429) bodies pass
+ * through untouched.
+ */
+export function localReplyConfig(): LocalReplyConfig {
+  const mappings: Array<{ code: ErrorCode; when: AccessLogFilter[]; extra?: Record<string, string> }> = [
+    {
+      code: 'RATE_LIMIT_EXCEEDED',
+      when: [statusIs(429), responseFlagIs('RL')],
+      // The ratelimit filter adds the service's response headers before the mapper formats
+      // the body, so Retry-After is visible here (null when the service sent none).
+      extra: { retry_after: '%RESP(RETRY-AFTER)%' },
+    },
+    { code: 'NOT_FOUND', when: [statusIs(404), responseFlagIs('NR')] },
+    {
+      code: 'SERVICE_UNAVAILABLE',
+      when: [AccessLogFilter.fromPartial({ orFilter: { filters: [statusIs(502), statusIs(503), statusIs(504)] } })],
+    },
+  ];
+  const mappers: ResponseMapper[] = mappings.flatMap(({ code, when, extra }) =>
+    (['en', 'ja'] as const).map((language) => {
+      const filters = language === 'en' ? [...when, prefersEnglish] : when;
+      const [only] = filters;
+      return ResponseMapper.fromPartial({
+        filter: filters.length === 1 && only ? only : { andFilter: { filters } },
+        bodyFormatOverride: {
+          contentType: 'application/json',
+          jsonFormat: {
+            success: false,
+            error: {
+              code,
+              message: errorCatalogue[code][language],
+              correlation_id: requestId,
+              timestamp: startTimeIso,
+              ...extra,
+            },
+            data: null,
+          },
+        },
+      });
+    }),
+  );
+  return LocalReplyConfig.fromPartial({ mappers });
+}
+
+function statusIs(status: number): AccessLogFilter {
+  return AccessLogFilter.fromPartial({
+    statusCodeFilter: {
+      comparison: {
+        op: ComparisonFilter_Op.EQ,
+        value: { defaultValue: status, runtimeKey: `sekisho.local_reply.status_${status}` },
+      },
+    },
+  });
+}
+
+function responseFlagIs(flag: string): AccessLogFilter {
+  return AccessLogFilter.fromPartial({ responseFlagFilter: { flags: [flag] } });
+}
+
+/** Same rule as service-kit's pickLanguage: the first preference starts with "en". */
+const prefersEnglish = AccessLogFilter.fromPartial({
+  headerFilter: { header: { name: 'accept-language', stringMatch: { prefix: 'en', ignoreCase: true } } },
+});
