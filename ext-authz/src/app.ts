@@ -154,6 +154,8 @@ export async function startExtAuthzApp(
     grpc = await startGrpcServer({
       host: config.EXT_AUTHZ_HOST,
       port: config.EXT_AUTHZ_GRPC_PORT,
+      // Envoy's gRPC health checks take a replica without policy out of rotation.
+      isServing: isReady,
       register: (server) =>
         server.addService(
           AuthorizationService,

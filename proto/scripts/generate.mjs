@@ -38,6 +38,8 @@ const envoyEntryPoints = [
   'envoy/extensions/access_loggers/stream/v3/stream.proto',
   'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
   'envoy/extensions/transport_sockets/tls/v3/tls.proto',
+  'envoy/extensions/path/match/uri_template/v3/uri_template_match.proto',
+  'envoy/extensions/path/rewrite/uri_template/v3/uri_template_rewrite.proto',
 ];
 
 function walk(dir) {
@@ -53,7 +55,7 @@ function inputsHash() {
   hash.update(`grpc-js-xds@${pkg('@grpc/grpc-js-xds')} ts-proto@${pkg('ts-proto')} buf@${pkg('@bufbuild/buf')}\n`);
   hash.update(readFileSync(fileURLToPath(import.meta.url)));
   hash.update(readFileSync(join(protoDir, 'buf.gen.yaml')));
-  for (const file of walk(join(protoDir, 'sekisho')).sort()) {
+  for (const file of [...walk(join(protoDir, 'sekisho')), ...walk(join(protoDir, 'grpc'))].sort()) {
     hash.update(relative(protoDir, file));
     hash.update(readFileSync(file));
   }
@@ -93,6 +95,8 @@ function stageSources() {
   });
   patchValidate(join(stage, 'protoc-gen-validate', 'validate', 'validate.proto'));
   cpSync(join(protoDir, 'sekisho'), join(stage, 'sekisho', 'sekisho'), { recursive: true });
+  // The gRPC health protocol, which Envoy's gRPC health checks call on the policy services.
+  cpSync(join(protoDir, 'grpc'), join(stage, 'grpc-health', 'grpc'), { recursive: true });
   writeFileSync(
     join(stage, 'buf.yaml'),
     [
@@ -103,6 +107,7 @@ function stageSources() {
       '  - path: googleapis',
       '  - path: protoc-gen-validate',
       '  - path: sekisho',
+      '  - path: grpc-health',
       'lint:',
       '  use: [MINIMAL]',
       '',
@@ -119,7 +124,11 @@ stageSources();
 rmSync(out, { recursive: true, force: true });
 const bin = join(protoDir, '..', 'node_modules', '.bin');
 const buf = join(bin, 'buf');
-const paths = [...envoyEntryPoints.map((p) => ['--path', join('envoy-api', p)]), ['--path', 'sekisho/sekisho']].flat();
+const paths = [
+  ...envoyEntryPoints.map((p) => ['--path', join('envoy-api', p)]),
+  ['--path', 'sekisho/sekisho'],
+  ['--path', 'grpc-health/grpc'],
+].flat();
 execFileSync(
   buf,
   ['generate', '.', '--template', join(protoDir, 'buf.gen.yaml'), '--output', protoDir, '--include-imports', ...paths],

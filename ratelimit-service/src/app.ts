@@ -98,6 +98,8 @@ export async function startRateLimitApp(
     grpc = await startGrpcServer({
       host: config.RATELIMIT_HOST,
       port: config.RATELIMIT_GRPC_PORT,
+      // Envoy's gRPC health checks take a replica without policy out of rotation.
+      isServing: isReady,
       register: (server) =>
         server.addService(
           RateLimitServiceService,
