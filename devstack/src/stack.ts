@@ -1,5 +1,6 @@
 import type { GatewayDefinition } from '@sekisho/control-plane';
 import { compileDefinitionFile } from '@sekisho/control-plane/definition/load';
+import { policyServiceAddresses } from '@sekisho/control-plane/ir/clusters';
 import { type DemoUpstream, startDemoUpstream } from '@sekisho/demo-upstream/server';
 import { type EnvoyHandle, startEnvoy } from './envoy';
 import {
@@ -72,6 +73,13 @@ interface ServiceSpec {
   readyUrl: string;
 }
 
+/** The stack runs one replica of each policy service: the first address the definition gives. */
+function firstReplica(service: GatewayDefinition['policyServices']['extAuthz']): string {
+  const [first] = policyServiceAddresses(service);
+  if (first === undefined) throw new Error('stack: a policy service without an address');
+  return first;
+}
+
 function portOf(address: string): number {
   const port = Number(address.slice(address.lastIndexOf(':') + 1));
   if (!Number.isInteger(port) || port <= 0) throw new Error(`stack: no port in address ${address}`);
@@ -93,8 +101,8 @@ async function refuseBusyPorts(definition: GatewayDefinition, ports: NonNullable
         '127.0.0.1',
       ]),
     ),
-    ['policyServices.extAuthz.address', portOf(definition.policyServices.extAuthz.address), '127.0.0.1'],
-    ['policyServices.rateLimit.address', portOf(definition.policyServices.rateLimit.address), '127.0.0.1'],
+    ['policyServices.extAuthz.address', portOf(firstReplica(definition.policyServices.extAuthz)), '127.0.0.1'],
+    ['policyServices.rateLimit.address', portOf(firstReplica(definition.policyServices.rateLimit)), '127.0.0.1'],
     ...Object.entries(ports)
       .filter(([, port]) => Boolean(port))
       .map(([name, port]): [string, number, string] => [`ports.${name}`, port as number, '127.0.0.1']),
@@ -222,7 +230,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         entry: 'ext-authz/src/main.ts',
         env: {
           ...common,
-          EXT_AUTHZ_GRPC_PORT: String(portOf(definition.policyServices.extAuthz.address)),
+          EXT_AUTHZ_GRPC_PORT: String(portOf(firstReplica(definition.policyServices.extAuthz))),
           EXT_AUTHZ_ADMIN_PORT: String(ports.extAuthzAdmin),
           EXT_AUTHZ_XDS_ADDRESS: xdsAddress,
           EXT_AUTHZ_FIREBASE_CERTS_URL: keyServerUrl,
@@ -234,7 +242,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         entry: 'ratelimit-service/src/main.ts',
         env: {
           ...common,
-          RATELIMIT_GRPC_PORT: String(portOf(definition.policyServices.rateLimit.address)),
+          RATELIMIT_GRPC_PORT: String(portOf(firstReplica(definition.policyServices.rateLimit))),
           RATELIMIT_ADMIN_PORT: String(ports.ratelimitAdmin),
           RATELIMIT_XDS_ADDRESS: xdsAddress,
           RATELIMIT_REDIS_URL: redisUrl,

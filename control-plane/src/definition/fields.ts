@@ -25,3 +25,7 @@ export const urlPath = z
 
 export const identifier = (what: string) =>
   z.string().regex(/^[a-z][a-z0-9_]*$/, { message: `${what} must be lower_snake_case (a-z, 0-9, _)` });
+
+export const permission = z.string().regex(/^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$/, {
+  message: 'a permission looks like "verb:object", e.g. read:own_profile',
+});

@@ -5,34 +5,13 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { edgeSchema } from './edge';
-import { duration, hostPort, identifier, seconds, urlPath } from './fields';
+import { identifier, permission, seconds } from './fields';
+import { routeSchema, serviceName } from './routes';
+import { extAuthzServiceSchema, rateLimitServiceSchema, serviceSchema } from './services';
 
-const permission = z.string().regex(/^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$/, {
-  message: 'a permission looks like "verb:object", e.g. read:own_profile',
-});
+export { matchPattern } from './routes';
 
 const groupName = identifier('a group name');
-
-const serviceName = z
-  .string()
-  .regex(/^[a-z][a-z0-9-]*$/, { message: 'a service name is lower-case letters, digits and "-"' });
-
-const httpMethods = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
-
-/** "METHOD /path" or "/path"; a trailing "/*" makes it a prefix match. */
-export const matchPattern = new RegExp(`^(?:(${httpMethods.join('|')}) )?(/[^\\s?#*]*?)(\\*)?$`);
-
-const match = z.string().superRefine((text, ctx) => {
-  const parsed = matchPattern.exec(text);
-  if (!parsed) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `must be "METHOD /path" or "/path" (METHOD one of ${httpMethods.join(', ')}; a trailing "/*" matches a prefix), got "${text}"`,
-    });
-  } else if (parsed[3] && !parsed[2]?.endsWith('/')) {
-    ctx.addIssue({ code: 'custom', message: `"*" is only allowed as a trailing "/*", got "${text}"` });
-  }
-});
 
 const requestsPerWindow = z.int().min(1).max(4_294_967_295);
 
@@ -66,39 +45,7 @@ const group = z.union([
   }),
 ]);
 
-const outlierDetection = z.strictObject({
-  consecutive5xx: z.int().min(1).optional(),
-  consecutiveGatewayFailure: z.int().min(1).optional(),
-  interval: duration.optional(),
-  baseEjectionTime: duration.optional(),
-  maxEjectionPercent: z.int().min(0).max(100).optional(),
-});
-
-const service = z.strictObject({
-  endpoints: z.array(hostPort).min(1),
-  /** HTTP health-check path; no active health check when absent. */
-  healthCheck: urlPath.optional(),
-  outlierDetection: outlierDetection.optional(),
-  /** Upstream request timeout (the route's timeout). */
-  timeout: duration.default('15s'),
-  connectTimeout: duration.default('1s'),
-});
-
-const route = z.strictObject({
-  /** Stable id used in logs, metrics, rate-limit keys; default: slug of the match. */
-  id: z
-    .string()
-    .regex(/^[a-z0-9][a-z0-9._-]*$/, { message: 'a route id is lower-case letters, digits, ".", "_" and "-"' })
-    .optional(),
-  match,
-  to: serviceName,
-  /** Replaces the matched path (or prefix) before forwarding. */
-  rewrite: urlPath.optional(),
-  auth: z.enum(['required', 'none']).default('required'),
-  /** Permissions the caller needs, all of them. */
-  require: z.array(permission).default([]),
-  limits: z.array(routeLimit).default([]),
-});
+const route = routeSchema(routeLimit);
 
 const listener = z.strictObject({
   address: z
@@ -125,15 +72,10 @@ export const gatewayDefinitionSchema = z.strictObject({
     groups: z.record(groupName, group),
   }),
   policyServices: z.strictObject({
-    extAuthz: z.strictObject({ address: hostPort, timeout: duration.default('500ms') }),
-    rateLimit: z.strictObject({
-      address: hostPort,
-      timeout: duration.default('100ms'),
-      /** What Envoy does when the rate-limit service cannot answer. */
-      failureMode: z.enum(['allow', 'deny']).default('allow'),
-    }),
+    extAuthz: extAuthzServiceSchema,
+    rateLimit: rateLimitServiceSchema,
   }),
-  services: z.record(serviceName, service),
+  services: z.record(serviceName, serviceSchema),
   limits: z
     .strictObject({
       authenticated: z.array(userLimit).default([]),

@@ -32,7 +32,12 @@ describe('route matches', () => {
     ['/', undefined, 'exact', '/', 'root'],
   ])('%s → method %s, %s %s, id %s', (text, method, kind, value, id) => {
     const parsed = parseMatch(text);
-    expect(parsed).toEqual({ method, path: { kind, value } });
+    expect(parsed).toEqual({
+      methods: method === undefined ? [] : [method],
+      path: { kind, value },
+      headers: [],
+      query: [],
+    });
     expect(defaultRouteId(parsed)).toBe(id);
   });
 });
@@ -90,7 +95,7 @@ describe('clusters', () => {
 describe('durations and limits', () => {
   it('applies the defaults: 15s route timeout, 1s connect timeout, 500ms/100ms policy timeouts', () => {
     const built = ir();
-    expect(built.routes[0]?.timeoutMs).toBe(15_000);
+    expect(built.routes[0]?.action).toMatchObject({ kind: 'forward', timeoutMs: 15_000 });
     expect(built.clusters.find((c) => c.name === 'svc_customer')?.connectTimeoutMs).toBe(1000);
     expect(built.extAuthz.timeoutMs).toBe(500);
     expect(built.rateLimit).toEqual({ clusterName: 'sekisho_ratelimit', timeoutMs: 100, failureMode: 'allow' });

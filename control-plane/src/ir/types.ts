@@ -60,17 +60,69 @@ export interface ClusterIR {
   endpoints: EndpointIR[];
   connectTimeoutMs: number;
   protocol: 'http1' | 'http2';
-  healthCheckPath: string | undefined;
+  tls: UpstreamTlsIR | undefined;
+  healthCheck: HealthCheckIR | undefined;
   outlierDetection: OutlierDetectionIR | undefined;
+  circuitBreakers: CircuitBreakersIR | undefined;
+  loadBalancing: LoadBalancingIR;
+}
+
+export interface UpstreamTlsIR {
+  /** Sent as SNI and required in the certificate's subject alternative names. */
+  sni: string;
+  caFile: string;
+  clientCertificate: { certFile: string; keyFile: string } | undefined;
+}
+
+export interface HealthCheckIR {
+  /** `http`: GET path; `grpc`: grpc.health.v1.Health/Check. */
+  kind: 'http' | 'grpc';
+  path: string | undefined;
+  intervalMs: number;
+  timeoutMs: number;
+  unhealthyThreshold: number;
+  healthyThreshold: number;
+  /** Healthy status codes (http only); empty = Envoy's default, 200. */
+  expectedStatuses: number[];
 }
 
 /** Only what the definition sets; Envoy's defaults apply to the rest. */
 export interface OutlierDetectionIR {
   consecutive5xx?: number;
   consecutiveGatewayFailure?: number;
+  consecutiveLocalOriginFailure?: number;
   intervalMs?: number;
   baseEjectionTimeMs?: number;
+  maxEjectionTimeMs?: number;
   maxEjectionPercent?: number;
+  successRateMinimumHosts?: number;
+  successRateRequestVolume?: number;
+  successRateStdevFactor?: number;
+  failurePercentageThreshold?: number;
+  failurePercentageMinimumHosts?: number;
+  failurePercentageRequestVolume?: number;
+  enforcingConsecutive5xx?: number;
+  enforcingConsecutiveGatewayFailure?: number;
+  enforcingConsecutiveLocalOriginFailure?: number;
+  enforcingSuccessRate?: number;
+  enforcingLocalOriginSuccessRate?: number;
+  enforcingFailurePercentage?: number;
+  enforcingFailurePercentageLocalOrigin?: number;
+}
+
+/** Envoy's default-priority thresholds; unset ones keep Envoy's defaults (1024, 1024, 1024, 3). */
+export interface CircuitBreakersIR {
+  maxConnections?: number;
+  maxPendingRequests?: number;
+  maxRequests?: number;
+  maxRetries?: number;
+  retryBudget?: { percent: number; minRetryConcurrency: number };
+}
+
+export interface LoadBalancingIR {
+  policy: 'roundRobin' | 'leastRequest' | 'random' | 'ringHash' | 'maglev';
+  /** ringHash and maglev: what the routes to this cluster hash on. */
+  hashOn: 'sourceIp' | { header: string } | undefined;
 }
 
 export interface LimitIR {
@@ -90,14 +142,83 @@ export interface GlobalLimitsIR {
 
 export interface RouteIR {
   id: string;
-  /** Undefined = any method. */
-  method: string | undefined;
-  path: { kind: 'exact' | 'prefix'; value: string };
-  clusterName: string;
-  rewrite: string | undefined;
-  timeoutMs: number;
+  /** Empty = any method. */
+  methods: string[];
+  path: PathMatchIR;
+  headers: ValueMatchIR[];
+  query: ValueMatchIR[];
+  action: ForwardIR | DirectResponseIR | RedirectIR;
+  responseHeaders: HeaderChangesIR;
   auth: 'required' | 'none';
   /** All of them are needed; empty = any verified caller (or anyone when auth is none). */
   permissions: string[];
   limits: LimitIR[];
+}
+
+export interface PathMatchIR {
+  kind: 'exact' | 'prefix' | 'regex' | 'template';
+  value: string;
+}
+
+export interface ValueMatchIR {
+  name: string;
+  kind: 'exact' | 'prefix' | 'regex' | 'present';
+  /** Empty for `present`. */
+  value: string;
+  /** Headers only: match when the condition does not hold. */
+  invert: boolean;
+}
+
+export interface ForwardIR {
+  kind: 'forward';
+  /** One cluster, or a weighted split (weights as given). */
+  clusters: Array<{ name: string; weight: number }>;
+  rewrite: RewriteIR | undefined;
+  timeoutMs: number;
+  idleTimeoutMs: number | undefined;
+  retries: RetryIR;
+  requestHeaders: HeaderChangesIR;
+  /** From the target cluster's ringHash/maglev load balancing. */
+  hashOn: LoadBalancingIR['hashOn'];
+}
+
+export type RewriteIR =
+  /** Replaces the matched prefix (or the whole exact path). */
+  | { kind: 'prefix'; value: string }
+  /** A URI template over the match template's variables. */
+  | { kind: 'template'; value: string }
+  | { kind: 'regex'; regex: string; substitution: string };
+
+export interface RetryIR {
+  /** Envoy's retry_on conditions. */
+  on: string[];
+  count: number;
+  statusCodes: number[];
+  perTryTimeoutMs: number | undefined;
+  perTryIdleTimeoutMs: number | undefined;
+  backOff: { baseMs: number; maxMs: number | undefined };
+}
+
+export interface HeaderChangesIR {
+  add: Array<{ name: string; value: string }>;
+  set: Array<{ name: string; value: string }>;
+  remove: string[];
+}
+
+export interface DirectResponseIR {
+  kind: 'direct';
+  status: number;
+  body: string | undefined;
+  contentType: string;
+}
+
+export interface RedirectIR {
+  kind: 'redirect';
+  scheme: 'http' | 'https' | undefined;
+  host: string | undefined;
+  port: number | undefined;
+  path: string | undefined;
+  prefixRewrite: string | undefined;
+  status: 301 | 302 | 303 | 307 | 308;
+  stripQuery: boolean;
 }

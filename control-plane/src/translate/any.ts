@@ -13,6 +13,9 @@ import { HeaderMutation } from '@sekisho/proto/envoy/extensions/filters/http/hea
 import { RateLimit } from '@sekisho/proto/envoy/extensions/filters/http/ratelimit/v3/rate_limit';
 import { Router } from '@sekisho/proto/envoy/extensions/filters/http/router/v3/router';
 import { HttpConnectionManager } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
+import { UriTemplateMatchConfig } from '@sekisho/proto/envoy/extensions/path/match/uri_template/v3/uri_template_match';
+import { UriTemplateRewriteConfig } from '@sekisho/proto/envoy/extensions/path/rewrite/uri_template/v3/uri_template_rewrite';
+import { UpstreamTlsContext } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/tls';
 import { HttpProtocolOptions } from '@sekisho/proto/envoy/extensions/upstreams/http/v3/http_protocol_options';
 import type { Any } from '@sekisho/proto/google/protobuf/any';
 import { AuthzPolicy, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
@@ -40,6 +43,9 @@ const packable: ReadonlyArray<readonly [string, MessageCodec<any>]> = [
   ['envoy.extensions.filters.http.router.v3.Router', Router],
   ['envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager', HttpConnectionManager],
   ['envoy.extensions.upstreams.http.v3.HttpProtocolOptions', HttpProtocolOptions],
+  ['envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig', UriTemplateMatchConfig],
+  ['envoy.extensions.path.rewrite.uri_template.v3.UriTemplateRewriteConfig', UriTemplateRewriteConfig],
+  ['envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext', UpstreamTlsContext],
   ['sekisho.policy.v1.AuthzPolicy', AuthzPolicy],
   ['sekisho.policy.v1.RateLimitPolicy', RateLimitPolicy],
 ];

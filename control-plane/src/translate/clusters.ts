@@ -1,19 +1,34 @@
-// IR clusters → Envoy Clusters: service clusters (HTTP/1.1, health-checked) and the two
-// policy-service clusters (gRPC, so HTTP/2). IP endpoints come over EDS so that scaling a
+// IR clusters → Envoy Clusters: service clusters (HTTP/1.1 or HTTP/2, TLS, health checks,
+// outlier detection, circuit breakers, load balancing) and the two policy-service clusters
+// (gRPC, so HTTP/2, with gRPC health checks). IP endpoints come over EDS so that scaling a
 // service changes only its ClusterLoadAssignment; DNS names use STRICT_DNS.
 import {
   Cluster,
   Cluster_DiscoveryType,
   Cluster_DnsLookupFamily,
+  Cluster_LbPolicy,
 } from '@sekisho/proto/envoy/config/cluster/v3/cluster';
+import { RoutingPriority } from '@sekisho/proto/envoy/config/core/v3/base';
 import { ApiVersion } from '@sekisho/proto/envoy/config/core/v3/config_source';
+import {
+  SubjectAltNameMatcher_SanType,
+  TlsParameters_TlsProtocol,
+} from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/common';
+import { UpstreamTlsContext } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/tls';
 import { HttpProtocolOptions } from '@sekisho/proto/envoy/extensions/upstreams/http/v3/http_protocol_options';
-import type { ClusterIR, GatewayIR, OutlierDetectionIR } from '../ir/types';
+import type {
+  CircuitBreakersIR,
+  ClusterIR,
+  GatewayIR,
+  HealthCheckIR,
+  OutlierDetectionIR,
+  UpstreamTlsIR,
+} from '../ir/types';
 import { pack } from './any';
 import { durationFromMs } from './duration';
 import { edgeLimits } from './edge';
 import { loadAssignment } from './endpoints';
-import { upstreamHttpProtocolOptionsName } from './filter-names';
+import { upstreamHttpProtocolOptionsName, upstreamTlsTransportSocketName } from './filter-names';
 
 export function translateClusters(ir: GatewayIR): Cluster[] {
   return ir.clusters.map(translateCluster);
@@ -35,19 +50,11 @@ function translateCluster(cluster: ClusterIR): Cluster {
         }),
     connectTimeout: durationFromMs(cluster.connectTimeoutMs),
     perConnectionBufferLimitBytes: edgeLimits.connectionBufferBytes,
-    healthChecks:
-      cluster.healthCheckPath === undefined
-        ? []
-        : [
-            {
-              timeout: durationFromMs(1000),
-              interval: durationFromMs(5000),
-              unhealthyThreshold: 2,
-              healthyThreshold: 1,
-              httpHealthCheck: { path: cluster.healthCheckPath },
-            },
-          ],
+    healthChecks: cluster.healthCheck === undefined ? [] : [healthCheck(cluster.healthCheck)],
     ...(cluster.outlierDetection === undefined ? {} : { outlierDetection: outlierDetection(cluster.outlierDetection) }),
+    ...(cluster.circuitBreakers === undefined ? {} : { circuitBreakers: circuitBreakers(cluster.circuitBreakers) }),
+    lbPolicy: lbPolicies[cluster.loadBalancing.policy],
+    ...(cluster.tls === undefined ? {} : { transportSocket: transportSocket(cluster.tls, cluster.protocol) }),
     typedExtensionProtocolOptions:
       cluster.protocol === 'http2'
         ? {
@@ -67,15 +74,91 @@ function translateCluster(cluster: ClusterIR): Cluster {
   });
 }
 
-function outlierDetection(input: OutlierDetectionIR) {
+const lbPolicies = {
+  roundRobin: Cluster_LbPolicy.ROUND_ROBIN,
+  leastRequest: Cluster_LbPolicy.LEAST_REQUEST,
+  random: Cluster_LbPolicy.RANDOM,
+  ringHash: Cluster_LbPolicy.RING_HASH,
+  maglev: Cluster_LbPolicy.MAGLEV,
+} as const;
+
+function healthCheck(input: HealthCheckIR) {
   return {
-    ...(input.consecutive5xx === undefined ? {} : { consecutive5xx: input.consecutive5xx }),
-    ...(input.consecutiveGatewayFailure === undefined
-      ? {}
-      : // Envoy counts gateway failures but only ejects on them when enforcement is on.
-        { consecutiveGatewayFailure: input.consecutiveGatewayFailure, enforcingConsecutiveGatewayFailure: 100 }),
-    ...(input.intervalMs === undefined ? {} : { interval: durationFromMs(input.intervalMs) }),
-    ...(input.baseEjectionTimeMs === undefined ? {} : { baseEjectionTime: durationFromMs(input.baseEjectionTimeMs) }),
-    ...(input.maxEjectionPercent === undefined ? {} : { maxEjectionPercent: input.maxEjectionPercent }),
+    timeout: durationFromMs(input.timeoutMs),
+    interval: durationFromMs(input.intervalMs),
+    unhealthyThreshold: input.unhealthyThreshold,
+    healthyThreshold: input.healthyThreshold,
+    ...(input.kind === 'grpc'
+      ? { grpcHealthCheck: {} }
+      : {
+          httpHealthCheck: {
+            path: input.path,
+            // Envoy's ranges are half-open: [status, status + 1).
+            expectedStatuses: input.expectedStatuses.map((status) => ({ start: status, end: status + 1 })),
+          },
+        }),
   };
+}
+
+/** Envoy names most of these after the definition's keys; durations become Durations. */
+function outlierDetection(input: OutlierDetectionIR) {
+  const { intervalMs, baseEjectionTimeMs, maxEjectionTimeMs, ...counts } = input;
+  const localOrigin =
+    input.consecutiveLocalOriginFailure !== undefined ||
+    input.enforcingConsecutiveLocalOriginFailure !== undefined ||
+    input.enforcingLocalOriginSuccessRate !== undefined ||
+    input.enforcingFailurePercentageLocalOrigin !== undefined;
+  return {
+    ...counts,
+    ...(intervalMs === undefined ? {} : { interval: durationFromMs(intervalMs) }),
+    ...(baseEjectionTimeMs === undefined ? {} : { baseEjectionTime: durationFromMs(baseEjectionTimeMs) }),
+    ...(maxEjectionTimeMs === undefined ? {} : { maxEjectionTime: durationFromMs(maxEjectionTimeMs) }),
+    // Local-origin failures (refused connections, timeouts) are only counted apart when split.
+    ...(localOrigin ? { splitExternalLocalOriginErrors: true } : {}),
+  };
+}
+
+function circuitBreakers(input: CircuitBreakersIR) {
+  const { retryBudget, ...limits } = input;
+  return {
+    thresholds: [
+      {
+        priority: RoutingPriority.DEFAULT,
+        ...limits,
+        ...(retryBudget === undefined
+          ? {}
+          : {
+              retryBudget: {
+                budgetPercent: { value: retryBudget.percent },
+                minRetryConcurrency: retryBudget.minRetryConcurrency,
+              },
+            }),
+      },
+    ],
+  };
+}
+
+/** TLS to the service, verifying its certificate chain against caFile and its name against sni. */
+function transportSocket(tls: UpstreamTlsIR, protocol: ClusterIR['protocol']) {
+  const context = UpstreamTlsContext.fromPartial({
+    sni: tls.sni,
+    commonTlsContext: {
+      alpnProtocols: protocol === 'http2' ? ['h2'] : ['http/1.1'],
+      tlsParams: { tlsMinimumProtocolVersion: TlsParameters_TlsProtocol.TLSv1_2 },
+      tlsCertificates:
+        tls.clientCertificate === undefined
+          ? []
+          : [
+              {
+                certificateChain: { filename: tls.clientCertificate.certFile },
+                privateKey: { filename: tls.clientCertificate.keyFile },
+              },
+            ],
+      validationContext: {
+        trustedCa: { filename: tls.caFile },
+        matchTypedSubjectAltNames: [{ sanType: SubjectAltNameMatcher_SanType.DNS, matcher: { exact: tls.sni } }],
+      },
+    },
+  });
+  return { name: upstreamTlsTransportSocketName, typedConfig: pack(UpstreamTlsContext, context) };
 }

@@ -9,9 +9,9 @@ import { authzContextKeys, descriptorKeys, identityHeaders } from '@sekisho/serv
 import type { GatewayIR, RouteIR } from '../ir/types';
 import { pack } from './any';
 import { type DescriptorEntry, routeDescriptors } from './descriptors';
-import { durationFromMs } from './duration';
 import { revealingResponseHeaders } from './edge';
 import { httpFilterNames } from './filter-names';
+import { headerChanges, routeAction, routeMatch } from './route-parts';
 
 export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
   return [
@@ -32,24 +32,14 @@ export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
 function translateRoute(ir: GatewayIR, route: RouteIR): Route {
   return Route.fromPartial({
     name: route.id,
-    match: {
-      ...(route.path.kind === 'exact' ? { path: route.path.value } : { prefix: route.path.value }),
-      headers: route.method === undefined ? [] : [{ name: ':method', stringMatch: { exact: route.method } }],
-    },
-    route: {
-      cluster: route.clusterName,
-      ...(route.rewrite === undefined ? {} : { prefixRewrite: route.rewrite }),
-      timeout: durationFromMs(route.timeoutMs),
-      // Only failures where the request never reached the service, so even a POST is safe to retry.
-      retryPolicy: {
-        retryOn: 'connect-failure,refused-stream',
-        numRetries: 2,
-        retryBackOff: { baseInterval: durationFromMs(25), maxInterval: durationFromMs(250) },
-      },
-      rateLimits: routeDescriptors(ir, route).map((descriptor) => ({
+    match: routeMatch(route),
+    ...routeAction(route, () =>
+      routeDescriptors(ir, route).map((descriptor) => ({
         actions: descriptor.entries.map(rateLimitAction),
       })),
-    },
+    ),
+    ...headerChanges(route.responseHeaders, 'response'),
+    // Direct responses and redirects come after ext_authz too: they are authenticated unless auth: none.
     typedPerFilterConfig: {
       [httpFilterNames.extAuthz]: pack(
         ExtAuthzPerRoute,
