@@ -24,7 +24,7 @@ function validDefinition(): Def {
       extAuthz: { address: '127.0.0.1:9001' },
       rateLimit: { address: '127.0.0.1:9002' },
     },
-    services: { customer: { endpoints: ['127.0.0.1:3001'] } },
+    services: { customer: { endpoints: ['127.0.0.1:3001'] }, beta: { endpoints: ['127.0.0.1:3011'] } },
     limits: {
       authenticated: [{ per: 'user', limit: 300, window: '1m' }],
       unauthenticated: [{ per: 'ip', limit: 60, window: '1m' }],
@@ -155,6 +155,335 @@ const invalid: Array<{ name: string; change: (def: Def) => void; paths: string[]
     paths: ['routes[2].match'],
   },
   { name: 'no routes', change: (d) => (d.routes = []), paths: ['routes'] },
+  // Routes: the object match form and what a route does.
+  {
+    name: 'an object match with two path kinds',
+    change: (d) => (d.routes[0].match = { path: '/a', prefix: '/b/' }),
+    paths: ['routes[0].match'],
+  },
+  {
+    name: 'an object match with an unknown method',
+    change: (d) => (d.routes[0].match = { path: '/a', methods: ['FETCH'] }),
+    paths: ['routes[0].match.methods[0]'],
+  },
+  {
+    name: 'a regex with look-ahead (not RE2)',
+    change: (d) => (d.routes[0].match = { regex: '^/a(?=b)' }),
+    paths: ['routes[0].match.regex'],
+  },
+  {
+    name: 'a regex that does not compile',
+    change: (d) => (d.routes[0].match = { regex: '^/a(' }),
+    paths: ['routes[0].match.regex'],
+  },
+  {
+    name: 'a template with a bad variable',
+    change: (d) => (d.routes[0].match = { template: '/a/{Id}' }),
+    paths: ['routes[0].match.template'],
+  },
+  {
+    name: 'a template with {x=**} before the end',
+    change: (d) => (d.routes[0].match = { template: '/a/{rest=**}/b' }),
+    paths: ['routes[0].match.template'],
+  },
+  {
+    name: 'a header condition with two comparisons',
+    change: (d) => (d.routes[0].match = { path: '/a', headers: [{ name: 'x-a', exact: '1', prefix: '1' }] }),
+    paths: ['routes[0].match.headers[0]'],
+  },
+  {
+    name: 'an upper-case header name',
+    change: (d) => (d.routes[0].match = { path: '/a', headers: [{ name: 'X-A', present: true }] }),
+    paths: ['routes[0].match.headers[0].name'],
+  },
+  {
+    name: 'a query condition without comparison',
+    change: (d) => (d.routes[0].match = { path: '/a', query: [{ name: 'q' }] }),
+    paths: ['routes[0].match.query[0]'],
+  },
+  {
+    name: 'a template rewrite naming a variable the match does not capture',
+    change: (d) => {
+      d.routes[0].match = { template: '/api/v1/appointments/{id}' };
+      d.routes[0].rewrite = '/appointments/{uid}';
+    },
+    paths: ['routes[0].rewrite'],
+  },
+  {
+    name: 'a {variable} rewrite on a match that is not a template',
+    change: (d) => (d.routes[0].rewrite = '/profile/{id}'),
+    paths: ['routes[0].rewrite'],
+  },
+  {
+    name: 'a prefix rewrite on a regex match',
+    change: (d) => (d.routes[0].match = { regex: '^/a/[0-9]+$' }),
+    paths: ['routes[0].rewrite'],
+  },
+  {
+    name: 'a regex rewrite without substitution',
+    change: (d) => (d.routes[0].rewrite = { regex: '^/a' }),
+    paths: ['routes[0].rewrite.substitution'],
+  },
+  {
+    name: 'a route with both to and split',
+    change: (d) =>
+      (d.routes[0].split = [
+        { to: 'customer', weight: 1 },
+        { to: 'beta', weight: 1 },
+      ]),
+    paths: ['routes[0]'],
+  },
+  {
+    name: 'a route with neither to, split, directResponse nor redirect',
+    change: (d) => delete d.routes[0].to,
+    paths: ['routes[0]'],
+  },
+  {
+    name: 'a split with one service',
+    change: (d) => {
+      delete d.routes[0].to;
+      d.routes[0].split = [{ to: 'customer', weight: 1 }];
+    },
+    paths: ['routes[0].split'],
+  },
+  {
+    name: 'a split naming a service twice',
+    change: (d) => {
+      delete d.routes[0].to;
+      d.routes[0].split = [
+        { to: 'customer', weight: 1 },
+        { to: 'customer', weight: 2 },
+      ];
+    },
+    paths: ['routes[0].split[1].to'],
+  },
+  {
+    name: 'a split with only zero weights',
+    change: (d) => {
+      delete d.routes[0].to;
+      d.routes[0].split = [
+        { to: 'customer', weight: 0 },
+        { to: 'beta', weight: 0 },
+      ];
+    },
+    paths: ['routes[0].split'],
+  },
+  {
+    name: 'a split to an unknown service',
+    change: (d) => {
+      delete d.routes[0].to;
+      d.routes[0].split = [
+        { to: 'customer', weight: 9 },
+        { to: 'custmer-beta', weight: 1 },
+      ];
+    },
+    paths: ['routes[0].split[1].to'],
+  },
+  {
+    name: 'a direct response with a bad status',
+    change: (d) => {
+      delete d.routes[0].to;
+      delete d.routes[0].rewrite;
+      d.routes[0].directResponse = { status: 99 };
+    },
+    paths: ['routes[0].directResponse.status'],
+  },
+  {
+    name: 'a rewrite on a direct response',
+    change: (d) => {
+      delete d.routes[0].to;
+      d.routes[0].directResponse = { status: 200 };
+    },
+    paths: ['routes[0].rewrite'],
+  },
+  {
+    name: 'a redirect that changes nothing',
+    change: (d) => {
+      delete d.routes[1].to;
+      d.routes[1].redirect = { status: 301 };
+    },
+    paths: ['routes[1].redirect'],
+  },
+  {
+    name: 'a redirect with an unsupported status',
+    change: (d) => {
+      delete d.routes[1].to;
+      d.routes[1].redirect = { path: '/x', status: 300 };
+    },
+    paths: ['routes[1].redirect.status'],
+  },
+  {
+    name: 'a redirect prefixRewrite on an exact match',
+    change: (d) => {
+      delete d.routes[0].to;
+      delete d.routes[0].rewrite;
+      d.routes[0].redirect = { prefixRewrite: '/v2/' };
+    },
+    paths: ['routes[0].redirect.prefixRewrite'],
+  },
+  {
+    name: 'a route header change of an identity header',
+    change: (d) => (d.routes[0].requestHeaders = { set: { 'x-sekisho-user-id': 'admin' } }),
+    paths: ['routes[0].requestHeaders.set.x-sekisho-user-id'],
+  },
+  {
+    name: 'a route removing host',
+    change: (d) => (d.routes[0].requestHeaders = { remove: ['host'] }),
+    paths: ['routes[0].requestHeaders.remove[0]'],
+  },
+  {
+    name: 'an unknown retry condition',
+    change: (d) => (d.routes[0].retries = { on: ['5xx', 'always'] }),
+    paths: ['routes[0].retries.on[1]'],
+  },
+  {
+    name: 'too many retries',
+    change: (d) => (d.routes[0].retries = { count: 50 }),
+    paths: ['routes[0].retries.count'],
+  },
+  {
+    name: 'retriable status codes without the condition',
+    change: (d) => (d.routes[0].retries = { on: ['5xx'], statusCodes: [409] }),
+    paths: ['routes[0].retries.statusCodes'],
+  },
+  {
+    name: 'a back-off whose max is below its base',
+    change: (d) => (d.routes[0].retries = { backOff: { base: '1s', max: '100ms' } }),
+    paths: ['routes[0].retries.backOff.max'],
+  },
+  {
+    name: 'a route timeout without unit',
+    change: (d) => (d.routes[0].timeout = '5'),
+    paths: ['routes[0].timeout'],
+  },
+  {
+    name: 'a bad idle timeout',
+    change: (d) => (d.routes[0].idleTimeout = '0s'),
+    paths: ['routes[0].idleTimeout'],
+  },
+  // Services.
+  {
+    name: 'an unknown upstream protocol',
+    change: (d) => (d.services.customer.protocol = 'http3'),
+    paths: ['services.customer.protocol'],
+  },
+  {
+    name: 'upstream TLS without a CA',
+    change: (d) => (d.services.customer.tls = { sni: 'customer.internal' }),
+    paths: ['services.customer.tls.caFile'],
+  },
+  {
+    name: 'upstream TLS with a certificate but no key',
+    change: (d) => (d.services.customer.tls = { sni: 'c.internal', caFile: 'ca.pem', certFile: 'c.pem' }),
+    paths: ['services.customer.tls'],
+  },
+  {
+    name: 'upstream TLS to an IP endpoint without sni',
+    change: (d) => (d.services.customer.tls = { caFile: 'ca.pem' }),
+    paths: ['services.customer.tls.sni'],
+  },
+  {
+    name: 'a health check with a bad interval',
+    change: (d) => (d.services.customer.healthCheck = { path: '/health', interval: 'often' }),
+    paths: ['services.customer.healthCheck.interval'],
+  },
+  {
+    name: 'a health check with a zero threshold',
+    change: (d) => (d.services.customer.healthCheck = { path: '/health', unhealthyThreshold: 0 }),
+    paths: ['services.customer.healthCheck.unhealthyThreshold'],
+  },
+  {
+    name: 'a health-check path without "/"',
+    change: (d) => (d.services.customer.healthCheck = 'health'),
+    paths: ['services.customer.healthCheck'],
+  },
+  {
+    name: 'an outlier percentage above 100',
+    change: (d) => (d.services.customer.outlierDetection = { maxEjectionPercent: 150 }),
+    paths: ['services.customer.outlierDetection.maxEjectionPercent'],
+  },
+  {
+    name: 'a misspelt outlier field',
+    change: (d) => (d.services.customer.outlierDetection = { consecutive5XX: 3 }),
+    paths: ['services.customer.outlierDetection.consecutive5XX'],
+  },
+  {
+    name: 'a zero consecutive local-origin failure count',
+    change: (d) => (d.services.customer.outlierDetection = { consecutiveLocalOriginFailure: 0 }),
+    paths: ['services.customer.outlierDetection.consecutiveLocalOriginFailure'],
+  },
+  {
+    name: 'a failure-percentage block without threshold',
+    change: (d) => (d.services.customer.outlierDetection = { failurePercentage: { minimumHosts: 3 } }),
+    paths: ['services.customer.outlierDetection.failurePercentage.threshold'],
+  },
+  {
+    name: 'an enforcing percentage above 100',
+    change: (d) => (d.services.customer.outlierDetection = { enforcing: { successRate: 101 } }),
+    paths: ['services.customer.outlierDetection.enforcing.successRate'],
+  },
+  {
+    name: 'a zero circuit-breaker threshold',
+    change: (d) => (d.services.customer.circuitBreakers = { maxConnections: 0 }),
+    paths: ['services.customer.circuitBreakers.maxConnections'],
+  },
+  {
+    name: 'both maxRetries and a retry budget',
+    change: (d) => (d.services.customer.circuitBreakers = { maxRetries: 3, retryBudget: { percent: 20 } }),
+    paths: ['services.customer.circuitBreakers.retryBudget'],
+  },
+  {
+    name: 'an unknown load-balancing policy',
+    change: (d) => (d.services.customer.loadBalancing = { policy: 'fastest' }),
+    paths: ['services.customer.loadBalancing.policy'],
+  },
+  {
+    name: 'ring hash without a hash key',
+    change: (d) => (d.services.customer.loadBalancing = { policy: 'ringHash' }),
+    paths: ['services.customer.loadBalancing.hashOn'],
+  },
+  {
+    name: 'a hash key on round robin',
+    change: (d) => (d.services.customer.loadBalancing = { policy: 'roundRobin', hashOn: 'sourceIp' }),
+    paths: ['services.customer.loadBalancing.hashOn'],
+  },
+  // Policy services.
+  {
+    name: 'a policy service with both address and addresses',
+    change: (d) => (d.policyServices.extAuthz.addresses = ['127.0.0.1:9011']),
+    paths: ['policyServices.extAuthz'],
+  },
+  {
+    name: 'a policy service without any address',
+    change: (d) => delete d.policyServices.rateLimit.address,
+    paths: ['policyServices.rateLimit'],
+  },
+  {
+    name: 'a policy-service replica with a bad address',
+    change: (d) => {
+      delete d.policyServices.extAuthz.address;
+      d.policyServices.extAuthz.addresses = ['127.0.0.1:9001', '127.0.0.1'];
+    },
+    paths: ['policyServices.extAuthz.addresses[1]'],
+  },
+  {
+    name: 'a policy-service replica named twice',
+    change: (d) => {
+      delete d.policyServices.extAuthz.address;
+      d.policyServices.extAuthz.addresses = ['127.0.0.1:9001', '127.0.0.1:9001'];
+    },
+    paths: ['policyServices.extAuthz.addresses'],
+  },
+  {
+    name: 'a policy-service health check with a bad timeout',
+    change: (d) => (d.policyServices.extAuthz.healthCheck = { timeout: 'soon' }),
+    paths: ['policyServices.extAuthz.healthCheck.timeout'],
+  },
+  {
+    name: 'a policy-service health check set to true',
+    change: (d) => (d.policyServices.extAuthz.healthCheck = true),
+    paths: ['policyServices.extAuthz.healthCheck'],
+  },
   {
     name: 'an unknown parent group',
     change: (d) => (d.identity.groups.verified.inherits = 'basik'),

@@ -292,7 +292,7 @@ export function routeSchema<Limit extends z.ZodType>(routeLimit: Limit) {
           message: `set exactly one of ${actions.join(', ')} (got ${set.length === 0 ? 'none' : set.join(', ')})`,
         });
       }
-      if (route.to === undefined && route.split === undefined) {
+      if (set.length === 1 && route.to === undefined && route.split === undefined) {
         // Only forwarding routes have an upstream to rewrite for, time out or retry.
         for (const key of ['rewrite', 'timeout', 'idleTimeout', 'retries', 'requestHeaders'] as const) {
           if (route[key] !== undefined) {

@@ -29,7 +29,13 @@ export const httpHealthCheck = z.union([
 ]);
 
 /** gRPC health checks (grpc.health.v1.Health/Check) for the policy services. */
-export const grpcHealthCheck = z.union([z.literal(false), z.strictObject({ ...healthCheckTiming })]);
+export const grpcHealthCheck = z.union([
+  z.strictObject({ ...healthCheckTiming }),
+  // A boolean (not a literal) so that a mistyped settings object is reported field by field.
+  z
+    .boolean()
+    .refine((value) => value === false, { message: 'health checks are on by default: give their settings or false' }),
+]);
 
 const enforcing = z.strictObject({
   consecutive5xx: percent.optional(),

@@ -123,3 +123,73 @@ describe('durations and limits', () => {
     ]);
   });
 });
+
+describe('new route kinds: ids and shadowing', () => {
+  const route = (match: unknown) => ({ match, to: 'customer', require: ['read:own_profile'] });
+  const compile = (routes: unknown[]) => {
+    const parsed = gatewayDefinitionSchema.safeParse({
+      listeners: { http: { port: 8080 } },
+      identity: { firebase: { projectId: 'demo-salon' }, groupClaim: 'tier', groups: { basic: ['read:own_profile'] } },
+      policyServices: { extAuthz: { address: '127.0.0.1:9001' }, rateLimit: { address: '127.0.0.1:9002' } },
+      services: { customer: { endpoints: ['127.0.0.1:3001'] } },
+      routes,
+    });
+    if (!parsed.success) throw new Error(JSON.stringify(parsed.error.issues));
+    return buildIR(parsed.data);
+  };
+
+  it.each([
+    [{ methods: ['GET', 'HEAD'], path: '/a' }, 'get-head-a'],
+    [{ template: '/api/v1/appointments/{id}' }, 'api-v1-appointments-id-template'],
+    [{ regex: '^/a/[0-9]+$' }, `a-0-9-regex-${'[hash]'}`],
+    [{ path: '/a', headers: [{ name: 'x-client', exact: 'ios' }] }, 'a-[hash]'],
+  ])('%j → a stable id like %s', (match, pattern) => {
+    const built = compile([route(match)]);
+    if (!built.ok) throw new Error(JSON.stringify(built.errors));
+    const id = built.ir.routes[0]?.id ?? '';
+    expect(id).toMatch(new RegExp(`^${pattern.replace(/[[\]]/g, '').replace('hash', '[0-9a-f]{8}')}$`));
+    const again = compile([route(match)]);
+    expect(again.ok && again.ir.routes[0]?.id).toBe(id);
+  });
+
+  it('gives two routes that differ only in a header condition different ids', () => {
+    const built = compile([
+      route({ path: '/a', headers: [{ name: 'x-client', exact: 'ios' }] }),
+      route({ path: '/a', headers: [{ name: 'x-client', exact: 'android' }] }),
+    ]);
+    expect(built.ok).toBe(true);
+  });
+
+  it.each([
+    ['a prefix before a template under it', '/api/v1/*', { template: '/api/v1/appointments/{id}' }],
+    ['the same template twice', { template: '/a/{id}' }, { template: '/a/{id}' }],
+    ['the same regex twice', { regex: '^/a$' }, { regex: '^/a$' }],
+    ['any method before several methods', '/a', { methods: ['GET', 'POST'], path: '/a' }],
+    [
+      'fewer conditions first',
+      { path: '/a', query: [{ name: 'q', present: true }] },
+      {
+        path: '/a',
+        query: [{ name: 'q', present: true }],
+        headers: [{ name: 'x-a', exact: '1' }],
+      },
+    ],
+  ])('refuses a route made dead by an earlier one: %s', (_name, earlier, later) => {
+    const built = compile([route(earlier), route(later)]);
+    expect(built.ok ? [] : built.errors.map((error) => error.path)).toEqual(['routes[1].match']);
+  });
+
+  it.each([
+    ['a template before a prefix', { template: '/a/{id}' }, '/a/*'],
+    ['a regex before an exact path it matches', { regex: '^/a/.*$' }, '/a/b'],
+    [
+      'a header condition before the same path without it',
+      { path: '/a', headers: [{ name: 'x', present: true }] },
+      '/a',
+    ],
+    ['GET before GET and POST', 'GET /a', { methods: ['GET', 'POST'], path: '/a' }],
+    ['a prefix before a template that leaves it', '/api/v1/a/*', { template: '/api/v1/{x}/b' }],
+  ])('does not claim shadowing it cannot prove: %s', (_name, earlier, later) => {
+    expect(compile([route(earlier), route(later)]).ok).toBe(true);
+  });
+});

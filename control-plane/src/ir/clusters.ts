@@ -46,7 +46,8 @@ function policyCluster(name: string, service: PolicyServiceInput): ClusterIR {
     connectTimeoutMs: 1000,
     protocol: 'http2',
     tls: undefined,
-    healthCheck: service.healthCheck === false ? undefined : grpcHealthCheckIR(service.healthCheck),
+    // The schema refuses `true`: only false (off) or settings reach here.
+    healthCheck: typeof service.healthCheck === 'boolean' ? undefined : grpcHealthCheckIR(service.healthCheck),
     outlierDetection: service.outlierDetection && outlierDetectionIR(service.outlierDetection),
     circuitBreakers: service.circuitBreakers && circuitBreakersIR(service.circuitBreakers),
     loadBalancing: { policy: 'roundRobin', hashOn: undefined },
@@ -101,7 +102,7 @@ function httpHealthCheckIR(input: z.output<typeof httpHealthCheck>): HealthCheck
   };
 }
 
-function grpcHealthCheckIR(input: Exclude<z.output<typeof grpcHealthCheck>, false>): HealthCheckIR {
+function grpcHealthCheckIR(input: Exclude<z.output<typeof grpcHealthCheck>, boolean>): HealthCheckIR {
   return { kind: 'grpc', path: undefined, ...timing(input), expectedStatuses: [] };
 }
 
