@@ -86,6 +86,9 @@ function healthCheck(input: HealthCheckIR) {
   return {
     timeout: durationFromMs(input.timeoutMs),
     interval: durationFromMs(input.intervalMs),
+    // Envoy probes a cluster that has had no traffic only every 60s by default; the policy
+    // services' gRPC calls do not count as traffic, so a dead replica would go unnoticed.
+    noTrafficInterval: durationFromMs(input.intervalMs),
     unhealthyThreshold: input.unhealthyThreshold,
     healthyThreshold: input.healthyThreshold,
     ...(input.kind === 'grpc'

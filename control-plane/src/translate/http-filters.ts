@@ -13,6 +13,7 @@ import type { GatewayIR } from '../ir/types';
 import { pack } from './any';
 import { durationFromMs } from './duration';
 import { httpFilterNames } from './filter-names';
+import { policyServiceGrpc } from './policy-grpc';
 
 export function httpFilters(ir: GatewayIR): HttpFilter[] {
   return [stripIdentityHeaders(), extAuthz(ir), rateLimit(ir), router()];
@@ -38,7 +39,7 @@ function extAuthz(ir: GatewayIR): HttpFilter {
       ExtAuthz,
       ExtAuthz.fromPartial({
         grpcService: {
-          envoyGrpc: { clusterName: ir.extAuthz.clusterName },
+          ...policyServiceGrpc(ir.extAuthz.clusterName),
           timeout: durationFromMs(ir.extAuthz.timeoutMs),
         },
         transportApiVersion: ApiVersion.V3,
@@ -61,7 +62,7 @@ function rateLimit(ir: GatewayIR): HttpFilter {
         failureModeDeny: ir.rateLimit.failureMode === 'deny',
         statusOnError: { code: StatusCode.ServiceUnavailable },
         rateLimitService: {
-          grpcService: { envoyGrpc: { clusterName: ir.rateLimit.clusterName } },
+          grpcService: policyServiceGrpc(ir.rateLimit.clusterName),
           transportApiVersion: ApiVersion.V3,
         },
         // enable_x_ratelimit_headers stays OFF: the service returns its own RateLimit headers.

@@ -1,0 +1,19 @@
+// How Envoy's filters call the policy services (ext-authz, rate-limit service): over their
+// clusters, retrying a call that never reached a replica (refused, reset, UNAVAILABLE from
+// one that is draining) on another one. Check and ShouldRateLimit are safe to repeat; a
+// stopped replica then costs a retry, not a failed request, until the health checks take
+// it out of rotation. (GrpcService.retry_policy; EnvoyGrpc's own is only for xDS streams.)
+import { GrpcService } from '@sekisho/proto/envoy/config/core/v3/grpc_service';
+import { durationFromMs } from './duration';
+
+export function policyServiceGrpc(clusterName: string): Pick<GrpcService, 'envoyGrpc' | 'retryPolicy'> {
+  const { envoyGrpc, retryPolicy } = GrpcService.fromPartial({
+    envoyGrpc: { clusterName },
+    retryPolicy: {
+      retryOn: 'connect-failure,refused-stream,reset,unavailable',
+      numRetries: 2,
+      retryBackOff: { baseInterval: durationFromMs(5), maxInterval: durationFromMs(50) },
+    },
+  });
+  return { envoyGrpc, retryPolicy };
+}
