@@ -35,7 +35,14 @@ export default defineGateway({
   },
   services: {
     customer: { endpoints: ['127.0.0.1:3001'], healthCheck: '/health' },
-    appointment: { endpoints: ['127.0.0.1:3002'], healthCheck: '/health', outlierDetection: { consecutive5xx: 5 } },
+    appointment: {
+      endpoints: ['127.0.0.1:3002'],
+      healthCheck: '/health',
+      // reference §4.2: the appointment circuit breaker (failure threshold 3, recovery 30 s) is
+      // Envoy's outlier detection: 3 consecutive 5xx eject an endpoint for 30 s.
+      outlierDetection: { consecutive5xx: 3, baseEjectionTime: '30s' },
+      circuitBreakers: { maxPendingRequests: 256, maxRequests: 1024 },
+    },
     notification: { endpoints: ['127.0.0.1:3003'], healthCheck: '/health' },
   },
   // reference §4.1
