@@ -322,6 +322,14 @@ const invalid: Array<{ name: string; change: (def: Def) => void; paths: string[]
     paths: ['routes[0].redirect.prefixRewrite'],
   },
   {
+    name: 'route limits on a direct response',
+    change: (d) => {
+      delete d.routes[1].to;
+      d.routes[1].directResponse = { status: 200 };
+    },
+    paths: ['routes[1].limits'],
+  },
+  {
     name: 'a route header change of an identity header',
     change: (d) => (d.routes[0].requestHeaders = { set: { 'x-sekisho-user-id': 'admin' } }),
     paths: ['routes[0].requestHeaders.set.x-sekisho-user-id'],

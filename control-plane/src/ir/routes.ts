@@ -62,6 +62,13 @@ function action(
   at: string,
   errors: FieldError[],
 ): RouteIR['action'] {
+  if ((route.directResponse !== undefined || route.redirect !== undefined) && route.limits.length > 0) {
+    // The rate-limit actions live in Envoy's RouteAction, which only forwarding routes have.
+    errors.push({
+      path: `${at}.limits`,
+      message: 'only a route that forwards (to or split) can be rate-limited; Envoy answers this one itself',
+    });
+  }
   if (route.directResponse !== undefined) {
     const { status, body, contentType } = route.directResponse;
     return { kind: 'direct', status, body, contentType };
