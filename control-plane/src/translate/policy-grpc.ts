@@ -1,8 +1,9 @@
 // How Envoy's filters call the policy services (ext-authz, rate-limit service): over their
-// clusters, retrying a call that never reached a replica (refused, reset, UNAVAILABLE from
-// one that is draining) on another one. Check and ShouldRateLimit are safe to repeat; a
-// stopped replica then costs a retry, not a failed request, until the health checks take
-// it out of rotation. (GrpcService.retry_policy; EnvoyGrpc's own is only for xDS streams.)
+// clusters, retrying on another replica a call that one never took (connection refused,
+// stream refused, UNAVAILABLE). Not on a reset: ShouldRateLimit counts, and a call reset
+// mid-way may have been counted already. A stopped replica then costs a retry, not a failed
+// request, until the health checks take it out of rotation. (GrpcService.retry_policy;
+// EnvoyGrpc's own retry_policy is only for xDS streams.)
 import { GrpcService } from '@sekisho/proto/envoy/config/core/v3/grpc_service';
 import { durationFromMs } from './duration';
 
@@ -10,7 +11,7 @@ export function policyServiceGrpc(clusterName: string): Pick<GrpcService, 'envoy
   const { envoyGrpc, retryPolicy } = GrpcService.fromPartial({
     envoyGrpc: { clusterName },
     retryPolicy: {
-      retryOn: 'connect-failure,refused-stream,reset,unavailable',
+      retryOn: 'connect-failure,refused-stream,unavailable',
       numRetries: 2,
       retryBackOff: { baseInterval: durationFromMs(5), maxInterval: durationFromMs(50) },
     },
