@@ -44,6 +44,17 @@ describe('translator golden files', () => {
     );
   });
 
+  it('has one case per route and service feature', () => {
+    expect(cases.map((c) => c.name)).toEqual(
+      expect.arrayContaining([
+        ...['route-regex', 'route-template', 'route-methods', 'route-header-query-match', 'route-rewrite-regex'],
+        ...['route-headers', 'route-retries', 'route-weighted', 'route-direct-response', 'route-redirect'],
+        ...['service-http2', 'service-tls', 'service-health-check', 'service-outlier-full'],
+        ...['service-circuit-breakers', 'service-lb-policy', 'policy-service-replicas'],
+      ]),
+    );
+  });
+
   for (const testCase of cases) {
     describe(testCase.name, () => {
       const compiled = compileDefinition(parse(readFileSync(testCase.file, 'utf8')));
