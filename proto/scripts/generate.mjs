@@ -38,6 +38,7 @@ const envoyEntryPoints = [
   'envoy/extensions/access_loggers/stream/v3/stream.proto',
   'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
   'envoy/extensions/transport_sockets/tls/v3/tls.proto',
+  'envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto',
 ];
 
 function walk(dir) {

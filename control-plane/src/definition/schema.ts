@@ -2,10 +2,10 @@
 // definitions their types (inferred below, never written twice). Objects are strict so a
 // misspelt key is an error instead of a silently ignored setting. Cross-references
 // (a route naming a service, a permission some group grants) are checked in the IR.
-import { isIP } from 'node:net';
 import { z } from 'zod';
 import { edgeSchema } from './edge';
 import { duration, hostPort, identifier, seconds, urlPath } from './fields';
+import { listenersSchema } from './listeners';
 
 const permission = z.string().regex(/^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$/, {
   message: 'a permission looks like "verb:object", e.g. read:own_profile',
@@ -100,18 +100,8 @@ const route = z.strictObject({
   limits: z.array(routeLimit).default([]),
 });
 
-const listener = z.strictObject({
-  address: z
-    .string()
-    .refine((address) => isIP(address) !== 0, { message: 'must be an IP address, e.g. 0.0.0.0' })
-    .default('0.0.0.0'),
-  port: z.int().min(1).max(65_535),
-  /** Proxies in front (CDN, load balancer) whose X-Forwarded-For entries are trusted. */
-  xffNumTrustedHops: z.int().min(0).max(10).default(0),
-});
-
 export const gatewayDefinitionSchema = z.strictObject({
-  listeners: z.strictObject({ http: listener }),
+  listeners: listenersSchema,
   identity: z.strictObject({
     firebase: z.strictObject({
       projectId: z

@@ -12,7 +12,10 @@ import { ExtAuthz, ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filt
 import { HeaderMutation } from '@sekisho/proto/envoy/extensions/filters/http/header_mutation/v3/header_mutation';
 import { RateLimit } from '@sekisho/proto/envoy/extensions/filters/http/ratelimit/v3/rate_limit';
 import { Router } from '@sekisho/proto/envoy/extensions/filters/http/router/v3/router';
+import { TlsInspector } from '@sekisho/proto/envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector';
 import { HttpConnectionManager } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
+import { Secret } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/secret';
+import { DownstreamTlsContext } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/tls';
 import { HttpProtocolOptions } from '@sekisho/proto/envoy/extensions/upstreams/http/v3/http_protocol_options';
 import type { Any } from '@sekisho/proto/google/protobuf/any';
 import { AuthzPolicy, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
@@ -40,6 +43,9 @@ const packable: ReadonlyArray<readonly [string, MessageCodec<any>]> = [
   ['envoy.extensions.filters.http.router.v3.Router', Router],
   ['envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager', HttpConnectionManager],
   ['envoy.extensions.upstreams.http.v3.HttpProtocolOptions', HttpProtocolOptions],
+  ['envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector', TlsInspector],
+  ['envoy.extensions.transport_sockets.tls.v3.Secret', Secret],
+  ['envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext', DownstreamTlsContext],
   ['sekisho.policy.v1.AuthzPolicy', AuthzPolicy],
   ['sekisho.policy.v1.RateLimitPolicy', RateLimitPolicy],
 ];

@@ -9,3 +9,5 @@ export const httpFilterNames = {
 export const httpConnectionManagerName = 'envoy.filters.network.http_connection_manager';
 export const stdoutAccessLogName = 'envoy.access_loggers.stdout';
 export const upstreamHttpProtocolOptionsName = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
+export const tlsTransportSocketName = 'envoy.transport_sockets.tls';
+export const tlsInspectorName = 'envoy.filters.listener.tls_inspector';
