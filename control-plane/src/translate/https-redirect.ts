@@ -68,7 +68,8 @@ function redirectRoute(redirect: HttpsRedirectIR): Route {
     match: { prefix: '/' },
     redirect: {
       httpsRedirect: true,
-      portRedirect: redirect.httpsPort,
+      // 443 is https's own: Envoy then drops an explicit :80 and the Location has no port.
+      ...(redirect.httpsPort === 443 ? {} : { portRedirect: redirect.httpsPort }),
       // 308 keeps the method and body (301 lets clients turn a POST into a GET).
       responseCode: RedirectAction_RedirectResponseCode.PERMANENT_REDIRECT,
     },

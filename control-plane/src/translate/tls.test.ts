@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
+import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
 import { TlsParameters_TlsProtocol } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/common';
 import { Secret } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/secret';
 import { DownstreamTlsContext } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/tls';
@@ -76,6 +77,24 @@ describe('the https listener', () => {
     const http = listeners.find((l) => l.name === 'ingress_http');
     expect(http?.filterChains.map((c) => c.transportSocket)).toEqual([undefined]);
     expect(listeners.map((l) => l.name)).toEqual(['ingress_http', 'ingress_https']);
+  });
+});
+
+describe('the redirect of plain HTTP', () => {
+  const redirectOf = (httpsPort: number) => {
+    const input = parse(readFileSync(resolve(testdata, 'in/http-redirect.yaml'), 'utf8'));
+    input.listeners.https.port = httpsPort;
+    const compiled = compileDefinition(input, { baseDir: resolve(testdata, 'in') });
+    if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
+    const config = decoded(compiled.resources, typeUrls.route, RouteConfiguration).find(
+      (c) => c.name === 'ingress_http_redirect',
+    );
+    return config?.virtualHosts[0]?.routes.at(-1)?.redirect;
+  };
+
+  it('puts the https port in the Location, except 443', () => {
+    expect(redirectOf(8443)).toMatchObject({ httpsRedirect: true, portRedirect: 8443 });
+    expect(redirectOf(443)).toMatchObject({ httpsRedirect: true, portRedirect: 0 });
   });
 });
 
