@@ -37,10 +37,12 @@ export function translateListeners(ir: GatewayIR): Listener[] {
     name: ir.listener.name,
     address: { socketAddress: { address: ir.listener.address, portValue: ir.listener.port } },
     perConnectionBufferLimitBytes: edgeLimits.connectionBufferBytes,
-    filterChains: chainVariants(ir, ir.listener.name, httpRoutes).map(({ match, hcm }) => ({
-      ...(match ? { filterChainMatch: match } : {}),
-      filters: [connectionManagerFilter(hcm)],
-    })),
+    filterChains: chainVariants(ir, { statPrefix: ir.listener.name, routeConfigName: httpRoutes, tls: false }).map(
+      ({ match, hcm }) => ({
+        ...(match ? { filterChainMatch: match } : {}),
+        filters: [connectionManagerFilter(hcm)],
+      }),
+    ),
   });
   return ir.https ? [http, httpsListener(ir, ir.https)] : [http];
 }
@@ -51,9 +53,17 @@ interface ChainVariant {
   hcm: HttpConnectionManager;
 }
 
+/** Which listener a connection manager is for. */
+export interface ListenerContext {
+  statPrefix: string;
+  routeConfigName: string;
+  /** The connection is TLS (the https listener): what only HTTPS may carry (HSTS) goes here. */
+  tls: boolean;
+}
+
 /** The ingress's connection-manager variants; today one for every connection. */
-function chainVariants(ir: GatewayIR, statPrefix: string, routeConfigName: string): ChainVariant[] {
-  return [{ hcm: httpConnectionManager(ir, statPrefix, routeConfigName) }];
+function chainVariants(ir: GatewayIR, context: ListenerContext): ChainVariant[] {
+  return [{ hcm: httpConnectionManager(ir, context) }];
 }
 
 function connectionManagerFilter(hcm: HttpConnectionManager) {
@@ -66,7 +76,7 @@ function connectionManagerFilter(hcm: HttpConnectionManager) {
  * take every other connection (no SNI, or a name nobody lists).
  */
 function httpsListener(ir: GatewayIR, https: HttpsListenerIR): Listener {
-  const variants = chainVariants(ir, https.name, https.routeConfigName);
+  const variants = chainVariants(ir, { statPrefix: https.name, routeConfigName: https.routeConfigName, tls: true });
   const bySni = https.certificates.filter((certificate) => certificate.serverNames.length > 0);
   const certificateChains = [
     ...bySni.map((certificate) => ({ secretName: certificate.secretName, serverNames: certificate.serverNames })),
@@ -91,7 +101,7 @@ function httpsListener(ir: GatewayIR, https: HttpsListenerIR): Listener {
   });
 }
 
-function httpConnectionManager(ir: GatewayIR, statPrefix: string, routeConfigName: string): HttpConnectionManager {
+function httpConnectionManager(ir: GatewayIR, { statPrefix, routeConfigName }: ListenerContext): HttpConnectionManager {
   return HttpConnectionManager.fromPartial({
     statPrefix,
     rds: { configSource: adsConfigSource, routeConfigName },
