@@ -4,7 +4,15 @@ import { defineGateway } from '@sekisho/control-plane';
 
 export default defineGateway({
   listeners: {
+    // Plain HTTP answers 308 to HTTPS (on by default with an https listener).
     http: { address: '127.0.0.1', port: 8080 },
+    // The development certificate (signed by dev-tls/ca.crt, for localhost, 127.0.0.1, ::1):
+    // `curl --cacert control-plane/examples/dev-tls/ca.crt https://localhost:8443/...`.
+    https: {
+      address: '127.0.0.1',
+      port: 8443,
+      certificates: [{ certFile: 'dev-tls/localhost.crt', keyFile: 'dev-tls/localhost.key' }],
+    },
   },
   identity: {
     firebase: { projectId: 'demo-salon' },

@@ -11,6 +11,9 @@ import { defaultGroup, type SnapshotCache } from './xds/cache';
 // the old one, which ends a watch on the file itself), debounced, plus a slow mtime
 // poll for file systems where fs.watch says nothing (network mounts, some containers).
 // A definition that does not compile changes nothing: the last good snapshot stays.
+// The certificate and key files the definition names are watched the same way (their
+// directories, any entry: a Kubernetes Secret volume swaps a `..data` symlink, not the
+// files), so a rotated certificate is served without a restart.
 
 /** "routes[0].to: unknown service", or just the message for the file as a whole (path ''). */
 export const describeFieldError = (error: FieldError): string =>
@@ -48,11 +51,8 @@ export interface WatcherStatus {
   lastGoodAt?: string;
 }
 
-interface FileSignature {
-  mtimeMs: number;
-  size: number;
-  ino: number;
-}
+/** mtime, size and inode of the definition and of each certificate file (stat follows symlinks). */
+type FileSignature = string;
 
 export class DefinitionWatcher {
   private readonly log: Logger;
@@ -62,6 +62,9 @@ export class DefinitionWatcher {
   private readonly pollIntervalMs: number;
   private readonly reloads: Counter<'result'>;
   private fsWatcher?: FSWatcher;
+  /** The certificate and key files of the last compile that got as far as naming them. */
+  private dependencies: string[] = [];
+  private readonly dependencyWatchers = new Map<string, FSWatcher>();
   private pollTimer?: NodeJS.Timeout;
   private debounceTimer?: NodeJS.Timeout;
   private running?: Promise<void>;
@@ -99,6 +102,7 @@ export class DefinitionWatcher {
       // compileDefinitionFile never throws; a custom compile might.
       result = { ok: false, errors: [{ path: '', message: `cannot compile: ${String(error)}` }] };
     }
+    if (result.files) this.watchDependencies(result.files);
     let changedTypes: string[] = [];
     if (result.ok) {
       try {
@@ -146,6 +150,7 @@ export class DefinitionWatcher {
   /** Starts watching. Call after the initial reload(). */
   start(): void {
     this.stopped = false;
+    this.watchDependencies(this.dependencies);
     const dir = dirname(this.opts.path);
     const name = basename(this.opts.path);
     try {
@@ -175,6 +180,8 @@ export class DefinitionWatcher {
     this.stopped = true;
     this.fsWatcher?.close();
     this.fsWatcher = undefined;
+    for (const watcher of this.dependencyWatchers.values()) watcher.close();
+    this.dependencyWatchers.clear();
     clearInterval(this.pollTimer);
     clearTimeout(this.debounceTimer);
     await this.running;
@@ -182,6 +189,33 @@ export class DefinitionWatcher {
 
   status(): WatcherStatus {
     return { path: this.opts.path, lastReload: this.lastReload, lastGoodAt: this.lastGoodAt?.toISOString() };
+  }
+
+  /** One directory watch per certificate directory; any entry changing there reloads. */
+  private watchDependencies(files: string[]): void {
+    this.dependencies = files;
+    if (this.stopped) return;
+    const dirs = new Set(files.map((file) => dirname(file)));
+    for (const [dir, watcher] of this.dependencyWatchers) {
+      if (!dirs.has(dir)) {
+        watcher.close();
+        this.dependencyWatchers.delete(dir);
+      }
+    }
+    for (const dir of dirs) {
+      if (this.dependencyWatchers.has(dir)) continue;
+      try {
+        const watcher = fsWatch(dir, { persistent: false }, () => this.schedule('certificate changed'));
+        watcher.on('error', () => {
+          watcher.close();
+          this.dependencyWatchers.delete(dir);
+        });
+        this.dependencyWatchers.set(dir, watcher);
+      } catch (error) {
+        // A directory that does not exist (yet): the poll notices when the files appear.
+        this.log.debug({ event_type: 'certificate_watch_failed', dir, error_details: String(error) }, 'polling only');
+      }
+    }
   }
 
   private schedule(trigger: string): void {
@@ -213,24 +247,18 @@ export class DefinitionWatcher {
   }
 
   private async poll(): Promise<void> {
-    const now = await this.readSignature();
-    const before = this.signature;
-    const same =
-      now === before ||
-      (now !== undefined &&
-        before !== undefined &&
-        now.mtimeMs === before.mtimeMs &&
-        now.size === before.size &&
-        now.ino === before.ino);
-    if (!same) this.schedule('file changed (poll)');
+    if ((await this.readSignature()) !== this.signature) this.schedule('file changed (poll)');
   }
 
-  private async readSignature(): Promise<FileSignature | undefined> {
-    try {
-      const s = await stat(this.opts.path);
-      return { mtimeMs: s.mtimeMs, size: s.size, ino: s.ino };
-    } catch {
-      return undefined;
-    }
+  private async readSignature(): Promise<FileSignature> {
+    const one = async (path: string) => {
+      try {
+        const s = await stat(path);
+        return `${s.mtimeMs}/${s.size}/${s.ino}`;
+      } catch {
+        return 'missing';
+      }
+    };
+    return (await Promise.all([this.opts.path, ...this.dependencies].map(one))).join('\n');
   }
 }

@@ -16,3 +16,6 @@ export function cacheDir(...parts: string[]): string {
 export function devDefinitionFile(env: NodeJS.ProcessEnv = process.env): string {
   return resolve(repoRoot, env.SEKISHO_DEFINITION || 'control-plane/examples/salon.gateway.ts');
 }
+
+/** The development CA that signed the example definition's certificate (`curl --cacert` it). */
+export const devCertificateAuthorityFile: string = join(repoRoot, 'control-plane/examples/dev-tls/ca.crt');

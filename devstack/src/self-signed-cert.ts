@@ -1,8 +1,11 @@
 import { webcrypto } from 'node:crypto';
+import { isIPv4, isIPv6 } from 'node:net';
 
-// A self-signed X.509 v3 certificate for an RSA key, DER-encoded by hand. Only what
-// Firebase's x509 endpoint needs: a certificate that carries the public key and is
-// signed by it (sha256WithRSAEncryption). Writing these ~80 lines avoids a certificate
+// X.509 v3 certificates for RSA keys, DER-encoded by hand. By default what Firebase's x509
+// endpoint needs: a certificate that carries the public key and is signed by it
+// (sha256WithRSAEncryption). With `subjectAltNames` it is a TLS server certificate, with
+// `ca` a certificate authority, and with `issuer` it is signed by that CA instead of
+// itself (the development HTTPS certificate of tls-certs.ts). Writing these lines avoids a certificate
 // library (the WebCrypto one needs a global reflect-metadata polyfill in every process
 // that imports devstack). node:crypto's X509Certificate parses and verifies the output.
 
@@ -14,38 +17,82 @@ export interface SelfSignedCertificateOptions {
   notAfter: Date;
   /** Positive serial number as hex; random 16 bytes when omitted. */
   serialHex?: string;
+  /** DNS names and IP addresses a TLS server certificate is valid for (subjectAltName). */
+  subjectAltNames?: { dns?: readonly string[]; ip?: readonly string[] };
+  /** A certificate authority: may sign certificates (basicConstraints cA, keyCertSign). */
+  ca?: boolean;
+  /** Signed by this CA (its certificate's common name and private key) instead of by `keys`. */
+  issuer?: { commonName: string; privateKey: webcrypto.CryptoKey };
 }
 
 const OID_SHA256_WITH_RSA = '1.2.840.113549.1.1.11';
 const OID_COMMON_NAME = '2.5.4.3';
 const OID_BASIC_CONSTRAINTS = '2.5.29.19';
 const OID_KEY_USAGE = '2.5.29.15';
+const OID_SUBJECT_ALT_NAME = '2.5.29.17';
+const OID_EXT_KEY_USAGE = '2.5.29.37';
+const OID_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 
 export async function createSelfSignedCertificate(opts: SelfSignedCertificateOptions): Promise<string> {
   const spki = new Uint8Array(await webcrypto.subtle.exportKey('spki', opts.keys.publicKey));
   const signatureAlgorithm = seq(oid(OID_SHA256_WITH_RSA), nul());
-  const name = seq(set(seq(oid(OID_COMMON_NAME), utf8(opts.commonName))));
+  const distinguishedName = (commonName: string) => seq(set(seq(oid(OID_COMMON_NAME), utf8(commonName))));
+  const name = distinguishedName(opts.commonName);
   const serial = opts.serialHex ?? Buffer.from(webcrypto.getRandomValues(new Uint8Array(16))).toString('hex');
-  const extensions = seq(
-    // Like Google's securetoken certificates: an end-entity key for signatures only.
-    seq(oid(OID_BASIC_CONSTRAINTS), bool(true), octets(seq())),
-    seq(oid(OID_KEY_USAGE), bool(true), octets(bitString(Uint8Array.of(0x80), 7))),
-  );
+  const extensions = seq(...certificateExtensions(opts));
   const tbs = seq(
     tlv(0xa0, integer(Uint8Array.of(2))), // [0] EXPLICIT version v3
     integer(Buffer.from(serial, 'hex')),
     signatureAlgorithm,
-    name, // issuer = subject: self-signed
+    opts.issuer ? distinguishedName(opts.issuer.commonName) : name, // issuer = subject: self-signed
     seq(time(opts.notBefore), time(opts.notAfter)),
     name,
     spki,
     tlv(0xa3, extensions), // [3] EXPLICIT extensions
   );
-  const signature = new Uint8Array(
-    await webcrypto.subtle.sign({ name: 'RSASSA-PKCS1-v1_5' }, opts.keys.privateKey, tbs),
-  );
+  const signingKey = opts.issuer?.privateKey ?? opts.keys.privateKey;
+  const signature = new Uint8Array(await webcrypto.subtle.sign({ name: 'RSASSA-PKCS1-v1_5' }, signingKey, tbs));
   const der = seq(tbs, signatureAlgorithm, bitString(signature));
   return toPem(der, 'CERTIFICATE');
+}
+
+function certificateExtensions(opts: SelfSignedCertificateOptions): Uint8Array[] {
+  if (opts.ca) {
+    return [
+      seq(oid(OID_BASIC_CONSTRAINTS), bool(true), octets(seq(bool(true)))),
+      // keyCertSign and cRLSign (bits 5 and 6)
+      seq(oid(OID_KEY_USAGE), bool(true), octets(bitString(Uint8Array.of(0x06), 1))),
+    ];
+  }
+  const names = opts.subjectAltNames;
+  if (!names) {
+    // Like Google's securetoken certificates: an end-entity key for signatures only.
+    return [
+      seq(oid(OID_BASIC_CONSTRAINTS), bool(true), octets(seq())),
+      seq(oid(OID_KEY_USAGE), bool(true), octets(bitString(Uint8Array.of(0x80), 7))),
+    ];
+  }
+  const generalNames = [
+    ...(names.dns ?? []).map((dns) => tlv(0x82, Buffer.from(dns, 'ascii'))), // [2] dNSName
+    ...(names.ip ?? []).map((ip) => tlv(0x87, ipBytes(ip))), // [7] iPAddress
+  ];
+  return [
+    seq(oid(OID_BASIC_CONSTRAINTS), bool(true), octets(seq())),
+    // digitalSignature and keyEncipherment (bits 0 and 2): an RSA TLS server key
+    seq(oid(OID_KEY_USAGE), bool(true), octets(bitString(Uint8Array.of(0xa0), 5))),
+    seq(oid(OID_EXT_KEY_USAGE), octets(seq(oid(OID_SERVER_AUTH)))),
+    seq(oid(OID_SUBJECT_ALT_NAME), octets(seq(...generalNames))),
+  ];
+}
+
+function ipBytes(ip: string): Uint8Array {
+  if (isIPv4(ip)) return Uint8Array.from(ip.split('.').map(Number));
+  if (!isIPv6(ip)) throw new Error(`not an IP address: ${ip}`);
+  const [head = '', tail = ''] = ip.split('::');
+  const groups = (part: string) => (part ? part.split(':') : []);
+  const missing = 8 - groups(head).length - groups(tail).length;
+  const all = ip.includes('::') ? [...groups(head), ...Array(missing).fill('0'), ...groups(tail)] : groups(ip);
+  return Uint8Array.from(all.flatMap((group) => [Number.parseInt(group, 16) >> 8, Number.parseInt(group, 16) & 0xff]));
 }
 
 export function toPem(der: Uint8Array, label: string): string {

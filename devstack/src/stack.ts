@@ -41,7 +41,12 @@ export interface StackOptions {
 }
 
 export interface Stack {
+  /** The https listener's URL when the definition has one, else the plain-HTTP listener's. */
   gatewayUrl: string;
+  /** The plain-HTTP listener (it redirects to HTTPS while there is an https listener, by default). */
+  httpUrl: string;
+  /** The https listener; undefined without listeners.https. */
+  httpsUrl: string | undefined;
   envoyAdminUrl: string;
   controlPlaneAdminUrl: string;
   extAuthzAdminUrl: string;
@@ -94,6 +99,15 @@ function portOf(address: string): number {
 async function refuseBusyPorts(definition: GatewayDefinition, ports: NonNullable<StackOptions['ports']>) {
   const fixed: Array<[what: string, port: number, host: string]> = [
     ['listeners.http.port', definition.listeners.http.port, definition.listeners.http.address],
+    ...(definition.listeners.https
+      ? [
+          ['listeners.https.port', definition.listeners.https.port, definition.listeners.https.address] as [
+            string,
+            number,
+            string,
+          ],
+        ]
+      : []),
     ...Object.entries(definition.services).flatMap(([name, service]) =>
       service.endpoints.map((endpoint, i): [string, number, string] => [
         `services.${name}.endpoints[${i}]`,
@@ -270,6 +284,12 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     await step('waiting for Envoy to serve the ingress listener', () =>
       startedEnvoy.waitForListener('ingress_http', 60_000),
     );
+    if (definition.listeners.https) {
+      // Warm only once its certificates arrived over SDS.
+      await step('waiting for Envoy to serve the https listener', () =>
+        startedEnvoy.waitForListener('ingress_https', 60_000),
+      );
+    }
   } catch (error) {
     const output = logs(40);
     await stop().catch(() => {}); // the start-up error is the one worth reporting
@@ -279,11 +299,18 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     );
   }
 
-  const listener = definition.listeners.http;
-  const gatewayHost = listener.address === '0.0.0.0' ? '127.0.0.1' : listener.address;
+  const { http, https } = definition.listeners;
+  const url = (scheme: string, { address, port }: { address: string; port: number }) => {
+    const host = address === '0.0.0.0' ? '127.0.0.1' : address === '::' ? '[::1]' : address;
+    return `${scheme}://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`;
+  };
+  const httpUrl = url('http', http);
+  const httpsUrl = https && url('https', https);
   const activeKeyServer = keyServer;
   return {
-    gatewayUrl: `http://${gatewayHost}:${listener.port}`,
+    gatewayUrl: httpsUrl ?? httpUrl,
+    httpUrl,
+    httpsUrl,
     envoyAdminUrl: envoy.adminUrl,
     controlPlaneAdminUrl: `http://127.0.0.1:${ports.controlPlaneAdmin}`,
     extAuthzAdminUrl: `http://127.0.0.1:${ports.extAuthzAdmin}`,

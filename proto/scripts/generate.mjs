@@ -40,6 +40,7 @@ const envoyEntryPoints = [
   'envoy/extensions/transport_sockets/tls/v3/tls.proto',
   'envoy/extensions/path/match/uri_template/v3/uri_template_match.proto',
   'envoy/extensions/path/rewrite/uri_template/v3/uri_template_rewrite.proto',
+  'envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto',
 ];
 
 function walk(dir) {

@@ -1,10 +1,11 @@
 // The compile pipeline's entry points: definition → (zod) → IR → (translators) → resources.
 // Nothing is served unless all of it succeeds; every problem comes back as a FieldError.
 import { readFile, stat } from 'node:fs/promises';
-import { extname } from 'node:path';
+import { dirname, extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { buildIR } from '../ir/build';
+import { certificateFiles, fileSystemSource, type TlsFileSource } from '../ir/tls';
 import type { GatewayIR } from '../ir/types';
 import { translate } from '../translate/index';
 import type { ResourcesByType } from '../xds/resources';
@@ -14,16 +15,30 @@ import { type GatewayDefinition, gatewayDefinitionSchema } from './schema';
 export type { FieldError } from './field-error';
 
 export type CompileResult =
-  | { ok: true; definition: GatewayDefinition; ir: GatewayIR; resources: ResourcesByType }
-  | { ok: false; errors: FieldError[] };
+  | { ok: true; definition: GatewayDefinition; ir: GatewayIR; resources: ResourcesByType; files: string[] }
+  | { ok: false; errors: FieldError[]; files?: string[] };
 
-/** Pure: validate, build the IR (cross-reference checks), translate. */
-export function compileDefinition(input: unknown): CompileResult {
+export interface CompileOptions {
+  /** Where relative certFile/keyFile paths start: the definition file's directory; default the working directory. */
+  baseDir?: string;
+  /** Reads the certificate files; default the file system. */
+  files?: TlsFileSource;
+}
+
+/**
+ * Validate, build the IR (cross-reference checks, certificate files read and checked), translate.
+ * Pure except for reading the certificate files through `options.files`. `files` in the result:
+ * the absolute paths of the certificate and key files the definition names (also when it is
+ * invalid, once its shape is), which a watcher watches for rotation.
+ */
+export function compileDefinition(input: unknown, options: CompileOptions = {}): CompileResult {
   const parsed = gatewayDefinitionSchema.safeParse(input, { reportInput: true });
   if (!parsed.success) return { ok: false, errors: issuesToFieldErrors(parsed.error.issues) };
-  const built = buildIR(parsed.data);
-  if (!built.ok) return built;
-  return { ok: true, definition: parsed.data, ir: built.ir, resources: translate(built.ir) };
+  const source = options.files ?? fileSystemSource(resolve(options.baseDir ?? process.cwd()));
+  const files = certificateFiles(parsed.data.listeners, source.baseDir);
+  const built = buildIR(parsed.data, source);
+  if (!built.ok) return { ...built, files };
+  return { ok: true, definition: parsed.data, ir: built.ir, resources: translate(built.ir), files };
 }
 
 const yamlExtensions = new Set(['.yaml', '.yml', '.json']);
@@ -49,7 +64,7 @@ export async function compileDefinitionFile(path: string): Promise<CompileResult
     return failure(`${path}: ${describe(error)}`);
   }
   try {
-    return compileDefinition(input);
+    return compileDefinition(input, { baseDir: dirname(resolve(path)) });
   } catch (error) {
     // A translator bug must not take the control plane down with it.
     return failure(`${path}: internal error while compiling: ${describe(error)}`);

@@ -2,10 +2,10 @@
 // definitions their types (inferred below, never written twice). Objects are strict so a
 // misspelt key is an error instead of a silently ignored setting. Cross-references
 // (a route naming a service, a permission some group grants) are checked in the IR.
-import { isIP } from 'node:net';
 import { z } from 'zod';
 import { edgeSchema } from './edge';
 import { identifier, permission, seconds } from './fields';
+import { listenersSchema } from './listeners';
 import { routeSchema, serviceName } from './routes';
 import { extAuthzServiceSchema, rateLimitServiceSchema, serviceSchema } from './services';
 
@@ -47,18 +47,8 @@ const group = z.union([
 
 const route = routeSchema(routeLimit);
 
-const listener = z.strictObject({
-  address: z
-    .string()
-    .refine((address) => isIP(address) !== 0, { message: 'must be an IP address, e.g. 0.0.0.0' })
-    .default('0.0.0.0'),
-  port: z.int().min(1).max(65_535),
-  /** Proxies in front (CDN, load balancer) whose X-Forwarded-For entries are trusted. */
-  xffNumTrustedHops: z.int().min(0).max(10).default(0),
-});
-
 export const gatewayDefinitionSchema = z.strictObject({
-  listeners: z.strictObject({ http: listener }),
+  listeners: listenersSchema,
   identity: z.strictObject({
     firebase: z.strictObject({
       projectId: z

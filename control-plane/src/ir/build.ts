@@ -6,16 +6,19 @@ import type { FieldError } from '../definition/field-error';
 import type { GatewayDefinition } from '../definition/schema';
 import { buildClusters } from './clusters';
 import { resolveGroups } from './groups';
-import { extAuthzClusterName, ingressListenerName, ingressRouteConfigName, rateLimitClusterName } from './names';
+import { extAuthzClusterName, rateLimitClusterName } from './names';
 import { buildRouteShapes } from './routes';
+import { buildListeners, fileSystemSource, type TlsFileSource } from './tls';
 import type { GatewayIR, LimitIR, RouteIR } from './types';
 
 export type BuildResult = { ok: true; ir: GatewayIR } | { ok: false; errors: FieldError[] };
 
 type LimitInput = GatewayDefinition['routes'][number]['limits'][number];
 
-export function buildIR(definition: GatewayDefinition): BuildResult {
+/** `files`: where the certificate files are read from (the definition's directory in compileDefinitionFile). */
+export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fileSystemSource()): BuildResult {
   const errors: FieldError[] = [];
+  const listeners = buildListeners(definition.listeners, files, errors);
 
   const { groups, errors: groupErrors } = resolveGroups(definition.identity.groups);
   errors.push(...groupErrors);
@@ -79,13 +82,7 @@ export function buildIR(definition: GatewayDefinition): BuildResult {
   return {
     ok: true,
     ir: {
-      listener: {
-        name: ingressListenerName,
-        routeConfigName: ingressRouteConfigName,
-        address: definition.listeners.http.address,
-        port: definition.listeners.http.port,
-        xffNumTrustedHops: definition.listeners.http.xffNumTrustedHops,
-      },
+      ...listeners,
       identity: {
         firebaseProjectId: definition.identity.firebase.projectId,
         groupClaim: definition.identity.groupClaim,

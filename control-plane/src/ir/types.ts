@@ -3,7 +3,10 @@
 // permissions, durations in ms or s) so translators only map shapes.
 
 export interface GatewayIR {
+  /** The plain-HTTP listener (always there). */
   listener: ListenerIR;
+  /** The TLS listener, when the definition has listeners.https: what is only for HTTPS (HSTS) reads this. */
+  https: HttpsListenerIR | undefined;
   identity: IdentityIR;
   extAuthz: PolicyServiceIR;
   rateLimit: RateLimitServiceIR;
@@ -21,6 +24,42 @@ export interface ListenerIR {
   address: string;
   port: number;
   xffNumTrustedHops: number;
+  /** Set when plain HTTP answers 308 to the https listener (except the exempt paths). */
+  httpsRedirect: HttpsRedirectIR | undefined;
+}
+
+export interface HttpsRedirectIR {
+  /** The https listener's port, put in the Location. */
+  httpsPort: number;
+  /** The plain-HTTP listener's RouteConfiguration: the routes for the exempt paths, then the redirect. */
+  routeConfigName: string;
+  /** Paths still routed on plain HTTP, in the definition's order. */
+  exempt: Array<{ kind: 'exact' | 'prefix'; value: string }>;
+}
+
+export interface HttpsListenerIR {
+  name: string;
+  /** The same RouteConfiguration as the plain-HTTP listener's (when that one does not redirect). */
+  routeConfigName: string;
+  address: string;
+  port: number;
+  /** In the definition's order; each is one SDS Secret. */
+  certificates: CertificateIR[];
+  /** The Secret of clients without SNI or with a name no certificate lists. */
+  defaultSecretName: string;
+}
+
+export interface CertificateIR {
+  /** Name of the SDS Secret the listener's TLS context asks for. */
+  secretName: string;
+  /** SNI names this certificate is selected by; empty for the default certificate. */
+  serverNames: string[];
+  /** Absolute paths, watched for rotation. */
+  certFile: string;
+  keyFile: string;
+  /** The files' PEM text, checked: the chain parses and the key belongs to its first certificate. */
+  certificateChainPem: string;
+  privateKeyPem: string;
 }
 
 export interface IdentityIR {

@@ -12,10 +12,12 @@ import { ExtAuthz, ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filt
 import { HeaderMutation } from '@sekisho/proto/envoy/extensions/filters/http/header_mutation/v3/header_mutation';
 import { RateLimit } from '@sekisho/proto/envoy/extensions/filters/http/ratelimit/v3/rate_limit';
 import { Router } from '@sekisho/proto/envoy/extensions/filters/http/router/v3/router';
+import { TlsInspector } from '@sekisho/proto/envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector';
 import { HttpConnectionManager } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
 import { UriTemplateMatchConfig } from '@sekisho/proto/envoy/extensions/path/match/uri_template/v3/uri_template_match';
 import { UriTemplateRewriteConfig } from '@sekisho/proto/envoy/extensions/path/rewrite/uri_template/v3/uri_template_rewrite';
-import { UpstreamTlsContext } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/tls';
+import { Secret } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/secret';
+import { DownstreamTlsContext, UpstreamTlsContext } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/tls';
 import { HttpProtocolOptions } from '@sekisho/proto/envoy/extensions/upstreams/http/v3/http_protocol_options';
 import type { Any } from '@sekisho/proto/google/protobuf/any';
 import { AuthzPolicy, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
@@ -46,6 +48,9 @@ const packable: ReadonlyArray<readonly [string, MessageCodec<any>]> = [
   ['envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig', UriTemplateMatchConfig],
   ['envoy.extensions.path.rewrite.uri_template.v3.UriTemplateRewriteConfig', UriTemplateRewriteConfig],
   ['envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext', UpstreamTlsContext],
+  ['envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector', TlsInspector],
+  ['envoy.extensions.transport_sockets.tls.v3.Secret', Secret],
+  ['envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext', DownstreamTlsContext],
   ['sekisho.policy.v1.AuthzPolicy', AuthzPolicy],
   ['sekisho.policy.v1.RateLimitPolicy', RateLimitPolicy],
 ];

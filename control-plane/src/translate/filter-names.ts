@@ -12,3 +12,5 @@ export const upstreamHttpProtocolOptionsName = 'envoy.extensions.upstreams.http.
 export const pathMatchUriTemplateName = 'envoy.path.match.uri_template.uri_template_matcher';
 export const pathRewriteUriTemplateName = 'envoy.path.rewrite.uri_template.uri_template_rewriter';
 export const upstreamTlsTransportSocketName = 'envoy.transport_sockets.tls';
+export const tlsTransportSocketName = 'envoy.transport_sockets.tls';
+export const tlsInspectorName = 'envoy.filters.listener.tls_inspector';

@@ -3,7 +3,7 @@
 // generated config shows up in review as a diff of these files.
 //   Rewrite them after an intended change: UPDATE_GOLDEN=1 npx vitest run --project unit control-plane/src/translate
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { compileDefinition } from '../definition/load';
@@ -25,6 +25,7 @@ const cases: Array<{ name: string; file: string }> = [
 const kinds = {
   clusters: [typeUrls.cluster],
   endpoints: [typeUrls.endpoint],
+  secrets: [typeUrls.secret],
   listeners: [typeUrls.listener],
   routes: [typeUrls.route],
   policy: [typeUrls.authzPolicy, typeUrls.rateLimitPolicy],
@@ -57,7 +58,9 @@ describe('translator golden files', () => {
 
   for (const testCase of cases) {
     describe(testCase.name, () => {
-      const compiled = compileDefinition(parse(readFileSync(testCase.file, 'utf8')));
+      const compiled = compileDefinition(parse(readFileSync(testCase.file, 'utf8')), {
+        baseDir: dirname(testCase.file),
+      });
 
       it('compiles', () => {
         expect(compiled.ok ? [] : compiled.errors).toEqual([]);

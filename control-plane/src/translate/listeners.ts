@@ -1,17 +1,24 @@
-// IR → the ingress Listener: one HTTP connection manager, hardened the way Envoy's edge
-// best practices say, with routes over RDS (ADS), a JSON access log, the filter chain of
+// IR → the ingress Listeners: plain HTTP (`ingress_http`) and, with listeners.https, TLS
+// (`ingress_https`). Each runs HTTP connection managers hardened the way Envoy's edge best
+// practices say, with routes over RDS (ADS), a JSON access log, the filter chain of
 // http-filters.ts, and Envoy's own replies in the reference JSON format (local-reply.ts).
+//
+// A listener's filter chains are built from a list of (match, connection manager) variants;
+// on the TLS listener every variant is repeated per certificate, with the certificate's SNI
+// names added to its match and its TLS transport socket, so a variant added (e.g. per source
+// address) is automatically served over TLS too.
 
 import { ApiVersion } from '@sekisho/proto/envoy/config/core/v3/config_source';
 import { HttpProtocolOptions_HeadersWithUnderscoresAction } from '@sekisho/proto/envoy/config/core/v3/protocol';
 import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
+import type { FilterChainMatch } from '@sekisho/proto/envoy/config/listener/v3/listener_components';
 import { StdoutAccessLog } from '@sekisho/proto/envoy/extensions/access_loggers/stream/v3/stream';
 import {
   HttpConnectionManager,
   HttpConnectionManager_PathWithEscapedSlashesAction,
   HttpConnectionManager_ServerHeaderTransformation,
 } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
-import type { GatewayIR } from '../ir/types';
+import type { GatewayIR, HttpsListenerIR } from '../ir/types';
 import { accessLog } from './access-log';
 import { pack } from './any';
 import { durationFromMs } from './duration';
@@ -19,30 +26,85 @@ import { edgeLimits } from './edge';
 import { httpConnectionManagerName, stdoutAccessLogName } from './filter-names';
 import { httpFilters } from './http-filters';
 import { localReplyConfig } from './local-reply';
+import { downstreamTlsTransportSocket, tlsInspector } from './tls';
 
 const adsConfigSource = { ads: {}, resourceApiVersion: ApiVersion.V3 };
 
 export function translateListeners(ir: GatewayIR): Listener[] {
-  return [
-    Listener.fromPartial({
-      name: ir.listener.name,
-      address: { socketAddress: { address: ir.listener.address, portValue: ir.listener.port } },
-      perConnectionBufferLimitBytes: edgeLimits.connectionBufferBytes,
-      filterChains: [
-        {
-          filters: [
-            { name: httpConnectionManagerName, typedConfig: pack(HttpConnectionManager, httpConnectionManager(ir)) },
-          ],
-        },
-      ],
-    }),
-  ];
+  // While plain HTTP redirects, its routes are the exempt paths' and the redirect.
+  const httpRoutes = ir.listener.httpsRedirect?.routeConfigName ?? ir.listener.routeConfigName;
+  const http = Listener.fromPartial({
+    name: ir.listener.name,
+    address: { socketAddress: { address: ir.listener.address, portValue: ir.listener.port } },
+    perConnectionBufferLimitBytes: edgeLimits.connectionBufferBytes,
+    filterChains: chainVariants(ir, { statPrefix: ir.listener.name, routeConfigName: httpRoutes, tls: false }).map(
+      ({ match, hcm }) => ({
+        ...(match ? { filterChainMatch: match } : {}),
+        filters: [connectionManagerFilter(hcm)],
+      }),
+    ),
+  });
+  return ir.https ? [http, httpsListener(ir, ir.https)] : [http];
 }
 
-function httpConnectionManager(ir: GatewayIR): HttpConnectionManager {
+/** One filter chain's (match, connection manager). No match: the chain takes every connection. */
+interface ChainVariant {
+  match?: Partial<FilterChainMatch>;
+  hcm: HttpConnectionManager;
+}
+
+/** Which listener a connection manager is for. */
+export interface ListenerContext {
+  statPrefix: string;
+  routeConfigName: string;
+  /** The connection is TLS (the https listener): what only HTTPS may carry (HSTS) goes here. */
+  tls: boolean;
+}
+
+/** The ingress's connection-manager variants; today one for every connection. */
+function chainVariants(ir: GatewayIR, context: ListenerContext): ChainVariant[] {
+  return [{ hcm: httpConnectionManager(ir, context) }];
+}
+
+function connectionManagerFilter(hcm: HttpConnectionManager) {
+  return { name: httpConnectionManagerName, typedConfig: pack(HttpConnectionManager, hcm) };
+}
+
+/**
+ * One filter chain per (certificate, variant): a certificate with serverNames is chosen by SNI
+ * (which the TLS inspector reads); the default certificate's chains have no server_names and
+ * take every other connection (no SNI, or a name nobody lists).
+ */
+function httpsListener(ir: GatewayIR, https: HttpsListenerIR): Listener {
+  const variants = chainVariants(ir, { statPrefix: https.name, routeConfigName: https.routeConfigName, tls: true });
+  const bySni = https.certificates.filter((certificate) => certificate.serverNames.length > 0);
+  const certificateChains = [
+    ...bySni.map((certificate) => ({ secretName: certificate.secretName, serverNames: certificate.serverNames })),
+    { secretName: https.defaultSecretName, serverNames: [] as string[] },
+  ];
+  const filterChains = certificateChains.flatMap(({ secretName, serverNames }) =>
+    variants.map(({ match, hcm }) => {
+      const chainMatch = { ...match, ...(serverNames.length > 0 ? { serverNames } : {}) };
+      return {
+        ...(Object.keys(chainMatch).length > 0 ? { filterChainMatch: chainMatch } : {}),
+        filters: [connectionManagerFilter(hcm)],
+        transportSocket: downstreamTlsTransportSocket(secretName),
+      };
+    }),
+  );
+  return Listener.fromPartial({
+    name: https.name,
+    address: { socketAddress: { address: https.address, portValue: https.port } },
+    perConnectionBufferLimitBytes: edgeLimits.connectionBufferBytes,
+    listenerFilters: [tlsInspector()],
+    filterChains,
+  });
+}
+
+function httpConnectionManager(ir: GatewayIR, { statPrefix, routeConfigName }: ListenerContext): HttpConnectionManager {
   return HttpConnectionManager.fromPartial({
-    statPrefix: ir.listener.name,
-    rds: { configSource: adsConfigSource, routeConfigName: ir.listener.routeConfigName },
+    statPrefix,
+    rds: { configSource: adsConfigSource, routeConfigName },
     httpFilters: httpFilters(ir),
     accessLog: [{ name: stdoutAccessLogName, typedConfig: pack(StdoutAccessLog, accessLog()) }],
     // Path hygiene before routing, so "/api/v1/../admin" or "%2F" tricks cannot reach a route

@@ -8,6 +8,7 @@ import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
 import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
 import type { RateLimit_Action } from '@sekisho/proto/envoy/config/route/v3/route_components';
 import { ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
+import { Secret } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/secret';
 import { AuthzPolicy, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { descriptorKeys, identityHeaders } from '@sekisho/service-kit/contract';
 import { describe, expect, it } from 'vitest';
@@ -20,7 +21,7 @@ const examples = resolve(import.meta.dirname, '../../examples');
 const salonYaml = parse(readFileSync(resolve(examples, 'salon.gateway.yaml'), 'utf8'));
 
 function compileSalon() {
-  const compiled = compileDefinition(salonYaml);
+  const compiled = compileDefinition(salonYaml, { baseDir: examples });
   if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
   return compiled;
 }
@@ -29,6 +30,7 @@ function compileSalon() {
 const codecs: Record<string, MessageCodec<any>> = {
   [typeUrls.cluster]: Cluster,
   [typeUrls.endpoint]: ClusterLoadAssignment,
+  [typeUrls.secret]: Secret,
   [typeUrls.listener]: Listener,
   [typeUrls.route]: RouteConfiguration,
   [typeUrls.authzPolicy]: AuthzPolicy,

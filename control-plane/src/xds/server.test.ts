@@ -17,6 +17,7 @@ import {
   namesIn,
   resourcesOf,
   routeTo,
+  tlsSecret,
 } from './test-helpers';
 import { typeUrls } from './type-urls';
 
@@ -481,5 +482,62 @@ describe('ADS state of the world (real gRPC)', () => {
       call.write(DeltaDiscoveryRequest.fromPartial({ typeUrl: CDS }));
     });
     expect(error.code).toBe(grpcStatus.UNIMPLEMENTED);
+  });
+});
+
+describe('ADS: TLS secrets (SDS over ADS)', () => {
+  const SDS = typeUrls.secret;
+  const withSecrets = (...secrets: Resource[]) => resourcesOf(...baseResources(), ...secrets);
+
+  it('serves secrets by name, and a rotated one as an SDS response alone', async () => {
+    const { cache, stream } = await start(null);
+    cache.setSnapshot(withSecrets(tlsSecret('cert_0', 'old'), tlsSecret('cert_1', 'other')));
+    const s = stream();
+    s.send({ typeUrl: LDS }, 'node-tls');
+    s.ack(await s.next());
+    s.send({ typeUrl: SDS, resourceNames: ['cert_0', 'missing'] });
+    const first = await s.next();
+    expect(first.typeUrl).toBe(SDS);
+    expect(namesIn(first)).toEqual(['cert_0']);
+    s.ack(first, ['cert_0', 'missing']);
+    await s.expectNothing();
+
+    // The certificate file was replaced: only the secret changes, so no listener update.
+    cache.setSnapshot(withSecrets(tlsSecret('cert_0', 'new'), tlsSecret('cert_1', 'other')));
+    const rotated = await s.next();
+    expect(rotated.typeUrl).toBe(SDS);
+    expect(rotated.versionInfo).not.toBe(first.versionInfo);
+    expect(namesIn(rotated)).toEqual(['cert_0']);
+    s.ack(rotated, ['cert_0', 'missing']);
+    await s.expectNothing();
+
+    // A secret this node did not ask for changes: it is sent nothing.
+    cache.setSnapshot(withSecrets(tlsSecret('cert_0', 'new'), tlsSecret('cert_1', 'changed')));
+    await s.expectNothing();
+  });
+
+  it('sends a changed secret before a listener change of the same snapshot', async () => {
+    const { cache, stream } = await start(null);
+    cache.setSnapshot(withSecrets(tlsSecret('cert_0', 'old')));
+    const s = stream();
+    s.send({ typeUrl: LDS }, 'node-tls');
+    s.ack(await s.next());
+    s.send({ typeUrl: SDS, resourceNames: ['cert_0'] });
+    s.ack(await s.next(), ['cert_0']);
+
+    cache.setSnapshot(
+      resourcesOf(
+        ...baseResources().filter((r) => r.name !== 'l1'),
+        httpListener('l1', 10_001, 'r1'),
+        tlsSecret('cert_0', 'new'),
+      ),
+    );
+    const secret = await s.next();
+    expect(secret.typeUrl).toBe(SDS);
+    // The listener waits until the client has answered the secret.
+    await s.expectNothing();
+    s.ack(secret, ['cert_0']);
+    const listener = await s.next();
+    expect(listener.typeUrl).toBe(LDS);
   });
 });

@@ -23,7 +23,7 @@ import { typeUrls, wildcardTypes } from './type-urls';
 // Per stream and type at most one response is outstanding: the next one goes out only
 // after the client answered (ACK or NACK) the previous one, the way go-control-plane
 // reopens a watch only on a request. Make before break, per stream: listeners and routes
-// wait until the clusters and endpoints they may name are answered, and a cluster the
+// wait until the clusters and endpoints (listeners: and the secrets) they may name are answered, and a cluster the
 // snapshot dropped is still sent until the listeners and routes that named it are replaced.
 
 export interface AdsServerOptions {
@@ -203,6 +203,10 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
     // unanswered, and stay on the last good version while the client rejects the current
     // clusters or endpoints.
     if (clusterUsers.includes(typeUrl) && (unsettled(s, typeUrls.cluster) || unsettled(s, typeUrls.endpoint))) return;
+    // Likewise a listener waits for the TLS secrets it may name (a rotated certificate goes
+    // out before a listener change of the same snapshot). Envoy asks for a new secret only once
+    // it has the listener naming it, and keeps that listener warming until the secret arrives.
+    if (typeUrl === typeUrls.listener && unsettled(s, typeUrls.secret)) return;
 
     const selected = select(snapshot, t.names);
     // ...and a cluster the snapshot dropped is kept until this client's listeners and

@@ -10,6 +10,7 @@ import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
 import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
 import { Router } from '@sekisho/proto/envoy/extensions/filters/http/router/v3/router';
 import { HttpConnectionManager } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
+import { Secret } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/secret';
 import { AggregatedDiscoveryServiceClient } from '@sekisho/proto/envoy/service/discovery/v3/ads';
 import { DiscoveryRequest, type DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
 import type { Any } from '@sekisho/proto/google/protobuf/any';
@@ -92,6 +93,15 @@ export function routeTo(name: string, cluster: string, tag = 'v1'): Resource {
   return { name, resource: pack(typeUrls.route, RouteConfiguration.encode(rc).finish()) };
 }
 
+/** An SDS Secret whose certificate text is `certificate` (the server never parses it). */
+export function tlsSecret(name: string, certificate: string): Resource {
+  const secret = Secret.fromPartial({
+    name,
+    tlsCertificate: { certificateChain: { inlineString: certificate }, privateKey: { inlineString: 'key' } },
+  });
+  return { name, resource: { typeUrl: typeUrls.secret, value: Buffer.from(Secret.encode(secret).finish()) } };
+}
+
 export function resourcesOf(...resources: Resource[]): ResourcesByType {
   const byType: ResourcesByType = new Map();
   for (const r of resources) {
@@ -114,6 +124,8 @@ export function namesIn(response: DiscoveryResponse): string[] {
         return Listener.decode(any.value).name;
       case typeUrls.route:
         return RouteConfiguration.decode(any.value).name;
+      case typeUrls.secret:
+        return Secret.decode(any.value).name;
       default:
         return any.typeUrl;
     }

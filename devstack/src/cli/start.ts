@@ -1,10 +1,13 @@
 // `npm start`: runs the whole gateway locally from the example definition and
 // prints where to call it and ready-to-use development tokens. Ctrl-C stops all
 // (a second Ctrl-C stops at once).
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, relative, resolve } from 'node:path';
 import { ConfigError, envEnum, envPort, loadConfig } from '@sekisho/service-kit/config';
 import { z } from 'zod';
 import { loadOrCreateDevKey } from '../firebase-keys';
-import { devDefinitionFile } from '../paths';
+import { devCertificateAuthorityFile, devDefinitionFile } from '../paths';
 import { startStack } from '../stack';
 
 // Fixed ports, so URLs and tokens stay valid across restarts; 0 = any free port.
@@ -56,13 +59,39 @@ const tokens = await Promise.all(
     token: await stack.mintToken(`dev-${group}`, { group, email: `${group}@example.com`, emailVerified: true }),
   })),
 );
+/**
+ * `--cacert <file>` when the served certificate was signed by the development CA, so the
+ * printed commands work as printed; else a placeholder for the CA of the certificate in use.
+ */
+function caOption(): string {
+  const certificate = stack.definition.listeners.https?.certificates[0];
+  if (!certificate) return '';
+  try {
+    const served = new X509Certificate(readFileSync(resolve(dirname(definitionFile), certificate.certFile)));
+    const ca = new X509Certificate(readFileSync(devCertificateAuthorityFile));
+    if (served.verify(ca.publicKey)) return `--cacert ${relative(process.cwd(), devCertificateAuthorityFile)} `;
+  } catch {
+    // Unreadable: the control plane would have refused it; fall through to the placeholder.
+  }
+  return '--cacert <the CA of your certificate> ';
+}
+const cacert = caOption();
+const redirecting = stack.httpsUrl !== undefined && stack.definition.listeners.http.redirectToHttps !== false;
+const httpLine = stack.httpsUrl
+  ? `  HTTP:               ${stack.httpUrl} (${redirecting ? 'answers 308 Permanent Redirect to HTTPS' : 'plain HTTP'})\n`
+  : '';
+const tryLines = [
+  `  curl -i ${cacert}${stack.gatewayUrl}/api/v1/customer/profile`,
+  `  curl -i ${cacert}-H "Authorization: Bearer <token>" ${stack.gatewayUrl}/api/v1/customer/profile`,
+  ...(redirecting ? [`  curl -i ${stack.httpUrl}/api/v1/customer/profile      # 308 to HTTPS`] : []),
+].join('\n');
 const line = '─'.repeat(72);
 console.log(`
 ${line}
 Sekisho is running.
 
   Gateway:            ${stack.gatewayUrl}
-  Envoy admin:        ${stack.envoyAdminUrl}
+${httpLine}  Envoy admin:        ${stack.envoyAdminUrl}
   Control plane:      ${stack.controlPlaneAdminUrl}/status
   ext-authz:          ${stack.extAuthzAdminUrl}/status
   rate-limit service: ${stack.ratelimitAdminUrl}/status
@@ -73,8 +102,7 @@ Development ID tokens (valid for one hour; signed by the local key server):
 ${tokens.map((t) => `\n  ${t.group} (uid ${t.uid}):\n  ${t.token}`).join('\n')}
 
 Try:
-  curl -i ${stack.gatewayUrl}/api/v1/customer/profile
-  curl -i -H "Authorization: Bearer <token>" ${stack.gatewayUrl}/api/v1/customer/profile
+${tryLines}
 
 More tokens: npm run mint-token -- --uid alice --group premium_customer
 
