@@ -5,6 +5,8 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { edgeSchema } from './edge';
+import { routeCorsSchema } from './edge/cors';
+import { routeSecurityHeadersSchema } from './edge/security-headers';
 import { duration, hostPort, identifier, seconds, urlPath } from './fields';
 
 const permission = z.string().regex(/^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$/, {
@@ -98,6 +100,10 @@ const route = z.strictObject({
   /** Permissions the caller needs, all of them. */
   require: z.array(permission).default([]),
   limits: z.array(routeLimit).default([]),
+  /** Overrides edge.cors for this route (false: no CORS). */
+  cors: routeCorsSchema.optional(),
+  /** Overrides edge.securityHeaders for this route's responses. */
+  securityHeaders: routeSecurityHeadersSchema.optional(),
 });
 
 const listener = z.strictObject({
@@ -141,7 +147,7 @@ export const gatewayDefinitionSchema = z.strictObject({
     })
     .default({ authenticated: [], unauthenticated: [] }),
   routes: z.array(route).min(1),
-  edge: edgeSchema.default({}),
+  edge: edgeSchema.prefault({}),
 });
 
 /** What a definition file may contain (defaults not yet applied). */

@@ -5,6 +5,7 @@ import { parseDuration } from '../definition/duration';
 import { isIPv4, parseHostPort } from '../definition/endpoint';
 import type { FieldError } from '../definition/field-error';
 import type { GatewayDefinition } from '../definition/schema';
+import { buildBrowserIR } from './browser';
 import { resolveGroups } from './groups';
 import { defaultRouteId, type ParsedMatch, parseMatch } from './match';
 import {
@@ -67,6 +68,7 @@ export function buildIR(definition: GatewayDefinition): BuildResult {
     unauthenticated: limitList(definition.limits.unauthenticated, 'limits.unauthenticated', errors),
   };
 
+  const browser = buildBrowserIR(definition, errors);
   const routes: RouteIR[] = [];
   const idOwner = new Map<string, number>();
   for (const [index, route] of definition.routes.entries()) {
@@ -140,6 +142,8 @@ export function buildIR(definition: GatewayDefinition): BuildResult {
       auth: route.auth,
       permissions: [...new Set(route.require)],
       limits: limitList(route.limits, `${at}.limits`, errors),
+      cors: browser.routes[index]?.cors,
+      securityHeaders: browser.routes[index]?.securityHeaders,
     });
   }
 
@@ -169,6 +173,7 @@ export function buildIR(definition: GatewayDefinition): BuildResult {
       clusters,
       limits,
       routes,
+      browser: browser.browser,
     },
   };
 }

@@ -19,6 +19,7 @@ import { edgeLimits } from './edge';
 import { httpConnectionManagerName, stdoutAccessLogName } from './filter-names';
 import { httpFilters } from './http-filters';
 import { localReplyConfig } from './local-reply';
+import { securityHeaderOptions } from './security-headers';
 
 const adsConfigSource = { ads: {}, resourceApiVersion: ApiVersion.V3 };
 
@@ -71,6 +72,6 @@ function httpConnectionManager(ir: GatewayIR): HttpConnectionManager {
     // No "server: envoy" on Envoy's own replies; the route configuration removes the
     // services' own Server header.
     serverHeaderTransformation: HttpConnectionManager_ServerHeaderTransformation.PASS_THROUGH,
-    localReplyConfig: localReplyConfig(),
+    localReplyConfig: localReplyConfig(securityHeaderOptions(ir, { tls: false })),
   });
 }
