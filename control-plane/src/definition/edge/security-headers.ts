@@ -11,16 +11,30 @@ const headerValue = z
 
 const optionalHeader = z.union([z.literal(false), headerValue]);
 
-const cspDirective = z
-  .string()
-  .regex(/^[a-z][a-z-]*$/, { message: 'a CSP directive is lower-case letters and "-", e.g. script-src' });
+const cspDirective = /^[a-z][a-z-]*$/;
 const cspSource = z
   .string()
   .min(1)
   .regex(/^[\x21-\x2b\x2d-\x3a\x3c-\x7e]+$/, { message: 'a CSP source has no spaces, "," or ";"' });
 
 /** Directive → sources; an empty list is a directive without value (upgrade-insecure-requests). */
-const contentSecurityPolicy = z.union([z.literal(false), z.record(cspDirective, z.array(cspSource))]);
+const contentSecurityPolicy = z.union([
+  z.literal(false),
+  // Directive names checked here rather than as record keys, so the error names the directive.
+  z
+    .record(z.string(), z.array(cspSource))
+    .superRefine((directives, ctx) => {
+      for (const name of Object.keys(directives)) {
+        if (!cspDirective.test(name)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: [name],
+            message: `a CSP directive is lower-case letters and "-", e.g. script-src, got "${name}"`,
+          });
+        }
+      }
+    }),
+]);
 
 /** The reference design's directives, plus helmet's other defaults. */
 export const defaultContentSecurityPolicy: Record<string, string[]> = {
