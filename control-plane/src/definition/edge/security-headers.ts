@@ -21,19 +21,17 @@ const cspSource = z
 const contentSecurityPolicy = z.union([
   z.literal(false),
   // Directive names checked here rather than as record keys, so the error names the directive.
-  z
-    .record(z.string(), z.array(cspSource))
-    .superRefine((directives, ctx) => {
-      for (const name of Object.keys(directives)) {
-        if (!cspDirective.test(name)) {
-          ctx.addIssue({
-            code: 'custom',
-            path: [name],
-            message: `a CSP directive is lower-case letters and "-", e.g. script-src, got "${name}"`,
-          });
-        }
+  z.record(z.string(), z.array(cspSource)).superRefine((directives, ctx) => {
+    for (const name of Object.keys(directives)) {
+      if (!cspDirective.test(name)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [name],
+          message: `a CSP directive is lower-case letters and "-", e.g. script-src, got "${name}"`,
+        });
       }
-    }),
+    }
+  }),
 ]);
 
 /** The reference design's directives, plus helmet's other defaults. */
