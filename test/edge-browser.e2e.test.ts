@@ -1,5 +1,6 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { brotliDecompressSync, gunzipSync } from 'node:zlib';
@@ -265,6 +266,30 @@ describe('security headers through a real Envoy', () => {
     }
 
     expectSecurityHeaders(await preflight('/api/v1/customer/profile', allowedOrigin, 'GET'));
+  });
+
+  it('are on the 408 Envoy sends when a request’s headers never complete', async () => {
+    showLogsOnFailure();
+    // Half a request, never finished: Envoy's request_headers_timeout (10 s) answers it.
+    const { port, hostname } = new URL(gatewayOrigin);
+    const raw = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), hostname, () => socket.write('GET /api/v1/customer/profile HTTP/1.1\r\n'));
+      let received = '';
+      socket.setTimeout(30_000, () => socket.destroy(new Error('no answer within 30 s')));
+      socket.on('data', (chunk) => {
+        received += chunk.toString('latin1');
+      });
+      socket.on('end', () => resolve(received));
+      socket.on('close', () => resolve(received));
+      socket.on('error', reject);
+    });
+    const [head = ''] = raw.split('\r\n\r\n');
+    const [statusLine = '', ...lines] = head.split('\r\n');
+    expect(statusLine).toMatch(/^HTTP\/1\.1 408/);
+    const headers = Object.fromEntries(
+      lines.map((line) => [line.slice(0, line.indexOf(':')).toLowerCase(), line.slice(line.indexOf(':') + 1).trim()]),
+    );
+    for (const [name, value] of Object.entries(expectedSecurityHeaders)) expect(headers[name], name).toBe(value);
   });
 
   it('follow a route’s override', async () => {
