@@ -47,24 +47,31 @@ export function securityHeadersFilter(ir: GatewayIR, listener: ListenerKind): Ht
   });
 }
 
-/** Applied after the filter-level mutations, so a route's value (or removal) wins. */
+/**
+ * Applied after the filter-level mutations, so a route's value (or removal) wins. A route with
+ * CORS also says `Vary: Origin`: its answers carry the caller's origin, and a cache in front
+ * (the CDN) must not hand one origin's answer to another.
+ */
 export function securityHeadersPerFilterConfig(route: RouteIR): Record<string, Any> {
   const override = route.securityHeaders;
-  if (override === undefined) return {};
+  const responseMutations = [
+    ...(override?.set ?? []).map((header) => ({ append: overwrite(header) })),
+    ...(override?.remove ?? []).map((name) => ({ remove: name })),
+    ...(route.cors === undefined ? [] : [{ append: varyOrigin }]),
+  ];
+  if (responseMutations.length === 0) return {};
   return {
     [httpFilterNames.securityHeaders]: pack(
       HeaderMutationPerRoute,
-      HeaderMutationPerRoute.fromPartial({
-        mutations: {
-          responseMutations: [
-            ...override.set.map((header) => ({ append: overwrite(header) })),
-            ...override.remove.map((name) => ({ remove: name })),
-          ],
-        },
-      }),
+      HeaderMutationPerRoute.fromPartial({ mutations: { responseMutations } }),
     ),
   };
 }
+
+const varyOrigin = HeaderValueOption.fromPartial({
+  header: { key: 'vary', value: 'Origin' },
+  appendAction: HeaderValueOption_HeaderAppendAction.APPEND_IF_EXISTS_OR_ADD,
+});
 
 function overwrite(header: ResponseHeaderIR): HeaderValueOption {
   return HeaderValueOption.fromPartial({
