@@ -121,4 +121,7 @@ export default defineGateway({
       limits: [{ per: 'ip', limit: 5, window: '1m', blockFor: '15m' }],
     },
   ],
+  // The salon's PWA (and its dev server) may call the API from a browser. Security headers,
+  // CSRF and compression are on by default.
+  edge: { cors: { allowOrigins: ['https://app.example', 'http://localhost:5173'] } },
 });

@@ -26,6 +26,16 @@ export const errorCatalogue = {
   },
   VALIDATION_ERROR: { status: 400, ja: '入力データが正しくありません', en: 'The request data is invalid.' },
   NOT_FOUND: { status: 404, ja: '指定されたリソースが見つかりません', en: 'The requested resource was not found.' },
+  CSRF_ORIGIN_MISMATCH: {
+    status: 403,
+    ja: 'このオリジンからの変更リクエストは許可されていません',
+    en: 'State-changing requests from this origin are not allowed.',
+  },
+  CORS_PREFLIGHT_REFUSED: {
+    status: 403,
+    ja: 'このオリジンからのクロスオリジンリクエストは許可されていません',
+    en: 'Cross-origin requests from this origin are not allowed.',
+  },
   SERVICE_UNAVAILABLE: {
     status: 503,
     ja: 'サービスが一時的に利用できません',

@@ -2,5 +2,14 @@
 // before and around routing (browsers, client addresses, header hygiene, limits before
 // authentication). Each concern's schema lives in its own file under edge/ and is one key here.
 import { z } from 'zod';
+import { compressionSchema } from './edge/compression';
+import { corsSchema } from './edge/cors';
+import { csrfSchema } from './edge/csrf';
+import { securityHeadersSchema } from './edge/security-headers';
 
-export const edgeSchema = z.strictObject({});
+export const edgeSchema = z.strictObject({
+  cors: corsSchema.optional(),
+  securityHeaders: securityHeadersSchema.prefault({}),
+  csrf: csrfSchema.prefault({}),
+  compression: compressionSchema.prefault({}),
+});

@@ -4,6 +4,8 @@
 // services by weight (`split`), answers by itself (`directResponse`) or redirects.
 import { sekishoHeaderPrefix } from '@sekisho/service-kit/contract';
 import { z } from 'zod';
+import { routeCorsSchema } from './edge/cors';
+import { routeSecurityHeadersSchema } from './edge/security-headers';
 import { duration, permission, urlPath } from './fields';
 
 export const httpMethods = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
@@ -283,6 +285,10 @@ export function routeSchema<Limit extends z.ZodType>(routeLimit: Limit) {
       /** Permissions the caller needs, all of them. */
       require: z.array(permission).default([]),
       limits: z.array(routeLimit).default([]),
+      /** Overrides edge.cors for this route (false: no CORS). */
+      cors: routeCorsSchema.optional(),
+      /** Overrides edge.securityHeaders for this route's responses. */
+      securityHeaders: routeSecurityHeadersSchema.optional(),
     })
     .superRefine((route, ctx) => {
       const set = actions.filter((key) => route[key] !== undefined);

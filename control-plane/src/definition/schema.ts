@@ -73,7 +73,7 @@ export const gatewayDefinitionSchema = z.strictObject({
     })
     .default({ authenticated: [], unauthenticated: [] }),
   routes: z.array(route).min(1),
-  edge: edgeSchema.default({}),
+  edge: edgeSchema.prefault({}),
 });
 
 /** What a definition file may contain (defaults not yet applied). */

@@ -4,6 +4,7 @@
 import { parseDuration } from '../definition/duration';
 import type { FieldError } from '../definition/field-error';
 import type { GatewayDefinition } from '../definition/schema';
+import { buildBrowserIR } from './browser';
 import { buildClusters } from './clusters';
 import { resolveGroups } from './groups';
 import { extAuthzClusterName, rateLimitClusterName } from './names';
@@ -41,6 +42,7 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
   };
 
   const shapes = buildRouteShapes(definition, errors);
+  const browser = buildBrowserIR(definition, errors);
   const routes: RouteIR[] = [];
   for (const [index, route] of definition.routes.entries()) {
     const at = `routes[${index}]`;
@@ -75,6 +77,8 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
       auth: route.auth,
       permissions: [...new Set(route.require)],
       limits: limitList(route.limits, `${at}.limits`, errors),
+      cors: browser.routes[index]?.cors,
+      securityHeaders: browser.routes[index]?.securityHeaders,
     });
   }
 
@@ -98,6 +102,7 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
       clusters,
       limits,
       routes,
+      browser: browser.browser,
     },
   };
 }

@@ -12,7 +12,7 @@ import type { ForwardIR, HeaderChangesIR, RetryIR, RewriteIR, RouteIR } from './
 type RouteInput = GatewayDefinition['routes'][number];
 
 /** Everything of a route but who may call it and its limits, which build.ts checks and adds. */
-export type RouteShape = Omit<RouteIR, 'auth' | 'permissions' | 'limits'>;
+export type RouteShape = Omit<RouteIR, 'auth' | 'permissions' | 'limits' | 'cors' | 'securityHeaders'>;
 
 export function buildRouteShapes(definition: GatewayDefinition, errors: FieldError[]): RouteShape[] {
   const shapes: RouteShape[] = [];

@@ -15,6 +15,8 @@ export interface GatewayIR {
   limits: GlobalLimitsIR;
   /** In declared order: Envoy takes the first matching route. */
   routes: RouteIR[];
+  /** What the ingress does for browsers on every route (ir/browser.ts). */
+  browser: BrowserIR;
 }
 
 export interface ListenerIR {
@@ -192,6 +194,60 @@ export interface RouteIR {
   /** All of them are needed; empty = any verified caller (or anyone when auth is none). */
   permissions: string[];
   limits: LimitIR[];
+  /** edge.cors with this route's override applied; undefined = no CORS on this route. */
+  cors: CorsIR | undefined;
+  /** What this route changes in the gateway's security headers; undefined = nothing. */
+  securityHeaders: HeaderOverrideIR | undefined;
+}
+
+export interface BrowserIR {
+  /** Sent on every response (Envoy's own replies too), in this order. */
+  securityHeaders: ResponseHeaderIR[];
+  /** The Strict-Transport-Security value, for TLS listeners only; undefined = never sent. */
+  strictTransportSecurity: string | undefined;
+  csrf: CsrfIR | undefined;
+  compression: CompressionIR | undefined;
+}
+
+export interface ResponseHeaderIR {
+  /** Lower case. */
+  name: string;
+  value: string;
+}
+
+export interface HeaderOverrideIR {
+  set: ResponseHeaderIR[];
+  remove: string[];
+}
+
+/** An allowed browser origin; `anyLabel` = "scheme://*.host": exactly one more DNS label. */
+export interface OriginIR {
+  scheme: 'http' | 'https';
+  anyLabel: boolean;
+  host: string;
+  port: number | undefined;
+}
+
+export interface CorsIR {
+  allowOrigins: OriginIR[];
+  allowMethods: string[];
+  /** Lower case. */
+  allowHeaders: string[];
+  /** Lower case. */
+  exposeHeaders: string[];
+  allowCredentials: boolean;
+  maxAgeSeconds: number;
+}
+
+export interface CsrfIR {
+  /** Besides the request's own host: every CORS origin and csrf.additionalOrigins. */
+  trustedOrigins: OriginIR[];
+}
+
+export interface CompressionIR {
+  minLength: number;
+  /** In order of preference. */
+  algorithms: Array<'br' | 'gzip'>;
 }
 
 export interface PathMatchIR {

