@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { connect as http2Connect } from 'node:http2';
 import { Agent, request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type ConnectionOptions, type PeerCertificate, type TLSSocket, connect as tlsConnect } from 'node:tls';
+import { devCertificateAuthorityFile } from '@sekisho/devstack/paths';
 import { freePort } from '@sekisho/devstack/processes';
 import { type Stack, startStack } from '@sekisho/devstack/stack';
 import {
@@ -23,6 +24,10 @@ import { stringify } from 'yaml';
 let stack: Stack;
 let dir: string;
 let ca: CertificateAuthority;
+/** The development CA of `npm start` (control-plane/examples/dev-tls), which signed the first default certificate. */
+let devCa: string;
+/** What the clients trust: the development CA and the test's own CA (which signs the rotated certificate). */
+let trusted: string[];
 let httpsPort: number;
 let httpPort: number;
 
@@ -45,10 +50,12 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'sekisho-tls-e2e-'));
   await mkdir(join(dir, 'tls'));
   ca = await createCertificateAuthority('Sekisho e2e CA');
-  await writeCertificate(
-    'localhost',
-    await issueServerCertificate(ca, { commonName: 'localhost', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] }),
-  );
+  devCa = await readFile(devCertificateAuthorityFile, 'utf8');
+  trusted = [devCa, ca.certificatePem];
+  // The default certificate starts as npm start's development certificate.
+  const devTls = join(devCertificateAuthorityFile, '..');
+  await copyFile(join(devTls, 'localhost.crt'), join(dir, 'tls/localhost.crt'));
+  await copyFile(join(devTls, 'localhost.key'), join(dir, 'tls/localhost.key'));
   await writeCertificate('api', await issueServerCertificate(ca, { commonName: apiName, dnsNames: [apiName] }));
   const [customer, extAuthz, rateLimit] = await Promise.all([freePort(), freePort(), freePort()]);
   [httpPort, httpsPort] = await Promise.all([freePort(), freePort()]);
@@ -108,7 +115,7 @@ interface HttpsAnswer {
 /** A request as curl --cacert makes it: the chain and the host name verified against the test CA. */
 function httpsGet(
   path: string,
-  opts: { agent?: Agent; headers?: Record<string, string>; servername?: string } = {},
+  opts: { agent?: Agent; headers?: Record<string, string>; servername?: string; ca?: string | string[] } = {},
 ): Promise<HttpsAnswer> {
   return new Promise((resolve, reject) => {
     const req = request(
@@ -117,7 +124,7 @@ function httpsGet(
         port: httpsPort,
         path,
         headers: opts.headers,
-        ca: ca.certificatePem,
+        ca: opts.ca ?? trusted,
         ...(opts.servername ? { servername: opts.servername } : {}),
         agent: opts.agent ?? false,
         timeout: 15_000,
@@ -149,7 +156,7 @@ function httpsGet(
 /** A bare TLS handshake: resolves with the socket once it is secure, rejects with the handshake error. */
 function handshake(opts: ConnectionOptions): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
-    const socket = tlsConnect({ host: '127.0.0.1', port: httpsPort, ca: ca.certificatePem, ...opts });
+    const socket = tlsConnect({ host: '127.0.0.1', port: httpsPort, ca: trusted, ...opts });
     socket.setTimeout(15_000, () => socket.destroy(new Error('handshake timed out')));
     socket.once('secureConnect', () => resolve(socket));
     socket.once('error', reject);
@@ -157,10 +164,13 @@ function handshake(opts: ConnectionOptions): Promise<TLSSocket> {
 }
 
 describe('HTTPS at the ingress (real Envoy, certificates over SDS)', () => {
-  it('serves HTTPS with a certificate the client verifies against its CA, through ext-authz', async () => {
+  it('serves HTTPS with the development certificate, verified against the development CA, through ext-authz', async () => {
     showLogsOnFailure();
     const token = await stack.mintToken('alice', { group: 'basic_customer' });
-    const answer = await httpsGet('/api/v1/customer/profile', { headers: { authorization: `Bearer ${token}` } });
+    const answer = await httpsGet('/api/v1/customer/profile', {
+      headers: { authorization: `Bearer ${token}` },
+      ca: devCa,
+    });
     expect(answer.status).toBe(200);
     expect(JSON.parse(answer.body)).toMatchObject({ service: 'customer', path: '/profile' });
     expect(answer.socket.authorized).toBe(true);
@@ -205,7 +215,7 @@ describe('HTTPS at the ingress (real Envoy, certificates over SDS)', () => {
     expect(http11.alpnProtocol).toBe('http/1.1');
     http11.destroy();
 
-    const session = http2Connect(`https://127.0.0.1:${httpsPort}`, { ca: ca.certificatePem });
+    const session = http2Connect(`https://127.0.0.1:${httpsPort}`, { ca: trusted });
     try {
       const status = await new Promise<number>((resolve, reject) => {
         const stream = session.request({ ':path': '/health' });

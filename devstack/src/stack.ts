@@ -97,17 +97,10 @@ function portOf(address: string): number {
  * shows up as a timeout.
  */
 async function refuseBusyPorts(definition: GatewayDefinition, ports: NonNullable<StackOptions['ports']>) {
+  const { http, https } = definition.listeners;
   const fixed: Array<[what: string, port: number, host: string]> = [
-    ['listeners.http.port', definition.listeners.http.port, definition.listeners.http.address],
-    ...(definition.listeners.https
-      ? [
-          ['listeners.https.port', definition.listeners.https.port, definition.listeners.https.address] as [
-            string,
-            number,
-            string,
-          ],
-        ]
-      : []),
+    ['listeners.http.port', http.port, http.address],
+    ...(https ? [['listeners.https.port', https.port, https.address] as [string, number, string]] : []),
     ...Object.entries(definition.services).flatMap(([name, service]) =>
       service.endpoints.map((endpoint, i): [string, number, string] => [
         `services.${name}.endpoints[${i}]`,
@@ -300,9 +293,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   }
 
   const { http, https } = definition.listeners;
+  // A wildcard address is reached on loopback; an IPv6 literal goes in brackets.
   const url = (scheme: string, { address, port }: { address: string; port: number }) => {
-    const host = address === '0.0.0.0' ? '127.0.0.1' : address === '::' ? '[::1]' : address;
-    return `${scheme}://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`;
+    const host = address === '0.0.0.0' ? '127.0.0.1' : address === '::' ? '::1' : address;
+    return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   };
   const httpUrl = url('http', http);
   const httpsUrl = https && url('https', https);

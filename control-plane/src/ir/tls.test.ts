@@ -100,7 +100,8 @@ const invalid: Array<{ name: string; change: (d: Def) => void; path: string; mes
     change: (d) => {
       d.listeners.https.certificates = [
         { certFile: 'api.crt', keyFile: 'api.key', serverNames: ['api.example'] },
-        { certFile: 'default.crt', keyFile: 'default.key', serverNames: ['default.example', 'api.example'] },
+        // The same certificate again (a copy under another name): only the duplicate is wrong.
+        { certFile: 'api.crt', keyFile: 'api.key', serverNames: ['www.api.example', 'api.example'] },
       ];
     },
     path: 'listeners.https.certificates[1].serverNames[1]',
@@ -111,6 +112,19 @@ const invalid: Array<{ name: string; change: (d: Def) => void; path: string; mes
     change: (d) => d.listeners.https.certificates.push({ certFile: 'api.crt', keyFile: 'api.key' }),
     path: 'listeners.https.certificates[1].serverNames',
     message: /is required: listeners\.https\.certificates\[0\] is already the default certificate/,
+  },
+  {
+    name: 'a server name the certificate is not for',
+    change: (d) => (cert(d).serverNames = ['default.example', 'api.example']),
+    path: 'listeners.https.certificates[0].serverNames[1]',
+    message:
+      /"api\.example" is not a name of the certificate in \/tls\/default\.crt \(it is for DNS:default\.example\)/,
+  },
+  {
+    name: 'a wildcard server name the certificate does not cover',
+    change: (d) => (cert(d).serverNames = ['*.example']),
+    path: 'listeners.https.certificates[0].serverNames[0]',
+    message: /"\*\.example" is not a name of the certificate/,
   },
   {
     name: 'a server name that is not a DNS name',

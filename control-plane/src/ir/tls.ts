@@ -147,6 +147,15 @@ function certificate(
       message: `${keyFile} is not the private key of the certificate in ${certFile} (subject ${leaf.subject.replace(/\n/g, ', ')})`,
     });
   }
+  // A name the certificate does not cover would be served a certificate every client refuses.
+  for (const [nameIndex, name] of (input.serverNames ?? []).entries()) {
+    if (leaf && !covers(leaf, name)) {
+      errors.push({
+        path: `${at}.serverNames[${nameIndex}]`,
+        message: `"${name}" is not a name of the certificate in ${certFile} (it is for ${leaf.subjectAltName ?? leaf.subject.replace(/\n/g, ', ')})`,
+      });
+    }
+  }
   return {
     secretName: ingressCertificateSecretName(index),
     serverNames: input.serverNames ?? [],
@@ -207,6 +216,12 @@ function parsePrivateKey(pem: string, at: string, errors: FieldError[]): KeyObje
     errors.push({ path: `${at}.keyFile`, message: `is not a valid private key: ${describe(error)}` });
     return undefined;
   }
+}
+
+/** A wildcard name ("*.example.com") is covered when the certificate matches any one-label name under it. */
+function covers(certificate: X509Certificate, serverName: string): boolean {
+  const probe = serverName.startsWith('*.') ? `sekisho-sni-probe${serverName.slice(1)}` : serverName;
+  return certificate.checkHost(probe) !== undefined;
 }
 
 /** Whether two listen addresses can take the same connections (a wildcard takes every address). */

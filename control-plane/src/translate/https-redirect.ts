@@ -4,6 +4,7 @@
 
 import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
 import {
+  HeaderMatcher,
   RedirectAction_RedirectResponseCode,
   Route,
   type VirtualHost,
@@ -42,11 +43,14 @@ function redirectingHost(host: VirtualHost, redirect: HttpsRedirectIR): VirtualH
           match: route.match && {
             ...route.match,
             // :path after the connection manager normalised it, query string included.
-            headers: [...route.match.headers, { name: ':path', stringMatch: { safeRegex: { regex: exempt } } }],
+            headers: [
+              ...route.match.headers,
+              HeaderMatcher.fromPartial({ name: ':path', stringMatch: { safeRegex: { regex: exempt } } }),
+            ],
           },
         }))
     : [];
-  return { ...host, routes: [...(routed as Route[]), redirectRoute(redirect)] };
+  return { ...host, routes: [...routed, redirectRoute(redirect)] };
 }
 
 /** False only for a path or prefix route that no exempt path can reach (other kinds are kept). */
