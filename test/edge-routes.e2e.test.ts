@@ -2,7 +2,13 @@
 // control plane's own server, in-process) to Envoy 1.40, which calls two real ext-authz
 // replicas over gRPC and forwards to real HTTP upstreams that echo what they received.
 // Template paths and rewrites, header and query matches, weighted splits, direct responses
-// and redirects, retries, outlier ejection, and ext-authz replica failover.
+// and redirects, retries, outlier ejection, upstream TLS and HTTP/2, and ext-authz replica
+// failover.
+import { readFileSync } from 'node:fs';
+import { createSecureServer, type Http2SecureServer, type Http2ServerRequest } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { resolve } from 'node:path';
+import type { TLSSocket } from 'node:tls';
 import { compileDefinition } from '@sekisho/control-plane/definition/load';
 import { translateAuthzPolicy } from '@sekisho/control-plane/translate/policy';
 import { type AdsWithEnvoy, serveToRealEnvoy } from '@sekisho/control-plane/xds/test-helpers';
@@ -11,9 +17,51 @@ import { createFirebaseKeyServer, type FirebaseKeyServer, mintIdToken } from '@s
 import { freePort } from '@sekisho/devstack/processes';
 import { type ExtAuthzApp, startExtAuthzApp } from '@sekisho/ext-authz/app';
 import { loadExtAuthzConfig } from '@sekisho/ext-authz/config';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 const projectId = 'demo-edge-routes';
+const tlsDir = resolve(import.meta.dirname, '../control-plane/src/translate/testdata/tls');
+const tlsFile = (name: string) => resolve(tlsDir, name);
+
+/** What the TLS upstream saw of the connection Envoy made. */
+interface TlsEcho {
+  httpVersion: string;
+  path: string;
+  servername: string | null;
+  clientCertificate: string | null;
+  clientAuthorized: boolean;
+}
+
+/**
+ * An HTTPS upstream speaking HTTP/2 and HTTP/1.1 with the test CA's customer.internal
+ * certificate; it asks for a client certificate and says what it got.
+ */
+async function startTlsUpstream(): Promise<Http2SecureServer> {
+  const server = createSecureServer(
+    {
+      key: readFileSync(tlsFile('server.key')),
+      cert: readFileSync(tlsFile('server.pem')),
+      ca: readFileSync(tlsFile('ca.pem')),
+      requestCert: true,
+      rejectUnauthorized: false,
+      allowHTTP1: true,
+    },
+    (req: Http2ServerRequest, res) => {
+      const socket = (req.httpVersion === '2.0' ? req.stream.session?.socket : req.socket) as TLSSocket;
+      const peer = socket.getPeerCertificate();
+      const echo: TlsEcho = {
+        httpVersion: req.httpVersion,
+        path: req.url,
+        servername: typeof socket.servername === 'string' ? socket.servername : null,
+        clientCertificate: peer && Object.keys(peer).length > 0 ? String(peer.subject?.CN) : null,
+        clientAuthorized: socket.authorized,
+      };
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(echo));
+    },
+  );
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  return server;
+}
 
 async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -30,6 +78,7 @@ const replicas: ExtAuthzApp[] = [];
 const upstreams: Record<string, DemoUpstream> = {};
 let served: AdsWithEnvoy | undefined;
 let gateway: string;
+let tlsUpstream: Http2SecureServer | undefined;
 
 async function startReplica(): Promise<ExtAuthzApp> {
   const app = await startExtAuthzApp(
@@ -58,6 +107,9 @@ beforeAll(async () => {
     upstreams[name] = await startDemoUpstream({ name: name.replace(/-(bad|good)$/, ''), port: 0 });
   }
   const at = (name: string) => `127.0.0.1:${upstreams[name]?.port}`;
+  tlsUpstream = await startTlsUpstream();
+  const tlsAt = `127.0.0.1:${(tlsUpstream.address() as AddressInfo).port}`;
+  const caFile = tlsFile('ca.pem');
   const port = await freePort();
   const compiled = compileDefinition({
     listeners: { http: { address: '127.0.0.1', port } },
@@ -70,22 +122,31 @@ beforeAll(async () => {
     policyServices: {
       extAuthz: {
         addresses: [`127.0.0.1:${authzA.grpcPort}`, `127.0.0.1:${authzB.grpcPort}`],
-        timeout: '2s',
-        healthCheck: { interval: '1s', timeout: '1s', unhealthyThreshold: 1, healthyThreshold: 1 },
+        // Generous: the replicas share this process's event loop with the test on a loaded machine.
+        timeout: '5s',
+        healthCheck: { interval: '1s', timeout: '3s', unhealthyThreshold: 2, healthyThreshold: 1 },
       },
       // No limits are defined, so Envoy never calls it.
       rateLimit: { address: `127.0.0.1:${await freePort()}`, healthCheck: false },
     },
     services: {
-      appointment: { endpoints: [at('appointment')] },
-      customer: { endpoints: [at('customer')] },
-      beta: { endpoints: [at('beta')] },
-      flaky: { endpoints: [at('flaky-bad'), at('flaky-good')] },
+      appointment: { endpoints: [at('appointment')], connectTimeout: '5s' },
+      customer: { endpoints: [at('customer')], connectTimeout: '5s' },
+      beta: { endpoints: [at('beta')], connectTimeout: '5s' },
+      flaky: { endpoints: [at('flaky-bad'), at('flaky-good')], connectTimeout: '5s' },
       fragile: {
         endpoints: [at('fragile-bad'), at('fragile-good')],
         // The reference's circuit breaker (§4.2): 3 failures, 30 s before trying again.
         outlierDetection: { consecutive5xx: 3, baseEjectionTime: '30s', maxEjectionPercent: 50 },
       },
+      secure: {
+        endpoints: [tlsAt],
+        protocol: 'http2',
+        tls: { sni: 'customer.internal', caFile, certFile: tlsFile('client.pem'), keyFile: tlsFile('client.key') },
+      },
+      'secure-h1': { endpoints: [tlsAt], tls: { sni: 'customer.internal', caFile } },
+      // The same server under a name its certificate does not carry.
+      'wrong-name': { endpoints: [tlsAt], tls: { sni: 'other.internal', caFile } },
     },
     routes: [
       {
@@ -120,6 +181,9 @@ beforeAll(async () => {
       { match: 'GET /api/v1/flaky-once', to: 'flaky', rewrite: '/api/v1/flaky', auth: 'none' },
       { match: 'GET /api/v1/fragile', to: 'fragile', auth: 'none' },
       { match: 'GET /api/v1/me', to: 'customer', require: ['read:own_profile'] },
+      { match: 'GET /api/v1/secure', to: 'secure', auth: 'none' },
+      { match: 'GET /api/v1/secure-h1', to: 'secure-h1', auth: 'none' },
+      { match: 'GET /api/v1/wrong-name', to: 'wrong-name', auth: 'none' },
     ],
   });
   if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors, null, 2));
@@ -142,14 +206,14 @@ afterAll(async () => {
   await served?.close();
   for (const app of replicas) await app.close();
   for (const upstream of Object.values(upstreams)) await upstream.close(100);
+  tlsUpstream?.close();
   await keys?.close();
 });
 
-function showEnvoyLogsOnFailure() {
-  onTestFailed(() => {
-    console.log(served?.envoy.logs().split('\n').slice(-80).join('\n'));
-  });
-}
+// Envoy's access log and recent output under a failing test.
+afterEach(({ task }) => {
+  if (task.result?.state === 'fail') console.log(served?.envoy.logs().split('\n').slice(-60).join('\n'));
+});
 
 async function get(path: string, headers: Record<string, string> = {}) {
   const response = await fetch(`${gateway}${path}`, { headers, redirect: 'manual' });
@@ -165,7 +229,6 @@ async function echo(path: string, headers: Record<string, string> = {}): Promise
 
 describe('template paths and rewrites', () => {
   it('reaches the upstream with the template rewrite applied', async () => {
-    showEnvoyLogsOnFailure();
     const answer = await echo('/api/v1/appointments/42?view=full');
     expect(answer).toMatchObject({ service: 'appointment', path: '/appointments/42', query: { view: 'full' } });
   });
@@ -234,7 +297,6 @@ describe('direct responses and redirects', () => {
 
 describe('retries', () => {
   it('retries a 5xx from one endpoint on the other, so every request succeeds', async () => {
-    showEnvoyLogsOnFailure();
     const bad = upstreams['flaky-bad'];
     bad?.setFault({ status: 503 });
     const before = bad?.requests() ?? 0;
@@ -260,7 +322,6 @@ describe('retries', () => {
 
 describe('outlier detection (the reference circuit breaker)', () => {
   it('ejects an endpoint after 3 consecutive 5xx, and every later request goes to the healthy one', async () => {
-    showEnvoyLogsOnFailure();
     const bad = upstreams['fragile-bad'];
     bad?.setFault({ status: 500 });
     const envoy = served?.envoy;
@@ -287,9 +348,34 @@ describe('outlier detection (the reference circuit breaker)', () => {
   });
 });
 
+describe('upstream TLS and HTTP/2', () => {
+  it('speaks HTTP/2 over TLS with SNI and the client certificate', async () => {
+    const response = await get('/api/v1/secure');
+    expect(response.status, response.text).toBe(200);
+    expect(JSON.parse(response.text)).toEqual({
+      httpVersion: '2.0',
+      path: '/api/v1/secure',
+      servername: 'customer.internal',
+      clientCertificate: 'sekisho-gateway',
+      clientAuthorized: true,
+    } satisfies TlsEcho);
+  });
+
+  it('speaks HTTP/1.1 over TLS without a client certificate when none is configured', async () => {
+    const response = await get('/api/v1/secure-h1');
+    expect(response.status, response.text).toBe(200);
+    expect(JSON.parse(response.text)).toMatchObject({ httpVersion: '1.1', clientCertificate: null });
+  });
+
+  it('refuses a certificate that does not carry the configured name', async () => {
+    expect((await get('/api/v1/wrong-name')).status).toBe(503);
+    const stats = await served?.envoy.stats('^cluster\\.svc_wrong-name\\.ssl\\.fail_verify_san$');
+    expect(stats?.['cluster.svc_wrong-name.ssl.fail_verify_san']).toBeGreaterThan(0);
+  });
+});
+
 describe('ext-authz replicas', () => {
   it('keeps answering every request when one of two replicas stops', async () => {
-    showEnvoyLogsOnFailure();
     const [first, second] = replicas;
     if (first === undefined || second === undefined) throw new Error('two replicas expected');
     const token = await mintIdToken(keys.signingKey, { projectId, uid: 'user-2' });
