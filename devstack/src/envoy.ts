@@ -278,6 +278,14 @@ export interface ListenerStatus {
   port: number;
 }
 
+/** The part of Envoy's /clusters?format=json that health waits read. */
+interface ClustersJson {
+  cluster_statuses?: Array<{
+    name: string;
+    host_statuses?: Array<{ health_status?: { failed_active_health_check?: boolean; eds_health_status?: string } }>;
+  }>;
+}
+
 export interface EnvoyHandle {
   readonly adminUrl: string;
   readonly adminPort: number;
@@ -299,6 +307,11 @@ export interface EnvoyHandle {
   waitForListener(name: string | undefined, timeoutMs: number): Promise<ListenerStatus>;
   /** Resolves once /clusters knows `name`. */
   waitForCluster(name: string, timeoutMs: number): Promise<void>;
+  /**
+   * Resolves once every host of cluster `name` passed its active health check (Envoy sends a
+   * cluster's traffic only to those), so a caller's first request cannot meet a cold cluster.
+   */
+  waitForHealthyCluster(name: string, timeoutMs: number): Promise<void>;
   /** /config_dump as JSON (optionally `?resource=`, e.g. 'dynamic_active_clusters'). */
   configDump(resource?: string): Promise<unknown>;
   /** PRE_INITIALIZING, INITIALIZING, LIVE or DRAINING, from /server_info. */
@@ -486,6 +499,26 @@ function envoyHandle(runtime: EnvoyRuntime, running: Running, bootstrap: string,
           ((JSON.parse(p.body) as { cluster_statuses?: Array<{ name: string }> }).cluster_statuses ?? []).some(
             (c) => c.name === name,
           ),
+        watch,
+      );
+    },
+    waitForHealthyCluster: async (name, timeoutMs) => {
+      await waitForHttp(
+        `${adminUrl}/clusters?format=json`,
+        timeoutMs,
+        (p) => {
+          if (p.status !== 200) return false;
+          const cluster = (JSON.parse(p.body) as ClustersJson).cluster_statuses?.find((c) => c.name === name);
+          const hosts = cluster?.host_statuses ?? [];
+          return (
+            hosts.length > 0 &&
+            hosts.every(
+              (host) =>
+                !host.health_status?.failed_active_health_check &&
+                host.health_status?.eds_health_status !== 'UNHEALTHY',
+            )
+          );
+        },
         watch,
       );
     },

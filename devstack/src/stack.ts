@@ -1,6 +1,7 @@
 import type { GatewayDefinition } from '@sekisho/control-plane';
 import { compileDefinitionFile } from '@sekisho/control-plane/definition/load';
 import { policyServiceAddresses } from '@sekisho/control-plane/ir/clusters';
+import { extAuthzClusterName, rateLimitClusterName } from '@sekisho/control-plane/ir/names';
 import { type DemoUpstream, startDemoUpstream } from '@sekisho/demo-upstream/server';
 import { type EnvoyHandle, startEnvoy } from './envoy';
 import {
@@ -283,6 +284,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         startedEnvoy.waitForListener('ingress_https', 60_000),
       );
     }
+    // The policy services' clusters are health-checked: until the first check passes, Envoy
+    // would answer 503 for every request (authentication fails closed).
+    await step('waiting for Envoy to see ext-authz and the rate-limit service healthy', () =>
+      Promise.all(
+        [extAuthzClusterName, rateLimitClusterName].map((name) => startedEnvoy.waitForHealthyCluster(name, 60_000)),
+      ),
+    );
   } catch (error) {
     const output = logs(40);
     await stop().catch(() => {}); // the start-up error is the one worth reporting
