@@ -52,6 +52,8 @@ export const descriptorKeys = {
   remoteAddress: 'remote_address',
   /** header_value_match that is present only for requests without a verified user. */
   anonymous: 'anonymous',
+  /** metadata action: "ordinary" for every client but the VIP addresses (edge.ipRules.allow). */
+  clientClass: 'client_class',
 } as const;
 
 /** Policy resources served over ADS to Sekisho's own services. */

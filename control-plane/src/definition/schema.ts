@@ -82,6 +82,13 @@ const service = z.strictObject({
   /** Upstream request timeout (the route's timeout). */
   timeout: duration.default('15s'),
   connectTimeout: duration.default('1s'),
+  /** Host header the service receives; default its first endpoint's host ("customer-service"). */
+  host: z
+    .string()
+    .regex(/^[A-Za-z0-9.-]+(?::\d{1,5})?$/, { message: 'must be a host name, e.g. customer.internal' })
+    .optional(),
+  /** Forward the caller's Authorization header (removed by default once ext-authz verified it). */
+  receiveAuthorization: z.boolean().default(false),
 });
 
 const route = z.strictObject({
@@ -106,8 +113,14 @@ const listener = z.strictObject({
     .refine((address) => isIP(address) !== 0, { message: 'must be an IP address, e.g. 0.0.0.0' })
     .default('0.0.0.0'),
   port: z.int().min(1).max(65_535),
-  /** Proxies in front (CDN, load balancer) whose X-Forwarded-For entries are trusted. */
-  xffNumTrustedHops: z.int().min(0).max(10).default(0),
+  /** Replaced by edge.trustedProxies: a hop count trusted X-Forwarded-For from any client. */
+  xffNumTrustedHops: z
+    .unknown()
+    .refine((value) => value === undefined, {
+      message:
+        'was replaced by edge.trustedProxies (CIDR ranges or "cloudflare"): a hop count let any client that sent X-Forwarded-For choose its own IP',
+    })
+    .optional(),
 });
 
 export const gatewayDefinitionSchema = z.strictObject({
@@ -141,7 +154,7 @@ export const gatewayDefinitionSchema = z.strictObject({
     })
     .default({ authenticated: [], unauthenticated: [] }),
   routes: z.array(route).min(1),
-  edge: edgeSchema.default({}),
+  edge: edgeSchema.prefault({}),
 });
 
 /** What a definition file may contain (defaults not yet applied). */

@@ -5,6 +5,7 @@ import { parseDuration } from '../definition/duration';
 import { isIPv4, parseHostPort } from '../definition/endpoint';
 import type { FieldError } from '../definition/field-error';
 import type { GatewayDefinition } from '../definition/schema';
+import { buildEdgeClient } from './edge-client';
 import { resolveGroups } from './groups';
 import { defaultRouteId, type ParsedMatch, parseMatch } from './match';
 import {
@@ -140,8 +141,12 @@ export function buildIR(definition: GatewayDefinition): BuildResult {
       auth: route.auth,
       permissions: [...new Set(route.require)],
       limits: limitList(route.limits, `${at}.limits`, errors),
+      upstreamHost: service === undefined ? '' : upstreamHost(service),
+      forwardAuthorization: service?.receiveAuthorization ?? false,
     });
   }
+
+  const edgeClient = buildEdgeClient(definition.edge, errors);
 
   if (errors.length > 0) return { ok: false, errors };
   return {
@@ -152,7 +157,6 @@ export function buildIR(definition: GatewayDefinition): BuildResult {
         routeConfigName: ingressRouteConfigName,
         address: definition.listeners.http.address,
         port: definition.listeners.http.port,
-        xffNumTrustedHops: definition.listeners.http.xffNumTrustedHops,
       },
       identity: {
         firebaseProjectId: definition.identity.firebase.projectId,
@@ -169,8 +173,20 @@ export function buildIR(definition: GatewayDefinition): BuildResult {
       clusters,
       limits,
       routes,
+      ...edgeClient,
     },
   };
+}
+
+/**
+ * The Host a service receives: its own setting, else its first endpoint's host (without the
+ * port, so moving an endpoint to another port changes only EDS, never the routes).
+ */
+function upstreamHost(service: GatewayDefinition['services'][string]): string {
+  if (service.host !== undefined) return service.host;
+  const first = parseHostPort(service.endpoints[0] ?? '');
+  if ('problem' in first) throw new Error(`unvalidated endpoint: ${first.problem}`);
+  return first.host;
 }
 
 /** Whether every request `later` matches is already taken by `earlier`. */

@@ -12,6 +12,34 @@ export interface GatewayIR {
   limits: GlobalLimitsIR;
   /** In declared order: Envoy takes the first matching route. */
   routes: RouteIR[];
+  clientAddress: ClientAddressIR;
+  ipRules: IpRulesIR;
+  requestHeaders: RequestHeadersIR;
+}
+
+export interface CidrIR {
+  address: string;
+  prefixLen: number;
+}
+
+export interface ClientAddressIR {
+  /** Peers whose X-Forwarded-For is believed (presets expanded); empty = none. */
+  trustedProxies: CidrIR[];
+}
+
+export interface IpRulesIR {
+  /** VIP clients: never geo-blocked, not counted by the anonymous per-IP limits. */
+  allow: CidrIR[];
+  deny: CidrIR[];
+  /** Undefined = no geo-blocking. Countries upper-case, header lower-case. */
+  geoBlock: { countries: string[]; countryHeader: string } | undefined;
+}
+
+export interface RequestHeadersIR {
+  /** Lower-case names removed from every client request. */
+  strip: string[];
+  maxCount: number;
+  maxSizeKb: number;
 }
 
 export interface ListenerIR {
@@ -20,7 +48,6 @@ export interface ListenerIR {
   routeConfigName: string;
   address: string;
   port: number;
-  xffNumTrustedHops: number;
 }
 
 export interface IdentityIR {
@@ -100,4 +127,8 @@ export interface RouteIR {
   /** All of them are needed; empty = any verified caller (or anyone when auth is none). */
   permissions: string[];
   limits: LimitIR[];
+  /** The Host the service receives (never the client's absolute-form URL's). */
+  upstreamHost: string;
+  /** Whether the caller's Authorization header reaches the service. */
+  forwardAuthorization: boolean;
 }

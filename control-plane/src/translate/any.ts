@@ -7,10 +7,12 @@ import { Cluster } from '@sekisho/proto/envoy/config/cluster/v3/cluster';
 import { ClusterLoadAssignment } from '@sekisho/proto/envoy/config/endpoint/v3/endpoint';
 import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
 import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
+import { ExpressionFilter } from '@sekisho/proto/envoy/extensions/access_loggers/filters/cel/v3/cel';
 import { StdoutAccessLog } from '@sekisho/proto/envoy/extensions/access_loggers/stream/v3/stream';
 import { ExtAuthz, ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
 import { HeaderMutation } from '@sekisho/proto/envoy/extensions/filters/http/header_mutation/v3/header_mutation';
 import { RateLimit } from '@sekisho/proto/envoy/extensions/filters/http/ratelimit/v3/rate_limit';
+import { RBAC } from '@sekisho/proto/envoy/extensions/filters/http/rbac/v3/rbac';
 import { Router } from '@sekisho/proto/envoy/extensions/filters/http/router/v3/router';
 import { HttpConnectionManager } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
 import { HttpProtocolOptions } from '@sekisho/proto/envoy/extensions/upstreams/http/v3/http_protocol_options';
@@ -32,11 +34,13 @@ const packable: ReadonlyArray<readonly [string, MessageCodec<any>]> = [
   ['envoy.config.endpoint.v3.ClusterLoadAssignment', ClusterLoadAssignment],
   ['envoy.config.listener.v3.Listener', Listener],
   ['envoy.config.route.v3.RouteConfiguration', RouteConfiguration],
+  ['envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter', ExpressionFilter],
   ['envoy.extensions.access_loggers.stream.v3.StdoutAccessLog', StdoutAccessLog],
   ['envoy.extensions.filters.http.ext_authz.v3.ExtAuthz', ExtAuthz],
   ['envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute', ExtAuthzPerRoute],
   ['envoy.extensions.filters.http.header_mutation.v3.HeaderMutation', HeaderMutation],
   ['envoy.extensions.filters.http.ratelimit.v3.RateLimit', RateLimit],
+  ['envoy.extensions.filters.http.rbac.v3.RBAC', RBAC],
   ['envoy.extensions.filters.http.router.v3.Router', Router],
   ['envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager', HttpConnectionManager],
   ['envoy.extensions.upstreams.http.v3.HttpProtocolOptions', HttpProtocolOptions],

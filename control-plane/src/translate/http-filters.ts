@@ -11,11 +11,23 @@ import { StatusCode } from '@sekisho/proto/envoy/type/v3/http_status';
 import { allIdentityHeaders, rateLimitDomain } from '@sekisho/service-kit/contract';
 import type { GatewayIR } from '../ir/types';
 import { pack } from './any';
+import type { ClientAddressChain } from './client-address';
 import { durationFromMs } from './duration';
 import { httpFilterNames } from './filter-names';
+import { requestHeaderHygiene } from './header-hygiene';
+import { headerLimitsFilter } from './header-limits';
+import { ipRuleFilters } from './ip-rules';
 
-export function httpFilters(ir: GatewayIR): HttpFilter[] {
-  return [stripIdentityHeaders(), extAuthz(ir), rateLimit(ir), router()];
+export function httpFilters(ir: GatewayIR, chain: ClientAddressChain): HttpFilter[] {
+  return [
+    requestHeaderHygiene(ir, chain),
+    stripIdentityHeaders(),
+    headerLimitsFilter(ir),
+    ...ipRuleFilters(ir),
+    extAuthz(ir),
+    rateLimit(ir),
+    router(),
+  ];
 }
 
 /** Identity headers are only ever set by ext-authz; client-sent copies never survive. */

@@ -14,9 +14,11 @@ import {
 import type { GatewayIR } from '../ir/types';
 import { accessLog } from './access-log';
 import { pack } from './any';
+import { type ClientAddressChain, clientAddressChains } from './client-address';
 import { durationFromMs } from './duration';
 import { edgeLimits } from './edge';
 import { httpConnectionManagerName, stdoutAccessLogName } from './filter-names';
+import { codecHeaderLimits } from './header-limits';
 import { httpFilters } from './http-filters';
 import { localReplyConfig } from './local-reply';
 
@@ -28,22 +30,26 @@ export function translateListeners(ir: GatewayIR): Listener[] {
       name: ir.listener.name,
       address: { socketAddress: { address: ir.listener.address, portValue: ir.listener.port } },
       perConnectionBufferLimitBytes: edgeLimits.connectionBufferBytes,
-      filterChains: [
-        {
-          filters: [
-            { name: httpConnectionManagerName, typedConfig: pack(HttpConnectionManager, httpConnectionManager(ir)) },
-          ],
-        },
-      ],
+      // One chain per kind of peer (client-address.ts), chosen by the connection's source.
+      filterChains: clientAddressChains(ir).map((chain) => ({
+        name: chain.peer,
+        filterChainMatch: chain.filterChainMatch,
+        filters: [
+          {
+            name: httpConnectionManagerName,
+            typedConfig: pack(HttpConnectionManager, httpConnectionManager(ir, chain)),
+          },
+        ],
+      })),
     }),
   ];
 }
 
-function httpConnectionManager(ir: GatewayIR): HttpConnectionManager {
+function httpConnectionManager(ir: GatewayIR, chain: ClientAddressChain): HttpConnectionManager {
   return HttpConnectionManager.fromPartial({
     statPrefix: ir.listener.name,
     rds: { configSource: adsConfigSource, routeConfigName: ir.listener.routeConfigName },
-    httpFilters: httpFilters(ir),
+    httpFilters: httpFilters(ir, chain),
     accessLog: [{ name: stdoutAccessLogName, typedConfig: pack(StdoutAccessLog, accessLog()) }],
     // Path hygiene before routing, so "/api/v1/../admin" or "%2F" tricks cannot reach a route
     // other than the one the path appears to name.
@@ -52,14 +58,15 @@ function httpConnectionManager(ir: GatewayIR): HttpConnectionManager {
     pathWithEscapedSlashesAction: HttpConnectionManager_PathWithEscapedSlashesAction.UNESCAPE_AND_REDIRECT,
     commonHttpProtocolOptions: {
       headersWithUnderscoresAction: HttpProtocolOptions_HeadersWithUnderscoresAction.REJECT_REQUEST,
+      // edge.headers plus headroom for what ext-authz adds; header-limits.ts enforces the rest.
+      maxHeadersCount: codecHeaderLimits(ir).maxHeadersCount,
     },
     http2ProtocolOptions: edgeLimits.http2,
-    maxRequestHeadersKb: edgeLimits.maxRequestHeadersKb,
-    // The client address comes from the connection, or from X-Forwarded-For only as far as
-    // the configured number of trusted proxies in front: per-IP limits and IP rules rely on it.
-    // It also makes every request external, so Envoy drops client-sent x-envoy-* headers.
-    useRemoteAddress: true,
-    xffNumTrustedHops: ir.listener.xffNumTrustedHops,
+    maxRequestHeadersKb: codecHeaderLimits(ir).maxRequestHeadersKb,
+    // The client address: the peer, or what a trusted proxy appended to X-Forwarded-For
+    // (client-address.ts). Per-IP limits and IP rules rely on it. use_remote_address also
+    // makes every request external, so Envoy drops client-sent x-envoy-* headers.
+    ...chain.connectionManager,
     // x-request-id is the correlation id of every log line; a client cannot choose it, and
     // gets it back on every response (also the ones that carry no JSON error body).
     generateRequestId: true,

@@ -3,15 +3,21 @@
 // actions that build its descriptors.
 
 import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
-import { RateLimit_Action, Route } from '@sekisho/proto/envoy/config/route/v3/route_components';
+import {
+  RateLimit_Action,
+  RateLimit_Action_MetaData_Source,
+  Route,
+} from '@sekisho/proto/envoy/config/route/v3/route_components';
 import { ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
 import { authzContextKeys, descriptorKeys, identityHeaders } from '@sekisho/service-kit/contract';
 import type { GatewayIR, RouteIR } from '../ir/types';
 import { pack } from './any';
-import { type DescriptorEntry, routeDescriptors } from './descriptors';
+import { type DescriptorEntry, ordinaryClientClass, routeDescriptors } from './descriptors';
 import { durationFromMs } from './duration';
 import { revealingResponseHeaders } from './edge';
 import { httpFilterNames } from './filter-names';
+import { routeHeaderHygiene } from './header-hygiene';
+import { vipMetadata } from './ip-rules';
 
 export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
   return [
@@ -30,14 +36,17 @@ export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
 }
 
 function translateRoute(ir: GatewayIR, route: RouteIR): Route {
+  const { hostRewriteLiteral, requestHeadersToRemove } = routeHeaderHygiene(route);
   return Route.fromPartial({
     name: route.id,
     match: {
       ...(route.path.kind === 'exact' ? { path: route.path.value } : { prefix: route.path.value }),
       headers: route.method === undefined ? [] : [{ name: ':method', stringMatch: { exact: route.method } }],
     },
+    requestHeadersToRemove,
     route: {
       cluster: route.clusterName,
+      hostRewriteLiteral,
       ...(route.rewrite === undefined ? {} : { prefixRewrite: route.rewrite }),
       timeout: durationFromMs(route.timeoutMs),
       // Only failures where the request never reached the service, so even a POST is safe to retry.
@@ -87,6 +96,17 @@ function rateLimitAction(entry: DescriptorEntry): RateLimit_Action {
           descriptorValue: 'true',
           expectMatch: false,
           headers: [{ name: identityHeaders.userId, presentMatch: true }],
+        },
+      });
+    case 'ordinaryClient':
+      // The ip-rules RBAC filter names its matched VIP shadow policy in dynamic metadata;
+      // everyone else gets the default.
+      return RateLimit_Action.fromPartial({
+        metadata: {
+          descriptorKey: descriptorKeys.clientClass,
+          metadataKey: { key: vipMetadata.namespace, path: [{ key: vipMetadata.key }] },
+          defaultValue: ordinaryClientClass,
+          source: RateLimit_Action_MetaData_Source.DYNAMIC,
         },
       });
     case 'remoteAddress':
