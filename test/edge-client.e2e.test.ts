@@ -252,6 +252,39 @@ describe('the client address: trusted proxies', () => {
     expect(answer.echo.headers['x-forwarded-for']).toBe('203.0.113.7');
   });
 
+  it("gives ext-authz and Envoy's access log the derived client address", async () => {
+    showLogsOnFailure();
+    const answer = await send('/api/v1/customer/profile', {
+      from: trustedProxy,
+      headers: { 'x-forwarded-for': '203.0.113.70' },
+    });
+    expect(answer.status).toBe(401);
+    const correlationId = answer.json.error?.correlation_id ?? 'none';
+    // Each process's JSON lines carrying this request's correlation id, once both have logged.
+    const records = () =>
+      stack
+        .logs()
+        .split('\n')
+        .filter((line) => line.includes(correlationId) && line.includes('{'))
+        .map((line) => JSON.parse(line.slice(line.indexOf('{'))) as Record<string, unknown>);
+    const fromExtAuthz = (r: Record<string, unknown>) => r.event_type === 'failed_auth';
+    const fromEnvoy = (r: Record<string, unknown>) => r.status_code === 401 && r.route_name !== undefined;
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline && !(records().some(fromExtAuthz) && records().some(fromEnvoy))) {
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(
+      records()
+        .filter(fromExtAuthz)
+        .map((r) => r.ip_address),
+    ).toEqual(['203.0.113.70']);
+    expect(
+      records()
+        .filter(fromEnvoy)
+        .map((r) => r.ip_address),
+    ).toEqual(['203.0.113.70']);
+  });
+
   it('counts the anonymous per-IP limit per derived client, not per proxy', async () => {
     showLogsOnFailure();
     const from = (ip: string) =>

@@ -106,4 +106,10 @@ export default defineGateway({
       limits: [{ per: 'ip', limit: 5, window: '1m', blockFor: '15m' }],
     },
   ],
+  edge: {
+    // In production the gateway sits behind Cloudflare: only its ranges may tell the client's
+    // address (X-Forwarded-For) and country (CF-IPCountry); high-risk countries are refused.
+    trustedProxies: 'cloudflare',
+    geoBlock: ['CN', 'RU'],
+  },
 });

@@ -156,6 +156,12 @@ describe('check', () => {
     expect(all).not.toContain('Bearer');
   });
 
+  it('logs the client address the gateway derived (its one X-Forwarded-For entry), not the proxy peer', async () => {
+    const { deps, lines } = setup();
+    await check(request({ extraHeaders: { 'x-forwarded-for': '198.51.100.44' } }), deps);
+    expect(lines[0]).toMatchObject({ event_type: 'failed_auth', ip_address: '198.51.100.44' });
+  });
+
   it('logs permission_denied with the user and the missing permissions', async () => {
     const { deps, lines } = setup();
     const token = await mint();

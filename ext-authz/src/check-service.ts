@@ -1,8 +1,10 @@
+import { isIP } from 'node:net';
 import type {
   AuthorizationServer,
   CheckRequest,
   CheckResponse,
 } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
+import { clientAddressHeader } from '@sekisho/service-kit/contract';
 import { pickLanguage } from '@sekisho/service-kit/errors';
 import { type Logger, maskPII } from '@sekisho/service-kit/logger';
 import { failClosed, type ResponseContext, toCheckResponse } from './check-response';
@@ -69,7 +71,10 @@ interface RequestFacts {
   route: RouteRequirements;
   correlationId: string;
   acceptLanguage: string | undefined;
-  /** The downstream peer Envoy saw: behind a CDN, the CDN's address. */
+  /**
+   * The client address Envoy derived, which the gateway passes as the only X-Forwarded-For
+   * entry; else the downstream peer (behind a CDN, the CDN's address).
+   */
   ipAddress: string | undefined;
   path: string | undefined;
   method: string | undefined;
@@ -84,10 +89,16 @@ function describeRequest(request: CheckRequest): RequestFacts {
     route: routeRequirements(attributes?.contextExtensions ?? {}),
     correlationId: (headers['x-request-id'] || http?.id || '').slice(0, 128),
     acceptLanguage: headers['accept-language'],
-    ipAddress: attributes?.source?.address?.socketAddress?.address || undefined,
+    ipAddress: derivedClientAddress(headers) ?? (attributes?.source?.address?.socketAddress?.address || undefined),
     path: http?.path || headers[':path'],
     method: http?.method || headers[':method'] || undefined,
   };
+}
+
+/** One IP literal, as the ingress writes it; a list or anything else is a client's claim. */
+function derivedClientAddress(headers: Record<string, string>): string | undefined {
+  const value = headers[clientAddressHeader]?.trim();
+  return value !== undefined && isIP(value) !== 0 ? value : undefined;
 }
 
 type HttpRequest = NonNullable<NonNullable<NonNullable<CheckRequest['attributes']>['request']>['http']>;

@@ -14,6 +14,13 @@ export const identityHeaders = {
 
 export const allIdentityHeaders: readonly string[] = Object.values(identityHeaders);
 
+/**
+ * The ingress's first filter sets this to exactly the client address Envoy derived (the peer,
+ * or what a trusted proxy appended), before ext_authz or any upstream sees the request.
+ * ext_authz's CheckRequest source address is the socket peer (behind a CDN, the CDN).
+ */
+export const clientAddressHeader = 'x-forwarded-for';
+
 /** Every header starting with this prefix is Sekisho's and never trusted from a client. */
 export const sekishoHeaderPrefix = 'x-sekisho-';
 
