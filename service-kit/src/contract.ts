@@ -31,6 +31,13 @@ export const authzContextKeys = {
   auth: 'sekisho.auth',
   /** Comma-separated permissions, all of which the caller needs. */
   permissions: 'sekisho.permissions',
+  /**
+   * Envoy's request header limits (entries, bytes): it checks them again after ext_authz
+   * applied its headers, and answers an empty 500 when they pushed a request over, so
+   * ext-authz answers 431 instead of adding them.
+   */
+  maxRequestHeaders: 'sekisho.max_request_headers',
+  maxRequestHeaderBytes: 'sekisho.max_request_header_bytes',
 } as const;
 
 /**

@@ -6,7 +6,6 @@ export const httpFilterNames = {
   router: 'envoy.filters.http.router',
   // Several instances of one filter type need names of their own.
   requestHeaderHygiene: 'sekisho.request_header_hygiene',
-  headerLimits: 'sekisho.header_limits',
   ipRules: 'sekisho.ip_rules',
   geoBlock: 'sekisho.geo_block',
 } as const;

@@ -15,14 +15,12 @@ import type { ClientAddressChain } from './client-address';
 import { durationFromMs } from './duration';
 import { httpFilterNames } from './filter-names';
 import { requestHeaderHygiene } from './header-hygiene';
-import { headerLimitsFilter } from './header-limits';
 import { ipRuleFilters } from './ip-rules';
 
 export function httpFilters(ir: GatewayIR, chain: ClientAddressChain): HttpFilter[] {
   return [
     requestHeaderHygiene(ir, chain),
     stripIdentityHeaders(),
-    headerLimitsFilter(ir),
     ...ipRuleFilters(ir),
     extAuthz(ir),
     rateLimit(ir),
@@ -54,6 +52,9 @@ function extAuthz(ir: GatewayIR): HttpFilter {
           timeout: durationFromMs(ir.extAuthz.timeoutMs),
         },
         transportApiVersion: ApiVersion.V3,
+        // Every header entry on its own (not comma-joined): ext-authz counts them against
+        // Envoy's header limits before it adds its own (contract.ts maxRequestHeaders).
+        encodeRawHeaders: true,
         // Authentication fails closed: no answer from ext-authz is a 503, never a pass.
         failureModeAllow: false,
         statusOnError: { code: StatusCode.ServiceUnavailable },

@@ -18,7 +18,7 @@ import { type ClientAddressChain, clientAddressChains } from './client-address';
 import { durationFromMs } from './duration';
 import { edgeLimits } from './edge';
 import { httpConnectionManagerName, stdoutAccessLogName } from './filter-names';
-import { codecHeaderLimits } from './header-limits';
+import { envoyHeaderLimits } from './header-limits';
 import { httpFilters } from './http-filters';
 import { localReplyConfig } from './local-reply';
 
@@ -58,11 +58,11 @@ function httpConnectionManager(ir: GatewayIR, chain: ClientAddressChain): HttpCo
     pathWithEscapedSlashesAction: HttpConnectionManager_PathWithEscapedSlashesAction.UNESCAPE_AND_REDIRECT,
     commonHttpProtocolOptions: {
       headersWithUnderscoresAction: HttpProtocolOptions_HeadersWithUnderscoresAction.REJECT_REQUEST,
-      // edge.headers plus headroom for what ext-authz adds; header-limits.ts enforces the rest.
-      maxHeadersCount: codecHeaderLimits(ir).maxHeadersCount,
+      // Above edge.headers, which ext-authz enforces (header-limits.ts).
+      maxHeadersCount: envoyHeaderLimits(ir).maxHeadersCount,
     },
     http2ProtocolOptions: edgeLimits.http2,
-    maxRequestHeadersKb: codecHeaderLimits(ir).maxRequestHeadersKb,
+    maxRequestHeadersKb: envoyHeaderLimits(ir).maxRequestHeadersKb,
     // The client address: the peer, or what a trusted proxy appended to X-Forwarded-For
     // (client-address.ts). Per-IP limits and IP rules rely on it. use_remote_address also
     // makes every request external, so Envoy drops client-sent x-envoy-* headers.

@@ -8,7 +8,6 @@ import {
 } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
 import { type ErrorCode, errorCatalogue } from '@sekisho/service-kit/errors';
 import { requestIdOperator as requestId, startTimeIso } from './formatters';
-import { headerLimitsPolicy } from './header-limits';
 import { deniedBy, ipRulePolicies } from './ip-rules';
 
 /**
@@ -18,32 +17,29 @@ import { deniedBy, ipRulePolicies } from './ip-rules';
  * through untouched.
  */
 export function localReplyConfig(): LocalReplyConfig {
-  const mappings: Array<{ code: ErrorCode; when: AccessLogFilter[]; extra?: Record<string, string>; status?: number }> =
-    [
-      {
-        code: 'RATE_LIMIT_EXCEEDED',
-        when: [statusIs(429), responseFlagIs('RL')],
-        // The ratelimit filter adds the service's response headers before the mapper formats
-        // the body, so Retry-After is visible here (null when the service sent none).
-        extra: { retry_after: '%RESP(RETRY-AFTER)%' },
-      },
-      { code: 'NOT_FOUND', when: [statusIs(404), responseFlagIs('NR')] },
-      { code: 'IP_BLOCKED', when: [statusIs(403), deniedBy(ipRulePolicies.deny)] },
-      { code: 'GEO_BLOCKED', when: [statusIs(403), deniedBy(ipRulePolicies.geoBlock)] },
-      { code: 'REQUEST_HEADERS_TOO_LARGE', when: [statusIs(431)] },
-      { code: 'REQUEST_HEADERS_TOO_LARGE', when: [statusIs(403), deniedBy(headerLimitsPolicy)], status: 431 },
-      {
-        code: 'SERVICE_UNAVAILABLE',
-        when: [AccessLogFilter.fromPartial({ orFilter: { filters: [statusIs(502), statusIs(503), statusIs(504)] } })],
-      },
-    ];
-  const mappers: ResponseMapper[] = mappings.flatMap(({ code, when, extra, status }) =>
+  const mappings: Array<{ code: ErrorCode; when: AccessLogFilter[]; extra?: Record<string, string> }> = [
+    {
+      code: 'RATE_LIMIT_EXCEEDED',
+      when: [statusIs(429), responseFlagIs('RL')],
+      // The ratelimit filter adds the service's response headers before the mapper formats
+      // the body, so Retry-After is visible here (null when the service sent none).
+      extra: { retry_after: '%RESP(RETRY-AFTER)%' },
+    },
+    { code: 'NOT_FOUND', when: [statusIs(404), responseFlagIs('NR')] },
+    { code: 'IP_BLOCKED', when: [statusIs(403), deniedBy(ipRulePolicies.deny)] },
+    { code: 'GEO_BLOCKED', when: [statusIs(403), deniedBy(ipRulePolicies.geoBlock)] },
+    { code: 'REQUEST_HEADERS_TOO_LARGE', when: [statusIs(431)] },
+    {
+      code: 'SERVICE_UNAVAILABLE',
+      when: [AccessLogFilter.fromPartial({ orFilter: { filters: [statusIs(502), statusIs(503), statusIs(504)] } })],
+    },
+  ];
+  const mappers: ResponseMapper[] = mappings.flatMap(({ code, when, extra }) =>
     (['en', 'ja'] as const).map((language) => {
       const filters = language === 'en' ? [...when, prefersEnglish] : when;
       const [only] = filters;
       return ResponseMapper.fromPartial({
         filter: filters.length === 1 && only ? only : { andFilter: { filters } },
-        ...(status === undefined ? {} : { statusCode: status }),
         bodyFormatOverride: {
           contentType: 'application/json',
           jsonFormat: {

@@ -68,6 +68,8 @@ function translateRoute(ir: GatewayIR, route: RouteIR): Route {
               [authzContextKeys.routeId]: route.id,
               [authzContextKeys.auth]: route.auth,
               [authzContextKeys.permissions]: route.permissions.join(','),
+              [authzContextKeys.maxRequestHeaders]: String(ir.requestHeaders.maxCount),
+              [authzContextKeys.maxRequestHeaderBytes]: String(ir.requestHeaders.maxSizeKb * 1024),
             },
           },
         }),

@@ -45,11 +45,11 @@ export const headers = z
     /** Client-sent request headers removed before anything else sees the request. */
     strip: z.array(strippedHeader).default(defaultStrippedHeaders),
     /**
-     * Most request headers (lines, Host included) a client may send; 431 above. Envoy's own
-     * limit is set higher, so the headers the gateway adds always fit (translate/header-limits.ts).
+     * Most request header entries once the gateway added its own (:method, :path, :scheme,
+     * x-forwarded-*, x-request-id, the identity headers): 431 above. Envoy's limit is higher.
      */
     maxCount: z.int().min(10).max(200).default(80),
-    /** Largest total size of the request headers in KiB; 431 above. */
+    /** Largest size of those headers in KiB (names and values): 431 above. */
     maxSizeKb: z.int().min(4).max(64).default(32),
   })
   .default({ strip: defaultStrippedHeaders, maxCount: 80, maxSizeKb: 32 });
