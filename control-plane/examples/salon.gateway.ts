@@ -121,7 +121,13 @@ export default defineGateway({
       limits: [{ per: 'ip', limit: 5, window: '1m', blockFor: '15m' }],
     },
   ],
-  // The salon's PWA (and its dev server) may call the API from a browser. Security headers,
-  // CSRF and compression are on by default.
-  edge: { cors: { allowOrigins: ['https://app.example', 'http://localhost:5173'] } },
+  edge: {
+    // The salon's PWA (and its dev server) may call the API from a browser. Security headers,
+    // CSRF and compression are on by default.
+    cors: { allowOrigins: ['https://app.example', 'http://localhost:5173'] },
+    // In production the gateway sits behind Cloudflare: only its ranges may tell the client's
+    // address (X-Forwarded-For) and country (CF-IPCountry); high-risk countries are refused.
+    trustedProxies: 'cloudflare',
+    geoBlock: ['CN', 'RU'],
+  },
 });

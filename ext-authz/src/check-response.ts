@@ -19,6 +19,7 @@ export interface ResponseContext {
 const rpcCodeForHttpStatus: Record<number, grpcStatus> = {
   401: grpcStatus.UNAUTHENTICATED,
   403: grpcStatus.PERMISSION_DENIED,
+  431: grpcStatus.RESOURCE_EXHAUSTED,
   503: grpcStatus.UNAVAILABLE,
 };
 

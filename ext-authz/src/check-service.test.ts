@@ -156,6 +156,41 @@ describe('check', () => {
     expect(all).not.toContain('Bearer');
   });
 
+  it('logs the client address the gateway derived (its one X-Forwarded-For entry), not the proxy peer', async () => {
+    const { deps, lines } = setup();
+    await check(request({ extraHeaders: { 'x-forwarded-for': '198.51.100.44' } }), deps);
+    expect(lines[0]).toMatchObject({ event_type: 'failed_auth', ip_address: '198.51.100.44' });
+  });
+
+  it('counts the header entries Envoy sends in header_map against the route header limits', async () => {
+    const { deps, lines } = setup();
+    const token = await mint();
+    const entries = Array.from({ length: 78 }, (_, i) => ({
+      key: `x-extra-${i}`,
+      value: 'v',
+      rawValue: Buffer.alloc(0),
+    }));
+    const base = request({ authorization: `Bearer ${token}` });
+    const http = base.attributes?.request?.http;
+    if (!http || !base.attributes) throw new Error('fixture');
+    http.headerMap = {
+      headers: [
+        ...Object.entries(http.headers).map(([key, value]) => ({ key, value, rawValue: Buffer.alloc(0) })),
+        ...entries,
+      ],
+    };
+    http.headers = {};
+    base.attributes.contextExtensions[authzContextKeys.maxRequestHeaders] = '80';
+    base.attributes.contextExtensions[authzContextKeys.maxRequestHeaderBytes] = '32768';
+    const response = await check(base, deps);
+    expect(response.deniedResponse?.status?.code).toBe(431);
+    expect(JSON.parse(response.deniedResponse?.body ?? '').error).toMatchObject({
+      code: 'REQUEST_HEADERS_TOO_LARGE',
+      correlation_id: 'req-42',
+    });
+    expect(lines[0]).toMatchObject({ event_type: 'headers_over_limit', status_code: 431 });
+  });
+
   it('logs permission_denied with the user and the missing permissions', async () => {
     const { deps, lines } = setup();
     const token = await mint();

@@ -1,12 +1,21 @@
+import { isIP } from 'node:net';
 import type {
   AuthorizationServer,
   CheckRequest,
   CheckResponse,
 } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
+import { clientAddressHeader } from '@sekisho/service-kit/contract';
 import { pickLanguage } from '@sekisho/service-kit/errors';
 import { type Logger, maskPII } from '@sekisho/service-kit/logger';
 import { failClosed, type ResponseContext, toCheckResponse } from './check-response';
-import { type Decision, decide, type RouteRequirements, routeRequirements, type VerifyToken } from './decision';
+import {
+  type Decision,
+  decide,
+  type HeaderSize,
+  type RouteRequirements,
+  routeRequirements,
+  type VerifyToken,
+} from './decision';
 import type { ExtAuthzMetrics } from './metrics';
 import type { CompiledPolicy } from './policy';
 
@@ -43,7 +52,11 @@ export async function check(request: CheckRequest, deps: CheckServiceDeps): Prom
   try {
     const facts = describeRequest(request);
     ctx = { correlationId: facts.correlationId, language: pickLanguage(facts.acceptLanguage), now: now(deps) };
-    const decision = await decide({ headers: facts.headers, route: facts.route }, deps.policy(), deps.verify);
+    const decision = await decide(
+      { headers: facts.headers, route: facts.route, ...(facts.headerSize ? { headerSize: facts.headerSize } : {}) },
+      deps.policy(),
+      deps.verify,
+    );
     const response = toCheckResponse(decision, ctx);
     record(decision, facts, deps, seconds());
     return response;
@@ -69,8 +82,12 @@ interface RequestFacts {
   route: RouteRequirements;
   correlationId: string;
   acceptLanguage: string | undefined;
-  /** The downstream peer Envoy saw: behind a CDN, the CDN's address. */
+  /**
+   * The client address Envoy derived, which the gateway passes as the only X-Forwarded-For
+   * entry; else the downstream peer (behind a CDN, the CDN's address).
+   */
   ipAddress: string | undefined;
+  headerSize: HeaderSize | undefined;
   path: string | undefined;
   method: string | undefined;
 }
@@ -84,10 +101,28 @@ function describeRequest(request: CheckRequest): RequestFacts {
     route: routeRequirements(attributes?.contextExtensions ?? {}),
     correlationId: (headers['x-request-id'] || http?.id || '').slice(0, 128),
     acceptLanguage: headers['accept-language'],
-    ipAddress: attributes?.source?.address?.socketAddress?.address || undefined,
+    ipAddress: derivedClientAddress(headers) ?? (attributes?.source?.address?.socketAddress?.address || undefined),
+    headerSize: headerSize(http),
     path: http?.path || headers[':path'],
     method: http?.method || headers[':method'] || undefined,
   };
+}
+
+/** Entries and bytes of Envoy's header map: exact with header_map (encode_raw_headers). */
+function headerSize(http: HttpRequest | undefined): HeaderSize | undefined {
+  const entries = http?.headerMap?.headers;
+  if (!entries || entries.length === 0) return undefined;
+  let bytes = 0;
+  for (const { key, value, rawValue } of entries) {
+    bytes += key.length + (rawValue && rawValue.length > 0 ? rawValue.length : Buffer.byteLength(value));
+  }
+  return { count: entries.length, bytes };
+}
+
+/** One IP literal, as the ingress writes it; a list or anything else is a client's claim. */
+function derivedClientAddress(headers: Record<string, string>): string | undefined {
+  const value = headers[clientAddressHeader]?.trim();
+  return value !== undefined && isIP(value) !== 0 ? value : undefined;
 }
 
 type HttpRequest = NonNullable<NonNullable<NonNullable<CheckRequest['attributes']>['request']>['http']>;
@@ -175,6 +210,12 @@ function record(decision: Decision, facts: RequestFacts, deps: CheckServiceDeps,
       deps.logger.warn(
         { category: 'security', event_type: 'permission_denied', ...base, group: decision.group, status_code: 403 },
         'permission denied',
+      );
+      return;
+    case 'REQUEST_HEADERS_TOO_LARGE':
+      deps.logger.warn(
+        { category: 'security', event_type: 'headers_over_limit', ...base, status_code: 431 },
+        'request headers over the limit once the identity headers are added',
       );
       return;
     case 'SERVICE_UNAVAILABLE':

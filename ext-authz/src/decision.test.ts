@@ -281,6 +281,53 @@ describe('decide', () => {
   });
 });
 
+describe('decide: Envoy header limits', () => {
+  // Envoy checks its limits again after applying an OK answer, and sends an empty 500 when
+  // the answer pushed the request over: ext-authz refuses with 431 instead.
+  const limited = (opts: { authorization?: string; auth?: string }, count: number, bytes: number): CheckInput => ({
+    ...input(opts),
+    headerSize: { count, bytes },
+    route: {
+      ...input(opts).route,
+      headerLimits: { count: 80, bytes: 8192 },
+    },
+  });
+
+  it('allows when the identity headers still fit', async () => {
+    const decision = await decide(limited({ authorization: 'Bearer verified' }, 74, 4000), policy, verify);
+    expect(decision.allow).toBe(true);
+  });
+
+  it('refuses with 431 when the identity headers would pass the count', async () => {
+    const decision = await decide(limited({ authorization: 'Bearer verified' }, 75, 4000), policy, verify);
+    expect(decision).toMatchObject({
+      allow: false,
+      code: 'REQUEST_HEADERS_TOO_LARGE',
+      reason: 'headers_over_limit',
+      userId: 'user-verified',
+    });
+  });
+
+  it('refuses with 431 when the identity headers would pass the size', async () => {
+    const decision = await decide(limited({ authorization: 'Bearer verified' }, 20, 8100), policy, verify);
+    expect(decision).toMatchObject({ allow: false, code: 'REQUEST_HEADERS_TOO_LARGE' });
+  });
+
+  it('refuses on a route without authentication too, when Envoy already holds too many', async () => {
+    expect(await decide(limited({ auth: 'none' }, 80, 100), policy, verify)).toMatchObject({ allow: true });
+    expect(await decide(limited({ auth: 'none' }, 81, 100), policy, verify)).toMatchObject({
+      allow: false,
+      code: 'REQUEST_HEADERS_TOO_LARGE',
+    });
+  });
+
+  it('does not count without the limits or the sizes (an older control plane or Envoy)', async () => {
+    const unknownSize = { ...limited({ authorization: 'Bearer verified' }, 500, 1e6) };
+    delete unknownSize.headerSize;
+    expect(await decide(unknownSize, policy, verify)).toMatchObject({ allow: true });
+  });
+});
+
 describe('routeRequirements', () => {
   it.each<{ ext: Record<string, string>; expected: object }>([
     { ext: {}, expected: { routeId: undefined, authRequired: true, permissions: [] } },
@@ -290,6 +337,16 @@ describe('routeRequirements', () => {
     { ext: { [authzContextKeys.permissions]: '' }, expected: { permissions: [] } },
     { ext: { [authzContextKeys.permissions]: ' a , ,b,, ' }, expected: { permissions: ['a', 'b'] } },
     { ext: { [authzContextKeys.routeId]: 'r1' }, expected: { routeId: 'r1' } },
+    { ext: {}, expected: { headerLimits: undefined } },
+    {
+      ext: { [authzContextKeys.maxRequestHeaders]: '80', [authzContextKeys.maxRequestHeaderBytes]: '32768' },
+      expected: { headerLimits: { count: 80, bytes: 32768 } },
+    },
+    { ext: { [authzContextKeys.maxRequestHeaders]: '80' }, expected: { headerLimits: undefined } },
+    {
+      ext: { [authzContextKeys.maxRequestHeaders]: '-1', [authzContextKeys.maxRequestHeaderBytes]: '1e3' },
+      expected: { headerLimits: undefined },
+    },
   ])('reads $ext', ({ ext, expected }) => {
     expect(routeRequirements(ext)).toMatchObject(expected);
   });

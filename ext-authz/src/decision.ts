@@ -18,7 +18,14 @@ export type VerifyToken = (token: string, projectId: string) => Promise<VerifyRe
 export interface CheckInput {
   /** Request headers, names lower-case (as Envoy sends them). */
   headers: Readonly<Record<string, string>>;
+  /** What Envoy's header map holds: entries (pseudo-headers included) and their bytes. */
+  headerSize?: HeaderSize;
   route: RouteRequirements;
+}
+
+export interface HeaderSize {
+  count: number;
+  bytes: number;
 }
 
 export interface RouteRequirements {
@@ -27,6 +34,8 @@ export interface RouteRequirements {
   authRequired: boolean;
   /** Every one of these must be granted. */
   permissions: readonly string[];
+  /** Envoy's header limits, which it checks again after applying our headers. */
+  headerLimits: HeaderSize | undefined;
 }
 
 export interface Identity {
@@ -43,9 +52,16 @@ export type DenyCode =
   | 'TOKEN_EXPIRED'
   | 'INVALID_TOKEN'
   | 'INSUFFICIENT_PERMISSIONS'
+  | 'REQUEST_HEADERS_TOO_LARGE'
   | 'SERVICE_UNAVAILABLE';
 
-export type DenyReason = RejectReason | 'no_policy' | 'no_bearer_token' | 'uid_not_header_safe' | 'missing_permissions';
+export type DenyReason =
+  | RejectReason
+  | 'no_policy'
+  | 'no_bearer_token'
+  | 'uid_not_header_safe'
+  | 'missing_permissions'
+  | 'headers_over_limit';
 
 export type Decision =
   | {
@@ -78,7 +94,28 @@ export function routeRequirements(contextExtensions: Readonly<Record<string, str
       .split(',')
       .map((permission) => permission.trim())
       .filter((permission) => permission !== ''),
+    headerLimits: headerLimits(get(authzContextKeys.maxRequestHeaders), get(authzContextKeys.maxRequestHeaderBytes)),
   };
+}
+
+function headerLimits(count: string | undefined, bytes: string | undefined): HeaderSize | undefined {
+  const parse = (text: string | undefined) => (text !== undefined && /^\d{1,9}$/.test(text) ? Number(text) : undefined);
+  const [maxCount, maxBytes] = [parse(count), parse(bytes)];
+  return maxCount === undefined || maxBytes === undefined ? undefined : { count: maxCount, bytes: maxBytes };
+}
+
+/**
+ * Whether setting these headers would pass Envoy's limits. Envoy checks them again after
+ * ext_authz applied its answer and then sends an empty 500, so the request is refused with
+ * 431 here instead. Counted as if every header were new (at most one entry too many).
+ */
+function overHeaderLimits(input: CheckInput, headersToSet: ReadonlyArray<readonly [string, string]>): boolean {
+  const limits = input.route.headerLimits;
+  if (limits === undefined || input.headerSize === undefined) return false;
+  const addedBytes = headersToSet.reduce((sum, [name, value]) => sum + name.length + Buffer.byteLength(value), 0);
+  return (
+    input.headerSize.count + headersToSet.length > limits.count || input.headerSize.bytes + addedBytes > limits.bytes
+  );
 }
 
 export async function decide(
@@ -90,6 +127,10 @@ export async function decide(
 
   const { route } = input;
   if (!route.authRequired) {
+    // Envoy checks its limits after any OK answer, so even one that adds nothing.
+    if (overHeaderLimits(input, [])) {
+      return { allow: false, code: 'REQUEST_HEADERS_TOO_LARGE', reason: 'headers_over_limit' };
+    }
     return { allow: true, identity: undefined, headersToSet: [], headersToRemove: headersToRemove(input.headers, []) };
   }
 
@@ -123,6 +164,9 @@ export async function decide(
     ...(group ? { group } : {}),
   };
   const headersToSet = identityHeaderValues(identity);
+  if (overHeaderLimits(input, headersToSet)) {
+    return { allow: false, code: 'REQUEST_HEADERS_TOO_LARGE', reason: 'headers_over_limit', userId: claims.uid };
+  }
   return {
     allow: true,
     identity,

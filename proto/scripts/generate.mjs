@@ -41,6 +41,7 @@ const envoyEntryPoints = [
   'envoy/extensions/common/matching/v3/extension_matcher.proto',
   'envoy/extensions/filters/common/matcher/action/v3/skip_action.proto',
   'envoy/type/matcher/v3/http_inputs.proto',
+  'envoy/extensions/filters/http/rbac/v3/rbac.proto',
   'envoy/extensions/access_loggers/filters/cel/v3/cel.proto',
   'envoy/extensions/access_loggers/file/v3/file.proto',
   'envoy/extensions/access_loggers/stream/v3/stream.proto',

@@ -14,6 +14,13 @@ export const identityHeaders = {
 
 export const allIdentityHeaders: readonly string[] = Object.values(identityHeaders);
 
+/**
+ * The ingress's first filter sets this to exactly the client address Envoy derived (the peer,
+ * or what a trusted proxy appended), before ext_authz or any upstream sees the request.
+ * ext_authz's CheckRequest source address is the socket peer (behind a CDN, the CDN).
+ */
+export const clientAddressHeader = 'x-forwarded-for';
+
 /** Every header starting with this prefix is Sekisho's and never trusted from a client. */
 export const sekishoHeaderPrefix = 'x-sekisho-';
 
@@ -24,6 +31,13 @@ export const authzContextKeys = {
   auth: 'sekisho.auth',
   /** Comma-separated permissions, all of which the caller needs. */
   permissions: 'sekisho.permissions',
+  /**
+   * Envoy's request header limits (entries, bytes): it checks them again after ext_authz
+   * applied its headers, and answers an empty 500 when they pushed a request over, so
+   * ext-authz answers 431 instead of adding them.
+   */
+  maxRequestHeaders: 'sekisho.max_request_headers',
+  maxRequestHeaderBytes: 'sekisho.max_request_header_bytes',
 } as const;
 
 /**
@@ -52,6 +66,8 @@ export const descriptorKeys = {
   remoteAddress: 'remote_address',
   /** header_value_match that is present only for requests without a verified user. */
   anonymous: 'anonymous',
+  /** metadata action: "ordinary" for every client but the VIP addresses (edge.ipRules.allow). */
+  clientClass: 'client_class',
 } as const;
 
 /** Policy resources served over ADS to Sekisho's own services. */

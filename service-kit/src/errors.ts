@@ -24,6 +24,21 @@ export const errorCatalogue = {
     ja: 'リクエストが多すぎます。しばらく待ってから再試行してください。',
     en: 'Too many requests. Please wait a while and try again.',
   },
+  IP_BLOCKED: {
+    status: 403,
+    ja: 'このIPアドレスからのアクセスは許可されていません',
+    en: 'Access from this IP address is not allowed.',
+  },
+  GEO_BLOCKED: {
+    status: 403,
+    ja: 'お住まいの地域からはご利用いただけません',
+    en: 'This service is not available in your region.',
+  },
+  REQUEST_HEADERS_TOO_LARGE: {
+    status: 431,
+    ja: 'リクエストヘッダーが多すぎるか、大きすぎます',
+    en: 'The request headers are too many or too large.',
+  },
   VALIDATION_ERROR: { status: 400, ja: '入力データが正しくありません', en: 'The request data is invalid.' },
   NOT_FOUND: { status: 404, ja: '指定されたリソースが見つかりません', en: 'The requested resource was not found.' },
   CSRF_ORIGIN_MISMATCH: {

@@ -2,9 +2,12 @@
 // before and around routing (browsers, client addresses, header hygiene, limits before
 // authentication). Each concern's schema lives in its own file under edge/ and is one key here.
 import { z } from 'zod';
+import { trustedProxies } from './edge/client-address';
 import { compressionSchema } from './edge/compression';
 import { corsSchema } from './edge/cors';
 import { csrfSchema } from './edge/csrf';
+import { headers } from './edge/headers';
+import { geoBlock, ipRules } from './edge/ip-rules';
 import { securityHeadersSchema } from './edge/security-headers';
 
 export const edgeSchema = z.strictObject({
@@ -12,4 +15,8 @@ export const edgeSchema = z.strictObject({
   securityHeaders: securityHeadersSchema.prefault({}),
   csrf: csrfSchema.prefault({}),
   compression: compressionSchema.prefault({}),
+  trustedProxies,
+  ipRules,
+  geoBlock,
+  headers,
 });

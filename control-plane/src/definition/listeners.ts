@@ -37,8 +37,14 @@ const certificate = z.strictObject({
 export const httpListenerSchema = z.strictObject({
   address,
   port,
-  /** Proxies in front (CDN, load balancer) whose X-Forwarded-For entries are trusted (both listeners). */
-  xffNumTrustedHops: z.int().min(0).max(10).default(0),
+  /** Replaced by edge.trustedProxies: a hop count trusted X-Forwarded-For from any client. */
+  xffNumTrustedHops: z
+    .unknown()
+    .refine((value) => value === undefined, {
+      message:
+        'was replaced by edge.trustedProxies (CIDR ranges or "cloudflare"): a hop count let any client that sent X-Forwarded-For choose its own IP',
+    })
+    .optional(),
   /** 308 to the https listener; on by default when there is one. */
   redirectToHttps: z.boolean().optional(),
   /** Paths still routed on plain HTTP when redirecting (health checks of a load balancer). */

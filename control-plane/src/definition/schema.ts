@@ -46,7 +46,6 @@ const group = z.union([
 ]);
 
 const route = routeSchema(routeLimit);
-
 export const gatewayDefinitionSchema = z.strictObject({
   listeners: listenersSchema,
   identity: z.strictObject({

@@ -161,6 +161,13 @@ export const serviceSchema = z.strictObject({
   /** Upstream request timeout (the route's timeout unless the route sets one). */
   timeout: duration.default('15s'),
   connectTimeout: duration.default('1s'),
+  /** Host header the service receives; default its first endpoint's host ("customer-service"). */
+  host: z
+    .string()
+    .regex(/^[A-Za-z0-9.-]+(?::\d{1,5})?$/, { message: 'must be a host name, e.g. customer.internal' })
+    .optional(),
+  /** Forward the caller's Authorization header (removed by default once ext-authz verified it). */
+  receiveAuthorization: z.boolean().default(false),
 });
 
 const policyServiceFields = {

@@ -99,7 +99,9 @@ describe('durations and limits', () => {
     expect(built.clusters.find((c) => c.name === 'svc_customer')?.connectTimeoutMs).toBe(1000);
     expect(built.extAuthz.timeoutMs).toBe(500);
     expect(built.rateLimit).toEqual({ clusterName: 'sekisho_ratelimit', timeoutMs: 100, failureMode: 'allow' });
-    expect(built.listener).toMatchObject({ address: '0.0.0.0', xffNumTrustedHops: 0 });
+    expect(built.listener).toMatchObject({ address: '0.0.0.0' });
+    expect(built.clientAddress.trustedProxies).toEqual([]);
+    expect(built.requestHeaders).toMatchObject({ maxCount: 80, maxSizeKb: 32 });
   });
 
   it('counts windows and block times in seconds', () => {

@@ -6,6 +6,7 @@ import type { FieldError } from '../definition/field-error';
 import type { GatewayDefinition } from '../definition/schema';
 import { buildBrowserIR } from './browser';
 import { buildClusters } from './clusters';
+import { buildEdgeClient } from './edge-client';
 import { resolveGroups } from './groups';
 import { extAuthzClusterName, rateLimitClusterName } from './names';
 import { buildRouteShapes } from './routes';
@@ -82,6 +83,8 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
     });
   }
 
+  const edgeClient = buildEdgeClient(definition.edge, errors);
+
   if (errors.length > 0) return { ok: false, errors };
   return {
     ok: true,
@@ -103,6 +106,7 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
       limits,
       routes,
       browser: browser.browser,
+      ...edgeClient,
     },
   };
 }

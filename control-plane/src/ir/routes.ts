@@ -2,6 +2,7 @@
 // services, answer, redirect) and its upstream settings, with every cross-check Envoy would
 // not make: unknown services, dead routes, rewrites that cannot fit the match.
 import { parseDuration } from '../definition/duration';
+import { parseHostPort } from '../definition/endpoint';
 import type { FieldError } from '../definition/field-error';
 import { templateVariable } from '../definition/routes';
 import type { GatewayDefinition } from '../definition/schema';
@@ -115,7 +116,15 @@ function forward(
   const hashing = services.find((service) => service?.loadBalancing.hashOn !== undefined);
   return {
     kind: 'forward',
-    clusters: targets.map((target) => ({ name: serviceClusterName(target.service), weight: target.weight })),
+    clusters: targets.map((target, index) => {
+      const service = services[index];
+      return {
+        name: serviceClusterName(target.service),
+        weight: target.weight,
+        host: service === undefined ? '' : upstreamHost(service),
+      };
+    }),
+    forwardAuthorization: services.every((service) => service?.receiveAuthorization === true),
     rewrite: rewrite(route.rewrite, parsed, at, errors),
     timeoutMs,
     idleTimeoutMs: route.idleTimeout === undefined ? undefined : ms(route.idleTimeout),
@@ -218,4 +227,15 @@ function ms(text: string): number {
   const value = parseDuration(text);
   if (value === undefined) throw new Error(`unvalidated duration: ${text}`);
   return value;
+}
+
+/**
+ * The Host a service receives: its own setting, else its first endpoint's host (without the
+ * port, so moving an endpoint to another port changes only EDS, never the routes).
+ */
+function upstreamHost(service: GatewayDefinition['services'][string]): string {
+  if (service.host !== undefined) return service.host;
+  const first = parseHostPort(service.endpoints[0] ?? '');
+  if ('problem' in first) throw new Error(`unvalidated endpoint: ${first.problem}`);
+  return first.host;
 }

@@ -77,7 +77,6 @@ export function buildListeners(
       routeConfigName: ingressRouteConfigName,
       address: http.address,
       port: http.port,
-      xffNumTrustedHops: http.xffNumTrustedHops,
       httpsRedirect,
     },
     https: https && httpsListener(https, source, errors),

@@ -17,6 +17,34 @@ export interface GatewayIR {
   routes: RouteIR[];
   /** What the ingress does for browsers on every route (ir/browser.ts). */
   browser: BrowserIR;
+  clientAddress: ClientAddressIR;
+  ipRules: IpRulesIR;
+  requestHeaders: RequestHeadersIR;
+}
+
+export interface CidrIR {
+  address: string;
+  prefixLen: number;
+}
+
+export interface ClientAddressIR {
+  /** Peers whose X-Forwarded-For is believed (presets expanded); empty = none. */
+  trustedProxies: CidrIR[];
+}
+
+export interface IpRulesIR {
+  /** VIP clients: never geo-blocked, not counted by the anonymous per-IP limits. */
+  allow: CidrIR[];
+  deny: CidrIR[];
+  /** Undefined = no geo-blocking. Countries upper-case, header lower-case. */
+  geoBlock: { countries: string[]; countryHeader: string } | undefined;
+}
+
+export interface RequestHeadersIR {
+  /** Lower-case names removed from every client request. */
+  strip: string[];
+  maxCount: number;
+  maxSizeKb: number;
 }
 
 export interface ListenerIR {
@@ -25,7 +53,6 @@ export interface ListenerIR {
   routeConfigName: string;
   address: string;
   port: number;
-  xffNumTrustedHops: number;
   /** Set when plain HTTP answers 308 to the https listener (except the exempt paths). */
   httpsRedirect: HttpsRedirectIR | undefined;
 }
@@ -266,8 +293,10 @@ export interface ValueMatchIR {
 
 export interface ForwardIR {
   kind: 'forward';
-  /** One cluster, or a weighted split (weights as given). */
-  clusters: Array<{ name: string; weight: number }>;
+  /** One cluster, or a weighted split (weights as given); `host` is the Host header its service gets. */
+  clusters: Array<{ name: string; weight: number; host: string }>;
+  /** Only when every target service asks for it; else Authorization ends at the gateway. */
+  forwardAuthorization: boolean;
   rewrite: RewriteIR | undefined;
   timeoutMs: number;
   idleTimeoutMs: number | undefined;

@@ -22,6 +22,7 @@ import {
   HeaderMutationPerRoute,
 } from '@sekisho/proto/envoy/extensions/filters/http/header_mutation/v3/header_mutation';
 import { RateLimit } from '@sekisho/proto/envoy/extensions/filters/http/ratelimit/v3/rate_limit';
+import { RBAC } from '@sekisho/proto/envoy/extensions/filters/http/rbac/v3/rbac';
 import { Router } from '@sekisho/proto/envoy/extensions/filters/http/router/v3/router';
 import { TlsInspector } from '@sekisho/proto/envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector';
 import { HttpConnectionManager } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
@@ -64,6 +65,7 @@ const packable: ReadonlyArray<readonly [string, MessageCodec<any>]> = [
   ['envoy.extensions.filters.http.header_mutation.v3.HeaderMutation', HeaderMutation],
   ['envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute', HeaderMutationPerRoute],
   ['envoy.extensions.filters.http.ratelimit.v3.RateLimit', RateLimit],
+  ['envoy.extensions.filters.http.rbac.v3.RBAC', RBAC],
   ['envoy.extensions.filters.http.router.v3.Router', Router],
   ['envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager', HttpConnectionManager],
   ['envoy.extensions.upstreams.http.v3.HttpProtocolOptions', HttpProtocolOptions],

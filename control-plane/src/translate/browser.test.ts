@@ -1,10 +1,12 @@
 // The browser-facing translation: origin patterns that match only what they say, preflight
 // routes that mirror the routes' order, HSTS only on TLS listeners, and the filter order that
 // answers preflights and refuses forged POSTs before anything asks ext-authz.
+
 import { describe, expect, it } from 'vitest';
 import { compileDefinition } from '../definition/load';
 import { parseOrigin } from '../ir/browser';
 import type { GatewayIR } from '../ir/types';
+import { type ClientAddressChain, clientAddressChains } from './client-address';
 import { originRegex, preflightRoutes } from './cors';
 import { httpFilters } from './http-filters';
 import { translateRoutes } from './routes';
@@ -84,7 +86,9 @@ describe('preflight routes', () => {
       'post-api-v1-customer-profile',
       'api-v1-auth-prefix',
     ]);
-    expect(httpFilters(ir).map((filter) => filter.name)).not.toContain('envoy.filters.http.cors');
+    expect(
+      httpFilters(ir, clientAddressChains(ir)[0] as ClientAddressChain, { tls: false }).map((filter) => filter.name),
+    ).not.toContain('envoy.filters.http.cors');
   });
 });
 
@@ -109,8 +113,11 @@ describe('security headers and filter order', () => {
 
   it('run the security headers first, CORS and CSRF before ext_authz, compression just before the router', () => {
     const ir = compile({ cors: { allowOrigins: ['https://app.example'] } });
-    expect(httpFilters(ir).map((filter) => filter.name)).toEqual([
+    expect(
+      httpFilters(ir, clientAddressChains(ir)[0] as ClientAddressChain, { tls: false }).map((filter) => filter.name),
+    ).toEqual([
       'sekisho.security_headers',
+      'sekisho.request_header_hygiene',
       'envoy.filters.http.header_mutation',
       'envoy.filters.http.cors',
       'envoy.filters.http.csrf',

@@ -14,8 +14,13 @@ export type DescriptorEntry =
   | { kind: 'user' }
   /** Present (value "true") only when there is no verified user. */
   | { kind: 'anonymous' }
+  /** "ordinary", except for VIP addresses, whose requests therefore match no rule. */
+  | { kind: 'ordinaryClient' }
   /** The client IP Envoy derived from the connection and trusted X-Forwarded-For hops. */
   | { kind: 'remoteAddress' };
+
+/** The client_class value of everyone but the VIP addresses. */
+export const ordinaryClientClass = 'ordinary';
 
 export interface Descriptor {
   /** Prefix of the rule ids: "authenticated/user", "route:<id>/ip". */
@@ -49,6 +54,8 @@ function globalDescriptors(ir: GatewayIR): Descriptor[] {
       entries: [
         { kind: 'constant', key: descriptorKeys.limitClass, value: 'unauthenticated' },
         { kind: 'anonymous' },
+        // VIP addresses skip the anonymous per-IP limits (the reference design's whitelist).
+        ...(ir.ipRules.allow.length > 0 ? [{ kind: 'ordinaryClient' } as const] : []),
         { kind: 'remoteAddress' },
       ],
       limits: ir.limits.unauthenticated,

@@ -13,8 +13,6 @@ export const edgeLimits = {
   requestTimeoutMs: 60_000,
   /** No bytes either way for 5 min ends the stream (also bounds a silent upstream). */
   streamIdleTimeoutMs: 300_000,
-  /** A bearer token and the usual headers take a few KiB; above 32 KiB Envoy answers 431. */
-  maxRequestHeadersKb: 32,
   /** HTTP/2 (h2c prior knowledge reaches a plain-HTTP listener too): one client's share. */
   http2: { maxConcurrentStreams: 100, initialStreamWindowSize: 65_536, initialConnectionWindowSize: 1_048_576 },
 } as const;

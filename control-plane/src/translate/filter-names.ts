@@ -10,6 +10,10 @@ export const httpFilterNames = {
   extAuthz: 'envoy.filters.http.ext_authz',
   rateLimit: 'envoy.filters.http.ratelimit',
   router: 'envoy.filters.http.router',
+  // Several instances of one filter type need names of their own.
+  requestHeaderHygiene: 'sekisho.request_header_hygiene',
+  ipRules: 'sekisho.ip_rules',
+  geoBlock: 'sekisho.geo_block',
 } as const;
 
 export const httpConnectionManagerName = 'envoy.filters.network.http_connection_manager';

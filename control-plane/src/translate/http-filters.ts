@@ -11,21 +11,27 @@ import { StatusCode } from '@sekisho/proto/envoy/type/v3/http_status';
 import { allIdentityHeaders, rateLimitDomain } from '@sekisho/service-kit/contract';
 import type { GatewayIR } from '../ir/types';
 import { pack } from './any';
+import type { ClientAddressChain } from './client-address';
 import { compressionFilters } from './compression';
 import { corsFilter, corsInUse } from './cors';
 import { csrfFilter } from './csrf';
 import { durationFromMs } from './duration';
 import { httpFilterNames } from './filter-names';
+import { requestHeaderHygiene } from './header-hygiene';
+import { ipRuleFilters } from './ip-rules';
 import { policyServiceGrpc } from './policy-grpc';
 import { type ListenerKind, securityHeadersFilter } from './security-headers';
 
-export function httpFilters(ir: GatewayIR, listener: ListenerKind = { tls: false }): HttpFilter[] {
+export function httpFilters(ir: GatewayIR, chain: ClientAddressChain, listener: ListenerKind): HttpFilter[] {
   return [
     // First, so it is the last to see every response (Envoy's own replies too).
     securityHeadersFilter(ir, listener),
+    requestHeaderHygiene(ir, chain),
     stripIdentityHeaders(),
     // Preflights are answered here, before anything asks for a token.
     ...(corsInUse(ir) ? [corsFilter()] : []),
+    // Denied addresses and countries cost nothing further.
+    ...ipRuleFilters(ir),
     // A forged cross-site POST is refused before it costs a token verification.
     ...(ir.browser.csrf ? [csrfFilter(ir.browser.csrf)] : []),
     extAuthz(ir),
@@ -59,6 +65,9 @@ function extAuthz(ir: GatewayIR): HttpFilter {
           timeout: durationFromMs(ir.extAuthz.timeoutMs),
         },
         transportApiVersion: ApiVersion.V3,
+        // Every header entry on its own (not comma-joined): ext-authz counts them against
+        // Envoy's header limits before it adds its own (contract.ts maxRequestHeaders).
+        encodeRawHeaders: true,
         // Authentication fails closed: no answer from ext-authz is a 503, never a pass.
         failureModeAllow: false,
         statusOnError: { code: StatusCode.ServiceUnavailable },

@@ -21,9 +21,11 @@ import {
 import type { GatewayIR, HttpsListenerIR } from '../ir/types';
 import { accessLog } from './access-log';
 import { pack } from './any';
+import { type ClientAddressChain, clientAddressChains } from './client-address';
 import { durationFromMs } from './duration';
 import { edgeLimits } from './edge';
 import { httpConnectionManagerName, stdoutAccessLogName } from './filter-names';
+import { envoyHeaderLimits } from './header-limits';
 import { httpFilters } from './http-filters';
 import { localReplyConfig } from './local-reply';
 import { securityHeaderOptions } from './security-headers';
@@ -39,7 +41,8 @@ export function translateListeners(ir: GatewayIR): Listener[] {
     address: { socketAddress: { address: ir.listener.address, portValue: ir.listener.port } },
     perConnectionBufferLimitBytes: edgeLimits.connectionBufferBytes,
     filterChains: chainVariants(ir, { statPrefix: ir.listener.name, routeConfigName: httpRoutes, tls: false }).map(
-      ({ match, hcm }) => ({
+      ({ name, match, hcm }) => ({
+        name,
         ...(match ? { filterChainMatch: match } : {}),
         filters: [connectionManagerFilter(hcm)],
       }),
@@ -50,6 +53,7 @@ export function translateListeners(ir: GatewayIR): Listener[] {
 
 /** One filter chain's (match, connection manager). No match: the chain takes every connection. */
 interface ChainVariant {
+  name: string;
   match?: Partial<FilterChainMatch>;
   hcm: HttpConnectionManager;
 }
@@ -62,9 +66,13 @@ export interface ListenerContext {
   tls: boolean;
 }
 
-/** The ingress's connection-manager variants; today one for every connection. */
+/** The ingress's connection-manager variants: one per kind of peer (client-address.ts), chosen by source. */
 function chainVariants(ir: GatewayIR, context: ListenerContext): ChainVariant[] {
-  return [{ hcm: httpConnectionManager(ir, context) }];
+  return clientAddressChains(ir).map((chain) => ({
+    name: chain.peer,
+    ...(chain.filterChainMatch ? { match: chain.filterChainMatch } : {}),
+    hcm: httpConnectionManager(ir, context, chain),
+  }));
 }
 
 function connectionManagerFilter(hcm: HttpConnectionManager) {
@@ -84,9 +92,10 @@ function httpsListener(ir: GatewayIR, https: HttpsListenerIR): Listener {
     { secretName: https.defaultSecretName, serverNames: [] as string[] },
   ];
   const filterChains = certificateChains.flatMap(({ secretName, serverNames }) =>
-    variants.map(({ match, hcm }) => {
+    variants.map(({ name, match, hcm }) => {
       const chainMatch = { ...match, ...(serverNames.length > 0 ? { serverNames } : {}) };
       return {
+        name: `${name}/${secretName}`,
         ...(Object.keys(chainMatch).length > 0 ? { filterChainMatch: chainMatch } : {}),
         filters: [connectionManagerFilter(hcm)],
         transportSocket: downstreamTlsTransportSocket(secretName),
@@ -102,11 +111,15 @@ function httpsListener(ir: GatewayIR, https: HttpsListenerIR): Listener {
   });
 }
 
-function httpConnectionManager(ir: GatewayIR, { statPrefix, routeConfigName }: ListenerContext): HttpConnectionManager {
+function httpConnectionManager(
+  ir: GatewayIR,
+  { statPrefix, routeConfigName, tls }: ListenerContext,
+  chain: ClientAddressChain,
+): HttpConnectionManager {
   return HttpConnectionManager.fromPartial({
     statPrefix,
     rds: { configSource: adsConfigSource, routeConfigName },
-    httpFilters: httpFilters(ir),
+    httpFilters: httpFilters(ir, chain, { tls }),
     accessLog: [{ name: stdoutAccessLogName, typedConfig: pack(StdoutAccessLog, accessLog()) }],
     // Path hygiene before routing, so "/api/v1/../admin" or "%2F" tricks cannot reach a route
     // other than the one the path appears to name.
@@ -115,14 +128,15 @@ function httpConnectionManager(ir: GatewayIR, { statPrefix, routeConfigName }: L
     pathWithEscapedSlashesAction: HttpConnectionManager_PathWithEscapedSlashesAction.UNESCAPE_AND_REDIRECT,
     commonHttpProtocolOptions: {
       headersWithUnderscoresAction: HttpProtocolOptions_HeadersWithUnderscoresAction.REJECT_REQUEST,
+      // Above edge.headers, which ext-authz enforces (header-limits.ts).
+      maxHeadersCount: envoyHeaderLimits(ir).maxHeadersCount,
     },
     http2ProtocolOptions: edgeLimits.http2,
-    maxRequestHeadersKb: edgeLimits.maxRequestHeadersKb,
-    // The client address comes from the connection, or from X-Forwarded-For only as far as
-    // the configured number of trusted proxies in front: per-IP limits and IP rules rely on it.
-    // It also makes every request external, so Envoy drops client-sent x-envoy-* headers.
-    useRemoteAddress: true,
-    xffNumTrustedHops: ir.listener.xffNumTrustedHops,
+    maxRequestHeadersKb: envoyHeaderLimits(ir).maxRequestHeadersKb,
+    // The client address: the peer, or what a trusted proxy appended to X-Forwarded-For
+    // (client-address.ts). Per-IP limits and IP rules rely on it. use_remote_address also
+    // makes every request external, so Envoy drops client-sent x-envoy-* headers.
+    ...chain.connectionManager,
     // x-request-id is the correlation id of every log line; a client cannot choose it, and
     // gets it back on every response (also the ones that carry no JSON error body).
     generateRequestId: true,
@@ -134,6 +148,6 @@ function httpConnectionManager(ir: GatewayIR, { statPrefix, routeConfigName }: L
     // No "server: envoy" on Envoy's own replies; the route configuration removes the
     // services' own Server header.
     serverHeaderTransformation: HttpConnectionManager_ServerHeaderTransformation.PASS_THROUGH,
-    localReplyConfig: localReplyConfig(securityHeaderOptions(ir, { tls: false })),
+    localReplyConfig: localReplyConfig(securityHeaderOptions(ir, { tls })),
   });
 }

@@ -11,6 +11,7 @@ import { type ErrorCode, errorCatalogue } from '@sekisho/service-kit/errors';
 import { preflightRefused } from './cors';
 import { csrfRefused } from './csrf';
 import { requestIdOperator as requestId, startTimeIso } from './formatters';
+import { deniedBy, ipRulePolicies } from './ip-rules';
 
 /**
  * Envoy's own replies (rate limited, no route, upstream unavailable) get the reference
@@ -30,6 +31,9 @@ export function localReplyConfig(securityHeaders: HeaderValueOption[] = []): Loc
       extra: { retry_after: '%RESP(RETRY-AFTER)%' },
     },
     { code: 'NOT_FOUND', when: [statusIs(404), responseFlagIs('NR')] },
+    { code: 'IP_BLOCKED', when: [statusIs(403), deniedBy(ipRulePolicies.deny)] },
+    { code: 'GEO_BLOCKED', when: [statusIs(403), deniedBy(ipRulePolicies.geoBlock)] },
+    { code: 'REQUEST_HEADERS_TOO_LARGE', when: [statusIs(431)] },
     {
       code: 'SERVICE_UNAVAILABLE',
       when: [AccessLogFilter.fromPartial({ orFilter: { filters: [statusIs(502), statusIs(503), statusIs(504)] } })],

@@ -5,7 +5,7 @@
 import { AuthzPolicy, type DescriptorMatch, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { descriptorKeys, rateLimitDomain } from '@sekisho/service-kit/contract';
 import type { GatewayIR } from '../ir/types';
-import { allDescriptors, type DescriptorEntry } from './descriptors';
+import { allDescriptors, type DescriptorEntry, ordinaryClientClass } from './descriptors';
 
 export function translateAuthzPolicy(ir: GatewayIR): AuthzPolicy {
   return AuthzPolicy.fromPartial({
@@ -40,6 +40,8 @@ function descriptorMatch(entry: DescriptorEntry): DescriptorMatch {
       return { key: descriptorKeys.user, value: '' };
     case 'anonymous':
       return { key: descriptorKeys.anonymous, value: 'true' };
+    case 'ordinaryClient':
+      return { key: descriptorKeys.clientClass, value: ordinaryClientClass };
     case 'remoteAddress':
       return { key: descriptorKeys.remoteAddress, value: '' };
   }

@@ -92,10 +92,7 @@ export function routeAction(
 > {
   switch (route.action.kind) {
     case 'forward':
-      return {
-        route: { ...forward(route.action), rateLimits: rateLimits() },
-        ...headerChanges(route.action.requestHeaders, 'request'),
-      };
+      return forwardingRoute(route.action, rateLimits);
     case 'direct':
       return directResponse(route.action);
     case 'redirect':
@@ -103,12 +100,31 @@ export function routeAction(
   }
 }
 
+/**
+ * A forwarding route: its action, its request-header changes, and the header hygiene of
+ * forwarding (the service's own Host, never an absolute-form URL's; Authorization removed
+ * after ext_authz has seen it unless the services ask for it).
+ */
+function forwardingRoute(action: ForwardIR, rateLimits: () => DeepPartial<RateLimit>[]): DeepPartial<Route> {
+  const changes = headerChanges(action.requestHeaders, 'request');
+  const remove = [...(action.forwardAuthorization ? [] : ['authorization']), ...(changes.requestHeadersToRemove ?? [])];
+  return {
+    route: { ...forward(action), rateLimits: rateLimits() },
+    ...changes,
+    ...(remove.length > 0 ? { requestHeadersToRemove: remove } : {}),
+  };
+}
+
 function forward(action: ForwardIR): DeepPartial<RouteAction> {
   const [only, ...more] = action.clusters;
   return {
     ...(more.length === 0 && only !== undefined
-      ? { cluster: only.name }
-      : { weightedClusters: { clusters: action.clusters.map((c) => ({ name: c.name, weight: c.weight })) } }),
+      ? { cluster: only.name, hostRewriteLiteral: only.host }
+      : {
+          weightedClusters: {
+            clusters: action.clusters.map((c) => ({ name: c.name, weight: c.weight, hostRewriteLiteral: c.host })),
+          },
+        }),
     ...rewrite(action.rewrite),
     timeout: durationFromMs(action.timeoutMs),
     ...(action.idleTimeoutMs === undefined ? {} : { idleTimeout: durationFromMs(action.idleTimeoutMs) }),

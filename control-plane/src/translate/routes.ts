@@ -3,15 +3,20 @@
 // actions that build its descriptors.
 
 import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
-import { RateLimit_Action, Route } from '@sekisho/proto/envoy/config/route/v3/route_components';
+import {
+  RateLimit_Action,
+  RateLimit_Action_MetaData_Source,
+  Route,
+} from '@sekisho/proto/envoy/config/route/v3/route_components';
 import { ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
 import { authzContextKeys, descriptorKeys, identityHeaders } from '@sekisho/service-kit/contract';
 import type { GatewayIR, RouteIR } from '../ir/types';
 import { pack } from './any';
 import { corsPerFilterConfig, preflightRoutes } from './cors';
-import { type DescriptorEntry, routeDescriptors } from './descriptors';
+import { type DescriptorEntry, ordinaryClientClass, routeDescriptors } from './descriptors';
 import { revealingResponseHeaders } from './edge';
 import { httpFilterNames } from './filter-names';
+import { vipMetadata } from './ip-rules';
 import { headerChanges, routeAction, routeMatch } from './route-parts';
 import { securityHeadersPerFilterConfig } from './security-headers';
 
@@ -53,6 +58,8 @@ function translateRoute(ir: GatewayIR, route: RouteIR): Route {
               [authzContextKeys.routeId]: route.id,
               [authzContextKeys.auth]: route.auth,
               [authzContextKeys.permissions]: route.permissions.join(','),
+              [authzContextKeys.maxRequestHeaders]: String(ir.requestHeaders.maxCount),
+              [authzContextKeys.maxRequestHeaderBytes]: String(ir.requestHeaders.maxSizeKb * 1024),
             },
           },
         }),
@@ -83,6 +90,17 @@ function rateLimitAction(entry: DescriptorEntry): RateLimit_Action {
           descriptorValue: 'true',
           expectMatch: false,
           headers: [{ name: identityHeaders.userId, presentMatch: true }],
+        },
+      });
+    case 'ordinaryClient':
+      // The ip-rules RBAC filter names its matched VIP shadow policy in dynamic metadata;
+      // everyone else gets the default.
+      return RateLimit_Action.fromPartial({
+        metadata: {
+          descriptorKey: descriptorKeys.clientClass,
+          metadataKey: { key: vipMetadata.namespace, path: [{ key: vipMetadata.key }] },
+          defaultValue: ordinaryClientClass,
+          source: RateLimit_Action_MetaData_Source.DYNAMIC,
         },
       });
     case 'remoteAddress':

@@ -137,7 +137,7 @@ describe('translate', () => {
     ]);
   });
 
-  it("gives ext-authz each route's id, auth mode and required permissions", () => {
+  it("gives ext-authz each route's id, auth mode, required permissions and the header limits", () => {
     const { resources } = compileSalon();
     const [routeResource] = resources.get(typeUrls.route) ?? [];
     if (!routeResource) throw new Error('missing routes');
@@ -153,11 +153,15 @@ describe('translate', () => {
       'sekisho.route_id': 'get-api-v1-customer-profile',
       'sekisho.auth': 'required',
       'sekisho.permissions': 'read:own_profile',
+      'sekisho.max_request_headers': '80',
+      'sekisho.max_request_header_bytes': '32768',
     });
     expect(extensions['api-v1-auth-prefix']).toEqual({
       'sekisho.route_id': 'api-v1-auth-prefix',
       'sekisho.auth': 'none',
       'sekisho.permissions': '',
+      'sekisho.max_request_headers': '80',
+      'sekisho.max_request_header_bytes': '32768',
     });
   });
 
