@@ -211,8 +211,10 @@ afterAll(async () => {
 });
 
 // Envoy's access log and recent output under a failing test.
-afterEach(({ task }) => {
-  if (task.result?.state === 'fail') console.log(served?.envoy.logs().split('\n').slice(-60).join('\n'));
+afterEach(async ({ task }) => {
+  if (task.result?.state !== 'fail' || served === undefined) return;
+  console.log(served.envoy.logs().split('\n').slice(-60).join('\n'));
+  console.log(await served.envoy.stats('ext_authz|upstream_rq_5|upstream_cx_connect_fail|health_check\\.failure'));
 });
 
 async function get(path: string, headers: Record<string, string> = {}) {
@@ -382,7 +384,10 @@ describe('ext-authz replicas', () => {
     const me = () => get('/api/v1/me', { authorization: `Bearer ${token}` });
 
     const [firstBefore, secondBefore] = [await checksServed(first), await checksServed(second)];
-    for (let i = 0; i < 10; i++) expect((await me()).status).toBe(200);
+    for (let i = 0; i < 10; i++) {
+      const response = await me();
+      expect(response.status, response.text).toBe(200);
+    }
     // Both replicas took part before one goes away.
     expect(await checksServed(first)).toBeGreaterThan(firstBefore);
     expect(await checksServed(second)).toBeGreaterThan(secondBefore);

@@ -61,7 +61,7 @@ function extAuthz(ir: GatewayIR): HttpFilter {
       ExtAuthz,
       ExtAuthz.fromPartial({
         grpcService: {
-          ...policyServiceGrpc(ir.extAuthz.clusterName),
+          ...policyServiceGrpc(ir.extAuthz.clusterName, ir.extAuthz.timeoutMs),
           timeout: durationFromMs(ir.extAuthz.timeoutMs),
         },
         transportApiVersion: ApiVersion.V3,
@@ -87,7 +87,7 @@ function rateLimit(ir: GatewayIR): HttpFilter {
         failureModeDeny: ir.rateLimit.failureMode === 'deny',
         statusOnError: { code: StatusCode.ServiceUnavailable },
         rateLimitService: {
-          grpcService: policyServiceGrpc(ir.rateLimit.clusterName),
+          grpcService: policyServiceGrpc(ir.rateLimit.clusterName, ir.rateLimit.timeoutMs),
           transportApiVersion: ApiVersion.V3,
         },
         // enable_x_ratelimit_headers stays OFF: the service returns its own RateLimit headers.
