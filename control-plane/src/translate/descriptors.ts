@@ -4,6 +4,11 @@
 //
 // One descriptor per (family, per), whatever the number of windows: the service applies
 // every rule whose match fits the descriptor.
+//
+// Per-IP families are decided before authentication (stage "beforeAuth": a ratelimit filter
+// ahead of ext_authz), so a flood of requests without a token is refused with 429 before any
+// of them costs a signature verification. Per-user families need the verified user id that
+// ext-authz adds, so they are decided after it ("afterAuth").
 import { descriptorKeys } from '@sekisho/service-kit/contract';
 import type { GatewayIR, LimitIR, RouteIR } from '../ir/types';
 
@@ -12,33 +17,50 @@ export type DescriptorEntry =
   | { kind: 'constant'; key: string; value: string }
   /** The verified user id that ext-authz put in its identity header. */
   | { kind: 'user' }
-  /** Present (value "true") only when there is no verified user. */
+  /**
+   * Present (value "true") only for requests that carry no Authorization header: decided
+   * before authentication, when no user is verified yet.
+   */
   | { kind: 'anonymous' }
   /** The client IP Envoy derived from the connection and trusted X-Forwarded-For hops. */
   | { kind: 'remoteAddress' };
 
+/** Which ratelimit filter sends the descriptor: the one before ext_authz or the one after it. */
+export type DescriptorStage = 'beforeAuth' | 'afterAuth';
+
 export interface Descriptor {
   /** Prefix of the rule ids: "authenticated/user", "route:<id>/ip". */
   family: string;
+  stage: DescriptorStage;
   entries: DescriptorEntry[];
   limits: LimitIR[];
 }
 
 /** Every route carries the global families and its own. */
 export function routeDescriptors(ir: GatewayIR, route: RouteIR): Descriptor[] {
-  return [...globalDescriptors(ir), ...ownDescriptors(route)];
+  return [...globalDescriptors(ir, route.auth), ...ownDescriptors(route)];
 }
 
 /** The descriptors of the whole gateway, each once, for the rate-limit policy. */
 export function allDescriptors(ir: GatewayIR): Descriptor[] {
-  return [...globalDescriptors(ir), ...ir.routes.flatMap(ownDescriptors)];
+  return [...globalDescriptors(ir, 'required'), ...ir.routes.flatMap(ownDescriptors)];
 }
 
-function globalDescriptors(ir: GatewayIR): Descriptor[] {
+/**
+ * On an `auth: none` route nobody is verified, so every request is anonymous: a constant
+ * entry of the same key and value, or a made-up Authorization header would escape the
+ * per-IP limits there. Both shapes match the same rule of the rate-limit service.
+ */
+function anonymousEntry(auth: RouteIR['auth']): DescriptorEntry {
+  return auth === 'none' ? { kind: 'constant', key: descriptorKeys.anonymous, value: 'true' } : { kind: 'anonymous' };
+}
+
+function globalDescriptors(ir: GatewayIR, auth: RouteIR['auth']): Descriptor[] {
   const out: Descriptor[] = [];
   if (ir.limits.authenticated.length > 0) {
     out.push({
       family: 'authenticated/user',
+      stage: 'afterAuth',
       entries: [{ kind: 'constant', key: descriptorKeys.limitClass, value: 'authenticated' }, { kind: 'user' }],
       limits: ir.limits.authenticated,
     });
@@ -46,9 +68,10 @@ function globalDescriptors(ir: GatewayIR): Descriptor[] {
   if (ir.limits.unauthenticated.length > 0) {
     out.push({
       family: 'unauthenticated/ip',
+      stage: 'beforeAuth',
       entries: [
         { kind: 'constant', key: descriptorKeys.limitClass, value: 'unauthenticated' },
-        { kind: 'anonymous' },
+        anonymousEntry(auth),
         { kind: 'remoteAddress' },
       ],
       limits: ir.limits.unauthenticated,
@@ -64,6 +87,7 @@ function ownDescriptors(route: RouteIR): Descriptor[] {
     return [
       {
         family: `route:${route.id}/${per}`,
+        stage: per === 'user' ? 'afterAuth' : 'beforeAuth',
         entries: [
           { kind: 'constant', key: descriptorKeys.route, value: route.id },
           per === 'user' ? { kind: 'user' } : { kind: 'remoteAddress' },

@@ -3,6 +3,8 @@ export const httpFilterNames = {
   headerMutation: 'envoy.filters.http.header_mutation',
   extAuthz: 'envoy.filters.http.ext_authz',
   rateLimit: 'envoy.filters.http.ratelimit',
+  /** The second ratelimit filter, ahead of ext_authz (its own name: filter names are unique). */
+  rateLimitBeforeAuth: 'sekisho.filters.http.ratelimit_before_auth',
   router: 'envoy.filters.http.router',
 } as const;
 

@@ -11,12 +11,19 @@ import { StatusCode } from '@sekisho/proto/envoy/type/v3/http_status';
 import { allIdentityHeaders, rateLimitDomain } from '@sekisho/service-kit/contract';
 import type { GatewayIR } from '../ir/types';
 import { pack } from './any';
+import type { DescriptorStage } from './descriptors';
 import { durationFromMs } from './duration';
 import { httpFilterNames } from './filter-names';
 
 export function httpFilters(ir: GatewayIR): HttpFilter[] {
-  return [stripIdentityHeaders(), extAuthz(ir), rateLimit(ir), router()];
+  return [stripIdentityHeaders(), rateLimit(ir, 'beforeAuth'), extAuthz(ir), rateLimit(ir, 'afterAuth'), router()];
 }
+
+/**
+ * Envoy's ratelimit filter only sends the route's rate_limits of its own stage. Stage 0
+ * (the default, after ext_authz) keeps the per-user families; stage 1 runs before ext_authz.
+ */
+export const rateLimitStages: Record<DescriptorStage, number> = { afterAuth: 0, beforeAuth: 1 };
 
 /** Identity headers are only ever set by ext-authz; client-sent copies never survive. */
 function stripIdentityHeaders(): HttpFilter {
@@ -50,13 +57,14 @@ function extAuthz(ir: GatewayIR): HttpFilter {
   });
 }
 
-function rateLimit(ir: GatewayIR): HttpFilter {
+function rateLimit(ir: GatewayIR, stage: DescriptorStage): HttpFilter {
   return HttpFilter.fromPartial({
-    name: httpFilterNames.rateLimit,
+    name: stage === 'afterAuth' ? httpFilterNames.rateLimit : httpFilterNames.rateLimitBeforeAuth,
     typedConfig: pack(
       RateLimit,
       RateLimit.fromPartial({
         domain: rateLimitDomain,
+        stage: rateLimitStages[stage],
         timeout: durationFromMs(ir.rateLimit.timeoutMs),
         failureModeDeny: ir.rateLimit.failureMode === 'deny',
         statusOnError: { code: StatusCode.ServiceUnavailable },

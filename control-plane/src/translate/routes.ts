@@ -12,6 +12,7 @@ import { type DescriptorEntry, routeDescriptors } from './descriptors';
 import { durationFromMs } from './duration';
 import { revealingResponseHeaders } from './edge';
 import { httpFilterNames } from './filter-names';
+import { rateLimitStages } from './http-filters';
 
 export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
   return [
@@ -47,6 +48,7 @@ function translateRoute(ir: GatewayIR, route: RouteIR): Route {
         retryBackOff: { baseInterval: durationFromMs(25), maxInterval: durationFromMs(250) },
       },
       rateLimits: routeDescriptors(ir, route).map((descriptor) => ({
+        stage: rateLimitStages[descriptor.stage],
         actions: descriptor.entries.map(rateLimitAction),
       })),
     },
@@ -69,8 +71,10 @@ function translateRoute(ir: GatewayIR, route: RouteIR): Route {
 
 /**
  * Envoy drops a whole descriptor when one of its actions yields nothing: the user action
- * without the identity header, the anonymous match when the header is there. That is what
- * keeps the authenticated and unauthenticated families apart.
+ * without the identity header, the anonymous match when an Authorization header is there.
+ * That is what keeps the authenticated and unauthenticated families apart. A request with
+ * a token that fails verification is therefore not "anonymous": it never reaches the
+ * per-user families either (ext-authz refuses it).
  */
 function rateLimitAction(entry: DescriptorEntry): RateLimit_Action {
   switch (entry.kind) {
@@ -86,7 +90,8 @@ function rateLimitAction(entry: DescriptorEntry): RateLimit_Action {
           descriptorKey: descriptorKeys.anonymous,
           descriptorValue: 'true',
           expectMatch: false,
-          headers: [{ name: identityHeaders.userId, presentMatch: true }],
+          // Before authentication there is no verified user yet, only the presence of a token.
+          headers: [{ name: 'authorization', presentMatch: true }],
         },
       });
     case 'remoteAddress':

@@ -1,0 +1,190 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from '@sekisho/devstack/processes';
+import { type Stack, startStack } from '@sekisho/devstack/stack';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { stringify } from 'yaml';
+
+// Limits the edge decides before anything else costs work: per-IP limits before
+// authentication (a flood without a token never reaches ext-authz), request-body limits,
+// and an upstream that answers before it has read a body must not poison the connection
+// another user's request is sent on next. Distinct client IPs are distinct loopback source
+// addresses (127.0.0.x), so the tests do not share a per-IP count.
+
+let stack: Stack;
+let dir: string;
+
+/** The anonymous per-IP limit of this definition, per minute. */
+const anonymousLimit = 5;
+/** The public route's own per-IP limit, per minute (then blocked for 15 minutes). */
+const signInLimit = 3;
+/** The upstream's own body limit (the demo upstream answers 413 past it). */
+const upstreamBodyLimit = 1024 * 1024;
+
+beforeAll(async () => {
+  const [gateway, notification, customer, extAuthz, rateLimit] = await Promise.all([
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+  ]);
+  dir = await mkdtemp(join(tmpdir(), 'sekisho-limits-'));
+  const definitionFile = join(dir, 'gateway.yaml');
+  await writeFile(
+    definitionFile,
+    stringify({
+      listeners: { http: { address: '127.0.0.1', port: gateway } },
+      identity: {
+        firebase: { projectId: 'demo-sekisho-limits' },
+        groupClaim: 'tier',
+        groups: { member: ['send:messages', 'read:messages'] },
+      },
+      policyServices: {
+        extAuthz: { address: `127.0.0.1:${extAuthz}`, timeout: '2s' },
+        rateLimit: { address: `127.0.0.1:${rateLimit}`, timeout: '2s' },
+      },
+      services: {
+        notification: { endpoints: [`127.0.0.1:${notification}`], timeout: '15s' },
+        customer: { endpoints: [`127.0.0.1:${customer}`] },
+      },
+      limits: {
+        authenticated: [{ per: 'user', limit: 1000, window: '1m' }],
+        unauthenticated: [{ per: 'ip', limit: anonymousLimit, window: '1m' }],
+      },
+      routes: [
+        { match: 'POST /api/v1/messages', to: 'notification', require: ['send:messages'] },
+        { match: 'GET /api/v1/messages', to: 'notification', require: ['read:messages'] },
+        {
+          match: '/api/v1/auth/*',
+          to: 'customer',
+          auth: 'none',
+          limits: [{ per: 'ip', limit: signInLimit, window: '1m', blockFor: '15m' }],
+        },
+        { match: '/api/v1/public/*', to: 'customer', auth: 'none' },
+      ],
+    }),
+  );
+  stack = await startStack({ definitionFile });
+});
+
+afterAll(async () => {
+  await stack?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+function showLogsOnFailure() {
+  onTestFailed(() => {
+    console.error(stack?.logs(60));
+  });
+}
+
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+}
+
+/** One request from a chosen loopback source address (the client IP Envoy sees). */
+function send(
+  path: string,
+  opts: { from?: string; method?: string; headers?: Record<string, string | number>; body?: Buffer } = {},
+): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(`${stack.gatewayUrl}${path}`, {
+      method: opts.method ?? 'GET',
+      headers: opts.headers,
+      localAddress: opts.from ?? '127.0.0.1',
+      agent: false,
+    });
+    req.on('response', (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        text += chunk;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+/** How many Check calls ext-authz has answered (its Prometheus counter, all results). */
+async function extAuthzChecks(): Promise<number> {
+  const text = await (await fetch(`${stack.extAuthzAdminUrl}/metrics`)).text();
+  return text
+    .split('\n')
+    .filter((line) => line.startsWith('sekisho_ext_authz_checks_total'))
+    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
+}
+
+async function statuses(count: number, request: () => Promise<Answer>): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < count; i++) out.push((await request()).status);
+  return out;
+}
+
+describe('per-IP limits before authentication', () => {
+  it('refuses an anonymous flood with 429 without asking ext-authz once the limit is used up', async () => {
+    showLogsOnFailure();
+    const before = await extAuthzChecks();
+    const seen = await statuses(anonymousLimit + 4, () => send('/api/v1/messages', { from: '127.0.0.10' }));
+    expect(seen).toEqual([...Array(anonymousLimit).fill(401), ...Array(4).fill(429)]);
+    // Only the requests within the limit cost a Check (and so a token decision); the refused
+    // ones never reached ext-authz.
+    expect((await extAuthzChecks()) - before).toBe(anonymousLimit);
+  });
+
+  it("decides a public route's own per-IP limit before authentication", async () => {
+    showLogsOnFailure();
+    const before = await extAuthzChecks();
+    const seen = await statuses(signInLimit + 2, () =>
+      send('/api/v1/auth/login', { from: '127.0.0.11', method: 'POST' }),
+    );
+    expect(seen).toEqual([...Array(signInLimit).fill(200), 429, 429]);
+    expect((await extAuthzChecks()) - before).toBe(signInLimit);
+  });
+
+  it('counts a public route per IP even when the request carries an Authorization header', async () => {
+    showLogsOnFailure();
+    // Nobody is verified on an auth: none route, so a made-up token must not escape the count.
+    const seen = await statuses(anonymousLimit + 1, () =>
+      send('/api/v1/public/info', { from: '127.0.0.12', headers: { authorization: 'Bearer made-up' } }),
+    );
+    expect(seen).toEqual([...Array(anonymousLimit).fill(200), 429]);
+  });
+
+  it('does not count a verified user against the anonymous per-IP limit', async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('user-many', { group: 'member' });
+    const seen = await statuses(anonymousLimit + 3, () =>
+      send('/api/v1/messages', { from: '127.0.0.13', headers: { authorization: `Bearer ${token}` } }),
+    );
+    expect(seen).toEqual(Array(anonymousLimit + 3).fill(200));
+  });
+});
+
+describe('an upstream that answers before reading the body', () => {
+  it("does not make another user's next request on the service hang (the 413 hang)", async () => {
+    showLogsOnFailure();
+    const sender = await stack.mintToken('user-big-body', { group: 'member' });
+    const reader = await stack.mintToken('user-reader', { group: 'member' });
+    const body = Buffer.alloc(2 * upstreamBodyLimit, 'a');
+    // Three rounds: the hang showed in 3 of 3 tries on main, but it is a race between Envoy
+    // finishing the upload and the upstream's early answer.
+    for (let round = 0; round < 3; round++) {
+      const big = await send('/api/v1/messages', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${sender}`, 'content-type': 'application/json' },
+        body,
+      });
+      expect(big.status).toBe(413);
+      const next = await send('/api/v1/messages', { headers: { authorization: `Bearer ${reader}` } });
+      expect(next.status, `round ${round}: ${next.text}`).toBe(200);
+    }
+  });
+});
