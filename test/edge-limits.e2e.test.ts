@@ -20,6 +20,8 @@ let dir: string;
 const anonymousLimit = 5;
 /** The public route's own per-IP limit, per minute (then blocked for 15 minutes). */
 const signInLimit = 3;
+/** The gateway-wide body limit of this definition (below the upstream's). */
+const gatewayBodyLimit = 64 * 1024;
 /** The upstream's own body limit (the demo upstream answers 413 past it). */
 const upstreamBodyLimit = 1024 * 1024;
 
@@ -54,8 +56,16 @@ beforeAll(async () => {
         authenticated: [{ per: 'user', limit: 1000, window: '1m' }],
         unauthenticated: [{ per: 'ip', limit: anonymousLimit, window: '1m' }],
       },
+      edge: { maxRequestBodyBytes: gatewayBodyLimit },
       routes: [
-        { match: 'POST /api/v1/messages', to: 'notification', require: ['send:messages'] },
+        // Above the upstream's own limit, so the upstream is the one that answers 413 early.
+        {
+          match: 'POST /api/v1/messages',
+          to: 'notification',
+          require: ['send:messages'],
+          maxRequestBodyBytes: 4 * upstreamBodyLimit,
+        },
+        { match: 'POST /api/v1/notes', to: 'notification', require: ['send:messages'] },
         { match: 'GET /api/v1/messages', to: 'notification', require: ['read:messages'] },
         {
           match: '/api/v1/auth/*',
@@ -186,5 +196,112 @@ describe('an upstream that answers before reading the body', () => {
       const next = await send('/api/v1/messages', { headers: { authorization: `Bearer ${reader}` } });
       expect(next.status, `round ${round}: ${next.text}`).toBe(200);
     }
+  });
+});
+describe('JSON answers of the limits', () => {
+  it('answers refused anonymous requests in the reference JSON format', async () => {
+    showLogsOnFailure();
+    const answer = await send('/api/v1/messages', { from: '127.0.0.10', headers: { 'accept-language': 'en' } });
+    expect(answer.status).toBe(429);
+    expect(answer.headers['content-type']).toBe('application/json; charset=utf-8');
+    expect(JSON.parse(answer.text)).toMatchObject({ success: false, error: { code: 'RATE_LIMIT_EXCEEDED' } });
+  });
+});
+
+/** Sends headers and then the body in chunks, stopping as soon as an answer arrives. */
+function upload(path: string, token: string, opts: { contentLength?: number; chunks: number; chunkBytes: number }) {
+  return new Promise<Answer & { chunksSent: number }>((resolve, reject) => {
+    const req = httpRequest(`${stack.gatewayUrl}${path}`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${token}`,
+        'content-type': 'application/octet-stream',
+        ...(opts.contentLength === undefined ? {} : { 'content-length': opts.contentLength }),
+      },
+      agent: false,
+    });
+    let chunksSent = 0;
+    let answered = false;
+    req.on('response', (res) => {
+      answered = true;
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        text += chunk;
+      });
+      res.on('end', () => {
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, chunksSent });
+        req.destroy();
+      });
+    });
+    req.on('error', (error) => {
+      if (!answered) reject(error);
+    });
+    req.flushHeaders();
+    const next = () => {
+      if (answered) return;
+      if (chunksSent === opts.chunks) {
+        req.end();
+        return;
+      }
+      chunksSent++;
+      req.write(Buffer.alloc(opts.chunkBytes, 'b'), () => setTimeout(next, 20));
+    };
+    if (opts.chunks > 0) setTimeout(next, 20);
+  });
+}
+
+describe('request-body limits', () => {
+  it('refuses a Content-Length above the limit with 413 in the JSON format before any body is sent', async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('user-notes', { group: 'member' });
+    const answer = await upload('/api/v1/notes', token, {
+      contentLength: 2 * gatewayBodyLimit,
+      chunks: 0,
+      chunkBytes: 0,
+    });
+    expect(answer.status).toBe(413);
+    expect(answer.headers['content-type']).toBe('application/json; charset=utf-8');
+    expect(JSON.parse(answer.text)).toMatchObject({
+      success: false,
+      error: { code: 'PAYLOAD_TOO_LARGE', message: 'リクエストの本文が大きすぎます' },
+      data: null,
+    });
+  });
+
+  it('refuses a chunked body once it passes the limit, before the rest is sent', async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('user-notes', { group: 'member' });
+    const chunkBytes = 16 * 1024;
+    const chunks = 40; // 640 KiB offered, 64 KiB allowed
+    const answer = await upload('/api/v1/notes', token, { chunks, chunkBytes });
+    expect(answer.status).toBe(413);
+    expect(JSON.parse(answer.text).error.code).toBe('PAYLOAD_TOO_LARGE');
+    expect(answer.chunksSent).toBeLessThan(chunks);
+  });
+
+  it('forwards a body within the limit', async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('user-notes', { group: 'member' });
+    const body = Buffer.alloc(gatewayBodyLimit - 1, 'c');
+    const answer = await send('/api/v1/notes', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'text/plain' },
+      body,
+    });
+    expect(answer.status).toBe(200);
+    expect(JSON.parse(answer.text).body).toHaveLength(body.length);
+  });
+
+  it("leaves the upstream's own 413 as the upstream wrote it", async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('user-big-body', { group: 'member' });
+    const answer = await send('/api/v1/messages', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+      body: Buffer.alloc(2 * upstreamBodyLimit, 'd'),
+    });
+    expect(answer.status).toBe(413);
+    expect(JSON.parse(answer.text)).toEqual({ error: 'body too large', limit: upstreamBodyLimit });
   });
 });

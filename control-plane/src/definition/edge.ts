@@ -2,5 +2,8 @@
 // before and around routing (browsers, client addresses, header hygiene, limits before
 // authentication). Each concern's schema lives in its own file under edge/ and is one key here.
 import { z } from 'zod';
+import { defaultMaxRequestBodyBytes, maxRequestBodyBytes } from './edge/body-limit';
 
-export const edgeSchema = z.strictObject({});
+export const edgeSchema = z.strictObject({
+  maxRequestBodyBytes: maxRequestBodyBytes.default(defaultMaxRequestBodyBytes),
+});

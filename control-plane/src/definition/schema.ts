@@ -5,6 +5,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { edgeSchema } from './edge';
+import { maxRequestBodyBytes } from './edge/body-limit';
 import { duration, hostPort, identifier, seconds, urlPath } from './fields';
 
 const permission = z.string().regex(/^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$/, {
@@ -98,6 +99,8 @@ const route = z.strictObject({
   /** Permissions the caller needs, all of them. */
   require: z.array(permission).default([]),
   limits: z.array(routeLimit).default([]),
+  /** Overrides edge.maxRequestBodyBytes for this route. */
+  maxRequestBodyBytes: maxRequestBodyBytes.optional(),
 });
 
 const listener = z.strictObject({
@@ -141,7 +144,8 @@ export const gatewayDefinitionSchema = z.strictObject({
     })
     .default({ authenticated: [], unauthenticated: [] }),
   routes: z.array(route).min(1),
-  edge: edgeSchema.default({}),
+  // prefault: the default goes through the schema, so the edge fields' own defaults apply.
+  edge: edgeSchema.prefault({}),
 });
 
 /** What a definition file may contain (defaults not yet applied). */

@@ -140,6 +140,7 @@ export function buildIR(definition: GatewayDefinition): BuildResult {
       auth: route.auth,
       permissions: [...new Set(route.require)],
       limits: limitList(route.limits, `${at}.limits`, errors),
+      maxRequestBodyBytes: route.maxRequestBodyBytes ?? definition.edge.maxRequestBodyBytes,
     });
   }
 
@@ -169,6 +170,7 @@ export function buildIR(definition: GatewayDefinition): BuildResult {
       clusters,
       limits,
       routes,
+      requestBody: { defaultMaxBytes: definition.edge.maxRequestBodyBytes },
     },
   };
 }

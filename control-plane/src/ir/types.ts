@@ -12,6 +12,12 @@ export interface GatewayIR {
   limits: GlobalLimitsIR;
   /** In declared order: Envoy takes the first matching route. */
   routes: RouteIR[];
+  requestBody: RequestBodyIR;
+}
+
+export interface RequestBodyIR {
+  /** The gateway-wide limit; a route's own limit is in RouteIR.maxRequestBodyBytes. */
+  defaultMaxBytes: number;
 }
 
 export interface ListenerIR {
@@ -100,4 +106,6 @@ export interface RouteIR {
   /** All of them are needed; empty = any verified caller (or anyone when auth is none). */
   permissions: string[];
   limits: LimitIR[];
+  /** Resolved: the route's own limit or the gateway-wide default. */
+  maxRequestBodyBytes: number;
 }

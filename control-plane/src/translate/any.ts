@@ -8,6 +8,7 @@ import { ClusterLoadAssignment } from '@sekisho/proto/envoy/config/endpoint/v3/e
 import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
 import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
 import { StdoutAccessLog } from '@sekisho/proto/envoy/extensions/access_loggers/stream/v3/stream';
+import { Buffer as BufferFilter, BufferPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/buffer/v3/buffer';
 import { ExtAuthz, ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
 import { HeaderMutation } from '@sekisho/proto/envoy/extensions/filters/http/header_mutation/v3/header_mutation';
 import { RateLimit } from '@sekisho/proto/envoy/extensions/filters/http/ratelimit/v3/rate_limit';
@@ -33,6 +34,8 @@ const packable: ReadonlyArray<readonly [string, MessageCodec<any>]> = [
   ['envoy.config.listener.v3.Listener', Listener],
   ['envoy.config.route.v3.RouteConfiguration', RouteConfiguration],
   ['envoy.extensions.access_loggers.stream.v3.StdoutAccessLog', StdoutAccessLog],
+  ['envoy.extensions.filters.http.buffer.v3.Buffer', BufferFilter],
+  ['envoy.extensions.filters.http.buffer.v3.BufferPerRoute', BufferPerRoute],
   ['envoy.extensions.filters.http.ext_authz.v3.ExtAuthz', ExtAuthz],
   ['envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute', ExtAuthzPerRoute],
   ['envoy.extensions.filters.http.header_mutation.v3.HeaderMutation', HeaderMutation],

@@ -1,6 +1,7 @@
 // Envoy's well-known filter names; typed_per_filter_config is keyed by them.
 export const httpFilterNames = {
   headerMutation: 'envoy.filters.http.header_mutation',
+  buffer: 'envoy.filters.http.buffer',
   extAuthz: 'envoy.filters.http.ext_authz',
   rateLimit: 'envoy.filters.http.ratelimit',
   /** The second ratelimit filter, ahead of ext_authz (its own name: filter names are unique). */

@@ -11,12 +11,21 @@ import { StatusCode } from '@sekisho/proto/envoy/type/v3/http_status';
 import { allIdentityHeaders, rateLimitDomain } from '@sekisho/service-kit/contract';
 import type { GatewayIR } from '../ir/types';
 import { pack } from './any';
+import { bodyLimitFilter } from './body-limit';
 import type { DescriptorStage } from './descriptors';
 import { durationFromMs } from './duration';
 import { httpFilterNames } from './filter-names';
 
 export function httpFilters(ir: GatewayIR): HttpFilter[] {
-  return [stripIdentityHeaders(), rateLimit(ir, 'beforeAuth'), extAuthz(ir), rateLimit(ir, 'afterAuth'), router()];
+  return [
+    stripIdentityHeaders(),
+    // Before every filter that pauses the request: see body-limit.ts.
+    bodyLimitFilter(ir),
+    rateLimit(ir, 'beforeAuth'),
+    extAuthz(ir),
+    rateLimit(ir, 'afterAuth'),
+    router(),
+  ];
 }
 
 /**

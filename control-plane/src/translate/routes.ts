@@ -3,16 +3,18 @@
 // actions that build its descriptors.
 
 import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
-import { RateLimit_Action, Route } from '@sekisho/proto/envoy/config/route/v3/route_components';
+import { RateLimit_Action, Route, RouteMatch } from '@sekisho/proto/envoy/config/route/v3/route_components';
 import { ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
 import { authzContextKeys, descriptorKeys, identityHeaders } from '@sekisho/service-kit/contract';
 import type { GatewayIR, RouteIR } from '../ir/types';
 import { pack } from './any';
+import { bodyLimitPerRoute, oversizedBodyRoute } from './body-limit';
 import { type DescriptorEntry, routeDescriptors } from './descriptors';
 import { durationFromMs } from './duration';
 import { revealingResponseHeaders } from './edge';
 import { httpFilterNames } from './filter-names';
 import { rateLimitStages } from './http-filters';
+import { methodNotAllowedRoutes } from './method-not-allowed';
 
 export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
   return [
@@ -22,7 +24,10 @@ export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
         {
           name: ir.listener.routeConfigName,
           domains: ['*'],
-          routes: ir.routes.map((route) => translateRoute(ir, route)),
+          routes: [
+            ...ir.routes.flatMap((route) => [oversizedBodyRoute(route), translateRoute(ir, route)]),
+            ...methodNotAllowedRoutes(ir),
+          ],
         },
       ],
       responseHeadersToRemove: [...revealingResponseHeaders],
@@ -33,10 +38,7 @@ export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
 function translateRoute(ir: GatewayIR, route: RouteIR): Route {
   return Route.fromPartial({
     name: route.id,
-    match: {
-      ...(route.path.kind === 'exact' ? { path: route.path.value } : { prefix: route.path.value }),
-      headers: route.method === undefined ? [] : [{ name: ':method', stringMatch: { exact: route.method } }],
-    },
+    match: routeMatch(route),
     route: {
       cluster: route.clusterName,
       ...(route.rewrite === undefined ? {} : { prefixRewrite: route.rewrite }),
@@ -53,6 +55,7 @@ function translateRoute(ir: GatewayIR, route: RouteIR): Route {
       })),
     },
     typedPerFilterConfig: {
+      ...bodyLimitPerRoute(ir, route),
       [httpFilterNames.extAuthz]: pack(
         ExtAuthzPerRoute,
         ExtAuthzPerRoute.fromPartial({
@@ -66,6 +69,13 @@ function translateRoute(ir: GatewayIR, route: RouteIR): Route {
         }),
       ),
     },
+  });
+}
+
+export function routeMatch(route: RouteIR): RouteMatch {
+  return RouteMatch.fromPartial({
+    ...(route.path.kind === 'exact' ? { path: route.path.value } : { prefix: route.path.value }),
+    headers: route.method === undefined ? [] : [{ name: ':method', stringMatch: { exact: route.method } }],
   });
 }
 
