@@ -2,6 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { generateSigningKey, mintIdToken } from '@sekisho/devstack/firebase-keys';
 import { freePort } from '@sekisho/devstack/processes';
 import { type Stack, startStack } from '@sekisho/devstack/stack';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
@@ -132,6 +133,15 @@ async function extAuthzChecks(): Promise<number> {
     .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
 }
 
+/** How many times the rate-limit service has evaluated the rules of a family (all results). */
+async function ruleEvaluations(family: string): Promise<number> {
+  const text = await (await fetch(`${stack.ratelimitAdminUrl}/metrics`)).text();
+  return text
+    .split('\n')
+    .filter((line) => line.startsWith('sekisho_ratelimit_decisions_total{') && line.includes(`rule="${family}/`))
+    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
+}
+
 async function statuses(count: number, request: () => Promise<Answer>): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < count; i++) out.push((await request()).status);
@@ -166,6 +176,34 @@ describe('per-IP limits before authentication', () => {
       send('/api/v1/public/info', { from: '127.0.0.12', headers: { authorization: 'Bearer made-up' } }),
     );
     expect(seen).toEqual([...Array(anonymousLimit).fill(200), 429]);
+  });
+
+  it('counts requests whose token fails verification against the anonymous per-IP limit', async () => {
+    showLogsOnFailure();
+    // Signed by a key the key server does not serve, under the kid of one it does: a token
+    // that only a signature verification can refuse.
+    const forger = await generateSigningKey({ kid: stack.keyServer.signingKey.kid });
+    const forged = await mintIdToken(forger, {
+      projectId: stack.definition.identity.firebase.projectId,
+      uid: 'someone-else',
+      claims: { tier: 'member' },
+    });
+    const failures = 3;
+    const evaluated = await ruleEvaluations('unauthenticated/ip');
+    const refused = await statuses(failures, () =>
+      send('/api/v1/messages', { from: '127.0.0.14', headers: { authorization: `Bearer ${forged}` } }),
+    );
+    expect(refused).toEqual(Array(failures).fill(401));
+    // The count is sent when each stream is done (fire and forget): wait until it arrived.
+    const deadline = Date.now() + 20_000;
+    while ((await ruleEvaluations('unauthenticated/ip')) < evaluated + failures) {
+      if (Date.now() > deadline) throw new Error('the failed tokens were never counted');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const anonymous = await statuses(anonymousLimit - failures + 1, () =>
+      send('/api/v1/messages', { from: '127.0.0.14' }),
+    );
+    expect(anonymous).toEqual([...Array(anonymousLimit - failures).fill(401), 429]);
   });
 
   it('does not count a verified user against the anonymous per-IP limit', async () => {

@@ -84,6 +84,20 @@ function patchValidate(file) {
   writeFileSync(file, text.slice(0, end) + field + text.slice(end));
 }
 
+// The route RateLimit message in grpc-js-xds's envoy-api predates Envoy's
+// `bool apply_on_stream_done = 6;` (a rate-limit call made when the stream is done, which
+// can read what ext_authz decided). Envoy 1.40 has it; only this one field is added.
+function patchRouteRateLimit(file) {
+  const text = readFileSync(file, 'utf8');
+  if (/apply_on_stream_done\s*=\s*6/.test(text)) return;
+  // The file has CRLF line ends; the field goes just before the message's closing brace.
+  const anchor = /( {2}Override limit = 4;)(\r?\n)\}/;
+  if (!anchor.test(text)) throw new Error(`generate: no RateLimit.limit field in ${file}`);
+  const field =
+    '$1$2$2  // Added by Sekisho: an Envoy 1.40 field, see generate.mjs.$2  bool apply_on_stream_done = 6;$2}';
+  writeFileSync(file, text.replace(anchor, field));
+}
+
 function stageSources() {
   rmSync(stage, { recursive: true, force: true });
   mkdirSync(stage, { recursive: true });
@@ -93,6 +107,7 @@ function stageSources() {
     recursive: true,
   });
   patchValidate(join(stage, 'protoc-gen-validate', 'validate', 'validate.proto'));
+  patchRouteRateLimit(join(stage, 'envoy-api', 'envoy', 'config', 'route', 'v3', 'route_components.proto'));
   cpSync(join(protoDir, 'sekisho'), join(stage, 'sekisho', 'sekisho'), { recursive: true });
   writeFileSync(
     join(stage, 'buf.yaml'),

@@ -23,7 +23,12 @@ export type DescriptorEntry =
    */
   | { kind: 'anonymous' }
   /** The client IP Envoy derived from the connection and trusted X-Forwarded-For hops. */
-  | { kind: 'remoteAddress' };
+  | { kind: 'remoteAddress' }
+  /**
+   * Present (value "true", under the anonymous key) only when ext-authz refused the token:
+   * read from the ext_authz filter's dynamic metadata when the stream is done.
+   */
+  | { kind: 'authenticationFailed' };
 
 /** Which ratelimit filter sends the descriptor: the one before ext_authz or the one after it. */
 export type DescriptorStage = 'beforeAuth' | 'afterAuth';
@@ -32,6 +37,11 @@ export interface Descriptor {
   /** Prefix of the rule ids: "authenticated/user", "route:<id>/ip". */
   family: string;
   stage: DescriptorStage;
+  /**
+   * Sent when the stream is done rather than before the request goes on: it counts what
+   * happened (a refused token) for the requests that follow, and refuses nothing itself.
+   */
+  onStreamDone?: boolean;
   entries: DescriptorEntry[];
   limits: LimitIR[];
 }
@@ -43,7 +53,9 @@ export function routeDescriptors(ir: GatewayIR, route: RouteIR): Descriptor[] {
 
 /** The descriptors of the whole gateway, each once, for the rate-limit policy. */
 export function allDescriptors(ir: GatewayIR): Descriptor[] {
-  return [...globalDescriptors(ir, 'required'), ...ir.routes.flatMap(ownDescriptors)];
+  // A family sent in two shapes (the failed-token count is the anonymous family's) has one set of rules.
+  const global = globalDescriptors(ir, 'required').filter((descriptor) => !descriptor.onStreamDone);
+  return [...global, ...ir.routes.flatMap(ownDescriptors)];
 }
 
 /**
@@ -57,6 +69,7 @@ function anonymousEntry(auth: RouteIR['auth']): DescriptorEntry {
 
 function globalDescriptors(ir: GatewayIR, auth: RouteIR['auth']): Descriptor[] {
   const out: Descriptor[] = [];
+  const failedToken = auth === 'required' && ir.limits.unauthenticated.length > 0;
   if (ir.limits.authenticated.length > 0) {
     out.push({
       family: 'authenticated/user',
@@ -72,6 +85,22 @@ function globalDescriptors(ir: GatewayIR, auth: RouteIR['auth']): Descriptor[] {
       entries: [
         { kind: 'constant', key: descriptorKeys.limitClass, value: 'unauthenticated' },
         anonymousEntry(auth),
+        { kind: 'remoteAddress' },
+      ],
+      limits: ir.limits.unauthenticated,
+    });
+  }
+  if (failedToken) {
+    // A request whose token failed verification is counted per IP like one without a token
+    // (the same rules: the same entries), once ext-authz has said so. It cannot be counted
+    // before authentication: until then it is a request with a token like any user's.
+    out.push({
+      family: 'unauthenticated/ip',
+      stage: 'beforeAuth',
+      onStreamDone: true,
+      entries: [
+        { kind: 'constant', key: descriptorKeys.limitClass, value: 'unauthenticated' },
+        { kind: 'authenticationFailed' },
         { kind: 'remoteAddress' },
       ],
       limits: ir.limits.unauthenticated,

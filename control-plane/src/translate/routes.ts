@@ -3,9 +3,20 @@
 // actions that build its descriptors.
 
 import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
-import { RateLimit_Action, Route, RouteMatch } from '@sekisho/proto/envoy/config/route/v3/route_components';
+import {
+  RateLimit_Action,
+  RateLimit_Action_MetaData_Source,
+  Route,
+  RouteMatch,
+} from '@sekisho/proto/envoy/config/route/v3/route_components';
 import { ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
-import { authzContextKeys, descriptorKeys, identityHeaders } from '@sekisho/service-kit/contract';
+import {
+  authzContextKeys,
+  authzDynamicMetadataKeys,
+  authzDynamicMetadataNamespace,
+  descriptorKeys,
+  identityHeaders,
+} from '@sekisho/service-kit/contract';
 import type { GatewayIR, RouteIR } from '../ir/types';
 import { pack } from './any';
 import { bodyLimitPerRoute, oversizedBodyRoute } from './body-limit';
@@ -51,6 +62,7 @@ function translateRoute(ir: GatewayIR, route: RouteIR): Route {
       },
       rateLimits: routeDescriptors(ir, route).map((descriptor) => ({
         stage: rateLimitStages[descriptor.stage],
+        applyOnStreamDone: descriptor.onStreamDone ?? false,
         actions: descriptor.entries.map(rateLimitAction),
       })),
     },
@@ -106,5 +118,18 @@ function rateLimitAction(entry: DescriptorEntry): RateLimit_Action {
       });
     case 'remoteAddress':
       return RateLimit_Action.fromPartial({ remoteAddress: {} });
+    case 'authenticationFailed':
+      return RateLimit_Action.fromPartial({
+        metadata: {
+          descriptorKey: descriptorKeys.anonymous,
+          metadataKey: {
+            key: authzDynamicMetadataNamespace,
+            path: [{ key: authzDynamicMetadataKeys.authenticationFailed }],
+          },
+          source: RateLimit_Action_MetaData_Source.DYNAMIC,
+          // Absent (the token was fine, or there was none): no descriptor, nothing counted.
+          skipIfAbsent: false,
+        },
+      });
   }
 }

@@ -105,9 +105,12 @@ describe('translate', () => {
     expect(routes.map((route) => route.name)).toEqual(ir.routes.map((route) => route.id));
     for (const route of routes) {
       const descriptors = route.route?.rateLimits ?? [];
-      // Global authenticated + unauthenticated, plus one per (route, per) with own limits.
-      const own = ir.routes.find((candidate) => candidate.id === route.name)?.limits ?? [];
-      expect(descriptors).toHaveLength(2 + new Set(own.map((limit) => limit.per)).size);
+      // Global authenticated + unauthenticated (and the failed-token count of the latter where
+      // tokens are verified), plus one per (route, per) with own limits.
+      const routeIR = ir.routes.find((candidate) => candidate.id === route.name);
+      const own = routeIR?.limits ?? [];
+      const failedTokens = routeIR?.auth === 'required' ? 1 : 0;
+      expect(descriptors).toHaveLength(2 + failedTokens + new Set(own.map((limit) => limit.per)).size);
       for (const descriptor of descriptors) {
         expect(ruleShapes).toContain(JSON.stringify(descriptor.actions.map(expectedEntry)));
       }
@@ -193,5 +196,7 @@ function expectedEntry(action: RateLimit_Action): { key: string; value: string }
     return { key: action.headerValueMatch.descriptorKey, value: action.headerValueMatch.descriptorValue };
   }
   if (action.remoteAddress) return { key: descriptorKeys.remoteAddress, value: '' };
+  // The failed-token count: the anonymous entry, from ext-authz's dynamic metadata ("true").
+  if (action.metadata) return { key: action.metadata.descriptorKey, value: 'true' };
   throw new Error(`unexpected action ${JSON.stringify(action)}`);
 }
