@@ -19,7 +19,7 @@ import type { Any } from '@sekisho/proto/google/protobuf/any';
 import type { GatewayIR, RouteIR } from '../ir/types';
 import { pack } from './any';
 import { httpFilterNames } from './filter-names';
-import { routeMatch } from './routes';
+import { routeMatch } from './route-match';
 
 /**
  * The buffer filter only counts bytes as they arrive, so a request that announces a larger

@@ -33,6 +33,12 @@ export type DescriptorEntry =
 /** Which ratelimit filter sends the descriptor: the one before ext_authz or the one after it. */
 export type DescriptorStage = 'beforeAuth' | 'afterAuth';
 
+/**
+ * Envoy's ratelimit filter only sends the route's rate_limits of its own stage. Stage 0
+ * (the default, after ext_authz) keeps the per-user families; stage 1 runs before ext_authz.
+ */
+export const rateLimitStages: Record<DescriptorStage, number> = { afterAuth: 0, beforeAuth: 1 };
+
 export interface Descriptor {
   /** Prefix of the rule ids: "authenticated/user", "route:<id>/ip". */
   family: string;

@@ -12,7 +12,7 @@ import { allIdentityHeaders, rateLimitDomain } from '@sekisho/service-kit/contra
 import type { GatewayIR } from '../ir/types';
 import { pack } from './any';
 import { bodyLimitFilter } from './body-limit';
-import type { DescriptorStage } from './descriptors';
+import { type DescriptorStage, rateLimitStages } from './descriptors';
 import { durationFromMs } from './duration';
 import { httpFilterNames } from './filter-names';
 
@@ -27,12 +27,6 @@ export function httpFilters(ir: GatewayIR): HttpFilter[] {
     router(),
   ];
 }
-
-/**
- * Envoy's ratelimit filter only sends the route's rate_limits of its own stage. Stage 0
- * (the default, after ext_authz) keeps the per-user families; stage 1 runs before ext_authz.
- */
-export const rateLimitStages: Record<DescriptorStage, number> = { afterAuth: 0, beforeAuth: 1 };
 
 /** Identity headers are only ever set by ext-authz; client-sent copies never survive. */
 function stripIdentityHeaders(): HttpFilter {

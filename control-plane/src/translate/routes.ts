@@ -7,7 +7,6 @@ import {
   RateLimit_Action,
   RateLimit_Action_MetaData_Source,
   Route,
-  RouteMatch,
 } from '@sekisho/proto/envoy/config/route/v3/route_components';
 import { ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
 import {
@@ -20,12 +19,12 @@ import {
 import type { GatewayIR, RouteIR } from '../ir/types';
 import { pack } from './any';
 import { bodyLimitPerRoute, oversizedBodyRoute } from './body-limit';
-import { type DescriptorEntry, routeDescriptors } from './descriptors';
+import { type DescriptorEntry, rateLimitStages, routeDescriptors } from './descriptors';
 import { durationFromMs } from './duration';
 import { revealingResponseHeaders } from './edge';
 import { httpFilterNames } from './filter-names';
-import { rateLimitStages } from './http-filters';
 import { methodNotAllowedRoutes } from './method-not-allowed';
+import { routeMatch } from './route-match';
 
 export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
   return [
@@ -84,19 +83,12 @@ function translateRoute(ir: GatewayIR, route: RouteIR): Route {
   });
 }
 
-export function routeMatch(route: RouteIR): RouteMatch {
-  return RouteMatch.fromPartial({
-    ...(route.path.kind === 'exact' ? { path: route.path.value } : { prefix: route.path.value }),
-    headers: route.method === undefined ? [] : [{ name: ':method', stringMatch: { exact: route.method } }],
-  });
-}
-
 /**
  * Envoy drops a whole descriptor when one of its actions yields nothing: the user action
  * without the identity header, the anonymous match when an Authorization header is there.
  * That is what keeps the authenticated and unauthenticated families apart. A request with
- * a token that fails verification is therefore not "anonymous": it never reaches the
- * per-user families either (ext-authz refuses it).
+ * a token is not "anonymous" before authentication; if its token fails verification, it is
+ * counted in the anonymous family afterwards (authenticationFailed, when the stream is done).
  */
 function rateLimitAction(entry: DescriptorEntry): RateLimit_Action {
   switch (entry.kind) {
