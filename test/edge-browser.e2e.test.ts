@@ -204,11 +204,12 @@ describe('CORS through a real Envoy', () => {
     expect(corsHeaders(answer)).toEqual([]);
   });
 
-  it('lets a non-preflight OPTIONS reach no upstream: a GET-only route answers 404', async () => {
+  it('lets a non-preflight OPTIONS reach no upstream: a GET-only route answers 405 with Allow', async () => {
     showLogsOnFailure();
     const bare = await send('OPTIONS', '/api/v1/customer/profile', { origin: allowedOrigin });
-    expect(bare.status).toBe(404);
-    expect(errorCode(bare)).toBe('NOT_FOUND');
+    expect(bare.status).toBe(405);
+    expect(bare.headers.allow).toBe('GET');
+    expect(errorCode(bare)).toBe('METHOD_NOT_ALLOWED');
   });
 
   it('adds the CORS headers to an allowed origin’s answers (a 401 too, so a page can read it), none for others', async () => {

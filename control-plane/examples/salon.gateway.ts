@@ -112,6 +112,7 @@ export default defineGateway({
       rewrite: '/messages',
       require: ['send:messages'],
       limits: [{ per: 'user', limit: 30, window: '1m' }],
+      maxRequestBodyBytes: 65_536, // a message is text; the gateway-wide default is 1 MiB
     },
     // sign-in and token refresh: no caller identity yet, brute-force protection per IP
     {

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type DemoUpstream, type EchoResponse, startDemoUpstream } from './server';
 
@@ -74,6 +75,27 @@ describe('startDemoUpstream', () => {
     const u = await start(10);
     const res = await fetch(`${u.url}/upload`, { method: 'POST', body: 'x'.repeat(11) });
     expect(res.status).toBe(413);
+  });
+
+  it('answers the next request on the same connection after refusing a large body early', async () => {
+    // The 413 goes out before the body is read; the connection stays keep-alive, so the rest
+    // of the body must still be consumed or the next request on it is never answered.
+    const u = await start(1024);
+    const socket = connect(u.port, '127.0.0.1');
+    let received = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      received += chunk;
+    });
+    const body = Buffer.alloc(512 * 1024, 'a');
+    socket.write(`POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: ${body.length}\r\n\r\n`);
+    socket.write(body);
+    socket.write('GET /after HTTP/1.1\r\nhost: x\r\n\r\n');
+    const deadline = Date.now() + 10_000;
+    while (!received.includes('"path":"/after"') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    socket.destroy();
+    expect(received).toMatch(/^HTTP\/1\.1 413 /);
+    expect(received).toContain('"path":"/after"');
   });
 
   it('lets an in-flight request finish when closed', async () => {

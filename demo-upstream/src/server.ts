@@ -155,15 +155,34 @@ function send(res: ServerResponse, status: number, payload: unknown, closing: bo
   return status;
 }
 
-async function readBody(req: IncomingMessage, limit: number): Promise<string | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) return undefined;
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks).toString('utf8');
+/**
+ * The body, or undefined as soon as it passes the limit. An early answer (413) must not end
+ * the stream: destroying the request (what breaking out of `for await` does) leaves Node's
+ * socket paused with the rest of the body unread, while the 413 still says keep-alive, so
+ * the proxy in front puts the connection back in its pool and the next request on it (any
+ * user's) is never answered. The rest of an oversized body is read and dropped instead
+ * (RFC 9112 §9.6), which keeps the connection usable; the gateway's own body limit bounds it.
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) {
+        chunks.push(chunk);
+        return;
+      }
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.resume(); // drain: keep the parser going to the end of this request
+      resolve(undefined);
+    };
+    const onEnd = () => resolve(Buffer.concat(chunks).toString('utf8'));
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.once('error', reject);
+  });
 }
 
 function parseQuery(query: string): Record<string, string | string[]> {

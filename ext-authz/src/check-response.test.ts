@@ -59,6 +59,16 @@ describe('toCheckResponse', () => {
     });
   });
 
+  it.each([
+    { code: 'INVALID_TOKEN', failed: true },
+    { code: 'TOKEN_EXPIRED', failed: true },
+    { code: 'MISSING_TOKEN', failed: false },
+    { code: 'INSUFFICIENT_PERMISSIONS', failed: false },
+  ] as const)('marks a denial for a token that failed verification in dynamic metadata ($code)', ({ code, failed }) => {
+    const response = toCheckResponse({ allow: false, code, reason: 'malformed' }, ctx);
+    expect(response.dynamicMetadata).toEqual(failed ? { authentication_failed: 'true' } : undefined);
+  });
+
   it('lists the route permissions in a 403 body', () => {
     const decision: Decision = {
       allow: false,

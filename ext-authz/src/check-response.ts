@@ -77,6 +77,8 @@ function denied(
   return {
     status: { code: rpcCodeForHttpStatus[httpStatus] ?? grpcStatus.INTERNAL, message: code, details: [] },
     deniedResponse: { status: { code: httpStatus }, headers, body: JSON.stringify(body) },
+    // Envoy applies dynamic metadata on denials too: the per-IP count of failed tokens reads it.
+    ...(opts.tokenError ? { dynamicMetadata: { [authzDynamicMetadataKeys.authenticationFailed]: 'true' } } : {}),
   };
 }
 

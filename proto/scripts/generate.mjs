@@ -33,6 +33,7 @@ const envoyEntryPoints = [
   'envoy/extensions/filters/http/ratelimit/v3/rate_limit.proto',
   'envoy/extensions/filters/http/router/v3/router.proto',
   'envoy/extensions/filters/http/header_mutation/v3/header_mutation.proto',
+  'envoy/extensions/filters/http/buffer/v3/buffer.proto',
   'envoy/extensions/filters/http/cors/v3/cors.proto',
   'envoy/extensions/filters/http/csrf/v3/csrf.proto',
   'envoy/extensions/filters/http/compressor/v3/compressor.proto',
@@ -95,6 +96,20 @@ function patchValidate(file) {
   writeFileSync(file, text.slice(0, end) + field + text.slice(end));
 }
 
+// The route RateLimit message in grpc-js-xds's envoy-api predates Envoy's
+// `bool apply_on_stream_done = 6;` (a rate-limit call made when the stream is done, which
+// can read what ext_authz decided). Envoy 1.40 has it; only this one field is added.
+function patchRouteRateLimit(file) {
+  const text = readFileSync(file, 'utf8');
+  if (/apply_on_stream_done\s*=\s*6/.test(text)) return;
+  // The file has CRLF line ends; the field goes just before the message's closing brace.
+  const anchor = /( {2}Override limit = 4;)(\r?\n)\}/;
+  if (!anchor.test(text)) throw new Error(`generate: no RateLimit.limit field in ${file}`);
+  const field =
+    '$1$2$2  // Added by Sekisho: an Envoy 1.40 field, see generate.mjs.$2  bool apply_on_stream_done = 6;$2}';
+  writeFileSync(file, text.replace(anchor, field));
+}
+
 function stageSources() {
   rmSync(stage, { recursive: true, force: true });
   mkdirSync(stage, { recursive: true });
@@ -104,6 +119,7 @@ function stageSources() {
     recursive: true,
   });
   patchValidate(join(stage, 'protoc-gen-validate', 'validate', 'validate.proto'));
+  patchRouteRateLimit(join(stage, 'envoy-api', 'envoy', 'config', 'route', 'v3', 'route_components.proto'));
   cpSync(join(protoDir, 'sekisho'), join(stage, 'sekisho', 'sekisho'), { recursive: true });
   // The gRPC health protocol, which Envoy's gRPC health checks call on the policy services.
   cpSync(join(protoDir, 'grpc'), join(stage, 'grpc-health', 'grpc'), { recursive: true });

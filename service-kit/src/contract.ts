@@ -51,6 +51,12 @@ export const authzDynamicMetadataKeys = {
   userId: 'user_id',
   /** The caller's policy group, when it has one. */
   group: 'group',
+  /**
+   * "true" on a denial for a token that failed verification (also set on denied responses):
+   * the rate-limit filter ahead of ext_authz counts such requests per IP when the stream is
+   * done, as it counts requests without a token before asking anyone.
+   */
+  authenticationFailed: 'authentication_failed',
 } as const;
 
 /** The ratelimit filter's domain and the descriptor entry keys the control plane emits. */

@@ -61,6 +61,38 @@ export const errorCatalogue = {
     ja: 'サーバー内部エラーが発生しました',
     en: 'An internal server error occurred.',
   },
+  // Envoy's own answers (local replies), rendered by the control plane's local-reply table.
+  BAD_REQUEST: { status: 400, ja: 'リクエストの形式が正しくありません', en: 'The request is malformed.' },
+  METHOD_NOT_ALLOWED: {
+    status: 405,
+    ja: 'このリソースではそのメソッドは使用できません',
+    en: 'The method is not allowed for this resource.',
+  },
+  REQUEST_TIMEOUT: {
+    status: 408,
+    ja: 'リクエストの受信がタイムアウトしました',
+    en: 'The request took too long to arrive.',
+  },
+  PAYLOAD_TOO_LARGE: {
+    status: 413,
+    ja: 'リクエストの本文が大きすぎます',
+    en: 'The request body is too large.',
+  },
+  UPGRADE_REQUIRED: {
+    status: 426,
+    ja: 'HTTP/1.1 以降でリクエストしてください',
+    en: 'Please use HTTP/1.1 or later.',
+  },
+  BAD_GATEWAY: {
+    status: 502,
+    ja: '上流サービスから不正な応答がありました',
+    en: 'The upstream service sent an invalid response.',
+  },
+  GATEWAY_TIMEOUT: {
+    status: 504,
+    ja: '上流サービスの応答がタイムアウトしました',
+    en: 'The upstream service did not answer in time.',
+  },
 } as const satisfies Record<string, { status: number; ja: string; en: string }>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

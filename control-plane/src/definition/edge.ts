@@ -2,6 +2,7 @@
 // before and around routing (browsers, client addresses, header hygiene, limits before
 // authentication). Each concern's schema lives in its own file under edge/ and is one key here.
 import { z } from 'zod';
+import { defaultMaxRequestBodyBytes, maxRequestBodyBytes } from './edge/body-limit';
 import { trustedProxies } from './edge/client-address';
 import { compressionSchema } from './edge/compression';
 import { corsSchema } from './edge/cors';
@@ -19,4 +20,5 @@ export const edgeSchema = z.strictObject({
   ipRules,
   geoBlock,
   headers,
+  maxRequestBodyBytes: maxRequestBodyBytes.default(defaultMaxRequestBodyBytes),
 });

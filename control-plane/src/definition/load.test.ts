@@ -127,6 +127,21 @@ const invalid: Array<{ name: string; change: (def: Def) => void; paths: string[]
   },
   { name: 'a malformed match', change: (d) => (d.routes[0].match = 'FETCH /x'), paths: ['routes[0].match'] },
   {
+    name: 'a zero gateway body limit',
+    change: (d) => (d.edge = { maxRequestBodyBytes: 0 }),
+    paths: ['edge.maxRequestBodyBytes'],
+  },
+  {
+    name: 'a body limit given as text',
+    change: (d) => (d.edge = { maxRequestBodyBytes: '1MiB' }),
+    paths: ['edge.maxRequestBodyBytes'],
+  },
+  {
+    name: 'a route body limit above 64 MiB',
+    change: (d) => (d.routes[0].maxRequestBodyBytes = 128 * 1024 * 1024),
+    paths: ['routes[0].maxRequestBodyBytes'],
+  },
+  {
     name: 'a "*" that is not a trailing "/*"',
     change: (d) => (d.routes[1].match = '/api/v1/auth*'),
     paths: ['routes[1].match'],

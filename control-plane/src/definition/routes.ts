@@ -4,6 +4,7 @@
 // services by weight (`split`), answers by itself (`directResponse`) or redirects.
 import { sekishoHeaderPrefix } from '@sekisho/service-kit/contract';
 import { z } from 'zod';
+import { maxRequestBodyBytes } from './edge/body-limit';
 import { routeCorsSchema } from './edge/cors';
 import { routeSecurityHeadersSchema } from './edge/security-headers';
 import { duration, permission, urlPath } from './fields';
@@ -285,6 +286,8 @@ export function routeSchema<Limit extends z.ZodType>(routeLimit: Limit) {
       /** Permissions the caller needs, all of them. */
       require: z.array(permission).default([]),
       limits: z.array(routeLimit).default([]),
+      /** Overrides edge.maxRequestBodyBytes for this route. */
+      maxRequestBodyBytes: maxRequestBodyBytes.optional(),
       /** Overrides edge.cors for this route (false: no CORS). */
       cors: routeCorsSchema.optional(),
       /** Overrides edge.securityHeaders for this route's responses. */

@@ -72,6 +72,7 @@ export const gatewayDefinitionSchema = z.strictObject({
     })
     .default({ authenticated: [], unauthenticated: [] }),
   routes: z.array(route).min(1),
+  // prefault: the default goes through the schema, so the edge fields' own defaults apply.
   edge: edgeSchema.prefault({}),
 });
 

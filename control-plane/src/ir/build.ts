@@ -80,6 +80,7 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
       limits: limitList(route.limits, `${at}.limits`, errors),
       cors: browser.routes[index]?.cors,
       securityHeaders: browser.routes[index]?.securityHeaders,
+      maxRequestBodyBytes: route.maxRequestBodyBytes ?? definition.edge.maxRequestBodyBytes,
     });
   }
 
@@ -107,6 +108,7 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
       routes,
       browser: browser.browser,
       ...edgeClient,
+      requestBody: { defaultMaxBytes: definition.edge.maxRequestBodyBytes },
     },
   };
 }

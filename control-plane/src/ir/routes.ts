@@ -13,7 +13,10 @@ import type { ForwardIR, HeaderChangesIR, RetryIR, RewriteIR, RouteIR } from './
 type RouteInput = GatewayDefinition['routes'][number];
 
 /** Everything of a route but who may call it and its limits, which build.ts checks and adds. */
-export type RouteShape = Omit<RouteIR, 'auth' | 'permissions' | 'limits' | 'cors' | 'securityHeaders'>;
+export type RouteShape = Omit<
+  RouteIR,
+  'auth' | 'permissions' | 'limits' | 'cors' | 'securityHeaders' | 'maxRequestBodyBytes'
+>;
 
 export function buildRouteShapes(definition: GatewayDefinition, errors: FieldError[]): RouteShape[] {
   const shapes: RouteShape[] = [];

@@ -20,6 +20,7 @@ export interface GatewayIR {
   clientAddress: ClientAddressIR;
   ipRules: IpRulesIR;
   requestHeaders: RequestHeadersIR;
+  requestBody: RequestBodyIR;
 }
 
 export interface CidrIR {
@@ -45,6 +46,11 @@ export interface RequestHeadersIR {
   strip: string[];
   maxCount: number;
   maxSizeKb: number;
+}
+
+export interface RequestBodyIR {
+  /** The gateway-wide limit; a route's own limit is in RouteIR.maxRequestBodyBytes. */
+  defaultMaxBytes: number;
 }
 
 export interface ListenerIR {
@@ -225,6 +231,8 @@ export interface RouteIR {
   cors: CorsIR | undefined;
   /** What this route changes in the gateway's security headers; undefined = nothing. */
   securityHeaders: HeaderOverrideIR | undefined;
+  /** Resolved: the route's own limit or the gateway-wide default. */
+  maxRequestBodyBytes: number;
 }
 
 export interface BrowserIR {

@@ -13,6 +13,7 @@ import { ExtensionWithMatcher } from '@sekisho/proto/envoy/extensions/common/mat
 import { Brotli } from '@sekisho/proto/envoy/extensions/compression/brotli/compressor/v3/brotli';
 import { Gzip } from '@sekisho/proto/envoy/extensions/compression/gzip/compressor/v3/gzip';
 import { SkipFilter } from '@sekisho/proto/envoy/extensions/filters/common/matcher/action/v3/skip_action';
+import { Buffer as BufferFilter, BufferPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/buffer/v3/buffer';
 import { Compressor } from '@sekisho/proto/envoy/extensions/filters/http/compressor/v3/compressor';
 import { Cors, CorsPolicy } from '@sekisho/proto/envoy/extensions/filters/http/cors/v3/cors';
 import { CsrfPolicy } from '@sekisho/proto/envoy/extensions/filters/http/csrf/v3/csrf';
@@ -60,6 +61,8 @@ const packable: ReadonlyArray<readonly [string, MessageCodec<any>]> = [
   ['envoy.extensions.filters.http.cors.v3.Cors', Cors],
   ['envoy.extensions.filters.http.cors.v3.CorsPolicy', CorsPolicy],
   ['envoy.extensions.filters.http.csrf.v3.CsrfPolicy', CsrfPolicy],
+  ['envoy.extensions.filters.http.buffer.v3.Buffer', BufferFilter],
+  ['envoy.extensions.filters.http.buffer.v3.BufferPerRoute', BufferPerRoute],
   ['envoy.extensions.filters.http.ext_authz.v3.ExtAuthz', ExtAuthz],
   ['envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute', ExtAuthzPerRoute],
   ['envoy.extensions.filters.http.header_mutation.v3.HeaderMutation', HeaderMutation],

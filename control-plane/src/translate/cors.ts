@@ -1,9 +1,7 @@
 // CORS in Envoy's CORS filter: each route's policy (typed_per_filter_config), and the preflight
 // routes that let a preflight reach the filter for every route, whatever the route's method.
 
-import { AccessLogFilter } from '@sekisho/proto/envoy/config/accesslog/v3/accesslog';
 import { HeaderMatcher, Route, RouteAction } from '@sekisho/proto/envoy/config/route/v3/route_components';
-import { ExpressionFilter } from '@sekisho/proto/envoy/extensions/access_loggers/filters/cel/v3/cel';
 import { Cors, CorsPolicy } from '@sekisho/proto/envoy/extensions/filters/http/cors/v3/cors';
 import { ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
 import { HttpFilter } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
@@ -11,6 +9,7 @@ import { StringMatcher } from '@sekisho/proto/envoy/type/matcher/v3/string';
 import type { Any } from '@sekisho/proto/google/protobuf/any';
 import type { CorsIR, GatewayIR, OriginIR, RouteIR } from '../ir/types';
 import { pack } from './any';
+import { celFilter } from './cel';
 import { httpFilterNames } from './filter-names';
 
 /** Whether any route has CORS; without, neither the filter nor the preflight routes exist. */
@@ -155,15 +154,6 @@ function refused(name: string, match: Partial<NonNullable<Route['match']>> & { h
 }
 
 /** The 403 of a preflight-refused route (a direct response to an OPTIONS preflight). */
-export const preflightRefused = AccessLogFilter.fromPartial({
-  extensionFilter: {
-    name: 'envoy.access_loggers.extension_filters.cel',
-    typedConfig: pack(
-      ExpressionFilter,
-      ExpressionFilter.fromPartial({
-        expression:
-          "response.code == 403 && response.code_details == 'direct_response' && request.method == 'OPTIONS' && 'access-control-request-method' in request.headers",
-      }),
-    ),
-  },
-});
+export const preflightRefused = celFilter(
+  "response.code == 403 && response.code_details == 'direct_response' && request.method == 'OPTIONS' && 'access-control-request-method' in request.headers",
+);

@@ -1,8 +1,6 @@
 // CSRF in Envoy's CSRF filter: a POST, PUT, PATCH or DELETE whose Origin (or, without one,
 // Referer) is neither the request's own host nor a trusted origin is refused with 403.
 
-import { AccessLogFilter } from '@sekisho/proto/envoy/config/accesslog/v3/accesslog';
-import { ExpressionFilter } from '@sekisho/proto/envoy/extensions/access_loggers/filters/cel/v3/cel';
 import { ExtensionWithMatcher } from '@sekisho/proto/envoy/extensions/common/matching/v3/extension_matcher';
 import { SkipFilter } from '@sekisho/proto/envoy/extensions/filters/common/matcher/action/v3/skip_action';
 import { CsrfPolicy } from '@sekisho/proto/envoy/extensions/filters/http/csrf/v3/csrf';
@@ -11,6 +9,7 @@ import { HttpRequestHeaderMatchInput } from '@sekisho/proto/envoy/type/matcher/v
 import type { Matcher_MatcherList_Predicate } from '@sekisho/proto/xds/type/matcher/v3/matcher';
 import type { CsrfIR } from '../ir/types';
 import { pack } from './any';
+import { celFilter } from './cel';
 import { hostMatcher } from './cors';
 import { httpFilterNames } from './filter-names';
 
@@ -67,12 +66,4 @@ function headerAbsent(header: string): Matcher_MatcherList_Predicate {
 }
 
 /** The CSRF filter's own refusals, told apart from every other 403 by their response details. */
-export const csrfRefused = AccessLogFilter.fromPartial({
-  extensionFilter: {
-    name: 'envoy.access_loggers.extension_filters.cel',
-    typedConfig: pack(
-      ExpressionFilter,
-      ExpressionFilter.fromPartial({ expression: "response.code_details == 'csrf_origin_mismatch'" }),
-    ),
-  },
-});
+export const csrfRefused = celFilter("response.code_details == 'csrf_origin_mismatch'");

@@ -4,6 +4,11 @@
 //
 // One descriptor per (family, per), whatever the number of windows: the service applies
 // every rule whose match fits the descriptor.
+//
+// Per-IP families are decided before authentication (stage "beforeAuth": a ratelimit filter
+// ahead of ext_authz), so a flood of requests without a token is refused with 429 before any
+// of them costs a signature verification. Per-user families need the verified user id that
+// ext-authz adds, so they are decided after it ("afterAuth").
 import { descriptorKeys } from '@sekisho/service-kit/contract';
 import type { GatewayIR, LimitIR, RouteIR } from '../ir/types';
 
@@ -12,12 +17,29 @@ export type DescriptorEntry =
   | { kind: 'constant'; key: string; value: string }
   /** The verified user id that ext-authz put in its identity header. */
   | { kind: 'user' }
-  /** Present (value "true") only when there is no verified user. */
+  /**
+   * Present (value "true") only for requests that carry no Authorization header: decided
+   * before authentication, when no user is verified yet.
+   */
   | { kind: 'anonymous' }
   /** "ordinary", except for VIP addresses, whose requests therefore match no rule. */
   | { kind: 'ordinaryClient' }
   /** The client IP Envoy derived from the connection and trusted X-Forwarded-For hops. */
-  | { kind: 'remoteAddress' };
+  | { kind: 'remoteAddress' }
+  /**
+   * Present (value "true", under the anonymous key) only when ext-authz refused the token:
+   * read from the ext_authz filter's dynamic metadata when the stream is done.
+   */
+  | { kind: 'authenticationFailed' };
+
+/** Which ratelimit filter sends the descriptor: the one before ext_authz or the one after it. */
+export type DescriptorStage = 'beforeAuth' | 'afterAuth';
+
+/**
+ * Envoy's ratelimit filter only sends the route's rate_limits of its own stage. Stage 0
+ * (the default, after ext_authz) keeps the per-user families; stage 1 runs before ext_authz.
+ */
+export const rateLimitStages: Record<DescriptorStage, number> = { afterAuth: 0, beforeAuth: 1 };
 
 /** The client_class value of everyone but the VIP addresses. */
 export const ordinaryClientClass = 'ordinary';
@@ -25,25 +47,45 @@ export const ordinaryClientClass = 'ordinary';
 export interface Descriptor {
   /** Prefix of the rule ids: "authenticated/user", "route:<id>/ip". */
   family: string;
+  stage: DescriptorStage;
+  /**
+   * Sent when the stream is done rather than before the request goes on: it counts what
+   * happened (a refused token) for the requests that follow, and refuses nothing itself.
+   */
+  onStreamDone?: boolean;
   entries: DescriptorEntry[];
   limits: LimitIR[];
 }
 
 /** Every route carries the global families and its own. */
 export function routeDescriptors(ir: GatewayIR, route: RouteIR): Descriptor[] {
-  return [...globalDescriptors(ir), ...ownDescriptors(route)];
+  return [...globalDescriptors(ir, route.auth), ...ownDescriptors(route)];
 }
 
 /** The descriptors of the whole gateway, each once, for the rate-limit policy. */
 export function allDescriptors(ir: GatewayIR): Descriptor[] {
-  return [...globalDescriptors(ir), ...ir.routes.flatMap(ownDescriptors)];
+  // A family sent in two shapes (the failed-token count is the anonymous family's) has one set of rules.
+  const global = globalDescriptors(ir, 'required').filter((descriptor) => !descriptor.onStreamDone);
+  return [...global, ...ir.routes.flatMap(ownDescriptors)];
 }
 
-function globalDescriptors(ir: GatewayIR): Descriptor[] {
+/**
+ * On an `auth: none` route nobody is verified, so every request is anonymous: a constant
+ * entry of the same key and value, or a made-up Authorization header would escape the
+ * per-IP limits there. Both shapes match the same rule of the rate-limit service.
+ */
+function anonymousEntry(auth: RouteIR['auth']): DescriptorEntry {
+  return auth === 'none' ? { kind: 'constant', key: descriptorKeys.anonymous, value: 'true' } : { kind: 'anonymous' };
+}
+
+function globalDescriptors(ir: GatewayIR, auth: RouteIR['auth']): Descriptor[] {
   const out: Descriptor[] = [];
+  const failedToken = auth === 'required' && ir.limits.unauthenticated.length > 0;
+  const vip: DescriptorEntry[] = ir.ipRules.allow.length > 0 ? [{ kind: 'ordinaryClient' }] : [];
   if (ir.limits.authenticated.length > 0) {
     out.push({
       family: 'authenticated/user',
+      stage: 'afterAuth',
       entries: [{ kind: 'constant', key: descriptorKeys.limitClass, value: 'authenticated' }, { kind: 'user' }],
       limits: ir.limits.authenticated,
     });
@@ -51,11 +93,30 @@ function globalDescriptors(ir: GatewayIR): Descriptor[] {
   if (ir.limits.unauthenticated.length > 0) {
     out.push({
       family: 'unauthenticated/ip',
+      stage: 'beforeAuth',
       entries: [
         { kind: 'constant', key: descriptorKeys.limitClass, value: 'unauthenticated' },
-        { kind: 'anonymous' },
+        anonymousEntry(auth),
         // VIP addresses skip the anonymous per-IP limits (the reference design's whitelist).
-        ...(ir.ipRules.allow.length > 0 ? [{ kind: 'ordinaryClient' } as const] : []),
+        ...vip,
+        { kind: 'remoteAddress' },
+      ],
+      limits: ir.limits.unauthenticated,
+    });
+  }
+  if (failedToken) {
+    // A request whose token failed verification is counted per IP like one without a token
+    // (the same rules: the same entries), once ext-authz has said so. It cannot be counted
+    // before authentication: until then it is a request with a token like any user's.
+    out.push({
+      family: 'unauthenticated/ip',
+      stage: 'beforeAuth',
+      onStreamDone: true,
+      entries: [
+        { kind: 'constant', key: descriptorKeys.limitClass, value: 'unauthenticated' },
+        { kind: 'authenticationFailed' },
+        // VIP addresses skip the anonymous per-IP limits (the reference design's whitelist).
+        ...vip,
         { kind: 'remoteAddress' },
       ],
       limits: ir.limits.unauthenticated,
@@ -71,6 +132,7 @@ function ownDescriptors(route: RouteIR): Descriptor[] {
     return [
       {
         family: `route:${route.id}/${per}`,
+        stage: per === 'user' ? 'afterAuth' : 'beforeAuth',
         entries: [
           { kind: 'constant', key: descriptorKeys.route, value: route.id },
           per === 'user' ? { kind: 'user' } : { kind: 'remoteAddress' },

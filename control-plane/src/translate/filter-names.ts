@@ -7,8 +7,11 @@ export const httpFilterNames = {
   csrf: 'envoy.filters.http.csrf',
   compressorBrotli: 'envoy.filters.http.compressor.br',
   compressorGzip: 'envoy.filters.http.compressor.gzip',
+  buffer: 'envoy.filters.http.buffer',
   extAuthz: 'envoy.filters.http.ext_authz',
   rateLimit: 'envoy.filters.http.ratelimit',
+  /** The second ratelimit filter, ahead of ext_authz (its own name: filter names are unique). */
+  rateLimitBeforeAuth: 'sekisho.filters.http.ratelimit_before_auth',
   router: 'envoy.filters.http.router',
   // Several instances of one filter type need names of their own.
   requestHeaderHygiene: 'sekisho.request_header_hygiene',

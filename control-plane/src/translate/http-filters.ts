@@ -11,10 +11,12 @@ import { StatusCode } from '@sekisho/proto/envoy/type/v3/http_status';
 import { allIdentityHeaders, rateLimitDomain } from '@sekisho/service-kit/contract';
 import type { GatewayIR } from '../ir/types';
 import { pack } from './any';
+import { bodyLimitFilter } from './body-limit';
 import type { ClientAddressChain } from './client-address';
 import { compressionFilters } from './compression';
 import { corsFilter, corsInUse } from './cors';
 import { csrfFilter } from './csrf';
+import { type DescriptorStage, rateLimitStages } from './descriptors';
 import { durationFromMs } from './duration';
 import { httpFilterNames } from './filter-names';
 import { requestHeaderHygiene } from './header-hygiene';
@@ -34,8 +36,12 @@ export function httpFilters(ir: GatewayIR, chain: ClientAddressChain, listener: 
     ...ipRuleFilters(ir),
     // A forged cross-site POST is refused before it costs a token verification.
     ...(ir.browser.csrf ? [csrfFilter(ir.browser.csrf)] : []),
+    // Before every filter that pauses the request: see body-limit.ts.
+    bodyLimitFilter(ir),
+    // Per-IP limits before anything costs a signature verification; per-user ones after it.
+    rateLimit(ir, 'beforeAuth'),
     extAuthz(ir),
-    rateLimit(ir),
+    rateLimit(ir, 'afterAuth'),
     ...(ir.browser.compression ? compressionFilters(ir.browser.compression) : []),
     router(),
   ];
@@ -76,13 +82,14 @@ function extAuthz(ir: GatewayIR): HttpFilter {
   });
 }
 
-function rateLimit(ir: GatewayIR): HttpFilter {
+function rateLimit(ir: GatewayIR, stage: DescriptorStage): HttpFilter {
   return HttpFilter.fromPartial({
-    name: httpFilterNames.rateLimit,
+    name: stage === 'afterAuth' ? httpFilterNames.rateLimit : httpFilterNames.rateLimitBeforeAuth,
     typedConfig: pack(
       RateLimit,
       RateLimit.fromPartial({
         domain: rateLimitDomain,
+        stage: rateLimitStages[stage],
         timeout: durationFromMs(ir.rateLimit.timeoutMs),
         failureModeDeny: ir.rateLimit.failureMode === 'deny',
         statusOnError: { code: StatusCode.ServiceUnavailable },

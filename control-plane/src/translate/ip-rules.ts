@@ -3,13 +3,13 @@
 // the chain so a blocked client costs no authentication. Denials are Envoy local replies whose
 // response code details name the policy; local-reply.ts maps each to its JSON error code.
 
-import { AccessLogFilter } from '@sekisho/proto/envoy/config/accesslog/v3/accesslog';
+import type { AccessLogFilter } from '@sekisho/proto/envoy/config/accesslog/v3/accesslog';
 import { Principal, RBAC_Action } from '@sekisho/proto/envoy/config/rbac/v3/rbac';
-import { ExpressionFilter } from '@sekisho/proto/envoy/extensions/access_loggers/filters/cel/v3/cel';
 import { RBAC } from '@sekisho/proto/envoy/extensions/filters/http/rbac/v3/rbac';
 import { HttpFilter } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
 import type { CidrIR, GatewayIR } from '../ir/types';
 import { pack } from './any';
+import { celFilter } from './cel';
 import { cidrRange } from './client-address';
 import { httpFilterNames } from './filter-names';
 
@@ -78,17 +78,7 @@ export function ipRuleFilters(ir: GatewayIR): HttpFilter[] {
 
 /** Matches the local reply of an RBAC denial by the named policy. */
 export function deniedBy(policy: string): AccessLogFilter {
-  return AccessLogFilter.fromPartial({
-    extensionFilter: {
-      name: 'envoy.access_loggers.extension_filters.cel',
-      typedConfig: pack(
-        ExpressionFilter,
-        ExpressionFilter.fromPartial({
-          expression: `response.code_details == 'rbac_access_denied_matched_policy[${policy}]'`,
-        }),
-      ),
-    },
-  });
+  return celFilter(`response.code_details == 'rbac_access_denied_matched_policy[${policy}]'`);
 }
 
 function rbacFilter(name: string, config: RBAC): HttpFilter {

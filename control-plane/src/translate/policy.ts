@@ -39,6 +39,7 @@ function descriptorMatch(entry: DescriptorEntry): DescriptorMatch {
     case 'user':
       return { key: descriptorKeys.user, value: '' };
     case 'anonymous':
+    case 'authenticationFailed':
       return { key: descriptorKeys.anonymous, value: 'true' };
     case 'ordinaryClient':
       return { key: descriptorKeys.clientClass, value: ordinaryClientClass };

@@ -52,7 +52,7 @@ export function routeMatch(route: RouteIR): DeepPartial<RouteMatch> {
   };
 }
 
-function pathMatch(path: RouteIR['path']): DeepPartial<RouteMatch> {
+export function pathMatch(path: RouteIR['path']): DeepPartial<RouteMatch> {
   switch (path.kind) {
     case 'exact':
       return { path: path.value };

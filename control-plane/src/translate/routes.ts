@@ -9,14 +9,22 @@ import {
   Route,
 } from '@sekisho/proto/envoy/config/route/v3/route_components';
 import { ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
-import { authzContextKeys, descriptorKeys, identityHeaders } from '@sekisho/service-kit/contract';
+import {
+  authzContextKeys,
+  authzDynamicMetadataKeys,
+  authzDynamicMetadataNamespace,
+  descriptorKeys,
+  identityHeaders,
+} from '@sekisho/service-kit/contract';
 import type { GatewayIR, RouteIR } from '../ir/types';
 import { pack } from './any';
+import { bodyLimitPerRoute, oversizedBodyRoute } from './body-limit';
 import { corsPerFilterConfig, preflightRoutes } from './cors';
-import { type DescriptorEntry, ordinaryClientClass, routeDescriptors } from './descriptors';
+import { type DescriptorEntry, ordinaryClientClass, rateLimitStages, routeDescriptors } from './descriptors';
 import { revealingResponseHeaders } from './edge';
 import { httpFilterNames } from './filter-names';
 import { vipMetadata } from './ip-rules';
+import { methodNotAllowedRoutes } from './method-not-allowed';
 import { headerChanges, routeAction, routeMatch } from './route-parts';
 import { securityHeadersPerFilterConfig } from './security-headers';
 
@@ -29,8 +37,18 @@ export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
         {
           name: ir.listener.routeConfigName,
           domains: ['*'],
-          // Preflights first: a preflight about a GET would match no GET route.
-          routes: [...preflightRoutes(ir, routes), ...routes],
+          routes: [
+            // Preflights first: a preflight about a GET would match no GET route.
+            ...preflightRoutes(ir, routes),
+            // Each route's 413-on-Content-Length just ahead of it (body-limit.ts).
+            ...ir.routes.flatMap((route, index) => {
+              const translated = routes[index];
+              if (translated === undefined) throw new Error(`no translated route for ${route.id}`);
+              return route.action.kind === 'forward' ? [oversizedBodyRoute(route), translated] : [translated];
+            }),
+            // A path some route serves, asked with another method: 405 with Allow.
+            ...methodNotAllowedRoutes(ir),
+          ],
         },
       ],
       responseHeadersToRemove: [...revealingResponseHeaders],
@@ -44,12 +62,15 @@ function translateRoute(ir: GatewayIR, route: RouteIR): Route {
     match: routeMatch(route),
     ...routeAction(route, () =>
       routeDescriptors(ir, route).map((descriptor) => ({
+        stage: rateLimitStages[descriptor.stage],
+        applyOnStreamDone: descriptor.onStreamDone ?? false,
         actions: descriptor.entries.map(rateLimitAction),
       })),
     ),
     ...headerChanges(route.responseHeaders, 'response'),
     // Direct responses and redirects come after ext_authz too: they are authenticated unless auth: none.
     typedPerFilterConfig: {
+      ...bodyLimitPerRoute(ir, route),
       [httpFilterNames.extAuthz]: pack(
         ExtAuthzPerRoute,
         ExtAuthzPerRoute.fromPartial({
@@ -72,8 +93,10 @@ function translateRoute(ir: GatewayIR, route: RouteIR): Route {
 
 /**
  * Envoy drops a whole descriptor when one of its actions yields nothing: the user action
- * without the identity header, the anonymous match when the header is there. That is what
- * keeps the authenticated and unauthenticated families apart.
+ * without the identity header, the anonymous match when an Authorization header is there.
+ * That is what keeps the authenticated and unauthenticated families apart. A request with
+ * a token is not "anonymous" before authentication; if its token fails verification, it is
+ * counted in the anonymous family afterwards (authenticationFailed, when the stream is done).
  */
 function rateLimitAction(entry: DescriptorEntry): RateLimit_Action {
   switch (entry.kind) {
@@ -89,7 +112,8 @@ function rateLimitAction(entry: DescriptorEntry): RateLimit_Action {
           descriptorKey: descriptorKeys.anonymous,
           descriptorValue: 'true',
           expectMatch: false,
-          headers: [{ name: identityHeaders.userId, presentMatch: true }],
+          // Before authentication there is no verified user yet, only the presence of a token.
+          headers: [{ name: 'authorization', presentMatch: true }],
         },
       });
     case 'ordinaryClient':
@@ -105,5 +129,18 @@ function rateLimitAction(entry: DescriptorEntry): RateLimit_Action {
       });
     case 'remoteAddress':
       return RateLimit_Action.fromPartial({ remoteAddress: {} });
+    case 'authenticationFailed':
+      return RateLimit_Action.fromPartial({
+        metadata: {
+          descriptorKey: descriptorKeys.anonymous,
+          metadataKey: {
+            key: authzDynamicMetadataNamespace,
+            path: [{ key: authzDynamicMetadataKeys.authenticationFailed }],
+          },
+          source: RateLimit_Action_MetaData_Source.DYNAMIC,
+          // Absent (the token was fine, or there was none): no descriptor, nothing counted.
+          skipIfAbsent: false,
+        },
+      });
   }
 }

@@ -102,16 +102,22 @@ describe('translate', () => {
     const policy = unpack(RateLimitPolicy, policyResource.resource);
     const ruleShapes = new Set(policy.rules.map((rule) => JSON.stringify(rule.match)));
 
-    // Preflight routes (cors.ts) have no rate limits: the CORS filter answers them first.
+    // The declared routes: not the preflight routes (cors.ts: the CORS filter answers them
+    // first) nor the gateway's own direct responses (413 on Content-Length, 405).
     const routes = (routeConfig.virtualHosts[0]?.routes ?? []).filter(
-      (route) => !route.match?.headers.some((header) => header.name === 'access-control-request-method'),
+      (route) =>
+        route.route !== undefined &&
+        !route.match?.headers.some((header) => header.name === 'access-control-request-method'),
     );
     expect(routes.map((route) => route.name)).toEqual(ir.routes.map((route) => route.id));
     for (const route of routes) {
       const descriptors = route.route?.rateLimits ?? [];
-      // Global authenticated + unauthenticated, plus one per (route, per) with own limits.
-      const own = ir.routes.find((candidate) => candidate.id === route.name)?.limits ?? [];
-      expect(descriptors).toHaveLength(2 + new Set(own.map((limit) => limit.per)).size);
+      // Global authenticated + unauthenticated (and the failed-token count of the latter where
+      // tokens are verified), plus one per (route, per) with own limits.
+      const routeIR = ir.routes.find((candidate) => candidate.id === route.name);
+      const own = routeIR?.limits ?? [];
+      const failedTokens = routeIR?.auth === 'required' ? 1 : 0;
+      expect(descriptors).toHaveLength(2 + failedTokens + new Set(own.map((limit) => limit.per)).size);
       for (const descriptor of descriptors) {
         expect(ruleShapes).toContain(JSON.stringify(descriptor.actions.map(expectedEntry)));
       }
@@ -201,5 +207,7 @@ function expectedEntry(action: RateLimit_Action): { key: string; value: string }
     return { key: action.headerValueMatch.descriptorKey, value: action.headerValueMatch.descriptorValue };
   }
   if (action.remoteAddress) return { key: descriptorKeys.remoteAddress, value: '' };
+  // The failed-token count: the anonymous entry, from ext-authz's dynamic metadata ("true").
+  if (action.metadata) return { key: action.metadata.descriptorKey, value: 'true' };
   throw new Error(`unexpected action ${JSON.stringify(action)}`);
 }
