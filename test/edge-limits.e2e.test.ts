@@ -222,8 +222,13 @@ describe('an upstream that answers before reading the body', () => {
     const sender = await stack.mintToken('user-big-body', { group: 'member' });
     const reader = await stack.mintToken('user-reader', { group: 'member' });
     const body = Buffer.alloc(2 * upstreamBodyLimit, 'a');
-    // Three rounds: the hang showed in 3 of 3 tries on main, but it is a race between Envoy
-    // finishing the upload and the upstream's early answer.
+    // The cause was the service, not Envoy: it answered 413 before reading the body, then
+    // stopped reading the connection while its answer still said keep-alive. Envoy, whose
+    // upload was complete, rightly put the connection back in its pool, and the next request
+    // on it waited for the route timeout (504). A server that answers early must drain the
+    // body or close the connection (RFC 9112 §9.6); the demo upstream now drains. Since the
+    // gateway buffers bodies, the upload is always complete first, so without the fix this
+    // fails in round 0; three rounds also cover a connection reused more than once.
     for (let round = 0; round < 3; round++) {
       const big = await send('/api/v1/messages', {
         method: 'POST',
