@@ -176,6 +176,11 @@ beforeAll(async () => {
       },
       { match: 'GET /api/v1/status', directResponse: { status: 200, body: '{"status":"ok"}' }, auth: 'none' },
       { match: 'GET /api/v1/private-status', directResponse: { status: 200, body: '{"private":true}' } },
+      {
+        match: 'GET /api/v1/maintenance',
+        directResponse: { status: 503, body: '{"maintenance":true}' },
+        auth: 'none',
+      },
       { match: '/api/v0/*', redirect: { prefixRewrite: '/api/v1/', status: 308 }, auth: 'none' },
       { match: 'GET /api/v1/flaky', to: 'flaky', auth: 'none', retries: { on: ['5xx'], count: 2 } },
       { match: 'GET /api/v1/flaky-once', to: 'flaky', rewrite: '/api/v1/flaky', auth: 'none' },
@@ -239,11 +244,12 @@ describe('template paths and rewrites', () => {
     expect((await echo('/api/v1/files/2026/12/receipt.pdf')).path).toBe('/files/2026/12/receipt.pdf');
   });
 
-  it('matches one segment only, and only the methods named', async () => {
+  it('matches one segment only, and only the methods named (another method is 405 with Allow)', async () => {
     expect((await get('/api/v1/appointments/42/extra')).status).toBe(404);
     const post = await fetch(`${gateway}/api/v1/appointments/42`, { method: 'POST' });
     await post.text();
-    expect(post.status).toBe(404);
+    expect(post.status).toBe(405);
+    expect(post.headers.get('allow')).toBe('GET');
   });
 });
 
@@ -278,6 +284,12 @@ describe('direct responses and redirects', () => {
     expect(response.status).toBe(200);
     expect(JSON.parse(response.text)).toEqual({ status: 'ok' });
     expect(response.headers.get('content-type')).toBe('application/json; charset=utf-8');
+  });
+
+  it('serves a declared direct response as written, even with a status Envoy maps to the JSON error body', async () => {
+    const response = await get('/api/v1/maintenance');
+    expect(response.status).toBe(503);
+    expect(JSON.parse(response.text)).toEqual({ maintenance: true });
   });
 
   it('still authenticates a direct response route that does not say auth: none', async () => {

@@ -181,6 +181,20 @@ describe('HTTPS at the ingress (real Envoy, certificates over SDS)', () => {
     expect(anonymous.status).toBe(401);
   });
 
+  it('sends HSTS on HTTPS answers (an ext-authz 401 too) and never on plain HTTP', async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('hsts-user', { group: 'basic_customer' });
+    const ok = await httpsGet('/api/v1/customer/profile', { headers: { authorization: `Bearer ${token}` }, ca: devCa });
+    expect(ok.headers['strict-transport-security']).toBe('max-age=31536000; includeSubDomains');
+    const denied = await httpsGet('/api/v1/customer/profile', { ca: devCa });
+    expect(denied.status).toBe(401);
+    expect(denied.headers['strict-transport-security']).toBe('max-age=31536000; includeSubDomains');
+    const health = await fetch(`${stack.httpUrl}/health`, { redirect: 'manual' });
+    expect(health.status).toBe(200);
+    expect(health.headers.get('strict-transport-security')).toBeNull();
+    expect(health.headers.get('x-content-type-options')).toBe('nosniff');
+  });
+
   it('redirects plain HTTP with 308 and the https Location, before any authentication', async () => {
     showLogsOnFailure();
     for (const method of ['GET', 'POST']) {
