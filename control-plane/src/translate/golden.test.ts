@@ -2,6 +2,7 @@
 // the salon example) → testdata/out/<case>.<kind>.yaml, every Any expanded. A change to the
 // generated config shows up in review as a diff of these files.
 //   Rewrite them after an intended change: UPDATE_GOLDEN=1 npx vitest run --project unit control-plane/src/translate
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -31,11 +32,52 @@ const kinds = {
   policy: [typeUrls.authzPolicy, typeUrls.rateLimitPolicy],
 } as const;
 
-function renderKind(resources: ResourcesByType, types: readonly string[]): string {
+/**
+ * Parts every listener has in the same shape are pinned in one case and shown elsewhere as a
+ * digest, so a change to one filter is a readable diff in its own case and a one-line digest
+ * change in the others, instead of hundreds of identical lines in every file:
+ * - the local-reply table (every connection manager has it) is written out only in `local-replies`;
+ * - a filter chain whose filters equal an earlier chain's of the same listener (the TLS listener
+ *   repeats each chain per certificate) names that chain.
+ */
+const localRepliesCase = 'local-replies';
+
+function renderKind(resources: ResourcesByType, types: readonly string[], caseName: string): string {
   const rendered = types.flatMap((typeUrl) =>
     (resources.get(typeUrl) ?? []).map((resource) => ({ name: resource.name, resource: renderAny(resource.resource) })),
   );
-  return stringify(rendered, { lineWidth: 0, aliasDuplicateObjects: false });
+  const condensed = caseName === localRepliesCase ? rendered : (digestLocalReplies(rendered) as typeof rendered);
+  return stringify(condensed.map(shareRepeatedChains), { lineWidth: 0, aliasDuplicateObjects: false });
+}
+
+function digestLocalReplies(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(digestLocalReplies);
+  if (value === null || typeof value !== 'object') return value;
+  return Object.fromEntries(
+    Object.entries(value).map(([key, inner]) =>
+      key === 'localReplyConfig'
+        ? [key, { sha256: digest(inner), writtenOutIn: `${localRepliesCase}.listeners.yaml` }]
+        : [key, digestLocalReplies(inner)],
+    ),
+  );
+}
+
+function shareRepeatedChains(entry: { name: string; resource: unknown }): { name: string; resource: unknown } {
+  const listener = entry.resource as { filterChains?: Array<{ name?: string; filters?: unknown }> };
+  if (!Array.isArray(listener?.filterChains)) return entry;
+  const seen = new Map<string, string>();
+  const filterChains = listener.filterChains.map((chain, index) => {
+    const key = JSON.stringify(chain.filters);
+    const earlier = seen.get(key);
+    if (earlier !== undefined) return { ...chain, filters: { sameAsChain: earlier } };
+    seen.set(key, chain.name || `#${index}`);
+    return chain;
+  });
+  return { ...entry, resource: { ...listener, filterChains } };
+}
+
+function digest(value: unknown): string {
+  return createHash('sha256').update(JSON.stringify(value)).digest('hex').slice(0, 16);
 }
 
 describe('translator golden files', () => {
@@ -69,7 +111,7 @@ describe('translator golden files', () => {
       for (const [kind, types] of Object.entries(kinds)) {
         it(`renders ${kind} as in testdata/out/${testCase.name}.${kind}.yaml`, () => {
           if (!compiled.ok) throw new Error('does not compile');
-          const actual = renderKind(compiled.resources, types);
+          const actual = renderKind(compiled.resources, types, testCase.name);
           const goldenFile = join(testdata, 'out', `${testCase.name}.${kind}.yaml`);
           if (update) writeFileSync(goldenFile, actual);
           expect(existsSync(goldenFile), `${goldenFile} is missing; run with UPDATE_GOLDEN=1`).toBe(true);
