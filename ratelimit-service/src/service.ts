@@ -6,6 +6,8 @@ import {
   type RateLimitServiceServer,
 } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import type { Logger } from '@sekisho/service-kit/logger';
+import type { CompiledFileDomain } from './file-config/compile';
+import { createFileDomainDecision } from './file-config/decide';
 import type { LimitDecision, Limiter } from './limiter/types';
 import { LogThrottle } from './log-throttle';
 import type { DecisionResult, RateLimitMetrics } from './metrics';
@@ -18,6 +20,13 @@ export type FailureMode = 'allow' | 'deny';
 export interface RateLimitServiceDeps {
   /** The policy in force, undefined until the control plane has sent one. */
   policy: () => CompiledPolicy | undefined;
+  /** Domains from configuration files (RATELIMIT_CONFIG_DIR); none when there is no directory. */
+  fileDomains?: () => ReadonlyMap<string, CompiledFileDomain>;
+  /**
+   * A control plane is configured: before its policy arrives, requests for domains no file
+   * owns are answered by noPolicyMode. Without one (files only) such domains are not limited.
+   */
+  controlPlane?: boolean;
   limiter: Limiter;
   /** When the limiter's store (Redis) fails. */
   failureMode: FailureMode;
@@ -42,6 +51,16 @@ export function createShouldRateLimit(
   // An attack or an outage must not flood the logs: a few records per rule per interval.
   const exceededLogs = new LogThrottle({ burst: 5, intervalMs: 10_000 });
   const failureLogs = new LogThrottle({ burst: 1, intervalMs: 10_000 });
+  const decideFileDomain = createFileDomainDecision({
+    limiter: deps.limiter,
+    failureMode: deps.failureMode,
+    hashValues: deps.hashValues,
+    logger,
+    metrics,
+    exceededLogs,
+    failureLogs,
+  });
+  const controlPlane = deps.controlPlane ?? true;
 
   const failureResult = (mode: FailureMode): DecisionResult => (mode === 'deny' ? 'failure_denied' : 'failure_allowed');
 
@@ -71,7 +90,11 @@ export function createShouldRateLimit(
 
   const decide = async (request: RateLimitRequest): Promise<RateLimitResponse> => {
     const count = request.descriptors.length;
+    // Each domain has one owner: a file, or the control plane (a file naming its domain is refused).
+    const fileDomain = deps.fileDomains?.().get(request.domain);
+    if (fileDomain) return decideFileDomain(fileDomain, request);
     const policy = deps.policy();
+    if (!policy && !controlPlane) return undecidedResponse(request.descriptors.map(() => false));
     if (!policy) {
       const deny = deps.noPolicyMode === 'deny';
       metrics.decisions.inc({ rule: '', result: failureResult(deps.noPolicyMode) }, count);
