@@ -353,6 +353,26 @@ descriptors:
     expect((await redis.keys('*')).length).toBe(2);
   });
 
+  it("applies a descriptor's limit override instead of the file's limit, as the reference does", async () => {
+    service = await startWith({ 'edge.yaml': twoPerMinuteByIp });
+    const withOverride = (ip: string, requestsPerUnit: number, unit: number) => ({
+      entries: [{ key: 'remote_address', value: ip }],
+      limit: { requestsPerUnit, unit },
+    });
+    // 1 per hour (unit 3 = HOUR) instead of 2 per minute; even the unlimited IP is limited.
+    const first = await service.call({ domain: 'edge', descriptors: [withOverride('10.0.0.1', 1, 3)] });
+    expect(first.statuses[0]).toMatchObject({ code: ok, currentLimit: { requestsPerUnit: 1, unit: Unit.HOUR } });
+    expect(codes(await service.call({ domain: 'edge', descriptors: [withOverride('10.0.0.1', 1, 3)] }))).toEqual([
+      over,
+    ]);
+    // A descriptor it names matches no rule: the override still applies.
+    const unknown = { entries: [{ key: 'other', value: 'x' }], limit: { requestsPerUnit: 0, unit: 1 } };
+    expect(codes(await service.call({ domain: 'edge', descriptors: [unknown] }))).toEqual([over]);
+    // An UNKNOWN unit is no override: the file's limit applies.
+    const response = await service.call({ domain: 'edge', descriptors: [withOverride('7.7.7.7', 1, 0)] });
+    expect(response.statuses[0]).toMatchObject({ code: ok, currentLimit: { requestsPerUnit: 2, unit: Unit.MINUTE } });
+  });
+
   it('counts results per rule in /metrics, shadow-mode excesses apart', async () => {
     service = await startWith({
       'm.yaml': `

@@ -214,3 +214,47 @@ export function metricLabel(limit: FileLimit, entries: readonly DescriptorEntry[
   });
   return label;
 }
+
+// Envoy's RateLimitUnit numbers (envoy.type.v3): 0 is UNKNOWN.
+const overrideUnits: Readonly<Record<number, FileUnit>> = {
+  1: 'SECOND',
+  2: 'MINUTE',
+  3: 'HOUR',
+  4: 'DAY',
+  5: 'MONTH',
+  6: 'YEAR',
+};
+
+/**
+ * The limit a request descriptor's `limit` override asks for (Envoy's dynamic limits), which
+ * the reference applies instead of the file's, for any descriptor of a known domain; counted
+ * per the descriptor's keys and values. undefined for an UNKNOWN unit: the file's limit applies.
+ */
+export function overrideLimit(
+  domain: string,
+  entries: readonly DescriptorEntry[],
+  override: { readonly requestsPerUnit: number; readonly unit: number },
+): FileLimit | undefined {
+  const unit = overrideUnits[override.unit];
+  if (!unit) return undefined;
+  // Keys only: the label must not carry the request's values (user ids, IPs) in clear.
+  const statKey = `${domain}.${entries.map((e) => e.key).join('.')}:override`;
+  return {
+    id: ruleId(domain, statKey),
+    requestsPerWindow: override.requestsPerUnit,
+    windowSeconds: unitSeconds[unit],
+    blockSeconds: 0,
+    domain,
+    statKey,
+    name: '',
+    unit,
+    unlimited: false,
+    shadowMode: false,
+    quotaMode: false,
+    detailedMetric: false,
+    replaces: [],
+    path: entries.map((e) => ({ kind: 'any', key: e.key, valueToMetric: false })),
+    dynamicLabel: false,
+    sharesCounter: false,
+  };
+}

@@ -9,7 +9,7 @@ import type { LogThrottle } from '../log-throttle';
 import type { DecisionResult, RateLimitMetrics } from '../metrics';
 import type { DescriptorEntry } from '../policy/compile';
 import { type FileOutcome, fileDomainResponse, undecidedResponse } from '../response';
-import { type CompiledFileDomain, countedValues, type FileLimit, metricLabel } from './compile';
+import { type CompiledFileDomain, countedValues, type FileLimit, metricLabel, overrideLimit } from './compile';
 import type { FileUnit } from './parse';
 
 // ShouldRateLimit for a domain from a configuration file: one limit per descriptor (the one
@@ -72,7 +72,10 @@ export function createFileDomainDecision(
 
   return async (domain, request) => {
     const descriptors = request.descriptors;
-    const limits: Array<FileLimit | undefined> = descriptors.map((d) => domain.match(d.entries));
+    // A descriptor's `limit` override (Envoy's dynamic limits) wins over the file, as in the reference.
+    const limits: Array<FileLimit | undefined> = descriptors.map(
+      (d) => (d.limit && overrideLimit(domain.domain, d.entries, d.limit)) || domain.match(d.entries),
+    );
 
     // A limit named in the `replaces` of another limit matching the same request is not applied.
     if (domain.hasReplaces) {
