@@ -138,6 +138,7 @@ export async function startRateLimitApp(
             limiter,
             failureMode: config.RATELIMIT_REDIS_FAILURE_MODE,
             noPolicyMode,
+            headerStyle: config.RATELIMIT_HEADERS,
             hashValues,
             logger,
             metrics,

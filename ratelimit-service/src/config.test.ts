@@ -14,6 +14,7 @@ describe('loadRateLimitConfig', () => {
       RATELIMIT_REDIS_FAILURE_MODE: 'allow',
       RATELIMIT_REDIS_TIMEOUT: 50,
       RATELIMIT_CONFIG_POLL_INTERVAL: 5000,
+      RATELIMIT_HEADERS: 'draft-06',
       LOG_LEVEL: 'info',
     });
   });
@@ -47,6 +48,7 @@ describe('loadRateLimitConfig', () => {
     ['RATELIMIT_XDS_ADDRESS', 'no-port'],
     ['RATELIMIT_KEY_SECRET', 'short'],
     ['RATELIMIT_CONFIG_POLL_INTERVAL', 'often'],
+    ['RATELIMIT_HEADERS', 'draft-99'],
   ])('names %s when its value %j is invalid', (variable, value) => {
     const attempt = () => loadRateLimitConfig({ [variable]: value });
     expect(attempt).toThrow(ConfigError);

@@ -353,6 +353,30 @@ descriptors:
     expect((await redis.keys('*')).length).toBe(2);
   });
 
+  it('sends the draft-10 fields with RATELIMIT_HEADERS=draft-10, named by the rate_limit name or stats key', async () => {
+    service = await startWith(
+      {
+        'edge.yaml': `
+domain: edge
+descriptors:
+  - key: remote_address
+    rate_limit: { unit: minute, requests_per_unit: 2, name: per_ip }
+  - key: user
+    rate_limit: { unit: hour, requests_per_unit: 5 }
+`,
+      },
+      { RATELIMIT_HEADERS: 'draft-10' },
+    );
+    const response = await service.call({
+      domain: 'edge',
+      descriptors: [descriptor(['remote_address', '1.1.1.1']), descriptor(['user', 'u'])],
+    });
+    expect(headersOf(response)).toEqual({
+      'ratelimit-policy': '"per_ip";q=2;w=60, "edge.user";q=5;w=3600',
+      ratelimit: '"per_ip";r=1;t=50',
+    });
+  });
+
   it("applies a descriptor's limit override instead of the file's limit, as the reference does", async () => {
     service = await startWith({ 'edge.yaml': twoPerMinuteByIp });
     const withOverride = (ip: string, requestsPerUnit: number, unit: number) => ({

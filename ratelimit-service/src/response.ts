@@ -17,8 +17,19 @@ export const headerNames = {
   remaining: 'ratelimit-remaining',
   reset: 'ratelimit-reset',
   policy: 'ratelimit-policy',
+  /** draft-10's one field for the current state: `"<policy>";r=<remaining>;t=<reset>`. */
+  rateLimit: 'ratelimit',
   retryAfter: 'retry-after',
 } as const;
+
+/**
+ * Which RateLimit fields to send. `draft-06` (the default): RateLimit-Limit, -Remaining,
+ * -Reset and RateLimit-Policy `300;w=60`, what express-rate-limit's `standardHeaders: true`
+ * sends. `draft-10` (the current draft-ietf-httpapi-ratelimit-headers): RateLimit-Policy
+ * `"<name>";q=300;w=60` for every matching limit and RateLimit `"<name>";r=…;t=…` for the
+ * most restrictive one. Retry-After on a refusal either way.
+ */
+export type HeaderStyle = 'draft-06' | 'draft-10';
 
 /** Seconds a client is told to wait when the limiter itself is down and the mode is deny. */
 export const failureRetryAfterSeconds = 1;
@@ -77,11 +88,24 @@ function statusOf(decisions: readonly LimitDecision[]): DescriptorStatus {
 const noRawValue = Buffer.alloc(0);
 const header = (key: string, value: string | number) => ({ key, value: String(value), rawValue: noRawValue });
 
+// A structured-field sf-string: printable ASCII, with " and \ escaped.
+const sfString = (text: string) => `"${text.replace(/[^\x20-\x7e]/g, '?').replace(/["\\]/g, (c) => `\\${c}`)}"`;
+const policyName = (rule: LimitDecision['rule']) => sfString(rule.policyName ?? rule.id);
+
 /** The RateLimit headers for the most restrictive of the decisions (none when there are none). */
-function rateLimitHeaders(all: readonly LimitDecision[]) {
+function rateLimitHeaders(all: readonly LimitDecision[], style: HeaderStyle) {
   const chosen = mostRestrictive(all);
   const headers = [];
-  if (chosen) {
+  if (chosen && style === 'draft-10') {
+    const policies = new Map(
+      all.map((d) => [d.rule.id, `${policyName(d.rule)};q=${d.rule.requestsPerWindow};w=${d.rule.windowSeconds}`]),
+    );
+    headers.push(
+      header(headerNames.policy, [...new Set(policies.values())].join(', ')),
+      header(headerNames.rateLimit, `${policyName(chosen.rule)};r=${chosen.remaining};t=${chosen.resetSeconds}`),
+    );
+    if (chosen.overLimit) headers.push(header(headerNames.retryAfter, chosen.resetSeconds));
+  } else if (chosen) {
     const policies = new Map(all.map((d) => [d.rule.id, `${d.rule.requestsPerWindow};w=${d.rule.windowSeconds}`]));
     headers.push(
       header(headerNames.limit, chosen.rule.requestsPerWindow),
@@ -95,13 +119,16 @@ function rateLimitHeaders(all: readonly LimitDecision[]) {
 }
 
 /** The response for descriptors the limiter decided on; [] = no rule matched that descriptor. */
-export function decidedResponse(perDescriptor: ReadonlyArray<readonly LimitDecision[]>): RateLimitResponse {
+export function decidedResponse(
+  perDescriptor: ReadonlyArray<readonly LimitDecision[]>,
+  style: HeaderStyle = 'draft-06',
+): RateLimitResponse {
   const statuses = perDescriptor.map(statusOf);
   const all = perDescriptor.flat();
   return RateLimitResponse.fromPartial({
     overallCode: all.some((d) => d.overLimit) ? Code.OVER_LIMIT : Code.OK,
     statuses,
-    responseHeadersToAdd: rateLimitHeaders(all),
+    responseHeadersToAdd: rateLimitHeaders(all, style),
   });
 }
 
@@ -129,7 +156,10 @@ export const unlimitedRemaining = 4_294_967_295;
  * a shadow-mode descriptor over its limit is answered OK; the request is refused when a
  * plain descriptor is over, or when it has quota descriptors and all of them are over.
  */
-export function fileDomainResponse(outcomes: readonly FileOutcome[]): RateLimitResponse {
+export function fileDomainResponse(
+  outcomes: readonly FileOutcome[],
+  style: HeaderStyle = 'draft-06',
+): RateLimitResponse {
   let refusedPlain = false;
   let quotaTotal = 0;
   let quotaOver = 0;
@@ -160,7 +190,7 @@ export function fileDomainResponse(outcomes: readonly FileOutcome[]): RateLimitR
   return RateLimitResponse.fromPartial({
     overallCode: refused ? Code.OVER_LIMIT : Code.OK,
     statuses,
-    responseHeadersToAdd: rateLimitHeaders(effective),
+    responseHeadersToAdd: rateLimitHeaders(effective, style),
   });
 }
 

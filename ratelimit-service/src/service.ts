@@ -12,7 +12,7 @@ import type { LimitDecision, Limiter } from './limiter/types';
 import { LogThrottle } from './log-throttle';
 import type { DecisionResult, RateLimitMetrics } from './metrics';
 import type { CompiledPolicy, DescriptorEntry, RuleMatch } from './policy/compile';
-import { decidedResponse, undecidedResponse } from './response';
+import { decidedResponse, type HeaderStyle, undecidedResponse } from './response';
 
 /** What to answer when no decision can be made: allow (Envoy's own default) or refuse. */
 export type FailureMode = 'allow' | 'deny';
@@ -32,6 +32,8 @@ export interface RateLimitServiceDeps {
   failureMode: FailureMode;
   /** Before any policy has arrived. */
   noPolicyMode: FailureMode;
+  /** RateLimit fields to send (RATELIMIT_HEADERS); draft-06 when omitted. */
+  headerStyle?: HeaderStyle;
   /** Hashes a counted value (user id, IP) for logs, the same way it is hashed in Redis keys. */
   hashValues: (values: readonly string[]) => string;
   logger: Logger;
@@ -51,9 +53,11 @@ export function createShouldRateLimit(
   // An attack or an outage must not flood the logs: a few records per rule per interval.
   const exceededLogs = new LogThrottle({ burst: 5, intervalMs: 10_000 });
   const failureLogs = new LogThrottle({ burst: 1, intervalMs: 10_000 });
+  const headerStyle = deps.headerStyle ?? 'draft-06';
   const decideFileDomain = createFileDomainDecision({
     limiter: deps.limiter,
     failureMode: deps.failureMode,
+    headerStyle,
     hashValues: deps.hashValues,
     logger,
     metrics,
@@ -111,7 +115,11 @@ export function createShouldRateLimit(
 
     const matches = request.descriptors.map((d) => policy.match(d.entries));
     const checks = matches.flat();
-    if (checks.length === 0) return decidedResponse(matches.map(() => []));
+    if (checks.length === 0)
+      return decidedResponse(
+        matches.map(() => []),
+        headerStyle,
+      );
 
     let decisions: LimitDecision[];
     try {
@@ -146,7 +154,7 @@ export function createShouldRateLimit(
         return decision;
       }),
     );
-    return decidedResponse(perDescriptor);
+    return decidedResponse(perDescriptor, headerStyle);
   };
 
   return async (request) => {

@@ -123,6 +123,7 @@ export function compileConfigFile(config: ConfigFile): CompiledFileDomain {
         const unit = (rl.unit?.toUpperCase() ?? 'SECOND') as FileUnit;
         limit = {
           id: ruleId(domain, statKey),
+          policyName: rl.name || statKey,
           requestsPerWindow: rl.requests_per_unit ?? 0,
           windowSeconds: unitSeconds[unit],
           blockSeconds: 0,
@@ -241,6 +242,7 @@ export function overrideLimit(
   const statKey = `${domain}.${entries.map((e) => e.key).join('.')}:override`;
   return {
     id: ruleId(domain, statKey),
+    policyName: statKey,
     requestsPerWindow: override.requestsPerUnit,
     windowSeconds: unitSeconds[unit],
     blockSeconds: 0,

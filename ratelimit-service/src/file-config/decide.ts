@@ -8,7 +8,7 @@ import type { LimitCheck, LimitDecision, Limiter } from '../limiter/types';
 import type { LogThrottle } from '../log-throttle';
 import type { DecisionResult, RateLimitMetrics } from '../metrics';
 import type { DescriptorEntry } from '../policy/compile';
-import { type FileOutcome, fileDomainResponse, undecidedResponse } from '../response';
+import { type FileOutcome, fileDomainResponse, type HeaderStyle, undecidedResponse } from '../response';
 import { type CompiledFileDomain, countedValues, type FileLimit, metricLabel, overrideLimit } from './compile';
 import type { FileUnit } from './parse';
 
@@ -31,6 +31,7 @@ const protoUnits: Record<FileUnit, Unit> = {
 export interface FileDomainDeps {
   limiter: Limiter;
   failureMode: 'allow' | 'deny';
+  headerStyle: HeaderStyle;
   hashValues: (values: readonly string[]) => string;
   logger: Logger;
   metrics: RateLimitMetrics;
@@ -96,7 +97,7 @@ export function createFileDomainDecision(
       positions.push(i);
     });
     const base = limits.map((l) => (l?.unlimited ? unlimited : none));
-    if (checks.length === 0) return fileDomainResponse(base);
+    if (checks.length === 0) return fileDomainResponse(base, deps.headerStyle);
 
     let decisions: LimitDecision[];
     try {
@@ -144,6 +145,6 @@ export function createFileDomainDecision(
         quota: limit.quotaMode,
       };
     });
-    return fileDomainResponse(outcomes);
+    return fileDomainResponse(outcomes, deps.headerStyle);
   };
 }
