@@ -115,8 +115,12 @@ export async function openConfigDirectory(opts: {
     try {
       compiled = compileConfigFile(parseConfigFile(file, text));
     } catch (error) {
-      if (error instanceof ConfigFileError) return refuse(file, state, error);
-      throw error;
+      // Whatever the text, a file is refused, never a crash of the scan.
+      const refusal =
+        error instanceof ConfigFileError
+          ? error
+          : new ConfigFileError(file, '', `could not be loaded: ${String(error)}`);
+      return refuse(file, state, refusal);
     }
     const { domain } = compiled;
     if (opts.reservedDomains.includes(domain)) {

@@ -202,6 +202,19 @@ descriptors:
       'duplicate descriptor "k"',
     ],
     ['a non-string key', 'domain: d\n? [a]\n: b', '', 'keys must be strings'],
+    ['two YAML documents', 'domain: d\n---\ndomain: e\n', 'line', ''],
+    [
+      'an alias bomb',
+      `domain: d\nx0: &a0 [1, 1]\n${Array.from({ length: 12 }, (_, i) => `x${i + 1}: &a${i + 1} [*a${i}, *a${i}]`).join('\n')}\n`,
+      '',
+      'aliases expanded',
+    ],
+    [
+      'descriptors nested absurdly deep',
+      `domain: d\ndescriptors: ${'[{key: k, descriptors: '.repeat(40)}[]${'}]'.repeat(40)}\n`,
+      'descriptors[0]',
+      'nested deeper than 64 levels',
+    ],
   ])('refuses %s, naming the file and %j', (_case, source, path, reason) => {
     const error = refusal(source);
     expect(error.file).toBe('limits.yaml');

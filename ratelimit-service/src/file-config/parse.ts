@@ -138,7 +138,7 @@ export function parseConfigFile(file: string, source: string): ConfigFile {
       (syntax.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, ''),
     );
   }
-  const plain = toPlain(file, doc, doc.contents, []);
+  const plain = toPlain(file, doc, doc.contents, [], { aliases: 0 });
   if (plain === undefined) throw new ConfigFileError(file, '', 'the file is empty');
   const parsed = fileSchema.safeParse(plain);
   if (!parsed.success) {
@@ -155,11 +155,28 @@ export function parseConfigFile(file: string, source: string): ConfigFile {
   return parsed.data;
 }
 
+/** Aliases a file may expand: enough for shared snippets, too few for a "billion laughs". */
+const maxAliases = 100;
+/** Descriptor trees are a few levels deep; this bounds the recursion on a hostile file. */
+const maxDepth = 64;
+
 // YAML → plain values, refusing duplicate keys and non-string keys with their path. Nulls
 // (`rate_limit:` with nothing after it) are dropped, as that project treats them as absent.
-function toPlain(file: string, doc: Document, node: unknown, path: Array<string | number>): unknown {
+function toPlain(
+  file: string,
+  doc: Document,
+  node: unknown,
+  path: Array<string | number>,
+  budget: { aliases: number },
+): unknown {
   if (node === null || node === undefined) return undefined;
-  if (isAlias(node)) return toPlain(file, doc, node.resolve(doc), path);
+  if (path.length > maxDepth)
+    throw new ConfigFileError(file, formatPath(path), `nested deeper than ${maxDepth} levels`);
+  if (isAlias(node)) {
+    if (++budget.aliases > maxAliases)
+      throw new ConfigFileError(file, formatPath(path), `more than ${maxAliases} aliases expanded`);
+    return toPlain(file, doc, node.resolve(doc), path, budget);
+  }
   if (isMap(node)) {
     const out: Record<string, unknown> = {};
     const seen = new Set<string>();
@@ -174,12 +191,12 @@ function toPlain(file: string, doc: Document, node: unknown, path: Array<string 
       const value =
         textFields.has(key) && isScalar(valueNode) && valueNode.value !== null && typeof valueNode.value !== 'string'
           ? (valueNode.source ?? String(valueNode.value))
-          : toPlain(file, doc, valueNode, [...path, key]);
+          : toPlain(file, doc, valueNode, [...path, key], budget);
       if (value !== undefined) out[key] = value;
     }
     return out;
   }
-  if (isSeq(node)) return node.items.map((item, i) => toPlain(file, doc, item, [...path, i]) ?? null);
+  if (isSeq(node)) return node.items.map((item, i) => toPlain(file, doc, item, [...path, i], budget) ?? null);
   if (isScalar(node)) return node.value ?? undefined;
   return undefined;
 }
