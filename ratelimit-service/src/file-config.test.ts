@@ -473,8 +473,11 @@ describe('the configuration directory', () => {
 
     // A broken edit: refused with file, path and reason; limit 3 stays in force.
     await writeFile(file, limitOf(3).replace('rate_limit: {', 'rate_limit: { burst: 2,'));
-    await eventually(() => service.logs.some((r) => r.event_type === 'config_file_rejected'));
-    const rejected = service.logs.find((r) => r.event_type === 'config_file_rejected');
+    // (writeFile is not atomic: a scan may catch the file empty, a refusal of its own.)
+    const isBurst = (r: Record<string, unknown>) =>
+      r.event_type === 'config_file_rejected' && r.path === 'descriptors[0].rate_limit.burst';
+    await eventually(() => service.logs.some(isBurst));
+    const rejected = service.logs.find(isBurst);
     expect(rejected).toMatchObject({
       file: 'edge.yaml',
       path: 'descriptors[0].rate_limit.burst',
