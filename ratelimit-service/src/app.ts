@@ -1,7 +1,7 @@
 import { RateLimitServiceService } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import { RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { type AdminServer, startAdminServer } from '@sekisho/service-kit/admin-server';
-import { policyResourceNames, policyTypeUrls } from '@sekisho/service-kit/contract';
+import { policyResourceNames, policyTypeUrls, rateLimitDomain } from '@sekisho/service-kit/contract';
 import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
 import { createLogger, type Logger } from '@sekisho/service-kit/logger';
 import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
@@ -9,6 +9,7 @@ import { type PolicySubscription, subscribePolicy } from '@sekisho/service-kit/p
 import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
 import type { Registry } from 'prom-client';
 import type { RateLimitConfig } from './config';
+import { type ConfigDirectory, openConfigDirectory } from './file-config/directory';
 import { FixedWindowLimiter } from './limiter/fixed-window';
 import { createValueHasher } from './limiter/keys';
 import { createRedisClient } from './limiter/redis-client';
@@ -23,6 +24,8 @@ export interface RateLimitApp {
   registry: Registry;
   /** Installs a policy as an ADS update would; throws (a NACK) when it is invalid. */
   applyPolicy(policy: RateLimitPolicy, version: string): void;
+  /** The RATELIMIT_CONFIG_DIR files, when that variable is set. */
+  configDirectory: ConfigDirectory | undefined;
   isReady(): boolean;
   status(): Record<string, unknown>;
   /** gRPC (drains in-flight calls), policy subscription, Redis, admin: in that order. */
@@ -31,9 +34,10 @@ export interface RateLimitApp {
 }
 
 /**
- * Wires the service: Redis-backed limiter, policy from the control plane over ADS,
- * the gRPC RateLimitService and the admin server. `subscribe: false` leaves policy to
- * applyPolicy (tests that run without a control plane).
+ * Wires the service: Redis-backed limiter, policy from the control plane over ADS and/or
+ * from the files of RATELIMIT_CONFIG_DIR, the gRPC RateLimitService and the admin server.
+ * `subscribe: false` leaves the control plane's policy to applyPolicy (tests that run
+ * without a control plane).
  */
 export async function startRateLimitApp(
   config: RateLimitConfig,
@@ -73,8 +77,30 @@ export async function startRateLimitApp(
     metrics.policyRules.set(compiled.rules.length);
   };
 
+  // Files are read before the servers start, so the first request already sees them; a
+  // directory that does not exist stops the start-up, naming the variable.
+  let configDirectory: ConfigDirectory | undefined;
+  if (config.RATELIMIT_CONFIG_DIR !== undefined) {
+    try {
+      configDirectory = await openConfigDirectory({
+        dir: config.RATELIMIT_CONFIG_DIR,
+        pollIntervalMs: config.RATELIMIT_CONFIG_POLL_INTERVAL,
+        reservedDomains: [rateLimitDomain],
+        logger,
+        registry,
+      });
+    } catch (error) {
+      redis.disconnect();
+      throw error;
+    }
+  }
+  const directory = configDirectory;
+  const controlPlane = config.RATELIMIT_XDS_ADDRESS !== undefined;
+
   const noPolicyMode = config.RATELIMIT_NO_POLICY_MODE ?? config.RATELIMIT_REDIS_FAILURE_MODE;
-  const isReady = () => active !== undefined && redisConnectedOnce;
+  // With a control plane configured, readiness waits for its policy; files alone are ready
+  // once read (done above, before anything listens).
+  const isReady = () => (!controlPlane || active !== undefined) && redisConnectedOnce;
   const status = () => ({
     policy_version: active?.version ?? null,
     domain: active?.policy.domain ?? null,
@@ -83,6 +109,8 @@ export async function startRateLimitApp(
     redis_connected_since_start: redisConnectedOnce,
     redis_failure_mode: config.RATELIMIT_REDIS_FAILURE_MODE,
     no_policy_mode: noPolicyMode,
+    control_plane: config.RATELIMIT_XDS_ADDRESS ?? null,
+    config_dir: directory?.status() ?? null,
   });
 
   const closeRedis = async () => {
@@ -105,9 +133,12 @@ export async function startRateLimitApp(
           RateLimitServiceService,
           createRateLimitServer({
             policy: () => active?.policy,
+            fileDomains: directory ? () => directory.domains() : undefined,
+            controlPlane,
             limiter,
             failureMode: config.RATELIMIT_REDIS_FAILURE_MODE,
             noPolicyMode,
+            headerStyle: config.RATELIMIT_HEADERS,
             hashValues,
             logger,
             metrics,
@@ -125,6 +156,7 @@ export async function startRateLimitApp(
   } catch (error) {
     // A port in use: release what was opened so an in-process caller is not left with handles.
     await grpc?.close(0);
+    directory?.close();
     await closeRedis();
     throw error;
   }
@@ -137,7 +169,7 @@ export async function startRateLimitApp(
 
   // Policy arrives only once the service can answer; before that Envoy gets no decision anyway.
   const subscription: PolicySubscription | undefined =
-    opts.subscribe === false
+    opts.subscribe === false || config.RATELIMIT_XDS_ADDRESS === undefined
       ? undefined
       : subscribePolicy({
           address: config.RATELIMIT_XDS_ADDRESS,
@@ -152,6 +184,7 @@ export async function startRateLimitApp(
   const shutdownSteps: ShutdownStep[] = [
     { name: 'grpc', run: () => grpcServer.close() },
     { name: 'policy subscription', run: async () => subscription?.close() },
+    { name: 'configuration directory', run: async () => directory?.close() },
     { name: 'redis', run: closeRedis },
     { name: 'admin', run: () => adminServer.close() },
   ];
@@ -161,6 +194,7 @@ export async function startRateLimitApp(
     adminPort: adminServer.port,
     registry,
     applyPolicy,
+    configDirectory: directory,
     isReady,
     status,
     shutdownSteps,

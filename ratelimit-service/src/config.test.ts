@@ -13,8 +13,17 @@ describe('loadRateLimitConfig', () => {
       RATELIMIT_REDIS_URL: 'redis://127.0.0.1:6379',
       RATELIMIT_REDIS_FAILURE_MODE: 'allow',
       RATELIMIT_REDIS_TIMEOUT: 50,
+      RATELIMIT_CONFIG_POLL_INTERVAL: 5000,
+      RATELIMIT_HEADERS: 'draft-06',
       LOG_LEVEL: 'info',
     });
+  });
+
+  it('needs no control plane when a configuration directory is given', () => {
+    expect(loadRateLimitConfig({ RATELIMIT_CONFIG_DIR: '/etc/ratelimit' }).RATELIMIT_XDS_ADDRESS).toBeUndefined();
+    expect(
+      loadRateLimitConfig({ RATELIMIT_CONFIG_DIR: '/etc/ratelimit', RATELIMIT_XDS_ADDRESS: 'cp:18000' }),
+    ).toMatchObject({ RATELIMIT_CONFIG_DIR: '/etc/ratelimit', RATELIMIT_XDS_ADDRESS: 'cp:18000' });
   });
 
   it('parses durations and modes', () => {
@@ -38,6 +47,8 @@ describe('loadRateLimitConfig', () => {
     ['RATELIMIT_GRPC_PORT', '70000'],
     ['RATELIMIT_XDS_ADDRESS', 'no-port'],
     ['RATELIMIT_KEY_SECRET', 'short'],
+    ['RATELIMIT_CONFIG_POLL_INTERVAL', 'often'],
+    ['RATELIMIT_HEADERS', 'draft-99'],
   ])('names %s when its value %j is invalid', (variable, value) => {
     const attempt = () => loadRateLimitConfig({ [variable]: value });
     expect(attempt).toThrow(ConfigError);

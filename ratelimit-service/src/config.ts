@@ -1,8 +1,8 @@
 import {
   envDuration,
   envEnum,
-  envHostPort,
   envLogLevel,
+  envOptionalHostPort,
   envPort,
   envUrl,
   loadConfig,
@@ -14,7 +14,11 @@ export const configSchema = z.object({
   RATELIMIT_HOST: z.string().min(1).default('127.0.0.1'),
   RATELIMIT_GRPC_PORT: envPort(9002),
   RATELIMIT_ADMIN_PORT: envPort(9102),
-  RATELIMIT_XDS_ADDRESS: envHostPort('127.0.0.1:18000'),
+  /**
+   * The control plane's ADS endpoint. Defaults to 127.0.0.1:18000, except when
+   * RATELIMIT_CONFIG_DIR is set: files alone then configure the service, with no control plane.
+   */
+  RATELIMIT_XDS_ADDRESS: envOptionalHostPort(),
   RATELIMIT_NODE_ID: z.string().min(1).default('ratelimit-service'),
   RATELIMIT_REDIS_URL: envUrl('redis://127.0.0.1:6379'),
   /** allow: a Redis outage lets traffic through (envoyproxy/ratelimit's stance); deny: 429. */
@@ -29,11 +33,22 @@ export const configSchema = z.object({
   RATELIMIT_REDIS_TIMEOUT: envDuration('50ms'),
   /** Optional secret: Redis keys then hold an HMAC of user ids and IPs rather than a plain hash. */
   RATELIMIT_KEY_SECRET: z.string().min(16).optional(),
+  /** RateLimit response fields: draft-06 (RateLimit-Limit/-Remaining/-Reset) or draft-10 (RateLimit-Policy + RateLimit). */
+  RATELIMIT_HEADERS: envEnum(['draft-06', 'draft-10'], 'draft-06'),
+  /** A directory of envoyproxy/ratelimit YAML files, one domain per file, watched. */
+  RATELIMIT_CONFIG_DIR: z.string().min(1).optional(),
+  /** How often the directory is read again, besides fs.watch (which misses changes on some mounts). */
+  RATELIMIT_CONFIG_POLL_INTERVAL: envDuration('5s'),
   LOG_LEVEL: envLogLevel(),
 });
 
 export type RateLimitConfig = z.output<typeof configSchema>;
 
+export const defaultXdsAddress = '127.0.0.1:18000';
+
 export function loadRateLimitConfig(env: NodeJS.ProcessEnv = process.env): RateLimitConfig {
-  return loadConfig(configSchema, env);
+  const config = loadConfig(configSchema, env);
+  if (config.RATELIMIT_XDS_ADDRESS === undefined && config.RATELIMIT_CONFIG_DIR === undefined)
+    return { ...config, RATELIMIT_XDS_ADDRESS: defaultXdsAddress };
+  return config;
 }

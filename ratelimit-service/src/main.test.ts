@@ -1,7 +1,17 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { type AddressInfo, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { credentials } from '@grpc/grpc-js';
 import { freePort, spawnProcess } from '@sekisho/devstack/processes';
 import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
+import {
+  RateLimitResponse_Code as Code,
+  RateLimitRequest,
+  type RateLimitResponse,
+  RateLimitServiceClient,
+} from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 // main.ts as an operator runs it: `npx tsx ratelimit-service/src/main.ts`.
@@ -87,6 +97,54 @@ describe('main.ts', () => {
       expect(events).toContain('shutdown_complete');
     } finally {
       await proc.stop();
+    }
+  }, 60_000);
+
+  it("runs on configuration files alone: no control plane, ready, limiting the files' domains", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ratelimit-main-'));
+    await writeFile(
+      join(dir, 'edge.yaml'),
+      'domain: edge\ndescriptors:\n  - key: remote_address\n    rate_limit: { unit: hour, requests_per_unit: 1 }\n',
+    );
+    const [grpcPort, adminPort] = await Promise.all([freePort(), freePort()]);
+    const proc = spawnProcess({
+      name: 'ratelimit-service',
+      command: tsx,
+      args: [main],
+      env: {
+        ...process.env,
+        RATELIMIT_GRPC_PORT: String(grpcPort),
+        RATELIMIT_ADMIN_PORT: String(adminPort),
+        RATELIMIT_CONFIG_DIR: dir,
+        RATELIMIT_REDIS_URL: redis.url,
+      },
+      reportUnexpectedExit: false,
+    });
+    const client = new RateLimitServiceClient(`127.0.0.1:${grpcPort}`, credentials.createInsecure());
+    const call = (ip: string) =>
+      new Promise<RateLimitResponse>((resolve, reject) =>
+        client.shouldRateLimit(
+          RateLimitRequest.fromPartial({
+            domain: 'edge',
+            descriptors: [{ entries: [{ key: 'remote_address', value: ip }] }],
+          }),
+          (error, response) => (error ? reject(error) : resolve(response)),
+        ),
+      );
+    try {
+      await proc.waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, 30_000);
+      const status = await (await fetch(`http://127.0.0.1:${adminPort}/status`)).json();
+      expect(status).toMatchObject({ control_plane: null, config_dir: { domains: [{ domain: 'edge' }] } });
+      // A fresh IP per run: the Redis may be shared (REDIS_URL).
+      const ip = `192.0.2.${Math.floor(Math.random() * 250) + 1}:${Date.now()}`;
+      expect((await call(ip)).overallCode).toBe(Code.OK);
+      expect((await call(ip)).overallCode).toBe(Code.OVER_LIMIT);
+      proc.signal('SIGTERM');
+      expect((await proc.exited).code).toBe(0);
+    } finally {
+      client.close();
+      await proc.stop();
+      await rm(dir, { recursive: true, force: true });
     }
   }, 60_000);
 });

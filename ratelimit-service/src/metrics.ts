@@ -1,13 +1,13 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
-export type DecisionResult = 'ok' | 'over_limit' | 'blocked' | 'failure_allowed' | 'failure_denied';
+export type DecisionResult = 'ok' | 'over_limit' | 'blocked' | 'shadow_mode' | 'failure_allowed' | 'failure_denied';
 
 export function createRateLimitMetrics(registry: Registry, opts: { redisReady?: () => boolean } = {}) {
   const registers = [registry];
   return {
     decisions: new Counter({
       name: 'sekisho_ratelimit_decisions_total',
-      help: 'Rule evaluations by rule id and result (ok, over_limit, blocked, failure_allowed, failure_denied).',
+      help: 'Rule evaluations by rule id and result (ok, over_limit, blocked, shadow_mode, failure_allowed, failure_denied).',
       labelNames: ['rule', 'result'] as const,
       registers,
     }),

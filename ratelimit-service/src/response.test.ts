@@ -93,6 +93,29 @@ describe('decidedResponse', () => {
     });
   });
 
+  it('sends the current draft (draft-10) fields when asked: RateLimit-Policy per limit, RateLimit for the tightest', () => {
+    const ok = decidedResponse(
+      [
+        [decision('authenticated/user/60s', 300, 60, { remaining: 299, reset: 42 })],
+        [decision('h', 1000, 3600, { remaining: 10, reset: 900 })],
+      ],
+      'draft-10',
+    );
+    expect(headersOf(ok)).toEqual({
+      'ratelimit-policy': '"authenticated/user/60s";q=300;w=60, "h";q=1000;w=3600',
+      ratelimit: '"h";r=10;t=900',
+    });
+    const refused = decidedResponse(
+      [[decision('say "hi"\\', 5, 60, { remaining: 0, reset: 30, over: true })]],
+      'draft-10',
+    );
+    expect(headersOf(refused)).toEqual({
+      'ratelimit-policy': '"say \\"hi\\"\\\\";q=5;w=60',
+      ratelimit: '"say \\"hi\\"\\\\";r=0;t=30',
+      'retry-after': '30',
+    });
+  });
+
   it('adds no headers when no rule matched', () => {
     const response = decidedResponse([[], []]);
     expect(response.overallCode).toBe(Code.OK);

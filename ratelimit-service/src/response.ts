@@ -17,8 +17,19 @@ export const headerNames = {
   remaining: 'ratelimit-remaining',
   reset: 'ratelimit-reset',
   policy: 'ratelimit-policy',
+  /** draft-10's one field for the current state: `"<policy>";r=<remaining>;t=<reset>`. */
+  rateLimit: 'ratelimit',
   retryAfter: 'retry-after',
 } as const;
+
+/**
+ * Which RateLimit fields to send. `draft-06` (the default): RateLimit-Limit, -Remaining,
+ * -Reset and RateLimit-Policy `300;w=60`, what express-rate-limit's `standardHeaders: true`
+ * sends. `draft-10` (the current draft-ietf-httpapi-ratelimit-headers): RateLimit-Policy
+ * `"<name>";q=300;w=60` for every matching limit and RateLimit `"<name>";r=…;t=…` for the
+ * most restrictive one. Retry-After on a refusal either way.
+ */
+export type HeaderStyle = 'draft-06' | 'draft-10';
 
 /** Seconds a client is told to wait when the limiter itself is down and the mode is deny. */
 export const failureRetryAfterSeconds = 1;
@@ -77,13 +88,24 @@ function statusOf(decisions: readonly LimitDecision[]): DescriptorStatus {
 const noRawValue = Buffer.alloc(0);
 const header = (key: string, value: string | number) => ({ key, value: String(value), rawValue: noRawValue });
 
-/** The response for descriptors the limiter decided on; [] = no rule matched that descriptor. */
-export function decidedResponse(perDescriptor: ReadonlyArray<readonly LimitDecision[]>): RateLimitResponse {
-  const statuses = perDescriptor.map(statusOf);
-  const all = perDescriptor.flat();
+// A structured-field sf-string: printable ASCII, with " and \ escaped.
+const sfString = (text: string) => `"${text.replace(/[^\x20-\x7e]/g, '?').replace(/["\\]/g, (c) => `\\${c}`)}"`;
+const policyName = (rule: LimitDecision['rule']) => sfString(rule.policyName ?? rule.id);
+
+/** The RateLimit headers for the most restrictive of the decisions (none when there are none). */
+function rateLimitHeaders(all: readonly LimitDecision[], style: HeaderStyle) {
   const chosen = mostRestrictive(all);
   const headers = [];
-  if (chosen) {
+  if (chosen && style === 'draft-10') {
+    const policies = new Map(
+      all.map((d) => [d.rule.id, `${policyName(d.rule)};q=${d.rule.requestsPerWindow};w=${d.rule.windowSeconds}`]),
+    );
+    headers.push(
+      header(headerNames.policy, [...new Set(policies.values())].join(', ')),
+      header(headerNames.rateLimit, `${policyName(chosen.rule)};r=${chosen.remaining};t=${chosen.resetSeconds}`),
+    );
+    if (chosen.overLimit) headers.push(header(headerNames.retryAfter, chosen.resetSeconds));
+  } else if (chosen) {
     const policies = new Map(all.map((d) => [d.rule.id, `${d.rule.requestsPerWindow};w=${d.rule.windowSeconds}`]));
     headers.push(
       header(headerNames.limit, chosen.rule.requestsPerWindow),
@@ -93,10 +115,82 @@ export function decidedResponse(perDescriptor: ReadonlyArray<readonly LimitDecis
     );
     if (chosen.overLimit) headers.push(header(headerNames.retryAfter, chosen.resetSeconds));
   }
+  return headers;
+}
+
+/** The response for descriptors the limiter decided on; [] = no rule matched that descriptor. */
+export function decidedResponse(
+  perDescriptor: ReadonlyArray<readonly LimitDecision[]>,
+  style: HeaderStyle = 'draft-06',
+): RateLimitResponse {
+  const statuses = perDescriptor.map(statusOf);
+  const all = perDescriptor.flat();
   return RateLimitResponse.fromPartial({
-    overallCode: chosen?.overLimit ? Code.OVER_LIMIT : Code.OK,
+    overallCode: all.some((d) => d.overLimit) ? Code.OVER_LIMIT : Code.OK,
     statuses,
-    responseHeadersToAdd: headers,
+    responseHeadersToAdd: rateLimitHeaders(all, style),
+  });
+}
+
+/** What happened to one descriptor of a file domain's request. */
+export type FileOutcome =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'unlimited' }
+  | {
+      readonly kind: 'decided';
+      readonly decision: LimitDecision;
+      /** current_limit.name: the rate_limit's `name` ('' if it has none). */
+      readonly name: string;
+      readonly unit: Unit;
+      /** Counted and reported, but never refuses (shadow_mode). */
+      readonly shadow: boolean;
+      /** Refuses the request only when every quota descriptor of it is over (quota_mode). */
+      readonly quota: boolean;
+    };
+
+/** An unlimited descriptor's limit_remaining, as envoyproxy/ratelimit answers it. */
+export const unlimitedRemaining = 4_294_967_295;
+
+/**
+ * The response for a domain from a configuration file, with envoyproxy/ratelimit's rules:
+ * a shadow-mode descriptor over its limit is answered OK; the request is refused when a
+ * plain descriptor is over, or when it has quota descriptors and all of them are over.
+ */
+export function fileDomainResponse(
+  outcomes: readonly FileOutcome[],
+  style: HeaderStyle = 'draft-06',
+): RateLimitResponse {
+  let refusedPlain = false;
+  let quotaTotal = 0;
+  let quotaOver = 0;
+  for (const o of outcomes) {
+    if (o.kind !== 'decided' || o.shadow) continue;
+    if (o.quota) {
+      quotaTotal++;
+      if (o.decision.overLimit) quotaOver++;
+    } else if (o.decision.overLimit) refusedPlain = true;
+  }
+  const refused = refusedPlain || (quotaTotal > 0 && quotaOver === quotaTotal);
+  const statuses = outcomes.map((o): DescriptorStatus => {
+    if (o.kind === 'none') return { code: Code.OK, limitRemaining: 0 };
+    if (o.kind === 'unlimited') return { code: Code.OK, limitRemaining: unlimitedRemaining };
+    const d = o.decision;
+    return {
+      code: d.overLimit && !o.shadow ? Code.OVER_LIMIT : Code.OK,
+      currentLimit: { name: o.name, requestsPerUnit: d.rule.requestsPerWindow, unit: o.unit },
+      limitRemaining: d.remaining,
+      durationUntilReset: { seconds: d.resetSeconds, nanos: 0 },
+    };
+  });
+  // Headers describe what the client is held to: not shadow limits, and quota limits only
+  // when they refuse the request.
+  const effective = outcomes.flatMap((o) =>
+    o.kind === 'decided' && !o.shadow && (!o.quota || refused || !o.decision.overLimit) ? [o.decision] : [],
+  );
+  return RateLimitResponse.fromPartial({
+    overallCode: refused ? Code.OVER_LIMIT : Code.OK,
+    statuses,
+    responseHeadersToAdd: rateLimitHeaders(effective, style),
   });
 }
 

@@ -6,11 +6,13 @@ import {
   type RateLimitServiceServer,
 } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import type { Logger } from '@sekisho/service-kit/logger';
+import type { CompiledFileDomain } from './file-config/compile';
+import { createFileDomainDecision } from './file-config/decide';
 import type { LimitDecision, Limiter } from './limiter/types';
 import { LogThrottle } from './log-throttle';
 import type { DecisionResult, RateLimitMetrics } from './metrics';
 import type { CompiledPolicy, DescriptorEntry, RuleMatch } from './policy/compile';
-import { decidedResponse, undecidedResponse } from './response';
+import { decidedResponse, type HeaderStyle, undecidedResponse } from './response';
 
 /** What to answer when no decision can be made: allow (Envoy's own default) or refuse. */
 export type FailureMode = 'allow' | 'deny';
@@ -18,11 +20,20 @@ export type FailureMode = 'allow' | 'deny';
 export interface RateLimitServiceDeps {
   /** The policy in force, undefined until the control plane has sent one. */
   policy: () => CompiledPolicy | undefined;
+  /** Domains from configuration files (RATELIMIT_CONFIG_DIR); none when there is no directory. */
+  fileDomains?: () => ReadonlyMap<string, CompiledFileDomain>;
+  /**
+   * A control plane is configured: before its policy arrives, requests for domains no file
+   * owns are answered by noPolicyMode. Without one (files only) such domains are not limited.
+   */
+  controlPlane?: boolean;
   limiter: Limiter;
   /** When the limiter's store (Redis) fails. */
   failureMode: FailureMode;
   /** Before any policy has arrived. */
   noPolicyMode: FailureMode;
+  /** RateLimit fields to send (RATELIMIT_HEADERS); draft-06 when omitted. */
+  headerStyle?: HeaderStyle;
   /** Hashes a counted value (user id, IP) for logs, the same way it is hashed in Redis keys. */
   hashValues: (values: readonly string[]) => string;
   logger: Logger;
@@ -42,6 +53,18 @@ export function createShouldRateLimit(
   // An attack or an outage must not flood the logs: a few records per rule per interval.
   const exceededLogs = new LogThrottle({ burst: 5, intervalMs: 10_000 });
   const failureLogs = new LogThrottle({ burst: 1, intervalMs: 10_000 });
+  const headerStyle = deps.headerStyle ?? 'draft-06';
+  const decideFileDomain = createFileDomainDecision({
+    limiter: deps.limiter,
+    failureMode: deps.failureMode,
+    headerStyle,
+    hashValues: deps.hashValues,
+    logger,
+    metrics,
+    exceededLogs,
+    failureLogs,
+  });
+  const controlPlane = deps.controlPlane ?? true;
 
   const failureResult = (mode: FailureMode): DecisionResult => (mode === 'deny' ? 'failure_denied' : 'failure_allowed');
 
@@ -71,7 +94,11 @@ export function createShouldRateLimit(
 
   const decide = async (request: RateLimitRequest): Promise<RateLimitResponse> => {
     const count = request.descriptors.length;
+    // Each domain has one owner: a file, or the control plane (a file naming its domain is refused).
+    const fileDomain = deps.fileDomains?.().get(request.domain);
+    if (fileDomain) return decideFileDomain(fileDomain, request);
     const policy = deps.policy();
+    if (!policy && !controlPlane) return undecidedResponse(request.descriptors.map(() => false));
     if (!policy) {
       const deny = deps.noPolicyMode === 'deny';
       metrics.decisions.inc({ rule: '', result: failureResult(deps.noPolicyMode) }, count);
@@ -88,7 +115,11 @@ export function createShouldRateLimit(
 
     const matches = request.descriptors.map((d) => policy.match(d.entries));
     const checks = matches.flat();
-    if (checks.length === 0) return decidedResponse(matches.map(() => []));
+    if (checks.length === 0)
+      return decidedResponse(
+        matches.map(() => []),
+        headerStyle,
+      );
 
     let decisions: LimitDecision[];
     try {
@@ -123,7 +154,7 @@ export function createShouldRateLimit(
         return decision;
       }),
     );
-    return decidedResponse(perDescriptor);
+    return decidedResponse(perDescriptor, headerStyle);
   };
 
   return async (request) => {

@@ -64,9 +64,18 @@ export const envEnum = <const T extends readonly [string, ...string[]]>(values: 
 
 export const envLogLevel = () => envEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info');
 
+const hostPort = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/;
+
 /** host:port (host may be a name, an IPv4 address or a bracketed IPv6 address). */
 export const envHostPort = (defaultValue: string) =>
   z
     .string()
     .default(defaultValue)
-    .refine((v) => /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(v), 'expected host:port');
+    .refine((v) => hostPort.test(v), 'expected host:port');
+
+/** host:port as envHostPort, or unset (a caller decides what its absence means). */
+export const envOptionalHostPort = () =>
+  z
+    .string()
+    .refine((v) => hostPort.test(v), 'expected host:port')
+    .optional();

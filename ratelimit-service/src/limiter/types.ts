@@ -8,6 +8,8 @@ export interface LimitRule {
   readonly windowSeconds: number;
   /** 0 = no block after the limit is exceeded. */
   readonly blockSeconds: number;
+  /** The name clients see in RateLimit-Policy (draft-10); default the id. */
+  readonly policyName?: string;
 }
 
 /** One rule to count for one descriptor: the rule and the values it is counted by. */
