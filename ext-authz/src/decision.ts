@@ -179,13 +179,15 @@ export async function decide(
 }
 
 /**
- * The caller's group: the policy's group claim when it is a non-empty string (only a
- * group the policy defines counts), else the default group.
+ * The caller's group. The default group applies only when the token has no group claim at
+ * all; a claim that is present must be the name of a group the policy defines, and anything
+ * else (an unknown name, '', an array, an object, a number, null) means no group, never the
+ * default: a token minted with a malformed claim must not quietly gain the default's rights.
  */
 function groupOf(payload: Readonly<Record<string, unknown>>, policy: CompiledPolicy): Group | undefined {
-  const claimed =
-    policy.groupClaim !== '' && Object.hasOwn(payload, policy.groupClaim) ? payload[policy.groupClaim] : undefined;
-  return typeof claimed === 'string' && claimed !== '' ? policy.groups.get(claimed) : policy.defaultGroup;
+  if (policy.groupClaim === '' || !Object.hasOwn(payload, policy.groupClaim)) return policy.defaultGroup;
+  const claimed = payload[policy.groupClaim];
+  return typeof claimed === 'string' ? policy.groups.get(claimed) : undefined;
 }
 
 // A claim that cannot be a header value is left out (and its header removed) rather
