@@ -26,7 +26,11 @@ const rpcCodeForHttpStatus: Record<number, grpcStatus> = {
 export function toCheckResponse(decision: Decision, ctx: ResponseContext): CheckResponse {
   if (!decision.allow) {
     return denied(decision.code, ctx, {
-      extra: decision.requiredPermissions ? { required_permissions: decision.requiredPermissions } : undefined,
+      extra: decision.requiredPermissions
+        ? { required_permissions: decision.requiredPermissions }
+        : decision.code === 'TOKEN_EXPIRED'
+          ? refreshHint
+          : undefined,
       tokenError: decision.code === 'TOKEN_EXPIRED' || decision.code === 'INVALID_TOKEN',
     });
   }
@@ -50,6 +54,13 @@ export function toCheckResponse(decision: Decision, ctx: ResponseContext): Check
       : {}),
   };
 }
+
+/**
+ * Reference §3.1 "401 + Refresh Required": an expired token is the one 401 the app can fix
+ * without the user (getIdToken(true), then retry once), so its body says so in a field the
+ * app can test instead of comparing codes. The body's fixed fields stay as they are.
+ */
+const refreshHint = { refresh_required: true } as const;
 
 /** A denial for an error of Sekisho's own (no policy, an exception): never an allow. */
 export function failClosed(code: 'SERVICE_UNAVAILABLE' | 'AUTHORIZATION_ERROR', ctx: ResponseContext): CheckResponse {
@@ -87,7 +98,8 @@ function denied(
 function wwwAuthenticate(code: ErrorCode, tokenError: boolean): string | undefined {
   if (code === 'MISSING_TOKEN') return 'Bearer realm="sekisho"';
   if (tokenError) {
-    const description = code === 'TOKEN_EXPIRED' ? 'The access token expired' : 'The access token is invalid';
+    const description =
+      code === 'TOKEN_EXPIRED' ? 'The access token expired; refresh it and retry' : 'The access token is invalid';
     return `Bearer realm="sekisho", error="invalid_token", error_description="${description}"`;
   }
   if (code === 'INSUFFICIENT_PERMISSIONS') return 'Bearer realm="sekisho", error="insufficient_scope"';
