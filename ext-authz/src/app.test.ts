@@ -67,6 +67,7 @@ beforeAll(async () => {
       EXT_AUTHZ_ADMIN_PORT: '0',
       EXT_AUTHZ_XDS_ADDRESS: `127.0.0.1:${adsServer.port}`,
       EXT_AUTHZ_FIREBASE_CERTS_URL: keys.url,
+      EXT_AUTHZ_KEYS_ALLOW_HTTP: 'true',
       EXT_AUTHZ_KEYS_UNKNOWN_KID_INTERVAL: '1s',
       LOG_LEVEL: 'silent',
     }),
