@@ -156,6 +156,35 @@ describe('check', () => {
     expect(all).not.toContain('Bearer');
   });
 
+  it.each([
+    { name: 'an anonymous sign-in', signInProvider: 'anonymous', claims: {}, reason: 'sign_in_provider_not_allowed' },
+    {
+      name: 'a tenant the gateway does not serve',
+      signInProvider: undefined,
+      claims: { firebase: { sign_in_provider: 'password', tenant: 'other-salon', identities: {} } },
+      reason: 'tenant_not_allowed',
+    },
+  ])('refuses a real token of $name with 401 INVALID_TOKEN, logging the uid', async (c) => {
+    const { deps, lines, registry } = setup();
+    const token = await mintIdToken(key, {
+      projectId,
+      uid: 'user-9',
+      claims: c.claims,
+      ...(c.signInProvider ? { signInProvider: c.signInProvider } : {}),
+    });
+    const response = await check(request({ authorization: `Bearer ${token}` }), deps);
+    expect(response.deniedResponse?.status?.code).toBe(401);
+    expect(JSON.parse(response.deniedResponse?.body ?? '').error.code).toBe('INVALID_TOKEN');
+    expect(lines[0]).toMatchObject({
+      event_type: 'failed_auth',
+      user_id: 'user-9',
+      error_details: { code: 'INVALID_TOKEN', reason: c.reason },
+    });
+    expect(await registry.getSingleMetricAsString('sekisho_ext_authz_auth_failures_total')).toContain(
+      `reason="${c.reason}"} 1`,
+    );
+  });
+
   it('logs the client address the gateway derived (its one X-Forwarded-For entry), not the proxy peer', async () => {
     const { deps, lines } = setup();
     await check(request({ extraHeaders: { 'x-forwarded-for': '198.51.100.44' } }), deps);

@@ -23,8 +23,10 @@ const policy = compileAuthzPolicy(source);
 const variant = (patch: Partial<AuthzPolicy>) => compileAuthzPolicy(AuthzPolicy.fromPartial({ ...source, ...patch }));
 
 function claims(uid: string, payload: Record<string, unknown> = {}, extra: Partial<FirebaseClaims> = {}): VerifyResult {
-  return { ok: true, claims: { uid, payload: { sub: uid, ...payload }, ...extra } };
+  const firebase = { sign_in_provider: 'password', identities: {} };
+  return { ok: true, claims: { uid, payload: { sub: uid, firebase, ...payload }, ...extra } };
 }
+const signedIn = (uid: string, firebase: unknown) => claims(uid, { firebase });
 
 const tokens: Record<string, VerifyResult> = {
   basic: claims('user-basic'),
@@ -45,6 +47,15 @@ const tokens: Record<string, VerifyResult> = {
   emptyGroup: claims('user-e', { tier: 'empty_group' }),
   newlineUid: claims('user\nx-admin: 1'),
   badEmail: claims('user-m', {}, { email: 'a@b.example\r\nx: y', emailVerified: false }),
+  anonymous: signedIn('user-anon', { sign_in_provider: 'anonymous', identities: {} }),
+  google: signedIn('user-g', { sign_in_provider: 'google.com', identities: {} }),
+  noProvider: signedIn('user-np', { identities: {} }),
+  noFirebase: signedIn('user-nf', undefined),
+  arrayFirebase: signedIn('user-af', ['password']),
+  numericProvider: signedIn('user-nump', { sign_in_provider: 1 }),
+  tenantA: signedIn('user-ta', { sign_in_provider: 'password', tenant: 'salon-a' }),
+  tenantB: signedIn('user-tb', { sign_in_provider: 'password', tenant: 'salon-b' }),
+  tenantNumber: signedIn('user-tn', { sign_in_provider: 'password', tenant: 7 }),
   expired: { ok: false, code: 'TOKEN_EXPIRED', reason: 'expired' },
   forged: { ok: false, code: 'INVALID_TOKEN', reason: 'signature_invalid' },
   noKeys: { ok: false, code: 'SERVICE_UNAVAILABLE', reason: 'keys_unavailable' },
@@ -300,6 +311,44 @@ describe('decide', () => {
         expect((await decide(input({ authorization }), policy, verify)).allow).toBe(true);
       },
     );
+  });
+});
+
+describe('decide: sign-in provider and tenant', () => {
+  const withProviders = variant({ signInProviders: ['password', 'anonymous'] });
+  const withTenants = variant({ tenants: ['salon-a'] });
+  const cases: Array<{ token: string; policy?: CompiledPolicy; reason?: string }> = [
+    { token: 'basic' },
+    { token: 'google' },
+    { token: 'anonymous', reason: 'sign_in_provider_not_allowed' },
+    { token: 'noProvider', reason: 'sign_in_provider_missing' },
+    { token: 'noFirebase', reason: 'sign_in_provider_missing' },
+    { token: 'arrayFirebase', reason: 'sign_in_provider_missing' },
+    { token: 'numericProvider', reason: 'sign_in_provider_missing' },
+    { token: 'anonymous', policy: withProviders },
+    { token: 'basic', policy: withProviders },
+    { token: 'google', policy: withProviders, reason: 'sign_in_provider_not_allowed' },
+    { token: 'tenantA', reason: 'tenant_not_allowed' },
+    { token: 'tenantA', policy: withTenants },
+    { token: 'tenantB', policy: withTenants, reason: 'tenant_not_allowed' },
+    { token: 'tenantNumber', policy: withTenants, reason: 'tenant_not_allowed' },
+    // Tenants configured do not turn away the project's own users.
+    { token: 'basic', policy: withTenants },
+  ];
+
+  const named = cases.map((c) => ({
+    ...c,
+    setting: c.policy === withProviders ? 'providers password, anonymous' : c.policy ? 'tenant salon-a' : 'defaults',
+    outcome: c.reason ?? 'allowed',
+  }));
+  it.each(named)('$token under $setting: $outcome', async ({ token, ...rest }) => {
+    const decision = await decide(input({ authorization: `Bearer ${token}` }), rest.policy ?? policy, verify);
+    if (rest.reason === undefined) expect(decision.allow).toBe(true);
+    else expect(decision).toMatchObject({ allow: false, code: 'INVALID_TOKEN', reason: rest.reason });
+  });
+
+  it('does not look at how the caller signed in on an auth: none route', async () => {
+    expect((await decide(input({ auth: 'none', authorization: 'Bearer anonymous' }), policy, verify)).allow).toBe(true);
   });
 });
 

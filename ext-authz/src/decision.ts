@@ -60,6 +60,9 @@ export type DenyReason =
   | 'no_policy'
   | 'no_bearer_token'
   | 'uid_not_header_safe'
+  | 'sign_in_provider_missing'
+  | 'sign_in_provider_not_allowed'
+  | 'tenant_not_allowed'
   | 'missing_permissions'
   | 'headers_over_limit';
 
@@ -141,6 +144,8 @@ export async function decide(
   if (!verified.ok) return { allow: false, code: verified.code, reason: verified.reason };
   const { claims } = verified;
   if (!isHeaderSafe(claims.uid)) return { allow: false, code: 'INVALID_TOKEN', reason: 'uid_not_header_safe' };
+  const signIn = signInRefusal(claims.payload, policy);
+  if (signIn !== undefined) return { allow: false, code: 'INVALID_TOKEN', reason: signIn, userId: claims.uid };
 
   const group = groupOf(claims.payload, policy);
   const missing = route.permissions.filter((permission) => !group?.permissions.has(permission));
@@ -176,6 +181,24 @@ export async function decide(
       headersToSet.map(([name]) => name),
     ),
   };
+}
+
+/**
+ * Whether the gateway accepts how the caller signed in (`firebase.sign_in_provider`, which
+ * every Firebase ID token carries; anonymous users are refused unless listed) and for which
+ * tenant (`firebase.tenant`: Identity Platform tenants share the project's issuer and
+ * audience, so without this check any tenant's users would pass as the project's).
+ */
+function signInRefusal(payload: Readonly<Record<string, unknown>>, policy: CompiledPolicy): DenyReason | undefined {
+  const firebase = payload.firebase;
+  if (typeof firebase !== 'object' || firebase === null || Array.isArray(firebase)) return 'sign_in_provider_missing';
+  const { sign_in_provider: provider, tenant } = firebase as Record<string, unknown>;
+  if (typeof provider !== 'string' || provider === '') return 'sign_in_provider_missing';
+  if (policy.signInProviders ? !policy.signInProviders.has(provider) : provider === 'anonymous') {
+    return 'sign_in_provider_not_allowed';
+  }
+  if (tenant !== undefined && (typeof tenant !== 'string' || !policy.tenants.has(tenant))) return 'tenant_not_allowed';
+  return undefined;
 }
 
 /**

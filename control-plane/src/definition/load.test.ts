@@ -538,6 +538,36 @@ const invalid: Array<{ name: string; change: (def: Def) => void; paths: string[]
     paths: ['identity.defaultGroup'],
   },
   {
+    name: 'a sign-in provider that is not a provider id',
+    change: (d) => (d.identity.signInProviders = ['password', 'Google Sign-In']),
+    paths: ['identity.signInProviders[1]'],
+  },
+  {
+    name: 'an empty list of sign-in providers (nobody could sign in)',
+    change: (d) => (d.identity.signInProviders = []),
+    paths: ['identity.signInProviders'],
+  },
+  {
+    name: 'a sign-in provider named twice',
+    change: (d) => (d.identity.signInProviders = ['password', 'phone', 'password']),
+    paths: ['identity.signInProviders[2]'],
+  },
+  {
+    name: 'sign-in providers as a string',
+    change: (d) => (d.identity.signInProviders = 'password'),
+    paths: ['identity.signInProviders'],
+  },
+  {
+    name: 'a tenant id with a dot',
+    change: (d) => (d.identity.tenants = ['salon.a']),
+    paths: ['identity.tenants[0]'],
+  },
+  {
+    name: 'a tenant named twice',
+    change: (d) => (d.identity.tenants = ['salon-a', 'salon-a']),
+    paths: ['identity.tenants[1]'],
+  },
+  {
     name: 'several mistakes at once',
     change: (d) => {
       d.routes[0].to = 'nope';

@@ -45,6 +45,25 @@ const group = z.union([
   }),
 ]);
 
+/** Firebase's provider ids: "password", "phone", "anonymous", "custom", "google.com", "oidc.<name>", "saml.<name>". */
+const signInProvider = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,99}$/, {
+  message: 'must be a Firebase sign-in provider id, e.g. password, phone, google.com, oidc.my-idp',
+});
+/** Identity Platform tenant ids: letters, digits and "-" (e.g. "salon-a-x1y2z"). */
+const tenantId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9-]{0,62}$/, { message: 'must be a tenant id (letters, digits and "-")' });
+
+function uniqueList<T extends z.ZodString>(item: T) {
+  return z.array(item).superRefine((items, ctx) => {
+    const seen = new Set<string>();
+    for (const [index, value] of items.entries()) {
+      if (seen.has(value)) ctx.addIssue({ code: 'custom', path: [index], message: `names "${value}" twice` });
+      seen.add(value);
+    }
+  });
+}
+
 const route = routeSchema(routeLimit);
 export const gatewayDefinitionSchema = z.strictObject({
   listeners: listenersSchema,
@@ -59,6 +78,10 @@ export const gatewayDefinitionSchema = z.strictObject({
     /** Group of verified tokens without the claim; such tokens are refused when absent. */
     defaultGroup: groupName.optional(),
     groups: z.record(groupName, group),
+    /** Accepted firebase.sign_in_provider values; absent = every provider except anonymous. */
+    signInProviders: uniqueList(signInProvider).min(1).optional(),
+    /** Accepted firebase.tenant ids; absent = tokens of any tenant are refused. */
+    tenants: uniqueList(tenantId).default([]),
   }),
   policyServices: z.strictObject({
     extAuthz: extAuthzServiceSchema,

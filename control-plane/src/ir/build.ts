@@ -96,6 +96,8 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
         groupClaim: definition.identity.groupClaim,
         defaultGroup,
         groups,
+        signInProviders: definition.identity.signInProviders,
+        tenants: definition.identity.tenants,
       },
       extAuthz: { clusterName: extAuthzClusterName, timeoutMs: ms(extAuthz.timeout) },
       rateLimit: {

@@ -103,6 +103,10 @@ export interface IdentityIR {
   defaultGroup: string | undefined;
   /** Sorted by name; permissions with inheritance applied, parents' first. */
   groups: GroupIR[];
+  /** Accepted sign-in providers; undefined = every provider except anonymous. */
+  signInProviders: string[] | undefined;
+  /** Accepted tenant ids; empty = tenant tokens are refused. */
+  tenants: string[];
 }
 
 export interface GroupIR {
