@@ -120,8 +120,8 @@ describe('decide', () => {
         expected: { allow: false, code: 'MISSING_TOKEN' },
       },
       {
-        name: 'an auth value other than none (fails closed to required)',
-        input: input({ auth: 'optional' }),
+        name: 'an auth value other than none or optional (fails closed to required)',
+        input: input({ auth: 'maybe' }),
         expected: { allow: false, code: 'MISSING_TOKEN' },
       },
       {
@@ -314,6 +314,46 @@ describe('decide', () => {
   });
 });
 
+describe('decide: auth optional', () => {
+  it('lets a caller without an Authorization header through anonymously, removing every identity header', async () => {
+    const decision = await decide(
+      input({ auth: 'optional', headers: { 'x-sekisho-user-id': 'admin' } }),
+      policy,
+      verify,
+    );
+    expect(decision).toEqual({
+      allow: true,
+      identity: undefined,
+      headersToSet: [],
+      headersToRemove: [...allIdentityHeaders],
+    });
+  });
+
+  it('sets the identity headers for a valid token', async () => {
+    const decision = await decide(input({ auth: 'optional', authorization: 'Bearer verified' }), policy, verify);
+    expect(decision).toMatchObject({ allow: true, identity: { userId: 'user-verified' } });
+    expect(headersOf(decision)[identityHeaders.group]).toBe('verified_customer');
+  });
+
+  it.each([
+    { authorization: 'Bearer forged', code: 'INVALID_TOKEN' },
+    { authorization: 'Bearer expired', code: 'TOKEN_EXPIRED' },
+    { authorization: 'Bearer anonymous', code: 'INVALID_TOKEN' },
+    { authorization: 'Basic dXNlcjpwYXNz', code: 'MISSING_TOKEN' },
+    { authorization: '', code: 'MISSING_TOKEN' },
+  ])('refuses $authorization instead of ignoring it ($code)', async ({ authorization, code }) => {
+    const decision = await decide(input({ auth: 'optional', authorization }), policy, verify);
+    expect(decision).toMatchObject({ allow: false, code });
+  });
+
+  it('still needs a policy', async () => {
+    expect(await decide(input({ auth: 'optional' }), undefined, verify)).toMatchObject({
+      allow: false,
+      code: 'SERVICE_UNAVAILABLE',
+    });
+  });
+});
+
 describe('decide: sign-in provider and tenant', () => {
   const withProviders = variant({ signInProviders: ['password', 'anonymous'] });
   const withTenants = variant({ tenants: ['salon-a'] });
@@ -401,10 +441,12 @@ describe('decide: Envoy header limits', () => {
 
 describe('routeRequirements', () => {
   it.each<{ ext: Record<string, string>; expected: object }>([
-    { ext: {}, expected: { routeId: undefined, authRequired: true, permissions: [] } },
-    { ext: { [authzContextKeys.auth]: 'none' }, expected: { authRequired: false } },
-    { ext: { [authzContextKeys.auth]: 'required' }, expected: { authRequired: true } },
-    { ext: { [authzContextKeys.auth]: '' }, expected: { authRequired: true } },
+    { ext: {}, expected: { routeId: undefined, auth: 'required', permissions: [] } },
+    { ext: { [authzContextKeys.auth]: 'none' }, expected: { auth: 'none' } },
+    { ext: { [authzContextKeys.auth]: 'optional' }, expected: { auth: 'optional' } },
+    { ext: { [authzContextKeys.auth]: 'required' }, expected: { auth: 'required' } },
+    { ext: { [authzContextKeys.auth]: '' }, expected: { auth: 'required' } },
+    { ext: { [authzContextKeys.auth]: 'Optional' }, expected: { auth: 'required' } },
     { ext: { [authzContextKeys.permissions]: '' }, expected: { permissions: [] } },
     { ext: { [authzContextKeys.permissions]: ' a , ,b,, ' }, expected: { permissions: ['a', 'b'] } },
     { ext: { [authzContextKeys.routeId]: 'r1' }, expected: { routeId: 'r1' } },

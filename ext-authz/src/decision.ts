@@ -30,13 +30,19 @@ export interface HeaderSize {
 
 export interface RouteRequirements {
   routeId: string | undefined;
-  /** False only for routes the control plane marked `sekisho.auth: none`. */
-  authRequired: boolean;
+  /**
+   * `none` and `optional` only when the control plane wrote exactly that in `sekisho.auth`;
+   * any other value (or none) is `required`.
+   */
+  auth: RouteAuth;
   /** Every one of these must be granted. */
   permissions: readonly string[];
   /** Envoy's header limits, which it checks again after applying our headers. */
   headerLimits: HeaderSize | undefined;
 }
+
+/** none: nobody is verified; optional: a token is verified when sent, no token passes anonymously. */
+export type RouteAuth = 'required' | 'optional' | 'none';
 
 export interface Identity {
   userId: string;
@@ -69,7 +75,7 @@ export type DenyReason =
 export type Decision =
   | {
       allow: true;
-      /** undefined on `auth: none` routes. */
+      /** undefined on `auth: none` routes and for anonymous callers of `auth: optional` ones. */
       identity: Identity | undefined;
       /** Identity headers for the upstream, replacing any value already present. */
       headersToSet: Array<[name: string, value: string]>;
@@ -91,14 +97,18 @@ export function routeRequirements(contextExtensions: Readonly<Record<string, str
   const get = (key: string) => (Object.hasOwn(contextExtensions, key) ? contextExtensions[key] : undefined);
   return {
     routeId: get(authzContextKeys.routeId),
-    // Anything but an explicit "none" requires authentication.
-    authRequired: get(authzContextKeys.auth) !== 'none',
+    auth: routeAuth(get(authzContextKeys.auth)),
     permissions: (get(authzContextKeys.permissions) ?? '')
       .split(',')
       .map((permission) => permission.trim())
       .filter((permission) => permission !== ''),
     headerLimits: headerLimits(get(authzContextKeys.maxRequestHeaders), get(authzContextKeys.maxRequestHeaderBytes)),
   };
+}
+
+// Anything but exactly "none" or "optional" requires authentication.
+function routeAuth(value: string | undefined): RouteAuth {
+  return value === 'none' || value === 'optional' ? value : 'required';
 }
 
 function headerLimits(count: string | undefined, bytes: string | undefined): HeaderSize | undefined {
@@ -129,7 +139,11 @@ export async function decide(
   if (!policy) return { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'no_policy' };
 
   const { route } = input;
-  if (!route.authRequired) {
+  const authorization = header(input.headers, 'authorization');
+  // An optional route lets a caller without any Authorization header through as on a none
+  // route; one that sends a header is decided as on a required route, so a bad token is
+  // refused rather than ignored (and counted per IP as a failed token).
+  if (route.auth === 'none' || (route.auth === 'optional' && authorization === undefined)) {
     // Envoy checks its limits after any OK answer, so even one that adds nothing.
     if (overHeaderLimits(input, [])) {
       return { allow: false, code: 'REQUEST_HEADERS_TOO_LARGE', reason: 'headers_over_limit' };
@@ -137,7 +151,7 @@ export async function decide(
     return { allow: true, identity: undefined, headersToSet: [], headersToRemove: headersToRemove(input.headers, []) };
   }
 
-  const token = bearerToken(header(input.headers, 'authorization'));
+  const token = bearerToken(authorization);
   if (token === undefined) return { allow: false, code: 'MISSING_TOKEN', reason: 'no_bearer_token' };
 
   const verified = await verify(token, policy.projectId);

@@ -27,7 +27,7 @@ export const sekishoHeaderPrefix = 'x-sekisho-';
 /** Keys of the ext_authz per-route `context_extensions` the control plane sets. */
 export const authzContextKeys = {
   routeId: 'sekisho.route_id',
-  /** "required" or "none". Anything else, or absent, is treated as "required". */
+  /** "required", "optional" or "none". Anything else, or absent, is treated as "required". */
   auth: 'sekisho.auth',
   /** Comma-separated permissions, all of which the caller needs. */
   permissions: 'sekisho.permissions',

@@ -70,6 +70,18 @@ const invalid: Array<{ name: string; change: (def: Def) => void; paths: string[]
     paths: ['routes[1].require'],
   },
   {
+    name: 'permissions on an auth: optional route',
+    change: (d) => {
+      d.routes[0].auth = 'optional';
+    },
+    paths: ['routes[0].require'],
+  },
+  {
+    name: 'an auth mode that does not exist',
+    change: (d) => (d.routes[0].auth = 'maybe'),
+    paths: ['routes[0].auth'],
+  },
+  {
     name: 'a per-user limit on an auth: none route',
     change: (d) => (d.routes[1].limits[0].per = 'user'),
     paths: ['routes[1].limits[0].per'],

@@ -282,7 +282,11 @@ export function routeSchema<Limit extends z.ZodType>(routeLimit: Limit) {
       retries: retries.optional(),
       requestHeaders: headerChanges.optional(),
       responseHeaders: headerChanges.optional(),
-      auth: z.enum(['required', 'none']).default('required'),
+      /**
+       * required: a valid token; none: nobody is verified; optional: a valid token sets the
+       * identity headers, no Authorization header passes anonymously, a bad token is refused.
+       */
+      auth: z.enum(['required', 'optional', 'none']).default('required'),
       /** Permissions the caller needs, all of them. */
       require: z.array(permission).default([]),
       limits: z.array(routeLimit).default([]),

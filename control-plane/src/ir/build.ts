@@ -49,6 +49,12 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
     const at = `routes[${index}]`;
     if (route.auth === 'none' && route.require.length > 0) {
       errors.push({ path: `${at}.require`, message: 'a route with auth: none has no caller to hold permissions' });
+    } else if (route.auth === 'optional' && route.require.length > 0) {
+      errors.push({
+        path: `${at}.require`,
+        message:
+          'a route with auth: optional lets callers without a token in, who hold no permissions; use auth: required',
+      });
     } else {
       for (const [permissionIndex, permission] of route.require.entries()) {
         if (!granted.has(permission)) {

@@ -227,7 +227,7 @@ export interface RouteIR {
   query: ValueMatchIR[];
   action: ForwardIR | DirectResponseIR | RedirectIR;
   responseHeaders: HeaderChangesIR;
-  auth: 'required' | 'none';
+  auth: 'required' | 'optional' | 'none';
   /** All of them are needed; empty = any verified caller (or anyone when auth is none). */
   permissions: string[];
   limits: LimitIR[];
