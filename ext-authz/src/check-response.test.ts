@@ -100,6 +100,17 @@ describe('toCheckResponse', () => {
     expect(body.error.missing_permissions).toBeUndefined();
   });
 
+  it.each(['not_owner', 'no_customer_id', 'owner_value_missing', 'owner_unreadable'] as const)(
+    'says only "not_owner" in the body of an ownership refusal (%s)',
+    (reason) => {
+      const response = toCheckResponse({ allow: false, code: 'INSUFFICIENT_PERMISSIONS', reason, userId: 'u1' }, ctx);
+      expect(response.deniedResponse?.status?.code).toBe(403);
+      const { error } = JSON.parse(response.deniedResponse?.body ?? '');
+      expect(error).toMatchObject({ code: 'INSUFFICIENT_PERMISSIONS', reason: 'not_owner' });
+      expect(error.required_permissions).toBeUndefined();
+    },
+  );
+
   it('writes the message in the language of the request', () => {
     const ja = toCheckResponse(
       { allow: false, code: 'MISSING_TOKEN', reason: 'no_bearer_token' },

@@ -3,7 +3,7 @@ import { type HeaderValueOption, HeaderValueOption_HeaderAppendAction } from '@s
 import type { CheckResponse } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import { authzDynamicMetadataKeys } from '@sekisho/service-kit/contract';
 import { type ErrorCode, errorBody, errorCatalogue, type Language } from '@sekisho/service-kit/errors';
-import type { Decision } from './decision';
+import type { Decision, DenyReason } from './decision';
 
 // A decision in Envoy's words. Denials carry the reference design's JSON error body,
 // the HTTP status Envoy sends, and a google.rpc code that is never OK, so Envoy denies
@@ -30,7 +30,9 @@ export function toCheckResponse(decision: Decision, ctx: ResponseContext): Check
         ? { required_permissions: decision.requiredPermissions }
         : decision.code === 'TOKEN_EXPIRED'
           ? refreshHint
-          : undefined,
+          : ownershipReasons.has(decision.reason)
+            ? notOwner
+            : undefined,
       tokenError: decision.code === 'TOKEN_EXPIRED' || decision.code === 'INVALID_TOKEN',
     });
   }
@@ -61,6 +63,18 @@ export function toCheckResponse(decision: Decision, ctx: ResponseContext): Check
  * app can test instead of comparing codes. The body's fixed fields stay as they are.
  */
 const refreshHint = { refresh_required: true } as const;
+
+/**
+ * An ownership refusal tells the client only that the resource is not its own; why (no
+ * customer id, another id, a missing value) is for the log.
+ */
+const notOwner = { reason: 'not_owner' } as const;
+const ownershipReasons: ReadonlySet<DenyReason> = new Set<DenyReason>([
+  'owner_unreadable',
+  'no_customer_id',
+  'owner_value_missing',
+  'not_owner',
+]);
 
 /** A denial for an error of Sekisho's own (no policy, an exception): never an allow. */
 export function failClosed(code: 'SERVICE_UNAVAILABLE' | 'AUTHORIZATION_ERROR', ctx: ResponseContext): CheckResponse {

@@ -53,7 +53,12 @@ export async function check(request: CheckRequest, deps: CheckServiceDeps): Prom
     const facts = describeRequest(request);
     ctx = { correlationId: facts.correlationId, language: pickLanguage(facts.acceptLanguage), now: now(deps) };
     const decision = await decide(
-      { headers: facts.headers, route: facts.route, ...(facts.headerSize ? { headerSize: facts.headerSize } : {}) },
+      {
+        headers: facts.headers,
+        route: facts.route,
+        ...(facts.path !== undefined ? { path: facts.path } : {}),
+        ...(facts.headerSize ? { headerSize: facts.headerSize } : {}),
+      },
       deps.policy(),
       deps.verify,
     );

@@ -354,6 +354,115 @@ describe('decide: auth optional', () => {
   });
 });
 
+describe('decide: ownership', () => {
+  const owned = variant({ customerIdClaim: 'customer_id' });
+  const byUid = variant({ customerIdClaim: 'sub' });
+  tokens.customerC42 = claims('user-c42', { customer_id: 'c-42' });
+  tokens.customerNumeric = claims('user-cn', { customer_id: 42 });
+  tokens.customerEmpty = claims('user-ce', { customer_id: '' });
+  const at = (path: string, owner: Record<string, string>, authorization = 'Bearer customerC42'): CheckInput => ({
+    ...input({ authorization }),
+    path,
+    route: routeRequirements({ [authzContextKeys.routeId]: 'customer', ...owner }),
+  });
+  const segment = { [authzContextKeys.ownerPathSegment]: '4' };
+  const query = { [authzContextKeys.ownerQuery]: 'customer_id' };
+
+  const cases: Array<{ name: string; input: CheckInput; policy?: CompiledPolicy; reason?: string }> = [
+    { name: 'its own id in the path', input: at('/api/v1/customers/c-42', segment) },
+    { name: 'its own id in the path, with a query', input: at('/api/v1/customers/c-42?x=1', segment) },
+    { name: 'its own id percent-encoded', input: at('/api/v1/customers/c%2D42', segment) },
+    { name: 'its own id in the path, more after it', input: at('/api/v1/customers/c-42/appointments', segment) },
+    { name: 'another id in the path', input: at('/api/v1/customers/c-43', segment), reason: 'not_owner' },
+    { name: 'an id that only starts with its own', input: at('/api/v1/customers/c-421', segment), reason: 'not_owner' },
+    { name: 'a different case', input: at('/api/v1/customers/C-42', segment), reason: 'not_owner' },
+    { name: 'a path too short', input: at('/api/v1/customers', segment), reason: 'owner_value_missing' },
+    { name: 'an empty segment', input: at('/api/v1/customers/', segment), reason: 'owner_value_missing' },
+    {
+      name: 'broken percent-encoding',
+      input: at('/api/v1/customers/%E0%A4%A', segment),
+      reason: 'owner_value_missing',
+    },
+    { name: 'its own id in the query', input: at('/api/v1/points?customer_id=c-42', query) },
+    { name: 'another id in the query', input: at('/api/v1/points?customer_id=c-43', query), reason: 'not_owner' },
+    { name: 'no query', input: at('/api/v1/points', query), reason: 'owner_value_missing' },
+    {
+      name: 'the parameter twice (its own first)',
+      input: at('/api/v1/points?customer_id=c-42&customer_id=c-43', query),
+      reason: 'owner_value_missing',
+    },
+    {
+      name: 'its own id only in the path when the query is checked',
+      input: at('/api/v1/c-42/points?id=c-42', query),
+      reason: 'owner_value_missing',
+    },
+    {
+      name: 'a token without the customer id claim',
+      input: at('/api/v1/customers/c-42', segment, 'Bearer basic'),
+      reason: 'no_customer_id',
+    },
+    {
+      name: 'a numeric customer id claim',
+      input: at('/api/v1/customers/42', segment, 'Bearer customerNumeric'),
+      reason: 'no_customer_id',
+    },
+    {
+      name: 'an empty customer id claim',
+      input: at('/api/v1/customers/', segment, 'Bearer customerEmpty'),
+      reason: 'no_customer_id',
+    },
+    {
+      name: 'no customer id claim configured',
+      input: at('/api/v1/customers/c-42', segment),
+      policy,
+      reason: 'no_customer_id',
+    },
+    { name: 'the uid when the gateway says so', input: at('/api/v1/customers/user-c42', segment), policy: byUid },
+    {
+      name: 'the customer id when the gateway compares the uid',
+      input: at('/api/v1/customers/c-42', segment),
+      policy: byUid,
+      reason: 'not_owner',
+    },
+    {
+      name: 'an unreadable segment index',
+      input: at('/api/v1/customers/c-42', { [authzContextKeys.ownerPathSegment]: 'four' }),
+      reason: 'owner_unreadable',
+    },
+    {
+      name: 'segment 0 (before the first "/")',
+      input: at('/api/v1/customers/c-42', { [authzContextKeys.ownerPathSegment]: '0' }),
+      reason: 'owner_unreadable',
+    },
+    {
+      name: 'both a segment and a query',
+      input: at('/api/v1/customers/c-42?customer_id=c-42', { ...segment, ...query }),
+      reason: 'owner_unreadable',
+    },
+  ];
+
+  it.each(cases.map((c) => ({ ...c, outcome: c.reason ?? 'allowed' })))(
+    '$name: $outcome',
+    async ({ input: request, policy: p, reason }) => {
+      const decision = await decide(request, p ?? owned, verify);
+      if (reason === undefined) expect(decision.allow).toBe(true);
+      else expect(decision).toMatchObject({ allow: false, code: 'INSUFFICIENT_PERMISSIONS', reason });
+    },
+  );
+
+  it('checks the permissions first', async () => {
+    const request = { ...at('/api/v1/customers/c-43', segment) };
+    request.route = { ...request.route, permissions: ['delete:everything'] };
+    expect(await decide(request, owned, verify)).toMatchObject({ reason: 'missing_permissions' });
+  });
+
+  it('reads the path from :path when no path is given', async () => {
+    const { path: _path, ...request } = at('/ignored', segment);
+    request.headers = { ...request.headers, ':path': '/api/v1/customers/c-42' };
+    expect((await decide(request, owned, verify)).allow).toBe(true);
+  });
+});
+
 describe('decide: sign-in provider and tenant', () => {
   const withProviders = variant({ signInProviders: ['password', 'anonymous'] });
   const withTenants = variant({ tenants: ['salon-a'] });

@@ -4,7 +4,7 @@ import {
   identityHeaders,
   sekishoHeaderPrefix,
 } from '@sekisho/service-kit/contract';
-import type { RejectReason, VerifyResult } from './firebase/verify';
+import type { FirebaseClaims, RejectReason, VerifyResult } from './firebase/verify';
 import type { CompiledPolicy, Group } from './policy';
 
 // The authorization decision for one request, as a pure function of the request's
@@ -20,6 +20,8 @@ export interface CheckInput {
   headers: Readonly<Record<string, string>>;
   /** What Envoy's header map holds: entries (pseudo-headers included) and their bytes. */
   headerSize?: HeaderSize;
+  /** The request path with its query, as Envoy normalised it; default: the `:path` header. */
+  path?: string;
   route: RouteRequirements;
 }
 
@@ -37,9 +39,20 @@ export interface RouteRequirements {
   auth: RouteAuth;
   /** Every one of these must be granted. */
   permissions: readonly string[];
+  /** What must equal the caller's customer id; undefined = no ownership check. */
+  owner: OwnerRequirement | undefined;
   /** Envoy's header limits, which it checks again after applying our headers. */
   headerLimits: HeaderSize | undefined;
 }
+
+/**
+ * A path segment (index into the path split at "/") or a query parameter; `unreadable` when
+ * the control plane wrote something else, which refuses every request (fail closed).
+ */
+export type OwnerRequirement =
+  | { kind: 'pathSegment'; index: number }
+  | { kind: 'query'; name: string }
+  | { kind: 'unreadable' };
 
 /** none: nobody is verified; optional: a token is verified when sent, no token passes anonymously. */
 export type RouteAuth = 'required' | 'optional' | 'none';
@@ -70,6 +83,10 @@ export type DenyReason =
   | 'sign_in_provider_not_allowed'
   | 'tenant_not_allowed'
   | 'missing_permissions'
+  | 'owner_unreadable'
+  | 'no_customer_id'
+  | 'owner_value_missing'
+  | 'not_owner'
   | 'headers_over_limit';
 
 export type Decision =
@@ -102,8 +119,18 @@ export function routeRequirements(contextExtensions: Readonly<Record<string, str
       .split(',')
       .map((permission) => permission.trim())
       .filter((permission) => permission !== ''),
+    owner: ownerRequirement(get(authzContextKeys.ownerPathSegment), get(authzContextKeys.ownerQuery)),
     headerLimits: headerLimits(get(authzContextKeys.maxRequestHeaders), get(authzContextKeys.maxRequestHeaderBytes)),
   };
+}
+
+function ownerRequirement(segment: string | undefined, query: string | undefined): OwnerRequirement | undefined {
+  if (segment === undefined && query === undefined) return undefined;
+  if (segment !== undefined && query === undefined && /^[1-9]\d{0,2}$/.test(segment)) {
+    return { kind: 'pathSegment', index: Number(segment) };
+  }
+  if (query !== undefined && segment === undefined && query !== '') return { kind: 'query', name: query };
+  return { kind: 'unreadable' };
 }
 
 // Anything but exactly "none" or "optional" requires authentication.
@@ -175,6 +202,17 @@ export async function decide(
     };
   }
 
+  const notOwner = ownerRefusal(input, claims, policy);
+  if (notOwner !== undefined) {
+    return {
+      allow: false,
+      code: 'INSUFFICIENT_PERMISSIONS',
+      reason: notOwner,
+      userId: claims.uid,
+      ...(group ? { group: group.name } : {}),
+    };
+  }
+
   const identity: Identity = {
     userId: claims.uid,
     ...(claims.email !== undefined ? { email: claims.email } : {}),
@@ -195,6 +233,44 @@ export async function decide(
       headersToSet.map(([name]) => name),
     ),
   };
+}
+
+/**
+ * Ownership: the route's path segment or query parameter must equal the caller's customer
+ * id. The path is Envoy's, normalised before any filter ran (and before a rewrite), so the
+ * segment is where the route's template put its variable. A query parameter given twice is
+ * refused: the service might read the other one.
+ */
+function ownerRefusal(input: CheckInput, claims: FirebaseClaims, policy: CompiledPolicy): DenyReason | undefined {
+  const owner = input.route.owner;
+  if (owner === undefined) return undefined;
+  if (owner.kind === 'unreadable') return 'owner_unreadable';
+  const claim = policy.customerIdClaim;
+  const customerId = claim === '' ? undefined : claim === 'sub' ? claims.uid : claims.payload[claim];
+  if (typeof customerId !== 'string' || customerId === '') return 'no_customer_id';
+  const path = input.path ?? header(input.headers, ':path') ?? '';
+  const value = owner.kind === 'pathSegment' ? pathSegment(path, owner.index) : queryParameter(path, owner.name);
+  if (value === undefined || value === '') return 'owner_value_missing';
+  return value === customerId ? undefined : 'not_owner';
+}
+
+function pathSegment(path: string, index: number): string | undefined {
+  const end = path.search(/[?#]/);
+  const segment = (end === -1 ? path : path.slice(0, end)).split('/', index + 1)[index];
+  if (segment === undefined || !segment.includes('%')) return segment;
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return undefined;
+  }
+}
+
+function queryParameter(path: string, name: string): string | undefined {
+  const start = path.indexOf('?');
+  if (start === -1) return undefined;
+  const end = path.indexOf('#', start);
+  const values = new URLSearchParams(path.slice(start + 1, end === -1 ? undefined : end)).getAll(name);
+  return values.length === 1 ? values[0] : undefined;
 }
 
 /**

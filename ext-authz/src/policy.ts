@@ -31,6 +31,8 @@ export interface CompiledPolicy {
   signInProviders: ReadonlySet<string> | undefined;
   /** Accepted firebase.tenant values; empty = every tenant token is refused. */
   tenants: ReadonlySet<string>;
+  /** The claim with the caller's customer id ("sub": the uid); '' = none, ownership checks refuse. */
+  customerIdClaim: string;
 }
 
 // Group names and permissions become header values, and permissions are comma-joined
@@ -84,6 +86,9 @@ export function compileAuthzPolicy(policy: AuthzPolicy): CompiledPolicy {
   for (const tenant of policy.tenants) {
     if (!tenantId.test(tenant)) problems.push(`tenants: ${JSON.stringify(tenant)} is invalid`);
   }
+  if (policy.customerIdClaim !== '' && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(policy.customerIdClaim)) {
+    problems.push(`customer_id_claim ${JSON.stringify(policy.customerIdClaim)} is not a claim name`);
+  }
   if (problems.length > 0) throw new PolicyError(problems);
   return {
     projectId,
@@ -92,5 +97,6 @@ export function compileAuthzPolicy(policy: AuthzPolicy): CompiledPolicy {
     defaultGroup,
     signInProviders: policy.signInProviders.length > 0 ? new Set(policy.signInProviders) : undefined,
     tenants: new Set(policy.tenants),
+    customerIdClaim: policy.customerIdClaim,
   };
 }

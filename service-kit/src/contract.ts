@@ -36,6 +36,13 @@ export const authzContextKeys = {
    * applied its headers, and answers an empty 500 when they pushed a request over, so
    * ext-authz answers 431 instead of adding them.
    */
+  /**
+   * Ownership: the path segment (decimal index into the path split at "/", so "/a/{id}" is 2)
+   * or the query parameter whose value must equal the caller's customer id. At most one is
+   * set; a route with neither has no ownership check.
+   */
+  ownerPathSegment: 'sekisho.owner_path_segment',
+  ownerQuery: 'sekisho.owner_query',
   maxRequestHeaders: 'sekisho.max_request_headers',
   maxRequestHeaderBytes: 'sekisho.max_request_header_bytes',
 } as const;

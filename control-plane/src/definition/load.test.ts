@@ -76,6 +76,75 @@ const invalid: Array<{ name: string; change: (def: Def) => void; paths: string[]
     },
     paths: ['routes[0].require'],
   },
+  ...(
+    [
+      {
+        name: 'an owner param on a route without a template',
+        owner: { param: 'id' },
+        paths: ['routes[0].owner.param'],
+      },
+      {
+        name: 'an owner param that is not a variable of the template',
+        template: '/api/v1/customers/{id}',
+        owner: { param: 'customer' },
+        paths: ['routes[0].owner.param'],
+      },
+      {
+        name: 'an owner param spanning several segments',
+        template: '/api/v1/customers/{id=**}',
+        owner: { param: 'id' },
+        paths: ['routes[0].owner.param'],
+      },
+      { name: 'an owner with both param and query', owner: { param: 'id', query: 'id' }, paths: ['routes[0].owner'] },
+      { name: 'an owner with neither', owner: {}, paths: ['routes[0].owner'] },
+      { name: 'an owner param in capitals', owner: { param: 'Id' }, paths: ['routes[0].owner.param'] },
+      { name: 'an owner query with a space', owner: { query: 'customer id' }, paths: ['routes[0].owner.query'] },
+      {
+        name: 'an owner on an auth: optional route',
+        owner: { query: 'c' },
+        auth: 'optional',
+        require: [],
+        paths: ['routes[0].owner'],
+      },
+      {
+        name: 'an owner without identity.customerId',
+        owner: { query: 'c' },
+        noCustomerId: true,
+        paths: ['routes[0].owner'],
+      },
+      {
+        name: 'a customer id claim that is a standard claim',
+        owner: { query: 'c' },
+        customerId: { claim: 'sub' },
+        paths: ['identity.customerId.claim'],
+      },
+      {
+        name: 'a customer id that is neither uid nor a claim',
+        owner: { query: 'c' },
+        customerId: 'email',
+        paths: ['identity.customerId'],
+      },
+    ] as Array<{
+      name: string;
+      owner: object;
+      template?: string;
+      auth?: string;
+      require?: string[];
+      noCustomerId?: boolean;
+      customerId?: unknown;
+      paths: string[];
+    }>
+  ).map((c) => ({
+    name: c.name,
+    change: (d: Def) => {
+      if (!c.noCustomerId) d.identity.customerId = c.customerId ?? { claim: 'customer_id' };
+      if (c.template) d.routes[0].match = { methods: ['GET'], template: c.template };
+      if (c.auth) d.routes[0].auth = c.auth;
+      if (c.require) d.routes[0].require = c.require;
+      d.routes[0].owner = c.owner;
+    },
+    paths: c.paths,
+  })),
   {
     name: 'an auth mode that does not exist',
     change: (d) => (d.routes[0].auth = 'maybe'),

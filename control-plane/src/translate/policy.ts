@@ -15,6 +15,7 @@ export function translateAuthzPolicy(ir: GatewayIR): AuthzPolicy {
     groups: Object.fromEntries(ir.identity.groups.map((group) => [group.name, { permissions: group.permissions }])),
     signInProviders: ir.identity.signInProviders ?? [],
     tenants: ir.identity.tenants,
+    customerIdClaim: ir.identity.customerIdClaim ?? '',
   });
 }
 
