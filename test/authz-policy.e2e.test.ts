@@ -17,7 +17,14 @@ interface Echo {
 
 interface ErrorJson {
   success: false;
-  error: { code: string; message: string; correlation_id: string; timestamp: string; refresh_required?: boolean };
+  error: {
+    code: string;
+    message: string;
+    correlation_id: string;
+    timestamp: string;
+    refresh_required?: boolean;
+    reason?: string;
+  };
   data: null;
 }
 
@@ -46,6 +53,7 @@ beforeAll(async () => {
           verified_customer: { inherits: 'basic_customer', adds: ['update:own_profile'] },
         },
         tenants: ['salon-a'],
+        customerId: { claim: 'customer_id' },
       },
       policyServices: {
         extAuthz: { address: `127.0.0.1:${extAuthz}`, timeout: '2s' },
@@ -59,6 +67,13 @@ beforeAll(async () => {
       routes: [
         { match: 'GET /api/v1/customer/profile', to: 'customer', rewrite: '/profile', require: ['read:own_profile'] },
         { match: 'GET /api/v1/menu', to: 'customer', rewrite: '/menu', auth: 'optional' },
+        {
+          match: { methods: ['GET'], template: '/api/v1/customers/{id}' },
+          to: 'customer',
+          rewrite: '/customers/{id}',
+          require: ['read:own_profile'],
+          owner: { param: 'id' },
+        },
       ],
     }),
   );
@@ -170,6 +185,29 @@ describe('401 challenges (RFC 6750)', () => {
     expect(Object.keys(response.body.error).sort()).toEqual(
       ['code', 'correlation_id', 'message', 'refresh_required', 'timestamp'].sort(),
     );
+  });
+});
+
+describe('ownership', () => {
+  it('serves a customer its own record', async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('u-c42', { claims: { customer_id: 'c-42' } });
+    const response = await call('/api/v1/customers/c-42', { token });
+    expect(response.status).toBe(200);
+    expect(response.echo.path).toBe('/customers/c-42');
+    expect(response.echo.headers['x-sekisho-user-id']).toBe('u-c42');
+  });
+
+  it.each([
+    ['another customer id', '/api/v1/customers/c-43', { customer_id: 'c-42' }],
+    ['an id that only starts with its own', '/api/v1/customers/c-42x', { customer_id: 'c-42' }],
+    ['a token without the customer id claim', '/api/v1/customers/c-42', {}],
+  ])('refuses %s with 403 not_owner', async (_name, path, claims) => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('u-other', { claims });
+    const response = await call(path, { token });
+    expect(response.status).toBe(403);
+    expect(response.body.error).toMatchObject({ code: 'INSUFFICIENT_PERMISSIONS', reason: 'not_owner' });
   });
 });
 
