@@ -51,6 +51,7 @@ export function toCheckResponse(decision: Decision, ctx: ResponseContext): Check
           dynamicMetadata: {
             [authzDynamicMetadataKeys.userId]: identity.userId,
             ...(identity.group ? { [authzDynamicMetadataKeys.group]: identity.group.name } : {}),
+            ...(decision.dryRunDenied ? { [authzDynamicMetadataKeys.dryRunDenied]: decision.dryRunDenied.code } : {}),
           },
         }
       : {}),

@@ -185,6 +185,31 @@ describe('check', () => {
     );
   });
 
+  it('logs and counts a dry-run denial as the denial it would have been, but allows', async () => {
+    const { deps, lines, registry } = setup();
+    const token = await mint();
+    const req = request({ authorization: `Bearer ${token}`, permissions: 'create:appointments' });
+    if (req.attributes) req.attributes.contextExtensions[authzContextKeys.dryRun] = 'true';
+    const response = await check(req, deps);
+
+    expect(response.status?.code).toBe(0);
+    const set = Object.fromEntries((response.okResponse?.headers ?? []).map((h) => [h.header?.key, h.header?.value]));
+    expect(set['x-sekisho-dry-run-denied']).toBe('INSUFFICIENT_PERMISSIONS');
+    expect(response.dynamicMetadata).toMatchObject({ user_id: 'user-1', dry_run_denied: 'INSUFFICIENT_PERMISSIONS' });
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      level: 'WARN',
+      event_type: 'permission_denied',
+      dry_run: true,
+      user_id: 'user-1',
+      status_code: 403,
+      error_details: { code: 'INSUFFICIENT_PERMISSIONS', missing_permissions: ['create:appointments'] },
+    });
+    expect(await registry.getSingleMetricAsString('sekisho_ext_authz_checks_total')).toContain(
+      'result="dry_run",code="INSUFFICIENT_PERMISSIONS"} 1',
+    );
+  });
+
   it('logs the client address the gateway derived (its one X-Forwarded-For entry), not the proxy peer', async () => {
     const { deps, lines } = setup();
     await check(request({ extraHeaders: { 'x-forwarded-for': '198.51.100.44' } }), deps);

@@ -10,6 +10,7 @@ import { type Logger, maskPII } from '@sekisho/service-kit/logger';
 import { failClosed, type ResponseContext, toCheckResponse } from './check-response';
 import {
   type Decision,
+  type Denial,
   decide,
   type HeaderSize,
   type RouteRequirements,
@@ -169,6 +170,11 @@ function requestFields(facts: RequestFacts) {
 }
 
 function record(decision: Decision, facts: RequestFacts, deps: CheckServiceDeps, seconds: number): void {
+  if (decision.allow && decision.dryRunDenied) {
+    // Logged and counted as the denial it would have been, told apart by dry_run.
+    recordDenial(decision.dryRunDenied, facts, deps, seconds, true);
+    return;
+  }
   if (decision.allow) {
     deps.metrics.checkFinished('allow', 'OK', seconds);
     // Every allowed request would be a record; it is built only when debug is on.
@@ -189,11 +195,16 @@ function record(decision: Decision, facts: RequestFacts, deps: CheckServiceDeps,
     return;
   }
 
-  deps.metrics.checkFinished('deny', decision.code, seconds);
+  recordDenial(decision, facts, deps, seconds, false);
+}
+
+function recordDenial(decision: Denial, facts: RequestFacts, deps: CheckServiceDeps, seconds: number, dryRun: boolean) {
+  deps.metrics.checkFinished(dryRun ? 'dry_run' : 'deny', decision.code, seconds);
   const base = {
     ...requestFields(facts),
     user_id: decision.userId ?? null,
     response_time: seconds * 1000,
+    ...(dryRun ? { dry_run: true } : {}),
     error_details: {
       code: decision.code,
       reason: decision.reason,

@@ -463,6 +463,83 @@ describe('decide: ownership', () => {
   });
 });
 
+describe('decide: dry-run', () => {
+  const dry = (opts: {
+    authorization?: string;
+    permissions?: string;
+    dryRun?: string;
+    headers?: Record<string, string>;
+  }) => {
+    const base = input(opts);
+    return {
+      ...base,
+      route: routeRequirements({
+        [authzContextKeys.routeId]: 'customer-profile',
+        ...(opts.permissions !== undefined ? { [authzContextKeys.permissions]: opts.permissions } : {}),
+        [authzContextKeys.dryRun]: opts.dryRun ?? 'true',
+      }),
+    };
+  };
+
+  it('lets a caller without the permission through, with its identity and the code it would have had', async () => {
+    const decision = await decide(
+      dry({ authorization: 'Bearer basic', permissions: 'create:appointments' }),
+      policy,
+      verify,
+    );
+    expect(decision).toMatchObject({
+      allow: true,
+      identity: { userId: 'user-basic' },
+      dryRunDenied: {
+        code: 'INSUFFICIENT_PERMISSIONS',
+        reason: 'missing_permissions',
+        missingPermissions: ['create:appointments'],
+      },
+    });
+    expect(headersOf(decision)).toMatchObject({
+      [identityHeaders.userId]: 'user-basic',
+      'x-sekisho-dry-run-denied': 'INSUFFICIENT_PERMISSIONS',
+    });
+  });
+
+  it('lets a refused sign-in provider through the same way', async () => {
+    const decision = await decide(dry({ authorization: 'Bearer anonymous' }), policy, verify);
+    expect(decision).toMatchObject({
+      allow: true,
+      dryRunDenied: { code: 'INVALID_TOKEN', reason: 'sign_in_provider_not_allowed' },
+    });
+  });
+
+  it.each([
+    ['no token', undefined, 'MISSING_TOKEN'],
+    ['a forged token', 'Bearer forged', 'INVALID_TOKEN'],
+    ['an expired token', 'Bearer expired', 'TOKEN_EXPIRED'],
+  ])('still refuses %s: nobody would be verified', async (_name, authorization, code) => {
+    const decision = await decide(dry(authorization ? { authorization } : {}), policy, verify);
+    expect(decision).toMatchObject({ allow: false, code });
+  });
+
+  it('adds no mark for a caller the policy allows, and removes a client-sent one', async () => {
+    const decision = await decide(
+      dry({ authorization: 'Bearer basic', headers: { 'x-sekisho-dry-run-denied': 'none' } }),
+      policy,
+      verify,
+    );
+    expect(decision.allow && decision.dryRunDenied).toBeUndefined();
+    expect(headersOf(decision)['x-sekisho-dry-run-denied']).toBeUndefined();
+    expect(decision.allow && decision.headersToRemove).toContain('x-sekisho-dry-run-denied');
+  });
+
+  it.each(['false', 'TRUE', '1', ''])('enforces for sekisho.dry_run=%j', async (value) => {
+    const decision = await decide(
+      dry({ authorization: 'Bearer basic', permissions: 'create:appointments', dryRun: value }),
+      policy,
+      verify,
+    );
+    expect(decision).toMatchObject({ allow: false, code: 'INSUFFICIENT_PERMISSIONS' });
+  });
+});
+
 describe('decide: sign-in provider and tenant', () => {
   const withProviders = variant({ signInProviders: ['password', 'anonymous'] });
   const withTenants = variant({ tenants: ['salon-a'] });
@@ -550,7 +627,8 @@ describe('decide: Envoy header limits', () => {
 
 describe('routeRequirements', () => {
   it.each<{ ext: Record<string, string>; expected: object }>([
-    { ext: {}, expected: { routeId: undefined, auth: 'required', permissions: [] } },
+    { ext: {}, expected: { routeId: undefined, auth: 'required', permissions: [], owner: undefined, dryRun: false } },
+    { ext: { [authzContextKeys.dryRun]: 'true' }, expected: { dryRun: true } },
     { ext: { [authzContextKeys.auth]: 'none' }, expected: { auth: 'none' } },
     { ext: { [authzContextKeys.auth]: 'optional' }, expected: { auth: 'optional' } },
     { ext: { [authzContextKeys.auth]: 'required' }, expected: { auth: 'required' } },

@@ -1,6 +1,7 @@
 import {
   allIdentityHeaders,
   authzContextKeys,
+  dryRunDeniedHeader,
   identityHeaders,
   sekishoHeaderPrefix,
 } from '@sekisho/service-kit/contract';
@@ -41,6 +42,8 @@ export interface RouteRequirements {
   permissions: readonly string[];
   /** What must equal the caller's customer id; undefined = no ownership check. */
   owner: OwnerRequirement | undefined;
+  /** Decide and report a verified caller's denial, but allow (`sekisho.dry_run` = "true"). */
+  dryRun: boolean;
   /** Envoy's header limits, which it checks again after applying our headers. */
   headerLimits: HeaderSize | undefined;
 }
@@ -89,25 +92,29 @@ export type DenyReason =
   | 'not_owner'
   | 'headers_over_limit';
 
+export interface Denial {
+  allow: false;
+  code: DenyCode;
+  reason: DenyReason;
+  userId?: string;
+  group?: string;
+  requiredPermissions?: readonly string[];
+  missingPermissions?: string[];
+}
+
 export type Decision =
   | {
       allow: true;
       /** undefined on `auth: none` routes and for anonymous callers of `auth: optional` ones. */
       identity: Identity | undefined;
+      /** On a dry-run route: the denial the policy would have answered (logged and counted as one). */
+      dryRunDenied?: Denial;
       /** Identity headers for the upstream, replacing any value already present. */
       headersToSet: Array<[name: string, value: string]>;
       /** Every Sekisho header not set: a client's own copies never reach the service. */
       headersToRemove: string[];
     }
-  | {
-      allow: false;
-      code: DenyCode;
-      reason: DenyReason;
-      userId?: string;
-      group?: string;
-      requiredPermissions?: readonly string[];
-      missingPermissions?: string[];
-    };
+  | Denial;
 
 /** Reads the route's requirements from the context_extensions the control plane put in the route. */
 export function routeRequirements(contextExtensions: Readonly<Record<string, string>>): RouteRequirements {
@@ -120,6 +127,8 @@ export function routeRequirements(contextExtensions: Readonly<Record<string, str
       .map((permission) => permission.trim())
       .filter((permission) => permission !== ''),
     owner: ownerRequirement(get(authzContextKeys.ownerPathSegment), get(authzContextKeys.ownerQuery)),
+    // Only exactly "true": anything else enforces.
+    dryRun: get(authzContextKeys.dryRun) === 'true',
     headerLimits: headerLimits(get(authzContextKeys.maxRequestHeaders), get(authzContextKeys.maxRequestHeaderBytes)),
   };
 }
@@ -185,11 +194,51 @@ export async function decide(
   if (!verified.ok) return { allow: false, code: verified.code, reason: verified.reason };
   const { claims } = verified;
   if (!isHeaderSafe(claims.uid)) return { allow: false, code: 'INVALID_TOKEN', reason: 'uid_not_header_safe' };
+  const group = groupOf(claims.payload, policy);
+  const refusal = policyRefusal(input, claims, group, policy);
+  // Dry-run: a verified caller the policy would refuse is let through, marked for the
+  // upstream. A missing or failed token is never let through: nobody would be verified.
+  if (refusal !== undefined && !route.dryRun) return refusal;
+
+  const identity: Identity = {
+    userId: claims.uid,
+    ...(claims.email !== undefined ? { email: claims.email } : {}),
+    ...(claims.emailVerified !== undefined ? { emailVerified: claims.emailVerified } : {}),
+    ...(claims.phoneNumber !== undefined ? { phoneNumber: claims.phoneNumber } : {}),
+    ...(group ? { group } : {}),
+  };
+  const headersToSet = identityHeaderValues(identity);
+  if (refusal !== undefined) headersToSet.push([dryRunDeniedHeader, refusal.code]);
+  if (overHeaderLimits(input, headersToSet)) {
+    return { allow: false, code: 'REQUEST_HEADERS_TOO_LARGE', reason: 'headers_over_limit', userId: claims.uid };
+  }
+  return {
+    allow: true,
+    identity,
+    ...(refusal !== undefined ? { dryRunDenied: refusal } : {}),
+    headersToSet,
+    headersToRemove: headersToRemove(
+      input.headers,
+      headersToSet.map(([name]) => name),
+    ),
+  };
+}
+
+/**
+ * What the gateway's policy says about a verified caller, in order: how it signed in, the
+ * route's permissions, ownership. undefined = allowed.
+ */
+function policyRefusal(
+  input: CheckInput,
+  claims: FirebaseClaims,
+  group: Group | undefined,
+  policy: CompiledPolicy,
+): Denial | undefined {
   const signIn = signInRefusal(claims.payload, policy);
   if (signIn !== undefined) return { allow: false, code: 'INVALID_TOKEN', reason: signIn, userId: claims.uid };
 
-  const group = groupOf(claims.payload, policy);
-  const missing = route.permissions.filter((permission) => !group?.permissions.has(permission));
+  const { permissions } = input.route;
+  const missing = permissions.filter((permission) => !group?.permissions.has(permission));
   if (missing.length > 0) {
     return {
       allow: false,
@@ -197,7 +246,7 @@ export async function decide(
       reason: 'missing_permissions',
       userId: claims.uid,
       ...(group ? { group: group.name } : {}),
-      requiredPermissions: route.permissions,
+      requiredPermissions: permissions,
       missingPermissions: missing,
     };
   }
@@ -212,27 +261,7 @@ export async function decide(
       ...(group ? { group: group.name } : {}),
     };
   }
-
-  const identity: Identity = {
-    userId: claims.uid,
-    ...(claims.email !== undefined ? { email: claims.email } : {}),
-    ...(claims.emailVerified !== undefined ? { emailVerified: claims.emailVerified } : {}),
-    ...(claims.phoneNumber !== undefined ? { phoneNumber: claims.phoneNumber } : {}),
-    ...(group ? { group } : {}),
-  };
-  const headersToSet = identityHeaderValues(identity);
-  if (overHeaderLimits(input, headersToSet)) {
-    return { allow: false, code: 'REQUEST_HEADERS_TOO_LARGE', reason: 'headers_over_limit', userId: claims.uid };
-  }
-  return {
-    allow: true,
-    identity,
-    headersToSet,
-    headersToRemove: headersToRemove(
-      input.headers,
-      headersToSet.map(([name]) => name),
-    ),
-  };
+  return undefined;
 }
 
 /**

@@ -1,7 +1,8 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { RefreshEvent } from './firebase/key-store';
 
-export type CheckResult = 'allow' | 'deny' | 'error';
+/** dry_run: allowed only because the route is in dry-run; code is the denial it would have been. */
+export type CheckResult = 'allow' | 'deny' | 'dry_run' | 'error';
 
 export interface ExtAuthzMetrics {
   /** code: 'OK' or the error code of the denial. */
@@ -17,7 +18,7 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
   const registers = [registry];
   const checks = new Counter({
     name: 'sekisho_ext_authz_checks_total',
-    help: 'Check calls answered, by result (allow, deny, error) and code (OK or the error code).',
+    help: 'Check calls answered, by result (allow, deny, dry_run, error) and code (OK or the error code; for dry_run the denial let through).',
     labelNames: ['result', 'code'] as const,
     registers,
   });

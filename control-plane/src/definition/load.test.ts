@@ -145,6 +145,13 @@ const invalid: Array<{ name: string; change: (def: Def) => void; paths: string[]
     },
     paths: c.paths,
   })),
+  { name: 'dry-run on an auth: none route', change: (d) => (d.routes[1].dryRun = true), paths: ['routes[1].dryRun'] },
+  { name: 'dry-run that is not a boolean', change: (d) => (d.routes[0].dryRun = 'yes'), paths: ['routes[0].dryRun'] },
+  {
+    name: 'a gateway-wide dry-run that is not a boolean',
+    change: (d) => (d.identity.dryRun = 1),
+    paths: ['identity.dryRun'],
+  },
   {
     name: 'an auth mode that does not exist',
     change: (d) => (d.routes[0].auth = 'maybe'),

@@ -313,6 +313,11 @@ export function routeSchema<Limit extends z.ZodType>(routeLimit: Limit) {
        * parameter (`query`) that must equal the caller's customer id (identity.customerId).
        */
       owner: ownerSchema.optional(),
+      /**
+       * Decide, log and count as usual, but let a verified caller the policy refuses through,
+       * marked x-sekisho-dry-run-denied: <code>. Default: identity.dryRun.
+       */
+      dryRun: z.boolean().optional(),
       limits: z.array(routeLimit).default([]),
       /** Overrides edge.maxRequestBodyBytes for this route. */
       maxRequestBodyBytes: maxRequestBodyBytes.optional(),

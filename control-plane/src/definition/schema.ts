@@ -98,6 +98,8 @@ export const gatewayDefinitionSchema = z.strictObject({
         }),
       ])
       .optional(),
+    /** Every authenticated route in dry-run unless it says otherwise (routes[].dryRun). */
+    dryRun: z.boolean().default(false),
     /** Accepted firebase.tenant ids; absent = tokens of any tenant are refused. */
     tenants: uniqueList(tenantId).default([]),
   }),

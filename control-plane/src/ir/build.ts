@@ -67,6 +67,9 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
       }
     }
 
+    if (route.auth === 'none' && route.dryRun === true) {
+      errors.push({ path: `${at}.dryRun`, message: 'a route with auth: none decides nothing to dry-run' });
+    }
     if (route.auth === 'none') {
       for (const [limitIndex, limit] of route.limits.entries()) {
         if (limit.per === 'user') {
@@ -85,6 +88,8 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
       auth: route.auth,
       permissions: [...new Set(route.require)],
       owner: buildOwner(route, shape.path, definition.identity.customerId !== undefined, at, errors),
+      // A route without authentication has nothing to let through; the gateway-wide setting skips it.
+      dryRun: route.auth !== 'none' && (route.dryRun ?? definition.identity.dryRun),
       limits: limitList(route.limits, `${at}.limits`, errors),
       cors: browser.routes[index]?.cors,
       securityHeaders: browser.routes[index]?.securityHeaders,

@@ -234,6 +234,8 @@ export interface RouteIR {
   permissions: string[];
   /** What must equal the caller's customer id; undefined = no ownership check. */
   owner: OwnerIR | undefined;
+  /** Policy denials of verified callers are reported but let through (never on auth: none). */
+  dryRun: boolean;
   limits: LimitIR[];
   /** edge.cors with this route's override applied; undefined = no CORS on this route. */
   cors: CorsIR | undefined;

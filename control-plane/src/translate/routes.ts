@@ -80,6 +80,7 @@ function translateRoute(ir: GatewayIR, route: RouteIR): Route {
               [authzContextKeys.auth]: route.auth,
               [authzContextKeys.permissions]: route.permissions.join(','),
               ...ownerContext(route),
+              ...(route.dryRun ? { [authzContextKeys.dryRun]: 'true' } : {}),
               [authzContextKeys.maxRequestHeaders]: String(ir.requestHeaders.maxCount),
               [authzContextKeys.maxRequestHeaderBytes]: String(ir.requestHeaders.maxSizeKb * 1024),
             },
