@@ -68,6 +68,13 @@ beforeAll(async () => {
         { match: 'GET /api/v1/customer/profile', to: 'customer', rewrite: '/profile', require: ['read:own_profile'] },
         { match: 'GET /api/v1/menu', to: 'customer', rewrite: '/menu', auth: 'optional' },
         {
+          match: 'GET /api/v1/customer/settings',
+          to: 'customer',
+          rewrite: '/settings',
+          require: ['update:own_profile'],
+          dryRun: true,
+        },
+        {
           match: { methods: ['GET'], template: '/api/v1/customers/{id}' },
           to: 'customer',
           rewrite: '/customers/{id}',
@@ -208,6 +215,46 @@ describe('ownership', () => {
     const response = await call(path, { token });
     expect(response.status).toBe(403);
     expect(response.body.error).toMatchObject({ code: 'INSUFFICIENT_PERMISSIONS', reason: 'not_owner' });
+  });
+});
+
+describe('dry-run', () => {
+  async function dryRunCount(): Promise<number> {
+    const text = await (await fetch(`${stack.extAuthzAdminUrl}/metrics`)).text();
+    const line = text
+      .split('\n')
+      .find((l) => l.startsWith('sekisho_ext_authz_checks_total{') && l.includes('result="dry_run"'));
+    return line === undefined ? 0 : Number(line.split(' ').pop());
+  }
+
+  it('lets a caller without the permission through, marked for the upstream, and counts it', async () => {
+    showLogsOnFailure();
+    const before = await dryRunCount();
+    const token = await stack.mintToken('u-dry', { group: 'basic_customer' });
+    const response = await call('/api/v1/customer/settings', { token });
+    expect(response.status).toBe(200);
+    expect(response.echo.path).toBe('/settings');
+    expect(response.echo.headers['x-sekisho-user-id']).toBe('u-dry');
+    expect(response.echo.headers['x-sekisho-dry-run-denied']).toBe('INSUFFICIENT_PERMISSIONS');
+    expect(await dryRunCount()).toBe(before + 1);
+  });
+
+  it('marks nothing for a caller with the permission, and removes a client-sent mark', async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('u-dry-ok', { group: 'verified_customer' });
+    const response = await call('/api/v1/customer/settings', {
+      token,
+      headers: { 'x-sekisho-dry-run-denied': 'forged' },
+    });
+    expect(response.status).toBe(200);
+    expect(response.echo.headers['x-sekisho-dry-run-denied']).toBeUndefined();
+  });
+
+  it('still refuses a request without a token', async () => {
+    showLogsOnFailure();
+    const response = await call('/api/v1/customer/settings');
+    expect(response.status).toBe(401);
+    expect(response.body.error.code).toBe('MISSING_TOKEN');
   });
 });
 
