@@ -5,8 +5,9 @@ import { authzContextKeys, identityHeaders } from '@sekisho/service-kit/contract
 import { createLogger } from '@sekisho/service-kit/logger';
 import { Registry } from 'prom-client';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type CheckServiceDeps, check } from './check-service';
+import { type CheckServiceDeps, check, logDroppedDenials } from './check-service';
 import type { VerifyToken } from './decision';
+import { DenialLogLimiter } from './denial-log-limiter';
 import { verifyFirebaseIdToken } from './firebase/verify';
 import { createExtAuthzMetrics } from './metrics';
 import { compileAuthzPolicy } from './policy';
@@ -208,6 +209,68 @@ describe('check', () => {
     expect(await registry.getSingleMetricAsString('sekisho_ext_authz_checks_total')).toContain(
       'result="dry_run",code="INSUFFICIENT_PERMISSIONS"} 1',
     );
+  });
+
+  it('writes a bounded number of denial records under a flood, counting every denial and what was left out', async () => {
+    let clock = 0;
+    const { deps, lines, registry } = setup();
+    deps.denialLog = new DenialLogLimiter(
+      { perClient: 3, perCause: 100, windowMs: 60_000 },
+      () => clock,
+      (dropped, windowMs) => logDroppedDenials(deps.logger, dropped, windowMs),
+    );
+    for (let i = 0; i < 50; i++) await check(request({ authorization: 'Bearer not.a.token' }), deps);
+    await check(
+      request({ authorization: 'Bearer not.a.token', extraHeaders: { 'x-forwarded-for': '198.51.100.50' } }),
+      deps,
+    );
+
+    expect(lines.filter((l) => l.event_type === 'failed_auth').map((l) => l.ip_address)).toEqual([
+      '203.0.113.7',
+      '203.0.113.7',
+      '203.0.113.7',
+      '198.51.100.50',
+    ]);
+    expect(await registry.getSingleMetricAsString('sekisho_ext_authz_checks_total')).toContain(
+      'result="deny",code="INVALID_TOKEN"} 51',
+    );
+    expect(await registry.getSingleMetricAsString('sekisho_ext_authz_denial_logs_dropped_total')).toContain(
+      'event_type="failed_auth",code="INVALID_TOKEN"} 47',
+    );
+
+    clock += 60_000;
+    await check(request(), deps);
+    expect(lines.find((l) => l.event_type === 'denial_logs_dropped')).toMatchObject({
+      level: 'WARN',
+      category: 'technical',
+      window_seconds: 60,
+      dropped: { 'failed_auth:header_invalid': 47 },
+    });
+    expect(lines.at(-1)).toMatchObject({ event_type: 'failed_auth', error_details: { code: 'MISSING_TOKEN' } });
+  });
+
+  it('follows the reference log structure in a denial record', async () => {
+    const { deps, lines } = setup();
+    await check(request(), deps);
+    expect(Object.keys(lines[0] ?? {})).toEqual(
+      expect.arrayContaining([
+        'level',
+        'category',
+        'event_type',
+        'correlation_id',
+        'request_id',
+        'user_id',
+        'ip_address',
+        'user_agent',
+        'endpoint',
+        'method',
+        'status_code',
+        'response_time',
+        'error_details',
+      ]),
+    );
+    expect(Number.isInteger(lines[0]?.response_time)).toBe(true);
+    expect(lines[0]?.request_id).toBe('req-42');
   });
 
   it('logs the client address the gateway derived (its one X-Forwarded-For entry), not the proxy peer', async () => {

@@ -18,6 +18,9 @@ describe('loadExtAuthzConfig', () => {
       EXT_AUTHZ_KEYS_UNKNOWN_KID_INTERVAL: 30_000,
       EXT_AUTHZ_KEYS_MAX_STALE: 86_400_000,
       EXT_AUTHZ_TOKEN_CACHE_SIZE: 10_000,
+      EXT_AUTHZ_DENIAL_LOG_PER_CLIENT: 20,
+      EXT_AUTHZ_DENIAL_LOG_PER_CAUSE: 1_000,
+      EXT_AUTHZ_DENIAL_LOG_WINDOW: 60_000,
       LOG_LEVEL: 'info',
     });
   });
@@ -29,6 +32,9 @@ describe('loadExtAuthzConfig', () => {
     ['EXT_AUTHZ_KEYS_UNKNOWN_KID_INTERVAL', '10ms'],
     ['EXT_AUTHZ_TOKEN_CACHE_SIZE', '-1'],
     ['EXT_AUTHZ_GRPC_PORT', 'ninety'],
+    ['EXT_AUTHZ_DENIAL_LOG_PER_CLIENT', '0'],
+    ['EXT_AUTHZ_DENIAL_LOG_PER_CAUSE', 'many'],
+    ['EXT_AUTHZ_DENIAL_LOG_WINDOW', '10ms'],
   ])('refuses %s=%s, naming the variable', (variable, value) => {
     const attempt = () => loadExtAuthzConfig({ [variable]: value });
     expect(attempt).toThrow(ConfigError);

@@ -3,6 +3,14 @@ import { z } from 'zod';
 import { GOOGLE_SECURETOKEN_X509_URL } from './firebase/key-store';
 
 // Every setting of the service, parsed and checked in one place at start-up.
+
+/** A whole number of at least 1. */
+const count = (defaultValue: number) =>
+  z
+    .string()
+    .regex(/^[1-9]\d{0,8}$/, 'expected a whole number from 1')
+    .transform(Number)
+    .default(defaultValue);
 export const configSchema = z
   .object({
     EXT_AUTHZ_HOST: z.string().min(1).default('127.0.0.1'),
@@ -32,6 +40,11 @@ export const configSchema = z
       .regex(/^\d{1,7}$/, 'expected a number of tokens (0-9999999)')
       .transform(Number)
       .default(10_000),
+    /** Denial log records per cause (event and reason) and client IP per window; the rest are counted. */
+    EXT_AUTHZ_DENIAL_LOG_PER_CLIENT: count(20),
+    /** Denial log records per cause per window, every client together (a flood from many addresses). */
+    EXT_AUTHZ_DENIAL_LOG_PER_CAUSE: count(1_000),
+    EXT_AUTHZ_DENIAL_LOG_WINDOW: envDuration('1m').refine((ms) => ms >= 1_000, 'at least 1s'),
     LOG_LEVEL: envLogLevel(),
   })
   .superRefine((config, ctx) => {

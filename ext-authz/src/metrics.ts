@@ -9,6 +9,8 @@ export interface ExtAuthzMetrics {
   checkFinished(result: CheckResult, code: string, seconds: number): void;
   /** Internal reason of a failed authentication (bounded set, see DenyReason). */
   authFailed(reason: string): void;
+  /** A denial whose log record was left out by the flood limit (event_type, error code). */
+  denialLogDropped(event: string, code: string): void;
   keyRefresh(event: RefreshEvent): void;
   policyApplied(version: string, projectId: string): void;
   policyRejected(): void;
@@ -62,6 +64,12 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
     labelNames: ['version', 'project_id'] as const,
     registers,
   });
+  const denialLogsDropped = new Counter({
+    name: 'sekisho_ext_authz_denial_logs_dropped_total',
+    help: 'Denial log records left out by the per-cause and per-IP flood limit, by event_type and code.',
+    labelNames: ['event_type', 'code'] as const,
+    registers,
+  });
   const policyUpdates = new Counter({
     name: 'sekisho_ext_authz_policy_updates_total',
     help: 'AuthzPolicy updates received, by result (applied, rejected).',
@@ -76,6 +84,9 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
     },
     authFailed(reason) {
       authFailures.inc({ reason });
+    },
+    denialLogDropped(event, code) {
+      denialLogsDropped.inc({ event_type: event, code });
     },
     keyRefresh(event) {
       refreshes.inc({ result: event.ok ? 'ok' : 'error', trigger: event.trigger });
