@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { type CheckServiceDeps, check, logDroppedDenials } from './check-service';
 import type { VerifyToken } from './decision';
 import { DenialLogLimiter } from './denial-log-limiter';
-import { verifyFirebaseIdToken } from './firebase/verify';
+import { VerifiedTokenCache, verifyFirebaseIdToken } from './firebase/verify';
 import { createExtAuthzMetrics } from './metrics';
 import { compileAuthzPolicy } from './policy';
 
@@ -110,6 +110,16 @@ describe('check', () => {
     expect(response.dynamicMetadata).toEqual({ user_id: 'user-1', group: 'basic_customer' });
 
     expect(lines).toMatchObject([
+      // A token issued at sign-in (iat = auth_time), seen for the first time.
+      {
+        level: 'INFO',
+        category: 'security',
+        event_type: 'login',
+        user_id: 'user-1',
+        sign_in_provider: 'password',
+        correlation_id: 'req-42',
+        status_code: 200,
+      },
       {
         level: 'DEBUG',
         category: 'security',
@@ -197,8 +207,8 @@ describe('check', () => {
     const set = Object.fromEntries((response.okResponse?.headers ?? []).map((h) => [h.header?.key, h.header?.value]));
     expect(set['x-sekisho-dry-run-denied']).toBe('INSUFFICIENT_PERMISSIONS');
     expect(response.dynamicMetadata).toMatchObject({ user_id: 'user-1', dry_run_denied: 'INSUFFICIENT_PERMISSIONS' });
-    expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatchObject({
+    expect(lines.map((l) => l.event_type)).toEqual(['login', 'permission_denied']);
+    expect(lines[1]).toMatchObject({
       level: 'WARN',
       event_type: 'permission_denied',
       dry_run: true,
@@ -209,6 +219,33 @@ describe('check', () => {
     expect(await registry.getSingleMetricAsString('sekisho_ext_authz_checks_total')).toContain(
       'result="dry_run",code="INSUFFICIENT_PERMISSIONS"} 1',
     );
+  });
+
+  it('logs login only for a token issued at sign-in, not for a refreshed one', async () => {
+    const { deps, lines } = setup();
+    const refreshed = await mintIdToken(key, {
+      projectId,
+      uid: 'user-2',
+      authTime: new Date(Date.now() - 3 * 3_600_000),
+    });
+    await check(request({ authorization: `Bearer ${refreshed}` }), deps);
+    expect(lines.map((l) => l.event_type)).toEqual(['access_granted']);
+  });
+
+  it('logs login once per token when the verified-token cache remembers it', async () => {
+    const { deps, lines } = setup();
+    const cache = new VerifiedTokenCache(10);
+    deps.verify = (token, project) =>
+      verifyFirebaseIdToken(token, {
+        projectId: project,
+        resolveKey: async (kid) => (kid === key.kid ? { status: 'found', key: key.publicKey } : { status: 'unknown' }),
+        now: Date.now(),
+        clockToleranceMs: 5_000,
+        cache,
+      });
+    const token = await mint();
+    for (let i = 0; i < 3; i++) await check(request({ authorization: `Bearer ${token}` }), deps);
+    expect(lines.filter((l) => l.event_type === 'login')).toHaveLength(1);
   });
 
   it('writes a bounded number of denial records under a flood, counting every denial and what was left out', async () => {

@@ -175,6 +175,20 @@ function requestFields(facts: RequestFacts) {
 }
 
 function record(decision: Decision, facts: RequestFacts, deps: CheckServiceDeps, seconds: number): void {
+  if (decision.allow && decision.signIn && decision.identity) {
+    deps.logger.info(
+      {
+        category: 'security',
+        event_type: 'login',
+        ...requestFields(facts),
+        user_id: decision.identity.userId,
+        sign_in_provider: decision.signIn.provider,
+        status_code: 200,
+        response_time: Math.round(seconds * 1000),
+      },
+      'first request with a new sign-in',
+    );
+  }
   if (decision.allow && decision.dryRunDenied) {
     // Logged and counted as the denial it would have been, told apart by dry_run.
     recordDenial(decision.dryRunDenied, facts, deps, seconds, true);

@@ -109,6 +109,11 @@ export type Decision =
       identity: Identity | undefined;
       /** On a dry-run route: the denial the policy would have answered (logged and counted as one). */
       dryRunDenied?: Denial;
+      /**
+       * The first use here of a token issued at sign-in (not by a refresh): the reference's
+       * `login` event. Once per token per replica while the verified-token cache keeps it.
+       */
+      signIn?: { provider: string };
       /** Identity headers for the upstream, replacing any value already present. */
       headersToSet: Array<[name: string, value: string]>;
       /** Every Sekisho header not set: a client's own copies never reach the service. */
@@ -212,16 +217,29 @@ export async function decide(
   if (overHeaderLimits(input, headersToSet)) {
     return { allow: false, code: 'REQUEST_HEADERS_TOO_LARGE', reason: 'headers_over_limit', userId: claims.uid };
   }
+  const signIn = verified.cached ? undefined : signInEvent(claims.payload);
   return {
     allow: true,
     identity,
     ...(refusal !== undefined ? { dryRunDenied: refusal } : {}),
+    ...(signIn !== undefined ? { signIn } : {}),
     headersToSet,
     headersToRemove: headersToRemove(
       input.headers,
       headersToSet.map(([name]) => name),
     ),
   };
+}
+
+/**
+ * Firebase sets iat = auth_time in the token it issues at sign-in; a refreshed token keeps
+ * auth_time and gets a later iat. A minute of slack covers the issuing service's own clock.
+ */
+function signInEvent(payload: Readonly<Record<string, unknown>>): { provider: string } | undefined {
+  const { iat, auth_time: authTime, firebase } = payload;
+  if (typeof iat !== 'number' || typeof authTime !== 'number' || iat - authTime >= 60) return undefined;
+  const provider = (firebase as Record<string, unknown> | undefined)?.sign_in_provider;
+  return { provider: typeof provider === 'string' ? provider : '' };
 }
 
 /**
