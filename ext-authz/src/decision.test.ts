@@ -511,6 +511,14 @@ describe('decide: dry-run', () => {
   });
 
   it.each([
+    ['tenantA', 'tenant_not_allowed'],
+    ['noProvider', 'sign_in_provider_missing'],
+  ])('still refuses %s (%s): its uid may not be a user of this project', async (token, reason) => {
+    const decision = await decide(dry({ authorization: `Bearer ${token}` }), policy, verify);
+    expect(decision).toMatchObject({ allow: false, code: 'INVALID_TOKEN', reason });
+  });
+
+  it.each([
     ['no token', undefined, 'MISSING_TOKEN'],
     ['a forged token', 'Bearer forged', 'INVALID_TOKEN'],
     ['an expired token', 'Bearer expired', 'TOKEN_EXPIRED'],

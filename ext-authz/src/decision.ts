@@ -203,7 +203,7 @@ export async function decide(
   const refusal = policyRefusal(input, claims, group, policy);
   // Dry-run: a verified caller the policy would refuse is let through, marked for the
   // upstream. A missing or failed token is never let through: nobody would be verified.
-  if (refusal !== undefined && !route.dryRun) return refusal;
+  if (refusal !== undefined && !(route.dryRun && dryRunnable.has(refusal.reason))) return refusal;
 
   const identity: Identity = {
     userId: claims.uid,
@@ -230,6 +230,20 @@ export async function decide(
     ),
   };
 }
+
+/**
+ * The refusals a dry-run lets through: rules about a caller whose uid means what it says.
+ * A tenant's token (its uid is another user pool's; it could equal a project user's) and a
+ * token without Firebase's sign-in claims are refused all the same.
+ */
+const dryRunnable: ReadonlySet<DenyReason> = new Set<DenyReason>([
+  'sign_in_provider_not_allowed',
+  'missing_permissions',
+  'owner_unreadable',
+  'no_customer_id',
+  'owner_value_missing',
+  'not_owner',
+]);
 
 /**
  * Firebase sets iat = auth_time in the token it issues at sign-in; a refreshed token keeps
@@ -293,7 +307,14 @@ function ownerRefusal(input: CheckInput, claims: FirebaseClaims, policy: Compile
   if (owner === undefined) return undefined;
   if (owner.kind === 'unreadable') return 'owner_unreadable';
   const claim = policy.customerIdClaim;
-  const customerId = claim === '' ? undefined : claim === 'sub' ? claims.uid : claims.payload[claim];
+  const customerId =
+    claim === ''
+      ? undefined
+      : claim === 'sub'
+        ? claims.uid
+        : Object.hasOwn(claims.payload, claim)
+          ? claims.payload[claim]
+          : undefined;
   if (typeof customerId !== 'string' || customerId === '') return 'no_customer_id';
   const path = input.path ?? header(input.headers, ':path') ?? '';
   const value = owner.kind === 'pathSegment' ? pathSegment(path, owner.index) : queryParameter(path, owner.name);
