@@ -141,6 +141,9 @@ describe('ext-authz over gRPC', () => {
     expect(JSON.parse((await admin('/status')).text)).toMatchObject({
       policy_version: 'v1',
       project_id: projectId,
+      sign_in_providers: null,
+      tenants: [],
+      customer_id_claim: null,
       keys: { count: 1, last_refresh_ok: true },
     });
   });

@@ -111,6 +111,10 @@ export async function startExtAuthzApp(
       policy_version: active?.version ?? null,
       project_id: active?.compiled.projectId ?? null,
       groups: active ? [...active.compiled.groups.keys()] : [],
+      // null: every provider except anonymous.
+      sign_in_providers: active?.compiled.signInProviders ? [...active.compiled.signInProviders] : null,
+      tenants: active ? [...active.compiled.tenants] : [],
+      customer_id_claim: active?.compiled.customerIdClaim || null,
       draining,
       verified_tokens_cached: tokenCache.size,
       keys: {
