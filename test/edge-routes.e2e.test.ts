@@ -86,6 +86,7 @@ async function startReplica(): Promise<ExtAuthzApp> {
       EXT_AUTHZ_GRPC_PORT: '0',
       EXT_AUTHZ_ADMIN_PORT: '0',
       EXT_AUTHZ_FIREBASE_CERTS_URL: keys.url,
+      EXT_AUTHZ_KEYS_ALLOW_HTTP: 'true',
       LOG_LEVEL: 'silent',
     }),
     { subscribe: false },

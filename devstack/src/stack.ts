@@ -242,6 +242,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
           EXT_AUTHZ_ADMIN_PORT: String(ports.extAuthzAdmin),
           EXT_AUTHZ_XDS_ADDRESS: xdsAddress,
           EXT_AUTHZ_FIREBASE_CERTS_URL: keyServerUrl,
+          // The local key server is plain http; only development stacks may say so.
+          EXT_AUTHZ_KEYS_ALLOW_HTTP: 'true',
         },
         readyUrl: `http://127.0.0.1:${ports.extAuthzAdmin}/readyz`,
       },

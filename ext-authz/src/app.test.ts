@@ -67,6 +67,7 @@ beforeAll(async () => {
       EXT_AUTHZ_ADMIN_PORT: '0',
       EXT_AUTHZ_XDS_ADDRESS: `127.0.0.1:${adsServer.port}`,
       EXT_AUTHZ_FIREBASE_CERTS_URL: keys.url,
+      EXT_AUTHZ_KEYS_ALLOW_HTTP: 'true',
       EXT_AUTHZ_KEYS_UNKNOWN_KID_INTERVAL: '1s',
       LOG_LEVEL: 'silent',
     }),
@@ -140,6 +141,9 @@ describe('ext-authz over gRPC', () => {
     expect(JSON.parse((await admin('/status')).text)).toMatchObject({
       policy_version: 'v1',
       project_id: projectId,
+      sign_in_providers: null,
+      tenants: [],
+      customer_id_claim: null,
       keys: { count: 1, last_refresh_ok: true },
     });
   });

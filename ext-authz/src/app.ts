@@ -8,9 +8,10 @@ import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
 import { type PolicySubscription, subscribePolicy } from '@sekisho/service-kit/policy-client';
 import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
 import type { Registry } from 'prom-client';
-import { createAuthorizationServer } from './check-service';
+import { createAuthorizationServer, logDroppedDenials } from './check-service';
 import type { ExtAuthzConfig } from './config';
 import type { VerifyToken } from './decision';
+import { DenialLogLimiter } from './denial-log-limiter';
 import { FirebaseKeyStore, type KeyStoreOptions } from './firebase/key-store';
 import { VerifiedTokenCache, verifyFirebaseIdToken } from './firebase/verify';
 import { createExtAuthzMetrics } from './metrics';
@@ -82,6 +83,16 @@ export async function startExtAuthzApp(
     metrics.policyApplied(version, compiled.projectId);
   };
 
+  const denialLog = new DenialLogLimiter(
+    {
+      perClient: config.EXT_AUTHZ_DENIAL_LOG_PER_CLIENT,
+      perCause: config.EXT_AUTHZ_DENIAL_LOG_PER_CAUSE,
+      windowMs: config.EXT_AUTHZ_DENIAL_LOG_WINDOW,
+    },
+    () => performance.now(),
+    (dropped, windowMs) => logDroppedDenials(logger, dropped, windowMs),
+  );
+
   const tokenCache = new VerifiedTokenCache(config.EXT_AUTHZ_TOKEN_CACHE_SIZE);
   const verify: VerifyToken = (token, projectId) =>
     verifyFirebaseIdToken(token, {
@@ -100,6 +111,10 @@ export async function startExtAuthzApp(
       policy_version: active?.version ?? null,
       project_id: active?.compiled.projectId ?? null,
       groups: active ? [...active.compiled.groups.keys()] : [],
+      // null: every provider except anonymous.
+      sign_in_providers: active?.compiled.signInProviders ? [...active.compiled.signInProviders] : null,
+      tenants: active ? [...active.compiled.tenants] : [],
+      customer_id_claim: active?.compiled.customerIdClaim || null,
       draining,
       verified_tokens_cached: tokenCache.size,
       keys: {
@@ -159,7 +174,7 @@ export async function startExtAuthzApp(
       register: (server) =>
         server.addService(
           AuthorizationService,
-          createAuthorizationServer({ policy: () => active?.compiled, verify, logger, metrics }),
+          createAuthorizationServer({ policy: () => active?.compiled, verify, logger, metrics, denialLog }),
         ),
     });
     admin = await startAdminServer({

@@ -33,7 +33,9 @@ describe('toCheckResponse', () => {
       code: 'TOKEN_EXPIRED',
       http: 401,
       rpc: grpcStatus.UNAUTHENTICATED,
-      challenge: 'Bearer realm="sekisho", error="invalid_token", error_description="The access token expired"',
+      challenge:
+        'Bearer realm="sekisho", error="invalid_token", error_description="The access token expired; refresh it and retry"',
+      extra: { refresh_required: true },
     },
     {
       code: 'INSUFFICIENT_PERMISSIONS',
@@ -42,7 +44,7 @@ describe('toCheckResponse', () => {
       challenge: 'Bearer realm="sekisho", error="insufficient_scope"',
     },
     { code: 'SERVICE_UNAVAILABLE', http: 503, rpc: grpcStatus.UNAVAILABLE, challenge: undefined },
-  ] as const)('denies $code with HTTP $http and gRPC code $rpc', ({ code, http, rpc, challenge }) => {
+  ] as const)('denies $code with HTTP $http and gRPC code $rpc', ({ code, http, rpc, challenge, ...rest }) => {
     const response = toCheckResponse({ allow: false, code, reason: 'malformed' }, ctx);
     expect(response.status?.code).toBe(rpc);
     expect(response.deniedResponse?.status?.code).toBe(http);
@@ -54,9 +56,23 @@ describe('toCheckResponse', () => {
     });
     expect(JSON.parse(response.deniedResponse?.body ?? '')).toEqual({
       success: false,
-      error: { code, message: expect.any(String), correlation_id: 'req-123', timestamp: '2030-01-01T00:00:00.000Z' },
+      error: {
+        code,
+        message: expect.any(String),
+        correlation_id: 'req-123',
+        timestamp: '2030-01-01T00:00:00.000Z',
+        ...('extra' in rest ? rest.extra : {}),
+      },
       data: null,
     });
+  });
+
+  it('tells the app to refresh only for an expired token', () => {
+    const body = (code: 'TOKEN_EXPIRED' | 'INVALID_TOKEN' | 'MISSING_TOKEN') =>
+      JSON.parse(toCheckResponse({ allow: false, code, reason: 'expired' }, ctx).deniedResponse?.body ?? '').error;
+    expect(body('TOKEN_EXPIRED').refresh_required).toBe(true);
+    expect(body('INVALID_TOKEN').refresh_required).toBeUndefined();
+    expect(body('MISSING_TOKEN').refresh_required).toBeUndefined();
   });
 
   it.each([
@@ -83,6 +99,17 @@ describe('toCheckResponse', () => {
     // Which permission is missing is for the log, not for the client.
     expect(body.error.missing_permissions).toBeUndefined();
   });
+
+  it.each(['not_owner', 'no_customer_id', 'owner_value_missing', 'owner_unreadable'] as const)(
+    'says only "not_owner" in the body of an ownership refusal (%s)',
+    (reason) => {
+      const response = toCheckResponse({ allow: false, code: 'INSUFFICIENT_PERMISSIONS', reason, userId: 'u1' }, ctx);
+      expect(response.deniedResponse?.status?.code).toBe(403);
+      const { error } = JSON.parse(response.deniedResponse?.body ?? '');
+      expect(error).toMatchObject({ code: 'INSUFFICIENT_PERMISSIONS', reason: 'not_owner' });
+      expect(error.required_permissions).toBeUndefined();
+    },
+  );
 
   it('writes the message in the language of the request', () => {
     const ja = toCheckResponse(

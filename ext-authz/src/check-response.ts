@@ -3,7 +3,7 @@ import { type HeaderValueOption, HeaderValueOption_HeaderAppendAction } from '@s
 import type { CheckResponse } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import { authzDynamicMetadataKeys } from '@sekisho/service-kit/contract';
 import { type ErrorCode, errorBody, errorCatalogue, type Language } from '@sekisho/service-kit/errors';
-import type { Decision } from './decision';
+import type { Decision, DenyReason } from './decision';
 
 // A decision in Envoy's words. Denials carry the reference design's JSON error body,
 // the HTTP status Envoy sends, and a google.rpc code that is never OK, so Envoy denies
@@ -26,7 +26,13 @@ const rpcCodeForHttpStatus: Record<number, grpcStatus> = {
 export function toCheckResponse(decision: Decision, ctx: ResponseContext): CheckResponse {
   if (!decision.allow) {
     return denied(decision.code, ctx, {
-      extra: decision.requiredPermissions ? { required_permissions: decision.requiredPermissions } : undefined,
+      extra: decision.requiredPermissions
+        ? { required_permissions: decision.requiredPermissions }
+        : decision.code === 'TOKEN_EXPIRED'
+          ? refreshHint
+          : ownershipReasons.has(decision.reason)
+            ? notOwner
+            : undefined,
       tokenError: decision.code === 'TOKEN_EXPIRED' || decision.code === 'INVALID_TOKEN',
     });
   }
@@ -45,11 +51,31 @@ export function toCheckResponse(decision: Decision, ctx: ResponseContext): Check
           dynamicMetadata: {
             [authzDynamicMetadataKeys.userId]: identity.userId,
             ...(identity.group ? { [authzDynamicMetadataKeys.group]: identity.group.name } : {}),
+            ...(decision.dryRunDenied ? { [authzDynamicMetadataKeys.dryRunDenied]: decision.dryRunDenied.code } : {}),
           },
         }
       : {}),
   };
 }
+
+/**
+ * Reference §3.1 "401 + Refresh Required": an expired token is the one 401 the app can fix
+ * without the user (getIdToken(true), then retry once), so its body says so in a field the
+ * app can test instead of comparing codes. The body's fixed fields stay as they are.
+ */
+const refreshHint = { refresh_required: true } as const;
+
+/**
+ * An ownership refusal tells the client only that the resource is not its own; why (no
+ * customer id, another id, a missing value) is for the log.
+ */
+const notOwner = { reason: 'not_owner' } as const;
+const ownershipReasons: ReadonlySet<DenyReason> = new Set<DenyReason>([
+  'owner_unreadable',
+  'no_customer_id',
+  'owner_value_missing',
+  'not_owner',
+]);
 
 /** A denial for an error of Sekisho's own (no policy, an exception): never an allow. */
 export function failClosed(code: 'SERVICE_UNAVAILABLE' | 'AUTHORIZATION_ERROR', ctx: ResponseContext): CheckResponse {
@@ -87,7 +113,8 @@ function denied(
 function wwwAuthenticate(code: ErrorCode, tokenError: boolean): string | undefined {
   if (code === 'MISSING_TOKEN') return 'Bearer realm="sekisho"';
   if (tokenError) {
-    const description = code === 'TOKEN_EXPIRED' ? 'The access token expired' : 'The access token is invalid';
+    const description =
+      code === 'TOKEN_EXPIRED' ? 'The access token expired; refresh it and retry' : 'The access token is invalid';
     return `Bearer realm="sekisho", error="invalid_token", error_description="${description}"`;
   }
   if (code === 'INSUFFICIENT_PERMISSIONS') return 'Bearer realm="sekisho", error="insufficient_scope"';

@@ -5,9 +5,10 @@ import { authzContextKeys, identityHeaders } from '@sekisho/service-kit/contract
 import { createLogger } from '@sekisho/service-kit/logger';
 import { Registry } from 'prom-client';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type CheckServiceDeps, check } from './check-service';
+import { type CheckServiceDeps, check, logDroppedDenials } from './check-service';
 import type { VerifyToken } from './decision';
-import { verifyFirebaseIdToken } from './firebase/verify';
+import { DenialLogLimiter } from './denial-log-limiter';
+import { VerifiedTokenCache, verifyFirebaseIdToken } from './firebase/verify';
 import { createExtAuthzMetrics } from './metrics';
 import { compileAuthzPolicy } from './policy';
 
@@ -109,6 +110,16 @@ describe('check', () => {
     expect(response.dynamicMetadata).toEqual({ user_id: 'user-1', group: 'basic_customer' });
 
     expect(lines).toMatchObject([
+      // A token issued at sign-in (iat = auth_time), seen for the first time.
+      {
+        level: 'INFO',
+        category: 'security',
+        event_type: 'login',
+        user_id: 'user-1',
+        sign_in_provider: 'password',
+        correlation_id: 'req-42',
+        status_code: 200,
+      },
       {
         level: 'DEBUG',
         category: 'security',
@@ -154,6 +165,149 @@ describe('check', () => {
     expect(all).not.toContain(token);
     expect(all).not.toContain('secret-query');
     expect(all).not.toContain('Bearer');
+  });
+
+  it.each([
+    { name: 'an anonymous sign-in', signInProvider: 'anonymous', claims: {}, reason: 'sign_in_provider_not_allowed' },
+    {
+      name: 'a tenant the gateway does not serve',
+      signInProvider: undefined,
+      claims: { firebase: { sign_in_provider: 'password', tenant: 'other-salon', identities: {} } },
+      reason: 'tenant_not_allowed',
+    },
+  ])('refuses a real token of $name with 401 INVALID_TOKEN, logging the uid', async (c) => {
+    const { deps, lines, registry } = setup();
+    const token = await mintIdToken(key, {
+      projectId,
+      uid: 'user-9',
+      claims: c.claims,
+      ...(c.signInProvider ? { signInProvider: c.signInProvider } : {}),
+    });
+    const response = await check(request({ authorization: `Bearer ${token}` }), deps);
+    expect(response.deniedResponse?.status?.code).toBe(401);
+    expect(JSON.parse(response.deniedResponse?.body ?? '').error.code).toBe('INVALID_TOKEN');
+    expect(lines[0]).toMatchObject({
+      event_type: 'failed_auth',
+      user_id: 'user-9',
+      error_details: { code: 'INVALID_TOKEN', reason: c.reason },
+    });
+    expect(await registry.getSingleMetricAsString('sekisho_ext_authz_auth_failures_total')).toContain(
+      `reason="${c.reason}"} 1`,
+    );
+  });
+
+  it('logs and counts a dry-run denial as the denial it would have been, but allows', async () => {
+    const { deps, lines, registry } = setup();
+    const token = await mint();
+    const req = request({ authorization: `Bearer ${token}`, permissions: 'create:appointments' });
+    if (req.attributes) req.attributes.contextExtensions[authzContextKeys.dryRun] = 'true';
+    const response = await check(req, deps);
+
+    expect(response.status?.code).toBe(0);
+    const set = Object.fromEntries((response.okResponse?.headers ?? []).map((h) => [h.header?.key, h.header?.value]));
+    expect(set['x-sekisho-dry-run-denied']).toBe('INSUFFICIENT_PERMISSIONS');
+    expect(response.dynamicMetadata).toMatchObject({ user_id: 'user-1', dry_run_denied: 'INSUFFICIENT_PERMISSIONS' });
+    expect(lines.map((l) => l.event_type)).toEqual(['login', 'permission_denied']);
+    expect(lines[1]).toMatchObject({
+      level: 'WARN',
+      event_type: 'permission_denied',
+      dry_run: true,
+      user_id: 'user-1',
+      status_code: 403,
+      error_details: { code: 'INSUFFICIENT_PERMISSIONS', missing_permissions: ['create:appointments'] },
+    });
+    expect(await registry.getSingleMetricAsString('sekisho_ext_authz_checks_total')).toContain(
+      'result="dry_run",code="INSUFFICIENT_PERMISSIONS"} 1',
+    );
+  });
+
+  it('logs login only for a token issued at sign-in, not for a refreshed one', async () => {
+    const { deps, lines } = setup();
+    const refreshed = await mintIdToken(key, {
+      projectId,
+      uid: 'user-2',
+      authTime: new Date(Date.now() - 3 * 3_600_000),
+    });
+    await check(request({ authorization: `Bearer ${refreshed}` }), deps);
+    expect(lines.map((l) => l.event_type)).toEqual(['access_granted']);
+  });
+
+  it('logs login once per token when the verified-token cache remembers it', async () => {
+    const { deps, lines } = setup();
+    const cache = new VerifiedTokenCache(10);
+    deps.verify = (token, project) =>
+      verifyFirebaseIdToken(token, {
+        projectId: project,
+        resolveKey: async (kid) => (kid === key.kid ? { status: 'found', key: key.publicKey } : { status: 'unknown' }),
+        now: Date.now(),
+        clockToleranceMs: 5_000,
+        cache,
+      });
+    const token = await mint();
+    for (let i = 0; i < 3; i++) await check(request({ authorization: `Bearer ${token}` }), deps);
+    expect(lines.filter((l) => l.event_type === 'login')).toHaveLength(1);
+  });
+
+  it('writes a bounded number of denial records under a flood, counting every denial and what was left out', async () => {
+    let clock = 0;
+    const { deps, lines, registry } = setup();
+    deps.denialLog = new DenialLogLimiter(
+      { perClient: 3, perCause: 100, windowMs: 60_000 },
+      () => clock,
+      (dropped, windowMs) => logDroppedDenials(deps.logger, dropped, windowMs),
+    );
+    for (let i = 0; i < 50; i++) await check(request({ authorization: 'Bearer not.a.token' }), deps);
+    await check(
+      request({ authorization: 'Bearer not.a.token', extraHeaders: { 'x-forwarded-for': '198.51.100.50' } }),
+      deps,
+    );
+
+    expect(lines.filter((l) => l.event_type === 'failed_auth').map((l) => l.ip_address)).toEqual([
+      '203.0.113.7',
+      '203.0.113.7',
+      '203.0.113.7',
+      '198.51.100.50',
+    ]);
+    expect(await registry.getSingleMetricAsString('sekisho_ext_authz_checks_total')).toContain(
+      'result="deny",code="INVALID_TOKEN"} 51',
+    );
+    expect(await registry.getSingleMetricAsString('sekisho_ext_authz_denial_logs_dropped_total')).toContain(
+      'event_type="failed_auth",code="INVALID_TOKEN"} 47',
+    );
+
+    clock += 60_000;
+    await check(request(), deps);
+    expect(lines.find((l) => l.event_type === 'denial_logs_dropped')).toMatchObject({
+      level: 'WARN',
+      category: 'technical',
+      window_seconds: 60,
+      dropped: { 'failed_auth:header_invalid': 47 },
+    });
+    expect(lines.at(-1)).toMatchObject({ event_type: 'failed_auth', error_details: { code: 'MISSING_TOKEN' } });
+  });
+
+  it('follows the reference log structure in a denial record', async () => {
+    const { deps, lines } = setup();
+    await check(request(), deps);
+    expect(Object.keys(lines[0] ?? {})).toEqual(
+      expect.arrayContaining([
+        'level',
+        'category',
+        'event_type',
+        'correlation_id',
+        'request_id',
+        'user_id',
+        'ip_address',
+        'user_agent',
+        'endpoint',
+        'method',
+        'status_code',
+        'response_time',
+        'error_details',
+      ]),
+    );
+    expect(Number.isInteger(lines[0]?.response_time)).toBe(true);
+    expect(lines[0]?.request_id).toBe('req-42');
   });
 
   it('logs the client address the gateway derived (its one X-Forwarded-For entry), not the proxy peer', async () => {

@@ -10,12 +10,14 @@ import { type Logger, maskPII } from '@sekisho/service-kit/logger';
 import { failClosed, type ResponseContext, toCheckResponse } from './check-response';
 import {
   type Decision,
+  type Denial,
   decide,
   type HeaderSize,
   type RouteRequirements,
   routeRequirements,
   type VerifyToken,
 } from './decision';
+import type { DenialLogLimiter, DroppedSummary } from './denial-log-limiter';
 import type { ExtAuthzMetrics } from './metrics';
 import type { CompiledPolicy } from './policy';
 
@@ -29,6 +31,8 @@ export interface CheckServiceDeps {
   verify: VerifyToken;
   logger: Logger;
   metrics: ExtAuthzMetrics;
+  /** Bounds the denial records per cause and client IP; absent = every denial is written. */
+  denialLog?: DenialLogLimiter;
   now?: () => Date;
 }
 
@@ -53,7 +57,12 @@ export async function check(request: CheckRequest, deps: CheckServiceDeps): Prom
     const facts = describeRequest(request);
     ctx = { correlationId: facts.correlationId, language: pickLanguage(facts.acceptLanguage), now: now(deps) };
     const decision = await decide(
-      { headers: facts.headers, route: facts.route, ...(facts.headerSize ? { headerSize: facts.headerSize } : {}) },
+      {
+        headers: facts.headers,
+        route: facts.route,
+        ...(facts.path !== undefined ? { path: facts.path } : {}),
+        ...(facts.headerSize ? { headerSize: facts.headerSize } : {}),
+      },
       deps.policy(),
       deps.verify,
     );
@@ -152,6 +161,8 @@ function requestFields(facts: RequestFacts) {
     text === undefined || text === '' ? undefined : maskPII(text).slice(0, max);
   return {
     correlation_id: facts.correlationId,
+    // The reference's request_id: Envoy's x-request-id, which is also the correlation id.
+    request_id: facts.correlationId,
     ip_address: facts.ipAddress,
     // The client's claim of its own address (the first X-Forwarded-For hop): for
     // investigation only, since any client can write it.
@@ -164,6 +175,25 @@ function requestFields(facts: RequestFacts) {
 }
 
 function record(decision: Decision, facts: RequestFacts, deps: CheckServiceDeps, seconds: number): void {
+  if (decision.allow && decision.signIn && decision.identity) {
+    deps.logger.info(
+      {
+        category: 'security',
+        event_type: 'login',
+        ...requestFields(facts),
+        user_id: decision.identity.userId,
+        sign_in_provider: decision.signIn.provider,
+        status_code: 200,
+        response_time: Math.round(seconds * 1000),
+      },
+      'first request with a new sign-in',
+    );
+  }
+  if (decision.allow && decision.dryRunDenied) {
+    // Logged and counted as the denial it would have been, told apart by dry_run.
+    recordDenial(decision.dryRunDenied, facts, deps, seconds, true);
+    return;
+  }
   if (decision.allow) {
     deps.metrics.checkFinished('allow', 'OK', seconds);
     // Every allowed request would be a record; it is built only when debug is on.
@@ -175,56 +205,87 @@ function record(decision: Decision, facts: RequestFacts, deps: CheckServiceDeps,
         ...requestFields(facts),
         user_id: decision.identity?.userId ?? null,
         group: decision.identity?.group?.name,
-        auth: facts.route.authRequired ? 'required' : 'none',
+        auth: facts.route.auth,
         status_code: 200,
-        response_time: seconds * 1000,
+        response_time: Math.round(seconds * 1000),
       },
       'access granted',
     );
     return;
   }
 
-  deps.metrics.checkFinished('deny', decision.code, seconds);
-  const base = {
-    ...requestFields(facts),
-    user_id: decision.userId ?? null,
-    response_time: seconds * 1000,
-    error_details: {
-      code: decision.code,
-      reason: decision.reason,
-      ...(decision.requiredPermissions ? { required_permissions: decision.requiredPermissions } : {}),
-      ...(decision.missingPermissions ? { missing_permissions: decision.missingPermissions } : {}),
-    },
-  };
-  switch (decision.code) {
-    case 'MISSING_TOKEN':
-    case 'TOKEN_EXPIRED':
-    case 'INVALID_TOKEN':
-      deps.metrics.authFailed(decision.reason);
-      deps.logger.warn(
-        { category: 'security', event_type: 'failed_auth', ...base, status_code: 401 },
-        'authentication failed',
-      );
-      return;
-    case 'INSUFFICIENT_PERMISSIONS':
-      deps.logger.warn(
-        { category: 'security', event_type: 'permission_denied', ...base, group: decision.group, status_code: 403 },
-        'permission denied',
-      );
-      return;
-    case 'REQUEST_HEADERS_TOO_LARGE':
-      deps.logger.warn(
-        { category: 'security', event_type: 'headers_over_limit', ...base, status_code: 431 },
-        'request headers over the limit once the identity headers are added',
-      );
-      return;
-    case 'SERVICE_UNAVAILABLE':
-      deps.logger.warn(
-        { category: 'technical', event_type: 'authz_unavailable', ...base, status_code: 503 },
-        'cannot decide yet (no policy or no keys); denying',
-      );
-      return;
+  recordDenial(decision, facts, deps, seconds, false);
+}
+
+/** How each denial is written: the reference design's security events, and two technical ones. */
+const denialRecords: Record<
+  Denial['code'],
+  { category: 'security' | 'technical'; event: string; status: number; message: string }
+> = {
+  MISSING_TOKEN: { category: 'security', event: 'failed_auth', status: 401, message: 'authentication failed' },
+  TOKEN_EXPIRED: { category: 'security', event: 'failed_auth', status: 401, message: 'authentication failed' },
+  INVALID_TOKEN: { category: 'security', event: 'failed_auth', status: 401, message: 'authentication failed' },
+  INSUFFICIENT_PERMISSIONS: {
+    category: 'security',
+    event: 'permission_denied',
+    status: 403,
+    message: 'permission denied',
+  },
+  REQUEST_HEADERS_TOO_LARGE: {
+    category: 'security',
+    event: 'headers_over_limit',
+    status: 431,
+    message: 'request headers over the limit once the identity headers are added',
+  },
+  SERVICE_UNAVAILABLE: {
+    category: 'technical',
+    event: 'authz_unavailable',
+    status: 503,
+    message: 'cannot decide yet (no policy or no keys); denying',
+  },
+};
+
+function recordDenial(decision: Denial, facts: RequestFacts, deps: CheckServiceDeps, seconds: number, dryRun: boolean) {
+  // Metrics count every denial; only the log record may be left out under a flood.
+  deps.metrics.checkFinished(dryRun ? 'dry_run' : 'deny', decision.code, seconds);
+  const record = denialRecords[decision.code];
+  if (record.event === 'failed_auth') deps.metrics.authFailed(decision.reason);
+  if (deps.denialLog && !deps.denialLog.admit(`${record.event}:${decision.reason}`, facts.ipAddress)) {
+    deps.metrics.denialLogDropped(record.event, decision.code);
+    return;
   }
+  deps.logger.warn(
+    {
+      category: record.category,
+      event_type: record.event,
+      ...requestFields(facts),
+      user_id: decision.userId ?? null,
+      ...(record.event === 'permission_denied' ? { group: decision.group } : {}),
+      status_code: record.status,
+      response_time: Math.round(seconds * 1000),
+      ...(dryRun ? { dry_run: true } : {}),
+      error_details: {
+        code: decision.code,
+        reason: decision.reason,
+        ...(decision.requiredPermissions ? { required_permissions: decision.requiredPermissions } : {}),
+        ...(decision.missingPermissions ? { missing_permissions: decision.missingPermissions } : {}),
+      },
+    },
+    record.message,
+  );
+}
+
+/** A window in which denial records were left out ends: one line says how many, by cause. */
+export function logDroppedDenials(logger: Logger, dropped: DroppedSummary, windowMs: number): void {
+  logger.warn(
+    {
+      category: 'technical',
+      event_type: 'denial_logs_dropped',
+      window_seconds: windowMs / 1000,
+      dropped: Object.fromEntries(dropped),
+    },
+    'denial log records left out under a flood',
+  );
 }
 
 function now(deps: CheckServiceDeps): Date {

@@ -12,11 +12,15 @@ describe('loadExtAuthzConfig', () => {
       EXT_AUTHZ_XDS_ADDRESS: '127.0.0.1:18000',
       EXT_AUTHZ_NODE_ID: 'ext-authz',
       EXT_AUTHZ_FIREBASE_CERTS_URL: GOOGLE_SECURETOKEN_X509_URL,
+      EXT_AUTHZ_KEYS_ALLOW_HTTP: false,
       EXT_AUTHZ_CLOCK_TOLERANCE: 5_000,
       EXT_AUTHZ_KEYS_FETCH_TIMEOUT: 5_000,
       EXT_AUTHZ_KEYS_UNKNOWN_KID_INTERVAL: 30_000,
       EXT_AUTHZ_KEYS_MAX_STALE: 86_400_000,
       EXT_AUTHZ_TOKEN_CACHE_SIZE: 10_000,
+      EXT_AUTHZ_DENIAL_LOG_PER_CLIENT: 20,
+      EXT_AUTHZ_DENIAL_LOG_PER_CAUSE: 1_000,
+      EXT_AUTHZ_DENIAL_LOG_WINDOW: 60_000,
       LOG_LEVEL: 'info',
     });
   });
@@ -28,9 +32,24 @@ describe('loadExtAuthzConfig', () => {
     ['EXT_AUTHZ_KEYS_UNKNOWN_KID_INTERVAL', '10ms'],
     ['EXT_AUTHZ_TOKEN_CACHE_SIZE', '-1'],
     ['EXT_AUTHZ_GRPC_PORT', 'ninety'],
+    ['EXT_AUTHZ_DENIAL_LOG_PER_CLIENT', '0'],
+    ['EXT_AUTHZ_DENIAL_LOG_PER_CAUSE', 'many'],
+    ['EXT_AUTHZ_DENIAL_LOG_WINDOW', '10ms'],
   ])('refuses %s=%s, naming the variable', (variable, value) => {
     const attempt = () => loadExtAuthzConfig({ [variable]: value });
     expect(attempt).toThrow(ConfigError);
     expect(attempt).toThrow(variable);
+  });
+
+  it('refuses an http keys URL unless the development setting allows it', () => {
+    const url = 'http://127.0.0.1:9999/keys';
+    const attempt = () => loadExtAuthzConfig({ EXT_AUTHZ_FIREBASE_CERTS_URL: url });
+    expect(attempt).toThrow(ConfigError);
+    expect(attempt).toThrow(/EXT_AUTHZ_FIREBASE_CERTS_URL.*must be https.*EXT_AUTHZ_KEYS_ALLOW_HTTP=true/);
+    expect(loadExtAuthzConfig({ EXT_AUTHZ_FIREBASE_CERTS_URL: url, EXT_AUTHZ_KEYS_ALLOW_HTTP: 'true' })).toMatchObject({
+      EXT_AUTHZ_FIREBASE_CERTS_URL: url,
+      EXT_AUTHZ_KEYS_ALLOW_HTTP: true,
+    });
+    expect(() => loadExtAuthzConfig({ EXT_AUTHZ_KEYS_ALLOW_HTTP: 'yes' })).toThrow('EXT_AUTHZ_KEYS_ALLOW_HTTP');
   });
 });

@@ -1,33 +1,61 @@
-import { envDuration, envHostPort, envLogLevel, envPort, loadConfig } from '@sekisho/service-kit/config';
+import { envDuration, envEnum, envHostPort, envLogLevel, envPort, loadConfig } from '@sekisho/service-kit/config';
 import { z } from 'zod';
 import { GOOGLE_SECURETOKEN_X509_URL } from './firebase/key-store';
 
 // Every setting of the service, parsed and checked in one place at start-up.
-export const configSchema = z.object({
-  EXT_AUTHZ_HOST: z.string().min(1).default('127.0.0.1'),
-  EXT_AUTHZ_GRPC_PORT: envPort(9001),
-  EXT_AUTHZ_ADMIN_PORT: envPort(9101),
-  /** The control plane's ADS address, where the AuthzPolicy comes from. */
-  EXT_AUTHZ_XDS_ADDRESS: envHostPort('127.0.0.1:18000'),
-  EXT_AUTHZ_NODE_ID: z.string().min(1).default('ext-authz'),
-  /** Google's x509 endpoint of the securetoken keys, or a local one in the same format. */
-  EXT_AUTHZ_FIREBASE_CERTS_URL: z.url({ protocol: /^https?$/ }).default(GOOGLE_SECURETOKEN_X509_URL),
-  /** Allowed clock skew for exp, iat and auth_time. */
-  EXT_AUTHZ_CLOCK_TOLERANCE: envDuration('5s').refine((ms) => ms <= 300_000, 'at most 5m'),
-  /** Timeout of one fetch of the keys. */
-  EXT_AUTHZ_KEYS_FETCH_TIMEOUT: envDuration('5s').refine((ms) => ms >= 100, 'at least 100ms'),
-  /** A token with an unknown kid refetches the keys at most once per this interval. */
-  EXT_AUTHZ_KEYS_UNKNOWN_KID_INTERVAL: envDuration('30s').refine((ms) => ms >= 1_000, 'at least 1s'),
-  /** How long past their Cache-Control expiry the keys stay in use while every refresh fails. */
-  EXT_AUTHZ_KEYS_MAX_STALE: envDuration('24h'),
-  /** Tokens whose signature stays verified in memory (0 turns the cache off). */
-  EXT_AUTHZ_TOKEN_CACHE_SIZE: z
+
+/** A whole number of at least 1. */
+const count = (defaultValue: number) =>
+  z
     .string()
-    .regex(/^\d{1,7}$/, 'expected a number of tokens (0-9999999)')
+    .regex(/^[1-9]\d{0,8}$/, 'expected a whole number from 1')
     .transform(Number)
-    .default(10_000),
-  LOG_LEVEL: envLogLevel(),
-});
+    .default(defaultValue);
+export const configSchema = z
+  .object({
+    EXT_AUTHZ_HOST: z.string().min(1).default('127.0.0.1'),
+    EXT_AUTHZ_GRPC_PORT: envPort(9001),
+    EXT_AUTHZ_ADMIN_PORT: envPort(9101),
+    /** The control plane's ADS address, where the AuthzPolicy comes from. */
+    EXT_AUTHZ_XDS_ADDRESS: envHostPort('127.0.0.1:18000'),
+    EXT_AUTHZ_NODE_ID: z.string().min(1).default('ext-authz'),
+    /** Google's x509 endpoint of the securetoken keys, or a local one in the same format. */
+    EXT_AUTHZ_FIREBASE_CERTS_URL: z.url({ protocol: /^https?$/ }).default(GOOGLE_SECURETOKEN_X509_URL),
+    /**
+     * Development only: lets the keys URL be plain http (devstack's local key server). Whoever
+     * can change the keys in transit can sign any token, so https is the rule otherwise.
+     */
+    EXT_AUTHZ_KEYS_ALLOW_HTTP: envEnum(['true', 'false'], 'false').transform((value) => value === 'true'),
+    /** Allowed clock skew for exp, iat and auth_time. */
+    EXT_AUTHZ_CLOCK_TOLERANCE: envDuration('5s').refine((ms) => ms <= 300_000, 'at most 5m'),
+    /** Timeout of one fetch of the keys. */
+    EXT_AUTHZ_KEYS_FETCH_TIMEOUT: envDuration('5s').refine((ms) => ms >= 100, 'at least 100ms'),
+    /** A token with an unknown kid refetches the keys at most once per this interval. */
+    EXT_AUTHZ_KEYS_UNKNOWN_KID_INTERVAL: envDuration('30s').refine((ms) => ms >= 1_000, 'at least 1s'),
+    /** How long past their Cache-Control expiry the keys stay in use while every refresh fails. */
+    EXT_AUTHZ_KEYS_MAX_STALE: envDuration('24h'),
+    /** Tokens whose signature stays verified in memory (0 turns the cache off). */
+    EXT_AUTHZ_TOKEN_CACHE_SIZE: z
+      .string()
+      .regex(/^\d{1,7}$/, 'expected a number of tokens (0-9999999)')
+      .transform(Number)
+      .default(10_000),
+    /** Denial log records per cause (event and reason) and client IP per window; the rest are counted. */
+    EXT_AUTHZ_DENIAL_LOG_PER_CLIENT: count(20),
+    /** Denial log records per cause per window, every client together (a flood from many addresses). */
+    EXT_AUTHZ_DENIAL_LOG_PER_CAUSE: count(1_000),
+    EXT_AUTHZ_DENIAL_LOG_WINDOW: envDuration('1m').refine((ms) => ms >= 1_000, 'at least 1s'),
+    LOG_LEVEL: envLogLevel(),
+  })
+  .superRefine((config, ctx) => {
+    if (new URL(config.EXT_AUTHZ_FIREBASE_CERTS_URL).protocol === 'http:' && !config.EXT_AUTHZ_KEYS_ALLOW_HTTP) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['EXT_AUTHZ_FIREBASE_CERTS_URL'],
+        message: 'must be https (http only for development, with EXT_AUTHZ_KEYS_ALLOW_HTTP=true)',
+      });
+    }
+  });
 
 export type ExtAuthzConfig = z.output<typeof configSchema>;
 

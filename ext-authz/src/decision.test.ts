@@ -23,8 +23,10 @@ const policy = compileAuthzPolicy(source);
 const variant = (patch: Partial<AuthzPolicy>) => compileAuthzPolicy(AuthzPolicy.fromPartial({ ...source, ...patch }));
 
 function claims(uid: string, payload: Record<string, unknown> = {}, extra: Partial<FirebaseClaims> = {}): VerifyResult {
-  return { ok: true, claims: { uid, payload: { sub: uid, ...payload }, ...extra } };
+  const firebase = { sign_in_provider: 'password', identities: {} };
+  return { ok: true, claims: { uid, payload: { sub: uid, firebase, ...payload }, ...extra } };
 }
+const signedIn = (uid: string, firebase: unknown) => claims(uid, { firebase });
 
 const tokens: Record<string, VerifyResult> = {
   basic: claims('user-basic'),
@@ -35,11 +37,25 @@ const tokens: Record<string, VerifyResult> = {
   ),
   unknownGroup: claims('user-x', { tier: 'platinum' }),
   numericGroup: claims('user-n', { tier: 3 }),
+  arrayGroup: claims('user-a', { tier: ['verified_customer'] }),
+  objectGroup: claims('user-o', { tier: { name: 'verified_customer' } }),
+  emptyStringGroup: claims('user-s', { tier: '' }),
+  nullGroup: claims('user-z', { tier: null }),
+  booleanGroup: claims('user-b', { tier: true }),
   constructorGroup: claims('user-c', { tier: 'constructor' }),
   protoGroup: claims('user-p', { tier: '__proto__' }),
   emptyGroup: claims('user-e', { tier: 'empty_group' }),
   newlineUid: claims('user\nx-admin: 1'),
   badEmail: claims('user-m', {}, { email: 'a@b.example\r\nx: y', emailVerified: false }),
+  anonymous: signedIn('user-anon', { sign_in_provider: 'anonymous', identities: {} }),
+  google: signedIn('user-g', { sign_in_provider: 'google.com', identities: {} }),
+  noProvider: signedIn('user-np', { identities: {} }),
+  noFirebase: signedIn('user-nf', undefined),
+  arrayFirebase: signedIn('user-af', ['password']),
+  numericProvider: signedIn('user-nump', { sign_in_provider: 1 }),
+  tenantA: signedIn('user-ta', { sign_in_provider: 'password', tenant: 'salon-a' }),
+  tenantB: signedIn('user-tb', { sign_in_provider: 'password', tenant: 'salon-b' }),
+  tenantNumber: signedIn('user-tn', { sign_in_provider: 'password', tenant: 7 }),
   expired: { ok: false, code: 'TOKEN_EXPIRED', reason: 'expired' },
   forged: { ok: false, code: 'INVALID_TOKEN', reason: 'signature_invalid' },
   noKeys: { ok: false, code: 'SERVICE_UNAVAILABLE', reason: 'keys_unavailable' },
@@ -104,8 +120,8 @@ describe('decide', () => {
         expected: { allow: false, code: 'MISSING_TOKEN' },
       },
       {
-        name: 'an auth value other than none (fails closed to required)',
-        input: input({ auth: 'optional' }),
+        name: 'an auth value other than none or optional (fails closed to required)',
+        input: input({ auth: 'maybe' }),
         expected: { allow: false, code: 'MISSING_TOKEN' },
       },
       {
@@ -165,6 +181,18 @@ describe('decide', () => {
         input: input({ authorization: 'Bearer protoGroup', permissions: 'read:own_profile' }),
         expected: { allow: false, code: 'INSUFFICIENT_PERMISSIONS' },
       },
+      ...(['numericGroup', 'arrayGroup', 'objectGroup', 'emptyStringGroup', 'nullGroup', 'booleanGroup'] as const).map(
+        (token) => ({
+          // A present claim that names no group never falls back to the default group.
+          name: `a permission the default group has, for a group claim that names no group (${token})`,
+          input: input({ authorization: `Bearer ${token}`, permissions: 'read:own_profile' }),
+          expected: {
+            allow: false as const,
+            code: 'INSUFFICIENT_PERMISSIONS' as const,
+            missingPermissions: ['read:own_profile'],
+          },
+        }),
+      ),
       {
         name: 'a permission for a group with none',
         input: input({ authorization: 'Bearer emptyGroup', permissions: 'read:own_profile' }),
@@ -249,6 +277,12 @@ describe('decide', () => {
       ['unknownGroup', 'user-x'],
       ['constructorGroup', 'user-c'],
       ['protoGroup', 'user-p'],
+      ['numericGroup', 'user-n'],
+      ['arrayGroup', 'user-a'],
+      ['objectGroup', 'user-o'],
+      ['emptyStringGroup', 'user-s'],
+      ['nullGroup', 'user-z'],
+      ['booleanGroup', 'user-b'],
     ])('gives %s no group and no permissions, but lets it reach routes that need none', async (token, userId) => {
       const decision = await decide(input({ authorization: `Bearer ${token}` }), policy, verify);
       expect(decision).toMatchObject({ allow: true, identity: { userId } });
@@ -260,7 +294,6 @@ describe('decide', () => {
 
     it.each([
       { name: 'no group claim', token: 'basic', policy, group: 'basic_customer' },
-      { name: 'a group claim that is not a string', token: 'numericGroup', policy, group: 'basic_customer' },
       {
         name: 'no group claim configured',
         token: 'verified',
@@ -278,6 +311,278 @@ describe('decide', () => {
         expect((await decide(input({ authorization }), policy, verify)).allow).toBe(true);
       },
     );
+  });
+});
+
+describe('decide: auth optional', () => {
+  it('lets a caller without an Authorization header through anonymously, removing every identity header', async () => {
+    const decision = await decide(
+      input({ auth: 'optional', headers: { 'x-sekisho-user-id': 'admin' } }),
+      policy,
+      verify,
+    );
+    expect(decision).toEqual({
+      allow: true,
+      identity: undefined,
+      headersToSet: [],
+      headersToRemove: [...allIdentityHeaders],
+    });
+  });
+
+  it('sets the identity headers for a valid token', async () => {
+    const decision = await decide(input({ auth: 'optional', authorization: 'Bearer verified' }), policy, verify);
+    expect(decision).toMatchObject({ allow: true, identity: { userId: 'user-verified' } });
+    expect(headersOf(decision)[identityHeaders.group]).toBe('verified_customer');
+  });
+
+  it.each([
+    { authorization: 'Bearer forged', code: 'INVALID_TOKEN' },
+    { authorization: 'Bearer expired', code: 'TOKEN_EXPIRED' },
+    { authorization: 'Bearer anonymous', code: 'INVALID_TOKEN' },
+    { authorization: 'Basic dXNlcjpwYXNz', code: 'MISSING_TOKEN' },
+    { authorization: '', code: 'MISSING_TOKEN' },
+  ])('refuses $authorization instead of ignoring it ($code)', async ({ authorization, code }) => {
+    const decision = await decide(input({ auth: 'optional', authorization }), policy, verify);
+    expect(decision).toMatchObject({ allow: false, code });
+  });
+
+  it('still needs a policy', async () => {
+    expect(await decide(input({ auth: 'optional' }), undefined, verify)).toMatchObject({
+      allow: false,
+      code: 'SERVICE_UNAVAILABLE',
+    });
+  });
+});
+
+describe('decide: ownership', () => {
+  const owned = variant({ customerIdClaim: 'customer_id' });
+  const byUid = variant({ customerIdClaim: 'sub' });
+  tokens.customerC42 = claims('user-c42', { customer_id: 'c-42' });
+  tokens.customerNumeric = claims('user-cn', { customer_id: 42 });
+  tokens.customerEmpty = claims('user-ce', { customer_id: '' });
+  const at = (path: string, owner: Record<string, string>, authorization = 'Bearer customerC42'): CheckInput => ({
+    ...input({ authorization }),
+    path,
+    route: routeRequirements({ [authzContextKeys.routeId]: 'customer', ...owner }),
+  });
+  const segment = { [authzContextKeys.ownerPathSegment]: '4' };
+  const query = { [authzContextKeys.ownerQuery]: 'customer_id' };
+
+  const cases: Array<{ name: string; input: CheckInput; policy?: CompiledPolicy; reason?: string }> = [
+    { name: 'its own id in the path', input: at('/api/v1/customers/c-42', segment) },
+    { name: 'its own id in the path, with a query', input: at('/api/v1/customers/c-42?x=1', segment) },
+    { name: 'its own id percent-encoded', input: at('/api/v1/customers/c%2D42', segment) },
+    { name: 'its own id in the path, more after it', input: at('/api/v1/customers/c-42/appointments', segment) },
+    { name: 'another id in the path', input: at('/api/v1/customers/c-43', segment), reason: 'not_owner' },
+    { name: 'an id that only starts with its own', input: at('/api/v1/customers/c-421', segment), reason: 'not_owner' },
+    { name: 'a different case', input: at('/api/v1/customers/C-42', segment), reason: 'not_owner' },
+    { name: 'a path too short', input: at('/api/v1/customers', segment), reason: 'owner_value_missing' },
+    { name: 'an empty segment', input: at('/api/v1/customers/', segment), reason: 'owner_value_missing' },
+    {
+      name: 'broken percent-encoding',
+      input: at('/api/v1/customers/%E0%A4%A', segment),
+      reason: 'owner_value_missing',
+    },
+    { name: 'its own id in the query', input: at('/api/v1/points?customer_id=c-42', query) },
+    { name: 'another id in the query', input: at('/api/v1/points?customer_id=c-43', query), reason: 'not_owner' },
+    { name: 'no query', input: at('/api/v1/points', query), reason: 'owner_value_missing' },
+    {
+      name: 'the parameter twice (its own first)',
+      input: at('/api/v1/points?customer_id=c-42&customer_id=c-43', query),
+      reason: 'owner_value_missing',
+    },
+    {
+      name: 'its own id only in the path when the query is checked',
+      input: at('/api/v1/c-42/points?id=c-42', query),
+      reason: 'owner_value_missing',
+    },
+    {
+      name: 'a token without the customer id claim',
+      input: at('/api/v1/customers/c-42', segment, 'Bearer basic'),
+      reason: 'no_customer_id',
+    },
+    {
+      name: 'a numeric customer id claim',
+      input: at('/api/v1/customers/42', segment, 'Bearer customerNumeric'),
+      reason: 'no_customer_id',
+    },
+    {
+      name: 'an empty customer id claim',
+      input: at('/api/v1/customers/', segment, 'Bearer customerEmpty'),
+      reason: 'no_customer_id',
+    },
+    {
+      name: 'no customer id claim configured',
+      input: at('/api/v1/customers/c-42', segment),
+      policy,
+      reason: 'no_customer_id',
+    },
+    { name: 'the uid when the gateway says so', input: at('/api/v1/customers/user-c42', segment), policy: byUid },
+    {
+      name: 'the customer id when the gateway compares the uid',
+      input: at('/api/v1/customers/c-42', segment),
+      policy: byUid,
+      reason: 'not_owner',
+    },
+    {
+      name: 'an unreadable segment index',
+      input: at('/api/v1/customers/c-42', { [authzContextKeys.ownerPathSegment]: 'four' }),
+      reason: 'owner_unreadable',
+    },
+    {
+      name: 'segment 0 (before the first "/")',
+      input: at('/api/v1/customers/c-42', { [authzContextKeys.ownerPathSegment]: '0' }),
+      reason: 'owner_unreadable',
+    },
+    {
+      name: 'both a segment and a query',
+      input: at('/api/v1/customers/c-42?customer_id=c-42', { ...segment, ...query }),
+      reason: 'owner_unreadable',
+    },
+  ];
+
+  it.each(cases.map((c) => ({ ...c, outcome: c.reason ?? 'allowed' })))(
+    '$name: $outcome',
+    async ({ input: request, policy: p, reason }) => {
+      const decision = await decide(request, p ?? owned, verify);
+      if (reason === undefined) expect(decision.allow).toBe(true);
+      else expect(decision).toMatchObject({ allow: false, code: 'INSUFFICIENT_PERMISSIONS', reason });
+    },
+  );
+
+  it('checks the permissions first', async () => {
+    const request = { ...at('/api/v1/customers/c-43', segment) };
+    request.route = { ...request.route, permissions: ['delete:everything'] };
+    expect(await decide(request, owned, verify)).toMatchObject({ reason: 'missing_permissions' });
+  });
+
+  it('reads the path from :path when no path is given', async () => {
+    const { path: _path, ...request } = at('/ignored', segment);
+    request.headers = { ...request.headers, ':path': '/api/v1/customers/c-42' };
+    expect((await decide(request, owned, verify)).allow).toBe(true);
+  });
+});
+
+describe('decide: dry-run', () => {
+  const dry = (opts: {
+    authorization?: string;
+    permissions?: string;
+    dryRun?: string;
+    headers?: Record<string, string>;
+  }) => {
+    const base = input(opts);
+    return {
+      ...base,
+      route: routeRequirements({
+        [authzContextKeys.routeId]: 'customer-profile',
+        ...(opts.permissions !== undefined ? { [authzContextKeys.permissions]: opts.permissions } : {}),
+        [authzContextKeys.dryRun]: opts.dryRun ?? 'true',
+      }),
+    };
+  };
+
+  it('lets a caller without the permission through, with its identity and the code it would have had', async () => {
+    const decision = await decide(
+      dry({ authorization: 'Bearer basic', permissions: 'create:appointments' }),
+      policy,
+      verify,
+    );
+    expect(decision).toMatchObject({
+      allow: true,
+      identity: { userId: 'user-basic' },
+      dryRunDenied: {
+        code: 'INSUFFICIENT_PERMISSIONS',
+        reason: 'missing_permissions',
+        missingPermissions: ['create:appointments'],
+      },
+    });
+    expect(headersOf(decision)).toMatchObject({
+      [identityHeaders.userId]: 'user-basic',
+      'x-sekisho-dry-run-denied': 'INSUFFICIENT_PERMISSIONS',
+    });
+  });
+
+  it('lets a refused sign-in provider through the same way', async () => {
+    const decision = await decide(dry({ authorization: 'Bearer anonymous' }), policy, verify);
+    expect(decision).toMatchObject({
+      allow: true,
+      dryRunDenied: { code: 'INVALID_TOKEN', reason: 'sign_in_provider_not_allowed' },
+    });
+  });
+
+  it.each([
+    ['tenantA', 'tenant_not_allowed'],
+    ['noProvider', 'sign_in_provider_missing'],
+  ])('still refuses %s (%s): its uid may not be a user of this project', async (token, reason) => {
+    const decision = await decide(dry({ authorization: `Bearer ${token}` }), policy, verify);
+    expect(decision).toMatchObject({ allow: false, code: 'INVALID_TOKEN', reason });
+  });
+
+  it.each([
+    ['no token', undefined, 'MISSING_TOKEN'],
+    ['a forged token', 'Bearer forged', 'INVALID_TOKEN'],
+    ['an expired token', 'Bearer expired', 'TOKEN_EXPIRED'],
+  ])('still refuses %s: nobody would be verified', async (_name, authorization, code) => {
+    const decision = await decide(dry(authorization ? { authorization } : {}), policy, verify);
+    expect(decision).toMatchObject({ allow: false, code });
+  });
+
+  it('adds no mark for a caller the policy allows, and removes a client-sent one', async () => {
+    const decision = await decide(
+      dry({ authorization: 'Bearer basic', headers: { 'x-sekisho-dry-run-denied': 'none' } }),
+      policy,
+      verify,
+    );
+    expect(decision.allow && decision.dryRunDenied).toBeUndefined();
+    expect(headersOf(decision)['x-sekisho-dry-run-denied']).toBeUndefined();
+    expect(decision.allow && decision.headersToRemove).toContain('x-sekisho-dry-run-denied');
+  });
+
+  it.each(['false', 'TRUE', '1', ''])('enforces for sekisho.dry_run=%j', async (value) => {
+    const decision = await decide(
+      dry({ authorization: 'Bearer basic', permissions: 'create:appointments', dryRun: value }),
+      policy,
+      verify,
+    );
+    expect(decision).toMatchObject({ allow: false, code: 'INSUFFICIENT_PERMISSIONS' });
+  });
+});
+
+describe('decide: sign-in provider and tenant', () => {
+  const withProviders = variant({ signInProviders: ['password', 'anonymous'] });
+  const withTenants = variant({ tenants: ['salon-a'] });
+  const cases: Array<{ token: string; policy?: CompiledPolicy; reason?: string }> = [
+    { token: 'basic' },
+    { token: 'google' },
+    { token: 'anonymous', reason: 'sign_in_provider_not_allowed' },
+    { token: 'noProvider', reason: 'sign_in_provider_missing' },
+    { token: 'noFirebase', reason: 'sign_in_provider_missing' },
+    { token: 'arrayFirebase', reason: 'sign_in_provider_missing' },
+    { token: 'numericProvider', reason: 'sign_in_provider_missing' },
+    { token: 'anonymous', policy: withProviders },
+    { token: 'basic', policy: withProviders },
+    { token: 'google', policy: withProviders, reason: 'sign_in_provider_not_allowed' },
+    { token: 'tenantA', reason: 'tenant_not_allowed' },
+    { token: 'tenantA', policy: withTenants },
+    { token: 'tenantB', policy: withTenants, reason: 'tenant_not_allowed' },
+    { token: 'tenantNumber', policy: withTenants, reason: 'tenant_not_allowed' },
+    // Tenants configured do not turn away the project's own users.
+    { token: 'basic', policy: withTenants },
+  ];
+
+  const named = cases.map((c) => ({
+    ...c,
+    setting: c.policy === withProviders ? 'providers password, anonymous' : c.policy ? 'tenant salon-a' : 'defaults',
+    outcome: c.reason ?? 'allowed',
+  }));
+  it.each(named)('$token under $setting: $outcome', async ({ token, ...rest }) => {
+    const decision = await decide(input({ authorization: `Bearer ${token}` }), rest.policy ?? policy, verify);
+    if (rest.reason === undefined) expect(decision.allow).toBe(true);
+    else expect(decision).toMatchObject({ allow: false, code: 'INVALID_TOKEN', reason: rest.reason });
+  });
+
+  it('does not look at how the caller signed in on an auth: none route', async () => {
+    expect((await decide(input({ auth: 'none', authorization: 'Bearer anonymous' }), policy, verify)).allow).toBe(true);
   });
 });
 
@@ -330,10 +635,13 @@ describe('decide: Envoy header limits', () => {
 
 describe('routeRequirements', () => {
   it.each<{ ext: Record<string, string>; expected: object }>([
-    { ext: {}, expected: { routeId: undefined, authRequired: true, permissions: [] } },
-    { ext: { [authzContextKeys.auth]: 'none' }, expected: { authRequired: false } },
-    { ext: { [authzContextKeys.auth]: 'required' }, expected: { authRequired: true } },
-    { ext: { [authzContextKeys.auth]: '' }, expected: { authRequired: true } },
+    { ext: {}, expected: { routeId: undefined, auth: 'required', permissions: [], owner: undefined, dryRun: false } },
+    { ext: { [authzContextKeys.dryRun]: 'true' }, expected: { dryRun: true } },
+    { ext: { [authzContextKeys.auth]: 'none' }, expected: { auth: 'none' } },
+    { ext: { [authzContextKeys.auth]: 'optional' }, expected: { auth: 'optional' } },
+    { ext: { [authzContextKeys.auth]: 'required' }, expected: { auth: 'required' } },
+    { ext: { [authzContextKeys.auth]: '' }, expected: { auth: 'required' } },
+    { ext: { [authzContextKeys.auth]: 'Optional' }, expected: { auth: 'required' } },
     { ext: { [authzContextKeys.permissions]: '' }, expected: { permissions: [] } },
     { ext: { [authzContextKeys.permissions]: ' a , ,b,, ' }, expected: { permissions: ['a', 'b'] } },
     { ext: { [authzContextKeys.routeId]: 'r1' }, expected: { routeId: 'r1' } },

@@ -1,10 +1,11 @@
 import {
   allIdentityHeaders,
   authzContextKeys,
+  dryRunDeniedHeader,
   identityHeaders,
   sekishoHeaderPrefix,
 } from '@sekisho/service-kit/contract';
-import type { RejectReason, VerifyResult } from './firebase/verify';
+import type { FirebaseClaims, RejectReason, VerifyResult } from './firebase/verify';
 import type { CompiledPolicy, Group } from './policy';
 
 // The authorization decision for one request, as a pure function of the request's
@@ -20,6 +21,8 @@ export interface CheckInput {
   headers: Readonly<Record<string, string>>;
   /** What Envoy's header map holds: entries (pseudo-headers included) and their bytes. */
   headerSize?: HeaderSize;
+  /** The request path with its query, as Envoy normalised it; default: the `:path` header. */
+  path?: string;
   route: RouteRequirements;
 }
 
@@ -30,13 +33,32 @@ export interface HeaderSize {
 
 export interface RouteRequirements {
   routeId: string | undefined;
-  /** False only for routes the control plane marked `sekisho.auth: none`. */
-  authRequired: boolean;
+  /**
+   * `none` and `optional` only when the control plane wrote exactly that in `sekisho.auth`;
+   * any other value (or none) is `required`.
+   */
+  auth: RouteAuth;
   /** Every one of these must be granted. */
   permissions: readonly string[];
+  /** What must equal the caller's customer id; undefined = no ownership check. */
+  owner: OwnerRequirement | undefined;
+  /** Decide and report a verified caller's denial, but allow (`sekisho.dry_run` = "true"). */
+  dryRun: boolean;
   /** Envoy's header limits, which it checks again after applying our headers. */
   headerLimits: HeaderSize | undefined;
 }
+
+/**
+ * A path segment (index into the path split at "/") or a query parameter; `unreadable` when
+ * the control plane wrote something else, which refuses every request (fail closed).
+ */
+export type OwnerRequirement =
+  | { kind: 'pathSegment'; index: number }
+  | { kind: 'query'; name: string }
+  | { kind: 'unreadable' };
+
+/** none: nobody is verified; optional: a token is verified when sent, no token passes anonymously. */
+export type RouteAuth = 'required' | 'optional' | 'none';
 
 export interface Identity {
   userId: string;
@@ -60,42 +82,74 @@ export type DenyReason =
   | 'no_policy'
   | 'no_bearer_token'
   | 'uid_not_header_safe'
+  | 'sign_in_provider_missing'
+  | 'sign_in_provider_not_allowed'
+  | 'tenant_not_allowed'
   | 'missing_permissions'
+  | 'owner_unreadable'
+  | 'no_customer_id'
+  | 'owner_value_missing'
+  | 'not_owner'
   | 'headers_over_limit';
+
+export interface Denial {
+  allow: false;
+  code: DenyCode;
+  reason: DenyReason;
+  userId?: string;
+  group?: string;
+  requiredPermissions?: readonly string[];
+  missingPermissions?: string[];
+}
 
 export type Decision =
   | {
       allow: true;
-      /** undefined on `auth: none` routes. */
+      /** undefined on `auth: none` routes and for anonymous callers of `auth: optional` ones. */
       identity: Identity | undefined;
+      /** On a dry-run route: the denial the policy would have answered (logged and counted as one). */
+      dryRunDenied?: Denial;
+      /**
+       * The first use here of a token issued at sign-in (not by a refresh): the reference's
+       * `login` event. Once per token per replica while the verified-token cache keeps it.
+       */
+      signIn?: { provider: string };
       /** Identity headers for the upstream, replacing any value already present. */
       headersToSet: Array<[name: string, value: string]>;
       /** Every Sekisho header not set: a client's own copies never reach the service. */
       headersToRemove: string[];
     }
-  | {
-      allow: false;
-      code: DenyCode;
-      reason: DenyReason;
-      userId?: string;
-      group?: string;
-      requiredPermissions?: readonly string[];
-      missingPermissions?: string[];
-    };
+  | Denial;
 
 /** Reads the route's requirements from the context_extensions the control plane put in the route. */
 export function routeRequirements(contextExtensions: Readonly<Record<string, string>>): RouteRequirements {
   const get = (key: string) => (Object.hasOwn(contextExtensions, key) ? contextExtensions[key] : undefined);
   return {
     routeId: get(authzContextKeys.routeId),
-    // Anything but an explicit "none" requires authentication.
-    authRequired: get(authzContextKeys.auth) !== 'none',
+    auth: routeAuth(get(authzContextKeys.auth)),
     permissions: (get(authzContextKeys.permissions) ?? '')
       .split(',')
       .map((permission) => permission.trim())
       .filter((permission) => permission !== ''),
+    owner: ownerRequirement(get(authzContextKeys.ownerPathSegment), get(authzContextKeys.ownerQuery)),
+    // Only exactly "true": anything else enforces.
+    dryRun: get(authzContextKeys.dryRun) === 'true',
     headerLimits: headerLimits(get(authzContextKeys.maxRequestHeaders), get(authzContextKeys.maxRequestHeaderBytes)),
   };
+}
+
+function ownerRequirement(segment: string | undefined, query: string | undefined): OwnerRequirement | undefined {
+  if (segment === undefined && query === undefined) return undefined;
+  if (segment !== undefined && query === undefined && /^[1-9]\d{0,2}$/.test(segment)) {
+    return { kind: 'pathSegment', index: Number(segment) };
+  }
+  if (query !== undefined && segment === undefined && query !== '') return { kind: 'query', name: query };
+  return { kind: 'unreadable' };
+}
+
+// Anything but exactly "none" or "optional" requires authentication.
+function routeAuth(value: string | undefined): RouteAuth {
+  return value === 'none' || value === 'optional' ? value : 'required';
 }
 
 function headerLimits(count: string | undefined, bytes: string | undefined): HeaderSize | undefined {
@@ -126,7 +180,11 @@ export async function decide(
   if (!policy) return { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'no_policy' };
 
   const { route } = input;
-  if (!route.authRequired) {
+  const authorization = header(input.headers, 'authorization');
+  // An optional route lets a caller without any Authorization header through as on a none
+  // route; one that sends a header is decided as on a required route, so a bad token is
+  // refused rather than ignored (and counted per IP as a failed token).
+  if (route.auth === 'none' || (route.auth === 'optional' && authorization === undefined)) {
     // Envoy checks its limits after any OK answer, so even one that adds nothing.
     if (overHeaderLimits(input, [])) {
       return { allow: false, code: 'REQUEST_HEADERS_TOO_LARGE', reason: 'headers_over_limit' };
@@ -134,27 +192,18 @@ export async function decide(
     return { allow: true, identity: undefined, headersToSet: [], headersToRemove: headersToRemove(input.headers, []) };
   }
 
-  const token = bearerToken(header(input.headers, 'authorization'));
+  const token = bearerToken(authorization);
   if (token === undefined) return { allow: false, code: 'MISSING_TOKEN', reason: 'no_bearer_token' };
 
   const verified = await verify(token, policy.projectId);
   if (!verified.ok) return { allow: false, code: verified.code, reason: verified.reason };
   const { claims } = verified;
   if (!isHeaderSafe(claims.uid)) return { allow: false, code: 'INVALID_TOKEN', reason: 'uid_not_header_safe' };
-
   const group = groupOf(claims.payload, policy);
-  const missing = route.permissions.filter((permission) => !group?.permissions.has(permission));
-  if (missing.length > 0) {
-    return {
-      allow: false,
-      code: 'INSUFFICIENT_PERMISSIONS',
-      reason: 'missing_permissions',
-      userId: claims.uid,
-      ...(group ? { group: group.name } : {}),
-      requiredPermissions: route.permissions,
-      missingPermissions: missing,
-    };
-  }
+  const refusal = policyRefusal(input, claims, group, policy);
+  // Dry-run: a verified caller the policy would refuse is let through, marked for the
+  // upstream. A missing or failed token is never let through: nobody would be verified.
+  if (refusal !== undefined && !(route.dryRun && dryRunnable.has(refusal.reason))) return refusal;
 
   const identity: Identity = {
     userId: claims.uid,
@@ -164,12 +213,16 @@ export async function decide(
     ...(group ? { group } : {}),
   };
   const headersToSet = identityHeaderValues(identity);
+  if (refusal !== undefined) headersToSet.push([dryRunDeniedHeader, refusal.code]);
   if (overHeaderLimits(input, headersToSet)) {
     return { allow: false, code: 'REQUEST_HEADERS_TOO_LARGE', reason: 'headers_over_limit', userId: claims.uid };
   }
+  const signIn = verified.cached ? undefined : signInEvent(claims.payload);
   return {
     allow: true,
     identity,
+    ...(refusal !== undefined ? { dryRunDenied: refusal } : {}),
+    ...(signIn !== undefined ? { signIn } : {}),
     headersToSet,
     headersToRemove: headersToRemove(
       input.headers,
@@ -179,13 +232,143 @@ export async function decide(
 }
 
 /**
- * The caller's group: the policy's group claim when it is a non-empty string (only a
- * group the policy defines counts), else the default group.
+ * The refusals a dry-run lets through: rules about a caller whose uid means what it says.
+ * A tenant's token (its uid is another user pool's; it could equal a project user's) and a
+ * token without Firebase's sign-in claims are refused all the same.
+ */
+const dryRunnable: ReadonlySet<DenyReason> = new Set<DenyReason>([
+  'sign_in_provider_not_allowed',
+  'missing_permissions',
+  'owner_unreadable',
+  'no_customer_id',
+  'owner_value_missing',
+  'not_owner',
+]);
+
+/**
+ * Firebase sets iat = auth_time in the token it issues at sign-in; a refreshed token keeps
+ * auth_time and gets a later iat. A minute of slack covers the issuing service's own clock.
+ */
+function signInEvent(payload: Readonly<Record<string, unknown>>): { provider: string } | undefined {
+  const { iat, auth_time: authTime, firebase } = payload;
+  if (typeof iat !== 'number' || typeof authTime !== 'number' || iat - authTime >= 60) return undefined;
+  const provider = (firebase as Record<string, unknown> | undefined)?.sign_in_provider;
+  return { provider: typeof provider === 'string' ? provider : '' };
+}
+
+/**
+ * What the gateway's policy says about a verified caller, in order: how it signed in, the
+ * route's permissions, ownership. undefined = allowed.
+ */
+function policyRefusal(
+  input: CheckInput,
+  claims: FirebaseClaims,
+  group: Group | undefined,
+  policy: CompiledPolicy,
+): Denial | undefined {
+  const signIn = signInRefusal(claims.payload, policy);
+  if (signIn !== undefined) return { allow: false, code: 'INVALID_TOKEN', reason: signIn, userId: claims.uid };
+
+  const { permissions } = input.route;
+  const missing = permissions.filter((permission) => !group?.permissions.has(permission));
+  if (missing.length > 0) {
+    return {
+      allow: false,
+      code: 'INSUFFICIENT_PERMISSIONS',
+      reason: 'missing_permissions',
+      userId: claims.uid,
+      ...(group ? { group: group.name } : {}),
+      requiredPermissions: permissions,
+      missingPermissions: missing,
+    };
+  }
+
+  const notOwner = ownerRefusal(input, claims, policy);
+  if (notOwner !== undefined) {
+    return {
+      allow: false,
+      code: 'INSUFFICIENT_PERMISSIONS',
+      reason: notOwner,
+      userId: claims.uid,
+      ...(group ? { group: group.name } : {}),
+    };
+  }
+  return undefined;
+}
+
+/**
+ * Ownership: the route's path segment or query parameter must equal the caller's customer
+ * id. The path is Envoy's, normalised before any filter ran (and before a rewrite), so the
+ * segment is where the route's template put its variable. A query parameter given twice is
+ * refused: the service might read the other one.
+ */
+function ownerRefusal(input: CheckInput, claims: FirebaseClaims, policy: CompiledPolicy): DenyReason | undefined {
+  const owner = input.route.owner;
+  if (owner === undefined) return undefined;
+  if (owner.kind === 'unreadable') return 'owner_unreadable';
+  const claim = policy.customerIdClaim;
+  const customerId =
+    claim === ''
+      ? undefined
+      : claim === 'sub'
+        ? claims.uid
+        : Object.hasOwn(claims.payload, claim)
+          ? claims.payload[claim]
+          : undefined;
+  if (typeof customerId !== 'string' || customerId === '') return 'no_customer_id';
+  const path = input.path ?? header(input.headers, ':path') ?? '';
+  const value = owner.kind === 'pathSegment' ? pathSegment(path, owner.index) : queryParameter(path, owner.name);
+  if (value === undefined || value === '') return 'owner_value_missing';
+  return value === customerId ? undefined : 'not_owner';
+}
+
+function pathSegment(path: string, index: number): string | undefined {
+  const end = path.search(/[?#]/);
+  const segment = (end === -1 ? path : path.slice(0, end)).split('/', index + 1)[index];
+  if (segment === undefined || !segment.includes('%')) return segment;
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return undefined;
+  }
+}
+
+function queryParameter(path: string, name: string): string | undefined {
+  const start = path.indexOf('?');
+  if (start === -1) return undefined;
+  const end = path.indexOf('#', start);
+  const values = new URLSearchParams(path.slice(start + 1, end === -1 ? undefined : end)).getAll(name);
+  return values.length === 1 ? values[0] : undefined;
+}
+
+/**
+ * Whether the gateway accepts how the caller signed in (`firebase.sign_in_provider`, which
+ * every Firebase ID token carries; anonymous users are refused unless listed) and for which
+ * tenant (`firebase.tenant`: Identity Platform tenants share the project's issuer and
+ * audience, so without this check any tenant's users would pass as the project's).
+ */
+function signInRefusal(payload: Readonly<Record<string, unknown>>, policy: CompiledPolicy): DenyReason | undefined {
+  const firebase = payload.firebase;
+  if (typeof firebase !== 'object' || firebase === null || Array.isArray(firebase)) return 'sign_in_provider_missing';
+  const { sign_in_provider: provider, tenant } = firebase as Record<string, unknown>;
+  if (typeof provider !== 'string' || provider === '') return 'sign_in_provider_missing';
+  if (policy.signInProviders ? !policy.signInProviders.has(provider) : provider === 'anonymous') {
+    return 'sign_in_provider_not_allowed';
+  }
+  if (tenant !== undefined && (typeof tenant !== 'string' || !policy.tenants.has(tenant))) return 'tenant_not_allowed';
+  return undefined;
+}
+
+/**
+ * The caller's group. The default group applies only when the token has no group claim at
+ * all; a claim that is present must be the name of a group the policy defines, and anything
+ * else (an unknown name, '', an array, an object, a number, null) means no group, never the
+ * default: a token minted with a malformed claim must not quietly gain the default's rights.
  */
 function groupOf(payload: Readonly<Record<string, unknown>>, policy: CompiledPolicy): Group | undefined {
-  const claimed =
-    policy.groupClaim !== '' && Object.hasOwn(payload, policy.groupClaim) ? payload[policy.groupClaim] : undefined;
-  return typeof claimed === 'string' && claimed !== '' ? policy.groups.get(claimed) : policy.defaultGroup;
+  if (policy.groupClaim === '' || !Object.hasOwn(payload, policy.groupClaim)) return policy.defaultGroup;
+  const claimed = payload[policy.groupClaim];
+  return typeof claimed === 'string' ? policy.groups.get(claimed) : undefined;
 }
 
 // A claim that cannot be a header value is left out (and its header removed) rather

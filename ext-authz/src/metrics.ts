@@ -1,13 +1,16 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { RefreshEvent } from './firebase/key-store';
 
-export type CheckResult = 'allow' | 'deny' | 'error';
+/** dry_run: allowed only because the route is in dry-run; code is the denial it would have been. */
+export type CheckResult = 'allow' | 'deny' | 'dry_run' | 'error';
 
 export interface ExtAuthzMetrics {
   /** code: 'OK' or the error code of the denial. */
   checkFinished(result: CheckResult, code: string, seconds: number): void;
   /** Internal reason of a failed authentication (bounded set, see DenyReason). */
   authFailed(reason: string): void;
+  /** A denial whose log record was left out by the flood limit (event_type, error code). */
+  denialLogDropped(event: string, code: string): void;
   keyRefresh(event: RefreshEvent): void;
   policyApplied(version: string, projectId: string): void;
   policyRejected(): void;
@@ -17,7 +20,7 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
   const registers = [registry];
   const checks = new Counter({
     name: 'sekisho_ext_authz_checks_total',
-    help: 'Check calls answered, by result (allow, deny, error) and code (OK or the error code).',
+    help: 'Check calls answered, by result (allow, deny, dry_run, error) and code (OK or the error code; for dry_run the denial let through).',
     labelNames: ['result', 'code'] as const,
     registers,
   });
@@ -61,6 +64,12 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
     labelNames: ['version', 'project_id'] as const,
     registers,
   });
+  const denialLogsDropped = new Counter({
+    name: 'sekisho_ext_authz_denial_logs_dropped_total',
+    help: 'Denial log records left out by the per-cause and per-IP flood limit, by event_type and code.',
+    labelNames: ['event_type', 'code'] as const,
+    registers,
+  });
   const policyUpdates = new Counter({
     name: 'sekisho_ext_authz_policy_updates_total',
     help: 'AuthzPolicy updates received, by result (applied, rejected).',
@@ -75,6 +84,9 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
     },
     authFailed(reason) {
       authFailures.inc({ reason });
+    },
+    denialLogDropped(event, code) {
+      denialLogsDropped.inc({ event_type: event, code });
     },
     keyRefresh(event) {
       refreshes.inc({ result: event.ok ? 'ok' : 'error', trigger: event.trigger });

@@ -17,6 +17,11 @@ describe('compileAuthzPolicy', () => {
     ['a demo project id of the emulator', variant({ firebase: { projectId: 'demo-test' } })],
     ['no group claim', variant({ groupClaim: '' })],
     ['no default group', variant({ defaultGroup: '' })],
+    [
+      'listed sign-in providers',
+      variant({ signInProviders: ['password', 'google.com', 'oidc.salon-idp', 'anonymous'] }),
+    ],
+    ['listed tenants', variant({ tenants: ['salon-a-x1y2z', 'B2'] })],
   ])('accepts %s', (_name, policy) => {
     expect(() => compileAuthzPolicy(policy)).not.toThrow();
   });
@@ -43,6 +48,13 @@ describe('compileAuthzPolicy', () => {
       variant({ groups: { basic_customer: { permissions: ['read\nx'] } } }),
       'is invalid',
     ],
+    [
+      'a sign-in provider with a space',
+      variant({ signInProviders: ['google com'] }),
+      'sign_in_providers: "google com"',
+    ],
+    ['an empty sign-in provider', variant({ signInProviders: [''] }), 'sign_in_providers: ""'],
+    ['a tenant with a dot', variant({ tenants: ['a.b'] }), 'tenants: "a.b" is invalid'],
   ])('rejects %s', (_name, policy, message) => {
     expect(() => compileAuthzPolicy(policy)).toThrow(message);
   });
@@ -62,11 +74,21 @@ describe('compileAuthzPolicy', () => {
     );
     expect(compiled.projectId).toBe('salon-prod');
     expect(compiled.defaultGroup?.name).toBe('basic_customer');
+    expect(compiled.signInProviders).toBeUndefined();
+    expect(compiled.tenants).toEqual(new Set());
     expect(compiled.groups.get('basic_customer')).toEqual({
       name: 'basic_customer',
       permissions: new Set(['read:own_profile', 'read:own_points']),
       permissionList: ['read:own_profile', 'read:own_points'],
       permissionHeader: 'read:own_profile,read:own_points',
     });
+  });
+});
+
+describe('compileAuthzPolicy: sign-in', () => {
+  it('keeps the listed providers and tenants in sets, read by every Check', () => {
+    const compiled = compileAuthzPolicy(variant({ signInProviders: ['password', 'phone'], tenants: ['t-1'] }));
+    expect(compiled.signInProviders).toEqual(new Set(['password', 'phone']));
+    expect(compiled.tenants).toEqual(new Set(['t-1']));
   });
 });

@@ -27,11 +27,21 @@ export interface CompiledPolicy {
   groups: ReadonlyMap<string, Group>;
   /** The group of a caller whose token names none. */
   defaultGroup: Group | undefined;
+  /** Accepted firebase.sign_in_provider values; undefined = every one but anonymous. */
+  signInProviders: ReadonlySet<string> | undefined;
+  /** Accepted firebase.tenant values; empty = every tenant token is refused. */
+  tenants: ReadonlySet<string>;
+  /** The claim with the caller's customer id ("sub": the uid); '' = none, ownership checks refuse. */
+  customerIdClaim: string;
 }
 
 // Group names and permissions become header values, and permissions are comma-joined
 // there and in context_extensions: visible ASCII without commas.
 const headerToken = /^[\x21-\x2b\x2d-\x7e]+$/;
+
+// The same shapes the control plane's definition schema accepts.
+const signInProviderId = /^[a-z0-9][a-z0-9._-]{0,99}$/;
+const tenantId = /^[A-Za-z0-9][A-Za-z0-9-]{0,62}$/;
 
 /** Checks a policy and compiles it; throws a PolicyError naming every problem. */
 export function compileAuthzPolicy(policy: AuthzPolicy): CompiledPolicy {
@@ -70,6 +80,23 @@ export function compileAuthzPolicy(policy: AuthzPolicy): CompiledPolicy {
   if (policy.defaultGroup !== '' && !defaultGroup) {
     problems.push(`default_group ${JSON.stringify(policy.defaultGroup)} is not one of the groups`);
   }
+  for (const provider of policy.signInProviders) {
+    if (!signInProviderId.test(provider)) problems.push(`sign_in_providers: ${JSON.stringify(provider)} is invalid`);
+  }
+  for (const tenant of policy.tenants) {
+    if (!tenantId.test(tenant)) problems.push(`tenants: ${JSON.stringify(tenant)} is invalid`);
+  }
+  if (policy.customerIdClaim !== '' && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(policy.customerIdClaim)) {
+    problems.push(`customer_id_claim ${JSON.stringify(policy.customerIdClaim)} is not a claim name`);
+  }
   if (problems.length > 0) throw new PolicyError(problems);
-  return { projectId, groupClaim: policy.groupClaim, groups, defaultGroup };
+  return {
+    projectId,
+    groupClaim: policy.groupClaim,
+    groups,
+    defaultGroup,
+    signInProviders: policy.signInProviders.length > 0 ? new Set(policy.signInProviders) : undefined,
+    tenants: new Set(policy.tenants),
+    customerIdClaim: policy.customerIdClaim,
+  };
 }

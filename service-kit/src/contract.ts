@@ -15,6 +15,12 @@ export const identityHeaders = {
 export const allIdentityHeaders: readonly string[] = Object.values(identityHeaders);
 
 /**
+ * Set by ext-authz on a request it let through only because the route is in dry-run: the
+ * error code it would have answered. Like every x-sekisho- header, never taken from a client.
+ */
+export const dryRunDeniedHeader = 'x-sekisho-dry-run-denied';
+
+/**
  * The ingress's first filter sets this to exactly the client address Envoy derived (the peer,
  * or what a trusted proxy appended), before ext_authz or any upstream sees the request.
  * ext_authz's CheckRequest source address is the socket peer (behind a CDN, the CDN).
@@ -27,7 +33,7 @@ export const sekishoHeaderPrefix = 'x-sekisho-';
 /** Keys of the ext_authz per-route `context_extensions` the control plane sets. */
 export const authzContextKeys = {
   routeId: 'sekisho.route_id',
-  /** "required" or "none". Anything else, or absent, is treated as "required". */
+  /** "required", "optional" or "none". Anything else, or absent, is treated as "required". */
   auth: 'sekisho.auth',
   /** Comma-separated permissions, all of which the caller needs. */
   permissions: 'sekisho.permissions',
@@ -36,6 +42,15 @@ export const authzContextKeys = {
    * applied its headers, and answers an empty 500 when they pushed a request over, so
    * ext-authz answers 431 instead of adding them.
    */
+  /**
+   * Ownership: the path segment (decimal index into the path split at "/", so "/a/{id}" is 2)
+   * or the query parameter whose value must equal the caller's customer id. At most one is
+   * set; a route with neither has no ownership check.
+   */
+  ownerPathSegment: 'sekisho.owner_path_segment',
+  ownerQuery: 'sekisho.owner_query',
+  /** "true": a verified caller the policy refuses is allowed, marked with dryRunDeniedHeader. */
+  dryRun: 'sekisho.dry_run',
   maxRequestHeaders: 'sekisho.max_request_headers',
   maxRequestHeaderBytes: 'sekisho.max_request_header_bytes',
 } as const;
@@ -51,6 +66,8 @@ export const authzDynamicMetadataKeys = {
   userId: 'user_id',
   /** The caller's policy group, when it has one. */
   group: 'group',
+  /** On a dry-run route: the error code of the denial that was let through. */
+  dryRunDenied: 'dry_run_denied',
   /**
    * "true" on a denial for a token that failed verification (also set on denied responses):
    * the rate-limit filter ahead of ext_authz counts such requests per IP when the stream is

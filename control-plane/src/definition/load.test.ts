@@ -70,6 +70,94 @@ const invalid: Array<{ name: string; change: (def: Def) => void; paths: string[]
     paths: ['routes[1].require'],
   },
   {
+    name: 'permissions on an auth: optional route',
+    change: (d) => {
+      d.routes[0].auth = 'optional';
+    },
+    paths: ['routes[0].require'],
+  },
+  ...(
+    [
+      {
+        name: 'an owner param on a route without a template',
+        owner: { param: 'id' },
+        paths: ['routes[0].owner.param'],
+      },
+      {
+        name: 'an owner param that is not a variable of the template',
+        template: '/api/v1/customers/{id}',
+        owner: { param: 'customer' },
+        paths: ['routes[0].owner.param'],
+      },
+      {
+        name: 'an owner param spanning several segments',
+        template: '/api/v1/customers/{id=**}',
+        owner: { param: 'id' },
+        paths: ['routes[0].owner.param'],
+      },
+      { name: 'an owner with both param and query', owner: { param: 'id', query: 'id' }, paths: ['routes[0].owner'] },
+      { name: 'an owner with neither', owner: {}, paths: ['routes[0].owner'] },
+      { name: 'an owner param in capitals', owner: { param: 'Id' }, paths: ['routes[0].owner.param'] },
+      { name: 'an owner query with a space', owner: { query: 'customer id' }, paths: ['routes[0].owner.query'] },
+      {
+        name: 'an owner on an auth: optional route',
+        owner: { query: 'c' },
+        auth: 'optional',
+        require: [],
+        paths: ['routes[0].owner'],
+      },
+      {
+        name: 'an owner without identity.customerId',
+        owner: { query: 'c' },
+        noCustomerId: true,
+        paths: ['routes[0].owner'],
+      },
+      {
+        name: 'a customer id claim that is a standard claim',
+        owner: { query: 'c' },
+        customerId: { claim: 'sub' },
+        paths: ['identity.customerId.claim'],
+      },
+      {
+        name: 'a customer id that is neither uid nor a claim',
+        owner: { query: 'c' },
+        customerId: 'email',
+        paths: ['identity.customerId'],
+      },
+    ] as Array<{
+      name: string;
+      owner: object;
+      template?: string;
+      auth?: string;
+      require?: string[];
+      noCustomerId?: boolean;
+      customerId?: unknown;
+      paths: string[];
+    }>
+  ).map((c) => ({
+    name: c.name,
+    change: (d: Def) => {
+      if (!c.noCustomerId) d.identity.customerId = c.customerId ?? { claim: 'customer_id' };
+      if (c.template) d.routes[0].match = { methods: ['GET'], template: c.template };
+      if (c.auth) d.routes[0].auth = c.auth;
+      if (c.require) d.routes[0].require = c.require;
+      d.routes[0].owner = c.owner;
+    },
+    paths: c.paths,
+  })),
+  { name: 'dry-run on an auth: none route', change: (d) => (d.routes[1].dryRun = true), paths: ['routes[1].dryRun'] },
+  { name: 'dry-run that is not a boolean', change: (d) => (d.routes[0].dryRun = 'yes'), paths: ['routes[0].dryRun'] },
+  {
+    name: 'a gateway-wide dry-run that is not a boolean',
+    change: (d) => (d.identity.dryRun = 1),
+    paths: ['identity.dryRun'],
+  },
+  {
+    name: 'an auth mode that does not exist',
+    change: (d) => (d.routes[0].auth = 'maybe'),
+    paths: ['routes[0].auth'],
+  },
+  {
     name: 'a per-user limit on an auth: none route',
     change: (d) => (d.routes[1].limits[0].per = 'user'),
     paths: ['routes[1].limits[0].per'],
@@ -536,6 +624,36 @@ const invalid: Array<{ name: string; change: (def: Def) => void; paths: string[]
     name: 'an unknown default group',
     change: (d) => (d.identity.defaultGroup = 'gold'),
     paths: ['identity.defaultGroup'],
+  },
+  {
+    name: 'a sign-in provider that is not a provider id',
+    change: (d) => (d.identity.signInProviders = ['password', 'Google Sign-In']),
+    paths: ['identity.signInProviders[1]'],
+  },
+  {
+    name: 'an empty list of sign-in providers (nobody could sign in)',
+    change: (d) => (d.identity.signInProviders = []),
+    paths: ['identity.signInProviders'],
+  },
+  {
+    name: 'a sign-in provider named twice',
+    change: (d) => (d.identity.signInProviders = ['password', 'phone', 'password']),
+    paths: ['identity.signInProviders[2]'],
+  },
+  {
+    name: 'sign-in providers as a string',
+    change: (d) => (d.identity.signInProviders = 'password'),
+    paths: ['identity.signInProviders'],
+  },
+  {
+    name: 'a tenant id with a dot',
+    change: (d) => (d.identity.tenants = ['salon.a']),
+    paths: ['identity.tenants[0]'],
+  },
+  {
+    name: 'a tenant named twice',
+    change: (d) => (d.identity.tenants = ['salon-a', 'salon-a']),
+    paths: ['identity.tenants[1]'],
   },
   {
     name: 'several mistakes at once',

@@ -252,6 +252,25 @@ const redirect = z
     }
   });
 
+const ownerSchema = z
+  .strictObject({
+    /** A variable of the route's template match, e.g. "id" for /api/v1/customers/{id}. */
+    param: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_]*$/, { message: 'must be a template variable name (lower_snake_case)' })
+      .optional(),
+    /** A query parameter, e.g. "customer_id". */
+    query: z
+      .string()
+      .regex(/^[A-Za-z0-9._~-]+$/, { message: 'must be a query parameter name (letters, digits, ".", "_", "~", "-")' })
+      .optional(),
+  })
+  .superRefine((owner, ctx) => {
+    if ((owner.param === undefined) === (owner.query === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'set exactly one of param or query' });
+    }
+  });
+
 const actions = ['to', 'split', 'directResponse', 'redirect'] as const;
 
 /** The route limit schema lives with the other limits; it is passed in to keep one copy. */
@@ -282,9 +301,23 @@ export function routeSchema<Limit extends z.ZodType>(routeLimit: Limit) {
       retries: retries.optional(),
       requestHeaders: headerChanges.optional(),
       responseHeaders: headerChanges.optional(),
-      auth: z.enum(['required', 'none']).default('required'),
+      /**
+       * required: a valid token; none: nobody is verified; optional: a valid token sets the
+       * identity headers, no Authorization header passes anonymously, a bad token is refused.
+       */
+      auth: z.enum(['required', 'optional', 'none']).default('required'),
       /** Permissions the caller needs, all of them. */
       require: z.array(permission).default([]),
+      /**
+       * Ownership (the "own" of read:own_profile): the template variable (`param`) or query
+       * parameter (`query`) that must equal the caller's customer id (identity.customerId).
+       */
+      owner: ownerSchema.optional(),
+      /**
+       * Decide, log and count as usual, but let a verified caller the policy refuses through,
+       * marked x-sekisho-dry-run-denied: <code>. Default: identity.dryRun.
+       */
+      dryRun: z.boolean().optional(),
       limits: z.array(routeLimit).default([]),
       /** Overrides edge.maxRequestBodyBytes for this route. */
       maxRequestBodyBytes: maxRequestBodyBytes.optional(),

@@ -45,6 +45,28 @@ const group = z.union([
   }),
 ]);
 
+// Claims every ID token has with a fixed meaning; `uid` names the one that is an id.
+const reservedClaims = new Set(['iss', 'aud', 'sub', 'iat', 'exp', 'auth_time', 'nbf', 'firebase', 'user_id']);
+
+/** Firebase's provider ids: "password", "phone", "anonymous", "custom", "google.com", "oidc.<name>", "saml.<name>". */
+const signInProvider = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,99}$/, {
+  message: 'must be a Firebase sign-in provider id, e.g. password, phone, google.com, oidc.my-idp',
+});
+/** Identity Platform tenant ids: letters, digits and "-" (e.g. "salon-a-x1y2z"). */
+const tenantId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9-]{0,62}$/, { message: 'must be a tenant id (letters, digits and "-")' });
+
+function uniqueList<T extends z.ZodString>(item: T) {
+  return z.array(item).superRefine((items, ctx) => {
+    const seen = new Set<string>();
+    for (const [index, value] of items.entries()) {
+      if (seen.has(value)) ctx.addIssue({ code: 'custom', path: [index], message: `names "${value}" twice` });
+      seen.add(value);
+    }
+  });
+}
+
 const route = routeSchema(routeLimit);
 export const gatewayDefinitionSchema = z.strictObject({
   listeners: listenersSchema,
@@ -59,6 +81,27 @@ export const gatewayDefinitionSchema = z.strictObject({
     /** Group of verified tokens without the claim; such tokens are refused when absent. */
     defaultGroup: groupName.optional(),
     groups: z.record(groupName, group),
+    /** Accepted firebase.sign_in_provider values; absent = every provider except anonymous. */
+    signInProviders: uniqueList(signInProvider).min(1).optional(),
+    /**
+     * Where the caller's customer id is, for routes with `owner`: the token's uid, or a
+     * custom claim (set by the admin tooling, e.g. customer_id).
+     */
+    customerId: z
+      .union([
+        z.literal('uid'),
+        z.strictObject({
+          claim: z
+            .string()
+            .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { message: 'must be a claim name, e.g. customer_id' })
+            .refine((name) => !reservedClaims.has(name), { message: 'is a standard claim, not a customer id' }),
+        }),
+      ])
+      .optional(),
+    /** Every authenticated route in dry-run unless it says otherwise (routes[].dryRun). */
+    dryRun: z.boolean().default(false),
+    /** Accepted firebase.tenant ids; absent = tokens of any tenant are refused. */
+    tenants: uniqueList(tenantId).default([]),
   }),
   policyServices: z.strictObject({
     extAuthz: extAuthzServiceSchema,

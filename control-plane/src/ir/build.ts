@@ -3,6 +3,7 @@
 // permission no group grants, a per-user limit on a route without users) is an error here.
 import { parseDuration } from '../definition/duration';
 import type { FieldError } from '../definition/field-error';
+import { templateVariable } from '../definition/routes';
 import type { GatewayDefinition } from '../definition/schema';
 import { buildBrowserIR } from './browser';
 import { buildClusters } from './clusters';
@@ -11,7 +12,7 @@ import { resolveGroups } from './groups';
 import { extAuthzClusterName, rateLimitClusterName } from './names';
 import { buildRouteShapes } from './routes';
 import { buildListeners, fileSystemSource, type TlsFileSource } from './tls';
-import type { GatewayIR, LimitIR, RouteIR } from './types';
+import type { GatewayIR, LimitIR, OwnerIR, PathMatchIR, RouteIR } from './types';
 
 export type BuildResult = { ok: true; ir: GatewayIR } | { ok: false; errors: FieldError[] };
 
@@ -49,6 +50,12 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
     const at = `routes[${index}]`;
     if (route.auth === 'none' && route.require.length > 0) {
       errors.push({ path: `${at}.require`, message: 'a route with auth: none has no caller to hold permissions' });
+    } else if (route.auth === 'optional' && route.require.length > 0) {
+      errors.push({
+        path: `${at}.require`,
+        message:
+          'a route with auth: optional lets callers without a token in, who hold no permissions; use auth: required',
+      });
     } else {
       for (const [permissionIndex, permission] of route.require.entries()) {
         if (!granted.has(permission)) {
@@ -60,6 +67,9 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
       }
     }
 
+    if (route.auth === 'none' && route.dryRun === true) {
+      errors.push({ path: `${at}.dryRun`, message: 'a route with auth: none decides nothing to dry-run' });
+    }
     if (route.auth === 'none') {
       for (const [limitIndex, limit] of route.limits.entries()) {
         if (limit.per === 'user') {
@@ -77,6 +87,9 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
       ...shape,
       auth: route.auth,
       permissions: [...new Set(route.require)],
+      owner: buildOwner(route, shape.path, definition.identity.customerId !== undefined, at, errors),
+      // A route without authentication has nothing to let through; the gateway-wide setting skips it.
+      dryRun: route.auth !== 'none' && (route.dryRun ?? definition.identity.dryRun),
       limits: limitList(route.limits, `${at}.limits`, errors),
       cors: browser.routes[index]?.cors,
       securityHeaders: browser.routes[index]?.securityHeaders,
@@ -96,6 +109,9 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
         groupClaim: definition.identity.groupClaim,
         defaultGroup,
         groups,
+        signInProviders: definition.identity.signInProviders,
+        tenants: definition.identity.tenants,
+        customerIdClaim: customerIdClaim(definition.identity.customerId),
       },
       extAuthz: { clusterName: extAuthzClusterName, timeoutMs: ms(extAuthz.timeout) },
       rateLimit: {
@@ -140,4 +156,56 @@ function ms(text: string): number {
   const value = parseDuration(text);
   if (value === undefined) throw new Error(`unvalidated duration: ${text}`);
   return value;
+}
+
+type RouteInput = GatewayDefinition['routes'][number];
+
+function customerIdClaim(customerId: GatewayDefinition['identity']['customerId']): string | undefined {
+  if (customerId === undefined) return undefined;
+  return customerId === 'uid' ? 'sub' : customerId.claim;
+}
+
+/**
+ * Where ext-authz finds the value an owner check compares. A path variable must be a
+ * one-segment variable of the route's own template, so its position in the path is fixed.
+ */
+function buildOwner(
+  route: RouteInput,
+  path: PathMatchIR,
+  hasCustomerId: boolean,
+  at: string,
+  errors: FieldError[],
+): OwnerIR | undefined {
+  const { owner } = route;
+  if (owner === undefined) return undefined;
+  if (route.auth !== 'required') {
+    errors.push({ path: `${at}.owner`, message: 'needs auth: required (a caller without a token owns nothing)' });
+  }
+  if (!hasCustomerId) {
+    errors.push({
+      path: `${at}.owner`,
+      message: "needs identity.customerId ('uid' or { claim: <name> }): whose id the value must equal",
+    });
+  }
+  if (owner.query !== undefined) return { kind: 'query', name: owner.query };
+  const param = owner.param ?? '';
+  if (path.kind !== 'template') {
+    errors.push({ path: `${at}.owner.param`, message: 'needs a template match, e.g. /api/v1/customers/{id}' });
+    return undefined;
+  }
+  const segments = path.value.split('/');
+  const index = segments.findIndex((segment) => segment.startsWith('{') && templateVariable(segment) === param);
+  const segment = segments[index];
+  if (segment === undefined) {
+    errors.push({ path: `${at}.owner.param`, message: `names no variable of the template ${path.value}` });
+    return undefined;
+  }
+  if (segment.endsWith('=**}')) {
+    errors.push({
+      path: `${at}.owner.param`,
+      message: `${segment} spans several segments; use a one-segment {${param}}`,
+    });
+    return undefined;
+  }
+  return { kind: 'pathSegment', param, index };
 }

@@ -15,7 +15,7 @@ type RouteInput = GatewayDefinition['routes'][number];
 /** Everything of a route but who may call it and its limits, which build.ts checks and adds. */
 export type RouteShape = Omit<
   RouteIR,
-  'auth' | 'permissions' | 'limits' | 'cors' | 'securityHeaders' | 'maxRequestBodyBytes'
+  'auth' | 'permissions' | 'owner' | 'dryRun' | 'limits' | 'cors' | 'securityHeaders' | 'maxRequestBodyBytes'
 >;
 
 export function buildRouteShapes(definition: GatewayDefinition, errors: FieldError[]): RouteShape[] {

@@ -103,6 +103,12 @@ export interface IdentityIR {
   defaultGroup: string | undefined;
   /** Sorted by name; permissions with inheritance applied, parents' first. */
   groups: GroupIR[];
+  /** Accepted sign-in providers; undefined = every provider except anonymous. */
+  signInProviders: string[] | undefined;
+  /** Accepted tenant ids; empty = tenant tokens are refused. */
+  tenants: string[];
+  /** The claim holding the caller's customer id ("sub" = the uid); undefined = none configured. */
+  customerIdClaim: string | undefined;
 }
 
 export interface GroupIR {
@@ -223,9 +229,13 @@ export interface RouteIR {
   query: ValueMatchIR[];
   action: ForwardIR | DirectResponseIR | RedirectIR;
   responseHeaders: HeaderChangesIR;
-  auth: 'required' | 'none';
+  auth: 'required' | 'optional' | 'none';
   /** All of them are needed; empty = any verified caller (or anyone when auth is none). */
   permissions: string[];
+  /** What must equal the caller's customer id; undefined = no ownership check. */
+  owner: OwnerIR | undefined;
+  /** Policy denials of verified callers are reported but let through (never on auth: none). */
+  dryRun: boolean;
   limits: LimitIR[];
   /** edge.cors with this route's override applied; undefined = no CORS on this route. */
   cors: CorsIR | undefined;
@@ -284,6 +294,12 @@ export interface CompressionIR {
   /** In order of preference. */
   algorithms: Array<'br' | 'gzip'>;
 }
+
+/**
+ * The request's value to compare: the path segment at this index (the path split at "/",
+ * so "/a/{id}" has the variable at 2), or a query parameter.
+ */
+export type OwnerIR = { kind: 'pathSegment'; param: string; index: number } | { kind: 'query'; name: string };
 
 export interface PathMatchIR {
   kind: 'exact' | 'prefix' | 'regex' | 'template';

@@ -70,6 +70,9 @@ export function allDescriptors(ir: GatewayIR): Descriptor[] {
 }
 
 /**
+ * On an `auth: optional` route the callers without a token are the anonymous ones, exactly
+ * as on a required route (they pass instead of being refused), so the same header-based
+ * entry counts them per IP; a made-up Authorization header is refused there by ext-authz.
  * On an `auth: none` route nobody is verified, so every request is anonymous: a constant
  * entry of the same key and value, or a made-up Authorization header would escape the
  * per-IP limits there. Both shapes match the same rule of the rate-limit service.
@@ -80,7 +83,8 @@ function anonymousEntry(auth: RouteIR['auth']): DescriptorEntry {
 
 function globalDescriptors(ir: GatewayIR, auth: RouteIR['auth']): Descriptor[] {
   const out: Descriptor[] = [];
-  const failedToken = auth === 'required' && ir.limits.unauthenticated.length > 0;
+  // On an optional route a token that fails is refused as on a required one, so it is counted too.
+  const failedToken = auth !== 'none' && ir.limits.unauthenticated.length > 0;
   const vip: DescriptorEntry[] = ir.ipRules.allow.length > 0 ? [{ kind: 'ordinaryClient' }] : [];
   if (ir.limits.authenticated.length > 0) {
     out.push({

@@ -13,6 +13,9 @@ export function translateAuthzPolicy(ir: GatewayIR): AuthzPolicy {
     groupClaim: ir.identity.groupClaim,
     defaultGroup: ir.identity.defaultGroup ?? '',
     groups: Object.fromEntries(ir.identity.groups.map((group) => [group.name, { permissions: group.permissions }])),
+    signInProviders: ir.identity.signInProviders ?? [],
+    tenants: ir.identity.tenants,
+    customerIdClaim: ir.identity.customerIdClaim ?? '',
   });
 }
 

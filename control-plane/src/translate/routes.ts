@@ -79,6 +79,8 @@ function translateRoute(ir: GatewayIR, route: RouteIR): Route {
               [authzContextKeys.routeId]: route.id,
               [authzContextKeys.auth]: route.auth,
               [authzContextKeys.permissions]: route.permissions.join(','),
+              ...ownerContext(route),
+              ...(route.dryRun ? { [authzContextKeys.dryRun]: 'true' } : {}),
               [authzContextKeys.maxRequestHeaders]: String(ir.requestHeaders.maxCount),
               [authzContextKeys.maxRequestHeaderBytes]: String(ir.requestHeaders.maxSizeKb * 1024),
             },
@@ -143,4 +145,12 @@ function rateLimitAction(entry: DescriptorEntry): RateLimit_Action {
         },
       });
   }
+}
+
+/** Only routes with an ownership check carry its key, so every other route stays as it was. */
+function ownerContext(route: RouteIR): Record<string, string> {
+  if (route.owner === undefined) return {};
+  return route.owner.kind === 'pathSegment'
+    ? { [authzContextKeys.ownerPathSegment]: String(route.owner.index) }
+    : { [authzContextKeys.ownerQuery]: route.owner.name };
 }

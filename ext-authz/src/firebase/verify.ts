@@ -70,7 +70,12 @@ export interface FirebaseClaims {
 }
 
 export type VerifyResult =
-  | { ok: true; claims: FirebaseClaims }
+  | {
+      ok: true;
+      claims: FirebaseClaims;
+      /** Set when the signature was not checked again: the token was in the verified-token cache. */
+      cached?: true;
+    }
   | {
       ok: false;
       /** TOKEN_EXPIRED only when a refreshed token would pass; SERVICE_UNAVAILABLE when no keys are loaded. */
@@ -146,7 +151,10 @@ export async function verifyFirebaseIdToken(token: string, opts: VerifyOptions):
   if (lookup.status === 'unknown') return invalid('kid_unknown');
 
   const cached = opts.cache?.payloadFor(token, lookup.key);
-  if (cached) return checkClaims(cached, opts);
+  if (cached) {
+    const result = checkClaims(cached, opts);
+    return result.ok ? { ...result, cached: true } : result;
+  }
 
   let payloadBytes: Uint8Array;
   try {
