@@ -155,7 +155,12 @@ export function printRow(row: Row): void {
     columns
       .map((c) => {
         const v = row[c];
-        return (v === undefined ? '-' : String(v)).padStart(c === 'case' ? 24 : 12);
+        // Several processes (the whole Sekisho stack): their sum.
+        const shown =
+          v !== null && typeof v === 'object'
+            ? Math.round(Object.values(v as Record<string, number>).reduce((a, b) => a + b, 0) * 10) / 10
+            : v;
+        return (shown === undefined ? '-' : String(shown)).padStart(c === 'case' ? 24 : 12);
       })
       .join(' '),
   );

@@ -79,6 +79,8 @@ export interface LoadOptions {
   warmupS: number;
   /** Fixed request rate per connection (h2load --rps); omitted = as fast as it answers. */
   ratePerConnection?: number;
+  /** HTTP/1.1 instead of HTTP/2 (h2load --h1); one request in flight per connection. */
+  h1?: boolean;
   /** A request body file (POST), e.g. a framed gRPC message. */
   bodyFile?: string;
   headers?: Record<string, string>;
@@ -110,6 +112,7 @@ export async function runH2load(opts: LoadOptions): Promise<LoadResult> {
     '--warm-up-time',
     `${Math.round(opts.warmupS * 1000)}ms`,
     `--log-file=${logFile}`,
+    ...(opts.h1 ? ['--h1'] : []),
     ...(opts.ratePerConnection ? ['--rps', String(opts.ratePerConnection)] : []),
     ...(opts.bodyFile ? ['-d', opts.bodyFile] : []),
     ...Object.entries(opts.headers ?? {}).flatMap(([name, value]) => ['-H', `${name}: ${value}`]),

@@ -9,7 +9,8 @@ export interface LatencySummary {
 
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
-  const rank = Math.ceil((p / 100) * sorted.length);
+  // The epsilon keeps 99.9 % of 1000 at rank 999 despite floating point (999.0000000000001).
+  const rank = Math.ceil((p * sorted.length) / 100 - 1e-9);
   return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1] as number;
 }
 
