@@ -96,6 +96,22 @@ async function expectDecision(port: number, bearer: string, httpStatus: 'ok' | 4
 
 const started: Array<{ stop(): Promise<void> }> = [{ stop: () => keys.close() }];
 const results: Row[] = [];
+const startupMs: Record<string, number> = {};
+const peak = (rows: Row[]) => Math.max(...rows.map((r) => r.throughput_per_s));
+
+/** The same server at half its peak over 16 streams: where the p99 target applies. */
+async function atHalfPeak(name: string, server: { proc: ManagedProcess; port: number }, rows: Row[], body: 'valid') {
+  const rate = Math.floor(peak(rows) / 2);
+  const [row] = await loadAtConcurrencies(
+    `${name}@${rate}/s`,
+    server.proc,
+    { ...settings, concurrencies: [16] },
+    { ...loadFor(server.port, body), ratePerConnection: rate },
+    () => ({ offered_per_s: rate, base_case: name }),
+  );
+  results.push(row as Row);
+  return row as Row;
+}
 
 async function startNoop(transport: 'grpc-js' | 'http2') {
   const port = await freePort();
@@ -114,6 +130,7 @@ async function startExtAuthz(tokenCacheSize: number): Promise<{ proc: ManagedPro
   const ads = await startPolicyServer();
   started.push({ stop: () => ads.close() });
   const [grpcPort, adminPort] = [await freePort(), await freePort()];
+  const t0 = performance.now();
   const proc = spawnNodePinned('ext-authz', cores.server, 'ext-authz/src/main.ts', [], {
     ...process.env,
     EXT_AUTHZ_GRPC_PORT: String(grpcPort),
@@ -131,6 +148,7 @@ async function startExtAuthz(tokenCacheSize: number): Promise<{ proc: ManagedPro
   }
   ads.push(policyTypeUrls.authz, 'bench-1', AuthzPolicy.encode(policy).finish());
   await proc.waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, 30_000, (p) => p.status === 200);
+  startupMs[tokenCacheSize > 0 ? 'ext-authz' : 'ext-authz (cache off)'] = Math.round(performance.now() - t0);
   recordIdleRss(proc.pid);
   return { proc, port: grpcPort };
 }
@@ -147,13 +165,37 @@ try {
   const cached = await startExtAuthz(10_000);
   await expectDecision(cached.port, token, 'ok');
   await expectDecision(cached.port, forged, 401);
-  results.push(...(await loadAtConcurrencies('cached', cached.proc, settings, loadFor(cached.port, 'valid'))));
+  const cachedRows = await loadAtConcurrencies('cached', cached.proc, settings, loadFor(cached.port, 'valid'));
+  results.push(...cachedRows);
+  const cachedHalf = await atHalfPeak('cached', cached, cachedRows, 'valid');
   results.push(...(await loadAtConcurrencies('denied', cached.proc, settings, loadFor(cached.port, 'forged'))));
   await cached.proc.stop();
 
   const uncached = await startExtAuthz(0);
   await expectDecision(uncached.port, token, 'ok');
-  results.push(...(await loadAtConcurrencies('uncached', uncached.proc, settings, loadFor(uncached.port, 'valid'))));
+  const uncachedRows = await loadAtConcurrencies('uncached', uncached.proc, settings, loadFor(uncached.port, 'valid'));
+  results.push(...uncachedRows);
+  const uncachedHalf = await atHalfPeak('uncached', uncached, uncachedRows, 'valid');
+
+  const noopHttp2 = peak(results.filter((r) => r.case === 'noop-http2'));
+  const ratio = (rows: Row[]) => Math.round((peak(rows) / noopHttp2) * 100) / 100;
+  const comparison = {
+    'noop-http2_peak_per_s': noopHttp2,
+    cached: {
+      peak_per_s: peak(cachedRows),
+      ratio: ratio(cachedRows),
+      target_ratio: 0.6,
+      p99_ms_at_half_peak: cachedHalf.p99_ms,
+    },
+    uncached: {
+      peak_per_s: peak(uncachedRows),
+      ratio: ratio(uncachedRows),
+      target_ratio: 0.4,
+      p99_ms_at_half_peak: uncachedHalf.p99_ms,
+    },
+    target_p99_ms_at_half_peak: 2,
+  };
+  console.log(`\n${JSON.stringify(comparison, null, 2)}`);
 
   const file = await writeResults('authz', results, {
     load: 'h2load, one HTTP/2 connection, concurrency = streams in flight on it',
@@ -165,6 +207,8 @@ try {
     denied: 'a token with a forged signature (401 INVALID_TOKEN), cache on',
     duration_s: settings.durationS,
     warmup_s: settings.warmupS,
+    startup_ms: startupMs,
+    comparison,
   });
   console.log(`\nwrote ${file}`);
 } finally {

@@ -71,8 +71,10 @@ try {
   );
   const signingKey = await generateSigningKey();
   console.log('starting the Sekisho stack (Envoy --concurrency 1)…');
+  const t0 = performance.now();
   const stack: Stack = await startStack({ definitionFile, signingKey, envoyConcurrency: 1, logLevel: 'warn' });
   started.push(stack);
+  const stackStartupMs = Math.round(performance.now() - t0);
   const token = await stack.mintToken('bench-user', { group });
 
   // The baselines' Envoy, with the dev key's JWKS inline.
@@ -160,7 +162,7 @@ try {
       ...extra,
     }).finally(() => clearInterval(sampler));
     const row: Row = {
-      case: name,
+      case: extra.ratePerConnection ? `${name}@${extra.ratePerConnection * concurrency}/s` : name,
       concurrency,
       ...result,
       rss_idle_mb: idle[name],
@@ -221,6 +223,7 @@ try {
     server_core: `${cores.server}: both Envoys (--concurrency 1), and for sekisho ext-authz, ratelimit-service, the control plane and Redis`,
     load_generator_core: `${cores.loadGenerator}: h2load, and this process (the demo upstream and the key server)`,
     pinned: pinnedList,
+    sekisho_stack_startup_ms: stackStartupMs,
     services_run_under: 'node --import tsx (as devstack runs them today)',
     duration_s: settings.durationS,
     warmup_s: settings.warmupS,

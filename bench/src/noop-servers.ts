@@ -72,6 +72,8 @@ async function startHttp2Noop(service: NoopService, port: number): Promise<NoopS
     // The request body is read and dropped: the answer does not depend on it.
     stream.on('data', () => {});
     stream.on('end', () => {
+      // The client may cancel a call it no longer waits for (h2load does at the end of a run).
+      if (stream.destroyed || stream.closed) return;
       stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
       stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
       stream.end(body);

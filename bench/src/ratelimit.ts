@@ -123,6 +123,8 @@ async function commandsPerDecision(redis: Awaited<ReturnType<typeof startPinnedR
 }
 
 const started: Array<{ stop(): Promise<void> }> = [];
+/** Spawn to ready (policy loaded, Redis connected) of each server, in ms. */
+const startupMs: Record<string, number> = {};
 const results: Array<Row | Absent> = [];
 const notes: Record<string, unknown> = {
   load: 'h2load, one HTTP/2 connection, concurrency = streams in flight on it',
@@ -151,6 +153,7 @@ async function startService(redisUrl: string) {
   const ads = await startPolicyServer();
   started.push({ stop: () => ads.close() });
   const [grpcPort, adminPort] = [await freePort(), await freePort()];
+  const t0 = performance.now();
   const proc = spawnNodePinned('ratelimit-service', cores.server, 'ratelimit-service/src/main.ts', [], {
     ...process.env,
     RATELIMIT_GRPC_PORT: String(grpcPort),
@@ -168,6 +171,7 @@ async function startService(redisUrl: string) {
   }
   ads.push(policyTypeUrls.rateLimit, 'bench-1', RateLimitPolicy.encode(policy).finish());
   await proc.waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, 30_000, (p) => p.status === 200);
+  startupMs['ratelimit-service'] = Math.round(performance.now() - t0);
   recordIdleRss(proc.pid);
   return { proc, port: grpcPort };
 }
@@ -186,6 +190,7 @@ async function startReference(bin: string, redisPort: number, tuned: boolean) {
     await freePort(),
     await freePort(),
   ];
+  const t0 = performance.now();
   const proc = spawnPinned(`envoyproxy-ratelimit${tuned ? '-tuned' : ''}`, cores.server, bin, [], {
     PATH: process.env.PATH,
     GOMAXPROCS: '1',
@@ -208,6 +213,7 @@ async function startReference(bin: string, redisPort: number, tuned: boolean) {
   });
   started.push(proc);
   await proc.waitForHttp(`http://127.0.0.1:${httpPort}/healthcheck`, 30_000, (p) => p.status === 200);
+  startupMs[`envoyproxy-ratelimit${tuned ? ' (tuned)' : ''}`] = Math.round(performance.now() - t0);
   recordIdleRss(proc.pid);
   console.log(
     `envoyproxy/ratelimit with ${tuned ? 'REDIS_PIPELINE_WINDOW=150us REDIS_PIPELINE_LIMIT=8' : 'its defaults'}:`,
@@ -274,16 +280,19 @@ try {
       }
     }
     const offered: Record<string, unknown> = {};
+    const comparison: Record<string, unknown> = {};
     for (const d of [1, 4] as const) {
       const best = peak(runs.tuned[d]) >= peak(runs.defaults[d]) ? 'tuned' : 'defaults';
       const other = best === 'tuned' ? 'defaults' : 'tuned';
       results.push(...runs[best][d].map((r) => ({ ...r, other_config_peak_per_s: peak(runs[other][d]) })));
+      notes[`reference_${d}_${other}_rows_not_reported`] = runs[other][d];
       // The same offered load for both sides: half of what the slower of the two sustains.
       const rate = Math.floor(Math.min(peak(sekisho[d]), peak(runs[best][d])) / 2);
       offered[`${d}`] = rate;
       const reference = references[best];
       if (!reference) throw new Error(`reference run ${best} missing`);
       const fixed = { ...settings, concurrencies: [16] };
+      const atRate: Record<string, Row> = {};
       for (const [name, target] of [
         [`reference-${d}-descriptor${d === 1 ? '' : 's'}`, reference],
         [`${d}-descriptor${d === 1 ? '' : 's'}`, service],
@@ -296,11 +305,26 @@ try {
           () => ({ offered_per_s: rate, base_case: name }),
         );
         results.push(...rows);
+        atRate[name] = rows[0] as Row;
       }
+      const sekishoName = `${d}-descriptor${d === 1 ? '' : 's'}`;
+      comparison[sekishoName] = {
+        peak_per_s: peak(sekisho[d]),
+        reference_peak_per_s: peak(runs[best][d]),
+        reference_config: best,
+        throughput_ratio: Math.round((peak(sekisho[d]) / peak(runs[best][d])) * 100) / 100,
+        target_ratio: 1.5,
+        offered_per_s: rate,
+        p99_ms: atRate[sekishoName]?.p99_ms,
+        reference_p99_ms: atRate[`reference-${sekishoName}`]?.p99_ms,
+      };
     }
     notes.fixed_offered_load_per_s = offered;
+    notes.comparison = comparison;
+    console.log(`\n${JSON.stringify(comparison, null, 2)}`);
   }
 
+  notes.startup_ms = startupMs;
   const file = await writeResults('ratelimit', results, notes);
   console.log(`\nwrote ${file}`);
 } finally {
