@@ -182,9 +182,11 @@ try {
     byCase[name] = {};
     for (const c of settings.concurrencies) (byCase[name] as Record<number, Row>)[c] = await run(name, c);
   }
-  // A fixed moderate load: half of what the Sekisho stack sustains, over 16 connections.
+  // Saturation: the best of the concurrencies (on a shared machine one level can be unlucky).
   const saturated = Math.max(...settings.concurrencies);
-  const sekishoPeak = byCase.sekisho?.[saturated]?.throughput_per_s ?? 0;
+  const peakOf = (name: string) => Math.max(...Object.values(byCase[name] ?? {}).map((r) => r.throughput_per_s));
+  const sekishoPeak = peakOf('sekisho');
+  // A fixed moderate load: half of what the Sekisho stack sustains, over 16 connections.
   const perConnection = Math.max(1, Math.floor(sekishoPeak / 2 / 16));
   const moderate: Record<string, Row> = {};
   for (const name of Object.keys(targets) as Array<keyof typeof targets>) {
@@ -199,6 +201,7 @@ try {
         }
       : undefined;
   const comparison = {
+    targets: { added_p50_ms: 0.5, added_p99_ms: 2, at: 'one request at a time' },
     one_at_a_time: {
       'envoy-native': added(byCase['envoy-only']?.[1], byCase['envoy-native']?.[1]),
       sekisho: added(byCase['envoy-only']?.[1], byCase.sekisho?.[1]),
@@ -209,12 +212,13 @@ try {
       sekisho: added(moderate['envoy-only'], moderate.sekisho),
     },
     saturation: {
-      concurrency: saturated,
-      'envoy-only_per_s': byCase['envoy-only']?.[saturated]?.throughput_per_s,
-      'envoy-native_per_s': byCase['envoy-native']?.[saturated]?.throughput_per_s,
+      peak_over_concurrencies: settings.concurrencies,
+      highest_concurrency: saturated,
+      'envoy-only_per_s': peakOf('envoy-only'),
+      'envoy-native_per_s': peakOf('envoy-native'),
       sekisho_per_s: sekishoPeak,
-      sekisho_over_native:
-        Math.round((sekishoPeak / (byCase['envoy-native']?.[saturated]?.throughput_per_s ?? 1)) * 100) / 100,
+      sekisho_over_native: Math.round((sekishoPeak / peakOf('envoy-native')) * 100) / 100,
+      target_sekisho_over_native: 0.5,
     },
   };
   console.log(`\n${JSON.stringify(comparison, null, 2)}`);
