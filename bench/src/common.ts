@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '@sekisho/devstack/paths';
@@ -177,8 +177,4 @@ export async function writeResults(
   const body = { name, ...machine(), cores: { ...cores }, notes, results };
   await writeFile(file, `${JSON.stringify(body, null, 2)}\n`);
   return file;
-}
-
-export async function readJson(path: string): Promise<unknown> {
-  return JSON.parse(await readFile(path, 'utf8'));
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { runSettings } from './common';
 import { parseH2loadLog, parseH2loadOutput } from './h2load';
 import { gatewayProcessName, parentPidOf } from './pin';
 import { commandsBetween, parseCommandStats } from './redis-bench';
@@ -112,5 +113,16 @@ describe('the reference configuration', () => {
         descriptors: [{ key: 'user', rate_limit: { unit: 'minute', requests_per_unit: 100 } }],
       })),
     });
+  });
+});
+
+describe('run settings', () => {
+  it('runs 3 s per level by default and 1 s with --quick, at 1, 16 and 64 in flight', () => {
+    expect(runSettings([])).toMatchObject({ durationS: 3, concurrencies: [1, 16, 64] });
+    expect(runSettings(['--quick'])).toMatchObject({ quick: true, durationS: 1 });
+  });
+
+  it('refuses an argument it does not know, naming it', () => {
+    expect(() => runSettings(['--quik'])).toThrow(/--quik/);
   });
 });
