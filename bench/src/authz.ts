@@ -15,12 +15,14 @@ import {
   cores,
   loadAtConcurrencies,
   printHeader,
+  profilesDir,
   type Row,
   recordIdleRss,
   runSettings,
   spawnNodePinned,
   writeResults,
 } from './common';
+import { printProfiles } from './cpu-profile';
 import { grpcBodyFile, grpcHeaders } from './grpc-call';
 import { findH2load } from './h2load';
 
@@ -30,6 +32,7 @@ import { findH2load } from './h2load';
 // RS256 Firebase ID tokens whose keys it fetches from devstack's key server.
 
 const settings = runSettings();
+const benchStart = Date.now();
 assertTwoCores();
 findH2load();
 
@@ -115,11 +118,14 @@ async function atHalfPeak(name: string, server: { proc: ManagedProcess; port: nu
 
 async function startNoop(transport: 'grpc-js' | 'http2') {
   const port = await freePort();
-  const proc = spawnNodePinned(`noop-${transport}`, cores.server, 'bench/src/noop-server-main.ts', [
-    'authz',
-    transport,
-    String(port),
-  ]);
+  const proc = spawnNodePinned(
+    `noop-${transport}`,
+    cores.server,
+    'bench/src/noop-server-main.ts',
+    ['authz', transport, String(port)],
+    undefined,
+    settings.cpuProfile,
+  );
   started.push(proc);
   await proc.waitForPort(port, 30_000);
   recordIdleRss(proc.pid);
@@ -131,15 +137,22 @@ async function startExtAuthz(tokenCacheSize: number): Promise<{ proc: ManagedPro
   started.push({ stop: () => ads.close() });
   const [grpcPort, adminPort] = [await freePort(), await freePort()];
   const t0 = performance.now();
-  const proc = spawnNodePinned('ext-authz', cores.server, 'ext-authz/src/main.ts', [], {
-    ...process.env,
-    EXT_AUTHZ_GRPC_PORT: String(grpcPort),
-    EXT_AUTHZ_ADMIN_PORT: String(adminPort),
-    EXT_AUTHZ_XDS_ADDRESS: `127.0.0.1:${ads.port}`,
-    EXT_AUTHZ_FIREBASE_CERTS_URL: keys.url,
-    EXT_AUTHZ_TOKEN_CACHE_SIZE: String(tokenCacheSize),
-    LOG_LEVEL: 'warn',
-  });
+  const proc = spawnNodePinned(
+    'ext-authz',
+    cores.server,
+    'ext-authz/src/main.ts',
+    [],
+    {
+      ...process.env,
+      EXT_AUTHZ_GRPC_PORT: String(grpcPort),
+      EXT_AUTHZ_ADMIN_PORT: String(adminPort),
+      EXT_AUTHZ_XDS_ADDRESS: `127.0.0.1:${ads.port}`,
+      EXT_AUTHZ_FIREBASE_CERTS_URL: keys.url,
+      EXT_AUTHZ_TOKEN_CACHE_SIZE: String(tokenCacheSize),
+      LOG_LEVEL: 'warn',
+    },
+    settings.cpuProfile,
+  );
   started.push(proc);
   const deadline = Date.now() + 60_000;
   while (!ads.connected()) {
@@ -213,5 +226,9 @@ try {
   console.log(`\nwrote ${file}`);
 } finally {
   for (const s of started.reverse()) await s.stop().catch(() => {});
+  if (settings.cpuProfile) {
+    await printProfiles(profilesDir, benchStart);
+    console.log(`\nCPU profiles (open in Chrome DevTools): ${profilesDir}`);
+  }
   for (const body of Object.values(bodies)) await rm(body, { force: true });
 }

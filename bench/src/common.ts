@@ -14,18 +14,23 @@ export const cores = { server: '0', loadGenerator: '1', redis: '1' } as const;
 
 export interface RunSettings {
   quick: boolean;
+  /** --cpu-prof: every Node server under test writes a V8 CPU profile to bench/results/profiles/. */
+  cpuProfile: boolean;
   durationS: number;
   warmupS: number;
   concurrencies: number[];
 }
 
 export function runSettings(argv: string[] = process.argv.slice(2)): RunSettings {
-  const unknown = argv.filter((a) => a !== '--quick');
-  if (unknown.length > 0) throw new Error(`unknown argument(s): ${unknown.join(' ')} (only --quick is accepted)`);
+  const unknown = argv.filter((a) => a !== '--quick' && a !== '--cpu-prof');
+  if (unknown.length > 0) {
+    throw new Error(`unknown argument(s): ${unknown.join(' ')} (accepted: --quick, --cpu-prof)`);
+  }
   const quick = argv.includes('--quick');
+  const cpuProfile = argv.includes('--cpu-prof');
   return quick
-    ? { quick, durationS: 1, warmupS: 0.5, concurrencies: [1, 16, 64] }
-    : { quick, durationS: 3, warmupS: 1, concurrencies: [1, 16, 64] };
+    ? { quick, cpuProfile, durationS: 1, warmupS: 0.5, concurrencies: [1, 16, 64] }
+    : { quick, cpuProfile, durationS: 3, warmupS: 1, concurrencies: [1, 16, 64] };
 }
 
 export function assertTwoCores(): void {
@@ -41,9 +46,30 @@ export function spawnPinned(name: string, core: string, command: string, args: s
   return spawnProcess({ name, command: 'taskset', args: ['-c', core, command, ...args], env, cwd: repoRoot });
 }
 
-/** A TypeScript entry of this repository under tsx, as devstack runs the services today. */
-export function spawnNodePinned(name: string, core: string, entry: string, args: string[], env?: NodeJS.ProcessEnv) {
-  return spawnPinned(name, core, process.execPath, ['--import', 'tsx', join(repoRoot, entry), ...args], env);
+export const profilesDir = join(repoRoot, 'bench', 'results', 'profiles');
+
+/**
+ * A TypeScript entry of this repository under tsx, as devstack runs the services today; with
+ * `cpuProfile`, V8 writes its CPU profile (the whole life of the process) when it exits.
+ */
+export function spawnNodePinned(
+  name: string,
+  core: string,
+  entry: string,
+  args: string[],
+  env?: NodeJS.ProcessEnv,
+  cpuProfile = false,
+) {
+  const profile = cpuProfile
+    ? ['--cpu-prof', `--cpu-prof-dir=${profilesDir}`, `--cpu-prof-name=${name}.${Date.now()}.cpuprofile`]
+    : [];
+  return spawnPinned(
+    name,
+    core,
+    process.execPath,
+    [...profile, '--import', 'tsx', join(repoRoot, entry), ...args],
+    env,
+  );
 }
 
 const idleRss = new Map<number, number>();

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { runSettings } from './common';
+import { codeOwner, selfTimeByOwner } from './cpu-profile';
 import { parseH2loadLog, parseH2loadOutput } from './h2load';
 import { gatewayProcessName, parentPidOf } from './pin';
 import { commandsBetween, parseCommandStats } from './redis-bench';
@@ -119,10 +120,41 @@ describe('the reference configuration', () => {
 describe('run settings', () => {
   it('runs 3 s per level by default and 1 s with --quick, at 1, 16 and 64 in flight', () => {
     expect(runSettings([])).toMatchObject({ durationS: 3, concurrencies: [1, 16, 64] });
-    expect(runSettings(['--quick'])).toMatchObject({ quick: true, durationS: 1 });
+    expect(runSettings(['--quick'])).toMatchObject({ quick: true, durationS: 1, cpuProfile: false });
+    expect(runSettings(['--cpu-prof'])).toMatchObject({ quick: false, cpuProfile: true });
   });
 
   it('refuses an argument it does not know, naming it', () => {
     expect(() => runSettings(['--quik'])).toThrow(/--quik/);
+  });
+});
+
+describe('CPU profile summary', () => {
+  it.each([
+    ['file:///repo/node_modules/@grpc/grpc-js/build/src/server.js', 'f', '@grpc/grpc-js'],
+    ['file:///repo/node_modules/ioredis/built/Command.js', 'f', 'ioredis'],
+    ['file:///work/wt/x/ratelimit-service/src/service.ts', 'f', 'ratelimit-service/src/service.ts'],
+    ['node:internal/http2/core', 'respond', 'node:internal'],
+    ['', '(garbage collector)', '(garbage collector)'],
+    ['', 'writeUtf8String', '(native)'],
+  ])('attributes %s to %s', (url, fn, owner) => {
+    expect(codeOwner(url, fn)).toBe(owner);
+  });
+
+  it('sums self time per owner in percent of the busy time', () => {
+    const profile = {
+      nodes: [
+        { id: 1, callFrame: { functionName: '(garbage collector)', url: '' } },
+        { id: 2, callFrame: { functionName: 'a', url: 'file:///r/node_modules/ioredis/x.js' } },
+        { id: 3, callFrame: { functionName: 'b', url: 'file:///r/node_modules/ioredis/y.js' } },
+        { id: 4, callFrame: { functionName: '(idle)', url: '' } },
+      ],
+      samples: [1, 2, 3, 2, 4],
+      timeDeltas: [10, 30, 30, 30, 500],
+    };
+    expect(selfTimeByOwner(profile)).toEqual([
+      { owner: 'ioredis', percent: 90 },
+      { owner: '(garbage collector)', percent: 10 },
+    ]);
   });
 });

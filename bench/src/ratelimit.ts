@@ -19,6 +19,7 @@ import {
   cores,
   loadAtConcurrencies,
   printHeader,
+  profilesDir,
   type Row,
   recordIdleRss,
   runSettings,
@@ -26,6 +27,7 @@ import {
   spawnPinned,
   writeResults,
 } from './common';
+import { printProfiles } from './cpu-profile';
 import { callMany, grpcBodyFile, grpcHeaders } from './grpc-call';
 import { findH2load } from './h2load';
 import { commandsBetween, startPinnedRedis } from './redis-bench';
@@ -37,6 +39,7 @@ import { installReference, referenceYaml } from './reference-ratelimit';
 // ADS, and envoyproxy/ratelimit on the same Redis with the same limits (the reference).
 
 const settings = runSettings();
+const benchStart = Date.now();
 assertTwoCores();
 findH2load();
 
@@ -138,11 +141,14 @@ const notes: Record<string, unknown> = {
 
 async function startNoop(transport: 'grpc-js' | 'http2'): Promise<{ proc: ManagedProcess; port: number }> {
   const port = await freePort();
-  const proc = spawnNodePinned(`noop-${transport}`, cores.server, 'bench/src/noop-server-main.ts', [
-    'ratelimit',
-    transport,
-    String(port),
-  ]);
+  const proc = spawnNodePinned(
+    `noop-${transport}`,
+    cores.server,
+    'bench/src/noop-server-main.ts',
+    ['ratelimit', transport, String(port)],
+    undefined,
+    settings.cpuProfile,
+  );
   started.push(proc);
   await proc.waitForPort(port, 30_000);
   recordIdleRss(proc.pid);
@@ -154,14 +160,21 @@ async function startService(redisUrl: string) {
   started.push({ stop: () => ads.close() });
   const [grpcPort, adminPort] = [await freePort(), await freePort()];
   const t0 = performance.now();
-  const proc = spawnNodePinned('ratelimit-service', cores.server, 'ratelimit-service/src/main.ts', [], {
-    ...process.env,
-    RATELIMIT_GRPC_PORT: String(grpcPort),
-    RATELIMIT_ADMIN_PORT: String(adminPort),
-    RATELIMIT_XDS_ADDRESS: `127.0.0.1:${ads.port}`,
-    RATELIMIT_REDIS_URL: redisUrl,
-    LOG_LEVEL: 'warn',
-  });
+  const proc = spawnNodePinned(
+    'ratelimit-service',
+    cores.server,
+    'ratelimit-service/src/main.ts',
+    [],
+    {
+      ...process.env,
+      RATELIMIT_GRPC_PORT: String(grpcPort),
+      RATELIMIT_ADMIN_PORT: String(adminPort),
+      RATELIMIT_XDS_ADDRESS: `127.0.0.1:${ads.port}`,
+      RATELIMIT_REDIS_URL: redisUrl,
+      LOG_LEVEL: 'warn',
+    },
+    settings.cpuProfile,
+  );
   started.push(proc);
   const deadline = Date.now() + 60_000;
   while (!ads.connected()) {
@@ -329,5 +342,9 @@ try {
   console.log(`\nwrote ${file}`);
 } finally {
   for (const s of started.reverse()) await s.stop().catch(() => {});
+  if (settings.cpuProfile) {
+    await printProfiles(profilesDir, benchStart);
+    console.log(`\nCPU profiles (open in Chrome DevTools): ${profilesDir}`);
+  }
   for (const body of Object.values(bodies)) if (existsSync(body)) await rm(body, { force: true });
 }
