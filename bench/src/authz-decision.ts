@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { generateSigningKey, mintIdToken } from '@sekisho/devstack/firebase-keys';
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { authzContextKeys } from '@sekisho/service-kit/contract';
-import { type CheckInput, decide, routeRequirements, type VerifyToken } from '../ext-authz/src/decision';
-import { VerifiedTokenCache, verifyFirebaseIdToken } from '../ext-authz/src/firebase/verify';
-import { compileAuthzPolicy } from '../ext-authz/src/policy';
+import { type CheckInput, decide, routeRequirements, type VerifyToken } from '../../ext-authz/src/decision';
+import { VerifiedTokenCache, verifyFirebaseIdToken } from '../../ext-authz/src/firebase/verify';
+import { compileAuthzPolicy } from '../../ext-authz/src/policy';
 
 const projectId = 'bench-salon';
 const source = {
@@ -147,5 +147,8 @@ const report = {
   cores: 'one (a single in-process loop, no load generator)',
   results: results.map((r) => ({ ...r, relative_to_baseline: Number((r.throughput_per_s / baseline).toFixed(3)) })),
 };
-await writeFile(join(import.meta.dirname, 'results', 'authz-decision.json'), `${JSON.stringify(report, null, 2)}\n`);
+await writeFile(
+  join(import.meta.dirname, '..', 'results', 'authz-decision.json'),
+  `${JSON.stringify(report, null, 2)}\n`,
+);
 console.log(JSON.stringify(report, null, 2));

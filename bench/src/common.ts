@@ -1,0 +1,206 @@
+import { readFileSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot } from '@sekisho/devstack/paths';
+import { type ManagedProcess, spawnProcess } from '@sekisho/devstack/processes';
+import { type LoadOptions, type LoadResult, runH2load } from './h2load';
+
+// What the three benchmarks share: the core split, run lengths, pinned processes, RSS
+// sampling, and the results file in DESIGN.md's shape with a printed table.
+
+/** The server under test gets core 0; h2load (and Redis, which both sides share) core 1. */
+export const cores = { server: '0', loadGenerator: '1', redis: '1' } as const;
+
+export interface RunSettings {
+  quick: boolean;
+  /** --cpu-prof: every Node server under test writes a V8 CPU profile to bench/results/profiles/. */
+  cpuProfile: boolean;
+  durationS: number;
+  warmupS: number;
+  concurrencies: number[];
+}
+
+export function runSettings(argv: string[] = process.argv.slice(2)): RunSettings {
+  const unknown = argv.filter((a) => a !== '--quick' && a !== '--cpu-prof');
+  if (unknown.length > 0) {
+    throw new Error(`unknown argument(s): ${unknown.join(' ')} (accepted: --quick, --cpu-prof)`);
+  }
+  const quick = argv.includes('--quick');
+  const cpuProfile = argv.includes('--cpu-prof');
+  return quick
+    ? { quick, cpuProfile, durationS: 1, warmupS: 0.5, concurrencies: [1, 16, 64] }
+    : { quick, cpuProfile, durationS: 3, warmupS: 1, concurrencies: [1, 16, 64] };
+}
+
+export function assertTwoCores(): void {
+  if (cpus().length < 2) {
+    throw new Error(
+      `the benchmarks pin the server and the load generator to different cores; this machine has ${cpus().length}`,
+    );
+  }
+}
+
+/** A child process confined to `core` with taskset (exec'd, so the pid is the program's own). */
+export function spawnPinned(name: string, core: string, command: string, args: string[], env?: NodeJS.ProcessEnv) {
+  return spawnProcess({ name, command: 'taskset', args: ['-c', core, command, ...args], env, cwd: repoRoot });
+}
+
+export const profilesDir = join(repoRoot, 'bench', 'results', 'profiles');
+
+/**
+ * A TypeScript entry of this repository under tsx, as devstack runs the services today; with
+ * `cpuProfile`, V8 writes its CPU profile (the whole life of the process) when it exits.
+ */
+export function spawnNodePinned(
+  name: string,
+  core: string,
+  entry: string,
+  args: string[],
+  env?: NodeJS.ProcessEnv,
+  cpuProfile = false,
+) {
+  const profile = cpuProfile
+    ? ['--cpu-prof', `--cpu-prof-dir=${profilesDir}`, `--cpu-prof-name=${name}.${Date.now()}.cpuprofile`]
+    : [];
+  return spawnPinned(
+    name,
+    core,
+    process.execPath,
+    [...profile, '--import', 'tsx', join(repoRoot, entry), ...args],
+    env,
+  );
+}
+
+const idleRss = new Map<number, number>();
+
+/** Records a server's RSS once it is ready and before any load: what rows report as idle. */
+export function recordIdleRss(pid: number): number {
+  const rss = rssMb(pid);
+  idleRss.set(pid, rss);
+  return rss;
+}
+
+/** Resident set size in MB from /proc/<pid>/status. */
+export function rssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
+  if (!match) throw new Error(`no VmRSS in /proc/${pid}/status`);
+  return Math.round((Number(match[1]) / 1024) * 10) / 10;
+}
+
+export interface Row {
+  case: string;
+  concurrency: number;
+  throughput_per_s: number;
+  p50_ms: number;
+  p99_ms: number;
+  p999_ms: number;
+  [field: string]: unknown;
+}
+
+export interface Absent {
+  case: string;
+  absent: true;
+  reason: string;
+}
+
+/**
+ * Runs h2load at each concurrency against one server process, sampling its RSS (idle before
+ * the first load, the peak seen while loaded).
+ */
+export async function loadAtConcurrencies(
+  caseName: string,
+  server: Pick<ManagedProcess, 'pid'>,
+  settings: RunSettings,
+  load: Omit<LoadOptions, 'concurrency' | 'durationS' | 'warmupS' | 'cores'>,
+  extra: (result: LoadResult) => Promise<Record<string, unknown>> | Record<string, unknown> = () => ({}),
+): Promise<Row[]> {
+  const rows: Row[] = [];
+  const rssIdle = idleRss.get(server.pid) ?? rssMb(server.pid);
+  for (const concurrency of settings.concurrencies) {
+    let rssPeak = rssMb(server.pid);
+    const sampler = setInterval(() => {
+      rssPeak = Math.max(rssPeak, rssMb(server.pid));
+    }, 200);
+    let result: LoadResult;
+    try {
+      result = await runH2load({
+        ...load,
+        concurrency,
+        durationS: settings.durationS,
+        warmupS: settings.warmupS,
+        cores: cores.loadGenerator,
+      });
+    } finally {
+      clearInterval(sampler);
+    }
+    const row: Row = {
+      case: caseName,
+      concurrency,
+      ...result,
+      rss_idle_mb: rssIdle,
+      rss_load_mb: rssPeak,
+      server_cores: cores.server,
+      load_generator_cores: cores.loadGenerator,
+      ...(await extra(result)),
+    };
+    rows.push(row);
+    printRow(row);
+  }
+  return rows;
+}
+
+export function machine() {
+  const list = cpus();
+  return {
+    node: process.version,
+    cpu: `${list[0]?.model ?? 'unknown'} x ${list.length}`,
+    timestamp: new Date().toISOString(),
+  };
+}
+
+const columns = [
+  'case',
+  'concurrency',
+  'throughput_per_s',
+  'p50_ms',
+  'p99_ms',
+  'p999_ms',
+  'max_ms',
+  'rss_idle_mb',
+  'rss_load_mb',
+];
+
+export function printHeader(): void {
+  console.log(columns.map((c) => c.padStart(c === 'case' ? 24 : 12)).join(' '));
+}
+
+export function printRow(row: Row): void {
+  console.log(
+    columns
+      .map((c) => {
+        const v = row[c];
+        // Several processes (the whole Sekisho stack): their sum.
+        const shown =
+          v !== null && typeof v === 'object'
+            ? Math.round(Object.values(v as Record<string, number>).reduce((a, b) => a + b, 0) * 10) / 10
+            : v;
+        return (shown === undefined ? '-' : String(shown)).padStart(c === 'case' ? 24 : 12);
+      })
+      .join(' '),
+  );
+}
+
+export async function writeResults(
+  name: string,
+  results: Array<Row | Absent>,
+  notes: Record<string, unknown>,
+): Promise<string> {
+  const dir = join(repoRoot, 'bench', 'results');
+  await mkdir(dir, { recursive: true });
+  const file = join(dir, `${name}.json`);
+  const body = { name, ...machine(), cores: { ...cores }, notes, results };
+  await writeFile(file, `${JSON.stringify(body, null, 2)}\n`);
+  return file;
+}
