@@ -10,9 +10,9 @@ import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
 import type { Registry } from 'prom-client';
 import type { RateLimitConfig } from './config';
 import { type ConfigDirectory, openConfigDirectory } from './file-config/directory';
-import { FixedWindowLimiter } from './limiter/fixed-window';
 import { createValueHasher } from './limiter/keys';
 import { createRedisClient } from './limiter/redis-client';
+import { RedisLimiter } from './limiter/redis-limiter';
 import type { Clock } from './limiter/types';
 import { createRateLimitMetrics } from './metrics';
 import { type CompiledPolicy, compilePolicy } from './policy/compile';
@@ -66,7 +66,7 @@ export async function startRateLimitApp(
     redisConnectedOnce = true;
   });
   const metrics = createRateLimitMetrics(registry, { redisReady });
-  const limiter = new FixedWindowLimiter({ redis, hashValues, clock: opts.clock });
+  const limiter = new RedisLimiter({ redis, hashValues, clock: opts.clock });
 
   let active: { policy: CompiledPolicy; version: string } | undefined;
   const applyPolicy = (policy: RateLimitPolicy, version: string) => {

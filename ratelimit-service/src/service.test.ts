@@ -125,11 +125,14 @@ describe('ShouldRateLimit with a policy', () => {
       Code.OK,
     );
 
-    // Next minute: the minute window is fresh, and the hour (5) has one request left.
+    // Next minute: the minute window is fresh, and the hour (5) has two requests left: the
+    // refused one was not counted against it.
     now = start + 60_000;
     const next = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-1')] });
     expect(next.overallCode).toBe(Code.OK);
-    expect(headersOf(next)).toMatchObject({ 'ratelimit-limit': '5', 'ratelimit-remaining': '0' });
+    expect(headersOf(next)).toMatchObject({ 'ratelimit-limit': '5', 'ratelimit-remaining': '1' });
+    const last = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-1')] });
+    expect(headersOf(last)).toMatchObject({ 'ratelimit-limit': '5', 'ratelimit-remaining': '0' });
     const hourOver = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-1')] });
     expect(hourOver.overallCode).toBe(Code.OVER_LIMIT);
     expect(hourOver.statuses[0]?.currentLimit).toEqual({

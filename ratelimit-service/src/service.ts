@@ -83,12 +83,14 @@ export function createShouldRateLimit(
           value: counted.has(i) ? `hash:${deps.hashValues([e.value])}` : e.value,
         })),
         blocked: decision.blocked,
+        shadow_mode: match.rule.shadow,
+        algorithm: match.rule.algorithm,
         limit: match.rule.requestsPerWindow,
         window_seconds: match.rule.windowSeconds,
         retry_after: decision.resetSeconds,
         suppressed: slot.suppressed,
       },
-      'rate limit exceeded',
+      match.rule.shadow ? 'rate limit exceeded (shadow mode: allowed)' : 'rate limit exceeded',
     );
   };
 
@@ -141,17 +143,26 @@ export function createShouldRateLimit(
           `rate-limit store failed; ${deps.failureMode === 'deny' ? 'refusing' : 'allowing'} requests`,
         );
       }
-      return undecidedResponse(matches.map((m) => deps.failureMode === 'deny' && m.length > 0));
+      // Shadow rules never refuse, not even in deny mode.
+      return undecidedResponse(matches.map((m) => deps.failureMode === 'deny' && m.some((x) => !x.rule.shadow)));
     }
 
     let next = 0;
     const perDescriptor = matches.map((descriptorMatches, d) =>
       descriptorMatches.map((match) => {
         const decision = decisions[next++] as LimitDecision;
-        const result: DecisionResult = decision.blocked ? 'blocked' : decision.overLimit ? 'over_limit' : 'ok';
+        const shadow = decision.overLimit && match.rule.shadow;
+        const result: DecisionResult = shadow
+          ? 'shadow_mode'
+          : decision.blocked
+            ? 'blocked'
+            : decision.overLimit
+              ? 'over_limit'
+              : 'ok';
         metrics.decisions.inc({ rule: match.rule.id, result });
         if (decision.overLimit) logExceeded(request.descriptors[d]?.entries ?? [], match, decision);
-        return decision;
+        // A shadow rule's refusal is measured and logged, and answered OK.
+        return shadow ? { ...decision, overLimit: false, blocked: false } : decision;
       }),
     );
     return decidedResponse(perDescriptor, headerStyle);

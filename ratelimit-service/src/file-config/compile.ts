@@ -133,6 +133,9 @@ export function compileConfigFile(config: ConfigFile): CompiledFileDomain {
           unit,
           unlimited: rl.unlimited ?? false,
           shadowMode: d.shadow_mode ?? false,
+          // Neither refuses a request alone (quota mode: only when every quota limit is over),
+          // so the limiter lets neither keep the others from counting it.
+          advisory: (d.shadow_mode ?? false) || (d.quota_mode ?? false),
           quotaMode: d.quota_mode ?? false,
           detailedMetric: d.detailed_metric ?? false,
           replaces: (rl.replaces ?? []).map((r) => r.name),

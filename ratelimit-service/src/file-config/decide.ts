@@ -14,7 +14,7 @@ import type { FileUnit } from './parse';
 
 // ShouldRateLimit for a domain from a configuration file: one limit per descriptor (the one
 // at its exact depth), `replaces` and `unlimited` applied before counting, then every counted
-// limit in one limiter call, the same fixed-window limiter as the control plane's rules.
+// limit in one limiter call, the same limiter as the control plane's rules (fixed windows).
 
 // Envoy's RateLimitResponse.RateLimit.Unit (1.40) has no WEEK: a week is UNKNOWN there, and
 // current_limit.name and duration_until_reset describe it.

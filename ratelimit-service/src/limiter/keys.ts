@@ -1,4 +1,5 @@
 import { createHash, createHmac } from 'node:crypto';
+import type { LimitRule } from './types';
 
 // Redis key layout. User ids and IP addresses never appear in clear: the values a
 // rule counts by are hashed. The rule id is written as a hash tag ({id}); one call's
@@ -7,12 +8,31 @@ import { createHash, createHmac } from 'node:crypto';
 
 const prefix = 'sekisho:rl:';
 
-/** A hash { w: window start (epoch ms), c: count }, expiring at the end of its window. */
-export function counterKey(ruleId: string, valueHash: string): string {
-  return `${prefix}{${ruleId}}:${valueHash}`;
+/**
+ * The part of a counter key naming the rule's definition (`fixed:60s:300`,
+ * `sliding:60s:300`, `bucket:1s:100:b200`): a changed limit, window or algorithm counts
+ * on a key of its own and never reads a counter kept under another definition.
+ */
+export function definitionTag(rule: LimitRule): string {
+  const algorithm = rule.algorithm ?? 'fixed';
+  const base = `${rule.windowSeconds}s:${rule.requestsPerWindow}`;
+  if (algorithm === 'tokenBucket') return `bucket:${base}:b${rule.burst || rule.requestsPerWindow}`;
+  return `${algorithm}:${base}`;
 }
 
-/** Present (value "1", TTL block_seconds) while the counted values are blocked for this rule. */
+/**
+ * fixed: a hash { w: window start (epoch ms), c: count }, expiring at the end of its window.
+ * sliding: a sorted set of the accepted requests of the last window (score: epoch ms).
+ * tokenBucket: a string, the theoretical arrival time (epoch ms) of GCRA.
+ */
+export function counterKey(rule: LimitRule, valueHash: string): string {
+  return `${prefix}{${rule.id}}:${definitionTag(rule)}:${valueHash}`;
+}
+
+/**
+ * Present (value "1", TTL block_seconds) while the counted values are blocked for this rule.
+ * Keyed by the rule id only: a block already earned outlives a change of the limit.
+ */
 export function blockKey(ruleId: string, valueHash: string): string {
   return `${prefix}block:{${ruleId}}:${valueHash}`;
 }

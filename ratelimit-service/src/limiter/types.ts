@@ -1,6 +1,13 @@
 /** Milliseconds since the epoch. */
 export type Clock = () => number;
 
+/**
+ * How a rule counts: `fixed` windows aligned to the epoch (envoyproxy/ratelimit's), a
+ * `sliding` window (a log of the accepted requests of the last window), or a `tokenBucket`
+ * (GCRA: requestsPerWindow / windowSeconds sustained, `burst` at once).
+ */
+export type LimitAlgorithm = 'fixed' | 'sliding' | 'tokenBucket';
+
 /** What the limiter needs of a rule (a compiled policy rule satisfies it). */
 export interface LimitRule {
   readonly id: string;
@@ -8,6 +15,15 @@ export interface LimitRule {
   readonly windowSeconds: number;
   /** 0 = no block after the limit is exceeded. */
   readonly blockSeconds: number;
+  /** Default `fixed`. */
+  readonly algorithm?: LimitAlgorithm;
+  /** tokenBucket only: the bucket's size; default requestsPerWindow. */
+  readonly burst?: number;
+  /**
+   * Its refusal alone does not refuse the request (shadow mode; a file's quota mode), so it
+   * never keeps the other rules from counting it. The caller decides what the refusal means.
+   */
+  readonly advisory?: boolean;
   /** The name clients see in RateLimit-Policy (draft-10); default the id. */
   readonly policyName?: string;
 }
@@ -20,7 +36,7 @@ export interface LimitCheck {
 
 export interface LimitDecision {
   readonly rule: LimitRule;
-  /** The request must be refused because of this rule. */
+  /** This rule refuses the request (a shadow rule's refusal is reported here too, and not enforced). */
   readonly overLimit: boolean;
   /** Refused because an earlier excess started a block (block_seconds), not by this window's count. */
   readonly blocked: boolean;
@@ -31,6 +47,9 @@ export interface LimitDecision {
 
 /** What the service sees of the limiter: it may reject (store down, timeout), never half-answer. */
 export interface Limiter {
-  /** Counts the request against every check at once; results in the order of the checks. */
+  /**
+   * Decides every check at once, then counts the request against all of them only if none
+   * that is enforced (not shadow) refuses it; results in the order of the checks.
+   */
   hit(checks: readonly LimitCheck[], hitsAddend: number): Promise<LimitDecision[]>;
 }

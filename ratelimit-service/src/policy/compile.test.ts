@@ -1,16 +1,17 @@
-import { RateLimitPolicy, type RateLimitRule } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { RateLimitAlgorithm, RateLimitPolicy, RateLimitRule } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { descriptorKeys as k, rateLimitDomain } from '@sekisho/service-kit/contract';
 import { describe, expect, it } from 'vitest';
 import { compilePolicy, type DescriptorEntry, PolicyError } from './compile';
 
-const rule = (id: string, match: Array<[string, string]>, extra: Partial<RateLimitRule> = {}): RateLimitRule => ({
-  id,
-  match: match.map(([key, value]) => ({ key, value })),
-  requestsPerWindow: 10,
-  windowSeconds: 60,
-  blockSeconds: 0,
-  ...extra,
-});
+const rule = (id: string, match: Array<[string, string]>, extra: Partial<RateLimitRule> = {}): RateLimitRule =>
+  RateLimitRule.fromPartial({
+    id,
+    match: match.map(([key, value]) => ({ key, value })),
+    requestsPerWindow: 10,
+    windowSeconds: 60,
+    blockSeconds: 0,
+    ...extra,
+  });
 
 // The rules the control plane generates for the reference design's limits.
 const policy = compilePolicy(
@@ -163,12 +164,50 @@ describe('compilePolicy: validation (a thrown PolicyError is a NACK)', () => {
       policy: { domain: 'd', rules: [rule('a', [[k.user, '']], { windowSeconds: 0 })] },
       message: /window_seconds must be greater than 0/,
     },
+    {
+      name: 'an algorithm this service does not know',
+      policy: { domain: 'd', rules: [rule('a', [[k.user, '']], { algorithm: 7 as RateLimitAlgorithm })] },
+      message: /rule "a": algorithm 7 is not known/,
+    },
+    {
+      name: 'a burst on a fixed window',
+      policy: { domain: 'd', rules: [rule('a', [[k.user, '']], { burst: 20 })] },
+      message: /burst applies only to the TOKEN_BUCKET algorithm/,
+    },
+    {
+      name: 'a sliding window above its bound',
+      policy: {
+        domain: 'd',
+        rules: [rule('a', [[k.user, '']], { algorithm: RateLimitAlgorithm.SLIDING_WINDOW, requestsPerWindow: 10_001 })],
+      },
+      message: /SLIDING_WINDOW limit must be at most 10000/,
+    },
   ];
 
   it.each(cases)('refuses $name', ({ policy: input, message }) => {
     const attempt = () => compilePolicy(RateLimitPolicy.fromPartial(input));
     expect(attempt).toThrow(PolicyError);
     expect(attempt).toThrow(message);
+  });
+
+  it('compiles each algorithm, with the burst defaulting to the limit and shadow kept', () => {
+    const compiled = compilePolicy(
+      RateLimitPolicy.fromPartial({
+        domain: 'd',
+        rules: [
+          rule('f', [[k.user, '']]),
+          rule('s', [[k.user, '']], { algorithm: RateLimitAlgorithm.SLIDING_WINDOW, shadow: true }),
+          rule('b', [[k.user, '']], { algorithm: RateLimitAlgorithm.TOKEN_BUCKET, burst: 200 }),
+          rule('b0', [[k.user, '']], { algorithm: RateLimitAlgorithm.TOKEN_BUCKET }),
+        ],
+      }),
+    );
+    expect(compiled.rules.map((r) => [r.id, r.algorithm, r.burst, r.shadow])).toEqual([
+      ['f', 'fixed', 0, false],
+      ['s', 'sliding', 0, true],
+      ['b', 'tokenBucket', 200, false],
+      ['b0', 'tokenBucket', 10, false],
+    ]);
   });
 
   it('accepts a policy without rules (nothing is limited)', () => {

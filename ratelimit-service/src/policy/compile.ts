@@ -1,4 +1,5 @@
-import type { RateLimitPolicy, RateLimitRule } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { RateLimitAlgorithm, type RateLimitPolicy, type RateLimitRule } from '@sekisho/proto/sekisho/policy/v1/policy';
+import type { LimitAlgorithm } from '../limiter/types';
 
 /** A descriptor entry as Envoy sends it (the generated Entry type satisfies this). */
 export interface DescriptorEntry {
@@ -12,6 +13,13 @@ export interface CompiledRule {
   readonly windowSeconds: number;
   /** 0 = no block after the limit is exceeded. */
   readonly blockSeconds: number;
+  readonly algorithm: LimitAlgorithm;
+  /** tokenBucket: the bucket's size (requestsPerWindow when the policy gives none); else 0. */
+  readonly burst: number;
+  /** Decided, counted, logged and measured, never refusing. */
+  readonly shadow: boolean;
+  /** For the limiter: a shadow rule never keeps the others from counting. */
+  readonly advisory: boolean;
   /** The match entries, in order; value '' = any value, counted per distinct value. */
   readonly match: readonly DescriptorEntry[];
   /** Positions of match entries with a fixed value, and those values. */
@@ -77,6 +85,15 @@ export function compilePolicy(policy: RateLimitPolicy): CompiledPolicy {
   };
 }
 
+const algorithms: ReadonlyMap<RateLimitAlgorithm, LimitAlgorithm> = new Map([
+  [RateLimitAlgorithm.FIXED_WINDOW, 'fixed'],
+  [RateLimitAlgorithm.SLIDING_WINDOW, 'sliding'],
+  [RateLimitAlgorithm.TOKEN_BUCKET, 'tokenBucket'],
+]);
+
+/** The control plane's own bound on sliding limits (memory: one sorted-set entry per request). */
+export const maxSlidingLimit = 10_000;
+
 function compileRule(rule: RateLimitRule, position: number): CompiledRule {
   const where = rule.id === '' ? `rule #${position}` : `rule "${rule.id}"`;
   if (rule.id === '') throw new PolicyError(`${where} has an empty id`);
@@ -88,6 +105,13 @@ function compileRule(rule: RateLimitRule, position: number): CompiledRule {
   });
   if (rule.requestsPerWindow <= 0) throw new PolicyError(`${where}: requests_per_window must be greater than 0`);
   if (rule.windowSeconds <= 0) throw new PolicyError(`${where}: window_seconds must be greater than 0`);
+  const algorithm = algorithms.get(rule.algorithm);
+  if (!algorithm) throw new PolicyError(`${where}: algorithm ${rule.algorithm} is not known`);
+  if (rule.burst !== 0 && algorithm !== 'tokenBucket')
+    throw new PolicyError(`${where}: burst applies only to the TOKEN_BUCKET algorithm`);
+  // A sliding window keeps one entry per accepted request of the window.
+  if (algorithm === 'sliding' && rule.requestsPerWindow > maxSlidingLimit)
+    throw new PolicyError(`${where}: a SLIDING_WINDOW limit must be at most ${maxSlidingLimit} per window`);
 
   const match = rule.match.map((m) => ({ key: m.key, value: m.value }));
   return {
@@ -95,6 +119,10 @@ function compileRule(rule: RateLimitRule, position: number): CompiledRule {
     requestsPerWindow: rule.requestsPerWindow,
     windowSeconds: rule.windowSeconds,
     blockSeconds: rule.blockSeconds,
+    algorithm,
+    burst: algorithm === 'tokenBucket' ? rule.burst || rule.requestsPerWindow : 0,
+    shadow: rule.shadow,
+    advisory: rule.shadow,
     match,
     fixed: match.flatMap((m, index) => (m.value === '' ? [] : [{ index, value: m.value }])),
     counted: match.flatMap((m, index) => (m.value === '' ? [index] : [])),

@@ -1,8 +1,8 @@
 import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { FixedWindowLimiter } from './fixed-window';
 import { blockKey, counterKey, createValueHasher } from './keys';
+import { RedisLimiter } from './redis-limiter';
 import type { LimitDecision, LimitRule } from './types';
 
 // Against a real redis-server: the Lua script, key layout, TTLs and time source are what is tested.
@@ -13,8 +13,7 @@ let now: number;
 // 2026-01-01T00:00:00Z: a whole hour, so every window here starts at `start`.
 const start = Date.UTC(2026, 0, 1);
 
-const limiterWith = (hashValues = createValueHasher()) =>
-  new FixedWindowLimiter({ redis, clock: () => now, hashValues });
+const limiterWith = (hashValues = createValueHasher()) => new RedisLimiter({ redis, clock: () => now, hashValues });
 
 const rule = (id: string, requestsPerWindow: number, windowSeconds: number, blockSeconds = 0): LimitRule => ({
   id,
@@ -39,7 +38,7 @@ beforeEach(async () => {
   now = start;
 });
 
-describe('FixedWindowLimiter over Redis', () => {
+describe('RedisLimiter over Redis: fixed windows', () => {
   it('allows up to the limit in a window and refuses the request after it', async () => {
     const limiter = limiterWith();
     const perMinute = rule('per-minute', 3, 60);
@@ -88,12 +87,18 @@ describe('FixedWindowLimiter over Redis', () => {
       );
     await hit();
     await hit();
-    // Third in the same minute: the minute refuses, the hour still counts it.
+    // Third in the same minute: the minute refuses, and the refused request is not counted
+    // against the hour (envoyproxy/ratelimit would count it).
     expect((await hit()).map((d) => [d.overLimit, d.remaining])).toEqual([
       [true, 0],
-      [false, 0],
+      [false, 1],
     ]);
     now = start + 60_000;
+    expect((await hit()).map((d) => [d.overLimit, d.remaining])).toEqual([
+      [false, 1],
+      [false, 0],
+    ]);
+    // The hour refuses now, and the minute does not count it either.
     expect((await hit()).map((d) => [d.overLimit, d.remaining])).toEqual([
       [false, 1],
       [true, 0],
@@ -161,8 +166,8 @@ describe('FixedWindowLimiter over Redis', () => {
     );
     const keys = (await redis.keys('*')).sort();
     expect(keys).toEqual([
-      `sekisho:rl:{auth/ip/3600s}:${createValueHasher()(['198.51.100.23'])}`,
-      `sekisho:rl:{route:create-appointment/user/60s}:${createValueHasher()(['firebase-uid-123'])}`,
+      `sekisho:rl:{auth/ip/3600s}:fixed:3600s:5:${createValueHasher()(['198.51.100.23'])}`,
+      `sekisho:rl:{route:create-appointment/user/60s}:fixed:60s:5:${createValueHasher()(['firebase-uid-123'])}`,
     ]);
     for (const key of keys) {
       expect(key).not.toContain('firebase-uid-123');
@@ -180,7 +185,7 @@ describe('FixedWindowLimiter over Redis', () => {
   it('sets the expiry only when a window starts, and restarts the count in the next one', async () => {
     const limiter = limiterWith();
     const perMinute = rule('per-minute', 100, 60);
-    const key = counterKey('per-minute', createValueHasher()(['u']));
+    const key = counterKey(perMinute, createValueHasher()(['u']));
     await limiter.hit([{ rule: perMinute, values: ['u'] }], 1);
     await redis.pexpire(key, 30_000); // stands in for time passing
     now = start + 1_000;
@@ -196,7 +201,7 @@ describe('FixedWindowLimiter over Redis', () => {
   });
 
   it("counts in Redis's clock when no clock is given, even on a replica whose clock is off", async () => {
-    const limiter = new FixedWindowLimiter({ redis, hashValues: createValueHasher() });
+    const limiter = new RedisLimiter({ redis, hashValues: createValueHasher() });
     const hour = rule('hour', 10, 3600);
     const redisNow = async () => {
       const [s, us] = await redis.time();
@@ -212,7 +217,7 @@ describe('FixedWindowLimiter over Redis', () => {
       skewed.mockRestore();
     }
     const after = await redisNow();
-    const windowStart = Number(await redis.hget(counterKey('hour', createValueHasher()(['u'])), 'w'));
+    const windowStart = Number(await redis.hget(counterKey(hour, createValueHasher()(['u'])), 'w'));
     expect([before - (before % 3_600_000), after - (after % 3_600_000)]).toContain(windowStart);
     const resetRange = [
       Math.ceil((windowStart + 3_600_000 - after) / 1000),
@@ -232,8 +237,9 @@ describe('FixedWindowLimiter over Redis', () => {
   it('hashes with an HMAC when given a secret, so keys differ from the plain hash', async () => {
     const keyed = createValueHasher('a-secret-of-sixteen+');
     expect(keyed(['198.51.100.23'])).not.toBe(createValueHasher()(['198.51.100.23']));
-    await limiterWith(keyed).hit([{ rule: rule('r', 5, 60), values: ['198.51.100.23'] }], 1);
-    expect(await redis.keys('*')).toEqual([counterKey('r', keyed(['198.51.100.23']))]);
+    const r = rule('r', 5, 60);
+    await limiterWith(keyed).hit([{ rule: r, values: ['198.51.100.23'] }], 1);
+    expect(await redis.keys('*')).toEqual([counterKey(r, keyed(['198.51.100.23']))]);
   });
 
   it('costs one script call for all counters of a call', async () => {
