@@ -3,8 +3,8 @@ import {
   RateLimitResponse_Code as Code,
   RateLimitResponse_RateLimit_Unit as Unit,
 } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
-import { RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
-import { rateLimitDomain } from '@sekisho/service-kit/contract';
+import { RateLimitAlgorithm, RateLimitPolicy, type RateLimitRule } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { descriptorKeys as k, rateLimitDomain } from '@sekisho/service-kit/contract';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -251,5 +251,61 @@ describe('ShouldRateLimit with a policy', () => {
     });
     expect(() => service.app.applyPolicy(broken, 'v2')).toThrow(/window_seconds/);
     expect(service.app.status()).toMatchObject({ policy_version: 'v1', rule_count: 4 });
+  });
+});
+
+describe('ShouldRateLimit with shadow rules and other algorithms', () => {
+  let shadowed: TestService;
+  const route = (id: string, extra: Partial<RateLimitRule>) => ({
+    id,
+    match: [
+      { key: k.route, value: 'auth' },
+      { key: k.remoteAddress, value: '' },
+    ],
+    requestsPerWindow: 1,
+    windowSeconds: 60,
+    ...extra,
+  });
+
+  beforeAll(async () => {
+    shadowed = await startTestService({ redisUrl: redisServer.url, clock: () => now });
+    shadowed.app.applyPolicy(
+      RateLimitPolicy.fromPartial({
+        domain: rateLimitDomain,
+        rules: [
+          route('route:auth/ip/60s', { algorithm: RateLimitAlgorithm.SLIDING_WINDOW, shadow: true }),
+          route('route:auth/ip/1s', {
+            algorithm: RateLimitAlgorithm.TOKEN_BUCKET,
+            windowSeconds: 1,
+            requestsPerWindow: 10,
+            burst: 3,
+          }),
+        ],
+      }),
+      'shadow-1',
+    );
+  });
+
+  afterAll(async () => {
+    await shadowed?.close();
+  });
+
+  it('answers OK for a shadow rule over its limit, and logs and counts it as shadow_mode', async () => {
+    const login = { domain: rateLimitDomain, descriptors: [routeForIp('auth', '198.51.100.9')] };
+    expect((await shadowed.call(login)).overallCode).toBe(Code.OK);
+    const second = await shadowed.call(login);
+    expect(second.overallCode).toBe(Code.OK);
+    expect(second.statuses[0]?.code).toBe(Code.OK);
+    expect(headersOf(second)['retry-after']).toBeUndefined();
+    const record = shadowed.logs.find((r) => r.event_type === 'rate_limit_exceeded');
+    expect(record).toMatchObject({ rule_id: 'route:auth/ip/60s', shadow_mode: true, algorithm: 'sliding' });
+    expect((await shadowed.admin('/metrics')).text).toMatch(
+      /sekisho_ratelimit_decisions_total\{rule="route:auth\/ip\/60s",result="shadow_mode"[^}]*\} 1/,
+    );
+    // The enforced token bucket (burst 3) counted both requests and refuses the fourth.
+    expect((await shadowed.call(login)).overallCode).toBe(Code.OK);
+    const fourth = await shadowed.call(login);
+    expect(fourth.overallCode).toBe(Code.OVER_LIMIT);
+    expect(fourth.statuses[0]?.currentLimit?.name).toBe('route:auth/ip/1s');
   });
 });
