@@ -189,6 +189,46 @@ const invalid: Array<{ name: string; change: (def: Def) => void; paths: string[]
     paths: ['limits.unauthenticated[0].limit'],
   },
   {
+    name: 'a burst on a fixed window',
+    change: (d) => (d.limits.authenticated[0].burst = 50),
+    paths: ['limits.authenticated[0].burst'],
+  },
+  {
+    name: 'a burst on a sliding window',
+    change: (d) => Object.assign(d.routes[1].limits[0], { algorithm: 'sliding', burst: 5 }),
+    paths: ['routes[1].limits[0].burst'],
+  },
+  {
+    name: 'a token bucket burst of 0',
+    change: (d) => Object.assign(d.limits.unauthenticated[0], { algorithm: 'tokenBucket', burst: 0 }),
+    paths: ['limits.unauthenticated[0].burst'],
+  },
+  {
+    name: 'a fractional burst',
+    change: (d) => Object.assign(d.routes[1].limits[0], { algorithm: 'tokenBucket', burst: 2.5 }),
+    paths: ['routes[1].limits[0].burst'],
+  },
+  {
+    name: 'an algorithm that does not exist',
+    change: (d) => (d.limits.authenticated[0].algorithm = 'leakyBucket'),
+    paths: ['limits.authenticated[0].algorithm'],
+  },
+  {
+    name: 'a sliding window above 10,000 requests',
+    change: (d) => Object.assign(d.limits.authenticated[0], { algorithm: 'sliding', limit: 10_001 }),
+    paths: ['limits.authenticated[0].limit'],
+  },
+  {
+    name: 'a per-limit shadow that is not a boolean',
+    change: (d) => (d.routes[1].limits[0].shadow = 'yes'),
+    paths: ['routes[1].limits[0].shadow'],
+  },
+  {
+    name: 'a global shadow that is not a boolean',
+    change: (d) => (d.limits.shadow = 1),
+    paths: ['limits.shadow'],
+  },
+  {
     name: 'two windows of the same length in one family',
     change: (d) => d.limits.authenticated.push({ per: 'user', limit: 10, window: '60s' }),
     paths: ['limits.authenticated[1].window'],

@@ -15,27 +15,58 @@ const groupName = identifier('a group name');
 
 const requestsPerWindow = z.int().min(1).max(4_294_967_295);
 
+/** The rate-limit service's bound: a sliding window keeps one Redis entry per accepted request. */
+export const maxSlidingLimit = 10_000;
+
 const limitFields = {
   limit: requestsPerWindow,
   window: seconds,
+  /**
+   * fixed: windows aligned to the clock (up to 2× the limit across a boundary); sliding: the
+   * last `window`, exactly; tokenBucket: limit/window sustained, `burst` at once (GCRA).
+   */
+  algorithm: z.enum(['fixed', 'sliding', 'tokenBucket']).default('fixed'),
+  /** tokenBucket only: requests that may arrive at once; default the limit. */
+  burst: requestsPerWindow.optional(),
   /** Once the limit is exceeded, refuse every request of that key for this long. */
   blockFor: seconds.optional(),
+  /** Decide, count, log and measure, but never refuse; default `limits.shadow`. */
+  shadow: z.boolean().optional(),
 };
 
-const userLimit = z.strictObject({
-  per: z.literal('user', { message: 'authenticated limits count per user: per must be "user"' }),
-  ...limitFields,
-});
+type LimitFields = { algorithm: string; burst?: number | undefined; limit: number };
 
-const ipLimit = z.strictObject({
-  per: z.literal('ip', { message: 'unauthenticated limits count per client IP: per must be "ip"' }),
-  ...limitFields,
-});
+function checkAlgorithm(limit: LimitFields, ctx: z.RefinementCtx) {
+  if (limit.burst !== undefined && limit.algorithm !== 'tokenBucket')
+    ctx.addIssue({ code: 'custom', path: ['burst'], message: 'burst applies only to algorithm: tokenBucket' });
+  if (limit.algorithm === 'sliding' && limit.limit > maxSlidingLimit)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['limit'],
+      message: `a sliding window counts at most ${maxSlidingLimit} requests; use fixed or tokenBucket above that`,
+    });
+}
 
-const routeLimit = z.strictObject({
-  per: z.enum(['user', 'ip']),
-  ...limitFields,
-});
+const userLimit = z
+  .strictObject({
+    per: z.literal('user', { message: 'authenticated limits count per user: per must be "user"' }),
+    ...limitFields,
+  })
+  .superRefine(checkAlgorithm);
+
+const ipLimit = z
+  .strictObject({
+    per: z.literal('ip', { message: 'unauthenticated limits count per client IP: per must be "ip"' }),
+    ...limitFields,
+  })
+  .superRefine(checkAlgorithm);
+
+const routeLimit = z
+  .strictObject({
+    per: z.enum(['user', 'ip']),
+    ...limitFields,
+  })
+  .superRefine(checkAlgorithm);
 
 const group = z.union([
   z.array(permission),
@@ -110,10 +141,12 @@ export const gatewayDefinitionSchema = z.strictObject({
   services: z.record(serviceName, serviceSchema),
   limits: z
     .strictObject({
+      /** Every limit (global and per route) in shadow mode unless it says `shadow: false`. */
+      shadow: z.boolean().default(false),
       authenticated: z.array(userLimit).default([]),
       unauthenticated: z.array(ipLimit).default([]),
     })
-    .default({ authenticated: [], unauthenticated: [] }),
+    .default({ shadow: false, authenticated: [], unauthenticated: [] }),
   routes: z.array(route).min(1),
   // prefault: the default goes through the schema, so the edge fields' own defaults apply.
   edge: edgeSchema.prefault({}),

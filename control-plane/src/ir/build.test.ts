@@ -116,13 +116,42 @@ describe('durations and limits', () => {
         },
       ],
     });
+    const fixed = { algorithm: 'fixed', burst: 0, shadow: false };
     expect(built.limits).toEqual({
       authenticated: [],
-      unauthenticated: [{ per: 'ip', requestsPerWindow: 200, windowSeconds: 3600, blockSeconds: 0 }],
+      unauthenticated: [{ per: 'ip', requestsPerWindow: 200, windowSeconds: 3600, blockSeconds: 0, ...fixed }],
     });
     expect(built.routes[0]?.limits).toEqual([
-      { per: 'ip', requestsPerWindow: 5, windowSeconds: 60, blockSeconds: 900 },
+      { per: 'ip', requestsPerWindow: 5, windowSeconds: 60, blockSeconds: 900, ...fixed },
     ]);
+  });
+
+  it('keeps the algorithm, defaults a token bucket burst to the limit, and resolves shadow mode', () => {
+    const built = ir({
+      limits: {
+        shadow: true,
+        authenticated: [
+          { per: 'user', limit: 300, window: '1m', algorithm: 'sliding' },
+          { per: 'user', limit: 1000, window: '1h', shadow: false },
+        ],
+        unauthenticated: [{ per: 'ip', limit: 100, window: '1s', algorithm: 'tokenBucket', burst: 200 }],
+      },
+      routes: [
+        {
+          match: '/api/v1/auth/*',
+          to: 'customer',
+          auth: 'none',
+          limits: [{ per: 'ip', limit: 5, window: '1m', algorithm: 'tokenBucket', blockFor: '15m' }],
+        },
+      ],
+    });
+    const pick = (l: { algorithm: string; burst: number; shadow: boolean }) => [l.algorithm, l.burst, l.shadow];
+    expect(built.limits.authenticated.map(pick)).toEqual([
+      ['sliding', 0, true],
+      ['fixed', 0, false],
+    ]);
+    expect(built.limits.unauthenticated.map(pick)).toEqual([['tokenBucket', 200, true]]);
+    expect(built.routes[0]?.limits.map(pick)).toEqual([['tokenBucket', 5, true]]);
   });
 });
 

@@ -38,9 +38,10 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
   const clusters = buildClusters(definition, errors);
   const { extAuthz, rateLimit } = definition.policyServices;
 
+  const shadow = definition.limits.shadow;
   const limits = {
-    authenticated: limitList(definition.limits.authenticated, 'limits.authenticated', errors),
-    unauthenticated: limitList(definition.limits.unauthenticated, 'limits.unauthenticated', errors),
+    authenticated: limitList(definition.limits.authenticated, 'limits.authenticated', shadow, errors),
+    unauthenticated: limitList(definition.limits.unauthenticated, 'limits.unauthenticated', shadow, errors),
   };
 
   const shapes = buildRouteShapes(definition, errors);
@@ -90,7 +91,7 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
       owner: buildOwner(route, shape.path, definition.identity.customerId !== undefined, at, errors),
       // A route without authentication has nothing to let through; the gateway-wide setting skips it.
       dryRun: route.auth !== 'none' && (route.dryRun ?? definition.identity.dryRun),
-      limits: limitList(route.limits, `${at}.limits`, errors),
+      limits: limitList(route.limits, `${at}.limits`, shadow, errors),
       cors: browser.routes[index]?.cors,
       securityHeaders: browser.routes[index]?.securityHeaders,
       maxRequestBodyBytes: route.maxRequestBodyBytes ?? definition.edge.maxRequestBodyBytes,
@@ -130,7 +131,7 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
 }
 
 /** Two windows of the same kind would be one rate-limit rule id, and one of them would be dead. */
-function limitList(limits: readonly LimitInput[], at: string, errors: FieldError[]): LimitIR[] {
+function limitList(limits: readonly LimitInput[], at: string, shadow: boolean, errors: FieldError[]): LimitIR[] {
   const seen = new Map<string, number>();
   return limits.map((limit, index) => {
     const windowSeconds = ms(limit.window) / 1000;
@@ -147,6 +148,9 @@ function limitList(limits: readonly LimitInput[], at: string, errors: FieldError
       requestsPerWindow: limit.limit,
       windowSeconds,
       blockSeconds: limit.blockFor === undefined ? 0 : ms(limit.blockFor) / 1000,
+      algorithm: limit.algorithm,
+      burst: limit.algorithm === 'tokenBucket' ? (limit.burst ?? limit.limit) : 0,
+      shadow: limit.shadow ?? shadow,
     };
   });
 }

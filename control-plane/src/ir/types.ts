@@ -211,6 +211,11 @@ export interface LimitIR {
   windowSeconds: number;
   /** 0 = no blocking beyond the window. */
   blockSeconds: number;
+  algorithm: 'fixed' | 'sliding' | 'tokenBucket';
+  /** tokenBucket: the bucket's size (the limit when the definition gives none); otherwise 0. */
+  burst: number;
+  /** Resolved: the limit's own `shadow`, else the definition's `limits.shadow`. */
+  shadow: boolean;
 }
 
 export interface GlobalLimitsIR {

@@ -2,9 +2,14 @@
 // groups; route requirements travel in each route's context_extensions) and
 // RateLimitPolicy for the rate-limit service (one rule per limit window).
 
-import { AuthzPolicy, type DescriptorMatch, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
+import {
+  AuthzPolicy,
+  type DescriptorMatch,
+  RateLimitAlgorithm,
+  RateLimitPolicy,
+} from '@sekisho/proto/sekisho/policy/v1/policy';
 import { descriptorKeys, rateLimitDomain } from '@sekisho/service-kit/contract';
-import type { GatewayIR } from '../ir/types';
+import type { GatewayIR, LimitIR } from '../ir/types';
 import { allDescriptors, type DescriptorEntry, ordinaryClientClass } from './descriptors';
 
 export function translateAuthzPolicy(ir: GatewayIR): AuthzPolicy {
@@ -29,10 +34,19 @@ export function translateRateLimitPolicy(ir: GatewayIR): RateLimitPolicy {
         requestsPerWindow: limit.requestsPerWindow,
         windowSeconds: limit.windowSeconds,
         blockSeconds: limit.blockSeconds,
+        algorithm: algorithms[limit.algorithm],
+        burst: limit.burst,
+        shadow: limit.shadow,
       })),
     ),
   });
 }
+
+const algorithms: Record<LimitIR['algorithm'], RateLimitAlgorithm> = {
+  fixed: RateLimitAlgorithm.FIXED_WINDOW,
+  sliding: RateLimitAlgorithm.SLIDING_WINDOW,
+  tokenBucket: RateLimitAlgorithm.TOKEN_BUCKET,
+};
 
 /** The entry Envoy sends for this action; value '' = counted per distinct value. */
 function descriptorMatch(entry: DescriptorEntry): DescriptorMatch {
