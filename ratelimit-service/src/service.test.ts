@@ -11,6 +11,7 @@ import {
   anonymous,
   authenticated,
   descriptor,
+  eventually,
   headersOf,
   routeForIp,
   routeForUser,
@@ -284,6 +285,9 @@ describe('ShouldRateLimit with shadow rules and other algorithms', () => {
       }),
       'shadow-1',
     );
+    // Until its Redis connection is up the service answers by its failure mode (allow), which
+    // would count nothing: wait for it (readiness needs Redis once and a policy).
+    await eventually(() => shadowed.app.isReady());
   });
 
   afterAll(async () => {
