@@ -1,3 +1,4 @@
+import { freePort } from '@sekisho/devstack/processes';
 import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
 import {
   RateLimitResponse_Code as Code,
@@ -311,5 +312,38 @@ describe('ShouldRateLimit with shadow rules and other algorithms', () => {
     const fourth = await shadowed.call(login);
     expect(fourth.overallCode).toBe(Code.OVER_LIMIT);
     expect(fourth.statuses[0]?.currentLimit?.name).toBe('route:auth/ip/1s');
+  });
+
+  it('never refuses for shadow rules alone when Redis is down, even in deny mode', async () => {
+    // A port nothing listens on: every limiter call fails at once (no offline queue).
+    const down = await startTestService({
+      redisUrl: `redis://127.0.0.1:${await freePort()}`,
+      env: { RATELIMIT_REDIS_FAILURE_MODE: 'deny' },
+    });
+    try {
+      down.app.applyPolicy(
+        RateLimitPolicy.fromPartial({
+          domain: rateLimitDomain,
+          rules: [
+            route('route:auth/ip/60s', { shadow: true }),
+            {
+              ...route('route:send/ip/60s', {}),
+              match: [
+                { key: k.route, value: 'send' },
+                { key: k.remoteAddress, value: '' },
+              ],
+            },
+          ],
+        }),
+        'down-1',
+      );
+      const response = await down.call({
+        domain: rateLimitDomain,
+        descriptors: [routeForIp('auth', '198.51.100.9'), routeForIp('send', '198.51.100.9')],
+      });
+      expect(response.statuses.map((s) => s.code)).toEqual([Code.OK, Code.OVER_LIMIT]);
+    } finally {
+      await down.close();
+    }
   });
 });
