@@ -56,7 +56,16 @@ const stackFile = localStackFile();
 mkdirSync(dirname(stackFile), { recursive: true });
 writeFileSync(
   stackFile,
-  `${JSON.stringify({ pid: process.pid, redisUrl: stack.redis.url, startedAt: new Date().toISOString() })}\n`,
+  `${JSON.stringify({
+    pid: process.pid,
+    redisUrl: stack.redis.url,
+    // The claims `npm run admin` sets in Firebase when it is configured.
+    groupClaim: stack.definition.identity.groupClaim,
+    ...(typeof stack.definition.identity.customerId === 'object'
+      ? { customerIdClaim: stack.definition.identity.customerId.claim }
+      : {}),
+    startedAt: new Date().toISOString(),
+  })}\n`,
 );
 process.on('exit', () => rmSync(stackFile, { force: true }));
 

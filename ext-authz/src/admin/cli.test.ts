@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type AuthEmulator, startAuthEmulator } from '@sekisho/devstack/firebase-emulator';
 import { repoRoot } from '@sekisho/devstack/paths';
 import { freePort } from '@sekisho/devstack/processes';
 import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
@@ -99,13 +100,16 @@ describe('npm run admin', () => {
     expect(state).not.toHaveProperty('customerId');
   });
 
-  it('says when Firebase credentials are set that it did not call firebase-admin', async () => {
-    const result = await admin(['disable', 'carol', '--key-prefix', prefix], {
-      FIREBASE_AUTH_EMULATOR_HOST: '127.0.0.1:9099',
+  it('exits 1 when the configured Firebase cannot be reached, after updating Sekisho', async () => {
+    const port = await freePort();
+    const result = await admin(['disable', 'carol', '--key-prefix', prefix, '--firebase-project', 'demo-x'], {
+      FIREBASE_AUTH_EMULATOR_HOST: `127.0.0.1:${port}`,
     });
-    expect(result.code).toBe(0);
-    expect(result.stdout).toContain('FIREBASE_AUTH_EMULATOR_HOST=127.0.0.1:9099');
-    expect(result.stdout).toContain("updated Sekisho's state only");
+    expect(result.code).toBe(1);
+    expect(result.stdout).toContain('disabled carol');
+    expect(result.stderr).toContain(
+      `updated Sekisho's state, but Firebase (the Auth emulator at 127.0.0.1:${port}) refused the change`,
+    );
   });
 
   it('exits 1 naming the way out when no local stack runs', async () => {
@@ -127,5 +131,128 @@ describe('npm run admin', () => {
     expect(result.code).toBe(1);
     expect(result.stderr).toContain(`cannot reach Redis at redis://***@127.0.0.1:${port} (from --redis-url)`);
     expect(result.stderr).not.toContain('s3cret');
+  });
+});
+
+// The Firebase side against the real Auth emulator (firebase-tools, in-process): the same
+// command updates Sekisho's state and, through firebase-admin, the user in Firebase.
+interface EmulatorUser {
+  disabled?: boolean;
+  validSince?: string;
+  customAttributes?: string;
+}
+interface IdentityReply {
+  localId?: string;
+  users?: EmulatorUser[];
+  error?: { message: string };
+}
+
+describe('npm run admin with the Firebase Auth emulator', () => {
+  let emulator: AuthEmulator;
+  const projectId = 'demo-sekisho-admin';
+  const identity = (path: string, body: unknown) =>
+    fetch(`${emulator.url}/identitytoolkit.googleapis.com/v1/${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer owner' },
+      body: JSON.stringify(body),
+    }).then(async (r) => ({ status: r.status, body: (await r.json()) as IdentityReply }));
+  const lookup = async (uid: string): Promise<EmulatorUser> => {
+    const user = (await identity(`projects/${projectId}/accounts:lookup`, { localId: [uid] })).body.users?.[0];
+    if (!user) throw new Error(`the emulator has no user ${uid}`);
+    return user;
+  };
+  const signIn = (email: string) =>
+    identity('accounts:signInWithPassword?key=demo', { email, password: 'secret-123', returnSecureToken: true });
+  const firebaseEnv = () => ({ FIREBASE_AUTH_EMULATOR_HOST: emulator.host });
+  const options = () => ['--firebase-project', projectId, '--key-prefix', prefix];
+
+  beforeAll(async () => {
+    emulator = await startAuthEmulator({ projectId });
+  }, 60_000);
+
+  afterAll(async () => {
+    await emulator?.stop();
+  });
+
+  async function signUp(email: string): Promise<string> {
+    const created = await identity('accounts:signUp?key=demo', {
+      email,
+      password: 'secret-123',
+      returnSecureToken: true,
+    });
+    expect(created.status).toBe(200);
+    return created.body.localId as string;
+  }
+
+  it('disables and enables the user in Firebase too: its sign-in is refused, then works again', async () => {
+    const uid = await signUp('dana@example.com');
+    const disabled = await admin(['disable', uid, ...options()], firebaseEnv());
+    expect(disabled, disabled.stderr).toMatchObject({ code: 0 });
+    expect(disabled.stdout).toContain(
+      `Firebase (the Auth emulator at ${emulator.host}): disabled the user in Firebase`,
+    );
+    expect((await lookup(uid)).disabled).toBe(true);
+    expect((await signIn('dana@example.com')).body.error?.message).toBe('USER_DISABLED');
+    expect((await readAccountState(reader, prefix)).table.get(uid)).toEqual({ disabled: true });
+
+    expect((await admin(['enable', uid, ...options()], firebaseEnv())).code).toBe(0);
+    expect((await lookup(uid)).disabled).toBeFalsy();
+    expect((await signIn('dana@example.com')).status).toBe(200);
+  });
+
+  it('revokes the refresh tokens in Firebase at the second Sekisho stores', async () => {
+    const uid = await signUp('eve@example.com');
+    const result = await admin(['revoke', uid, ...options()], firebaseEnv());
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain('revoked its refresh tokens in Firebase');
+    const validSince = Number((await lookup(uid)).validSince);
+    const stored = (await readAccountState(reader, prefix)).table.get(uid)?.validAfter ?? 0;
+    // Both are "now" in whole seconds, taken a moment apart.
+    expect(Math.abs(validSince - stored)).toBeLessThanOrEqual(2);
+  });
+
+  it('sets and clears the group and customer id claims, keeping the user’s other claims', async () => {
+    const uid = await signUp('frank@example.com');
+    await identity(`projects/${projectId}/accounts:update`, { localId: uid, customAttributes: '{"plan":"gold"}' });
+    const claims = ['--group-claim', 'tier', '--customer-id-claim', 'customer_id'];
+    expect((await admin(['set-group', uid, 'premium_customer', ...options(), ...claims], firebaseEnv())).code).toBe(0);
+    expect((await admin(['set-customer-id', uid, 'c-77', ...options(), ...claims], firebaseEnv())).code).toBe(0);
+    expect(JSON.parse((await lookup(uid)).customAttributes ?? '{}')).toEqual({
+      plan: 'gold',
+      tier: 'premium_customer',
+      customer_id: 'c-77',
+    });
+    expect((await admin(['set-customer-id', uid, '--clear', ...options(), ...claims], firebaseEnv())).code).toBe(0);
+    expect(JSON.parse((await lookup(uid)).customAttributes ?? '{}')).toEqual({
+      plan: 'gold',
+      tier: 'premium_customer',
+    });
+    expect((await readAccountState(reader, prefix)).table.get(uid)).toEqual({ group: 'premium_customer' });
+  });
+
+  it('takes the claim names from the local stack, and fails with 1 without them', async () => {
+    const uid = await signUp('grace@example.com');
+    const withClaims = join(dir, 'claims-stack.json');
+    await writeFile(withClaims, JSON.stringify({ pid: process.pid, redisUrl: redis.url, groupClaim: 'tier' }));
+    const found = await admin(['set-group', uid, 'vip', ...options()], {
+      ...firebaseEnv(),
+      SEKISHO_LOCAL_STACK_FILE: withClaims,
+    });
+    expect(found.code, found.stderr).toBe(0);
+    expect(JSON.parse((await lookup(uid)).customAttributes ?? '{}')).toEqual({ tier: 'vip' });
+
+    const missing = await admin(['set-customer-id', uid, 'c-1', ...options()], firebaseEnv());
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain("updated Sekisho's state, but Firebase");
+    expect(missing.stderr).toContain('pass --customer-id-claim');
+  });
+
+  it('exits 1 naming Firebase when it does not know the uid (Sekisho is updated all the same)', async () => {
+    const result = await admin(['disable', 'nobody-here', ...options()], firebaseEnv());
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(
+      /updated Sekisho's state, but Firebase \(the Auth emulator at [^)]+\) refused the change: .*no user record/i,
+    );
+    expect((await readAccountState(reader, prefix)).table.get('nobody-here')).toEqual({ disabled: true });
   });
 });

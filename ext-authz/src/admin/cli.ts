@@ -8,6 +8,7 @@ import { localStackFile } from '@sekisho/devstack/paths';
 import { Redis } from 'ioredis';
 import { defaultKeyPrefix, readAccountState, writeAccountChange } from '../accounts/redis-store';
 import { type AccountChange, type AccountField, isValidUid, parseFieldValue } from '../accounts/state';
+import { applyInFirebase, type Claims, firebaseTarget } from './firebase';
 
 const usage = `usage: npm run admin -- <command> <uid> [value] [options]
 
@@ -24,12 +25,19 @@ options:
   --redis-url <url>    the deployment's Redis (default: the Redis of the running \`npm start\`)
   --key-prefix <p>     the keys' prefix (default: the local stack's, else ${defaultKeyPrefix})
   --clear              with set-group / set-customer-id: remove the override
-  --help               this text`;
+  --firebase-project <id>     the Firebase project (default GOOGLE_CLOUD_PROJECT or GCLOUD_PROJECT)
+  --group-claim <name>        the group claim's name in Firebase (default: the local stack's definition)
+  --customer-id-claim <name>  the customer id claim's name (default: the local stack's definition)
+  --help               this text
+
+Firebase: with FIREBASE_AUTH_EMULATOR_HOST or GOOGLE_APPLICATION_CREDENTIALS set, the same
+change is made in Firebase through firebase-admin (revokeRefreshTokens, updateUser({disabled}),
+setCustomUserClaims); without them Sekisho's state alone is changed, and it says so.`;
 
 class UsageError extends Error {}
 class Failure extends Error {}
 
-interface Target {
+interface Target extends Partial<Claims> {
   redisUrl: string;
   keyPrefix: string;
   /** Where the URL came from, for the messages. */
@@ -49,7 +57,7 @@ function findLocalStack(): Target {
       `no running local stack found (${file} is missing): start one with \`npm start\`, or pass --redis-url redis://host:port`,
     );
   }
-  let info: { redisUrl?: unknown; keyPrefix?: unknown; pid?: unknown };
+  let info: { redisUrl?: unknown; keyPrefix?: unknown; pid?: unknown; groupClaim?: unknown; customerIdClaim?: unknown };
   try {
     info = JSON.parse(text);
   } catch {
@@ -67,6 +75,8 @@ function findLocalStack(): Target {
     redisUrl: info.redisUrl,
     keyPrefix: typeof info.keyPrefix === 'string' ? info.keyPrefix : defaultKeyPrefix,
     source: `the local stack (pid ${info.pid})`,
+    ...(typeof info.groupClaim === 'string' ? { groupClaim: info.groupClaim } : {}),
+    ...(typeof info.customerIdClaim === 'string' ? { customerIdClaim: info.customerIdClaim } : {}),
   };
 }
 
@@ -86,9 +96,15 @@ interface Command {
   change?: Omit<AccountChange, 'version'>;
 }
 
-function parseCommand(
-  argv: string[],
-): { command: Command; options: { redisUrl?: string; keyPrefix?: string } } | 'help' {
+interface Options {
+  redisUrl?: string;
+  keyPrefix?: string;
+  firebaseProject?: string;
+  groupClaim?: string;
+  customerIdClaim?: string;
+}
+
+function parseCommand(argv: string[]): { command: Command; options: Options } | 'help' {
   let parsed: ReturnType<typeof parse>;
   function parse() {
     return parseArgs({
@@ -98,6 +114,9 @@ function parseCommand(
         'redis-url': { type: 'string' },
         'key-prefix': { type: 'string' },
         clear: { type: 'boolean', default: false },
+        'firebase-project': { type: 'string' },
+        'group-claim': { type: 'string' },
+        'customer-id-claim': { type: 'string' },
         help: { type: 'boolean', default: false },
       },
     });
@@ -122,7 +141,22 @@ function parseCommand(
   if (keyPrefix !== undefined && !/^[A-Za-z0-9:_.-]{1,100}$/.test(keyPrefix)) {
     throw new UsageError('--key-prefix must be 1-100 of A-Z a-z 0-9 : _ . -');
   }
-  const options = { ...(redisUrl ? { redisUrl } : {}), ...(keyPrefix ? { keyPrefix } : {}) };
+  const claimName = (option: string, name: string | undefined) => {
+    if (name !== undefined && !/^[A-Za-z_][A-Za-z0-9_]{0,99}$/.test(name)) {
+      throw new UsageError(`${option} must be a claim name (letters, digits, _), got ${JSON.stringify(name)}`);
+    }
+    return name;
+  };
+  const groupClaim = claimName('--group-claim', values['group-claim']);
+  const customerIdClaim = claimName('--customer-id-claim', values['customer-id-claim']);
+  const firebaseProject = values['firebase-project'];
+  const options: Options = {
+    ...(redisUrl ? { redisUrl } : {}),
+    ...(keyPrefix ? { keyPrefix } : {}),
+    ...(firebaseProject ? { firebaseProject } : {}),
+    ...(groupClaim ? { groupClaim } : {}),
+    ...(customerIdClaim ? { customerIdClaim } : {}),
+  };
   const noValue = () => {
     if (value !== undefined) throw new UsageError(`${name} takes no value (got ${JSON.stringify(value)})`);
     if (values.clear) throw new UsageError(`--clear is for set-group and set-customer-id`);
@@ -182,21 +216,6 @@ function describe(command: Command, version: number): string {
   }
 }
 
-/**
- * firebase-admin is not a dependency of this build: with Firebase credentials in the
- * environment the same change has to be made in Firebase by other means, and this says so.
- */
-function firebaseNote(env: NodeJS.ProcessEnv): string {
-  const configured = env.FIREBASE_AUTH_EMULATOR_HOST
-    ? `FIREBASE_AUTH_EMULATOR_HOST=${env.FIREBASE_AUTH_EMULATOR_HOST}`
-    : env.GOOGLE_APPLICATION_CREDENTIALS
-      ? 'GOOGLE_APPLICATION_CREDENTIALS'
-      : undefined;
-  return configured
-    ? `Firebase credentials are set (${configured}), but this build does not call firebase-admin: updated Sekisho's state only; make the same change in Firebase`
-    : "Firebase not configured: updated Sekisho's state only";
-}
-
 async function run(argv: string[]): Promise<number> {
   const parsed = parseCommand(argv);
   if (parsed === 'help') {
@@ -229,10 +248,26 @@ async function run(argv: string[]): Promise<number> {
       console.log(JSON.stringify({ uid: command.uid, version: state.version, ...state.table.get(command.uid) }));
       return 0;
     }
+    // Sekisho first: it is what refuses the requests, whatever Firebase answers.
     const version = await writeAccountChange(redis, target.keyPrefix, command.change);
     console.log(`${describe(command, version)}, in ${shown(target.redisUrl)} (${target.source})`);
-    console.log(firebaseNote(process.env));
-    return 0;
+    const firebase = firebaseTarget(process.env, options.firebaseProject);
+    if (!firebase) {
+      console.log("Firebase not configured: updated Sekisho's state only");
+      return 0;
+    }
+    try {
+      const done = await applyInFirebase(firebase, command.change, {
+        groupClaim: options.groupClaim ?? target.groupClaim,
+        customerIdClaim: options.customerIdClaim ?? target.customerIdClaim,
+      });
+      console.log(`Firebase (${firebase.via}): ${done}`);
+      return 0;
+    } catch (error) {
+      throw new Failure(
+        `updated Sekisho's state, but Firebase (${firebase.via}) refused the change: ${error instanceof Error ? error.message : String(error)}`,
+      );
+    }
   } finally {
     redis.disconnect();
   }
