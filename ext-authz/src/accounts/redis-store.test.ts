@@ -169,4 +169,21 @@ describe.skipIf(Boolean(process.env.REDIS_URL))('RedisAccountStore while Redis i
     await writeAccountChange(writer, p, { uid: 'judy', field: 'validAfter', value: 5 });
     await until('the next change', () => store.get('judy')?.validAfter === 5);
   });
+
+  it('starts unloaded while Redis is down, and loads soon after it comes up (not at the next scheduled resync)', async () => {
+    const control = redis.control;
+    if (!control) throw new Error(`no outage controls for a Redis from ${redis.source}`);
+    const p = prefix();
+    await control.down();
+    let store: RedisAccountStore;
+    try {
+      ({ store } = startStore(p, 600_000));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(store.loaded).toBe(false);
+      expect(store.status()).toMatchObject({ loaded: false, subscribed: false });
+    } finally {
+      await control.up();
+    }
+    await until('the first load', () => store.loaded, 10_000);
+  });
 });

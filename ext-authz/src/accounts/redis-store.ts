@@ -128,6 +128,7 @@ export class RedisAccountStore implements AccountView {
   private commands: Redis | undefined;
   private subscriber: Redis | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private retry: NodeJS.Timeout | undefined;
   /** Messages that arrived while a full load was under way: replayed on top of it. */
   private pending: AccountChange[] | undefined;
   private syncing: Promise<void> | undefined;
@@ -158,7 +159,9 @@ export class RedisAccountStore implements AccountView {
       enableOfflineQueue: false,
       retryStrategy: (attempt: number) => Math.min(100 * 2 ** attempt, 2_000),
     };
-    this.commands = new Redis(this.opts.url, { ...options, commandTimeout: 5_000 });
+    // The loads may be asked for before this connection is up: they wait for it (bounded by
+    // the command timeout) rather than fail at once.
+    this.commands = new Redis(this.opts.url, { ...options, enableOfflineQueue: true, commandTimeout: 5_000 });
     // Resubscribing is done here on every 'ready', followed by a full load.
     this.subscriber = new Redis(this.opts.url, { ...options, autoResubscribe: false });
     let errorLogged = false;
@@ -253,6 +256,14 @@ export class RedisAccountStore implements AccountView {
         entries: this.table.size,
         version: this.version,
       });
+      // Sooner than the next scheduled resync: a replica that never loaded is not ready.
+      if (!this.closed && this.retry === undefined) {
+        this.retry = setTimeout(() => {
+          this.retry = undefined;
+          void this.sync(trigger);
+        }, 1_000);
+        this.retry.unref();
+      }
     } finally {
       this.pending = undefined;
     }
@@ -313,6 +324,7 @@ export class RedisAccountStore implements AccountView {
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.retry) clearTimeout(this.retry);
     await this.syncing?.catch(() => {});
     this.subscriber?.disconnect();
     this.commands?.disconnect();
