@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { generateSigningKey, mintIdToken } from '@sekisho/devstack/firebase-keys';
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { authzContextKeys } from '@sekisho/service-kit/contract';
+import type { AccountEntry, AccountView } from '../../ext-authz/src/accounts/state';
 import { type CheckInput, decide, routeRequirements, type VerifyToken } from '../../ext-authz/src/decision';
 import { VerifiedTokenCache, verifyFirebaseIdToken } from '../../ext-authz/src/firebase/verify';
 import { compileAuthzPolicy } from '../../ext-authz/src/policy';
@@ -62,7 +63,7 @@ const input = (path: string, extensions: Record<string, string>): CheckInput => 
   route: routeRequirements({ [authzContextKeys.routeId]: 'bench', ...extensions }),
 });
 
-const cases = [
+const cases: Array<{ case: string; policy: typeof plainPolicy; input: CheckInput; accounts?: AccountView }> = [
   {
     case: 'baseline: permission check',
     policy: plainPolicy,
@@ -107,18 +108,41 @@ const cases = [
   },
 ];
 
+// The account state as a replica holds it (RedisAccountStore.get is this Map lookup): 100,000
+// accounts with some state, the caller among them or not.
+const table = new Map<string, AccountEntry>();
+for (let i = 0; i < 100_000; i++) table.set(`user-${i}`, i % 2 === 0 ? { disabled: true } : { validAfter: 1_000 });
+const accountsWithout: AccountView = { loaded: true, get: (uid) => table.get(uid) };
+const withCaller = new Map(table).set('user-bench', { validAfter: 1_000, group: 'verified_customer' });
+const accountsWith: AccountView = { loaded: true, get: (uid) => withCaller.get(uid) };
+const permission = { [authzContextKeys.permissions]: 'read:own_profile' };
+cases.push(
+  {
+    case: 'account state: 100,000 accounts held, none for the caller',
+    policy: plainPolicy,
+    input: input('/api/v1/customer/profile', permission),
+    accounts: accountsWithout,
+  },
+  {
+    case: 'account state: the caller revoked earlier (signed in since) and a group override',
+    policy: plainPolicy,
+    input: input('/api/v1/customer/profile', permission),
+    accounts: accountsWith,
+  },
+);
+
 const batch = 200;
 const batches = Number(process.env.BENCH_BATCHES ?? 300);
 
 async function run(c: (typeof cases)[number]) {
-  const first = await decide(c.input, c.policy, verify);
+  const first = await decide(c.input, c.policy, verify, c.accounts);
   if (!first.allow) throw new Error(`${c.case}: expected an allow, got ${JSON.stringify(first)}`);
-  for (let i = 0; i < 2_000; i++) await decide(c.input, c.policy, verify);
+  for (let i = 0; i < 2_000; i++) await decide(c.input, c.policy, verify, c.accounts);
   const perCall: number[] = [];
   const started = performance.now();
   for (let b = 0; b < batches; b++) {
     const t0 = performance.now();
-    for (let i = 0; i < batch; i++) await decide(c.input, c.policy, verify);
+    for (let i = 0; i < batch; i++) await decide(c.input, c.policy, verify, c.accounts);
     perCall.push((performance.now() - t0) / batch);
   }
   const seconds = (performance.now() - started) / 1000;

@@ -19,3 +19,11 @@ export function devDefinitionFile(env: NodeJS.ProcessEnv = process.env): string 
 
 /** The development CA that signed the example definition's certificate (`curl --cacert` it). */
 export const devCertificateAuthorityFile: string = join(repoRoot, 'control-plane/examples/dev-tls/ca.crt');
+
+/**
+ * Where a running `npm start` says how to reach its parts (its Redis, for `npm run admin`);
+ * written at start, removed at stop. SEKISHO_LOCAL_STACK_FILE moves it (tests).
+ */
+export function localStackFile(env: NodeJS.ProcessEnv = process.env): string {
+  return env.SEKISHO_LOCAL_STACK_FILE || cacheDir('local-stack.json');
+}

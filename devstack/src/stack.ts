@@ -53,6 +53,11 @@ export interface Stack {
   envoyAdminUrl: string;
   controlPlaneAdminUrl: string;
   extAuthzAdminUrl: string;
+  /**
+   * One per ext-authz replica: the stack runs one for each address the definition lists
+   * (`policyServices.extAuthz.addresses`), all sharing the stack's Redis; the first is extAuthzAdminUrl.
+   */
+  extAuthzAdminUrls: string[];
   ratelimitAdminUrl: string;
   redis: RedisHandle;
   keyServer: FirebaseKeyServer;
@@ -71,7 +76,8 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-export type ServiceName = 'control-plane' | 'ext-authz' | 'ratelimit-service';
+/** `ext-authz-2`, `ext-authz-3`…: the further ext-authz replicas. */
+export type ServiceName = 'control-plane' | 'ext-authz' | 'ratelimit-service' | `ext-authz-${number}`;
 
 interface ServiceSpec {
   name: ServiceName;
@@ -81,7 +87,7 @@ interface ServiceSpec {
   readyUrl: string;
 }
 
-/** The stack runs one replica of each policy service: the first address the definition gives. */
+/** The stack runs one rate-limit replica (the first address) and one ext-authz replica per address. */
 function firstReplica(service: GatewayDefinition['policyServices']['extAuthz']): string {
   const [first] = policyServiceAddresses(service);
   if (first === undefined) throw new Error('stack: a policy service without an address');
@@ -111,7 +117,11 @@ async function refuseBusyPorts(definition: GatewayDefinition, ports: NonNullable
         '127.0.0.1',
       ]),
     ),
-    ['policyServices.extAuthz.address', portOf(firstReplica(definition.policyServices.extAuthz)), '127.0.0.1'],
+    ...policyServiceAddresses(definition.policyServices.extAuthz).map((address, i): [string, number, string] => [
+      `policyServices.extAuthz.addresses[${i}]`,
+      portOf(address),
+      '127.0.0.1',
+    ]),
     ['policyServices.rateLimit.address', portOf(firstReplica(definition.policyServices.rateLimit)), '127.0.0.1'],
     ...Object.entries(ports)
       .filter(([, port]) => Boolean(port))
@@ -177,7 +187,11 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       redis ? `──── redis (${redis.source}) ────\n${last(redis.logs())}` : '',
     ].join('\n');
   };
-  let serviceSpecs: Record<ServiceName, ServiceSpec> | undefined;
+  let serviceSpecs: Map<ServiceName, ServiceSpec> | undefined;
+  const extAuthzAdminPorts = [ports.extAuthzAdmin];
+  for (let i = 1; i < policyServiceAddresses(definition.policyServices.extAuthz).length; i++) {
+    extAuthzAdminPorts.push(await freePort());
+  }
   // Spawns one of Sekisho's processes under tsx (as deployed: its own process) and waits
   // until it is ready, failing at once with its output if it dies first.
   const launch = async (spec: ServiceSpec) => {
@@ -223,7 +237,25 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const xdsAddress = `127.0.0.1:${ports.controlPlaneXds}`;
     const redisUrl = redis.url;
     const keyServerUrl = keyServer.url;
-    const specs: Record<ServiceName, ServiceSpec> = {
+    const extAuthzSpec = (address: string, i: number): ServiceSpec => ({
+      name: i === 0 ? 'ext-authz' : `ext-authz-${i + 1}`,
+      entry: 'ext-authz/src/main.ts',
+      env: {
+        ...common,
+        EXT_AUTHZ_GRPC_PORT: String(portOf(address)),
+        EXT_AUTHZ_ADMIN_PORT: String(extAuthzAdminPorts[i]),
+        EXT_AUTHZ_NODE_ID: i === 0 ? 'ext-authz' : `ext-authz-${i + 1}`,
+        EXT_AUTHZ_XDS_ADDRESS: xdsAddress,
+        EXT_AUTHZ_FIREBASE_CERTS_URL: keyServerUrl,
+        // The local key server is plain http; only development stacks may say so.
+        EXT_AUTHZ_KEYS_ALLOW_HTTP: 'true',
+        // Disabled accounts and revoked sessions: the state `npm run admin` writes.
+        EXT_AUTHZ_REDIS_URL: redisUrl,
+      },
+      readyUrl: `http://127.0.0.1:${extAuthzAdminPorts[i]}/readyz`,
+    });
+    const extAuthzSpecs = policyServiceAddresses(definition.policyServices.extAuthz).map(extAuthzSpec);
+    const specs = {
       'control-plane': {
         name: 'control-plane',
         entry: 'control-plane/src/main.ts',
@@ -234,20 +266,6 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
           CONTROL_PLANE_ADMIN_PORT: String(ports.controlPlaneAdmin),
         },
         readyUrl: `http://127.0.0.1:${ports.controlPlaneAdmin}/readyz`,
-      },
-      'ext-authz': {
-        name: 'ext-authz',
-        entry: 'ext-authz/src/main.ts',
-        env: {
-          ...common,
-          EXT_AUTHZ_GRPC_PORT: String(portOf(firstReplica(definition.policyServices.extAuthz))),
-          EXT_AUTHZ_ADMIN_PORT: String(ports.extAuthzAdmin),
-          EXT_AUTHZ_XDS_ADDRESS: xdsAddress,
-          EXT_AUTHZ_FIREBASE_CERTS_URL: keyServerUrl,
-          // The local key server is plain http; only development stacks may say so.
-          EXT_AUTHZ_KEYS_ALLOW_HTTP: 'true',
-        },
-        readyUrl: `http://127.0.0.1:${ports.extAuthzAdmin}/readyz`,
       },
       'ratelimit-service': {
         name: 'ratelimit-service',
@@ -262,11 +280,15 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         },
         readyUrl: `http://127.0.0.1:${ports.ratelimitAdmin}/readyz`,
       },
-    };
-    serviceSpecs = specs;
+    } satisfies Record<string, ServiceSpec>;
+    serviceSpecs = new Map<ServiceName, ServiceSpec>([
+      ['control-plane', specs['control-plane']],
+      ['ratelimit-service', specs['ratelimit-service']],
+      ...extAuthzSpecs.map((spec): [ServiceName, ServiceSpec] => [spec.name, spec]),
+    ]);
     await step('starting the control plane', () => launch(specs['control-plane']));
     await step('starting ext-authz and the rate-limit service', () =>
-      Promise.all([launch(specs['ext-authz']), launch(specs['ratelimit-service'])]),
+      Promise.all([...extAuthzSpecs.map(launch), launch(specs['ratelimit-service'])]),
     );
 
     envoy = await step('starting Envoy', () =>
@@ -321,6 +343,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     envoyAdminUrl: envoy.adminUrl,
     controlPlaneAdminUrl: `http://127.0.0.1:${ports.controlPlaneAdmin}`,
     extAuthzAdminUrl: `http://127.0.0.1:${ports.extAuthzAdmin}`,
+    extAuthzAdminUrls: extAuthzAdminPorts.map((port) => `http://127.0.0.1:${port}`),
     ratelimitAdminUrl: `http://127.0.0.1:${ports.ratelimitAdmin}`,
     redis,
     keyServer: activeKeyServer,
@@ -337,7 +360,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     },
     startService: async (name) => {
       if (running(name)) return;
-      const spec = serviceSpecs?.[name];
+      const spec = serviceSpecs?.get(name);
       if (!spec) throw new Error(`stack: no service ${name}`);
       await launch(spec);
     },

@@ -8,6 +8,7 @@ import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
 import { type PolicySubscription, subscribePolicy } from '@sekisho/service-kit/policy-client';
 import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
 import type { Registry } from 'prom-client';
+import { RedisAccountStore } from './accounts/redis-store';
 import { createAuthorizationServer, logDroppedDenials } from './check-service';
 import type { ExtAuthzConfig } from './config';
 import type { VerifyToken } from './decision';
@@ -22,6 +23,8 @@ export interface ExtAuthzApp {
   adminPort: number;
   registry: Registry;
   keyStore: FirebaseKeyStore;
+  /** The account state's copy; undefined without EXT_AUTHZ_REDIS_URL. */
+  accounts: RedisAccountStore | undefined;
   /** Installs a policy as an ADS update would; throws (a NACK) when it is invalid. */
   applyPolicy(policy: AuthzPolicy, version: string): void;
   /** Ready = a policy is in force, the Firebase keys are loaded and shutdown has not begun. */
@@ -103,8 +106,22 @@ export async function startExtAuthzApp(
       cache: tokenCache,
     });
 
+  // Off without a Redis: said at start-up, and in /status.
+  const accounts = config.EXT_AUTHZ_REDIS_URL
+    ? new RedisAccountStore({
+        url: config.EXT_AUTHZ_REDIS_URL,
+        keyPrefix: config.EXT_AUTHZ_ACCOUNTS_KEY_PREFIX,
+        resyncMs: config.EXT_AUTHZ_ACCOUNTS_RESYNC,
+        logger,
+        events: metrics.accounts,
+      })
+    : undefined;
+
   let draining = false;
-  const isReady = () => !draining && active !== undefined && keyStore.hasKeys();
+  // Once loaded, a lost Redis leaves the replica ready: it decides from its last state.
+  const isReady = () =>
+    !draining && active !== undefined && keyStore.hasKeys() && (accounts === undefined || accounts.loaded);
+  const accountStatus = () => (accounts ? { enabled: true, ...accounts.status() } : { enabled: false });
   const status = () => {
     const keys = keyStore.status();
     return {
@@ -117,6 +134,7 @@ export async function startExtAuthzApp(
       customer_id_claim: active?.compiled.customerIdClaim || null,
       draining,
       verified_tokens_cached: tokenCache.size,
+      accounts: accountStatus(),
       keys: {
         url: config.EXT_AUTHZ_FIREBASE_CERTS_URL,
         count: keys.keyCount,
@@ -144,6 +162,7 @@ export async function startExtAuthzApp(
     { name: 'grpc', run: async () => grpc?.close() },
     { name: 'policy subscription', run: async () => subscription?.close() },
     { name: 'key refresh', run: async () => keyStore.close() },
+    { name: 'account state', run: async () => accounts?.close() },
     { name: 'admin', run: async () => admin?.close() },
   ];
   const close = async () => {
@@ -165,6 +184,13 @@ export async function startExtAuthzApp(
     // Not awaited: Google being unreachable at start-up must not stop the service;
     // it stays unready (and answers 503) until the keys arrive.
     void keyStore.start();
+    if (accounts) accounts.start();
+    else {
+      logger.warn(
+        { category: 'technical', event_type: 'accounts_disabled' },
+        'EXT_AUTHZ_REDIS_URL is not set: disabled accounts and revoked sessions are not enforced',
+      );
+    }
 
     grpc = await startGrpcServer({
       host: config.EXT_AUTHZ_HOST,
@@ -174,7 +200,14 @@ export async function startExtAuthzApp(
       register: (server) =>
         server.addService(
           AuthorizationService,
-          createAuthorizationServer({ policy: () => active?.compiled, verify, logger, metrics, denialLog }),
+          createAuthorizationServer({
+            policy: () => active?.compiled,
+            verify,
+            logger,
+            metrics,
+            denialLog,
+            ...(accounts ? { accounts } : {}),
+          }),
         ),
     });
     admin = await startAdminServer({
@@ -183,6 +216,7 @@ export async function startExtAuthzApp(
       registry,
       logger,
       isReady,
+      readyDetails: () => ({ accounts: accountStatus() }),
       status,
     });
     logger.info({ category: 'technical', event_type: 'ext_authz_listening', port: grpc.port }, 'ext-authz listening');
@@ -191,6 +225,7 @@ export async function startExtAuthzApp(
       adminPort: admin.port,
       registry,
       keyStore,
+      accounts,
       applyPolicy,
       isReady,
       status,

@@ -38,6 +38,19 @@ describe('toCheckResponse', () => {
       extra: { refresh_required: true },
     },
     {
+      code: 'TOKEN_REVOKED',
+      http: 401,
+      rpc: grpcStatus.UNAUTHENTICATED,
+      challenge:
+        'Bearer realm="sekisho", error="invalid_token", error_description="The access token was revoked; sign in again"',
+    },
+    {
+      code: 'USER_INACTIVE',
+      http: 401,
+      rpc: grpcStatus.UNAUTHENTICATED,
+      challenge: 'Bearer realm="sekisho", error="invalid_token", error_description="The account is inactive"',
+    },
+    {
       code: 'INSUFFICIENT_PERMISSIONS',
       http: 403,
       rpc: grpcStatus.PERMISSION_DENIED,
@@ -79,6 +92,9 @@ describe('toCheckResponse', () => {
     { code: 'INVALID_TOKEN', failed: true },
     { code: 'TOKEN_EXPIRED', failed: true },
     { code: 'MISSING_TOKEN', failed: false },
+    // A genuine token of an account that is signed out or disabled: not a guess to count per IP.
+    { code: 'TOKEN_REVOKED', failed: false },
+    { code: 'USER_INACTIVE', failed: false },
     { code: 'INSUFFICIENT_PERMISSIONS', failed: false },
   ] as const)('marks a denial for a token that failed verification in dynamic metadata ($code)', ({ code, failed }) => {
     const response = toCheckResponse({ allow: false, code, reason: 'malformed' }, ctx);

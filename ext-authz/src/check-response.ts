@@ -87,6 +87,9 @@ function denied(
   ctx: ResponseContext,
   opts: { extra?: Record<string, unknown> | undefined; tokenError?: boolean },
 ): CheckResponse {
+  // A revoked or inactive account's token is genuine: an invalid_token challenge (sign in
+  // again), but not a failed token for the per-IP count.
+  const accountError = code === 'TOKEN_REVOKED' || code === 'USER_INACTIVE';
   const httpStatus = errorCatalogue[code].status;
   const body = errorBody(code, {
     correlationId: ctx.correlationId,
@@ -98,7 +101,7 @@ function denied(
     headerOption('content-type', 'application/json; charset=utf-8'),
     headerOption('cache-control', 'no-store'),
   ];
-  const challenge = wwwAuthenticate(code, opts.tokenError ?? false);
+  const challenge = wwwAuthenticate(code, (opts.tokenError ?? false) || accountError);
   if (challenge) headers.push(headerOption('www-authenticate', challenge));
   return {
     status: { code: rpcCodeForHttpStatus[httpStatus] ?? grpcStatus.INTERNAL, message: code, details: [] },
@@ -114,7 +117,13 @@ function wwwAuthenticate(code: ErrorCode, tokenError: boolean): string | undefin
   if (code === 'MISSING_TOKEN') return 'Bearer realm="sekisho"';
   if (tokenError) {
     const description =
-      code === 'TOKEN_EXPIRED' ? 'The access token expired; refresh it and retry' : 'The access token is invalid';
+      code === 'TOKEN_EXPIRED'
+        ? 'The access token expired; refresh it and retry'
+        : code === 'TOKEN_REVOKED'
+          ? 'The access token was revoked; sign in again'
+          : code === 'USER_INACTIVE'
+            ? 'The account is inactive'
+            : 'The access token is invalid';
     return `Bearer realm="sekisho", error="invalid_token", error_description="${description}"`;
   }
   if (code === 'INSUFFICIENT_PERMISSIONS') return 'Bearer realm="sekisho", error="insufficient_scope"';

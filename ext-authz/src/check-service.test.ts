@@ -368,6 +368,26 @@ describe('check', () => {
     });
   });
 
+  it.each([
+    { entry: { disabled: true as const }, event: 'user_inactive', code: 'USER_INACTIVE', reason: 'account_disabled' },
+    { entry: { validAfter: 4_000_000_000 }, event: 'token_revoked', code: 'TOKEN_REVOKED', reason: 'token_revoked' },
+  ])('logs $event and counts $code for an account the state refuses', async ({ entry, event, code, reason }) => {
+    const { deps, lines, registry } = setup({
+      accounts: { loaded: true, get: (uid) => (uid === 'user-1' ? entry : undefined) },
+    });
+    const response = await check(request({ authorization: `Bearer ${await mint()}` }), deps);
+    expect(response.deniedResponse?.status?.code).toBe(401);
+    expect(lines.filter((l) => l.event_type !== 'login')[0]).toMatchObject({
+      level: 'WARN',
+      category: 'security',
+      event_type: event,
+      user_id: 'user-1',
+      status_code: 401,
+      error_details: { code, reason },
+    });
+    expect(await registry.metrics()).toContain(`sekisho_ext_authz_checks_total{result="deny",code="${code}"} 1`);
+  });
+
   it('masks an email address in the path it logs', async () => {
     const { deps, lines } = setup();
     const req = request();

@@ -7,6 +7,7 @@ import type {
 import { clientAddressHeader } from '@sekisho/service-kit/contract';
 import { pickLanguage } from '@sekisho/service-kit/errors';
 import { type Logger, maskPII } from '@sekisho/service-kit/logger';
+import type { AccountView } from './accounts/state';
 import { failClosed, type ResponseContext, toCheckResponse } from './check-response';
 import {
   type Decision,
@@ -31,6 +32,8 @@ export interface CheckServiceDeps {
   verify: VerifyToken;
   logger: Logger;
   metrics: ExtAuthzMetrics;
+  /** The replica's copy of the account state; absent = the feature is off. */
+  accounts?: AccountView;
   /** Bounds the denial records per cause and client IP; absent = every denial is written. */
   denialLog?: DenialLogLimiter;
   now?: () => Date;
@@ -65,6 +68,7 @@ export async function check(request: CheckRequest, deps: CheckServiceDeps): Prom
       },
       deps.policy(),
       deps.verify,
+      deps.accounts,
     );
     const response = toCheckResponse(decision, ctx);
     record(decision, facts, deps, seconds());
@@ -225,6 +229,13 @@ const denialRecords: Record<
   MISSING_TOKEN: { category: 'security', event: 'failed_auth', status: 401, message: 'authentication failed' },
   TOKEN_EXPIRED: { category: 'security', event: 'failed_auth', status: 401, message: 'authentication failed' },
   INVALID_TOKEN: { category: 'security', event: 'failed_auth', status: 401, message: 'authentication failed' },
+  TOKEN_REVOKED: {
+    category: 'security',
+    event: 'token_revoked',
+    status: 401,
+    message: 'token issued before the account was signed out everywhere',
+  },
+  USER_INACTIVE: { category: 'security', event: 'user_inactive', status: 401, message: 'account is disabled' },
   INSUFFICIENT_PERMISSIONS: {
     category: 'security',
     event: 'permission_denied',
@@ -241,7 +252,7 @@ const denialRecords: Record<
     category: 'technical',
     event: 'authz_unavailable',
     status: 503,
-    message: 'cannot decide yet (no policy or no keys); denying',
+    message: 'cannot decide yet (no policy, no keys or no account state); denying',
   },
 };
 

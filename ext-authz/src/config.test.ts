@@ -21,6 +21,8 @@ describe('loadExtAuthzConfig', () => {
       EXT_AUTHZ_DENIAL_LOG_PER_CLIENT: 20,
       EXT_AUTHZ_DENIAL_LOG_PER_CAUSE: 1_000,
       EXT_AUTHZ_DENIAL_LOG_WINDOW: 60_000,
+      EXT_AUTHZ_ACCOUNTS_RESYNC: 30_000,
+      EXT_AUTHZ_ACCOUNTS_KEY_PREFIX: 'sekisho:accounts',
       LOG_LEVEL: 'info',
     });
   });
@@ -35,6 +37,11 @@ describe('loadExtAuthzConfig', () => {
     ['EXT_AUTHZ_DENIAL_LOG_PER_CLIENT', '0'],
     ['EXT_AUTHZ_DENIAL_LOG_PER_CAUSE', 'many'],
     ['EXT_AUTHZ_DENIAL_LOG_WINDOW', '10ms'],
+    ['EXT_AUTHZ_REDIS_URL', 'http://127.0.0.1:6379'],
+    ['EXT_AUTHZ_REDIS_URL', '127.0.0.1:6379'],
+    ['EXT_AUTHZ_ACCOUNTS_RESYNC', 'often'],
+    ['EXT_AUTHZ_ACCOUNTS_RESYNC', '10ms'],
+    ['EXT_AUTHZ_ACCOUNTS_KEY_PREFIX', 'has space'],
   ])('refuses %s=%s, naming the variable', (variable, value) => {
     const attempt = () => loadExtAuthzConfig({ [variable]: value });
     expect(attempt).toThrow(ConfigError);

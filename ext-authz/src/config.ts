@@ -1,5 +1,6 @@
 import { envDuration, envEnum, envHostPort, envLogLevel, envPort, loadConfig } from '@sekisho/service-kit/config';
 import { z } from 'zod';
+import { defaultKeyPrefix } from './accounts/redis-store';
 import { GOOGLE_SECURETOKEN_X509_URL } from './firebase/key-store';
 
 // Every setting of the service, parsed and checked in one place at start-up.
@@ -45,6 +46,18 @@ export const configSchema = z
     /** Denial log records per cause per window, every client together (a flood from many addresses). */
     EXT_AUTHZ_DENIAL_LOG_PER_CAUSE: count(1_000),
     EXT_AUTHZ_DENIAL_LOG_WINDOW: envDuration('1m').refine((ms) => ms >= 1_000, 'at least 1s'),
+    /**
+     * Where the account state (disabled, revoked, overrides) lives; unset turns the feature
+     * off. Read into memory at start and kept current by pub/sub: a Check never waits for it.
+     */
+    EXT_AUTHZ_REDIS_URL: z.url({ protocol: /^rediss?$/, error: 'expected redis://host:port or rediss://…' }).optional(),
+    /** Every replica reloads the whole state this often, on top of the change channel. */
+    EXT_AUTHZ_ACCOUNTS_RESYNC: envDuration('30s').refine((ms) => ms >= 100, 'at least 100ms'),
+    /** The Redis keys' prefix (one per gateway when several share a Redis). */
+    EXT_AUTHZ_ACCOUNTS_KEY_PREFIX: z
+      .string()
+      .regex(/^[A-Za-z0-9:_.-]{1,100}$/, 'expected 1-100 of A-Z a-z 0-9 : _ . -')
+      .default(defaultKeyPrefix),
     LOG_LEVEL: envLogLevel(),
   })
   .superRefine((config, ctx) => {

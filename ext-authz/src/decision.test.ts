@@ -1,6 +1,7 @@
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { allIdentityHeaders, authzContextKeys, identityHeaders } from '@sekisho/service-kit/contract';
 import { describe, expect, it } from 'vitest';
+import type { AccountEntry, AccountView } from './accounts/state';
 import { bearerToken, type CheckInput, type Decision, decide, routeRequirements, type VerifyToken } from './decision';
 import type { FirebaseClaims, VerifyResult } from './firebase/verify';
 import { type CompiledPolicy, compileAuthzPolicy } from './policy';
@@ -675,5 +676,89 @@ describe('bearerToken', () => {
     ['bEaReR abc', 'abc'],
   ])('%j → %j', (header, token) => {
     expect(bearerToken(header)).toBe(token);
+  });
+});
+
+describe('decide: account state', () => {
+  const at = 1_800_000_000;
+  const signedInAt = (uid: string, authTime: number, payload: Record<string, unknown> = {}) =>
+    claims(uid, { auth_time: authTime, iat: authTime, ...payload });
+  const accountTokens: Record<string, VerifyResult> = {
+    before: signedInAt('user-r', at - 1),
+    same: signedInAt('user-r', at),
+    disabled: signedInAt('user-d', at + 100),
+    vip: signedInAt('user-g', at, { tier: 'basic_customer' }),
+    owner: signedInAt('user-c', at, { customer_id: 'c-old' }),
+  };
+  const accountVerify: VerifyToken = async (token) =>
+    accountTokens[token] ?? { ok: false, code: 'INVALID_TOKEN', reason: 'malformed' };
+  const view = (entries: Record<string, AccountEntry>, loaded = true): AccountView => ({
+    loaded,
+    get: (uid) => entries[uid],
+  });
+  const accounts = view({
+    'user-r': { validAfter: at },
+    'user-d': { disabled: true },
+    'user-g': { group: 'verified_customer' },
+    'user-c': { customerId: 'c-new' },
+  });
+
+  it.each([
+    { token: 'before', code: 'TOKEN_REVOKED', reason: 'token_revoked' },
+    { token: 'same', code: 'allowed', reason: undefined },
+    { token: 'disabled', code: 'USER_INACTIVE', reason: 'account_disabled' },
+  ])('$token → $code', async ({ token, code, reason }) => {
+    const decision = await decide(input({ authorization: `Bearer ${token}` }), policy, accountVerify, accounts);
+    expect(decision.allow ? 'allowed' : decision.code).toBe(code);
+    if (!decision.allow) expect(decision).toMatchObject({ reason, userId: expect.any(String) });
+  });
+
+  it('refuses a disabled account on a dry-run route too', async () => {
+    const dry = input({ authorization: 'Bearer disabled' });
+    dry.route = { ...dry.route, dryRun: true };
+    expect(await decide(dry, policy, accountVerify, accounts)).toMatchObject({ allow: false, code: 'USER_INACTIVE' });
+  });
+
+  it('answers 503 for a token until the state was first loaded, but lets none routes through', async () => {
+    const notLoaded = view({}, false);
+    expect(await decide(input({ authorization: 'Bearer same' }), policy, accountVerify, notLoaded)).toMatchObject({
+      allow: false,
+      code: 'SERVICE_UNAVAILABLE',
+      reason: 'accounts_not_loaded',
+    });
+    expect((await decide(input({ auth: 'none' }), policy, accountVerify, notLoaded)).allow).toBe(true);
+  });
+
+  it('uses a group override in place of the claim, strictly', async () => {
+    const decision = await decide(
+      input({ authorization: 'Bearer vip', permissions: 'create:appointments' }),
+      policy,
+      accountVerify,
+      accounts,
+    );
+    expect(headersOf(decision)[identityHeaders.group]).toBe('verified_customer');
+    const unknown = view({ 'user-g': { group: 'platinum' } });
+    expect(
+      await decide(
+        input({ authorization: 'Bearer vip', permissions: 'read:own_profile' }),
+        policy,
+        accountVerify,
+        unknown,
+      ),
+    ).toMatchObject({ allow: false, code: 'INSUFFICIENT_PERMISSIONS' });
+  });
+
+  it('uses a customer id override for ownership', async () => {
+    const owned = variant({ customerIdClaim: 'customer_id' });
+    const route = (id: string): CheckInput => ({
+      headers: { ':path': `/api/v1/customers/${id}`, authorization: 'Bearer owner' },
+      route: routeRequirements({ [authzContextKeys.ownerPathSegment]: '4' }),
+    });
+    expect((await decide(route('c-new'), owned, accountVerify, accounts)).allow).toBe(true);
+    expect(await decide(route('c-old'), owned, accountVerify, accounts)).toMatchObject({ reason: 'not_owner' });
+  });
+
+  it('decides as before without the feature', async () => {
+    expect((await decide(input({ authorization: 'Bearer disabled' }), policy, accountVerify)).allow).toBe(true);
   });
 });

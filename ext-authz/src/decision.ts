@@ -5,6 +5,7 @@ import {
   identityHeaders,
   sekishoHeaderPrefix,
 } from '@sekisho/service-kit/contract';
+import { type AccountEntry, type AccountView, accountRefusal } from './accounts/state';
 import type { FirebaseClaims, RejectReason, VerifyResult } from './firebase/verify';
 import type { CompiledPolicy, Group } from './policy';
 
@@ -73,6 +74,8 @@ export type DenyCode =
   | 'MISSING_TOKEN'
   | 'TOKEN_EXPIRED'
   | 'INVALID_TOKEN'
+  | 'USER_INACTIVE'
+  | 'TOKEN_REVOKED'
   | 'INSUFFICIENT_PERMISSIONS'
   | 'REQUEST_HEADERS_TOO_LARGE'
   | 'SERVICE_UNAVAILABLE';
@@ -80,6 +83,9 @@ export type DenyCode =
 export type DenyReason =
   | RejectReason
   | 'no_policy'
+  | 'accounts_not_loaded'
+  | 'account_disabled'
+  | 'token_revoked'
   | 'no_bearer_token'
   | 'uid_not_header_safe'
   | 'sign_in_provider_missing'
@@ -172,10 +178,16 @@ function overHeaderLimits(input: CheckInput, headersToSet: ReadonlyArray<readonl
   );
 }
 
+/**
+ * `accounts`: the replica's copy of the account state (disabled, revoked, overrides), or
+ * undefined when the feature is off (no Redis configured). Until it was first loaded every
+ * authenticated request is refused with 503: a disabled user must not slip through a restart.
+ */
 export async function decide(
   input: CheckInput,
   policy: CompiledPolicy | undefined,
   verify: VerifyToken,
+  accounts?: AccountView,
 ): Promise<Decision> {
   if (!policy) return { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'no_policy' };
 
@@ -194,13 +206,20 @@ export async function decide(
 
   const token = bearerToken(authorization);
   if (token === undefined) return { allow: false, code: 'MISSING_TOKEN', reason: 'no_bearer_token' };
+  if (accounts !== undefined && !accounts.loaded) {
+    return { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'accounts_not_loaded' };
+  }
 
   const verified = await verify(token, policy.projectId);
   if (!verified.ok) return { allow: false, code: verified.code, reason: verified.reason };
   const { claims } = verified;
   if (!isHeaderSafe(claims.uid)) return { allow: false, code: 'INVALID_TOKEN', reason: 'uid_not_header_safe' };
-  const group = groupOf(claims.payload, policy);
-  const refusal = policyRefusal(input, claims, group, policy);
+  // Never dry-run: a disabled or signed-out user is refused on every route.
+  const account = accounts?.get(claims.uid);
+  const inactive = accountRefusal(account, claims.payload);
+  if (inactive !== undefined) return { allow: false, ...inactive, userId: claims.uid };
+  const group = groupOf(claims.payload, policy, account);
+  const refusal = policyRefusal(input, claims, group, policy, account);
   // Dry-run: a verified caller the policy would refuse is let through, marked for the
   // upstream. A missing or failed token is never let through: nobody would be verified.
   if (refusal !== undefined && !(route.dryRun && dryRunnable.has(refusal.reason))) return refusal;
@@ -265,6 +284,7 @@ function policyRefusal(
   claims: FirebaseClaims,
   group: Group | undefined,
   policy: CompiledPolicy,
+  account: AccountEntry | undefined,
 ): Denial | undefined {
   const signIn = signInRefusal(claims.payload, policy);
   if (signIn !== undefined) return { allow: false, code: 'INVALID_TOKEN', reason: signIn, userId: claims.uid };
@@ -283,7 +303,7 @@ function policyRefusal(
     };
   }
 
-  const notOwner = ownerRefusal(input, claims, policy);
+  const notOwner = ownerRefusal(input, claims, policy, account);
   if (notOwner !== undefined) {
     return {
       allow: false,
@@ -302,19 +322,27 @@ function policyRefusal(
  * segment is where the route's template put its variable. A query parameter given twice is
  * refused: the service might read the other one.
  */
-function ownerRefusal(input: CheckInput, claims: FirebaseClaims, policy: CompiledPolicy): DenyReason | undefined {
+function ownerRefusal(
+  input: CheckInput,
+  claims: FirebaseClaims,
+  policy: CompiledPolicy,
+  account: AccountEntry | undefined,
+): DenyReason | undefined {
   const owner = input.route.owner;
   if (owner === undefined) return undefined;
   if (owner.kind === 'unreadable') return 'owner_unreadable';
   const claim = policy.customerIdClaim;
+  // An operator's override (admin set-customer-id) counts before the token's claim catches up.
   const customerId =
     claim === ''
       ? undefined
-      : claim === 'sub'
-        ? claims.uid
-        : Object.hasOwn(claims.payload, claim)
-          ? claims.payload[claim]
-          : undefined;
+      : account?.customerId !== undefined && claim !== 'sub'
+        ? account.customerId
+        : claim === 'sub'
+          ? claims.uid
+          : Object.hasOwn(claims.payload, claim)
+            ? claims.payload[claim]
+            : undefined;
   if (typeof customerId !== 'string' || customerId === '') return 'no_customer_id';
   const path = input.path ?? header(input.headers, ':path') ?? '';
   const value = owner.kind === 'pathSegment' ? pathSegment(path, owner.index) : queryParameter(path, owner.name);
@@ -365,7 +393,13 @@ function signInRefusal(payload: Readonly<Record<string, unknown>>, policy: Compi
  * else (an unknown name, '', an array, an object, a number, null) means no group, never the
  * default: a token minted with a malformed claim must not quietly gain the default's rights.
  */
-function groupOf(payload: Readonly<Record<string, unknown>>, policy: CompiledPolicy): Group | undefined {
+function groupOf(
+  payload: Readonly<Record<string, unknown>>,
+  policy: CompiledPolicy,
+  account: AccountEntry | undefined,
+): Group | undefined {
+  // An operator's override (admin set-group) is held to the same rule as the claim.
+  if (account?.group !== undefined) return policy.groups.get(account.group);
   if (policy.groupClaim === '' || !Object.hasOwn(payload, policy.groupClaim)) return policy.defaultGroup;
   const claimed = payload[policy.groupClaim];
   return typeof claimed === 'string' ? policy.groups.get(claimed) : undefined;

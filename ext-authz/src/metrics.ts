@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { AccountStoreEvents } from './accounts/redis-store';
 import type { RefreshEvent } from './firebase/key-store';
 
 /** dry_run: allowed only because the route is in dry-run; code is the denial it would have been. */
@@ -14,6 +15,7 @@ export interface ExtAuthzMetrics {
   keyRefresh(event: RefreshEvent): void;
   policyApplied(version: string, projectId: string): void;
   policyRejected(): void;
+  accounts: AccountStoreEvents;
 }
 
 export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
@@ -77,7 +79,56 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
     registers,
   });
 
+  const accountsSubscribed = new Gauge({
+    name: 'sekisho_ext_authz_accounts_subscribed',
+    help: '1 while the account change channel is subscribed, else 0 (decisions use the last state).',
+    registers,
+  });
+  const accountSyncs = new Counter({
+    name: 'sekisho_ext_authz_accounts_syncs_total',
+    help: 'Full loads of the account state from Redis, by result (ok, error) and trigger (initial, scheduled, resubscribed, gap).',
+    labelNames: ['result', 'trigger'] as const,
+    registers,
+  });
+  const accountEntries = new Gauge({
+    name: 'sekisho_ext_authz_accounts_entries',
+    help: 'Accounts with any state (disabled, revoked, override) held in memory.',
+    registers,
+  });
+  const accountVersion = new Gauge({
+    name: 'sekisho_ext_authz_accounts_version',
+    help: 'Version of the account state held in memory (Redis counter).',
+    registers,
+  });
+  const accountLastSync = new Gauge({
+    name: 'sekisho_ext_authz_accounts_last_sync_timestamp_seconds',
+    help: 'Unix time of the last successful full load of the account state.',
+    registers,
+  });
+  const accountChanges = new Counter({
+    name: 'sekisho_ext_authz_accounts_changes_total',
+    help: 'Account changes applied from the change channel, by field.',
+    labelNames: ['field'] as const,
+    registers,
+  });
+
   return {
+    accounts: {
+      synced(event) {
+        accountSyncs.inc({ result: event.ok ? 'ok' : 'error', trigger: event.trigger });
+        accountEntries.set(event.entries);
+        accountVersion.set(event.version);
+        if (event.ok) accountLastSync.set(Date.now() / 1000);
+      },
+      subscription(subscribed) {
+        accountsSubscribed.set(subscribed ? 1 : 0);
+      },
+      changeApplied(field, entries, version) {
+        accountChanges.inc({ field });
+        accountEntries.set(entries);
+        accountVersion.set(version);
+      },
+    },
     checkFinished(result, code, seconds) {
       checks.inc({ result, code });
       duration.observe({ result }, seconds);

@@ -26,4 +26,29 @@ describe('admin server', () => {
     expect(metrics).toContain('process_cpu_user_seconds_total{service="admin-test"}');
     expect(await (await fetch(`${base}/status`)).json()).toEqual({ policyVersion: 'v1' });
   });
+
+  it("adds readyDetails to /readyz's body, ready or not", async () => {
+    let ready = true;
+    server = await startAdminServer({
+      port: 0,
+      registry: createMetricsRegistry('admin-test'),
+      logger: createLogger('admin-test', { level: 'silent' }),
+      isReady: () => ready,
+      readyDetails: () => ({ accounts: { subscribed: false } }),
+      status: () => ({}),
+    });
+    const readyz = async () => {
+      const response = await fetch(`http://127.0.0.1:${server?.port}/readyz`);
+      return { code: response.status, body: await response.json() };
+    };
+    expect(await readyz()).toEqual({
+      code: 200,
+      body: { status: 'ready', details: { accounts: { subscribed: false } } },
+    });
+    ready = false;
+    expect(await readyz()).toEqual({
+      code: 503,
+      body: { status: 'not ready', details: { accounts: { subscribed: false } } },
+    });
+  });
 });

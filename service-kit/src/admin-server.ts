@@ -15,13 +15,18 @@ export async function startAdminServer(opts: {
   registry: Registry;
   logger: Logger;
   isReady: () => boolean;
+  /** Added to /readyz's body: what a dependency's state is, whether or not it makes the service unready. */
+  readyDetails?: () => Record<string, unknown>;
   status: () => Record<string, unknown>;
 }): Promise<AdminServer> {
   const app = Fastify({ logger: false });
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
     const ready = opts.isReady();
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready' });
+    const details = opts.readyDetails?.();
+    return reply
+      .code(ready ? 200 : 503)
+      .send({ status: ready ? 'ready' : 'not ready', ...(details ? { details } : {}) });
   });
   app.get('/metrics', async (_request, reply) => {
     return reply.header('content-type', opts.registry.contentType).send(await opts.registry.metrics());

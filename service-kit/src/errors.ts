@@ -9,6 +9,11 @@ export const errorCatalogue = {
   TOKEN_EXPIRED: { status: 401, ja: 'トークンの有効期限が切れています', en: 'The access token has expired.' },
   INVALID_TOKEN: { status: 401, ja: 'トークンが無効です', en: 'The access token is invalid.' },
   USER_INACTIVE: { status: 401, ja: 'アカウントが無効です', en: 'The account is inactive.' },
+  TOKEN_REVOKED: {
+    status: 401,
+    ja: 'トークンは取り消されました。再度ログインしてください',
+    en: 'The access token was revoked. Please sign in again.',
+  },
   INSUFFICIENT_PERMISSIONS: {
     status: 403,
     ja: 'この操作を行う権限がありません',

@@ -2,12 +2,12 @@
 // prints where to call it and ready-to-use development tokens. Ctrl-C stops all
 // (a second Ctrl-C stops at once).
 import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, relative, resolve } from 'node:path';
 import { ConfigError, envEnum, envPort, loadConfig } from '@sekisho/service-kit/config';
 import { z } from 'zod';
 import { loadOrCreateDevKey } from '../firebase-keys';
-import { devCertificateAuthorityFile, devDefinitionFile } from '../paths';
+import { devCertificateAuthorityFile, devDefinitionFile, localStackFile } from '../paths';
 import { startStack } from '../stack';
 
 // Fixed ports, so URLs and tokens stay valid across restarts; 0 = any free port.
@@ -50,6 +50,24 @@ const stack = await startStack({
   console.error(`Sekisho failed to start: ${error instanceof Error ? error.message : String(error)}`);
   process.exit(1);
 });
+
+// Where `npm run admin` finds this stack's Redis; removed when the stack stops.
+const stackFile = localStackFile();
+mkdirSync(dirname(stackFile), { recursive: true });
+writeFileSync(
+  stackFile,
+  `${JSON.stringify({
+    pid: process.pid,
+    redisUrl: stack.redis.url,
+    // The claims `npm run admin` sets in Firebase when it is configured.
+    groupClaim: stack.definition.identity.groupClaim,
+    ...(typeof stack.definition.identity.customerId === 'object'
+      ? { customerIdClaim: stack.definition.identity.customerId.claim }
+      : {}),
+    startedAt: new Date().toISOString(),
+  })}\n`,
+);
+process.on('exit', () => rmSync(stackFile, { force: true }));
 
 const groups = Object.keys(stack.definition.identity.groups);
 const tokens = await Promise.all(
@@ -105,6 +123,7 @@ Try:
 ${tryLines}
 
 More tokens: npm run mint-token -- --uid alice --group premium_customer
+Accounts:    npm run admin -- revoke|disable|enable|set-group|set-customer-id <uid> [value]
 
 Press Ctrl-C to stop everything.
 ${line}`);

@@ -1,0 +1,348 @@
+import type { Logger } from '@sekisho/service-kit/logger';
+import { Redis } from 'ioredis';
+import {
+  type AccountChange,
+  type AccountEntry,
+  type AccountField,
+  type AccountView,
+  accountFields,
+  applyChange,
+  parseFieldValue,
+} from './state';
+
+// The account state in Redis, shared by every ext-authz replica, and each replica's copy of
+// it in memory. Layout under a prefix P (default `sekisho:accounts`):
+//   P:disabled     hash uid → "1"
+//   P:valid_after  hash uid → unix seconds (tokensValidAfterTime)
+//   P:group        hash uid → group name (override of the token's group claim)
+//   P:customer_id  hash uid → customer id (override of the token's customer id claim)
+//   P:version      counter, incremented by every change
+//   P:changes      pub/sub channel: one JSON AccountChange per change
+// A change is one Lua script (field, version and message together), so a replica that
+// reads the version with the hashes knows exactly which messages it has already seen.
+
+export const defaultKeyPrefix = 'sekisho:accounts';
+
+const hashSuffix: Record<AccountField, string> = {
+  disabled: 'disabled',
+  validAfter: 'valid_after',
+  group: 'group',
+  customerId: 'customer_id',
+};
+
+export function accountKeys(prefix: string) {
+  return {
+    hash: (field: AccountField) => `${prefix}:${hashSuffix[field]}`,
+    version: `${prefix}:version`,
+    channel: `${prefix}:changes`,
+  };
+}
+
+const changeScript = `
+local uid, field, value = ARGV[1], ARGV[2], ARGV[3]
+if value == '' then redis.call('HDEL', KEYS[1], uid) else redis.call('HSET', KEYS[1], uid, value) end
+local version = redis.call('INCR', KEYS[2])
+local message = { version = version, uid = uid, field = field }
+if value == '' then message.value = cjson.null else message.value = value end
+redis.call('PUBLISH', KEYS[3], cjson.encode(message))
+return version
+`;
+
+/**
+ * Writes one change and publishes it (the admin command's side). value null removes the
+ * field. Resolves with the state's new version.
+ */
+export async function writeAccountChange(
+  redis: Redis,
+  prefix: string,
+  change: Omit<AccountChange, 'version'>,
+): Promise<number> {
+  const keys = accountKeys(prefix);
+  const value = change.value === null ? '' : change.value === true ? '1' : String(change.value);
+  const version = await redis.eval(
+    changeScript,
+    3,
+    keys.hash(change.field),
+    keys.version,
+    keys.channel,
+    change.uid,
+    change.field,
+    value,
+  );
+  return Number(version);
+}
+
+/** Reads the whole state and its version in one transaction. */
+export async function readAccountState(
+  redis: Redis,
+  prefix: string,
+): Promise<{ version: number; table: Map<string, AccountEntry>; skipped: number }> {
+  const keys = accountKeys(prefix);
+  const multi = redis.multi();
+  for (const field of accountFields) multi.hgetall(keys.hash(field));
+  multi.get(keys.version);
+  const replies = await multi.exec();
+  if (!replies) throw new Error('the state transaction was aborted');
+  const table = new Map<string, AccountEntry>();
+  let skipped = 0;
+  accountFields.forEach((field, i) => {
+    const [error, hash] = replies[i] ?? [];
+    if (error) throw error;
+    for (const [uid, text] of Object.entries((hash ?? {}) as Record<string, string>)) {
+      const value = parseFieldValue(field, text);
+      // A value no admin command writes (someone edited Redis by hand) is left out and counted.
+      if (typeof value === 'symbol' || value === undefined || !applyChange(table, { uid, field, value })) skipped++;
+    }
+  });
+  const [versionError, versionText] = replies[accountFields.length] ?? [];
+  if (versionError) throw versionError;
+  return { version: Number(versionText ?? 0) || 0, table, skipped };
+}
+
+export interface AccountStoreEvents {
+  /** A full load finished (trigger: initial, scheduled, resubscribed, gap). */
+  synced(event: { ok: boolean; trigger: SyncTrigger; seconds: number; entries: number; version: number }): void;
+  subscription(subscribed: boolean): void;
+  changeApplied(field: AccountField, entries: number, version: number): void;
+}
+
+export type SyncTrigger = 'initial' | 'scheduled' | 'resubscribed' | 'gap';
+
+export interface AccountStoreOptions {
+  url: string;
+  keyPrefix: string;
+  resyncMs: number;
+  logger: Logger;
+  events?: AccountStoreEvents;
+}
+
+/**
+ * One replica's copy of the account state. get() reads memory only; the copy follows Redis
+ * through the change channel and is replaced whole by a full load at start, every
+ * `resyncMs`, after the subscription comes back and whenever a message was missed. While
+ * Redis is unreachable the last copy stays in force.
+ */
+export class RedisAccountStore implements AccountView {
+  private table = new Map<string, AccountEntry>();
+  private version = 0;
+  private commands: Redis | undefined;
+  private subscriber: Redis | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  /** Messages that arrived while a full load was under way: replayed on top of it. */
+  private pending: AccountChange[] | undefined;
+  private syncing: Promise<void> | undefined;
+  private subscribedNow = false;
+  private closed = false;
+  private lastSync: { at: string; ok: boolean; error?: string; trigger: SyncTrigger } | undefined;
+  private lastSuccessAt: string | undefined;
+  private syncs = 0;
+  private skippedValues = 0;
+  loaded = false;
+
+  constructor(private readonly opts: AccountStoreOptions) {}
+
+  get(uid: string): AccountEntry | undefined {
+    return this.table.get(uid);
+  }
+
+  get subscribed(): boolean {
+    return this.subscribedNow;
+  }
+
+  /** Connects and starts the first load; resolves at once (start-up never waits for Redis). */
+  start(): void {
+    const keys = accountKeys(this.opts.keyPrefix);
+    const options = {
+      connectTimeout: 2_000,
+      maxRetriesPerRequest: 0,
+      enableOfflineQueue: false,
+      retryStrategy: (attempt: number) => Math.min(100 * 2 ** attempt, 2_000),
+    };
+    // The loads may be asked for before this connection is up: they wait for it (bounded by
+    // the command timeout) rather than fail at once.
+    this.commands = new Redis(this.opts.url, { ...options, enableOfflineQueue: true, commandTimeout: 5_000 });
+    // Resubscribing is done here on every 'ready', followed by a full load.
+    this.subscriber = new Redis(this.opts.url, { ...options, autoResubscribe: false });
+    let errorLogged = false;
+    for (const client of [this.commands, this.subscriber]) {
+      client.on('error', (error: Error) => {
+        if (errorLogged) return;
+        errorLogged = true;
+        this.opts.logger.warn(
+          { category: 'technical', event_type: 'accounts_redis_error', error_details: error.message },
+          'account state: Redis connection error; keeping the last state and reconnecting',
+        );
+      });
+    }
+    this.subscriber.on('ready', () => {
+      errorLogged = false;
+      this.subscriber?.subscribe(keys.channel).then(
+        () => {
+          this.setSubscribed(true);
+          void this.sync(this.syncs === 0 ? 'initial' : 'resubscribed');
+        },
+        () => {
+          // The connection dropped again; the next 'ready' retries.
+        },
+      );
+    });
+    this.subscriber.on('close', () => this.setSubscribed(false));
+    this.subscriber.on('message', (channel: string, text: string) => {
+      if (channel === keys.channel) this.onMessage(text);
+    });
+    this.timer = setInterval(() => void this.sync('scheduled'), this.opts.resyncMs);
+    this.timer.unref();
+  }
+
+  /** Loads the whole state; concurrent calls share one load. */
+  sync(trigger: SyncTrigger): Promise<void> {
+    this.syncing ??= this.load(trigger).finally(() => {
+      this.syncing = undefined;
+    });
+    return this.syncing;
+  }
+
+  private async load(trigger: SyncTrigger): Promise<void> {
+    const commands = this.commands;
+    if (!commands || this.closed) return;
+    const started = performance.now();
+    this.pending = [];
+    try {
+      const state = await readAccountState(commands, this.opts.keyPrefix);
+      const table = state.table;
+      let version = state.version;
+      // Messages published after the read are replayed; earlier ones are already in it.
+      for (const change of this.pending) {
+        if (change.version > version) {
+          applyChange(table, change);
+          version = change.version;
+        }
+      }
+      this.table = table;
+      this.version = version;
+      this.loaded = true;
+      this.syncs++;
+      this.skippedValues = state.skipped;
+      this.lastSync = { at: new Date().toISOString(), ok: true, trigger };
+      this.lastSuccessAt = this.lastSync.at;
+      this.opts.events?.synced({
+        ok: true,
+        trigger,
+        seconds: (performance.now() - started) / 1000,
+        entries: table.size,
+        version,
+      });
+      if (trigger !== 'scheduled') {
+        this.opts.logger.info(
+          {
+            category: 'technical',
+            event_type: 'accounts_synced',
+            trigger,
+            version,
+            entries: table.size,
+            ...(state.skipped > 0 ? { skipped_values: state.skipped } : {}),
+          },
+          'account state loaded from Redis',
+        );
+      }
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      this.lastSync = { at: new Date().toISOString(), ok: false, error: message, trigger };
+      this.opts.events?.synced({
+        ok: false,
+        trigger,
+        seconds: (performance.now() - started) / 1000,
+        entries: this.table.size,
+        version: this.version,
+      });
+      // Sooner than the next scheduled resync: a replica that never loaded is not ready.
+      if (!this.closed && this.retry === undefined) {
+        this.retry = setTimeout(() => {
+          this.retry = undefined;
+          void this.sync(trigger);
+        }, 1_000);
+        this.retry.unref();
+      }
+    } finally {
+      this.pending = undefined;
+    }
+  }
+
+  private onMessage(text: string): void {
+    const change = parseChange(text);
+    if (change === undefined) {
+      this.opts.logger.warn(
+        { category: 'technical', event_type: 'accounts_message_invalid' },
+        'account state: ignored a change message that is not one the admin command writes',
+      );
+      return;
+    }
+    if (this.pending) {
+      this.pending.push(change);
+      return;
+    }
+    if (change.version <= this.version) return;
+    const missed = change.version !== this.version + 1;
+    applyChange(this.table, change);
+    this.version = change.version;
+    this.opts.events?.changeApplied(change.field, this.table.size, this.version);
+    // A gap means a message was lost (or the state was reset): the full load settles it.
+    if (missed || !this.loaded) void this.sync('gap');
+  }
+
+  private setSubscribed(subscribed: boolean): void {
+    if (subscribed === this.subscribedNow) return;
+    this.subscribedNow = subscribed;
+    this.opts.events?.subscription(subscribed);
+    if (!subscribed && !this.closed) {
+      this.opts.logger.warn(
+        { category: 'technical', event_type: 'accounts_subscription_lost', version: this.version },
+        'account state: change subscription lost; deciding from the last state until Redis is back',
+      );
+    }
+  }
+
+  status(): Record<string, unknown> {
+    const count = (field: keyof AccountEntry) => [...this.table.values()].filter((e) => e[field] !== undefined).length;
+    return {
+      loaded: this.loaded,
+      subscribed: this.subscribedNow,
+      version: this.version,
+      accounts: this.table.size,
+      disabled: count('disabled'),
+      revoked: count('validAfter'),
+      group_overrides: count('group'),
+      customer_id_overrides: count('customerId'),
+      skipped_values: this.skippedValues,
+      resync_interval_ms: this.opts.resyncMs,
+      last_sync: this.lastSync ?? null,
+      last_success_at: this.lastSuccessAt ?? null,
+    };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    if (this.retry) clearTimeout(this.retry);
+    await this.syncing?.catch(() => {});
+    this.subscriber?.disconnect();
+    this.commands?.disconnect();
+  }
+}
+
+function parseChange(text: string): AccountChange | undefined {
+  let message: unknown;
+  try {
+    message = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof message !== 'object' || message === null) return undefined;
+  const { version, uid, field, value } = message as Record<string, unknown>;
+  if (typeof version !== 'number' || !Number.isSafeInteger(version) || typeof uid !== 'string') return undefined;
+  if (!(accountFields as readonly unknown[]).includes(field)) return undefined;
+  const parsed = parseFieldValue(field as AccountField, value);
+  if (typeof parsed === 'symbol') return undefined;
+  return { version, uid, field: field as AccountField, value: parsed ?? null };
+}

@@ -1,0 +1,286 @@
+// `npm run admin -- <command> <uid> [value]`: changes Sekisho's account state in Redis and
+// publishes the change, so every ext-authz replica applies it within a second. Without
+// connection options it acts on the stack `npm start` is running (found through
+// .cache/local-stack.json). Exit codes: 0 done, 1 failed, 2 usage.
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { localStackFile } from '@sekisho/devstack/paths';
+import { Redis } from 'ioredis';
+import { defaultKeyPrefix, readAccountState, writeAccountChange } from '../accounts/redis-store';
+import { type AccountChange, type AccountField, isValidUid, parseFieldValue } from '../accounts/state';
+import { applyInFirebase, type Claims, firebaseTarget } from './firebase';
+
+const usage = `usage: npm run admin -- <command> <uid> [value] [options]
+
+commands:
+  revoke <uid>                  refuse every token of <uid> signed in before now (Firebase's revokeRefreshTokens)
+  disable <uid>                 refuse every request of <uid> with 401 USER_INACTIVE
+  enable <uid>                  undo disable (a revocation stays)
+  set-group <uid> <group>       use <group> in place of the token's group claim
+  set-customer-id <uid> <id>    use <id> in place of the token's customer id claim
+  show <uid>                    print what Sekisho holds for <uid>
+  (set-group and set-customer-id with --clear remove the override)
+
+options:
+  --redis-url <url>    the deployment's Redis (default: the Redis of the running \`npm start\`)
+  --key-prefix <p>     the keys' prefix (default: the local stack's, else ${defaultKeyPrefix})
+  --clear              with set-group / set-customer-id: remove the override
+  --firebase-project <id>     the Firebase project (default GOOGLE_CLOUD_PROJECT or GCLOUD_PROJECT)
+  --group-claim <name>        the group claim's name in Firebase (default: the local stack's definition)
+  --customer-id-claim <name>  the customer id claim's name (default: the local stack's definition)
+  --help               this text
+
+Firebase: with FIREBASE_AUTH_EMULATOR_HOST or GOOGLE_APPLICATION_CREDENTIALS set, the same
+change is made in Firebase through firebase-admin (revokeRefreshTokens, updateUser({disabled}),
+setCustomUserClaims); without them Sekisho's state alone is changed, and it says so.`;
+
+class UsageError extends Error {}
+class Failure extends Error {}
+
+interface Target extends Partial<Claims> {
+  redisUrl: string;
+  keyPrefix: string;
+  /** Where the URL came from, for the messages. */
+  source: string;
+}
+
+/** Never print a password that a URL carries. */
+const shown = (url: string) => url.replace(/\/\/[^/@\s]*@/, '//***@');
+
+function findLocalStack(): Target {
+  const file = localStackFile();
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    throw new Failure(
+      `no running local stack found (${file} is missing): start one with \`npm start\`, or pass --redis-url redis://host:port`,
+    );
+  }
+  let info: { redisUrl?: unknown; keyPrefix?: unknown; pid?: unknown; groupClaim?: unknown; customerIdClaim?: unknown };
+  try {
+    info = JSON.parse(text);
+  } catch {
+    throw new Failure(`${file} is not JSON: remove it, or pass --redis-url`);
+  }
+  if (typeof info.redisUrl !== 'string' || typeof info.pid !== 'number') {
+    throw new Failure(`${file} has no redisUrl and pid: remove it, or pass --redis-url`);
+  }
+  if (!processAlive(info.pid)) {
+    throw new Failure(
+      `the local stack that wrote ${file} (pid ${info.pid}) is not running: start one with \`npm start\`, or pass --redis-url`,
+    );
+  }
+  return {
+    redisUrl: info.redisUrl,
+    keyPrefix: typeof info.keyPrefix === 'string' ? info.keyPrefix : defaultKeyPrefix,
+    source: `the local stack (pid ${info.pid})`,
+    ...(typeof info.groupClaim === 'string' ? { groupClaim: info.groupClaim } : {}),
+    ...(typeof info.customerIdClaim === 'string' ? { customerIdClaim: info.customerIdClaim } : {}),
+  };
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: alive, owned by someone else.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+interface Command {
+  name: string;
+  uid: string;
+  change?: Omit<AccountChange, 'version'>;
+}
+
+interface Options {
+  redisUrl?: string;
+  keyPrefix?: string;
+  firebaseProject?: string;
+  groupClaim?: string;
+  customerIdClaim?: string;
+}
+
+function parseCommand(argv: string[]): { command: Command; options: Options } | 'help' {
+  let parsed: ReturnType<typeof parse>;
+  function parse() {
+    return parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        'redis-url': { type: 'string' },
+        'key-prefix': { type: 'string' },
+        clear: { type: 'boolean', default: false },
+        'firebase-project': { type: 'string' },
+        'group-claim': { type: 'string' },
+        'customer-id-claim': { type: 'string' },
+        help: { type: 'boolean', default: false },
+      },
+    });
+  }
+  try {
+    parsed = parse();
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return 'help';
+  const [name, uid, value, ...rest] = positionals;
+  if (name === undefined) throw new UsageError('no command given');
+  if (uid === undefined) throw new UsageError(`${name}: a uid is required`);
+  if (!isValidUid(uid)) throw new UsageError(`${name}: the uid must be 1-128 characters without control characters`);
+  if (rest.length > 0) throw new UsageError(`${name}: unexpected arguments ${JSON.stringify(rest)}`);
+  const redisUrl = values['redis-url'];
+  if (redisUrl !== undefined && !/^rediss?:\/\/./.test(redisUrl)) {
+    throw new UsageError(`--redis-url must be redis://host:port or rediss://…, got ${JSON.stringify(shown(redisUrl))}`);
+  }
+  const keyPrefix = values['key-prefix'];
+  if (keyPrefix !== undefined && !/^[A-Za-z0-9:_.-]{1,100}$/.test(keyPrefix)) {
+    throw new UsageError('--key-prefix must be 1-100 of A-Z a-z 0-9 : _ . -');
+  }
+  const claimName = (option: string, name: string | undefined) => {
+    if (name !== undefined && !/^[A-Za-z_][A-Za-z0-9_]{0,99}$/.test(name)) {
+      throw new UsageError(`${option} must be a claim name (letters, digits, _), got ${JSON.stringify(name)}`);
+    }
+    return name;
+  };
+  const groupClaim = claimName('--group-claim', values['group-claim']);
+  const customerIdClaim = claimName('--customer-id-claim', values['customer-id-claim']);
+  const firebaseProject = values['firebase-project'];
+  const options: Options = {
+    ...(redisUrl ? { redisUrl } : {}),
+    ...(keyPrefix ? { keyPrefix } : {}),
+    ...(firebaseProject ? { firebaseProject } : {}),
+    ...(groupClaim ? { groupClaim } : {}),
+    ...(customerIdClaim ? { customerIdClaim } : {}),
+  };
+  const noValue = () => {
+    if (value !== undefined) throw new UsageError(`${name} takes no value (got ${JSON.stringify(value)})`);
+    if (values.clear) throw new UsageError(`--clear is for set-group and set-customer-id`);
+  };
+  const override = (field: AccountField): Command => {
+    if (values.clear) {
+      if (value !== undefined) throw new UsageError(`${name} --clear takes no value`);
+      return { name, uid, change: { uid, field, value: null } };
+    }
+    if (value === undefined) throw new UsageError(`${name}: a value is required (or --clear)`);
+    if (typeof parseFieldValue(field, value) === 'symbol') {
+      throw new UsageError(`${name}: the value must be 1-256 characters`);
+    }
+    return { name, uid, change: { uid, field, value } };
+  };
+  switch (name) {
+    case 'revoke':
+      noValue();
+      // Firebase's tokensValidAfterTime: whole seconds, now.
+      return {
+        command: { name, uid, change: { uid, field: 'validAfter', value: Math.floor(Date.now() / 1000) } },
+        options,
+      };
+    case 'disable':
+      noValue();
+      return { command: { name, uid, change: { uid, field: 'disabled', value: true } }, options };
+    case 'enable':
+      noValue();
+      return { command: { name, uid, change: { uid, field: 'disabled', value: null } }, options };
+    case 'set-group':
+      return { command: override('group'), options };
+    case 'set-customer-id':
+      return { command: override('customerId'), options };
+    case 'show':
+      noValue();
+      return { command: { name, uid }, options };
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(name)}`);
+  }
+}
+
+function describe(command: Command, version: number): string {
+  const change = command.change;
+  if (!change) return '';
+  const at = ` (state version ${version})`;
+  switch (command.name) {
+    case 'revoke':
+      return `revoked the sessions of ${command.uid}: tokens signed in before ${new Date(Number(change.value) * 1000).toISOString()} are refused with TOKEN_REVOKED${at}`;
+    case 'disable':
+      return `disabled ${command.uid}: every request is refused with USER_INACTIVE${at}`;
+    case 'enable':
+      return `enabled ${command.uid}${at}`;
+    default:
+      return change.value === null
+        ? `removed the ${change.field} override of ${command.uid}${at}`
+        : `set the ${change.field} of ${command.uid} to ${JSON.stringify(change.value)}${at}`;
+  }
+}
+
+async function run(argv: string[]): Promise<number> {
+  const parsed = parseCommand(argv);
+  if (parsed === 'help') {
+    console.log(usage);
+    return 0;
+  }
+  const { command, options } = parsed;
+  const target: Target = options.redisUrl
+    ? { redisUrl: options.redisUrl, keyPrefix: options.keyPrefix ?? defaultKeyPrefix, source: '--redis-url' }
+    : { ...findLocalStack(), ...(options.keyPrefix ? { keyPrefix: options.keyPrefix } : {}) };
+  const redis = new Redis(target.redisUrl, {
+    lazyConnect: true,
+    connectTimeout: 3_000,
+    commandTimeout: 5_000,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    retryStrategy: () => null,
+  });
+  redis.on('error', () => {}); // reported through the command's own rejection
+  try {
+    try {
+      await redis.connect();
+    } catch (error) {
+      throw new Failure(
+        `cannot reach Redis at ${shown(target.redisUrl)} (from ${target.source}): ${error instanceof Error ? error.message : String(error)}`,
+      );
+    }
+    if (!command.change) {
+      const state = await readAccountState(redis, target.keyPrefix);
+      console.log(JSON.stringify({ uid: command.uid, version: state.version, ...state.table.get(command.uid) }));
+      return 0;
+    }
+    // Sekisho first: it is what refuses the requests, whatever Firebase answers.
+    const version = await writeAccountChange(redis, target.keyPrefix, command.change);
+    console.log(`${describe(command, version)}, in ${shown(target.redisUrl)} (${target.source})`);
+    const firebase = firebaseTarget(process.env, options.firebaseProject);
+    if (!firebase) {
+      console.log("Firebase not configured: updated Sekisho's state only");
+      return 0;
+    }
+    try {
+      const done = await applyInFirebase(firebase, command.change, {
+        groupClaim: options.groupClaim ?? target.groupClaim,
+        customerIdClaim: options.customerIdClaim ?? target.customerIdClaim,
+      });
+      console.log(`Firebase (${firebase.via}): ${done}`);
+      return 0;
+    } catch (error) {
+      throw new Failure(
+        `updated Sekisho's state, but Firebase (${firebase.via}) refused the change: ${error instanceof Error ? error.message : String(error)}`,
+      );
+    }
+  } finally {
+    redis.disconnect();
+  }
+}
+
+try {
+  process.exitCode = await run(process.argv.slice(2));
+} catch (error) {
+  if (error instanceof UsageError) {
+    console.error(`admin: ${error.message}\n\n${usage}`);
+    process.exitCode = 2;
+  } else {
+    console.error(`admin: ${error instanceof Error ? error.message : String(error)}`);
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,119 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot } from '@sekisho/devstack/paths';
+import { freePort, type ManagedProcess, spawnProcess, waitUntil } from '@sekisho/devstack/processes';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { stringify } from 'yaml';
+
+// `npm start` (devstack/src/cli/start.ts, run as the script runs it, on free ports and a
+// definition of its own) and `npm run admin` with no connection options: the command finds
+// the running stack's Redis through the file start.ts writes, and the file goes with the stack.
+
+let dir: string;
+let stackFile: string;
+let start: ManagedProcess;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'sekisho-local-stack-'));
+  stackFile = join(dir, 'local-stack.json');
+  const [gateway, customer, extAuthz, rateLimit] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const definitionFile = join(dir, 'gateway.yaml');
+  await writeFile(
+    definitionFile,
+    stringify({
+      listeners: { http: { address: '127.0.0.1', port: gateway } },
+      identity: {
+        firebase: { projectId: 'demo-sekisho-local' },
+        groupClaim: 'tier',
+        defaultGroup: 'basic_customer',
+        groups: { basic_customer: ['read:own_profile'] },
+        customerId: { claim: 'customer_id' },
+      },
+      policyServices: {
+        extAuthz: { address: `127.0.0.1:${extAuthz}`, timeout: '2s' },
+        rateLimit: { address: `127.0.0.1:${rateLimit}`, timeout: '2s' },
+      },
+      services: { customer: { endpoints: [`127.0.0.1:${customer}`], healthCheck: '/health' } },
+      routes: [{ match: 'GET /api/v1/customer/profile', to: 'customer', require: ['read:own_profile'] }],
+    }),
+  );
+  start = spawnProcess({
+    name: 'npm start',
+    command: process.execPath,
+    args: ['--import', 'tsx', 'devstack/src/cli/start.ts'],
+    cwd: repoRoot,
+    env: {
+      ...process.env,
+      SEKISHO_DEFINITION: definitionFile,
+      SEKISHO_LOCAL_STACK_FILE: stackFile,
+      CONTROL_PLANE_XDS_PORT: '0',
+      CONTROL_PLANE_ADMIN_PORT: '0',
+      EXT_AUTHZ_ADMIN_PORT: '0',
+      RATELIMIT_ADMIN_PORT: '0',
+      ENVOY_ADMIN_PORT: '0',
+      DEV_KEY_SERVER_PORT: '0',
+    },
+  });
+  await waitUntil('npm start to say it is running', 120_000, { watch: [start] }, async () =>
+    start.logs().includes('Sekisho is running.')
+      ? { done: true, value: undefined }
+      : { done: false, detail: 'starting' },
+  );
+}, 150_000);
+
+afterAll(async () => {
+  await start?.stop(15_000);
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+function admin(...args: string[]) {
+  const { FIREBASE_AUTH_EMULATOR_HOST: _a, GOOGLE_APPLICATION_CREDENTIALS: _b, ...env } = process.env;
+  return new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', 'ext-authz/src/admin/cli.ts', ...args],
+      { cwd: repoRoot, env: { ...env, SEKISHO_LOCAL_STACK_FILE: stackFile }, timeout: 30_000 },
+      (error, stdout, stderr) => resolve({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+describe('npm start and npm run admin', () => {
+  it('writes where its Redis is, and the admin command acts on it without options', async () => {
+    onTestFailed(() => console.error(start.logs()));
+    const info = JSON.parse(await readFile(stackFile, 'utf8'));
+    expect(info).toMatchObject({
+      pid: start.pid,
+      redisUrl: expect.stringMatching(/^redis:\/\//),
+      groupClaim: 'tier',
+      customerIdClaim: 'customer_id',
+    });
+
+    const result = await admin('disable', 'dev-someone');
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain(`(the local stack (pid ${start.pid}))`);
+
+    // The stack's ext-authz applies it (its admin URL is in what npm start printed).
+    const status = /ext-authz:\s+(http:\/\/\S+)\/status/.exec(start.logs())?.[1];
+    expect(status).toBeDefined();
+    await waitUntil('ext-authz to hold the change', 1_000, {}, async () => {
+      const accounts = ((await (await fetch(`${status}/status`)).json()) as { accounts: { disabled: number } })
+        .accounts;
+      return accounts.disabled === 1
+        ? { done: true, value: undefined }
+        : { done: false, detail: JSON.stringify(accounts) };
+    });
+  });
+
+  it('removes the file when it stops, and the admin command then says no stack runs', async () => {
+    await start.stop(15_000);
+    expect(start.exitInfo()?.code).toBe(0);
+    expect(existsSync(stackFile)).toBe(false);
+    const result = await admin('disable', 'dev-someone');
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('no running local stack found');
+  });
+});
