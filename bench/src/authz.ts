@@ -9,6 +9,7 @@ import {
 } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { authzContextKeys, policyTypeUrls } from '@sekisho/service-kit/contract';
+import { transportFromEnv } from '@sekisho/service-kit/grpc-server';
 import { startPolicyServer } from '@sekisho/service-kit/testing/policy-server';
 import {
   assertTwoCores,
@@ -215,6 +216,8 @@ try {
     server_core: cores.server,
     load_generator_core: cores.loadGenerator,
     services_run_under: 'node --import tsx (as devstack runs them today)',
+    // The services inherit this process's environment: SEKISHO_GRPC_TRANSPORT=grpc-js compares.
+    services_grpc_transport: transportFromEnv(),
     cached: 'one verified RS256 token repeated; EXT_AUTHZ_TOKEN_CACHE_SIZE=10000',
     uncached: 'the same token with EXT_AUTHZ_TOKEN_CACHE_SIZE=0: a signature verification per call',
     denied: 'a token with a forged signature (401 INVALID_TOKEN), cache on',

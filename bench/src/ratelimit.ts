@@ -12,6 +12,7 @@ import {
 } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import { RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { descriptorKeys, policyTypeUrls, rateLimitDomain } from '@sekisho/service-kit/contract';
+import { transportFromEnv } from '@sekisho/service-kit/grpc-server';
 import { startPolicyServer } from '@sekisho/service-kit/testing/policy-server';
 import {
   type Absent,
@@ -135,6 +136,8 @@ const notes: Record<string, unknown> = {
   load_generator_core: cores.loadGenerator,
   redis_core: `${cores.redis} (shared by every case, on the load generator's core)`,
   services_run_under: 'node --import tsx (as devstack runs them today)',
+  // The services inherit this process's environment: SEKISHO_GRPC_TRANSPORT=grpc-js compares.
+  services_grpc_transport: transportFromEnv(),
   duration_s: settings.durationS,
   warmup_s: settings.warmupS,
 };
