@@ -31,6 +31,7 @@ import {
 import { printProfiles } from './cpu-profile';
 import { callMany, grpcBodyFile, grpcHeaders } from './grpc-call';
 import { findH2load } from './h2load';
+import type { NoopTransport } from './noop-servers';
 import { commandsBetween, startPinnedRedis } from './redis-bench';
 import { installReference, referenceYaml } from './reference-ratelimit';
 
@@ -142,7 +143,7 @@ const notes: Record<string, unknown> = {
   warmup_s: settings.warmupS,
 };
 
-async function startNoop(transport: 'grpc-js' | 'http2'): Promise<{ proc: ManagedProcess; port: number }> {
+async function startNoop(transport: NoopTransport): Promise<{ proc: ManagedProcess; port: number }> {
   const port = await freePort();
   const proc = spawnNodePinned(
     `noop-${transport}`,
@@ -245,7 +246,7 @@ try {
   printHeader();
 
   // Transport ceilings.
-  for (const transport of ['grpc-js', 'http2'] as const) {
+  for (const transport of ['grpc-js', 'http2', 'service-kit'] as const) {
     const noop = await startNoop(transport);
     await checkedCall(noop.port, 1);
     results.push(...(await loadAtConcurrencies(`noop-${transport}`, noop.proc, settings, loadFor(noop.port, 1))));

@@ -96,6 +96,249 @@ export function parseGrpcTimeout(value: string): number | undefined {
 }
 
 const decompressors: Record<string, typeof gunzip> = { gzip: gunzip, deflate: inflate };
+const okTrailers = { 'grpc-status': '0' };
+const kCall = Symbol('grpc call');
+type CallStream = ServerHttp2Stream & { [kCall]?: Call };
+
+// One call's state. Its listeners are module-level functions that find the call on the stream,
+// so a call allocates no closures of its own but the handler's callback (this is the hot path).
+class Call implements UnaryCall<unknown> {
+  request: unknown = undefined;
+  cancelled = false;
+  deadline = Number.POSITIVE_INFINITY;
+  finished = false;
+  timer: NodeJS.Timeout | undefined = undefined;
+  chunks: Buffer[] = [];
+  received = 0;
+  declared = -1;
+  encoding = 'identity';
+  /** The status a stream that has sent its headers ends with (a server stream cut short). */
+  trailers: Record<string, string> = okTrailers;
+  /** Set for a server-streaming call: its 'cancelled'/'close' events. */
+  events: EventEmitter | undefined = undefined;
+
+  constructor(
+    readonly stream: CallStream,
+    readonly method: Method,
+    readonly maxReceive: number,
+  ) {}
+
+  done() {
+    this.finished = true;
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  fail(code: number, message: string) {
+    if (this.finished) return;
+    this.done();
+    this.cancelled = true;
+    failStream(this.stream, code, message, this);
+  }
+
+  answer(bytes: Buffer) {
+    if (this.finished) return;
+    this.done();
+    const stream = this.stream;
+    if (stream.destroyed || stream.closed) return;
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+    stream.once('wantTrailers', sendOkTrailers);
+    stream.end(frameOf(bytes));
+  }
+
+  /** The whole body arrived: check the frame, inflate if asked, decode, run the handler. */
+  complete() {
+    const body = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks);
+    this.chunks = [];
+    if (body.length < frameHeaderBytes || body.length !== frameHeaderBytes + this.declared) {
+      this.fail(
+        grpcStatus.INTERNAL,
+        body.length === 0
+          ? 'the request carries no message'
+          : `truncated request: ${body.length} bytes where the frame needs ${frameHeaderBytes + Math.max(this.declared, 0)}`,
+      );
+      return;
+    }
+    const flag = body[0];
+    const message = body.subarray(frameHeaderBytes);
+    if (flag === 0) {
+      this.run(message);
+      return;
+    }
+    if (flag !== 1) {
+      this.fail(grpcStatus.INTERNAL, `invalid compressed flag ${flag} in the message prefix`);
+      return;
+    }
+    const encoding = this.encoding;
+    const decompress = decompressors[encoding];
+    if (decompress === undefined) {
+      this.fail(
+        encoding === 'identity' ? grpcStatus.INTERNAL : grpcStatus.UNIMPLEMENTED,
+        encoding === 'identity'
+          ? 'compressed flag set but grpc-encoding is identity'
+          : `grpc-encoding "${encoding.slice(0, 40)}" is not supported (identity, gzip, deflate are)`,
+      );
+      return;
+    }
+    decompress(message, { maxOutputLength: this.maxReceive }, (error, plain) => {
+      if (this.finished) return;
+      if (error) {
+        const tooBig = (error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE';
+        this.fail(
+          tooBig ? grpcStatus.RESOURCE_EXHAUSTED : grpcStatus.INTERNAL,
+          tooBig
+            ? `decompressed request message is larger than the limit of ${this.maxReceive} bytes`
+            : `request message could not be decompressed (${encoding})`,
+        );
+        return;
+      }
+      this.run(plain);
+    });
+  }
+
+  run(bytes: Buffer) {
+    const m = this.method;
+    try {
+      this.request = m.decode(bytes);
+    } catch (error) {
+      this.fail(grpcStatus.INTERNAL, `request message could not be decoded: ${errorText(error)}`);
+      return;
+    }
+    if (m.kind === 'serverStream') {
+      this.runStream(m.handler);
+      return;
+    }
+    try {
+      m.handler(this, (error, response) => this.respond(error, response));
+    } catch {
+      // The handler threw before answering: a bug, reported without its details.
+      this.fail(grpcStatus.UNKNOWN, 'the method handler failed');
+    }
+  }
+
+  respond(error: UnaryError | null, response: unknown) {
+    if (this.finished) return;
+    if (error) {
+      this.fail(error.code ?? grpcStatus.UNKNOWN, error.details ?? error.message ?? 'call failed');
+      return;
+    }
+    let bytes: Buffer;
+    try {
+      bytes = this.method.encode(response);
+    } catch (encodeError) {
+      this.fail(grpcStatus.INTERNAL, `response could not be encoded: ${errorText(encodeError)}`);
+      return;
+    }
+    this.answer(bytes);
+  }
+
+  runStream(handler: ServerStreamHandler) {
+    let started = false;
+    const call = this;
+    const stream = this.stream;
+    const encode = this.method.encode;
+    const events = new EventEmitter();
+    this.events = events;
+    const streaming = Object.assign(events, {
+      request: this.request,
+      get cancelled() {
+        return call.cancelled;
+      },
+      deadline: this.deadline,
+      write(response: unknown) {
+        if (call.finished || stream.destroyed || stream.closed) return false;
+        if (!started) {
+          started = true;
+          stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+          stream.once('wantTrailers', () => stream.sendTrailers(call.trailers));
+        }
+        return stream.write(frameOf(encode(response)));
+      },
+      end() {
+        if (call.finished) return;
+        if (!started) {
+          call.fail(grpcStatus.OK, '');
+          return;
+        }
+        call.done();
+        if (!stream.destroyed && !stream.closed) stream.end();
+      },
+    });
+    try {
+      handler(streaming as unknown as ServerStreamCall<unknown, unknown>);
+    } catch {
+      this.fail(grpcStatus.UNKNOWN, 'the method handler failed');
+    }
+  }
+}
+
+/** Ends a stream with an error status: trailers-only, or trailers when headers went already. */
+function failStream(stream: ServerHttp2Stream, code: number, message: string, call?: Call) {
+  if (stream.destroyed || stream.closed) return;
+  const status = { 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(message) };
+  if (stream.headersSent) {
+    if (call) call.trailers = status;
+    stream.end();
+    return;
+  }
+  // Trailers-only: the status goes in the one HEADERS frame that ends the stream.
+  const reply: Record<string, string | number> = { ':status': 200, 'content-type': 'application/grpc', ...status };
+  if (code === grpcStatus.UNIMPLEMENTED) reply['grpc-accept-encoding'] = 'identity,gzip,deflate';
+  stream.respond(reply, { endStream: true });
+  // The client may still be sending (an oversized body); it gets no more reading.
+  if (!stream.readableEnded && !stream.closed) stream.close(h2.NGHTTP2_NO_ERROR);
+}
+
+function sendOkTrailers(this: ServerHttp2Stream) {
+  this.sendTrailers(okTrailers);
+}
+
+function ignore() {}
+
+// The client cancelled (RST_STREAM) or the connection went: nothing is written after it.
+function onClose(this: CallStream) {
+  const call = this[kCall];
+  if (!call) return;
+  if (!call.finished) {
+    call.done();
+    call.cancelled = true;
+  }
+  if (call.events) {
+    if (call.cancelled) call.events.emit('cancelled');
+    call.events.emit('close');
+  }
+}
+
+// The body of a unary call: one length-prefixed message. Its length is checked as soon as the
+// prefix arrives, so an oversized message is refused without being buffered.
+function onData(this: CallStream, chunk: Buffer) {
+  const call = this[kCall];
+  if (!call || call.finished) return;
+  call.chunks.push(chunk);
+  call.received += chunk.length;
+  if (call.declared < 0 && call.received >= frameHeaderBytes) {
+    const head = call.chunks.length === 1 ? chunk : Buffer.concat(call.chunks);
+    call.declared = head.readUInt32BE(1);
+    if (call.declared > call.maxReceive) {
+      call.fail(
+        grpcStatus.RESOURCE_EXHAUSTED,
+        `request message of ${call.declared} bytes is larger than the limit of ${call.maxReceive} bytes`,
+      );
+      return;
+    }
+  }
+  if (call.declared >= 0 && call.received > frameHeaderBytes + call.declared) {
+    call.fail(grpcStatus.INTERNAL, 'a unary call carries one request message; more bytes followed it');
+  }
+}
+
+function onEnd(this: CallStream) {
+  const call = this[kCall];
+  if (call && !call.finished) call.complete();
+}
+
+function onDeadline(call: Call) {
+  call.fail(grpcStatus.DEADLINE_EXCEEDED, 'deadline exceeded');
+}
 
 export async function startUnaryGrpcServer(opts: UnaryGrpcServerOptions): Promise<UnaryGrpcServer> {
   const maxReceive = opts.maxReceiveMessageLength ?? defaultMaxReceive;
@@ -110,233 +353,48 @@ export async function startUnaryGrpcServer(opts: UnaryGrpcServerOptions): Promis
     sessions.add(session);
     session.on('close', () => sessions.delete(session));
     // A broken connection is the client's problem; it must never reach 'uncaughtException'.
-    session.on('error', () => {});
+    session.on('error', ignore);
     if (closing) session.close();
   });
-  server.on('stream', (stream, headers) => serve(stream, headers));
-
-  function serve(stream: ServerHttp2Stream, headers: Record<string, string | string[] | undefined>) {
-    stream.on('error', () => {});
-    let finished = false;
-    let timer: NodeJS.Timeout | undefined;
-    const call = { request: undefined as unknown, cancelled: false, deadline: Number.POSITIVE_INFINITY };
-
-    const done = () => {
-      finished = true;
-      if (timer) clearTimeout(timer);
-    };
-    // The status a stream that has sent its headers ends with (a server stream cut short).
-    let trailers: Record<string, string> = { 'grpc-status': '0' };
-    const fail = (code: number, message: string) => {
-      if (finished) return;
-      done();
-      call.cancelled = true;
-      if (stream.destroyed || stream.closed) return;
-      const status = { 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(message) };
-      if (stream.headersSent) {
-        trailers = status;
-        stream.end();
-        return;
-      }
-      // Trailers-only: the status goes in the one HEADERS frame that ends the stream.
-      const reply: Record<string, string> = { ':status': '200', 'content-type': 'application/grpc', ...status };
-      if (code === grpcStatus.UNIMPLEMENTED) reply['grpc-accept-encoding'] = 'identity,gzip,deflate';
-      stream.respond(reply, { endStream: true });
-      // The client may still be sending (an oversized body); it gets no more reading.
-      if (!stream.readableEnded && !stream.closed) stream.close(h2.NGHTTP2_NO_ERROR);
-    };
-    const answer = (bytes: Buffer) => {
-      if (finished) return;
-      done();
-      if (stream.destroyed || stream.closed) return;
-      stream.respond({ ':status': '200', 'content-type': 'application/grpc' }, { waitForTrailers: true });
-      stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
-      stream.end(frameOf(bytes));
-    };
-    // The client cancelled (RST_STREAM) or the connection went: nothing is written after it.
-    stream.once('close', () => {
-      if (!finished) {
-        done();
-        call.cancelled = true;
-      }
-    });
-
+  server.on('stream', (stream: CallStream, headers) => {
+    stream.on('error', ignore);
     if (headers[h2.HTTP2_HEADER_METHOD] !== 'POST') {
-      fail(grpcStatus.UNIMPLEMENTED, `gRPC calls are POST, not ${String(headers[h2.HTTP2_HEADER_METHOD])}`);
+      failStream(
+        stream,
+        grpcStatus.UNIMPLEMENTED,
+        `gRPC calls are POST, not ${String(headers[h2.HTTP2_HEADER_METHOD])}`,
+      );
       return;
     }
-    const contentType = String(headers[h2.HTTP2_HEADER_CONTENT_TYPE] ?? '');
-    if (!contentType.startsWith('application/grpc')) {
-      if (!stream.destroyed) stream.respond({ ':status': '415' }, { endStream: true });
-      finished = true;
+    const contentType = headers[h2.HTTP2_HEADER_CONTENT_TYPE];
+    if (typeof contentType !== 'string' || !contentType.startsWith('application/grpc')) {
+      if (!stream.destroyed) stream.respond({ ':status': 415 }, { endStream: true });
       return;
     }
+    const path = String(headers[h2.HTTP2_HEADER_PATH]);
+    const method = methods.get(path);
+    if (method === undefined || typeof method === 'string') {
+      failStream(stream, grpcStatus.UNIMPLEMENTED, method ?? `unknown method ${path.slice(0, 200)}`);
+      return;
+    }
+    const call = new Call(stream, method, maxReceive);
     const timeoutHeader = headers['grpc-timeout'];
     if (timeoutHeader !== undefined) {
       const ms = parseGrpcTimeout(String(timeoutHeader));
       if (ms === undefined) {
-        fail(grpcStatus.INTERNAL, `malformed grpc-timeout "${String(timeoutHeader).slice(0, 40)}"`);
+        failStream(stream, grpcStatus.INTERNAL, `malformed grpc-timeout "${String(timeoutHeader).slice(0, 40)}"`);
         return;
       }
       call.deadline = Date.now() + ms;
-      timer = setTimeout(() => fail(grpcStatus.DEADLINE_EXCEEDED, 'deadline exceeded'), Math.max(0, ms));
+      call.timer = setTimeout(onDeadline, ms, call);
     }
-    const path = String(headers[h2.HTTP2_HEADER_PATH]);
-    const method = methods.get(path);
-    if (method === undefined) {
-      fail(grpcStatus.UNIMPLEMENTED, `unknown method ${path.slice(0, 200)}`);
-      return;
-    }
-    if (typeof method === 'string') {
-      fail(grpcStatus.UNIMPLEMENTED, method);
-      return;
-    }
-    const encoding = String(headers['grpc-encoding'] ?? 'identity');
-
-    // The body of a unary call: one length-prefixed message. Its length is checked as soon
-    // as the prefix arrives, so an oversized message is refused without being buffered.
-    const chunks: Buffer[] = [];
-    let received = 0;
-    let declared = -1;
-    stream.on('data', (chunk: Buffer) => {
-      if (finished) return;
-      chunks.push(chunk);
-      received += chunk.length;
-      if (declared < 0 && received >= frameHeaderBytes) {
-        const head = chunks.length === 1 ? chunk : Buffer.concat(chunks);
-        declared = head.readUInt32BE(1);
-        if (declared > maxReceive) {
-          fail(
-            grpcStatus.RESOURCE_EXHAUSTED,
-            `request message of ${declared} bytes is larger than the limit of ${maxReceive} bytes`,
-          );
-          return;
-        }
-      }
-      if (declared >= 0 && received > frameHeaderBytes + declared) {
-        fail(grpcStatus.INTERNAL, 'a unary call carries one request message; more bytes followed it');
-      }
-    });
-    stream.on('end', () => {
-      if (finished) return;
-      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
-      if (body.length < frameHeaderBytes || body.length !== frameHeaderBytes + declared) {
-        fail(
-          grpcStatus.INTERNAL,
-          body.length === 0
-            ? 'the request carries no message'
-            : `truncated request: ${body.length} bytes where the frame needs ${frameHeaderBytes + Math.max(declared, 0)}`,
-        );
-        return;
-      }
-      const flag = body[0];
-      const message = body.subarray(frameHeaderBytes);
-      if (flag === 0) {
-        run(method, message);
-        return;
-      }
-      if (flag !== 1) {
-        fail(grpcStatus.INTERNAL, `invalid compressed flag ${flag} in the message prefix`);
-        return;
-      }
-      const decompress = decompressors[encoding];
-      if (decompress === undefined) {
-        fail(
-          encoding === 'identity' ? grpcStatus.INTERNAL : grpcStatus.UNIMPLEMENTED,
-          encoding === 'identity'
-            ? 'compressed flag set but grpc-encoding is identity'
-            : `grpc-encoding "${encoding.slice(0, 40)}" is not supported (identity, gzip, deflate are)`,
-        );
-        return;
-      }
-      decompress(message, { maxOutputLength: maxReceive }, (error, plain) => {
-        if (error) {
-          const tooBig = (error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE';
-          fail(
-            tooBig ? grpcStatus.RESOURCE_EXHAUSTED : grpcStatus.INTERNAL,
-            tooBig
-              ? `decompressed request message is larger than the limit of ${maxReceive} bytes`
-              : `request message could not be decompressed (${encoding})`,
-          );
-          return;
-        }
-        run(method, plain);
-      });
-    });
-
-    function run(m: Method, bytes: Buffer) {
-      try {
-        call.request = m.decode(bytes);
-      } catch (error) {
-        fail(grpcStatus.INTERNAL, `request message could not be decoded: ${errorText(error)}`);
-        return;
-      }
-      if (m.kind === 'serverStream') {
-        runStream(m.handler, m.encode);
-        return;
-      }
-      try {
-        m.handler(call, (error, response) => {
-          if (finished) return;
-          if (error) {
-            fail(error.code ?? grpcStatus.UNKNOWN, error.details ?? error.message ?? 'call failed');
-            return;
-          }
-          let bytes: Buffer;
-          try {
-            bytes = m.encode(response);
-          } catch (encodeError) {
-            fail(grpcStatus.INTERNAL, `response could not be encoded: ${errorText(encodeError)}`);
-            return;
-          }
-          answer(bytes);
-        });
-      } catch {
-        // The handler threw before answering: a bug, reported without its details.
-        fail(grpcStatus.UNKNOWN, 'the method handler failed');
-      }
-    }
-
-    function runStream(handler: ServerStreamHandler, encode: (response: unknown) => Buffer) {
-      let started = false;
-      const events = new EventEmitter();
-      // Runs after the listener above, which marks a call the client left as cancelled.
-      stream.once('close', () => {
-        if (call.cancelled) events.emit('cancelled');
-        events.emit('close');
-      });
-      const streaming = Object.assign(events, {
-        request: call.request,
-        get cancelled() {
-          return call.cancelled;
-        },
-        deadline: call.deadline,
-        write(response: unknown) {
-          if (finished || stream.destroyed || stream.closed) return false;
-          if (!started) {
-            started = true;
-            stream.respond({ ':status': '200', 'content-type': 'application/grpc' }, { waitForTrailers: true });
-            stream.once('wantTrailers', () => stream.sendTrailers(trailers));
-          }
-          return stream.write(frameOf(encode(response)));
-        },
-        end() {
-          if (finished) return;
-          if (!started) {
-            fail(grpcStatus.OK, '');
-            return;
-          }
-          done();
-          if (!stream.destroyed && !stream.closed) stream.end();
-        },
-      });
-      try {
-        handler(streaming as unknown as ServerStreamCall<unknown, unknown>);
-      } catch {
-        fail(grpcStatus.UNKNOWN, 'the method handler failed');
-      }
-    }
-  }
+    const encoding = headers['grpc-encoding'];
+    if (typeof encoding === 'string') call.encoding = encoding;
+    stream[kCall] = call;
+    stream.on('close', onClose);
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+  });
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
