@@ -9,6 +9,7 @@ import {
 } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { authzContextKeys, policyTypeUrls } from '@sekisho/service-kit/contract';
+import { transportFromEnv } from '@sekisho/service-kit/grpc-server';
 import { startPolicyServer } from '@sekisho/service-kit/testing/policy-server';
 import {
   assertTwoCores,
@@ -25,6 +26,7 @@ import {
 import { printProfiles } from './cpu-profile';
 import { grpcBodyFile, grpcHeaders } from './grpc-call';
 import { findH2load } from './h2load';
+import type { NoopTransport } from './noop-servers';
 
 // npm run bench:authz [-- --quick]
 // ext_authz Check at 1, 16 and 64 calls in flight on one HTTP/2 connection: the transport
@@ -116,7 +118,7 @@ async function atHalfPeak(name: string, server: { proc: ManagedProcess; port: nu
   return row as Row;
 }
 
-async function startNoop(transport: 'grpc-js' | 'http2') {
+async function startNoop(transport: NoopTransport) {
   const port = await freePort();
   const proc = spawnNodePinned(
     `noop-${transport}`,
@@ -148,6 +150,8 @@ async function startExtAuthz(tokenCacheSize: number): Promise<{ proc: ManagedPro
       EXT_AUTHZ_ADMIN_PORT: String(adminPort),
       EXT_AUTHZ_XDS_ADDRESS: `127.0.0.1:${ads.port}`,
       EXT_AUTHZ_FIREBASE_CERTS_URL: keys.url,
+      // devstack's key server is plain HTTP on loopback (ext-authz refuses http without this).
+      EXT_AUTHZ_KEYS_ALLOW_HTTP: 'true',
       EXT_AUTHZ_TOKEN_CACHE_SIZE: String(tokenCacheSize),
       LOG_LEVEL: 'warn',
     },
@@ -168,7 +172,7 @@ async function startExtAuthz(tokenCacheSize: number): Promise<{ proc: ManagedPro
 
 try {
   printHeader();
-  for (const transport of ['grpc-js', 'http2'] as const) {
+  for (const transport of ['grpc-js', 'http2', 'service-kit'] as const) {
     const noop = await startNoop(transport);
     await expectDecision(noop.port, token, 'ok');
     results.push(...(await loadAtConcurrencies(`noop-${transport}`, noop.proc, settings, loadFor(noop.port, 'valid'))));
@@ -215,6 +219,8 @@ try {
     server_core: cores.server,
     load_generator_core: cores.loadGenerator,
     services_run_under: 'node --import tsx (as devstack runs them today)',
+    // The services inherit this process's environment: SEKISHO_GRPC_TRANSPORT=grpc-js compares.
+    services_grpc_transport: transportFromEnv(),
     cached: 'one verified RS256 token repeated; EXT_AUTHZ_TOKEN_CACHE_SIZE=10000',
     uncached: 'the same token with EXT_AUTHZ_TOKEN_CACHE_SIZE=0: a signature verification per call',
     denied: 'a token with a forged signature (401 INVALID_TOKEN), cache on',

@@ -17,7 +17,7 @@ afterEach(async () => {
   server = undefined;
 });
 
-describe.each<NoopTransport>(['http2', 'grpc-js'])('the %s no-op server', (transport) => {
+describe.each<NoopTransport>(['http2', 'grpc-js', 'service-kit'])('the %s no-op server', (transport) => {
   it('answers ShouldRateLimit OK to a grpc-js client, many calls on one connection', async () => {
     server = await startNoopServer('ratelimit', transport);
     const client = new RateLimitServiceClient(`127.0.0.1:${server.port}`, credentials.createInsecure());

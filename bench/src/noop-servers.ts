@@ -7,14 +7,17 @@ import {
   RateLimitResponse_Code,
   RateLimitServiceService,
 } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
+import { startGrpcServer } from '@sekisho/service-kit/grpc-server';
 import { frameMessage } from './grpc-frame';
 
 // The transport ceilings: servers that answer every call OK without doing any work, one on
 // grpc-js (what the policy services use today) and one on bare node:http2 speaking just
 // enough gRPC for a unary call. Whatever a policy service does on top costs the difference.
+// A third runs the no-op on service-kit's http2 transport: what that transport costs over bare.
 
 export type NoopService = 'ratelimit' | 'authz';
-export type NoopTransport = 'grpc-js' | 'http2';
+/** `service-kit`: the same no-op behind service-kit's startGrpcServer on its http2 transport (what the services run). */
+export type NoopTransport = 'grpc-js' | 'http2' | 'service-kit';
 
 const okRateLimit = RateLimitResponse.fromPartial({ overallCode: RateLimitResponse_Code.OK });
 const okCheck = CheckResponse.fromPartial({ status: { code: 0 }, okResponse: {} });
@@ -44,7 +47,18 @@ export interface NoopServer {
 }
 
 export async function startNoopServer(service: NoopService, transport: NoopTransport, port = 0): Promise<NoopServer> {
+  if (transport === 'service-kit') return startServiceKitNoop(service, port);
   return transport === 'grpc-js' ? startGrpcJsNoop(service, port) : startHttp2Noop(service, port);
+}
+
+async function startServiceKitNoop(service: NoopService, port: number): Promise<NoopServer> {
+  const [definition, implementation] = definitions[service].grpcJs();
+  const server = await startGrpcServer({
+    port,
+    register: (s) => s.addService(definition, implementation),
+    transport: 'http2',
+  });
+  return { port: server.port, close: () => server.close(0) };
 }
 
 async function startGrpcJsNoop(service: NoopService, port: number): Promise<NoopServer> {

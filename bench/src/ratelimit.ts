@@ -12,6 +12,7 @@ import {
 } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import { RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { descriptorKeys, policyTypeUrls, rateLimitDomain } from '@sekisho/service-kit/contract';
+import { transportFromEnv } from '@sekisho/service-kit/grpc-server';
 import { startPolicyServer } from '@sekisho/service-kit/testing/policy-server';
 import {
   type Absent,
@@ -30,6 +31,7 @@ import {
 import { printProfiles } from './cpu-profile';
 import { callMany, grpcBodyFile, grpcHeaders } from './grpc-call';
 import { findH2load } from './h2load';
+import type { NoopTransport } from './noop-servers';
 import { commandsBetween, startPinnedRedis } from './redis-bench';
 import { installReference, referenceYaml } from './reference-ratelimit';
 
@@ -135,11 +137,13 @@ const notes: Record<string, unknown> = {
   load_generator_core: cores.loadGenerator,
   redis_core: `${cores.redis} (shared by every case, on the load generator's core)`,
   services_run_under: 'node --import tsx (as devstack runs them today)',
+  // The services inherit this process's environment: SEKISHO_GRPC_TRANSPORT=grpc-js compares.
+  services_grpc_transport: transportFromEnv(),
   duration_s: settings.durationS,
   warmup_s: settings.warmupS,
 };
 
-async function startNoop(transport: 'grpc-js' | 'http2'): Promise<{ proc: ManagedProcess; port: number }> {
+async function startNoop(transport: NoopTransport): Promise<{ proc: ManagedProcess; port: number }> {
   const port = await freePort();
   const proc = spawnNodePinned(
     `noop-${transport}`,
@@ -242,7 +246,7 @@ try {
   printHeader();
 
   // Transport ceilings.
-  for (const transport of ['grpc-js', 'http2'] as const) {
+  for (const transport of ['grpc-js', 'http2', 'service-kit'] as const) {
     const noop = await startNoop(transport);
     await checkedCall(noop.port, 1);
     results.push(...(await loadAtConcurrencies(`noop-${transport}`, noop.proc, settings, loadFor(noop.port, 1))));

@@ -7,15 +7,16 @@ import {
   HealthClient,
 } from '@sekisho/proto/grpc/health/v1/health';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type GrpcServer, startGrpcServer } from './grpc-server';
+import { type GrpcServer, type GrpcTransport, startGrpcServer } from './grpc-server';
 
-describe('grpc.health.v1.Health on startGrpcServer', () => {
+describe.each<GrpcTransport>(['http2', 'grpc-js'])('grpc.health.v1.Health on startGrpcServer (%s)', (transport) => {
   let ready = false;
   let server: GrpcServer;
   let client: HealthClient;
 
   beforeAll(async () => {
-    server = await startGrpcServer({ port: 0, register: () => {}, isServing: () => ready });
+    server = await startGrpcServer({ port: 0, register: () => {}, isServing: () => ready, transport });
+    expect(server.transport).toBe(transport);
     client = new HealthClient(`127.0.0.1:${server.port}`, credentials.createInsecure());
   });
 
@@ -58,7 +59,7 @@ describe('grpc.health.v1.Health on startGrpcServer', () => {
   });
 
   it('is SERVING when the server gives no readiness', async () => {
-    const plain = await startGrpcServer({ port: 0, register: () => {} });
+    const plain = await startGrpcServer({ port: 0, register: () => {}, transport });
     const other = new HealthClient(`127.0.0.1:${plain.port}`, credentials.createInsecure());
     try {
       const status = await new Promise<HealthCheckResponse_ServingStatus>((resolve, reject) =>

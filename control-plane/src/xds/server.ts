@@ -1,10 +1,11 @@
-import { status as grpcStatus, type Server, type ServerDuplexStream } from '@grpc/grpc-js';
+import { status as grpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Node } from '@sekisho/proto/envoy/config/core/v3/base';
 import {
   type AggregatedDiscoveryServiceServer,
   AggregatedDiscoveryServiceService,
 } from '@sekisho/proto/envoy/service/discovery/v3/ads';
 import type { DiscoveryRequest, DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
+import type { GrpcServiceRegistrar } from '@sekisho/service-kit/grpc-server';
 import type { Logger } from '@sekisho/service-kit/logger';
 import type { Registry } from 'prom-client';
 import {
@@ -58,7 +59,7 @@ export interface StreamStatus {
 export interface AdsServer {
   /** The gRPC implementation; `register` adds it to a server. */
   readonly implementation: AggregatedDiscoveryServiceServer;
-  register(server: Server): void;
+  register(server: GrpcServiceRegistrar): void;
   /** One entry per open stream. */
   status(): StreamStatus[];
   /** Ends every open stream with OK and refuses new ones (shutdown). */

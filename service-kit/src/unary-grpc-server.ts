@@ -1,0 +1,454 @@
+// A lean gRPC server for unary calls on bare node:http2: the hot path of the policy services
+// (ext_authz Check, ShouldRateLimit), where grpc-js's per-call machinery cost about half of a
+// core's throughput (bench/README.md). It speaks just the gRPC-over-HTTP/2 that a unary call
+// needs: prior-knowledge HTTP/2, length-prefixed messages, grpc-timeout deadlines and
+// grpc-status/grpc-message trailers. Streaming services (ADS) stay on grpc-js.
+
+import { EventEmitter } from 'node:events';
+import { createServer, type Http2Session, constants as h2, type ServerHttp2Stream } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { gunzip, inflate } from 'node:zlib';
+import { status as grpcStatus, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+
+/** What a unary handler is given: the decoded request, and whether the client has gone. */
+export interface UnaryCall<Req> {
+  readonly request: Req;
+  /** True once the client cancelled or the deadline passed: nothing more will be sent. */
+  readonly cancelled: boolean;
+  /** The call's deadline (ms since the epoch), Infinity without grpc-timeout. */
+  readonly deadline: number;
+}
+
+/** The error a handler passes to its callback: grpc-js's `ServiceError` shape, partly. */
+export interface UnaryError {
+  code?: number;
+  details?: string;
+  message?: string;
+}
+
+type UnaryHandler = (
+  call: UnaryCall<unknown>,
+  callback: (error: UnaryError | null, response?: unknown) => void,
+) => void;
+
+/** A server-streaming handler (health Watch): grpc-js's ServerWritableStream, the part it uses. */
+export interface ServerStreamCall<Req, Res> extends UnaryCall<Req> {
+  write(response: Res): boolean;
+  end(): void;
+  on(event: 'cancelled' | 'close' | 'error', listener: () => void): this;
+}
+
+type ServerStreamHandler = (call: ServerStreamCall<unknown, unknown>) => void;
+
+type Method = {
+  decode: (bytes: Buffer) => unknown;
+  encode: (response: unknown) => Buffer;
+} & ({ kind: 'unary'; handler: UnaryHandler } | { kind: 'serverStream'; handler: ServerStreamHandler });
+
+export interface UnaryGrpcServerOptions {
+  host: string;
+  port: number;
+  /** Largest request message accepted, in bytes (default 4 MiB, as grpc-js). */
+  maxReceiveMessageLength?: number;
+  /** Streams in flight per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
+  maxConcurrentStreams?: number;
+}
+
+export interface UnaryGrpcServer {
+  port: number;
+  /** Adds a service's unary and server-streaming methods; one that streams requests answers UNIMPLEMENTED. */
+  addService(service: ServiceDefinition, implementation: UntypedServiceImplementation): void;
+  /** GOAWAY to every connection, in-flight calls finish for graceMs, then connections are destroyed. */
+  close(graceMs: number): Promise<void>;
+}
+
+const frameHeaderBytes = 5;
+const defaultMaxReceive = 4 * 1024 * 1024;
+
+/** grpc-message is percent-encoded: bytes outside printable ASCII, and '%' itself. */
+export function encodeGrpcMessage(message: string): string {
+  let simple = true;
+  for (let i = 0; i < message.length; i++) {
+    const c = message.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e || c === 0x25) {
+      simple = false;
+      break;
+    }
+  }
+  if (simple) return message;
+  let out = '';
+  for (const byte of Buffer.from(message, 'utf8')) {
+    out +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x25
+        ? String.fromCharCode(byte)
+        : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+const timeoutUnitsMs: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000_001 };
+
+/** `grpc-timeout`: at most 8 digits and a unit (H M S m u n); undefined when malformed. */
+export function parseGrpcTimeout(value: string): number | undefined {
+  const match = /^(\d{1,8})([HMSmun])$/.exec(value);
+  if (!match) return undefined;
+  return Number(match[1]) * (timeoutUnitsMs[match[2] as string] as number);
+}
+
+const decompressors: Record<string, typeof gunzip> = { gzip: gunzip, deflate: inflate };
+const okTrailers = { 'grpc-status': '0' };
+const kCall = Symbol('grpc call');
+type CallStream = ServerHttp2Stream & { [kCall]?: Call };
+
+// One call's state. Its listeners are module-level functions that find the call on the stream,
+// so a call allocates no closures of its own but the handler's callback (this is the hot path).
+class Call implements UnaryCall<unknown> {
+  request: unknown = undefined;
+  cancelled = false;
+  deadline = Number.POSITIVE_INFINITY;
+  finished = false;
+  timer: NodeJS.Timeout | undefined = undefined;
+  chunks: Buffer[] = [];
+  received = 0;
+  declared = -1;
+  encoding = 'identity';
+  /** The status a stream that has sent its headers ends with (a server stream cut short). */
+  trailers: Record<string, string> = okTrailers;
+  /** Set for a server-streaming call: its 'cancelled'/'close' events. */
+  events: EventEmitter | undefined = undefined;
+
+  constructor(
+    readonly stream: CallStream,
+    readonly method: Method,
+    readonly maxReceive: number,
+  ) {}
+
+  done() {
+    this.finished = true;
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  fail(code: number, message: string) {
+    if (this.finished) return;
+    this.done();
+    this.cancelled = true;
+    failStream(this.stream, code, message, this);
+  }
+
+  answer(bytes: Buffer) {
+    if (this.finished) return;
+    this.done();
+    const stream = this.stream;
+    if (stream.destroyed || stream.closed) return;
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+    stream.once('wantTrailers', sendOkTrailers);
+    stream.end(frameOf(bytes));
+  }
+
+  /** The whole body arrived: check the frame, inflate if asked, decode, run the handler. */
+  complete() {
+    const body = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks);
+    this.chunks = [];
+    if (body.length < frameHeaderBytes || body.length !== frameHeaderBytes + this.declared) {
+      this.fail(
+        grpcStatus.INTERNAL,
+        body.length === 0
+          ? 'the request carries no message'
+          : `truncated request: ${body.length} bytes where the frame needs ${frameHeaderBytes + Math.max(this.declared, 0)}`,
+      );
+      return;
+    }
+    const flag = body[0];
+    const message = body.subarray(frameHeaderBytes);
+    if (flag === 0) {
+      this.run(message);
+      return;
+    }
+    if (flag !== 1) {
+      this.fail(grpcStatus.INTERNAL, `invalid compressed flag ${flag} in the message prefix`);
+      return;
+    }
+    const encoding = this.encoding;
+    const decompress = decompressors[encoding];
+    if (decompress === undefined) {
+      this.fail(
+        encoding === 'identity' ? grpcStatus.INTERNAL : grpcStatus.UNIMPLEMENTED,
+        encoding === 'identity'
+          ? 'compressed flag set but grpc-encoding is identity'
+          : `grpc-encoding "${encoding.slice(0, 40)}" is not supported (identity, gzip, deflate are)`,
+      );
+      return;
+    }
+    decompress(message, { maxOutputLength: this.maxReceive }, (error, plain) => {
+      if (this.finished) return;
+      if (error) {
+        const tooBig = (error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE';
+        this.fail(
+          tooBig ? grpcStatus.RESOURCE_EXHAUSTED : grpcStatus.INTERNAL,
+          tooBig
+            ? `decompressed request message is larger than the limit of ${this.maxReceive} bytes`
+            : `request message could not be decompressed (${encoding})`,
+        );
+        return;
+      }
+      this.run(plain);
+    });
+  }
+
+  run(bytes: Buffer) {
+    const m = this.method;
+    try {
+      this.request = m.decode(bytes);
+    } catch (error) {
+      this.fail(grpcStatus.INTERNAL, `request message could not be decoded: ${errorText(error)}`);
+      return;
+    }
+    if (m.kind === 'serverStream') {
+      this.runStream(m.handler);
+      return;
+    }
+    try {
+      m.handler(this, (error, response) => this.respond(error, response));
+    } catch {
+      // The handler threw before answering: a bug, reported without its details.
+      this.fail(grpcStatus.UNKNOWN, 'the method handler failed');
+    }
+  }
+
+  respond(error: UnaryError | null, response: unknown) {
+    if (this.finished) return;
+    if (error) {
+      this.fail(error.code ?? grpcStatus.UNKNOWN, error.details ?? error.message ?? 'call failed');
+      return;
+    }
+    let bytes: Buffer;
+    try {
+      bytes = this.method.encode(response);
+    } catch (encodeError) {
+      this.fail(grpcStatus.INTERNAL, `response could not be encoded: ${errorText(encodeError)}`);
+      return;
+    }
+    this.answer(bytes);
+  }
+
+  runStream(handler: ServerStreamHandler) {
+    let started = false;
+    const call = this;
+    const stream = this.stream;
+    const encode = this.method.encode;
+    const events = new EventEmitter();
+    this.events = events;
+    const streaming = Object.assign(events, {
+      request: this.request,
+      get cancelled() {
+        return call.cancelled;
+      },
+      deadline: this.deadline,
+      write(response: unknown) {
+        if (call.finished || stream.destroyed || stream.closed) return false;
+        if (!started) {
+          started = true;
+          stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+          stream.once('wantTrailers', () => stream.sendTrailers(call.trailers));
+        }
+        return stream.write(frameOf(encode(response)));
+      },
+      end() {
+        if (call.finished) return;
+        if (!started) {
+          call.fail(grpcStatus.OK, '');
+          return;
+        }
+        call.done();
+        if (!stream.destroyed && !stream.closed) stream.end();
+      },
+    });
+    try {
+      handler(streaming as unknown as ServerStreamCall<unknown, unknown>);
+    } catch {
+      this.fail(grpcStatus.UNKNOWN, 'the method handler failed');
+    }
+  }
+}
+
+/** Ends a stream with an error status: trailers-only, or trailers when headers went already. */
+function failStream(stream: ServerHttp2Stream, code: number, message: string, call?: Call) {
+  if (stream.destroyed || stream.closed) return;
+  const status = { 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(message) };
+  if (stream.headersSent) {
+    if (call) call.trailers = status;
+    stream.end();
+    return;
+  }
+  // Trailers-only: the status goes in the one HEADERS frame that ends the stream.
+  const reply: Record<string, string | number> = { ':status': 200, 'content-type': 'application/grpc', ...status };
+  if (code === grpcStatus.UNIMPLEMENTED) reply['grpc-accept-encoding'] = 'identity,gzip,deflate';
+  stream.respond(reply, { endStream: true });
+  // The client may still be sending (an oversized body); it gets no more reading.
+  if (!stream.readableEnded && !stream.closed) stream.close(h2.NGHTTP2_NO_ERROR);
+}
+
+function sendOkTrailers(this: ServerHttp2Stream) {
+  this.sendTrailers(okTrailers);
+}
+
+function ignore() {}
+
+// The client cancelled (RST_STREAM) or the connection went: nothing is written after it.
+function onClose(this: CallStream) {
+  const call = this[kCall];
+  if (!call) return;
+  if (!call.finished) {
+    call.done();
+    call.cancelled = true;
+  }
+  if (call.events) {
+    if (call.cancelled) call.events.emit('cancelled');
+    call.events.emit('close');
+  }
+}
+
+// The body of a unary call: one length-prefixed message. Its length is checked as soon as the
+// prefix arrives, so an oversized message is refused without being buffered.
+function onData(this: CallStream, chunk: Buffer) {
+  const call = this[kCall];
+  if (!call || call.finished) return;
+  call.chunks.push(chunk);
+  call.received += chunk.length;
+  if (call.declared < 0 && call.received >= frameHeaderBytes) {
+    const head = call.chunks.length === 1 ? chunk : Buffer.concat(call.chunks);
+    call.declared = head.readUInt32BE(1);
+    if (call.declared > call.maxReceive) {
+      call.fail(
+        grpcStatus.RESOURCE_EXHAUSTED,
+        `request message of ${call.declared} bytes is larger than the limit of ${call.maxReceive} bytes`,
+      );
+      return;
+    }
+  }
+  if (call.declared >= 0 && call.received > frameHeaderBytes + call.declared) {
+    call.fail(grpcStatus.INTERNAL, 'a unary call carries one request message; more bytes followed it');
+  }
+}
+
+function onEnd(this: CallStream) {
+  const call = this[kCall];
+  if (call && !call.finished) call.complete();
+}
+
+function onDeadline(call: Call) {
+  call.fail(grpcStatus.DEADLINE_EXCEEDED, 'deadline exceeded');
+}
+
+export async function startUnaryGrpcServer(opts: UnaryGrpcServerOptions): Promise<UnaryGrpcServer> {
+  const maxReceive = opts.maxReceiveMessageLength ?? defaultMaxReceive;
+  const methods = new Map<string, Method | string>();
+  const sessions = new Set<Http2Session>();
+  let closing = false;
+
+  const server = createServer({
+    settings: { maxConcurrentStreams: opts.maxConcurrentStreams ?? 1_000 },
+  });
+  server.on('session', (session) => {
+    sessions.add(session);
+    session.on('close', () => sessions.delete(session));
+    // A broken connection is the client's problem; it must never reach 'uncaughtException'.
+    session.on('error', ignore);
+    if (closing) session.close();
+  });
+  server.on('stream', (stream: CallStream, headers) => {
+    stream.on('error', ignore);
+    if (headers[h2.HTTP2_HEADER_METHOD] !== 'POST') {
+      failStream(
+        stream,
+        grpcStatus.UNIMPLEMENTED,
+        `gRPC calls are POST, not ${String(headers[h2.HTTP2_HEADER_METHOD])}`,
+      );
+      return;
+    }
+    const contentType = headers[h2.HTTP2_HEADER_CONTENT_TYPE];
+    if (typeof contentType !== 'string' || !contentType.startsWith('application/grpc')) {
+      if (!stream.destroyed) stream.respond({ ':status': 415 }, { endStream: true });
+      return;
+    }
+    const path = String(headers[h2.HTTP2_HEADER_PATH]);
+    const method = methods.get(path);
+    if (method === undefined || typeof method === 'string') {
+      failStream(stream, grpcStatus.UNIMPLEMENTED, method ?? `unknown method ${path.slice(0, 200)}`);
+      return;
+    }
+    const call = new Call(stream, method, maxReceive);
+    const timeoutHeader = headers['grpc-timeout'];
+    if (timeoutHeader !== undefined) {
+      const ms = parseGrpcTimeout(String(timeoutHeader));
+      if (ms === undefined) {
+        failStream(stream, grpcStatus.INTERNAL, `malformed grpc-timeout "${String(timeoutHeader).slice(0, 40)}"`);
+        return;
+      }
+      call.deadline = Date.now() + ms;
+      call.timer = setTimeout(onDeadline, ms, call);
+    }
+    const encoding = headers['grpc-encoding'];
+    if (typeof encoding === 'string') call.encoding = encoding;
+    stream[kCall] = call;
+    stream.on('close', onClose);
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+
+  return {
+    port: (server.address() as AddressInfo).port,
+    addService(service, implementation) {
+      for (const [name, definition] of Object.entries(service)) {
+        const handler = implementation[name] ?? implementation[definition.originalName ?? ''];
+        if (definition.requestStream) {
+          methods.set(definition.path, `${definition.path} streams requests, which this server does not serve`);
+          continue;
+        }
+        if (typeof handler !== 'function') continue;
+        const codec = { decode: definition.requestDeserialize, encode: definition.responseSerialize };
+        methods.set(
+          definition.path,
+          definition.responseStream
+            ? { ...codec, kind: 'serverStream', handler: handler as unknown as ServerStreamHandler }
+            : { ...codec, kind: 'unary', handler: handler as unknown as UnaryHandler },
+        );
+      }
+    },
+    close: (graceMs) =>
+      new Promise<void>((resolve) => {
+        closing = true;
+        // server.close() stops accepting connections and calls back once every session is gone;
+        // session.close() sends GOAWAY and ends the session when its streams have finished.
+        server.close(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        for (const session of sessions) session.close();
+        const timer = setTimeout(() => {
+          for (const session of sessions) session.destroy();
+        }, graceMs);
+        timer.unref();
+      }),
+  };
+}
+
+function frameOf(message: Buffer): Buffer {
+  const frame = Buffer.allocUnsafe(frameHeaderBytes + message.length);
+  frame[0] = 0;
+  frame.writeUInt32BE(message.length, 1);
+  message.copy(frame, frameHeaderBytes);
+  return frame;
+}
+
+function errorText(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).slice(0, 200);
+}
