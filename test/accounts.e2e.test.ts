@@ -5,8 +5,9 @@ import { join } from 'node:path';
 import { repoRoot } from '@sekisho/devstack/paths';
 import { freePort, waitUntil } from '@sekisho/devstack/processes';
 import { type Stack, startStack } from '@sekisho/devstack/stack';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { showStackLogsOnFailure } from './support';
 
 // Disabled accounts and revoked sessions through the whole stack: a real Envoy balancing
 // over TWO ext-authz replicas that share the stack's Redis, changed by `npm run admin` as
@@ -57,11 +58,7 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-function showLogsOnFailure() {
-  onTestFailed(() => {
-    console.error(stack?.logs());
-  });
-}
+const showLogsOnFailure = () => showStackLogsOnFailure(() => stack);
 
 function admin(...args: string[]) {
   return new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {

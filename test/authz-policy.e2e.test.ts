@@ -3,8 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '@sekisho/devstack/processes';
 import { type Stack, startStack } from '@sekisho/devstack/stack';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { showStackLogsOnFailure } from './support';
 
 // Who may call, through the whole stack (devstack's startStack: a real Envoy configured over
 // ADS, the real ext-authz and rate-limit processes, Redis, real RS256 tokens): strict group
@@ -92,11 +93,7 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-function showLogsOnFailure() {
-  onTestFailed(() => {
-    console.error(stack?.logs());
-  });
-}
+const showLogsOnFailure = () => showStackLogsOnFailure(() => stack);
 
 async function call(
   path: string,

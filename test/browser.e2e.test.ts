@@ -6,8 +6,9 @@ import { chromiumInstallHint, chromiumTestFlags, findChromium } from '@sekisho/d
 import { freePort } from '@sekisho/devstack/processes';
 import { type Stack, startStack } from '@sekisho/devstack/stack';
 import { type BrowserContext, chromium } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { showStackLogsOnFailure } from './support';
 
 // A real browser (Debian's headless Chromium) calls the gateway from a web page, the way the
 // salon's PWA does: a fetch with a bearer token is not a "simple" request, so Chromium sends a
@@ -87,11 +88,7 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-function showLogsOnFailure() {
-  onTestFailed(() => {
-    console.error(stack?.logs(200));
-  });
-}
+const showLogsOnFailure = () => showStackLogsOnFailure(() => stack, 200);
 
 interface PageResult {
   ok: boolean;

@@ -6,8 +6,9 @@ import { join } from 'node:path';
 import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import { freePort } from '@sekisho/devstack/processes';
 import { type Stack, startStack } from '@sekisho/devstack/stack';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { showStackLogsOnFailure } from './support';
 
 // The browser-facing edge through the whole stack (a real Envoy configured over ADS, the real
 // ext-authz and rate-limit services): CORS preflights answered by Envoy for every route,
@@ -80,11 +81,7 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-function showLogsOnFailure() {
-  onTestFailed(() => {
-    console.error(stack?.logs(200));
-  });
-}
+const showLogsOnFailure = () => showStackLogsOnFailure(() => stack, 200);
 
 /** One request as curl sends it: exactly these headers, the body bytes as they came. */
 function send(method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {

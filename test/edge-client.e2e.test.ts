@@ -5,8 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '@sekisho/devstack/processes';
 import { type Stack, startStack } from '@sekisho/devstack/stack';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { showStackLogsOnFailure } from './support';
 
 // Who the client is, and what reaches the upstream about it, through the whole stack (real
 // Envoy, ext-authz, rate-limit service, Redis, demo upstreams). Distinct loopback addresses
@@ -153,11 +154,7 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-function showLogsOnFailure() {
-  onTestFailed(() => {
-    console.error(stack?.logs());
-  });
-}
+const showLogsOnFailure = () => showStackLogsOnFailure(() => stack);
 
 describe('header hygiene: what the upstream receives', () => {
   it('does not forward the verified Authorization header to the service', async () => {

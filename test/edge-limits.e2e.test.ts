@@ -5,8 +5,9 @@ import { join } from 'node:path';
 import { generateSigningKey, mintIdToken } from '@sekisho/devstack/firebase-keys';
 import { freePort } from '@sekisho/devstack/processes';
 import { type Stack, startStack } from '@sekisho/devstack/stack';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { showStackLogsOnFailure } from './support';
 
 // Limits the edge decides before anything else costs work: per-IP limits before
 // authentication (a flood without a token never reaches ext-authz), request-body limits,
@@ -86,11 +87,7 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-function showLogsOnFailure() {
-  onTestFailed(() => {
-    console.error(stack?.logs(60));
-  });
-}
+const showLogsOnFailure = () => showStackLogsOnFailure(() => stack, 60);
 
 interface Answer {
   status: number;

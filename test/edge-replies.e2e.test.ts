@@ -1,11 +1,11 @@
-import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '@sekisho/devstack/processes';
 import { type Stack, startStack } from '@sekisho/devstack/stack';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { stringify } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { showStackLogsOnFailure, writeDefinitionFile } from './support';
 
 // Every answer Envoy itself gives is the reference design's JSON error body, provoked for
 // real: malformed requests over a raw socket, HTTP/1.0, slow headers, unknown paths and
@@ -33,8 +33,7 @@ function tcpServer(onConnection: (socket: Socket) => void): Promise<number> {
 }
 
 async function writeDefinition(content: unknown) {
-  await writeFile(`${definitionFile}.tmp`, stringify(content));
-  await rename(`${definitionFile}.tmp`, definitionFile);
+  await writeDefinitionFile(definitionFile, content);
 }
 
 beforeAll(async () => {
@@ -102,11 +101,7 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-function showLogsOnFailure() {
-  onTestFailed(() => {
-    console.error(stack?.logs(60));
-  });
-}
+const showLogsOnFailure = () => showStackLogsOnFailure(() => stack, 60);
 
 interface RawAnswer {
   status: number;

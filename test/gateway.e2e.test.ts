@@ -1,10 +1,10 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '@sekisho/devstack/processes';
 import { type Stack, startStack } from '@sekisho/devstack/stack';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { stringify } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { showStackLogsOnFailure, writeDefinitionFile } from './support';
 
 // The walking skeleton, end to end: requests go through a real Envoy configured
 // over ADS by the control plane, which calls the real ext-authz and rate-limit
@@ -86,12 +86,7 @@ async function buildDefinition() {
 }
 
 async function writeDefinition(content: Record<string, unknown>) {
-  // Write then rename, as editors and config-management tools do, so the
-  // watcher never reads half a file.
-  const temporary = `${definitionFile}.tmp`;
-  await writeFile(temporary, stringify(content));
-  const { rename } = await import('node:fs/promises');
-  await rename(temporary, definitionFile);
+  await writeDefinitionFile(definitionFile, content);
 }
 
 async function call(path: string, init: RequestInit & { token?: string } = {}) {
@@ -144,11 +139,7 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-function showLogsOnFailure() {
-  onTestFailed(() => {
-    console.error(stack?.logs());
-  });
-}
+const showLogsOnFailure = () => showStackLogsOnFailure(() => stack);
 
 describe('walking skeleton through a real Envoy', () => {
   it('answers 401 MISSING_TOKEN in the reference JSON format when no token is sent', async () => {

@@ -1,5 +1,4 @@
-import { randomUUID } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect as http2Connect } from 'node:http2';
 import { Agent, request } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -14,8 +13,9 @@ import {
   issueServerCertificate,
   type ServerCertificate,
 } from '@sekisho/devstack/tls-certs';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { showStackLogsOnFailure, writeFileAtomically } from './support';
 
 // HTTPS at the ingress, end to end: a real Envoy gets its certificates from the control plane
 // over SDS (ADS), terminates TLS with the definition's parameters, picks a certificate by SNI,
@@ -40,9 +40,7 @@ async function writeCertificate(name: string, certificate: ServerCertificate) {
     [`${name}.crt`, certificate.certificatePem],
     [`${name}.key`, certificate.privateKeyPem],
   ] as const) {
-    const temporary = join(dir, 'tls', `.${file}.${randomUUID()}`);
-    await writeFile(temporary, text);
-    await rename(temporary, join(dir, 'tls', file));
+    await writeFileAtomically(join(dir, 'tls', file), text);
   }
 }
 
@@ -98,11 +96,7 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-function showLogsOnFailure() {
-  onTestFailed(() => {
-    console.error(stack?.logs(60));
-  });
-}
+const showLogsOnFailure = () => showStackLogsOnFailure(() => stack, 60);
 
 interface HttpsAnswer {
   status: number;
