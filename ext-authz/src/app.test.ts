@@ -8,6 +8,7 @@ import {
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { authzContextKeys, identityHeaders, policyTypeUrls } from '@sekisho/service-kit/contract';
 import type { GrpcServer } from '@sekisho/service-kit/grpc-server';
+import { createLogger } from '@sekisho/service-kit/logger';
 import { startPolicyServer } from '@sekisho/service-kit/testing/policy-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ExtAuthzApp, startExtAuthzApp } from './app';
@@ -220,9 +221,18 @@ describe('ext-authz over gRPC', () => {
     expect(text).toContain('sekisho_ext_authz_policy_updates_total{result="rejected",service="ext-authz"} 1');
     expect(text).toContain('sekisho_ext_authz_keys_loaded{service="ext-authz"} 2');
     expect(text).toContain('sekisho_ext_authz_keys_last_refresh_ok{service="ext-authz"} 1');
+    expect(text).toContain('sekisho_ext_authz_emulator_mode{service="ext-authz"} 0');
     expect(text).toMatch(
       /sekisho_ext_authz_key_refreshes_total\{result="ok",trigger="unknown_kid",service="ext-authz"\} 1/,
     );
+  });
+
+  it('refuses an unsigned token of the Auth emulator outside the emulator mode', async () => {
+    const [, payload] = (await mint()).split('.');
+    const unsigned = `${Buffer.from('{"alg":"none","typ":"JWT"}').toString('base64url')}.${payload}.`;
+    const response = await callCheck({ token: unsigned });
+    expect(response.deniedResponse?.status?.code).toBe(401);
+    expect(JSON.parse((await admin('/readyz')).text).details.auth_emulator).toEqual({ enabled: false });
   });
 
   // Last: it starts the shutdown.
@@ -232,5 +242,90 @@ describe('ext-authz over gRPC', () => {
     await app.shutdownSteps[0]?.run();
     expect((await admin('/readyz')).status).toBe(503);
     expect((await callCheck({ token: await mint() })).status?.code).toBe(0);
+  });
+});
+
+// The Auth emulator mode in a second instance: unsigned tokens of the demo- project accepted,
+// said loudly at start-up, in /readyz, /status and a metric; ready with no keys at all (the
+// keys URL here answers nothing), as on an offline laptop with only the emulator.
+describe('ext-authz in the Auth emulator mode', () => {
+  const demoProject = 'demo-salon';
+  const lines: string[] = [];
+  let emulatorApp: ExtAuthzApp;
+  let emulatorClient: AuthorizationClient;
+
+  beforeAll(async () => {
+    emulatorApp = await startExtAuthzApp(
+      loadExtAuthzConfig({
+        EXT_AUTHZ_GRPC_PORT: '0',
+        EXT_AUTHZ_ADMIN_PORT: '0',
+        EXT_AUTHZ_FIREBASE_CERTS_URL: 'http://127.0.0.1:1/keys',
+        EXT_AUTHZ_KEYS_ALLOW_HTTP: 'true',
+        EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST: '127.0.0.1:9099',
+        NODE_ENV: 'development',
+      }),
+      {
+        subscribe: false,
+        logger: createLogger('ext-authz', {
+          level: 'info',
+          destination: { write: (line: string) => lines.push(line) },
+        }),
+      },
+    );
+    emulatorClient = new AuthorizationClient(`127.0.0.1:${emulatorApp.grpcPort}`, credentials.createInsecure());
+  });
+
+  afterAll(async () => {
+    emulatorClient?.close();
+    await emulatorApp?.close();
+  });
+
+  const emulatorAdmin = async (path: string) =>
+    (await fetch(`http://127.0.0.1:${emulatorApp.adminPort}${path}`)).text();
+  const check = (token: string) =>
+    new Promise<CheckResponse>((resolve, reject) => {
+      const request = CheckRequest.fromPartial({
+        attributes: {
+          contextExtensions: { [authzContextKeys.routeId]: 'r1', [authzContextKeys.permissions]: 'read:own_profile' },
+          request: { http: { method: 'GET', path: '/p', headers: { authorization: `Bearer ${token}` } } },
+        },
+      });
+      emulatorClient.check(request, (error, response) => (error ? reject(error) : resolve(response)));
+    });
+  /** What the emulator issues: a Firebase-format payload, alg none, no signature. */
+  const unsigned = async (project: string, claims: Record<string, unknown> = {}) => {
+    const [, payload] = (await mintIdToken(keys.signingKey, { projectId: project, uid: 'emu-1', claims })).split('.');
+    return `${Buffer.from('{"alg":"none","typ":"JWT"}').toString('base64url')}.${payload}.`;
+  };
+
+  it('says so loudly at start-up', () => {
+    const record = lines.map((line) => JSON.parse(line)).find((r) => r.event_type === 'emulator_mode');
+    expect(record).toMatchObject({ level: 'WARN', emulator_host: '127.0.0.1:9099' });
+    expect(record.message).toContain('AUTH EMULATOR MODE');
+  });
+
+  it('accepts an unsigned token of the demo- project, ready without any keys, and shows the mode', async () => {
+    emulatorApp.applyPolicy(AuthzPolicy.fromPartial({ ...policy, firebase: { projectId: demoProject } }), 'e1');
+    expect(emulatorApp.keyStore.hasKeys()).toBe(false);
+    await until(() => emulatorApp.isReady());
+    const response = await check(await unsigned(demoProject));
+    expect(response.status?.code).toBe(0);
+    expect(okHeaders(response)[identityHeaders.userId]).toBe('emu-1');
+    // Claims still count: another project's token is refused.
+    expect((await check(await unsigned('demo-other'))).deniedResponse?.status?.code).toBe(401);
+
+    const expected = { enabled: true, host: '127.0.0.1:9099', accepts_unsigned_tokens: true };
+    expect(JSON.parse(await emulatorAdmin('/readyz'))).toMatchObject({
+      status: 'ready',
+      details: { auth_emulator: expected },
+    });
+    expect(JSON.parse(await emulatorAdmin('/status')).auth_emulator).toEqual(expected);
+    expect(await emulatorAdmin('/metrics')).toContain('sekisho_ext_authz_emulator_mode{service="ext-authz"} 1');
+  });
+
+  it('refuses unsigned tokens, and warns, when the policy names a project that is not a demo- one', async () => {
+    emulatorApp.applyPolicy(AuthzPolicy.fromPartial({ ...policy, firebase: { projectId: 'salon-prod' } }), 'e2');
+    expect((await check(await unsigned('salon-prod'))).deniedResponse?.status?.code).toBe(401);
+    expect(lines.some((line) => line.includes('"event_type":"emulator_mode_project"'))).toBe(true);
   });
 });

@@ -14,7 +14,7 @@ import type { ExtAuthzConfig } from './config';
 import type { VerifyToken } from './decision';
 import { DenialLogLimiter } from './denial-log-limiter';
 import { FirebaseKeyStore, type KeyStoreOptions } from './firebase/key-store';
-import { VerifiedTokenCache, verifyFirebaseIdToken } from './firebase/verify';
+import { isDemoProject, VerifiedTokenCache, verifyFirebaseIdToken } from './firebase/verify';
 import { createExtAuthzMetrics } from './metrics';
 import { type CompiledPolicy, compileAuthzPolicy } from './policy';
 
@@ -48,6 +48,9 @@ export async function startExtAuthzApp(
   const logger = opts.logger ?? createLogger('ext-authz', { level: config.LOG_LEVEL });
   const registry = createMetricsRegistry('ext-authz');
   const metrics = createExtAuthzMetrics(registry);
+  // Development only (config refuses it under NODE_ENV=production): unsigned emulator tokens.
+  const emulatorHost = config.EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST;
+  metrics.emulatorMode(emulatorHost !== undefined);
 
   const keyStore = new FirebaseKeyStore({
     url: config.EXT_AUTHZ_FIREBASE_CERTS_URL,
@@ -84,6 +87,12 @@ export async function startExtAuthzApp(
     }
     active = { compiled, version };
     metrics.policyApplied(version, compiled.projectId);
+    if (emulatorHost !== undefined && !isDemoProject(compiled.projectId)) {
+      logger.warn(
+        { category: 'technical', event_type: 'emulator_mode_project', project_id: compiled.projectId },
+        `Auth emulator mode: the project ${compiled.projectId} is not a demo- one, so its unsigned tokens are refused`,
+      );
+    }
   };
 
   const denialLog = new DenialLogLimiter(
@@ -104,6 +113,7 @@ export async function startExtAuthzApp(
       now: Date.now(),
       clockToleranceMs: config.EXT_AUTHZ_CLOCK_TOLERANCE,
       cache: tokenCache,
+      ...(emulatorHost !== undefined ? { acceptEmulatorTokens: true } : {}),
     });
 
   // Off without a Redis: said at start-up, and in /status.
@@ -118,9 +128,17 @@ export async function startExtAuthzApp(
     : undefined;
 
   let draining = false;
-  // Once loaded, a lost Redis leaves the replica ready: it decides from its last state.
+  // Once loaded, a lost Redis leaves the replica ready: it decides from its last state. In the
+  // emulator mode the keys are not needed for the emulator's tokens (an offline laptop).
   const isReady = () =>
-    !draining && active !== undefined && keyStore.hasKeys() && (accounts === undefined || accounts.loaded);
+    !draining &&
+    active !== undefined &&
+    (keyStore.hasKeys() || emulatorHost !== undefined) &&
+    (accounts === undefined || accounts.loaded);
+  const emulatorStatus = () =>
+    emulatorHost !== undefined
+      ? { enabled: true, host: emulatorHost, accepts_unsigned_tokens: true }
+      : { enabled: false };
   const accountStatus = () => (accounts ? { enabled: true, ...accounts.status() } : { enabled: false });
   const status = () => {
     const keys = keyStore.status();
@@ -134,6 +152,7 @@ export async function startExtAuthzApp(
       customer_id_claim: active?.compiled.customerIdClaim || null,
       draining,
       verified_tokens_cached: tokenCache.size,
+      auth_emulator: emulatorStatus(),
       accounts: accountStatus(),
       keys: {
         url: config.EXT_AUTHZ_FIREBASE_CERTS_URL,
@@ -181,6 +200,12 @@ export async function startExtAuthzApp(
         logger,
       });
     }
+    if (emulatorHost !== undefined) {
+      logger.warn(
+        { category: 'technical', event_type: 'emulator_mode', emulator_host: emulatorHost },
+        `AUTH EMULATOR MODE (EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST=${emulatorHost}): unsigned ID tokens of a demo- project are ACCEPTED; anybody can write one. Development only, never in production.`,
+      );
+    }
     // Not awaited: Google being unreachable at start-up must not stop the service;
     // it stays unready (and answers 503) until the keys arrive.
     void keyStore.start();
@@ -216,7 +241,7 @@ export async function startExtAuthzApp(
       registry,
       logger,
       isReady,
-      readyDetails: () => ({ accounts: accountStatus() }),
+      readyDetails: () => ({ accounts: accountStatus(), auth_emulator: emulatorStatus() }),
       status,
     });
     logger.info({ category: 'technical', event_type: 'ext_authz_listening', port: grpc.port }, 'ext-authz listening');

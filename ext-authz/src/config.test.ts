@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process';
+import { repoRoot } from '@sekisho/devstack/paths';
 import { ConfigError } from '@sekisho/service-kit/config';
 import { describe, expect, it } from 'vitest';
 import { loadExtAuthzConfig } from './config';
@@ -58,5 +60,42 @@ describe('loadExtAuthzConfig', () => {
       EXT_AUTHZ_KEYS_ALLOW_HTTP: true,
     });
     expect(() => loadExtAuthzConfig({ EXT_AUTHZ_KEYS_ALLOW_HTTP: 'yes' })).toThrow('EXT_AUTHZ_KEYS_ALLOW_HTTP');
+  });
+
+  it('takes the Auth emulator mode outside production, and refuses it with NODE_ENV=production', () => {
+    expect(loadExtAuthzConfig({ EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST: '127.0.0.1:9099' })).toMatchObject({
+      EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST: '127.0.0.1:9099',
+    });
+    const production = () =>
+      loadExtAuthzConfig({ EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST: '127.0.0.1:9099', NODE_ENV: 'production' });
+    expect(production).toThrow(ConfigError);
+    expect(production).toThrow(/EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST: .*unsigned tokens.*NODE_ENV=production/);
+    expect(() => loadExtAuthzConfig({ EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST: 'localhost' })).toThrow(
+      'EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST',
+    );
+    // Production without the mode is fine.
+    expect(loadExtAuthzConfig({ NODE_ENV: 'production' }).EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST).toBeUndefined();
+  });
+
+  it('makes ext-authz exit at start with the message when the emulator mode meets NODE_ENV=production', async () => {
+    const result = await new Promise<{ code: number; stderr: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        ['--import', 'tsx', 'ext-authz/src/main.ts'],
+        {
+          cwd: repoRoot,
+          timeout: 30_000,
+          env: {
+            PATH: process.env.PATH,
+            NODE_ENV: 'production',
+            EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST: '127.0.0.1:9099',
+          },
+        },
+        (error, _stdout, stderr) => resolve({ code: error ? Number(error.code ?? 1) : 0, stderr }),
+      );
+    });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST');
+    expect(result.stderr).toContain('refused with NODE_ENV=production');
   });
 });

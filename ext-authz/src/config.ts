@@ -1,4 +1,12 @@
-import { envDuration, envEnum, envHostPort, envLogLevel, envPort, loadConfig } from '@sekisho/service-kit/config';
+import {
+  envDuration,
+  envEnum,
+  envHostPort,
+  envLogLevel,
+  envOptionalHostPort,
+  envPort,
+  loadConfig,
+} from '@sekisho/service-kit/config';
 import { z } from 'zod';
 import { defaultKeyPrefix } from './accounts/redis-store';
 import { GOOGLE_SECURETOKEN_X509_URL } from './firebase/key-store';
@@ -27,6 +35,15 @@ export const configSchema = z
      * can change the keys in transit can sign any token, so https is the rule otherwise.
      */
     EXT_AUTHZ_KEYS_ALLOW_HTTP: envEnum(['true', 'false'], 'false').transform((value) => value === 'true'),
+    /**
+     * Development only: the Firebase Auth emulator's host:port (as firebase-admin's
+     * FIREBASE_AUTH_EMULATOR_HOST). Set, ext-authz also accepts the emulator's unsigned ID
+     * tokens (alg "none") for a demo- project; every claim is still checked. Refused when
+     * NODE_ENV=production: an unsigned token is one anybody can write.
+     */
+    EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST: envOptionalHostPort(),
+    /** Read only to refuse the emulator mode in production. */
+    NODE_ENV: z.string().optional(),
     /** Allowed clock skew for exp, iat and auth_time. */
     EXT_AUTHZ_CLOCK_TOLERANCE: envDuration('5s').refine((ms) => ms <= 300_000, 'at most 5m'),
     /** Timeout of one fetch of the keys. */
@@ -66,6 +83,14 @@ export const configSchema = z
         code: 'custom',
         path: ['EXT_AUTHZ_FIREBASE_CERTS_URL'],
         message: 'must be https (http only for development, with EXT_AUTHZ_KEYS_ALLOW_HTTP=true)',
+      });
+    }
+    if (config.EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST !== undefined && config.NODE_ENV === 'production') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST'],
+        message:
+          "accepts the Auth emulator's unsigned tokens, which anybody can forge: refused with NODE_ENV=production (unset it)",
       });
     }
   });

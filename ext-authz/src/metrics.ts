@@ -15,6 +15,8 @@ export interface ExtAuthzMetrics {
   keyRefresh(event: RefreshEvent): void;
   policyApplied(version: string, projectId: string): void;
   policyRejected(): void;
+  /** 1 while the service accepts the Auth emulator's unsigned tokens (development only). */
+  emulatorMode(on: boolean): void;
   accounts: AccountStoreEvents;
 }
 
@@ -76,6 +78,11 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
     name: 'sekisho_ext_authz_policy_updates_total',
     help: 'AuthzPolicy updates received, by result (applied, rejected).',
     labelNames: ['result'] as const,
+    registers,
+  });
+  const emulatorMode = new Gauge({
+    name: 'sekisho_ext_authz_emulator_mode',
+    help: "1 when ext-authz accepts the Firebase Auth emulator's unsigned ID tokens (EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST, development only), else 0.",
     registers,
   });
 
@@ -152,6 +159,9 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
     },
     policyRejected() {
       policyUpdates.inc({ result: 'rejected' });
+    },
+    emulatorMode(on) {
+      emulatorMode.set(on ? 1 : 0);
     },
   };
 }

@@ -52,6 +52,87 @@ function rejected(code: string, reason: string): Partial<VerifyResult> {
   return { ok: false, code, reason } as Partial<VerifyResult>;
 }
 
+const claimCases: Array<{ name: string; opts: Partial<MintIdTokenOptions>; code: string; reason: string }> = [
+  {
+    name: 'an issuer of another project',
+    opts: { issuer: 'https://securetoken.google.com/other' },
+    code: 'INVALID_TOKEN',
+    reason: 'iss_mismatch',
+  },
+  {
+    name: 'an issuer with a trailing slash',
+    opts: { issuer: `https://securetoken.google.com/${projectId}/` },
+    code: 'INVALID_TOKEN',
+    reason: 'iss_mismatch',
+  },
+  {
+    name: 'a Google accounts issuer',
+    opts: { issuer: 'https://accounts.google.com' },
+    code: 'INVALID_TOKEN',
+    reason: 'iss_mismatch',
+  },
+  { name: 'no issuer', opts: { omitClaims: ['iss'] }, code: 'INVALID_TOKEN', reason: 'iss_mismatch' },
+  {
+    name: 'an audience of another project',
+    opts: { audience: 'other' },
+    code: 'INVALID_TOKEN',
+    reason: 'aud_mismatch',
+  },
+  {
+    name: 'the audience as an array',
+    opts: { claims: { aud: [projectId] } },
+    code: 'INVALID_TOKEN',
+    reason: 'aud_mismatch',
+  },
+  { name: 'no audience', opts: { omitClaims: ['aud'] }, code: 'INVALID_TOKEN', reason: 'aud_mismatch' },
+  { name: 'no sub', opts: { omitClaims: ['sub'] }, code: 'INVALID_TOKEN', reason: 'sub_invalid' },
+  { name: 'an empty sub', opts: { uid: '' }, code: 'INVALID_TOKEN', reason: 'sub_invalid' },
+  { name: 'a sub of 129 characters', opts: { uid: 'u'.repeat(129) }, code: 'INVALID_TOKEN', reason: 'sub_invalid' },
+  { name: 'a numeric sub', opts: { claims: { sub: 42 } }, code: 'INVALID_TOKEN', reason: 'sub_invalid' },
+  { name: 'no iat', opts: { omitClaims: ['iat'] }, code: 'INVALID_TOKEN', reason: 'iat_invalid' },
+  {
+    name: 'a string iat',
+    opts: { claims: { iat: String(seconds(now)) } },
+    code: 'INVALID_TOKEN',
+    reason: 'iat_invalid',
+  },
+  {
+    name: 'an iat beyond the clock tolerance',
+    opts: { issuedAt: new Date(now + 6_000), authTime: issuedAt },
+    code: 'INVALID_TOKEN',
+    reason: 'iat_in_future',
+  },
+  { name: 'no auth_time', opts: { omitClaims: ['auth_time'] }, code: 'INVALID_TOKEN', reason: 'auth_time_invalid' },
+  {
+    name: 'an auth_time in the future',
+    opts: { authTime: new Date(now + 60_000) },
+    code: 'INVALID_TOKEN',
+    reason: 'auth_time_in_future',
+  },
+  {
+    name: 'an nbf in the future',
+    opts: { claims: { nbf: seconds(now + 60_000) } },
+    code: 'INVALID_TOKEN',
+    reason: 'nbf_in_future',
+  },
+  { name: 'no exp', opts: { omitClaims: ['exp'] }, code: 'INVALID_TOKEN', reason: 'exp_invalid' },
+  { name: 'a non-numeric exp', opts: { claims: { exp: 'tomorrow' } }, code: 'INVALID_TOKEN', reason: 'exp_invalid' },
+  { name: 'an exp in the past', opts: { expiresIn: 60 }, code: 'TOKEN_EXPIRED', reason: 'expired' },
+  {
+    name: 'an exp exactly at the end of the tolerance',
+    opts: { expiresIn: 600 - 5 },
+    code: 'TOKEN_EXPIRED',
+    reason: 'expired',
+  },
+  // A token that is wrong for this project must not be reported as merely expired.
+  {
+    name: 'an exp in the past and another audience',
+    opts: { expiresIn: 60, audience: 'other' },
+    code: 'INVALID_TOKEN',
+    reason: 'aud_mismatch',
+  },
+];
+
 describe('verifyFirebaseIdToken', () => {
   it('accepts a valid token and returns its identity claims', async () => {
     const token = await mint({ email: 'taro@example.com', emailVerified: true, phoneNumber: '+819012345678' });
@@ -71,87 +152,6 @@ describe('verifyFirebaseIdToken', () => {
     const result = await verify(await mint({ claims: { tier: 'premium_customer' } }));
     expect(result.ok && result.claims.payload.tier).toBe('premium_customer');
   });
-
-  const claimCases: Array<{ name: string; opts: Partial<MintIdTokenOptions>; code: string; reason: string }> = [
-    {
-      name: 'an issuer of another project',
-      opts: { issuer: 'https://securetoken.google.com/other' },
-      code: 'INVALID_TOKEN',
-      reason: 'iss_mismatch',
-    },
-    {
-      name: 'an issuer with a trailing slash',
-      opts: { issuer: `https://securetoken.google.com/${projectId}/` },
-      code: 'INVALID_TOKEN',
-      reason: 'iss_mismatch',
-    },
-    {
-      name: 'a Google accounts issuer',
-      opts: { issuer: 'https://accounts.google.com' },
-      code: 'INVALID_TOKEN',
-      reason: 'iss_mismatch',
-    },
-    { name: 'no issuer', opts: { omitClaims: ['iss'] }, code: 'INVALID_TOKEN', reason: 'iss_mismatch' },
-    {
-      name: 'an audience of another project',
-      opts: { audience: 'other' },
-      code: 'INVALID_TOKEN',
-      reason: 'aud_mismatch',
-    },
-    {
-      name: 'the audience as an array',
-      opts: { claims: { aud: [projectId] } },
-      code: 'INVALID_TOKEN',
-      reason: 'aud_mismatch',
-    },
-    { name: 'no audience', opts: { omitClaims: ['aud'] }, code: 'INVALID_TOKEN', reason: 'aud_mismatch' },
-    { name: 'no sub', opts: { omitClaims: ['sub'] }, code: 'INVALID_TOKEN', reason: 'sub_invalid' },
-    { name: 'an empty sub', opts: { uid: '' }, code: 'INVALID_TOKEN', reason: 'sub_invalid' },
-    { name: 'a sub of 129 characters', opts: { uid: 'u'.repeat(129) }, code: 'INVALID_TOKEN', reason: 'sub_invalid' },
-    { name: 'a numeric sub', opts: { claims: { sub: 42 } }, code: 'INVALID_TOKEN', reason: 'sub_invalid' },
-    { name: 'no iat', opts: { omitClaims: ['iat'] }, code: 'INVALID_TOKEN', reason: 'iat_invalid' },
-    {
-      name: 'a string iat',
-      opts: { claims: { iat: String(seconds(now)) } },
-      code: 'INVALID_TOKEN',
-      reason: 'iat_invalid',
-    },
-    {
-      name: 'an iat beyond the clock tolerance',
-      opts: { issuedAt: new Date(now + 6_000), authTime: issuedAt },
-      code: 'INVALID_TOKEN',
-      reason: 'iat_in_future',
-    },
-    { name: 'no auth_time', opts: { omitClaims: ['auth_time'] }, code: 'INVALID_TOKEN', reason: 'auth_time_invalid' },
-    {
-      name: 'an auth_time in the future',
-      opts: { authTime: new Date(now + 60_000) },
-      code: 'INVALID_TOKEN',
-      reason: 'auth_time_in_future',
-    },
-    {
-      name: 'an nbf in the future',
-      opts: { claims: { nbf: seconds(now + 60_000) } },
-      code: 'INVALID_TOKEN',
-      reason: 'nbf_in_future',
-    },
-    { name: 'no exp', opts: { omitClaims: ['exp'] }, code: 'INVALID_TOKEN', reason: 'exp_invalid' },
-    { name: 'a non-numeric exp', opts: { claims: { exp: 'tomorrow' } }, code: 'INVALID_TOKEN', reason: 'exp_invalid' },
-    { name: 'an exp in the past', opts: { expiresIn: 60 }, code: 'TOKEN_EXPIRED', reason: 'expired' },
-    {
-      name: 'an exp exactly at the end of the tolerance',
-      opts: { expiresIn: 600 - 5 },
-      code: 'TOKEN_EXPIRED',
-      reason: 'expired',
-    },
-    // A token that is wrong for this project must not be reported as merely expired.
-    {
-      name: 'an exp in the past and another audience',
-      opts: { expiresIn: 60, audience: 'other' },
-      code: 'INVALID_TOKEN',
-      reason: 'aud_mismatch',
-    },
-  ];
 
   it.each(claimCases)('rejects a token with $name', async ({ opts, code, reason }) => {
     expect(await verify(await mint(opts))).toMatchObject(rejected(code, reason));
@@ -372,5 +372,69 @@ describe('verifyFirebaseIdToken', () => {
       }
       expect(lookups.length).toBeGreaterThan(0);
     });
+  });
+});
+
+// The Auth emulator's ID tokens: the payload of a real Firebase-format token for a demo-
+// project, the header {"alg":"none","typ":"JWT"} and an empty signature, as firebase-tools
+// writes them (the gateway e2e test uses the emulator's own tokens).
+describe('verifyFirebaseIdToken and the Auth emulator mode', () => {
+  const demoProject = 'demo-salon';
+  const unsigned = async (opts: Partial<MintIdTokenOptions> = {}, header: unknown = { alg: 'none', typ: 'JWT' }) => {
+    const [, payload] = (await mint({ projectId: demoProject, ...opts })).split('.');
+    return `${b64(header)}.${payload}.`;
+  };
+  const verifyAs = (token: string, acceptEmulatorTokens: boolean, project = demoProject) =>
+    verifyFirebaseIdToken(token, {
+      projectId: project,
+      resolveKey,
+      now,
+      clockToleranceMs: toleranceMs,
+      ...(acceptEmulatorTokens ? { acceptEmulatorTokens } : {}),
+    });
+
+  it('refuses an unsigned token outside the mode, as before it existed', async () => {
+    expect(await verifyAs(await unsigned(), false)).toMatchObject(rejected('INVALID_TOKEN', 'malformed'));
+    // With something in the signature's place it is the alg that is refused.
+    expect(await verifyAs(`${await unsigned()}c2ln`, false)).toMatchObject(
+      rejected('INVALID_TOKEN', 'alg_not_allowed'),
+    );
+  });
+
+  it('accepts an unsigned token for a demo- project in the mode, with its claims', async () => {
+    const result = await verifyAs(await unsigned({ email: 'hana@example.com', claims: { tier: 'vip' } }), true);
+    expect(result).toMatchObject({ ok: true, claims: { uid: 'user-1', email: 'hana@example.com' } });
+    expect(result.ok && result.claims.payload.tier).toBe('vip');
+    expect(result.ok && result.cached).toBeUndefined();
+  });
+
+  it('refuses unsigned tokens in the mode when the project is not a demo- one', async () => {
+    const token = await unsigned({ projectId: 'salon-prod' });
+    expect(await verifyAs(token, true, 'salon-prod')).toMatchObject(rejected('INVALID_TOKEN', 'alg_not_allowed'));
+  });
+
+  it.each([
+    ['alg none with a signature', async () => `${await unsigned()}c2ln`, 'alg_not_allowed'],
+    ['alg RS256 without a signature', () => unsigned({}, { alg: 'RS256', kid: key.kid }), 'alg_not_allowed'],
+    ['alg "None"', () => unsigned({}, { alg: 'None' }), 'alg_not_allowed'],
+    ['no alg', () => unsigned({}, { typ: 'JWT' }), 'alg_not_allowed'],
+    ['a header that is not JSON', async () => `${b64('nope')}.${(await unsigned()).split('.')[1]}.`, 'header_invalid'],
+    ['a payload that is not JSON', async () => `${b64({ alg: 'none' })}.${b64('[1]')}.`, 'payload_invalid'],
+    ['an empty payload', async () => `${b64({ alg: 'none' })}..`, 'malformed'],
+  ])('refuses %s in the mode', async (_name, make, reason) => {
+    expect(await verifyAs(await make(), true)).toMatchObject(rejected('INVALID_TOKEN', reason));
+  });
+
+  it.each(claimCases)('checks every claim of an unsigned token in the mode: $name', async ({ opts, code, reason }) => {
+    expect(await verifyAs(await unsigned(opts), true)).toMatchObject(rejected(code, reason));
+  });
+
+  it('still verifies signed tokens in the mode', async () => {
+    expect((await verifyAs(await mint({ projectId: demoProject }), true)).ok).toBe(true);
+    const [header, payload] = (await mint({ projectId: demoProject })).split('.');
+    const [, , signature] = (await mint({ projectId: demoProject, uid: 'other' })).split('.');
+    expect(await verifyAs(`${header}.${payload}.${signature}`, true)).toMatchObject(
+      rejected('INVALID_TOKEN', 'signature_invalid'),
+    );
   });
 });

@@ -92,7 +92,16 @@ export interface VerifyOptions {
   clockToleranceMs: number;
   /** Tokens whose signature was already checked; see VerifiedTokenCache. */
   cache?: VerifiedTokenCache;
+  /**
+   * The Auth emulator mode (development only): also accept the emulator's unsigned tokens,
+   * `{"alg":"none"}` with an empty signature, when the project is a demo- one. Every claim
+   * is checked as for a signed token.
+   */
+  acceptEmulatorTokens?: boolean;
 }
+
+/** The emulator refuses any other project id; a real project's tokens are never unsigned. */
+export const isDemoProject = (projectId: string) => projectId.startsWith('demo-');
 
 /**
  * Remembers the payload of tokens that passed every check, with the key that checked
@@ -132,6 +141,7 @@ export async function verifyFirebaseIdToken(token: string, opts: VerifyOptions):
   if (typeof token !== 'string') return invalid('malformed');
   if (token.length > MAX_TOKEN_LENGTH) return invalid('token_too_large');
   const parts = token.split('.');
+  if (opts.acceptEmulatorTokens && parts.length === 3 && parts[2] === '') return verifyEmulatorToken(parts, opts);
   if (parts.length !== 3 || !parts.every((part) => segment.test(part))) return invalid('malformed');
 
   // The header is checked before any key lookup, so tokens that cannot be Firebase's
@@ -167,6 +177,19 @@ export async function verifyFirebaseIdToken(token: string, opts: VerifyOptions):
   const result = checkClaims(Object.freeze(payload), opts);
   if (result.ok) opts.cache?.remember(token, lookup.key, result.claims.payload);
   return result;
+}
+
+// The Auth emulator signs nothing: its ID token is `header.payload.` with alg none. Only
+// that exact shape, for a demo- project, and never cached (there is no signature to save).
+function verifyEmulatorToken(parts: string[], opts: VerifyOptions): VerifyResult {
+  const [header64, payload64] = parts as [string, string, string];
+  if (!segment.test(header64) || !segment.test(payload64)) return invalid('malformed');
+  const header = parseJsonObject(Buffer.from(header64, 'base64url'));
+  if (!header) return invalid('header_invalid');
+  if (header.alg !== 'none' || !isDemoProject(opts.projectId)) return invalid('alg_not_allowed');
+  const payload = parseJsonObject(Buffer.from(payload64, 'base64url'));
+  if (!payload) return invalid('payload_invalid');
+  return checkClaims(Object.freeze(payload), opts);
 }
 
 // Order matters: a token for another project, or one that was never valid, is
