@@ -16,7 +16,8 @@ let dir: string;
 let stackFile: string;
 let start: ManagedProcess;
 
-beforeAll(async () => {
+/** Runs start.ts as `npm start` does, on free ports, with `env` on top; resolves once it is running. */
+async function startLocalStack(env: NodeJS.ProcessEnv = {}) {
   dir = await mkdtemp(join(tmpdir(), 'sekisho-local-stack-'));
   stackFile = join(dir, 'local-stack.json');
   const [gateway, customer, extAuthz, rateLimit] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
@@ -55,6 +56,7 @@ beforeAll(async () => {
       RATELIMIT_ADMIN_PORT: '0',
       ENVOY_ADMIN_PORT: '0',
       DEV_KEY_SERVER_PORT: '0',
+      ...env,
     },
   });
   await waitUntil('npm start to say it is running', 120_000, { watch: [start] }, async () =>
@@ -62,12 +64,12 @@ beforeAll(async () => {
       ? { done: true, value: undefined }
       : { done: false, detail: 'starting' },
   );
-}, 150_000);
+}
 
-afterAll(async () => {
+async function stopLocalStack() {
   await start?.stop(15_000);
   if (dir) await rm(dir, { recursive: true, force: true });
-});
+}
 
 function admin(...args: string[]) {
   const { FIREBASE_AUTH_EMULATOR_HOST: _a, GOOGLE_APPLICATION_CREDENTIALS: _b, ...env } = process.env;
@@ -82,6 +84,9 @@ function admin(...args: string[]) {
 }
 
 describe('npm start and npm run admin', () => {
+  beforeAll(() => startLocalStack(), 150_000);
+  afterAll(stopLocalStack);
+
   it('writes where its Redis is, and the admin command acts on it without options', async () => {
     onTestFailed(() => console.error(start.logs()));
     const info = JSON.parse(await readFile(stackFile, 'utf8'));
@@ -115,5 +120,56 @@ describe('npm start and npm run admin', () => {
     const result = await admin('disable', 'dev-someone');
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('no running local stack found');
+  });
+});
+
+// `SEKISHO_AUTH_EMULATOR=true npm start`: the stack also runs the Firebase Auth emulator and
+// ext-authz accepts its tokens, so a developer signs in through the emulator; `npm run admin`
+// with no options then changes the emulator's user as well as Sekisho's state.
+describe('npm start with the Auth emulator', () => {
+  beforeAll(() => startLocalStack({ SEKISHO_AUTH_EMULATOR: 'true', AUTH_EMULATOR_PORT: '0' }), 150_000);
+  afterAll(stopLocalStack);
+
+  const printed = (pattern: RegExp) => {
+    const found = pattern.exec(start.logs())?.[1];
+    if (!found) throw new Error(`npm start did not print ${pattern}:\n${start.logs()}`);
+    return found;
+  };
+
+  it('prints the emulator, signs a user in through it, and the gateway serves then refuses them', async () => {
+    onTestFailed(() => console.error(start.logs()));
+    const emulator = printed(/Firebase Auth emulator: (http:\/\/\S+)/);
+    const gateway = printed(/Gateway:\s+(http:\/\/\S+)/);
+    const info = JSON.parse(await readFile(stackFile, 'utf8'));
+    expect(info).toMatchObject({ projectId: 'demo-sekisho-local', authEmulatorHost: new URL(emulator).host });
+
+    const signedUp = (await (
+      await fetch(`${emulator}/identitytoolkit.googleapis.com/v1/accounts:signUp?key=any`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ email: 'dev@example.com', password: 'secret-123', returnSecureToken: true }),
+      })
+    ).json()) as { idToken: string; localId: string };
+    const profile = () =>
+      fetch(`${gateway}/api/v1/customer/profile`, { headers: { authorization: `Bearer ${signedUp.idToken}` } });
+    expect((await profile()).status).toBe(200);
+
+    const result = await admin('disable', signedUp.localId);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain(`Firebase (the local stack's Auth emulator at ${info.authEmulatorHost})`);
+    await waitUntil('the gateway to refuse the disabled user', 1_000, {}, async () => {
+      const response = await profile();
+      return response.status === 401
+        ? { done: true, value: undefined }
+        : { done: false, detail: `status ${response.status}` };
+    });
+    const lookup = (await (
+      await fetch(`${emulator}/identitytoolkit.googleapis.com/v1/projects/demo-sekisho-local/accounts:lookup`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: 'Bearer owner' },
+        body: JSON.stringify({ localId: [signedUp.localId] }),
+      })
+    ).json()) as { users: Array<{ disabled?: boolean }> };
+    expect(lookup.users[0]?.disabled).toBe(true);
   });
 });

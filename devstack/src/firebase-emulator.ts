@@ -25,7 +25,8 @@ interface EmulatorModule {
   SingleProjectMode: { NO_WARNING: number };
 }
 
-export async function startAuthEmulator(opts: { projectId: string }): Promise<AuthEmulator> {
+/** `port` 0 or omitted: a free one. */
+export async function startAuthEmulator(opts: { projectId: string; port?: number }): Promise<AuthEmulator> {
   if (!opts.projectId.startsWith('demo-')) {
     throw new Error(
       `startAuthEmulator: use a demo- project id (got ${opts.projectId}): nothing may reach a real project`,
@@ -39,7 +40,7 @@ export async function startAuthEmulator(opts: { projectId: string }): Promise<Au
       `the Firebase Auth emulator needs the firebase-tools npm package (a dependency of devstack: run \`npm ci\`): ${error instanceof Error ? error.message : String(error)}`,
     );
   }
-  const port = await freePort();
+  const port = opts.port || (await freePort());
   const emulator = new module.AuthEmulator({
     host: '127.0.0.1',
     port,

@@ -4,6 +4,7 @@ import { policyServiceAddresses } from '@sekisho/control-plane/ir/clusters';
 import { extAuthzClusterName, rateLimitClusterName } from '@sekisho/control-plane/ir/names';
 import { type DemoUpstream, startDemoUpstream } from '@sekisho/demo-upstream/server';
 import { type EnvoyHandle, startEnvoy } from './envoy';
+import { type AuthEmulator, startAuthEmulator } from './firebase-emulator';
 import {
   createFirebaseKeyServer,
   type FirebaseKeyServer,
@@ -30,10 +31,22 @@ export interface StackOptions {
   /** Fixed ports for the parts the definition does not place; free ports when omitted or 0. */
   ports?: Partial<
     Record<
-      'controlPlaneXds' | 'controlPlaneAdmin' | 'extAuthzAdmin' | 'ratelimitAdmin' | 'envoyAdmin' | 'keyServer',
+      | 'controlPlaneXds'
+      | 'controlPlaneAdmin'
+      | 'extAuthzAdmin'
+      | 'ratelimitAdmin'
+      | 'envoyAdmin'
+      | 'keyServer'
+      | 'authEmulator',
       number
     >
   >;
+  /**
+   * Also run the Firebase Auth emulator (the definition's project must be a demo- one) and
+   * put ext-authz in its emulator mode (EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST), so the
+   * emulator's unsigned ID tokens pass the gateway beside the key server's signed ones.
+   */
+  authEmulator?: boolean;
   /** Envoy's worker threads (--concurrency); Envoy's default (one per core) when omitted. */
   envoyConcurrency?: number;
   /** RATELIMIT_REDIS_FAILURE_MODE for the rate-limit service. */
@@ -61,6 +74,8 @@ export interface Stack {
   ratelimitAdminUrl: string;
   redis: RedisHandle;
   keyServer: FirebaseKeyServer;
+  /** The Auth emulator, with `authEmulator: true`; its host is what ext-authz was given. */
+  authEmulator: AuthEmulator | undefined;
   definition: GatewayDefinition;
   /** A real RS256 Firebase-format ID token, signed by the key the stack's key server serves. */
   mintToken(uid: string, opts?: { group?: string } & Omit<MintIdTokenOptions, 'projectId' | 'uid'>): Promise<string>;
@@ -156,6 +171,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const upstreams: DemoUpstream[] = [];
   let redis: RedisHandle | undefined;
   let keyServer: FirebaseKeyServer | undefined;
+  let authEmulator: AuthEmulator | undefined;
   let envoy: EnvoyHandle | undefined;
 
   // Reverse start order; every part is stopped even if an earlier one fails to.
@@ -174,6 +190,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       for (const child of [...processes].reverse()) await attempt(() => child.stop());
       for (const upstream of upstreams) await attempt(() => upstream.close());
       await attempt(() => keyServer?.close());
+      await attempt(() => authEmulator?.stop());
       await attempt(() => redis?.stop());
       if (failures.length > 0) throw new AggregateError(failures, 'stack: some parts did not stop cleanly');
     })();
@@ -222,6 +239,12 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     keyServer = await step('starting the development Firebase key server', () =>
       createFirebaseKeyServer({ port: ports.keyServer, ...(opts.signingKey ? { keys: [opts.signingKey] } : {}) }),
     );
+    if (opts.authEmulator) {
+      const projectId = definition.identity.firebase.projectId;
+      authEmulator = await step(`starting the Firebase Auth emulator for ${projectId}`, () =>
+        startAuthEmulator({ projectId, port: opts.ports?.authEmulator ?? 0 }),
+      );
+    }
 
     for (const [name, service] of Object.entries(definition.services)) {
       for (const endpoint of service.endpoints) {
@@ -237,6 +260,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const xdsAddress = `127.0.0.1:${ports.controlPlaneXds}`;
     const redisUrl = redis.url;
     const keyServerUrl = keyServer.url;
+    const authEmulatorHost = authEmulator?.host ?? '';
     const extAuthzSpec = (address: string, i: number): ServiceSpec => ({
       name: i === 0 ? 'ext-authz' : `ext-authz-${i + 1}`,
       entry: 'ext-authz/src/main.ts',
@@ -251,6 +275,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         EXT_AUTHZ_KEYS_ALLOW_HTTP: 'true',
         // Disabled accounts and revoked sessions: the state `npm run admin` writes.
         EXT_AUTHZ_REDIS_URL: redisUrl,
+        // Set only here: an inherited value must not turn the mode on unasked.
+        EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST: authEmulatorHost,
       },
       readyUrl: `http://127.0.0.1:${extAuthzAdminPorts[i]}/readyz`,
     });
@@ -347,6 +373,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     ratelimitAdminUrl: `http://127.0.0.1:${ports.ratelimitAdmin}`,
     redis,
     keyServer: activeKeyServer,
+    authEmulator,
     definition,
     mintToken: (uid, { group, claims, ...rest } = {}) =>
       mintIdToken(activeKeyServer.signingKey, {

@@ -18,6 +18,9 @@ const schema = z.object({
   RATELIMIT_ADMIN_PORT: envPort(9102),
   ENVOY_ADMIN_PORT: envPort(9901),
   DEV_KEY_SERVER_PORT: envPort(9099),
+  /** Also run the Firebase Auth emulator, and let ext-authz accept its unsigned tokens. */
+  SEKISHO_AUTH_EMULATOR: envEnum(['true', 'false'], 'false').transform((value) => value === 'true'),
+  AUTH_EMULATOR_PORT: envPort(9199),
   LOG_LEVEL: envEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'warn'),
 });
 
@@ -43,7 +46,9 @@ const stack = await startStack({
     ratelimitAdmin: config.RATELIMIT_ADMIN_PORT,
     envoyAdmin: config.ENVOY_ADMIN_PORT,
     keyServer: config.DEV_KEY_SERVER_PORT,
+    authEmulator: config.AUTH_EMULATOR_PORT,
   },
+  authEmulator: config.SEKISHO_AUTH_EMULATOR,
   logLevel: config.LOG_LEVEL,
   progress: (line) => console.log(`  … ${line}`),
 }).catch((error: unknown) => {
@@ -64,6 +69,9 @@ writeFileSync(
     ...(typeof stack.definition.identity.customerId === 'object'
       ? { customerIdClaim: stack.definition.identity.customerId.claim }
       : {}),
+    projectId: stack.definition.identity.firebase.projectId,
+    // `npm run admin` also changes the emulator's users then.
+    ...(stack.authEmulator ? { authEmulatorHost: stack.authEmulator.host } : {}),
     startedAt: new Date().toISOString(),
   })}\n`,
 );
@@ -103,6 +111,17 @@ const tryLines = [
   `  curl -i ${cacert}-H "Authorization: Bearer <token>" ${stack.gatewayUrl}/api/v1/customer/profile`,
   ...(redirecting ? [`  curl -i ${stack.httpUrl}/api/v1/customer/profile      # 308 to HTTPS`] : []),
 ].join('\n');
+const emulator = stack.authEmulator;
+const emulatorLines = emulator
+  ? `
+Firebase Auth emulator: ${emulator.url} (project ${emulator.projectId})
+  ext-authz accepts its unsigned ID tokens (development only). Point the app's Firebase SDK at
+  it (connectAuthEmulator), or sign up and in with its REST API:
+  curl -s -H 'content-type: application/json' -d '{"email":"hana@example.com","password":"secret-123","returnSecureToken":true}' \\
+    '${emulator.url}/identitytoolkit.googleapis.com/v1/accounts:signUp?key=any'     # then accounts:signInWithPassword
+  The "idToken" of the answer is a Bearer token for the gateway; npm run admin changes the emulator's users too.
+`
+  : '';
 const line = '─'.repeat(72);
 console.log(`
 ${line}
@@ -118,7 +137,7 @@ ${httpLine}  Envoy admin:        ${stack.envoyAdminUrl}
 
 Development ID tokens (valid for one hour; signed by the local key server):
 ${tokens.map((t) => `\n  ${t.group} (uid ${t.uid}):\n  ${t.token}`).join('\n')}
-
+${emulatorLines}
 Try:
 ${tryLines}
 

@@ -30,8 +30,9 @@ options:
   --customer-id-claim <name>  the customer id claim's name (default: the local stack's definition)
   --help               this text
 
-Firebase: with FIREBASE_AUTH_EMULATOR_HOST or GOOGLE_APPLICATION_CREDENTIALS set, the same
-change is made in Firebase through firebase-admin (revokeRefreshTokens, updateUser({disabled}),
+Firebase: with FIREBASE_AUTH_EMULATOR_HOST or GOOGLE_APPLICATION_CREDENTIALS set, or acting
+on an \`npm start\` that runs the Auth emulator (SEKISHO_AUTH_EMULATOR=true), the same change is
+made in Firebase through firebase-admin (revokeRefreshTokens, updateUser({disabled}),
 setCustomUserClaims); without them Sekisho's state alone is changed, and it says so.`;
 
 class UsageError extends Error {}
@@ -42,6 +43,8 @@ interface Target extends Partial<Claims> {
   keyPrefix: string;
   /** Where the URL came from, for the messages. */
   source: string;
+  /** The local stack's Auth emulator (npm start with SEKISHO_AUTH_EMULATOR), and its project. */
+  authEmulator?: { host: string; projectId: string | undefined };
 }
 
 /** Never print a password that a URL carries. */
@@ -57,7 +60,15 @@ function findLocalStack(): Target {
       `no running local stack found (${file} is missing): start one with \`npm start\`, or pass --redis-url redis://host:port`,
     );
   }
-  let info: { redisUrl?: unknown; keyPrefix?: unknown; pid?: unknown; groupClaim?: unknown; customerIdClaim?: unknown };
+  let info: {
+    redisUrl?: unknown;
+    keyPrefix?: unknown;
+    pid?: unknown;
+    groupClaim?: unknown;
+    customerIdClaim?: unknown;
+    authEmulatorHost?: unknown;
+    projectId?: unknown;
+  };
   try {
     info = JSON.parse(text);
   } catch {
@@ -77,6 +88,14 @@ function findLocalStack(): Target {
     source: `the local stack (pid ${info.pid})`,
     ...(typeof info.groupClaim === 'string' ? { groupClaim: info.groupClaim } : {}),
     ...(typeof info.customerIdClaim === 'string' ? { customerIdClaim: info.customerIdClaim } : {}),
+    ...(typeof info.authEmulatorHost === 'string'
+      ? {
+          authEmulator: {
+            host: info.authEmulatorHost,
+            projectId: typeof info.projectId === 'string' ? info.projectId : undefined,
+          },
+        }
+      : {}),
   };
 }
 
@@ -251,7 +270,7 @@ async function run(argv: string[]): Promise<number> {
     // Sekisho first: it is what refuses the requests, whatever Firebase answers.
     const version = await writeAccountChange(redis, target.keyPrefix, command.change);
     console.log(`${describe(command, version)}, in ${shown(target.redisUrl)} (${target.source})`);
-    const firebase = firebaseTarget(process.env, options.firebaseProject);
+    const firebase = firebaseTarget(process.env, options.firebaseProject, target.authEmulator);
     if (!firebase) {
       console.log("Firebase not configured: updated Sekisho's state only");
       return 0;

@@ -10,13 +10,29 @@ export interface FirebaseTarget {
   projectId: string | undefined;
 }
 
-/** Firebase is configured by the emulator's address or by Google credentials; undefined = not configured. */
-export function firebaseTarget(env: NodeJS.ProcessEnv, projectOption: string | undefined): FirebaseTarget | undefined {
+/**
+ * Firebase is configured by the emulator's address or by Google credentials, else by the Auth
+ * emulator of the local stack the command acts on (`npm start` with SEKISHO_AUTH_EMULATOR);
+ * undefined = not configured. firebase-admin finds an emulator through
+ * FIREBASE_AUTH_EMULATOR_HOST, so the local stack's is set there (this process only).
+ */
+export function firebaseTarget(
+  env: NodeJS.ProcessEnv,
+  projectOption: string | undefined,
+  localEmulator?: { host: string; projectId: string | undefined },
+): FirebaseTarget | undefined {
   const projectId = projectOption ?? (env.GOOGLE_CLOUD_PROJECT || env.GCLOUD_PROJECT || undefined);
   if (env.FIREBASE_AUTH_EMULATOR_HOST) {
     return { via: `the Auth emulator at ${env.FIREBASE_AUTH_EMULATOR_HOST}`, projectId };
   }
   if (env.GOOGLE_APPLICATION_CREDENTIALS) return { via: 'GOOGLE_APPLICATION_CREDENTIALS', projectId };
+  if (localEmulator) {
+    env.FIREBASE_AUTH_EMULATOR_HOST = localEmulator.host;
+    return {
+      via: `the local stack's Auth emulator at ${localEmulator.host}`,
+      projectId: projectOption ?? localEmulator.projectId,
+    };
+  }
   return undefined;
 }
 
