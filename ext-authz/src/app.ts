@@ -122,6 +122,10 @@ export async function startExtAuthzApp(
         url: config.EXT_AUTHZ_REDIS_URL,
         keyPrefix: config.EXT_AUTHZ_ACCOUNTS_KEY_PREFIX,
         resyncMs: config.EXT_AUTHZ_ACCOUNTS_RESYNC,
+        prune: {
+          retentionSeconds: Math.ceil(config.EXT_AUTHZ_REVOCATION_RETENTION / 1000),
+          intervalMs: config.EXT_AUTHZ_REVOCATION_PRUNE_INTERVAL,
+        },
         logger,
         events: metrics.accounts,
       })

@@ -25,6 +25,8 @@ describe('loadExtAuthzConfig', () => {
       EXT_AUTHZ_DENIAL_LOG_WINDOW: 60_000,
       EXT_AUTHZ_ACCOUNTS_RESYNC: 30_000,
       EXT_AUTHZ_ACCOUNTS_KEY_PREFIX: 'sekisho:accounts',
+      EXT_AUTHZ_REVOCATION_RETENTION: 7_200_000,
+      EXT_AUTHZ_REVOCATION_PRUNE_INTERVAL: 300_000,
       LOG_LEVEL: 'info',
     });
   });
@@ -44,6 +46,9 @@ describe('loadExtAuthzConfig', () => {
     ['EXT_AUTHZ_ACCOUNTS_RESYNC', 'often'],
     ['EXT_AUTHZ_ACCOUNTS_RESYNC', '10ms'],
     ['EXT_AUTHZ_ACCOUNTS_KEY_PREFIX', 'has space'],
+    ['EXT_AUTHZ_REVOCATION_RETENTION', '1h'],
+    ['EXT_AUTHZ_REVOCATION_RETENTION', 'forever'],
+    ['EXT_AUTHZ_REVOCATION_PRUNE_INTERVAL', '10ms'],
   ])('refuses %s=%s, naming the variable', (variable, value) => {
     const attempt = () => loadExtAuthzConfig({ [variable]: value });
     expect(attempt).toThrow(ConfigError);
@@ -60,6 +65,15 @@ describe('loadExtAuthzConfig', () => {
       EXT_AUTHZ_KEYS_ALLOW_HTTP: true,
     });
     expect(() => loadExtAuthzConfig({ EXT_AUTHZ_KEYS_ALLOW_HTTP: 'yes' })).toThrow('EXT_AUTHZ_KEYS_ALLOW_HTTP');
+  });
+
+  it('keeps a revocation at least a token lifetime plus the clock tolerance', () => {
+    expect(loadExtAuthzConfig({ EXT_AUTHZ_REVOCATION_RETENTION: '3605s' }).EXT_AUTHZ_REVOCATION_RETENTION).toBe(
+      3_605_000,
+    );
+    const short = () =>
+      loadExtAuthzConfig({ EXT_AUTHZ_REVOCATION_RETENTION: '3605s', EXT_AUTHZ_CLOCK_TOLERANCE: '10s' });
+    expect(short).toThrow(/EXT_AUTHZ_REVOCATION_RETENTION: must be at least 1h .*plus EXT_AUTHZ_CLOCK_TOLERANCE/);
   });
 
   it('takes the Auth emulator mode outside production, and refuses it with NODE_ENV=production', () => {

@@ -20,6 +20,9 @@ const count = (defaultValue: number) =>
     .regex(/^[1-9]\d{0,8}$/, 'expected a whole number from 1')
     .transform(Number)
     .default(defaultValue);
+/** Firebase ID tokens always expire an hour after they are issued. */
+const ID_TOKEN_LIFETIME_MS = 3_600_000;
+
 export const configSchema = z
   .object({
     EXT_AUTHZ_HOST: z.string().min(1).default('127.0.0.1'),
@@ -70,6 +73,14 @@ export const configSchema = z
     EXT_AUTHZ_REDIS_URL: z.url({ protocol: /^rediss?$/, error: 'expected redis://host:port or rediss://…' }).optional(),
     /** Every replica reloads the whole state this often, on top of the change channel. */
     EXT_AUTHZ_ACCOUNTS_RESYNC: envDuration('30s').refine((ms) => ms >= 100, 'at least 100ms'),
+    /**
+     * A revocation Firebase also made is removed this long after Firebase made it: at least a
+     * Firebase ID token's lifetime (1h) plus EXT_AUTHZ_CLOCK_TOLERANCE, when it can no longer
+     * refuse a token that is not expired anyway. The default leaves room for clocks that differ.
+     */
+    EXT_AUTHZ_REVOCATION_RETENTION: envDuration('2h'),
+    /** How often each replica looks for such revocations (one Lua script; replicas may overlap). */
+    EXT_AUTHZ_REVOCATION_PRUNE_INTERVAL: envDuration('5m').refine((ms) => ms >= 1_000, 'at least 1s'),
     /** The Redis keys' prefix (one per gateway when several share a Redis). */
     EXT_AUTHZ_ACCOUNTS_KEY_PREFIX: z
       .string()
@@ -83,6 +94,14 @@ export const configSchema = z
         code: 'custom',
         path: ['EXT_AUTHZ_FIREBASE_CERTS_URL'],
         message: 'must be https (http only for development, with EXT_AUTHZ_KEYS_ALLOW_HTTP=true)',
+      });
+    }
+    if (config.EXT_AUTHZ_REVOCATION_RETENTION < ID_TOKEN_LIFETIME_MS + config.EXT_AUTHZ_CLOCK_TOLERANCE) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['EXT_AUTHZ_REVOCATION_RETENTION'],
+        message:
+          'must be at least 1h (the lifetime of a Firebase ID token) plus EXT_AUTHZ_CLOCK_TOLERANCE: a revocation pruned sooner could let a revoked token back in',
       });
     }
     if (config.EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST !== undefined && config.NODE_ENV === 'production') {

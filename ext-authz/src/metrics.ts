@@ -112,6 +112,17 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
     help: 'Unix time of the last successful full load of the account state.',
     registers,
   });
+  const prunedRevocations = new Counter({
+    name: 'sekisho_ext_authz_accounts_revocations_pruned_total',
+    help: 'Revocations removed from the account state by this replica because Firebase revoked them longer ago than EXT_AUTHZ_REVOCATION_RETENTION.',
+    registers,
+  });
+  const pruneRuns = new Counter({
+    name: 'sekisho_ext_authz_accounts_prune_runs_total',
+    help: 'Runs of the revocation pruning, by result (ok, error).',
+    labelNames: ['result'] as const,
+    registers,
+  });
   const accountChanges = new Counter({
     name: 'sekisho_ext_authz_accounts_changes_total',
     help: 'Account changes applied from the change channel, by field.',
@@ -129,6 +140,10 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
       },
       subscription(subscribed) {
         accountsSubscribed.set(subscribed ? 1 : 0);
+      },
+      pruned(event) {
+        pruneRuns.inc({ result: event.ok ? 'ok' : 'error' });
+        prunedRevocations.inc(event.removed);
       },
       changeApplied(field, entries, version) {
         accountChanges.inc({ field });

@@ -4,7 +4,16 @@ import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
 import { createLogger } from '@sekisho/service-kit/logger';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { accountKeys, RedisAccountStore, type SyncTrigger, writeAccountChange } from './redis-store';
+import {
+  type AccountStoreOptions,
+  accountKeys,
+  pruneRevocations,
+  RedisAccountStore,
+  readAccountState,
+  recordFirebaseRevocation,
+  type SyncTrigger,
+  writeAccountChange,
+} from './redis-store';
 
 // The replica's copy against a real redis-server: loading, the change channel, the periodic
 // resync, and what happens while the subscription is lost.
@@ -30,23 +39,26 @@ afterAll(async () => {
 
 const quiet = createLogger('ext-authz', { level: 'silent' });
 
-function startStore(prefix: string, resyncMs = 60_000) {
+function startStore(prefix: string, resyncMs = 60_000, prune?: AccountStoreOptions['prune']) {
   const syncs: Array<{ ok: boolean; trigger: SyncTrigger }> = [];
   const subscriptions: boolean[] = [];
+  const prunes: Array<{ ok: boolean; removed: number }> = [];
   const store = new RedisAccountStore({
     url: redis.url,
     keyPrefix: prefix,
     resyncMs,
+    ...(prune ? { prune } : {}),
     logger: quiet,
     events: {
       synced: (e) => syncs.push({ ok: e.ok, trigger: e.trigger }),
       subscription: (s) => subscriptions.push(s),
       changeApplied: () => {},
+      pruned: (e) => prunes.push(e),
     },
   });
   store.start();
   stores.push(store);
-  return { store, syncs, subscriptions };
+  return { store, syncs, subscriptions, prunes };
 }
 
 const until = (what: string, condition: () => boolean, timeoutMs = 5_000) =>
@@ -143,6 +155,89 @@ describe('RedisAccountStore', () => {
   });
 });
 
+// Revocations Firebase also made go once every token signed in before them has expired; the
+// others stay. Against the real server: the Lua script, its publication, every replica's copy.
+describe('pruning revocations', () => {
+  const hour = 3600;
+
+  it('removes only revocations Firebase confirmed longer ago than the retention, from Redis and every replica', async () => {
+    const p = prefix();
+    const nowMs = Date.now();
+    const now = Math.floor(nowMs / 1000);
+    const revoke = async (uid: string, validAfter: number, firebaseSecond?: number) => {
+      await writeAccountChange(writer, p, { uid, field: 'validAfter', value: validAfter });
+      if (firebaseSecond !== undefined) await recordFirebaseRevocation(writer, p, { uid, validAfter, firebaseSecond });
+    };
+    await revoke('old', now - 3 * hour, now - 3 * hour + 1);
+    await revoke('tenant:old', now - 3 * hour, now - 3 * hour); // a uid with the separator in it
+    await revoke('young', now - 600, now - 600);
+    await revoke('sekisho-only', now - 10 * hour); // Firebase never told: its refreshed tokens need the entry
+    await revoke('replaced', now - 5 * hour, now - 5 * hour);
+    await revoke('replaced', now - 4 * hour); // revoked again, Sekisho only: the later one stays
+    await revoke('also-disabled', now - 3 * hour, now - 3 * hour);
+    await writeAccountChange(writer, p, { uid: 'also-disabled', field: 'disabled', value: true });
+    // Just inside the retention: kept.
+    await revoke('edge', now - 2 * hour + 1, now - 2 * hour + 1);
+
+    const replicas = [startStore(p), startStore(p)];
+    await until('both loaded and subscribed', () => replicas.every(({ store }) => store.loaded && store.subscribed));
+
+    expect(await pruneRevocations(writer, p, { nowMs, retentionSeconds: 2 * hour })).toBe(3);
+    const expected = new Map([
+      ['young', { validAfter: now - 600 }],
+      ['sekisho-only', { validAfter: now - 10 * hour }],
+      ['replaced', { validAfter: now - 4 * hour }],
+      ['also-disabled', { disabled: true }],
+      ['edge', { validAfter: now - 2 * hour + 1 }],
+    ]);
+    expect((await readAccountState(writer, p)).table).toEqual(expected);
+    for (const { store } of replicas) {
+      await until(
+        'the replica to drop them',
+        () =>
+          ['old', 'tenant:old'].every((uid) => store.get(uid) === undefined) && !store.get('also-disabled')?.validAfter,
+        1_000,
+      );
+      for (const [uid, entry] of expected) expect(store.get(uid)).toEqual(entry);
+    }
+    // What is left to prune later: the two inside the retention (the replaced one's record went).
+    expect(await writer.zrange(accountKeys(p).revokedInFirebase, 0, -1)).toEqual([
+      `${now - 2 * hour + 1}:edge`,
+      `${now - 600}:young`,
+    ]);
+    expect(await pruneRevocations(writer, p, { nowMs, retentionSeconds: 2 * hour })).toBe(0);
+  });
+
+  it('works through a backlog larger than one batch', async () => {
+    const p = prefix();
+    const keys = accountKeys(p);
+    const old = Math.floor(Date.now() / 1000) - 3 * hour;
+    const multi = writer.multi();
+    for (let i = 0; i < 1_200; i++) {
+      multi.hset(keys.hash('validAfter'), `u${i}`, String(old)).zadd(keys.revokedInFirebase, old, `${old}:u${i}`);
+    }
+    await multi.exec();
+    expect(await pruneRevocations(writer, p, { nowMs: Date.now(), retentionSeconds: 2 * hour, batch: 500 })).toBe(
+      1_200,
+    );
+    expect(await writer.hlen(keys.hash('validAfter'))).toBe(0);
+    expect(await writer.zcard(keys.revokedInFirebase)).toBe(0);
+  });
+
+  it('runs on the replica’s timer, and reports the run', async () => {
+    const p = prefix();
+    const old = Math.floor(Date.now() / 1000) - 3 * hour;
+    await writeAccountChange(writer, p, { uid: 'kate', field: 'validAfter', value: old });
+    await recordFirebaseRevocation(writer, p, { uid: 'kate', validAfter: old, firebaseSecond: old });
+    const { store, prunes } = startStore(p, 60_000, { retentionSeconds: 2 * hour, intervalMs: 100 });
+    await until('the pruned revocation', () => store.loaded && store.get('kate') === undefined);
+    await until('the run reported', () => prunes.some((e) => e.ok && e.removed === 1));
+    expect(store.status()).toMatchObject({
+      prune: { retention_seconds: 2 * hour, interval_ms: 100, last: { ok: true } },
+    });
+  });
+});
+
 // Stopping the server needs a redis-server this process started (not REDIS_URL).
 describe.skipIf(Boolean(process.env.REDIS_URL))('RedisAccountStore while Redis is down', () => {
   it('keeps deciding from its last state, says it lost the subscription, and resyncs when Redis is back', async () => {
@@ -150,7 +245,7 @@ describe.skipIf(Boolean(process.env.REDIS_URL))('RedisAccountStore while Redis i
     if (!control) throw new Error(`no outage controls for a Redis from ${redis.source}`);
     const p = prefix();
     await writeAccountChange(writer, p, { uid: 'ivan', field: 'disabled', value: true });
-    const { store, syncs } = startStore(p, 300);
+    const { store, syncs } = startStore(p, 300, { retentionSeconds: 7200, intervalMs: 600_000 });
     await until('loaded and subscribed', () => store.loaded && store.subscribed);
 
     await control.down();
@@ -158,6 +253,9 @@ describe.skipIf(Boolean(process.env.REDIS_URL))('RedisAccountStore while Redis i
       await until('the lost subscription', () => !store.subscribed);
       // Scheduled resyncs fail meanwhile; the state stays.
       await until('a failed resync', () => syncs.some((s) => !s.ok));
+      // So does pruning: nothing is removed, and it says so.
+      expect(await store.prune()).toBe(0);
+      expect(store.status()).toMatchObject({ prune: { last: { ok: false, removed: 0 } } });
       expect(store.get('ivan')).toEqual({ disabled: true });
       expect(store.status()).toMatchObject({ loaded: true, subscribed: false, disabled: 1 });
     } finally {

@@ -18,6 +18,8 @@ import {
 //   P:customer_id  hash uid → customer id (override of the token's customer id claim)
 //   P:version      counter, incremented by every change
 //   P:changes      pub/sub channel: one JSON AccountChange per change
+//   P:revocations_in_firebase  sorted set "<valid_after>:<uid>" → unix second Firebase's own
+//                  revokeRefreshTokens finished: the revocations that may be pruned (below)
 // A change is one Lua script (field, version and message together), so a replica that
 // reads the version with the hashes knows exactly which messages it has already seen.
 
@@ -35,6 +37,7 @@ export function accountKeys(prefix: string) {
     hash: (field: AccountField) => `${prefix}:${hashSuffix[field]}`,
     version: `${prefix}:version`,
     channel: `${prefix}:changes`,
+    revokedInFirebase: `${prefix}:revocations_in_firebase`,
   };
 }
 
@@ -72,6 +75,82 @@ export async function writeAccountChange(
   return Number(version);
 }
 
+// Pruning revocations. A revocation refuses tokens whose auth_time is before it. Once Firebase
+// has revoked the user's refresh tokens too (second F), no token with such an auth_time is
+// issued after F, and every one issued before F expires by F + 1 h (the fixed lifetime of a
+// Firebase ID token; verify.ts allows exp the clock tolerance). From then on the entry can
+// refuse nothing that is not refused as expired, so it may go. A revocation Firebase was not
+// told of is different: the user's refresh token still works, every refreshed token keeps
+// the old auth_time, and the entry is all that refuses them. It is never pruned.
+
+/**
+ * Records that Firebase revoked the refresh tokens of `uid` at `firebaseSecond`, for the
+ * revocation stored as `validAfter` (the admin command, after revokeRefreshTokens succeeded).
+ */
+export async function recordFirebaseRevocation(
+  redis: Redis,
+  prefix: string,
+  revocation: { uid: string; validAfter: number; firebaseSecond: number },
+): Promise<void> {
+  await redis.zadd(
+    accountKeys(prefix).revokedInFirebase,
+    revocation.firebaseSecond,
+    `${revocation.validAfter}:${revocation.uid}`,
+  );
+}
+
+const pruneScript = `
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local pruned = 0
+for _, member in ipairs(members) do
+  local sep = string.find(member, ':', 1, true)
+  if sep then
+    local seconds, uid = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+    -- Only the very revocation Firebase confirmed: a later one (another second) stays.
+    if redis.call('HGET', KEYS[2], uid) == seconds then
+      redis.call('HDEL', KEYS[2], uid)
+      local version = redis.call('INCR', KEYS[3])
+      redis.call('PUBLISH', KEYS[4], cjson.encode({ version = version, uid = uid, field = 'validAfter', value = cjson.null }))
+      pruned = pruned + 1
+    end
+  end
+  redis.call('ZREM', KEYS[1], member)
+end
+return { pruned, #members }
+`;
+
+/**
+ * Removes the revocations Firebase confirmed at least `retentionSeconds` before `nowMs`, each
+ * as a published change (every replica drops it), in batches of `batch`. Atomic per batch, so
+ * replicas running it at once remove each entry once. Resolves with how many were removed.
+ */
+export async function pruneRevocations(
+  redis: Redis,
+  prefix: string,
+  opts: { nowMs: number; retentionSeconds: number; batch?: number },
+): Promise<number> {
+  const keys = accountKeys(prefix);
+  const cutoff = Math.floor(opts.nowMs / 1000) - opts.retentionSeconds;
+  const batch = opts.batch ?? 500;
+  let total = 0;
+  // Bounded: a backlog larger than this is left to the next run.
+  for (let round = 0; round < 100; round++) {
+    const [pruned, seen] = (await redis.eval(
+      pruneScript,
+      4,
+      keys.revokedInFirebase,
+      keys.hash('validAfter'),
+      keys.version,
+      keys.channel,
+      String(cutoff),
+      String(batch),
+    )) as [number, number];
+    total += pruned;
+    if (seen < batch) break;
+  }
+  return total;
+}
+
 /** Reads the whole state and its version in one transaction. */
 export async function readAccountState(
   redis: Redis,
@@ -104,6 +183,8 @@ export interface AccountStoreEvents {
   synced(event: { ok: boolean; trigger: SyncTrigger; seconds: number; entries: number; version: number }): void;
   subscription(subscribed: boolean): void;
   changeApplied(field: AccountField, entries: number, version: number): void;
+  /** A prune run finished: how many revocations it removed (0 on error). */
+  pruned?(event: { ok: boolean; removed: number }): void;
 }
 
 export type SyncTrigger = 'initial' | 'scheduled' | 'resubscribed' | 'gap';
@@ -112,6 +193,8 @@ export interface AccountStoreOptions {
   url: string;
   keyPrefix: string;
   resyncMs: number;
+  /** Every `intervalMs`, remove the revocations Firebase confirmed `retentionSeconds` ago (pruneRevocations); unset: never. */
+  prune?: { retentionSeconds: number; intervalMs: number };
   logger: Logger;
   events?: AccountStoreEvents;
 }
@@ -129,6 +212,9 @@ export class RedisAccountStore implements AccountView {
   private subscriber: Redis | undefined;
   private timer: NodeJS.Timeout | undefined;
   private retry: NodeJS.Timeout | undefined;
+  private pruneTimer: NodeJS.Timeout | undefined;
+  private pruning: Promise<number> | undefined;
+  private lastPrune: { at: string; ok: boolean; removed: number; error?: string } | undefined;
   /** Messages that arrived while a full load was under way: replayed on top of it. */
   private pending: AccountChange[] | undefined;
   private syncing: Promise<void> | undefined;
@@ -193,6 +279,45 @@ export class RedisAccountStore implements AccountView {
     });
     this.timer = setInterval(() => void this.sync('scheduled'), this.opts.resyncMs);
     this.timer.unref();
+    if (this.opts.prune) {
+      this.pruneTimer = setInterval(() => void this.prune(), this.opts.prune.intervalMs);
+      this.pruneTimer.unref();
+    }
+  }
+
+  /** One prune run now (also the timer's); concurrent calls share one. Never rejects. */
+  prune(nowMs = Date.now()): Promise<number> {
+    const commands = this.commands;
+    const prune = this.opts.prune;
+    if (!commands || !prune || this.closed) return Promise.resolve(0);
+    this.pruning ??= pruneRevocations(commands, this.opts.keyPrefix, {
+      nowMs,
+      retentionSeconds: prune.retentionSeconds,
+    })
+      .then(
+        (removed) => {
+          this.lastPrune = { at: new Date().toISOString(), ok: true, removed };
+          this.opts.events?.pruned?.({ ok: true, removed });
+          if (removed > 0) {
+            this.opts.logger.info(
+              { category: 'technical', event_type: 'accounts_revocations_pruned', removed },
+              'account state: removed revocations that can no longer refuse a token',
+            );
+          }
+          return removed;
+        },
+        (error: unknown) => {
+          // Redis away: the entries stay (the safe side) until the next run.
+          const message = error instanceof Error ? error.message : String(error);
+          this.lastPrune = { at: new Date().toISOString(), ok: false, removed: 0, error: message };
+          this.opts.events?.pruned?.({ ok: false, removed: 0 });
+          return 0;
+        },
+      )
+      .finally(() => {
+        this.pruning = undefined;
+      });
+    return this.pruning;
   }
 
   /** Loads the whole state; concurrent calls share one load. */
@@ -316,6 +441,13 @@ export class RedisAccountStore implements AccountView {
       customer_id_overrides: count('customerId'),
       skipped_values: this.skippedValues,
       resync_interval_ms: this.opts.resyncMs,
+      prune: this.opts.prune
+        ? {
+            retention_seconds: this.opts.prune.retentionSeconds,
+            interval_ms: this.opts.prune.intervalMs,
+            last: this.lastPrune ?? null,
+          }
+        : null,
       last_sync: this.lastSync ?? null,
       last_success_at: this.lastSuccessAt ?? null,
     };
@@ -325,7 +457,9 @@ export class RedisAccountStore implements AccountView {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     if (this.retry) clearTimeout(this.retry);
+    if (this.pruneTimer) clearInterval(this.pruneTimer);
     await this.syncing?.catch(() => {});
+    await this.pruning;
     this.subscriber?.disconnect();
     this.commands?.disconnect();
   }

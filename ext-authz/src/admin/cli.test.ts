@@ -84,7 +84,11 @@ describe('npm run admin', () => {
 
   it('revokes at the current second, sets and clears overrides, enables, and shows the state', async () => {
     const before = Math.floor(Date.now() / 1000);
-    expect((await admin(['revoke', 'bob', '--redis-url', redis.url, '--key-prefix', prefix])).code).toBe(0);
+    const revoked = await admin(['revoke', 'bob', '--redis-url', redis.url, '--key-prefix', prefix]);
+    expect(revoked.code).toBe(0);
+    // Without Firebase the user's sessions still refresh: the entry is all that refuses them.
+    expect(revoked.stdout).toContain('This revocation is never pruned');
+    expect(await reader.zcard(`${prefix}:revocations_in_firebase`)).toBe(0);
     expect((await admin(['disable', 'bob', '--key-prefix', prefix])).code).toBe(0);
     expect((await admin(['enable', 'bob', '--key-prefix', prefix])).code).toBe(0);
     expect((await admin(['set-group', 'bob', 'premium_customer', '--key-prefix', prefix])).code).toBe(0);
@@ -205,10 +209,15 @@ describe('npm run admin with the Firebase Auth emulator', () => {
     const result = await admin(['revoke', uid, ...options()], firebaseEnv());
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toContain('revoked its refresh tokens in Firebase');
+    expect(result.stdout).toContain('ext-authz removes it from Sekisho');
     const validSince = Number((await lookup(uid)).validSince);
     const stored = (await readAccountState(reader, prefix)).table.get(uid)?.validAfter ?? 0;
     // Both are "now" in whole seconds, taken a moment apart.
     expect(Math.abs(validSince - stored)).toBeLessThanOrEqual(2);
+    // Marked prunable, at a second no earlier than Firebase's own.
+    const score = await reader.zscore(`${prefix}:revocations_in_firebase`, `${stored}:${uid}`);
+    expect(Number(score)).toBeGreaterThanOrEqual(validSince);
+    expect(Number(score) - validSince).toBeLessThanOrEqual(2);
   });
 
   it('sets and clears the group and customer id claims, keeping the user’s other claims', async () => {

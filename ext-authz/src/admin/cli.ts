@@ -6,7 +6,12 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { localStackFile } from '@sekisho/devstack/paths';
 import { Redis } from 'ioredis';
-import { defaultKeyPrefix, readAccountState, writeAccountChange } from '../accounts/redis-store';
+import {
+  defaultKeyPrefix,
+  readAccountState,
+  recordFirebaseRevocation,
+  writeAccountChange,
+} from '../accounts/redis-store';
 import { type AccountChange, type AccountField, isValidUid, parseFieldValue } from '../accounts/state';
 import { applyInFirebase, type Claims, firebaseTarget } from './firebase';
 
@@ -273,6 +278,11 @@ async function run(argv: string[]): Promise<number> {
     const firebase = firebaseTarget(process.env, options.firebaseProject, target.authEmulator);
     if (!firebase) {
       console.log("Firebase not configured: updated Sekisho's state only");
+      if (command.change.field === 'validAfter') {
+        console.log(
+          "This revocation is never pruned: Firebase still refreshes the user's sessions, and only Sekisho refuses their tokens.",
+        );
+      }
       return 0;
     }
     try {
@@ -281,12 +291,31 @@ async function run(argv: string[]): Promise<number> {
         customerIdClaim: options.customerIdClaim ?? target.customerIdClaim,
       });
       console.log(`Firebase (${firebase.via}): ${done}`);
-      return 0;
     } catch (error) {
       throw new Failure(
         `updated Sekisho's state, but Firebase (${firebase.via}) refused the change: ${error instanceof Error ? error.message : String(error)}`,
       );
     }
+    if (command.change.field === 'validAfter') {
+      // Only now may ext-authz prune it: no token signed in before it is issued from here on.
+      const validAfter = Number(command.change.value);
+      try {
+        await recordFirebaseRevocation(redis, target.keyPrefix, {
+          uid: command.uid,
+          validAfter,
+          firebaseSecond: Math.ceil(Date.now() / 1000),
+        });
+        console.log(
+          "Firebase revoked it too, so ext-authz removes it from Sekisho's state once every earlier token has expired (EXT_AUTHZ_REVOCATION_RETENTION, 2h by default)",
+        );
+      } catch (error) {
+        // The revocation stands; it is only never pruned.
+        console.error(
+          `admin: could not mark the revocation as made in Firebase (${error instanceof Error ? error.message : String(error)}); it is never pruned from Sekisho's state`,
+        );
+      }
+    }
+    return 0;
   } finally {
     redis.disconnect();
   }
