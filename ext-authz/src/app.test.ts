@@ -328,4 +328,15 @@ describe('ext-authz in the Auth emulator mode', () => {
     expect((await check(await unsigned('salon-prod'))).deniedResponse?.status?.code).toBe(401);
     expect(lines.some((line) => line.includes('"event_type":"emulator_mode_project"'))).toBe(true);
   });
+
+  it('writes the denial log summary of the running window in shutdown, right after gRPC stops', async () => {
+    // The default bound: 20 records per cause and client per window; these 25 leave 5 out.
+    for (let i = 0; i < 25; i++) await check('not-a-token');
+    const names = emulatorApp.shutdownSteps.map((step) => step.name);
+    expect(names.indexOf('denial log')).toBe(names.indexOf('grpc') + 1);
+    expect(lines.some((line) => line.includes('denial_logs_dropped'))).toBe(false);
+    await emulatorApp.shutdownSteps.find((step) => step.name === 'denial log')?.run();
+    const summary = lines.map((line) => JSON.parse(line)).find((r) => r.event_type === 'denial_logs_dropped');
+    expect(summary).toMatchObject({ level: 'WARN', dropped: { 'failed_auth:malformed': 5 } });
+  });
 });

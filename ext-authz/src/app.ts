@@ -30,7 +30,10 @@ export interface ExtAuthzApp {
   /** Ready = a policy is in force, the Firebase keys are loaded and shutdown has not begun. */
   isReady(): boolean;
   status(): Record<string, unknown>;
-  /** Readiness off, gRPC (drains in-flight checks), policy subscription, key refresh, admin: in that order. */
+  /**
+   * Readiness off, gRPC (drains in-flight checks), the denial log's last summary, policy
+   * subscription, key refresh, account state, admin: in that order.
+   */
   shutdownSteps: ShutdownStep[];
   close(): Promise<void>;
 }
@@ -183,6 +186,8 @@ export async function startExtAuthzApp(
       },
     },
     { name: 'grpc', run: async () => grpc?.close() },
+    // After the last Check: what the running window left out gets its summary line.
+    { name: 'denial log', run: async () => denialLog.close() },
     { name: 'policy subscription', run: async () => subscription?.close() },
     { name: 'key refresh', run: async () => keyStore.close() },
     { name: 'account state', run: async () => accounts?.close() },
