@@ -27,7 +27,7 @@ export interface ExtAuthzApp {
   accounts: RedisAccountStore | undefined;
   /** Installs a policy as an ADS update would; throws (a NACK) when it is invalid. */
   applyPolicy(policy: AuthzPolicy, version: string): void;
-  /** Ready = a policy is in force, the Firebase keys are loaded and shutdown has not begun. */
+  /** Ready = a policy is in force, the Firebase keys are loaded (not needed in the emulator mode), the account state loaded once (with a Redis) and shutdown has not begun. */
   isReady(): boolean;
   status(): Record<string, unknown>;
   /**
