@@ -194,6 +194,7 @@ describe('the gateway with the Firebase Auth emulator', () => {
     expect(await (await fetch(`${stack.extAuthzAdminUrl}/metrics`)).text()).toMatch(
       /sekisho_ext_authz_emulator_mode\{[^}]*\} 1/,
     );
+    expect(stack.logs()).toContain('AUTH EMULATOR MODE');
   });
 
   it("serves a user created with firebase-admin, signed in through the emulator's REST API", async () => {
