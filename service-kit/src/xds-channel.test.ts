@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ServerCredentials } from '@grpc/grpc-js';
@@ -116,9 +116,9 @@ describe('subscribePolicy over mutual TLS (real sockets)', () => {
   });
 
   /** A control plane presenting `pki`'s (or another) server certificate and requiring client certificates of pki's CA. */
-  const controlPlane = (serverPki: ControlChannelCertificates) =>
+  const controlPlane = (serverPki: ControlChannelCertificates, port = 0) =>
     startPolicyServer(
-      0,
+      port,
       ServerCredentials.createSsl(
         readFileSync(pki.caFile),
         [
@@ -186,6 +186,53 @@ describe('subscribePolicy over mutual TLS (real sockets)', () => {
     await until(() => events.filter((e) => e === 'policy_stream_error').length >= 3, 'three failed attempts');
     expect(cp.connected()).toBe(false);
     expect(cp.requests).toEqual([]);
+  });
+
+  it('reads changed certificate files at the next reconnect', async () => {
+    const files = {
+      caFile: join(dir, 'rotating-ca.crt'),
+      certFile: join(dir, 'rotating.crt'),
+      keyFile: join(dir, 'rotating.key'),
+    };
+    const client = pki.clients['ext-authz'] as { certFile: string; keyFile: string };
+    await copyFile(pki.caFile, files.caFile);
+    await copyFile(client.certFile, files.certFile);
+    await copyFile(client.keyFile, files.keyFile);
+    server = await controlPlane(pki);
+    const port = server.port;
+    const events: string[] = [];
+    subscription = subscribePolicy({
+      address: `127.0.0.1:${port}`,
+      channel: resolveXdsChannel(
+        { address: `127.0.0.1:${port}`, allowInsecure: false, ...files, serverName: controlPlaneServerName },
+        names,
+      ),
+      nodeId: 'rotation-test',
+      typeUrl,
+      resourceName: 'authz',
+      decode: (bytes) => PermissionSet.decode(bytes),
+      apply: () => {},
+      logger: createLogger('test', {
+        level: 'info',
+        destination: { write: (line: string) => void events.push(JSON.parse(line).event_type) },
+      }),
+      minBackoffMs: 50,
+      maxBackoffMs: 100,
+    });
+    const first = server;
+    await until(() => first.requests.length > 0, 'the first subscription');
+    // The client now trusts another CA only; the control plane restarts on the same port.
+    await copyFile(foreign.caFile, files.caFile);
+    await first.close();
+    server = await controlPlane(pki, port);
+    const second = server;
+    await until(() => events.includes('xds_client_certificate_reloaded'), 'the files to be re-read');
+    const failuresAfter = events.lastIndexOf('xds_client_certificate_reloaded');
+    await until(
+      () => events.slice(failuresAfter).filter((e) => e === 'policy_stream_error').length >= 3,
+      'three attempts with the new files',
+    );
+    expect(second.requests).toEqual([]);
   });
 
   it('refuses to send plaintext to a control plane off this host', () => {
