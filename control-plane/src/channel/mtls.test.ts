@@ -180,6 +180,34 @@ describe('control channel over mutual TLS', () => {
   });
 });
 
+describe('control channel without TLS', () => {
+  it('binds to loopback and says so at start-up', async () => {
+    const plain = captureLogger('info');
+    const config = configSchema.parse({
+      CONTROL_PLANE_DEFINITION: 'gateway.yaml',
+      CONTROL_PLANE_XDS_PORT: '0',
+      CONTROL_PLANE_ADMIN_PORT: '0',
+    });
+    const running = await startControlPlane(config, { logger: plain.logger, registry: new Registry(), cwd: dir });
+    try {
+      expect(plain.records).toContainEqual(
+        expect.objectContaining({
+          event_type: 'control_channel_plaintext',
+          host: '127.0.0.1',
+          message: expect.stringMatching(
+            /serving ADS on loopback \(127\.0\.0\.1\) only; set CONTROL_PLANE_TLS_CERT_FILE/,
+          ),
+        }),
+      );
+      expect(plain.records).toContainEqual(
+        expect.objectContaining({ message: 'control plane ready', control_channel: 'plaintext' }),
+      );
+    } finally {
+      await running.close();
+    }
+  });
+});
+
 describe('control channel configuration', () => {
   const base = { CONTROL_PLANE_DEFINITION: 'gateway.yaml' };
   const problems = (env: Record<string, string>) => {
