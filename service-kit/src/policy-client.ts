@@ -1,4 +1,3 @@
-import { statSync } from 'node:fs';
 import { type ClientDuplexStream, status as grpcStatus } from '@grpc/grpc-js';
 import { Node } from '@sekisho/proto/envoy/config/core/v3/base';
 import { AggregatedDiscoveryServiceClient } from '@sekisho/proto/envoy/service/discovery/v3/ads';
@@ -8,7 +7,7 @@ import {
   Resource,
 } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
 import type { Logger } from './logger';
-import { type XdsChannel, xdsChannelCredentials } from './xds-channel';
+import { filesStamp, type XdsChannel, xdsChannelCredentials } from './xds-channel';
 
 const resourceWrapperType = 'type.googleapis.com/envoy.service.discovery.v3.Resource';
 
@@ -49,27 +48,16 @@ export interface PolicySubscriptionOptions<T> {
 export function subscribePolicy<T>(opts: PolicySubscriptionOptions<T>): PolicySubscription<T> {
   const channel: XdsChannel = opts.channel ?? { address: opts.address, allowInsecure: false };
   // Rotated client certificate files are picked up at the next reconnect.
-  const filesStamp = () =>
-    channel.tls
-      ? [channel.tls.caFile, channel.tls.certFile, channel.tls.keyFile]
-          .map((file) => {
-            try {
-              const stat = statSync(file);
-              return `${stat.ino}:${stat.mtimeMs}:${stat.size}`;
-            } catch {
-              return 'missing';
-            }
-          })
-          .join('|')
-      : '';
+  const stampNow = () =>
+    channel.tls ? filesStamp([channel.tls.caFile, channel.tls.certFile, channel.tls.keyFile]) : '';
   const newClient = () => {
     const { credentials, options } = xdsChannelCredentials(channel);
-    return new AggregatedDiscoveryServiceClient(opts.address, credentials, {
+    return new AggregatedDiscoveryServiceClient(channel.address, credentials, {
       'grpc.keepalive_time_ms': 30_000,
       ...options,
     });
   };
-  let stamp = filesStamp();
+  let stamp = stampNow();
   let client = newClient();
   const minBackoff = opts.minBackoffMs ?? 250;
   const maxBackoff = opts.maxBackoffMs ?? 10_000;
@@ -133,7 +121,7 @@ export function subscribePolicy<T>(opts: PolicySubscriptionOptions<T>): PolicySu
   const connect = () => {
     retryTimer = undefined;
     if (closed) return;
-    const now = filesStamp();
+    const now = stampNow();
     if (now !== stamp) {
       try {
         const next = newClient();

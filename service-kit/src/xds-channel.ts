@@ -1,5 +1,5 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { type ChannelCredentials, type ChannelOptions, credentials } from '@grpc/grpc-js';
 import { ConfigError } from './config';
@@ -152,4 +152,21 @@ export function xdsChannelCredentials(channel: XdsChannel): {
     credentials: credentials.createSsl(readFileSync(caFile), readFileSync(keyFile), readFileSync(certFile)),
     options: { 'grpc.ssl_target_name_override': serverName, 'grpc.default_authority': serverName },
   };
+}
+
+/**
+ * Identifies the current content of `files` (inode, mtime, size; 'missing' for an absent one),
+ * following symlinks: a changed value means a rotated file, also after a Kubernetes `..data` swap.
+ */
+export function filesStamp(files: readonly string[]): string {
+  return files
+    .map((file) => {
+      try {
+        const stat = statSync(file);
+        return `${stat.ino}:${stat.mtimeMs}:${stat.size}`;
+      } catch {
+        return 'missing';
+      }
+    })
+    .join('|');
 }

@@ -1,8 +1,9 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { readFileSync, type StatWatcher, statSync, unwatchFile, watchFile } from 'node:fs';
+import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { ServerCredentials } from '@grpc/grpc-js';
 import { ConfigError } from '@sekisho/service-kit/config';
 import type { Logger } from '@sekisho/service-kit/logger';
+import { filesStamp } from '@sekisho/service-kit/xds-channel';
 
 // The control plane's side of the control channel: TLS that requires a client certificate
 // signed by the client CA (a client without one is refused in the handshake, before any gRPC),
@@ -109,17 +110,7 @@ export function createServerTls(
 ): ServerTls {
   const log = logger.child({ category: 'technical', component: 'control-channel' });
   const credentials = new ReloadingServerCredentials(readServerTls(files));
-  const stampOf = () =>
-    Object.values(files)
-      .map((file) => {
-        try {
-          const s = statSync(file);
-          return `${s.ino}:${s.mtimeMs}:${s.size}`;
-        } catch {
-          return 'missing';
-        }
-      })
-      .join('|');
+  const stampOf = () => filesStamp(Object.values(files));
   let stamp = stampOf();
   const reload = () => {
     try {
@@ -141,16 +132,12 @@ export function createServerTls(
     stamp = now;
     reload();
   };
-  const watchers: StatWatcher[] = Object.values(files).map((file) => {
-    const watcher = watchFile(file, { interval: pollIntervalMs, persistent: false }, onChange);
-    return watcher;
-  });
+  for (const file of Object.values(files)) watchFile(file, { interval: pollIntervalMs, persistent: false }, onChange);
   return {
     credentials,
     reload,
     close: () => {
       for (const file of Object.values(files)) unwatchFile(file, onChange);
-      watchers.length = 0;
     },
   };
 }
