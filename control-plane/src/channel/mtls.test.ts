@@ -150,7 +150,7 @@ describe('control channel over mutual TLS', () => {
     expect((await ended(stream)).code).toBe(status.UNAVAILABLE);
   });
 
-  it('serves a rotated server certificate to new connections without a restart', async () => {
+  it('serves a rotated server certificate to new connections without a restart, never a mismatched one', async () => {
     const serialSeen = () =>
       new Promise<string>((resolve, reject) => {
         const socket = connect({
@@ -169,6 +169,14 @@ describe('control channel over mutual TLS', () => {
         socket.once('error', reject);
       });
     const before = await serialSeen();
+    // A key that is not the certificate's (a half-finished rotation) is refused; the old pair stays.
+    await copyFile(certs.clients.ingress?.keyFile as string, join(dir, 'server.key'));
+    await eventually(
+      () => records.some((r) => r.event_type === 'control_channel_certificate_invalid'),
+      10_000,
+      'the mismatched key to be noticed',
+    );
+    expect(await serialSeen()).toBe(before);
     // A new server certificate of the same CA, copied over the served files key first.
     const next = await createControlChannelCertificates(join(dir, 'next'), { clients: [], ca: certs.ca });
     await copyFile(next.controlPlane.keyFile, join(dir, 'server.key'));

@@ -98,8 +98,7 @@ class ReloadingServerCredentials extends ServerCredentials {
 
 export interface ServerTls {
   credentials: ServerCredentials;
-  /** Re-reads the files now (also done on every change seen by the poll); false when they are bad. */
-  reload(): boolean;
+  /** Stops polling the files. */
   close(): void;
 }
 
@@ -116,14 +115,12 @@ export function createServerTls(
     try {
       credentials.replace(readServerTls(files));
       log.info({ event_type: 'control_channel_certificate_reloaded' }, 'control channel certificate files reloaded');
-      return true;
     } catch (error) {
       // A half-written pair or a wrong key: keep serving the last good one.
       log.error(
         { event_type: 'control_channel_certificate_invalid', error_details: String(error) },
         'control channel certificate files changed but are not usable; keeping the previous ones',
       );
-      return false;
     }
   };
   const onChange = () => {
@@ -135,7 +132,6 @@ export function createServerTls(
   for (const file of Object.values(files)) watchFile(file, { interval: pollIntervalMs, persistent: false }, onChange);
   return {
     credentials,
-    reload,
     close: () => {
       for (const file of Object.values(files)) unwatchFile(file, onChange);
     },
