@@ -132,6 +132,13 @@ describe('control plane main', () => {
     expect(stderr).toContain('CONTROL_PLANE_DEFINITION');
   }, 30_000);
 
+  it('as a process: exits 2 naming CONTROL_PLANE_HOST when it is not loopback and there is no TLS', async () => {
+    const { code, stderr } = await runMain({ CONTROL_PLANE_DEFINITION: good, CONTROL_PLANE_HOST: '0.0.0.0' });
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/CONTROL_PLANE_HOST: not a loopback address, and the control channel has no TLS/);
+    expect(stderr).toContain('CONTROL_PLANE_ALLOW_INSECURE=true');
+  }, 30_000);
+
   it('as a process: logs "control plane ready" and exits 0 on SIGTERM', async () => {
     let killed = false;
     const { code, stdout } = await runMain(

@@ -2,14 +2,17 @@ import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startAdminServer } from '@sekisho/service-kit/admin-server';
-import { envLogLevel, envPort, loadConfig } from '@sekisho/service-kit/config';
+import { ConfigError, envEnum, envLogLevel, envPort, loadConfig } from '@sekisho/service-kit/config';
 import { startGrpcServer } from '@sekisho/service-kit/grpc-server';
 import type { Logger } from '@sekisho/service-kit/logger';
 import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
 import { runService } from '@sekisho/service-kit/run-service';
 import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
+import { isLoopbackHost } from '@sekisho/service-kit/xds-channel';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
+import { authorize, checkTrustDomain, peerIdentityOf } from './channel/identity';
+import { createServerTls, readServerTls, type ServerTls, serverTlsVariables } from './channel/server-tls';
 import type { FieldError } from './definition/load';
 import { DefinitionWatcher, type DefinitionWatcherOptions, describeFieldError } from './watch';
 import { SnapshotCache } from './xds/cache';
@@ -18,16 +21,83 @@ import { createAdsServer } from './xds/server';
 // The control plane process: compile the definition, serve it over ADS, recompile
 // whenever the file changes. Run with `npx tsx control-plane/src/main.ts`.
 
-export const configSchema = z.object({
-  /** The gateway definition file (YAML or TypeScript), relative to the working directory. */
-  CONTROL_PLANE_DEFINITION: z.string({ error: 'required: path of the gateway definition file' }).min(1),
-  CONTROL_PLANE_HOST: z.string().default('127.0.0.1'),
-  CONTROL_PLANE_XDS_PORT: envPort(18000),
-  CONTROL_PLANE_ADMIN_PORT: envPort(18001),
-  LOG_LEVEL: envLogLevel(),
-});
+export const configSchema = z
+  .object({
+    /** The gateway definition file (YAML or TypeScript), relative to the working directory. */
+    CONTROL_PLANE_DEFINITION: z.string({ error: 'required: path of the gateway definition file' }).min(1),
+    CONTROL_PLANE_HOST: z.string().default('127.0.0.1'),
+    CONTROL_PLANE_XDS_PORT: envPort(18000),
+    CONTROL_PLANE_ADMIN_PORT: envPort(18001),
+    /** The control channel's mutual TLS: the server's certificate and key, and the CA of its clients. */
+    CONTROL_PLANE_TLS_CERT_FILE: z.string().min(1).optional(),
+    CONTROL_PLANE_TLS_KEY_FILE: z.string().min(1).optional(),
+    CONTROL_PLANE_TLS_CLIENT_CA_FILE: z.string().min(1).optional(),
+    /** Client identities are spiffe://<this>/<view> URI SANs (or <view>.<this> DNS SANs). */
+    CONTROL_PLANE_TLS_TRUST_DOMAIN: z
+      .string()
+      .default('sekisho.local')
+      .refine(
+        (value) => {
+          try {
+            return checkTrustDomain(value) === value;
+          } catch {
+            return false;
+          }
+        },
+        { message: 'expected a lower-case DNS name such as sekisho.local' },
+      ),
+    /**
+     * Serve plaintext on a non-loopback CONTROL_PLANE_HOST: only where something else (a mesh,
+     * a private link) already authenticates and encrypts the channel.
+     */
+    CONTROL_PLANE_ALLOW_INSECURE: envEnum(['true', 'false'], 'false').transform((value) => value === 'true'),
+    LOG_LEVEL: envLogLevel(),
+  })
+  .superRefine((config, ctx) => {
+    const tls = [
+      ['CONTROL_PLANE_TLS_CERT_FILE', config.CONTROL_PLANE_TLS_CERT_FILE],
+      ['CONTROL_PLANE_TLS_KEY_FILE', config.CONTROL_PLANE_TLS_KEY_FILE],
+      ['CONTROL_PLANE_TLS_CLIENT_CA_FILE', config.CONTROL_PLANE_TLS_CLIENT_CA_FILE],
+    ] as const;
+    const given = tls.filter(([, value]) => value !== undefined).map(([name]) => name);
+    if (given.length > 0 && given.length < tls.length) {
+      for (const [name, value] of tls) {
+        if (value === undefined)
+          ctx.addIssue({
+            code: 'custom',
+            path: [name],
+            message: `required with ${given.join(' and ')} (mutual TLS needs the certificate, its key and the client CA)`,
+          });
+      }
+    }
+    if (given.length === 0 && !isLoopbackHost(config.CONTROL_PLANE_HOST) && !config.CONTROL_PLANE_ALLOW_INSECURE) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['CONTROL_PLANE_HOST'],
+        message:
+          'not a loopback address, and the control channel has no TLS: every policy and TLS private key would be ' +
+          'served in plaintext to anyone who connects. Set CONTROL_PLANE_TLS_CERT_FILE, CONTROL_PLANE_TLS_KEY_FILE ' +
+          'and CONTROL_PLANE_TLS_CLIENT_CA_FILE, or CONTROL_PLANE_ALLOW_INSECURE=true',
+      });
+    }
+  });
 
 export type ControlPlaneConfig = z.output<typeof configSchema>;
+
+/** The control channel's TLS files, or undefined for plaintext. */
+function tlsFilesOf(config: ControlPlaneConfig) {
+  const { CONTROL_PLANE_TLS_CERT_FILE: certFile, CONTROL_PLANE_TLS_KEY_FILE: keyFile } = config;
+  const clientCaFile = config.CONTROL_PLANE_TLS_CLIENT_CA_FILE;
+  return certFile && keyFile && clientCaFile ? { certFile, keyFile, clientCaFile } : undefined;
+}
+
+/** loadConfig, then the TLS files read and checked: a bad one is a ConfigError naming its variable. */
+export function loadControlPlaneConfig(env: NodeJS.ProcessEnv = process.env): ControlPlaneConfig {
+  const config = loadConfig(configSchema, env);
+  const files = tlsFilesOf(config);
+  if (files) readServerTls(files);
+  return config;
+}
 
 /** The initial definition did not compile; nothing was started. */
 export class InvalidDefinitionError extends Error {
@@ -58,6 +128,8 @@ export async function startControlPlane(
     cwd?: string;
     /** Watcher tuning, for tests. */
     watcher?: Pick<DefinitionWatcherOptions, 'compile' | 'debounceMs' | 'pollIntervalMs'>;
+    /** How often the control channel's certificate files are polled for changes, for tests. */
+    tls?: { pollIntervalMs?: number };
   },
 ): Promise<ControlPlane> {
   const { logger, registry } = deps;
@@ -68,12 +140,48 @@ export async function startControlPlane(
   const initial = await watcher.reload('initial', { quiet: true });
   if (!initial.ok) throw new InvalidDefinitionError(definitionPath, initial.errors);
 
-  const ads = createAdsServer({ cache, logger, registry });
-  const grpc = await startGrpcServer({
-    host: config.CONTROL_PLANE_HOST,
-    port: config.CONTROL_PLANE_XDS_PORT,
-    register: (server) => ads.register(server),
+  const tlsFiles = tlsFilesOf(config);
+  let tls: ServerTls | undefined;
+  try {
+    tls = tlsFiles && createServerTls(tlsFiles, { logger, ...deps.tls });
+  } catch (error) {
+    await watcher.stop();
+    throw error;
+  }
+  const trustDomain = config.CONTROL_PLANE_TLS_TRUST_DOMAIN;
+  const ads = createAdsServer({
+    cache,
+    logger,
+    registry,
+    ...(tls ? { authorize: (node, der) => authorize(node, peerIdentityOf(der), trustDomain) } : {}),
   });
+  let grpc: Awaited<ReturnType<typeof startGrpcServer>>;
+  try {
+    grpc = await startGrpcServer({
+      host: config.CONTROL_PLANE_HOST,
+      port: config.CONTROL_PLANE_XDS_PORT,
+      register: (server) => ads.register(server),
+      ...(tls ? { credentials: tls.credentials } : {}),
+    });
+  } catch (error) {
+    tls?.close();
+    await watcher.stop();
+    throw error;
+  }
+  const channel = tls
+    ? { control_channel: 'mtls', trust_domain: trustDomain }
+    : {
+        control_channel: 'plaintext',
+        ...(isLoopbackHost(config.CONTROL_PLANE_HOST) ? {} : { insecure_override: 'CONTROL_PLANE_ALLOW_INSECURE' }),
+      };
+  if (!tls) {
+    logger[isLoopbackHost(config.CONTROL_PLANE_HOST) ? 'info' : 'warn'](
+      { category: 'security', event_type: 'control_channel_plaintext', host: config.CONTROL_PLANE_HOST, ...channel },
+      isLoopbackHost(config.CONTROL_PLANE_HOST)
+        ? `control channel without TLS: serving ADS on loopback (${config.CONTROL_PLANE_HOST}) only; set ${serverTlsVariables.certFile}, ${serverTlsVariables.keyFile} and ${serverTlsVariables.clientCaFile} for mutual TLS`
+        : `control channel without TLS on ${config.CONTROL_PLANE_HOST} (CONTROL_PLANE_ALLOW_INSECURE=true): any client that connects reads every policy and TLS key`,
+    );
+  }
   watcher.start();
 
   const status = () => {
@@ -101,6 +209,7 @@ export async function startControlPlane(
     await watcher.stop();
     ads.close();
     await grpc.close(0);
+    tls?.close();
     throw error;
   }
 
@@ -110,6 +219,7 @@ export async function startControlPlane(
       event_type: 'control_plane_ready',
       xds_port: grpc.port,
       admin_port: admin.port,
+      ...channel,
       definition: definitionPath,
       versions: cache.versions(),
     },
@@ -120,6 +230,7 @@ export async function startControlPlane(
     { name: 'stop definition watcher', run: () => watcher.stop() },
     { name: 'close xDS streams', run: async () => ads.close() },
     { name: 'close gRPC server', run: () => grpc.close(2_000) },
+    { name: 'stop watching the control channel certificate', run: async () => tls?.close() },
     { name: 'close admin server', run: () => admin.close() },
   ];
   return {
@@ -136,9 +247,9 @@ export async function startControlPlane(
 if (process.argv[1] && realpathSync(resolve(process.argv[1])) === realpathSync(fileURLToPath(import.meta.url))) {
   await runService({
     name: 'control-plane',
-    loadConfig: () => loadConfig(configSchema),
+    loadConfig: () => loadControlPlaneConfig(),
     start: (config, logger) => startControlPlane(config, { logger, registry: createMetricsRegistry('control-plane') }),
     // One line per offending field, for the person who just edited the file.
-    isUsageError: (error) => error instanceof InvalidDefinitionError,
+    isUsageError: (error) => error instanceof InvalidDefinitionError || error instanceof ConfigError,
   });
 }

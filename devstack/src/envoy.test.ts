@@ -4,6 +4,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createControlChannelCertificates } from './control-channel-certs';
 import {
   BOOTSTRAP_TEMPLATE,
   type BootstrapValues,
@@ -41,8 +42,27 @@ describe('renderBootstrap', () => {
     ['a port out of range', { controlPlane: { host: 'h', port: 70000 } }, /not a port/],
     ['a fetch timeout without unit', { initialFetchTimeout: '15' }, /initial fetch timeout/],
     ['a zero connection limit', { maxDownstreamConnections: 0 }, /positive integer/],
+    [
+      'plaintext to a control plane off this host',
+      { controlPlane: { host: 'control-plane', port: 18000 } },
+      /control-plane is not loopback: give controlPlane.tls/,
+    ],
+    [
+      'a certificate path with a quote in it',
+      {
+        controlPlane: { host: 'cp', port: 1, tls: { caFile: '/a"b', certFile: '/c', keyFile: '/k', serverName: 'cp' } },
+      },
+      /control plane CA file/,
+    ],
   ])('refuses %s', (_name, override, error) => {
     expect(() => renderBootstrap({ ...values, ...override }, `x: ${placeholder('NODE_ID')}`)).toThrow(error);
+  });
+
+  it('renders plaintext to loopback as raw_buffer, and allowInsecure elsewhere', async () => {
+    const template = await readFile(BOOTSTRAP_TEMPLATE, 'utf8');
+    expect(renderBootstrap(values, template)).toContain('"name":"envoy.transport_sockets.raw_buffer"');
+    const remote = { ...values, controlPlane: { host: 'cp.internal', port: 18000, allowInsecure: true } };
+    expect(renderBootstrap(remote, template)).toContain('raw_buffer');
   });
 
   it('refuses a template with an unknown placeholder', () => {
@@ -132,6 +152,30 @@ describe('Envoy', () => {
     const result = await validateEnvoyConfig(bootstrap, runtime);
     expect(result.output).toContain('OK');
     expect(result.ok).toBe(true);
+  });
+
+  it('accepts the bootstrap with mutual TLS to the control plane in validate mode', async ({ skip }) => {
+    if (runtime.kind !== 'binary') skip();
+    const dir = await mkdtemp(join(tmpdir(), 'sekisho-bootstrap-tls-'));
+    try {
+      const pki = await createControlChannelCertificates(dir, { clients: ['ingress'] });
+      const tls = {
+        caFile: pki.caFile,
+        certFile: pki.clients.ingress?.certFile ?? '',
+        keyFile: pki.clients.ingress?.keyFile ?? '',
+        serverName: pki.serverName,
+      };
+      const bootstrap = renderBootstrap(
+        { ...values, controlPlane: { host: 'control-plane.example', port: 18000, tls } },
+        await readFile(BOOTSTRAP_TEMPLATE, 'utf8'),
+      );
+      expect(bootstrap).toContain('"sni":"control-plane.sekisho.local"');
+      const result = await validateEnvoyConfig(bootstrap, runtime);
+      expect(result.output).toContain('OK');
+      expect(result.ok).toBe(true);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('reports a configuration that Envoy rejects', async ({ skip }) => {

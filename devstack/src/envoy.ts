@@ -200,10 +200,22 @@ async function lockIsStale(lock: string): Promise<boolean> {
 // ---------------------------------------------------------------------------------------
 // Bootstrap
 
+/** Mutual TLS to the control plane: PEM files, and the name its certificate must carry. */
+export interface ControlPlaneTls {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+  serverName: string;
+}
+
 export interface BootstrapValues {
   nodeId: string;
   cluster: string;
-  controlPlane: { host: string; port: number };
+  /**
+   * Where the control plane is. Without `tls` the channel is plaintext, which is refused for a
+   * host other than loopback unless `allowInsecure`.
+   */
+  controlPlane: { host: string; port: number; tls?: ControlPlaneTls; allowInsecure?: boolean };
   adminAddress?: string;
   adminPort: number;
   /** 'GRPC' (state of the world, default) or 'DELTA_GRPC'. */
@@ -218,6 +230,50 @@ export interface BootstrapValues {
 const NAME = /^[A-Za-z0-9._:-]+$/;
 const HOST = /^[A-Za-z0-9.:-]+$/;
 const DURATION = /^\d+(\.\d+)?s$/;
+const FILE = /^[A-Za-z0-9._/+@=,:~ -]+$/;
+const LOOPBACK = /^(localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1)$/;
+
+/** The xds cluster's transport socket as one line of JSON (valid YAML in the template). */
+function xdsTransportSocket(
+  controlPlane: BootstrapValues['controlPlane'],
+  check: (what: string, value: string, pattern: RegExp) => string,
+): string {
+  const { tls } = controlPlane;
+  if (!tls) {
+    if (!LOOPBACK.test(controlPlane.host) && !controlPlane.allowInsecure)
+      throw new Error(
+        `bootstrap: control plane host ${controlPlane.host} is not loopback: give controlPlane.tls (mutual TLS) or allowInsecure`,
+      );
+    return JSON.stringify({
+      name: 'envoy.transport_sockets.raw_buffer',
+      typed_config: { '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer' },
+    });
+  }
+  return JSON.stringify({
+    name: 'envoy.transport_sockets.tls',
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext',
+      sni: check('control plane server name', tls.serverName, HOST),
+      common_tls_context: {
+        tls_params: { tls_minimum_protocol_version: 'TLSv1_2' },
+        alpn_protocols: ['h2'],
+        tls_certificates: [
+          {
+            certificate_chain: { filename: check('control plane client certificate file', tls.certFile, FILE) },
+            private_key: { filename: check('control plane client key file', tls.keyFile, FILE) },
+          },
+        ],
+        validation_context: {
+          trusted_ca: { filename: check('control plane CA file', tls.caFile, FILE) },
+          match_typed_subject_alt_names: [
+            { san_type: 'DNS', matcher: { exact: tls.serverName } },
+            { san_type: 'IP_ADDRESS', matcher: { exact: tls.serverName } },
+          ],
+        },
+      },
+    },
+  });
+}
 
 /** The bootstrap template with every `${NAME}` placeholder filled in; throws on a bad value. */
 export function renderBootstrap(values: BootstrapValues, template: string): string {
@@ -242,6 +298,7 @@ export function renderBootstrap(values: BootstrapValues, template: string): stri
     ADMIN_PORT: port('admin port', values.adminPort),
     XDS_HOST: check('control plane host', values.controlPlane.host, HOST),
     XDS_PORT: port('control plane port', values.controlPlane.port),
+    XDS_TRANSPORT_SOCKET: xdsTransportSocket(values.controlPlane, check),
     ADS_API_TYPE: values.adsApiType ?? 'GRPC',
     INITIAL_FETCH_TIMEOUT: check('initial fetch timeout', values.initialFetchTimeout ?? '15s', DURATION),
     MAX_HEAP_BYTES: positive('max heap bytes', values.maxHeapBytes ?? 1024 * 1024 * 1024),

@@ -17,8 +17,10 @@ export interface SelfSignedCertificateOptions {
   notAfter: Date;
   /** Positive serial number as hex; random 16 bytes when omitted. */
   serialHex?: string;
-  /** DNS names and IP addresses a TLS server certificate is valid for (subjectAltName). */
-  subjectAltNames?: { dns?: readonly string[]; ip?: readonly string[] };
+  /** DNS names, IP addresses and URIs (SPIFFE ids) a TLS certificate is valid for (subjectAltName). */
+  subjectAltNames?: { dns?: readonly string[]; ip?: readonly string[]; uri?: readonly string[] };
+  /** What a certificate with subjectAltNames may be used for (extendedKeyUsage); default serverAuth. */
+  usages?: ReadonlyArray<'serverAuth' | 'clientAuth'>;
   /** A certificate authority: may sign certificates (basicConstraints cA, keyCertSign). */
   ca?: boolean;
   /** Signed by this CA (its certificate's common name and private key) instead of by `keys`. */
@@ -32,6 +34,7 @@ const OID_KEY_USAGE = '2.5.29.15';
 const OID_SUBJECT_ALT_NAME = '2.5.29.17';
 const OID_EXT_KEY_USAGE = '2.5.29.37';
 const OID_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
+const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
 
 export async function createSelfSignedCertificate(opts: SelfSignedCertificateOptions): Promise<string> {
   const spki = new Uint8Array(await webcrypto.subtle.exportKey('spki', opts.keys.publicKey));
@@ -75,12 +78,16 @@ function certificateExtensions(opts: SelfSignedCertificateOptions): Uint8Array[]
   const generalNames = [
     ...(names.dns ?? []).map((dns) => tlv(0x82, Buffer.from(dns, 'ascii'))), // [2] dNSName
     ...(names.ip ?? []).map((ip) => tlv(0x87, ipBytes(ip))), // [7] iPAddress
+    ...(names.uri ?? []).map((uri) => tlv(0x86, Buffer.from(uri, 'ascii'))), // [6] uniformResourceIdentifier
   ];
+  const usages = (opts.usages ?? ['serverAuth']).map((usage) =>
+    oid(usage === 'serverAuth' ? OID_SERVER_AUTH : OID_CLIENT_AUTH),
+  );
   return [
     seq(oid(OID_BASIC_CONSTRAINTS), bool(true), octets(seq())),
-    // digitalSignature and keyEncipherment (bits 0 and 2): an RSA TLS server key
+    // digitalSignature and keyEncipherment (bits 0 and 2): an RSA TLS key
     seq(oid(OID_KEY_USAGE), bool(true), octets(bitString(Uint8Array.of(0xa0), 5))),
-    seq(oid(OID_EXT_KEY_USAGE), octets(seq(oid(OID_SERVER_AUTH)))),
+    seq(oid(OID_EXT_KEY_USAGE), octets(seq(...usages))),
     seq(oid(OID_SUBJECT_ALT_NAME), octets(seq(...generalNames))),
   ];
 }

@@ -1,8 +1,12 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { GatewayDefinition } from '@sekisho/control-plane';
 import { compileDefinitionFile } from '@sekisho/control-plane/definition/load';
 import { policyServiceAddresses } from '@sekisho/control-plane/ir/clusters';
 import { extAuthzClusterName, rateLimitClusterName } from '@sekisho/control-plane/ir/names';
 import { type DemoUpstream, startDemoUpstream } from '@sekisho/demo-upstream/server';
+import { type ControlChannelCertificates, createControlChannelCertificates } from './control-channel-certs';
 import { type EnvoyHandle, startEnvoy } from './envoy';
 import { type AuthEmulator, startAuthEmulator } from './firebase-emulator';
 import {
@@ -49,6 +53,12 @@ export interface StackOptions {
   authEmulator?: boolean;
   /** Envoy's worker threads (--concurrency); Envoy's default (one per core) when omitted. */
   envoyConcurrency?: number;
+  /**
+   * The control channel (ADS): `mtls` (default) makes a CA and certificates for this run (the
+   * control plane's, and a client certificate per xDS client with its SPIFFE identity) and runs
+   * every part with them; `plaintext` runs it without TLS, on loopback.
+   */
+  controlChannel?: 'mtls' | 'plaintext';
   /** RATELIMIT_REDIS_FAILURE_MODE for the rate-limit service. */
   rateLimitFailureMode?: 'allow' | 'deny';
   logLevel?: string;
@@ -72,6 +82,10 @@ export interface Stack {
    */
   extAuthzAdminUrls: string[];
   ratelimitAdminUrl: string;
+  /** The control channel's CA and certificates (mtls), removed at stop; undefined for plaintext. */
+  controlChannel: ControlChannelCertificates | undefined;
+  /** The control plane's ADS port. */
+  xdsPort: number;
   redis: RedisHandle;
   keyServer: FirebaseKeyServer;
   /** The Auth emulator, with `authEmulator: true`; its host is what ext-authz was given. */
@@ -173,6 +187,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   let keyServer: FirebaseKeyServer | undefined;
   let authEmulator: AuthEmulator | undefined;
   let envoy: EnvoyHandle | undefined;
+  let certificates: ControlChannelCertificates | undefined;
 
   // Reverse start order; every part is stopped even if an earlier one fails to.
   let stopped: Promise<void> | undefined;
@@ -192,6 +207,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       await attempt(() => keyServer?.close());
       await attempt(() => authEmulator?.stop());
       await attempt(() => redis?.stop());
+      await attempt(() => (certificates ? rm(certificates.dir, { recursive: true, force: true }) : undefined));
       if (failures.length > 0) throw new AggregateError(failures, 'stack: some parts did not stop cleanly');
     })();
     return stopped;
@@ -235,6 +251,21 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   };
 
   try {
+    if ((opts.controlChannel ?? 'mtls') === 'mtls') {
+      certificates = await step('making the control channel certificates', async () =>
+        createControlChannelCertificates(await mkdtemp(join(tmpdir(), 'sekisho-control-channel-'))),
+      );
+    }
+    const channel = certificates;
+    const clientTls = (prefix: string, client: string): NodeJS.ProcessEnv =>
+      channel
+        ? {
+            [`${prefix}_XDS_CA_FILE`]: channel.caFile,
+            [`${prefix}_XDS_CERT_FILE`]: channel.clients[client]?.certFile,
+            [`${prefix}_XDS_KEY_FILE`]: channel.clients[client]?.keyFile,
+            [`${prefix}_XDS_SERVER_NAME`]: channel.serverName,
+          }
+        : {};
     redis = await step('starting Redis', () => startRedis());
     keyServer = await step('starting the development Firebase key server', () =>
       createFirebaseKeyServer({ port: ports.keyServer, ...(opts.signingKey ? { keys: [opts.signingKey] } : {}) }),
@@ -270,6 +301,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         EXT_AUTHZ_ADMIN_PORT: String(extAuthzAdminPorts[i]),
         EXT_AUTHZ_NODE_ID: i === 0 ? 'ext-authz' : `ext-authz-${i + 1}`,
         EXT_AUTHZ_XDS_ADDRESS: xdsAddress,
+        ...clientTls('EXT_AUTHZ', 'ext-authz'),
         EXT_AUTHZ_FIREBASE_CERTS_URL: keyServerUrl,
         // The local key server is plain http; only development stacks may say so.
         EXT_AUTHZ_KEYS_ALLOW_HTTP: 'true',
@@ -290,6 +322,14 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
           CONTROL_PLANE_DEFINITION: opts.definitionFile,
           CONTROL_PLANE_XDS_PORT: String(ports.controlPlaneXds),
           CONTROL_PLANE_ADMIN_PORT: String(ports.controlPlaneAdmin),
+          ...(channel
+            ? {
+                CONTROL_PLANE_TLS_CERT_FILE: channel.controlPlane.certFile,
+                CONTROL_PLANE_TLS_KEY_FILE: channel.controlPlane.keyFile,
+                CONTROL_PLANE_TLS_CLIENT_CA_FILE: channel.caFile,
+                CONTROL_PLANE_TLS_TRUST_DOMAIN: channel.trustDomain,
+              }
+            : {}),
         },
         readyUrl: `http://127.0.0.1:${ports.controlPlaneAdmin}/readyz`,
       },
@@ -301,6 +341,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
           RATELIMIT_GRPC_PORT: String(portOf(firstReplica(definition.policyServices.rateLimit))),
           RATELIMIT_ADMIN_PORT: String(ports.ratelimitAdmin),
           RATELIMIT_XDS_ADDRESS: xdsAddress,
+          ...clientTls('RATELIMIT', 'ratelimit'),
           RATELIMIT_REDIS_URL: redisUrl,
           RATELIMIT_REDIS_FAILURE_MODE: opts.rateLimitFailureMode ?? 'allow',
         },
@@ -321,7 +362,20 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       startEnvoy({
         nodeId: 'sekisho-ingress',
         cluster: 'sekisho-ingress',
-        controlPlane: { host: '127.0.0.1', port: ports.controlPlaneXds },
+        controlPlane: {
+          host: '127.0.0.1',
+          port: ports.controlPlaneXds,
+          ...(channel
+            ? {
+                tls: {
+                  caFile: channel.caFile,
+                  certFile: channel.clients.ingress?.certFile ?? '',
+                  keyFile: channel.clients.ingress?.keyFile ?? '',
+                  serverName: channel.serverName,
+                },
+              }
+            : {}),
+        },
         adminPort: ports.envoyAdmin,
         logLevel: logLevel === 'debug' ? 'debug' : 'warning',
         concurrency: opts.envoyConcurrency,
@@ -371,6 +425,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     extAuthzAdminUrl: `http://127.0.0.1:${ports.extAuthzAdmin}`,
     extAuthzAdminUrls: extAuthzAdminPorts.map((port) => `http://127.0.0.1:${port}`),
     ratelimitAdminUrl: `http://127.0.0.1:${ports.ratelimitAdmin}`,
+    controlChannel: certificates,
+    xdsPort: ports.controlPlaneXds,
     redis,
     keyServer: activeKeyServer,
     authEmulator,

@@ -45,11 +45,20 @@ export async function createCertificateAuthority(
   return { commonName, certificatePem, keys };
 }
 
-/** A server certificate for `dnsNames` and `ipAddresses`, signed by `ca`. */
-export async function issueServerCertificate(
-  ca: CertificateAuthority,
-  opts: { commonName: string; dnsNames?: string[]; ipAddresses?: string[]; validDays?: number; now?: Date },
-): Promise<ServerCertificate> {
+export interface IssueOptions {
+  commonName: string;
+  dnsNames?: string[];
+  ipAddresses?: string[];
+  /** URI SANs, e.g. a SPIFFE id `spiffe://sekisho.local/ingress` (the control channel's client identity). */
+  uris?: string[];
+  /** extendedKeyUsage; default serverAuth. A control-channel client needs clientAuth. */
+  usages?: Array<'serverAuth' | 'clientAuth'>;
+  validDays?: number;
+  now?: Date;
+}
+
+/** A certificate for `dnsNames`, `ipAddresses` and `uris`, signed by `ca`. */
+export async function issueServerCertificate(ca: CertificateAuthority, opts: IssueOptions): Promise<ServerCertificate> {
   const keys = await rsaKeys();
   const now = opts.now ?? new Date();
   const serialHex = Buffer.from(webcrypto.getRandomValues(new Uint8Array(16)))
@@ -59,10 +68,19 @@ export async function issueServerCertificate(
     keys,
     commonName: opts.commonName,
     serialHex,
-    subjectAltNames: { dns: opts.dnsNames ?? [], ip: opts.ipAddresses ?? [] },
+    subjectAltNames: { dns: opts.dnsNames ?? [], ip: opts.ipAddresses ?? [], uri: opts.uris ?? [] },
+    usages: opts.usages ?? ['serverAuth'],
     issuer: { commonName: ca.commonName, privateKey: ca.keys.privateKey },
     notBefore: new Date(now.getTime() - day),
     notAfter: new Date(now.getTime() + (opts.validDays ?? 825) * day),
   });
   return { certificatePem, privateKeyPem: await privateKeyPem(keys), serialHex };
+}
+
+/** A TLS client certificate (clientAuth) for the identities in `uris` / `dnsNames`, signed by `ca`. */
+export function issueClientCertificate(
+  ca: CertificateAuthority,
+  opts: Omit<IssueOptions, 'usages' | 'ipAddresses'>,
+): Promise<ServerCertificate> {
+  return issueServerCertificate(ca, { ...opts, usages: ['clientAuth'] });
 }

@@ -10,7 +10,7 @@ import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
 import type { Registry } from 'prom-client';
 import { RedisAccountStore } from './accounts/redis-store';
 import { createAuthorizationServer, logDroppedDenials } from './check-service';
-import type { ExtAuthzConfig } from './config';
+import { type ExtAuthzConfig, xdsChannelOf } from './config';
 import type { VerifyToken } from './decision';
 import { DenialLogLimiter } from './denial-log-limiter';
 import { FirebaseKeyStore, type KeyStoreOptions } from './firebase/key-store';
@@ -201,6 +201,7 @@ export async function startExtAuthzApp(
     if (opts.subscribe !== false) {
       subscription = subscribePolicy({
         address: config.EXT_AUTHZ_XDS_ADDRESS,
+        channel: xdsChannelOf(config),
         nodeId: config.EXT_AUTHZ_NODE_ID,
         typeUrl: policyTypeUrls.authz,
         resourceName: policyResourceNames.authz,

@@ -6,12 +6,25 @@ import { loadExtAuthzConfig } from './config';
 import { GOOGLE_SECURETOKEN_X509_URL } from './firebase/key-store';
 
 describe('loadExtAuthzConfig', () => {
+  it('refuses plaintext policy from a control plane off this host unless told so', () => {
+    expect(() => loadExtAuthzConfig({ EXT_AUTHZ_XDS_ADDRESS: '10.0.0.5:18000' })).toThrow(
+      /EXT_AUTHZ_XDS_ADDRESS: 10\.0\.0\.5:18000 is not a loopback address/,
+    );
+    expect(
+      loadExtAuthzConfig({ EXT_AUTHZ_XDS_ADDRESS: '10.0.0.5:18000', EXT_AUTHZ_XDS_ALLOW_INSECURE: 'true' }),
+    ).toMatchObject({ EXT_AUTHZ_XDS_ALLOW_INSECURE: true });
+    expect(() => loadExtAuthzConfig({ EXT_AUTHZ_XDS_CERT_FILE: '/nope.crt', EXT_AUTHZ_XDS_KEY_FILE: '/k' })).toThrow(
+      /EXT_AUTHZ_XDS_CA_FILE: required with EXT_AUTHZ_XDS_CERT_FILE and EXT_AUTHZ_XDS_KEY_FILE/,
+    );
+  });
+
   it('defaults to Google, loopback and the documented ports', () => {
     expect(loadExtAuthzConfig({})).toEqual({
       EXT_AUTHZ_HOST: '127.0.0.1',
       EXT_AUTHZ_GRPC_PORT: 9001,
       EXT_AUTHZ_ADMIN_PORT: 9101,
       EXT_AUTHZ_XDS_ADDRESS: '127.0.0.1:18000',
+      EXT_AUTHZ_XDS_ALLOW_INSECURE: false,
       EXT_AUTHZ_NODE_ID: 'ext-authz',
       EXT_AUTHZ_FIREBASE_CERTS_URL: GOOGLE_SECURETOKEN_X509_URL,
       EXT_AUTHZ_KEYS_ALLOW_HTTP: false,

@@ -7,6 +7,7 @@ import {
   envPort,
   loadConfig,
 } from '@sekisho/service-kit/config';
+import { resolveXdsChannel, type XdsChannel } from '@sekisho/service-kit/xds-channel';
 import { z } from 'zod';
 import { defaultKeyPrefix } from './accounts/redis-store';
 import { GOOGLE_SECURETOKEN_X509_URL } from './firebase/key-store';
@@ -30,6 +31,17 @@ export const configSchema = z
     EXT_AUTHZ_ADMIN_PORT: envPort(9101),
     /** The control plane's ADS address, where the AuthzPolicy comes from. */
     EXT_AUTHZ_XDS_ADDRESS: envHostPort('127.0.0.1:18000'),
+    /**
+     * Mutual TLS to the control plane: the CA its certificate must chain to, this service's
+     * client certificate and key, and the name the control plane's certificate must carry
+     * (default: the address's host). Without them the address must be loopback.
+     */
+    EXT_AUTHZ_XDS_CA_FILE: z.string().min(1).optional(),
+    EXT_AUTHZ_XDS_CERT_FILE: z.string().min(1).optional(),
+    EXT_AUTHZ_XDS_KEY_FILE: z.string().min(1).optional(),
+    EXT_AUTHZ_XDS_SERVER_NAME: z.string().min(1).optional(),
+    /** Accept policy over plaintext from a non-loopback address (something else secures the path). */
+    EXT_AUTHZ_XDS_ALLOW_INSECURE: envEnum(['true', 'false'], 'false').transform((value) => value === 'true'),
     EXT_AUTHZ_NODE_ID: z.string().min(1).default('ext-authz'),
     /** Google's x509 endpoint of the securetoken keys, or a local one in the same format. */
     EXT_AUTHZ_FIREBASE_CERTS_URL: z.url({ protocol: /^https?$/ }).default(GOOGLE_SECURETOKEN_X509_URL),
@@ -116,6 +128,31 @@ export const configSchema = z
 
 export type ExtAuthzConfig = z.output<typeof configSchema>;
 
+/** loadConfig, then the control channel checked (files read): a ConfigError names each bad variable. */
 export function loadExtAuthzConfig(env: NodeJS.ProcessEnv = process.env): ExtAuthzConfig {
-  return loadConfig(configSchema, env);
+  const config = loadConfig(configSchema, env);
+  xdsChannelOf(config);
+  return config;
+}
+
+/** How to reach the control plane (mutual TLS, or plaintext to loopback); throws ConfigError. */
+export function xdsChannelOf(config: ExtAuthzConfig): XdsChannel {
+  return resolveXdsChannel(
+    {
+      address: config.EXT_AUTHZ_XDS_ADDRESS,
+      caFile: config.EXT_AUTHZ_XDS_CA_FILE,
+      certFile: config.EXT_AUTHZ_XDS_CERT_FILE,
+      keyFile: config.EXT_AUTHZ_XDS_KEY_FILE,
+      serverName: config.EXT_AUTHZ_XDS_SERVER_NAME,
+      allowInsecure: config.EXT_AUTHZ_XDS_ALLOW_INSECURE,
+    },
+    {
+      address: 'EXT_AUTHZ_XDS_ADDRESS',
+      caFile: 'EXT_AUTHZ_XDS_CA_FILE',
+      certFile: 'EXT_AUTHZ_XDS_CERT_FILE',
+      keyFile: 'EXT_AUTHZ_XDS_KEY_FILE',
+      serverName: 'EXT_AUTHZ_XDS_SERVER_NAME',
+      allowInsecure: 'EXT_AUTHZ_XDS_ALLOW_INSECURE',
+    },
+  );
 }

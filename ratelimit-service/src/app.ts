@@ -8,7 +8,7 @@ import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
 import { type PolicySubscription, subscribePolicy } from '@sekisho/service-kit/policy-client';
 import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
 import type { Registry } from 'prom-client';
-import type { RateLimitConfig } from './config';
+import { type RateLimitConfig, xdsChannelOf } from './config';
 import { type ConfigDirectory, openConfigDirectory } from './file-config/directory';
 import { createValueHasher } from './limiter/keys';
 import { createRedisClient } from './limiter/redis-client';
@@ -173,6 +173,7 @@ export async function startRateLimitApp(
       ? undefined
       : subscribePolicy({
           address: config.RATELIMIT_XDS_ADDRESS,
+          channel: xdsChannelOf(config),
           nodeId: config.RATELIMIT_NODE_ID,
           typeUrl: policyTypeUrls.rateLimit,
           resourceName: policyResourceNames.rateLimit,

@@ -9,6 +9,7 @@ describe('loadRateLimitConfig', () => {
       RATELIMIT_GRPC_PORT: 9002,
       RATELIMIT_ADMIN_PORT: 9102,
       RATELIMIT_XDS_ADDRESS: '127.0.0.1:18000',
+      RATELIMIT_XDS_ALLOW_INSECURE: false,
       RATELIMIT_NODE_ID: 'ratelimit-service',
       RATELIMIT_REDIS_URL: 'redis://127.0.0.1:6379',
       RATELIMIT_REDIS_FAILURE_MODE: 'allow',
@@ -22,8 +23,21 @@ describe('loadRateLimitConfig', () => {
   it('needs no control plane when a configuration directory is given', () => {
     expect(loadRateLimitConfig({ RATELIMIT_CONFIG_DIR: '/etc/ratelimit' }).RATELIMIT_XDS_ADDRESS).toBeUndefined();
     expect(
-      loadRateLimitConfig({ RATELIMIT_CONFIG_DIR: '/etc/ratelimit', RATELIMIT_XDS_ADDRESS: 'cp:18000' }),
+      loadRateLimitConfig({
+        RATELIMIT_CONFIG_DIR: '/etc/ratelimit',
+        RATELIMIT_XDS_ADDRESS: 'cp:18000',
+        RATELIMIT_XDS_ALLOW_INSECURE: 'true',
+      }),
     ).toMatchObject({ RATELIMIT_CONFIG_DIR: '/etc/ratelimit', RATELIMIT_XDS_ADDRESS: 'cp:18000' });
+  });
+
+  it('refuses plaintext policy from a control plane off this host, naming the variables', () => {
+    expect(() => loadRateLimitConfig({ RATELIMIT_XDS_ADDRESS: 'cp:18000' })).toThrow(
+      /RATELIMIT_XDS_ADDRESS: cp:18000 is not a loopback address: set RATELIMIT_XDS_CA_FILE, RATELIMIT_XDS_CERT_FILE and RATELIMIT_XDS_KEY_FILE/,
+    );
+    expect(() => loadRateLimitConfig({ RATELIMIT_XDS_CA_FILE: '/ca.crt' })).toThrow(
+      /RATELIMIT_XDS_CERT_FILE: required with RATELIMIT_XDS_CA_FILE[^\n]*\n\s*RATELIMIT_XDS_KEY_FILE: required/,
+    );
   });
 
   it('parses durations and modes', () => {

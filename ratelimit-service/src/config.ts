@@ -7,6 +7,7 @@ import {
   envUrl,
   loadConfig,
 } from '@sekisho/service-kit/config';
+import { resolveXdsChannel, type XdsChannel } from '@sekisho/service-kit/xds-channel';
 import { z } from 'zod';
 
 // Every setting of the service, parsed and checked in one place at start-up.
@@ -19,6 +20,17 @@ export const configSchema = z.object({
    * RATELIMIT_CONFIG_DIR is set: files alone then configure the service, with no control plane.
    */
   RATELIMIT_XDS_ADDRESS: envOptionalHostPort(),
+  /**
+   * Mutual TLS to the control plane: the CA its certificate must chain to, this service's client
+   * certificate and key, and the name the control plane's certificate must carry (default: the
+   * address's host). Without them the address must be loopback.
+   */
+  RATELIMIT_XDS_CA_FILE: z.string().min(1).optional(),
+  RATELIMIT_XDS_CERT_FILE: z.string().min(1).optional(),
+  RATELIMIT_XDS_KEY_FILE: z.string().min(1).optional(),
+  RATELIMIT_XDS_SERVER_NAME: z.string().min(1).optional(),
+  /** Accept policy over plaintext from a non-loopback address (something else secures the path). */
+  RATELIMIT_XDS_ALLOW_INSECURE: envEnum(['true', 'false'], 'false').transform((value) => value === 'true'),
   RATELIMIT_NODE_ID: z.string().min(1).default('ratelimit-service'),
   RATELIMIT_REDIS_URL: envUrl('redis://127.0.0.1:6379'),
   /** allow: a Redis outage lets traffic through (envoyproxy/ratelimit's stance); deny: 429. */
@@ -47,8 +59,37 @@ export type RateLimitConfig = z.output<typeof configSchema>;
 export const defaultXdsAddress = '127.0.0.1:18000';
 
 export function loadRateLimitConfig(env: NodeJS.ProcessEnv = process.env): RateLimitConfig {
-  const config = loadConfig(configSchema, env);
-  if (config.RATELIMIT_XDS_ADDRESS === undefined && config.RATELIMIT_CONFIG_DIR === undefined)
-    return { ...config, RATELIMIT_XDS_ADDRESS: defaultXdsAddress };
+  const loaded = loadConfig(configSchema, env);
+  const config =
+    loaded.RATELIMIT_XDS_ADDRESS === undefined && loaded.RATELIMIT_CONFIG_DIR === undefined
+      ? { ...loaded, RATELIMIT_XDS_ADDRESS: defaultXdsAddress }
+      : loaded;
+  xdsChannelOf(config);
   return config;
+}
+
+/**
+ * How to reach the control plane (mutual TLS, or plaintext to loopback), undefined without one;
+ * throws ConfigError naming the variable.
+ */
+export function xdsChannelOf(config: RateLimitConfig): XdsChannel | undefined {
+  if (config.RATELIMIT_XDS_ADDRESS === undefined) return undefined;
+  return resolveXdsChannel(
+    {
+      address: config.RATELIMIT_XDS_ADDRESS,
+      caFile: config.RATELIMIT_XDS_CA_FILE,
+      certFile: config.RATELIMIT_XDS_CERT_FILE,
+      keyFile: config.RATELIMIT_XDS_KEY_FILE,
+      serverName: config.RATELIMIT_XDS_SERVER_NAME,
+      allowInsecure: config.RATELIMIT_XDS_ALLOW_INSECURE,
+    },
+    {
+      address: 'RATELIMIT_XDS_ADDRESS',
+      caFile: 'RATELIMIT_XDS_CA_FILE',
+      certFile: 'RATELIMIT_XDS_CERT_FILE',
+      keyFile: 'RATELIMIT_XDS_KEY_FILE',
+      serverName: 'RATELIMIT_XDS_SERVER_NAME',
+      allowInsecure: 'RATELIMIT_XDS_ALLOW_INSECURE',
+    },
+  );
 }

@@ -42,6 +42,8 @@ export async function startGrpcServer(opts: {
   isServing?: () => boolean;
   /** Default: SEKISHO_GRPC_TRANSPORT, else http2 (grpc-js when a method streams). */
   transport?: GrpcTransport;
+  /** TLS for the port (grpc-js only: the control plane's mTLS channel); default plaintext. */
+  credentials?: ServerCredentials;
 }): Promise<GrpcServer> {
   const services: Array<[ServiceDefinition, UntypedServiceImplementation]> = [];
   opts.register({ addService: (service, implementation) => services.push([service, implementation]) });
@@ -54,12 +56,12 @@ export async function startGrpcServer(opts: {
       Object.values(service).some((method) => method.requestStream || method.responseStream),
   );
   const wanted = opts.transport ?? transportFromEnv();
-  if (wanted === 'http2' && !streams) {
+  if (wanted === 'http2' && !streams && !opts.credentials) {
     const lean = await startUnaryGrpcServer({ host, port: opts.port });
     for (const [service, implementation] of services) lean.addService(service, implementation);
     return { port: lean.port, transport: 'http2', close: (graceMs = 5_000) => lean.close(graceMs) };
   }
-  if (opts.transport === 'http2') throw new Error('the http2 gRPC transport serves unary methods only');
+  if (opts.transport === 'http2') throw new Error('the http2 gRPC transport serves unary methods only, without TLS');
 
   const server = new Server({
     'grpc.keepalive_permit_without_calls': 1,
@@ -68,7 +70,7 @@ export async function startGrpcServer(opts: {
   for (const [service, implementation] of services) server.addService(service, implementation);
   const target = host.includes(':') ? `[${host}]:${opts.port}` : `${host}:${opts.port}`;
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(target, ServerCredentials.createInsecure(), (error, bound) =>
+    server.bindAsync(target, opts.credentials ?? ServerCredentials.createInsecure(), (error, bound) =>
       error ? reject(error) : resolve(bound),
     );
   });

@@ -1,4 +1,4 @@
-import { type ClientDuplexStream, credentials, status as grpcStatus } from '@grpc/grpc-js';
+import { type ClientDuplexStream, status as grpcStatus } from '@grpc/grpc-js';
 import { Node } from '@sekisho/proto/envoy/config/core/v3/base';
 import { AggregatedDiscoveryServiceClient } from '@sekisho/proto/envoy/service/discovery/v3/ads';
 import {
@@ -7,6 +7,7 @@ import {
   Resource,
 } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
 import type { Logger } from './logger';
+import { filesStamp, type XdsChannel, xdsChannelCredentials } from './xds-channel';
 
 const resourceWrapperType = 'type.googleapis.com/envoy.service.discovery.v3.Resource';
 
@@ -21,6 +22,11 @@ export interface PolicySubscription<T = unknown> {
 export interface PolicySubscriptionOptions<T> {
   /** The control plane's ADS address, host:port. */
   address: string;
+  /**
+   * How to reach it (from `resolveXdsChannel`): mutual TLS, or plaintext. Omitted: plaintext,
+   * and only to a loopback address (anything else throws).
+   */
+  channel?: XdsChannel;
   nodeId: string;
   typeUrl: string;
   resourceName: string;
@@ -40,9 +46,19 @@ export interface PolicySubscriptionOptions<T> {
  * is ACKed or NACKed on the stream it came from, echoing that response's nonce.
  */
 export function subscribePolicy<T>(opts: PolicySubscriptionOptions<T>): PolicySubscription<T> {
-  const client = new AggregatedDiscoveryServiceClient(opts.address, credentials.createInsecure(), {
-    'grpc.keepalive_time_ms': 30_000,
-  });
+  const channel: XdsChannel = opts.channel ?? { address: opts.address, allowInsecure: false };
+  // Rotated client certificate files are picked up at the next reconnect.
+  const stampNow = () =>
+    channel.tls ? filesStamp([channel.tls.caFile, channel.tls.certFile, channel.tls.keyFile]) : '';
+  const newClient = () => {
+    const { credentials, options } = xdsChannelCredentials(channel);
+    return new AggregatedDiscoveryServiceClient(channel.address, credentials, {
+      'grpc.keepalive_time_ms': 30_000,
+      ...options,
+    });
+  };
+  let stamp = stampNow();
+  let client = newClient();
   const minBackoff = opts.minBackoffMs ?? 250;
   const maxBackoff = opts.maxBackoffMs ?? 10_000;
   let accepted: { version: string; policy: T } | undefined;
@@ -105,6 +121,25 @@ export function subscribePolicy<T>(opts: PolicySubscriptionOptions<T>): PolicySu
   const connect = () => {
     retryTimer = undefined;
     if (closed) return;
+    const now = stampNow();
+    if (now !== stamp) {
+      try {
+        const next = newClient();
+        client.close();
+        client = next;
+        stamp = now;
+        opts.logger.info(
+          { category: 'technical', event_type: 'xds_client_certificate_reloaded' },
+          'control channel certificate files changed; reconnecting with them',
+        );
+      } catch (error) {
+        // Half-written files: keep the last credentials and look again next time.
+        opts.logger.warn(
+          { category: 'technical', event_type: 'xds_client_certificate_reload_failed', error_details: String(error) },
+          'control channel certificate files changed but could not be read; keeping the previous ones',
+        );
+      }
+    }
     const call = client.streamAggregatedResources();
     stream = call;
     call.on('data', (response: DiscoveryResponse) => onResponse(call, response));

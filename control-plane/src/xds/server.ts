@@ -35,6 +35,16 @@ export interface AdsServerOptions {
   nodeGroup?: (node: Node | undefined) => string;
   /** Reported to clients in DiscoveryResponse.control_plane.identifier. */
   identifier?: string;
+  /**
+   * Control-channel authorization (channel/identity.ts), asked once per stream when the node
+   * arrives, with the stream's verified TLS client certificate (DER): refused streams end with PERMISSION_DENIED, and an
+   * allowed one may subscribe only to `types`. Omitted: every node reads every type (plaintext
+   * on loopback).
+   */
+  authorize?: (
+    node: Node,
+    peerCertificate: Buffer | undefined,
+  ) => { ok: true; types: ReadonlySet<string> } | { ok: false; reason: string; identity: string };
 }
 
 export interface TypeStatus {
@@ -107,6 +117,8 @@ interface StreamState {
    * request is answered regardless of version.
    */
   edsOwed: boolean;
+  /** Types this stream may subscribe to, once authorized (undefined: no authorization configured). */
+  allowedTypes?: ReadonlySet<string>;
   unwatch: () => void;
   closed: boolean;
 }
@@ -278,6 +290,25 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
     if (!s.node && request.node) {
       // Envoy sends the node on the first request only (set_node_on_first_message_only).
       s.node = request.node;
+      if (opts.authorize) {
+        const decision = opts.authorize(s.node, s.call.getAuthContext()?.sslPeerCertificate?.raw);
+        if (!decision.ok) {
+          log.warn(
+            {
+              ...nodeFields(s),
+              event_type: 'xds_node_refused',
+              peer: s.peer,
+              node_cluster: s.node.cluster,
+              identity: decision.identity,
+              error_details: decision.reason,
+            },
+            'xDS client refused: its certificate does not allow the view its node claims',
+          );
+          fail(s, grpcStatus.PERMISSION_DENIED, decision.reason);
+          return;
+        }
+        s.allowedTypes = decision.types;
+      }
       const group = nodeGroup(s.node);
       if (group !== s.group) {
         s.group = group;
@@ -291,6 +322,17 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
     const typeUrl = request.typeUrl;
     if (!typeUrl) {
       fail(s, grpcStatus.INVALID_ARGUMENT, 'type_url is required on an aggregated (ADS) stream');
+      return;
+    }
+    if (opts.authorize && !s.allowedTypes?.has(typeUrl)) {
+      const reason = s.node
+        ? `this client's view does not include ${typeUrl}`
+        : 'the first request must carry the node';
+      log.warn(
+        { ...nodeFields(s), event_type: 'xds_type_refused', type_url: typeUrl, error_details: reason },
+        'xDS request refused',
+      );
+      fail(s, grpcStatus.PERMISSION_DENIED, reason);
       return;
     }
 

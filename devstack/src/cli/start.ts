@@ -130,6 +130,7 @@ Sekisho is running.
   Gateway:            ${stack.gatewayUrl}
 ${httpLine}  Envoy admin:        ${stack.envoyAdminUrl}
   Control plane:      ${stack.controlPlaneAdminUrl}/status
+  Control channel:    ${stack.controlChannel ? `mutual TLS on port ${stack.xdsPort} (CA and certificates for this run: ${stack.controlChannel.dir})` : `plaintext on loopback, port ${stack.xdsPort}`}
   ext-authz:          ${stack.extAuthzAdminUrl}/status
   rate-limit service: ${stack.ratelimitAdminUrl}/status
   Redis:              ${stack.redis.url} (${stack.redis.source})

@@ -1,4 +1,4 @@
-import type { ServerDuplexStream } from '@grpc/grpc-js';
+import type { ServerCredentials, ServerDuplexStream } from '@grpc/grpc-js';
 import {
   type AggregatedDiscoveryServiceServer,
   AggregatedDiscoveryServiceService,
@@ -24,7 +24,8 @@ export interface PolicyServer {
   close(): Promise<void>;
 }
 
-export async function startPolicyServer(port = 0): Promise<PolicyServer> {
+/** `credentials`: TLS for the port (tests of the client's verification of the control plane). */
+export async function startPolicyServer(port = 0, credentials?: ServerCredentials): Promise<PolicyServer> {
   const requests: DiscoveryRequest[] = [];
   const streams: Array<ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>> = [];
   const implementation: AggregatedDiscoveryServiceServer = {
@@ -38,6 +39,7 @@ export async function startPolicyServer(port = 0): Promise<PolicyServer> {
   const server = await startGrpcServer({
     port,
     register: (s) => s.addService(AggregatedDiscoveryServiceService, implementation),
+    ...(credentials ? { credentials } : {}),
   });
   let nonce = 0;
   return {

@@ -1,0 +1,159 @@
+import { X509Certificate } from 'node:crypto';
+import type { Node } from '@sekisho/proto/envoy/config/core/v3/base';
+import { typeUrls } from '../xds/type-urls';
+
+// Who may read what over the control channel. A client's certificate names its identity
+// (a SPIFFE-style URI SAN, else a DNS SAN, in the control plane's trust domain); the identity
+// allows views; the node a client sends claims one. A stream is served only when the claim is a
+// view the certificate allows, and then only that view's resource types: a policy service's
+// certificate never reads the ingress's TLS private keys (SDS secrets).
+
+/** The ingress Envoy, a sidecar of one service, or one of Sekisho's policy services. */
+export type View = 'ingress' | 'ext-authz' | 'ratelimit' | `sidecar:${string}`;
+
+/** The identity names of a verified peer certificate. */
+export interface PeerIdentity {
+  uris: string[];
+  dnsNames: string[];
+  /** The subject's common name, for logs only: it never grants a view. */
+  commonName?: string;
+}
+
+export type NodeAuthorization =
+  | { ok: true; views: View[]; types: ReadonlySet<string>; identity: string }
+  | { ok: false; reason: string; identity: string };
+
+const envoyTypes: ReadonlySet<string> = new Set([
+  typeUrls.cluster,
+  typeUrls.endpoint,
+  typeUrls.secret,
+  typeUrls.listener,
+  typeUrls.route,
+]);
+
+/** The resource types a view reads. */
+export function typesOfView(view: View): ReadonlySet<string> {
+  if (view === 'ext-authz') return new Set([typeUrls.authzPolicy]);
+  if (view === 'ratelimit') return new Set([typeUrls.rateLimitPolicy]);
+  return envoyTypes;
+}
+
+// RFC 1123 labels; service names of the definition are lower-case-with-dashes.
+const label = '[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?';
+const trustDomainPattern = new RegExp(`^${label}(\\.${label})*$`);
+const servicePattern = /^[a-z][a-z0-9-]{0,62}$/;
+
+/** Throws with the reason when `trustDomain` is not a lower-case DNS-style name. */
+export function checkTrustDomain(trustDomain: string): string {
+  if (!trustDomainPattern.test(trustDomain))
+    throw new Error(`trust domain ${JSON.stringify(trustDomain)} is not a lower-case DNS name`);
+  return trustDomain;
+}
+
+/** `ingress`, `ext-authz`, `ratelimit`, `sidecar/<service>` → the view; anything else none. */
+function viewOfPath(segments: string[]): View | undefined {
+  const [first, second, ...rest] = segments;
+  if (rest.length > 0) return undefined;
+  if (second === undefined) {
+    if (first === 'ingress' || first === 'ext-authz' || first === 'ratelimit') return first;
+    return undefined;
+  }
+  if (first === 'sidecar' && servicePattern.test(second)) return `sidecar:${second}`;
+  return undefined;
+}
+
+/**
+ * The views a certificate identity allows, in the trust domain `trustDomain`:
+ * URI SANs `spiffe://<trust domain>/ingress`, `/ext-authz`, `/ratelimit`, `/sidecar/<service>`;
+ * only when the certificate has no URI SAN of the trust domain, DNS SANs `ingress.<trust domain>`,
+ * `ext-authz.<…>`, `ratelimit.<…>`, `<service>.sidecar.<…>`. The common name grants nothing
+ * (any CA that issues for a name would otherwise issue a view).
+ */
+export function allowedViews(identity: PeerIdentity, trustDomain: string): View[] {
+  const views = new Set<View>();
+  const prefix = `spiffe://${trustDomain}/`;
+  const inDomain = identity.uris.filter((uri) => uri.startsWith(prefix));
+  for (const uri of inDomain) {
+    const view = viewOfPath(uri.slice(prefix.length).split('/'));
+    if (view) views.add(view);
+  }
+  if (inDomain.length === 0) {
+    const suffix = `.${trustDomain}`;
+    for (const name of identity.dnsNames.map((n) => n.toLowerCase())) {
+      if (!name.endsWith(suffix)) continue;
+      const view = viewOfPath(name.slice(0, -suffix.length).split('.').reverse());
+      if (view) views.add(view);
+    }
+  }
+  return [...views].sort();
+}
+
+/**
+ * The views a node claims, by its cluster: `sekisho-ingress` (the ingress Envoy's bootstrap),
+ * `sidecar:<service>`, or `sekisho` (service-kit's policy client, for either policy service: the
+ * certificate decides which).
+ */
+export function claimedViews(node: Node): View[] {
+  const cluster = node.cluster;
+  if (cluster === 'sekisho-ingress') return ['ingress'];
+  if (cluster === 'sekisho') return ['ext-authz', 'ratelimit'];
+  if (cluster.startsWith('sidecar:') && servicePattern.test(cluster.slice('sidecar:'.length))) return [cluster as View];
+  return [];
+}
+
+/** How an identity is named in logs and refusals: its first URI, else DNS name, else CN. */
+export function describeIdentity(identity: PeerIdentity | undefined): string {
+  if (!identity) return '(no client certificate)';
+  return identity.uris[0] ?? identity.dnsNames[0] ?? `CN=${identity.commonName ?? '?'}`;
+}
+
+/** Whether `node`, presented by a client whose certificate is `identity`, may be served, and what. */
+export function authorize(node: Node, identity: PeerIdentity | undefined, trustDomain: string): NodeAuthorization {
+  const name = describeIdentity(identity);
+  if (!identity) return { ok: false, reason: 'the client presented no verified certificate', identity: name };
+  const allowed = allowedViews(identity, trustDomain);
+  const claimed = claimedViews(node);
+  if (claimed.length === 0)
+    return { ok: false, reason: `node cluster ${JSON.stringify(node.cluster)} names no view`, identity: name };
+  const views = claimed.filter((view) => allowed.includes(view));
+  if (views.length === 0) {
+    return {
+      ok: false,
+      reason:
+        `certificate ${name} allows ${allowed.length ? allowed.join(', ') : 'no view'} ` +
+        `(trust domain ${trustDomain}); node ${JSON.stringify(node.id)} of cluster ${JSON.stringify(node.cluster)} claims ${claimed.join(' or ')}`,
+      identity: name,
+    };
+  }
+  return { ok: true, views, types: new Set(views.flatMap((view) => [...typesOfView(view)])), identity: name };
+}
+
+/**
+ * The names of a DER certificate (from the TLS socket; already verified against the client CA).
+ * X509Certificate.subjectAltName lists `DNS:a, URI:b, IP Address:c`; a value with a comma or a
+ * quote in it comes JSON-quoted.
+ */
+export function peerIdentityOf(der: Buffer | undefined): PeerIdentity | undefined {
+  if (!der || der.length === 0) return undefined;
+  const certificate = new X509Certificate(der);
+  const identity: PeerIdentity = { uris: [], dnsNames: [] };
+  const cn = /(?:^|\n)CN=([^\n]*)/.exec(certificate.subject);
+  if (cn?.[1]) identity.commonName = cn[1];
+  const text = certificate.subjectAltName ?? '';
+  const entry = /([A-Za-z][A-Za-z ]*):("(?:[^"\\]|\\.)*"|[^,]*)(?:, |$)/y;
+  for (let match = entry.exec(text); match; match = entry.exec(text)) {
+    const [, kind, raw = ''] = match;
+    let value = raw;
+    if (raw.startsWith('"')) {
+      try {
+        value = JSON.parse(raw) as string;
+      } catch {
+        continue;
+      }
+    }
+    if (kind === 'URI') identity.uris.push(value);
+    else if (kind === 'DNS') identity.dnsNames.push(value);
+    if (entry.lastIndex >= text.length) break;
+  }
+  return identity;
+}
