@@ -7,6 +7,8 @@ export const namespaceLabel = 'sekisho.io/inject';
 export const injectAnnotation = 'sekisho.io/inject';
 /** Pod annotation the injector sets: `injected`. */
 export const statusAnnotation = 'sekisho.io/status';
+/** Pod label the injector sets: `sidecar` (what the sidecars' PodMonitor selects). */
+export const proxyLabel = 'sekisho.io/proxy';
 
 export const annotations = {
   service: 'sekisho.io/service',

@@ -70,6 +70,8 @@ describe('the sidecar bootstrap', () => {
     expect(live.body).toBe('live\n');
     const ready = await waitForHttp(`http://127.0.0.1:${health}/healthz/ready`, 30_000);
     expect(ready.body).toBe('LIVE\n');
+    const stats = await fetch(`http://127.0.0.1:${health}/stats/prometheus`);
+    expect(await stats.text()).toMatch(/^# TYPE envoy_/m);
     // Nothing else of the admin endpoint is reachable through the health listener.
     const other = await fetch(`http://127.0.0.1:${health}/config_dump`);
     expect(other.status).toBe(404);

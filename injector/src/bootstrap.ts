@@ -120,8 +120,8 @@ export function sidecarBootstrap(workload: Workload, config: InjectorConfig): Re
 
 /**
  * The kubelet's probes come from the node, not loopback, so they cannot reach the admin port.
- * This listener answers exactly two paths: /healthz/live (Envoy's workers answer) and
- * /healthz/ready (the admin's /ready). Envoy opens listeners only once initialised (the first
+ * This listener answers exactly three paths: /healthz/live (Envoy's workers answer),
+ * /healthz/ready (the admin's /ready) and /stats/prometheus (the admin's, for the PodMonitor). Envoy opens listeners only once initialised (the first
  * CDS and LDS answers, or their initial fetch timeouts), so the startup probe allows for that.
  */
 function healthListener(port: number) {
@@ -147,6 +147,10 @@ function healthListener(port: number) {
                       {
                         match: { path: '/healthz/ready' },
                         route: { cluster: adminClusterName, prefix_rewrite: '/ready', timeout: '1s' },
+                      },
+                      {
+                        match: { path: '/stats/prometheus' },
+                        route: { cluster: adminClusterName, timeout: '5s' },
                       },
                       {
                         match: { path: '/healthz/live' },

@@ -1,5 +1,5 @@
 import type { JsonPatchOperation } from './admission';
-import { statusAnnotation } from './annotations';
+import { proxyLabel, statusAnnotation } from './annotations';
 import type { SidecarParts } from './sidecar';
 import type { Pod } from './workload';
 
@@ -26,5 +26,8 @@ export function injectionPatch(pod: Pod, parts: SidecarParts): JsonPatchOperatio
   else if (!pod.metadata.annotations)
     ops.push({ op: 'add', path: '/metadata/annotations', value: { [statusAnnotation]: 'injected' } });
   else ops.push({ op: 'add', path: `/metadata/annotations/${pointerToken(statusAnnotation)}`, value: 'injected' });
+  // A label (annotations cannot be selected on) for the sidecars' PodMonitor.
+  if (!pod.metadata?.labels) ops.push({ op: 'add', path: '/metadata/labels', value: { [proxyLabel]: 'sidecar' } });
+  else ops.push({ op: 'add', path: `/metadata/labels/${pointerToken(proxyLabel)}`, value: 'sidecar' });
   return ops;
 }

@@ -226,6 +226,10 @@ describe('injection', () => {
       limits: { cpu: '1', memory: '256Mi' },
     });
     expect((patched.metadata as Json).annotations).toEqual({ 'sekisho.io/status': 'injected' });
+    expect((patched.metadata as Json).labels).toEqual({
+      'app.kubernetes.io/name': 'customer',
+      'sekisho.io/proxy': 'sidecar',
+    });
     expect(spec.volumes).toEqual([{ name: 'sekisho-proxy-tmp', emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } }]);
   });
 
