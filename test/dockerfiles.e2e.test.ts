@@ -33,7 +33,7 @@ describe.each(images)('$workspace/Dockerfile', ({ workspace, deployment }) => {
     const lines = await read();
     const root = JSON.parse(await readFile(join(repoRoot, 'package.json'), 'utf8'));
     expect(lines).toContain('ARG NODE_IMAGE=node:24-bookworm-slim');
-    expect(lines.filter((l) => l.startsWith('FROM ${NODE_IMAGE}')).length).toBe(3);
+    expect(lines.filter((l) => /^FROM \$\{NODE_IMAGE\}/.test(l)).length).toBe(3);
     expect(lines).toContain('RUN npm ci');
     expect(lines).toContain('RUN npm run build');
     expect(root.scripts.build, 'the root package.json has the build script').toBeDefined();
