@@ -11,6 +11,7 @@ import { findKustomize, kustomizeBuild, kustomizeInstallHint } from '@sekisho/de
 import { repoRoot } from '@sekisho/devstack/paths';
 import { configSchema as extAuthzConfig } from '@sekisho/ext-authz/config';
 import { configSchema as injectorConfig } from '@sekisho/injector/config';
+import { webhookPath } from '@sekisho/injector/server';
 import { configSchema as rateLimitConfig } from '@sekisho/ratelimit-service/config';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments, stringify } from 'yaml';
@@ -205,7 +206,9 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
       failurePolicy: 'Fail',
       sideEffects: 'None',
       admissionReviewVersions: ['v1'],
-      clientConfig: { service: { name: 'sekisho-injector', namespace: 'sekisho-system', path: '/inject', port: 443 } },
+      clientConfig: {
+        service: { name: 'sekisho-injector', namespace: 'sekisho-system', path: webhookPath, port: 443 },
+      },
       rules: [{ operations: ['CREATE'], apiGroups: [''], apiVersions: ['v1'], resources: ['pods'] }],
     });
     const ns = (name: string, labels: Json = {}) => ({ 'kubernetes.io/metadata.name': name, ...labels });
