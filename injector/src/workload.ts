@@ -8,7 +8,7 @@ import {
   statusAnnotation,
 } from './annotations';
 import type { InjectorConfig } from './config';
-import { isQuantity } from './quantity';
+import { isQuantity, quantityValue } from './quantity';
 
 // Decides whether a pod gets a sidecar and with which settings. Pure: the review and the
 // injector's configuration in, a decision out.
@@ -165,6 +165,20 @@ export function decide(request: AdmissionRequest, config: InjectorConfig): Decis
       memory: quantity(annotations.memoryLimit, config.INJECTOR_PROXY_MEMORY_LIMIT),
     },
   };
+  // The API server refuses a container whose request exceeds its limit; say which setting did it.
+  for (const resource of ['cpu', 'memory'] as const) {
+    const request = quantityValue(resources.requests[resource]) ?? 0;
+    const limit = quantityValue(resources.limits[resource]) ?? Number.POSITIVE_INFINITY;
+    if (request > limit) {
+      const [requestName, limitName] =
+        resource === 'cpu'
+          ? [annotations.cpuRequest, annotations.cpuLimit]
+          : [annotations.memoryRequest, annotations.memoryLimit];
+      problems.push(
+        `the proxy's ${resource} request ${resources.requests[resource]} exceeds its limit ${resources.limits[resource]} (annotations ${requestName} / ${limitName})`,
+      );
+    }
+  }
   const logLevel = podAnnotations[annotations.logLevel] ?? config.INJECTOR_PROXY_LOG_LEVEL;
   if (!(logLevels as readonly string[]).includes(logLevel))
     problems.push(
