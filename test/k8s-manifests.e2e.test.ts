@@ -10,6 +10,7 @@ import { describeProblems, validateObject } from '@sekisho/devstack/kube-schema'
 import { findKustomize, kustomizeBuild, kustomizeInstallHint } from '@sekisho/devstack/kustomize';
 import { repoRoot } from '@sekisho/devstack/paths';
 import { configSchema as extAuthzConfig } from '@sekisho/ext-authz/config';
+import { namespaceLabel, proxyLabel } from '@sekisho/injector/annotations';
 import { configSchema as injectorConfig } from '@sekisho/injector/config';
 import { webhookPath } from '@sekisho/injector/server';
 import { configSchema as rateLimitConfig } from '@sekisho/ratelimit-service/config';
@@ -252,7 +253,24 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
       'sekisho-injector',
       'sekisho-ratelimit',
     ]);
-    expect(named(objects(), 'PodMonitor')[0]?.spec.selector.matchLabels).toEqual({ 'sekisho.io/proxy': 'sidecar' });
+    const [sidecars] = named(objects(), 'PodMonitor');
+    expect(sidecars?.spec.selector.matchLabels).toEqual({ [proxyLabel]: 'sidecar' });
+    // The port the injector names on every sidecar.
+    expect(sidecars?.spec.podMetricsEndpoints[0].port).toBe('sekisho-health');
+  });
+
+  it("allows the sidecars' inbound port the injector is configured with", () => {
+    const injector = named(objects(), 'Deployment').find((d) => d.metadata.name === 'sekisho-injector') as Json;
+    const env = Object.fromEntries(injector.spec.template.spec.containers[0].env.map((e: Json) => [e.name, e.value]));
+    const settings = injectorConfig.parse(env);
+    const ingress = named(objects(), 'NetworkPolicy').find((p) => p.metadata.name === 'sekisho-ingress') as Json;
+    const toMesh = ingress.spec.egress.find(
+      (r: Json) => r.to?.[0]?.namespaceSelector?.matchLabels?.[namespaceLabel] === 'enabled',
+    );
+    expect(toMesh.ports).toEqual([{ protocol: 'TCP', port: settings.INJECTOR_INBOUND_PORT }]);
+    // The control plane the sidecars are sent to is the control plane's Service.
+    expect(settings.INJECTOR_XDS_ADDRESS).toBe('sekisho-control-plane.sekisho-system.svc.cluster.local:18000');
+    expect(settings.INJECTOR_SYSTEM_NAMESPACE).toBe('sekisho-system');
   });
 
   it('alerts on the SLOs with incident levels P0/P1/P2 and a runbook per alert', async () => {
