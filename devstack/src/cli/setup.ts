@@ -8,10 +8,13 @@
 //           apt-get install nghttp2-client.
 //   Chromium (browser tests): CHROMIUM_BIN, or chromium on PATH, or (as root on Debian/Ubuntu)
 //           apt-get install chromium.
+//   kustomize (the k8s/ manifest tests): KUSTOMIZE_BIN, or .cache/k8s/bin/kustomize, or
+//           kustomize on PATH, or `go install` of the pinned version into .cache/k8s/bin.
 import { execFileSync } from 'node:child_process';
 import { chromiumInstallHint, findChromium } from '../chromium';
 import { resolveEnvoyBinary } from '../envoy';
 import { dockerAnswers, findOnPath } from '../host';
+import { ensureKustomize } from '../kustomize';
 
 function aptInstall(what: string, packageName: string) {
   console.log(`setup: installing ${what} with apt-get`);
@@ -64,9 +67,12 @@ try {
   const envoy = await resolveEnvoyBinary();
   const chromium = ensureChromium();
   const h2load = ensureH2load();
+  // Only the k8s/ manifest tests need it: a note when it cannot be installed (they then fail saying how).
+  const kustomize = await ensureKustomize().catch((error: Error) => `not installed: ${error.message}`);
   console.log(`setup: Redis: ${redis}`);
   console.log(`setup: h2load: ${h2load}`);
   console.log(`setup: Chromium: ${chromium}`);
+  console.log(`setup: kustomize: ${kustomize}`);
   console.log(
     `setup: Envoy ${envoy.version}: ${envoy.kind === 'binary' ? `${envoy.path} (${envoy.source})` : envoy.image}`,
   );

@@ -1,0 +1,29 @@
+// The injector's contract with the people who deploy workloads: one namespace label to opt in,
+// pod annotations to opt out and to tune the sidecar. Documented in injector/README.md.
+
+/** Namespace label: `enabled` opts every pod of the namespace in (matched by the webhook's namespaceSelector). */
+export const namespaceLabel = 'sekisho.io/inject';
+/** Pod annotation: `false` opts the pod out. */
+export const injectAnnotation = 'sekisho.io/inject';
+/** Pod annotation the injector sets: `injected`. */
+export const statusAnnotation = 'sekisho.io/status';
+/** Pod label the injector sets: `sidecar` (what the sidecars' PodMonitor selects). */
+export const proxyLabel = 'sekisho.io/proxy';
+
+export const annotations = {
+  service: 'sekisho.io/service',
+  appPort: 'sekisho.io/app-port',
+  inboundPort: 'sekisho.io/inbound-port',
+  outboundPort: 'sekisho.io/outbound-port',
+  cpuRequest: 'sekisho.io/proxy-cpu',
+  memoryRequest: 'sekisho.io/proxy-memory',
+  cpuLimit: 'sekisho.io/proxy-cpu-limit',
+  memoryLimit: 'sekisho.io/proxy-memory-limit',
+  logLevel: 'sekisho.io/proxy-log-level',
+  traffic: 'sekisho.io/traffic',
+} as const;
+
+/** Names of what the injector adds; finding one of them in a pod means it is already injected. */
+export const proxyContainerName = 'sekisho-proxy';
+export const iptablesContainerName = 'sekisho-init-iptables';
+export const proxyTmpVolume = 'sekisho-proxy-tmp';

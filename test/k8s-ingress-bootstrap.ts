@@ -1,0 +1,94 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BOOTSTRAP_TEMPLATE, renderBootstrap } from '@sekisho/devstack/envoy';
+import { repoRoot } from '@sekisho/devstack/paths';
+import { parse } from 'yaml';
+
+// The ingress Envoy's bootstrap in k8s/ is envoy/bootstrap.yaml filled in with the cluster's
+// values plus one static listener for the kubelet's probes and Prometheus: the test renders
+// it here and compares, so the two files cannot drift.
+
+export const ingressBootstrapFile = join(repoRoot, 'k8s', 'base', 'ingress', 'bootstrap.yaml');
+
+export const ingressBootstrapValues = {
+  nodeId: 'sekisho-ingress',
+  cluster: 'ingress',
+  controlPlane: { host: 'sekisho-control-plane.sekisho-system.svc.cluster.local', port: 18000 },
+  adminAddress: '127.0.0.1',
+  adminPort: 9901,
+  // 80 % of the container's 1 Gi memory limit.
+  maxHeapBytes: Math.floor(0.8 * 2 ** 30),
+  maxDownstreamConnections: 50_000,
+} as const;
+
+/** The probe and metrics listener: /ready and /stats/prometheus of the loopback admin, and /healthz/live. */
+export function statsListener(port: number, adminPort: number) {
+  const toAdmin = (path: string) => ({ match: { path }, route: { cluster: 'sekisho_admin', timeout: '5s' } });
+  return {
+    listener: {
+      name: 'sekisho_stats',
+      address: { socket_address: { address: '0.0.0.0', port_value: port } },
+      filter_chains: [
+        {
+          filters: [
+            {
+              name: 'envoy.filters.network.http_connection_manager',
+              typed_config: {
+                '@type':
+                  'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+                stat_prefix: 'sekisho_stats',
+                route_config: {
+                  name: 'sekisho_stats',
+                  virtual_hosts: [
+                    {
+                      name: 'stats',
+                      domains: ['*'],
+                      routes: [
+                        toAdmin('/ready'),
+                        toAdmin('/stats/prometheus'),
+                        {
+                          match: { path: '/healthz/live' },
+                          direct_response: { status: 200, body: { inline_string: 'live\n' } },
+                        },
+                      ],
+                    },
+                  ],
+                },
+                http_filters: [
+                  {
+                    name: 'envoy.filters.http.router',
+                    typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' },
+                  },
+                ],
+              },
+            },
+          ],
+        },
+      ],
+    },
+    cluster: {
+      name: 'sekisho_admin',
+      type: 'STATIC',
+      connect_timeout: '1s',
+      load_assignment: {
+        cluster_name: 'sekisho_admin',
+        endpoints: [
+          {
+            lb_endpoints: [
+              { endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: adminPort } } } },
+            ],
+          },
+        ],
+      },
+    },
+  };
+}
+
+/** What k8s/base/ingress/bootstrap.yaml must parse to. */
+export async function expectedIngressBootstrap(): Promise<Record<string, unknown>> {
+  const rendered = parse(renderBootstrap(ingressBootstrapValues, await readFile(BOOTSTRAP_TEMPLATE, 'utf8')));
+  const { listener, cluster } = statsListener(9902, ingressBootstrapValues.adminPort);
+  rendered.static_resources.listeners = [listener];
+  rendered.static_resources.clusters.push(cluster);
+  return rendered;
+}

@@ -1,0 +1,482 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { compileDefinitionFile } from '@sekisho/control-plane/definition/load';
+import { configSchema as controlPlaneConfig } from '@sekisho/control-plane/main';
+import { validateEnvoyConfig } from '@sekisho/devstack/envoy';
+import { operationalProblems, podSecurityRestrictedProblems } from '@sekisho/devstack/kube-policy';
+import { describeProblems, validateObject } from '@sekisho/devstack/kube-schema';
+import { findKustomize, kustomizeBuild, kustomizeInstallHint } from '@sekisho/devstack/kustomize';
+import { repoRoot } from '@sekisho/devstack/paths';
+import { configSchema as extAuthzConfig } from '@sekisho/ext-authz/config';
+import { namespaceLabel, proxyLabel } from '@sekisho/injector/annotations';
+import { configSchema as injectorConfig } from '@sekisho/injector/config';
+import { webhookPath } from '@sekisho/injector/server';
+import { configSchema as rateLimitConfig } from '@sekisho/ratelimit-service/config';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { parse, parseAllDocuments, stringify } from 'yaml';
+import { expectedIngressBootstrap, ingressBootstrapFile } from './k8s-ingress-bootstrap';
+
+// k8s/ rendered by kustomize for each overlay, then checked offline: every object against the
+// Kubernetes (and Prometheus-operator, cert-manager) schemas with unknown fields refused, Pod
+// Security "restricted" and probes/limits on every container, a PDB per Deployment, selectors
+// that select, NetworkPolicies that let exactly the intended traffic through, env variables the
+// services know, and the ingress bootstrap equal to envoy/bootstrap.yaml rendered.
+
+// biome-ignore lint/suspicious/noExplicitAny: rendered manifests, schema-checked by the first test of each overlay; typed access would bury the policy checks in casts.
+type Json = Record<string, any>;
+const overlays = ['dev', 'prod'] as const;
+const rendered = new Map<string, Json[]>();
+
+const obj = (v: unknown): Json => (typeof v === 'object' && v !== null ? (v as Json) : {});
+const named = (objects: Json[], kind: string) => objects.filter((o) => o.kind === kind);
+const id = (o: Json) => `${o.kind}/${o.metadata?.name}`;
+const workloads = (objects: Json[]) => objects.filter((o) => ['Deployment', 'StatefulSet'].includes(o.kind));
+const matches = (selector: Json | undefined, labels: Json) =>
+  Object.entries(obj(selector?.matchLabels)).every(([k, v]) => labels[k] === v) &&
+  (selector?.matchExpressions ?? []).every((e: Json) => {
+    const has = Object.hasOwn(labels, e.key);
+    if (e.operator === 'In') return has && e.values.includes(labels[e.key]);
+    if (e.operator === 'NotIn') return !has || !e.values.includes(labels[e.key]);
+    if (e.operator === 'Exists') return has;
+    if (e.operator === 'DoesNotExist') return !has;
+    throw new Error(`unknown operator ${e.operator}`);
+  });
+
+beforeAll(async () => {
+  const bin = findKustomize();
+  if (!bin) throw new Error(kustomizeInstallHint);
+  for (const overlay of overlays) {
+    const yaml = await kustomizeBuild(bin, join(repoRoot, 'k8s', 'overlays', overlay));
+    rendered.set(
+      overlay,
+      parseAllDocuments(yaml).map((d) => d.toJSON() as Json),
+    );
+  }
+});
+
+describe.each(overlays)('k8s/overlays/%s', (overlay) => {
+  const objects = () => rendered.get(overlay) ?? [];
+
+  it('validates every object against its schema, refusing unknown fields', () => {
+    expect(objects().length).toBeGreaterThan(30);
+    const problems = objects().flatMap((o) => {
+      const found = validateObject(o);
+      return found.length ? [describeProblems(id(o), found)] : [];
+    });
+    expect(problems.join('\n')).toBe('');
+  });
+
+  it('puts everything in sekisho-system, which enforces Pod Security restricted', () => {
+    const ns = named(objects(), 'Namespace');
+    expect(ns.map((n) => n.metadata.name)).toEqual(['sekisho-system']);
+    expect(ns[0]?.metadata.labels).toMatchObject({
+      'pod-security.kubernetes.io/enforce': 'restricted',
+      'pod-security.kubernetes.io/enforce-version': 'latest',
+    });
+    const clusterScoped = new Set(['Namespace', 'MutatingWebhookConfiguration']);
+    for (const o of objects())
+      if (!clusterScoped.has(o.kind)) expect(o.metadata.namespace, id(o)).toBe('sekisho-system');
+  });
+
+  it('runs every pod Pod Security restricted, with a read-only root, limits and probes (liveness after 3 failures)', () => {
+    const problems = workloads(objects()).flatMap((w) => {
+      const spec = w.spec.template.spec;
+      return [...podSecurityRestrictedProblems(spec), ...operationalProblems(spec)].map((p) => `${id(w)}: ${p}`);
+    });
+    expect(problems).toEqual([]);
+    expect(workloads(objects()).length).toBeGreaterThanOrEqual(overlay === 'dev' ? 6 : 5);
+  });
+
+  it('has a PDB for every Deployment, and every PDB and Service selects pods', () => {
+    const pdbs = named(objects(), 'PodDisruptionBudget');
+    for (const d of named(objects(), 'Deployment')) {
+      const labels = d.spec.template.metadata.labels;
+      expect(matches(d.spec.selector, labels), `${id(d)} selector`).toBe(true);
+      expect(pdbs.filter((p) => matches(p.spec.selector, labels)).map(id), `${id(d)} PDB`).toHaveLength(1);
+    }
+    const podLabels = workloads(objects()).map((w) => w.spec.template.metadata.labels);
+    for (const p of pdbs)
+      expect(
+        podLabels.some((l) => matches(p.spec.selector, l)),
+        id(p),
+      ).toBe(true);
+    for (const s of named(objects(), 'Service')) {
+      const selected = workloads(objects()).filter((w) =>
+        matches({ matchLabels: s.spec.selector }, w.spec.template.metadata.labels),
+      );
+      expect(selected.map(id), id(s)).toHaveLength(1);
+      const containerPorts = selected[0]?.spec.template.spec.containers.flatMap((c: Json) => c.ports ?? []) ?? [];
+      for (const port of s.spec.ports)
+        expect(
+          containerPorts.some((p: Json) => p.name === port.targetPort || p.containerPort === port.targetPort),
+          `${id(s)} targetPort ${port.targetPort}`,
+        ).toBe(true);
+    }
+  });
+
+  it('scales the policy services and the ingress with an HPA, the control plane and injector at 2 replicas', () => {
+    const hpas = named(objects(), 'HorizontalPodAutoscaler');
+    const deployments = new Map(named(objects(), 'Deployment').map((d) => [d.metadata.name, d]));
+    expect(hpas.map((h) => h.spec.scaleTargetRef.name).sort()).toEqual([
+      'sekisho-ext-authz',
+      'sekisho-ingress',
+      'sekisho-ratelimit',
+    ]);
+    for (const h of hpas) {
+      const target = deployments.get(h.spec.scaleTargetRef.name);
+      expect(target, id(h)).toBeDefined();
+      // A replicas field would fight the HPA on every apply.
+      expect(target?.spec.replicas, id(h)).toBeUndefined();
+      expect(h.spec.minReplicas).toBeGreaterThanOrEqual(2);
+    }
+    expect(deployments.get('sekisho-control-plane')?.spec.replicas).toBe(2);
+    expect(deployments.get('sekisho-injector')?.spec.replicas).toBe(2);
+  });
+
+  it('gives every pod its own ServiceAccount without a token and grants no API access at all', () => {
+    const accounts = new Map(named(objects(), 'ServiceAccount').map((a) => [a.metadata.name, a]));
+    for (const a of accounts.values()) expect(a.automountServiceAccountToken, id(a)).toBe(false);
+    const used = workloads(objects()).map((w) => w.spec.template.spec.serviceAccountName);
+    expect(new Set(used).size).toBe(used.length);
+    for (const w of workloads(objects())) {
+      expect(accounts.has(w.spec.template.spec.serviceAccountName), id(w)).toBe(true);
+      expect(w.spec.template.spec.automountServiceAccountToken, id(w)).toBe(false);
+    }
+    // No component reads the API server (the control plane finds services by DNS).
+    expect(
+      objects()
+        .filter((o) => /Role/.test(o.kind))
+        .map(id),
+    ).toEqual([]);
+  });
+
+  it('mounts the definition and the certificates as whole volumes (the kubelet never updates a subPath)', () => {
+    for (const w of workloads(objects()))
+      for (const c of w.spec.template.spec.containers)
+        for (const m of c.volumeMounts ?? []) expect(m.subPath, `${id(w)} ${m.name}`).toBeUndefined();
+    const cp = named(objects(), 'Deployment').find((d) => d.metadata.name === 'sekisho-control-plane') as Json;
+    const env = Object.fromEntries(cp.spec.template.spec.containers[0].env.map((e: Json) => [e.name, e.value]));
+    expect(env.CONTROL_PLANE_DEFINITION).toBe('/etc/sekisho/definition/gateway.yaml');
+    const definition = named(objects(), 'ConfigMap').find((c) => c.metadata.name === 'sekisho-gateway-definition');
+    expect(Object.keys(definition?.data ?? {})).toEqual(['gateway.yaml']);
+    expect(cp.spec.template.spec.volumes).toContainEqual({
+      name: 'definition',
+      configMap: { name: 'sekisho-gateway-definition' },
+    });
+  });
+
+  it('sets only environment variables the services know, with values their schemas accept', () => {
+    const schemas: Record<string, { shape: Json; safeParse(v: unknown): { success: boolean; error?: unknown } }> = {
+      'sekisho-control-plane': controlPlaneConfig,
+      'sekisho-ext-authz': extAuthzConfig,
+      'sekisho-ratelimit': rateLimitConfig,
+      'sekisho-injector': injectorConfig,
+    };
+    for (const [name, schema] of Object.entries(schemas)) {
+      const d = named(objects(), 'Deployment').find((x) => x.metadata.name === name) as Json;
+      const env: Json[] = d.spec.template.spec.containers[0].env;
+      const variables = new Set(Object.keys(schema.shape));
+      expect(variables.size, `${name}: schema keys`).toBeGreaterThan(3);
+      for (const e of env) expect(variables.has(e.name), `${name}: ${e.name}`).toBe(true);
+      const literal = Object.fromEntries(
+        env.map((e) => [e.name, e.value ?? (e.valueFrom?.fieldRef ? 'pod-name-1' : 'redis://redis.example:6379')]),
+      );
+      const parsed = schema.safeParse(literal);
+      expect(parsed.success, `${name}: ${JSON.stringify(parsed.error)}`).toBe(true);
+    }
+  });
+
+  it('references Sekisho images by one registry and tag, and pins Envoy', () => {
+    const images = workloads(objects()).flatMap((w) =>
+      w.spec.template.spec.containers.map((c: Json) => c.image as string),
+    );
+    const sekisho = images.filter((i) => i.includes('/sekisho/'));
+    expect(sekisho.length).toBe(4);
+    const prefixes = new Set(sekisho.map((i) => i.replace(/\/sekisho\/[^:]+/, '/sekisho/*')));
+    expect(prefixes.size).toBe(1);
+    expect(images).toContain('envoyproxy/envoy:v1.40.0');
+    for (const i of images) expect(i, 'every image has a tag').toMatch(/:[\w.-]+$/);
+  });
+
+  it('registers the webhook deliberately: fail closed, no side effects, opted-in namespaces only, CA from cert-manager', () => {
+    const [config] = named(objects(), 'MutatingWebhookConfiguration');
+    const webhook = config?.webhooks[0];
+    expect(webhook).toMatchObject({
+      failurePolicy: 'Fail',
+      sideEffects: 'None',
+      admissionReviewVersions: ['v1'],
+      clientConfig: {
+        service: { name: 'sekisho-injector', namespace: 'sekisho-system', path: webhookPath, port: 443 },
+      },
+      rules: [{ operations: ['CREATE'], apiGroups: [''], apiVersions: ['v1'], resources: ['pods'] }],
+    });
+    const ns = (name: string, labels: Json = {}) => ({ 'kubernetes.io/metadata.name': name, ...labels });
+    expect(matches(webhook.namespaceSelector, ns('salon', { 'sekisho.io/inject': 'enabled' }))).toBe(true);
+    expect(matches(webhook.namespaceSelector, ns('default'))).toBe(false);
+    expect(matches(webhook.namespaceSelector, ns('kube-system', { 'sekisho.io/inject': 'enabled' }))).toBe(false);
+    expect(matches(webhook.namespaceSelector, ns('sekisho-system', { 'sekisho.io/inject': 'enabled' }))).toBe(false);
+    const [namespace, certificateName] = String(config?.metadata.annotations['cert-manager.io/inject-ca-from']).split(
+      '/',
+    );
+    expect(namespace).toBe('sekisho-system');
+    const certificate = named(objects(), 'Certificate').find((c) => c.metadata.name === certificateName) as Json;
+    expect(certificate.spec.dnsNames).toContain('sekisho-injector.sekisho-system.svc');
+    const injector = named(objects(), 'Deployment').find((d) => d.metadata.name === 'sekisho-injector') as Json;
+    expect(injector.spec.template.spec.volumes).toContainEqual({
+      name: 'webhook-tls',
+      secret: { secretName: certificate.spec.secretName },
+    });
+    const service = named(objects(), 'Service').find((s) => s.metadata.name === 'sekisho-injector') as Json;
+    expect(service.spec.ports.find((p: Json) => p.port === 443)?.targetPort).toBe('webhook');
+  });
+
+  it('scrapes every component and the ingress Envoy with a ServiceMonitor on a named Service port', () => {
+    const monitors = named(objects(), 'ServiceMonitor');
+    const services = named(objects(), 'Service');
+    const scraped = new Set<string>();
+    for (const m of monitors) {
+      const selected = services.filter((s) => matches(m.spec.selector, s.metadata.labels ?? {}));
+      expect(selected.map(id), id(m)).toHaveLength(1);
+      for (const e of m.spec.endpoints)
+        expect(
+          selected[0]?.spec.ports.map((p: Json) => p.name),
+          id(m),
+        ).toContain(e.port);
+      scraped.add(selected[0]?.metadata.name);
+    }
+    expect([...scraped].sort()).toEqual([
+      'sekisho-control-plane',
+      'sekisho-ext-authz',
+      'sekisho-ingress-stats',
+      'sekisho-injector',
+      'sekisho-ratelimit',
+    ]);
+    const [sidecars] = named(objects(), 'PodMonitor');
+    expect(sidecars?.spec.selector.matchLabels).toEqual({ [proxyLabel]: 'sidecar' });
+    // The port the injector names on every sidecar.
+    expect(sidecars?.spec.podMetricsEndpoints[0].port).toBe('sekisho-health');
+  });
+
+  it("allows the sidecars' inbound port the injector is configured with", () => {
+    const injector = named(objects(), 'Deployment').find((d) => d.metadata.name === 'sekisho-injector') as Json;
+    const env = Object.fromEntries(injector.spec.template.spec.containers[0].env.map((e: Json) => [e.name, e.value]));
+    const settings = injectorConfig.parse(env);
+    const ingress = named(objects(), 'NetworkPolicy').find((p) => p.metadata.name === 'sekisho-ingress') as Json;
+    const toMesh = ingress.spec.egress.find(
+      (r: Json) => r.to?.[0]?.namespaceSelector?.matchLabels?.[namespaceLabel] === 'enabled',
+    );
+    expect(toMesh.ports).toEqual([{ protocol: 'TCP', port: settings.INJECTOR_INBOUND_PORT }]);
+    // The control plane the sidecars are sent to is the control plane's Service.
+    expect(settings.INJECTOR_XDS_ADDRESS).toBe('sekisho-control-plane.sekisho-system.svc.cluster.local:18000');
+    expect(settings.INJECTOR_SYSTEM_NAMESPACE).toBe('sekisho-system');
+  });
+
+  it('alerts on the SLOs with incident levels P0/P1/P2 and a runbook per alert', async () => {
+    const rules = named(objects(), 'PrometheusRule').flatMap((r) => r.spec.groups.flatMap((g: Json) => g.rules));
+    const alerts = rules.filter((r: Json) => r.alert);
+    const runbooks = (await readdir(join(repoRoot, 'k8s', 'runbooks'))).filter(
+      (f) => f.endsWith('.md') && f !== 'README.md',
+    );
+    for (const a of alerts) {
+      expect(a.labels.incident_level, a.alert).toMatch(/^P[012]$/);
+      expect(a.labels.severity, a.alert).toMatch(/^(critical|warning)$/);
+      expect(a.annotations.runbook_url, a.alert).toBe(`k8s/runbooks/${a.alert}.md`);
+      const text = await readFile(join(repoRoot, a.annotations.runbook_url), 'utf8');
+      expect(text, a.alert).toContain(`# ${a.alert}`);
+      expect(text, a.alert).toContain(a.labels.incident_level);
+    }
+    expect(runbooks.sort()).toEqual(alerts.map((a: Json) => `${a.alert}.md`).sort());
+    const byName = Object.fromEntries(alerts.map((a: Json) => [a.alert, a]));
+    // The reference's three SLOs, with their targets.
+    expect(byName.SekishoAvailabilitySLOMissed.expr).toContain('< 0.999');
+    expect(byName.SekishoLatencyP95High.expr).toContain('> 200');
+    expect(byName.SekishoErrorRateHigh.expr).toContain('> 0.01');
+    expect(byName.SekishoIngressDown.labels.incident_level).toBe('P0');
+    const recorded = new Set(rules.filter((r: Json) => r.record).map((r: Json) => r.record));
+    for (const a of alerts)
+      for (const name of String(a.expr).match(/sekisho:[a-z0-9_:]+/g) ?? [])
+        expect(recorded.has(name), `${a.alert}: ${name}`).toBe(true);
+    // The dashboard uses only recording rules that exist.
+    const dashboard = named(objects(), 'ConfigMap').find(
+      (c) => c.metadata.name === 'sekisho-grafana-dashboard',
+    ) as Json;
+    const json = JSON.parse(dashboard.data['sekisho-dashboard.json']);
+    expect(json.panels.length).toBeGreaterThan(10);
+    for (const name of JSON.stringify(json).match(/sekisho:[a-z0-9_:]+/g) ?? [])
+      expect(recorded.has(name), name).toBe(true);
+  });
+
+  it('lets exactly the intended traffic through the NetworkPolicies', () => {
+    const policies = named(objects(), 'NetworkPolicy');
+    const pod = (name: string, namespace: string, labels: Json, nsLabels: Json = {}) => ({
+      name,
+      namespace,
+      labels,
+      nsLabels: { 'kubernetes.io/metadata.name': namespace, ...nsLabels },
+    });
+    const system = (app: string) => {
+      const w = workloads(objects()).find((x) => x.metadata.name === `sekisho-${app}`);
+      return w ? [pod(app, 'sekisho-system', w.spec.template.metadata.labels)] : [];
+    };
+    type Actor = ReturnType<typeof pod> | { name: string; ip: string };
+    const actors: Actor[] = [
+      ...['ingress', 'control-plane', 'ext-authz', 'ratelimit', 'injector', 'redis'].flatMap(system),
+      pod('mesh-pod', 'salon', { 'app.kubernetes.io/name': 'customer' }, { 'sekisho.io/inject': 'enabled' }),
+      pod('other-pod', 'default', { app: 'x' }),
+      pod('prometheus', 'monitoring', { 'app.kubernetes.io/name': 'prometheus' }),
+      pod('kube-dns', 'kube-system', { 'k8s-app': 'kube-dns' }),
+      { name: 'internet', ip: '203.0.113.7' },
+      { name: 'api-server', ip: '172.20.0.1' },
+      { name: 'external-redis', ip: '10.20.0.5' },
+    ];
+    const ports = [
+      'TCP/53',
+      'UDP/53',
+      ...[443, 6379, 6380, 8080, 8443, 9001, 9002, 9101, 9102, 9103, 9443, 9902, 15006, 18000, 18001].map(
+        (p) => `TCP/${p}`,
+      ),
+    ];
+    const ipIn = (ip: string, cidr: string) => {
+      const [base, bits] = cidr.split('/');
+      const n = (a: string) => a.split('.').reduce((acc, x) => acc * 256 + Number(x), 0);
+      const mask = Number(bits) === 0 ? 0 : 2 ** 32 - 2 ** (32 - Number(bits));
+      return (n(ip) & mask) >>> 0 === (n(base as string) & mask) >>> 0;
+    };
+    const peerMatches = (peer: Json, policyNs: string, other: Actor) => {
+      if (peer.ipBlock)
+        return (
+          'ip' in other &&
+          ipIn(other.ip, peer.ipBlock.cidr) &&
+          !(peer.ipBlock.except ?? []).some((c: string) => ipIn(other.ip, c))
+        );
+      if ('ip' in other) return false;
+      if (peer.namespaceSelector && !matches(peer.namespaceSelector, other.nsLabels)) return false;
+      if (!peer.namespaceSelector && other.namespace !== policyNs) return false;
+      return !peer.podSelector || matches(peer.podSelector, other.labels);
+    };
+    const portMatches = (rulePorts: Json[] | undefined, port: string) =>
+      !rulePorts || rulePorts.some((p) => `${p.protocol ?? 'TCP'}/${p.port}` === port);
+    // Policies exist only in sekisho-system; traffic of other namespaces is theirs to police.
+    const side = (self: Actor, other: Actor, port: string, direction: 'Ingress' | 'Egress') => {
+      if ('ip' in self || self.namespace !== 'sekisho-system') return true;
+      const selecting = policies.filter(
+        (p) => matches(p.spec.podSelector, self.labels) && p.spec.policyTypes.includes(direction),
+      );
+      if (!selecting.length) return true;
+      const key = direction === 'Ingress' ? 'ingress' : 'egress';
+      const peers = direction === 'Ingress' ? 'from' : 'to';
+      return selecting.some((p) =>
+        (p.spec[key] ?? []).some(
+          (rule: Json) =>
+            portMatches(rule.ports, port) &&
+            (!rule[peers] || rule[peers].some((peer: Json) => peerMatches(peer, p.metadata.namespace, other))),
+        ),
+      );
+    };
+    const allowed: string[] = [];
+    for (const from of actors)
+      for (const to of actors) {
+        if (from === to) continue;
+        const governed = [from, to].some((a) => !('ip' in a) && a.namespace === 'sekisho-system');
+        if (!governed) continue;
+        for (const port of ports)
+          if (side(from, to, port, 'Egress') && side(to, from, port, 'Ingress'))
+            allowed.push(`${from.name} -> ${to.name} ${port}`);
+      }
+    const fromAnywhere = (to: string, list: number[]) =>
+      ['mesh-pod', 'other-pod', 'prometheus', 'kube-dns', 'internet', 'api-server', 'external-redis'].flatMap((from) =>
+        list.map((p) => `${from} -> ${to} TCP/${p}`),
+      );
+    const dns = (from: string) => [`${from} -> kube-dns TCP/53`, `${from} -> kube-dns UDP/53`];
+    const redis =
+      overlay === 'dev'
+        ? ['ext-authz -> redis TCP/6379', 'ratelimit -> redis TCP/6379']
+        : [
+            'ext-authz -> external-redis TCP/6379',
+            'ext-authz -> external-redis TCP/6380',
+            'ratelimit -> external-redis TCP/6379',
+            'ratelimit -> external-redis TCP/6380',
+          ];
+    const expected = [
+      // Clients reach the ingress; the API server (from wherever it is) reaches the webhook.
+      ...fromAnywhere('ingress', [8080, 8443]),
+      ...fromAnywhere('injector', [9443]),
+      // The ingress calls the control plane, the policy services and the mesh's sidecars.
+      'ingress -> control-plane TCP/18000',
+      'ingress -> ext-authz TCP/9001',
+      'ingress -> ratelimit TCP/9002',
+      'ingress -> mesh-pod TCP/15006',
+      // Sidecars of opted-in namespaces: ADS and the policy services.
+      'mesh-pod -> control-plane TCP/18000',
+      'mesh-pod -> ext-authz TCP/9001',
+      'mesh-pod -> ratelimit TCP/9002',
+      // The policy services: ADS, Redis, and (ext-authz) Google's keys over HTTPS.
+      'ext-authz -> control-plane TCP/18000',
+      'ratelimit -> control-plane TCP/18000',
+      'ext-authz -> internet TCP/443',
+      ...redis,
+      // Prometheus scrapes every admin port.
+      'prometheus -> ingress TCP/9902',
+      'prometheus -> control-plane TCP/18001',
+      'prometheus -> ext-authz TCP/9101',
+      'prometheus -> ratelimit TCP/9102',
+      'prometheus -> injector TCP/9103',
+      ...[
+        'ingress',
+        'control-plane',
+        'ext-authz',
+        'ratelimit',
+        'injector',
+        ...(overlay === 'dev' ? ['redis'] : []),
+      ].flatMap(dns),
+    ];
+    expect(allowed.sort()).toEqual(expected.sort());
+  });
+
+  it('serves a gateway definition that compiles', async () => {
+    const definition = named(objects(), 'ConfigMap').find(
+      (c) => c.metadata.name === 'sekisho-gateway-definition',
+    ) as Json;
+    // The certificate files are the mounted Secret in the cluster; the development pair here.
+    const dir = await mkdtemp(join(tmpdir(), 'sekisho-k8s-definition-'));
+    try {
+      const devTls = join(repoRoot, 'control-plane', 'examples', 'dev-tls');
+      const text = String(definition.data['gateway.yaml'])
+        .replaceAll('/etc/sekisho/tls/tls.crt', join(devTls, 'localhost.crt'))
+        .replaceAll('/etc/sekisho/tls/tls.key', join(devTls, 'localhost.key'));
+      await writeFile(join(dir, 'gateway.yaml'), text);
+      const result = await compileDefinitionFile(join(dir, 'gateway.yaml'));
+      expect(result.ok ? [] : result.errors).toEqual([]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the ingress Envoy bootstrap', () => {
+  it('is envoy/bootstrap.yaml rendered for the cluster plus the stats listener (UPDATE_GOLDEN=1 rewrites it)', async () => {
+    const expected = await expectedIngressBootstrap();
+    if (process.env.UPDATE_GOLDEN) {
+      const current = await readFile(ingressBootstrapFile, 'utf8');
+      const header = current.slice(0, current.indexOf('\nnode:') + 1);
+      await writeFile(ingressBootstrapFile, header + stringify(expected, { lineWidth: 0 }));
+    }
+    expect(parse(await readFile(ingressBootstrapFile, 'utf8'))).toEqual(expected);
+  });
+
+  it('passes envoy --mode validate', async () => {
+    const result = await validateEnvoyConfig(await readFile(ingressBootstrapFile, 'utf8'));
+    expect(result.ok, result.output).toBe(true);
+  });
+
+  it('is what the ingress Deployment mounts and runs', () => {
+    const objects = rendered.get('dev') ?? [];
+    const cm = named(objects, 'ConfigMap').find((c) => c.metadata.name.startsWith('sekisho-ingress-bootstrap')) as Json;
+    expect(existsSync(ingressBootstrapFile)).toBe(true);
+    const d = named(objects, 'Deployment').find((x) => x.metadata.name === 'sekisho-ingress') as Json;
+    expect(d.spec.template.spec.volumes).toContainEqual({ name: 'bootstrap', configMap: { name: cm.metadata.name } });
+    expect(d.spec.template.spec.containers[0].args.slice(0, 2)).toEqual(['-c', '/etc/envoy/bootstrap.yaml']);
+  });
+});
