@@ -1,9 +1,30 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { BreakerState } from './limiter/breaker';
+import type { LimitDecision } from './limiter/types';
 
 export type DecisionResult = 'ok' | 'over_limit' | 'blocked' | 'shadow_mode' | 'failure_allowed' | 'failure_denied';
 
-export function createRateLimitMetrics(registry: Registry, opts: { redisReady?: () => boolean } = {}) {
+/** A rule within its limit but with at most this share of it left is "near" it (envoyproxy/ratelimit's 0.8). */
+export const nearLimitRatio = 0.8;
+
+export const breakerStates: readonly BreakerState[] = ['closed', 'open', 'half_open'];
+export const modes = ['redis', 'allow', 'deny', 'local'] as const;
+
+// Label values are bounded: `rule` is a policy rule id or a file limit's stats key (the
+// request's own values appear only where a file asks for them with detailed_metric or
+// value_to_metric, as in envoyproxy/ratelimit); `domain` is one of the configured domains.
+
+export function createRateLimitMetrics(
+  registry: Registry,
+  opts: {
+    redisReady?: () => boolean;
+    breakerState?: () => BreakerState;
+    modeInForce?: () => (typeof modes)[number];
+  } = {},
+) {
   const registers = [registry];
+  const perRule = (name: string, help: string) =>
+    new Counter({ name, help, labelNames: ['domain', 'rule'] as const, registers });
   return {
     decisions: new Counter({
       name: 'sekisho_ratelimit_decisions_total',
@@ -11,9 +32,38 @@ export function createRateLimitMetrics(registry: Registry, opts: { redisReady?: 
       labelNames: ['rule', 'result'] as const,
       registers,
     }),
+    // envoyproxy/ratelimit's per-rule stats, counted in hits (hits_addend), not calls.
+    totalHits: perRule(
+      'sekisho_ratelimit_total_hits_total',
+      'Hits counted against a rule (hits_addend of each request).',
+    ),
+    overLimit: perRule(
+      'sekisho_ratelimit_over_limit_total',
+      'Hits a rule refused (blocks included), whoever decided: Redis, the local cache or the local limiter.',
+    ),
+    nearLimit: perRule(
+      'sekisho_ratelimit_near_limit_total',
+      `Hits within a rule's limit with less than ${Math.round((1 - nearLimitRatio) * 100)}% of it left.`,
+    ),
+    withinLimit: perRule('sekisho_ratelimit_within_limit_total', "Hits within a rule's limit."),
+    shadowMode: perRule(
+      'sekisho_ratelimit_shadow_mode_total',
+      'Hits a shadow-mode rule would have refused (answered OK).',
+    ),
+    overLimitWithLocalCache: perRule(
+      'sekisho_ratelimit_over_limit_with_local_cache_total',
+      'Hits refused from the local cache of keys known to be over their limit or blocked, without Redis.',
+    ),
     redisErrors: new Counter({
       name: 'sekisho_ratelimit_redis_errors_total',
-      help: 'ShouldRateLimit calls whose Redis round trip failed (error, timeout, not connected).',
+      help: 'Redis round trips that failed (error, timeout, not connected); calls the open breaker kept from Redis are not counted.',
+      registers,
+    }),
+    redisDuration: new Histogram({
+      name: 'sekisho_ratelimit_redis_duration_seconds',
+      help: 'Redis round trip of one decision (one script call), by outcome (ok, error).',
+      labelNames: ['outcome'] as const,
+      buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
       registers,
     }),
     requestDuration: new Histogram({
@@ -42,7 +92,52 @@ export function createRateLimitMetrics(registry: Registry, opts: { redisReady?: 
         if (opts.redisReady) this.set(opts.redisReady() ? 1 : 0);
       },
     }),
+    breakerState: new Gauge({
+      name: 'sekisho_ratelimit_redis_breaker_state',
+      help: "The Redis circuit breaker's state: 1 for the current one (closed, open, half_open).",
+      labelNames: ['state'] as const,
+      registers,
+      collect() {
+        if (!opts.breakerState) return;
+        const current = opts.breakerState();
+        for (const state of breakerStates) this.set({ state }, state === current ? 1 : 0);
+      },
+    }),
+    modeInForce: new Gauge({
+      name: 'sekisho_ratelimit_mode',
+      help: 'How decisions are made now: 1 for redis, or for the failure mode (allow, deny, local) while the breaker is not closed.',
+      labelNames: ['mode'] as const,
+      registers,
+      collect() {
+        if (!opts.modeInForce) return;
+        const current = opts.modeInForce();
+        for (const mode of modes) this.set({ mode }, mode === current ? 1 : 0);
+      },
+    }),
   };
 }
 
 export type RateLimitMetrics = ReturnType<typeof createRateLimitMetrics>;
+
+/**
+ * The per-rule stats of one decided rule. `enforced` false: a shadow rule (its refusal counts
+ * as shadow_mode, and as over_limit too, as envoyproxy/ratelimit counts it).
+ */
+export function countRule(
+  metrics: RateLimitMetrics,
+  labels: { domain: string; rule: string },
+  decision: LimitDecision,
+  hits: number,
+  shadow: boolean,
+): void {
+  metrics.totalHits.inc(labels, hits);
+  if (decision.overLimit) {
+    metrics.overLimit.inc(labels, hits);
+    if (shadow) metrics.shadowMode.inc(labels, hits);
+    if (decision.source === 'cache') metrics.overLimitWithLocalCache.inc(labels, hits);
+    return;
+  }
+  metrics.withinLimit.inc(labels, hits);
+  const limit = decision.rule.requestsPerWindow;
+  if (decision.remaining < limit * (1 - nearLimitRatio)) metrics.nearLimit.inc(labels, hits);
+}

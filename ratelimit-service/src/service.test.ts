@@ -167,7 +167,10 @@ describe('ShouldRateLimit with a policy', () => {
     now = start + 120_000; // two windows later, still blocked
     const blocked = await service.call(login);
     expect(blocked.overallCode).toBe(Code.OVER_LIMIT);
-    expect(Number(headersOf(blocked)['retry-after'])).toBeGreaterThan(890);
+    // Answered from the local cache, which runs on the test's clock (120 s later); Redis's own
+    // block TTL runs on real time. Either way: the block's remaining length, not a window's.
+    expect(Number(headersOf(blocked)['retry-after'])).toBeGreaterThanOrEqual(780);
+    expect(Number(headersOf(blocked)['retry-after'])).toBeLessThanOrEqual(900);
   });
 
   it('counts hits_addend', async () => {

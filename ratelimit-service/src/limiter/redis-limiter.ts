@@ -240,16 +240,11 @@ export class RedisLimiter implements Limiter {
     return checks.map(({ rule }, i): LimitDecision => {
       const [code, remaining, resetMs, blockMs] = results[i] as Result;
       // A block key someone set without expiry (PTTL -1) counts as a block of 1 s.
-      if (code === 2) return { rule, overLimit: true, blocked: true, remaining: 0, resetSeconds: seconds(blockMs) };
-      const reset = seconds(resetMs);
-      return {
-        rule,
-        overLimit: code === 1,
-        blocked: false,
-        remaining,
-        // The excess that starts a block is refused for the block's length, not the window's.
-        resetSeconds: blockMs > 0 ? Math.max(reset, seconds(blockMs)) : reset,
-      };
+      if (code === 2)
+        return { rule, overLimit: true, blocked: true, remaining: 0, resetSeconds: seconds(blockMs), resetMs: blockMs };
+      // The excess that starts a block is refused for the block's length, not the window's.
+      const until = blockMs > 0 ? Math.max(resetMs, blockMs) : resetMs;
+      return { rule, overLimit: code === 1, blocked: false, remaining, resetSeconds: seconds(until), resetMs: until };
     });
   }
 }
