@@ -4,6 +4,7 @@ import {
   RateLimitResponse_Code as Code,
   RateLimitResponse_RateLimit_Unit as Unit,
 } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
+import { RateLimitUnit } from '@sekisho/proto/envoy/type/v3/ratelimit_unit';
 import { RateLimitAlgorithm, RateLimitPolicy, type RateLimitRule } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { descriptorKeys as k, rateLimitDomain } from '@sekisho/service-kit/contract';
 import { Redis } from 'ioredis';
@@ -348,5 +349,42 @@ describe('ShouldRateLimit with shadow rules and other algorithms', () => {
     } finally {
       await down.close();
     }
+  });
+});
+
+describe("a descriptor's limit override in the control plane's domain", () => {
+  // Envoy sends `limit` when a route's rate-limit action carries one (dynamic metadata).
+  const withOverride = (uid: string, requestsPerUnit: number) => ({
+    domain: rateLimitDomain,
+    descriptors: [{ ...authenticated(uid), limit: { requestsPerUnit, unit: RateLimitUnit.MINUTE } }],
+  });
+
+  it('is ignored unless the definition allows it: the policy limits hold', async () => {
+    service.app.applyPolicy(testPolicy, 'no-override');
+    const answers = [];
+    for (let i = 0; i < 4; i++) answers.push((await service.call(withOverride('uid-o1', 10))).overallCode);
+    expect(answers).toEqual([Code.OK, Code.OK, Code.OK, Code.OVER_LIMIT]);
+  });
+
+  it('replaces the descriptor rules with the override when allowed, counted on a key of its own', async () => {
+    service.app.applyPolicy(
+      RateLimitPolicy.fromPartial({ ...testPolicy, allowDescriptorLimitOverride: true }),
+      'override',
+    );
+    const first = await service.call(withOverride('uid-o2', 1));
+    expect(first.statuses[0]).toMatchObject({
+      code: Code.OK,
+      currentLimit: { requestsPerUnit: 1, unit: Unit.MINUTE },
+      limitRemaining: 0,
+    });
+    expect((await service.call(withOverride('uid-o2', 1))).overallCode).toBe(Code.OVER_LIMIT);
+    // A descriptor without an override still gets the policy's 3 per minute.
+    expect((await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-o2')] })).overallCode).toBe(
+      Code.OK,
+    );
+    // No user id in clear in the key, and the override's own definition tag.
+    const keys = await redis.keys('sekisho:rl:{override:*');
+    expect(keys).toHaveLength(1);
+    expect(keys[0]).toMatch(/^sekisho:rl:\{override:[0-9a-f]{16}\}:fixed:60s:1:[0-9a-f]{32}$/);
   });
 });
