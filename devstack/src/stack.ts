@@ -36,8 +36,8 @@ export interface StackOptions {
   >;
   /** Envoy's worker threads (--concurrency); Envoy's default (one per core) when omitted. */
   envoyConcurrency?: number;
-  /** RATELIMIT_REDIS_FAILURE_MODE for the rate-limit service. */
-  rateLimitFailureMode?: 'allow' | 'deny';
+  /** RATELIMIT_REDIS_FAILURE_MODE for the rate-limit service (the definition's redisFailureMode, when set, wins). */
+  rateLimitFailureMode?: 'allow' | 'deny' | 'local';
   logLevel?: string;
   /** Called with a line of progress ("starting Envoy…"). */
   progress?: (line: string) => void;
