@@ -19,7 +19,7 @@ describe('loadRateLimitConfig', () => {
       RATELIMIT_BREAKER_OPEN_FOR: 2000,
       RATELIMIT_REDIS_TIMEOUT: 50,
       RATELIMIT_CONFIG_POLL_INTERVAL: 5000,
-      RATELIMIT_HEADERS: 'draft-06',
+      RATELIMIT_HEADERS: 'draft-10',
       LOG_LEVEL: 'info',
     });
   });

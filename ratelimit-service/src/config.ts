@@ -56,8 +56,11 @@ export const configSchema = z.object({
   RATELIMIT_REDIS_TIMEOUT: envDuration('50ms'),
   /** Optional secret: Redis keys then hold an HMAC of user ids and IPs rather than a plain hash. */
   RATELIMIT_KEY_SECRET: z.string().min(16).optional(),
-  /** RateLimit response fields: draft-06 (RateLimit-Limit/-Remaining/-Reset) or draft-10 (RateLimit-Policy + RateLimit). */
-  RATELIMIT_HEADERS: envEnum(['draft-06', 'draft-10'], 'draft-06'),
+  /**
+   * RateLimit response fields: draft-10 (the current IETF draft: RateLimit-Policy + RateLimit), or
+   * draft-06 (RateLimit-Limit/-Remaining/-Reset and a bare RateLimit-Policy) for older clients.
+   */
+  RATELIMIT_HEADERS: envEnum(['draft-10', 'draft-06'], 'draft-10'),
   /** A directory of envoyproxy/ratelimit YAML files, one domain per file, watched. */
   RATELIMIT_CONFIG_DIR: z.string().min(1).optional(),
   /** How often the directory is read again, besides fs.watch (which misses changes on some mounts). */

@@ -103,11 +103,10 @@ describe('ShouldRateLimit with a policy', () => {
         durationUntilReset: { seconds: 50, nanos: 0 },
       },
     ]);
+    // The current IETF draft's fields by default: every limit's policy, the tightest one's state.
     expect(headersOf(response)).toEqual({
-      'ratelimit-limit': '3',
-      'ratelimit-remaining': '2',
-      'ratelimit-reset': '50',
-      'ratelimit-policy': '3;w=60, 5;w=3600',
+      'ratelimit-policy': '"authenticated/user/60s";q=3;w=60, "authenticated/user/3600s";q=5;w=3600',
+      ratelimit: '"authenticated/user/60s";r=2;t=50',
     });
   });
 
@@ -120,7 +119,7 @@ describe('ShouldRateLimit with a policy', () => {
     const refused = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-1')] });
     expect(refused.overallCode).toBe(Code.OVER_LIMIT);
     expect(refused.statuses[0]).toMatchObject({ code: Code.OVER_LIMIT, limitRemaining: 0 });
-    expect(headersOf(refused)).toMatchObject({ 'ratelimit-remaining': '0', 'retry-after': '50' });
+    expect(headersOf(refused)).toMatchObject({ ratelimit: '"authenticated/user/60s";r=0;t=50', 'retry-after': '50' });
     expect(refused.rawBody).toHaveLength(0);
 
     // Another user is unaffected.
@@ -133,9 +132,9 @@ describe('ShouldRateLimit with a policy', () => {
     now = start + 60_000;
     const next = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-1')] });
     expect(next.overallCode).toBe(Code.OK);
-    expect(headersOf(next)).toMatchObject({ 'ratelimit-limit': '5', 'ratelimit-remaining': '1' });
+    expect(headersOf(next).ratelimit).toMatch(/^"authenticated\/user\/3600s";r=1;t=\d+$/);
     const last = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-1')] });
-    expect(headersOf(last)).toMatchObject({ 'ratelimit-limit': '5', 'ratelimit-remaining': '0' });
+    expect(headersOf(last).ratelimit).toMatch(/^"authenticated\/user\/3600s";r=0;t=\d+$/);
     const hourOver = await service.call({ domain: rateLimitDomain, descriptors: [authenticated('uid-1')] });
     expect(hourOver.overallCode).toBe(Code.OVER_LIMIT);
     expect(hourOver.statuses[0]?.currentLimit).toEqual({

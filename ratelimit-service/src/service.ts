@@ -34,7 +34,7 @@ export interface RateLimitServiceDeps {
   failureMode: () => StoreFailureMode;
   /** Before any policy has arrived. */
   noPolicyMode: FailureMode;
-  /** RateLimit fields to send (RATELIMIT_HEADERS); draft-06 when omitted. */
+  /** RateLimit fields to send (RATELIMIT_HEADERS); draft-10 when omitted. */
   headerStyle?: HeaderStyle;
   /** Hashes a counted value (user id, IP) for logs, the same way it is hashed in Redis keys. */
   hashValues: (values: readonly string[]) => string;
@@ -55,7 +55,7 @@ export function createShouldRateLimit(
   // An attack or an outage must not flood the logs: a few records per rule per interval.
   const exceededLogs = new LogThrottle({ burst: 5, intervalMs: 10_000 });
   const failureLogs = new LogThrottle({ burst: 1, intervalMs: 10_000 });
-  const headerStyle = deps.headerStyle ?? 'draft-06';
+  const headerStyle = deps.headerStyle ?? 'draft-10';
   const decideFileDomain = createFileDomainDecision({
     limiter: deps.limiter,
     failureMode: deps.failureMode,
