@@ -105,7 +105,7 @@ export function createRateLimitMetrics(
     }),
     modeInForce: new Gauge({
       name: 'sekisho_ratelimit_mode',
-      help: 'How decisions are made now: 1 for redis, or for the failure mode (allow, deny, local) while the breaker is not closed.',
+      help: 'How decisions are made now: 1 for redis, or for the failure mode (allow, deny, local) while Redis fails or the breaker is open.',
       labelNames: ['mode'] as const,
       registers,
       collect() {

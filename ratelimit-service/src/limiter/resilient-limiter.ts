@@ -11,7 +11,7 @@ import type { LimitCheck, LimitDecision, Limiter } from './types';
  */
 export type StoreFailureMode = 'allow' | 'deny' | 'local';
 
-/** Which way decisions are being made now: through Redis, or the failure mode while the breaker is not closed. */
+/** Which way decisions are being made now: through Redis, or by the failure mode (its last call failed, or the breaker is open). */
 export type ModeInForce = 'redis' | StoreFailureMode;
 
 /** The store gave no decision and the mode is allow or deny: the caller answers by the mode. */
@@ -54,6 +54,8 @@ export interface ResilientLimiterHooks {
  * the LocalLimiter, `allow` and `deny` throw StoreUnavailableError for the caller to answer.
  */
 export class ResilientLimiter implements Limiter {
+  private lastStoreOk = true;
+
   constructor(
     private readonly opts: {
       store: Limiter;
@@ -67,7 +69,7 @@ export class ResilientLimiter implements Limiter {
   ) {}
 
   modeInForce(): ModeInForce {
-    return this.opts.breaker.state === 'closed' ? 'redis' : this.opts.mode();
+    return this.opts.breaker.state === 'closed' && this.lastStoreOk ? 'redis' : this.opts.mode();
   }
 
   async hit(checks: readonly LimitCheck[], hitsAddend: number): Promise<LimitDecision[]> {
@@ -84,11 +86,13 @@ export class ResilientLimiter implements Limiter {
         const decisions = await this.opts.store.hit(checks, hitsAddend);
         const elapsed = performance.now() - started;
         breaker.success();
+        this.lastStoreOk = true;
         hooks?.storeCall?.(true, elapsed / 1000);
         this.learn(checks, decisions, addend, elapsed);
         return decisions;
       } catch (error) {
         breaker.failure();
+        this.lastStoreOk = false;
         hooks?.storeCall?.(false, (performance.now() - started) / 1000);
         failure = error;
       }
