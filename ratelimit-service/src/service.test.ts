@@ -183,6 +183,28 @@ describe('ShouldRateLimit with a policy', () => {
     expect(response.overallCode).toBe(Code.OK);
   });
 
+  it("counts a descriptor's own hits_addend instead of the request's, 0 deciding without counting", async () => {
+    const response = await service.call({
+      domain: rateLimitDomain,
+      hitsAddend: 1,
+      descriptors: [
+        { ...authenticated('uid-4'), hitsAddend: 2 },
+        { ...routeForIp('login', '198.51.100.44'), hitsAddend: 0 },
+      ],
+    });
+    expect(response.overallCode).toBe(Code.OK);
+    // 3 per minute less 2; the login limit of 1 untouched.
+    expect(response.statuses.map((s) => s.limitRemaining)).toEqual([1, 1]);
+    const next = await service.call({ domain: rateLimitDomain, descriptors: [routeForIp('login', '198.51.100.44')] });
+    expect(next.statuses[0]?.limitRemaining).toBe(0);
+    const over = await service.call({
+      domain: rateLimitDomain,
+      hitsAddend: 1,
+      descriptors: [{ ...authenticated('uid-4'), hitsAddend: 2 }],
+    });
+    expect(over.overallCode).toBe(Code.OVER_LIMIT);
+  });
+
   it('allows every descriptor of another domain without touching Redis', async () => {
     for (let i = 0; i < 5; i++) {
       const response = await service.call({ domain: 'someone-else', descriptors: [authenticated('uid-1')] });

@@ -118,9 +118,12 @@ export function createShouldRateLimit(
     if (request.domain !== policy.domain) return undecidedResponse(request.descriptors.map(() => false));
 
     // A descriptor's `limit` override replaces its rules only where the definition allows it.
-    const matches = request.descriptors.map((d) => {
+    // A descriptor's own hits_addend (Envoy 1.40) replaces the request's for its rules.
+    const matches = request.descriptors.map((d): Array<RuleMatch & { addend?: number }> => {
       const override = policy.allowLimitOverride && d.limit ? overrideRule(d.entries, d.limit) : undefined;
-      return override ? [override] : policy.match(d.entries);
+      const found = override ? [override] : policy.match(d.entries);
+      const addend = d.hitsAddend;
+      return addend === undefined ? found : found.map((m) => ({ ...m, addend }));
     });
     const checks = matches.flat();
     if (checks.length === 0)
@@ -160,7 +163,13 @@ export function createShouldRateLimit(
         const decision = decisions[next++] as LimitDecision;
         // Not decided (another rule's refusal came from the local cache): not reported.
         if (decision.skipped) return [];
-        countRule(metrics, { domain: policy.domain, rule: match.rule.id }, decision, hits, match.rule.shadow);
+        countRule(
+          metrics,
+          { domain: policy.domain, rule: match.rule.id },
+          decision,
+          match.addend ?? hits,
+          match.rule.shadow,
+        );
         const shadow = decision.overLimit && match.rule.shadow;
         const result: DecisionResult = shadow
           ? 'shadow_mode'

@@ -94,7 +94,10 @@ export function createFileDomainDecision(
     const positions: number[] = [];
     limits.forEach((l, i) => {
       if (!l || l.unlimited) return;
-      checks.push({ rule: l, values: countedValues(l, descriptors[i]?.entries ?? []) });
+      const d = descriptors[i];
+      // A descriptor's own hits_addend (Envoy 1.40) replaces the request's for its limit.
+      const values = countedValues(l, d?.entries ?? []);
+      checks.push(d?.hitsAddend === undefined ? { rule: l, values } : { rule: l, values, addend: d.hitsAddend });
       positions.push(i);
     });
     const base = limits.map((l) => (l?.unlimited ? unlimited : none));
@@ -141,7 +144,7 @@ export function createFileDomainDecision(
       const rule = metricLabel(limit, entries);
       const result: DecisionResult = decision.overLimit ? (limit.shadowMode ? 'shadow_mode' : 'over_limit') : 'ok';
       metrics.decisions.inc({ rule, result });
-      countRule(metrics, { domain: domain.domain, rule }, decision, hits, limit.shadowMode);
+      countRule(metrics, { domain: domain.domain, rule }, decision, checks[n]?.addend ?? hits, limit.shadowMode);
       if (decision.overLimit) logExceeded(limit, entries, decision);
       outcomes[i] = {
         kind: 'decided',

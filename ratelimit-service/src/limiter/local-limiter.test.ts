@@ -105,6 +105,19 @@ describe('LocalLimiter', () => {
     expect(cache.refusedFor(blockKey('login', hash(['198.51.100.8'])))).toBe(780_000);
   });
 
+  it("counts each check's own addend, 0 deciding without counting", () => {
+    const { limiter } = setup();
+    const heavy = { rule: rule('heavy', 5, 60), values: ['u'], addend: 4 };
+    const peek = { rule: rule('peek', 1, 60), values: ['u'], addend: 0 };
+    expect(limiter.decide([heavy, peek], 1).map((d) => d.remaining)).toEqual([1, 1]);
+    // Nothing was counted for peek: one hit of the call's addend still fits, then none.
+    expect(limiter.decide([{ rule: peek.rule, values: ['u'] }], 1)[0]).toMatchObject({
+      overLimit: false,
+      remaining: 0,
+    });
+    expect(over(limiter.decide([heavy], 1))).toEqual([true]);
+  });
+
   it('keeps at most maxKeys counters', () => {
     const { limiter } = setup(1, 10);
     for (let i = 0; i < 50; i++) limiter.decide([{ rule: rule('r', 5, 60), values: [`u${i}`] }], 1);

@@ -26,6 +26,7 @@ interface Plan {
   readonly counter: string;
   readonly block: string;
   readonly limit: number;
+  readonly addend: number;
   readonly windowMs: number;
   code: 0 | 1 | 2;
   remaining: number;
@@ -72,12 +73,13 @@ export class LocalLimiter implements Limiter {
 
   /** Synchronous: an in-memory decision has nothing to wait for. */
   decide(checks: readonly LimitCheck[], hitsAddend: number): LimitDecision[] {
-    const addend = hitsAddend > 0 ? hitsAddend : 1;
+    const callAddend = hitsAddend > 0 ? hitsAddend : 1;
     const now = this.clock();
     const replicas = Math.max(1, this.opts.replicas());
     const pending = new Map<string, number>();
     let refused = false;
-    const plans = checks.map(({ rule, values }): Plan => {
+    const plans = checks.map(({ rule, values, addend: own }): Plan => {
+      const addend = own ?? callAddend;
       const hash = this.opts.hashValues(values);
       const limit = localShare(rule.requestsPerWindow, replicas);
       const p: Plan = {
@@ -85,6 +87,7 @@ export class LocalLimiter implements Limiter {
         counter: `local:${counterKey(rule, hash)}`,
         block: blockKey(rule.id, hash),
         limit,
+        addend,
         windowMs: rule.windowSeconds * 1000,
         code: 0,
         remaining: 0,
@@ -138,6 +141,7 @@ export class LocalLimiter implements Limiter {
     });
 
     return plans.map((p): LimitDecision => {
+      const { addend } = p;
       const algorithm = p.rule.algorithm ?? 'fixed';
       if (p.code === 2)
         return {

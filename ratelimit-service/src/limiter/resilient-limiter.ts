@@ -109,10 +109,10 @@ export class ResilientLimiter implements Limiter {
     const { cache } = this.opts;
     if (cache.size === 0) return undefined;
     let refused = false;
-    const decisions = checks.map(({ rule, values }): LimitDecision => {
+    const decisions = checks.map(({ rule, values, addend: own }): LimitDecision => {
       const hash = this.opts.hashValues(values);
       const blockedFor = cache.refusedFor(blockKey(rule.id, hash));
-      const overFor = blockedFor > 0 ? 0 : cache.refusedFor(counterKey(rule, hash), addend);
+      const overFor = blockedFor > 0 ? 0 : cache.refusedFor(counterKey(rule, hash), own ?? addend);
       const ms = blockedFor || overFor;
       if (ms === 0) return { rule, overLimit: false, blocked: false, remaining: 0, resetSeconds: 1, skipped: true };
       if (!rule.advisory) refused = true;
@@ -133,13 +133,13 @@ export class ResilientLimiter implements Limiter {
   private learn(checks: readonly LimitCheck[], decisions: readonly LimitDecision[], addend: number, rttMs: number) {
     decisions.forEach((d, i) => {
       if (!d.overLimit || d.rule.advisory || d.resetMs === undefined) return;
-      const values = checks[i]?.values ?? [];
-      const hash = this.opts.hashValues(values);
+      const check = checks[i];
+      const hash = this.opts.hashValues(check?.values ?? []);
       if (d.blocked) this.opts.cache.remember(blockKey(d.rule.id, hash), d.resetMs - rttMs);
       else {
         if (d.rule.blockSeconds > 0)
           this.opts.cache.remember(blockKey(d.rule.id, hash), d.rule.blockSeconds * 1000 - rttMs);
-        this.opts.cache.remember(counterKey(d.rule, hash), d.resetMs - rttMs, addend);
+        this.opts.cache.remember(counterKey(d.rule, hash), d.resetMs - rttMs, check?.addend ?? addend);
       }
     });
   }

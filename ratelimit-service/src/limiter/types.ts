@@ -32,6 +32,8 @@ export interface LimitRule {
 export interface LimitCheck {
   readonly rule: LimitRule;
   readonly values: readonly string[];
+  /** Hits this check adds (a descriptor's own hits_addend; 0 = decide only); default the call's. */
+  readonly addend?: number;
 }
 
 export interface LimitDecision {
