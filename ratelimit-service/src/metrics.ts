@@ -23,9 +23,65 @@ export function createRateLimitMetrics(
   } = {},
 ) {
   const registers = [registry];
-  const perRule = (name: string, help: string) =>
-    new Counter({ name, help, labelNames: ['domain', 'rule'] as const, registers });
+  // envoyproxy/ratelimit's per-rule stats, counted in hits (hits_addend), not calls. The hot
+  // path adds to plain numbers (one map lookup per rule); the counters read them when scraped,
+  // so no label set is hashed per request. As many entries as label sets (bounded, see above).
+  const stats = new Map<string, RuleStats>();
+  const ruleCounters = (domain: string, rule: string): RuleStats => {
+    const key = `${domain}\u0000${rule}`;
+    let found = stats.get(key);
+    if (!found) {
+      found = { labels: { domain, rule }, hits: [0, 0, 0, 0, 0, 0] };
+      stats.set(key, found);
+    }
+    return found;
+  };
+  const perRule = (name: string, help: string, column: number) =>
+    new Counter({
+      name,
+      help,
+      labelNames: ['domain', 'rule'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const entry of stats.values()) {
+          const value = entry.hits[column] as number;
+          if (value > 0) this.inc(entry.labels, value);
+        }
+      },
+    });
+  const totalHits = perRule(
+    'sekisho_ratelimit_total_hits_total',
+    'Hits counted against a rule (hits_addend of each request).',
+    column.totalHits,
+  );
+  const overLimit = perRule(
+    'sekisho_ratelimit_over_limit_total',
+    'Hits a rule refused (blocks included), whoever decided: Redis, the local cache or the local limiter.',
+    column.overLimit,
+  );
+  const nearLimit = perRule(
+    'sekisho_ratelimit_near_limit_total',
+    `Hits within a rule's limit with less than ${Math.round((1 - nearLimitRatio) * 100)}% of it left.`,
+    column.nearLimit,
+  );
+  const withinLimit = perRule(
+    'sekisho_ratelimit_within_limit_total',
+    "Hits within a rule's limit.",
+    column.withinLimit,
+  );
+  const shadowMode = perRule(
+    'sekisho_ratelimit_shadow_mode_total',
+    'Hits a shadow-mode rule would have refused (answered OK).',
+    column.shadowMode,
+  );
+  const overLimitWithLocalCache = perRule(
+    'sekisho_ratelimit_over_limit_with_local_cache_total',
+    'Hits refused from the local cache of keys known to be over their limit or blocked, without Redis.',
+    column.overLimitWithLocalCache,
+  );
   return {
+    ruleCounters,
     decisions: new Counter({
       name: 'sekisho_ratelimit_decisions_total',
       help: 'Rule evaluations by rule id and result (ok, over_limit, blocked, shadow_mode, failure_allowed, failure_denied).',
@@ -33,27 +89,12 @@ export function createRateLimitMetrics(
       registers,
     }),
     // envoyproxy/ratelimit's per-rule stats, counted in hits (hits_addend), not calls.
-    totalHits: perRule(
-      'sekisho_ratelimit_total_hits_total',
-      'Hits counted against a rule (hits_addend of each request).',
-    ),
-    overLimit: perRule(
-      'sekisho_ratelimit_over_limit_total',
-      'Hits a rule refused (blocks included), whoever decided: Redis, the local cache or the local limiter.',
-    ),
-    nearLimit: perRule(
-      'sekisho_ratelimit_near_limit_total',
-      `Hits within a rule's limit with less than ${Math.round((1 - nearLimitRatio) * 100)}% of it left.`,
-    ),
-    withinLimit: perRule('sekisho_ratelimit_within_limit_total', "Hits within a rule's limit."),
-    shadowMode: perRule(
-      'sekisho_ratelimit_shadow_mode_total',
-      'Hits a shadow-mode rule would have refused (answered OK).',
-    ),
-    overLimitWithLocalCache: perRule(
-      'sekisho_ratelimit_over_limit_with_local_cache_total',
-      'Hits refused from the local cache of keys known to be over their limit or blocked, without Redis.',
-    ),
+    totalHits,
+    overLimit,
+    nearLimit,
+    withinLimit,
+    shadowMode,
+    overLimitWithLocalCache,
     redisErrors: new Counter({
       name: 'sekisho_ratelimit_redis_errors_total',
       help: 'Redis round trips that failed (error, timeout, not connected); calls the open breaker kept from Redis are not counted.',
@@ -119,6 +160,22 @@ export function createRateLimitMetrics(
 
 export type RateLimitMetrics = ReturnType<typeof createRateLimitMetrics>;
 
+/** Columns of RuleStats.hits. */
+const column = {
+  totalHits: 0,
+  overLimit: 1,
+  nearLimit: 2,
+  withinLimit: 3,
+  shadowMode: 4,
+  overLimitWithLocalCache: 5,
+} as const;
+
+interface RuleStats {
+  readonly labels: { domain: string; rule: string };
+  /** Running totals, indexed by `column`. */
+  readonly hits: number[];
+}
+
 /**
  * The per-rule stats of one decided rule. `enforced` false: a shadow rule (its refusal counts
  * as shadow_mode, and as over_limit too, as envoyproxy/ratelimit counts it).
@@ -130,14 +187,15 @@ export function countRule(
   hits: number,
   shadow: boolean,
 ): void {
-  metrics.totalHits.inc(labels, hits);
+  const counts = metrics.ruleCounters(labels.domain, labels.rule).hits;
+  (counts[column.totalHits] as number) += hits;
   if (decision.overLimit) {
-    metrics.overLimit.inc(labels, hits);
-    if (shadow) metrics.shadowMode.inc(labels, hits);
-    if (decision.source === 'cache') metrics.overLimitWithLocalCache.inc(labels, hits);
+    (counts[column.overLimit] as number) += hits;
+    if (shadow) (counts[column.shadowMode] as number) += hits;
+    if (decision.source === 'cache') (counts[column.overLimitWithLocalCache] as number) += hits;
     return;
   }
-  metrics.withinLimit.inc(labels, hits);
-  const limit = decision.rule.requestsPerWindow;
-  if (decision.remaining < limit * (1 - nearLimitRatio)) metrics.nearLimit.inc(labels, hits);
+  (counts[column.withinLimit] as number) += hits;
+  if (decision.remaining < decision.rule.requestsPerWindow * (1 - nearLimitRatio))
+    (counts[column.nearLimit] as number) += hits;
 }
