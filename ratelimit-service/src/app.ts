@@ -115,8 +115,19 @@ export async function startRateLimitApp(
     breakerState: () => breaker.state,
     modeInForce: () => limiter.modeInForce(),
   });
+  // The control plane's last refused policy (a NACK), until one is applied: /status and a gauge.
+  let lastPolicyError: { version: string; error: string } | undefined;
   const applyPolicy = (policy: RateLimitPolicy, version: string) => {
-    const compiled = compilePolicy(policy);
+    let compiled: CompiledPolicy;
+    try {
+      compiled = compilePolicy(policy);
+    } catch (error) {
+      lastPolicyError = { version, error: error instanceof Error ? error.message : String(error) };
+      metrics.policyLoadError.set(1);
+      throw error;
+    }
+    lastPolicyError = undefined;
+    metrics.policyLoadError.set(0);
     active = { policy: compiled, version };
     metrics.policyInfo.reset();
     metrics.policyInfo.set({ version, domain: compiled.domain }, 1);
@@ -151,6 +162,7 @@ export async function startRateLimitApp(
   const isReady = () => (!controlPlane || active !== undefined) && redisConnectedOnce;
   const status = () => ({
     policy_version: active?.version ?? null,
+    policy_last_error: lastPolicyError ?? null,
     domain: active?.policy.domain ?? null,
     rule_count: active?.policy.rules.length ?? 0,
     redis: redis.status,

@@ -120,6 +120,11 @@ export function createRateLimitMetrics(
       labelNames: ['version', 'domain'] as const,
       registers,
     }),
+    policyLoadError: new Gauge({
+      name: 'sekisho_ratelimit_policy_load_error',
+      help: "1 while the control plane's last policy was refused (NACKed; the one before stays in force), else 0.",
+      registers,
+    }),
     policyRules: new Gauge({
       name: 'sekisho_ratelimit_policy_rules',
       help: 'Rules in the policy in force.',

@@ -271,13 +271,21 @@ describe('ShouldRateLimit with a policy', () => {
     expect(metrics).toMatch(/sekisho_ratelimit_request_duration_seconds_count\{[^}]*code="over_limit"[^}]*\} \d+/);
   });
 
-  it('refuses an invalid policy and keeps the one in force', () => {
+  it('refuses an invalid policy and keeps the one in force, reporting the error until the next good one', async () => {
     const broken = RateLimitPolicy.fromPartial({
       domain: rateLimitDomain,
       rules: [{ id: 'x', match: [{ key: 'user', value: '' }], requestsPerWindow: 1, windowSeconds: 0 }],
     });
     expect(() => service.app.applyPolicy(broken, 'v2')).toThrow(/window_seconds/);
-    expect(service.app.status()).toMatchObject({ policy_version: 'v1', rule_count: 4 });
+    expect(service.app.status()).toMatchObject({
+      policy_version: 'v1',
+      rule_count: 4,
+      policy_last_error: { version: 'v2', error: expect.stringContaining('window_seconds') },
+    });
+    expect((await service.admin('/metrics')).text).toMatch(/sekisho_ratelimit_policy_load_error\{[^}]*\} 1/);
+    service.app.applyPolicy(testPolicy, 'v3');
+    expect(service.app.status()).toMatchObject({ policy_version: 'v3', policy_last_error: null });
+    expect((await service.admin('/metrics')).text).toMatch(/sekisho_ratelimit_policy_load_error\{[^}]*\} 0/);
   });
 });
 
