@@ -1,3 +1,6 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type RedisHandle, type RedisOutageControl, startRedis } from '@sekisho/devstack/redis';
 import { RateLimitResponse_Code as Code } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import { RateLimitPolicy, StoreFailureMode } from '@sekisho/proto/sekisho/policy/v1/policy';
@@ -5,6 +8,7 @@ import { rateLimitDomain } from '@sekisho/service-kit/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   authenticated,
+  descriptor,
   eventually,
   headersOf,
   routeForIp,
@@ -297,5 +301,55 @@ describe.skipIf(Boolean(process.env.REDIS_URL))('the local cache of known refusa
     expect(await readyDetails(service)).toMatchObject({ failure_mode: 'local', mode_in_force: 'redis' });
     service.app.applyPolicy(testPolicy, 'v4');
     expect(service.app.status()).toMatchObject({ redis_failure_mode: 'allow', local_replicas: 1 });
+  });
+});
+
+describe.skipIf(Boolean(process.env.REDIS_URL))('a file domain in local mode', () => {
+  let redisServer: RedisHandle;
+  let control: RedisOutageControl;
+  let service: TestService;
+  let dir: string;
+
+  beforeAll(async () => {
+    redisServer = await startRedis();
+    if (!redisServer.control) throw new Error(`no outage controls for a Redis from ${redisServer.source}`);
+    control = redisServer.control;
+    dir = await mkdtemp(join(tmpdir(), 'sekisho-degraded-files-'));
+    await writeFile(
+      join(dir, 'edge.yaml'),
+      'domain: edge\ndescriptors:\n  - key: remote_address\n    rate_limit: { unit: minute, requests_per_unit: 4 }\n',
+    );
+    service = await startTestService({
+      redisUrl: redisServer.url,
+      env: {
+        ...breakerEnv,
+        RATELIMIT_CONFIG_DIR: dir,
+        RATELIMIT_REDIS_FAILURE_MODE: 'local',
+        RATELIMIT_LOCAL_REPLICAS: '2',
+      },
+    });
+    await eventually(() => service.app.status().redis === 'ready');
+  });
+
+  afterAll(async () => {
+    await service?.close();
+    await redisServer?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("keeps the file's limit, divided by the replicas, while Redis is killed", async () => {
+    const call = () =>
+      service.call({ domain: 'edge', descriptors: [descriptor(['remote_address', '203.0.113.9'])] }, deadlineMs);
+    expect((await call()).overallCode).toBe(Code.OK);
+    await control.down();
+    try {
+      await eventually(() => service.app.status().redis !== 'ready');
+      // 4 per minute over 2 replicas: 2 here, counted from the outage's start.
+      const codes = [];
+      for (let i = 0; i < 3; i++) codes.push((await call()).overallCode);
+      expect(codes).toEqual([Code.OK, Code.OK, Code.OVER_LIMIT]);
+    } finally {
+      await control.up();
+    }
   });
 });
