@@ -80,14 +80,29 @@ export function createRateLimitMetrics(
     'Hits refused from the local cache of keys known to be over their limit or blocked, without Redis.',
     column.overLimitWithLocalCache,
   );
+  // Rule evaluations by result: summed in a map on the hot path, read when scraped (as above).
+  const decisionCounts = new Map<string, { labels: { rule: string; result: DecisionResult }; count: number }>();
+  new Counter({
+    name: 'sekisho_ratelimit_decisions_total',
+    help: 'Rule evaluations by rule id and result (ok, over_limit, blocked, shadow_mode, failure_allowed, failure_denied).',
+    labelNames: ['rule', 'result'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const entry of decisionCounts.values()) this.inc(entry.labels, entry.count);
+    },
+  });
+  const decisions = {
+    inc(labels: { rule: string; result: DecisionResult }, value = 1): void {
+      const key = `${labels.rule}\u0000${labels.result}`;
+      const entry = decisionCounts.get(key);
+      if (entry) entry.count += value;
+      else decisionCounts.set(key, { labels: { rule: labels.rule, result: labels.result }, count: value });
+    },
+  };
   return {
     ruleCounters,
-    decisions: new Counter({
-      name: 'sekisho_ratelimit_decisions_total',
-      help: 'Rule evaluations by rule id and result (ok, over_limit, blocked, shadow_mode, failure_allowed, failure_denied).',
-      labelNames: ['rule', 'result'] as const,
-      registers,
-    }),
+    decisions,
     // envoyproxy/ratelimit's per-rule stats, counted in hits (hits_addend), not calls.
     totalHits,
     overLimit,
