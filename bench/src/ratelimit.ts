@@ -38,7 +38,9 @@ import { installReference, referenceYaml } from './reference-ratelimit';
 // npm run bench:ratelimit [-- --quick]
 // ShouldRateLimit at 1, 16 and 64 calls in flight on one HTTP/2 connection: the transport
 // ceilings (no-op servers), Sekisho's ratelimit-service with a real Redis and its policy over
-// ADS, and envoyproxy/ratelimit on the same Redis with the same limits (the reference).
+// ADS, the same service serving the same limits from an envoyproxy/ratelimit file
+// (RATELIMIT_CONFIG_DIR, no control plane), and envoyproxy/ratelimit on the same Redis with
+// the same limits (the reference).
 
 const settings = runSettings();
 const benchStart = Date.now();
@@ -63,9 +65,12 @@ const policy = RateLimitPolicy.fromPartial({
   })),
 });
 
-const request = (descriptors: number) =>
+/** The file domain: the reference's YAML, served by Sekisho's service from RATELIMIT_CONFIG_DIR. */
+const fileDomain = 'bench_files';
+
+const request = (descriptors: number, domain = rateLimitDomain) =>
   RateLimitRequest.fromPartial({
-    domain: rateLimitDomain,
+    domain,
     hitsAddend: 1,
     descriptors: routes.slice(0, descriptors).map((route) => ({
       entries: [
@@ -79,19 +84,23 @@ const bodies = {
   1: await grpcBodyFile('rl-1', RateLimitRequest.encode(request(1)).finish()),
   4: await grpcBodyFile('rl-4', RateLimitRequest.encode(request(4)).finish()),
 };
+const fileBodies = {
+  1: await grpcBodyFile('rl-file-1', RateLimitRequest.encode(request(1, fileDomain)).finish()),
+  4: await grpcBodyFile('rl-file-4', RateLimitRequest.encode(request(4, fileDomain)).finish()),
+};
 const url = (port: number) => `http://127.0.0.1:${port}/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`;
-const loadFor = (port: number, descriptors: 1 | 4) => ({
+const loadFor = (port: number, descriptors: 1 | 4, domain = rateLimitDomain) => ({
   url: url(port),
-  bodyFile: bodies[descriptors],
+  bodyFile: (domain === fileDomain ? fileBodies : bodies)[descriptors],
   headers: grpcHeaders,
 });
 
 /** One call through grpc-js, which reads the grpc-status h2load cannot see: the case is checked before it is timed. */
-async function checkedCall(port: number, descriptors: 1 | 4): Promise<void> {
+async function checkedCall(port: number, descriptors: 1 | 4, domain = rateLimitDomain): Promise<void> {
   const client = new RateLimitServiceClient(`127.0.0.1:${port}`, credentials.createInsecure());
   try {
     const response = await new Promise<{ overallCode: RateLimitResponse_Code }>((resolve, reject) =>
-      client.shouldRateLimit(request(descriptors), (error, r) => (error ? reject(error) : resolve(r))),
+      client.shouldRateLimit(request(descriptors, domain), (error, r) => (error ? reject(error) : resolve(r))),
     );
     if (response.overallCode !== RateLimitResponse_Code.OK) {
       throw new Error(`port ${port}: expected OK for ${descriptors} descriptor(s), got code ${response.overallCode}`);
@@ -102,7 +111,12 @@ async function checkedCall(port: number, descriptors: 1 | 4): Promise<void> {
 }
 
 /** Redis commands per ShouldRateLimit, from INFO commandstats around a fixed number of calls. */
-async function commandsPerDecision(redis: Awaited<ReturnType<typeof startPinnedRedis>>, port: number, d: 1 | 4) {
+async function commandsPerDecision(
+  redis: Awaited<ReturnType<typeof startPinnedRedis>>,
+  port: number,
+  d: 1 | 4,
+  domain = rateLimitDomain,
+) {
   const client = new RateLimitServiceClient(`127.0.0.1:${port}`, credentials.createInsecure());
   const calls = 1_000;
   try {
@@ -112,7 +126,7 @@ async function commandsPerDecision(redis: Awaited<ReturnType<typeof startPinnedR
       16,
       () =>
         new Promise((resolve, reject) =>
-          client.shouldRateLimit(request(d), (error, r) => (error ? reject(error) : resolve(r))),
+          client.shouldRateLimit(request(d, domain), (error, r) => (error ? reject(error) : resolve(r))),
         ),
     );
     const delta = commandsBetween(before, await redis.commandCalls());
@@ -193,6 +207,35 @@ async function startService(redisUrl: string) {
   return { proc, port: grpcPort };
 }
 
+/** The service with files only: the reference's YAML under domain bench_files, no control plane. */
+async function startFileService(redisUrl: string) {
+  const dir = await mkdtemp(join(tmpdir(), 'sekisho-bench-files-'));
+  started.push({ stop: () => rm(dir, { recursive: true, force: true }) });
+  await writeFile(join(dir, `${fileDomain}.yaml`), referenceYaml(fileDomain, descriptorKeys, routes, limit));
+  const [grpcPort, adminPort] = [await freePort(), await freePort()];
+  const t0 = performance.now();
+  const proc = spawnNodePinned(
+    'ratelimit-service-files',
+    cores.server,
+    'ratelimit-service/src/main.ts',
+    [],
+    {
+      ...process.env,
+      RATELIMIT_GRPC_PORT: String(grpcPort),
+      RATELIMIT_ADMIN_PORT: String(adminPort),
+      RATELIMIT_CONFIG_DIR: dir,
+      RATELIMIT_REDIS_URL: redisUrl,
+      LOG_LEVEL: 'warn',
+    },
+    settings.cpuProfile,
+  );
+  started.push(proc);
+  await proc.waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, 30_000, (p) => p.status === 200);
+  startupMs['ratelimit-service (files)'] = Math.round(performance.now() - t0);
+  recordIdleRss(proc.pid);
+  return { proc, port: grpcPort };
+}
+
 async function startReference(bin: string, redisPort: number, tuned: boolean) {
   const root = await mkdtemp(join(tmpdir(), 'sekisho-bench-reference-'));
   started.push({ stop: () => rm(root, { recursive: true, force: true }) });
@@ -268,6 +311,32 @@ try {
     );
     results.push(...sekisho[d]);
   }
+  // The service stays up (idle) for the fixed-rate comparison below.
+
+  // The same service serving the same limits from a configuration file (a file domain).
+  const files = await startFileService(redis.url);
+  const fileRows: Record<1 | 4, Row[]> = { 1: [], 4: [] };
+  for (const d of [1, 4] as const) {
+    await checkedCall(files.port, d, fileDomain);
+    const commands = await commandsPerDecision(redis, files.port, d, fileDomain);
+    fileRows[d] = await loadAtConcurrencies(
+      `file-${d}-descriptor${d === 1 ? '' : 's'}`,
+      files.proc,
+      settings,
+      loadFor(files.port, d, fileDomain),
+      () => commands,
+    );
+    results.push(...fileRows[d]);
+  }
+  await files.proc.stop();
+  const fileComparison = Object.fromEntries(
+    ([1, 4] as const).map((d) => [
+      `file-${d}-descriptor${d === 1 ? '' : 's'}`,
+      { peak_per_s: peak(fileRows[d]), policy_domain_peak_per_s: peak(sekisho[d]) },
+    ]),
+  );
+  notes.file_domain = fileComparison;
+  console.log(`\n${JSON.stringify(fileComparison, null, 2)}`);
 
   // The reference, at its defaults and with Redis pipelining tuned; the faster is reported.
   const installed = await installReference(join(repoRoot, '.cache', 'bench', 'bin'));
@@ -350,5 +419,6 @@ try {
     await printProfiles(profilesDir, benchStart);
     console.log(`\nCPU profiles (open in Chrome DevTools): ${profilesDir}`);
   }
-  for (const body of Object.values(bodies)) if (existsSync(body)) await rm(body, { force: true });
+  for (const body of [...Object.values(bodies), ...Object.values(fileBodies)])
+    if (existsSync(body)) await rm(body, { force: true });
 }

@@ -39,7 +39,8 @@ export default defineGateway({
   },
   policyServices: {
     extAuthz: { address: '127.0.0.1:9001', timeout: '500ms' },
-    rateLimit: { address: '127.0.0.1:9002', timeout: '100ms', failureMode: 'allow' },
+    // redisFailureMode local: limits and the auth routes' blocks hold while Redis is down.
+    rateLimit: { address: '127.0.0.1:9002', timeout: '100ms', failureMode: 'allow', redisFailureMode: 'local' },
   },
   services: {
     customer: { endpoints: ['127.0.0.1:3001'], healthCheck: '/health' },

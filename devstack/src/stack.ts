@@ -59,8 +59,8 @@ export interface StackOptions {
    * every part with them; `plaintext` runs it without TLS, on loopback.
    */
   controlChannel?: 'mtls' | 'plaintext';
-  /** RATELIMIT_REDIS_FAILURE_MODE for the rate-limit service. */
-  rateLimitFailureMode?: 'allow' | 'deny';
+  /** RATELIMIT_REDIS_FAILURE_MODE for the rate-limit service (the definition's redisFailureMode, when set, wins). */
+  rateLimitFailureMode?: 'allow' | 'deny' | 'local';
   logLevel?: string;
   /** Called with a line of progress ("starting Envoy…"). */
   progress?: (line: string) => void;

@@ -110,6 +110,21 @@ function patchRouteRateLimit(file) {
   writeFileSync(file, text.replace(anchor, field));
 }
 
+// The same envoy-api's RateLimitDescriptor predates Envoy's per-descriptor
+// `google.protobuf.UInt64Value hits_addend = 3;` (the number of hits this descriptor adds,
+// overriding the request's). Envoy 1.40's own descriptor (read from its binary) has it at 3.
+function patchRateLimitDescriptor(file) {
+  const text = readFileSync(file, 'utf8');
+  if (/hits_addend\s*=\s*3/.test(text)) return;
+  const anchor = /( {2}RateLimitOverride limit = 2;)(\r?\n)\}/;
+  const imports = /(import "envoy\/type\/v3\/token_bucket\.proto";)(\r?\n)/;
+  if (!anchor.test(text) || !imports.test(text))
+    throw new Error(`generate: no RateLimitDescriptor.limit field or imports in ${file}`);
+  const field =
+    '$1$2$2  // Added by Sekisho: an Envoy 1.40 field, see generate.mjs.$2  google.protobuf.UInt64Value hits_addend = 3;$2}';
+  writeFileSync(file, text.replace(imports, '$1$2$2import "google/protobuf/wrappers.proto";$2').replace(anchor, field));
+}
+
 function stageSources() {
   rmSync(stage, { recursive: true, force: true });
   mkdirSync(stage, { recursive: true });
@@ -120,6 +135,9 @@ function stageSources() {
   });
   patchValidate(join(stage, 'protoc-gen-validate', 'validate', 'validate.proto'));
   patchRouteRateLimit(join(stage, 'envoy-api', 'envoy', 'config', 'route', 'v3', 'route_components.proto'));
+  patchRateLimitDescriptor(
+    join(stage, 'envoy-api', 'envoy', 'extensions', 'common', 'ratelimit', 'v3', 'ratelimit.proto'),
+  );
   cpSync(join(protoDir, 'sekisho'), join(stage, 'sekisho', 'sekisho'), { recursive: true });
   // The gRPC health protocol, which Envoy's gRPC health checks call on the policy services.
   cpSync(join(protoDir, 'grpc'), join(stage, 'grpc-health', 'grpc'), { recursive: true });

@@ -10,9 +10,13 @@ import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
 import type { Registry } from 'prom-client';
 import { type RateLimitConfig, xdsChannelOf } from './config';
 import { type ConfigDirectory, openConfigDirectory } from './file-config/directory';
+import { CircuitBreaker } from './limiter/breaker';
 import { createValueHasher } from './limiter/keys';
+import { LocalCache } from './limiter/local-cache';
+import { LocalLimiter } from './limiter/local-limiter';
 import { createRedisClient } from './limiter/redis-client';
 import { RedisLimiter } from './limiter/redis-limiter';
+import { ResilientLimiter, type StoreFailureMode } from './limiter/resilient-limiter';
 import type { Clock } from './limiter/types';
 import { createRateLimitMetrics } from './metrics';
 import { type CompiledPolicy, compilePolicy } from './policy/compile';
@@ -65,12 +69,65 @@ export async function startRateLimitApp(
   redis.once('ready', () => {
     redisConnectedOnce = true;
   });
-  const metrics = createRateLimitMetrics(registry, { redisReady });
-  const limiter = new RedisLimiter({ redis, hashValues, clock: opts.clock });
-
   let active: { policy: CompiledPolicy; version: string } | undefined;
+  // The gateway definition's choice, when its policy carries one, else this replica's setting.
+  const failureMode = (): StoreFailureMode => active?.policy.storeFailureMode ?? config.RATELIMIT_REDIS_FAILURE_MODE;
+  const localReplicas = () => active?.policy.localReplicas ?? config.RATELIMIT_LOCAL_REPLICAS;
+
+  const breaker = new CircuitBreaker({
+    failureThreshold: config.RATELIMIT_BREAKER_FAILURES,
+    openMs: config.RATELIMIT_BREAKER_OPEN_FOR,
+    onChange: (to, from) => {
+      const fields = { category: 'technical', event_type: 'redis_breaker_state', state: to, previous: from };
+      if (to === 'open') logger.warn({ ...fields, failure_mode: failureMode() }, 'redis circuit breaker open');
+      else logger.info(fields, `redis circuit breaker ${to === 'closed' ? 'closed' : 'half-open'}`);
+      // Redis counts again: the outage's local counts are dropped (its blocks stay in the cache).
+      if (to === 'closed') local.reset();
+    },
+  });
+  // A fresh connection means Redis is back: probe with the next request instead of waiting.
+  redis.on('ready', () => breaker.probeSoon());
+  // A test's clock moves the cache and the local limiter with Redis's windows.
+  const cache = new LocalCache({ maxEntries: config.RATELIMIT_LOCAL_CACHE_SIZE, clock: opts.clock });
+  const local = new LocalLimiter({
+    hashValues,
+    cache,
+    replicas: localReplicas,
+    maxKeys: config.RATELIMIT_LOCAL_MAX_KEYS,
+    clock: opts.clock,
+  });
+  const limiter = new ResilientLimiter({
+    store: new RedisLimiter({ redis, hashValues, clock: opts.clock }),
+    breaker,
+    cache,
+    local,
+    hashValues,
+    mode: failureMode,
+    hooks: {
+      storeCall: (ok, seconds) => {
+        metrics.redisDuration.observe({ outcome: ok ? 'ok' : 'error' }, seconds);
+        if (!ok) metrics.redisErrors.inc();
+      },
+    },
+  });
+  const metrics = createRateLimitMetrics(registry, {
+    redisReady,
+    breakerState: () => breaker.state,
+    modeInForce: () => limiter.modeInForce(),
+  });
+  // The control plane's last refused policy (a NACK), until one is applied: /status and a gauge.
+  let lastPolicyError: { version: string; error: string } | undefined;
   const applyPolicy = (policy: RateLimitPolicy, version: string) => {
-    const compiled = compilePolicy(policy);
+    let compiled: CompiledPolicy;
+    try {
+      compiled = compilePolicy(policy);
+    } catch (error) {
+      lastPolicyError = { version, error: error instanceof Error ? error.message : String(error) };
+      metrics.policyLoadError.set(1);
+      throw error;
+    }
+    lastPolicyError = undefined;
+    metrics.policyLoadError.set(0);
     active = { policy: compiled, version };
     metrics.policyInfo.reset();
     metrics.policyInfo.set({ version, domain: compiled.domain }, 1);
@@ -97,17 +154,25 @@ export async function startRateLimitApp(
   const directory = configDirectory;
   const controlPlane = config.RATELIMIT_XDS_ADDRESS !== undefined;
 
-  const noPolicyMode = config.RATELIMIT_NO_POLICY_MODE ?? config.RATELIMIT_REDIS_FAILURE_MODE;
+  // Before a policy there is nothing to limit locally: local answers as allow.
+  const noPolicyMode =
+    config.RATELIMIT_NO_POLICY_MODE ?? (config.RATELIMIT_REDIS_FAILURE_MODE === 'deny' ? 'deny' : 'allow');
   // With a control plane configured, readiness waits for its policy; files alone are ready
   // once read (done above, before anything listens).
   const isReady = () => (!controlPlane || active !== undefined) && redisConnectedOnce;
   const status = () => ({
     policy_version: active?.version ?? null,
+    policy_last_error: lastPolicyError ?? null,
     domain: active?.policy.domain ?? null,
     rule_count: active?.policy.rules.length ?? 0,
     redis: redis.status,
     redis_connected_since_start: redisConnectedOnce,
-    redis_failure_mode: config.RATELIMIT_REDIS_FAILURE_MODE,
+    redis_failure_mode: failureMode(),
+    redis_breaker: breaker.state,
+    mode_in_force: limiter.modeInForce(),
+    local_replicas: localReplicas(),
+    local_cache_entries: cache.size,
+    local_limiter_keys: local.size,
     no_policy_mode: noPolicyMode,
     control_plane: config.RATELIMIT_XDS_ADDRESS ?? null,
     config_dir: directory?.status() ?? null,
@@ -136,7 +201,7 @@ export async function startRateLimitApp(
             fileDomains: directory ? () => directory.domains() : undefined,
             controlPlane,
             limiter,
-            failureMode: config.RATELIMIT_REDIS_FAILURE_MODE,
+            failureMode,
             noPolicyMode,
             headerStyle: config.RATELIMIT_HEADERS,
             hashValues,
@@ -151,6 +216,13 @@ export async function startRateLimitApp(
       registry,
       logger,
       isReady,
+      // Why requests are answered as they are: through Redis, or the failure mode in force.
+      readyDetails: () => ({
+        redis: redis.status,
+        redis_breaker: breaker.state,
+        mode_in_force: limiter.modeInForce(),
+        failure_mode: failureMode(),
+      }),
       status,
     });
   } catch (error) {

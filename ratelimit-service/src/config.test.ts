@@ -13,9 +13,14 @@ describe('loadRateLimitConfig', () => {
       RATELIMIT_NODE_ID: 'ratelimit-service',
       RATELIMIT_REDIS_URL: 'redis://127.0.0.1:6379',
       RATELIMIT_REDIS_FAILURE_MODE: 'allow',
+      RATELIMIT_LOCAL_REPLICAS: 1,
+      RATELIMIT_LOCAL_MAX_KEYS: 100_000,
+      RATELIMIT_LOCAL_CACHE_SIZE: 100_000,
+      RATELIMIT_BREAKER_FAILURES: 5,
+      RATELIMIT_BREAKER_OPEN_FOR: 2000,
       RATELIMIT_REDIS_TIMEOUT: 50,
       RATELIMIT_CONFIG_POLL_INTERVAL: 5000,
-      RATELIMIT_HEADERS: 'draft-06',
+      RATELIMIT_HEADERS: 'draft-10',
       LOG_LEVEL: 'info',
     });
   });
@@ -43,13 +48,15 @@ describe('loadRateLimitConfig', () => {
   it('parses durations and modes', () => {
     const config = loadRateLimitConfig({
       RATELIMIT_REDIS_TIMEOUT: '2s',
-      RATELIMIT_REDIS_FAILURE_MODE: 'deny',
+      RATELIMIT_REDIS_FAILURE_MODE: 'local',
+      RATELIMIT_LOCAL_REPLICAS: '3',
       RATELIMIT_NO_POLICY_MODE: 'allow',
       RATELIMIT_REDIS_URL: 'rediss://:secret@redis.internal:6380/2',
     });
     expect(config).toMatchObject({
       RATELIMIT_REDIS_TIMEOUT: 2000,
-      RATELIMIT_REDIS_FAILURE_MODE: 'deny',
+      RATELIMIT_REDIS_FAILURE_MODE: 'local',
+      RATELIMIT_LOCAL_REPLICAS: 3,
       RATELIMIT_NO_POLICY_MODE: 'allow',
       RATELIMIT_REDIS_URL: 'rediss://:secret@redis.internal:6380/2',
     });
@@ -63,6 +70,11 @@ describe('loadRateLimitConfig', () => {
     ['RATELIMIT_KEY_SECRET', 'short'],
     ['RATELIMIT_CONFIG_POLL_INTERVAL', 'often'],
     ['RATELIMIT_HEADERS', 'draft-99'],
+    ['RATELIMIT_LOCAL_REPLICAS', '0'],
+    ['RATELIMIT_LOCAL_REPLICAS', '1e3'],
+    ['RATELIMIT_BREAKER_FAILURES', '-1'],
+    ['RATELIMIT_BREAKER_OPEN_FOR', 'soon'],
+    ['RATELIMIT_LOCAL_CACHE_SIZE', 'lots'],
   ])('names %s when its value %j is invalid', (variable, value) => {
     const attempt = () => loadRateLimitConfig({ [variable]: value });
     expect(attempt).toThrow(ConfigError);

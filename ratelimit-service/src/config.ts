@@ -10,6 +10,15 @@ import {
 import { resolveXdsChannel, type XdsChannel } from '@sekisho/service-kit/xds-channel';
 import { z } from 'zod';
 
+/** A whole number of at least `min`, in decimal digits ('1e3', ' 5' and '0x10' are refused). */
+const envCount = (defaultValue: number, min: number) =>
+  z
+    .string()
+    .regex(/^\d{1,9}$/, 'expected a whole number')
+    .transform(Number)
+    .refine((n) => n >= min, `expected at least ${min}`)
+    .default(defaultValue);
+
 // Every setting of the service, parsed and checked in one place at start-up.
 export const configSchema = z.object({
   RATELIMIT_HOST: z.string().min(1).default('127.0.0.1'),
@@ -33,10 +42,24 @@ export const configSchema = z.object({
   RATELIMIT_XDS_ALLOW_INSECURE: envEnum(['true', 'false'], 'false').transform((value) => value === 'true'),
   RATELIMIT_NODE_ID: z.string().min(1).default('ratelimit-service'),
   RATELIMIT_REDIS_URL: envUrl('redis://127.0.0.1:6379'),
-  /** allow: a Redis outage lets traffic through (envoyproxy/ratelimit's stance); deny: 429. */
-  RATELIMIT_REDIS_FAILURE_MODE: envEnum(['allow', 'deny'], 'allow'),
-  /** What to answer before the first policy arrives; defaults to RATELIMIT_REDIS_FAILURE_MODE. */
+  /**
+   * When Redis fails or the breaker is open: allow (envoyproxy/ratelimit's stance), deny (429),
+   * or local (this replica's in-memory limiter: every limit divided by RATELIMIT_LOCAL_REPLICAS,
+   * every known block kept). The control plane's policy may set it (policyServices.rateLimit.redisFailureMode).
+   */
+  RATELIMIT_REDIS_FAILURE_MODE: envEnum(['allow', 'deny', 'local'], 'allow'),
+  /** What to answer before the first policy arrives; defaults to deny for deny, else allow. */
   RATELIMIT_NO_POLICY_MODE: z.enum(['allow', 'deny']).optional(),
+  /** local mode: the replicas expected to share the traffic; each enforces limit / this (at least 1). */
+  RATELIMIT_LOCAL_REPLICAS: envCount(1, 1),
+  /** Counters the local limiter keeps at most (memory bound during an outage). */
+  RATELIMIT_LOCAL_MAX_KEYS: envCount(100_000, 1),
+  /** Keys known to be over their limit or blocked, kept to answer without Redis; 0 = no cache. */
+  RATELIMIT_LOCAL_CACHE_SIZE: envCount(100_000, 0),
+  /** Consecutive Redis failures (errors, timeouts) that open the circuit breaker. */
+  RATELIMIT_BREAKER_FAILURES: envCount(5, 1),
+  /** How long the open breaker keeps requests from Redis before one probe; a reconnect probes at once. */
+  RATELIMIT_BREAKER_OPEN_FOR: envDuration('2s'),
   /**
    * Per-command Redis timeout. Keep it under the timeout Envoy gives this service (the gateway
    * definition's policyServices.rateLimit.timeout, 100 ms by default), or Envoy gives up first
@@ -45,8 +68,11 @@ export const configSchema = z.object({
   RATELIMIT_REDIS_TIMEOUT: envDuration('50ms'),
   /** Optional secret: Redis keys then hold an HMAC of user ids and IPs rather than a plain hash. */
   RATELIMIT_KEY_SECRET: z.string().min(16).optional(),
-  /** RateLimit response fields: draft-06 (RateLimit-Limit/-Remaining/-Reset) or draft-10 (RateLimit-Policy + RateLimit). */
-  RATELIMIT_HEADERS: envEnum(['draft-06', 'draft-10'], 'draft-06'),
+  /**
+   * RateLimit response fields: draft-10 (the current IETF draft: RateLimit-Policy + RateLimit), or
+   * draft-06 (RateLimit-Limit/-Remaining/-Reset and a bare RateLimit-Policy) for older clients.
+   */
+  RATELIMIT_HEADERS: envEnum(['draft-10', 'draft-06'], 'draft-10'),
   /** A directory of envoyproxy/ratelimit YAML files, one domain per file, watched. */
   RATELIMIT_CONFIG_DIR: z.string().min(1).optional(),
   /** How often the directory is read again, besides fs.watch (which misses changes on some mounts). */

@@ -348,15 +348,14 @@ descriptors:
       },
       { code: ok, limitRemaining: 0 },
     ]);
-    expect(headersOf(response)).toMatchObject({ 'ratelimit-limit': '2', 'ratelimit-remaining': '1' });
+    expect(headersOf(response)).toMatchObject({ ratelimit: '"per_ip";r=1;t=50' });
     // The unlimited and unmatched descriptors never reached Redis.
     expect((await redis.keys('*')).length).toBe(2);
   });
 
-  it('sends the draft-10 fields with RATELIMIT_HEADERS=draft-10, named by the rate_limit name or stats key', async () => {
-    service = await startWith(
-      {
-        'edge.yaml': `
+  it('sends the draft-10 fields by default, named by the rate_limit name or stats key, and draft-06 when asked', async () => {
+    service = await startWith({
+      'edge.yaml': `
 domain: edge
 descriptors:
   - key: remote_address
@@ -364,9 +363,7 @@ descriptors:
   - key: user
     rate_limit: { unit: hour, requests_per_unit: 5 }
 `,
-      },
-      { RATELIMIT_HEADERS: 'draft-10' },
-    );
+    });
     const response = await service.call({
       domain: 'edge',
       descriptors: [descriptor(['remote_address', '1.1.1.1']), descriptor(['user', 'u'])],
@@ -374,6 +371,25 @@ descriptors:
     expect(headersOf(response)).toEqual({
       'ratelimit-policy': '"per_ip";q=2;w=60, "edge.user";q=5;w=3600',
       ratelimit: '"per_ip";r=1;t=50',
+    });
+    await service.close();
+    service = await startWith(
+      {
+        'edge.yaml': `
+domain: edge
+descriptors:
+  - key: remote_address
+    rate_limit: { unit: minute, requests_per_unit: 2, name: per_ip }
+`,
+      },
+      { RATELIMIT_HEADERS: 'draft-06' },
+    );
+    const legacy = await service.call({ domain: 'edge', descriptors: [descriptor(['remote_address', '1.1.1.2'])] });
+    expect(headersOf(legacy)).toEqual({
+      'ratelimit-limit': '2',
+      'ratelimit-remaining': '1',
+      'ratelimit-reset': '50',
+      'ratelimit-policy': '2;w=60',
     });
   });
 

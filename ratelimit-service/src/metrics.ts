@@ -1,19 +1,125 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { BreakerState } from './limiter/breaker';
+import type { LimitDecision } from './limiter/types';
 
 export type DecisionResult = 'ok' | 'over_limit' | 'blocked' | 'shadow_mode' | 'failure_allowed' | 'failure_denied';
 
-export function createRateLimitMetrics(registry: Registry, opts: { redisReady?: () => boolean } = {}) {
+/** A rule within its limit but with at most this share of it left is "near" it (envoyproxy/ratelimit's 0.8). */
+export const nearLimitRatio = 0.8;
+
+export const breakerStates: readonly BreakerState[] = ['closed', 'open', 'half_open'];
+export const modes = ['redis', 'allow', 'deny', 'local'] as const;
+
+// Label values are bounded: `rule` is a policy rule id or a file limit's stats key (the
+// request's own values appear only where a file asks for them with detailed_metric or
+// value_to_metric, as in envoyproxy/ratelimit); `domain` is one of the configured domains.
+
+export function createRateLimitMetrics(
+  registry: Registry,
+  opts: {
+    redisReady?: () => boolean;
+    breakerState?: () => BreakerState;
+    modeInForce?: () => (typeof modes)[number];
+  } = {},
+) {
   const registers = [registry];
-  return {
-    decisions: new Counter({
-      name: 'sekisho_ratelimit_decisions_total',
-      help: 'Rule evaluations by rule id and result (ok, over_limit, blocked, shadow_mode, failure_allowed, failure_denied).',
-      labelNames: ['rule', 'result'] as const,
+  // envoyproxy/ratelimit's per-rule stats, counted in hits (hits_addend), not calls. The hot
+  // path adds to plain numbers (one map lookup per rule); the counters read them when scraped,
+  // so no label set is hashed per request. As many entries as label sets (bounded, see above).
+  const stats = new Map<string, RuleStats>();
+  const ruleCounters = (domain: string, rule: string): RuleStats => {
+    const key = `${domain}\u0000${rule}`;
+    let found = stats.get(key);
+    if (!found) {
+      found = { labels: { domain, rule }, hits: [0, 0, 0, 0, 0, 0] };
+      stats.set(key, found);
+    }
+    return found;
+  };
+  const perRule = (name: string, help: string, column: number) =>
+    new Counter({
+      name,
+      help,
+      labelNames: ['domain', 'rule'] as const,
       registers,
-    }),
+      collect() {
+        this.reset();
+        for (const entry of stats.values()) {
+          const value = entry.hits[column] as number;
+          if (value > 0) this.inc(entry.labels, value);
+        }
+      },
+    });
+  const totalHits = perRule(
+    'sekisho_ratelimit_total_hits_total',
+    'Hits counted against a rule (hits_addend of each request).',
+    column.totalHits,
+  );
+  const overLimit = perRule(
+    'sekisho_ratelimit_over_limit_total',
+    'Hits a rule refused (blocks included), whoever decided: Redis, the local cache or the local limiter.',
+    column.overLimit,
+  );
+  const nearLimit = perRule(
+    'sekisho_ratelimit_near_limit_total',
+    `Hits within a rule's limit with less than ${Math.round((1 - nearLimitRatio) * 100)}% of it left.`,
+    column.nearLimit,
+  );
+  const withinLimit = perRule(
+    'sekisho_ratelimit_within_limit_total',
+    "Hits within a rule's limit.",
+    column.withinLimit,
+  );
+  const shadowMode = perRule(
+    'sekisho_ratelimit_shadow_mode_total',
+    'Hits a shadow-mode rule would have refused (answered OK).',
+    column.shadowMode,
+  );
+  const overLimitWithLocalCache = perRule(
+    'sekisho_ratelimit_over_limit_with_local_cache_total',
+    'Hits refused from the local cache of keys known to be over their limit or blocked, without Redis.',
+    column.overLimitWithLocalCache,
+  );
+  // Rule evaluations by result: summed in a map on the hot path, read when scraped (as above).
+  const decisionCounts = new Map<string, { labels: { rule: string; result: DecisionResult }; count: number }>();
+  new Counter({
+    name: 'sekisho_ratelimit_decisions_total',
+    help: 'Rule evaluations by rule id and result (ok, over_limit, blocked, shadow_mode, failure_allowed, failure_denied).',
+    labelNames: ['rule', 'result'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const entry of decisionCounts.values()) this.inc(entry.labels, entry.count);
+    },
+  });
+  const decisions = {
+    inc(labels: { rule: string; result: DecisionResult }, value = 1): void {
+      const key = `${labels.rule}\u0000${labels.result}`;
+      const entry = decisionCounts.get(key);
+      if (entry) entry.count += value;
+      else decisionCounts.set(key, { labels: { rule: labels.rule, result: labels.result }, count: value });
+    },
+  };
+  return {
+    ruleCounters,
+    decisions,
+    // envoyproxy/ratelimit's per-rule stats, counted in hits (hits_addend), not calls.
+    totalHits,
+    overLimit,
+    nearLimit,
+    withinLimit,
+    shadowMode,
+    overLimitWithLocalCache,
     redisErrors: new Counter({
       name: 'sekisho_ratelimit_redis_errors_total',
-      help: 'ShouldRateLimit calls whose Redis round trip failed (error, timeout, not connected).',
+      help: 'Redis round trips that failed (error, timeout, not connected); calls the open breaker kept from Redis are not counted.',
+      registers,
+    }),
+    redisDuration: new Histogram({
+      name: 'sekisho_ratelimit_redis_duration_seconds',
+      help: 'Redis round trip of one decision (one script call), by outcome (ok, error).',
+      labelNames: ['outcome'] as const,
+      buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
       registers,
     }),
     requestDuration: new Histogram({
@@ -29,6 +135,11 @@ export function createRateLimitMetrics(registry: Registry, opts: { redisReady?: 
       labelNames: ['version', 'domain'] as const,
       registers,
     }),
+    policyLoadError: new Gauge({
+      name: 'sekisho_ratelimit_policy_load_error',
+      help: "1 while the control plane's last policy was refused (NACKed; the one before stays in force), else 0.",
+      registers,
+    }),
     policyRules: new Gauge({
       name: 'sekisho_ratelimit_policy_rules',
       help: 'Rules in the policy in force.',
@@ -42,7 +153,69 @@ export function createRateLimitMetrics(registry: Registry, opts: { redisReady?: 
         if (opts.redisReady) this.set(opts.redisReady() ? 1 : 0);
       },
     }),
+    breakerState: new Gauge({
+      name: 'sekisho_ratelimit_redis_breaker_state',
+      help: "The Redis circuit breaker's state: 1 for the current one (closed, open, half_open).",
+      labelNames: ['state'] as const,
+      registers,
+      collect() {
+        if (!opts.breakerState) return;
+        const current = opts.breakerState();
+        for (const state of breakerStates) this.set({ state }, state === current ? 1 : 0);
+      },
+    }),
+    modeInForce: new Gauge({
+      name: 'sekisho_ratelimit_mode',
+      help: 'How decisions are made now: 1 for redis, or for the failure mode (allow, deny, local) while Redis fails or the breaker is open.',
+      labelNames: ['mode'] as const,
+      registers,
+      collect() {
+        if (!opts.modeInForce) return;
+        const current = opts.modeInForce();
+        for (const mode of modes) this.set({ mode }, mode === current ? 1 : 0);
+      },
+    }),
   };
 }
 
 export type RateLimitMetrics = ReturnType<typeof createRateLimitMetrics>;
+
+/** Columns of RuleStats.hits. */
+const column = {
+  totalHits: 0,
+  overLimit: 1,
+  nearLimit: 2,
+  withinLimit: 3,
+  shadowMode: 4,
+  overLimitWithLocalCache: 5,
+} as const;
+
+interface RuleStats {
+  readonly labels: { domain: string; rule: string };
+  /** Running totals, indexed by `column`. */
+  readonly hits: number[];
+}
+
+/**
+ * The per-rule stats of one decided rule. `enforced` false: a shadow rule (its refusal counts
+ * as shadow_mode, and as over_limit too, as envoyproxy/ratelimit counts it).
+ */
+export function countRule(
+  metrics: RateLimitMetrics,
+  labels: { domain: string; rule: string },
+  decision: LimitDecision,
+  hits: number,
+  shadow: boolean,
+): void {
+  const counts = metrics.ruleCounters(labels.domain, labels.rule).hits;
+  (counts[column.totalHits] as number) += hits;
+  if (decision.overLimit) {
+    (counts[column.overLimit] as number) += hits;
+    if (shadow) (counts[column.shadowMode] as number) += hits;
+    if (decision.source === 'cache') (counts[column.overLimitWithLocalCache] as number) += hits;
+    return;
+  }
+  (counts[column.withinLimit] as number) += hits;
+  if (decision.remaining < decision.rule.requestsPerWindow * (1 - nearLimitRatio))
+    (counts[column.nearLimit] as number) += hits;
+}

@@ -54,11 +54,17 @@ describe('mostRestrictive', () => {
 });
 
 describe('decidedResponse', () => {
-  it('answers OK with RateLimit headers of the tightest rule and a status per descriptor', () => {
-    const response = decidedResponse([
-      [decision('m', 300, 60, { remaining: 299, reset: 42 }), decision('h', 1000, 3600, { remaining: 10, reset: 900 })],
-      [],
-    ]);
+  it('answers OK with the draft-06 RateLimit headers of the tightest rule (when asked) and a status per descriptor', () => {
+    const response = decidedResponse(
+      [
+        [
+          decision('m', 300, 60, { remaining: 299, reset: 42 }),
+          decision('h', 1000, 3600, { remaining: 10, reset: 900 }),
+        ],
+        [],
+      ],
+      'draft-06',
+    );
     expect(response.overallCode).toBe(Code.OK);
     expect(response.statuses).toEqual([
       {
@@ -79,10 +85,13 @@ describe('decidedResponse', () => {
   });
 
   it('answers OVER_LIMIT with Retry-After when any descriptor is over', () => {
-    const response = decidedResponse([
-      [decision('route', 5, 60, { remaining: 0, reset: 900, over: true, blocked: true })],
-      [decision('m', 300, 60, { remaining: 100, reset: 30 })],
-    ]);
+    const response = decidedResponse(
+      [
+        [decision('route', 5, 60, { remaining: 0, reset: 900, over: true, blocked: true })],
+        [decision('m', 300, 60, { remaining: 100, reset: 30 })],
+      ],
+      'draft-06',
+    );
     expect(response.overallCode).toBe(Code.OVER_LIMIT);
     expect(response.statuses.map((s) => s.code)).toEqual([Code.OVER_LIMIT, Code.OK]);
     expect(headersOf(response)).toMatchObject({
@@ -93,14 +102,11 @@ describe('decidedResponse', () => {
     });
   });
 
-  it('sends the current draft (draft-10) fields when asked: RateLimit-Policy per limit, RateLimit for the tightest', () => {
-    const ok = decidedResponse(
-      [
-        [decision('authenticated/user/60s', 300, 60, { remaining: 299, reset: 42 })],
-        [decision('h', 1000, 3600, { remaining: 10, reset: 900 })],
-      ],
-      'draft-10',
-    );
+  it('sends the current draft (draft-10) fields by default: RateLimit-Policy per limit, RateLimit for the tightest', () => {
+    const ok = decidedResponse([
+      [decision('authenticated/user/60s', 300, 60, { remaining: 299, reset: 42 })],
+      [decision('h', 1000, 3600, { remaining: 10, reset: 900 })],
+    ]);
     expect(headersOf(ok)).toEqual({
       'ratelimit-policy': '"authenticated/user/60s";q=300;w=60, "h";q=1000;w=3600',
       ratelimit: '"h";r=10;t=900',

@@ -23,11 +23,12 @@ export const headerNames = {
 } as const;
 
 /**
- * Which RateLimit fields to send. `draft-06` (the default): RateLimit-Limit, -Remaining,
- * -Reset and RateLimit-Policy `300;w=60`, what express-rate-limit's `standardHeaders: true`
- * sends. `draft-10` (the current draft-ietf-httpapi-ratelimit-headers): RateLimit-Policy
- * `"<name>";q=300;w=60` for every matching limit and RateLimit `"<name>";r=…;t=…` for the
- * most restrictive one. Retry-After on a refusal either way.
+ * Which RateLimit fields to send. `draft-10` (the default; the current
+ * draft-ietf-httpapi-ratelimit-headers): RateLimit-Policy `"<name>";q=300;w=60` for every
+ * matching limit and RateLimit `"<name>";r=…;t=…` for the most restrictive one. `draft-06`
+ * (RATELIMIT_HEADERS=draft-06, for older clients): RateLimit-Limit, -Remaining, -Reset and
+ * RateLimit-Policy `300;w=60`, what express-rate-limit's `standardHeaders: true` sends.
+ * Retry-After on a refusal either way.
  */
 export type HeaderStyle = 'draft-06' | 'draft-10';
 
@@ -121,7 +122,7 @@ function rateLimitHeaders(all: readonly LimitDecision[], style: HeaderStyle) {
 /** The response for descriptors the limiter decided on; [] = no rule matched that descriptor. */
 export function decidedResponse(
   perDescriptor: ReadonlyArray<readonly LimitDecision[]>,
-  style: HeaderStyle = 'draft-06',
+  style: HeaderStyle = 'draft-10',
 ): RateLimitResponse {
   const statuses = perDescriptor.map(statusOf);
   const all = perDescriptor.flat();
@@ -158,7 +159,7 @@ export const unlimitedRemaining = 4_294_967_295;
  */
 export function fileDomainResponse(
   outcomes: readonly FileOutcome[],
-  style: HeaderStyle = 'draft-06',
+  style: HeaderStyle = 'draft-10',
 ): RateLimitResponse {
   let refusedPlain = false;
   let quotaTotal = 0;

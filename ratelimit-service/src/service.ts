@@ -8,10 +8,11 @@ import {
 import type { Logger } from '@sekisho/service-kit/logger';
 import type { CompiledFileDomain } from './file-config/compile';
 import { createFileDomainDecision } from './file-config/decide';
+import { failureAnswer, failureMessage, type StoreFailureMode } from './limiter/resilient-limiter';
 import type { LimitDecision, Limiter } from './limiter/types';
 import { LogThrottle } from './log-throttle';
-import type { DecisionResult, RateLimitMetrics } from './metrics';
-import type { CompiledPolicy, DescriptorEntry, RuleMatch } from './policy/compile';
+import { countRule, type DecisionResult, type RateLimitMetrics } from './metrics';
+import { type CompiledPolicy, type DescriptorEntry, overrideRule, type RuleMatch } from './policy/compile';
 import { decidedResponse, type HeaderStyle, undecidedResponse } from './response';
 
 /** What to answer when no decision can be made: allow (Envoy's own default) or refuse. */
@@ -27,12 +28,13 @@ export interface RateLimitServiceDeps {
    * owns are answered by noPolicyMode. Without one (files only) such domains are not limited.
    */
   controlPlane?: boolean;
+  /** The ResilientLimiter in production: the local cache, Redis behind its breaker, the local limiter. */
   limiter: Limiter;
-  /** When the limiter's store (Redis) fails. */
-  failureMode: FailureMode;
+  /** When the limiter's store (Redis) fails: the one in force (the policy may set it). */
+  failureMode: () => StoreFailureMode;
   /** Before any policy has arrived. */
   noPolicyMode: FailureMode;
-  /** RateLimit fields to send (RATELIMIT_HEADERS); draft-06 when omitted. */
+  /** RateLimit fields to send (RATELIMIT_HEADERS); draft-10 when omitted. */
   headerStyle?: HeaderStyle;
   /** Hashes a counted value (user id, IP) for logs, the same way it is hashed in Redis keys. */
   hashValues: (values: readonly string[]) => string;
@@ -53,7 +55,7 @@ export function createShouldRateLimit(
   // An attack or an outage must not flood the logs: a few records per rule per interval.
   const exceededLogs = new LogThrottle({ burst: 5, intervalMs: 10_000 });
   const failureLogs = new LogThrottle({ burst: 1, intervalMs: 10_000 });
-  const headerStyle = deps.headerStyle ?? 'draft-06';
+  const headerStyle = deps.headerStyle ?? 'draft-10';
   const decideFileDomain = createFileDomainDecision({
     limiter: deps.limiter,
     failureMode: deps.failureMode,
@@ -115,7 +117,14 @@ export function createShouldRateLimit(
     }
     if (request.domain !== policy.domain) return undecidedResponse(request.descriptors.map(() => false));
 
-    const matches = request.descriptors.map((d) => policy.match(d.entries));
+    // A descriptor's `limit` override replaces its rules only where the definition allows it.
+    // A descriptor's own hits_addend (Envoy 1.40) replaces the request's for its rules.
+    const matches = request.descriptors.map((d): Array<RuleMatch & { addend?: number }> => {
+      const override = policy.allowLimitOverride && d.limit ? overrideRule(d.entries, d.limit) : undefined;
+      const found = override ? [override] : policy.match(d.entries);
+      const addend = d.hitsAddend;
+      return addend === undefined ? found : found.map((m) => ({ ...m, addend }));
+    });
     const checks = matches.flat();
     if (checks.length === 0)
       return decidedResponse(
@@ -127,30 +136,40 @@ export function createShouldRateLimit(
     try {
       decisions = await deps.limiter.hit(checks, request.hitsAddend);
     } catch (error) {
-      metrics.redisErrors.inc();
-      for (const check of checks)
-        metrics.decisions.inc({ rule: check.rule.id, result: failureResult(deps.failureMode) });
+      const mode = deps.failureMode();
+      const answer = failureAnswer(mode);
+      for (const check of checks) metrics.decisions.inc({ rule: check.rule.id, result: failureResult(answer) });
       const slot = failureLogs.take('limiter');
       if (slot) {
         logger.error(
           {
             category: 'technical',
             event_type: 'ratelimit_backend_error',
-            failure_mode: deps.failureMode,
-            error_details: error instanceof Error ? error.message : String(error),
+            failure_mode: mode,
+            error_details: failureMessage(error),
             ...slot,
           },
-          `rate-limit store failed; ${deps.failureMode === 'deny' ? 'refusing' : 'allowing'} requests`,
+          `rate-limit store failed; ${answer === 'deny' ? 'refusing' : 'allowing'} requests`,
         );
       }
       // Shadow rules never refuse, not even in deny mode.
-      return undecidedResponse(matches.map((m) => deps.failureMode === 'deny' && m.some((x) => !x.rule.shadow)));
+      return undecidedResponse(matches.map((m) => answer === 'deny' && m.some((x) => !x.rule.shadow)));
     }
+    const hits = request.hitsAddend > 0 ? request.hitsAddend : 1;
 
     let next = 0;
     const perDescriptor = matches.map((descriptorMatches, d) =>
-      descriptorMatches.map((match) => {
+      descriptorMatches.flatMap((match) => {
         const decision = decisions[next++] as LimitDecision;
+        // Not decided (another rule's refusal came from the local cache): not reported.
+        if (decision.skipped) return [];
+        countRule(
+          metrics,
+          { domain: policy.domain, rule: match.rule.id },
+          decision,
+          match.addend ?? hits,
+          match.rule.shadow,
+        );
         const shadow = decision.overLimit && match.rule.shadow;
         const result: DecisionResult = shadow
           ? 'shadow_mode'
@@ -162,7 +181,7 @@ export function createShouldRateLimit(
         metrics.decisions.inc({ rule: match.rule.id, result });
         if (decision.overLimit) logExceeded(request.descriptors[d]?.entries ?? [], match, decision);
         // A shadow rule's refusal is measured and logged, and answered OK.
-        return shadow ? { ...decision, overLimit: false, blocked: false } : decision;
+        return [shadow ? { ...decision, overLimit: false, blocked: false } : decision];
       }),
     );
     return decidedResponse(perDescriptor, headerStyle);

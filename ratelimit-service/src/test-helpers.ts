@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { credentials } from '@grpc/grpc-js';
+import { credentials, Metadata } from '@grpc/grpc-js';
 import {
   RateLimitRequest,
   type RateLimitResponse,
@@ -19,7 +19,8 @@ export interface TestService {
   client: RateLimitServiceClient;
   /** Parsed JSON log records written so far. */
   logs: Array<Record<string, unknown>>;
-  call(request: Partial<RateLimitRequest>): Promise<RateLimitResponse>;
+  /** A ShouldRateLimit call; rejected with DEADLINE_EXCEEDED when not answered within deadlineMs (default 10 s). */
+  call(request: Partial<RateLimitRequest>, deadlineMs?: number): Promise<RateLimitResponse>;
   admin(path: string): Promise<{ status: number; text: string }>;
   close(): Promise<void>;
 }
@@ -54,10 +55,13 @@ export async function startTestService(opts: {
     app,
     client,
     logs,
-    call: (request) =>
+    call: (request, deadlineMs = 10_000) =>
       new Promise((resolve, reject) =>
-        client.shouldRateLimit(RateLimitRequest.fromPartial(request), (error, response) =>
-          error ? reject(error) : resolve(response),
+        client.shouldRateLimit(
+          RateLimitRequest.fromPartial(request),
+          new Metadata(),
+          { deadline: Date.now() + deadlineMs },
+          (error, response) => (error ? reject(error) : resolve(response)),
         ),
       ),
     admin: async (path) => {

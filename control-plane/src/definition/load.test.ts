@@ -253,6 +253,21 @@ const invalid: Array<{ name: string; change: (def: Def) => void; paths: string[]
     change: (d) => (d.policyServices.rateLimit.failureMode = 'open'),
     paths: ['policyServices.rateLimit.failureMode'],
   },
+  {
+    name: 'an unknown Redis failure mode',
+    change: (d) => (d.policyServices.rateLimit.redisFailureMode = 'open'),
+    paths: ['policyServices.rateLimit.redisFailureMode'],
+  },
+  {
+    name: 'zero local replicas',
+    change: (d) => (d.policyServices.rateLimit.localReplicas = 0),
+    paths: ['policyServices.rateLimit.localReplicas'],
+  },
+  {
+    name: 'a descriptor limit override that is not a boolean',
+    change: (d) => (d.policyServices.rateLimit.descriptorLimitOverride = 'yes'),
+    paths: ['policyServices.rateLimit.descriptorLimitOverride'],
+  },
   { name: 'a malformed match', change: (d) => (d.routes[0].match = 'FETCH /x'), paths: ['routes[0].match'] },
   {
     name: 'a zero gateway body limit',

@@ -200,5 +200,15 @@ export const rateLimitServiceSchema = z
     timeout: duration.default('100ms'),
     /** What Envoy does when the rate-limit service cannot answer. */
     failureMode: z.enum(['allow', 'deny']).default('allow'),
+    /**
+     * What the rate-limit service answers while its Redis cannot: allow, deny, or local (each
+     * replica limits in memory, limits divided by localReplicas, known blocks kept). Absent: the
+     * service's own RATELIMIT_REDIS_FAILURE_MODE.
+     */
+    redisFailureMode: z.enum(['allow', 'deny', 'local']).optional(),
+    /** local mode: the replicas sharing the traffic; default the number of addresses listed. */
+    localReplicas: z.int().min(1).max(1000).optional(),
+    /** Honour a request descriptor's `limit` override (Envoy's dynamic limits) instead of the definition's. */
+    descriptorLimitOverride: z.boolean().default(false),
   })
   .superRefine(oneReplicaList);

@@ -98,7 +98,12 @@ describe('durations and limits', () => {
     expect(built.routes[0]?.action).toMatchObject({ kind: 'forward', timeoutMs: 15_000 });
     expect(built.clusters.find((c) => c.name === 'svc_customer')?.connectTimeoutMs).toBe(1000);
     expect(built.extAuthz.timeoutMs).toBe(500);
-    expect(built.rateLimit).toEqual({ clusterName: 'sekisho_ratelimit', timeoutMs: 100, failureMode: 'allow' });
+    expect(built.rateLimit).toEqual({
+      clusterName: 'sekisho_ratelimit',
+      timeoutMs: 100,
+      failureMode: 'allow',
+      descriptorLimitOverride: false,
+    });
     expect(built.listener).toMatchObject({ address: '0.0.0.0' });
     expect(built.clientAddress.trustedProxies).toEqual([]);
     expect(built.requestHeaders).toMatchObject({ maxCount: 80, maxSizeKb: 32 });

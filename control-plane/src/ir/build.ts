@@ -119,6 +119,9 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
         clusterName: rateLimitClusterName,
         timeoutMs: ms(rateLimit.timeout),
         failureMode: rateLimit.failureMode,
+        ...(rateLimit.redisFailureMode ? { redisFailureMode: rateLimit.redisFailureMode } : {}),
+        ...(localReplicas(rateLimit) ? { localReplicas: localReplicas(rateLimit) } : {}),
+        descriptorLimitOverride: rateLimit.descriptorLimitOverride,
       },
       clusters,
       limits,
@@ -212,4 +215,11 @@ function buildOwner(
     return undefined;
   }
   return { kind: 'pathSegment', param, index };
+}
+
+/** local mode's replica count: as given, else the replicas listed when there are several. */
+function localReplicas(rateLimit: { localReplicas?: number; addresses?: string[] }): number | undefined {
+  if (rateLimit.localReplicas !== undefined) return rateLimit.localReplicas;
+  const listed = rateLimit.addresses?.length ?? 1;
+  return listed > 1 ? listed : undefined;
 }

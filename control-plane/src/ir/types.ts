@@ -123,6 +123,11 @@ export interface PolicyServiceIR {
 
 export interface RateLimitServiceIR extends PolicyServiceIR {
   failureMode: 'allow' | 'deny';
+  /** The rate-limit service's answer while Redis cannot; undefined = the service's own setting. */
+  redisFailureMode?: 'allow' | 'deny' | 'local';
+  /** local mode's expected replica count; undefined = the service's own setting. */
+  localReplicas?: number;
+  descriptorLimitOverride: boolean;
 }
 
 export interface EndpointIR {

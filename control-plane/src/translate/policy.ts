@@ -7,6 +7,7 @@ import {
   type DescriptorMatch,
   RateLimitAlgorithm,
   RateLimitPolicy,
+  StoreFailureMode,
 } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { descriptorKeys, rateLimitDomain } from '@sekisho/service-kit/contract';
 import type { GatewayIR, LimitIR } from '../ir/types';
@@ -24,9 +25,19 @@ export function translateAuthzPolicy(ir: GatewayIR): AuthzPolicy {
   });
 }
 
+const storeFailureModes = {
+  allow: StoreFailureMode.STORE_FAILURE_MODE_ALLOW,
+  deny: StoreFailureMode.STORE_FAILURE_MODE_DENY,
+  local: StoreFailureMode.STORE_FAILURE_MODE_LOCAL,
+} as const;
+
 export function translateRateLimitPolicy(ir: GatewayIR): RateLimitPolicy {
+  const { redisFailureMode, localReplicas, descriptorLimitOverride } = ir.rateLimit;
   return RateLimitPolicy.fromPartial({
     domain: rateLimitDomain,
+    storeFailureMode: redisFailureMode ? storeFailureModes[redisFailureMode] : undefined,
+    localReplicas,
+    allowDescriptorLimitOverride: descriptorLimitOverride,
     rules: allDescriptors(ir).flatMap((descriptor) =>
       descriptor.limits.map((limit) => ({
         id: `${descriptor.family}/${limit.windowSeconds}s`,

@@ -4,9 +4,10 @@ import {
   RateLimitResponse_RateLimit_Unit as Unit,
 } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import type { Logger } from '@sekisho/service-kit/logger';
+import { failureAnswer, failureMessage, type StoreFailureMode } from '../limiter/resilient-limiter';
 import type { LimitCheck, LimitDecision, Limiter } from '../limiter/types';
 import type { LogThrottle } from '../log-throttle';
-import type { DecisionResult, RateLimitMetrics } from '../metrics';
+import { countRule, type DecisionResult, type RateLimitMetrics } from '../metrics';
 import type { DescriptorEntry } from '../policy/compile';
 import { type FileOutcome, fileDomainResponse, type HeaderStyle, undecidedResponse } from '../response';
 import { type CompiledFileDomain, countedValues, type FileLimit, metricLabel, overrideLimit } from './compile';
@@ -30,7 +31,7 @@ const protoUnits: Record<FileUnit, Unit> = {
 
 export interface FileDomainDeps {
   limiter: Limiter;
-  failureMode: 'allow' | 'deny';
+  failureMode: () => StoreFailureMode;
   headerStyle: HeaderStyle;
   hashValues: (values: readonly string[]) => string;
   logger: Logger;
@@ -93,7 +94,10 @@ export function createFileDomainDecision(
     const positions: number[] = [];
     limits.forEach((l, i) => {
       if (!l || l.unlimited) return;
-      checks.push({ rule: l, values: countedValues(l, descriptors[i]?.entries ?? []) });
+      const d = descriptors[i];
+      // A descriptor's own hits_addend (Envoy 1.40) replaces the request's for its limit.
+      const values = countedValues(l, d?.entries ?? []);
+      checks.push(d?.hitsAddend === undefined ? { rule: l, values } : { rule: l, values, addend: d.hitsAddend });
       positions.push(i);
     });
     const base = limits.map((l) => (l?.unlimited ? unlimited : none));
@@ -103,8 +107,9 @@ export function createFileDomainDecision(
     try {
       decisions = await deps.limiter.hit(checks, request.hitsAddend);
     } catch (error) {
-      metrics.redisErrors.inc();
-      const result: DecisionResult = deps.failureMode === 'deny' ? 'failure_denied' : 'failure_allowed';
+      const mode = deps.failureMode();
+      const answer = failureAnswer(mode);
+      const result: DecisionResult = answer === 'deny' ? 'failure_denied' : 'failure_allowed';
       positions.forEach((i) => {
         const l = limits[i] as FileLimit;
         metrics.decisions.inc({ rule: metricLabel(l, descriptors[i]?.entries ?? []), result });
@@ -115,26 +120,31 @@ export function createFileDomainDecision(
           {
             category: 'technical',
             event_type: 'ratelimit_backend_error',
-            failure_mode: deps.failureMode,
+            failure_mode: mode,
             domain: domain.domain,
-            error_details: error instanceof Error ? error.message : String(error),
+            error_details: failureMessage(error),
             ...slot,
           },
-          `rate-limit store failed; ${deps.failureMode === 'deny' ? 'refusing' : 'allowing'} requests`,
+          `rate-limit store failed; ${answer === 'deny' ? 'refusing' : 'allowing'} requests`,
         );
       }
       // Shadow-mode limits never refuse, not even in deny mode.
-      const deny = new Set(deps.failureMode === 'deny' ? positions.filter((i) => !limits[i]?.shadowMode) : []);
+      const deny = new Set(answer === 'deny' ? positions.filter((i) => !limits[i]?.shadowMode) : []);
       return undecidedResponse(limits.map((_, i) => deny.has(i)));
     }
 
     const outcomes = base;
+    const hits = request.hitsAddend > 0 ? request.hitsAddend : 1;
     positions.forEach((i, n) => {
       const limit = limits[i] as FileLimit;
       const decision = decisions[n] as LimitDecision;
+      // Not decided (another limit's refusal came from the local cache): not reported.
+      if (decision.skipped) return;
       const entries = descriptors[i]?.entries ?? [];
+      const rule = metricLabel(limit, entries);
       const result: DecisionResult = decision.overLimit ? (limit.shadowMode ? 'shadow_mode' : 'over_limit') : 'ok';
-      metrics.decisions.inc({ rule: metricLabel(limit, entries), result });
+      metrics.decisions.inc({ rule, result });
+      countRule(metrics, { domain: domain.domain, rule }, decision, checks[n]?.addend ?? hits, limit.shadowMode);
       if (decision.overLimit) logExceeded(limit, entries, decision);
       outcomes[i] = {
         kind: 'decided',

@@ -24,14 +24,15 @@ import type { Clock, LimitCheck, LimitDecision, Limiter, LimitRule } from './typ
 // agrees on where a window starts and how long a client must wait, whatever its clock
 // says. Tests pass their clock in ARGV[2] instead.
 //
-// KEYS: per check, its counter key then its block key. ARGV[1] = addend, ARGV[2] = now in ms
-// ('' = Redis's clock), then per check: algorithm, limit, window s, block s, burst, advisory
-// (1 = shadow: its refusal does not refuse the request).
+// KEYS: per check, its counter key then its block key. ARGV[1] = the call's addend, ARGV[2] =
+// now in ms ('' = Redis's clock), then per check: algorithm, limit, window s, block s, burst,
+// advisory (1 = shadow: its refusal does not refuse the request), addend ('' = the call's;
+// a descriptor's own hits_addend, 0 = decide without counting).
 // Per check it returns {code, remaining, reset ms, block ms}: code 0 = within the limit,
 // 1 = over it (block ms > 0 when this request started a block), 2 = blocked (block ms = the
 // block's remaining time, -1 for a block key without expiry).
 const script = `
-local addend = tonumber(ARGV[1])
+local default_addend = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
 if not now then
   local time = redis.call('TIME')
@@ -45,11 +46,12 @@ local refused = false
 local pending = {}
 for i = 1, n do
   local counter, block = KEYS[2 * i - 1], KEYS[2 * i]
-  local a = 2 + 6 * (i - 1)
+  local a = 2 + 7 * (i - 1)
+  local addend = tonumber(ARGV[a + 7]) or default_addend
   local p = {
     alg = tonumber(ARGV[a + 1]), limit = tonumber(ARGV[a + 2]), window = tonumber(ARGV[a + 3]) * 1000,
     block_s = tonumber(ARGV[a + 4]), burst = tonumber(ARGV[a + 5]), advisory = ARGV[a + 6] == '1',
-    code = 0, remaining = 0, reset = 0, block_ms = 0,
+    addend = addend, code = 0, remaining = 0, reset = 0, block_ms = 0,
   }
   plans[i] = p
   local blocked_for = redis.call('PTTL', block)
@@ -103,6 +105,7 @@ end
 local out = {}
 for i = 1, n do
   local p = plans[i]
+  local addend = p.addend
   local counter, block = KEYS[2 * i - 1], KEYS[2 * i]
   if p.code == 0 and not refused then
     if p.alg == 0 then
@@ -218,7 +221,7 @@ export class RedisLimiter implements Limiter {
     // Envoy sends 0 when the field is unset, which means 1.
     const addend = hitsAddend > 0 ? hitsAddend : 1;
     // [number of keys, ...KEYS, ...ARGV] in the script's layout, built in one array.
-    const argv: Array<string | number> = new Array(1 + 2 * n + 2 + 6 * n);
+    const argv: Array<string | number> = new Array(1 + 2 * n + 2 + 7 * n);
     argv[0] = 2 * n;
     argv[1 + 2 * n] = addend;
     argv[2 + 2 * n] = this.opts.clock?.() ?? '';
@@ -230,8 +233,10 @@ export class RedisLimiter implements Limiter {
       const { keyPrefix, blockPrefix, args } = this.argsOf(rule);
       argv[1 + 2 * i] = keyPrefix + previous.hash;
       argv[2 + 2 * i] = blockPrefix + previous.hash;
-      const at = 3 + 2 * n + 6 * i;
+      const at = 3 + 2 * n + 7 * i;
       for (let j = 0; j < 6; j++) argv[at + j] = args[j] as number;
+      const own = (checks[i] as LimitCheck).addend;
+      argv[at + 6] = own === undefined ? '' : own;
     }
 
     const results = await this.run(...argv);
@@ -240,16 +245,11 @@ export class RedisLimiter implements Limiter {
     return checks.map(({ rule }, i): LimitDecision => {
       const [code, remaining, resetMs, blockMs] = results[i] as Result;
       // A block key someone set without expiry (PTTL -1) counts as a block of 1 s.
-      if (code === 2) return { rule, overLimit: true, blocked: true, remaining: 0, resetSeconds: seconds(blockMs) };
-      const reset = seconds(resetMs);
-      return {
-        rule,
-        overLimit: code === 1,
-        blocked: false,
-        remaining,
-        // The excess that starts a block is refused for the block's length, not the window's.
-        resetSeconds: blockMs > 0 ? Math.max(reset, seconds(blockMs)) : reset,
-      };
+      if (code === 2)
+        return { rule, overLimit: true, blocked: true, remaining: 0, resetSeconds: seconds(blockMs), resetMs: blockMs };
+      // The excess that starts a block is refused for the block's length, not the window's.
+      const until = blockMs > 0 ? Math.max(resetMs, blockMs) : resetMs;
+      return { rule, overLimit: code === 1, blocked: false, remaining, resetSeconds: seconds(until), resetMs: until };
     });
   }
 }

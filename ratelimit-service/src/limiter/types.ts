@@ -32,6 +32,8 @@ export interface LimitRule {
 export interface LimitCheck {
   readonly rule: LimitRule;
   readonly values: readonly string[];
+  /** Hits this check adds (a descriptor's own hits_addend; 0 = decide only); default the call's. */
+  readonly addend?: number;
 }
 
 export interface LimitDecision {
@@ -43,7 +45,18 @@ export interface LimitDecision {
   readonly remaining: number;
   /** Whole seconds (≥ 1) until this rule lets requests through again: end of the window, or of the block. */
   readonly resetSeconds: number;
+  /** The same in milliseconds, unrounded, when the limiter knows it (for the local cache). */
+  readonly resetMs?: number;
+  /** Who decided: Redis (the default), the local cache of known refusals, or the local limiter. */
+  readonly source?: DecisionSource;
+  /**
+   * Not decided: another rule's refusal was answered from the local cache, and a refused
+   * request is counted by no rule. Left out of the response's statuses, headers and metrics.
+   */
+  readonly skipped?: boolean;
 }
+
+export type DecisionSource = 'redis' | 'cache' | 'local';
 
 /** What the service sees of the limiter: it may reject (store down, timeout), never half-answer. */
 export interface Limiter {

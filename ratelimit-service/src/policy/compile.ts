@@ -1,4 +1,11 @@
-import { RateLimitAlgorithm, type RateLimitPolicy, type RateLimitRule } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { createHash } from 'node:crypto';
+import {
+  RateLimitAlgorithm,
+  type RateLimitPolicy,
+  type RateLimitRule,
+  StoreFailureMode,
+} from '@sekisho/proto/sekisho/policy/v1/policy';
+import type { StoreFailureMode as FailureMode } from '../limiter/resilient-limiter';
 import type { LimitAlgorithm } from '../limiter/types';
 
 /** A descriptor entry as Envoy sends it (the generated Entry type satisfies this). */
@@ -37,6 +44,12 @@ export interface RuleMatch {
 export interface CompiledPolicy {
   readonly domain: string;
   readonly rules: readonly CompiledRule[];
+  /** The failure mode the gateway definition asks for; undefined = the service's own setting. */
+  readonly storeFailureMode: FailureMode | undefined;
+  /** local mode's expected replica count; undefined = the service's own setting. */
+  readonly localReplicas: number | undefined;
+  /** Honour a request descriptor's `limit` override (off unless the definition allows it). */
+  readonly allowLimitOverride: boolean;
   /** Every rule that applies to the descriptor, in policy order. */
   match(entries: readonly DescriptorEntry[]): RuleMatch[];
 }
@@ -68,9 +81,15 @@ export function compilePolicy(policy: RateLimitPolicy): CompiledPolicy {
     else index.set(key, [rule]);
   }
 
+  const storeFailureMode = failureModes.get(policy.storeFailureMode);
+  if (policy.storeFailureMode !== StoreFailureMode.STORE_FAILURE_MODE_UNSPECIFIED && !storeFailureMode)
+    throw new PolicyError(`store_failure_mode ${policy.storeFailureMode} is not known`);
   return {
     domain: policy.domain,
     rules,
+    storeFailureMode,
+    localReplicas: policy.localReplicas > 0 ? policy.localReplicas : undefined,
+    allowLimitOverride: policy.allowDescriptorLimitOverride,
     match(entries) {
       const candidates = index.get(signature(entries.map((e) => e.key)));
       if (!candidates) return [];
@@ -84,6 +103,12 @@ export function compilePolicy(policy: RateLimitPolicy): CompiledPolicy {
     },
   };
 }
+
+const failureModes: ReadonlyMap<StoreFailureMode, FailureMode> = new Map([
+  [StoreFailureMode.STORE_FAILURE_MODE_ALLOW, 'allow'],
+  [StoreFailureMode.STORE_FAILURE_MODE_DENY, 'deny'],
+  [StoreFailureMode.STORE_FAILURE_MODE_LOCAL, 'local'],
+]);
 
 const algorithms: ReadonlyMap<RateLimitAlgorithm, LimitAlgorithm> = new Map([
   [RateLimitAlgorithm.FIXED_WINDOW, 'fixed'],
@@ -127,4 +152,45 @@ function compileRule(rule: RateLimitRule, position: number): CompiledRule {
     fixed: match.flatMap((m, index) => (m.value === '' ? [] : [{ index, value: m.value }])),
     counted: match.flatMap((m, index) => (m.value === '' ? [index] : [])),
   };
+}
+
+// Envoy's RateLimitUnit numbers (envoy.type.v3) → seconds; UNKNOWN (0) and WEEK are not overrides.
+const overrideSeconds: Readonly<Record<number, number>> = {
+  1: 1,
+  2: 60,
+  3: 3600,
+  4: 86_400,
+  5: 30 * 86_400,
+  6: 365 * 86_400,
+};
+
+/**
+ * The rule a request descriptor's `limit` override stands for, when the definition allows
+ * overrides (allowLimitOverride): a fixed window of that size replacing every rule the
+ * descriptor matches, counted per all of its values. undefined for a unit it cannot express or
+ * a zero limit: the policy's rules apply. The id names the descriptor's keys only, hashed, so
+ * a key with braces cannot break the Redis key layout.
+ */
+export function overrideRule(
+  entries: readonly DescriptorEntry[],
+  override: { readonly requestsPerUnit: number; readonly unit: number },
+): RuleMatch | undefined {
+  const windowSeconds = overrideSeconds[override.unit];
+  if (!windowSeconds || override.requestsPerUnit <= 0) return undefined;
+  const keys = entries.map((e) => e.key);
+  const id = `override:${createHash('sha256').update(JSON.stringify(keys)).digest('hex').slice(0, 16)}`;
+  const rule: CompiledRule = {
+    id,
+    requestsPerWindow: override.requestsPerUnit,
+    windowSeconds,
+    blockSeconds: 0,
+    algorithm: 'fixed',
+    burst: 0,
+    shadow: false,
+    advisory: false,
+    match: keys.map((key) => ({ key, value: '' })),
+    fixed: [],
+    counted: keys.map((_, i) => i),
+  };
+  return { rule, values: entries.map((e) => e.value) };
 }
