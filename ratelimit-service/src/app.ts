@@ -53,7 +53,7 @@ export async function startRateLimitApp(
   const hashValues = createValueHasher(config.RATELIMIT_KEY_SECRET);
 
   const redis = createRedisClient({
-    url: config.RATELIMIT_REDIS_URL,
+    topology: config.redis,
     commandTimeoutMs: config.RATELIMIT_REDIS_TIMEOUT,
     logger,
   });
@@ -66,7 +66,7 @@ export async function startRateLimitApp(
     redisConnectedOnce = true;
   });
   const metrics = createRateLimitMetrics(registry, { redisReady });
-  const limiter = new RedisLimiter({ redis, hashValues, clock: opts.clock });
+  const limiter = new RedisLimiter({ redis, hashValues, keyTag: config.RATELIMIT_REDIS_KEY_TAG, clock: opts.clock });
 
   let active: { policy: CompiledPolicy; version: string } | undefined;
   const applyPolicy = (policy: RateLimitPolicy, version: string) => {
@@ -106,6 +106,7 @@ export async function startRateLimitApp(
     domain: active?.policy.domain ?? null,
     rule_count: active?.policy.rules.length ?? 0,
     redis: redis.status,
+    redis_mode: config.redis.mode,
     redis_connected_since_start: redisConnectedOnce,
     redis_failure_mode: config.RATELIMIT_REDIS_FAILURE_MODE,
     no_policy_mode: noPolicyMode,

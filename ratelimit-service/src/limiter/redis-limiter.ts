@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
-import { blockKey, counterKey } from './keys';
+import { type KeyParts, type KeyTag, keyParts, keySlot } from './keys';
+import { classifyRedisError, type RedisConnection, RedisFault } from './redis-client';
 import type { Clock, LimitCheck, LimitDecision, Limiter, LimitRule } from './types';
 
 // Every rule of every descriptor of one ShouldRateLimit is decided and counted in one Lua
@@ -159,8 +159,7 @@ const algorithmCodes = { fixed: 0, sliding: 1, tokenBucket: 2 } as const;
 
 /** Per rule, what the script needs of it, built once (rules live as long as their policy). */
 interface RuleArgs {
-  readonly keyPrefix: string;
-  readonly blockPrefix: string;
+  readonly keys: KeyParts;
   readonly args: readonly [number, number, number, number, number, number];
 }
 
@@ -169,35 +168,45 @@ const seconds = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
 const sameValues = (a: readonly string[], b: readonly string[]) =>
   a.length === b.length && a.every((value, i) => value === b[i]);
 
-/** The Redis limiter: fixed and sliding windows, token buckets, blocks; one script call per decision. */
+/**
+ * The Redis limiter: fixed and sliding windows, token buckets, blocks; one script call per
+ * decision (per slot, with the `counter` key layout on a cluster). Every Redis failure
+ * rejects with a RedisFault naming what went wrong.
+ */
 export class RedisLimiter implements Limiter {
   private readonly run: DecideCommand;
   private readonly ruleArgs = new WeakMap<LimitRule, RuleArgs>();
+  private readonly keyTag: KeyTag;
+  /** Keys of one call may span slots: only the `counter` layout on a cluster. */
+  private readonly splitBySlot: boolean;
 
   constructor(
     private readonly opts: {
-      redis: Redis;
+      redis: RedisConnection;
       hashValues: (values: readonly string[]) => string;
+      /** The keys' hash tag (RATELIMIT_REDIS_KEY_TAG); default `domain`. */
+      keyTag?: KeyTag;
       /** Overrides Redis's clock (tests that move time); omit it in production. */
       clock?: Clock;
     },
   ) {
     // defineCommand sends EVALSHA and falls back to EVAL when the server lacks the script
-    // (first use on a connection, or after a Redis restart).
+    // (first use on a connection, a Redis restart, SCRIPT FLUSH, a failover to a replica
+    // that never saw it): the script is reloaded transparently.
     const { redis } = opts;
     if (!(commandName in redis)) redis.defineCommand(commandName, { lua: script });
     const command = (redis as unknown as Record<string, DecideCommand>)[commandName];
     if (!command) throw new Error('ioredis did not define the rate-limit script command');
     this.run = command.bind(redis);
+    this.keyTag = opts.keyTag ?? 'domain';
+    this.splitBySlot = this.keyTag === 'counter' && 'isCluster' in redis && redis.isCluster;
   }
 
   private argsOf(rule: LimitRule): RuleArgs {
     let args = this.ruleArgs.get(rule);
     if (!args) {
-      // counterKey/blockKey with an empty hash are the prefixes the value hash completes.
       args = {
-        keyPrefix: counterKey(rule, ''),
-        blockPrefix: blockKey(rule.id, ''),
+        keys: keyParts(rule, this.keyTag),
         args: [
           algorithmCodes[rule.algorithm ?? 'fixed'],
           rule.requestsPerWindow,
@@ -217,25 +226,27 @@ export class RedisLimiter implements Limiter {
     if (n === 0) return [];
     // Envoy sends 0 when the field is unset, which means 1.
     const addend = hitsAddend > 0 ? hitsAddend : 1;
-    // [number of keys, ...KEYS, ...ARGV] in the script's layout, built in one array.
-    const argv: Array<string | number> = new Array(1 + 2 * n + 2 + 6 * n);
-    argv[0] = 2 * n;
-    argv[1 + 2 * n] = addend;
-    argv[2 + 2 * n] = this.opts.clock?.() ?? '';
+    const now = this.opts.clock?.() ?? '';
+    // Per check: its counter key, its block key.
+    const keys: string[] = new Array(2 * n);
     let previous: { values: readonly string[]; hash: string } | undefined;
     for (let i = 0; i < n; i++) {
       const { rule, values } = checks[i] as LimitCheck;
       // The windows of one descriptor (per minute, per hour) count the same values: hash once.
       if (!previous || !sameValues(previous.values, values)) previous = { values, hash: this.opts.hashValues(values) };
-      const { keyPrefix, blockPrefix, args } = this.argsOf(rule);
-      argv[1 + 2 * i] = keyPrefix + previous.hash;
-      argv[2 + 2 * i] = blockPrefix + previous.hash;
-      const at = 3 + 2 * n + 6 * i;
-      for (let j = 0; j < 6; j++) argv[at + j] = args[j] as number;
+      const { counter, block } = this.argsOf(rule).keys;
+      keys[2 * i] = counter[0] + previous.hash + counter[1];
+      keys[2 * i + 1] = block[0] + previous.hash + block[1];
     }
 
-    const results = await this.run(...argv);
-    if (results.length !== n) throw new Error(`the rate-limit script answered ${results.length} results for ${n}`);
+    let results: Result[];
+    try {
+      results = this.splitBySlot
+        ? await this.runPerSlot(checks, keys, addend, now)
+        : await this.runScript(checks, keys, addend, now);
+    } catch (error) {
+      throw classifyRedisError(error);
+    }
 
     return checks.map(({ rule }, i): LimitDecision => {
       const [code, remaining, resetMs, blockMs] = results[i] as Result;
@@ -251,5 +262,63 @@ export class RedisLimiter implements Limiter {
         resetSeconds: blockMs > 0 ? Math.max(reset, seconds(blockMs)) : reset,
       };
     });
+  }
+
+  /** One script call for the checks at `indices` (default all), results in their order. */
+  private async runScript(
+    checks: readonly LimitCheck[],
+    keys: readonly string[],
+    addend: number,
+    now: number | '',
+    indices?: readonly number[],
+  ): Promise<Result[]> {
+    const n = indices ? indices.length : checks.length;
+    // [number of keys, ...KEYS, ...ARGV] in the script's layout, built in one array.
+    const argv: Array<string | number> = new Array(1 + 2 * n + 2 + 6 * n);
+    argv[0] = 2 * n;
+    argv[1 + 2 * n] = addend;
+    argv[2 + 2 * n] = now;
+    for (let j = 0; j < n; j++) {
+      const i = indices ? (indices[j] as number) : j;
+      argv[1 + 2 * j] = keys[2 * i] as string;
+      argv[2 + 2 * j] = keys[2 * i + 1] as string;
+      const { args } = this.argsOf((checks[i] as LimitCheck).rule);
+      const at = 3 + 2 * n + 6 * j;
+      for (let k = 0; k < 6; k++) argv[at + k] = args[k] as number;
+    }
+    const results = await this.run(...argv);
+    if (!Array.isArray(results) || results.length !== n)
+      throw new RedisFault('REDIS_SCRIPT', `the rate-limit script answered ${results?.length} results for ${n}`);
+    return results;
+  }
+
+  /**
+   * The `counter` layout on a cluster: one script per slot, sent at once (one round trip
+   * of latency, to several masters). Each is atomic on its own: a request refused in one
+   * slot may already have been counted in another.
+   */
+  private async runPerSlot(
+    checks: readonly LimitCheck[],
+    keys: readonly string[],
+    addend: number,
+    now: number | '',
+  ): Promise<Result[]> {
+    const groups = new Map<number, number[]>();
+    for (let i = 0; i < checks.length; i++) {
+      const slot = keySlot(keys[2 * i] as string);
+      const group = groups.get(slot);
+      if (group) group.push(i);
+      else groups.set(slot, [i]);
+    }
+    if (groups.size === 1) return this.runScript(checks, keys, addend, now);
+    const parts = [...groups.values()];
+    const answers = await Promise.all(parts.map((indices) => this.runScript(checks, keys, addend, now, indices)));
+    const results: Result[] = new Array(checks.length);
+    parts.forEach((indices, g) => {
+      indices.forEach((i, j) => {
+        results[i] = (answers[g] as Result[])[j] as Result;
+      });
+    });
+    return results;
   }
 }

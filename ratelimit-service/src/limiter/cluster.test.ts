@@ -1,0 +1,241 @@
+import { waitUntil } from '@sekisho/devstack/processes';
+import { type RedisClusterHandle, redisCli, startRedisCluster } from '@sekisho/devstack/redis';
+import { createLogger } from '@sekisho/service-kit/logger';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { loadRateLimitConfig } from '../config';
+import { counterKey, createValueHasher, type KeyTag, keySlot } from './keys';
+import { createRedisClient, type RedisConnection, RedisFault } from './redis-client';
+import { RedisLimiter } from './redis-limiter';
+import type { LimitCheck, LimitRule } from './types';
+
+// The limiter on a real 3-master Redis Cluster (redis-cli --cluster create), through the
+// client the service builds from RATELIMIT_REDIS_MODE=cluster.
+
+let cluster: RedisClusterHandle;
+const clients: RedisConnection[] = [];
+let now: number;
+const start = Date.UTC(2026, 0, 1);
+const hash = createValueHasher();
+const logger = createLogger('ratelimit-service', { level: 'silent' });
+
+const rule = (id: string, limit: number, domain = 'shop', extra: Partial<LimitRule> = {}): LimitRule => ({
+  id,
+  domain,
+  requestsPerWindow: limit,
+  windowSeconds: 60,
+  blockSeconds: 0,
+  ...extra,
+});
+
+async function connect(): Promise<RedisConnection> {
+  const { redis: topology } = loadRateLimitConfig({
+    RATELIMIT_REDIS_MODE: 'cluster',
+    RATELIMIT_REDIS_URL: cluster.urls.join(','),
+  });
+  const redis = createRedisClient({ topology, commandTimeoutMs: 500, logger });
+  clients.push(redis);
+  await waitUntil('the cluster client to be ready', 20_000, {}, async () =>
+    redis.status === 'ready' ? { done: true, value: undefined } : { done: false, detail: redis.status },
+  );
+  return redis;
+}
+
+const limiterOn = (redis: RedisConnection, keyTag?: KeyTag) =>
+  new RedisLimiter({ redis, hashValues: hash, clock: () => now, keyTag });
+
+const onEveryNode = (args: string[]) => Promise.all(cluster.nodes.map((n) => redisCli(n.port, args)));
+
+/** EVALSHA and EVAL calls summed over the masters since the last CONFIG RESETSTAT. */
+async function scriptCalls(): Promise<{ evalsha: number; eval: number }> {
+  const stats = await onEveryNode(['info', 'commandstats']);
+  const sum = (name: string) =>
+    stats.reduce((total, text) => total + Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(text)?.[1] ?? 0), 0);
+  return { evalsha: sum('evalsha'), eval: sum('eval') };
+}
+
+/** How many keys each master holds. */
+const keysPerNode = async () => (await onEveryNode(['dbsize'])).map(Number);
+
+beforeAll(async () => {
+  cluster = await startRedisCluster();
+}, 90_000);
+
+afterAll(async () => {
+  for (const c of clients) c.disconnect();
+  await cluster?.stop();
+});
+
+beforeEach(async () => {
+  await cluster.waitHealthy();
+  await onEveryNode(['flushall']);
+  now = start + 1_000;
+});
+
+it('places keys in the slots Redis computes (CLUSTER KEYSLOT)', async () => {
+  const port = cluster.nodes[0]?.port as number;
+  for (const key of [
+    counterKey(rule('route:a', 5), hash(['u'])),
+    counterKey(rule('route:a', 5), hash(['u']), 'counter'),
+    'no-tag-at-all',
+    'empty-tag-{}-x',
+    '{only-open',
+  ])
+    expect(keySlot(key)).toBe(Number(await redisCli(port, ['cluster', 'keyslot', key])));
+});
+
+describe('domain hash tag (the default): one slot, one EVALSHA, atomic', () => {
+  it('decides a shared route limit and per-user limits in one EVALSHA per call, every key on one master', async () => {
+    const limiter = limiterOn(await connect());
+    const route = rule('route:book', 5);
+    const perUser = rule('route:book/user', 2);
+    const call = (user: string) =>
+      limiter.hit(
+        [
+          { rule: route, values: [] },
+          { rule: perUser, values: [user] },
+        ],
+        1,
+      );
+    await call('warm-up'); // loads the script on its master (EVALSHA, NOSCRIPT, EVAL)
+    await onEveryNode(['config', 'resetstat']);
+    const answers = [];
+    for (const user of ['a', 'a', 'a', 'b', 'b', 'c']) answers.push(await call(user));
+    expect(await scriptCalls()).toEqual({ evalsha: 6, eval: 0 });
+    // a, a allowed; the third a refused by its own limit; b, b allowed; then the route is full.
+    expect(answers.map((d) => d.map((x) => x.overLimit))).toEqual([
+      [false, false],
+      [false, false],
+      [false, true],
+      [false, false],
+      [false, false],
+      [true, false],
+    ]);
+    const perNode = await keysPerNode();
+    expect(perNode.filter((n) => n > 0)).toHaveLength(1);
+  });
+
+  it('does not count a request refused by the route limit against the user (across descriptors of one call)', async () => {
+    const limiter = limiterOn(await connect());
+    const route = rule('route:login', 1);
+    const perUser = rule('route:login/user', 5);
+    const checks: LimitCheck[] = [
+      { rule: route, values: [] },
+      { rule: perUser, values: ['u1'] },
+    ];
+    expect((await limiter.hit(checks, 1)).map((d) => d.overLimit)).toEqual([false, false]);
+    for (let i = 0; i < 3; i++) expect((await limiter.hit(checks, 1)).map((d) => d.overLimit)).toEqual([true, false]);
+    const key = counterKey(perUser, hash(['u1']));
+    const node = cluster.nodeForSlot(keySlot(key));
+    expect(await redisCli(node.port, ['hget', key, 'c'])).toBe('1');
+  });
+
+  it('two limiter instances (two cluster clients) share the counters and agree', async () => {
+    const [one, two] = [limiterOn(await connect()), limiterOn(await connect())];
+    const r = rule('route:shared', 5);
+    const checks = [{ rule: r, values: ['u'] }];
+    let allowed = 0;
+    for (let i = 0; i < 10; i++) if (!(await (i % 2 ? one : two).hit(checks, 1))[0]?.overLimit) allowed++;
+    expect(allowed).toBe(5);
+    const [fromOne] = await one.hit(checks, 1);
+    const [fromTwo] = await two.hit(checks, 1);
+    expect(fromOne).toMatchObject({ overLimit: true, remaining: 0 });
+    expect(fromTwo).toMatchObject({ overLimit: true, remaining: 0, resetSeconds: fromOne?.resetSeconds });
+  });
+
+  it('reloads the script transparently after SCRIPT FLUSH on every master', async () => {
+    const limiter = limiterOn(await connect());
+    const checks = [{ rule: rule('route:flush', 3), values: ['u'] }];
+    await limiter.hit(checks, 1);
+    await onEveryNode(['script', 'flush']);
+    const [decision] = await limiter.hit(checks, 1);
+    expect(decision).toMatchObject({ overLimit: false, remaining: 1 });
+  });
+});
+
+describe('counter hash tag: spread over the masters, one script per slot', () => {
+  it('spreads one domain over several masters and still decides every limit', async () => {
+    const limiter = limiterOn(await connect(), 'counter');
+    const perUser = rule('route:spread/user', 2);
+    for (let u = 0; u < 30; u++) {
+      const checks = [{ rule: perUser, values: [`user-${u}`] }];
+      expect((await limiter.hit(checks, 1))[0]?.overLimit).toBe(false);
+      expect((await limiter.hit(checks, 1))[0]?.overLimit).toBe(false);
+      expect((await limiter.hit(checks, 1))[0]?.overLimit).toBe(true);
+    }
+    expect((await keysPerNode()).filter((n) => n > 0).length).toBeGreaterThan(1);
+  });
+
+  it('sends a call whose keys span slots as one script per slot, each atomic on its own', async () => {
+    const limiter = limiterOn(await connect(), 'counter');
+    const route = rule('route:mixed', 1);
+    // Find a user whose counter lives in another slot than the route counter.
+    const user = Array.from({ length: 50 }, (_, i) => `u${i}`).find(
+      (u) =>
+        keySlot(counterKey(route, hash([]), 'counter')) !==
+        keySlot(counterKey(rule('route:mixed/user', 5), hash([u]), 'counter')),
+    ) as string;
+    const perUser = rule('route:mixed/user', 5);
+    const checks: LimitCheck[] = [
+      { rule: route, values: [] },
+      { rule: perUser, values: [user] },
+    ];
+    await limiter.hit(checks, 1); // warm-up: the script reaches both masters
+    await onEveryNode(['config', 'resetstat']);
+    const [r1, u1] = await limiter.hit(checks, 1);
+    expect([r1?.overLimit, u1?.overLimit]).toEqual([true, false]);
+    expect((await scriptCalls()).evalsha).toBe(2);
+    // The trade-off: the user's slot counted the request the route's slot refused.
+    expect(u1?.remaining).toBe(3);
+  });
+});
+
+describe('cluster faults', () => {
+  it('answers CLUSTERDOWN (and an unreachable master) with a RedisFault in time, then decides again', async () => {
+    const limiter = limiterOn(await connect());
+    const [down, alive] = cluster.nodes as [(typeof cluster.nodes)[0], (typeof cluster.nodes)[1]];
+    // A domain served by the master that stays up, and one served by the master that stops.
+    const domainOn = (node: typeof down) =>
+      Array.from({ length: 200 }, (_, i) => `domain-${i}`).find(
+        (d) => cluster.nodeForSlot(keySlot(`{${d}}`)) === node,
+      ) as string;
+    const onAlive = [{ rule: rule('r', 100, domainOn(alive)), values: ['u'] }];
+    const onDown = [{ rule: rule('r', 100, domainOn(down)), values: ['u'] }];
+    expect((await limiter.hit(onAlive, 1))[0]?.overLimit).toBe(false);
+    expect((await limiter.hit(onDown, 1))[0]?.overLimit).toBe(false);
+
+    await down.stop();
+    try {
+      await waitUntil('the surviving masters to mark the cluster down', 20_000, {}, async () => {
+        const info = await redisCli(alive.port, ['cluster', 'info']);
+        return info.includes('cluster_state:fail') ? { done: true, value: undefined } : { done: false, detail: info };
+      });
+      for (const [checks, codes] of [
+        [onAlive, ['REDIS_CLUSTER_DOWN']],
+        // Refused by the stopped master, or (after ioredis retries elsewhere) CLUSTERDOWN.
+        [onDown, ['REDIS_UNAVAILABLE', 'REDIS_TIMEOUT', 'REDIS_CLUSTER_DOWN']],
+      ] as const) {
+        const started = performance.now();
+        const error = await limiter.hit(checks, 1).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(error).toBeInstanceOf(RedisFault);
+        expect(codes, String(error)).toContain((error as RedisFault).code);
+        // Generous (a shared machine): an answer, not a wait for the cluster to heal.
+        expect(performance.now() - started).toBeLessThan(2_500);
+      }
+    } finally {
+      await down.start();
+    }
+    await cluster.waitHealthy();
+    await waitUntil('the limiter to decide on both masters again', 20_000, {}, async () => {
+      try {
+        await limiter.hit(onAlive, 1);
+        await limiter.hit(onDown, 1);
+        return { done: true, value: undefined };
+      } catch (error) {
+        return { done: false, detail: String(error) };
+      }
+    });
+  }, 60_000);
+});
