@@ -297,8 +297,11 @@ const baseArgs = (port: number, dir: string) => [
 export interface SecureRedisOptions {
   /** Serve TLS only (rediss://): PEM files of the server certificate, its key and the CA. */
   tls?: { certFile: string; keyFile: string; caFile: string; requireClientCertificates?: boolean };
-  /** ACL users with every command on `keys` (default every key); the default user is then off. */
-  users?: ReadonlyArray<{ name: string; password: string; keys?: string }>;
+  /**
+   * ACL users: `commands` (default `+@all`) on `keys` (default every key); the default user
+   * is then off.
+   */
+  users?: ReadonlyArray<{ name: string; password: string; keys?: string; commands?: readonly string[] }>;
   /** More redis-server arguments (`--enable-debug-command yes` for fault tests). */
   extraArgs?: readonly string[];
 }

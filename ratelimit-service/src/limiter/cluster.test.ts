@@ -1,8 +1,11 @@
 import { waitUntil } from '@sekisho/devstack/processes';
 import { type RedisClusterHandle, redisCli, startRedisCluster } from '@sekisho/devstack/redis';
+import { RateLimitResponse_Code as Code } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
+import { rateLimitDomain } from '@sekisho/service-kit/contract';
 import { createLogger } from '@sekisho/service-kit/logger';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadRateLimitConfig } from '../config';
+import { authenticated, headersOf, startTestService, testPolicy } from '../test-helpers';
 import { counterKey, createValueHasher, type KeyTag, keySlot } from './keys';
 import { createRedisClient, type RedisConnection, RedisFault } from './redis-client';
 import { RedisLimiter } from './redis-limiter';
@@ -237,5 +240,37 @@ describe('cluster faults', () => {
         return { done: false, detail: String(error) };
       }
     });
+  }, 60_000);
+});
+
+describe('the service on a cluster (RATELIMIT_REDIS_MODE=cluster, real gRPC)', () => {
+  it('decides ShouldRateLimit on the cluster, and answers by the failure mode while the cluster is down', async () => {
+    const service = await startTestService({
+      redisUrl: cluster.urls.join(','),
+      env: { RATELIMIT_REDIS_MODE: 'cluster', RATELIMIT_REDIS_FAILURE_MODE: 'deny', RATELIMIT_REDIS_TIMEOUT: '300ms' },
+    });
+    try {
+      service.app.applyPolicy(testPolicy, 'v1');
+      await waitUntil('the service to reach the cluster', 20_000, {}, async () =>
+        service.app.status().redis === 'ready' ? { done: true, value: undefined } : { done: false, detail: '' },
+      );
+      expect(service.app.status().redis_mode).toBe('cluster');
+      const request = { domain: rateLimitDomain, descriptors: [authenticated('uid-cluster')] };
+      const codes = [];
+      for (let i = 0; i < 4; i++) codes.push((await service.call(request)).overallCode);
+      expect(codes).toEqual([Code.OK, Code.OK, Code.OK, Code.OVER_LIMIT]);
+      expect(headersOf(await service.call(request))['ratelimit-limit']).toBe('3');
+
+      // Every master down: the failure mode (deny) answers, the process stays up.
+      await Promise.all(cluster.nodes.map((n) => n.stop()));
+      const other = { domain: rateLimitDomain, descriptors: [authenticated('uid-other')] };
+      const response = await service.call(other);
+      expect(response.overallCode).toBe(Code.OVER_LIMIT);
+      expect(headersOf(response)).toEqual({ 'retry-after': '1' });
+    } finally {
+      await Promise.all(cluster.nodes.map((n) => n.start()));
+      await service.close();
+    }
+    await cluster.waitHealthy();
   }, 60_000);
 });
