@@ -137,6 +137,8 @@ export function createShouldRateLimit(
             category: 'technical',
             event_type: 'ratelimit_backend_error',
             failure_mode: deps.failureMode,
+            // RedisFault's code (REDIS_TIMEOUT, REDIS_READONLY, …) when the limiter gives one.
+            error_code: typeof error === 'object' && error !== null && 'code' in error ? error.code : undefined,
             error_details: error instanceof Error ? error.message : String(error),
             ...slot,
           },
