@@ -192,6 +192,62 @@ describe('counter hash tag: spread over the masters, one script per slot', () =>
   });
 });
 
+describe('slot migration (MOVED and ASK, followed by ioredis)', () => {
+  it('follows ASK while a slot moves and MOVED after, keeping the counters and blocks it moved', async () => {
+    const limiter = limiterOn(await connect());
+    const [from, to] = cluster.nodes as [(typeof cluster.nodes)[0], (typeof cluster.nodes)[1]];
+    const domain = Array.from({ length: 200 }, (_, i) => `moving-${i}`).find(
+      (d) => cluster.nodeForSlot(keySlot(`{${d}}`)) === from,
+    ) as string;
+    const slot = String(keySlot(`{${domain}}`));
+    const counting = [{ rule: rule('counting', 10, domain), values: ['u'] }];
+    const blocking = [{ rule: rule('blocking', 1, domain, { blockSeconds: 900 }), values: ['u'] }];
+    const hit = async (checks: LimitCheck[]) => (await limiter.hit(checks, 1))[0];
+    expect((await hit(counting))?.remaining).toBe(9);
+    expect((await hit(counting))?.remaining).toBe(8);
+    await hit(blocking);
+    expect(await hit(blocking)).toMatchObject({ overLimit: true, blocked: false }); // starts the block
+
+    const [fromId, toId] = await Promise.all([
+      redisCli(from.port, ['cluster', 'myid']),
+      redisCli(to.port, ['cluster', 'myid']),
+    ]);
+    await redisCli(to.port, ['cluster', 'setslot', slot, 'importing', fromId]);
+    await redisCli(from.port, ['cluster', 'setslot', slot, 'migrating', toId]);
+    const keys = (await redisCli(from.port, ['cluster', 'getkeysinslot', slot, '100'])).split('\n').filter(Boolean);
+    expect(keys).toHaveLength(3); // the counting counter, the blocking counter and its block
+    await redisCli(from.port, ['migrate', '127.0.0.1', String(to.port), '', '0', '5000', 'keys', ...keys]);
+
+    // Mid-migration `from` answers ASK for keys it no longer has; the client asks `to`
+    // (ASKING). `to` runs a script whose keys all exist there (the blocked rule: counter and
+    // block): a decision.
+    expect(await hit(blocking)).toMatchObject({ overLimit: true, blocked: true });
+    // A script with a key that exists on neither side (the counting rule's block key) gets
+    // TRYAGAIN from Redis until the migration ends: a RedisFault in time, the failure mode
+    // answers, nothing is counted.
+    const started = performance.now();
+    const error = await limiter.hit(counting, 1).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(RedisFault);
+    expect((error as RedisFault).code).toBe('REDIS_CLUSTER_DOWN');
+    expect(performance.now() - started).toBeLessThan(2_500);
+
+    for (const node of cluster.nodes) await redisCli(node.port, ['cluster', 'setslot', slot, 'node', toId]);
+    // Now `from` answers MOVED; the client follows it and refreshes its slot map.
+    expect((await hit(counting))?.remaining).toBe(7);
+    expect((await hit(counting))?.remaining).toBe(6);
+    expect(await hit(blocking)).toMatchObject({ overLimit: true, blocked: true });
+    expect(Number(await redisCli(from.port, ['dbsize']))).toBe(0);
+    expect(Number(await redisCli(to.port, ['dbsize']))).toBe(3);
+
+    // The slot back where redis-cli put it (nodeForSlot, the other tests), empty.
+    await redisCli(to.port, ['del', ...keys]);
+    for (const node of cluster.nodes) await redisCli(node.port, ['cluster', 'setslot', slot, 'node', fromId]);
+  });
+});
+
 describe('cluster faults', () => {
   it('answers CLUSTERDOWN (and an unreachable master) with a RedisFault in time, then decides again', async () => {
     const limiter = limiterOn(await connect());
