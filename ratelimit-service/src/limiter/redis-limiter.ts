@@ -226,24 +226,26 @@ export class RedisLimiter implements Limiter {
     if (n === 0) return [];
     // Envoy sends 0 when the field is unset, which means 1.
     const addend = hitsAddend > 0 ? hitsAddend : 1;
-    const now = this.opts.clock?.() ?? '';
-    // Per check: its counter key, its block key.
-    const keys: string[] = new Array(2 * n);
+    // [number of keys, ...KEYS, ...ARGV] in the script's layout, built in one array.
+    const argv: Array<string | number> = new Array(1 + 2 * n + 2 + 6 * n);
+    argv[0] = 2 * n;
+    argv[1 + 2 * n] = addend;
+    argv[2 + 2 * n] = this.opts.clock?.() ?? '';
     let previous: { values: readonly string[]; hash: string } | undefined;
     for (let i = 0; i < n; i++) {
       const { rule, values } = checks[i] as LimitCheck;
       // The windows of one descriptor (per minute, per hour) count the same values: hash once.
       if (!previous || !sameValues(previous.values, values)) previous = { values, hash: this.opts.hashValues(values) };
-      const { counter, block } = this.argsOf(rule).keys;
-      keys[2 * i] = counter[0] + previous.hash + counter[1];
-      keys[2 * i + 1] = block[0] + previous.hash + block[1];
+      const { keys, args } = this.argsOf(rule);
+      argv[1 + 2 * i] = keys.counter[0] + previous.hash + keys.counter[1];
+      argv[2 + 2 * i] = keys.block[0] + previous.hash + keys.block[1];
+      const at = 3 + 2 * n + 6 * i;
+      for (let j = 0; j < 6; j++) argv[at + j] = args[j] as number;
     }
 
     let results: Result[];
     try {
-      results = this.splitBySlot
-        ? await this.runPerSlot(checks, keys, addend, now)
-        : await this.runScript(checks, keys, addend, now);
+      results = this.splitBySlot ? await this.runPerSlot(argv, n) : await this.runScript(argv, n);
     } catch (error) {
       throw classifyRedisError(error);
     }
@@ -264,28 +266,7 @@ export class RedisLimiter implements Limiter {
     });
   }
 
-  /** One script call for the checks at `indices` (default all), results in their order. */
-  private async runScript(
-    checks: readonly LimitCheck[],
-    keys: readonly string[],
-    addend: number,
-    now: number | '',
-    indices?: readonly number[],
-  ): Promise<Result[]> {
-    const n = indices ? indices.length : checks.length;
-    // [number of keys, ...KEYS, ...ARGV] in the script's layout, built in one array.
-    const argv: Array<string | number> = new Array(1 + 2 * n + 2 + 6 * n);
-    argv[0] = 2 * n;
-    argv[1 + 2 * n] = addend;
-    argv[2 + 2 * n] = now;
-    for (let j = 0; j < n; j++) {
-      const i = indices ? (indices[j] as number) : j;
-      argv[1 + 2 * j] = keys[2 * i] as string;
-      argv[2 + 2 * j] = keys[2 * i + 1] as string;
-      const { args } = this.argsOf((checks[i] as LimitCheck).rule);
-      const at = 3 + 2 * n + 6 * j;
-      for (let k = 0; k < 6; k++) argv[at + k] = args[k] as number;
-    }
+  private async runScript(argv: Array<string | number>, n: number): Promise<Result[]> {
     const results = await this.run(...argv);
     if (!Array.isArray(results) || results.length !== n)
       throw new RedisFault('REDIS_SCRIPT', `the rate-limit script answered ${results?.length} results for ${n}`);
@@ -297,23 +278,33 @@ export class RedisLimiter implements Limiter {
    * of latency, to several masters). Each is atomic on its own: a request refused in one
    * slot may already have been counted in another.
    */
-  private async runPerSlot(
-    checks: readonly LimitCheck[],
-    keys: readonly string[],
-    addend: number,
-    now: number | '',
-  ): Promise<Result[]> {
+  private async runPerSlot(argv: Array<string | number>, n: number): Promise<Result[]> {
     const groups = new Map<number, number[]>();
-    for (let i = 0; i < checks.length; i++) {
-      const slot = keySlot(keys[2 * i] as string);
+    for (let i = 0; i < n; i++) {
+      const slot = keySlot(argv[1 + 2 * i] as string);
       const group = groups.get(slot);
       if (group) group.push(i);
       else groups.set(slot, [i]);
     }
-    if (groups.size === 1) return this.runScript(checks, keys, addend, now);
+    if (groups.size === 1) return this.runScript(argv, n);
     const parts = [...groups.values()];
-    const answers = await Promise.all(parts.map((indices) => this.runScript(checks, keys, addend, now, indices)));
-    const results: Result[] = new Array(checks.length);
+    const answers = await Promise.all(
+      parts.map((indices) => {
+        // The same layout for the checks of this slot only.
+        const m = indices.length;
+        const part: Array<string | number> = new Array(1 + 2 * m + 2 + 6 * m);
+        part[0] = 2 * m;
+        part[1 + 2 * m] = argv[1 + 2 * n] as number;
+        part[2 + 2 * m] = argv[2 + 2 * n] as number | string;
+        indices.forEach((i, j) => {
+          part[1 + 2 * j] = argv[1 + 2 * i] as string;
+          part[2 + 2 * j] = argv[2 + 2 * i] as string;
+          for (let k = 0; k < 6; k++) part[3 + 2 * m + 6 * j + k] = argv[3 + 2 * n + 6 * i + k] as number;
+        });
+        return this.runScript(part, m);
+      }),
+    );
+    const results: Result[] = new Array(n);
     parts.forEach((indices, g) => {
       indices.forEach((i, j) => {
         results[i] = (answers[g] as Result[])[j] as Result;
