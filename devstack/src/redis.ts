@@ -265,13 +265,19 @@ async function startNode(opts: {
 }
 
 /** Runs redis-cli against 127.0.0.1:port and returns its output (throws with it on failure). */
-export function redisCli(port: number, args: readonly string[], opts: { timeoutMs?: number } = {}): Promise<string> {
+export function redisCli(
+  port: number,
+  args: readonly string[],
+  opts: { timeoutMs?: number; password?: string } = {},
+): Promise<string> {
   const cli = requireBinary('redis-cli');
+  // The password through the environment (REDISCLI_AUTH), not the command line.
+  const env = opts.password === undefined ? process.env : { ...process.env, REDISCLI_AUTH: opts.password };
   return new Promise((resolve, reject) => {
     execFile(
       cli,
       ['-h', '127.0.0.1', '-p', String(port), ...args],
-      { timeout: opts.timeoutMs ?? 10_000, encoding: 'utf8' },
+      { timeout: opts.timeoutMs ?? 10_000, encoding: 'utf8', env },
       (error, stdout, stderr) => {
         if (error)
           reject(new Error(`redis-cli -p ${port} ${args.join(' ')} failed: ${error.message}\n${stdout}${stderr}`));
@@ -481,15 +487,25 @@ export interface RedisSentinelHandle {
 /**
  * A Sentinel setup: a master, one replica, `sentinels` sentinels (default 1; quorum
  * min(2, sentinels)), down-after 1 s so a killed master is replaced in a few seconds.
+ * `password`: the data nodes require it (requirepass, masterauth; the sentinels know it);
+ * `sentinelPassword`: the sentinels require one of their own.
  */
 export async function startRedisSentinel(
-  opts: { sentinels?: number; masterName?: string; env?: NodeJS.ProcessEnv } = {},
+  opts: {
+    sentinels?: number;
+    masterName?: string;
+    password?: string;
+    sentinelPassword?: string;
+    env?: NodeJS.ProcessEnv;
+  } = {},
 ): Promise<RedisSentinelHandle> {
   const binary = requireBinary('redis-server', opts.env);
   requireBinary('redis-cli', opts.env);
   const masterName = opts.masterName ?? 'sekisho';
   const count = opts.sentinels ?? 1;
   const root = await mkdtemp(join(tmpdir(), 'sekisho-redis-sentinel-'));
+  const dataAuth = opts.password !== undefined ? { password: opts.password } : {};
+  const sentinelAuth = opts.sentinelPassword !== undefined ? { password: opts.sentinelPassword } : {};
   const servers: RedisNode[] = [];
   const sentinels: RedisNode[] = [];
   const stopAll = async () => {
@@ -509,13 +525,15 @@ export async function startRedisSentinel(
           args: (port) => [
             ...baseArgs(port, dir),
             ...(master ? ['--replicaof', '127.0.0.1', String(master.port)] : []),
+            ...(opts.password !== undefined ? ['--requirepass', opts.password, '--masterauth', opts.password] : []),
           ],
+          ping: { authRequired: opts.password !== undefined },
         }),
       );
     }
     const [master, replica] = servers as [RedisNode, RedisNode];
     await waitUntil('the replica to sync with the master', 20_000, {}, async () => {
-      const info = await redisCli(replica.port, ['info', 'replication']);
+      const info = await redisCli(replica.port, ['info', 'replication'], dataAuth);
       return info.includes('master_link_status:up') ? { done: true, value: undefined } : { done: false, detail: info };
     });
     for (let i = 0; i < count; i++) {
@@ -529,6 +547,11 @@ export async function startRedisSentinel(
           `sentinel monitor ${masterName} 127.0.0.1 ${master.port} ${Math.min(2, count)}`,
           `sentinel down-after-milliseconds ${masterName} 1000`,
           `sentinel failover-timeout ${masterName} 10000`,
+          ...(opts.password !== undefined ? [`sentinel auth-pass ${masterName} ${opts.password}`] : []),
+          // A sentinel's own password, and the one it gives its peers.
+          ...(opts.sentinelPassword !== undefined
+            ? [`requirepass ${opts.sentinelPassword}`, `sentinel sentinel-pass ${opts.sentinelPassword}`]
+            : []),
           '',
         ].join('\n'),
       );
@@ -538,6 +561,7 @@ export async function startRedisSentinel(
           name: 'redis-sentinel',
           dir,
           args: (port) => [conf, '--sentinel', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir],
+          ping: { authRequired: opts.sentinelPassword !== undefined },
         }),
       );
     }
@@ -551,7 +575,7 @@ export async function startRedisSentinel(
     let lastError: unknown;
     for (const port of sentinelPorts) {
       try {
-        const reply = await redisCli(port, ['sentinel', 'get-master-addr-by-name', masterName]);
+        const reply = await redisCli(port, ['sentinel', 'get-master-addr-by-name', masterName], sentinelAuth);
         const answeredPort = Number(reply.split('\n')[1]);
         if (answeredPort > 0) return answeredPort;
       } catch (err) {
@@ -564,7 +588,7 @@ export async function startRedisSentinel(
     waitUntil(`the sentinels to promote a master other than ${oldPort}`, timeoutMs, {}, async () => {
       const port = await masterPort().catch(() => oldPort);
       if (port === oldPort) return { done: false, detail: `the master is still ${port}` };
-      const role = await redisCli(port, ['role']).catch((e: Error) => e.message);
+      const role = await redisCli(port, ['role'], dataAuth).catch((e: Error) => e.message);
       return role.startsWith('master') ? { done: true, value: port } : { done: false, detail: `${port}: ${role}` };
     });
   const handle: RedisSentinelHandle = {
@@ -578,9 +602,11 @@ export async function startRedisSentinel(
       const old = await masterPort();
       // A sentinel refuses a failover until it has seen the replica (INFO every 10 s at first).
       await waitUntil('a sentinel to accept SENTINEL FAILOVER', timeoutMs, {}, async () => {
-        const reply = await redisCli(sentinelPorts[0] as number, ['sentinel', 'failover', masterName]).catch(
-          (e: Error) => e.message,
-        );
+        const reply = await redisCli(
+          sentinelPorts[0] as number,
+          ['sentinel', 'failover', masterName],
+          sentinelAuth,
+        ).catch((e: Error) => e.message);
         return reply === 'OK' ? { done: true, value: undefined } : { done: false, detail: reply };
       });
       return waitForNewMaster(old, timeoutMs);
@@ -592,7 +618,9 @@ export async function startRedisSentinel(
   try {
     await waitUntil('the sentinels to discover the replica', 30_000, {}, async () => {
       for (const port of sentinelPorts) {
-        const replicas = await redisCli(port, ['sentinel', 'replicas', masterName]).catch((e: Error) => e.message);
+        const replicas = await redisCli(port, ['sentinel', 'replicas', masterName], sentinelAuth).catch(
+          (e: Error) => e.message,
+        );
         if (!replicas.includes(String(servers[1]?.port)))
           return { done: false, detail: `sentinel ${port}: ${replicas}` };
       }

@@ -29,12 +29,15 @@ let sentinel: RedisSentinelHandle;
 let redis: RedisConnection;
 let limiter: RedisLimiter;
 
-beforeAll(async () => {
-  sentinel = await startRedisSentinel();
+/** A Sentinel setup and the service's client for it (with the passwords, when given). */
+async function setUp(passwords: { data?: string; sentinel?: string } = {}) {
+  sentinel = await startRedisSentinel({ password: passwords.data, sentinelPassword: passwords.sentinel });
   const { redis: topology } = loadRateLimitConfig({
     RATELIMIT_REDIS_MODE: 'sentinel',
     RATELIMIT_REDIS_URL: sentinel.sentinelUrls.join(','),
     RATELIMIT_REDIS_SENTINEL_MASTER: sentinel.masterName,
+    ...(passwords.data ? { RATELIMIT_REDIS_PASSWORD: passwords.data } : {}),
+    ...(passwords.sentinel ? { RATELIMIT_REDIS_SENTINEL_PASSWORD: passwords.sentinel } : {}),
   });
   redis = createRedisClient({
     topology,
@@ -45,12 +48,12 @@ beforeAll(async () => {
   await waitUntil('the sentinel client to be ready', 20_000, {}, async () =>
     redis.status === 'ready' ? { done: true, value: undefined } : { done: false, detail: redis.status },
   );
-}, 90_000);
+}
 
-afterAll(async () => {
+async function tearDown() {
   redis?.disconnect();
   await sentinel?.stop();
-});
+}
 
 interface Outcome {
   ok: boolean;
@@ -100,6 +103,9 @@ function expectEveryAnswerInTime(outcomes: readonly Outcome[]) {
 }
 
 describe('Sentinel failover during traffic', () => {
+  beforeAll(() => setUp(), 90_000);
+  afterAll(tearDown);
+
   it('keeps answering through SENTINEL FAILOVER and decides on the new master', async () => {
     const oldPort = await sentinel.masterPort();
     const t = traffic();
@@ -144,4 +150,28 @@ describe('Sentinel failover during traffic', () => {
     for (const code of codes)
       expect(['REDIS_UNAVAILABLE', 'REDIS_TIMEOUT', 'REDIS_READONLY', 'REDIS_LOADING']).toContain(code);
   }, 120_000);
+});
+
+describe('Sentinel with passwords (data nodes and sentinels)', () => {
+  const passwords = { data: 'data-node-s3cret', sentinel: 'sentinel-s3cret' };
+  beforeAll(() => setUp(passwords), 90_000);
+  afterAll(tearDown);
+
+  it('decides with RATELIMIT_REDIS_PASSWORD and RATELIMIT_REDIS_SENTINEL_PASSWORD, and after a failover', async () => {
+    // Both really require their password.
+    const noAuth = (port: number) => redisCli(port, ['ping']).catch((e: Error) => e.message);
+    expect(await noAuth(sentinel.servers[0]?.port as number)).toMatch(/NOAUTH/);
+    expect(await noAuth(sentinel.sentinels[0]?.port as number)).toMatch(/NOAUTH/);
+    const [first] = await limiter.hit([{ rule, values: ['p'] }], 1);
+    expect(first?.overLimit).toBe(false);
+    const t = traffic();
+    try {
+      await t.decided(0, 5);
+      await sentinel.failover();
+      await t.decided(t.outcomes.length, 10);
+    } finally {
+      await t.stop();
+    }
+    expectEveryAnswerInTime(t.outcomes);
+  }, 90_000);
 });
