@@ -268,15 +268,16 @@ async function startNode(opts: {
 export function redisCli(
   port: number,
   args: readonly string[],
-  opts: { timeoutMs?: number; password?: string } = {},
+  opts: { timeoutMs?: number; password?: string; tls?: { caFile: string } } = {},
 ): Promise<string> {
   const cli = requireBinary('redis-cli');
+  const tls = opts.tls ? ['--tls', '--cacert', opts.tls.caFile] : [];
   // The password through the environment (REDISCLI_AUTH), not the command line.
   const env = opts.password === undefined ? process.env : { ...process.env, REDISCLI_AUTH: opts.password };
   return new Promise((resolve, reject) => {
     execFile(
       cli,
-      ['-h', '127.0.0.1', '-p', String(port), ...args],
+      ['-h', '127.0.0.1', '-p', String(port), ...tls, ...args],
       { timeout: opts.timeoutMs ?? 10_000, encoding: 'utf8', env },
       (error, stdout, stderr) => {
         if (error)
@@ -300,9 +301,27 @@ const baseArgs = (port: number, dir: string) => [
   dir,
 ];
 
+type TlsFiles = { certFile: string; keyFile: string; caFile: string; requireClientCertificates?: boolean };
+
+/** A redis-server's arguments for TLS only on `port` (the plain port closed). */
+const tlsArgs = (port: number, tls: TlsFiles) => [
+  '--port',
+  '0',
+  '--tls-port',
+  String(port),
+  '--tls-cert-file',
+  tls.certFile,
+  '--tls-key-file',
+  tls.keyFile,
+  '--tls-ca-cert-file',
+  tls.caFile,
+  '--tls-auth-clients',
+  tls.requireClientCertificates ? 'yes' : 'no',
+];
+
 export interface SecureRedisOptions {
   /** Serve TLS only (rediss://): PEM files of the server certificate, its key and the CA. */
-  tls?: { certFile: string; keyFile: string; caFile: string; requireClientCertificates?: boolean };
+  tls?: TlsFiles;
   /**
    * ACL users: `commands` (default `+@all`) on `keys` (default every key); the default user
    * is then off.
@@ -328,21 +347,7 @@ export async function startSecureRedis(
   const dir = await mkdtemp(join(tmpdir(), 'sekisho-redis-secure-'));
   const args = (port: number) => {
     const out = baseArgs(port, dir);
-    if (opts.tls) {
-      out[1] = '0'; // no plain port
-      out.push(
-        '--tls-port',
-        String(port),
-        '--tls-cert-file',
-        opts.tls.certFile,
-        '--tls-key-file',
-        opts.tls.keyFile,
-        '--tls-ca-cert-file',
-        opts.tls.caFile,
-        '--tls-auth-clients',
-        opts.tls.requireClientCertificates ? 'yes' : 'no',
-      );
-    }
+    if (opts.tls) out.push(...tlsArgs(port, opts.tls));
     for (const user of opts.users ?? [])
       out.push('--user', user.name, 'on', `>${user.password}`, user.keys ?? '~*', '&*', '+@all');
     if (opts.users?.length) out.push('--user', 'default', 'off');
@@ -387,14 +392,17 @@ export interface RedisClusterHandle {
  * A real Redis Cluster of `masters` (default 3) masters without replicas: redis-server
  * --cluster-enabled yes on free ports, joined by `redis-cli --cluster create`. A stopped
  * master leaves its slots uncovered, so the cluster answers CLUSTERDOWN until it is back
- * (cluster-node-timeout `nodeTimeoutMs`, default 1000 ms).
+ * (cluster-node-timeout `nodeTimeoutMs`, default 1000 ms). `tls`: clients and the cluster
+ * bus over TLS only (`rediss://` URLs; the certificate must name 127.0.0.1).
  */
 export async function startRedisCluster(
-  opts: { masters?: number; nodeTimeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+  opts: { masters?: number; nodeTimeoutMs?: number; tls?: TlsFiles; env?: NodeJS.ProcessEnv } = {},
 ): Promise<RedisClusterHandle> {
   const binary = requireBinary('redis-server', opts.env);
   requireBinary('redis-cli', opts.env);
   const masters = opts.masters ?? 3;
+  const { tls } = opts;
+  const cli = tls ? { tls: { caFile: tls.caFile } } : {};
   const root = await mkdtemp(join(tmpdir(), 'sekisho-redis-cluster-'));
   const nodes: RedisNode[] = [];
   try {
@@ -418,14 +426,16 @@ export async function startRedisCluster(
             String(busPort),
             '--cluster-node-timeout',
             String(opts.nodeTimeoutMs ?? 1_000),
+            ...(tls ? [...tlsArgs(port, tls), '--tls-cluster', 'yes', '--tls-replication', 'yes'] : []),
           ],
+          ping: { tls: tls !== undefined },
         }),
       );
     }
     await redisCli(
       nodes[0]?.port ?? 0,
       ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'],
-      { timeoutMs: 30_000 },
+      { timeoutMs: 30_000, ...cli },
     );
   } catch (err) {
     await Promise.all(nodes.map((n) => n.stop()));
@@ -436,7 +446,7 @@ export async function startRedisCluster(
   const waitHealthy = async (timeoutMs = 20_000) => {
     await waitUntil('every Redis Cluster node to report cluster_state:ok', timeoutMs, {}, async () => {
       for (const node of nodes.filter((n) => n.running())) {
-        const info = await redisCli(node.port, ['cluster', 'info']).catch((e: Error) => e.message);
+        const info = await redisCli(node.port, ['cluster', 'info'], cli).catch((e: Error) => e.message);
         if (!info.includes('cluster_state:ok'))
           return { done: false, detail: `node ${node.port}: ${info.split('\n')[0]}` };
       }
@@ -444,7 +454,7 @@ export async function startRedisCluster(
     });
   };
   const handle: RedisClusterHandle = {
-    urls: nodes.map((n) => `redis://127.0.0.1:${n.port}`),
+    urls: nodes.map((n) => `${tls ? 'rediss' : 'redis'}://127.0.0.1:${n.port}`),
     nodes,
     waitHealthy,
     // redis-cli --cluster create splits the slots evenly in node order.

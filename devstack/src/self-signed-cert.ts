@@ -19,6 +19,8 @@ export interface SelfSignedCertificateOptions {
   serialHex?: string;
   /** DNS names and IP addresses a TLS server certificate is valid for (subjectAltName). */
   subjectAltNames?: { dns?: readonly string[]; ip?: readonly string[] };
+  /** A TLS server certificate that may also authenticate as a client (extKeyUsage clientAuth too). */
+  clientAuth?: boolean;
   /** A certificate authority: may sign certificates (basicConstraints cA, keyCertSign). */
   ca?: boolean;
   /** Signed by this CA (its certificate's common name and private key) instead of by `keys`. */
@@ -32,6 +34,7 @@ const OID_KEY_USAGE = '2.5.29.15';
 const OID_SUBJECT_ALT_NAME = '2.5.29.17';
 const OID_EXT_KEY_USAGE = '2.5.29.37';
 const OID_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
+const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
 
 export async function createSelfSignedCertificate(opts: SelfSignedCertificateOptions): Promise<string> {
   const spki = new Uint8Array(await webcrypto.subtle.exportKey('spki', opts.keys.publicKey));
@@ -80,7 +83,7 @@ function certificateExtensions(opts: SelfSignedCertificateOptions): Uint8Array[]
     seq(oid(OID_BASIC_CONSTRAINTS), bool(true), octets(seq())),
     // digitalSignature and keyEncipherment (bits 0 and 2): an RSA TLS server key
     seq(oid(OID_KEY_USAGE), bool(true), octets(bitString(Uint8Array.of(0xa0), 5))),
-    seq(oid(OID_EXT_KEY_USAGE), octets(seq(oid(OID_SERVER_AUTH)))),
+    seq(oid(OID_EXT_KEY_USAGE), octets(seq(oid(OID_SERVER_AUTH), ...(opts.clientAuth ? [oid(OID_CLIENT_AUTH)] : [])))),
     seq(oid(OID_SUBJECT_ALT_NAME), octets(seq(...generalNames))),
   ];
 }

@@ -45,10 +45,20 @@ export async function createCertificateAuthority(
   return { commonName, certificatePem, keys };
 }
 
-/** A server certificate for `dnsNames` and `ipAddresses`, signed by `ca`. */
+/**
+ * A server certificate for `dnsNames` and `ipAddresses`, signed by `ca`; `clientAuth`: usable
+ * as a client certificate too (servers that connect to each other, like a Redis Cluster's bus).
+ */
 export async function issueServerCertificate(
   ca: CertificateAuthority,
-  opts: { commonName: string; dnsNames?: string[]; ipAddresses?: string[]; validDays?: number; now?: Date },
+  opts: {
+    commonName: string;
+    dnsNames?: string[];
+    ipAddresses?: string[];
+    clientAuth?: boolean;
+    validDays?: number;
+    now?: Date;
+  },
 ): Promise<ServerCertificate> {
   const keys = await rsaKeys();
   const now = opts.now ?? new Date();
@@ -60,6 +70,7 @@ export async function issueServerCertificate(
     commonName: opts.commonName,
     serialHex,
     subjectAltNames: { dns: opts.dnsNames ?? [], ip: opts.ipAddresses ?? [] },
+    clientAuth: opts.clientAuth,
     issuer: { commonName: ca.commonName, privateKey: ca.keys.privateKey },
     notBefore: new Date(now.getTime() - day),
     notAfter: new Date(now.getTime() + (opts.validDays ?? 825) * day),

@@ -9,6 +9,7 @@ import {
   redisCli,
   type SecureRedisHandle,
   startRedis,
+  startRedisCluster,
   startSecureRedis,
 } from '@sekisho/devstack/redis';
 import { createCertificateAuthority, issueServerCertificate } from '@sekisho/devstack/tls-certs';
@@ -201,7 +202,9 @@ describe('TLS and ACL users', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'rl-redis-tls-'));
     const ca = await createCertificateAuthority('sekisho test redis CA');
+    // clientAuth too: a cluster's nodes present it to each other on the TLS bus.
     const cert = await issueServerCertificate(ca, {
+      clientAuth: true,
       commonName: 'localhost',
       dnsNames: ['localhost'],
       ipAddresses: ['127.0.0.1'],
@@ -269,6 +272,27 @@ describe('TLS and ACL users', () => {
     expect(lines.join('')).not.toContain(wrong);
     expect(lines.join('')).not.toContain(password);
   });
+
+  it('decides on a Redis Cluster over TLS (rediss:// seeds, the nodes announcing their TLS ports)', async () => {
+    const cluster = await startRedisCluster({
+      tls: { certFile: join(dir, 'server.pem'), keyFile: join(dir, 'server-key.pem'), caFile },
+    });
+    try {
+      const redis = connect({
+        RATELIMIT_REDIS_MODE: 'cluster',
+        RATELIMIT_REDIS_URL: cluster.urls.join(','),
+        RATELIMIT_REDIS_TLS_CA_FILE: caFile,
+      });
+      await ready(redis);
+      const limiter = new RedisLimiter({ redis, hashValues: createValueHasher() });
+      for (const domain of ['a', 'b', 'c', 'd', 'e', 'f']) {
+        const [decision] = await limiter.hit([{ rule: { ...rule, domain }, values: ['u'] }], 1);
+        expect(decision?.overLimit).toBe(false);
+      }
+    } finally {
+      await cluster.stop();
+    }
+  }, 90_000);
 
   it('refuses a server whose certificate the configured trust does not cover', async () => {
     const { lines, logger } = capturedLogger();
