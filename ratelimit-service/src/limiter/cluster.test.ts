@@ -231,7 +231,8 @@ describe('slot migration (MOVED and ASK, followed by ioredis)', () => {
       (e: unknown) => e,
     );
     expect(error).toBeInstanceOf(RedisFault);
-    expect((error as RedisFault).code).toBe('REDIS_CLUSTER_DOWN');
+    // Retried (TRYAGAIN, ASK) until ioredis gives up, or until the command timeout under load.
+    expect(['REDIS_CLUSTER_DOWN', 'REDIS_TIMEOUT'], String(error)).toContain((error as RedisFault).code);
     expect(performance.now() - started).toBeLessThan(2_500);
 
     for (const node of cluster.nodes) await redisCli(node.port, ['cluster', 'setslot', slot, 'node', toId]);

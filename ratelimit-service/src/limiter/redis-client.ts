@@ -160,15 +160,18 @@ const byMessage: ReadonlyArray<[RegExp, RedisFaultCode]> = [
 
 /**
  * Any error from a Redis command → a RedisFault. Unknown errors (refused or closed
- * connections, a cluster not ready, sentinels unreachable, MASTERDOWN, too many
- * redirections) are REDIS_UNAVAILABLE: the store could not be used, whatever the reason.
+ * connections, a cluster not ready, sentinels unreachable, MASTERDOWN) are
+ * REDIS_UNAVAILABLE: the store could not be used, whatever the reason.
  */
 export function classifyRedisError(error: unknown): RedisFault {
   if (error instanceof RedisFault) return error;
   const message = error instanceof Error ? error.message : String(error);
-  // A cluster's redirection limit wraps the last node error: classify by that.
-  const inner = message.replace(/^Too many Cluster redirections\. Last error: (ReplyError: )?/, '');
+  // A cluster's redirection limit wraps the last node error: classify by that, and a
+  // cluster still in flux after every retry (ASK, MOVED: a slot migrating, a failover) as down.
+  const redirections = /^Too many Cluster redirections\. Last error: ((Reply)?Error: )?/;
+  const inner = message.replace(redirections, '');
   for (const [pattern, code] of byMessage)
     if (pattern.test(inner)) return new RedisFault(code, message, { cause: error });
+  if (redirections.test(message)) return new RedisFault('REDIS_CLUSTER_DOWN', message, { cause: error });
   return new RedisFault('REDIS_UNAVAILABLE', message, { cause: error });
 }
