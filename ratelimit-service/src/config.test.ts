@@ -169,6 +169,12 @@ describe('the Redis topology', () => {
     ],
     ['query options', { RATELIMIT_REDIS_URL: 'redis://a?family=6' }, 'RATELIMIT_REDIS_URL', /query/],
     [
+      'a malformed percent-encoded password',
+      { RATELIMIT_REDIS_URL: 'redis://u:%zz@a' },
+      'RATELIMIT_REDIS_URL',
+      /percent-encoding/,
+    ],
+    [
       'mixed schemes',
       { RATELIMIT_REDIS_MODE: 'cluster', RATELIMIT_REDIS_URL: 'redis://a,rediss://b' },
       'RATELIMIT_REDIS_URL',

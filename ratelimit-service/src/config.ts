@@ -96,6 +96,16 @@ export function loadRateLimitConfig(env: NodeJS.ProcessEnv = process.env): RateL
 
 type Problem = { variable: string; message: string };
 
+/** decodeURIComponent that reports (never throws on) malformed input such as `%zz`. */
+function decoded(text: string, onError: () => void): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    onError();
+    return '';
+  }
+}
+
 // A URL as the operator sees it in an error: never its password.
 const masked = (url: string) => JSON.stringify(url.replace(/\/\/[^/@\s]*@/, '//***@'));
 
@@ -146,8 +156,8 @@ export function redisTopology(config: z.output<typeof configSchema>): RedisTopol
         tls: url.protocol === 'rediss:',
         endpoint: { host, port: url.port === '' ? defaultPort : Number(url.port) },
         db,
-        username: decodeURIComponent(url.username),
-        password: decodeURIComponent(url.password),
+        username: decoded(url.username, () => problem(urlVar, `${where}: the user name is not valid percent-encoding`)),
+        password: decoded(url.password, () => problem(urlVar, `${where}: the password is not valid percent-encoding`)),
       },
     ];
   });
