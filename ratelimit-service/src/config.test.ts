@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '@sekisho/service-kit/config';
@@ -136,14 +136,18 @@ describe('the Redis topology', () => {
   it('reads TLS material for rediss:// URLs', () => {
     const dir = mkdtempSync(join(tmpdir(), 'rl-config-'));
     const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
-    writeFileSync(join(dir, 'ca.pem'), pem);
-    expect(
-      topology({
-        RATELIMIT_REDIS_URL: 'rediss://redis.internal:6380',
-        RATELIMIT_REDIS_TLS_CA_FILE: join(dir, 'ca.pem'),
-        RATELIMIT_REDIS_TLS_SERVER_NAME: 'redis.example',
-      }).tls,
-    ).toEqual({ ca: pem, serverName: 'redis.example' });
+    try {
+      writeFileSync(join(dir, 'ca.pem'), pem);
+      expect(
+        topology({
+          RATELIMIT_REDIS_URL: 'rediss://redis.internal:6380',
+          RATELIMIT_REDIS_TLS_CA_FILE: join(dir, 'ca.pem'),
+          RATELIMIT_REDIS_TLS_SERVER_NAME: 'redis.example',
+        }).tls,
+      ).toEqual({ ca: pem, serverName: 'redis.example' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it.each<[string, Record<string, string>, string, RegExp]>([

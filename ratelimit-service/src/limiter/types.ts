@@ -54,7 +54,8 @@ export interface LimitDecision {
 export interface Limiter {
   /**
    * Decides every check at once, then counts the request against all of them only if none
-   * that is enforced (not shadow) refuses it; results in the order of the checks.
+   * that is enforced (not shadow) refuses it; results in the order of the checks. (With
+   * RATELIMIT_REDIS_KEY_TAG=counter on a cluster: per slot, see limiter/keys.ts.)
    */
   hit(checks: readonly LimitCheck[], hitsAddend: number): Promise<LimitDecision[]>;
 }
