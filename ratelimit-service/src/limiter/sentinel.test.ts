@@ -30,14 +30,18 @@ let redis: RedisConnection;
 let limiter: RedisLimiter;
 
 /** A Sentinel setup and the service's client for it (with the passwords, when given). */
-async function setUp(passwords: { data?: string; sentinel?: string } = {}) {
-  sentinel = await startRedisSentinel({ password: passwords.data, sentinelPassword: passwords.sentinel });
+async function setUp(opts: { sentinels?: number; data?: string; sentinel?: string } = {}) {
+  sentinel = await startRedisSentinel({
+    sentinels: opts.sentinels,
+    password: opts.data,
+    sentinelPassword: opts.sentinel,
+  });
   const { redis: topology } = loadRateLimitConfig({
     RATELIMIT_REDIS_MODE: 'sentinel',
     RATELIMIT_REDIS_URL: sentinel.sentinelUrls.join(','),
     RATELIMIT_REDIS_SENTINEL_MASTER: sentinel.masterName,
-    ...(passwords.data ? { RATELIMIT_REDIS_PASSWORD: passwords.data } : {}),
-    ...(passwords.sentinel ? { RATELIMIT_REDIS_SENTINEL_PASSWORD: passwords.sentinel } : {}),
+    ...(opts.data ? { RATELIMIT_REDIS_PASSWORD: opts.data } : {}),
+    ...(opts.sentinel ? { RATELIMIT_REDIS_SENTINEL_PASSWORD: opts.sentinel } : {}),
   });
   redis = createRedisClient({
     topology,
@@ -102,8 +106,8 @@ function expectEveryAnswerInTime(outcomes: readonly Outcome[]) {
   }
 }
 
-describe('Sentinel failover during traffic', () => {
-  beforeAll(() => setUp(), 90_000);
+describe('Sentinel failover during traffic (three sentinels, quorum two)', () => {
+  beforeAll(() => setUp({ sentinels: 3 }), 90_000);
   afterAll(tearDown);
 
   it('keeps answering through SENTINEL FAILOVER and decides on the new master', async () => {
