@@ -259,3 +259,23 @@ describe('RedisLimiter over Redis: fixed windows', () => {
     expect(after.increments - before.increments).toBe(3);
   });
 });
+
+describe('the counter key tag on a standalone Redis', () => {
+  it('keeps one script per call and atomic non-counting (the split by slot is for clusters only)', async () => {
+    const limiter = new RedisLimiter({ redis, clock: () => now, hashValues: createValueHasher(), keyTag: 'counter' });
+    const route = rule('route', 1, 60);
+    const perUser = rule('route/user', 5, 60);
+    const checks = [
+      { rule: route, values: [] },
+      { rule: perUser, values: ['u'] },
+    ];
+    expect((await limiter.hit(checks, 1)).map((d) => d.overLimit)).toEqual([false, false]);
+    await redis.config('RESETSTAT');
+    expect((await limiter.hit(checks, 1)).map((d) => d.overLimit)).toEqual([true, false]);
+    const stats = String(await redis.info('commandstats'));
+    expect(stats).toMatch(/cmdstat_evalsha:calls=1,/);
+    const userKey = counterKey(perUser, createValueHasher()(['u']), 'counter');
+    expect(userKey).toMatch(/^sekisho:rl:\{route\/user:[0-9a-f]{32}\}:fixed:60s:5$/);
+    expect(await redis.hget(userKey, 'c')).toBe('1');
+  });
+});
