@@ -1,7 +1,9 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 import { dockerAnswers, findOnPath } from './host';
 import { freePort, type ManagedProcess, spawnProcess, waitUntil } from './processes';
 
@@ -147,18 +149,28 @@ async function startRedisContainer(): Promise<RedisHandle> {
   };
 }
 
-/** Resolves once the server at 127.0.0.1:port answers PING with +PONG; fails at once if `proc` exits. */
-export async function waitForPing(port: number, timeoutMs: number, proc?: ManagedProcess): Promise<void> {
+/**
+ * Resolves once the server at 127.0.0.1:port answers PING with +PONG (or, with ACL users and
+ * the default user off, NOAUTH: it serves); fails at once if `proc` exits. `tls`: over TLS.
+ */
+export async function waitForPing(
+  port: number,
+  timeoutMs: number,
+  proc?: ManagedProcess,
+  opts: { tls?: boolean; authRequired?: boolean } = {},
+): Promise<void> {
   await waitUntil(`redis-server on port ${port} to answer PING`, timeoutMs, { watch: proc ? [proc] : [] }, async () => {
-    const reply = await ping('127.0.0.1', port, 1000);
+    const reply = await ping('127.0.0.1', port, 1000, opts.tls ?? false);
     // -LOADING while it reads a dataset; anything but +PONG means "not yet".
-    return reply === '+PONG' ? { done: true, value: undefined } : { done: false, detail: `answered ${reply}` };
+    const up = reply === '+PONG' || (opts.authRequired === true && reply.startsWith('-NOAUTH'));
+    return up ? { done: true, value: undefined } : { done: false, detail: `answered ${reply}` };
   });
 }
 
-function ping(host: string, port: number, timeoutMs: number): Promise<string> {
+function ping(host: string, port: number, timeoutMs: number, tls = false): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = new Socket();
+    // The harness only asks whether the server answers: it does not check the certificate.
+    const socket = tls ? tlsConnect({ host, port, rejectUnauthorized: false }) : new Socket();
     let reply = '';
     socket.setTimeout(timeoutMs, () => socket.destroy(new Error('PING timed out')));
     socket.once('error', reject);
@@ -171,6 +183,462 @@ function ping(host: string, port: number, timeoutMs: number): Promise<string> {
         socket.destroy();
       }
     });
-    socket.connect(port, host, () => socket.write('PING\r\n'));
+    if (tls) socket.once('secureConnect', () => socket.write('PING\r\n'));
+    else socket.connect(port, host, () => socket.write('PING\r\n'));
   });
+}
+
+// ---------------------------------------------------------------------------------------
+// Topologies for the rate-limit service's tests: a TLS/ACL server, a 3-master Redis
+// Cluster and a Sentinel-managed master with a replica. Always private redis-server
+// processes (they need the binaries: REDIS_URL and containers cannot provide a topology).
+
+const installHint = 'Debian/Ubuntu: `apt-get install redis-server redis-tools` (redis-server, redis-cli)';
+
+function requireBinary(name: 'redis-server' | 'redis-cli', env: NodeJS.ProcessEnv = process.env): string {
+  const binary = findOnPath(name, env.PATH);
+  if (!binary)
+    throw new Error(`${name} is not on PATH; this test starts its own Redis topology. Install it: ${installHint}`);
+  return binary;
+}
+
+/** One redis-server on a port of its own, restartable on the same port and directory. */
+export interface RedisNode {
+  readonly port: number;
+  /** Stops the process (SIGTERM, then SIGKILL). */
+  stop(): Promise<void>;
+  /** Starts it again on the same port with the same arguments, and waits for PING. */
+  start(): Promise<void>;
+  pause(): void;
+  resume(): void;
+  running(): boolean;
+  logs(): string;
+}
+
+async function startNode(opts: {
+  binary: string;
+  name: string;
+  dir: string;
+  /** Arguments given a port (and, when the ports must be chosen together, retried on a clash). */
+  args: (port: number) => string[];
+  port?: number;
+  ping?: { tls?: boolean; authRequired?: boolean };
+}): Promise<RedisNode> {
+  let port = opts.port ?? 0;
+  let proc: ManagedProcess | undefined;
+  let earlier = '';
+  const launch = async () => {
+    if (proc) earlier += proc.logs();
+    const p = spawnProcess({
+      name: `${opts.name}:${port}`,
+      command: opts.binary,
+      args: opts.args(port),
+      cwd: opts.dir,
+    });
+    proc = p;
+    await waitForPing(port, 15_000, p, opts.ping);
+  };
+  for (let attempt = 1; ; attempt++) {
+    if (opts.port === undefined) port = await freePort();
+    try {
+      await launch();
+      break;
+    } catch (err) {
+      await proc?.stop();
+      if (opts.port !== undefined || attempt >= 3 || !proc?.logs().includes('Address already in use')) throw err;
+    }
+  }
+  return {
+    port,
+    stop: async () => {
+      await proc?.stop(2_000);
+    },
+    start: async () => {
+      if (proc && !proc.exitInfo()) return;
+      await launch();
+    },
+    pause: () => proc?.signal('SIGSTOP'),
+    resume: () => proc?.signal('SIGCONT'),
+    running: () => proc !== undefined && !proc.exitInfo(),
+    logs: () => earlier + (proc?.logs() ?? ''),
+  };
+}
+
+/** Runs redis-cli against 127.0.0.1:port and returns its output (throws with it on failure). */
+export function redisCli(
+  port: number,
+  args: readonly string[],
+  opts: { timeoutMs?: number; password?: string; tls?: { caFile: string } } = {},
+): Promise<string> {
+  const cli = requireBinary('redis-cli');
+  const tls = opts.tls ? ['--tls', '--cacert', opts.tls.caFile] : [];
+  // The password through the environment (REDISCLI_AUTH), not the command line.
+  const env = opts.password === undefined ? process.env : { ...process.env, REDISCLI_AUTH: opts.password };
+  return new Promise((resolve, reject) => {
+    execFile(
+      cli,
+      ['-h', '127.0.0.1', '-p', String(port), ...tls, ...args],
+      { timeout: opts.timeoutMs ?? 10_000, encoding: 'utf8', env },
+      (error, stdout, stderr) => {
+        if (error)
+          reject(new Error(`redis-cli -p ${port} ${args.join(' ')} failed: ${error.message}\n${stdout}${stderr}`));
+        else resolve(stdout.trim());
+      },
+    );
+  });
+}
+
+const baseArgs = (port: number, dir: string) => [
+  '--port',
+  String(port),
+  '--bind',
+  '127.0.0.1',
+  '--save',
+  '',
+  '--appendonly',
+  'no',
+  '--dir',
+  dir,
+];
+
+type TlsFiles = { certFile: string; keyFile: string; caFile: string; requireClientCertificates?: boolean };
+
+/** A redis-server's arguments for TLS only on `port` (the plain port closed). */
+const tlsArgs = (port: number, tls: TlsFiles) => [
+  '--port',
+  '0',
+  '--tls-port',
+  String(port),
+  '--tls-cert-file',
+  tls.certFile,
+  '--tls-key-file',
+  tls.keyFile,
+  '--tls-ca-cert-file',
+  tls.caFile,
+  '--tls-auth-clients',
+  tls.requireClientCertificates ? 'yes' : 'no',
+];
+
+export interface SecureRedisOptions {
+  /** Serve TLS only (rediss://): PEM files of the server certificate, its key and the CA. */
+  tls?: TlsFiles;
+  /**
+   * ACL users: `commands` (default `+@all`) on `keys` (default every key); the default user
+   * is then off.
+   */
+  users?: ReadonlyArray<{ name: string; password: string; keys?: string; commands?: readonly string[] }>;
+  /** More redis-server arguments (`--enable-debug-command yes` for fault tests). */
+  extraArgs?: readonly string[];
+}
+
+export interface SecureRedisHandle {
+  /** rediss:// with TLS, else redis://; no credentials in it. */
+  readonly url: string;
+  readonly node: RedisNode;
+  stop(): Promise<void>;
+}
+
+/** A redis-server with TLS and/or ACL users (or other arguments), for the clients' TLS, AUTH and fault paths. */
+export async function startSecureRedis(
+  opts: SecureRedisOptions,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<SecureRedisHandle> {
+  const binary = requireBinary('redis-server', env);
+  const dir = await mkdtemp(join(tmpdir(), 'sekisho-redis-secure-'));
+  const args = (port: number) => {
+    const out = baseArgs(port, dir);
+    if (opts.tls) out.push(...tlsArgs(port, opts.tls));
+    for (const user of opts.users ?? [])
+      out.push('--user', user.name, 'on', `>${user.password}`, user.keys ?? '~*', '&*', '+@all');
+    if (opts.users?.length) out.push('--user', 'default', 'off');
+    out.push(...(opts.extraArgs ?? []));
+    return out;
+  };
+  try {
+    const node = await startNode({
+      binary,
+      name: 'redis-server-secure',
+      dir,
+      args,
+      ping: { tls: opts.tls !== undefined, authRequired: (opts.users?.length ?? 0) > 0 },
+    });
+    return {
+      url: `${opts.tls ? 'rediss' : 'redis'}://127.0.0.1:${node.port}`,
+      node,
+      stop: async () => {
+        await node.stop();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+export interface RedisClusterHandle {
+  /** redis://127.0.0.1:<port> of every master, the seed nodes a client is given. */
+  readonly urls: readonly string[];
+  readonly nodes: readonly RedisNode[];
+  /** Resolves once every running node reports cluster_state:ok. */
+  waitHealthy(timeoutMs?: number): Promise<void>;
+  /** The node serving a slot (0…16383). */
+  nodeForSlot(slot: number): RedisNode;
+  logs(): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * A real Redis Cluster of `masters` (default 3) masters without replicas: redis-server
+ * --cluster-enabled yes on free ports, joined by `redis-cli --cluster create`. A stopped
+ * master leaves its slots uncovered, so the cluster answers CLUSTERDOWN until it is back
+ * (cluster-node-timeout `nodeTimeoutMs`, default 1000 ms). `tls`: clients and the cluster
+ * bus over TLS only (`rediss://` URLs; the certificate must name 127.0.0.1).
+ */
+export async function startRedisCluster(
+  opts: { masters?: number; nodeTimeoutMs?: number; tls?: TlsFiles; env?: NodeJS.ProcessEnv } = {},
+): Promise<RedisClusterHandle> {
+  const binary = requireBinary('redis-server', opts.env);
+  requireBinary('redis-cli', opts.env);
+  const masters = opts.masters ?? 3;
+  const { tls } = opts;
+  const cli = tls ? { tls: { caFile: tls.caFile } } : {};
+  const root = await mkdtemp(join(tmpdir(), 'sekisho-redis-cluster-'));
+  const nodes: RedisNode[] = [];
+  try {
+    for (let i = 0; i < masters; i++) {
+      const dir = join(root, `node-${i}`);
+      await mkdir(dir);
+      // The bus port is chosen too: port + 10000, the default, may be taken or out of range.
+      const busPort = await freePort();
+      nodes.push(
+        await startNode({
+          binary,
+          name: 'redis-cluster-node',
+          dir,
+          args: (port) => [
+            ...baseArgs(port, dir),
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            join(dir, 'nodes.conf'),
+            '--cluster-port',
+            String(busPort),
+            '--cluster-node-timeout',
+            String(opts.nodeTimeoutMs ?? 1_000),
+            ...(tls ? [...tlsArgs(port, tls), '--tls-cluster', 'yes', '--tls-replication', 'yes'] : []),
+          ],
+          ping: { tls: tls !== undefined },
+        }),
+      );
+    }
+    await redisCli(
+      nodes[0]?.port ?? 0,
+      ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'],
+      { timeoutMs: 30_000, ...cli },
+    );
+  } catch (err) {
+    await Promise.all(nodes.map((n) => n.stop()));
+    await rm(root, { recursive: true, force: true });
+    throw err;
+  }
+
+  const waitHealthy = async (timeoutMs = 20_000) => {
+    await waitUntil('every Redis Cluster node to report cluster_state:ok', timeoutMs, {}, async () => {
+      for (const node of nodes.filter((n) => n.running())) {
+        const info = await redisCli(node.port, ['cluster', 'info'], cli).catch((e: Error) => e.message);
+        if (!info.includes('cluster_state:ok'))
+          return { done: false, detail: `node ${node.port}: ${info.split('\n')[0]}` };
+      }
+      return { done: true, value: undefined };
+    });
+  };
+  const handle: RedisClusterHandle = {
+    urls: nodes.map((n) => `${tls ? 'rediss' : 'redis'}://127.0.0.1:${n.port}`),
+    nodes,
+    waitHealthy,
+    // redis-cli --cluster create splits the slots evenly in node order.
+    nodeForSlot: (slot) => nodes[Math.min(masters - 1, Math.floor((slot * masters) / 16384))] as RedisNode,
+    logs: () => nodes.map((n) => n.logs()).join('\n'),
+    stop: async () => {
+      await Promise.all(nodes.map((n) => n.stop()));
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+  try {
+    await waitHealthy();
+  } catch (err) {
+    await handle.stop();
+    throw err;
+  }
+  return handle;
+}
+
+export interface RedisSentinelHandle {
+  readonly masterName: string;
+  /** redis://127.0.0.1:<port> of every sentinel. */
+  readonly sentinelUrls: readonly string[];
+  /** The two data nodes: [0] starts as master, [1] as its replica. */
+  readonly servers: readonly RedisNode[];
+  readonly sentinels: readonly RedisNode[];
+  /** The port of the master the sentinels name now. */
+  masterPort(): Promise<number>;
+  /**
+   * SENTINEL FAILOVER, then waits until the sentinels name the other server and it
+   * answers as a master; returns the new master's port.
+   */
+  failover(timeoutMs?: number): Promise<number>;
+  /** Waits until the sentinels name a master other than `oldPort` that answers as a master. */
+  waitForNewMaster(oldPort: number, timeoutMs?: number): Promise<number>;
+  logs(): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * A Sentinel setup: a master, one replica, `sentinels` sentinels (default 1; quorum
+ * min(2, sentinels)), down-after 1 s so a killed master is replaced in a few seconds.
+ * `password`: the data nodes require it (requirepass, masterauth; the sentinels know it);
+ * `sentinelPassword`: the sentinels require one of their own.
+ */
+export async function startRedisSentinel(
+  opts: {
+    sentinels?: number;
+    masterName?: string;
+    password?: string;
+    sentinelPassword?: string;
+    env?: NodeJS.ProcessEnv;
+  } = {},
+): Promise<RedisSentinelHandle> {
+  const binary = requireBinary('redis-server', opts.env);
+  requireBinary('redis-cli', opts.env);
+  const masterName = opts.masterName ?? 'sekisho';
+  const count = opts.sentinels ?? 1;
+  const root = await mkdtemp(join(tmpdir(), 'sekisho-redis-sentinel-'));
+  const dataAuth = opts.password !== undefined ? { password: opts.password } : {};
+  const sentinelAuth = opts.sentinelPassword !== undefined ? { password: opts.sentinelPassword } : {};
+  const servers: RedisNode[] = [];
+  const sentinels: RedisNode[] = [];
+  const stopAll = async () => {
+    await Promise.all([...sentinels, ...servers].map((n) => n.stop()));
+    await rm(root, { recursive: true, force: true });
+  };
+  try {
+    for (const role of ['master', 'replica'] as const) {
+      const dir = join(root, role);
+      await mkdir(dir);
+      const master = servers[0];
+      servers.push(
+        await startNode({
+          binary,
+          name: `redis-${role}`,
+          dir,
+          args: (port) => [
+            ...baseArgs(port, dir),
+            ...(master ? ['--replicaof', '127.0.0.1', String(master.port)] : []),
+            ...(opts.password !== undefined ? ['--requirepass', opts.password, '--masterauth', opts.password] : []),
+          ],
+          ping: { authRequired: opts.password !== undefined },
+        }),
+      );
+    }
+    const [master, replica] = servers as [RedisNode, RedisNode];
+    await waitUntil('the replica to sync with the master', 20_000, {}, async () => {
+      const info = await redisCli(replica.port, ['info', 'replication'], dataAuth);
+      return info.includes('master_link_status:up') ? { done: true, value: undefined } : { done: false, detail: info };
+    });
+    for (let i = 0; i < count; i++) {
+      const dir = join(root, `sentinel-${i}`);
+      await mkdir(dir);
+      const conf = join(dir, 'sentinel.conf');
+      // A sentinel rewrites its configuration file (what it learns), so each has its own.
+      await writeFile(
+        conf,
+        [
+          `sentinel monitor ${masterName} 127.0.0.1 ${master.port} ${Math.min(2, count)}`,
+          `sentinel down-after-milliseconds ${masterName} 1000`,
+          `sentinel failover-timeout ${masterName} 10000`,
+          ...(opts.password !== undefined ? [`sentinel auth-pass ${masterName} ${opts.password}`] : []),
+          // A sentinel's own password, and the one it gives its peers.
+          ...(opts.sentinelPassword !== undefined
+            ? [`requirepass ${opts.sentinelPassword}`, `sentinel sentinel-pass ${opts.sentinelPassword}`]
+            : []),
+          '',
+        ].join('\n'),
+      );
+      sentinels.push(
+        await startNode({
+          binary,
+          name: 'redis-sentinel',
+          dir,
+          args: (port) => [conf, '--sentinel', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir],
+          ping: { authRequired: opts.sentinelPassword !== undefined },
+        }),
+      );
+    }
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+
+  const sentinelPorts = sentinels.map((s) => s.port);
+  const masterPort = async (): Promise<number> => {
+    let lastError: unknown;
+    for (const port of sentinelPorts) {
+      try {
+        const reply = await redisCli(port, ['sentinel', 'get-master-addr-by-name', masterName], sentinelAuth);
+        const answeredPort = Number(reply.split('\n')[1]);
+        if (answeredPort > 0) return answeredPort;
+      } catch (err) {
+        lastError = err;
+      }
+    }
+    throw new Error(`no sentinel names a master for ${masterName}: ${String(lastError)}`);
+  };
+  const waitForNewMaster = async (oldPort: number, timeoutMs = 30_000): Promise<number> =>
+    waitUntil(`the sentinels to promote a master other than ${oldPort}`, timeoutMs, {}, async () => {
+      const port = await masterPort().catch(() => oldPort);
+      if (port === oldPort) return { done: false, detail: `the master is still ${port}` };
+      const role = await redisCli(port, ['role'], dataAuth).catch((e: Error) => e.message);
+      return role.startsWith('master') ? { done: true, value: port } : { done: false, detail: `${port}: ${role}` };
+    });
+  const handle: RedisSentinelHandle = {
+    masterName,
+    sentinelUrls: sentinelPorts.map((p) => `redis://127.0.0.1:${p}`),
+    servers,
+    sentinels,
+    masterPort,
+    waitForNewMaster,
+    failover: async (timeoutMs = 30_000) => {
+      const old = await masterPort();
+      // A sentinel refuses a failover until it has seen the replica (INFO every 10 s at first).
+      await waitUntil('a sentinel to accept SENTINEL FAILOVER', timeoutMs, {}, async () => {
+        const reply = await redisCli(
+          sentinelPorts[0] as number,
+          ['sentinel', 'failover', masterName],
+          sentinelAuth,
+        ).catch((e: Error) => e.message);
+        return reply === 'OK' ? { done: true, value: undefined } : { done: false, detail: reply };
+      });
+      return waitForNewMaster(old, timeoutMs);
+    },
+    logs: () => [...servers, ...sentinels].map((n) => n.logs()).join('\n'),
+    stop: stopAll,
+  };
+  // Ready when every sentinel knows the replica, so a failover can be asked for at once.
+  try {
+    await waitUntil('the sentinels to discover the replica', 30_000, {}, async () => {
+      for (const port of sentinelPorts) {
+        const replicas = await redisCli(port, ['sentinel', 'replicas', masterName], sentinelAuth).catch(
+          (e: Error) => e.message,
+        );
+        if (!replicas.includes(String(servers[1]?.port)))
+          return { done: false, detail: `sentinel ${port}: ${replicas}` };
+      }
+      return { done: true, value: undefined };
+    });
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+  return handle;
 }

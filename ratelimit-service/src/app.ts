@@ -57,7 +57,7 @@ export async function startRateLimitApp(
   const hashValues = createValueHasher(config.RATELIMIT_KEY_SECRET);
 
   const redis = createRedisClient({
-    url: config.RATELIMIT_REDIS_URL,
+    topology: config.redis,
     commandTimeoutMs: config.RATELIMIT_REDIS_TIMEOUT,
     logger,
   });
@@ -97,7 +97,7 @@ export async function startRateLimitApp(
     clock: opts.clock,
   });
   const limiter = new ResilientLimiter({
-    store: new RedisLimiter({ redis, hashValues, clock: opts.clock }),
+    store: new RedisLimiter({ redis, hashValues, keyTag: config.RATELIMIT_REDIS_KEY_TAG, clock: opts.clock }),
     breaker,
     cache,
     local,
@@ -166,6 +166,7 @@ export async function startRateLimitApp(
     domain: active?.policy.domain ?? null,
     rule_count: active?.policy.rules.length ?? 0,
     redis: redis.status,
+    redis_mode: config.redis.mode,
     redis_connected_since_start: redisConnectedOnce,
     redis_failure_mode: failureMode(),
     redis_breaker: breaker.state,

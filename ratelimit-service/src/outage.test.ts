@@ -95,7 +95,12 @@ describe.skipIf(Boolean(process.env.REDIS_URL)).each(['allow', 'deny'] as const)
       // Five failed calls, one log record: an outage must not write a line per request.
       const failures = service.logs.slice(logsBefore).filter((r) => r.event_type === 'ratelimit_backend_error');
       expect(failures).toHaveLength(1);
-      expect(failures[0]).toMatchObject({ level: 'ERROR', category: 'technical', failure_mode: mode });
+      expect(failures[0]).toMatchObject({
+        level: 'ERROR',
+        category: 'technical',
+        failure_mode: mode,
+        error_code: 'REDIS_UNAVAILABLE',
+      });
 
       // Back, empty and without the script: EVALSHA falls back to EVAL.
       await control.up();

@@ -412,8 +412,8 @@ describe("a descriptor's limit override in the control plane's domain", () => {
       Code.OK,
     );
     // No user id in clear in the key, and the override's own definition tag.
-    const keys = await redis.keys('sekisho:rl:{override:*');
+    const keys = await redis.keys('sekisho:rl:*:override:*');
     expect(keys).toHaveLength(1);
-    expect(keys[0]).toMatch(/^sekisho:rl:\{override:[0-9a-f]{16}\}:fixed:60s:1:[0-9a-f]{32}$/);
+    expect(keys[0]).toMatch(/^sekisho:rl:\{[^}]+\}:override:[0-9a-f]{16}:fixed:60s:1:[0-9a-f]{32}$/);
   });
 });

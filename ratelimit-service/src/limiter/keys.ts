@@ -2,9 +2,21 @@ import { createHash, createHmac } from 'node:crypto';
 import type { LimitRule } from './types';
 
 // Redis key layout. User ids and IP addresses never appear in clear: the values a
-// rule counts by are hashed. The rule id is written as a hash tag ({id}); one call's
-// script still touches keys of several rules, so it needs one Redis node (or a
-// Sentinel-managed primary), not Redis Cluster.
+// rule counts by are hashed.
+//
+// Every key carries a hash tag ({…}): Redis Cluster places a key by its tag only, and a
+// Lua script may touch keys of one slot only. Two layouts (RATELIMIT_REDIS_KEY_TAG):
+// - domain (default): the tag is the rule's domain, so every key one ShouldRateLimit touches
+//   (shared per-route counters and per-user counters alike) lives in one slot: one EVALSHA,
+//   atomic non-counting of refused requests, on a cluster too; a domain's load lands on one
+//   master (a hot slot).
+// - counter: the tag is the rule and the counted values, so counters spread over every
+//   master; one call's keys then span several slots and the limiter sends one script per
+//   slot (in parallel), atomic within a slot only.
+// The layout is the same on a standalone Redis, a Sentinel-managed one and a cluster, so
+// moving between them keeps the counters.
+
+export type KeyTag = 'domain' | 'counter';
 
 const prefix = 'sekisho:rl:';
 
@@ -21,20 +33,72 @@ export function definitionTag(rule: LimitRule): string {
 }
 
 /**
- * fixed: a hash { w: window start (epoch ms), c: count }, expiring at the end of its window.
- * sliding: a sorted set of the accepted requests of the last window (score: epoch ms).
- * tokenBucket: a string, the theoretical arrival time (epoch ms) of GCRA.
+ * The domain as a hash tag: itself when it is safe inside braces, else a digest of it (a
+ * brace would end the tag early). Rules without a domain (the limiter's own tests) share '_'.
  */
-export function counterKey(rule: LimitRule, valueHash: string): string {
-  return `${prefix}{${rule.id}}:${definitionTag(rule)}:${valueHash}`;
+function domainTag(domain: string | undefined): string {
+  if (!domain) return '_';
+  if (/^[^{}]{1,100}$/.test(domain)) return domain;
+  return `h${createHash('sha256').update(domain).digest('hex').slice(0, 24)}`;
 }
 
 /**
- * Present (value "1", TTL block_seconds) while the counted values are blocked for this rule.
- * Keyed by the rule id only: a block already earned outlives a change of the limit.
+ * A key is `before + valueHash + after`; the limiter builds the two halves once per rule,
+ * so the hot path costs one concatenation per key.
  */
-export function blockKey(ruleId: string, valueHash: string): string {
-  return `${prefix}block:{${ruleId}}:${valueHash}`;
+export interface KeyParts {
+  readonly counter: readonly [before: string, after: string];
+  readonly block: readonly [before: string, after: string];
+}
+
+/**
+ * fixed: a hash { w: window start (epoch ms), c: count }, expiring at the end of its window.
+ * sliding: a sorted set of the accepted requests of the last window (score: epoch ms).
+ * tokenBucket: a string, the theoretical arrival time (epoch ms) of GCRA.
+ * block: present (value "1", TTL block_seconds) while the counted values are blocked for the
+ * rule; it names the rule only, so a block already earned outlives a change of the limit.
+ */
+export function keyParts(rule: LimitRule, tag: KeyTag = 'domain'): KeyParts {
+  if (tag === 'counter') {
+    const before = `${prefix}{${rule.id}:`;
+    return { counter: [before, `}:${definitionTag(rule)}`], block: [before, '}:block'] };
+  }
+  const scope = `${prefix}{${domainTag(rule.domain)}}:`;
+  return {
+    counter: [`${scope}${rule.id}:${definitionTag(rule)}:`, ''],
+    block: [`${scope}block:${rule.id}:`, ''],
+  };
+}
+
+export function counterKey(rule: LimitRule, valueHash: string, tag: KeyTag = 'domain'): string {
+  const [before, after] = keyParts(rule, tag).counter;
+  return before + valueHash + after;
+}
+
+export function blockKey(rule: LimitRule, valueHash: string, tag: KeyTag = 'domain'): string {
+  const [before, after] = keyParts(rule, tag).block;
+  return before + valueHash + after;
+}
+
+// CRC16/XMODEM (polynomial 0x1021), the checksum Redis Cluster places keys by.
+const crcTable = new Uint16Array(256);
+for (let i = 0; i < 256; i++) {
+  let crc = i << 8;
+  for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  crcTable[i] = crc;
+}
+
+/** The cluster slot (0…16383) of a key: CRC16 of its hash tag when it has a non-empty one, else of the key. */
+export function keySlot(key: string): number {
+  let bytes = Buffer.from(key);
+  const open = bytes.indexOf(0x7b); // {
+  if (open >= 0) {
+    const close = bytes.indexOf(0x7d, open + 1); // }
+    if (close > open + 1) bytes = bytes.subarray(open + 1, close);
+  }
+  let crc = 0;
+  for (const byte of bytes) crc = ((crc << 8) & 0xffff) ^ (crcTable[((crc >> 8) ^ byte) & 0xff] as number);
+  return crc % 16384;
 }
 
 /**

@@ -90,7 +90,7 @@ describe('LocalLimiter', () => {
   it('enforces a block known from Redis, and keeps the blocks it starts in the cache', () => {
     const { limiter, cache, at } = setup();
     const login = rule('login', 1, 60, { blockSeconds: 900 });
-    cache.remember(blockKey('login', hash(['198.51.100.7'])), 600_000);
+    cache.remember(blockKey(login, hash(['198.51.100.7'])), 600_000);
     expect(limiter.decide([{ rule: login, values: ['198.51.100.7'] }], 1)[0]).toMatchObject({
       overLimit: true,
       blocked: true,
@@ -102,7 +102,7 @@ describe('LocalLimiter', () => {
     limiter.reset(); // Redis is back: counts go, blocks stay.
     at(120_000);
     expect(limiter.decide([other], 1)[0]).toMatchObject({ blocked: true, resetSeconds: 780 });
-    expect(cache.refusedFor(blockKey('login', hash(['198.51.100.8'])))).toBe(780_000);
+    expect(cache.refusedFor(blockKey(login, hash(['198.51.100.8'])))).toBe(780_000);
   });
 
   it("counts each check's own addend, 0 deciding without counting", () => {

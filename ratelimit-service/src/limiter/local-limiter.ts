@@ -85,7 +85,7 @@ export class LocalLimiter implements Limiter {
       const p: Plan = {
         rule,
         counter: `local:${counterKey(rule, hash)}`,
-        block: blockKey(rule.id, hash),
+        block: blockKey(rule, hash),
         limit,
         addend,
         windowMs: rule.windowSeconds * 1000,

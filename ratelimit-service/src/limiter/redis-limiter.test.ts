@@ -135,19 +135,19 @@ describe('RedisLimiter over Redis: fixed windows', () => {
     const excess = await hit();
     expect(excess).toMatchObject({ overLimit: true, blocked: false, resetSeconds: 900 });
 
-    const blockKeys = await redis.keys('sekisho:rl:block:*');
+    const blockKeys = await redis.keys('sekisho:rl:{_}:block:*');
     expect(blockKeys).toHaveLength(1);
     const ttl = await redis.ttl(blockKeys[0] as string);
     expect(ttl).toBeGreaterThan(890);
     expect(ttl).toBeLessThanOrEqual(900);
 
-    const counterKeys = await redis.keys('sekisho:rl:{login}:*');
+    const counterKeys = await redis.keys('sekisho:rl:{_}:login:*');
     const countBefore = await redis.hgetall(counterKeys[0] as string);
     now = start + 120_000; // a new window: still blocked
     const blocked = await hit();
     expect(blocked).toMatchObject({ overLimit: true, blocked: true, remaining: 0 });
     expect(blocked?.resetSeconds).toBeGreaterThan(890);
-    expect(await redis.keys('sekisho:rl:{login}:*')).toEqual(counterKeys);
+    expect(await redis.keys('sekisho:rl:{_}:login:*')).toEqual(counterKeys);
     expect(await redis.hgetall(counterKeys[0] as string)).toEqual(countBefore);
 
     // Another address is not affected.
@@ -166,8 +166,8 @@ describe('RedisLimiter over Redis: fixed windows', () => {
     );
     const keys = (await redis.keys('*')).sort();
     expect(keys).toEqual([
-      `sekisho:rl:{auth/ip/3600s}:fixed:3600s:5:${createValueHasher()(['198.51.100.23'])}`,
-      `sekisho:rl:{route:create-appointment/user/60s}:fixed:60s:5:${createValueHasher()(['firebase-uid-123'])}`,
+      `sekisho:rl:{_}:auth/ip/3600s:fixed:3600s:5:${createValueHasher()(['198.51.100.23'])}`,
+      `sekisho:rl:{_}:route:create-appointment/user/60s:fixed:60s:5:${createValueHasher()(['firebase-uid-123'])}`,
     ]);
     for (const key of keys) {
       expect(key).not.toContain('firebase-uid-123');
@@ -229,8 +229,9 @@ describe('RedisLimiter over Redis: fixed windows', () => {
 
   it('treats a block key without expiry as a block of one second', async () => {
     const limiter = limiterWith();
-    await redis.set(blockKey('r', createValueHasher()(['u'])), '1');
-    const [decision] = await limiter.hit([{ rule: rule('r', 5, 60, 900), values: ['u'] }], 1);
+    const r = rule('r', 5, 60, 900);
+    await redis.set(blockKey(r, createValueHasher()(['u'])), '1');
+    const [decision] = await limiter.hit([{ rule: r, values: ['u'] }], 1);
     expect(decision).toMatchObject({ overLimit: true, blocked: true, resetSeconds: 1 });
   });
 
@@ -256,5 +257,25 @@ describe('RedisLimiter over Redis: fixed windows', () => {
     const after = await calls();
     expect(after.scripts - before.scripts).toBe(1);
     expect(after.increments - before.increments).toBe(3);
+  });
+});
+
+describe('the counter key tag on a standalone Redis', () => {
+  it('keeps one script per call and atomic non-counting (the split by slot is for clusters only)', async () => {
+    const limiter = new RedisLimiter({ redis, clock: () => now, hashValues: createValueHasher(), keyTag: 'counter' });
+    const route = rule('route', 1, 60);
+    const perUser = rule('route/user', 5, 60);
+    const checks = [
+      { rule: route, values: [] },
+      { rule: perUser, values: ['u'] },
+    ];
+    expect((await limiter.hit(checks, 1)).map((d) => d.overLimit)).toEqual([false, false]);
+    await redis.config('RESETSTAT');
+    expect((await limiter.hit(checks, 1)).map((d) => d.overLimit)).toEqual([true, false]);
+    const stats = String(await redis.info('commandstats'));
+    expect(stats).toMatch(/cmdstat_evalsha:calls=1,/);
+    const userKey = counterKey(perUser, createValueHasher()(['u']), 'counter');
+    expect(userKey).toMatch(/^sekisho:rl:\{route\/user:[0-9a-f]{32}\}:fixed:60s:5$/);
+    expect(await redis.hget(userKey, 'c')).toBe('1');
   });
 });

@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
-import { blockKey, counterKey } from './keys';
+import { type KeyParts, type KeyTag, keyParts, keySlot } from './keys';
+import { classifyRedisError, type RedisConnection, RedisFault } from './redis-client';
 import type { Clock, LimitCheck, LimitDecision, Limiter, LimitRule } from './types';
 
 // Every rule of every descriptor of one ShouldRateLimit is decided and counted in one Lua
@@ -162,8 +162,7 @@ const algorithmCodes = { fixed: 0, sliding: 1, tokenBucket: 2 } as const;
 
 /** Per rule, what the script needs of it, built once (rules live as long as their policy). */
 interface RuleArgs {
-  readonly keyPrefix: string;
-  readonly blockPrefix: string;
+  readonly keys: KeyParts;
   readonly args: readonly [number, number, number, number, number, number];
 }
 
@@ -172,35 +171,45 @@ const seconds = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
 const sameValues = (a: readonly string[], b: readonly string[]) =>
   a.length === b.length && a.every((value, i) => value === b[i]);
 
-/** The Redis limiter: fixed and sliding windows, token buckets, blocks; one script call per decision. */
+/**
+ * The Redis limiter: fixed and sliding windows, token buckets, blocks; one script call per
+ * decision (per slot, with the `counter` key layout on a cluster). Every Redis failure
+ * rejects with a RedisFault naming what went wrong.
+ */
 export class RedisLimiter implements Limiter {
   private readonly run: DecideCommand;
   private readonly ruleArgs = new WeakMap<LimitRule, RuleArgs>();
+  private readonly keyTag: KeyTag;
+  /** Keys of one call may span slots: only the `counter` layout on a cluster. */
+  private readonly splitBySlot: boolean;
 
   constructor(
     private readonly opts: {
-      redis: Redis;
+      redis: RedisConnection;
       hashValues: (values: readonly string[]) => string;
+      /** The keys' hash tag (RATELIMIT_REDIS_KEY_TAG); default `domain`. */
+      keyTag?: KeyTag;
       /** Overrides Redis's clock (tests that move time); omit it in production. */
       clock?: Clock;
     },
   ) {
     // defineCommand sends EVALSHA and falls back to EVAL when the server lacks the script
-    // (first use on a connection, or after a Redis restart).
+    // (first use on a connection, a Redis restart, SCRIPT FLUSH, a failover to a replica
+    // that never saw it): the script is reloaded transparently.
     const { redis } = opts;
     if (!(commandName in redis)) redis.defineCommand(commandName, { lua: script });
     const command = (redis as unknown as Record<string, DecideCommand>)[commandName];
     if (!command) throw new Error('ioredis did not define the rate-limit script command');
     this.run = command.bind(redis);
+    this.keyTag = opts.keyTag ?? 'domain';
+    this.splitBySlot = this.keyTag === 'counter' && 'isCluster' in redis && redis.isCluster;
   }
 
   private argsOf(rule: LimitRule): RuleArgs {
     let args = this.ruleArgs.get(rule);
     if (!args) {
-      // counterKey/blockKey with an empty hash are the prefixes the value hash completes.
       args = {
-        keyPrefix: counterKey(rule, ''),
-        blockPrefix: blockKey(rule.id, ''),
+        keys: keyParts(rule, this.keyTag),
         args: [
           algorithmCodes[rule.algorithm ?? 'fixed'],
           rule.requestsPerWindow,
@@ -230,17 +239,21 @@ export class RedisLimiter implements Limiter {
       const { rule, values } = checks[i] as LimitCheck;
       // The windows of one descriptor (per minute, per hour) count the same values: hash once.
       if (!previous || !sameValues(previous.values, values)) previous = { values, hash: this.opts.hashValues(values) };
-      const { keyPrefix, blockPrefix, args } = this.argsOf(rule);
-      argv[1 + 2 * i] = keyPrefix + previous.hash;
-      argv[2 + 2 * i] = blockPrefix + previous.hash;
+      const { keys, args } = this.argsOf(rule);
+      argv[1 + 2 * i] = keys.counter[0] + previous.hash + keys.counter[1];
+      argv[2 + 2 * i] = keys.block[0] + previous.hash + keys.block[1];
       const at = 3 + 2 * n + 7 * i;
       for (let j = 0; j < 6; j++) argv[at + j] = args[j] as number;
       const own = (checks[i] as LimitCheck).addend;
       argv[at + 6] = own === undefined ? '' : own;
     }
 
-    const results = await this.run(...argv);
-    if (results.length !== n) throw new Error(`the rate-limit script answered ${results.length} results for ${n}`);
+    let results: Result[];
+    try {
+      results = this.splitBySlot ? await this.runPerSlot(argv, n) : await this.runScript(argv, n);
+    } catch (error) {
+      throw classifyRedisError(error);
+    }
 
     return checks.map(({ rule }, i): LimitDecision => {
       const [code, remaining, resetMs, blockMs] = results[i] as Result;
@@ -251,5 +264,52 @@ export class RedisLimiter implements Limiter {
       const until = blockMs > 0 ? Math.max(resetMs, blockMs) : resetMs;
       return { rule, overLimit: code === 1, blocked: false, remaining, resetSeconds: seconds(until), resetMs: until };
     });
+  }
+
+  private async runScript(argv: Array<string | number>, n: number): Promise<Result[]> {
+    const results = await this.run(...argv);
+    if (!Array.isArray(results) || results.length !== n)
+      throw new RedisFault('REDIS_SCRIPT', `the rate-limit script answered ${results?.length} results for ${n}`);
+    return results;
+  }
+
+  /**
+   * The `counter` layout on a cluster: one script per slot, sent at once (one round trip
+   * of latency, to several masters). Each is atomic on its own: a request refused in one
+   * slot may already have been counted in another.
+   */
+  private async runPerSlot(argv: Array<string | number>, n: number): Promise<Result[]> {
+    const groups = new Map<number, number[]>();
+    for (let i = 0; i < n; i++) {
+      const slot = keySlot(argv[1 + 2 * i] as string);
+      const group = groups.get(slot);
+      if (group) group.push(i);
+      else groups.set(slot, [i]);
+    }
+    if (groups.size === 1) return this.runScript(argv, n);
+    const parts = [...groups.values()];
+    const answers = await Promise.all(
+      parts.map((indices) => {
+        // The same layout for the checks of this slot only.
+        const m = indices.length;
+        const part: Array<string | number> = new Array(1 + 2 * m + 2 + 7 * m);
+        part[0] = 2 * m;
+        part[1 + 2 * m] = argv[1 + 2 * n] as number;
+        part[2 + 2 * m] = argv[2 + 2 * n] as number | string;
+        indices.forEach((i, j) => {
+          part[1 + 2 * j] = argv[1 + 2 * i] as string;
+          part[2 + 2 * j] = argv[2 + 2 * i] as string;
+          for (let k = 0; k < 7; k++) part[3 + 2 * m + 7 * j + k] = argv[3 + 2 * n + 7 * i + k] as number | string;
+        });
+        return this.runScript(part, m);
+      }),
+    );
+    const results: Result[] = new Array(n);
+    parts.forEach((indices, g) => {
+      indices.forEach((i, j) => {
+        results[i] = (answers[g] as Result[])[j] as Result;
+      });
+    });
+    return results;
   }
 }

@@ -43,6 +43,13 @@ export function failureMessage(error: unknown): string {
   return cause instanceof Error ? cause.message : String(cause);
 }
 
+/** The RedisFault code (REDIS_TIMEOUT, REDIS_READONLY, …) behind a store failure, when there is one. */
+export function failureCode(error: unknown): string | undefined {
+  const cause = error instanceof StoreUnavailableError && error.reason === 'store_error' ? error.cause : error;
+  if (typeof cause !== 'object' || cause === null || !('code' in cause)) return undefined;
+  return typeof cause.code === 'string' ? cause.code : undefined;
+}
+
 export interface ResilientLimiterHooks {
   /** Every Redis round trip, with its outcome and duration in seconds. */
   storeCall?(ok: boolean, seconds: number): void;
@@ -111,7 +118,7 @@ export class ResilientLimiter implements Limiter {
     let refused = false;
     const decisions = checks.map(({ rule, values, addend: own }): LimitDecision => {
       const hash = this.opts.hashValues(values);
-      const blockedFor = cache.refusedFor(blockKey(rule.id, hash));
+      const blockedFor = cache.refusedFor(blockKey(rule, hash));
       const overFor = blockedFor > 0 ? 0 : cache.refusedFor(counterKey(rule, hash), own ?? addend);
       const ms = blockedFor || overFor;
       if (ms === 0) return { rule, overLimit: false, blocked: false, remaining: 0, resetSeconds: 1, skipped: true };
@@ -135,10 +142,10 @@ export class ResilientLimiter implements Limiter {
       if (!d.overLimit || d.rule.advisory || d.resetMs === undefined) return;
       const check = checks[i];
       const hash = this.opts.hashValues(check?.values ?? []);
-      if (d.blocked) this.opts.cache.remember(blockKey(d.rule.id, hash), d.resetMs - rttMs);
+      if (d.blocked) this.opts.cache.remember(blockKey(d.rule, hash), d.resetMs - rttMs);
       else {
         if (d.rule.blockSeconds > 0)
-          this.opts.cache.remember(blockKey(d.rule.id, hash), d.rule.blockSeconds * 1000 - rttMs);
+          this.opts.cache.remember(blockKey(d.rule, hash), d.rule.blockSeconds * 1000 - rttMs);
         this.opts.cache.remember(counterKey(d.rule, hash), d.resetMs - rttMs, check?.addend ?? addend);
       }
     });

@@ -11,6 +11,11 @@ export type LimitAlgorithm = 'fixed' | 'sliding' | 'tokenBucket';
 /** What the limiter needs of a rule (a compiled policy rule satisfies it). */
 export interface LimitRule {
   readonly id: string;
+  /**
+   * The domain the rule belongs to: the hash tag of its keys in the default key layout, so
+   * every key of one call lands in one Redis Cluster slot. Unset: one shared tag.
+   */
+  readonly domain?: string;
   readonly requestsPerWindow: number;
   readonly windowSeconds: number;
   /** 0 = no block after the limit is exceeded. */
@@ -62,7 +67,8 @@ export type DecisionSource = 'redis' | 'cache' | 'local';
 export interface Limiter {
   /**
    * Decides every check at once, then counts the request against all of them only if none
-   * that is enforced (not shadow) refuses it; results in the order of the checks.
+   * that is enforced (not shadow) refuses it; results in the order of the checks. (With
+   * RATELIMIT_REDIS_KEY_TAG=counter on a cluster: per slot, see limiter/keys.ts.)
    */
   hit(checks: readonly LimitCheck[], hitsAddend: number): Promise<LimitDecision[]>;
 }

@@ -16,6 +16,8 @@ export interface DescriptorEntry {
 
 export interface CompiledRule {
   readonly id: string;
+  /** The policy's domain (the hash tag of the rule's Redis keys). */
+  readonly domain: string;
   readonly requestsPerWindow: number;
   readonly windowSeconds: number;
   /** 0 = no block after the limit is exceeded. */
@@ -67,7 +69,7 @@ export function compilePolicy(policy: RateLimitPolicy): CompiledPolicy {
   if (policy.domain === '') throw new PolicyError('policy has an empty domain');
   const seen = new Set<string>();
   const rules = policy.rules.map((rule, position) => {
-    const compiled = compileRule(rule, position);
+    const compiled = compileRule(rule, position, policy.domain);
     if (seen.has(compiled.id)) throw new PolicyError(`rule id "${compiled.id}" is used more than once`);
     seen.add(compiled.id);
     return compiled;
@@ -119,10 +121,10 @@ const algorithms: ReadonlyMap<RateLimitAlgorithm, LimitAlgorithm> = new Map([
 /** The control plane's own bound on sliding limits (memory: one sorted-set entry per request). */
 export const maxSlidingLimit = 10_000;
 
-function compileRule(rule: RateLimitRule, position: number): CompiledRule {
+function compileRule(rule: RateLimitRule, position: number, domain: string): CompiledRule {
   const where = rule.id === '' ? `rule #${position}` : `rule "${rule.id}"`;
   if (rule.id === '') throw new PolicyError(`${where} has an empty id`);
-  // The id is a Redis hash tag ({id}) inside the key: braces would break the key layout.
+  // The id is part of a Redis hash tag ({id:…}) in the counter key layout: braces would break it.
   if (/[{}\s]/.test(rule.id)) throw new PolicyError(`${where}: id must not contain braces or whitespace`);
   if (rule.match.length === 0) throw new PolicyError(`${where} matches no descriptor entries`);
   rule.match.forEach((m, i) => {
@@ -141,6 +143,7 @@ function compileRule(rule: RateLimitRule, position: number): CompiledRule {
   const match = rule.match.map((m) => ({ key: m.key, value: m.value }));
   return {
     id: rule.id,
+    domain,
     requestsPerWindow: rule.requestsPerWindow,
     windowSeconds: rule.windowSeconds,
     blockSeconds: rule.blockSeconds,
@@ -172,6 +175,7 @@ const overrideSeconds: Readonly<Record<number, number>> = {
  * a key with braces cannot break the Redis key layout.
  */
 export function overrideRule(
+  domain: string,
   entries: readonly DescriptorEntry[],
   override: { readonly requestsPerUnit: number; readonly unit: number },
 ): RuleMatch | undefined {
@@ -181,6 +185,7 @@ export function overrideRule(
   const id = `override:${createHash('sha256').update(JSON.stringify(keys)).digest('hex').slice(0, 16)}`;
   const rule: CompiledRule = {
     id,
+    domain,
     requestsPerWindow: override.requestsPerUnit,
     windowSeconds,
     blockSeconds: 0,

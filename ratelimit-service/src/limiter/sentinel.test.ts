@@ -1,0 +1,181 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { waitUntil } from '@sekisho/devstack/processes';
+import { type RedisSentinelHandle, redisCli, startRedisSentinel } from '@sekisho/devstack/redis';
+import { createLogger } from '@sekisho/service-kit/logger';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadRateLimitConfig } from '../config';
+import { counterKey, createValueHasher } from './keys';
+import { createRedisClient, type RedisConnection, RedisFault } from './redis-client';
+import { RedisLimiter } from './redis-limiter';
+import type { LimitRule } from './types';
+
+// The limiter through Sentinel (a master, a replica, a sentinel) while the master changes
+// under traffic: every request gets an answer in time (a decision, or a RedisFault the
+// service answers by its failure mode), and decisions resume on the new master.
+
+const timeoutMs = 300;
+// Generous (a shared machine): an answer, not a wait for the failover to finish.
+const answerBound = timeoutMs + 2_000;
+const hash = createValueHasher();
+const rule: LimitRule = {
+  id: 'route:any',
+  domain: 'shop',
+  requestsPerWindow: 1_000_000,
+  windowSeconds: 3600,
+  blockSeconds: 0,
+};
+
+let sentinel: RedisSentinelHandle;
+let redis: RedisConnection;
+let limiter: RedisLimiter;
+
+/** A Sentinel setup and the service's client for it (with the passwords, when given). */
+async function setUp(opts: { sentinels?: number; data?: string; sentinel?: string } = {}) {
+  sentinel = await startRedisSentinel({
+    sentinels: opts.sentinels,
+    password: opts.data,
+    sentinelPassword: opts.sentinel,
+  });
+  const { redis: topology } = loadRateLimitConfig({
+    RATELIMIT_REDIS_MODE: 'sentinel',
+    RATELIMIT_REDIS_URL: sentinel.sentinelUrls.join(','),
+    RATELIMIT_REDIS_SENTINEL_MASTER: sentinel.masterName,
+    ...(opts.data ? { RATELIMIT_REDIS_PASSWORD: opts.data } : {}),
+    ...(opts.sentinel ? { RATELIMIT_REDIS_SENTINEL_PASSWORD: opts.sentinel } : {}),
+  });
+  redis = createRedisClient({
+    topology,
+    commandTimeoutMs: timeoutMs,
+    logger: createLogger('ratelimit-service', { level: 'silent' }),
+  });
+  limiter = new RedisLimiter({ redis, hashValues: hash });
+  await waitUntil('the sentinel client to be ready', 20_000, {}, async () =>
+    redis.status === 'ready' ? { done: true, value: undefined } : { done: false, detail: redis.status },
+  );
+}
+
+async function tearDown() {
+  redis?.disconnect();
+  await sentinel?.stop();
+}
+
+interface Outcome {
+  ok: boolean;
+  code?: string;
+  ms: number;
+  error?: unknown;
+}
+
+/** Requests every 10 ms until stopped (at most 3,000), each outcome recorded. */
+function traffic() {
+  const outcomes: Outcome[] = [];
+  let running = true;
+  const done = (async () => {
+    for (let i = 0; running && i < 3_000; i++) {
+      const started = performance.now();
+      try {
+        await limiter.hit([{ rule, values: ['u'] }], 1);
+        outcomes.push({ ok: true, ms: performance.now() - started });
+      } catch (error) {
+        outcomes.push({ ok: false, code: (error as RedisFault).code, error, ms: performance.now() - started });
+      }
+      await sleep(10);
+    }
+  })();
+  const decidedSince = (from: number) => outcomes.slice(from).filter((o) => o.ok).length;
+  return {
+    outcomes,
+    /** Waits until `count` requests after position `from` were decided. */
+    decided: (from: number, count: number) =>
+      waitUntil(`${count} decisions after request #${from}`, 30_000, {}, async () =>
+        decidedSince(from) >= count
+          ? { done: true, value: undefined }
+          : { done: false, detail: `${decidedSince(from)} so far` },
+      ),
+    stop: async () => {
+      running = false;
+      await done;
+    },
+  };
+}
+
+function expectEveryAnswerInTime(outcomes: readonly Outcome[]) {
+  for (const o of outcomes) {
+    expect(o.ms).toBeLessThan(answerBound);
+    if (!o.ok) expect(o.error).toBeInstanceOf(RedisFault);
+  }
+}
+
+describe('Sentinel failover during traffic (three sentinels, quorum two)', () => {
+  beforeAll(() => setUp({ sentinels: 3 }), 90_000);
+  afterAll(tearDown);
+
+  it('keeps answering through SENTINEL FAILOVER and decides on the new master', async () => {
+    const oldPort = await sentinel.masterPort();
+    const t = traffic();
+    try {
+      await t.decided(0, 20);
+      const newPort = await sentinel.failover();
+      expect(newPort).not.toBe(oldPort);
+      await t.decided(t.outcomes.length, 20);
+    } finally {
+      await t.stop();
+    }
+    expectEveryAnswerInTime(t.outcomes);
+    // The counter lives on (and keeps counting on) the new master.
+    const count = Number(await redisCli(await sentinel.masterPort(), ['hget', counterKey(rule, hash(['u'])), 'c']));
+    expect(count).toBeGreaterThanOrEqual(20);
+  }, 90_000);
+
+  it('keeps answering when the master is killed, and decides once the sentinel has promoted the replica', async () => {
+    const oldPort = await sentinel.masterPort();
+    const master = sentinel.servers.find((s) => s.port === oldPort);
+    const replica = sentinel.servers.find((s) => s.port !== oldPort);
+    if (!master || !replica) throw new Error('the sentinel names neither server');
+    // The replica must be in sync (it was the master until the previous failover).
+    await waitUntil('the replica to sync', 30_000, {}, async () => {
+      const info = await redisCli(replica.port, ['info', 'replication']);
+      return info.includes('master_link_status:up') ? { done: true, value: undefined } : { done: false, detail: info };
+    });
+    const t = traffic();
+    try {
+      await t.decided(0, 10);
+      await master.stop();
+      const newPort = await sentinel.waitForNewMaster(oldPort, 60_000);
+      expect(newPort).toBe(replica.port);
+      await t.decided(t.outcomes.length, 20);
+    } finally {
+      await t.stop();
+      await master.start();
+    }
+    expectEveryAnswerInTime(t.outcomes);
+    // While no master answered, requests were refused fast, each with a code.
+    const codes = new Set(t.outcomes.filter((o) => !o.ok).map((o) => o.code));
+    for (const code of codes)
+      expect(['REDIS_UNAVAILABLE', 'REDIS_TIMEOUT', 'REDIS_READONLY', 'REDIS_LOADING']).toContain(code);
+  }, 120_000);
+});
+
+describe('Sentinel with passwords (data nodes and sentinels)', () => {
+  const passwords = { data: 'data-node-s3cret', sentinel: 'sentinel-s3cret' };
+  beforeAll(() => setUp(passwords), 90_000);
+  afterAll(tearDown);
+
+  it('decides with RATELIMIT_REDIS_PASSWORD and RATELIMIT_REDIS_SENTINEL_PASSWORD, and after a failover', async () => {
+    // Both really require their password.
+    const noAuth = (port: number) => redisCli(port, ['ping']).catch((e: Error) => e.message);
+    expect(await noAuth(sentinel.servers[0]?.port as number)).toMatch(/NOAUTH/);
+    expect(await noAuth(sentinel.sentinels[0]?.port as number)).toMatch(/NOAUTH/);
+    const [first] = await limiter.hit([{ rule, values: ['p'] }], 1);
+    expect(first?.overLimit).toBe(false);
+    const t = traffic();
+    try {
+      await t.decided(0, 5);
+      await sentinel.failover();
+      await t.decided(t.outcomes.length, 10);
+    } finally {
+      await t.stop();
+    }
+    expectEveryAnswerInTime(t.outcomes);
+  }, 90_000);
+});
