@@ -101,4 +101,30 @@ describe('DefinitionWatcher', () => {
     expect(cache.hasSnapshot()).toBe(false);
     expect(watcher.status().lastReload?.result).toBe('invalid');
   });
+
+  it('reloads a burst of changes that never pauses once the ceiling is reached, not only after it', async () => {
+    await writeFile(file, testDefinitionYaml());
+    const cache = new SnapshotCache();
+    const { logger } = captureLogger('info');
+    // A quiet period far longer than the burst: only the ceiling can reload during it.
+    watcher = new DefinitionWatcher({
+      path: file,
+      cache,
+      logger,
+      registry: new Registry(),
+      debounceMs: 60_000,
+      maxDelayMs: 300,
+      pollIntervalMs: 60_000,
+    });
+    await watcher.reload('initial');
+    watcher.start();
+    const before = cache.versions()[typeUrls.endpoint];
+    let reloadedDuringBurst = false;
+    for (let i = 0; i < 100 && !reloadedDuringBurst; i += 1) {
+      await writeFile(file, testDefinitionYaml({ port: 4000 + i }));
+      await new Promise((r) => setTimeout(r, 50));
+      reloadedDuringBurst = cache.versions()[typeUrls.endpoint] !== before;
+    }
+    expect(reloadedDuringBurst).toBe(true);
+  });
 });

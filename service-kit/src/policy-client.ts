@@ -6,6 +6,7 @@ import {
   type DiscoveryResponse,
   Resource,
 } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
+import { nodeViewKey } from './contract';
 import type { Logger } from './logger';
 
 const resourceWrapperType = 'type.googleapis.com/envoy.service.discovery.v3.Resource';
@@ -22,6 +23,8 @@ export interface PolicySubscriptionOptions<T> {
   /** The control plane's ADS address, host:port. */
   address: string;
   nodeId: string;
+  /** The control-plane view to ask for (node metadata `sekisho.view`, see contract.ts). */
+  view?: string;
   typeUrl: string;
   resourceName: string;
   decode: (bytes: Uint8Array) => T;
@@ -123,7 +126,10 @@ export function subscribePolicy<T>(opts: PolicySubscriptionOptions<T>): PolicySu
       retryTimer.unref();
       backoff = Math.min(backoff * 2, maxBackoff);
     });
-    call.write(request({ node: Node.fromPartial({ id: opts.nodeId, cluster: 'sekisho', userAgentName: 'sekisho' }) }));
+    const metadata = opts.view === undefined ? undefined : { [nodeViewKey]: opts.view };
+    call.write(
+      request({ node: Node.fromPartial({ id: opts.nodeId, cluster: 'sekisho', userAgentName: 'sekisho', metadata }) }),
+    );
   };
 
   connect();
