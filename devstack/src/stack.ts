@@ -36,6 +36,8 @@ export interface StackOptions {
   >;
   /** Envoy's worker threads (--concurrency); Envoy's default (one per core) when omitted. */
   envoyConcurrency?: number;
+  /** How the ingress Envoy speaks xDS: state of the world ('GRPC', the default) or delta ('DELTA_GRPC'). */
+  adsApiType?: 'GRPC' | 'DELTA_GRPC';
   /** RATELIMIT_REDIS_FAILURE_MODE for the rate-limit service. */
   rateLimitFailureMode?: 'allow' | 'deny';
   logLevel?: string;
@@ -299,6 +301,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         adminPort: ports.envoyAdmin,
         logLevel: logLevel === 'debug' ? 'debug' : 'warning',
         concurrency: opts.envoyConcurrency,
+        adsApiType: opts.adsApiType,
       }),
     );
     const startedEnvoy = envoy;

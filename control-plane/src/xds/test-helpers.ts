@@ -350,7 +350,11 @@ export interface AdsWithEnvoy {
  * The control plane's ADS side in-process (cache, server, gRPC) serving `resources` to a
  * real Envoy started from the project's bootstrap, which knows only the ADS address.
  */
-export async function serveToRealEnvoy(nodeId: string, resources: ResourcesByType): Promise<AdsWithEnvoy> {
+export async function serveToRealEnvoy(
+  nodeId: string,
+  resources: ResourcesByType,
+  opts: { adsApiType?: 'GRPC' | 'DELTA_GRPC' } = {},
+): Promise<AdsWithEnvoy> {
   const cache = new SnapshotCache();
   cache.setSnapshot(resources);
   const registry = new Registry();
@@ -364,6 +368,7 @@ export async function serveToRealEnvoy(nodeId: string, resources: ResourcesByTyp
       controlPlane: { host: '127.0.0.1', port: grpc.port },
       adminPort: 0,
       concurrency: 1,
+      adsApiType: opts.adsApiType,
     });
   } catch (error) {
     ads.close();

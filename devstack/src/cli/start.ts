@@ -19,6 +19,8 @@ const schema = z.object({
   ENVOY_ADMIN_PORT: envPort(9901),
   DEV_KEY_SERVER_PORT: envPort(9099),
   LOG_LEVEL: envEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'warn'),
+  /** The ingress Envoy's xDS variant: GRPC (state of the world) or DELTA_GRPC. */
+  SEKISHO_ADS_API_TYPE: envEnum(['GRPC', 'DELTA_GRPC'], 'GRPC'),
 });
 
 let config: z.output<typeof schema>;
@@ -45,6 +47,7 @@ const stack = await startStack({
     keyServer: config.DEV_KEY_SERVER_PORT,
   },
   logLevel: config.LOG_LEVEL,
+  adsApiType: config.SEKISHO_ADS_API_TYPE,
   progress: (line) => console.log(`  … ${line}`),
 }).catch((error: unknown) => {
   console.error(`Sekisho failed to start: ${error instanceof Error ? error.message : String(error)}`);
