@@ -98,7 +98,7 @@ const versionIn = (cache: SnapshotCache, typeUrl: string, name: string) => {
 
 describe('delta ADS (real gRPC)', () => {
   it('answers a wildcard subscription with every resource, each versioned by its content hash', async () => {
-    const { cache, delta } = await start();
+    const { cache, delta, metric } = await start();
     const s = delta();
     s.send({ typeUrl: CDS }, node);
     const r = await s.next();
@@ -109,6 +109,8 @@ describe('delta ADS (real gRPC)', () => {
     expect(r.removedResources).toEqual([]);
     s.ack(r);
     await s.expectNothing();
+    // Without views every node reads the one group: none is unknown.
+    expect(await metric('sekisho_xds_unknown_nodes_total')).toBe(0);
   });
 
   it('sends only the changed resource, removed_resources for a dropped one, and nothing for an identical snapshot', async () => {

@@ -165,12 +165,11 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
         // Envoy sends the node on the first request only (set_node_on_first_message_only).
         if (!nodeSeen && request.node) {
           nodeSeen = true;
-          const view = classify ? classify(request.node) : defaultGroup;
           if (classify) {
-            group = view;
+            group = classify(request.node);
             watch();
           }
-          recorder.node(request.node, classify ? view : undefined, group ?? '');
+          recorder.node(request.node, group, group ?? '');
         }
         protocol.onRequest(request);
       }),
