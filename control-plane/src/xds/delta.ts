@@ -4,6 +4,7 @@ import type {
   DeltaDiscoveryResponse,
 } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
 import { type CachedResource, sortByPushOrder, type TypeSnapshot } from './cache';
+import { encodeDeltaResponse } from './encode';
 import { endpointsOwedAfter, holdReason, type ProgressOf, retainedResources } from './ordering';
 import { byName, type StreamContext, type StreamProtocol, snapshotFor } from './stream';
 import { typeUrls, wildcardTypes } from './type-urls';
@@ -177,18 +178,8 @@ export class DeltaProtocol implements StreamProtocol<DeltaDiscoveryRequest> {
     const after = new Map(t.known);
     for (const r of changed) after.set(r.name, resourceVersion(r));
     for (const name of removed) after.delete(name);
-    const response: DeltaDiscoveryResponse = {
+    const response: Omit<DeltaDiscoveryResponse, 'resources'> = {
       systemVersionInfo: systemVersion,
-      resources: changed.map((r) => ({
-        name: r.name,
-        version: resourceVersion(r),
-        resource: r.resource,
-        aliases: [],
-        resourceName: undefined,
-        ttl: undefined,
-        cacheControl: undefined,
-        metadata: undefined,
-      })),
       typeUrl,
       removedResources: removed,
       removedResourceNames: [],
@@ -204,7 +195,12 @@ export class DeltaProtocol implements StreamProtocol<DeltaDiscoveryRequest> {
       const eds = this.types.get(typeUrls.endpoint);
       if (eds) for (const r of changed) eds.owed.add(r.name);
     }
-    this.ctx.write(response);
+    this.ctx.write(
+      encodeDeltaResponse(
+        response,
+        changed.map((r) => ({ resource: r, version: resourceVersion(r) })),
+      ),
+    );
     this.ctx.recorder.sent(typeUrl, {
       version: systemVersion,
       nonce,

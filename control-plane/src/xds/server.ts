@@ -16,6 +16,7 @@ import type { Registry } from 'prom-client';
 import { defaultGroup, type SnapshotCache } from './cache';
 import { ConnectionRegistry, type Connections, type StreamStatus, type XdsVariant } from './connections';
 import { DeltaProtocol } from './delta';
+import { acceptingEncoded } from './encode';
 import { createXdsMetrics, typeLabel } from './metrics';
 import { SotwProtocol } from './sotw';
 import type { StreamContext, StreamProtocol } from './stream';
@@ -196,7 +197,7 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
 
   return {
     register: (server) => {
-      server.addService(AggregatedDiscoveryServiceService, ads);
+      server.addService(acceptingEncoded(AggregatedDiscoveryServiceService), ads);
       for (const { definition, typeUrl } of perTypeServices) {
         // Each per-type service has one SotW and one delta streaming method (plus a unary
         // REST-style Fetch method, which Sekisho does not serve: clients stream).
@@ -209,7 +210,7 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
             implementation[method] = method.startsWith('delta') ? delta(typeUrl) : sotw(typeUrl);
           }
         }
-        server.addService(definition, implementation as never);
+        server.addService(acceptingEncoded(definition), implementation as never);
       }
     },
     status: () => connections.list(),

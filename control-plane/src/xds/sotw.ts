@@ -1,6 +1,7 @@
 import { status as grpcStatus } from '@grpc/grpc-js';
 import type { DiscoveryRequest, DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
 import { type CachedResource, sortByPushOrder, type TypeSnapshot, versionOf } from './cache';
+import { encodeSotwResponse } from './encode';
 import { endpointsOwedAfter, holdReason, type ProgressOf, retainedResources } from './ordering';
 import { byName, type StreamContext, type StreamProtocol, snapshotFor } from './stream';
 import { typeUrls, wildcardTypes } from './type-urls';
@@ -142,9 +143,8 @@ export class SotwProtocol implements StreamProtocol<DiscoveryRequest> {
     const nonce = `${this.ctx.recorder.id}-${this.nonceSeq}`;
     // A response that still carries dropped clusters is not the snapshot's version.
     const version = retained.length > 0 ? `${snapshot.version}+retained` : snapshot.version;
-    const response: DiscoveryResponse = {
+    const response: Omit<DiscoveryResponse, 'resources'> = {
       versionInfo: version,
-      resources: selected.map((r) => r.resource),
       canary: false,
       typeUrl,
       nonce,
@@ -154,7 +154,7 @@ export class SotwProtocol implements StreamProtocol<DiscoveryRequest> {
     t.awaiting = true;
     if (endpointsOwedAfter(typeUrl)) this.edsOwed = true;
     if (typeUrl === typeUrls.endpoint) this.edsOwed = false;
-    this.ctx.write(response);
+    this.ctx.write(encodeSotwResponse(response, selected));
     this.ctx.recorder.sent(typeUrl, {
       version,
       nonce,
