@@ -96,7 +96,7 @@ export class ConnectionRegistry implements Connections {
     for (const typeUrl of sortByPushOrder(record.types.keys())) {
       const t = record.types.get(typeUrl) as TypeRecord;
       types[typeUrl] = {
-        subscribed: t.subscribed,
+        subscribed: t.subscribed === '*' ? '*' : [...t.subscribed],
         sentVersion: t.sentVersion,
         ackedVersion: t.acked?.version,
         ackedAt: t.acked?.at.toISOString(),
