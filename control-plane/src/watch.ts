@@ -92,6 +92,8 @@ export class DefinitionWatcher {
   private signature?: FileSignature;
   private lastReload?: ReloadStatus;
   private lastGoodAt?: Date;
+  /** This process saved a definition to the store (so an unchanged one need not be saved again). */
+  private saved = false;
 
   constructor(private readonly opts: DefinitionWatcherOptions) {
     this.log = opts.logger.child({ category: 'technical', component: 'definition', definition: opts.path });
@@ -145,9 +147,11 @@ export class DefinitionWatcher {
     this.reloads.inc({ result: this.lastReload.result });
     if (result.ok) {
       this.lastGoodAt = at;
-      if (this.opts.store) {
+      // Saved when it differs from what this process saved last (a reload that changed nothing writes nothing).
+      if (this.opts.store && (changedTypes.length > 0 || !this.saved)) {
         try {
           await this.opts.store.save(this.opts.path, result.resources);
+          this.saved = true;
         } catch (error) {
           this.lastReload.saveError = String(error);
           this.log.error(
