@@ -41,12 +41,12 @@ function compileOrThrow(k: number) {
   const started = performance.now();
   const result = compileDefinition(benchDefinition(k));
   if (!result.ok) throw new Error(`bench definition invalid: ${JSON.stringify(result.errors.slice(0, 3))}`);
-  return { resources: result.resources, compileMs: performance.now() - started };
+  return { compiled: result, compileMs: performance.now() - started };
 }
 
 const cache = new SnapshotCache();
 const views = createViews(gatewayViews());
-cache.setSnapshots(views.compile(compileOrThrow(0).resources));
+cache.setSnapshots(views.compile(compileOrThrow(0).compiled));
 const ads = createAdsServer({
   cache,
   logger: createLogger('xds-bench', { level: 'warn' }),
@@ -59,8 +59,8 @@ const control = createServer((req, res) => {
   const url = new URL(req.url ?? '/', 'http://x');
   if (url.pathname === '/change') {
     const k = Number(url.searchParams.get('k'));
-    const { resources, compileMs } = compileOrThrow(k);
-    const changed = cache.setSnapshots(views.compile(resources));
+    const { compiled, compileMs } = compileOrThrow(k);
+    const changed = cache.setSnapshots(views.compile(compiled));
     const at = performance.timeOrigin + performance.now();
     res.end(
       JSON.stringify({

@@ -17,10 +17,15 @@ describe('LastGoodStore', () => {
   it('round-trips the resources of a definition, byte for byte, in a 0600 file and leaves no temporary file', async () => {
     const store = new LastGoodStore(join(dir, 'state'));
     const resources = resourcesOf(edsCluster('a'), routeTo('r', 'a'));
-    await store.save('/defs/gateway.ts', resources);
-    await store.save('/defs/gateway.ts', resources);
+    const groups = new Map([
+      ['ingress', resources],
+      ['ext-authz', new Map()],
+    ]);
+    await store.save('/defs/gateway.ts', groups);
+    await store.save('/defs/gateway.ts', groups);
     const loaded = await store.load('/defs/gateway.ts');
-    expect(loaded?.resources).toEqual(
+    expect([...(loaded?.groups.keys() ?? [])]).toEqual(['ingress', 'ext-authz']);
+    expect(loaded?.groups.get('ingress')).toEqual(
       new Map(
         [...resources].map(([type, list]) => [
           type,
@@ -39,7 +44,7 @@ describe('LastGoodStore', () => {
   it('has nothing for a definition file it was not saved for, or when nothing was saved', async () => {
     const store = new LastGoodStore(dir);
     expect(await store.load('/defs/gateway.ts')).toBeUndefined();
-    await store.save('/defs/other.ts', resourcesOf(edsCluster('a')));
+    await store.save('/defs/other.ts', new Map([['ingress', resourcesOf(edsCluster('a'))]]));
     expect(await store.load('/defs/gateway.ts')).toBeUndefined();
   });
 

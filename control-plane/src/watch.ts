@@ -7,7 +7,7 @@ import { type CompileResult, compileDefinitionFile, type FieldError } from './de
 import type { LastGoodStore } from './last-good';
 import { defaultGroup, type SnapshotCache, sortByPushOrder } from './xds/cache';
 import type { ResourcesByType } from './xds/resources';
-import type { Views } from './xds/views';
+import type { CompiledDefinition, Views } from './xds/views';
 
 // Keeps the snapshot cache in step with the definition file. fs.watch on the file's
 // directory (not the file: editors save by writing a new file and renaming it over
@@ -127,9 +127,11 @@ export class DefinitionWatcher {
     if (result.files) this.watchDependencies(result.files);
     let changedTypes: string[] = [];
     let changedByView: Record<string, string[]> | undefined;
+    let groups: Map<string, ResourcesByType> | undefined;
     if (result.ok) {
       try {
-        ({ changedTypes, changedByView } = this.serve(result.resources));
+        groups = this.groupsOf(result);
+        ({ changedTypes, changedByView } = this.serve(groups));
       } catch (error) {
         // A translator bug (a repeated name): the cache kept the last good snapshot.
         result = { ok: false, errors: [{ path: '', message: `internal error: ${String(error)}` }] };
@@ -148,9 +150,9 @@ export class DefinitionWatcher {
     if (result.ok) {
       this.lastGoodAt = at;
       // Saved when it differs from what this process saved last (a reload that changed nothing writes nothing).
-      if (this.opts.store && (changedTypes.length > 0 || !this.saved)) {
+      if (this.opts.store && groups && (changedTypes.length > 0 || !this.saved)) {
         try {
-          await this.opts.store.save(this.opts.path, result.resources);
+          await this.opts.store.save(this.opts.path, groups);
           this.saved = true;
         } catch (error) {
           this.lastReload.saveError = String(error);
@@ -185,12 +187,19 @@ export class DefinitionWatcher {
     return result;
   }
 
-  /** Sets the snapshot of every view (or of the one group); throws, changing nothing, on a translator bug. */
-  private serve(resources: ResourcesByType): { changedTypes: string[]; changedByView?: Record<string, string[]> } {
-    if (!this.opts.views) return { changedTypes: this.opts.cache.setSnapshot(resources, this.group) };
-    const changedByView = this.opts.cache.setSnapshots(this.opts.views.compile(resources));
-    const union = new Set(Object.values(changedByView).flat());
-    return { changedTypes: sortByPushOrder(union), changedByView };
+  /** Each group's (view's) resources of a compiled definition: every view, or the one group. */
+  private groupsOf(compiled: CompiledDefinition): Map<string, ResourcesByType> {
+    return this.opts.views ? this.opts.views.compile(compiled) : new Map([[this.group, compiled.resources]]);
+  }
+
+  /** Sets every group's snapshot at once; throws, changing nothing, on a translator bug. */
+  private serve(groups: ReadonlyMap<string, ResourcesByType>): {
+    changedTypes: string[];
+    changedByView?: Record<string, string[]>;
+  } {
+    const changedByGroup = this.opts.cache.setSnapshots(groups);
+    const changedTypes = sortByPushOrder(new Set(Object.values(changedByGroup).flat()));
+    return this.opts.views ? { changedTypes, changedByView: changedByGroup } : { changedTypes };
   }
 
   /**
@@ -200,7 +209,19 @@ export class DefinitionWatcher {
   async serveSaved(invalid: CompileResult): Promise<boolean> {
     const saved = await this.opts.store?.load(this.opts.path);
     if (!saved) return false;
-    const { changedTypes, changedByView } = this.serve(saved.resources);
+    const wanted = this.opts.views?.names ?? [this.group];
+    const missing = wanted.filter((group) => !saved.groups.has(group));
+    if (missing.length > 0) {
+      // Saved by a control plane with other views: serving part of them would be a guess.
+      this.log.error(
+        { event_type: 'definition_saved_unusable', file: this.opts.store?.file, missing_views: missing },
+        'the saved definition lacks views this control plane serves; not using it',
+      );
+      return false;
+    }
+    const { changedTypes, changedByView } = this.serve(
+      new Map(wanted.map((group) => [group, saved.groups.get(group) as ResourcesByType])),
+    );
     this.lastGoodAt = new Date(saved.savedAt);
     this.lastReload = {
       at: new Date().toISOString(),

@@ -4,7 +4,6 @@ import { parse } from 'yaml';
 import { compileDefinition } from '../definition/load';
 import { SnapshotCache } from './cache';
 import { resourceVersion } from './delta';
-import type { ResourcesByType } from './resources';
 import { testDefinitionYaml } from './test-helpers';
 import { typeUrls } from './type-urls';
 import { createViews, envoyTypes, gatewayViews } from './views';
@@ -12,10 +11,10 @@ import { createViews, envoyTypes, gatewayViews } from './views';
 const views = createViews(gatewayViews());
 const node = (fields: Partial<Node>) => Node.fromPartial(fields);
 
-function compiled(yaml: string): ResourcesByType {
+function compiled(yaml: string) {
   const result = compileDefinition(parse(yaml));
   if (!result.ok) throw new Error(JSON.stringify(result.errors));
-  return result.resources;
+  return result;
 }
 
 describe('views: classifying nodes', () => {

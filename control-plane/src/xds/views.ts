@@ -1,5 +1,6 @@
 import type { Node } from '@sekisho/proto/envoy/config/core/v3/base';
 import { nodeViewKey, policyViews } from '@sekisho/service-kit/contract';
+import type { GatewayIR } from '../ir/types';
 import type { ResourcesByType } from './resources';
 import { typeUrls } from './type-urls';
 
@@ -11,13 +12,22 @@ import { typeUrls } from './type-urls';
 // The mesh work extends this by adding views (one per sidecar, `sidecar:<service>`) to the
 // list given to createViews; the server and cache need no change.
 
+/** What every view is compiled from: one definition's IR and the resources translated from it. */
+export interface CompiledDefinition {
+  ir: GatewayIR;
+  resources: ResourcesByType;
+}
+
 export interface View {
   /** The view's name: the cache group its nodes read, shown in /status and metrics. */
   readonly name: string;
   /** Whether a node that names no view in its metadata belongs here. */
   matches(node: Node): boolean;
-  /** What this view's nodes need of the compiled definition: a subset, never more. */
-  select(all: ResourcesByType): ResourcesByType;
+  /**
+   * What this view's nodes need of the compiled definition, never more: a subset of its
+   * resources, or resources of the view's own translated from the IR (a sidecar's).
+   */
+  select(compiled: CompiledDefinition): ResourcesByType;
 }
 
 export interface Views {
@@ -25,14 +35,14 @@ export interface Views {
   /** The view of `node`, or undefined when none matches (the node is served nothing). */
   classify(node: Node): string | undefined;
   /** Every view's resources, from one compiled definition. */
-  compile(all: ResourcesByType): Map<string, ResourcesByType>;
+  compile(compiled: CompiledDefinition): Map<string, ResourcesByType>;
 }
 
 /** The resources of `types` only (each present, empty when the definition has none). */
 export const typesOnly =
   (types: readonly string[]) =>
-  (all: ResourcesByType): ResourcesByType =>
-    new Map(types.map((type) => [type, all.get(type) ?? []]));
+  ({ resources }: CompiledDefinition): ResourcesByType =>
+    new Map(types.map((type) => [type, resources.get(type) ?? []]));
 
 /** The Envoy types an ingress proxy is served: everything but Sekisho's policy resources. */
 export const envoyTypes: readonly string[] = [
@@ -75,6 +85,6 @@ export function createViews(views: readonly View[]): Views {
       if (named !== undefined) return typeof named === 'string' && byName.has(named) ? named : undefined;
       return views.find((view) => view.matches(node))?.name;
     },
-    compile: (all) => new Map(views.map((view) => [view.name, view.select(all)])),
+    compile: (compiled) => new Map(views.map((view) => [view.name, view.select(compiled)])),
   };
 }
