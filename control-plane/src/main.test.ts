@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,7 +74,7 @@ describe('control plane main', () => {
       );
       client.current = adsClient(cp.xdsPort);
       const stream = new AdsTestStream(client.current);
-      stream.send({ typeUrl: typeUrls.cluster }, 'main-test-node');
+      stream.send({ typeUrl: typeUrls.cluster }, 'main-test-node', 'sekisho-ingress');
       const clusters = await stream.next();
       expect(namesIn(clusters)).toContain('svc_customer');
       stream.ack(clusters);
@@ -93,12 +93,97 @@ describe('control plane main', () => {
       expect(metrics).toContain('sekisho_xds_connected_streams 1');
       expect(metrics).toContain('sekisho_definition_reloads_total{result="ok"} 1');
       expect(metrics).toMatch(
-        /sekisho_xds_snapshot_version_info\{group="default",type="cluster",version="[0-9a-f]{16}"\} 1/,
+        /sekisho_xds_snapshot_version_info\{group="ingress",type="cluster",version="[0-9a-f]{16}"\} 1/,
       );
       stream.cancel();
     } finally {
       client.current?.close();
       await cp?.close();
+    }
+  });
+
+  it('restarted while its file is invalid, serves the last good definition it saved and reports the error', async () => {
+    const stateDir = join(dir, 'state');
+    const file = join(dir, 'restart.yaml');
+    await writeFile(file, testDefinitionYaml({ port: 3333 }));
+    const config = configSchema.parse({
+      CONTROL_PLANE_DEFINITION: 'restart.yaml',
+      CONTROL_PLANE_XDS_PORT: '0',
+      CONTROL_PLANE_ADMIN_PORT: '0',
+      CONTROL_PLANE_STATE_DIR: 'state',
+    });
+    const first = await startControlPlane(config, {
+      logger: captureLogger('info').logger,
+      registry: new Registry(),
+      cwd: dir,
+    });
+    const served = first.status().versions as Record<string, string>;
+    await first.close();
+    expect(await readdir(stateDir)).toEqual(['last-good-definition.json']);
+    expect((await stat(join(stateDir, 'last-good-definition.json'))).mode & 0o777).toBe(0o600);
+
+    await writeFile(file, testDefinitionYaml({ to: 'nosuchservice' }));
+    const { logger, records } = captureLogger('info');
+    let cp: ControlPlane | undefined;
+    const client = { current: undefined as ReturnType<typeof adsClient> | undefined };
+    try {
+      cp = await startControlPlane(config, { logger, registry: new Registry(), cwd: dir });
+      expect(cp.status().versions).toEqual(served);
+      expect(cp.status().lastReload).toMatchObject({
+        result: 'invalid',
+        servingSaved: { savedAt: expect.any(String) },
+        errors: [expect.objectContaining({ path: 'routes[0].to' }), expect.objectContaining({ path: 'routes[1].to' })],
+      });
+      expect(records).toContainEqual(expect.objectContaining({ event_type: 'definition_rejected', level: 'ERROR' }));
+      client.current = adsClient(cp.xdsPort);
+      const stream = new AdsTestStream(client.current);
+      stream.send({ typeUrl: typeUrls.cluster }, 'restart-node', 'sekisho-ingress');
+      const clusters = await stream.next();
+      expect(clusters.versionInfo).toBe(served[typeUrls.cluster]);
+      stream.ack(clusters);
+      // Fixing the file serves it, as in any reload.
+      await writeFile(file, testDefinitionYaml({ port: 3334 }));
+      await eventually(
+        () => (cp?.status().lastReload as { result?: string } | undefined)?.result === 'ok',
+        10_000,
+        'fixed reload',
+      );
+      stream.cancel();
+    } finally {
+      client.current?.close();
+      await cp?.close();
+    }
+  });
+
+  it('serves identical versions from two replicas given the same definition (content hashes, not counters)', async () => {
+    const config = configSchema.parse({
+      CONTROL_PLANE_DEFINITION: 'good.yaml',
+      CONTROL_PLANE_XDS_PORT: '0',
+      CONTROL_PLANE_ADMIN_PORT: '0',
+    });
+    const replicas: ControlPlane[] = [];
+    const clients: Array<ReturnType<typeof adsClient>> = [];
+    try {
+      for (let i = 0; i < 2; i += 1) {
+        replicas.push(
+          await startControlPlane(config, { logger: captureLogger('info').logger, registry: new Registry(), cwd: dir }),
+        );
+      }
+      const versions = await Promise.all(
+        replicas.map(async (cp) => {
+          const client = adsClient(cp.xdsPort);
+          clients.push(client);
+          const stream = new AdsTestStream(client);
+          stream.send({ typeUrl: typeUrls.listener }, 'replica-node', 'sekisho-ingress');
+          const listeners = await stream.next();
+          stream.cancel();
+          return { listeners: listeners.versionInfo, all: cp.status().views };
+        }),
+      );
+      expect(versions[0]).toEqual(versions[1]);
+    } finally {
+      for (const client of clients) client.close();
+      for (const cp of replicas) await cp.close();
     }
   });
 

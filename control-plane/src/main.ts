@@ -2,8 +2,8 @@ import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startAdminServer } from '@sekisho/service-kit/admin-server';
-import { ConfigError, envEnum, envLogLevel, envPort, loadConfig } from '@sekisho/service-kit/config';
-import { startGrpcServer } from '@sekisho/service-kit/grpc-server';
+import { ConfigError, envDuration, envEnum, envLogLevel, envPort, loadConfig } from '@sekisho/service-kit/config';
+import { type GrpcServiceRegistrar, startGrpcServer } from '@sekisho/service-kit/grpc-server';
 import type { Logger } from '@sekisho/service-kit/logger';
 import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
 import { runService } from '@sekisho/service-kit/run-service';
@@ -14,9 +14,11 @@ import { z } from 'zod';
 import { authorize, checkTrustDomain, peerIdentityOf } from './channel/identity';
 import { createServerTls, readServerTls, type ServerTls, serverTlsVariables } from './channel/server-tls';
 import type { FieldError } from './definition/load';
+import { LastGoodStore } from './last-good';
 import { DefinitionWatcher, type DefinitionWatcherOptions, describeFieldError } from './watch';
 import { SnapshotCache } from './xds/cache';
 import { createAdsServer } from './xds/server';
+import { createViews, gatewayViews } from './xds/views';
 
 // The control plane process: compile the definition, serve it over ADS, recompile
 // whenever the file changes. Run with `npx tsx control-plane/src/main.ts`.
@@ -51,6 +53,14 @@ export const configSchema = z
      * a private link) already authenticates and encrypts the channel.
      */
     CONTROL_PLANE_ALLOW_INSECURE: envEnum(['true', 'false'], 'false').transform((value) => value === 'true'),
+    /** Where the last good definition is kept for a restart with an invalid file; unset: not kept. */
+    CONTROL_PLANE_STATE_DIR: z.string().min(1).optional(),
+    /** A burst of definition changes is compiled once quiet this long … */
+    CONTROL_PLANE_DEBOUNCE: envDuration('100ms'),
+    /** … or once it has gone on this long. */
+    CONTROL_PLANE_DEBOUNCE_MAX: envDuration('10s'),
+    /** HTTP/2 keepalive pings on every xDS connection: a peer that does not answer is dropped. */
+    CONTROL_PLANE_KEEPALIVE: envDuration('30s'),
     LOG_LEVEL: envLogLevel(),
   })
   .superRefine((config, ctx) => {
@@ -99,6 +109,26 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv = process.env): Co
   return config;
 }
 
+/**
+ * The one place the xDS gRPC server is bound: address, port, keepalive and the control channel's TLS credentials. Streams
+ * are kept alive by HTTP/2 pings from both sides (this server pings every
+ * CONTROL_PLANE_KEEPALIVE; Envoy's bootstrap pings every 30 s), so a dead proxy's stream ends
+ * instead of lingering.
+ */
+function startXdsGrpcServer(
+  config: ControlPlaneConfig,
+  register: (server: GrpcServiceRegistrar) => void,
+  tls: ServerTls | undefined,
+) {
+  return startGrpcServer({
+    host: config.CONTROL_PLANE_HOST,
+    port: config.CONTROL_PLANE_XDS_PORT,
+    register,
+    keepaliveMs: config.CONTROL_PLANE_KEEPALIVE,
+    ...(tls ? { credentials: tls.credentials } : {}),
+  });
+}
+
 /** The initial definition did not compile; nothing was started. */
 export class InvalidDefinitionError extends Error {
   constructor(
@@ -135,10 +165,27 @@ export async function startControlPlane(
   const { logger, registry } = deps;
   const definitionPath = resolve(deps.cwd ?? process.cwd(), config.CONTROL_PLANE_DEFINITION);
   const cache = new SnapshotCache();
-  const watcher = new DefinitionWatcher({ path: definitionPath, cache, logger, registry, ...deps.watcher });
+  const views = createViews(gatewayViews());
+  const store = config.CONTROL_PLANE_STATE_DIR
+    ? new LastGoodStore(resolve(deps.cwd ?? process.cwd(), config.CONTROL_PLANE_STATE_DIR))
+    : undefined;
+  const watcher = new DefinitionWatcher({
+    path: definitionPath,
+    cache,
+    logger,
+    registry,
+    views,
+    store,
+    debounceMs: config.CONTROL_PLANE_DEBOUNCE,
+    maxDelayMs: config.CONTROL_PLANE_DEBOUNCE_MAX,
+    ...deps.watcher,
+  });
 
   const initial = await watcher.reload('initial', { quiet: true });
-  if (!initial.ok) throw new InvalidDefinitionError(definitionPath, initial.errors);
+  // A file that is invalid at start-up: serve the last good definition saved before, if any.
+  if (!initial.ok && !(await watcher.serveSaved(initial))) {
+    throw new InvalidDefinitionError(definitionPath, initial.errors);
+  }
 
   const tlsFiles = tlsFilesOf(config);
   let tls: ServerTls | undefined;
@@ -153,16 +200,12 @@ export async function startControlPlane(
     cache,
     logger,
     registry,
-    ...(tls ? { authorize: (node, der) => authorize(node, peerIdentityOf(der), trustDomain) } : {}),
+    classify: (node) => views.classify(node),
+    ...(tls ? { authorize: (node, view, der) => authorize(node, peerIdentityOf(der), trustDomain, view) } : {}),
   });
   let grpc: Awaited<ReturnType<typeof startGrpcServer>>;
   try {
-    grpc = await startGrpcServer({
-      host: config.CONTROL_PLANE_HOST,
-      port: config.CONTROL_PLANE_XDS_PORT,
-      register: (server) => ads.register(server),
-      ...(tls ? { credentials: tls.credentials } : {}),
-    });
+    grpc = await startXdsGrpcServer(config, (server) => ads.register(server), tls);
   } catch (error) {
     tls?.close();
     await watcher.stop();
@@ -189,7 +232,8 @@ export async function startControlPlane(
     return {
       service: 'control-plane',
       definition: w.path,
-      versions: cache.versions(),
+      versions: Object.assign({}, ...views.names.map((view) => cache.versions(view))),
+      views: Object.fromEntries(views.names.map((view) => [view, cache.versions(view)])),
       lastReload: w.lastReload,
       lastGoodAt: w.lastGoodAt,
       nodes: ads.status(),
@@ -202,7 +246,7 @@ export async function startControlPlane(
       port: config.CONTROL_PLANE_ADMIN_PORT,
       registry,
       logger,
-      isReady: () => cache.hasSnapshot(),
+      isReady: () => views.names.every((view) => cache.hasSnapshot(view)),
       status,
     });
   } catch (error) {
@@ -221,7 +265,7 @@ export async function startControlPlane(
       admin_port: admin.port,
       ...channel,
       definition: definitionPath,
-      versions: cache.versions(),
+      views: views.names,
     },
     'control plane ready',
   );

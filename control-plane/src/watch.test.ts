@@ -3,11 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LastGoodStore } from './last-good';
 import { DefinitionWatcher } from './watch';
 import { SnapshotCache } from './xds/cache';
 // The real compileDefinitionFile on a YAML file in a temp directory.
 import { captureLogger, eventually, testDefinitionYaml } from './xds/test-helpers';
 import { typeUrls } from './xds/type-urls';
+import { createViews, gatewayViews } from './xds/views';
 
 describe('DefinitionWatcher', () => {
   let dir: string;
@@ -100,5 +102,53 @@ describe('DefinitionWatcher', () => {
     expect(result.ok).toBe(false);
     expect(cache.hasSnapshot()).toBe(false);
     expect(watcher.status().lastReload?.result).toBe('invalid');
+  });
+
+  it('reloads a burst of changes that never pauses once the ceiling is reached, not only after it', async () => {
+    await writeFile(file, testDefinitionYaml());
+    const cache = new SnapshotCache();
+    const { logger } = captureLogger('info');
+    // A quiet period far longer than the burst: only the ceiling can reload during it.
+    watcher = new DefinitionWatcher({
+      path: file,
+      cache,
+      logger,
+      registry: new Registry(),
+      debounceMs: 60_000,
+      maxDelayMs: 300,
+      pollIntervalMs: 60_000,
+    });
+    await watcher.reload('initial');
+    watcher.start();
+    const before = cache.versions()[typeUrls.endpoint];
+    let reloadedDuringBurst = false;
+    for (let i = 0; i < 100 && !reloadedDuringBurst; i += 1) {
+      await writeFile(file, testDefinitionYaml({ port: 4000 + i }));
+      await new Promise((r) => setTimeout(r, 50));
+      reloadedDuringBurst = cache.versions()[typeUrls.endpoint] !== before;
+    }
+    expect(reloadedDuringBurst).toBe(true);
+  });
+
+  it('does not serve a saved definition that lacks a view it serves (saved by another version)', async () => {
+    const store = new LastGoodStore(join(dir, 'state'));
+    await store.save(file, new Map([['ingress', new Map()]]));
+    const cache = new SnapshotCache();
+    const { logger, records } = captureLogger('info');
+    watcher = new DefinitionWatcher({
+      path: file,
+      cache,
+      logger,
+      registry: new Registry(),
+      views: createViews(gatewayViews()),
+      store,
+    });
+    const invalid = await watcher.reload('initial', { quiet: true });
+    expect(invalid.ok).toBe(false);
+    expect(await watcher.serveSaved(invalid)).toBe(false);
+    expect(cache.groupNames()).toEqual([]);
+    expect(records).toContainEqual(
+      expect.objectContaining({ event_type: 'definition_saved_unusable', missing_views: ['ext-authz', 'ratelimit'] }),
+    );
   });
 });

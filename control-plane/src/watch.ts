@@ -4,7 +4,10 @@ import { basename, dirname } from 'node:path';
 import type { Logger } from '@sekisho/service-kit/logger';
 import { Counter, type Registry } from 'prom-client';
 import { type CompileResult, compileDefinitionFile, type FieldError } from './definition/load';
-import { defaultGroup, type SnapshotCache } from './xds/cache';
+import type { LastGoodStore } from './last-good';
+import { defaultGroup, type SnapshotCache, sortByPushOrder } from './xds/cache';
+import type { ResourcesByType } from './xds/resources';
+import type { CompiledDefinition, Views } from './xds/views';
 
 // Keeps the snapshot cache in step with the definition file. fs.watch on the file's
 // directory (not the file: editors save by writing a new file and renaming it over
@@ -29,9 +32,16 @@ export interface DefinitionWatcherOptions {
   registry: Registry;
   /** Defaults to compileDefinitionFile. */
   compile?: Compile;
-  /** Snapshot group the definition feeds. */
+  /** Snapshot group the definition feeds (without views). */
   group?: string;
+  /** Compiles one snapshot per view (group) from every definition; replaces `group`. */
+  views?: Views;
+  /** Where each good definition is saved for a restart with an invalid file. */
+  store?: LastGoodStore;
+  /** A burst of changes is compiled once it has been quiet this long … */
   debounceMs?: number;
+  /** … or once it has gone on this long, whichever comes first. */
+  maxDelayMs?: number;
   pollIntervalMs?: number;
 }
 
@@ -40,8 +50,14 @@ export interface ReloadStatus {
   trigger: string;
   result: 'ok' | 'invalid';
   errors: FieldError[];
-  /** Types whose version changed (empty when the definition compiled to the same resources). */
+  /** Types whose version changed in any view (empty when the definition compiled to the same resources). */
   changedTypes: string[];
+  /** With views: each view's changed types. */
+  changedByView?: Record<string, string[]>;
+  /** The saved last good definition is served because the file was invalid at start-up. */
+  servingSaved?: { savedAt: string };
+  /** Saving the good definition failed (it is still served). */
+  saveError?: string;
 }
 
 export interface WatcherStatus {
@@ -59,6 +75,9 @@ export class DefinitionWatcher {
   private readonly compile: Compile;
   private readonly group: string;
   private readonly debounceMs: number;
+  private readonly maxDelayMs: number;
+  /** When the first change of the burst now being debounced arrived. */
+  private burstStart?: number;
   private readonly pollIntervalMs: number;
   private readonly reloads: Counter<'result'>;
   private fsWatcher?: FSWatcher;
@@ -73,12 +92,15 @@ export class DefinitionWatcher {
   private signature?: FileSignature;
   private lastReload?: ReloadStatus;
   private lastGoodAt?: Date;
+  /** This process saved a definition to the store (so an unchanged one need not be saved again). */
+  private saved = false;
 
   constructor(private readonly opts: DefinitionWatcherOptions) {
     this.log = opts.logger.child({ category: 'technical', component: 'definition', definition: opts.path });
     this.compile = opts.compile ?? compileDefinitionFile;
     this.group = opts.group ?? defaultGroup;
-    this.debounceMs = opts.debounceMs ?? 150;
+    this.debounceMs = opts.debounceMs ?? 100;
+    this.maxDelayMs = opts.maxDelayMs ?? 10_000;
     this.pollIntervalMs = opts.pollIntervalMs ?? 2_000;
     this.reloads = new Counter({
       name: 'sekisho_definition_reloads_total',
@@ -104,9 +126,12 @@ export class DefinitionWatcher {
     }
     if (result.files) this.watchDependencies(result.files);
     let changedTypes: string[] = [];
+    let changedByView: Record<string, string[]> | undefined;
+    let groups: Map<string, ResourcesByType> | undefined;
     if (result.ok) {
       try {
-        changedTypes = this.opts.cache.setSnapshot(result.resources, this.group);
+        groups = this.groupsOf(result);
+        ({ changedTypes, changedByView } = this.serve(groups));
       } catch (error) {
         // A translator bug (a repeated name): the cache kept the last good snapshot.
         result = { ok: false, errors: [{ path: '', message: `internal error: ${String(error)}` }] };
@@ -119,16 +144,31 @@ export class DefinitionWatcher {
       result: result.ok ? 'ok' : 'invalid',
       errors: result.ok ? [] : result.errors,
       changedTypes,
+      ...(changedByView ? { changedByView } : {}),
     };
     this.reloads.inc({ result: this.lastReload.result });
     if (result.ok) {
       this.lastGoodAt = at;
+      // Saved when it differs from what this process saved last (a reload that changed nothing writes nothing).
+      if (this.opts.store && groups && (changedTypes.length > 0 || !this.saved)) {
+        try {
+          await this.opts.store.save(this.opts.path, groups);
+          this.saved = true;
+        } catch (error) {
+          this.lastReload.saveError = String(error);
+          this.log.error(
+            { event_type: 'definition_save_failed', error_details: String(error) },
+            'cannot save the last good definition (it is served all the same)',
+          );
+        }
+      }
       this.log.info(
         {
           event_type: 'definition_loaded',
           trigger,
           changed_types: changedTypes,
-          versions: this.opts.cache.versions(this.group),
+          versions: this.opts.views ? undefined : this.opts.cache.versions(this.group),
+          changed_by_view: changedByView,
         },
         changedTypes.length > 0 ? 'gateway definition loaded' : 'gateway definition unchanged',
       );
@@ -145,6 +185,69 @@ export class DefinitionWatcher {
       );
     }
     return result;
+  }
+
+  /** Each group's (view's) resources of a compiled definition: every view, or the one group. */
+  private groupsOf(compiled: CompiledDefinition): Map<string, ResourcesByType> {
+    return this.opts.views ? this.opts.views.compile(compiled) : new Map([[this.group, compiled.resources]]);
+  }
+
+  /** Sets every group's snapshot at once; throws, changing nothing, on a translator bug. */
+  private serve(groups: ReadonlyMap<string, ResourcesByType>): {
+    changedTypes: string[];
+    changedByView?: Record<string, string[]>;
+  } {
+    const changedByGroup = this.opts.cache.setSnapshots(groups);
+    const changedTypes = sortByPushOrder(new Set(Object.values(changedByGroup).flat()));
+    return this.opts.views ? { changedTypes, changedByView: changedByGroup } : { changedTypes };
+  }
+
+  /**
+   * Serves the last good definition saved in the store: for a start-up whose file is
+   * invalid (`invalid` is that compile's result, reported in status()). False when none is saved.
+   */
+  async serveSaved(invalid: CompileResult): Promise<boolean> {
+    const saved = await this.opts.store?.load(this.opts.path);
+    if (!saved) return false;
+    const wanted = this.opts.views?.names ?? [this.group];
+    const missing = wanted.filter((group) => !saved.groups.has(group));
+    if (missing.length > 0) {
+      // Saved by a control plane with other views: serving part of them would be a guess.
+      this.log.error(
+        { event_type: 'definition_saved_unusable', file: this.opts.store?.file, missing_views: missing },
+        'the saved definition lacks views this control plane serves; not using it',
+      );
+      return false;
+    }
+    const { changedTypes, changedByView } = this.serve(
+      new Map(wanted.map((group) => [group, saved.groups.get(group) as ResourcesByType])),
+    );
+    this.lastGoodAt = new Date(saved.savedAt);
+    this.lastReload = {
+      at: new Date().toISOString(),
+      trigger: 'initial',
+      result: 'invalid',
+      errors: invalid.ok ? [] : invalid.errors,
+      changedTypes,
+      ...(changedByView ? { changedByView } : {}),
+      servingSaved: { savedAt: saved.savedAt },
+    };
+    for (const error of this.lastReload.errors) {
+      this.log.error(
+        { event_type: 'definition_invalid', trigger: 'initial', field: error.path, error_details: error.message },
+        `invalid gateway definition: ${describeFieldError(error)}`,
+      );
+    }
+    this.log.error(
+      {
+        event_type: 'definition_rejected',
+        trigger: 'initial',
+        serving_saved_from: saved.savedAt,
+        file: this.opts.store?.file,
+      },
+      'gateway definition invalid at start-up; serving the last good one saved before',
+    );
+    return true;
   }
 
   /** Starts watching. Call after the initial reload(). */
@@ -218,10 +321,18 @@ export class DefinitionWatcher {
     }
   }
 
+  // Debounced: the reload runs once changes have been quiet for debounceMs, but a burst
+  // that never pauses still reloads every maxDelayMs.
   private schedule(trigger: string): void {
     if (this.stopped) return;
+    const now = Date.now();
+    this.burstStart ??= now;
     clearTimeout(this.debounceTimer);
-    this.debounceTimer = setTimeout(() => this.runScheduled(trigger), this.debounceMs);
+    const delay = Math.max(0, Math.min(this.debounceMs, this.burstStart + this.maxDelayMs - now));
+    this.debounceTimer = setTimeout(() => {
+      this.burstStart = undefined;
+      this.runScheduled(trigger);
+    }, delay);
     this.debounceTimer.unref();
   }
 

@@ -61,6 +61,8 @@ export interface StackOptions {
   controlChannel?: 'mtls' | 'plaintext';
   /** RATELIMIT_REDIS_FAILURE_MODE for the rate-limit service (the definition's redisFailureMode, when set, wins). */
   rateLimitFailureMode?: 'allow' | 'deny' | 'local';
+  /** How the ingress Envoy speaks xDS: state of the world ('GRPC', the default) or delta ('DELTA_GRPC'). */
+  adsApiType?: 'GRPC' | 'DELTA_GRPC';
   logLevel?: string;
   /** Called with a line of progress ("starting Envoy…"). */
   progress?: (line: string) => void;
@@ -379,6 +381,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         adminPort: ports.envoyAdmin,
         logLevel: logLevel === 'debug' ? 'debug' : 'warning',
         concurrency: opts.envoyConcurrency,
+        adsApiType: opts.adsApiType,
       }),
     );
     const startedEnvoy = envoy;

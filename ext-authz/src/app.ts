@@ -1,7 +1,7 @@
 import { AuthorizationService } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { type AdminServer, startAdminServer } from '@sekisho/service-kit/admin-server';
-import { policyResourceNames, policyTypeUrls } from '@sekisho/service-kit/contract';
+import { policyResourceNames, policyTypeUrls, policyViews } from '@sekisho/service-kit/contract';
 import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
 import { createLogger, type Logger } from '@sekisho/service-kit/logger';
 import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
@@ -203,6 +203,7 @@ export async function startExtAuthzApp(
         address: config.EXT_AUTHZ_XDS_ADDRESS,
         channel: xdsChannelOf(config),
         nodeId: config.EXT_AUTHZ_NODE_ID,
+        view: policyViews.extAuthz,
         typeUrl: policyTypeUrls.authz,
         resourceName: policyResourceNames.authz,
         decode: (bytes) => AuthzPolicy.decode(bytes),

@@ -1,7 +1,7 @@
 import { RateLimitServiceService } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import { RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { type AdminServer, startAdminServer } from '@sekisho/service-kit/admin-server';
-import { policyResourceNames, policyTypeUrls, rateLimitDomain } from '@sekisho/service-kit/contract';
+import { policyResourceNames, policyTypeUrls, policyViews, rateLimitDomain } from '@sekisho/service-kit/contract';
 import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
 import { createLogger, type Logger } from '@sekisho/service-kit/logger';
 import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
@@ -248,6 +248,7 @@ export async function startRateLimitApp(
           address: config.RATELIMIT_XDS_ADDRESS,
           channel: xdsChannelOf(config),
           nodeId: config.RATELIMIT_NODE_ID,
+          view: policyViews.rateLimit,
           typeUrl: policyTypeUrls.rateLimit,
           resourceName: policyResourceNames.rateLimit,
           decode: (bytes) => RateLimitPolicy.decode(bytes),

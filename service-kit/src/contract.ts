@@ -103,3 +103,15 @@ export const policyResourceNames = {
   authz: 'authz',
   rateLimit: 'ratelimit',
 } as const;
+
+/**
+ * Node metadata key naming the control plane's view a client wants (`ingress`,
+ * `sidecar:<service>`, or one of policyViews). A node naming an unknown view gets nothing.
+ */
+export const nodeViewKey = 'sekisho.view';
+
+/** The control-plane views of the two policy services: each gets its own policy resource only. */
+export const policyViews = {
+  extAuthz: 'ext-authz',
+  rateLimit: 'ratelimit',
+} as const;

@@ -44,6 +44,8 @@ export async function startGrpcServer(opts: {
   transport?: GrpcTransport;
   /** TLS for the port (grpc-js only: the control plane's mTLS channel); default plaintext. */
   credentials?: ServerCredentials;
+  /** grpc-js only: ping every connection this often (ms) and drop one that does not answer in 10 s. */
+  keepaliveMs?: number;
 }): Promise<GrpcServer> {
   const services: Array<[ServiceDefinition, UntypedServiceImplementation]> = [];
   opts.register({ addService: (service, implementation) => services.push([service, implementation]) });
@@ -66,6 +68,7 @@ export async function startGrpcServer(opts: {
   const server = new Server({
     'grpc.keepalive_permit_without_calls': 1,
     'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+    ...(opts.keepaliveMs ? { 'grpc.keepalive_time_ms': opts.keepaliveMs, 'grpc.keepalive_timeout_ms': 10_000 } : {}),
   });
   for (const [service, implementation] of services) server.addService(service, implementation);
   const target = host.includes(':') ? `[${host}]:${opts.port}` : `${host}:${opts.port}`;

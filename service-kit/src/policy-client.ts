@@ -6,6 +6,7 @@ import {
   type DiscoveryResponse,
   Resource,
 } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
+import { nodeViewKey } from './contract';
 import type { Logger } from './logger';
 import { filesStamp, type XdsChannel, xdsChannelCredentials } from './xds-channel';
 
@@ -28,6 +29,8 @@ export interface PolicySubscriptionOptions<T> {
    */
   channel?: XdsChannel;
   nodeId: string;
+  /** The control-plane view to ask for (node metadata `sekisho.view`, see contract.ts). */
+  view?: string;
   typeUrl: string;
   resourceName: string;
   decode: (bytes: Uint8Array) => T;
@@ -158,7 +161,10 @@ export function subscribePolicy<T>(opts: PolicySubscriptionOptions<T>): PolicySu
       retryTimer.unref();
       backoff = Math.min(backoff * 2, maxBackoff);
     });
-    call.write(request({ node: Node.fromPartial({ id: opts.nodeId, cluster: 'sekisho', userAgentName: 'sekisho' }) }));
+    const metadata = opts.view === undefined ? undefined : { [nodeViewKey]: opts.view };
+    call.write(
+      request({ node: Node.fromPartial({ id: opts.nodeId, cluster: 'sekisho', userAgentName: 'sekisho', metadata }) }),
+    );
   };
 
   connect();

@@ -107,12 +107,26 @@ export function describeIdentity(identity: PeerIdentity | undefined): string {
   return identity.uris[0] ?? identity.dnsNames[0] ?? `CN=${identity.commonName ?? '?'}`;
 }
 
-/** Whether `node`, presented by a client whose certificate is `identity`, may be served, and what. */
-export function authorize(node: Node, identity: PeerIdentity | undefined, trustDomain: string): NodeAuthorization {
+function isView(view: string): view is View {
+  return (
+    view === 'ingress' || view === 'ext-authz' || view === 'ratelimit' || /^sidecar:[a-z][a-z0-9-]{0,62}$/.test(view)
+  );
+}
+
+/**
+ * Whether `node` (classified into `view`, when the server has views), presented by a client whose certificate is `identity`, may be served, and what. */
+export function authorize(
+  node: Node,
+  identity: PeerIdentity | undefined,
+  trustDomain: string,
+  view?: string,
+): NodeAuthorization {
   const name = describeIdentity(identity);
   if (!identity) return { ok: false, reason: 'the client presented no verified certificate', identity: name };
   const allowed = allowedViews(identity, trustDomain);
-  const claimed = claimedViews(node);
+  // The view the server classified the node into (xds/views.ts) is what it would be served, so
+  // that is the claim; without a classifier, the node's cluster names it.
+  const claimed = view === undefined ? claimedViews(node) : isView(view) ? [view] : [];
   if (claimed.length === 0)
     return { ok: false, reason: `node cluster ${JSON.stringify(node.cluster)} names no view`, identity: name };
   const views = claimed.filter((view) => allowed.includes(view));

@@ -7,7 +7,7 @@ import { pushOrder } from './type-urls';
 // is versioned by a hash of its content and every type by a hash over its resources,
 // so a new snapshot that changes nothing of a type notifies nobody about that type.
 
-/** The snapshot group every node belongs to until per-node-group snapshots (sidecars) exist. */
+/** The snapshot group of every node when the server classifies no views (tests, a single view). */
 export const defaultGroup = 'default';
 
 export interface CachedResource {
@@ -62,6 +62,23 @@ export function versionOf(resources: Iterable<CachedResource>): string {
 
 const emptyVersion = versionOf([]);
 
+/** Hashes every resource; throws on a resource packed as another type or a name repeated within a type. */
+function buildTypes(resources: ResourcesByType): Map<string, TypeSnapshot> {
+  const next = new Map<string, TypeSnapshot>();
+  for (const [typeUrl, list] of resources) {
+    const byName = new Map<string, CachedResource>();
+    for (const { name, resource } of list) {
+      if (resource.typeUrl !== typeUrl) {
+        throw new Error(`resource ${name} of type ${typeUrl} is packed as ${resource.typeUrl}`);
+      }
+      if (byName.has(name)) throw new Error(`resource name ${name} appears twice in ${typeUrl}`);
+      byName.set(name, { name, resource, hash: resourceHash(typeUrl, name, resource) });
+    }
+    next.set(typeUrl, { version: versionOf(byName.values()), resources: byName });
+  }
+  return next;
+}
+
 interface GroupState {
   types: Map<string, TypeSnapshot>;
   setAt: Date;
@@ -78,33 +95,33 @@ export class SnapshotCache {
    * type does not match its type or a name repeats within a type.
    */
   setSnapshot(resources: ResourcesByType, group: string = defaultGroup): string[] {
-    const next = new Map<string, TypeSnapshot>();
-    for (const [typeUrl, list] of resources) {
-      const byName = new Map<string, CachedResource>();
-      for (const { name, resource } of list) {
-        if (resource.typeUrl !== typeUrl) {
-          throw new Error(`resource ${name} of type ${typeUrl} is packed as ${resource.typeUrl}`);
-        }
-        if (byName.has(name)) throw new Error(`resource name ${name} appears twice in ${typeUrl}`);
-        byName.set(name, { name, resource, hash: resourceHash(typeUrl, name, resource) });
+    return this.setSnapshots(new Map([[group, resources]]))[group] ?? [];
+  }
+
+  /**
+   * setSnapshot for several groups (views) at once: every group is checked before any is
+   * replaced, so a refused resource leaves all of them on the previous definition. Returns
+   * each group's changed types.
+   */
+  setSnapshots(byGroup: ReadonlyMap<string, ResourcesByType>): Record<string, string[]> {
+    const built = [...byGroup].map(([group, resources]) => [group, buildTypes(resources)] as const);
+    const changedByGroup: Record<string, string[]> = {};
+    for (const [group, next] of built) {
+      const previous = this.groups.get(group);
+      const changed: string[] = [];
+      for (const typeUrl of new Set([...next.keys(), ...(previous?.types.keys() ?? [])])) {
+        const before = previous?.types.get(typeUrl)?.version;
+        const after = next.get(typeUrl)?.version ?? emptyVersion;
+        if (before === undefined ? next.has(typeUrl) : before !== after) changed.push(typeUrl);
       }
-      next.set(typeUrl, { version: versionOf(byName.values()), resources: byName });
+      this.groups.set(group, { types: next, setAt: new Date() });
+      const ordered = sortByPushOrder(changed);
+      changedByGroup[group] = ordered;
+      if (ordered.length > 0 || !previous) {
+        for (const listener of [...(this.listeners.get(group) ?? [])]) listener(ordered);
+      }
     }
-
-    const previous = this.groups.get(group);
-    const changed: string[] = [];
-    for (const typeUrl of new Set([...next.keys(), ...(previous?.types.keys() ?? [])])) {
-      const before = previous?.types.get(typeUrl)?.version;
-      const after = next.get(typeUrl)?.version ?? emptyVersion;
-      if (before === undefined ? next.has(typeUrl) : before !== after) changed.push(typeUrl);
-    }
-    this.groups.set(group, { types: next, setAt: new Date() });
-
-    const ordered = sortByPushOrder(changed);
-    if (ordered.length > 0 || !previous) {
-      for (const listener of [...(this.listeners.get(group) ?? [])]) listener(ordered);
-    }
-    return ordered;
+    return changedByGroup;
   }
 
   /**

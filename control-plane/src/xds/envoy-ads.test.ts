@@ -10,6 +10,7 @@ import { freePort } from '@sekisho/devstack/processes';
 import type { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SnapshotCache } from './cache';
+import { resourceVersion } from './delta';
 import type { Resource } from './resources';
 import type { AdsServer } from './server';
 import {
@@ -71,7 +72,8 @@ interface DynamicEndpoint {
   };
 }
 
-describe('ADS server with a real Envoy', () => {
+// Both variants of the protocol: state of the world (api_type GRPC) and delta (DELTA_GRPC).
+describe.each(['GRPC', 'DELTA_GRPC'] as const)('ADS server with a real Envoy (%s)', (adsApiType) => {
   let adminUrl: string;
   let listenerPort: number;
   let served: AdsWithEnvoy | undefined;
@@ -106,6 +108,12 @@ describe('ADS server with a real Envoy', () => {
       (t) => node.types[t]?.ackedVersion === cache.get(t)?.version,
     );
   };
+  /** The version_info Envoy's config dump shows: the type's (SotW), the resource's content hash (delta). */
+  const dumpVersion = (typeUrl: string, name: string) => {
+    if (adsApiType === 'GRPC') return cache.get(typeUrl)?.version;
+    const r = cache.get(typeUrl)?.resources.get(name);
+    return r && resourceVersion(r);
+  };
   const sentCount = async (type: string) =>
     (await registry.getSingleMetric('sekisho_xds_responses_sent_total')?.get())?.values.find(
       (v) => v.labels.type === type,
@@ -119,6 +127,7 @@ describe('ADS server with a real Envoy', () => {
     served = await serveToRealEnvoy(
       'envoy-ads-test',
       resourcesOf(...snapshot({ endpointPort: upstreams[0]?.port ?? 0, tag: 'v1' })),
+      { adsApiType },
     );
     ({ cache, registry, ads } = served);
     adminUrl = served.envoy.adminUrl;
@@ -132,20 +141,23 @@ describe('ADS server with a real Envoy', () => {
   it('accepts the snapshot (ACKed, active in config_dump) and routes a request to the upstream', async () => {
     try {
       await until('all types ACKed', async () => ackedEverywhere());
+      expect(ads.status().find((s) => s.nodeId === 'envoy-ads-test')?.variant).toBe(
+        adsApiType === 'GRPC' ? 'sotw' : 'delta',
+      );
       const clusters = await dumpOf('ClustersConfigDump');
       const active = clusters.dynamic_active_clusters as DynamicCluster[];
       expect(active.map((c) => [c.cluster.name, c.version_info])).toEqual([
-        ['upstream', cache.get(typeUrls.cluster)?.version],
+        ['upstream', dumpVersion(typeUrls.cluster, 'upstream')],
       ]);
       expect(clusters.dynamic_warming_clusters ?? []).toEqual([]);
 
       const listeners = (await dumpOf('ListenersConfigDump')).dynamic_listeners as DynamicListener[];
       expect(listeners.map((l) => [l.name, l.active_state?.version_info, l.error_state])).toEqual([
-        ['ingress', cache.get(typeUrls.listener)?.version, undefined],
+        ['ingress', dumpVersion(typeUrls.listener, 'ingress'), undefined],
       ]);
       const routes = (await dumpOf('RoutesConfigDump')).dynamic_route_configs as DynamicRoute[];
       expect(routes.map((r) => [r.route_config.name, r.version_info])).toEqual([
-        ['ingress_routes', cache.get(typeUrls.route)?.version],
+        ['ingress_routes', dumpVersion(typeUrls.route, 'ingress_routes')],
       ]);
       const endpoints = (await dumpOf('EndpointsConfigDump', '?include_eds'))
         .dynamic_endpoint_configs as DynamicEndpoint[];
@@ -182,7 +194,7 @@ describe('ADS server with a real Envoy', () => {
     const clusters = await until('cluster active at the new version', async () => {
       const c = await dumpOf('ClustersConfigDump');
       const active = c.dynamic_active_clusters as DynamicCluster[];
-      return active[0]?.version_info === cache.get(typeUrls.cluster)?.version && !c.dynamic_warming_clusters
+      return active[0]?.version_info === dumpVersion(typeUrls.cluster, 'upstream') && !c.dynamic_warming_clusters
         ? active
         : undefined;
     });

@@ -11,17 +11,19 @@ export function typeLabel(typeUrl: string): string {
 
 export interface XdsMetrics {
   connectedStreams: Gauge;
-  responsesSent: Counter<'type'>;
+  responsesSent: Counter<'type' | 'variant'>;
+  resourcesSent: Counter<'type' | 'variant'>;
   acks: Counter<'type'>;
   nacks: Counter<'type'>;
+  unknownNodes: Counter;
 }
 
 export function createXdsMetrics(registry: Registry, cache: SnapshotCache): XdsMetrics {
-  // Info-style gauge read from the cache at scrape time: one series per group and type,
-  // labelled with the version it serves now, so a dashboard sees a push land.
+  // Info-style gauge read from the cache at scrape time: one series per group (view) and
+  // type, labelled with the version it serves now, so a dashboard sees a push land.
   new Gauge({
     name: 'sekisho_xds_snapshot_version_info',
-    help: 'Version each resource type is served at (value is always 1)',
+    help: 'Version each resource type is served at, per view (value is always 1)',
     labelNames: ['group', 'type', 'version'],
     registers: [registry],
     collect() {
@@ -36,13 +38,19 @@ export function createXdsMetrics(registry: Registry, cache: SnapshotCache): XdsM
   return {
     connectedStreams: new Gauge({
       name: 'sekisho_xds_connected_streams',
-      help: 'Open ADS streams',
+      help: 'Open xDS streams (ADS and per-type, state of the world and delta)',
       registers: [registry],
     }),
     responsesSent: new Counter({
       name: 'sekisho_xds_responses_sent_total',
-      help: 'DiscoveryResponses sent, by resource type',
-      labelNames: ['type'],
+      help: 'Discovery responses sent, by resource type and protocol variant (sotw, delta)',
+      labelNames: ['type', 'variant'],
+      registers: [registry],
+    }),
+    resourcesSent: new Counter({
+      name: 'sekisho_xds_resources_sent_total',
+      help: 'Resources carried by discovery responses, by resource type and protocol variant',
+      labelNames: ['type', 'variant'],
       registers: [registry],
     }),
     acks: new Counter({
@@ -55,6 +63,11 @@ export function createXdsMetrics(registry: Registry, cache: SnapshotCache): XdsM
       name: 'sekisho_xds_nacks_total',
       help: 'Responses rejected (NACK, error_detail set), by resource type',
       labelNames: ['type'],
+      registers: [registry],
+    }),
+    unknownNodes: new Counter({
+      name: 'sekisho_xds_unknown_nodes_total',
+      help: 'xDS streams whose node matched no view (served nothing)',
       registers: [registry],
     }),
   };

@@ -1,5 +1,5 @@
 import { status as grpcStatus } from '@grpc/grpc-js';
-import { DeltaDiscoveryRequest, type DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
+import type { DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
 import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -471,17 +471,6 @@ describe('ADS state of the world (real gRPC)', () => {
     s.send({ typeUrl: '' }, 'n');
     await eventually(() => s.ended, 3_000, 'stream end');
     expect(s.ended).toMatchObject({ code: grpcStatus.INVALID_ARGUMENT });
-  });
-
-  it('answers delta xDS with UNIMPLEMENTED', async () => {
-    const { client } = await start();
-    const call = client.deltaAggregatedResources();
-    const error = await new Promise<{ code: number }>((resolve) => {
-      call.on('error', resolve);
-      call.on('data', () => {});
-      call.write(DeltaDiscoveryRequest.fromPartial({ typeUrl: CDS }));
-    });
-    expect(error.code).toBe(grpcStatus.UNIMPLEMENTED);
   });
 });
 

@@ -12,7 +12,12 @@ import { Router } from '@sekisho/proto/envoy/extensions/filters/http/router/v3/r
 import { HttpConnectionManager } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
 import { Secret } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/secret';
 import { AggregatedDiscoveryServiceClient } from '@sekisho/proto/envoy/service/discovery/v3/ads';
-import { DiscoveryRequest, type DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
+import {
+  DeltaDiscoveryRequest,
+  type DeltaDiscoveryResponse,
+  DiscoveryRequest,
+  type DiscoveryResponse,
+} from '@sekisho/proto/envoy/service/discovery/v3/discovery';
 import type { Any } from '@sekisho/proto/google/protobuf/any';
 import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
 import { createLogger, type Logger } from '@sekisho/service-kit/logger';
@@ -154,11 +159,11 @@ export class AdsTestStream {
     });
   }
 
-  send(request: Partial<DiscoveryRequest> & { typeUrl: string }, nodeId?: string): void {
+  send(request: Partial<DiscoveryRequest> & { typeUrl: string }, nodeId?: string, cluster = 'test'): void {
     this.call.write(
       DiscoveryRequest.fromPartial({
         ...request,
-        ...(nodeId ? { node: Node.fromPartial({ id: nodeId, cluster: 'test' }) } : {}),
+        ...(nodeId ? { node: Node.fromPartial({ id: nodeId, cluster }) } : {}),
       }),
     );
   }
@@ -202,6 +207,75 @@ export class AdsTestStream {
     this.call.cancel();
   }
 }
+
+/** One delta ADS stream from a real grpc-js client; responses queue until read. */
+export class DeltaTestStream {
+  readonly call: ClientDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>;
+  private readonly queue: DeltaDiscoveryResponse[] = [];
+  private readonly waiters: Array<(r: DeltaDiscoveryResponse) => void> = [];
+  ended?: ServiceError | 'ok';
+
+  constructor(client: AggregatedDiscoveryServiceClient) {
+    this.call = client.deltaAggregatedResources();
+    this.call.on('data', (response: DeltaDiscoveryResponse) => {
+      const waiter = this.waiters.shift();
+      if (waiter) waiter(response);
+      else this.queue.push(response);
+    });
+    this.call.on('error', (error: ServiceError) => {
+      this.ended = error;
+    });
+    this.call.on('end', () => {
+      this.ended ??= 'ok';
+    });
+  }
+
+  send(request: Partial<DeltaDiscoveryRequest> & { typeUrl: string }, node?: Partial<Node>): void {
+    this.call.write(DeltaDiscoveryRequest.fromPartial({ ...request, ...(node ? { node } : {}) }));
+  }
+
+  ack(response: DeltaDiscoveryResponse): void {
+    this.send({ typeUrl: response.typeUrl, responseNonce: response.nonce });
+  }
+
+  nack(response: DeltaDiscoveryResponse, message: string): void {
+    this.send({
+      typeUrl: response.typeUrl,
+      responseNonce: response.nonce,
+      errorDetail: { code: 3, message, details: [] },
+    });
+  }
+
+  next(timeoutMs = 3_000): Promise<DeltaDiscoveryResponse> {
+    const queued = this.queue.shift();
+    if (queued) return Promise.resolve(queued);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        reject(new Error(`no DeltaDiscoveryResponse within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const waiter = (r: DeltaDiscoveryResponse) => {
+        clearTimeout(timer);
+        resolve(r);
+      };
+      this.waiters.push(waiter);
+    });
+  }
+
+  async expectNothing(ms = 300): Promise<void> {
+    await new Promise((r) => setTimeout(r, ms));
+    const stray = this.queue.shift();
+    if (stray) throw new Error(`unexpected response: ${stray.typeUrl} version ${stray.systemVersionInfo}`);
+  }
+
+  cancel(): void {
+    this.call.cancel();
+  }
+}
+
+/** Name → version of the resources of a delta response. */
+export const deltaVersions = (response: DeltaDiscoveryResponse): Record<string, string> =>
+  Object.fromEntries(response.resources.map((r) => [r.name, r.version]));
 
 export function adsClient(port: number): AggregatedDiscoveryServiceClient {
   return new AggregatedDiscoveryServiceClient(`127.0.0.1:${port}`, credentials.createInsecure());
@@ -276,7 +350,11 @@ export interface AdsWithEnvoy {
  * The control plane's ADS side in-process (cache, server, gRPC) serving `resources` to a
  * real Envoy started from the project's bootstrap, which knows only the ADS address.
  */
-export async function serveToRealEnvoy(nodeId: string, resources: ResourcesByType): Promise<AdsWithEnvoy> {
+export async function serveToRealEnvoy(
+  nodeId: string,
+  resources: ResourcesByType,
+  opts: { adsApiType?: 'GRPC' | 'DELTA_GRPC' } = {},
+): Promise<AdsWithEnvoy> {
   const cache = new SnapshotCache();
   cache.setSnapshot(resources);
   const registry = new Registry();
@@ -290,6 +368,7 @@ export async function serveToRealEnvoy(nodeId: string, resources: ResourcesByTyp
       controlPlane: { host: '127.0.0.1', port: grpc.port },
       adminPort: 0,
       concurrency: 1,
+      adsApiType: opts.adsApiType,
     });
   } catch (error) {
     ads.close();

@@ -22,6 +22,8 @@ const schema = z.object({
   SEKISHO_AUTH_EMULATOR: envEnum(['true', 'false'], 'false').transform((value) => value === 'true'),
   AUTH_EMULATOR_PORT: envPort(9199),
   LOG_LEVEL: envEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'warn'),
+  /** The ingress Envoy's xDS variant: GRPC (state of the world) or DELTA_GRPC. */
+  SEKISHO_ADS_API_TYPE: envEnum(['GRPC', 'DELTA_GRPC'], 'GRPC'),
 });
 
 let config: z.output<typeof schema>;
@@ -50,6 +52,7 @@ const stack = await startStack({
   },
   authEmulator: config.SEKISHO_AUTH_EMULATOR,
   logLevel: config.LOG_LEVEL,
+  adsApiType: config.SEKISHO_ADS_API_TYPE,
   progress: (line) => console.log(`  … ${line}`),
 }).catch((error: unknown) => {
   console.error(`Sekisho failed to start: ${error instanceof Error ? error.message : String(error)}`);
