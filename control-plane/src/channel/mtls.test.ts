@@ -13,7 +13,7 @@ import {
 import { Node } from '@sekisho/proto/envoy/config/core/v3/base';
 import { AggregatedDiscoveryServiceClient } from '@sekisho/proto/envoy/service/discovery/v3/ads';
 import { ConfigError } from '@sekisho/service-kit/config';
-import { policyResourceNames } from '@sekisho/service-kit/contract';
+import { nodeViewKey, policyResourceNames, policyViews } from '@sekisho/service-kit/contract';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ControlPlane, configSchema, loadControlPlaneConfig, startControlPlane } from '../main';
@@ -46,6 +46,9 @@ function client(files?: { certFile: string; keyFile: string }, caFile = certs.ca
 }
 
 const node = (cluster: string, id = `${cluster}-node`) => Node.fromPartial({ id, cluster });
+/** service-kit's policy client: cluster `sekisho`, its view named in the node metadata. */
+const policyNode = (view: string) =>
+  Node.fromPartial({ id: `${view}-node`, cluster: 'sekisho', metadata: { [nodeViewKey]: view } });
 
 async function ended(stream: AdsTestStream): Promise<ServiceError> {
   const error = await eventually(() => stream.ended, 10_000, 'the stream to end');
@@ -98,12 +101,20 @@ describe('control channel over mutual TLS', () => {
 
   it('serves ext-authz its policy, and nothing of the ingress (no TLS keys over SDS)', async () => {
     const policy = new AdsTestStream(client(certs.clients['ext-authz']));
-    policy.send({ typeUrl: typeUrls.authzPolicy, resourceNames: [policyResourceNames.authz], node: node('sekisho') });
+    policy.send({
+      typeUrl: typeUrls.authzPolicy,
+      resourceNames: [policyResourceNames.authz],
+      node: policyNode(policyViews.extAuthz),
+    });
     expect((await policy.next(10_000)).typeUrl).toBe(typeUrls.authzPolicy);
     policy.cancel();
 
     const secrets = new AdsTestStream(client(certs.clients['ext-authz']));
-    secrets.send({ typeUrl: typeUrls.secret, resourceNames: ['ingress_https_default'], node: node('sekisho') });
+    secrets.send({
+      typeUrl: typeUrls.secret,
+      resourceNames: ['ingress_https_default'],
+      node: policyNode(policyViews.extAuthz),
+    });
     const error = await ended(secrets);
     expect(error.code).toBe(status.PERMISSION_DENIED);
     expect(error.details).toContain(typeUrls.secret);
@@ -122,6 +133,18 @@ describe('control channel over mutual TLS', () => {
         identity: 'spiffe://sekisho.local/ext-authz',
       }),
     );
+  });
+
+  it("refuses a policy service whose node metadata names another view than its certificate's", async () => {
+    const stream = new AdsTestStream(client(certs.clients.ratelimit));
+    stream.send({
+      typeUrl: typeUrls.authzPolicy,
+      resourceNames: [policyResourceNames.authz],
+      node: policyNode(policyViews.extAuthz),
+    });
+    const error = await ended(stream);
+    expect(error.code).toBe(status.PERMISSION_DENIED);
+    expect(error.details).toMatch(/spiffe:\/\/sekisho\.local\/ratelimit allows ratelimit .*claims ext-authz/);
   });
 
   it('refuses a certificate of the right CA whose identity is another trust domain', async () => {
