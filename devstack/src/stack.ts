@@ -3,6 +3,7 @@ import { compileDefinitionFile } from '@sekisho/control-plane/definition/load';
 import { policyServiceAddresses } from '@sekisho/control-plane/ir/clusters';
 import { extAuthzClusterName, rateLimitClusterName } from '@sekisho/control-plane/ir/names';
 import { type DemoUpstream, startDemoUpstream } from '@sekisho/demo-upstream/server';
+import { assertBuilt, type BuiltService } from './build';
 import { type EnvoyHandle, startEnvoy } from './envoy';
 import {
   createFirebaseKeyServer,
@@ -39,6 +40,14 @@ export interface StackOptions {
   /** RATELIMIT_REDIS_FAILURE_MODE for the rate-limit service. */
   rateLimitFailureMode?: 'allow' | 'deny';
   logLevel?: string;
+  /**
+   * How Sekisho's processes run: `tsx` (default, for tests: the sources as they are) or
+   * `dist`, what production runs, plain node on the bundles `npm run build` wrote
+   * (`npm start`, bench:gateway, the compiled-services e2e test).
+   */
+  runtime?: 'tsx' | 'dist';
+  /** Extra variables for the two policy services (WORKERS). */
+  policyServiceEnv?: Record<string, string>;
   /** Called with a line of progress ("starting Envoy…"). */
   progress?: (line: string) => void;
 }
@@ -82,6 +91,8 @@ export type ServiceName = 'control-plane' | 'ext-authz' | 'ratelimit-service' | 
 interface ServiceSpec {
   name: ServiceName;
   entry: string;
+  /** dist/<built>/main.js is the same process compiled. */
+  built: BuiltService;
   env: NodeJS.ProcessEnv;
   /** Ready: the control plane has a snapshot; each policy service has its policy (see their /readyz). */
   readyUrl: string;
@@ -192,13 +203,14 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   for (let i = 1; i < policyServiceAddresses(definition.policyServices.extAuthz).length; i++) {
     extAuthzAdminPorts.push(await freePort());
   }
-  // Spawns one of Sekisho's processes under tsx (as deployed: its own process) and waits
-  // until it is ready, failing at once with its output if it dies first.
+  // Spawns one of Sekisho's processes (as deployed: its own process), under tsx or compiled,
+  // and waits until it is ready, failing at once with its output if it dies first.
+  const runtime = opts.runtime ?? 'tsx';
   const launch = async (spec: ServiceSpec) => {
     const child = spawnProcess({
       name: spec.name,
       command: process.execPath,
-      args: ['--import', 'tsx', spec.entry],
+      args: runtime === 'dist' ? [assertBuilt(spec.built)] : ['--import', 'tsx', spec.entry],
       cwd: repoRoot,
       env: spec.env,
     });
@@ -240,8 +252,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const extAuthzSpec = (address: string, i: number): ServiceSpec => ({
       name: i === 0 ? 'ext-authz' : `ext-authz-${i + 1}`,
       entry: 'ext-authz/src/main.ts',
+      built: 'ext-authz',
       env: {
         ...common,
+        ...opts.policyServiceEnv,
         EXT_AUTHZ_GRPC_PORT: String(portOf(address)),
         EXT_AUTHZ_ADMIN_PORT: String(extAuthzAdminPorts[i]),
         EXT_AUTHZ_NODE_ID: i === 0 ? 'ext-authz' : `ext-authz-${i + 1}`,
@@ -259,6 +273,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       'control-plane': {
         name: 'control-plane',
         entry: 'control-plane/src/main.ts',
+        built: 'control-plane',
         env: {
           ...common,
           CONTROL_PLANE_DEFINITION: opts.definitionFile,
@@ -270,8 +285,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       'ratelimit-service': {
         name: 'ratelimit-service',
         entry: 'ratelimit-service/src/main.ts',
+        built: 'ratelimit-service',
         env: {
           ...common,
+          ...opts.policyServiceEnv,
           RATELIMIT_GRPC_PORT: String(portOf(firstReplica(definition.policyServices.rateLimit))),
           RATELIMIT_ADMIN_PORT: String(ports.ratelimitAdmin),
           RATELIMIT_XDS_ADDRESS: xdsAddress,

@@ -45,6 +45,8 @@ const stack = await startStack({
     keyServer: config.DEV_KEY_SERVER_PORT,
   },
   logLevel: config.LOG_LEVEL,
+  // What production runs: the bundles `npm run build` (npm start's pre-step) wrote to dist/.
+  runtime: 'dist',
   progress: (line) => console.log(`  … ${line}`),
 }).catch((error: unknown) => {
   console.error(`Sekisho failed to start: ${error instanceof Error ? error.message : String(error)}`);
