@@ -2,7 +2,13 @@ import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { assertBuilt, type BuiltService, bundleEntry, serviceEntries } from '@sekisho/devstack/build';
+import {
+  assertBuilt,
+  type BuiltService,
+  bundleEntry,
+  productionNodeFlags,
+  serviceEntries,
+} from '@sekisho/devstack/build';
 import { repoRoot } from '@sekisho/devstack/paths';
 import { type ManagedProcess, spawnProcess } from '@sekisho/devstack/processes';
 import { type LoadOptions, type LoadResult, runH2load } from './h2load';
@@ -72,23 +78,29 @@ const bundled = new Map<string, Promise<string>>();
  * dist/ (built by the benchmark's pre-step, `npm run build`), or for the benchmark's own
  * servers (the no-ops) a bundle made here the same way; under `--tsx`, the source itself.
  */
-export async function nodeEntry(entry: string, mode: Runtime = runtime): Promise<{ args: string[] }> {
-  if (mode === 'tsx') return { args: ['--import', 'tsx', join(repoRoot, entry)] };
+export async function nodeEntry(
+  entry: string,
+  mode: Runtime = runtime,
+  nodeFlags?: readonly string[],
+): Promise<{ args: string[] }> {
+  if (mode === 'tsx') return { args: [...(nodeFlags ?? []), '--import', 'tsx', join(repoRoot, entry)] };
   const service = (Object.keys(serviceEntries) as BuiltService[]).find((s) => serviceEntries[s] === entry);
-  if (service) return { args: [assertBuilt(service)] };
+  // As production runs it, its V8 flags included unless the caller names its own.
+  if (service) return { args: [...(nodeFlags ?? productionNodeFlags), assertBuilt(service)] };
   let file = bundled.get(entry);
   if (!file) {
     const out = join(repoRoot, '.cache', 'bench', 'dist', `${entry.replace(/[/.]/g, '_')}.mjs`);
     file = bundleEntry(entry, out).then(() => out);
     bundled.set(entry, file);
   }
-  return { args: [await file] };
+  return { args: [...(nodeFlags ?? []), await file] };
 }
 
 /**
  * A TypeScript entry of this repository as the run's runtime runs it (see nodeEntry); with
  * `cpuProfile`, V8 writes its CPU profile (the whole life of the process) when it exits.
- * `nodeFlags` go before the entry (V8 heap flags).
+ * `nodeFlags` (V8 heap flags) replace the production flags a service runs with (devstack's
+ * productionNodeFlags); undefined keeps them.
  */
 export async function spawnNodePinned(
   name: string,
@@ -97,14 +109,14 @@ export async function spawnNodePinned(
   args: string[],
   env?: NodeJS.ProcessEnv,
   cpuProfile = false,
-  nodeFlags: string[] = [],
+  nodeFlags?: readonly string[],
   mode: Runtime = runtime,
 ) {
   const profile = cpuProfile
     ? ['--cpu-prof', `--cpu-prof-dir=${profilesDir}`, `--cpu-prof-name=${name}.${Date.now()}.cpuprofile`]
     : [];
-  const target = await nodeEntry(entry, mode);
-  return spawnPinned(name, core, process.execPath, [...profile, ...nodeFlags, ...target.args, ...args], env);
+  const target = await nodeEntry(entry, mode, nodeFlags);
+  return spawnPinned(name, core, process.execPath, [...profile, ...target.args, ...args], env);
 }
 
 const idleRss = new Map<number, number>();

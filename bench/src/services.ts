@@ -2,7 +2,7 @@ import { freePort, type ManagedProcess } from '@sekisho/devstack/processes';
 import { AuthzPolicy, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { policyTypeUrls } from '@sekisho/service-kit/contract';
 import { startPolicyServer } from '@sekisho/service-kit/testing/policy-server';
-import { cores, spawnNodePinned } from './common';
+import { cores, type Runtime, spawnNodePinned } from './common';
 
 // The two policy services as the benchmarks start them: pinned to the server core, their
 // policy pushed over a local ADS server, ready when /readyz says so. Startup is spawn → ready.
@@ -21,7 +21,10 @@ interface Common {
   cpuProfile?: boolean;
   /** Extra variables (WORKERS, EXT_AUTHZ_TOKEN_CACHE_SIZE, …). */
   env?: Record<string, string>;
-  nodeFlags?: string[];
+  /** V8 flags instead of production's (productionNodeFlags); undefined keeps those. */
+  nodeFlags?: readonly string[];
+  /** Instead of the run's (--tsx or dist). */
+  runtime?: Runtime;
 }
 
 interface Spec {
@@ -53,6 +56,7 @@ async function startWithPolicy(spec: Spec, opts: Common): Promise<StartedService
     { ...process.env, LOG_LEVEL: 'warn', ...env, ...opts.env },
     opts.cpuProfile,
     opts.nodeFlags,
+    opts.runtime,
   );
   const stop = async () => {
     await proc.stop();

@@ -1,4 +1,5 @@
 import { credentials } from '@grpc/grpc-js';
+import { productionNodeFlags } from '@sekisho/devstack/build';
 import { createFirebaseKeyServer, mintIdToken } from '@sekisho/devstack/firebase-keys';
 import {
   AuthorizationClient,
@@ -19,7 +20,7 @@ import { findH2load, runH2load } from './h2load';
 import { startPinnedRedis } from './redis-bench';
 import { type StartedService, startExtAuthzService, startRateLimitService } from './services';
 
-// npm run bench:soak [-- --duration <seconds>] [--service ratelimit|authz] [--tsx] [--node-flag <flag>]…
+// npm run bench:soak [-- --duration <seconds>] [--service ratelimit|authz] [--tsx] [--node-flags "<flags>"]
 // Each policy service (compiled, as production runs it) is loaded at half of its peak for
 // `--duration` seconds (600 by default, each service in turn), its RSS sampled every second.
 // Flat means every sample after the first tenth of the run lies within ±10 % of their median.
@@ -27,12 +28,13 @@ import { type StartedService, startExtAuthzService, startRateLimitService } from
 interface SoakArgs {
   durationS: number;
   services: Array<'ratelimit' | 'authz'>;
-  nodeFlags: string[];
+  /** Instead of production's flags (devstack's productionNodeFlags) when given. */
+  nodeFlags: string[] | undefined;
   passOn: string[];
 }
 
 function soakArgs(argv: string[]): SoakArgs {
-  const out: SoakArgs = { durationS: 600, services: ['ratelimit', 'authz'], nodeFlags: [], passOn: [] };
+  const out: SoakArgs = { durationS: 600, services: ['ratelimit', 'authz'], nodeFlags: undefined, passOn: [] };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -49,12 +51,13 @@ function soakArgs(argv: string[]): SoakArgs {
       const v = value();
       if (v !== 'ratelimit' && v !== 'authz') throw new Error(`--service: expected ratelimit or authz, got "${v}"`);
       out.services = [v];
-    } else if (arg === '--node-flag') {
-      out.nodeFlags.push(value());
+    } else if (arg === '--node-flags') {
+      // Space-separated; "" runs with V8's defaults.
+      out.nodeFlags = value().split(' ').filter(Boolean);
     } else if (arg === '--tsx' || arg === '--cpu-prof') {
       out.passOn.push(arg);
     } else {
-      throw new Error(`unknown argument "${arg}" (accepted: --duration, --service, --node-flag, --tsx, --cpu-prof)`);
+      throw new Error(`unknown argument "${arg}" (accepted: --duration, --service, --node-flags, --tsx, --cpu-prof)`);
     }
   }
   return out;
@@ -260,7 +263,7 @@ try {
     server_core: cores.server,
     load_generator_core: cores.loadGenerator,
     services_run_under: runtimeNote(),
-    node_flags: args.nodeFlags,
+    node_flags: args.nodeFlags ?? productionNodeFlags,
     duration_s: args.durationS,
     flat_means: 'every RSS sample after the first tenth of the run within ±10 % of their median',
     services: summaries,

@@ -3,7 +3,7 @@ import { compileDefinitionFile } from '@sekisho/control-plane/definition/load';
 import { policyServiceAddresses } from '@sekisho/control-plane/ir/clusters';
 import { extAuthzClusterName, rateLimitClusterName } from '@sekisho/control-plane/ir/names';
 import { type DemoUpstream, startDemoUpstream } from '@sekisho/demo-upstream/server';
-import { assertBuilt, type BuiltService } from './build';
+import { assertBuilt, type BuiltService, productionNodeFlags } from './build';
 import { type EnvoyHandle, startEnvoy } from './envoy';
 import {
   createFirebaseKeyServer,
@@ -210,7 +210,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const child = spawnProcess({
       name: spec.name,
       command: process.execPath,
-      args: runtime === 'dist' ? [assertBuilt(spec.built)] : ['--import', 'tsx', spec.entry],
+      args: runtime === 'dist' ? [...productionNodeFlags, assertBuilt(spec.built)] : ['--import', 'tsx', spec.entry],
       cwd: repoRoot,
       env: spec.env,
     });
