@@ -6,7 +6,7 @@ import { parseH2loadLog, parseH2loadOutput } from './h2load';
 import { gatewayProcessName, parentPidOf } from './pin';
 import { commandsBetween, parseCommandStats } from './redis-bench';
 import { referenceYaml } from './reference-ratelimit';
-import { percentile, summarizeLatencies } from './stats';
+import { flatness, percentile, summarizeLatencies } from './stats';
 
 // What the benchmarks compute from the tools' output, on fixed text.
 
@@ -124,6 +124,11 @@ describe('run settings', () => {
     expect(runSettings(['--cpu-prof'])).toMatchObject({ quick: false, cpuProfile: true });
   });
 
+  it('runs the compiled services by default and their sources under tsx with --tsx', () => {
+    expect(runSettings(['--tsx'])).toMatchObject({ runtime: 'tsx' });
+    expect(runSettings([])).toMatchObject({ runtime: 'dist' });
+  });
+
   it('refuses an argument it does not know, naming it', () => {
     expect(() => runSettings(['--quik'])).toThrow(/--quik/);
   });
@@ -156,5 +161,23 @@ describe('CPU profile summary', () => {
       { owner: 'ioredis', percent: 90 },
       { owner: '(garbage collector)', percent: 10 },
     ]);
+  });
+});
+
+describe('soak flatness', () => {
+  const series = (values: number[]) => values.map((rss_mb, i) => ({ t_s: i * 10, rss_mb }));
+
+  it('is flat when every sample after the first tenth is within ±10 % of their median', () => {
+    // The first sample (t=0, the warm-up tenth of 100 s) may be anything.
+    expect(flatness(series([40, 100, 105, 95, 101, 99, 104, 96, 100, 102]), 100)).toMatchObject({
+      median_mb: 100,
+      flat: true,
+    });
+  });
+
+  it('is not flat when RSS keeps growing', () => {
+    const result = flatness(series([80, 90, 100, 110, 120, 130, 140, 150, 160, 170]), 100);
+    expect(result.flat).toBe(false);
+    expect(result.max_deviation_pct).toBeGreaterThan(10);
   });
 });

@@ -19,6 +19,7 @@ import { grpcBodyFile, grpcHeaders } from './grpc-call';
 import { findH2load, runH2load } from './h2load';
 import { startPinnedRedis } from './redis-bench';
 import { type StartedService, startExtAuthzService, startRateLimitService } from './services';
+import { flatness, type RssSample } from './stats';
 
 // npm run bench:soak [-- --duration <seconds>] [--service ratelimit|authz] [--tsx] [--node-flags "<flags>"]
 // Each policy service (compiled, as production runs it) is loaded at half of its peak for
@@ -72,28 +73,6 @@ const started: Array<{ stop(): Promise<void> }> = [];
 const results: Row[] = [];
 const summaries: Record<string, unknown> = {};
 
-interface Sample {
-  t_s: number;
-  rss_mb: number;
-}
-
-/** Every sample after the first tenth within ±10 % of their median. */
-export function flatness(samples: Sample[], durationS: number) {
-  const steady = samples.filter((s) => s.t_s >= durationS / 10).map((s) => s.rss_mb);
-  const sorted = [...steady].sort((a, b) => a - b);
-  const median = sorted[Math.floor(sorted.length / 2)] ?? 0;
-  const min = sorted[0] ?? 0;
-  const max = sorted[sorted.length - 1] ?? 0;
-  const deviation = median === 0 ? 0 : Math.max(max / median - 1, 1 - min / median);
-  return {
-    median_mb: median,
-    min_mb: min,
-    max_mb: max,
-    max_deviation_pct: Math.round(deviation * 1000) / 10,
-    flat: deviation <= 0.1,
-  };
-}
-
 async function soak(name: string, service: StartedService, bodyFile: string, url: string) {
   await new Promise((resolve) => setTimeout(resolve, 3_000));
   const rssIdle = rssMb(service.proc.pid);
@@ -110,7 +89,7 @@ async function soak(name: string, service: StartedService, bodyFile: string, url
   console.log(`${name}: startup ${service.startupMs} ms, idle ${rssIdle} MB, peak ${peakRun.throughput_per_s}/s`);
   console.log(`${name}: ${args.durationS} s at ${rate}/s (16 in flight)`);
 
-  const samples: Sample[] = [];
+  const samples: RssSample[] = [];
   const t0 = performance.now();
   const sampler = setInterval(() => {
     samples.push({ t_s: Math.round((performance.now() - t0) / 100) / 10, rss_mb: rssMb(service.proc.pid) });

@@ -1,5 +1,5 @@
 // `npm run build`: bundles the services into dist/ (see ../build.ts); `npm start`, the
-// benchmarks and the Kubernetes images run those files with plain `node`.
+// benchmarks run those files with plain `node`, as production does.
 import { relative } from 'node:path';
 import { buildServices } from '../build';
 import { repoRoot } from '../paths';
