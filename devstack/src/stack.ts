@@ -46,8 +46,6 @@ export interface StackOptions {
    * (`npm start`, bench:gateway, the compiled-services e2e test).
    */
   runtime?: 'tsx' | 'dist';
-  /** Extra variables for the two policy services (WORKERS). */
-  policyServiceEnv?: Record<string, string>;
   /** Called with a line of progress ("starting Envoy…"). */
   progress?: (line: string) => void;
 }
@@ -255,7 +253,6 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       built: 'ext-authz',
       env: {
         ...common,
-        ...opts.policyServiceEnv,
         EXT_AUTHZ_GRPC_PORT: String(portOf(address)),
         EXT_AUTHZ_ADMIN_PORT: String(extAuthzAdminPorts[i]),
         EXT_AUTHZ_NODE_ID: i === 0 ? 'ext-authz' : `ext-authz-${i + 1}`,
@@ -288,7 +285,6 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         built: 'ratelimit-service',
         env: {
           ...common,
-          ...opts.policyServiceEnv,
           RATELIMIT_GRPC_PORT: String(portOf(firstReplica(definition.policyServices.rateLimit))),
           RATELIMIT_ADMIN_PORT: String(ports.ratelimitAdmin),
           RATELIMIT_XDS_ADDRESS: xdsAddress,

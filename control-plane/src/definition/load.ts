@@ -72,10 +72,10 @@ export async function compileDefinitionFile(path: string): Promise<CompileResult
 }
 
 async function importDefault(path: string): Promise<unknown> {
+  if (typeScriptExtensions.has(extname(path).toLowerCase())) await typeScriptLoader();
   // ESM caches modules by URL forever; a query naming the file's version makes import()
   // read it again after a change, and reuse it (no leak) when nothing changed. Modules the
   // definition itself imports stay cached.
-  if (typeScriptExtensions.has(extname(path).toLowerCase())) await typeScriptLoader();
   const { mtimeNs, size } = await stat(path, { bigint: true });
   const url = `${pathToFileURL(path).href}?v=${mtimeNs}-${size}`;
   const module = (await import(url)) as { default?: unknown };
