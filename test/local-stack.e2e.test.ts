@@ -1,8 +1,9 @@
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { buildServices, distEntry } from '@sekisho/devstack/build';
 import { repoRoot } from '@sekisho/devstack/paths';
 import { freePort, type ManagedProcess, spawnProcess, waitUntil } from '@sekisho/devstack/processes';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
@@ -11,10 +12,17 @@ import { stringify } from 'yaml';
 // `npm start` (devstack/src/cli/start.ts, run as the script runs it, on free ports and a
 // definition of its own) and `npm run admin` with no connection options: the command finds
 // the running stack's Redis through the file start.ts writes, and the file goes with the stack.
+// npm start runs what production runs, so this is also the test of the compiled services:
+// `npm run build`'s bundles in dist/, each started by plain node, without tsx.
 
 let dir: string;
 let stackFile: string;
 let start: ManagedProcess;
+
+beforeAll(async () => {
+  // npm start's pre-step (npm run build), here so the test needs nothing built before it.
+  await buildServices();
+}, 300_000);
 
 /** Runs start.ts as `npm start` does, on free ports, with `env` on top; resolves once it is running. */
 async function startLocalStack(env: NodeJS.ProcessEnv = {}) {
@@ -83,9 +91,36 @@ function admin(...args: string[]) {
   });
 }
 
+/** The command lines of `pid`'s child processes, from /proc. */
+function childCommandLines(pid: number): string[][] {
+  const lines: string[][] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // The parent pid is the 2nd field after the parenthesised command name.
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== pid) continue;
+      lines.push(readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').filter(Boolean));
+    } catch {
+      // The process ended while being read.
+    }
+  }
+  return lines;
+}
+
 describe('npm start and npm run admin', () => {
   beforeAll(() => startLocalStack(), 150_000);
   afterAll(stopLocalStack);
+
+  it('runs the compiled services with plain node, as production does', () => {
+    const children = childCommandLines(start.pid);
+    for (const service of ['control-plane', 'ext-authz', 'ratelimit-service'] as const) {
+      const line = children.find((args) => args.includes(distEntry(service)));
+      expect(line, `${service} among ${JSON.stringify(children)}`).toBeDefined();
+      expect(line?.join(' ')).not.toContain('tsx');
+    }
+  });
 
   it('writes where its Redis is, and the admin command acts on it without options', async () => {
     onTestFailed(() => console.error(start.logs()));

@@ -8,9 +8,8 @@ import {
   type CheckResponse,
 } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
-import { authzContextKeys, policyTypeUrls } from '@sekisho/service-kit/contract';
+import { authzContextKeys } from '@sekisho/service-kit/contract';
 import { transportFromEnv } from '@sekisho/service-kit/grpc-server';
-import { startPolicyServer } from '@sekisho/service-kit/testing/policy-server';
 import {
   assertTwoCores,
   cores,
@@ -20,6 +19,7 @@ import {
   type Row,
   recordIdleRss,
   runSettings,
+  runtimeNote,
   spawnNodePinned,
   writeResults,
 } from './common';
@@ -27,6 +27,7 @@ import { printProfiles } from './cpu-profile';
 import { grpcBodyFile, grpcHeaders } from './grpc-call';
 import { findH2load } from './h2load';
 import type { NoopTransport } from './noop-servers';
+import { startExtAuthzService } from './services';
 
 // npm run bench:authz [-- --quick]
 // ext_authz Check at 1, 16 and 64 calls in flight on one HTTP/2 connection: the transport
@@ -120,7 +121,7 @@ async function atHalfPeak(name: string, server: { proc: ManagedProcess; port: nu
 
 async function startNoop(transport: NoopTransport) {
   const port = await freePort();
-  const proc = spawnNodePinned(
+  const proc = await spawnNodePinned(
     `noop-${transport}`,
     cores.server,
     'bench/src/noop-server-main.ts',
@@ -135,39 +136,14 @@ async function startNoop(transport: NoopTransport) {
 }
 
 async function startExtAuthz(tokenCacheSize: number): Promise<{ proc: ManagedProcess; port: number }> {
-  const ads = await startPolicyServer();
-  started.push({ stop: () => ads.close() });
-  const [grpcPort, adminPort] = [await freePort(), await freePort()];
-  const t0 = performance.now();
-  const proc = spawnNodePinned(
-    'ext-authz',
-    cores.server,
-    'ext-authz/src/main.ts',
-    [],
-    {
-      ...process.env,
-      EXT_AUTHZ_GRPC_PORT: String(grpcPort),
-      EXT_AUTHZ_ADMIN_PORT: String(adminPort),
-      EXT_AUTHZ_XDS_ADDRESS: `127.0.0.1:${ads.port}`,
-      EXT_AUTHZ_FIREBASE_CERTS_URL: keys.url,
-      // devstack's key server is plain HTTP on loopback (ext-authz refuses http without this).
-      EXT_AUTHZ_KEYS_ALLOW_HTTP: 'true',
-      EXT_AUTHZ_TOKEN_CACHE_SIZE: String(tokenCacheSize),
-      LOG_LEVEL: 'warn',
-    },
-    settings.cpuProfile,
-  );
-  started.push(proc);
-  const deadline = Date.now() + 60_000;
-  while (!ads.connected()) {
-    if (Date.now() > deadline || proc.exitInfo()) throw new Error(`ext-authz never subscribed:\n${proc.logs()}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  ads.push(policyTypeUrls.authz, 'bench-1', AuthzPolicy.encode(policy).finish());
-  await proc.waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, 30_000, (p) => p.status === 200);
-  startupMs[tokenCacheSize > 0 ? 'ext-authz' : 'ext-authz (cache off)'] = Math.round(performance.now() - t0);
-  recordIdleRss(proc.pid);
-  return { proc, port: grpcPort };
+  const service = await startExtAuthzService(keys.url, policy, {
+    cpuProfile: settings.cpuProfile,
+    env: { EXT_AUTHZ_TOKEN_CACHE_SIZE: String(tokenCacheSize) },
+  });
+  started.push(service);
+  startupMs[tokenCacheSize > 0 ? 'ext-authz' : 'ext-authz (cache off)'] = service.startupMs;
+  recordIdleRss(service.proc.pid);
+  return service;
 }
 
 try {
@@ -218,7 +194,7 @@ try {
     load: 'h2load, one HTTP/2 connection, concurrency = streams in flight on it',
     server_core: cores.server,
     load_generator_core: cores.loadGenerator,
-    services_run_under: 'node --import tsx (as devstack runs them today)',
+    services_run_under: runtimeNote(),
     // The services inherit this process's environment: SEKISHO_GRPC_TRANSPORT=grpc-js compares.
     services_grpc_transport: transportFromEnv(),
     cached: 'one verified RS256 token repeated; EXT_AUTHZ_TOKEN_CACHE_SIZE=10000',

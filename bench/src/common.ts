@@ -2,6 +2,13 @@ import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
+import {
+  assertBuilt,
+  type BuiltService,
+  bundleEntry,
+  productionNodeFlags,
+  serviceEntries,
+} from '@sekisho/devstack/build';
 import { repoRoot } from '@sekisho/devstack/paths';
 import { type ManagedProcess, spawnProcess } from '@sekisho/devstack/processes';
 import { type LoadOptions, type LoadResult, runH2load } from './h2load';
@@ -14,6 +21,11 @@ export const cores = { server: '0', loadGenerator: '1', redis: '1' } as const;
 
 export interface RunSettings {
   quick: boolean;
+  /**
+   * How the Node servers run: `dist` (default) is what production runs, the bundles
+   * `npm run build` writes, by plain node; `--tsx` runs the sources under tsx to compare.
+   */
+  runtime: Runtime;
   /** --cpu-prof: every Node server under test writes a V8 CPU profile to bench/results/profiles/. */
   cpuProfile: boolean;
   durationS: number;
@@ -22,15 +34,16 @@ export interface RunSettings {
 }
 
 export function runSettings(argv: string[] = process.argv.slice(2)): RunSettings {
-  const unknown = argv.filter((a) => a !== '--quick' && a !== '--cpu-prof');
+  const unknown = argv.filter((a) => a !== '--quick' && a !== '--cpu-prof' && a !== '--tsx');
   if (unknown.length > 0) {
-    throw new Error(`unknown argument(s): ${unknown.join(' ')} (accepted: --quick, --cpu-prof)`);
+    throw new Error(`unknown argument(s): ${unknown.join(' ')} (accepted: --quick, --cpu-prof, --tsx)`);
   }
   const quick = argv.includes('--quick');
   const cpuProfile = argv.includes('--cpu-prof');
+  runtime = argv.includes('--tsx') ? 'tsx' : 'dist';
   return quick
-    ? { quick, cpuProfile, durationS: 1, warmupS: 0.5, concurrencies: [1, 16, 64] }
-    : { quick, cpuProfile, durationS: 3, warmupS: 1, concurrencies: [1, 16, 64] };
+    ? { quick, cpuProfile, runtime, durationS: 1, warmupS: 0.5, concurrencies: [1, 16, 64] }
+    : { quick, cpuProfile, runtime, durationS: 3, warmupS: 1, concurrencies: [1, 16, 64] };
 }
 
 export function assertTwoCores(): void {
@@ -48,28 +61,62 @@ export function spawnPinned(name: string, core: string, command: string, args: s
 
 export const profilesDir = join(repoRoot, 'bench', 'results', 'profiles');
 
+export type Runtime = 'dist' | 'tsx';
+let runtime: Runtime = 'dist';
+
+/** What the results file says about how the Node servers ran. */
+export function runtimeNote(): string {
+  return runtime === 'dist'
+    ? 'node dist/<service>/main.js (the esbuild bundles `npm run build` writes, as production runs them)'
+    : 'node --import tsx <service>/src/main.ts (--tsx: the sources, for comparison)';
+}
+
+const bundled = new Map<string, Promise<string>>();
+
 /**
- * A TypeScript entry of this repository under tsx, as devstack runs the services today; with
- * `cpuProfile`, V8 writes its CPU profile (the whole life of the process) when it exits.
+ * The file node runs for a TypeScript entry of this repository: a service's bundle from
+ * dist/ (built by the benchmark's pre-step, `npm run build`), or for the benchmark's own
+ * servers (the no-ops) a bundle made here the same way; under `--tsx`, the source itself.
  */
-export function spawnNodePinned(
+export async function nodeEntry(
+  entry: string,
+  mode: Runtime = runtime,
+  nodeFlags?: readonly string[],
+): Promise<{ args: string[] }> {
+  if (mode === 'tsx') return { args: [...(nodeFlags ?? []), '--import', 'tsx', join(repoRoot, entry)] };
+  const service = (Object.keys(serviceEntries) as BuiltService[]).find((s) => serviceEntries[s] === entry);
+  // As production runs it, its V8 flags included unless the caller names its own.
+  if (service) return { args: [...(nodeFlags ?? productionNodeFlags), assertBuilt(service)] };
+  let file = bundled.get(entry);
+  if (!file) {
+    const out = join(repoRoot, '.cache', 'bench', 'dist', `${entry.replace(/[/.]/g, '_')}.mjs`);
+    file = bundleEntry(entry, out).then(() => out);
+    bundled.set(entry, file);
+  }
+  return { args: [...(nodeFlags ?? []), await file] };
+}
+
+/**
+ * A TypeScript entry of this repository as the run's runtime runs it (see nodeEntry); with
+ * `cpuProfile`, V8 writes its CPU profile (the whole life of the process) when it exits.
+ * `nodeFlags` (V8 heap flags) replace the production flags a service runs with (devstack's
+ * productionNodeFlags); undefined keeps them.
+ */
+export async function spawnNodePinned(
   name: string,
   core: string,
   entry: string,
   args: string[],
   env?: NodeJS.ProcessEnv,
   cpuProfile = false,
+  nodeFlags?: readonly string[],
+  mode: Runtime = runtime,
 ) {
   const profile = cpuProfile
     ? ['--cpu-prof', `--cpu-prof-dir=${profilesDir}`, `--cpu-prof-name=${name}.${Date.now()}.cpuprofile`]
     : [];
-  return spawnPinned(
-    name,
-    core,
-    process.execPath,
-    [...profile, '--import', 'tsx', join(repoRoot, entry), ...args],
-    env,
-  );
+  const target = await nodeEntry(entry, mode, nodeFlags);
+  return spawnPinned(name, core, process.execPath, [...profile, ...target.args, ...args], env);
 }
 
 const idleRss = new Map<number, number>();

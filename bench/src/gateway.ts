@@ -14,6 +14,7 @@ import {
   type Row,
   rssMb,
   runSettings,
+  runtimeNote,
   spawnPinned,
   writeResults,
 } from './common';
@@ -72,7 +73,13 @@ try {
   const signingKey = await generateSigningKey();
   console.log('starting the Sekisho stack (Envoy --concurrency 1)…');
   const t0 = performance.now();
-  const stack: Stack = await startStack({ definitionFile, signingKey, envoyConcurrency: 1, logLevel: 'warn' });
+  const stack: Stack = await startStack({
+    definitionFile,
+    signingKey,
+    envoyConcurrency: 1,
+    logLevel: 'warn',
+    runtime: settings.runtime,
+  });
   started.push(stack);
   const stackStartupMs = Math.round(performance.now() - t0);
   const token = await stack.mintToken('bench-user', { group });
@@ -228,7 +235,7 @@ try {
     load_generator_core: `${cores.loadGenerator}: h2load, and this process (the demo upstream and the key server)`,
     pinned: pinnedList,
     sekisho_stack_startup_ms: stackStartupMs,
-    services_run_under: 'node --import tsx (as devstack runs them today)',
+    services_run_under: runtimeNote(),
     duration_s: settings.durationS,
     warmup_s: settings.warmupS,
     comparison,

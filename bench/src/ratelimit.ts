@@ -11,9 +11,8 @@ import {
   RateLimitServiceClient,
 } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import { RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
-import { descriptorKeys, policyTypeUrls, rateLimitDomain } from '@sekisho/service-kit/contract';
+import { descriptorKeys, rateLimitDomain } from '@sekisho/service-kit/contract';
 import { transportFromEnv } from '@sekisho/service-kit/grpc-server';
-import { startPolicyServer } from '@sekisho/service-kit/testing/policy-server';
 import {
   type Absent,
   assertTwoCores,
@@ -24,6 +23,7 @@ import {
   type Row,
   recordIdleRss,
   runSettings,
+  runtimeNote,
   spawnNodePinned,
   spawnPinned,
   writeResults,
@@ -34,6 +34,7 @@ import { findH2load } from './h2load';
 import type { NoopTransport } from './noop-servers';
 import { commandsBetween, startPinnedRedis } from './redis-bench';
 import { installReference, referenceYaml } from './reference-ratelimit';
+import { startRateLimitService } from './services';
 
 // npm run bench:ratelimit [-- --quick]
 // ShouldRateLimit at 1, 16 and 64 calls in flight on one HTTP/2 connection: the transport
@@ -150,7 +151,7 @@ const notes: Record<string, unknown> = {
   server_core: cores.server,
   load_generator_core: cores.loadGenerator,
   redis_core: `${cores.redis} (shared by every case, on the load generator's core)`,
-  services_run_under: 'node --import tsx (as devstack runs them today)',
+  services_run_under: runtimeNote(),
   // The services inherit this process's environment: SEKISHO_GRPC_TRANSPORT=grpc-js compares.
   services_grpc_transport: transportFromEnv(),
   duration_s: settings.durationS,
@@ -159,7 +160,7 @@ const notes: Record<string, unknown> = {
 
 async function startNoop(transport: NoopTransport): Promise<{ proc: ManagedProcess; port: number }> {
   const port = await freePort();
-  const proc = spawnNodePinned(
+  const proc = await spawnNodePinned(
     `noop-${transport}`,
     cores.server,
     'bench/src/noop-server-main.ts',
@@ -174,37 +175,11 @@ async function startNoop(transport: NoopTransport): Promise<{ proc: ManagedProce
 }
 
 async function startService(redisUrl: string) {
-  const ads = await startPolicyServer();
-  started.push({ stop: () => ads.close() });
-  const [grpcPort, adminPort] = [await freePort(), await freePort()];
-  const t0 = performance.now();
-  const proc = spawnNodePinned(
-    'ratelimit-service',
-    cores.server,
-    'ratelimit-service/src/main.ts',
-    [],
-    {
-      ...process.env,
-      RATELIMIT_GRPC_PORT: String(grpcPort),
-      RATELIMIT_ADMIN_PORT: String(adminPort),
-      RATELIMIT_XDS_ADDRESS: `127.0.0.1:${ads.port}`,
-      RATELIMIT_REDIS_URL: redisUrl,
-      LOG_LEVEL: 'warn',
-    },
-    settings.cpuProfile,
-  );
-  started.push(proc);
-  const deadline = Date.now() + 60_000;
-  while (!ads.connected()) {
-    if (Date.now() > deadline || proc.exitInfo())
-      throw new Error(`ratelimit-service never subscribed:\n${proc.logs()}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  ads.push(policyTypeUrls.rateLimit, 'bench-1', RateLimitPolicy.encode(policy).finish());
-  await proc.waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, 30_000, (p) => p.status === 200);
-  startupMs['ratelimit-service'] = Math.round(performance.now() - t0);
-  recordIdleRss(proc.pid);
-  return { proc, port: grpcPort };
+  const service = await startRateLimitService(redisUrl, policy, { cpuProfile: settings.cpuProfile });
+  started.push(service);
+  startupMs['ratelimit-service'] = service.startupMs;
+  recordIdleRss(service.proc.pid);
+  return service;
 }
 
 /** The service with files only: the reference's YAML under domain bench_files, no control plane. */
@@ -214,7 +189,7 @@ async function startFileService(redisUrl: string) {
   await writeFile(join(dir, `${fileDomain}.yaml`), referenceYaml(fileDomain, descriptorKeys, routes, limit));
   const [grpcPort, adminPort] = [await freePort(), await freePort()];
   const t0 = performance.now();
-  const proc = spawnNodePinned(
+  const proc = await spawnNodePinned(
     'ratelimit-service-files',
     cores.server,
     'ratelimit-service/src/main.ts',

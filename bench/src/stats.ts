@@ -25,3 +25,25 @@ export function summarizeLatencies(samplesMs: number[]): LatencySummary {
     max_ms: round(arr.at(-1) ?? Number.NaN),
   };
 }
+
+export interface RssSample {
+  t_s: number;
+  rss_mb: number;
+}
+
+/** bench:soak's verdict: every RSS sample after the first tenth of the run within ±10 % of their median. */
+export function flatness(samples: RssSample[], durationS: number) {
+  const steady = samples.filter((s) => s.t_s >= durationS / 10).map((s) => s.rss_mb);
+  const sorted = [...steady].sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)] ?? 0;
+  const min = sorted[0] ?? 0;
+  const max = sorted[sorted.length - 1] ?? 0;
+  const deviation = median === 0 ? 0 : Math.max(max / median - 1, 1 - min / median);
+  return {
+    median_mb: median,
+    min_mb: min,
+    max_mb: max,
+    max_deviation_pct: Math.round(deviation * 1000) / 10,
+    flat: deviation <= 0.1,
+  };
+}

@@ -169,7 +169,7 @@ pinProcess(process.pid, cores.loadGenerator);
 async function startServer() {
   const xdsPort = await freePort();
   const controlPort = await freePort();
-  const process_ = spawnNodePinned(
+  const process_ = await spawnNodePinned(
     'xds-bench-server',
     cores.server,
     'bench/src/xds-server-main.ts',

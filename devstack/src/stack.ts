@@ -6,6 +6,7 @@ import { compileDefinitionFile } from '@sekisho/control-plane/definition/load';
 import { policyServiceAddresses } from '@sekisho/control-plane/ir/clusters';
 import { extAuthzClusterName, rateLimitClusterName } from '@sekisho/control-plane/ir/names';
 import { type DemoUpstream, startDemoUpstream } from '@sekisho/demo-upstream/server';
+import { assertBuilt, type BuiltService, productionNodeFlags } from './build';
 import { type ControlChannelCertificates, createControlChannelCertificates } from './control-channel-certs';
 import { type EnvoyHandle, startEnvoy } from './envoy';
 import { type AuthEmulator, startAuthEmulator } from './firebase-emulator';
@@ -64,6 +65,12 @@ export interface StackOptions {
   /** How the ingress Envoy speaks xDS: state of the world ('GRPC', the default) or delta ('DELTA_GRPC'). */
   adsApiType?: 'GRPC' | 'DELTA_GRPC';
   logLevel?: string;
+  /**
+   * How Sekisho's processes run: `tsx` (default, for tests: the sources as they are) or
+   * `dist`, what production runs, plain node on the bundles `npm run build` wrote
+   * (`npm start`, bench:gateway, the compiled-services e2e test).
+   */
+  runtime?: 'tsx' | 'dist';
   /** Called with a line of progress ("starting Envoy…"). */
   progress?: (line: string) => void;
 }
@@ -113,6 +120,8 @@ export type ServiceName = 'control-plane' | 'ext-authz' | 'ratelimit-service' | 
 interface ServiceSpec {
   name: ServiceName;
   entry: string;
+  /** dist/<built>/main.js is the same process compiled. */
+  built: BuiltService;
   env: NodeJS.ProcessEnv;
   /** Ready: the control plane has a snapshot; each policy service has its policy (see their /readyz). */
   readyUrl: string;
@@ -227,13 +236,14 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   for (let i = 1; i < policyServiceAddresses(definition.policyServices.extAuthz).length; i++) {
     extAuthzAdminPorts.push(await freePort());
   }
-  // Spawns one of Sekisho's processes under tsx (as deployed: its own process) and waits
-  // until it is ready, failing at once with its output if it dies first.
+  // Spawns one of Sekisho's processes (as deployed: its own process), under tsx or compiled,
+  // and waits until it is ready, failing at once with its output if it dies first.
+  const runtime = opts.runtime ?? 'tsx';
   const launch = async (spec: ServiceSpec) => {
     const child = spawnProcess({
       name: spec.name,
       command: process.execPath,
-      args: ['--import', 'tsx', spec.entry],
+      args: runtime === 'dist' ? [...productionNodeFlags, assertBuilt(spec.built)] : ['--import', 'tsx', spec.entry],
       cwd: repoRoot,
       env: spec.env,
     });
@@ -297,6 +307,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const extAuthzSpec = (address: string, i: number): ServiceSpec => ({
       name: i === 0 ? 'ext-authz' : `ext-authz-${i + 1}`,
       entry: 'ext-authz/src/main.ts',
+      built: 'ext-authz',
       env: {
         ...common,
         EXT_AUTHZ_GRPC_PORT: String(portOf(address)),
@@ -319,6 +330,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       'control-plane': {
         name: 'control-plane',
         entry: 'control-plane/src/main.ts',
+        built: 'control-plane',
         env: {
           ...common,
           CONTROL_PLANE_DEFINITION: opts.definitionFile,
@@ -338,6 +350,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       'ratelimit-service': {
         name: 'ratelimit-service',
         entry: 'ratelimit-service/src/main.ts',
+        built: 'ratelimit-service',
         env: {
           ...common,
           RATELIMIT_GRPC_PORT: String(portOf(firstReplica(definition.policyServices.rateLimit))),

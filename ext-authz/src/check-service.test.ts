@@ -5,8 +5,8 @@ import { authzContextKeys, identityHeaders } from '@sekisho/service-kit/contract
 import { createLogger } from '@sekisho/service-kit/logger';
 import { Registry } from 'prom-client';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type CheckServiceDeps, check, logDroppedDenials } from './check-service';
-import type { VerifyToken } from './decision';
+import { type CheckServiceDeps, check, logDroppedDenials, routeRequirementsOnce } from './check-service';
+import { routeRequirements, type VerifyToken } from './decision';
 import { DenialLogLimiter } from './denial-log-limiter';
 import { VerifiedTokenCache, verifyFirebaseIdToken } from './firebase/verify';
 import { createExtAuthzMetrics } from './metrics';
@@ -491,5 +491,35 @@ describe('check', () => {
     expect(await registry.getSingleMetricAsString('sekisho_ext_authz_check_duration_seconds')).toContain(
       'sekisho_ext_authz_check_duration_seconds_count{result="deny"} 3',
     );
+  });
+});
+
+describe('routeRequirementsOnce', () => {
+  const extensions = (overrides: Record<string, string>) => ({
+    [authzContextKeys.routeId]: 'profile',
+    [authzContextKeys.permissions]: 'read:own_profile, write:own_profile',
+    ...overrides,
+  });
+
+  it('parses each distinct set of context extensions once and reuses the frozen result', () => {
+    const first = routeRequirementsOnce(extensions({}));
+    expect(first).toEqual(routeRequirements(extensions({})));
+    expect(routeRequirementsOnce(extensions({}))).toBe(first);
+    expect(Object.isFrozen(first)).toBe(true);
+    expect(Object.isFrozen(first.permissions)).toBe(true);
+  });
+
+  it('tells apart sets whose values would run together when joined', () => {
+    const a = routeRequirementsOnce({ [authzContextKeys.routeId]: 'a|', [authzContextKeys.auth]: 'none' });
+    const b = routeRequirementsOnce({ [authzContextKeys.routeId]: 'a', [authzContextKeys.auth]: '|none' });
+    expect(a.routeId).toBe('a|');
+    expect(a.auth).toBe('none');
+    expect(b.routeId).toBe('a');
+    expect(b.auth).toBe('required');
+  });
+
+  it('reads only the extensions themselves, not names inherited from Object.prototype', () => {
+    const inherited = Object.create({ [authzContextKeys.auth]: 'none' }) as Record<string, string>;
+    expect(routeRequirementsOnce(inherited).auth).toBe('required');
   });
 });

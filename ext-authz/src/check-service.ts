@@ -4,7 +4,7 @@ import type {
   CheckRequest,
   CheckResponse,
 } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
-import { clientAddressHeader } from '@sekisho/service-kit/contract';
+import { authzContextKeys, clientAddressHeader } from '@sekisho/service-kit/contract';
 import { pickLanguage } from '@sekisho/service-kit/errors';
 import { type Logger, maskPII } from '@sekisho/service-kit/logger';
 import type { AccountView } from './accounts/state';
@@ -111,7 +111,7 @@ function describeRequest(request: CheckRequest): RequestFacts {
   const headers = requestHeaders(http);
   return {
     headers,
-    route: routeRequirements(attributes?.contextExtensions ?? {}),
+    route: routeRequirementsOnce(attributes?.contextExtensions ?? {}),
     correlationId: (headers['x-request-id'] || http?.id || '').slice(0, 128),
     acceptLanguage: headers['accept-language'],
     ipAddress: derivedClientAddress(headers) ?? (attributes?.source?.address?.socketAddress?.address || undefined),
@@ -119,6 +119,33 @@ function describeRequest(request: CheckRequest): RequestFacts {
     path: http?.path || headers[':path'],
     method: http?.method || headers[':method'] || undefined,
   };
+}
+
+// Envoy sends a route's context_extensions unchanged with every Check, so each distinct set
+// is parsed once (the split permission list, the header limits) and the frozen result reused.
+// Keyed by every value the parse reads, length-prefixed so no two sets share a key; bounded,
+// the oldest set going first (a new policy's routes replace the old ones).
+const routeKeys = Object.values(authzContextKeys);
+const parsedRoutes = new Map<string, RouteRequirements>();
+const maxParsedRoutes = 4096;
+
+export function routeRequirementsOnce(contextExtensions: Readonly<Record<string, string>>): RouteRequirements {
+  let key = '';
+  for (const name of routeKeys) {
+    const value = Object.hasOwn(contextExtensions, name) ? contextExtensions[name] : undefined;
+    key += value === undefined ? '-|' : `${value.length}:${value}|`;
+  }
+  let route = parsedRoutes.get(key);
+  if (route === undefined) {
+    const parsed = routeRequirements(contextExtensions);
+    Object.freeze(parsed.permissions);
+    if (parsed.owner) Object.freeze(parsed.owner);
+    if (parsed.headerLimits) Object.freeze(parsed.headerLimits);
+    route = Object.freeze(parsed);
+    if (parsedRoutes.size >= maxParsedRoutes) parsedRoutes.delete(parsedRoutes.keys().next().value as string);
+    parsedRoutes.set(key, route);
+  }
+  return route;
 }
 
 /** Entries and bytes of Envoy's header map: exact with header_map (encode_raw_headers). */

@@ -72,6 +72,7 @@ export async function compileDefinitionFile(path: string): Promise<CompileResult
 }
 
 async function importDefault(path: string): Promise<unknown> {
+  if (typeScriptExtensions.has(extname(path).toLowerCase())) await typeScriptLoader();
   // ESM caches modules by URL forever; a query naming the file's version makes import()
   // read it again after a change, and reuse it (no leak) when nothing changed. Modules the
   // definition itself imports stay cached.
@@ -82,6 +83,21 @@ async function importDefault(path: string): Promise<unknown> {
     throw new Error('has no default export; write `export default defineGateway({ ... })`');
   }
   return module.default;
+}
+
+const typeScriptExtensions = new Set(['.ts', '.mts']);
+let tsLoader: Promise<void> | undefined;
+
+// Under tsx (development, tests) a .ts definition imports as it is. The compiled control
+// plane (dist/, plain node) registers tsx's loader the first time it reads one, so a
+// TypeScript definition and what it imports (@sekisho/control-plane's sources) still load;
+// a YAML or JavaScript definition loads no loader. This file's own URL says which it is.
+function typeScriptLoader(): Promise<void> {
+  if (import.meta.url.endsWith('.ts')) return Promise.resolve();
+  tsLoader ??= import('tsx/esm/api').then((tsx) => {
+    tsx.register();
+  });
+  return tsLoader;
 }
 
 function failure(message: string): CompileResult {

@@ -53,6 +53,8 @@ const stack = await startStack({
   authEmulator: config.SEKISHO_AUTH_EMULATOR,
   logLevel: config.LOG_LEVEL,
   adsApiType: config.SEKISHO_ADS_API_TYPE,
+  // What production runs: the bundles `npm run build` (npm start's pre-step) wrote to dist/.
+  runtime: 'dist',
   progress: (line) => console.log(`  … ${line}`),
 }).catch((error: unknown) => {
   console.error(`Sekisho failed to start: ${error instanceof Error ? error.message : String(error)}`);
