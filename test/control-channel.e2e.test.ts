@@ -13,7 +13,7 @@ import { type Stack, startStack } from '@sekisho/devstack/stack';
 import { Node } from '@sekisho/proto/envoy/config/core/v3/base';
 import { AggregatedDiscoveryServiceClient } from '@sekisho/proto/envoy/service/discovery/v3/ads';
 import { DiscoveryRequest, type DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
-import { policyResourceNames, policyTypeUrls } from '@sekisho/service-kit/contract';
+import { nodeViewKey, policyResourceNames, policyTypeUrls, policyViews } from '@sekisho/service-kit/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { showStackLogsOnFailure, writeDefinitionFile } from './support';
 
@@ -240,6 +240,9 @@ describe('clients without a valid certificate are refused', () => {
   it('a grpc-js client gets UNAVAILABLE without a certificate and PERMISSION_DENIED outside its view', async () => {
     showStackLogsOnFailure(() => stack, 30);
     const node = (cluster: string) => Node.fromPartial({ id: `grpc-js-${cluster}`, cluster });
+    // service-kit's policy client: cluster `sekisho`, its view named in the node metadata.
+    const policyNode = (view: string) =>
+      Node.fromPartial({ id: `grpc-js-${view}`, cluster: 'sekisho', metadata: { [nodeViewKey]: view } });
     const noCert = (await firstAnswer(adsClient(), {
       typeUrl: secretType,
       node: node('sekisho-ingress'),
@@ -257,19 +260,26 @@ describe('clients without a valid certificate are refused', () => {
     const policy = (await firstAnswer(adsClient(ratelimit), {
       typeUrl: policyTypeUrls.rateLimit,
       resourceNames: [policyResourceNames.rateLimit],
-      node: node('sekisho'),
+      node: policyNode(policyViews.rateLimit),
     })) as DiscoveryResponse;
     expect(policy.typeUrl).toBe(policyTypeUrls.rateLimit);
     const secrets = (await firstAnswer(adsClient(ratelimit), {
       typeUrl: secretType,
-      node: node('sekisho'),
+      node: policyNode(policyViews.rateLimit),
     })) as ServiceError;
     expect(secrets.code).toBe(status.PERMISSION_DENIED);
     const authz = (await firstAnswer(adsClient(ratelimit), {
       typeUrl: policyTypeUrls.authz,
       resourceNames: [policyResourceNames.authz],
-      node: node('sekisho'),
+      node: policyNode(policyViews.rateLimit),
     })) as ServiceError;
     expect(authz.code).toBe(status.PERMISSION_DENIED);
+    // Naming ext-authz's view in its node does not get it ext-authz's policy either.
+    const impostor = (await firstAnswer(adsClient(ratelimit), {
+      typeUrl: policyTypeUrls.authz,
+      resourceNames: [policyResourceNames.authz],
+      node: policyNode(policyViews.extAuthz),
+    })) as ServiceError;
+    expect(impostor.code).toBe(status.PERMISSION_DENIED);
   });
 });
