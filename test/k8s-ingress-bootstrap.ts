@@ -10,10 +10,26 @@ import { parse } from 'yaml';
 
 export const ingressBootstrapFile = join(repoRoot, 'k8s', 'base', 'ingress', 'bootstrap.yaml');
 
+/** Where the ingress Deployment mounts the sekisho-ingress-xds Secret (cert-manager). */
+export const ingressXdsTlsDir = '/etc/sekisho/xds-tls';
+const controlPlaneHost = 'sekisho-control-plane.sekisho-system.svc.cluster.local';
+
 export const ingressBootstrapValues = {
   nodeId: 'sekisho-ingress',
-  cluster: 'ingress',
-  controlPlane: { host: 'sekisho-control-plane.sekisho-system.svc.cluster.local', port: 18000 },
+  // The cluster the control plane reads as a claim of the ingress view (channel/identity.ts);
+  // the certificate (spiffe://sekisho.local/ingress) must allow it.
+  cluster: 'sekisho-ingress',
+  controlPlane: {
+    host: controlPlaneHost,
+    port: 18000,
+    // Mutual TLS: the files are read when Envoy starts (k8s/README.md "Control channel").
+    tls: {
+      caFile: `${ingressXdsTlsDir}/ca.crt`,
+      certFile: `${ingressXdsTlsDir}/tls.crt`,
+      keyFile: `${ingressXdsTlsDir}/tls.key`,
+      serverName: controlPlaneHost,
+    },
+  },
   adminAddress: '127.0.0.1',
   adminPort: 9901,
   // 80 % of the container's 1 Gi memory limit.
