@@ -11,7 +11,7 @@ import { describeProblems, validateObject } from '@sekisho/devstack/kube-schema'
 import { findKustomize, kustomizeBuild, kustomizeInstallHint } from '@sekisho/devstack/kustomize';
 import { repoRoot } from '@sekisho/devstack/paths';
 import { configSchema as extAuthzConfig } from '@sekisho/ext-authz/config';
-import { namespaceLabel, proxyLabel } from '@sekisho/injector/annotations';
+import { namespaceLabel, proxyLabel, proxyXdsSecretName } from '@sekisho/injector/annotations';
 import { configSchema as injectorConfig } from '@sekisho/injector/config';
 import { webhookPath } from '@sekisho/injector/server';
 import { configSchema as rateLimitConfig } from '@sekisho/ratelimit-service/config';
@@ -557,6 +557,30 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('k8s/examples/sidecar-xds-certificate.yaml', () => {
+  it('is valid and issues the identity and Secret the injector and the control plane expect', async () => {
+    const objects = parseAllDocuments(
+      await readFile(join(repoRoot, 'k8s', 'examples', 'sidecar-xds-certificate.yaml'), 'utf8'),
+    ).map((d) => d.toJSON() as Json);
+    const problems = objects.flatMap((o) => {
+      const found = validateObject(o);
+      return found.length ? [describeProblems(id(o), found)] : [];
+    });
+    expect(problems.join('\n')).toBe('');
+    const [issuer] = named(objects, 'ClusterIssuer');
+    const [certificate] = named(objects, 'Certificate');
+    // Signs with the channel CA of the base; the Secret is the one the injector mounts.
+    const base = rendered.get('dev') ?? [];
+    expect(
+      named(base, 'Certificate').some((c) => c.spec.isCA && c.spec.secretName === issuer?.spec.ca.secretName),
+    ).toBe(true);
+    expect(certificate?.spec.issuerRef).toMatchObject({ kind: 'ClusterIssuer', name: issuer?.metadata.name });
+    expect(certificate?.spec.secretName).toBe(proxyXdsSecretName('customer'));
+    expect(certificate?.spec.uris).toEqual(['spiffe://sekisho.local/sidecar/customer']);
+    expect(certificate?.spec.usages).toContain('client auth');
   });
 });
 
