@@ -22,7 +22,7 @@ export const ingressBootstrapValues = {
   controlPlane: {
     host: controlPlaneHost,
     port: 18000,
-    // Mutual TLS: the files are read when Envoy starts (k8s/README.md "Control channel").
+    // Mutual TLS; expectedIngressBootstrap moves the files into the SDS files below.
     tls: {
       caFile: `${ingressXdsTlsDir}/ca.crt`,
       certFile: `${ingressXdsTlsDir}/tls.crt`,
@@ -100,11 +100,72 @@ export function statsListener(port: number, adminPort: number) {
   };
 }
 
+/**
+ * The control channel's certificate and CA over file-based SDS instead of files read once: each
+ * SDS file (in the bootstrap ConfigMap, next to bootstrap.yaml) names the mounted Secret's
+ * files and watches the Secret's directory, so the kubelet's `..data` swap after a cert-manager
+ * renewal makes Envoy load the new pair with no restart.
+ */
+export const ingressSdsDir = '/etc/envoy';
+export const ingressSdsFiles = {
+  client: 'xds-client-sds.yaml',
+  ca: 'xds-ca-sds.yaml',
+} as const;
+const secretType = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret';
+
+/** The two SDS files: name → content (YAML-parsed form). */
+export function expectedIngressSdsFiles(): Record<string, Record<string, unknown>> {
+  const { tls } = ingressBootstrapValues.controlPlane;
+  const watched = { path: ingressXdsTlsDir };
+  return {
+    [ingressSdsFiles.client]: {
+      resources: [
+        {
+          '@type': secretType,
+          name: 'sekisho_xds_client',
+          tls_certificate: {
+            certificate_chain: { filename: tls.certFile },
+            private_key: { filename: tls.keyFile },
+            watched_directory: watched,
+          },
+        },
+      ],
+    },
+    [ingressSdsFiles.ca]: {
+      resources: [
+        {
+          '@type': secretType,
+          name: 'sekisho_xds_ca',
+          validation_context: { trusted_ca: { filename: tls.caFile }, watched_directory: watched },
+        },
+      ],
+    },
+  };
+}
+
+const sdsConfig = (file: string) => ({
+  resource_api_version: 'V3',
+  path_config_source: { path: `${ingressSdsDir}/${file}` },
+});
+
 /** What k8s/base/ingress/bootstrap.yaml must parse to. */
 export async function expectedIngressBootstrap(): Promise<Record<string, unknown>> {
   const rendered = parse(renderBootstrap(ingressBootstrapValues, await readFile(BOOTSTRAP_TEMPLATE, 'utf8')));
   const { listener, cluster } = statsListener(9902, ingressBootstrapValues.adminPort);
   rendered.static_resources.listeners = [listener];
   rendered.static_resources.clusters.push(cluster);
+  // renderBootstrap's TLS context, with the certificate and the CA from SDS files.
+  const xds = rendered.static_resources.clusters.find((c: { name: string }) => c.name === 'sekisho_xds');
+  const context = xds.transport_socket.typed_config.common_tls_context;
+  const { match_typed_subject_alt_names } = context.validation_context;
+  delete context.tls_certificates;
+  delete context.validation_context;
+  context.tls_certificate_sds_secret_configs = [
+    { name: 'sekisho_xds_client', sds_config: sdsConfig(ingressSdsFiles.client) },
+  ];
+  context.combined_validation_context = {
+    default_validation_context: { match_typed_subject_alt_names },
+    validation_context_sds_secret_config: { name: 'sekisho_xds_ca', sds_config: sdsConfig(ingressSdsFiles.ca) },
+  };
   return rendered;
 }
