@@ -1,22 +1,29 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { compileDefinitionFile } from '@sekisho/control-plane/definition/load';
 import { configSchema as controlPlaneConfig } from '@sekisho/control-plane/main';
+import { createControlChannelCertificates } from '@sekisho/devstack/control-channel-certs';
 import { validateEnvoyConfig } from '@sekisho/devstack/envoy';
 import { operationalProblems, podSecurityRestrictedProblems } from '@sekisho/devstack/kube-policy';
 import { describeProblems, validateObject } from '@sekisho/devstack/kube-schema';
 import { findKustomize, kustomizeBuild, kustomizeInstallHint } from '@sekisho/devstack/kustomize';
 import { repoRoot } from '@sekisho/devstack/paths';
 import { configSchema as extAuthzConfig } from '@sekisho/ext-authz/config';
-import { namespaceLabel, proxyLabel } from '@sekisho/injector/annotations';
+import { namespaceLabel, proxyLabel, proxyXdsSecretName } from '@sekisho/injector/annotations';
 import { configSchema as injectorConfig } from '@sekisho/injector/config';
 import { webhookPath } from '@sekisho/injector/server';
 import { configSchema as rateLimitConfig } from '@sekisho/ratelimit-service/config';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments, stringify } from 'yaml';
-import { expectedIngressBootstrap, ingressBootstrapFile } from './k8s-ingress-bootstrap';
+import {
+  expectedIngressBootstrap,
+  expectedIngressSdsFiles,
+  ingressBootstrapFile,
+  ingressSdsDir,
+  ingressXdsTlsDir,
+} from './k8s-ingress-bootstrap';
 
 // k8s/ rendered by kustomize for each overlay, then checked offline: every object against the
 // Kubernetes (and Prometheus-operator, cert-manager) schemas with unknown fields refused, Pod
@@ -165,6 +172,128 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
       name: 'definition',
       configMap: { name: 'sekisho-gateway-definition' },
     });
+  });
+
+  it('runs every control channel client over mutual TLS with a cert-manager certificate of its identity', () => {
+    const certificates = new Map(named(objects(), 'Certificate').map((c) => [c.spec.secretName, c]));
+    const issuers = new Map(named(objects(), 'Issuer').map((i) => [i.metadata.name, i]));
+    const envOf = (c: Json): Record<string, string> =>
+      Object.fromEntries((c.env ?? []).filter((e: Json) => 'value' in e).map((e: Json) => [e.name, e.value]));
+    // The Certificate whose Secret is mounted (whole) at the directory of `file` in `pod`.
+    const certificateOf = (w: Json, c: Json, file: string) => {
+      const mount = (c.volumeMounts ?? []).find((m: Json) => file.startsWith(`${m.mountPath}/`));
+      expect(mount, `${id(w)}: ${file} is on no mounted volume`).toBeDefined();
+      expect(mount.subPath, `${id(w)}: ${file}`).toBeUndefined();
+      const volume = w.spec.template.spec.volumes.find((v: Json) => v.name === mount.name);
+      const secretName = volume?.secret?.secretName;
+      expect(secretName, `${id(w)}: ${file} is not on a Secret volume`).toBeDefined();
+      expect(['ca.crt', 'tls.crt', 'tls.key']).toContain(file.slice(mount.mountPath.length + 1));
+      const certificate = certificates.get(secretName);
+      expect(certificate, `${id(w)}: Secret ${secretName} comes from no Certificate`).toBeDefined();
+      return certificate as Json;
+    };
+    // One CA for the channel: a self-signed root, its CA Issuer, every channel certificate from it.
+    const channelIssuer = (certificate: Json) => {
+      expect(certificate.spec.issuerRef, id(certificate)).toMatchObject({ kind: 'Issuer', group: 'cert-manager.io' });
+      const issuer = issuers.get(certificate.spec.issuerRef.name) as Json;
+      const ca = certificates.get(issuer?.spec.ca?.secretName) as Json;
+      expect(ca?.spec.isCA, `${id(certificate)}: issued by a CA Issuer`).toBe(true);
+      expect(issuers.get(ca.spec.issuerRef.name)?.spec.selfSigned, id(ca)).toEqual({});
+      // Renewed before expiry, with a new key.
+      const hours = (d: string) => Number(/^(\d+)h$/.exec(d)?.[1]);
+      expect(hours(certificate.spec.renewBefore), id(certificate)).toBeLessThan(hours(certificate.spec.duration));
+      expect(hours(certificate.spec.duration), id(certificate)).toBeLessThanOrEqual(2160);
+      expect(certificate.spec.privateKey.rotationPolicy, id(certificate)).toBe('Always');
+      return issuer.metadata.name as string;
+    };
+    const deployment = (name: string) => named(objects(), 'Deployment').find((d) => d.metadata.name === name) as Json;
+
+    const cp = deployment('sekisho-control-plane');
+    const cpEnv = envOf(cp.spec.template.spec.containers[0]);
+    expect(Object.keys(cpEnv)).not.toContain('CONTROL_PLANE_ALLOW_INSECURE');
+    const trustDomain = cpEnv.CONTROL_PLANE_TLS_TRUST_DOMAIN ?? 'sekisho.local';
+    const server = certificateOf(cp, cp.spec.template.spec.containers[0], cpEnv.CONTROL_PLANE_TLS_CERT_FILE as string);
+    for (const v of ['CONTROL_PLANE_TLS_KEY_FILE', 'CONTROL_PLANE_TLS_CLIENT_CA_FILE'])
+      expect(certificateOf(cp, cp.spec.template.spec.containers[0], cpEnv[v] as string), v).toBe(server);
+    expect(server.spec.usages).toContain('server auth');
+    const issuer = channelIssuer(server);
+
+    // Every client: which variables, which identity.
+    const expectClient = (w: Json, c: Json, files: string[], serverName: string, view: string) => {
+      const [first, ...rest] = files.map((f) => certificateOf(w, c, f));
+      for (const other of rest) expect(other, id(w)).toBe(first);
+      const client = first as Json;
+      expect(client.spec.uris, id(w)).toEqual([`spiffe://${trustDomain}/${view}`]);
+      expect(client.spec.usages, id(w)).toContain('client auth');
+      expect(channelIssuer(client), id(w)).toBe(issuer);
+      expect(server.spec.dnsNames, `${id(w)}: server name`).toContain(serverName);
+    };
+    const views: Record<string, string> = { EXT_AUTHZ: 'ext-authz', RATELIMIT: 'ratelimit' };
+    let clients = 0;
+    for (const w of workloads(objects()))
+      for (const c of w.spec.template.spec.containers) {
+        const env = envOf(c);
+        for (const [name, address] of Object.entries(env)) {
+          const prefix = /^(.+)_XDS_ADDRESS$/.exec(name)?.[1];
+          if (!prefix || prefix === 'INJECTOR') continue;
+          clients++;
+          const missing = ['CA_FILE', 'CERT_FILE', 'KEY_FILE', 'SERVER_NAME'].filter((v) => !env[`${prefix}_XDS_${v}`]);
+          expect(missing, `${id(w)}: ${prefix}_XDS_* without`).toEqual([]);
+          expect(env[`${prefix}_XDS_ALLOW_INSECURE`] ?? 'false', id(w)).toBe('false');
+          expect(address.replace(/:\d+$/, ''), id(w)).toBe(env[`${prefix}_XDS_SERVER_NAME`]);
+          const files = ['CA_FILE', 'CERT_FILE', 'KEY_FILE'].map((v) => env[`${prefix}_XDS_${v}`] as string);
+          expectClient(w, c, files, env[`${prefix}_XDS_SERVER_NAME`] as string, views[prefix] as string);
+        }
+      }
+    expect(clients).toBe(2);
+
+    // The ingress Envoy: its bootstrap's xds cluster, and the files mounted where it points.
+    const ingress = deployment('sekisho-ingress');
+    const bootstrapName = ingress.spec.template.spec.volumes.find((v: Json) => v.name === 'bootstrap').configMap.name;
+    const bootstrapFiles = named(objects(), 'ConfigMap').find((m) => m.metadata.name === bootstrapName)?.data;
+    const bootstrap = parse(bootstrapFiles['bootstrap.yaml']);
+    // An SDS file of the ConfigMap (mounted on /etc/envoy) → its one Secret resource.
+    const sds = (config: Json) => {
+      const path: string = config.sds_config.path_config_source.path;
+      expect(path.startsWith(`${ingressSdsDir}/`), path).toBe(true);
+      const [resource] = parse(bootstrapFiles[path.slice(ingressSdsDir.length + 1)]).resources;
+      expect(resource.name).toBe(config.name);
+      return resource;
+    };
+    expect(bootstrap.node.cluster).toBe('sekisho-ingress');
+    const xds = bootstrap.static_resources.clusters.find((c: Json) => c.name === 'sekisho_xds');
+    const tls = xds.transport_socket.typed_config;
+    expect(xds.transport_socket.name).toBe('envoy.transport_sockets.tls');
+    const context = tls.common_tls_context;
+    const [clientConfig] = context.tls_certificate_sds_secret_configs;
+    const pair = sds(clientConfig).tls_certificate;
+    const ca = sds(context.combined_validation_context.validation_context_sds_secret_config).validation_context;
+    expectClient(
+      ingress,
+      ingress.spec.template.spec.containers[0],
+      [pair.certificate_chain.filename, pair.private_key.filename, ca.trusted_ca.filename],
+      tls.sni,
+      'ingress',
+    );
+    // Envoy watches the directory the Secret is mounted on (the kubelet swaps its ..data link).
+    const secretMount = ingress.spec.template.spec.containers[0].volumeMounts.find(
+      (m: Json) => m.name === 'xds-tls',
+    ).mountPath;
+    expect(pair.watched_directory.path).toBe(secretMount);
+    expect(ca.watched_directory.path).toBe(secretMount);
+    expect(context.combined_validation_context.default_validation_context.match_typed_subject_alt_names).toContainEqual(
+      {
+        san_type: 'DNS',
+        matcher: { exact: tls.sni },
+      },
+    );
+    expect(xds.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address).toBe(tls.sni);
+
+    // Sidecars: the injector's server name is one the control plane's certificate carries.
+    const injector = injectorConfig.parse(envOf(deployment('sekisho-injector').spec.template.spec.containers[0]));
+    expect(server.spec.dnsNames).toContain(
+      injector.INJECTOR_XDS_SERVER_NAME ?? injector.INJECTOR_XDS_ADDRESS.replace(/:\d+$/, ''),
+    );
   });
 
   it('sets only environment variables the services know, with values their schemas accept', () => {
@@ -455,6 +584,30 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
   });
 });
 
+describe('k8s/examples/sidecar-xds-certificate.yaml', () => {
+  it('is valid and issues the identity and Secret the injector and the control plane expect', async () => {
+    const objects = parseAllDocuments(
+      await readFile(join(repoRoot, 'k8s', 'examples', 'sidecar-xds-certificate.yaml'), 'utf8'),
+    ).map((d) => d.toJSON() as Json);
+    const problems = objects.flatMap((o) => {
+      const found = validateObject(o);
+      return found.length ? [describeProblems(id(o), found)] : [];
+    });
+    expect(problems.join('\n')).toBe('');
+    const [issuer] = named(objects, 'ClusterIssuer');
+    const [certificate] = named(objects, 'Certificate');
+    // Signs with the channel CA of the base; the Secret is the one the injector mounts.
+    const base = rendered.get('dev') ?? [];
+    expect(
+      named(base, 'Certificate').some((c) => c.spec.isCA && c.spec.secretName === issuer?.spec.ca.secretName),
+    ).toBe(true);
+    expect(certificate?.spec.issuerRef).toMatchObject({ kind: 'ClusterIssuer', name: issuer?.metadata.name });
+    expect(certificate?.spec.secretName).toBe(proxyXdsSecretName('customer'));
+    expect(certificate?.spec.uris).toEqual(['spiffe://sekisho.local/sidecar/customer']);
+    expect(certificate?.spec.usages).toContain('client auth');
+  });
+});
+
 describe('the ingress Envoy bootstrap', () => {
   it('is envoy/bootstrap.yaml rendered for the cluster plus the stats listener (UPDATE_GOLDEN=1 rewrites it)', async () => {
     const expected = await expectedIngressBootstrap();
@@ -464,11 +617,40 @@ describe('the ingress Envoy bootstrap', () => {
       await writeFile(ingressBootstrapFile, header + stringify(expected, { lineWidth: 0 }));
     }
     expect(parse(await readFile(ingressBootstrapFile, 'utf8'))).toEqual(expected);
+    for (const [name, content] of Object.entries(expectedIngressSdsFiles())) {
+      const file = join(dirname(ingressBootstrapFile), name);
+      if (process.env.UPDATE_GOLDEN)
+        await writeFile(
+          file,
+          `# The ingress Envoy's control channel ${name.includes('ca') ? 'CA' : 'client certificate'} over file-based SDS, watching the mounted\n` +
+            `# Secret sekisho-ingress-xds. Generated by test/k8s-manifests.e2e.test.ts (UPDATE_GOLDEN=1).\n${stringify(content, { lineWidth: 0 })}`,
+        );
+      expect(parse(await readFile(file, 'utf8')), name).toEqual(content);
+    }
   });
 
-  it('passes envoy --mode validate', async () => {
-    const result = await validateEnvoyConfig(await readFile(ingressBootstrapFile, 'utf8'));
-    expect(result.ok, result.output).toBe(true);
+  it('passes envoy --mode validate (with certificate files where the Secret is mounted)', async () => {
+    // Envoy reads the control channel files while validating: the ones a CA of the run issues
+    // stand in for the mounted sekisho-ingress-xds Secret (same names: ca.crt, tls.crt, tls.key).
+    const dir = await mkdtemp(join(tmpdir(), 'sekisho-k8s-ingress-xds-'));
+    try {
+      const certs = await createControlChannelCertificates(dir, { clients: ['ingress'] });
+      await copyFile(certs.caFile, join(dir, 'ca.crt'));
+      await copyFile(certs.clients.ingress?.certFile as string, join(dir, 'tls.crt'));
+      await copyFile(certs.clients.ingress?.keyFile as string, join(dir, 'tls.key'));
+      // The SDS files as the ConfigMap mounts them, pointing at the stand-in Secret directory.
+      for (const name of Object.keys(expectedIngressSdsFiles()))
+        await writeFile(
+          join(dir, name),
+          (await readFile(join(dirname(ingressBootstrapFile), name), 'utf8')).replaceAll(ingressXdsTlsDir, dir),
+        );
+      const text = await readFile(ingressBootstrapFile, 'utf8');
+      expect(text).toContain(`${ingressSdsDir}/xds-client-sds.yaml`);
+      const result = await validateEnvoyConfig(text.replaceAll(`${ingressSdsDir}/`, `${dir}/`));
+      expect(result.ok, result.output).toBe(true);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('is what the ingress Deployment mounts and runs', () => {

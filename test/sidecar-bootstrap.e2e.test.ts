@@ -1,6 +1,7 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createControlChannelCertificates } from '@sekisho/devstack/control-channel-certs';
 import { resolveEnvoyBinary } from '@sekisho/devstack/envoy';
 import { repoRoot } from '@sekisho/devstack/paths';
 import { freePort, type ManagedProcess, spawnProcess, waitUntil } from '@sekisho/devstack/processes';
@@ -12,10 +13,16 @@ import { afterAll, describe, expect, it } from 'vitest';
 // The injector's output run for real: a pod's AdmissionReview through handleReview, the patch
 // applied, the sidecar container started as the kubelet would start it (same command and
 // arguments, $(POD_NAME)/$(POD_NAMESPACE) expanded) with the real Envoy, against the control
-// plane started as its image starts it (`tsx control-plane/src/main.ts`). The control plane
-// sees the workload identity the injector put in the bootstrap; the sidecar becomes ready.
+// plane started as its image starts it (`tsx control-plane/src/main.ts`) with mutual TLS on its
+// ADS port. The sidecar's certificate (spiffe://sekisho.local/sidecar/customer, issued by a CA
+// of the run) sits where the injector mounts the Secret sekisho-xds-<service>; the control plane
+// serves the view the injector's bootstrap claims (sidecar:customer) to that certificate only:
+// the same bootstrap with another service's certificate is refused.
 
 type Json = Record<string, unknown>;
+interface Status {
+  nodes: Array<{ nodeId?: string; nodeCluster?: string; types: Record<string, { ackedVersion?: string }> }>;
+}
 const tsx = join(repoRoot, 'node_modules', '.bin', 'tsx');
 const processes: ManagedProcess[] = [];
 let dir: string | undefined;
@@ -52,6 +59,19 @@ describe('an injected sidecar', () => {
         '',
       ].join('\n'),
     );
+    const certs = await createControlChannelCertificates(join(dir, 'channel'), { clients: [] });
+    // What the kubelet mounts for a Secret: ca.crt, tls.crt, tls.key in one directory.
+    const secretDir = async (name: string, uri: string) => {
+      const issued = await certs.issueClient(name, [uri]);
+      const at = join(dir as string, name);
+      await mkdir(at);
+      await copyFile(certs.caFile, join(at, 'ca.crt'));
+      await copyFile(issued.certFile, join(at, 'tls.crt'));
+      await copyFile(issued.keyFile, join(at, 'tls.key'));
+      return at;
+    };
+    const customerTls = await secretDir('sekisho-xds-customer', 'spiffe://sekisho.local/sidecar/customer');
+    const otherTls = await secretDir('sekisho-xds-appointment', 'spiffe://sekisho.local/sidecar/appointment');
     const controlPlane = spawnProcess({
       name: 'control-plane',
       command: tsx,
@@ -61,20 +81,27 @@ describe('an injected sidecar', () => {
         CONTROL_PLANE_DEFINITION: join(dir, 'gateway.yaml'),
         CONTROL_PLANE_XDS_PORT: String(xdsPort),
         CONTROL_PLANE_ADMIN_PORT: String(adminPort),
+        CONTROL_PLANE_TLS_CERT_FILE: certs.controlPlane.certFile,
+        CONTROL_PLANE_TLS_KEY_FILE: certs.controlPlane.keyFile,
+        CONTROL_PLANE_TLS_CLIENT_CA_FILE: certs.caFile,
+        CONTROL_PLANE_TLS_TRUST_DOMAIN: 'sekisho.local',
         LOG_LEVEL: 'warn',
       },
     });
     processes.push(controlPlane);
     await controlPlane.waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, 60_000);
 
-    const config = configSchema.parse({
-      INJECTOR_TLS_CERT_FILE: 'unused.crt',
-      INJECTOR_TLS_KEY_FILE: 'unused.key',
-      INJECTOR_XDS_ADDRESS: `127.0.0.1:${xdsPort}`,
-      INJECTOR_HEALTH_PORT: String(healthPort),
-      INJECTOR_PROXY_ADMIN_PORT: String(proxyAdminPort),
-      INJECTOR_PROXY_INITIAL_FETCH_TIMEOUT: '5s',
-    });
+    const injectorConfig = (tlsDir: string) =>
+      configSchema.parse({
+        INJECTOR_TLS_CERT_FILE: 'unused.crt',
+        INJECTOR_TLS_KEY_FILE: 'unused.key',
+        INJECTOR_XDS_ADDRESS: `127.0.0.1:${xdsPort}`,
+        INJECTOR_PROXY_XDS_TLS_DIR: tlsDir,
+        INJECTOR_HEALTH_PORT: String(healthPort),
+        INJECTOR_PROXY_ADMIN_PORT: String(proxyAdminPort),
+        INJECTOR_PROXY_INITIAL_FETCH_TIMEOUT: '5s',
+      });
+    const config = injectorConfig(customerTls);
     const pod = {
       apiVersion: 'v1',
       kind: 'Pod',
@@ -84,7 +111,7 @@ describe('an injected sidecar', () => {
         containers: [{ name: 'app', image: 'a', ports: [{ containerPort: 3001 }] }],
       },
     };
-    const result = handleReview(
+    const reviewOf = (object: Json) =>
       JSON.stringify({
         apiVersion: 'admission.k8s.io/v1',
         kind: 'AdmissionReview',
@@ -94,17 +121,18 @@ describe('an injected sidecar', () => {
           resource: { group: '', version: 'v1', resource: 'pods' },
           namespace: 'shop',
           operation: 'CREATE',
-          object: pod,
+          object,
         },
-      }),
-      config,
-    );
-    const response = result.body as { response: { patch: string } };
-    const patched = jsonpatch.applyPatch(
-      structuredClone(pod) as Json,
-      JSON.parse(Buffer.from(response.response.patch, 'base64').toString()),
-    ).newDocument as unknown as { spec: { initContainers: Json[] } };
-    const proxy = patched.spec.initContainers[0] as { command: string[]; args: string[] };
+      });
+    const proxyOf = (result: ReturnType<typeof handleReview>) => {
+      const response = result.body as { response: { patch: string } };
+      const patched = jsonpatch.applyPatch(
+        structuredClone(pod) as Json,
+        JSON.parse(Buffer.from(response.response.patch, 'base64').toString()),
+      ).newDocument as unknown as { spec: { initContainers: Json[] } };
+      return patched.spec.initContainers[0] as { command: string[]; args: string[] };
+    };
+    const proxy = proxyOf(handleReview(reviewOf(pod), config));
     const expand = (arg: string) =>
       arg.replaceAll('$(POD_NAME)', 'customer-7d9f-abcde').replaceAll('$(POD_NAMESPACE)', 'shop');
     const sidecar = spawnProcess({
@@ -117,14 +145,35 @@ describe('an injected sidecar', () => {
 
     const ready = await sidecar.waitForHttp(`http://127.0.0.1:${healthPort}/healthz/ready`, 60_000);
     expect(ready.body).toBe('LIVE\n');
-    // The control plane lists the stream with the identity from the bootstrap.
-    const status = await waitUntil('the control plane to list the sidecar', 30_000, {}, async () => {
-      const text = await (await fetch(`http://127.0.0.1:${adminPort}/status`)).text();
-      return text.includes('customer-7d9f-abcde.shop')
-        ? { done: true, value: text }
-        : { done: false, detail: text.slice(0, 300) };
+    // Served: the control plane lists the stream with the identity from the bootstrap, and the
+    // sidecar ACKed the view's clusters (over TLS: the handshake is counted on the xds cluster).
+    const statusOf = async () => (await (await fetch(`http://127.0.0.1:${adminPort}/status`)).json()) as Status;
+    const node = await waitUntil('the control plane to serve the sidecar', 30_000, {}, async () => {
+      const found = (await statusOf()).nodes.find((n) => n.nodeId === 'customer-7d9f-abcde.shop');
+      const acked = Object.values(found?.types ?? {}).some((t) => t.ackedVersion !== undefined);
+      return found && acked ? { done: true, value: found } : { done: false, detail: JSON.stringify(found) };
     });
-    expect(status).toContain('"nodeId":"customer-7d9f-abcde.shop"');
-    expect(status).toContain('"nodeCluster":"sidecar~shop~customer"');
+    expect(node.nodeCluster).toBe('sidecar:customer');
+    const stats = await (
+      await fetch(`http://127.0.0.1:${proxyAdminPort}/stats?filter=^cluster\\.sekisho_xds\\.ssl\\.handshake$`)
+    ).text();
+    expect(Number(/ssl\.handshake: (\d+)/.exec(stats)?.[1])).toBeGreaterThanOrEqual(1);
+    await sidecar.stop();
+
+    // The same pod's bootstrap with the certificate of another service: refused at stream start.
+    const impostor = proxyOf(handleReview(reviewOf(pod), injectorConfig(otherTls)));
+    const refused = spawnProcess({
+      name: 'sidecar-envoy-impostor',
+      command: envoy.path,
+      args: impostor.args.map(expand),
+    });
+    processes.push(refused);
+    await waitUntil('the control plane to refuse the impostor', 30_000, {}, async () => {
+      const logs = controlPlane.logs();
+      return logs.includes('xds_node_refused') && logs.includes('spiffe://sekisho.local/sidecar/appointment')
+        ? { done: true, value: true }
+        : { done: false, detail: logs.slice(-300) };
+    });
+    expect((await statusOf()).nodes.some((n) => n.nodeCluster === 'sidecar:customer')).toBe(false);
   });
 });

@@ -27,3 +27,14 @@ export const annotations = {
 export const proxyContainerName = 'sekisho-proxy';
 export const iptablesContainerName = 'sekisho-init-iptables';
 export const proxyTmpVolume = 'sekisho-proxy-tmp';
+export const proxyXdsTlsVolume = 'sekisho-proxy-xds-tls';
+
+/**
+ * The Secret, in the pod's namespace, holding the sidecar's control channel certificate
+ * (`ca.crt`, `tls.crt`, `tls.key`; URI SAN `spiffe://<trust domain>/sidecar/<service>`). The
+ * injector only mounts it; provisioning it is the platform team's job until the mesh CA
+ * issues workload certificates over SDS (injector/README.md "Control channel certificate").
+ */
+export function proxyXdsSecretName(service: string): string {
+  return `sekisho-xds-${service}`;
+}

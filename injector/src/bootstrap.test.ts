@@ -1,3 +1,7 @@
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createControlChannelCertificates } from '@sekisho/devstack/control-channel-certs';
 import { resolveEnvoyBinary, validateEnvoyConfig } from '@sekisho/devstack/envoy';
 import { freePort, type ManagedProcess, spawnProcess, waitForHttp } from '@sekisho/devstack/processes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -6,7 +10,11 @@ import { sidecarParts } from './sidecar';
 import { decide } from './workload';
 
 // The injected container run as the kubelet would run it, with the real Envoy binary:
-// `$(POD_NAME)` and `$(POD_NAMESPACE)` expanded, the same command and arguments.
+// `$(POD_NAME)` and `$(POD_NAMESPACE)` expanded, the same command and arguments. Envoy reads
+// the control channel files at start (and while validating): a CA of the run issues them into
+// the directory the Secret would be mounted at (INJECTOR_PROXY_XDS_TLS_DIR).
+
+let tlsDir = '';
 
 const pod = {
   metadata: { labels: { 'app.kubernetes.io/name': 'customer' } },
@@ -14,7 +22,12 @@ const pod = {
 };
 
 async function injectedProxy(env: Record<string, string>) {
-  const config = configSchema.parse({ INJECTOR_TLS_CERT_FILE: 'x', INJECTOR_TLS_KEY_FILE: 'y', ...env });
+  const config = configSchema.parse({
+    INJECTOR_TLS_CERT_FILE: 'x',
+    INJECTOR_TLS_KEY_FILE: 'y',
+    INJECTOR_PROXY_XDS_TLS_DIR: tlsDir,
+    ...env,
+  });
   const decision = decide(
     {
       uid: 'u',
@@ -37,6 +50,7 @@ describe('the sidecar bootstrap', () => {
   let envoy: ManagedProcess | undefined;
   afterAll(async () => {
     await envoy?.stop();
+    if (tlsDir) await rm(tlsDir, { recursive: true, force: true });
   });
 
   let envoyPath: string;
@@ -45,6 +59,12 @@ describe('the sidecar bootstrap', () => {
     if (runtime.kind !== 'binary')
       throw new Error('these tests need an Envoy binary: run `npm run setup` (ENVOY_BIN, PATH or the pip cache)');
     envoyPath = runtime.path;
+    tlsDir = await mkdtemp(join(tmpdir(), 'sekisho-sidecar-xds-'));
+    const certs = await createControlChannelCertificates(join(tlsDir, 'issued'), { clients: [] });
+    const sidecar = await certs.issueClient('sidecar-customer', ['spiffe://sekisho.local/sidecar/customer']);
+    await copyFile(certs.caFile, join(tlsDir, 'ca.crt'));
+    await copyFile(sidecar.certFile, join(tlsDir, 'tls.crt'));
+    await copyFile(sidecar.keyFile, join(tlsDir, 'tls.key'));
   });
 
   it('passes envoy --mode validate', async () => {

@@ -9,17 +9,45 @@ import type { Workload } from './workload';
 //
 // The identity contract with the control plane (see injector/README.md):
 //   node.id       <pod>.<namespace>                      unique per pod
-//   node.cluster  sidecar~<namespace>~<service>          the view the proxy asks for
+//   node.cluster  sidecar:<service>                      the view the proxy asks for
 //   node.metadata sekisho.role = sidecar, namespace, service, service_account, spiffe_id,
 //                 pod, ports { inbound, outbound, app? }, traffic (explicit | iptables)
-// The metadata is a claim; the control plane must check it against the client certificate
-// of the channel before serving the view.
+// The cluster is a claim; the control plane serves it only to a client certificate with the URI
+// SAN spiffe://<control plane trust domain>/sidecar/<service> (control-plane/src/channel/
+// identity.ts), presented over mutual TLS from the files of INJECTOR_PROXY_XDS_TLS_DIR.
 
 export const xdsClusterName = 'sekisho_xds';
 const adminClusterName = 'sekisho_proxy_admin';
 
-export function nodeCluster(workload: Pick<Workload, 'namespace' | 'service'>): string {
-  return `sidecar~${workload.namespace}~${workload.service}`;
+export function nodeCluster(workload: Pick<Workload, 'service'>): string {
+  return `sidecar:${workload.service}`;
+}
+
+/** The xds cluster's transport socket: mutual TLS, Envoy reading the three files at start. */
+function xdsTransportSocket(config: InjectorConfig, host: string) {
+  const dir = config.INJECTOR_PROXY_XDS_TLS_DIR;
+  const serverName = config.INJECTOR_XDS_SERVER_NAME ?? host;
+  return {
+    name: 'envoy.transport_sockets.tls',
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext',
+      sni: serverName,
+      common_tls_context: {
+        tls_params: { tls_minimum_protocol_version: 'TLSv1_2' },
+        alpn_protocols: ['h2'],
+        tls_certificates: [
+          { certificate_chain: { filename: `${dir}/tls.crt` }, private_key: { filename: `${dir}/tls.key` } },
+        ],
+        validation_context: {
+          trusted_ca: { filename: `${dir}/ca.crt` },
+          match_typed_subject_alt_names: [
+            { san_type: 'DNS', matcher: { exact: serverName } },
+            { san_type: 'IP_ADDRESS', matcher: { exact: serverName } },
+          ],
+        },
+      },
+    },
+  };
 }
 
 export function sidecarBootstrap(workload: Workload, config: InjectorConfig): Record<string, unknown> {
@@ -74,6 +102,7 @@ export function sidecarBootstrap(workload: Workload, config: InjectorConfig): Re
             },
           },
           upstream_connection_options: { tcp_keepalive: {} },
+          transport_socket: xdsTransportSocket(config, xdsHost),
           load_assignment: {
             cluster_name: xdsClusterName,
             endpoints: [{ lb_endpoints: [{ endpoint: { address: socket(xdsHost, xdsPort) } }] }],

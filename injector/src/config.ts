@@ -40,6 +40,22 @@ export const configSchema = z
     INJECTOR_PROXY_IMAGE: z.string().min(1).default('envoyproxy/envoy:v1.40.0'),
     /** The control plane's ADS address as the sidecar sees it. */
     INJECTOR_XDS_ADDRESS: envHostPort('sekisho-control-plane.sekisho-system.svc.cluster.local:18000'),
+    /**
+     * The name the control plane's certificate must carry (DNS or IP SAN); default: the host of
+     * INJECTOR_XDS_ADDRESS. The sidecar always speaks mutual TLS to the control plane.
+     */
+    INJECTOR_XDS_SERVER_NAME: z
+      .string()
+      .regex(/^[A-Za-z0-9.:-]{1,253}$/, 'expected a DNS name or an IP address')
+      .optional(),
+    /**
+     * Where the sidecar reads its control channel files (ca.crt, tls.crt, tls.key): the mount
+     * path of the Secret sekisho-xds-<service>.
+     */
+    INJECTOR_PROXY_XDS_TLS_DIR: z
+      .string()
+      .regex(/^\/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$/, 'expected an absolute directory path without a trailing slash')
+      .default('/etc/sekisho/xds-tls'),
     /** The SPIFFE trust domain of the workload identities (spiffe://<domain>/ns/<ns>/sa/<sa>). */
     INJECTOR_TRUST_DOMAIN: z
       .string()

@@ -1,4 +1,10 @@
-import { iptablesContainerName, proxyContainerName, proxyTmpVolume } from './annotations';
+import {
+  iptablesContainerName,
+  proxyContainerName,
+  proxyTmpVolume,
+  proxyXdsSecretName,
+  proxyXdsTlsVolume,
+} from './annotations';
 import { sidecarBootstrap } from './bootstrap';
 import type { InjectorConfig } from './config';
 import type { Workload } from './workload';
@@ -26,7 +32,12 @@ export function sidecarParts(workload: Workload, config: InjectorConfig): Sideca
   return {
     initContainers,
     containers: native ? [] : [proxy],
-    volumes: [{ name: proxyTmpVolume, emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } }],
+    volumes: [
+      { name: proxyTmpVolume, emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
+      // The control channel certificate: not optional, so a pod whose Secret is missing waits
+      // in ContainerCreating (an event names the Secret) instead of running an unconnected proxy.
+      { name: proxyXdsTlsVolume, secret: { secretName: proxyXdsSecretName(workload.service) } },
+    ],
   };
 }
 
@@ -76,7 +87,11 @@ function proxyContainer(workload: Workload, config: InjectorConfig): Record<stri
     startupProbe: probe('/healthz/live', 1, Math.ceil((2 * config.INJECTOR_PROXY_INITIAL_FETCH_TIMEOUT) / 1000) + 30),
     livenessProbe: probe('/healthz/live', 10, 3),
     readinessProbe: probe('/healthz/ready', 5, 3),
-    volumeMounts: [{ name: proxyTmpVolume, mountPath: '/tmp' }],
+    volumeMounts: [
+      { name: proxyTmpVolume, mountPath: '/tmp' },
+      // A whole volume (never subPath), so the kubelet updates renewed files in place.
+      { name: proxyXdsTlsVolume, mountPath: config.INJECTOR_PROXY_XDS_TLS_DIR, readOnly: true },
+    ],
   };
 }
 

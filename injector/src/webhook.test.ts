@@ -230,7 +230,16 @@ describe('injection', () => {
       'app.kubernetes.io/name': 'customer',
       'sekisho.io/proxy': 'sidecar',
     });
-    expect(spec.volumes).toEqual([{ name: 'sekisho-proxy-tmp', emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } }]);
+    expect(spec.volumes).toEqual([
+      { name: 'sekisho-proxy-tmp', emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
+      // The control channel certificate of the service, a Secret of the pod's namespace.
+      { name: 'sekisho-proxy-xds-tls', secret: { secretName: 'sekisho-xds-customer' } },
+    ]);
+    expect(proxy.volumeMounts).toContainEqual({
+      name: 'sekisho-proxy-xds-tls',
+      mountPath: '/etc/sekisho/xds-tls',
+      readOnly: true,
+    });
   });
 
   it("names the workload in the bootstrap: node cluster, SPIFFE id and ports for the control plane's view", async () => {
@@ -238,7 +247,7 @@ describe('injection', () => {
     const bootstrap = bootstrapOf(proxyOf(patched));
     expect(bootstrap.node).toEqual({
       id: '$(POD_NAME).$(POD_NAMESPACE)',
-      cluster: 'sidecar~shop~customer',
+      cluster: 'sidecar:customer',
       metadata: {
         'sekisho.role': 'sidecar',
         namespace: 'shop',
@@ -252,6 +261,23 @@ describe('injection', () => {
     });
     const xds = JSON.stringify((bootstrap.static_resources as Json).clusters);
     expect(xds).toContain('"address":"sekisho-control-plane.sekisho-system.svc.cluster.local","port_value":18000');
+    // Always mutual TLS to the control plane, from the mounted Secret's files.
+    const channel = ((bootstrap.static_resources as Json).clusters as Json[]).find((c) => c.name === 'sekisho_xds');
+    expect(channel?.transport_socket).toMatchObject({
+      name: 'envoy.transport_sockets.tls',
+      typed_config: {
+        sni: 'sekisho-control-plane.sekisho-system.svc.cluster.local',
+        common_tls_context: {
+          tls_certificates: [
+            {
+              certificate_chain: { filename: '/etc/sekisho/xds-tls/tls.crt' },
+              private_key: { filename: '/etc/sekisho/xds-tls/tls.key' },
+            },
+          ],
+          validation_context: { trusted_ca: { filename: '/etc/sekisho/xds-tls/ca.crt' } },
+        },
+      },
+    });
     expect((bootstrap.admin as Json).address).toEqual({ socket_address: { address: '127.0.0.1', port_value: 15000 } });
   });
 
@@ -267,7 +293,7 @@ describe('injection', () => {
     expectValidPod(patched);
     const spec = patched.spec as Json;
     expect((spec.initContainers as Json[]).map((c) => c.name)).toEqual(['sekisho-proxy', 'migrate']);
-    expect((spec.volumes as Json[]).map((v) => v.name)).toEqual(['data', 'sekisho-proxy-tmp']);
+    expect((spec.volumes as Json[]).map((v) => v.name)).toEqual(['data', 'sekisho-proxy-tmp', 'sekisho-proxy-xds-tls']);
     expect((patched.metadata as Json).annotations).toEqual({ 'team/owner': 'salon', 'sekisho.io/status': 'injected' });
   });
 
@@ -298,7 +324,7 @@ describe('injection', () => {
     expect(args[args.indexOf('--log-level') + 1]).toBe('debug');
     expect(proxy.ports).toContainEqual({ name: 'sekisho-inbound', containerPort: 16006, protocol: 'TCP' });
     const bootstrap = bootstrapOf(proxy);
-    expect((bootstrap.node as Json).cluster).toBe('sidecar~shop~customer-api');
+    expect((bootstrap.node as Json).cluster).toBe('sidecar:customer-api');
     expect(((bootstrap.node as Json).metadata as Json).ports).toEqual({ inbound: 16006, outbound: 16001, app: 8080 });
     // The fixed heap follows the memory limit (80 % of 512 Mi).
     expect(JSON.stringify(bootstrap.overload_manager)).toContain(
@@ -308,7 +334,7 @@ describe('injection', () => {
 
   it('takes the service name from the app label when app.kubernetes.io/name is absent', async () => {
     const { patched } = await admit(port, review(pod({ metadata: { labels: { app: 'appointment' } } })));
-    expect((bootstrapOf(proxyOf(patched)).node as Json).cluster).toBe('sidecar~shop~appointment');
+    expect((bootstrapOf(proxyOf(patched)).node as Json).cluster).toBe('sidecar:appointment');
   });
 
   it('gives the same answer to a dryRun review (the injector has no side effects)', async () => {
