@@ -27,9 +27,9 @@ type RouteMatchPartial = ReturnType<typeof routeMatch>;
  * The buffer filter only counts bytes as they arrive, so a request that announces a larger
  * Content-Length is answered by a direct-response route just ahead of the route: 413 on the
  * headers alone, before any body is read and before anyone is asked (no ext_authz, and a
- * direct response has no rate limits to send).
+ * direct response has no rate limits to send). `match`: the route's own (routeMatch), when
+ * the caller already built it.
  */
-/** `match`: the route's own (routeMatch), when the caller already built it. */
 export function oversizedBodyRoute(route: RouteIR, match: RouteMatchPartial = routeMatch(route)): Route {
   return Route.fromPartial({
     name: `${route.id}:body-too-large`,
