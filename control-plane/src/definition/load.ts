@@ -1,8 +1,7 @@
 // The compile pipeline's entry points: definition → (zod) → IR → (translators) → resources.
 // Nothing is served unless all of it succeeds; every problem comes back as a FieldError.
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { dirname, extname, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { buildIR } from '../ir/build';
 import { certificateFiles, fileSystemSource, type TlsFileSource } from '../ir/tls';
@@ -10,6 +9,7 @@ import type { GatewayIR } from '../ir/types';
 import { translate } from '../translate/index';
 import type { ResourcesByType } from '../xds/resources';
 import { type FieldError, issuesToFieldErrors } from './field-error';
+import { loadModuleDefault } from './module-loader';
 import { type GatewayDefinition, gatewayDefinitionSchema } from './schema';
 
 export type { FieldError } from './field-error';
@@ -46,7 +46,8 @@ const moduleExtensions = new Set(['.ts', '.mts', '.js', '.mjs']);
 
 /**
  * Reads a definition file: YAML/JSON, or a TS/JS module whose default export is the
- * definition (usually `defineGateway({...})`). Never throws: a file that cannot be read,
+ * definition (usually `defineGateway({...})`), loaded in a worker thread of its own
+ * (module-loader.ts), so no version of it stays cached in this process. Never throws: a file that cannot be read,
  * parsed or imported is a FieldError with path ''.
  */
 export async function compileDefinitionFile(path: string): Promise<CompileResult> {
@@ -56,7 +57,7 @@ export async function compileDefinitionFile(path: string): Promise<CompileResult
     if (yamlExtensions.has(extension)) {
       input = parseYaml(await readFile(path, 'utf8'));
     } else if (moduleExtensions.has(extension)) {
-      input = await importDefault(path);
+      input = await loadModuleDefault(path);
     } else {
       return failure(`${path}: unsupported file type "${extension}" (use .yaml, .yml, .json, .ts, .mts, .js or .mjs)`);
     }
@@ -69,35 +70,6 @@ export async function compileDefinitionFile(path: string): Promise<CompileResult
     // A translator bug must not take the control plane down with it.
     return failure(`${path}: internal error while compiling: ${describe(error)}`);
   }
-}
-
-async function importDefault(path: string): Promise<unknown> {
-  if (typeScriptExtensions.has(extname(path).toLowerCase())) await typeScriptLoader();
-  // ESM caches modules by URL forever; a query naming the file's version makes import()
-  // read it again after a change, and reuse it (no leak) when nothing changed. Modules the
-  // definition itself imports stay cached.
-  const { mtimeNs, size } = await stat(path, { bigint: true });
-  const url = `${pathToFileURL(path).href}?v=${mtimeNs}-${size}`;
-  const module = (await import(url)) as { default?: unknown };
-  if (module.default === undefined) {
-    throw new Error('has no default export; write `export default defineGateway({ ... })`');
-  }
-  return module.default;
-}
-
-const typeScriptExtensions = new Set(['.ts', '.mts']);
-let tsLoader: Promise<void> | undefined;
-
-// Under tsx (development, tests) a .ts definition imports as it is. The compiled control
-// plane (dist/, plain node) registers tsx's loader the first time it reads one, so a
-// TypeScript definition and what it imports (@sekisho/control-plane's sources) still load;
-// a YAML or JavaScript definition loads no loader. This file's own URL says which it is.
-function typeScriptLoader(): Promise<void> {
-  if (import.meta.url.endsWith('.ts')) return Promise.resolve();
-  tsLoader ??= import('tsx/esm/api').then((tsx) => {
-    tsx.register();
-  });
-  return tsLoader;
 }
 
 function failure(message: string): CompileResult {

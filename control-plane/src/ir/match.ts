@@ -102,12 +102,72 @@ export function covers(earlier: ParsedMatch, later: ParsedMatch): boolean {
 
 /** The earlier route's conditions must all appear, identically, in the later one's. */
 function conditionsCover(earlier: ParsedMatch, later: ParsedMatch): boolean {
-  const has = (list: ValueMatchIR[], condition: ValueMatchIR) =>
-    list.some((other) => JSON.stringify(other) === JSON.stringify(condition));
+  if (earlier.headers.length === 0 && earlier.query.length === 0) return true;
+  const laterHeaders = new Set(later.headers.map(conditionKey));
+  const laterQuery = new Set(later.query.map(conditionKey));
   return (
-    earlier.headers.every((condition) => has(later.headers, condition)) &&
-    earlier.query.every((condition) => has(later.query, condition))
+    earlier.headers.every((condition) => laterHeaders.has(conditionKey(condition))) &&
+    earlier.query.every((condition) => laterQuery.has(conditionKey(condition)))
   );
+}
+
+function conditionKey(condition: ValueMatchIR): string {
+  return JSON.stringify(condition);
+}
+
+/**
+ * The first earlier route that `covers` a later one, without comparing every pair: a route can
+ * only be covered by an earlier one with the same exact, regex or template path, or by an
+ * earlier prefix that begins its path, so only those are tried (`covers` still decides). With
+ * 10,000 routes the pairwise scan was most of the compile time.
+ */
+export class ShadowIndex {
+  /** `<kind> <value>` of exact, regex and template paths → indices of the routes, ascending. */
+  private readonly samePath = new Map<string, Array<{ index: number; match: ParsedMatch }>>();
+  /** Prefix value → indices of the routes with that prefix, ascending. */
+  private readonly prefixes = new Map<string, Array<{ index: number; match: ParsedMatch }>>();
+  /** Lengths of the prefixes above, so a lookup tries only those lengths. */
+  private readonly prefixLengths = new Set<number>();
+
+  add(index: number, match: ParsedMatch): void {
+    const { kind, value } = match.path;
+    if (kind === 'prefix') {
+      append(this.prefixes, value, { index, match });
+      this.prefixLengths.add(value.length);
+    } else {
+      append(this.samePath, `${kind} ${value}`, { index, match });
+    }
+  }
+
+  /** The lowest index of an added route that covers `later`, or -1. */
+  firstCovering(later: ParsedMatch): number {
+    const { kind, value } = later.path;
+    let first = -1;
+    const consider = (candidates: Array<{ index: number; match: ParsedMatch }> | undefined) => {
+      for (const candidate of candidates ?? []) {
+        if (first !== -1 && candidate.index >= first) return;
+        if (covers(candidate.match, later)) {
+          first = candidate.index;
+          return;
+        }
+      }
+    };
+    // An exact earlier path covers only the same exact path; regex and template only their own.
+    consider(this.samePath.get(`${kind} ${value}`));
+    const lead = kind === 'template' ? literalLead(value) : kind === 'regex' ? undefined : value;
+    if (lead !== undefined) {
+      for (const length of this.prefixLengths) {
+        if (length <= lead.length) consider(this.prefixes.get(lead.slice(0, length)));
+      }
+    }
+    return first;
+  }
+}
+
+function append<T>(map: Map<string, T[]>, key: string, value: T): void {
+  const list = map.get(key);
+  if (list === undefined) map.set(key, [value]);
+  else list.push(value);
 }
 
 function literalLead(template: string): string {

@@ -6,7 +6,7 @@ import { parseHostPort } from '../definition/endpoint';
 import type { FieldError } from '../definition/field-error';
 import { templateVariable } from '../definition/routes';
 import type { GatewayDefinition } from '../definition/schema';
-import { covers, defaultRouteId, type ParsedMatch, parseMatch } from './match';
+import { defaultRouteId, type ParsedMatch, parseMatch, ShadowIndex } from './match';
 import { serviceClusterName } from './names';
 import type { ForwardIR, HeaderChangesIR, RetryIR, RewriteIR, RouteIR } from './types';
 
@@ -20,7 +20,7 @@ export type RouteShape = Omit<
 
 export function buildRouteShapes(definition: GatewayDefinition, errors: FieldError[]): RouteShape[] {
   const shapes: RouteShape[] = [];
-  const parsedMatches: ParsedMatch[] = [];
+  const earlierMatches = new ShadowIndex();
   const idOwner = new Map<string, number>();
   for (const [index, route] of definition.routes.entries()) {
     const at = `routes[${index}]`;
@@ -29,7 +29,7 @@ export function buildRouteShapes(definition: GatewayDefinition, errors: FieldErr
 
     // Envoy takes the first matching route, so a route covered by an earlier one is dead.
     // (A duplicate match also duplicates the default id: report only the cause.)
-    const shadowedBy = parsedMatches.findIndex((earlier) => covers(earlier, parsed));
+    const shadowedBy = earlierMatches.firstCovering(parsed);
     const firstWithId = idOwner.get(id);
     if (shadowedBy !== -1) {
       errors.push({
@@ -43,7 +43,7 @@ export function buildRouteShapes(definition: GatewayDefinition, errors: FieldErr
       });
     }
     if (firstWithId === undefined) idOwner.set(id, index);
-    parsedMatches.push(parsed);
+    earlierMatches.add(index, parsed);
 
     shapes.push({
       id,

@@ -13,22 +13,24 @@
 
 import { Route } from '@sekisho/proto/envoy/config/route/v3/route_components';
 import { Buffer as BufferFilter, BufferPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/buffer/v3/buffer';
-import { ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
 import { HttpFilter } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
 import type { Any } from '@sekisho/proto/google/protobuf/any';
 import type { GatewayIR, RouteIR } from '../ir/types';
 import { pack } from './any';
 import { httpFilterNames } from './filter-names';
+import { bufferOff, extAuthzOff } from './filters-off';
 import { routeMatch } from './route-parts';
+
+type RouteMatchPartial = ReturnType<typeof routeMatch>;
 
 /**
  * The buffer filter only counts bytes as they arrive, so a request that announces a larger
  * Content-Length is answered by a direct-response route just ahead of the route: 413 on the
  * headers alone, before any body is read and before anyone is asked (no ext_authz, and a
- * direct response has no rate limits to send).
+ * direct response has no rate limits to send). `match`: the route's own (routeMatch), when
+ * the caller already built it.
  */
-export function oversizedBodyRoute(route: RouteIR): Route {
-  const match = routeMatch(route);
+export function oversizedBodyRoute(route: RouteIR, match: RouteMatchPartial = routeMatch(route)): Route {
   return Route.fromPartial({
     name: `${route.id}:body-too-large`,
     match: {
@@ -41,8 +43,8 @@ export function oversizedBodyRoute(route: RouteIR): Route {
     directResponse: { status: 413 },
     typedPerFilterConfig: {
       // The buffer filter would hold the headers until a body arrives that never will.
-      [httpFilterNames.buffer]: pack(BufferPerRoute, BufferPerRoute.fromPartial({ disabled: true })),
-      [httpFilterNames.extAuthz]: pack(ExtAuthzPerRoute, ExtAuthzPerRoute.fromPartial({ disabled: true })),
+      [httpFilterNames.buffer]: bufferOff,
+      [httpFilterNames.extAuthz]: extAuthzOff,
     },
   });
 }

@@ -3,7 +3,6 @@
 
 import { HeaderMatcher, Route, RouteAction } from '@sekisho/proto/envoy/config/route/v3/route_components';
 import { Cors, CorsPolicy } from '@sekisho/proto/envoy/extensions/filters/http/cors/v3/cors';
-import { ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
 import { HttpFilter } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
 import { StringMatcher } from '@sekisho/proto/envoy/type/matcher/v3/string';
 import type { Any } from '@sekisho/proto/google/protobuf/any';
@@ -11,6 +10,7 @@ import type { CorsIR, GatewayIR, OriginIR, RouteIR } from '../ir/types';
 import { pack } from './any';
 import { celFilter } from './cel';
 import { httpFilterNames } from './filter-names';
+import { extAuthzOff } from './filters-off';
 
 /** Whether any route has CORS; without, neither the filter nor the preflight routes exist. */
 export function corsInUse(ir: GatewayIR): boolean {
@@ -148,7 +148,7 @@ function refused(name: string, match: Partial<NonNullable<Route['match']>> & { h
     directResponse: { status: 403 },
     // No token to check: the refusal needs no authentication.
     typedPerFilterConfig: {
-      [httpFilterNames.extAuthz]: pack(ExtAuthzPerRoute, ExtAuthzPerRoute.fromPartial({ disabled: true })),
+      [httpFilterNames.extAuthz]: extAuthzOff,
     },
   });
 }

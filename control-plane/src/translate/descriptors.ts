@@ -57,7 +57,7 @@ export interface Descriptor {
   limits: LimitIR[];
 }
 
-/** Every route carries the global families and its own. */
+/** Every route carries the global families (the same for every route of one `auth`) and its own. */
 export function routeDescriptors(ir: GatewayIR, route: RouteIR): Descriptor[] {
   return [...globalDescriptors(ir, route.auth), ...ownDescriptors(route)];
 }
@@ -81,7 +81,7 @@ function anonymousEntry(auth: RouteIR['auth']): DescriptorEntry {
   return auth === 'none' ? { kind: 'constant', key: descriptorKeys.anonymous, value: 'true' } : { kind: 'anonymous' };
 }
 
-function globalDescriptors(ir: GatewayIR, auth: RouteIR['auth']): Descriptor[] {
+export function globalDescriptors(ir: GatewayIR, auth: RouteIR['auth']): Descriptor[] {
   const out: Descriptor[] = [];
   // On an optional route a token that fails is refused as on a required one, so it is counted too.
   const failedToken = auth !== 'none' && ir.limits.unauthenticated.length > 0;
@@ -129,7 +129,7 @@ function globalDescriptors(ir: GatewayIR, auth: RouteIR['auth']): Descriptor[] {
   return out;
 }
 
-function ownDescriptors(route: RouteIR): Descriptor[] {
+export function ownDescriptors(route: RouteIR): Descriptor[] {
   return (['user', 'ip'] as const).flatMap((per) => {
     const limits = route.limits.filter((limit) => limit.per === per);
     if (limits.length === 0) return [];

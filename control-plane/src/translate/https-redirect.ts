@@ -2,17 +2,16 @@
 // routes, each narrowed to the exempt paths (so `/health` is routed on HTTP exactly as on
 // HTTPS, with everything the ingress route carries), then a 308 to https for the rest.
 
-import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
+import type { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
 import {
   HeaderMatcher,
   RedirectAction_RedirectResponseCode,
   Route,
   type VirtualHost,
 } from '@sekisho/proto/envoy/config/route/v3/route_components';
-import { ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
 import type { GatewayIR, HttpsRedirectIR } from '../ir/types';
-import { pack } from './any';
 import { httpFilterNames } from './filter-names';
+import { extAuthzOff } from './filters-off';
 
 export const httpsRedirectRouteName = 'https-redirect';
 
@@ -21,16 +20,14 @@ export function withHttpsRedirect(ir: GatewayIR, routes: RouteConfiguration[]): 
   const redirect = ir.listener.httpsRedirect;
   const ingress = routes.find((config) => config.name === ir.listener.routeConfigName);
   if (!redirect || !ingress) return routes;
-  // A deep copy: the ingress configuration's messages are left untouched.
-  const copy = RouteConfiguration.decode(RouteConfiguration.encode(ingress).finish());
-  return [
-    ...routes,
-    {
-      ...copy,
-      name: redirect.routeConfigName,
-      virtualHosts: copy.virtualHosts.map((host) => redirectingHost(host, redirect)),
-    },
-  ];
+  // New objects wherever the copy differs; the rest is shared with the ingress configuration,
+  // which nothing mutates (a deep copy cost as much as encoding 10,000 routes twice).
+  const copy: RouteConfiguration = {
+    ...ingress,
+    name: redirect.routeConfigName,
+    virtualHosts: ingress.virtualHosts.map((host) => redirectingHost(host, redirect)),
+  };
+  return [...routes, copy];
 }
 
 function redirectingHost(host: VirtualHost, redirect: HttpsRedirectIR): VirtualHost {
@@ -79,7 +76,7 @@ function redirectRoute(redirect: HttpsRedirectIR): Route {
     },
     // A redirect needs no caller: no token is checked (it would be sent again over HTTPS anyway).
     typedPerFilterConfig: {
-      [httpFilterNames.extAuthz]: pack(ExtAuthzPerRoute, ExtAuthzPerRoute.fromPartial({ disabled: true })),
+      [httpFilterNames.extAuthz]: extAuthzOff,
     },
   });
 }

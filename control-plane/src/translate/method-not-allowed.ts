@@ -6,10 +6,9 @@
 // it: it costs Envoy one lookup and no call to any service.)
 
 import { Route } from '@sekisho/proto/envoy/config/route/v3/route_components';
-import { ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
 import type { GatewayIR, RouteIR } from '../ir/types';
-import { pack } from './any';
 import { httpFilterNames } from './filter-names';
+import { extAuthzOff } from './filters-off';
 import { pathMatch } from './route-parts';
 
 export function methodNotAllowedRoutes(ir: GatewayIR): Route[] {
@@ -32,7 +31,7 @@ export function methodNotAllowedRoutes(ir: GatewayIR): Route[] {
         directResponse: { status: 405 },
         responseHeadersToAdd: [{ header: { key: 'allow', value: methods.join(', ') } }],
         typedPerFilterConfig: {
-          [httpFilterNames.extAuthz]: pack(ExtAuthzPerRoute, ExtAuthzPerRoute.fromPartial({ disabled: true })),
+          [httpFilterNames.extAuthz]: extAuthzOff,
         },
       }),
     );

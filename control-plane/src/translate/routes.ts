@@ -4,9 +4,11 @@
 
 import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
 import {
+  RateLimit,
   RateLimit_Action,
   RateLimit_Action_MetaData_Source,
   Route,
+  VirtualHost,
 } from '@sekisho/proto/envoy/config/route/v3/route_components';
 import { ExtAuthzPerRoute } from '@sekisho/proto/envoy/extensions/filters/http/ext_authz/v3/ext_authz';
 import {
@@ -20,7 +22,14 @@ import type { GatewayIR, RouteIR } from '../ir/types';
 import { pack } from './any';
 import { bodyLimitPerRoute, oversizedBodyRoute } from './body-limit';
 import { corsPerFilterConfig, preflightRoutes } from './cors';
-import { type DescriptorEntry, ordinaryClientClass, rateLimitStages, routeDescriptors } from './descriptors';
+import {
+  type Descriptor,
+  type DescriptorEntry,
+  globalDescriptors,
+  ordinaryClientClass,
+  ownDescriptors,
+  rateLimitStages,
+} from './descriptors';
 import { revealingResponseHeaders } from './edge';
 import { httpFilterNames } from './filter-names';
 import { vipMetadata } from './ip-rules';
@@ -29,44 +38,45 @@ import { headerChanges, routeAction, routeMatch } from './route-parts';
 import { securityHeadersPerFilterConfig } from './security-headers';
 
 export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
-  const routes = ir.routes.map((route) => translateRoute(ir, route));
-  return [
-    RouteConfiguration.fromPartial({
-      name: ir.listener.routeConfigName,
-      virtualHosts: [
-        {
-          name: ir.listener.routeConfigName,
-          domains: ['*'],
-          routes: [
-            // Preflights first: a preflight about a GET would match no GET route.
-            ...preflightRoutes(ir, routes),
-            // Each route's 413-on-Content-Length just ahead of it (body-limit.ts).
-            ...ir.routes.flatMap((route, index) => {
-              const translated = routes[index];
-              if (translated === undefined) throw new Error(`no translated route for ${route.id}`);
-              return route.action.kind === 'forward' ? [oversizedBodyRoute(route), translated] : [translated];
-            }),
-            // A path some route serves, asked with another method: 405 with Allow.
-            ...methodNotAllowedRoutes(ir),
-          ],
-        },
-      ],
-      responseHeadersToRemove: [...revealingResponseHeaders],
+  // The gateway-wide rate limits are the same on every route of one auth mode: built once.
+  const globalRateLimits = new Map<RouteIR['auth'], RateLimit[]>();
+  const globalFor = (auth: RouteIR['auth']) => {
+    let limits = globalRateLimits.get(auth);
+    if (limits === undefined) {
+      limits = globalDescriptors(ir, auth).map(rateLimit);
+      globalRateLimits.set(auth, limits);
+    }
+    return limits;
+  };
+  const routes = ir.routes.map((route) => translateRoute(ir, route, globalFor(route.auth)));
+  const virtualHost = VirtualHost.fromPartial({ name: ir.listener.routeConfigName, domains: ['*'] });
+  // Already messages (Route.fromPartial): set directly, since fromPartial would copy every route again.
+  virtualHost.routes = [
+    // Preflights first: a preflight about a GET would match no GET route.
+    ...preflightRoutes(ir, routes),
+    // Each route's 413-on-Content-Length just ahead of it (body-limit.ts).
+    ...ir.routes.flatMap((route, index) => {
+      const translated = routes[index];
+      if (translated === undefined) throw new Error(`no translated route for ${route.id}`);
+      return route.action.kind === 'forward' ? [oversizedBodyRoute(route, translated.match), translated] : [translated];
     }),
+    // A path some route serves, asked with another method: 405 with Allow.
+    ...methodNotAllowedRoutes(ir),
   ];
+  const config = RouteConfiguration.fromPartial({
+    name: ir.listener.routeConfigName,
+    responseHeadersToRemove: [...revealingResponseHeaders],
+  });
+  config.virtualHosts = [virtualHost];
+  return [config];
 }
 
-function translateRoute(ir: GatewayIR, route: RouteIR): Route {
+function translateRoute(ir: GatewayIR, route: RouteIR, globalRateLimits: readonly RateLimit[]): Route {
   return Route.fromPartial({
     name: route.id,
     match: routeMatch(route),
-    ...routeAction(route, () =>
-      routeDescriptors(ir, route).map((descriptor) => ({
-        stage: rateLimitStages[descriptor.stage],
-        applyOnStreamDone: descriptor.onStreamDone ?? false,
-        actions: descriptor.entries.map(rateLimitAction),
-      })),
-    ),
+    // In routeDescriptors' order: the global families, then the route's own.
+    ...routeAction(route, () => [...globalRateLimits, ...ownDescriptors(route).map(rateLimit)]),
     ...headerChanges(route.responseHeaders, 'response'),
     // Direct responses and redirects come after ext_authz too: they are authenticated unless auth: none.
     typedPerFilterConfig: {
@@ -90,6 +100,14 @@ function translateRoute(ir: GatewayIR, route: RouteIR): Route {
       ...corsPerFilterConfig(route),
       ...securityHeadersPerFilterConfig(route),
     },
+  });
+}
+
+function rateLimit(descriptor: Descriptor): RateLimit {
+  return RateLimit.fromPartial({
+    stage: rateLimitStages[descriptor.stage],
+    applyOnStreamDone: descriptor.onStreamDone ?? false,
+    actions: descriptor.entries.map(rateLimitAction),
   });
 }
 
