@@ -74,13 +74,13 @@ export type ThreatBlock = z.infer<typeof threatBlockSchema>;
  */
 export function threatKeys(prefix: string) {
   return {
-    index: `${prefix}threat:blocks:index`,
-    records: `${prefix}threat:blocks:records`,
-    channel: `${prefix}threat:blocks:changes`,
-    counter: (name: string, subject: string) => `${prefix}threat:count:${name}:${subject}`,
+    index: `${prefix}:blocks:index`,
+    records: `${prefix}:blocks:records`,
+    channel: `${prefix}:blocks:changes`,
+    counter: (name: string, subject: string) => `${prefix}:count:${name}:${subject}`,
   };
 }
-export const defaultThreatKeyPrefix = 'sekisho:';
+export const defaultThreatKeyPrefix = 'sekisho:threats';
 
 export function blockMember(block: Pick<ThreatBlock, 'kind' | 'subject'>): string {
   return `${block.kind}:${block.subject}`;

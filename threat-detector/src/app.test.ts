@@ -90,7 +90,7 @@ async function blocks(prefix: string) {
   return Object.values(records).map((text) => threatBlockSchema.parse(JSON.parse(text)));
 }
 
-const prefix = () => `test:${randomUUID()}:`;
+const prefix = () => `test:${randomUUID()}`;
 const failedLogin = (ip: string) => entry({ ip, status: 401, route: 'sign-in' });
 
 describe('brute force through the receiver', () => {

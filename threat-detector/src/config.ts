@@ -9,7 +9,7 @@ export const configSchema = z.object({
   THREAT_GRPC_PORT: envPort(9003),
   THREAT_ADMIN_PORT: envPort(9103),
   THREAT_REDIS_URL: envUrl('redis://127.0.0.1:6379'),
-  /** The prefix of every key and channel; ext-authz's EXT_AUTHZ_REDIS_KEY_PREFIX must match. */
+  /** The prefix of every key and channel; ext-authz's EXT_AUTHZ_THREATS_KEY_PREFIX must match. */
   THREAT_REDIS_KEY_PREFIX: z.string().min(1).default(defaultThreatKeyPrefix),
   /** How often buffered facts go to Redis (one pipeline per flush). */
   THREAT_FLUSH_INTERVAL: envDuration('200ms').refine((ms) => ms >= 10 && ms <= 10_000, 'from 10ms to 10s'),

@@ -202,3 +202,6 @@ export const rateLimitServiceSchema = z
     failureMode: z.enum(['allow', 'deny']).default('allow'),
   })
   .superRefine(oneReplicaList);
+
+/** The threat detector's access-log receiver: Envoy streams to it and never waits for it. */
+export const threatDetectorServiceSchema = z.strictObject({ ...policyServiceFields }).superRefine(oneReplicaList);

@@ -1,7 +1,12 @@
 // The ingress access log: one JSON line per request on Envoy's stdout.
 
+import { ApiVersion } from '@sekisho/proto/envoy/config/core/v3/config_source';
+import { HttpGrpcAccessLogConfig } from '@sekisho/proto/envoy/extensions/access_loggers/grpc/v3/als';
 import { StdoutAccessLog } from '@sekisho/proto/envoy/extensions/access_loggers/stream/v3/stream';
 import { identityHeaders } from '@sekisho/service-kit/contract';
+import { threatAccessLogName, threatRulesTag } from '@sekisho/service-kit/threat-contract';
+import type { ThreatsIR } from '../ir/types';
+import { durationFromMs } from './duration';
 import { requestIdOperator, startTimeIso } from './formatters';
 
 /**
@@ -28,5 +33,24 @@ export function accessLog(): StdoutAccessLog {
         route_name: '%ROUTE_NAME%',
       },
     },
+  });
+}
+
+/**
+ * The threat detector's feed: every finished request over gRPC, buffered by Envoy and never
+ * waited for. Besides the standard fields it logs only the verified user id header (which
+ * ext-authz set; client copies are stripped first), and carries the rules as a custom tag so
+ * the detector follows the definition without a channel of its own.
+ */
+export function threatAccessLog(threats: ThreatsIR): HttpGrpcAccessLogConfig {
+  return HttpGrpcAccessLogConfig.fromPartial({
+    commonConfig: {
+      logName: threatAccessLogName,
+      grpcService: { envoyGrpc: { clusterName: threats.clusterName } },
+      transportApiVersion: ApiVersion.V3,
+      bufferFlushInterval: durationFromMs(threats.flushIntervalMs),
+      customTags: [{ tag: threatRulesTag, literal: { value: JSON.stringify(threats.rules) } }],
+    },
+    additionalRequestHeadersToLog: [identityHeaders.userId],
   });
 }
