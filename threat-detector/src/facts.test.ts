@@ -4,7 +4,12 @@ import { entry, referenceRules } from './test-entries';
 
 describe('factsOf', () => {
   it.each([
-    { name: "ext-authz's 401", e: { status: 401, extAuthzDenied: true }, failure: 'token' },
+    {
+      name: "ext-authz's 401 for a failed token",
+      e: { status: 401, extAuthzDenied: true, tokenFailed: true },
+      failure: 'token',
+    },
+    { name: "ext-authz's 401 for a missing token", e: { status: 401, extAuthzDenied: true }, failure: undefined },
     { name: "the login route's own 401", e: { status: 401, route: 'sign-in' }, failure: 'login' },
     { name: "the login route's own 403", e: { status: 403, route: 'sign-in' }, failure: 'login' },
     { name: 'a 401 of another route', e: { status: 401, route: 'profile' }, failure: undefined },
@@ -27,7 +32,7 @@ describe('factsOf', () => {
       ...referenceRules,
       bruteForce: { failures: 5, withinMs: 900_000, blockMs: 3_600_000, countTokenFailures: false },
     };
-    expect(factsOf(entry({ status: 401, extAuthzDenied: true }), rules).facts).toEqual([]);
+    expect(factsOf(entry({ status: 401, extAuthzDenied: true, tokenFailed: true }), rules).facts).toEqual([]);
   });
 
   it("counts a verified user's call and the bytes Envoy sent", () => {

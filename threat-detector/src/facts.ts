@@ -1,7 +1,11 @@
 // One finished request (Envoy's gRPC access-log entry) → the facts the rules count. Pure: what
 // Envoy served decides, never a guess inside ext-authz.
 import type { HTTPAccessLogEntry } from '@sekisho/proto/envoy/data/accesslog/v3/accesslog';
-import { identityHeaders } from '@sekisho/service-kit/contract';
+import {
+  authzDynamicMetadataKeys,
+  authzDynamicMetadataNamespace,
+  identityHeaders,
+} from '@sekisho/service-kit/contract';
 import type { ThreatRules } from '@sekisho/service-kit/threat-contract';
 
 /** What a rule counts, per subject (a client IP or a verified user id). */
@@ -22,8 +26,9 @@ export interface ExtractedFacts {
 }
 
 /**
- * ext-authz's 401 (Envoy marks its denials UAEX: `unauthorized_details` set), and on a login
- * route the upstream's own 401 or 403. The verified user id is the header ext-authz set on
+ * A token that failed verification (ext-authz's denial, Envoy's UAEX flag, with the
+ * authentication_failed metadata ext-authz sets; a request without any token is not a failed
+ * login), and on a login route the upstream's own 401 or 403. The verified user id is the header ext-authz set on
  * the request (Envoy removes client-sent copies before ext_authz runs), logged by name.
  */
 export function factsOf(entry: HTTPAccessLogEntry, rules: ThreatRules): ExtractedFacts {
@@ -33,7 +38,10 @@ export function factsOf(entry: HTTPAccessLogEntry, rules: ThreatRules): Extracte
   const status = entry.response?.responseCode ?? 0;
   const byExtAuthz = common?.responseFlags?.unauthorizedDetails !== undefined;
   let failure: FailureKind | undefined;
-  if (byExtAuthz && status === 401) failure = 'token';
+  const tokenFailed =
+    common?.metadata?.filterMetadata[authzDynamicMetadataNamespace]?.[authzDynamicMetadataKeys.authenticationFailed] ===
+    'true';
+  if (byExtAuthz && status === 401 && tokenFailed) failure = 'token';
   else if (!byExtAuthz && (status === 401 || status === 403) && rules.loginRoutes.includes(common?.routeName ?? ''))
     failure = 'login';
   if (rules.bruteForce && ip !== '' && failure !== undefined) {

@@ -1,6 +1,10 @@
 // Access-log entries shaped as Envoy sends them, for the detector's tests and its bench.
 import { HTTPAccessLogEntry } from '@sekisho/proto/envoy/data/accesslog/v3/accesslog';
-import { identityHeaders } from '@sekisho/service-kit/contract';
+import {
+  authzDynamicMetadataKeys,
+  authzDynamicMetadataNamespace,
+  identityHeaders,
+} from '@sekisho/service-kit/contract';
 import { type ThreatRules, threatRulesTag } from '@sekisho/service-kit/threat-contract';
 
 export const referenceRules: ThreatRules = {
@@ -18,6 +22,8 @@ export function entry(opts: {
   bytes?: number;
   /** Denied by ext_authz (Envoy's UAEX flag). */
   extAuthzDenied?: boolean;
+  /** ext-authz's authentication_failed metadata (a token that failed verification). */
+  tokenFailed?: boolean;
   rules?: ThreatRules | string;
 }): HTTPAccessLogEntry {
   const rules = opts.rules ?? referenceRules;
@@ -26,6 +32,12 @@ export function entry(opts: {
       downstreamRemoteAddress: { socketAddress: { address: opts.ip ?? '203.0.113.7', portValue: 0 } },
       routeName: opts.route ?? 'profile',
       responseFlags: opts.extAuthzDenied ? { unauthorizedDetails: { reason: 1 } } : {},
+      metadata: {
+        filterMetadata: opts.tokenFailed
+          ? { [authzDynamicMetadataNamespace]: { [authzDynamicMetadataKeys.authenticationFailed]: 'true' } }
+          : {},
+        typedFilterMetadata: {},
+      },
       customTags: { [threatRulesTag]: typeof rules === 'string' ? rules : JSON.stringify(rules) },
     },
     request: { requestHeaders: opts.user ? { [identityHeaders.userId]: opts.user } : {} },
