@@ -155,6 +155,30 @@ describe('brute force through the receiver', () => {
   });
 });
 
+describe('restarts', () => {
+  it('a restarted receiver carries on the count in Redis: no failure and no block is lost', async () => {
+    const keys = prefix();
+    const clock = { now: 1_700_000_000_000 };
+    const first = await startApp(keys, clock);
+    await stream(
+      first,
+      Array.from({ length: 3 }, () => failedLogin('198.51.100.5')),
+    );
+    await entriesSeen(first, 3);
+    // Shutdown flushes what is pending.
+    await first.close();
+    apps.splice(apps.indexOf(first), 1);
+    const second = await startApp(keys, clock);
+    await stream(
+      second,
+      Array.from({ length: 3 }, () => failedLogin('198.51.100.5')),
+    );
+    await entriesSeen(second, 3);
+    await second.detector.flush();
+    expect((await blocks(keys)).map((block) => block.subject)).toEqual(['198.51.100.5']);
+  });
+});
+
 describe('per-user rules through the receiver', () => {
   it('limits a user after 1,000 calls in an hour and blocks one past 100 MB', async () => {
     const keys = prefix();
