@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { credentials } from '@grpc/grpc-js';
 import { waitUntil } from '@sekisho/devstack/processes';
 import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
@@ -152,6 +154,41 @@ describe('brute force through the receiver', () => {
     await Promise.all([a.detector.flush(), b.detector.flush()]);
     expect((await blocks(keys)).map((block) => block.subject)).toEqual(['198.51.100.4']);
     expect((await metric(a, 'security_events')) + (await metric(b, 'security_events'))).toBe(1);
+  });
+});
+
+describe('alerts', () => {
+  it('posts one alert to the webhook for the block, none for the failures before it', async () => {
+    const texts: string[] = [];
+    const server = createServer((request, response) => {
+      let body = '';
+      request.on('data', (chunk) => {
+        body += chunk;
+      });
+      request.on('end', () => {
+        texts.push(JSON.parse(body).text);
+        response.end();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const keys = prefix();
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+      const app = await startApp(keys, { now: 1_700_000_000_000 }, { THREAT_ALERT_WEBHOOK_URL: url });
+      await stream(
+        app,
+        Array.from({ length: 7 }, () => failedLogin('198.51.100.8')),
+      );
+      await entriesSeen(app, 7);
+      await app.detector.flush();
+      await waitUntil('the alert', 5_000, {}, async () =>
+        texts.length > 0 ? { done: true, value: undefined } : { done: false, detail: 'none yet' },
+      );
+      expect(texts).toEqual([expect.stringContaining('brute_force: IP blocked — IP 198.51.100.8')]);
+      expect(await metric(app, 'sekisho_threat_alerts_total', { result: 'sent' })).toBe(1);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
 

@@ -6,9 +6,10 @@ import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
 import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
 import { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
+import { AlertSender } from './alerts';
 import type { ThreatDetectorConfig } from './config';
 import { Detector } from './detector';
-import { createDetectorMetrics } from './metrics';
+import { createAlertMetrics, createDetectorMetrics } from './metrics';
 import { defineThreatScripts } from './redis-store';
 import { createAccessLogServer } from './service';
 
@@ -42,7 +43,17 @@ export async function startThreatDetectorApp(
   defineThreatScripts(redis);
   let detector: Detector | undefined;
   const events = createDetectorMetrics(registry, () => detector?.pendingKeys ?? 0);
+  const alerts = config.THREAT_ALERT_WEBHOOK_URL
+    ? new AlertSender({
+        url: config.THREAT_ALERT_WEBHOOK_URL,
+        maxPerMinute: config.THREAT_ALERT_MAX_PER_MINUTE,
+        retries: config.THREAT_ALERT_RETRIES,
+        logger,
+        events: createAlertMetrics(registry),
+      })
+    : undefined;
   detector = new Detector({
+    ...(alerts ? { alerts } : {}),
     redis,
     keyPrefix: config.THREAT_REDIS_KEY_PREFIX,
     maxPendingKeys: config.THREAT_MAX_PENDING_KEYS,
@@ -96,6 +107,7 @@ export async function startThreatDetectorApp(
       run: async () => {
         clearInterval(timer);
         await running.flush();
+        await alerts?.drain();
       },
     },
     { name: 'redis', run: closeRedis },

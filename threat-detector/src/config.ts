@@ -19,6 +19,16 @@ export const configSchema = z.object({
     .regex(/^[1-9]\d{0,7}$/, 'expected a whole number from 1')
     .transform(Number)
     .default(50_000),
+  /** A Slack-compatible incoming webhook told of every block put in force; unset = no alerts. */
+  THREAT_ALERT_WEBHOOK_URL: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }).optional(),
+  /** Alerts per minute at most; the rest are counted (and summarised in the log). */
+  THREAT_ALERT_MAX_PER_MINUTE: z
+    .string()
+    .regex(/^[1-9]\d{0,5}$/, 'expected a whole number from 1')
+    .transform(Number)
+    .default(10),
+  /** Retries of an alert the webhook refused with a 429 or 5xx, or could not be reached for. */
+  THREAT_ALERT_RETRIES: z.string().regex(/^\d$/, 'expected 0-9').transform(Number).default(3),
   LOG_LEVEL: envLogLevel(),
 });
 export type ThreatDetectorConfig = z.output<typeof configSchema>;

@@ -21,6 +21,8 @@ export interface DetectorEvents {
 }
 
 export interface DetectorOptions {
+  /** Told of every block put in force (the alert webhook); absent = no alerts. */
+  alerts?: { notify(detection: Detection): void };
   redis: Redis;
   keyPrefix: string;
   /** Distinct (counter, subject) pairs held between flushes. */
@@ -108,6 +110,7 @@ export class Detector {
       return;
     }
     this.opts.events.detection(detection, written);
+    if (written) this.opts.alerts?.notify(detection);
     const { block } = detection;
     this.opts.logger.warn(
       {

@@ -1,5 +1,16 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
+import type { AlertEvents } from './alerts';
 import type { DetectorEvents } from './detector';
+
+export function createAlertMetrics(registry: Registry): AlertEvents {
+  const alerts = new Counter({
+    name: 'sekisho_threat_alerts_total',
+    help: 'Security alerts to the webhook, by result (sent, failed after retries, suppressed by the per-minute cap).',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  return { alert: (result) => alerts.inc({ result }) };
+}
 
 export function createDetectorMetrics(registry: Registry, pendingKeys: () => number): DetectorEvents {
   const registers = [registry];
