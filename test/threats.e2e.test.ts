@@ -57,9 +57,16 @@ beforeAll(async () => {
       routes: [
         { match: 'GET /api/v1/customer/profile', to: 'customer', rewrite: '/profile', require: ['read:own_profile'] },
         { id: 'public', match: 'GET /api/v1/public/info', to: 'customer', rewrite: '/info', auth: 'none' },
+        // A sign-in backend that refuses every password: its own 401 is what marks a failed login.
+        {
+          id: 'sign-in',
+          match: 'POST /api/v1/auth/login',
+          auth: 'none',
+          directResponse: { status: 401, body: '{"error":"wrong password"}' },
+        },
       ],
       edge: { trustedProxies: ['127.0.0.1/32'] },
-      threats: { flushInterval: '100ms' },
+      threats: { loginRoutes: ['sign-in'], flushInterval: '100ms' },
     }),
   );
   stack = await startStack({ definitionFile, logLevel: 'info' });
@@ -92,8 +99,9 @@ const showLogsOnFailure = () => showStackLogsOnFailure(() => stack);
 const attacker = '198.51.100.10';
 const bystander = '198.51.100.11';
 
-async function call(path: string, ip: string, token?: string) {
+async function call(path: string, ip: string, token?: string, method = 'GET') {
   const response = await fetch(`${stack.gatewayUrl}${path}`, {
+    method,
     headers: { 'x-forwarded-for': ip, 'accept-language': 'en', ...(token ? { authorization: `Bearer ${token}` } : {}) },
   });
   const text = await response.text();
@@ -187,5 +195,17 @@ describe('brute force through Envoy, the threat detector and two ext-authz repli
     expect(result.stdout).toContain(`lifted ip:${attacker}`);
     await everyReplicaHolds(0, 1_000);
     for (let i = 0; i < 4; i++) expect((await call('/api/v1/public/info', attacker)).status).toBe(200);
+  });
+
+  it("blocks an IP after six refused sign-ins, judged by the login route's own 401", async () => {
+    showLogsOnFailure();
+    const guesser = '198.51.100.12';
+    for (let i = 0; i < 6; i++) expect((await call('/api/v1/auth/login', guesser, undefined, 'POST')).status).toBe(401);
+    await everyReplicaHolds(1, 10_000);
+    expect((await call('/api/v1/public/info', guesser)).body.error?.code).toBe('IP_BLOCKED');
+    expect(
+      await metric(`http://127.0.0.1:${detector.adminPort}`, /^failed_login_attempts\{[^}]*kind="login"/),
+    ).toBeGreaterThanOrEqual(6);
+    expect((await call('/api/v1/public/info', bystander)).status).toBe(200);
   });
 });
