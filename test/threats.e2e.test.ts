@@ -56,6 +56,8 @@ beforeAll(async () => {
       },
       routes: [
         { match: 'GET /api/v1/customer/profile', to: 'customer', rewrite: '/profile', require: ['read:own_profile'] },
+        // The demo upstream echoes the body: a large POST is a large download.
+        { match: 'POST /api/v1/customer/export', to: 'customer', rewrite: '/export', require: ['read:own_profile'] },
         { id: 'public', match: 'GET /api/v1/public/info', to: 'customer', rewrite: '/info', auth: 'none' },
         // A sign-in backend that refuses every password: its own 401 is what marks a failed login.
         {
@@ -66,7 +68,13 @@ beforeAll(async () => {
         },
       ],
       edge: { trustedProxies: ['127.0.0.1/32'] },
-      threats: { loginRoutes: ['sign-in'], flushInterval: '100ms' },
+      // Per-user thresholds small enough for a test, far above what the other tests' users do.
+      threats: {
+        loginRoutes: ['sign-in'],
+        suspiciousUsage: { calls: 20, limit: 3 },
+        dataExfiltration: { megabytes: 0.05 },
+        flushInterval: '100ms',
+      },
     }),
   );
   stack = await startStack({ definitionFile, logLevel: 'info' });
@@ -99,13 +107,20 @@ const showLogsOnFailure = () => showStackLogsOnFailure(() => stack);
 const attacker = '198.51.100.10';
 const bystander = '198.51.100.11';
 
-async function call(path: string, ip: string, token?: string, method = 'GET') {
+async function call(path: string, ip: string, token?: string, method = 'GET', body?: string) {
   const response = await fetch(`${stack.gatewayUrl}${path}`, {
     method,
-    headers: { 'x-forwarded-for': ip, 'accept-language': 'en', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    ...(body !== undefined ? { body } : {}),
+    // identity: the bytes Envoy sends are the body's, not what compression made of them.
+    headers: {
+      'x-forwarded-for': ip,
+      'accept-language': 'en',
+      'accept-encoding': 'identity',
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    },
   });
   const text = await response.text();
-  return { status: response.status, body: text.startsWith('{') ? JSON.parse(text) : text };
+  return { status: response.status, headers: response.headers, body: text.startsWith('{') ? JSON.parse(text) : text };
 }
 
 async function metric(url: string, pattern: RegExp): Promise<number> {
@@ -117,12 +132,13 @@ async function metric(url: string, pattern: RegExp): Promise<number> {
 }
 const verifications = () =>
   Promise.all(stack.extAuthzAdminUrls.map((url) => metric(url, /^sekisho_ext_authz_token_verifications_total/)));
-const blocksHeld = (url: string) => metric(url, /^sekisho_ext_authz_threat_blocks_held\{[^}]*kind="ip"/);
+const blocksHeld = (url: string, kind = 'ip') =>
+  metric(url, new RegExp(`^sekisho_ext_authz_threat_blocks_held\\{[^}]*kind="${kind}"`));
 
-/** Both replicas hold `count` IP blocks; the deadline is the issue's "within a second". */
-const everyReplicaHolds = (count: number, timeoutMs: number) =>
-  waitUntil(`every ext-authz replica to hold ${count} IP blocks`, timeoutMs, {}, async () => {
-    const held = await Promise.all(stack.extAuthzAdminUrls.map(blocksHeld));
+/** Both replicas hold `count` blocks of `kind`; the deadline is the issue's "within a second". */
+const everyReplicaHolds = (count: number, timeoutMs: number, kind = 'ip') =>
+  waitUntil(`every ext-authz replica to hold ${count} ${kind} blocks`, timeoutMs, {}, async () => {
+    const held = await Promise.all(stack.extAuthzAdminUrls.map((url) => blocksHeld(url, kind)));
     return held.every((n) => n === count) ? { done: true, value: undefined } : { done: false, detail: held.join(', ') };
   });
 
@@ -137,7 +153,7 @@ function admin(...args: string[]) {
   });
 }
 
-describe('brute force through Envoy, the threat detector and two ext-authz replicas', () => {
+describe('threat detection through Envoy, the detector and two ext-authz replicas', () => {
   it('blocks the IP after six failed authentications, on every route, while another IP is served', async () => {
     showLogsOnFailure();
     const token = await stack.mintToken('u-bystander');
@@ -154,7 +170,7 @@ describe('brute force through Envoy, the threat detector and two ext-authz repli
       return seen >= 5 ? { done: true, value: undefined } : { done: false, detail: `${seen}` };
     });
     await detector.detector.flush();
-    expect(await Promise.all(stack.extAuthzAdminUrls.map(blocksHeld))).toEqual([0, 0]);
+    expect(await Promise.all(stack.extAuthzAdminUrls.map((url) => blocksHeld(url)))).toEqual([0, 0]);
 
     expect((await call('/api/v1/customer/profile', attacker, 'forged-5')).status).toBe(401);
     await everyReplicaHolds(1, 10_000);
@@ -207,5 +223,41 @@ describe('brute force through Envoy, the threat detector and two ext-authz repli
       await metric(`http://127.0.0.1:${detector.adminPort}`, /^failed_login_attempts\{[^}]*kind="login"/),
     ).toBeGreaterThanOrEqual(6);
     expect((await call('/api/v1/public/info', bystander)).status).toBe(200);
+  });
+
+  it('limits a user past 20 calls to 3 a minute on each replica (429 with Retry-After), others unaffected', async () => {
+    showLogsOnFailure();
+    const busy = await stack.mintToken('u-busy');
+    for (let i = 0; i < 21; i++) expect((await call('/api/v1/customer/profile', bystander, busy)).status).toBe(200);
+    await everyReplicaHolds(1, 10_000, 'limit');
+    const statuses: number[] = [];
+    let limited: Awaited<ReturnType<typeof call>> | undefined;
+    for (let i = 0; i < 10; i++) {
+      const response = await call('/api/v1/customer/profile', bystander, busy);
+      statuses.push(response.status);
+      if (response.status === 429) limited = response;
+    }
+    // Each replica lets 3 through in its minute: at most 6 of the 10 are served.
+    expect(statuses.filter((status) => status === 200).length).toBeLessThanOrEqual(6);
+    expect(limited?.body.error.code).toBe('RATE_LIMIT_EXCEEDED');
+    expect(Number(limited?.headers.get('retry-after'))).toBeGreaterThan(0);
+    const other = await stack.mintToken('u-calm');
+    expect((await call('/api/v1/customer/profile', bystander, other)).status).toBe(200);
+  });
+
+  it('blocks a user past 50 KB downloaded, from every address, until unblock-user', async () => {
+    showLogsOnFailure();
+    const hoarder = await stack.mintToken('u-hoarder');
+    expect((await call('/api/v1/customer/export', bystander, hoarder, 'POST', 'x'.repeat(60_000))).status).toBe(200);
+    await everyReplicaHolds(1, 10_000, 'user');
+    for (const ip of [bystander, '192.0.2.50']) {
+      const refused = await call('/api/v1/customer/profile', ip, hoarder);
+      expect(refused.status).toBe(403);
+      expect(refused.body.error.code).toBe('USER_BLOCKED');
+    }
+    const result = await admin('unblock-user', 'u-hoarder');
+    expect(result.code, result.stderr).toBe(0);
+    await everyReplicaHolds(0, 1_000, 'user');
+    expect((await call('/api/v1/customer/profile', bystander, hoarder)).status).toBe(200);
   });
 });
