@@ -260,4 +260,35 @@ describe('threat detection through Envoy, the detector and two ext-authz replica
     await everyReplicaHolds(0, 1_000, 'user');
     expect((await call('/api/v1/customer/profile', bystander, hoarder)).status).toBe(200);
   });
+
+  it('with Redis down: the blocks held stay enforced, detection pauses, nobody else is refused', async () => {
+    showLogsOnFailure();
+    const control = stack.redis.control;
+    if (!control) throw new Error('this test needs the stack to spawn redis-server (unset REDIS_URL)');
+    const attacker2 = '198.51.100.13';
+    // The sign-in guesser's block is still in force.
+    const held = await blocksHeld(stack.extAuthzAdminUrls[0] ?? '');
+    for (let i = 0; i < 6; i++)
+      expect((await call('/api/v1/customer/profile', attacker2, `forged-${i}`)).status).toBe(401);
+    await everyReplicaHolds(held + 1, 10_000);
+    await control.down();
+    try {
+      for (let i = 0; i < 4; i++)
+        expect((await call('/api/v1/public/info', attacker2)).body.error?.code).toBe('IP_BLOCKED');
+      const token = await stack.mintToken('u-bystander');
+      expect((await call('/api/v1/customer/profile', bystander, token)).status).toBe(200);
+      expect((await call('/api/v1/auth/login', '198.51.100.14', undefined, 'POST')).status).toBe(401);
+      await waitUntil('the detector to pause', 10_000, {}, async () => {
+        const paused = await metric(`http://127.0.0.1:${detector.adminPort}`, /^sekisho_threat_detection_paused/);
+        return paused === 1 ? { done: true, value: undefined } : { done: false, detail: `paused ${paused}` };
+      });
+    } finally {
+      await control.up();
+    }
+    // The restarted redis-server is empty (no persistence in tests): the detector resumes counting.
+    await waitUntil('the detector to resume', 10_000, {}, async () => {
+      const paused = await metric(`http://127.0.0.1:${detector.adminPort}`, /^sekisho_threat_detection_paused/);
+      return paused === 0 ? { done: true, value: undefined } : { done: false, detail: `paused ${paused}` };
+    });
+  });
 });
