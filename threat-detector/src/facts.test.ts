@@ -42,6 +42,10 @@ describe('factsOf', () => {
     ]);
   });
 
+  it('never takes the user from a request header: only ext-authz metadata names a verified user', () => {
+    expect(factsOf(entry({ spoofedUserHeader: 'victim', bytes: 5_000 }), referenceRules).facts).toEqual([]);
+  });
+
   it('counts nothing per user for an anonymous request, and nothing for a rule that is off', () => {
     expect(factsOf(entry({ bytes: 5_000 }), referenceRules).facts).toEqual([]);
     expect(factsOf(entry({ user: 'uid-1', bytes: 1 }), { loginRoutes: [] }).facts).toEqual([]);

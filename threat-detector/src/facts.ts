@@ -1,11 +1,7 @@
 // One finished request (Envoy's gRPC access-log entry) → the facts the rules count. Pure: what
 // Envoy served decides, never a guess inside ext-authz.
 import type { HTTPAccessLogEntry } from '@sekisho/proto/envoy/data/accesslog/v3/accesslog';
-import {
-  authzDynamicMetadataKeys,
-  authzDynamicMetadataNamespace,
-  identityHeaders,
-} from '@sekisho/service-kit/contract';
+import { authzDynamicMetadataKeys, authzDynamicMetadataNamespace } from '@sekisho/service-kit/contract';
 import type { ThreatRules } from '@sekisho/service-kit/threat-contract';
 
 /** What a rule counts, per subject (a client IP or a verified user id). */
@@ -28,8 +24,9 @@ export interface ExtractedFacts {
 /**
  * A token that failed verification (ext-authz's denial, Envoy's UAEX flag, with the
  * authentication_failed metadata ext-authz sets; a request without any token is not a failed
- * login), and on a login route the upstream's own 401 or 403. The verified user id is the header ext-authz set on
- * the request (Envoy removes client-sent copies before ext_authz runs), logged by name.
+ * login), and on a login route the upstream's own 401 or 403. The verified user id is the
+ * dynamic metadata ext-authz sets on an allowed request: a client can send any header (and a
+ * request Envoy refuses before its filters run still carries it), never dynamic metadata.
  */
 export function factsOf(entry: HTTPAccessLogEntry, rules: ThreatRules): ExtractedFacts {
   const facts: Fact[] = [];
@@ -38,9 +35,8 @@ export function factsOf(entry: HTTPAccessLogEntry, rules: ThreatRules): Extracte
   const status = entry.response?.responseCode ?? 0;
   const byExtAuthz = common?.responseFlags?.unauthorizedDetails !== undefined;
   let failure: FailureKind | undefined;
-  const tokenFailed =
-    common?.metadata?.filterMetadata[authzDynamicMetadataNamespace]?.[authzDynamicMetadataKeys.authenticationFailed] ===
-    'true';
+  const authz = common?.metadata?.filterMetadata[authzDynamicMetadataNamespace];
+  const tokenFailed = authz?.[authzDynamicMetadataKeys.authenticationFailed] === 'true';
   if (byExtAuthz && status === 401 && tokenFailed) failure = 'token';
   else if (!byExtAuthz && (status === 401 || status === 403) && rules.loginRoutes.includes(common?.routeName ?? ''))
     failure = 'login';
@@ -48,7 +44,8 @@ export function factsOf(entry: HTTPAccessLogEntry, rules: ThreatRules): Extracte
     if (failure === 'login' || rules.bruteForce.countTokenFailures)
       facts.push({ counter: 'failed_auth', subject: ip, amount: 1 });
   }
-  const user = entry.request?.requestHeaders[identityHeaders.userId] ?? '';
+  const verified = authz?.[authzDynamicMetadataKeys.userId];
+  const user = typeof verified === 'string' ? verified : '';
   if (user !== '') {
     if (rules.suspiciousUsage) facts.push({ counter: 'calls', subject: user, amount: 1 });
     const bytes = entry.response?.responseBodyBytes ?? 0;

@@ -16,7 +16,10 @@ export const referenceRules: ThreatRules = {
 
 export function entry(opts: {
   ip?: string;
+  /** The verified uid ext-authz put in its dynamic metadata. */
   user?: string;
+  /** An x-sekisho-user-id request header in the entry (a client's, on a request Envoy refused early). */
+  spoofedUserHeader?: string;
   status?: number;
   route?: string;
   bytes?: number;
@@ -33,14 +36,18 @@ export function entry(opts: {
       routeName: opts.route ?? 'profile',
       responseFlags: opts.extAuthzDenied ? { unauthorizedDetails: { reason: 1 } } : {},
       metadata: {
-        filterMetadata: opts.tokenFailed
-          ? { [authzDynamicMetadataNamespace]: { [authzDynamicMetadataKeys.authenticationFailed]: 'true' } }
-          : {},
+        filterMetadata: {
+          [authzDynamicMetadataNamespace]: {
+            ...(opts.tokenFailed ? { [authzDynamicMetadataKeys.authenticationFailed]: 'true' } : {}),
+            ...(opts.user ? { [authzDynamicMetadataKeys.userId]: opts.user } : {}),
+          },
+        },
         typedFilterMetadata: {},
       },
       customTags: { [threatRulesTag]: typeof rules === 'string' ? rules : JSON.stringify(rules) },
     },
-    request: { requestHeaders: opts.user ? { [identityHeaders.userId]: opts.user } : {} },
+    // A header a client sent is never a verified user (facts.test.ts pins it).
+    request: { requestHeaders: opts.spoofedUserHeader ? { [identityHeaders.userId]: opts.spoofedUserHeader } : {} },
     response: { responseCode: opts.status ?? 200, responseBodyBytes: opts.bytes ?? 0 },
   });
 }

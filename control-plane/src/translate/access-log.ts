@@ -38,9 +38,10 @@ export function accessLog(): StdoutAccessLog {
 
 /**
  * The threat detector's feed: every finished request over gRPC, buffered by Envoy and never
- * waited for. Besides the standard fields it logs only the verified user id header (which
- * ext-authz set; client copies are stripped first), and carries the rules as a custom tag so
- * the detector follows the definition without a channel of its own.
+ * waited for. The standard fields carry ext-authz's dynamic metadata (the verified user id,
+ * which no client can set, unlike a header a request Envoy refuses early still has), so no
+ * header is logged; the rules ride as a custom tag, so the detector follows the definition
+ * without a channel of its own.
  */
 export function threatAccessLog(threats: ThreatsIR): HttpGrpcAccessLogConfig {
   return HttpGrpcAccessLogConfig.fromPartial({
@@ -51,6 +52,5 @@ export function threatAccessLog(threats: ThreatsIR): HttpGrpcAccessLogConfig {
       bufferFlushInterval: durationFromMs(threats.flushIntervalMs),
       customTags: [{ tag: threatRulesTag, literal: { value: JSON.stringify(threats.rules) } }],
     },
-    additionalRequestHeadersToLog: [identityHeaders.userId],
   });
 }
