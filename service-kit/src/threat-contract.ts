@@ -31,7 +31,7 @@ export const threatRulesSchema = z.strictObject({
 });
 export type ThreatRules = z.infer<typeof threatRulesSchema>;
 
-export type ThreatRule = 'brute_force' | 'suspicious_usage' | 'data_exfiltration' | 'manual';
+export type ThreatRule = 'brute_force' | 'suspicious_usage' | 'data_exfiltration';
 export type Severity = 'low' | 'medium' | 'high' | 'critical';
 
 /**
