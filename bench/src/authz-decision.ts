@@ -13,6 +13,7 @@ import type { AccountEntry, AccountView } from '../../ext-authz/src/accounts/sta
 import { type CheckInput, decide, routeRequirements, type VerifyToken } from '../../ext-authz/src/decision';
 import { VerifiedTokenCache, verifyFirebaseIdToken } from '../../ext-authz/src/firebase/verify';
 import { compileAuthzPolicy } from '../../ext-authz/src/policy';
+import { ThreatTable, type ThreatView } from '../../ext-authz/src/threats/state';
 
 const projectId = 'bench-salon';
 const source = {
@@ -63,7 +64,13 @@ const input = (path: string, extensions: Record<string, string>): CheckInput => 
   route: routeRequirements({ [authzContextKeys.routeId]: 'bench', ...extensions }),
 });
 
-const cases: Array<{ case: string; policy: typeof plainPolicy; input: CheckInput; accounts?: AccountView }> = [
+const cases: Array<{
+  case: string;
+  policy: typeof plainPolicy;
+  input: CheckInput;
+  accounts?: AccountView;
+  threats?: ThreatView;
+}> = [
   {
     case: 'baseline: permission check',
     policy: plainPolicy,
@@ -131,18 +138,48 @@ cases.push(
   },
 );
 
+// The threat detector's blocks as a replica holds them: 10,000 IPs and 10,000 users blocked,
+// the caller (client IP and uid) not among them.
+const blocks = new ThreatTable();
+const until = Date.now() + 3_600_000;
+blocks.replace(
+  Array.from({ length: 20_000 }, (_, i) =>
+    i % 2 === 0
+      ? {
+          kind: 'ip' as const,
+          subject: `10.0.${i >> 8}.${i & 255}`,
+          rule: 'brute_force',
+          severity: 'high',
+          untilMs: until,
+        }
+      : {
+          kind: 'user' as const,
+          subject: `user-${i}`,
+          rule: 'data_exfiltration',
+          severity: 'critical',
+          untilMs: until,
+        },
+  ),
+);
+cases.push({
+  case: 'threat blocks: 20,000 held (IPs and users), none for the caller',
+  policy: plainPolicy,
+  input: { ...input('/api/v1/customer/profile', permission), clientIp: '192.0.2.10' },
+  threats: blocks,
+});
+
 const batch = 200;
 const batches = Number(process.env.BENCH_BATCHES ?? 300);
 
 async function run(c: (typeof cases)[number]) {
-  const first = await decide(c.input, c.policy, verify, c.accounts);
+  const first = await decide(c.input, c.policy, verify, c.accounts, c.threats);
   if (!first.allow) throw new Error(`${c.case}: expected an allow, got ${JSON.stringify(first)}`);
-  for (let i = 0; i < 2_000; i++) await decide(c.input, c.policy, verify, c.accounts);
+  for (let i = 0; i < 2_000; i++) await decide(c.input, c.policy, verify, c.accounts, c.threats);
   const perCall: number[] = [];
   const started = performance.now();
   for (let b = 0; b < batches; b++) {
     const t0 = performance.now();
-    for (let i = 0; i < batch; i++) await decide(c.input, c.policy, verify, c.accounts);
+    for (let i = 0; i < batch; i++) await decide(c.input, c.policy, verify, c.accounts, c.threats);
     perCall.push((performance.now() - t0) / batch);
   }
   const seconds = (performance.now() - started) / 1000;

@@ -17,6 +17,7 @@ import { FirebaseKeyStore, type KeyStoreOptions } from './firebase/key-store';
 import { isDemoProject, VerifiedTokenCache, verifyFirebaseIdToken } from './firebase/verify';
 import { createExtAuthzMetrics } from './metrics';
 import { type CompiledPolicy, compileAuthzPolicy } from './policy';
+import { RedisThreatStore } from './threats/block-store';
 
 export interface ExtAuthzApp {
   grpcPort: number;
@@ -25,6 +26,7 @@ export interface ExtAuthzApp {
   keyStore: FirebaseKeyStore;
   /** The account state's copy; undefined without EXT_AUTHZ_REDIS_URL. */
   accounts: RedisAccountStore | undefined;
+  threats: RedisThreatStore | undefined;
   /** Installs a policy as an ADS update would; throws (a NACK) when it is invalid. */
   applyPolicy(policy: AuthzPolicy, version: string): void;
   /** Ready = a policy is in force, the Firebase keys are loaded (not needed in the emulator mode), the account state loaded once (with a Redis) and shutdown has not begun. */
@@ -109,8 +111,9 @@ export async function startExtAuthzApp(
   );
 
   const tokenCache = new VerifiedTokenCache(config.EXT_AUTHZ_TOKEN_CACHE_SIZE);
-  const verify: VerifyToken = (token, projectId) =>
-    verifyFirebaseIdToken(token, {
+  const verify: VerifyToken = (token, projectId) => {
+    metrics.tokenVerified();
+    return verifyFirebaseIdToken(token, {
       projectId,
       resolveKey: (kid) => keyStore.getKey(kid),
       now: Date.now(),
@@ -118,6 +121,7 @@ export async function startExtAuthzApp(
       cache: tokenCache,
       ...(emulatorHost !== undefined ? { acceptEmulatorTokens: true } : {}),
     });
+  };
 
   // Off without a Redis: said at start-up, and in /status.
   const accounts = config.EXT_AUTHZ_REDIS_URL
@@ -133,6 +137,19 @@ export async function startExtAuthzApp(
         events: metrics.accounts,
       })
     : undefined;
+
+  // Blocks are never a reason to be unready: until they are loaded nobody is refused by them.
+  const threats =
+    config.EXT_AUTHZ_REDIS_URL && config.EXT_AUTHZ_THREATS
+      ? new RedisThreatStore({
+          url: config.EXT_AUTHZ_REDIS_URL,
+          keyPrefix: config.EXT_AUTHZ_THREATS_KEY_PREFIX,
+          resyncMs: config.EXT_AUTHZ_THREATS_RESYNC,
+          logger,
+          events: metrics.threats,
+        })
+      : undefined;
+  const threatStatus = () => (threats ? { enabled: true, ...threats.status() } : { enabled: false });
 
   let draining = false;
   // Once loaded, a lost Redis leaves the replica ready: it decides from its last state. In the
@@ -161,6 +178,7 @@ export async function startExtAuthzApp(
       verified_tokens_cached: tokenCache.size,
       auth_emulator: emulatorStatus(),
       accounts: accountStatus(),
+      threats: threatStatus(),
       keys: {
         url: config.EXT_AUTHZ_FIREBASE_CERTS_URL,
         count: keys.keyCount,
@@ -191,6 +209,7 @@ export async function startExtAuthzApp(
     { name: 'policy subscription', run: async () => subscription?.close() },
     { name: 'key refresh', run: async () => keyStore.close() },
     { name: 'account state', run: async () => accounts?.close() },
+    { name: 'threat state', run: async () => threats?.close() },
     { name: 'admin', run: async () => admin?.close() },
   ];
   const close = async () => {
@@ -220,6 +239,7 @@ export async function startExtAuthzApp(
     // Not awaited: Google being unreachable at start-up must not stop the service;
     // it stays unready (and answers 503) until the keys arrive.
     void keyStore.start();
+    threats?.start();
     if (accounts) accounts.start();
     else {
       logger.warn(
@@ -243,6 +263,7 @@ export async function startExtAuthzApp(
             metrics,
             denialLog,
             ...(accounts ? { accounts } : {}),
+            ...(threats ? { threats } : {}),
           }),
         ),
     });
@@ -262,6 +283,7 @@ export async function startExtAuthzApp(
       registry,
       keyStore,
       accounts,
+      threats,
       applyPolicy,
       isReady,
       status,

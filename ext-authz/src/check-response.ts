@@ -19,6 +19,7 @@ export interface ResponseContext {
 const rpcCodeForHttpStatus: Record<number, grpcStatus> = {
   401: grpcStatus.UNAUTHENTICATED,
   403: grpcStatus.PERMISSION_DENIED,
+  429: grpcStatus.RESOURCE_EXHAUSTED,
   431: grpcStatus.RESOURCE_EXHAUSTED,
   503: grpcStatus.UNAVAILABLE,
 };
@@ -34,6 +35,7 @@ export function toCheckResponse(decision: Decision, ctx: ResponseContext): Check
             ? notOwner
             : undefined,
       tokenError: decision.code === 'TOKEN_EXPIRED' || decision.code === 'INVALID_TOKEN',
+      ...(decision.retryAfterSeconds !== undefined ? { retryAfterSeconds: decision.retryAfterSeconds } : {}),
     });
   }
   const { identity } = decision;
@@ -85,7 +87,7 @@ export function failClosed(code: 'SERVICE_UNAVAILABLE' | 'AUTHORIZATION_ERROR', 
 function denied(
   code: ErrorCode,
   ctx: ResponseContext,
-  opts: { extra?: Record<string, unknown> | undefined; tokenError?: boolean },
+  opts: { extra?: Record<string, unknown> | undefined; tokenError?: boolean; retryAfterSeconds?: number },
 ): CheckResponse {
   // A revoked or inactive account's token is genuine: an invalid_token challenge (sign in
   // again), but not a failed token for the per-IP count.
@@ -103,6 +105,7 @@ function denied(
   ];
   const challenge = wwwAuthenticate(code, (opts.tokenError ?? false) || accountError);
   if (challenge) headers.push(headerOption('www-authenticate', challenge));
+  if (opts.retryAfterSeconds !== undefined) headers.push(headerOption('retry-after', String(opts.retryAfterSeconds)));
   return {
     status: { code: rpcCodeForHttpStatus[httpStatus] ?? grpcStatus.INTERNAL, message: code, details: [] },
     deniedResponse: { status: { code: httpStatus }, headers, body: JSON.stringify(body) },

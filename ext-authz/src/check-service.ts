@@ -21,6 +21,7 @@ import {
 import type { DenialLogLimiter, DroppedSummary } from './denial-log-limiter';
 import type { ExtAuthzMetrics } from './metrics';
 import type { CompiledPolicy } from './policy';
+import type { ThreatView } from './threats/state';
 
 // envoy.service.auth.v3.Authorization/Check: read the request Envoy describes, decide,
 // answer, and leave a security log record and metrics behind. Whatever goes wrong in
@@ -34,6 +35,8 @@ export interface CheckServiceDeps {
   metrics: ExtAuthzMetrics;
   /** The replica's copy of the account state; absent = the feature is off. */
   accounts?: AccountView;
+  /** The replica's copy of the threat detector's blocks; absent = the feature is off. */
+  threats?: ThreatView;
   /** Bounds the denial records per cause and client IP; absent = every denial is written. */
   denialLog?: DenialLogLimiter;
   now?: () => Date;
@@ -65,10 +68,13 @@ export async function check(request: CheckRequest, deps: CheckServiceDeps): Prom
         route: facts.route,
         ...(facts.path !== undefined ? { path: facts.path } : {}),
         ...(facts.headerSize ? { headerSize: facts.headerSize } : {}),
+        ...(facts.ipAddress !== undefined ? { clientIp: facts.ipAddress } : {}),
+        nowMs: ctx.now.getTime(),
       },
       deps.policy(),
       deps.verify,
       deps.accounts,
+      deps.threats,
     );
     const response = toCheckResponse(decision, ctx);
     record(decision, facts, deps, seconds());
@@ -275,6 +281,14 @@ const denialRecords: Record<
     status: 431,
     message: 'request headers over the limit once the identity headers are added',
   },
+  IP_BLOCKED: { category: 'security', event: 'ip_blocked', status: 403, message: 'request from a blocked IP address' },
+  USER_BLOCKED: { category: 'security', event: 'user_blocked', status: 403, message: 'request of a blocked user' },
+  RATE_LIMIT_EXCEEDED: {
+    category: 'security',
+    event: 'rate_limit_aggressive',
+    status: 429,
+    message: 'request over the aggressive limit of a user flagged for suspicious usage',
+  },
   SERVICE_UNAVAILABLE: {
     category: 'technical',
     event: 'authz_unavailable',
@@ -288,6 +302,7 @@ function recordDenial(decision: Denial, facts: RequestFacts, deps: CheckServiceD
   deps.metrics.checkFinished(dryRun ? 'dry_run' : 'deny', decision.code, seconds);
   const record = denialRecords[decision.code];
   if (record.event === 'failed_auth') deps.metrics.authFailed(decision.reason);
+  if (decision.threat) deps.metrics.threatRefused(decision.code, decision.threat.rule, decision.threat.severity);
   if (deps.denialLog && !deps.denialLog.admit(`${record.event}:${decision.reason}`, facts.ipAddress)) {
     deps.metrics.denialLogDropped(record.event, decision.code);
     return;
@@ -302,6 +317,13 @@ function recordDenial(decision: Denial, facts: RequestFacts, deps: CheckServiceD
       status_code: record.status,
       response_time: Math.round(seconds * 1000),
       ...(dryRun ? { dry_run: true } : {}),
+      ...(decision.threat
+        ? {
+            rule: decision.threat.rule,
+            severity: decision.threat.severity,
+            blocked_until: new Date(decision.threat.untilMs).toISOString(),
+          }
+        : {}),
       error_details: {
         code: decision.code,
         reason: decision.reason,

@@ -40,6 +40,9 @@ describe('loadExtAuthzConfig', () => {
       EXT_AUTHZ_ACCOUNTS_KEY_PREFIX: 'sekisho:accounts',
       EXT_AUTHZ_REVOCATION_RETENTION: 7_200_000,
       EXT_AUTHZ_REVOCATION_PRUNE_INTERVAL: 300_000,
+      EXT_AUTHZ_THREATS: true,
+      EXT_AUTHZ_THREATS_KEY_PREFIX: 'sekisho:threats',
+      EXT_AUTHZ_THREATS_RESYNC: 10_000,
       LOG_LEVEL: 'info',
     });
   });

@@ -7,6 +7,7 @@ import {
   envPort,
   loadConfig,
 } from '@sekisho/service-kit/config';
+import { defaultThreatKeyPrefix } from '@sekisho/service-kit/threat-contract';
 import { resolveXdsChannel, type XdsChannel } from '@sekisho/service-kit/xds-channel';
 import { z } from 'zod';
 import { defaultKeyPrefix } from './accounts/redis-store';
@@ -98,6 +99,19 @@ export const configSchema = z
       .string()
       .regex(/^[A-Za-z0-9:_.-]{1,100}$/, 'expected 1-100 of A-Z a-z 0-9 : _ . -')
       .default(defaultKeyPrefix),
+    /**
+     * The threat detector's blocks (IP_BLOCKED, USER_BLOCKED, the aggressive limit), read from
+     * the same Redis as the account state and kept in memory like it; off without
+     * EXT_AUTHZ_REDIS_URL or with false.
+     */
+    EXT_AUTHZ_THREATS: envEnum(['true', 'false'], 'true').transform((value) => value === 'true'),
+    /** Must equal the detector's THREAT_REDIS_KEY_PREFIX. */
+    EXT_AUTHZ_THREATS_KEY_PREFIX: z
+      .string()
+      .regex(/^[A-Za-z0-9:_.-]{1,100}$/, 'expected 1-100 of A-Z a-z 0-9 : _ . -')
+      .default(defaultThreatKeyPrefix),
+    /** Every replica reloads every block this often, on top of the change channel. */
+    EXT_AUTHZ_THREATS_RESYNC: envDuration('10s').refine((ms) => ms >= 100, 'at least 100ms'),
     LOG_LEVEL: envLogLevel(),
   })
   .superRefine((config, ctx) => {

@@ -8,6 +8,7 @@ import {
 import { type AccountEntry, type AccountView, accountRefusal } from './accounts/state';
 import type { FirebaseClaims, RejectReason, VerifyResult } from './firebase/verify';
 import type { CompiledPolicy, Group } from './policy';
+import type { ThreatRefusal, ThreatView } from './threats/state';
 
 // The authorization decision for one request, as a pure function of the request's
 // headers, the route's requirements, the compiled policy and a token verifier.
@@ -25,6 +26,10 @@ export interface CheckInput {
   /** The request path with its query, as Envoy normalised it; default: the `:path` header. */
   path?: string;
   route: RouteRequirements;
+  /** The client address Envoy derived: a threat block on it is refused before anything else. */
+  clientIp?: string;
+  /** When the request is decided (threat blocks expire against it); default Date.now(). */
+  nowMs?: number;
 }
 
 export interface HeaderSize {
@@ -78,10 +83,14 @@ export type DenyCode =
   | 'TOKEN_REVOKED'
   | 'INSUFFICIENT_PERMISSIONS'
   | 'REQUEST_HEADERS_TOO_LARGE'
-  | 'SERVICE_UNAVAILABLE';
+  | 'SERVICE_UNAVAILABLE'
+  | 'IP_BLOCKED'
+  | 'USER_BLOCKED'
+  | 'RATE_LIMIT_EXCEEDED';
 
 export type DenyReason =
   | RejectReason
+  | ThreatRefusal['reason']
   | 'no_policy'
   | 'accounts_not_loaded'
   | 'account_disabled'
@@ -106,6 +115,10 @@ export interface Denial {
   group?: string;
   requiredPermissions?: readonly string[];
   missingPermissions?: string[];
+  /** A threat detector's block: the rule and severity for the security log. */
+  threat?: { rule: string; severity: string; untilMs: number };
+  /** RATE_LIMIT_EXCEEDED: seconds until the aggressive limit's window starts again. */
+  retryAfterSeconds?: number;
 }
 
 export type Decision =
@@ -188,8 +201,13 @@ export async function decide(
   policy: CompiledPolicy | undefined,
   verify: VerifyToken,
   accounts?: AccountView,
+  threats?: ThreatView,
 ): Promise<Decision> {
   if (!policy) return { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'no_policy' };
+  const nowMs = input.nowMs ?? Date.now();
+  // Before any token work, on every route: a blocked attacker costs no signature verification.
+  const ipBlock = threats?.ipRefusal(input.clientIp, nowMs);
+  if (ipBlock !== undefined) return threatDenial(ipBlock);
 
   const { route } = input;
   const authorization = header(input.headers, 'authorization');
@@ -218,6 +236,9 @@ export async function decide(
   const account = accounts?.get(claims.uid);
   const inactive = accountRefusal(account, claims.payload);
   if (inactive !== undefined) return { allow: false, ...inactive, userId: claims.uid };
+  // Never dry-run either: the detector saw this user's traffic, whatever the route.
+  const userBlock = threats?.userRefusal(claims.uid, nowMs);
+  if (userBlock !== undefined) return { ...threatDenial(userBlock), userId: claims.uid };
   const group = groupOf(claims.payload, policy, account);
   const refusal = policyRefusal(input, claims, group, policy, account);
   // Dry-run: a verified caller the policy would refuse is let through, marked for the
@@ -247,6 +268,17 @@ export async function decide(
       input.headers,
       headersToSet.map(([name]) => name),
     ),
+  };
+}
+
+function threatDenial(refusal: ThreatRefusal): Denial {
+  const { block } = refusal;
+  return {
+    allow: false,
+    code: refusal.code,
+    reason: refusal.reason,
+    threat: { rule: block.rule, severity: block.severity, untilMs: block.untilMs },
+    ...(refusal.code === 'RATE_LIMIT_EXCEEDED' ? { retryAfterSeconds: refusal.retryAfterSeconds } : {}),
   };
 }
 

@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { AccountStoreEvents } from './accounts/redis-store';
 import type { RefreshEvent } from './firebase/key-store';
+import type { ThreatStoreEvents } from './threats/block-store';
 
 /** dry_run: allowed only because the route is in dry-run; code is the denial it would have been. */
 export type CheckResult = 'allow' | 'deny' | 'dry_run' | 'error';
@@ -18,6 +19,11 @@ export interface ExtAuthzMetrics {
   /** 1 while the service accepts the Auth emulator's unsigned tokens (development only). */
   emulatorMode(on: boolean): void;
   accounts: AccountStoreEvents;
+  /** A request refused by a threat detector's block (IP_BLOCKED, USER_BLOCKED, RATE_LIMIT_EXCEEDED). */
+  threatRefused(code: string, rule: string, severity: string): void;
+  /** A token handed to verification (signature or cache): none for a blocked IP. */
+  tokenVerified(): void;
+  threats: ThreatStoreEvents;
 }
 
 export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
@@ -130,7 +136,63 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
     registers,
   });
 
+  const threatRefusals = new Counter({
+    name: 'sekisho_ext_authz_threat_refusals_total',
+    help: 'Requests refused because of a threat detector block, by rule, severity and code.',
+    labelNames: ['rule', 'severity', 'code'] as const,
+    registers,
+  });
+  const verifications = new Counter({
+    name: 'sekisho_ext_authz_token_verifications_total',
+    help: 'Tokens handed to verification (cached or not); a request from a blocked IP never gets here.',
+    registers,
+  });
+  const threatsSubscribed = new Gauge({
+    name: 'sekisho_ext_authz_threats_subscribed',
+    help: "1 while the threat detector's block channel is subscribed, else 0 (the blocks held stay enforced).",
+    registers,
+  });
+  const threatSyncs = new Counter({
+    name: 'sekisho_ext_authz_threats_syncs_total',
+    help: 'Full loads of the threat blocks from Redis, by result.',
+    labelNames: ['result'] as const,
+    registers,
+  });
+  const blocksHeld = new Gauge({
+    name: 'sekisho_ext_authz_threat_blocks_held',
+    help: 'Threat blocks in force held in memory by this replica, by kind (ip, user, limit).',
+    labelNames: ['kind'] as const,
+    registers,
+  });
+  const threatChanges = new Counter({
+    name: 'sekisho_ext_authz_threats_changes_total',
+    help: 'Block changes applied from the channel, by op (block, unblock).',
+    labelNames: ['op'] as const,
+    registers,
+  });
+
   return {
+    threatRefused(code, rule, severity) {
+      threatRefusals.inc({ code, rule, severity });
+    },
+    tokenVerified() {
+      verifications.inc();
+    },
+    threats: {
+      synced(event) {
+        threatSyncs.inc({ result: event.ok ? 'ok' : 'error' });
+        blocksHeld.reset();
+        for (const [kind, count] of Object.entries(event.byKind)) blocksHeld.set({ kind }, count);
+      },
+      subscription(subscribed) {
+        threatsSubscribed.set(subscribed ? 1 : 0);
+      },
+      changeApplied(op, byKind) {
+        threatChanges.inc({ op });
+        blocksHeld.reset();
+        for (const [kind, count] of Object.entries(byKind)) blocksHeld.set({ kind }, count);
+      },
+    },
     accounts: {
       synced(event) {
         accountSyncs.inc({ result: event.ok ? 'ok' : 'error', trigger: event.trigger });

@@ -50,6 +50,7 @@ const envoyEntryPoints = [
   'envoy/extensions/access_loggers/filters/cel/v3/cel.proto',
   'envoy/extensions/access_loggers/file/v3/file.proto',
   'envoy/extensions/access_loggers/stream/v3/stream.proto',
+  'envoy/extensions/access_loggers/grpc/v3/als.proto',
   'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
   'envoy/extensions/transport_sockets/tls/v3/tls.proto',
   'envoy/extensions/path/match/uri_template/v3/uri_template_match.proto',

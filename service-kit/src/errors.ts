@@ -34,6 +34,11 @@ export const errorCatalogue = {
     ja: 'このIPアドレスからのアクセスは許可されていません',
     en: 'Access from this IP address is not allowed.',
   },
+  USER_BLOCKED: {
+    status: 403,
+    ja: '不審な操作が検出されたため、このアカウントは一時的に利用できません',
+    en: 'This account is temporarily blocked because of suspicious activity.',
+  },
   GEO_BLOCKED: {
     status: 403,
     ja: 'お住まいの地域からはご利用いただけません',

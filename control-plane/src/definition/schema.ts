@@ -7,7 +7,8 @@ import { edgeSchema } from './edge';
 import { identifier, permission, seconds } from './fields';
 import { listenersSchema } from './listeners';
 import { routeSchema, serviceName } from './routes';
-import { extAuthzServiceSchema, rateLimitServiceSchema, serviceSchema } from './services';
+import { extAuthzServiceSchema, rateLimitServiceSchema, serviceSchema, threatDetectorServiceSchema } from './services';
+import { threatsSchema } from './threats';
 
 export { matchPattern } from './routes';
 
@@ -137,6 +138,8 @@ export const gatewayDefinitionSchema = z.strictObject({
   policyServices: z.strictObject({
     extAuthz: extAuthzServiceSchema,
     rateLimit: rateLimitServiceSchema,
+    /** The access-log receiver of threat detection; required when `threats` is set. */
+    threatDetector: threatDetectorServiceSchema.optional(),
   }),
   services: z.record(serviceName, serviceSchema),
   limits: z
@@ -150,6 +153,8 @@ export const gatewayDefinitionSchema = z.strictObject({
   routes: z.array(route).min(1),
   // prefault: the default goes through the schema, so the edge fields' own defaults apply.
   edge: edgeSchema.prefault({}),
+  /** Threat detection from the access log (reference design §5.2); absent = off. */
+  threats: threatsSchema.optional(),
 });
 
 /** What a definition file may contain (defaults not yet applied). */

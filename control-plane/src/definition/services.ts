@@ -212,3 +212,6 @@ export const rateLimitServiceSchema = z
     descriptorLimitOverride: z.boolean().default(false),
   })
   .superRefine(oneReplicaList);
+
+/** The threat detector's access-log receiver: Envoy streams to it and never waits for it. */
+export const threatDetectorServiceSchema = z.strictObject({ ...policyServiceFields }).superRefine(oneReplicaList);

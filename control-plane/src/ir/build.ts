@@ -11,6 +11,7 @@ import { buildEdgeClient } from './edge-client';
 import { resolveGroups } from './groups';
 import { extAuthzClusterName, rateLimitClusterName } from './names';
 import { buildRouteShapes } from './routes';
+import { buildThreatsIR } from './threats';
 import { buildListeners, fileSystemSource, type TlsFileSource } from './tls';
 import type { GatewayIR, LimitIR, OwnerIR, PathMatchIR, RouteIR } from './types';
 
@@ -99,6 +100,7 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
   }
 
   const edgeClient = buildEdgeClient(definition.edge, errors);
+  const threats = buildThreatsIR(definition, new Set(routes.map((route) => route.id)), errors);
 
   if (errors.length > 0) return { ok: false, errors };
   return {
@@ -129,6 +131,7 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
       browser: browser.browser,
       ...edgeClient,
       requestBody: { defaultMaxBytes: definition.edge.maxRequestBodyBytes },
+      threats,
     },
   };
 }

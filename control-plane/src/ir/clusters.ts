@@ -6,10 +6,11 @@ import { isIPv4, parseHostPort } from '../definition/endpoint';
 import type { FieldError } from '../definition/field-error';
 import type { GatewayDefinition } from '../definition/schema';
 import type { circuitBreakers, grpcHealthCheck, httpHealthCheck, outlierDetection } from '../definition/services';
-import { extAuthzClusterName, rateLimitClusterName, serviceClusterName } from './names';
+import { extAuthzClusterName, rateLimitClusterName, serviceClusterName, threatDetectorClusterName } from './names';
 import type { CircuitBreakersIR, ClusterIR, EndpointIR, HealthCheckIR, OutlierDetectionIR } from './types';
 
-type PolicyServiceInput = GatewayDefinition['policyServices']['extAuthz'];
+/** What every policy service's cluster is made of (ext-authz, rate limit, threat detector). */
+type PolicyServiceInput = Omit<GatewayDefinition['policyServices']['extAuthz'], 'timeout'>;
 
 /** Every upstream cluster (services and policy services), sorted by name. */
 export function buildClusters(definition: GatewayDefinition, errors: FieldError[]): ClusterIR[] {
@@ -30,6 +31,8 @@ export function buildClusters(definition: GatewayDefinition, errors: FieldError[
   }
   const { extAuthz, rateLimit } = definition.policyServices;
   clusters.push(policyCluster(extAuthzClusterName, extAuthz), policyCluster(rateLimitClusterName, rateLimit));
+  const { threatDetector } = definition.policyServices;
+  if (threatDetector !== undefined) clusters.push(policyCluster(threatDetectorClusterName, threatDetector));
   return clusters.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 

@@ -12,6 +12,7 @@ export function ingressCertificateSecretName(index: number): string {
 }
 export const extAuthzClusterName = 'sekisho_ext_authz';
 export const rateLimitClusterName = 'sekisho_ratelimit';
+export const threatDetectorClusterName = 'sekisho_threat_detector';
 
 export function serviceClusterName(service: string): string {
   return `svc_${service}`;

@@ -2,6 +2,8 @@
 // Envoy and policy resources. Everything is resolved here (cluster names, inherited
 // permissions, durations in ms or s) so translators only map shapes.
 
+import type { ThreatRules } from '@sekisho/service-kit/threat-contract';
+
 export interface GatewayIR {
   /** The plain-HTTP listener (always there). */
   listener: ListenerIR;
@@ -21,6 +23,16 @@ export interface GatewayIR {
   ipRules: IpRulesIR;
   requestHeaders: RequestHeadersIR;
   requestBody: RequestBodyIR;
+  /** Threat detection: the ingress streams its access log to the detector; undefined = off. */
+  threats: ThreatsIR | undefined;
+}
+
+export interface ThreatsIR {
+  clusterName: string;
+  /** Envoy's buffer_flush_interval for the gRPC access log. */
+  flushIntervalMs: number;
+  /** Sent to the detector in every entry (the sekisho.threat_rules custom tag). */
+  rules: ThreatRules;
 }
 
 export interface CidrIR {

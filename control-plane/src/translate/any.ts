@@ -8,6 +8,7 @@ import { ClusterLoadAssignment } from '@sekisho/proto/envoy/config/endpoint/v3/e
 import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
 import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
 import { ExpressionFilter } from '@sekisho/proto/envoy/extensions/access_loggers/filters/cel/v3/cel';
+import { HttpGrpcAccessLogConfig } from '@sekisho/proto/envoy/extensions/access_loggers/grpc/v3/als';
 import { StdoutAccessLog } from '@sekisho/proto/envoy/extensions/access_loggers/stream/v3/stream';
 import { ExtensionWithMatcher } from '@sekisho/proto/envoy/extensions/common/matching/v3/extension_matcher';
 import { Brotli } from '@sekisho/proto/envoy/extensions/compression/brotli/compressor/v3/brotli';
@@ -53,6 +54,7 @@ const packable: ReadonlyArray<readonly [string, MessageCodec<any>]> = [
   ['envoy.config.route.v3.RouteConfiguration', RouteConfiguration],
   ['envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter', ExpressionFilter],
   ['envoy.extensions.access_loggers.stream.v3.StdoutAccessLog', StdoutAccessLog],
+  ['envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig', HttpGrpcAccessLogConfig],
   ['envoy.extensions.common.matching.v3.ExtensionWithMatcher', ExtensionWithMatcher],
   ['envoy.extensions.compression.brotli.compressor.v3.Brotli', Brotli],
   ['envoy.extensions.compression.gzip.compressor.v3.Gzip', Gzip],

@@ -21,6 +21,7 @@ export const httpFilterNames = {
 
 export const httpConnectionManagerName = 'envoy.filters.network.http_connection_manager';
 export const stdoutAccessLogName = 'envoy.access_loggers.stdout';
+export const grpcAccessLogName = 'envoy.access_loggers.http_grpc';
 export const upstreamHttpProtocolOptionsName = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
 export const pathMatchUriTemplateName = 'envoy.path.match.uri_template.uri_template_matcher';
 export const pathRewriteUriTemplateName = 'envoy.path.rewrite.uri_template.uri_template_rewriter';

@@ -12,6 +12,7 @@ import { ApiVersion } from '@sekisho/proto/envoy/config/core/v3/config_source';
 import { HttpProtocolOptions_HeadersWithUnderscoresAction } from '@sekisho/proto/envoy/config/core/v3/protocol';
 import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
 import type { FilterChainMatch } from '@sekisho/proto/envoy/config/listener/v3/listener_components';
+import { HttpGrpcAccessLogConfig } from '@sekisho/proto/envoy/extensions/access_loggers/grpc/v3/als';
 import { StdoutAccessLog } from '@sekisho/proto/envoy/extensions/access_loggers/stream/v3/stream';
 import {
   HttpConnectionManager,
@@ -19,12 +20,12 @@ import {
   HttpConnectionManager_ServerHeaderTransformation,
 } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
 import type { GatewayIR, HttpsListenerIR } from '../ir/types';
-import { accessLog } from './access-log';
+import { accessLog, threatAccessLog } from './access-log';
 import { pack } from './any';
 import { type ClientAddressChain, clientAddressChains } from './client-address';
 import { durationFromMs } from './duration';
 import { edgeLimits } from './edge';
-import { httpConnectionManagerName, stdoutAccessLogName } from './filter-names';
+import { grpcAccessLogName, httpConnectionManagerName, stdoutAccessLogName } from './filter-names';
 import { envoyHeaderLimits } from './header-limits';
 import { httpFilters } from './http-filters';
 import { localReplyConfig } from './local-reply';
@@ -120,7 +121,12 @@ function httpConnectionManager(
     statPrefix,
     rds: { configSource: adsConfigSource, routeConfigName },
     httpFilters: httpFilters(ir, chain, { tls }),
-    accessLog: [{ name: stdoutAccessLogName, typedConfig: pack(StdoutAccessLog, accessLog()) }],
+    accessLog: [
+      { name: stdoutAccessLogName, typedConfig: pack(StdoutAccessLog, accessLog()) },
+      ...(ir.threats
+        ? [{ name: grpcAccessLogName, typedConfig: pack(HttpGrpcAccessLogConfig, threatAccessLog(ir.threats)) }]
+        : []),
+    ],
     // Path hygiene before routing, so "/api/v1/../admin" or "%2F" tricks cannot reach a route
     // other than the one the path appears to name.
     normalizePath: true,

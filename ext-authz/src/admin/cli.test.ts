@@ -66,6 +66,7 @@ describe('npm run admin', () => {
     { args: ['disable', 'alice', '--redis-url', 'http://x'], message: '--redis-url must be redis://' },
     { args: ['disable', 'alice', '--verbose'], message: "Unknown option '--verbose'" },
     { args: ['enable', 'alice', '--clear'], message: '--clear is for set-group and set-customer-id' },
+    { args: ['unblock-ip', 'alice'], message: 'unblock-ip: "alice" is not an IP address' },
   ])('exits 2 for $args', async ({ args, message }) => {
     const result = await admin(args);
     expect(result.code).toBe(2);
@@ -263,5 +264,26 @@ describe('npm run admin with the Firebase Auth emulator', () => {
       /updated Sekisho's state, but Firebase \(the Auth emulator at [^)]+\) refused the change: .*no user record/i,
     );
     expect((await readAccountState(reader, prefix)).table.get('nobody-here')).toEqual({ disabled: true });
+  });
+
+  it('lifts a threat block with unblock-ip and unblock-user, and says when there was none', async () => {
+    const threats = `test:${randomUUID()}`;
+    const until = Date.now() + 3_600_000;
+    await reader.zadd(`${threats}:blocks:index`, until, 'ip:198.51.100.7', until, 'limit:bob');
+    await reader.hset(
+      `${threats}:blocks:records`,
+      'ip:198.51.100.7',
+      JSON.stringify({ kind: 'ip', subject: '198.51.100.7', rule: 'brute_force', severity: 'high', untilMs: until }),
+    );
+    const ip = await admin(['unblock-ip', '198.51.100.7', '--threats-key-prefix', threats]);
+    expect(ip).toMatchObject({ code: 0, stderr: '' });
+    expect(ip.stdout).toContain('lifted ip:198.51.100.7');
+    expect(await reader.zrange(`${threats}:blocks:index`, 0, -1)).toEqual(['limit:bob']);
+    expect(await reader.hgetall(`${threats}:blocks:records`)).toEqual({});
+    const user = await admin(['unblock-user', 'bob', '--threats-key-prefix', threats]);
+    expect(user.stdout).toContain('lifted limit:bob');
+    const again = await admin(['unblock-user', 'bob', '--threats-key-prefix', threats]);
+    expect(again).toMatchObject({ code: 0 });
+    expect(again.stdout).toContain('bob has no threat block');
   });
 });

@@ -3,8 +3,10 @@
 // connection options it acts on the stack `npm start` is running (found through
 // .cache/local-stack.json). Exit codes: 0 done, 1 failed, 2 usage.
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { localStackFile } from '@sekisho/devstack/paths';
+import { defaultThreatKeyPrefix } from '@sekisho/service-kit/threat-contract';
 import { Redis } from 'ioredis';
 import {
   defaultKeyPrefix,
@@ -13,6 +15,7 @@ import {
   writeAccountChange,
 } from '../accounts/redis-store';
 import { type AccountChange, type AccountField, isValidUid, parseFieldValue } from '../accounts/state';
+import { removeBlock } from '../threats/block-store';
 import { applyInFirebase, type Claims, firebaseTarget } from './firebase';
 
 const usage = `usage: npm run admin -- <command> <uid> [value] [options]
@@ -24,11 +27,14 @@ commands:
   set-group <uid> <group>       use <group> in place of the token's group claim
   set-customer-id <uid> <id>    use <id> in place of the token's customer id claim
   show <uid>                    print what Sekisho holds for <uid>
+  unblock-ip <ip>               lift the threat detector's block of <ip> (IP_BLOCKED)
+  unblock-user <uid>            lift the threat detector's block (USER_BLOCKED) and aggressive limit of <uid>
   (set-group and set-customer-id with --clear remove the override)
 
 options:
   --redis-url <url>    the deployment's Redis (default: the Redis of the running \`npm start\`)
   --key-prefix <p>     the keys' prefix (default: the local stack's, else ${defaultKeyPrefix})
+  --threats-key-prefix <p>  the threat blocks' prefix (default: the local stack's, else ${defaultThreatKeyPrefix})
   --clear              with set-group / set-customer-id: remove the override
   --firebase-project <id>     the Firebase project (default GOOGLE_CLOUD_PROJECT or GCLOUD_PROJECT)
   --group-claim <name>        the group claim's name in Firebase (default: the local stack's definition)
@@ -46,6 +52,8 @@ class Failure extends Error {}
 interface Target extends Partial<Claims> {
   redisUrl: string;
   keyPrefix: string;
+  /** The local stack's threat key prefix, when it runs threat detection. */
+  threatsKeyPrefix?: string;
   /** Where the URL came from, for the messages. */
   source: string;
   /** The local stack's Auth emulator (npm start with SEKISHO_AUTH_EMULATOR), and its project. */
@@ -68,6 +76,7 @@ function findLocalStack(): Target {
   let info: {
     redisUrl?: unknown;
     keyPrefix?: unknown;
+    threatsKeyPrefix?: unknown;
     pid?: unknown;
     groupClaim?: unknown;
     customerIdClaim?: unknown;
@@ -90,6 +99,7 @@ function findLocalStack(): Target {
   return {
     redisUrl: info.redisUrl,
     keyPrefix: typeof info.keyPrefix === 'string' ? info.keyPrefix : defaultKeyPrefix,
+    ...(typeof info.threatsKeyPrefix === 'string' ? { threatsKeyPrefix: info.threatsKeyPrefix } : {}),
     source: `the local stack (pid ${info.pid})`,
     ...(typeof info.groupClaim === 'string' ? { groupClaim: info.groupClaim } : {}),
     ...(typeof info.customerIdClaim === 'string' ? { customerIdClaim: info.customerIdClaim } : {}),
@@ -118,11 +128,14 @@ interface Command {
   name: string;
   uid: string;
   change?: Omit<AccountChange, 'version'>;
+  /** unblock-ip / unblock-user: the block members to lift. */
+  unblock?: string[];
 }
 
 interface Options {
   redisUrl?: string;
   keyPrefix?: string;
+  threatsKeyPrefix?: string;
   firebaseProject?: string;
   groupClaim?: string;
   customerIdClaim?: string;
@@ -137,6 +150,7 @@ function parseCommand(argv: string[]): { command: Command; options: Options } | 
       options: {
         'redis-url': { type: 'string' },
         'key-prefix': { type: 'string' },
+        'threats-key-prefix': { type: 'string' },
         clear: { type: 'boolean', default: false },
         'firebase-project': { type: 'string' },
         'group-claim': { type: 'string' },
@@ -165,6 +179,10 @@ function parseCommand(argv: string[]): { command: Command; options: Options } | 
   if (keyPrefix !== undefined && !/^[A-Za-z0-9:_.-]{1,100}$/.test(keyPrefix)) {
     throw new UsageError('--key-prefix must be 1-100 of A-Z a-z 0-9 : _ . -');
   }
+  const threatsKeyPrefix = values['threats-key-prefix'];
+  if (threatsKeyPrefix !== undefined && !/^[A-Za-z0-9:_.-]{1,100}$/.test(threatsKeyPrefix)) {
+    throw new UsageError('--threats-key-prefix must be 1-100 of A-Z a-z 0-9 : _ . -');
+  }
   const claimName = (option: string, name: string | undefined) => {
     if (name !== undefined && !/^[A-Za-z_][A-Za-z0-9_]{0,99}$/.test(name)) {
       throw new UsageError(`${option} must be a claim name (letters, digits, _), got ${JSON.stringify(name)}`);
@@ -177,6 +195,7 @@ function parseCommand(argv: string[]): { command: Command; options: Options } | 
   const options: Options = {
     ...(redisUrl ? { redisUrl } : {}),
     ...(keyPrefix ? { keyPrefix } : {}),
+    ...(threatsKeyPrefix ? { threatsKeyPrefix } : {}),
     ...(firebaseProject ? { firebaseProject } : {}),
     ...(groupClaim ? { groupClaim } : {}),
     ...(customerIdClaim ? { customerIdClaim } : {}),
@@ -217,6 +236,13 @@ function parseCommand(argv: string[]): { command: Command; options: Options } | 
     case 'show':
       noValue();
       return { command: { name, uid }, options };
+    case 'unblock-ip':
+      noValue();
+      if (isIP(uid) === 0) throw new UsageError(`unblock-ip: ${JSON.stringify(uid)} is not an IP address`);
+      return { command: { name, uid, unblock: [`ip:${uid}`] }, options };
+    case 'unblock-user':
+      noValue();
+      return { command: { name, uid, unblock: [`user:${uid}`, `limit:${uid}`] }, options };
     default:
       throw new UsageError(`unknown command ${JSON.stringify(name)}`);
   }
@@ -266,6 +292,17 @@ async function run(argv: string[]): Promise<number> {
       throw new Failure(
         `cannot reach Redis at ${shown(target.redisUrl)} (from ${target.source}): ${error instanceof Error ? error.message : String(error)}`,
       );
+    }
+    if (command.unblock) {
+      const prefix = options.threatsKeyPrefix ?? target.threatsKeyPrefix ?? defaultThreatKeyPrefix;
+      const lifted: string[] = [];
+      for (const member of command.unblock) if (await removeBlock(redis, prefix, member)) lifted.push(member);
+      console.log(
+        lifted.length > 0
+          ? `lifted ${lifted.join(', ')}: every ext-authz replica serves ${command.uid} again within a second, in ${shown(target.redisUrl)} (${target.source})`
+          : `${command.uid} has no threat block in ${shown(target.redisUrl)} (${target.source}); nothing changed`,
+      );
+      return 0;
     }
     if (!command.change) {
       const state = await readAccountState(redis, target.keyPrefix);

@@ -1,0 +1,294 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot } from '@sekisho/devstack/paths';
+import { freePort, waitUntil } from '@sekisho/devstack/processes';
+import { type Stack, startStack } from '@sekisho/devstack/stack';
+import { createLogger } from '@sekisho/service-kit/logger';
+import { startThreatDetectorApp, type ThreatDetectorApp } from '@sekisho/threat-detector/app';
+import { configSchema } from '@sekisho/threat-detector/config';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { showStackLogsOnFailure } from './support';
+
+// Threat detection through the whole stack: Envoy streams its access log to the threat
+// detector (gRPC, configured by the control plane from the definition's `threats`), the
+// detector counts failed authentications per client IP in the stack's Redis and blocks the
+// IP, and both ext-authz replicas refuse it from memory, on every route, before any token
+// work. The client address comes from X-Forwarded-For, believed from the loopback proxy.
+
+let stack: Stack;
+let detector: ThreatDetectorApp;
+let dir: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'sekisho-threats-e2e-'));
+  const [gateway, customer, authzA, authzB, rateLimit, threat] = await Promise.all([
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+  ]);
+  const definitionFile = join(dir, 'gateway.yaml');
+  const fastHealth = { interval: '1s', timeout: '1s', unhealthyThreshold: 2, healthyThreshold: 1 };
+  await writeFile(
+    definitionFile,
+    stringify({
+      listeners: { http: { address: '127.0.0.1', port: gateway } },
+      identity: {
+        firebase: { projectId: 'demo-sekisho-threats' },
+        groupClaim: 'tier',
+        defaultGroup: 'basic_customer',
+        groups: { basic_customer: ['read:own_profile'] },
+      },
+      policyServices: {
+        extAuthz: { addresses: [`127.0.0.1:${authzA}`, `127.0.0.1:${authzB}`], timeout: '2s' },
+        rateLimit: { address: `127.0.0.1:${rateLimit}`, timeout: '2s' },
+        threatDetector: { address: `127.0.0.1:${threat}`, healthCheck: fastHealth },
+      },
+      services: { customer: { endpoints: [`127.0.0.1:${customer}`], healthCheck: '/health' } },
+      limits: {
+        authenticated: [{ per: 'user', limit: 1000, window: '1m' }],
+        unauthenticated: [{ per: 'ip', limit: 1000, window: '1m' }],
+      },
+      routes: [
+        { match: 'GET /api/v1/customer/profile', to: 'customer', rewrite: '/profile', require: ['read:own_profile'] },
+        // The demo upstream echoes the body: a large POST is a large download.
+        { match: 'POST /api/v1/customer/export', to: 'customer', rewrite: '/export', require: ['read:own_profile'] },
+        { id: 'public', match: 'GET /api/v1/public/info', to: 'customer', rewrite: '/info', auth: 'none' },
+        // A sign-in backend that refuses every password: its own 401 is what marks a failed login.
+        {
+          id: 'sign-in',
+          match: 'POST /api/v1/auth/login',
+          auth: 'none',
+          directResponse: { status: 401, body: '{"error":"wrong password"}' },
+        },
+      ],
+      edge: { trustedProxies: ['127.0.0.1/32'] },
+      // Per-user thresholds small enough for a test, far above what the other tests' users do.
+      threats: {
+        loginRoutes: ['sign-in'],
+        suspiciousUsage: { calls: 20, limit: 3 },
+        dataExfiltration: { megabytes: 0.05 },
+        flushInterval: '100ms',
+      },
+    }),
+  );
+  stack = await startStack({ definitionFile, logLevel: 'info' });
+  const config = configSchema.parse({
+    THREAT_GRPC_PORT: String(threat),
+    THREAT_ADMIN_PORT: '0',
+    THREAT_REDIS_URL: stack.redis.url,
+    THREAT_FLUSH_INTERVAL: '50ms',
+  });
+  detector = await startThreatDetectorApp(config, { logger: createLogger('threat-detector', { level: 'warn' }) });
+  await waitUntil('Envoy to see the threat detector healthy', 30_000, {}, async () => {
+    const clusters = await (await fetch(`${stack.envoyAdminUrl}/clusters`)).text();
+    const flags = clusters
+      .split('\n')
+      .filter((line) => line.startsWith('sekisho_threat_detector::') && line.includes('::health_flags::'));
+    return flags.length === 1 && flags[0]?.endsWith('::healthy')
+      ? { done: true, value: undefined }
+      : { done: false, detail: flags.join(' | ') || 'no endpoint yet' };
+  });
+});
+
+afterAll(async () => {
+  await detector?.close();
+  await stack?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+const showLogsOnFailure = () => showStackLogsOnFailure(() => stack);
+
+const attacker = '198.51.100.10';
+const bystander = '198.51.100.11';
+
+async function call(path: string, ip: string, token?: string, method = 'GET', body?: string) {
+  const response = await fetch(`${stack.gatewayUrl}${path}`, {
+    method,
+    ...(body !== undefined ? { body } : {}),
+    // identity: the bytes Envoy sends are the body's, not what compression made of them.
+    headers: {
+      'x-forwarded-for': ip,
+      'accept-language': 'en',
+      'accept-encoding': 'identity',
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    },
+  });
+  const text = await response.text();
+  return { status: response.status, headers: response.headers, body: text.startsWith('{') ? JSON.parse(text) : text };
+}
+
+async function metric(url: string, pattern: RegExp): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return text
+    .split('\n')
+    .filter((line) => pattern.test(line))
+    .reduce((sum, line) => sum + Number(line.split(' ').at(-1)), 0);
+}
+const verifications = () =>
+  Promise.all(stack.extAuthzAdminUrls.map((url) => metric(url, /^sekisho_ext_authz_token_verifications_total/)));
+const blocksHeld = (url: string, kind = 'ip') =>
+  metric(url, new RegExp(`^sekisho_ext_authz_threat_blocks_held\\{[^}]*kind="${kind}"`));
+
+/** Both replicas hold `count` blocks of `kind`; the deadline is the issue's "within a second". */
+const everyReplicaHolds = (count: number, timeoutMs: number, kind = 'ip') =>
+  waitUntil(`every ext-authz replica to hold ${count} ${kind} blocks`, timeoutMs, {}, async () => {
+    const held = await Promise.all(stack.extAuthzAdminUrls.map((url) => blocksHeld(url, kind)));
+    return held.every((n) => n === count) ? { done: true, value: undefined } : { done: false, detail: held.join(', ') };
+  });
+
+function admin(...args: string[]) {
+  return new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', 'ext-authz/src/admin/cli.ts', ...args, '--redis-url', stack.redis.url],
+      { cwd: repoRoot, timeout: 30_000 },
+      (error, stdout, stderr) => resolve({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+describe('threat detection through Envoy, the detector and two ext-authz replicas', () => {
+  it('blocks the IP after six failed authentications, on every route, while another IP is served', async () => {
+    showLogsOnFailure();
+    const token = await stack.mintToken('u-bystander');
+    expect((await call('/api/v1/customer/profile', attacker, token)).status).toBe(200);
+
+    for (let i = 0; i < 5; i++) {
+      const refused = await call('/api/v1/customer/profile', attacker, `forged-${i}`);
+      expect(refused.status).toBe(401);
+      expect(refused.body.error.code).toBe('INVALID_TOKEN');
+    }
+    // Five are not more than five: Envoy and the detector flush within ~150 ms, and nothing is blocked.
+    await waitUntil('the detector to count five failures', 10_000, {}, async () => {
+      const seen = await metric(`http://127.0.0.1:${detector.adminPort}`, /^failed_login_attempts\{[^}]*kind="token"/);
+      return seen >= 5 ? { done: true, value: undefined } : { done: false, detail: `${seen}` };
+    });
+    await detector.detector.flush();
+    expect(await Promise.all(stack.extAuthzAdminUrls.map((url) => blocksHeld(url)))).toEqual([0, 0]);
+
+    expect((await call('/api/v1/customer/profile', attacker, 'forged-5')).status).toBe(401);
+    await everyReplicaHolds(1, 10_000);
+
+    const before = await verifications();
+    for (let i = 0; i < 4; i++) {
+      for (const path of ['/api/v1/customer/profile', '/api/v1/public/info']) {
+        const refused = await call(path, attacker, token);
+        expect(refused.status).toBe(403);
+        expect(refused.body).toMatchObject({ success: false, error: { code: 'IP_BLOCKED' }, data: null });
+      }
+    }
+    // A blocked address costs no token work on either replica.
+    expect(await verifications()).toEqual(before);
+    expect(
+      await metric(
+        stack.extAuthzAdminUrls[0] ?? '',
+        /^sekisho_ext_authz_threat_refusals_total\{[^}]*rule="brute_force"/,
+      ),
+    ).toBeGreaterThan(0);
+
+    expect((await call('/api/v1/customer/profile', bystander, token)).status).toBe(200);
+    expect((await call('/api/v1/public/info', bystander)).status).toBe(200);
+  });
+
+  it('keeps the block across an ext-authz restart', async () => {
+    showLogsOnFailure();
+    await stack.stopService('ext-authz');
+    await stack.startService('ext-authz');
+    await everyReplicaHolds(1, 10_000);
+    expect((await call('/api/v1/public/info', attacker)).body.error?.code).toBe('IP_BLOCKED');
+  });
+
+  it('unblock-ip lifts it on both replicas within a second', async () => {
+    showLogsOnFailure();
+    const result = await admin('unblock-ip', attacker);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain(`lifted ip:${attacker}`);
+    await everyReplicaHolds(0, 1_000);
+    for (let i = 0; i < 4; i++) expect((await call('/api/v1/public/info', attacker)).status).toBe(200);
+  });
+
+  it("blocks an IP after six refused sign-ins, judged by the login route's own 401", async () => {
+    showLogsOnFailure();
+    const guesser = '198.51.100.12';
+    for (let i = 0; i < 6; i++) expect((await call('/api/v1/auth/login', guesser, undefined, 'POST')).status).toBe(401);
+    await everyReplicaHolds(1, 10_000);
+    expect((await call('/api/v1/public/info', guesser)).body.error?.code).toBe('IP_BLOCKED');
+    expect(
+      await metric(`http://127.0.0.1:${detector.adminPort}`, /^failed_login_attempts\{[^}]*kind="login"/),
+    ).toBeGreaterThanOrEqual(6);
+    expect((await call('/api/v1/public/info', bystander)).status).toBe(200);
+  });
+
+  it('limits a user past 20 calls to 3 a minute on each replica (429 with Retry-After), others unaffected', async () => {
+    showLogsOnFailure();
+    const busy = await stack.mintToken('u-busy');
+    for (let i = 0; i < 21; i++) expect((await call('/api/v1/customer/profile', bystander, busy)).status).toBe(200);
+    await everyReplicaHolds(1, 10_000, 'limit');
+    const statuses: number[] = [];
+    let limited: Awaited<ReturnType<typeof call>> | undefined;
+    for (let i = 0; i < 10; i++) {
+      const response = await call('/api/v1/customer/profile', bystander, busy);
+      statuses.push(response.status);
+      if (response.status === 429) limited = response;
+    }
+    // Each replica lets 3 through in its minute: at most 6 of the 10 are served.
+    expect(statuses.filter((status) => status === 200).length).toBeLessThanOrEqual(6);
+    expect(limited?.body.error.code).toBe('RATE_LIMIT_EXCEEDED');
+    expect(Number(limited?.headers.get('retry-after'))).toBeGreaterThan(0);
+    const other = await stack.mintToken('u-calm');
+    expect((await call('/api/v1/customer/profile', bystander, other)).status).toBe(200);
+  });
+
+  it('blocks a user past 50 KB downloaded, from every address, until unblock-user', async () => {
+    showLogsOnFailure();
+    const hoarder = await stack.mintToken('u-hoarder');
+    expect((await call('/api/v1/customer/export', bystander, hoarder, 'POST', 'x'.repeat(60_000))).status).toBe(200);
+    await everyReplicaHolds(1, 10_000, 'user');
+    for (const ip of [bystander, '192.0.2.50']) {
+      const refused = await call('/api/v1/customer/profile', ip, hoarder);
+      expect(refused.status).toBe(403);
+      expect(refused.body.error.code).toBe('USER_BLOCKED');
+    }
+    const result = await admin('unblock-user', 'u-hoarder');
+    expect(result.code, result.stderr).toBe(0);
+    await everyReplicaHolds(0, 1_000, 'user');
+    expect((await call('/api/v1/customer/profile', bystander, hoarder)).status).toBe(200);
+  });
+
+  it('with Redis down: the blocks held stay enforced, detection pauses, nobody else is refused', async () => {
+    showLogsOnFailure();
+    const control = stack.redis.control;
+    if (!control) throw new Error('this test needs the stack to spawn redis-server (unset REDIS_URL)');
+    const attacker2 = '198.51.100.13';
+    // The sign-in guesser's block is still in force.
+    const held = await blocksHeld(stack.extAuthzAdminUrls[0] ?? '');
+    for (let i = 0; i < 6; i++)
+      expect((await call('/api/v1/customer/profile', attacker2, `forged-${i}`)).status).toBe(401);
+    await everyReplicaHolds(held + 1, 10_000);
+    await control.down();
+    try {
+      for (let i = 0; i < 4; i++)
+        expect((await call('/api/v1/public/info', attacker2)).body.error?.code).toBe('IP_BLOCKED');
+      const token = await stack.mintToken('u-bystander');
+      expect((await call('/api/v1/customer/profile', bystander, token)).status).toBe(200);
+      expect((await call('/api/v1/auth/login', '198.51.100.14', undefined, 'POST')).status).toBe(401);
+      await waitUntil('the detector to pause', 10_000, {}, async () => {
+        const paused = await metric(`http://127.0.0.1:${detector.adminPort}`, /^sekisho_threat_detection_paused/);
+        return paused === 1 ? { done: true, value: undefined } : { done: false, detail: `paused ${paused}` };
+      });
+    } finally {
+      await control.up();
+    }
+    // The restarted redis-server is empty (no persistence in tests): the detector resumes counting.
+    await waitUntil('the detector to resume', 10_000, {}, async () => {
+      const paused = await metric(`http://127.0.0.1:${detector.adminPort}`, /^sekisho_threat_detection_paused/);
+      return paused === 0 ? { done: true, value: undefined } : { done: false, detail: `paused ${paused}` };
+    });
+  });
+});

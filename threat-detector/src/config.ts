@@ -1,0 +1,38 @@
+import { envDuration, envLogLevel, envPort, envUrl, loadConfig } from '@sekisho/service-kit/config';
+import { defaultThreatKeyPrefix } from '@sekisho/service-kit/threat-contract';
+import { z } from 'zod';
+
+// Every setting of the detector, parsed and checked in one place at start-up.
+
+export const configSchema = z.object({
+  THREAT_HOST: z.string().min(1).default('127.0.0.1'),
+  THREAT_GRPC_PORT: envPort(9003),
+  THREAT_ADMIN_PORT: envPort(9103),
+  THREAT_REDIS_URL: envUrl('redis://127.0.0.1:6379'),
+  /** The prefix of every key and channel; ext-authz's EXT_AUTHZ_THREATS_KEY_PREFIX must match. */
+  THREAT_REDIS_KEY_PREFIX: z.string().min(1).default(defaultThreatKeyPrefix),
+  /** How often buffered facts go to Redis (one pipeline per flush). */
+  THREAT_FLUSH_INTERVAL: envDuration('200ms').refine((ms) => ms >= 10 && ms <= 10_000, 'from 10ms to 10s'),
+  /** Distinct (counter, subject) pairs held between flushes; facts of new subjects past it are dropped. */
+  THREAT_MAX_PENDING_KEYS: z
+    .string()
+    .regex(/^[1-9]\d{0,7}$/, 'expected a whole number from 1')
+    .transform(Number)
+    .default(50_000),
+  /** A Slack-compatible incoming webhook told of every block put in force; unset = no alerts. */
+  THREAT_ALERT_WEBHOOK_URL: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }).optional(),
+  /** Alerts per minute at most; the rest are counted (and summarised in the log). */
+  THREAT_ALERT_MAX_PER_MINUTE: z
+    .string()
+    .regex(/^[1-9]\d{0,5}$/, 'expected a whole number from 1')
+    .transform(Number)
+    .default(10),
+  /** Retries of an alert the webhook refused with a 429 or 5xx, or could not be reached for. */
+  THREAT_ALERT_RETRIES: z.string().regex(/^\d$/, 'expected 0-9').transform(Number).default(3),
+  LOG_LEVEL: envLogLevel(),
+});
+export type ThreatDetectorConfig = z.output<typeof configSchema>;
+
+export function loadThreatDetectorConfig(env: NodeJS.ProcessEnv = process.env): ThreatDetectorConfig {
+  return loadConfig(configSchema, env);
+}

@@ -1,0 +1,112 @@
+// The detector's Redis: sliding counters shared by every receiver, and the block records
+// ext-authz reads (layout in service-kit/src/threat-contract.ts).
+import { blockMember, type ThreatBlock, type ThreatChange, threatKeys } from '@sekisho/service-kit/threat-contract';
+import type { Redis, Result } from 'ioredis';
+import type { PendingCount } from './buffer';
+import type { CounterWindow } from './rules';
+
+// A hash of buckets (field: bucket index, value: the amount counted in it). Adds the amount to
+// the current bucket, drops buckets older than the window and returns the window's sum; atomic,
+// so two receivers adding at once each see a distinct sum and only one crosses a threshold.
+const addAndSum = `
+local bucket = tonumber(ARGV[1])
+redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+local oldest = bucket - tonumber(ARGV[3]) + 1
+local sum = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if tonumber(fields[i]) < oldest then redis.call('HDEL', KEYS[1], fields[i])
+  else sum = sum + tonumber(fields[i + 1]) end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return sum`;
+
+// Writes a block unless one for the same subject lasts longer, and announces it.
+const putBlockScript = `
+local current = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if current and tonumber(current) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('PUBLISH', KEYS[3], ARGV[4])
+return 1`;
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    threatAddAndSum(
+      key: string,
+      bucket: number,
+      amount: number,
+      buckets: number,
+      ttlMs: number,
+    ): Result<number, Context>;
+    threatPutBlock(
+      index: string,
+      records: string,
+      channel: string,
+      member: string,
+      untilMs: number,
+      record: string,
+      change: string,
+    ): Result<number, Context>;
+  }
+}
+
+export function defineThreatScripts(redis: Redis): void {
+  redis.defineCommand('threatAddAndSum', { numberOfKeys: 1, lua: addAndSum });
+  redis.defineCommand('threatPutBlock', { numberOfKeys: 3, lua: putBlockScript });
+}
+
+export interface CountedUpdate extends PendingCount {
+  before: number;
+  after: number;
+}
+
+/** Adds every pending count in one pipeline; the sums come back in the same order. */
+export async function addCounts(
+  redis: Redis,
+  prefix: string,
+  counts: Array<PendingCount & { window: CounterWindow }>,
+  nowMs: number,
+): Promise<CountedUpdate[]> {
+  const keys = threatKeys(prefix);
+  const pipeline = redis.pipeline();
+  for (const count of counts) {
+    const { windowMs, bucketMs } = count.window;
+    pipeline.threatAddAndSum(
+      keys.counter(count.counter, count.subject),
+      Math.floor(nowMs / bucketMs),
+      count.amount,
+      Math.ceil(windowMs / bucketMs),
+      windowMs + bucketMs,
+    );
+  }
+  const results = (await pipeline.exec()) ?? [];
+  return counts.map((count, index) => {
+    const [error, sum] = results[index] ?? [new Error('no reply')];
+    if (error) throw error;
+    const after = Number(sum);
+    return {
+      counter: count.counter,
+      subject: count.subject,
+      amount: count.amount,
+      before: after - count.amount,
+      after,
+    };
+  });
+}
+
+/** True when this block was written (false: one for the subject already lasts as long). */
+export async function putBlock(redis: Redis, prefix: string, block: ThreatBlock): Promise<boolean> {
+  const keys = threatKeys(prefix);
+  const change: ThreatChange = { op: 'block', block };
+  const written = await redis.threatPutBlock(
+    keys.index,
+    keys.records,
+    keys.channel,
+    blockMember(block),
+    block.untilMs,
+    JSON.stringify(block),
+    JSON.stringify(change),
+  );
+  return written === 1;
+}
