@@ -1,15 +1,17 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { type BuiltService, distEntry, productionNodeFlags, serviceEntries } from '@sekisho/devstack/build';
 import { repoRoot } from '@sekisho/devstack/paths';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 
 // There is no Docker engine here, so the Dockerfiles are checked for what can be checked
-// without one: the build steps are CI's commands (`npm ci`, `npm run build`, `npm ci
-// --omit=dev` for the one workspace), every workspace's package.json is copied before `npm ci`
-// (it refuses a lockfile whose workspaces are missing), a slim Node 24 base, a numeric
-// non-root user, no HEALTHCHECK, the entrypoint is the workspace's main, and the exposed ports
+// without one: the build steps are CI's commands (`npm ci`, `npm run build`), every
+// workspace's package.json is copied before `npm ci` (it refuses a lockfile whose workspaces
+// are missing), a slim Node 24 base, the run stage holding the workspace's bundle only, a
+// numeric non-root user, no HEALTHCHECK, the entrypoint is the bundle `npm run build` writes
+// (run with production's V8 flags, and the bundle exists after a build), and the exposed ports
 // are the ones k8s/ uses.
 
 const images = [
@@ -33,18 +35,17 @@ describe.each(images)('$workspace/Dockerfile', ({ workspace, deployment }) => {
     const lines = await read();
     const root = JSON.parse(await readFile(join(repoRoot, 'package.json'), 'utf8'));
     expect(lines).toContain('ARG NODE_IMAGE=node:24-bookworm-slim');
-    expect(lines.filter((l) => /^FROM \$\{NODE_IMAGE\}/.test(l)).length).toBe(3);
+    expect(lines.filter((l) => /^FROM \$\{NODE_IMAGE\}/.test(l)).length).toBe(2);
     expect(lines).toContain('RUN npm ci');
     expect(lines).toContain('RUN npm run build');
     expect(root.scripts.build, 'the root package.json has the build script').toBeDefined();
-    const name = JSON.parse(await readFile(join(repoRoot, workspace, 'package.json'), 'utf8')).name;
-    expect(lines).toContain(`RUN npm ci --omit=dev --workspace ${name}`);
     for (const ws of root.workspaces as string[]) {
       expect(lines, `build stage copies ${ws}/package.json`).toContain(`COPY ${ws}/package.json ${ws}/`);
-      expect(lines, `deps stage copies ${ws}/package.json`).toContain(
-        `COPY --from=build /src/${ws}/package.json ${ws}/`,
-      );
     }
+    // The run stage takes the workspace's bundle and nothing else (no node_modules, no sources).
+    expect(lines.filter((l) => l.startsWith('COPY --from=build'))).toEqual([
+      `COPY --from=build /src/dist/${workspace} ./dist/${workspace}`,
+    ]);
   });
 
   it('runs the compiled main as a numeric non-root user, with no HEALTHCHECK', async () => {
@@ -55,8 +56,11 @@ describe.each(images)('$workspace/Dockerfile', ({ workspace, deployment }) => {
     const entrypoint = JSON.parse(
       (final.find((l) => l.startsWith('ENTRYPOINT')) as string).slice('ENTRYPOINT '.length),
     );
-    expect(entrypoint).toEqual(['node', '--enable-source-maps', `dist/${workspace}/src/main.js`]);
-    expect(existsSync(join(repoRoot, workspace, 'src', 'main.ts'))).toBe(true);
+    const service = workspace as BuiltService;
+    expect(Object.keys(serviceEntries)).toContain(service);
+    expect(entrypoint).toEqual(['node', ...productionNodeFlags, '--enable-source-maps', `dist/${workspace}/main.js`]);
+    expect(distEntry(service, 'dist')).toBe(`dist/${workspace}/main.js`);
+    expect(existsSync(join(repoRoot, serviceEntries[service]))).toBe(true);
   });
 
   it('exposes the ports its k8s Deployment declares', async () => {
