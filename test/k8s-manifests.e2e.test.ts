@@ -174,6 +174,25 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
     });
   });
 
+  it("protects the control plane's admin API with a bearer token from a whole Secret volume", () => {
+    const cp = named(objects(), 'Deployment').find((d) => d.metadata.name === 'sekisho-control-plane') as Json;
+    const pod = cp.spec.template.spec;
+    const env = Object.fromEntries(pod.containers[0].env.map((e: Json) => [e.name, e.value]));
+    // The admin server listens on the pod's address (the kubelet probes it), so a token is required.
+    expect(env.CONTROL_PLANE_ADMIN_HOST ?? env.CONTROL_PLANE_HOST).toBe('0.0.0.0');
+    expect(env.CONTROL_PLANE_ADMIN_TOKEN_FILE).toBe('/etc/sekisho/admin-token/token');
+    const mount = pod.containers[0].volumeMounts.find((m: Json) => m.mountPath === '/etc/sekisho/admin-token');
+    expect(mount).toMatchObject({ readOnly: true });
+    expect(pod.volumes.find((v: Json) => v.name === mount.name)).toEqual({
+      name: mount.name,
+      secret: { secretName: 'sekisho-control-plane-admin-token' },
+    });
+    // Probes use only the open paths.
+    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
+      expect(['/healthz', '/readyz'], probe).toContain(pod.containers[0][probe].httpGet.path);
+    }
+  });
+
   it('runs every control channel client over mutual TLS with a cert-manager certificate of its identity', () => {
     const certificates = new Map(named(objects(), 'Certificate').map((c) => [c.spec.secretName, c]));
     const issuers = new Map(named(objects(), 'Issuer').map((i) => [i.metadata.name, i]));

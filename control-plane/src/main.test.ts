@@ -224,6 +224,17 @@ describe('control plane main', () => {
     expect(stderr).toContain('CONTROL_PLANE_ALLOW_INSECURE=true');
   }, 30_000);
 
+  it('as a process: exits 2 naming CONTROL_PLANE_ADMIN_TOKEN_FILE when the admin host is not loopback and has no token', async () => {
+    const { code, stderr } = await runMain({
+      CONTROL_PLANE_DEFINITION: good,
+      CONTROL_PLANE_HOST: '127.0.0.1',
+      CONTROL_PLANE_ADMIN_HOST: '0.0.0.0',
+    });
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/CONTROL_PLANE_ADMIN_HOST: the admin server would listen on 0\.0\.0\.0/);
+    expect(stderr).toContain('Set CONTROL_PLANE_ADMIN_TOKEN_FILE');
+  }, 30_000);
+
   it('as a process: logs "control plane ready" and exits 0 on SIGTERM', async () => {
     let killed = false;
     const { code, stdout } = await runMain(

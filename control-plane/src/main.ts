@@ -11,6 +11,7 @@ import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
 import { isLoopbackHost } from '@sekisho/service-kit/xds-channel';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
+import { adminTokenVariable, bearerAuthenticator, readAdminToken, registerAdminApi } from './admin-api';
 import { authorize, checkTrustDomain, peerIdentityOf } from './channel/identity';
 import { createServerTls, readServerTls, type ServerTls, serverTlsVariables } from './channel/server-tls';
 import type { FieldError } from './definition/load';
@@ -30,6 +31,10 @@ export const configSchema = z
     CONTROL_PLANE_HOST: z.string().default('127.0.0.1'),
     CONTROL_PLANE_XDS_PORT: envPort(18000),
     CONTROL_PLANE_ADMIN_PORT: envPort(18001),
+    /** The admin server's address; default CONTROL_PLANE_HOST. */
+    CONTROL_PLANE_ADMIN_HOST: z.string().min(1).optional(),
+    /** A file holding the admin API's bearer token (required when the admin host is not loopback). */
+    CONTROL_PLANE_ADMIN_TOKEN_FILE: z.string().min(1).optional(),
     /** The control channel's mutual TLS: the server's certificate and key, and the CA of its clients. */
     CONTROL_PLANE_TLS_CERT_FILE: z.string().min(1).optional(),
     CONTROL_PLANE_TLS_KEY_FILE: z.string().min(1).optional(),
@@ -64,6 +69,17 @@ export const configSchema = z
     LOG_LEVEL: envLogLevel(),
   })
   .superRefine((config, ctx) => {
+    const adminHost = config.CONTROL_PLANE_ADMIN_HOST ?? config.CONTROL_PLANE_HOST;
+    if (!isLoopbackHost(adminHost) && config.CONTROL_PLANE_ADMIN_TOKEN_FILE === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [config.CONTROL_PLANE_ADMIN_HOST === undefined ? 'CONTROL_PLANE_HOST' : 'CONTROL_PLANE_ADMIN_HOST'],
+        message:
+          `the admin server would listen on ${adminHost}, not a loopback address, without authentication: anyone ` +
+          'who reaches it would read the connected proxies, the IR and every view. Set CONTROL_PLANE_ADMIN_TOKEN_FILE ' +
+          '(a file holding a bearer token), or CONTROL_PLANE_ADMIN_HOST=127.0.0.1',
+      });
+    }
     const tls = [
       ['CONTROL_PLANE_TLS_CERT_FILE', config.CONTROL_PLANE_TLS_CERT_FILE],
       ['CONTROL_PLANE_TLS_KEY_FILE', config.CONTROL_PLANE_TLS_KEY_FILE],
@@ -106,6 +122,7 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv = process.env): Co
   const config = loadConfig(configSchema, env);
   const files = tlsFilesOf(config);
   if (files) readServerTls(files);
+  if (config.CONTROL_PLANE_ADMIN_TOKEN_FILE) readAdminToken(config.CONTROL_PLANE_ADMIN_TOKEN_FILE);
   return config;
 }
 
@@ -239,15 +256,30 @@ export async function startControlPlane(
       nodes: ads.status(),
     };
   };
+  const adminHost = config.CONTROL_PLANE_ADMIN_HOST ?? config.CONTROL_PLANE_HOST;
+  const tokenFile = config.CONTROL_PLANE_ADMIN_TOKEN_FILE;
   let admin: Awaited<ReturnType<typeof startAdminServer>>;
   try {
+    // Checked at start-up too: a token file that cannot be used stops the start, naming the variable.
+    if (tokenFile) readAdminToken(resolve(deps.cwd ?? process.cwd(), tokenFile));
     admin = await startAdminServer({
-      host: config.CONTROL_PLANE_HOST,
+      host: adminHost,
       port: config.CONTROL_PLANE_ADMIN_PORT,
       registry,
       logger,
       isReady: () => views.names.every((view) => cache.hasSnapshot(view)),
       status,
+      ...(tokenFile
+        ? { authenticate: bearerAuthenticator(resolve(deps.cwd ?? process.cwd(), tokenFile), logger) }
+        : {}),
+      routes: (app) =>
+        registerAdminApi(app, {
+          cache,
+          views: views.names,
+          proxies: () => ads.connections.list(),
+          ir: () => watcher.ir(),
+          unconverged: () => ads.unconverged(),
+        }),
     });
   } catch (error) {
     await watcher.stop();
@@ -263,6 +295,8 @@ export async function startControlPlane(
       event_type: 'control_plane_ready',
       xds_port: grpc.port,
       admin_port: admin.port,
+      admin_host: adminHost,
+      admin_auth: tokenFile ? `bearer token (${adminTokenVariable})` : 'none (loopback)',
       ...channel,
       definition: definitionPath,
       views: views.names,

@@ -2,8 +2,9 @@ import { type FSWatcher, watch as fsWatch } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { Logger } from '@sekisho/service-kit/logger';
-import { Counter, type Registry } from 'prom-client';
+import { Counter, Histogram, type Registry } from 'prom-client';
 import { type CompileResult, compileDefinitionFile, type FieldError } from './definition/load';
+import type { GatewayIR } from './ir/types';
 import type { LastGoodStore } from './last-good';
 import { defaultGroup, type SnapshotCache, sortByPushOrder } from './xds/cache';
 import type { ResourcesByType } from './xds/resources';
@@ -92,6 +93,9 @@ export class DefinitionWatcher {
   private signature?: FileSignature;
   private lastReload?: ReloadStatus;
   private lastGoodAt?: Date;
+  /** The IR of the definition served now; undefined while serving a saved definition (no IR is saved). */
+  private servedIR?: GatewayIR;
+  private readonly compileSeconds: Histogram<'result'>;
   /** This process saved a definition to the store (so an unchanged one need not be saved again). */
   private saved = false;
 
@@ -108,6 +112,13 @@ export class DefinitionWatcher {
       labelNames: ['result'],
       registers: [opts.registry],
     });
+    this.compileSeconds = new Histogram({
+      name: 'sekisho_definition_compile_seconds',
+      help: 'Time to compile the gateway definition (schema, IR, translation, views), by result (ok, invalid)',
+      labelNames: ['result'],
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [opts.registry],
+    });
   }
 
   /**
@@ -118,6 +129,7 @@ export class DefinitionWatcher {
   async reload(trigger: string, { quiet = false }: { quiet?: boolean } = {}): Promise<CompileResult> {
     this.signature = await this.readSignature();
     let result: CompileResult;
+    const compileStarted = process.hrtime.bigint();
     try {
       result = await this.compile(this.opts.path);
     } catch (error) {
@@ -137,6 +149,11 @@ export class DefinitionWatcher {
         result = { ok: false, errors: [{ path: '', message: `internal error: ${String(error)}` }] };
       }
     }
+    this.compileSeconds.observe(
+      { result: result.ok ? 'ok' : 'invalid' },
+      Number(process.hrtime.bigint() - compileStarted) / 1e9,
+    );
+    if (result.ok) this.servedIR = result.ir;
     const at = new Date();
     this.lastReload = {
       at: at.toISOString(),
@@ -288,6 +305,11 @@ export class DefinitionWatcher {
     clearInterval(this.pollTimer);
     clearTimeout(this.debounceTimer);
     await this.running;
+  }
+
+  /** The IR of the definition served now, or undefined while a saved definition is served. */
+  ir(): GatewayIR | undefined {
+    return this.servedIR;
   }
 
   status(): WatcherStatus {

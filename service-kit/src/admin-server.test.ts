@@ -51,4 +51,28 @@ describe('admin server', () => {
       body: { status: 'not ready', details: { accounts: { subscribed: false } } },
     });
   });
+
+  it('with authenticate: /healthz, /readyz and /metrics stay open, /status and added routes answer 401 unless it agrees', async () => {
+    server = await startAdminServer({
+      port: 0,
+      registry: createMetricsRegistry('admin-test'),
+      logger: createLogger('admin-test', { level: 'silent' }),
+      isReady: () => true,
+      status: () => ({ secret: 'state' }),
+      authenticate: (request) => request.headers.authorization === 'Bearer good',
+      routes: (app) => app.get('/api/extra', async () => ({ extra: true })),
+    });
+    const base = `http://127.0.0.1:${server.port}`;
+    for (const path of ['/healthz', '/readyz', '/metrics', '/metrics?name=x']) {
+      expect((await fetch(`${base}${path}`)).status, path).toBe(200);
+    }
+    for (const path of ['/status', '/api/extra', '/nothing', '/healthz/../status']) {
+      const response = await fetch(`${base}${path}`, { headers: { authorization: 'Bearer bad' } });
+      expect(response.status, path).toBe(401);
+      expect(await response.text()).toBe('{"error":"unauthorized"}');
+    }
+    const good = { headers: { authorization: 'Bearer good' } };
+    expect(await (await fetch(`${base}/status`, good)).json()).toEqual({ secret: 'state' });
+    expect(await (await fetch(`${base}/api/extra`, good)).json()).toEqual({ extra: true });
+  });
 });

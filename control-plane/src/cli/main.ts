@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { diffCommand } from './diff';
 import { type CliIo, exitCodes, UsageError } from './io';
 import { renderCommand } from './render';
+import { statusCommand } from './status';
 import { validateCommand } from './validate';
 
 export const usage = `Usage: sekisho <command> [options]
@@ -13,15 +14,17 @@ Commands:
   validate FILE                 check a gateway definition; each error with its field path
   render FILE [--view VIEW]     the resources a view is served, as YAML (--bootstrap: a static Envoy bootstrap)
   diff OLD NEW [--view VIEW]    which resources of which views going from OLD to NEW would push
+  status URL [--token-file F]   the proxies connected to a running control plane (its admin API), as a table
 
 Run \`sekisho <command> --help\` for a command's options.
-Exit codes: 0 success, 1 invalid definition, 2 usage error.
+Exit codes: 0 success, 1 invalid definition (status: the control plane cannot be read), 2 usage error.
 `;
 
 const commands: Record<string, (args: string[], io: CliIo) => Promise<number>> = {
   validate: validateCommand,
   render: renderCommand,
   diff: diffCommand,
+  status: statusCommand,
 };
 
 /** Runs one command line; never throws (an unexpected failure is reported and exits 1). */

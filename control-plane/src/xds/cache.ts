@@ -87,6 +87,7 @@ interface GroupState {
 export class SnapshotCache {
   private readonly groups = new Map<string, GroupState>();
   private readonly listeners = new Map<string, Set<SnapshotListener>>();
+  private readonly allListeners = new Set<(group: string, changedTypes: readonly string[]) => void>();
 
   /**
    * Replaces the group's snapshot with `resources` (the complete set of every type)
@@ -119,6 +120,7 @@ export class SnapshotCache {
       changedByGroup[group] = ordered;
       if (ordered.length > 0 || !previous) {
         for (const listener of [...(this.listeners.get(group) ?? [])]) listener(ordered);
+        for (const listener of [...this.allListeners]) listener(group, ordered);
       }
     }
     return changedByGroup;
@@ -147,6 +149,12 @@ export class SnapshotCache {
 
   groupNames(): string[] {
     return [...this.groups.keys()].sort();
+  }
+
+  /** watch() for every group: `listener` gets the group too. Returns the unsubscribe. */
+  watchAll(listener: (group: string, changedTypes: readonly string[]) => void): () => void {
+    this.allListeners.add(listener);
+    return () => this.allListeners.delete(listener);
   }
 
   /** Calls `listener` after every setSnapshot of `group` that changed something. Returns the unsubscribe. */

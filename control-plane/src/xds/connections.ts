@@ -62,6 +62,8 @@ export interface ConnectionRecorder {
       version: string;
       nonce: string;
       resources: number;
+      /** Encoded size of the response message. */
+      bytes?: number;
       removed?: number;
       reason: string;
       retained?: string[];
@@ -73,7 +75,13 @@ export interface ConnectionRecorder {
   closed(reason: string): void;
 }
 
+/** What a registry listener hears (the convergence tracker, convergence.ts). */
+export type ConnectionEvent =
+  | { kind: 'acked'; stream: number; typeUrl: string; version: string }
+  | { kind: 'closed'; stream: number };
+
 export class ConnectionRegistry implements Connections {
+  private readonly listeners = new Set<(event: ConnectionEvent) => void>();
   private readonly records = new Map<number, { status: Omit<StreamStatus, 'types'>; types: Map<string, TypeRecord> }>();
   private nextId = 1;
   private readonly log: Logger;
@@ -83,6 +91,16 @@ export class ConnectionRegistry implements Connections {
     private readonly metrics: XdsMetrics,
   ) {
     this.log = logger.child({ category: 'technical', component: 'xds' });
+  }
+
+  /** Calls `listener` after every ACK and closed stream. Returns the unsubscribe. */
+  onEvent(listener: (event: ConnectionEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(event: ConnectionEvent): void {
+    for (const listener of [...this.listeners]) listener(event);
   }
 
   list(): StreamStatus[] {
@@ -132,6 +150,7 @@ export class ConnectionRegistry implements Connections {
     const log = this.log;
     const metrics = this.metrics;
     const records = this.records;
+    const emit = (event: ConnectionEvent) => this.emit(event);
     return {
       id,
       fields,
@@ -161,6 +180,8 @@ export class ConnectionRegistry implements Connections {
         typeRecord(typeUrl).sentVersion = details.version;
         metrics.responsesSent.inc({ type: typeLabel(typeUrl), variant: opts.variant });
         metrics.resourcesSent.inc({ type: typeLabel(typeUrl), variant: opts.variant }, details.resources);
+        if (details.bytes !== undefined)
+          metrics.bytesSent.inc({ type: typeLabel(typeUrl), variant: opts.variant }, details.bytes);
         log.debug(
           {
             ...fields(),
@@ -186,6 +207,7 @@ export class ConnectionRegistry implements Connections {
           { ...fields(), event_type: 'xds_ack', type_url: typeUrl, version },
           'xDS client applied a configuration',
         );
+        emit({ kind: 'acked', stream: id, typeUrl, version });
       },
       nacked(typeUrl, details) {
         typeRecord(typeUrl).lastNack = { version: details.version, message: details.message, at: new Date() };
@@ -212,6 +234,7 @@ export class ConnectionRegistry implements Connections {
         if (!records.delete(id)) return;
         metrics.connectedStreams.dec();
         log.info({ ...fields(), event_type: 'xds_stream_closed', reason }, 'xDS stream closed');
+        emit({ kind: 'closed', stream: id });
       },
     };
   }

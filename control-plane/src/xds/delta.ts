@@ -195,16 +195,16 @@ export class DeltaProtocol implements StreamProtocol<DeltaDiscoveryRequest> {
       const eds = this.types.get(typeUrls.endpoint);
       if (eds) for (const r of changed) eds.owed.add(r.name);
     }
-    this.ctx.write(
-      encodeDeltaResponse(
-        response,
-        changed.map((r) => ({ resource: r, version: resourceVersion(r) })),
-      ),
+    const bytes = encodeDeltaResponse(
+      response,
+      changed.map((r) => ({ resource: r, version: resourceVersion(r) })),
     );
+    this.ctx.write(bytes);
     this.ctx.recorder.sent(typeUrl, {
       version: systemVersion,
       nonce,
       resources: changed.length,
+      bytes: bytes.length,
       removed: removed.length,
       reason,
       retained: [...retained],

@@ -1,4 +1,4 @@
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { SnapshotCache } from './cache';
 import { typeUrls } from './type-urls';
 
@@ -13,6 +13,8 @@ export interface XdsMetrics {
   connectedStreams: Gauge;
   responsesSent: Counter<'type' | 'variant'>;
   resourcesSent: Counter<'type' | 'variant'>;
+  bytesSent: Counter<'type' | 'variant'>;
+  convergence: Histogram<'view'>;
   acks: Counter<'type'>;
   nacks: Counter<'type'>;
   unknownNodes: Counter;
@@ -51,6 +53,19 @@ export function createXdsMetrics(registry: Registry, cache: SnapshotCache): XdsM
       name: 'sekisho_xds_resources_sent_total',
       help: 'Resources carried by discovery responses, by resource type and protocol variant',
       labelNames: ['type', 'variant'],
+      registers: [registry],
+    }),
+    bytesSent: new Counter({
+      name: 'sekisho_xds_bytes_sent_total',
+      help: 'Bytes of the discovery responses sent (encoded messages), by resource type and protocol variant',
+      labelNames: ['type', 'variant'],
+      registers: [registry],
+    }),
+    convergence: new Histogram({
+      name: 'sekisho_xds_convergence_seconds',
+      help: "Time from a view's new snapshot to every connected proxy of the view having ACKed what changed for it",
+      labelNames: ['view'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [registry],
     }),
     acks: new Counter({

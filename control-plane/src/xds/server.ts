@@ -15,6 +15,7 @@ import type { Logger } from '@sekisho/service-kit/logger';
 import type { Registry } from 'prom-client';
 import { defaultGroup, type SnapshotCache } from './cache';
 import { ConnectionRegistry, type Connections, type StreamStatus, type XdsVariant } from './connections';
+import { ConvergenceTracker } from './convergence';
 import { DeltaProtocol } from './delta';
 import { acceptingEncoded } from './encode';
 import { createXdsMetrics, typeLabel } from './metrics';
@@ -61,6 +62,8 @@ export interface AdsServer {
   status(): StreamStatus[];
   /** The read-only state of the open connections (for an admin API). */
   readonly connections: Connections;
+  /** Views whose latest snapshot some connected proxy has not ACKed yet (convergence.ts). */
+  unconverged(): string[];
   /** Ends every open stream with OK and refuses new ones (shutdown). */
   close(): void;
 }
@@ -81,6 +84,7 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
   const log = logger.child({ category: 'technical', component: 'xds' });
   const metrics = createXdsMetrics(opts.registry, cache);
   const connections = new ConnectionRegistry(logger, metrics);
+  const convergence = new ConvergenceTracker(cache, connections, metrics.convergence);
   const classify = opts.classify;
   const identifier = opts.identifier ?? 'sekisho-control-plane';
   const open = new Set<{ end(reason: string): void }>();
@@ -260,8 +264,10 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
     },
     status: () => connections.list(),
     connections,
+    unconverged: () => convergence.unconverged(),
     close: () => {
       closed = true;
+      convergence.close();
       for (const handle of [...open]) handle.end('control plane shutting down');
     },
   };

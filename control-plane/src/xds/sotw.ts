@@ -154,11 +154,13 @@ export class SotwProtocol implements StreamProtocol<DiscoveryRequest> {
     t.awaiting = true;
     if (endpointsOwedAfter(typeUrl)) this.edsOwed = true;
     if (typeUrl === typeUrls.endpoint) this.edsOwed = false;
-    this.ctx.write(encodeSotwResponse(response, selected));
+    const bytes = encodeSotwResponse(response, selected);
+    this.ctx.write(bytes);
     this.ctx.recorder.sent(typeUrl, {
       version,
       nonce,
       resources: selected.length,
+      bytes: bytes.length,
       reason,
       retained: retained.map((r) => r.name),
     });
