@@ -36,7 +36,13 @@ function runPlainNode(file: string, env: Record<string, string>) {
 
 describe('buildServices', () => {
   it('writes one ASCII-only bundle per service', () => {
-    expect(result.files.map((f) => f.service).sort()).toEqual(['control-plane', 'ext-authz', 'injector', 'ratelimit-service', 'threat-detector']);
+    expect(result.files.map((f) => f.service).sort()).toEqual([
+      'control-plane',
+      'ext-authz',
+      'injector',
+      'ratelimit-service',
+      'threat-detector',
+    ]);
     for (const file of result.files) {
       expect(file.path).toBe(distEntry(file.service, dir));
       const bytes = readFileSync(file.path);
