@@ -48,8 +48,6 @@ export interface AdsServerOptions {
    * filter's timeouts together in the usual definitions. 0 removes it as soon as the routes are ACKed.
    */
   clusterDrainMs?: number;
-  /** The clock (ms) for the drain; Date.now when omitted. */
-  now?: () => number;
   /**
    * Control-channel authorization (channel/identity.ts), asked once per stream when the node
    * arrives, with the view `classify` gave it and the stream's verified TLS client certificate
@@ -98,7 +96,6 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
   if (!Number.isFinite(clusterDrainMs) || clusterDrainMs < 0) {
     throw new Error(`clusterDrainMs must be a number of milliseconds >= 0, got ${clusterDrainMs}`);
   }
-  const now = opts.now ?? Date.now;
   const open = new Set<{ end(reason: string): void }>();
   let closed = false;
 
@@ -176,7 +173,7 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
         }
       },
       clusterDrainMs,
-      now,
+      now: Date.now,
       wakeIn: (ms) => {
         clearTimeout(wake);
         if (ended) return;
