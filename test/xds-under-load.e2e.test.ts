@@ -283,6 +283,11 @@ for (const adsApiType of ['GRPC', 'DELTA_GRPC'] as const) {
       await until(answers(extra, 404), 20_000, 'the removed route answering 404');
       load.routes.set(extra, 'removed');
       await until(ingressConverged, 20_000, 'the ingress ACKing the removal');
+      // It stays gone under load; then the clients go back to the authorized route alone.
+      const notFound = () => load.counts.get(`${extra} 404`) ?? 0;
+      const seen = notFound();
+      await until(async () => (notFound() >= seen + 50 ? true : undefined), 20_000, 'the removed route 404 under load');
+      load.routes.delete(extra);
       expect(load.failures).toEqual([]);
     });
 
