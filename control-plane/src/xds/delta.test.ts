@@ -54,13 +54,14 @@ afterEach(async () => {
 
 async function start(
   initial: Resource[] = base(),
-  opts: { classify?: Parameters<typeof createAdsServer>[0]['classify'] } = {},
+  opts: { classify?: Parameters<typeof createAdsServer>[0]['classify']; clusterDrainMs?: number } = {},
 ) {
   const cache = new SnapshotCache();
   cache.setSnapshot(resourcesOf(...initial));
   const registry = new Registry();
   const { logger, records } = captureLogger();
-  const ads: AdsServer = createAdsServer({ cache, logger, registry, ...opts });
+  // No drain unless a test asks: dropped clusters go as soon as the routes are ACKed.
+  const ads: AdsServer = createAdsServer({ cache, logger, registry, clusterDrainMs: 0, ...opts });
   const grpc: GrpcServer = await startGrpcServer({ port: 0, register: (s) => ads.register(s) });
   const client = adsClient(grpc.port);
   cleanups.push(async () => {
@@ -281,6 +282,64 @@ describe('delta ADS (real gRPC)', () => {
     expect(dropA.typeUrl).toBe(CDS);
     expect(dropA.removedResources).toEqual(['a']);
     expect(dropA.systemVersionInfo).toBe(cache.get(CDS)?.version);
+  });
+
+  it('keeps a dropped cluster’s endpoints until the cluster’s removal is ACKed (no empty cluster under old routes)', async () => {
+    const { cache, delta } = await start();
+    const s = delta();
+    s.send({ typeUrl: CDS }, node);
+    s.send({ typeUrl: EDS, resourceNamesSubscribe: ['a', 'b'] });
+    s.send({ typeUrl: RDS, resourceNamesSubscribe: ['r1'] });
+    const clusters = await s.next();
+    const endpoints = await s.next();
+    expect([clusters.typeUrl, endpoints.typeUrl]).toEqual([CDS, EDS]);
+    s.ack(clusters);
+    s.ack(endpoints);
+    s.ack(await s.next()); // routes
+
+    // Rename a to c as a definition does: the cluster and its load assignment both change name.
+    const renamed = base().filter((r) => r.name !== 'a' || (r.resource.typeUrl !== CDS && r.resource.typeUrl !== EDS));
+    cache.setSnapshot(
+      resourcesOf(...replace(renamed, edsCluster('c'), loadAssignment('c', ep(9001)), routeTo('r1', 'c'))),
+    );
+    const addC = await s.next();
+    expect(addC.typeUrl).toBe(CDS);
+    await s.expectNothing(); // no removal of a's endpoints while a still serves the old route
+    // Envoy subscribes to the new cluster's endpoints before it ACKs the cluster.
+    s.send({ typeUrl: EDS, resourceNamesSubscribe: ['c'] });
+    const cEndpoints = await s.next();
+    expect(Object.keys(deltaVersions(cEndpoints))).toEqual(['c']);
+    expect(cEndpoints.removedResources).toEqual([]);
+    s.ack(cEndpoints);
+    s.ack(addC);
+    const moved = await s.next();
+    expect(moved.typeUrl).toBe(RDS);
+    s.ack(moved);
+    const dropA = await s.next();
+    expect([dropA.typeUrl, dropA.removedResources]).toEqual([CDS, ['a']]);
+    await s.expectNothing(); // the cluster removal is unanswered: a's endpoints still stay
+    s.ack(dropA);
+    const dropEndpoints = await s.next();
+    expect([dropEndpoints.typeUrl, dropEndpoints.removedResources]).toEqual([EDS, ['a']]);
+    expect(dropEndpoints.systemVersionInfo).toBe(cache.get(EDS)?.version);
+  });
+
+  it('removes a dropped cluster only after the drain that follows the routes’ ACK', async () => {
+    const { cache, delta } = await start(base(), { clusterDrainMs: 1_500 });
+    const s = delta();
+    s.send({ typeUrl: CDS }, node);
+    s.send({ typeUrl: RDS, resourceNamesSubscribe: ['r1'] });
+    s.ack(await s.next());
+    s.ack(await s.next());
+    const renamed = base().filter((r) => r.name !== 'a' || r.resource.typeUrl !== CDS);
+    cache.setSnapshot(resourcesOf(...replace(renamed, edsCluster('c'), routeTo('r1', 'c'))));
+    s.ack(await s.next()); // c added, a retained
+    const moved = await s.next();
+    expect(moved.typeUrl).toBe(RDS);
+    s.ack(moved);
+    await s.expectNothing(500); // requests that matched the old route may still look a up
+    const dropA = await s.next(5_000);
+    expect([dropA.typeUrl, dropA.removedResources]).toEqual([CDS, ['a']]);
   });
 
   it('keeps only the latest snapshot pending for a client that does not answer (slow reader)', async () => {

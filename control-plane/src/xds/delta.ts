@@ -5,7 +5,15 @@ import type {
 } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
 import { type CachedResource, sortByPushOrder, type TypeSnapshot } from './cache';
 import { encodeDeltaResponse } from './encode';
-import { endpointsOwedAfter, holdReason, type ProgressOf, retainedResources } from './ordering';
+import {
+  clusterUsers,
+  clusterUsersCurrent,
+  drainRemaining,
+  endpointsOwedAfter,
+  heldRemovals,
+  holdReason,
+  type ProgressOf,
+} from './ordering';
 import { byName, type StreamContext, type StreamProtocol, snapshotFor } from './stream';
 import { typeUrls, wildcardTypes } from './type-urls';
 
@@ -46,6 +54,8 @@ interface TypeState {
 export class DeltaProtocol implements StreamProtocol<DeltaDiscoveryRequest> {
   private readonly types = new Map<string, TypeState>();
   private nonceSeq = 0;
+  /** When listeners or routes were last ACKed: dropped clusters drain from then (ordering.ts). */
+  private usersAckedAt: number | undefined;
 
   constructor(private readonly ctx: StreamContext) {}
 
@@ -115,6 +125,7 @@ export class DeltaProtocol implements StreamProtocol<DeltaDiscoveryRequest> {
           });
         } else {
           t.known = pending.after;
+          if (clusterUsers.includes(typeUrl)) this.usersAckedAt = this.ctx.now();
           this.ctx.recorder.acked(typeUrl, pending.systemVersion);
         }
       } else {
@@ -160,9 +171,13 @@ export class DeltaProtocol implements StreamProtocol<DeltaDiscoveryRequest> {
 
     const target = this.target(t, snapshot);
     // A dropped cluster the client holds stays (is not removed) while its listeners and
-    // routes are not the current ones. Only its name matters here: the client has it.
-    const held = [...t.known.keys()].map((name) => ({ name }));
-    const retained = new Set(retainedResources(typeUrl, held, snapshot, this.progressOf).map((r) => r.name));
+    // routes are not the current ones, and so do its endpoints until the cluster is gone.
+    const drain = drainRemaining(this.usersAckedAt, this.ctx.clusterDrainMs, this.ctx.now());
+    const retained = new Set(heldRemovals(typeUrl, t.known.keys(), snapshot, this.progressOf, drain));
+    // Kept only for the drain: look again once it is over.
+    if (typeUrl === typeUrls.cluster && retained.size > 0 && clusterUsersCurrent(this.progressOf)) {
+      this.ctx.wakeIn(drain);
+    }
     const changed = [...target.values()]
       .filter((r) => t.known.get(r.name) !== resourceVersion(r) || t.owed.has(r.name))
       .sort(byName);
@@ -174,7 +189,11 @@ export class DeltaProtocol implements StreamProtocol<DeltaDiscoveryRequest> {
 
     this.nonceSeq += 1;
     const nonce = `${this.ctx.recorder.id}-${this.nonceSeq}`;
-    const systemVersion = retained.size > 0 ? `${snapshot.version}+retained` : snapshot.version;
+    // Kept clusters make a response other than the snapshot's version. Endpoints held for them
+    // do not: the client drops them when it unsubscribes on the cluster's removal, and no later
+    // response would then tell it the snapshot's version.
+    const systemVersion =
+      retained.size > 0 && typeUrl !== typeUrls.endpoint ? `${snapshot.version}+retained` : snapshot.version;
     const after = new Map(t.known);
     for (const r of changed) after.set(r.name, resourceVersion(r));
     for (const name of removed) after.delete(name);

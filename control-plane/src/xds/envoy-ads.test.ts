@@ -127,7 +127,8 @@ describe.each(['GRPC', 'DELTA_GRPC'] as const)('ADS server with a real Envoy (%s
     served = await serveToRealEnvoy(
       'envoy-ads-test',
       resourcesOf(...snapshot({ endpointPort: upstreams[0]?.port ?? 0, tag: 'v1' })),
-      { adsApiType },
+      // A short drain: the rename test waits for the old cluster's removal.
+      { adsApiType, clusterDrainMs: 1_000 },
     );
     ({ cache, registry, ads } = served);
     adminUrl = served.envoy.adminUrl;

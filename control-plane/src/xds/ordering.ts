@@ -45,17 +45,62 @@ export function holdReason(typeUrl: string, progressOf: ProgressOf): string | un
 /**
  * Clusters the snapshot dropped that the stream must still be served: those it was sent
  * before, while its listeners and routes are not yet the current ones (requests on the old
- * routes still find their cluster). Empty for every other type.
+ * routes still find their cluster), and for `drainRemainingMs` after they became current:
+ * a request that matched an old route before the new routes arrived sits in ext_authz and
+ * the rate-limit filter first, and Envoy's router looks its cluster up by name only after
+ * them (a cluster removed meanwhile answers 503 "no cluster"). Empty for every other type.
  */
 export function retainedResources<R extends { name: string }>(
   typeUrl: string,
   previouslySent: Iterable<R>,
   snapshot: TypeSnapshot,
   progressOf: ProgressOf,
+  drainRemainingMs = 0,
 ): R[] {
   if (typeUrl !== typeUrls.cluster) return [];
-  if (clusterUsers.every((type) => progressOf(type)?.upToDate ?? true)) return [];
+  if (clusterUsersCurrent(progressOf) && drainRemainingMs <= 0) return [];
   return [...previouslySent].filter((r) => !snapshot.resources.has(r.name));
+}
+
+/** The stream's listeners and routes are the current ones (or it takes none). */
+export const clusterUsersCurrent = (progressOf: ProgressOf): boolean =>
+  clusterUsers.every((type) => progressOf(type)?.upToDate ?? true);
+
+/**
+ * How long dropped clusters are still owed to requests in flight, `usersAckedAt` being when
+ * the stream last ACKed listeners or routes (undefined: never, nothing to drain).
+ */
+export function drainRemaining(usersAckedAt: number | undefined, drainMs: number, now: number): number {
+  return usersAckedAt === undefined ? 0 : Math.max(0, usersAckedAt + drainMs - now);
+}
+
+/**
+ * Names a delta stream holds that the snapshot dropped but must not be told are removed yet:
+ * dropped clusters as retainedResources says, and the endpoints of dropped clusters until
+ * the clusters' removal is ACKed too. A delta removal of a ClusterLoadAssignment empties the
+ * cluster it belongs to, so a retained cluster would answer the old routes' requests with 503
+ * (state of the world never removes endpoints by leaving them out, so needs no such rule).
+ */
+export function heldRemovals(
+  typeUrl: string,
+  held: Iterable<string>,
+  snapshot: TypeSnapshot,
+  progressOf: ProgressOf,
+  drainRemainingMs = 0,
+): string[] {
+  const dropped = [...held].filter((name) => !snapshot.resources.has(name));
+  if (typeUrl === typeUrls.cluster) {
+    return retainedResources(
+      typeUrl,
+      dropped.map((name) => ({ name })),
+      snapshot,
+      progressOf,
+      drainRemainingMs,
+    ).map((r) => r.name);
+  }
+  if (typeUrl !== typeUrls.endpoint) return [];
+  const settled = (progressOf(typeUrls.cluster)?.upToDate ?? true) && clusterUsersCurrent(progressOf);
+  return settled ? [] : dropped;
 }
 
 /**

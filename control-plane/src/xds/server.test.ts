@@ -48,12 +48,14 @@ afterEach(async () => {
   cleanups = [];
 });
 
-async function start(initial: ReturnType<typeof baseResources> | null = baseResources()) {
+// The ordering tests remove a dropped cluster as soon as the routes are ACKed (no drain);
+// the drain has its own test.
+async function start(initial: ReturnType<typeof baseResources> | null = baseResources(), clusterDrainMs = 0) {
   const cache = new SnapshotCache();
   if (initial) cache.setSnapshot(resourcesOf(...initial));
   const registry = new Registry();
   const { logger, records } = captureLogger();
-  const ads: AdsServer = createAdsServer({ cache, logger, registry });
+  const ads: AdsServer = createAdsServer({ cache, logger, registry, clusterDrainMs });
   const grpc: GrpcServer = await startGrpcServer({ port: 0, register: (s) => ads.register(s) });
   const client = adsClient(grpc.port);
   cleanups.push(async () => {
@@ -336,6 +338,24 @@ describe('ADS state of the world (real gRPC)', () => {
     s.ack(removed);
     await eventually(() => ads.status()[0]?.types[CDS]?.ackedVersion === cache.get(CDS)?.version);
     await s.expectNothing();
+  });
+
+  it('keeps a dropped cluster for the drain after the new routes are ACKed (requests still in the policy filters)', async () => {
+    const { cache, stream } = await start(baseResources(), 1_500);
+    const s = stream();
+    await subscribeAll(s);
+    cache.setSnapshot(baseWith([edsCluster('c'), routeTo('r1', 'c')], [{ typeUrl: CDS, name: 'a' }]));
+    const added = await s.next();
+    s.ack(added);
+    const route = await s.next();
+    expect(route.typeUrl).toBe(RDS);
+    s.ack(route, ['r1']);
+    // A request that matched r1 before it moved may still look cluster a up.
+    await s.expectNothing(500);
+    const removed = await s.next(5_000);
+    expect(removed.typeUrl).toBe(CDS);
+    expect(namesIn(removed)).toEqual(['b', 'c']);
+    expect(removed.versionInfo).toBe(cache.get(CDS)?.version);
   });
 
   it('keeps a dropped cluster while the client rejects the routes that stop naming it', async () => {

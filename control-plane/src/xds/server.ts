@@ -43,6 +43,13 @@ export interface AdsServerOptions {
   /** Reported to clients in control_plane.identifier. */
   identifier?: string;
   /**
+   * How long a cluster the definition dropped is still served after a stream ACKed the
+   * routes that no longer name it, for requests that matched an old route and are still in
+   * the policy filters (ordering.ts). Default 10 s: longer than ext_authz's and the rate-limit
+   * filter's timeouts together in the usual definitions. 0 removes it as soon as the routes are ACKed.
+   */
+  clusterDrainMs?: number;
+  /**
    * Control-channel authorization (channel/identity.ts), asked once per stream when the node
    * arrives, with the view `classify` gave it and the stream's verified TLS client certificate
    * (DER): a refused stream ends with PERMISSION_DENIED, and an allowed one may subscribe only
@@ -70,6 +77,8 @@ export interface AdsServer {
 
 type AnyCall = ServerDuplexStream<unknown, unknown>;
 
+const defaultClusterDrainMs = 10_000;
+
 /** The per-type services and the type each serves. */
 const perTypeServices: Array<{ definition: ServiceDefinition; typeUrl: string }> = [
   { definition: ListenerDiscoveryServiceService, typeUrl: typeUrls.listener },
@@ -87,6 +96,10 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
   const convergence = new ConvergenceTracker(cache, connections, metrics.convergence);
   const classify = opts.classify;
   const identifier = opts.identifier ?? 'sekisho-control-plane';
+  const clusterDrainMs = opts.clusterDrainMs ?? defaultClusterDrainMs;
+  if (!Number.isFinite(clusterDrainMs) || clusterDrainMs < 0) {
+    throw new Error(`clusterDrainMs must be a number of milliseconds >= 0, got ${clusterDrainMs}`);
+  }
   const open = new Set<{ end(reason: string): void }>();
   let closed = false;
 
@@ -116,9 +129,11 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
       group: group ?? '',
     });
 
+    let wake: NodeJS.Timeout | undefined;
     const cleanup = (reason: string) => {
       if (ended) return;
       ended = true;
+      clearTimeout(wake);
       unwatch();
       open.delete(handle);
       recorder.closed(reason);
@@ -160,6 +175,14 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
             guarded(() => protocol.respondAll());
           });
         }
+      },
+      clusterDrainMs,
+      now: Date.now,
+      wakeIn: (ms) => {
+        clearTimeout(wake);
+        if (ended) return;
+        wake = setTimeout(() => guarded(() => protocol.respondAll()), ms);
+        wake.unref();
       },
       fail: (code, details) => {
         cleanup(details);

@@ -2,7 +2,15 @@ import { status as grpcStatus } from '@grpc/grpc-js';
 import type { DiscoveryRequest, DiscoveryResponse } from '@sekisho/proto/envoy/service/discovery/v3/discovery';
 import { type CachedResource, sortByPushOrder, type TypeSnapshot, versionOf } from './cache';
 import { encodeSotwResponse } from './encode';
-import { endpointsOwedAfter, holdReason, type ProgressOf, retainedResources } from './ordering';
+import {
+  clusterUsers,
+  clusterUsersCurrent,
+  drainRemaining,
+  endpointsOwedAfter,
+  holdReason,
+  type ProgressOf,
+  retainedResources,
+} from './ordering';
 import { byName, type StreamContext, type StreamProtocol, snapshotFor } from './stream';
 import { typeUrls, wildcardTypes } from './type-urls';
 
@@ -47,6 +55,8 @@ export class SotwProtocol implements StreamProtocol<DiscoveryRequest> {
   private nonceSeq = 0;
   /** A cluster response went out and no endpoint response followed it yet (ordering.ts). */
   private edsOwed = false;
+  /** When listeners or routes were last ACKed: dropped clusters drain from then (ordering.ts). */
+  private usersAckedAt: number | undefined;
 
   constructor(private readonly ctx: StreamContext) {}
 
@@ -93,6 +103,7 @@ export class SotwProtocol implements StreamProtocol<DiscoveryRequest> {
         });
       } else {
         t.acked = { version: t.sent.version, fingerprint: t.sent.fingerprint };
+        if (clusterUsers.includes(typeUrl)) this.usersAckedAt = this.ctx.now();
         this.ctx.recorder.acked(typeUrl, t.sent.version);
       }
     }
@@ -123,7 +134,10 @@ export class SotwProtocol implements StreamProtocol<DiscoveryRequest> {
     if (holdReason(typeUrl, this.progressOf)) return;
 
     const selected = select(snapshot, t.names);
-    const retained = t.sent ? retainedResources(typeUrl, t.sent.resources, snapshot, this.progressOf) : [];
+    const drain = drainRemaining(this.usersAckedAt, this.ctx.clusterDrainMs, this.ctx.now());
+    const retained = t.sent ? retainedResources(typeUrl, t.sent.resources, snapshot, this.progressOf, drain) : [];
+    // Kept only for the drain: look again once it is over.
+    if (retained.length > 0 && clusterUsersCurrent(this.progressOf)) this.ctx.wakeIn(drain);
     selected.push(...retained);
     selected.sort(byName);
     const fingerprint = versionOf(selected);

@@ -22,6 +22,12 @@ export interface StreamContext {
    */
   writable(): boolean;
   write(response: unknown): void;
+  /** How long a dropped cluster stays after the routes stopped naming it (ordering.ts). */
+  readonly clusterDrainMs: number;
+  /** The clock, in ms. */
+  now(): number;
+  /** Asks for respondAll again in `ms` (a later call replaces an earlier one); cleared when the stream ends. */
+  wakeIn(ms: number): void;
   fail(code: grpcStatus, details: string): void;
   closed(): boolean;
 }

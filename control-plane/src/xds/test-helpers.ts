@@ -353,12 +353,17 @@ export interface AdsWithEnvoy {
 export async function serveToRealEnvoy(
   nodeId: string,
   resources: ResourcesByType,
-  opts: { adsApiType?: 'GRPC' | 'DELTA_GRPC' } = {},
+  opts: { adsApiType?: 'GRPC' | 'DELTA_GRPC'; clusterDrainMs?: number } = {},
 ): Promise<AdsWithEnvoy> {
   const cache = new SnapshotCache();
   cache.setSnapshot(resources);
   const registry = new Registry();
-  const ads = createAdsServer({ cache, logger: captureLogger('info').logger, registry });
+  const ads = createAdsServer({
+    cache,
+    logger: captureLogger('info').logger,
+    registry,
+    ...(opts.clusterDrainMs === undefined ? {} : { clusterDrainMs: opts.clusterDrainMs }),
+  });
   const grpc = await startGrpcServer({ port: 0, register: (s) => ads.register(s) });
   let envoy: EnvoyHandle;
   try {
