@@ -36,7 +36,12 @@ function runPlainNode(file: string, env: Record<string, string>) {
 
 describe('buildServices', () => {
   it('writes one ASCII-only bundle per service', () => {
-    expect(result.files.map((f) => f.service).sort()).toEqual(['control-plane', 'ext-authz', 'ratelimit-service']);
+    expect(result.files.map((f) => f.service).sort()).toEqual([
+      'control-plane',
+      'ext-authz',
+      'ratelimit-service',
+      'threat-detector',
+    ]);
     for (const file of result.files) {
       expect(file.path).toBe(distEntry(file.service, dir));
       const bytes = readFileSync(file.path);
@@ -52,6 +57,7 @@ describe('buildServices', () => {
     ['ratelimit-service', 'RATELIMIT_GRPC_PORT'],
     ['ext-authz', 'EXT_AUTHZ_GRPC_PORT'],
     ['control-plane', 'CONTROL_PLANE_XDS_PORT'],
+    ['threat-detector', 'THREAT_GRPC_PORT'],
   ] as const)('%s runs under plain node and names a bad variable', async (service, variable) => {
     const { code, output } = await runPlainNode(distEntry(service, dir), { [variable]: 'not-a-port' });
     expect(code, output).not.toBe(0);

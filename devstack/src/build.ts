@@ -13,6 +13,7 @@ export const serviceEntries = {
   'control-plane': 'control-plane/src/main.ts',
   'ext-authz': 'ext-authz/src/main.ts',
   'ratelimit-service': 'ratelimit-service/src/main.ts',
+  'threat-detector': 'threat-detector/src/main.ts',
 } as const;
 export type BuiltService = keyof typeof serviceEntries;
 
