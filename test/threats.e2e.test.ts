@@ -261,6 +261,70 @@ describe('threat detection through Envoy, the detector and two ext-authz replica
     expect((await call('/api/v1/customer/profile', bystander, hoarder)).status).toBe(200);
   });
 
+  it("writes Envoy's stdout line of each request in the reference's log structure, the user from ext-authz", async () => {
+    showLogsOnFailure();
+    const ip = '192.0.2.80';
+    const token = await stack.mintToken('u-logged');
+    const send = async (authorization: string) => {
+      const response = await fetch(`${stack.gatewayUrl}/api/v1/customer/profile?access_token=${token}&x=1`, {
+        headers: {
+          'x-forwarded-for': ip,
+          'user-agent': 'sekisho-e2e/1.0',
+          authorization,
+          // A client's own claim to be someone: never what the log says.
+          'x-sekisho-user-id': 'u-spoofed',
+        },
+      });
+      await response.arrayBuffer();
+      return { status: response.status, requestId: response.headers.get('x-request-id') ?? 'none' };
+    };
+    const served = await send(`Bearer ${token}`);
+    const refused = await send('Bearer forged');
+    expect([served.status, refused.status]).toEqual([200, 401]);
+    const lineOf = (requestId: string) =>
+      stack
+        .logs()
+        .split('\n')
+        .filter((line) => line.includes(requestId) && line.includes('"route_name"'))
+        .map((line) => JSON.parse(line.slice(line.indexOf('{'))) as Record<string, unknown>);
+    const [servedLine, refusedLine] = await waitUntil("Envoy's access log lines", 30_000, {}, async () => {
+      const lines = [lineOf(served.requestId), lineOf(refused.requestId)];
+      return lines.every((found) => found.length === 1)
+        ? { done: true, value: lines.map((found) => found[0] ?? {}) }
+        : { done: false, detail: lines.map((found) => found.length).join(', ') };
+    });
+    const common = {
+      timestamp: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
+      ip_address: ip,
+      user_agent: 'sekisho-e2e/1.0',
+      endpoint: '/api/v1/customer/profile',
+      method: 'GET',
+      response_time: expect.any(Number),
+    };
+    expect(servedLine).toMatchObject({
+      ...common,
+      level: 'INFO',
+      category: 'technical',
+      event_type: 'http_served',
+      correlation_id: served.requestId,
+      request_id: served.requestId,
+      user_id: 'u-logged',
+      status_code: 200,
+    });
+    expect(refusedLine).toMatchObject({
+      ...common,
+      level: 'WARN',
+      category: 'security',
+      event_type: 'http_unauthenticated',
+      correlation_id: refused.requestId,
+      request_id: refused.requestId,
+      user_id: null,
+      status_code: 401,
+    });
+    // No token (header or query) in either line.
+    for (const line of [servedLine, refusedLine]) expect(JSON.stringify(line)).not.toMatch(/eyJ|forged|access_token/);
+  });
+
   it('a restarted detector loses no block and detects again', async () => {
     showLogsOnFailure();
     const held = await blocksHeld(stack.extAuthzAdminUrls[0] ?? '');
