@@ -22,9 +22,10 @@ import { freePort, isPortFree, type ManagedProcess, spawnProcess } from './proce
 import { type RedisHandle, startRedis } from './redis';
 
 // The whole of Sekisho on one machine, exactly as it is deployed: Redis, the
-// control plane serving a gateway definition file, ext-authz, the rate-limit
-// service and (when the definition has `threats`) the threat detector as their own processes, a demo upstream for every service the
-// definition names, and a real Envoy that knows only the control plane's address.
+// control plane serving a gateway definition file, ext-authz, the rate-limit service
+// and (when the definition has `threats`) the threat detector as their own processes,
+// a demo upstream for every service the definition names, and a real Envoy that
+// knows only the control plane's address.
 // `npm start` and the end-to-end tests both use this, so what the tests prove is
 // what a developer runs.
 
@@ -167,6 +168,9 @@ function threatDetectorOf(definition: GatewayDefinition) {
 async function refuseBusyPorts(definition: GatewayDefinition, ports: NonNullable<StackOptions['ports']>) {
   const { http, https } = definition.listeners;
   const detector = threatDetectorOf(definition);
+  const detectorPort: Array<[string, number, string]> = detector
+    ? [['policyServices.threatDetector.address', portOf(firstReplica(detector)), '127.0.0.1']]
+    : [];
   const fixed: Array<[what: string, port: number, host: string]> = [
     ['listeners.http.port', http.port, http.address],
     ...(https ? [['listeners.https.port', https.port, https.address] as [string, number, string]] : []),
@@ -183,15 +187,7 @@ async function refuseBusyPorts(definition: GatewayDefinition, ports: NonNullable
       '127.0.0.1',
     ]),
     ['policyServices.rateLimit.address', portOf(firstReplica(definition.policyServices.rateLimit)), '127.0.0.1'],
-    ...(detector
-      ? [
-          ['policyServices.threatDetector.address', portOf(firstReplica(detector)), '127.0.0.1'] as [
-            string,
-            number,
-            string,
-          ],
-        ]
-      : []),
+    ...detectorPort,
     ...Object.entries(ports)
       // The detector's admin port matters only when the stack runs a detector.
       .filter(([name, port]) => Boolean(port) && (name !== 'threatDetectorAdmin' || detector !== undefined))
