@@ -28,7 +28,13 @@ beforeAll(async () => {
 async function startLocalStack(env: NodeJS.ProcessEnv = {}) {
   dir = await mkdtemp(join(tmpdir(), 'sekisho-local-stack-'));
   stackFile = join(dir, 'local-stack.json');
-  const [gateway, customer, extAuthz, rateLimit] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const [gateway, customer, extAuthz, rateLimit, threatDetector] = await Promise.all([
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+  ]);
   const definitionFile = join(dir, 'gateway.yaml');
   await writeFile(
     definitionFile,
@@ -44,9 +50,12 @@ async function startLocalStack(env: NodeJS.ProcessEnv = {}) {
       policyServices: {
         extAuthz: { address: `127.0.0.1:${extAuthz}`, timeout: '2s' },
         rateLimit: { address: `127.0.0.1:${rateLimit}`, timeout: '2s' },
+        threatDetector: { address: `127.0.0.1:${threatDetector}` },
       },
       services: { customer: { endpoints: [`127.0.0.1:${customer}`], healthCheck: '/health' } },
       routes: [{ match: 'GET /api/v1/customer/profile', to: 'customer', require: ['read:own_profile'] }],
+      // The threat detector is one of the compiled services npm start runs.
+      threats: {},
     }),
   );
   start = spawnProcess({
@@ -62,6 +71,7 @@ async function startLocalStack(env: NodeJS.ProcessEnv = {}) {
       CONTROL_PLANE_ADMIN_PORT: '0',
       EXT_AUTHZ_ADMIN_PORT: '0',
       RATELIMIT_ADMIN_PORT: '0',
+      THREAT_ADMIN_PORT: '0',
       ENVOY_ADMIN_PORT: '0',
       DEV_KEY_SERVER_PORT: '0',
       ...env,
@@ -115,7 +125,7 @@ describe('npm start and npm run admin', () => {
 
   it('runs the compiled services with plain node, as production does', () => {
     const children = childCommandLines(start.pid);
-    for (const service of ['control-plane', 'ext-authz', 'ratelimit-service'] as const) {
+    for (const service of ['control-plane', 'ext-authz', 'ratelimit-service', 'threat-detector'] as const) {
       const line = children.find((args) => args.includes(distEntry(service)));
       expect(line, `${service} among ${JSON.stringify(children)}`).toBeDefined();
       expect(line?.join(' ')).not.toContain('tsx');

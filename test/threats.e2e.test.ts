@@ -5,21 +5,19 @@ import { join } from 'node:path';
 import { repoRoot } from '@sekisho/devstack/paths';
 import { freePort, waitUntil } from '@sekisho/devstack/processes';
 import { type Stack, startStack } from '@sekisho/devstack/stack';
-import { createLogger } from '@sekisho/service-kit/logger';
-import { startThreatDetectorApp, type ThreatDetectorApp } from '@sekisho/threat-detector/app';
-import { configSchema } from '@sekisho/threat-detector/config';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { showStackLogsOnFailure } from './support';
 
 // Threat detection through the whole stack: Envoy streams its access log to the threat
-// detector (gRPC, configured by the control plane from the definition's `threats`), the
+// detector (gRPC, configured by the control plane from the definition's `threats`; the stack
+// runs it as its own process, as deployed), the
 // detector counts failed authentications per client IP in the stack's Redis and blocks the
 // IP, and both ext-authz replicas refuse it from memory, on every route, before any token
 // work. The client address comes from X-Forwarded-For, believed from the loopback proxy.
 
 let stack: Stack;
-let detector: ThreatDetectorApp;
+let detectorUrl: string;
 let dir: string;
 
 beforeAll(async () => {
@@ -77,27 +75,13 @@ beforeAll(async () => {
       },
     }),
   );
+  // The stack waits for Envoy to see the detector healthy before it returns.
   stack = await startStack({ definitionFile, logLevel: 'info' });
-  const config = configSchema.parse({
-    THREAT_GRPC_PORT: String(threat),
-    THREAT_ADMIN_PORT: '0',
-    THREAT_REDIS_URL: stack.redis.url,
-    THREAT_FLUSH_INTERVAL: '50ms',
-  });
-  detector = await startThreatDetectorApp(config, { logger: createLogger('threat-detector', { level: 'warn' }) });
-  await waitUntil('Envoy to see the threat detector healthy', 30_000, {}, async () => {
-    const clusters = await (await fetch(`${stack.envoyAdminUrl}/clusters`)).text();
-    const flags = clusters
-      .split('\n')
-      .filter((line) => line.startsWith('sekisho_threat_detector::') && line.includes('::health_flags::'));
-    return flags.length === 1 && flags[0]?.endsWith('::healthy')
-      ? { done: true, value: undefined }
-      : { done: false, detail: flags.join(' | ') || 'no endpoint yet' };
-  });
+  if (!stack.threatDetectorAdminUrl) throw new Error('the stack runs no threat detector for a definition with threats');
+  detectorUrl = stack.threatDetectorAdminUrl;
 });
 
 afterAll(async () => {
-  await detector?.close();
   await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
@@ -130,6 +114,28 @@ async function metric(url: string, pattern: RegExp): Promise<number> {
     .filter((line) => pattern.test(line))
     .reduce((sum, line) => sum + Number(line.split(' ').at(-1)), 0);
 }
+const failuresSeen = () => metric(detectorUrl, /^failed_login_attempts\{[^}]*kind="token"/);
+const pendingKeys = () => metric(detectorUrl, /^sekisho_threat_pending_keys/);
+
+/**
+ * Waits until the detector has seen `failures` token failures and finished acting on them
+ * (its Redis counts, and any block it wrote). A flush takes the pending facts first and acts
+ * after; flushes run one at a time, so once a later fact (a sentinel failure from an address
+ * of its own) has been taken too, the flush that held the earlier ones is done.
+ */
+async function detectorSettled(failures: number) {
+  const taken = (count: number) =>
+    waitUntil(`the detector to take ${count} failures into a flush`, 10_000, {}, async () => {
+      const [seen, pending] = await Promise.all([failuresSeen(), pendingKeys()]);
+      return seen >= count && pending === 0
+        ? { done: true, value: undefined }
+        : { done: false, detail: `seen ${seen}, pending ${pending}` };
+    });
+  await taken(failures);
+  expect((await call('/api/v1/customer/profile', '203.0.113.250', 'forged-sentinel')).status).toBe(401);
+  await taken(failures + 1);
+}
+
 const verifications = () =>
   Promise.all(stack.extAuthzAdminUrls.map((url) => metric(url, /^sekisho_ext_authz_token_verifications_total/)));
 const blocksHeld = (url: string, kind = 'ip') =>
@@ -164,12 +170,8 @@ describe('threat detection through Envoy, the detector and two ext-authz replica
       expect(refused.status).toBe(401);
       expect(refused.body.error.code).toBe('INVALID_TOKEN');
     }
-    // Five are not more than five: Envoy and the detector flush within ~150 ms, and nothing is blocked.
-    await waitUntil('the detector to count five failures', 10_000, {}, async () => {
-      const seen = await metric(`http://127.0.0.1:${detector.adminPort}`, /^failed_login_attempts\{[^}]*kind="token"/);
-      return seen >= 5 ? { done: true, value: undefined } : { done: false, detail: `${seen}` };
-    });
-    await detector.detector.flush();
+    // Five are not more than five: once the detector has acted on them, nothing is blocked.
+    await detectorSettled(5);
     expect(await Promise.all(stack.extAuthzAdminUrls.map((url) => blocksHeld(url)))).toEqual([0, 0]);
 
     expect((await call('/api/v1/customer/profile', attacker, 'forged-5')).status).toBe(401);
@@ -219,9 +221,7 @@ describe('threat detection through Envoy, the detector and two ext-authz replica
     for (let i = 0; i < 6; i++) expect((await call('/api/v1/auth/login', guesser, undefined, 'POST')).status).toBe(401);
     await everyReplicaHolds(1, 10_000);
     expect((await call('/api/v1/public/info', guesser)).body.error?.code).toBe('IP_BLOCKED');
-    expect(
-      await metric(`http://127.0.0.1:${detector.adminPort}`, /^failed_login_attempts\{[^}]*kind="login"/),
-    ).toBeGreaterThanOrEqual(6);
+    expect(await metric(detectorUrl, /^failed_login_attempts\{[^}]*kind="login"/)).toBeGreaterThanOrEqual(6);
     expect((await call('/api/v1/public/info', bystander)).status).toBe(200);
   });
 
@@ -261,6 +261,95 @@ describe('threat detection through Envoy, the detector and two ext-authz replica
     expect((await call('/api/v1/customer/profile', bystander, hoarder)).status).toBe(200);
   });
 
+  it("writes Envoy's stdout line of each request in the reference's log structure, the user from ext-authz", async () => {
+    showLogsOnFailure();
+    const ip = '192.0.2.80';
+    const token = await stack.mintToken('u-logged');
+    const send = async (authorization: string) => {
+      const response = await fetch(`${stack.gatewayUrl}/api/v1/customer/profile?access_token=${token}&x=1`, {
+        headers: {
+          'x-forwarded-for': ip,
+          'user-agent': 'sekisho-e2e/1.0',
+          authorization,
+          // A client's own claim to be someone: never what the log says.
+          'x-sekisho-user-id': 'u-spoofed',
+        },
+      });
+      await response.arrayBuffer();
+      return { status: response.status, requestId: response.headers.get('x-request-id') ?? 'none' };
+    };
+    const served = await send(`Bearer ${token}`);
+    const refused = await send('Bearer forged');
+    expect([served.status, refused.status]).toEqual([200, 401]);
+    const lineOf = (requestId: string) =>
+      stack
+        .logs()
+        .split('\n')
+        .filter((line) => line.includes(requestId) && line.includes('"route_name"'))
+        .map((line) => JSON.parse(line.slice(line.indexOf('{'))) as Record<string, unknown>);
+    const [servedLine, refusedLine] = await waitUntil("Envoy's access log lines", 30_000, {}, async () => {
+      const lines = [lineOf(served.requestId), lineOf(refused.requestId)];
+      return lines.every((found) => found.length === 1)
+        ? { done: true, value: lines.map((found) => found[0] ?? {}) }
+        : { done: false, detail: lines.map((found) => found.length).join(', ') };
+    });
+    const common = {
+      timestamp: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
+      ip_address: ip,
+      user_agent: 'sekisho-e2e/1.0',
+      endpoint: '/api/v1/customer/profile',
+      method: 'GET',
+      response_time: expect.any(Number),
+    };
+    expect(servedLine).toMatchObject({
+      ...common,
+      level: 'INFO',
+      category: 'technical',
+      event_type: 'http_served',
+      correlation_id: served.requestId,
+      request_id: served.requestId,
+      user_id: 'u-logged',
+      status_code: 200,
+    });
+    expect(refusedLine).toMatchObject({
+      ...common,
+      level: 'WARN',
+      category: 'security',
+      event_type: 'http_unauthenticated',
+      correlation_id: refused.requestId,
+      request_id: refused.requestId,
+      user_id: null,
+      status_code: 401,
+    });
+    // No token (header or query) in either line.
+    for (const line of [servedLine, refusedLine]) expect(JSON.stringify(line)).not.toMatch(/eyJ|forged|access_token/);
+  });
+
+  it('a restarted detector loses no block and detects again', async () => {
+    showLogsOnFailure();
+    const held = await blocksHeld(stack.extAuthzAdminUrls[0] ?? '');
+    expect(held).toBeGreaterThan(0);
+    await stack.stopService('threat-detector');
+    await stack.startService('threat-detector');
+    await everyReplicaHolds(held, 1_000);
+    // Envoy drops what it logs while the detector is away; once it sees it healthy again, its
+    // stream reopens with the next entry.
+    await waitUntil('Envoy to see the restarted detector healthy', 30_000, {}, async () => {
+      const clusters = await (await fetch(`${stack.envoyAdminUrl}/clusters`)).text();
+      const flags = clusters
+        .split('\n')
+        .filter((line) => line.startsWith('sekisho_threat_detector::') && line.includes('::health_flags::'));
+      return flags.length === 1 && flags[0]?.endsWith('::healthy')
+        ? { done: true, value: undefined }
+        : { done: false, detail: flags.join(' | ') || 'no endpoint yet' };
+    });
+    const attacker3 = '198.51.100.15';
+    for (let i = 0; i < 6; i++)
+      expect((await call('/api/v1/customer/profile', attacker3, `forged-${i}`)).status).toBe(401);
+    await everyReplicaHolds(held + 1, 10_000);
+    expect((await call('/api/v1/public/info', attacker3)).body.error?.code).toBe('IP_BLOCKED');
+  });
+
   it('with Redis down: the blocks held stay enforced, detection pauses, nobody else is refused', async () => {
     showLogsOnFailure();
     const control = stack.redis.control;
@@ -279,7 +368,7 @@ describe('threat detection through Envoy, the detector and two ext-authz replica
       expect((await call('/api/v1/customer/profile', bystander, token)).status).toBe(200);
       expect((await call('/api/v1/auth/login', '198.51.100.14', undefined, 'POST')).status).toBe(401);
       await waitUntil('the detector to pause', 10_000, {}, async () => {
-        const paused = await metric(`http://127.0.0.1:${detector.adminPort}`, /^sekisho_threat_detection_paused/);
+        const paused = await metric(detectorUrl, /^sekisho_threat_detection_paused/);
         return paused === 1 ? { done: true, value: undefined } : { done: false, detail: `paused ${paused}` };
       });
     } finally {
@@ -287,7 +376,7 @@ describe('threat detection through Envoy, the detector and two ext-authz replica
     }
     // The restarted redis-server is empty (no persistence in tests): the detector resumes counting.
     await waitUntil('the detector to resume', 10_000, {}, async () => {
-      const paused = await metric(`http://127.0.0.1:${detector.adminPort}`, /^sekisho_threat_detection_paused/);
+      const paused = await metric(detectorUrl, /^sekisho_threat_detection_paused/);
       return paused === 0 ? { done: true, value: undefined } : { done: false, detail: `paused ${paused}` };
     });
   });

@@ -41,6 +41,8 @@ export default defineGateway({
     extAuthz: { address: '127.0.0.1:9001', timeout: '500ms' },
     // redisFailureMode local: limits and the auth routes' blocks hold while Redis is down.
     rateLimit: { address: '127.0.0.1:9002', timeout: '100ms', failureMode: 'allow', redisFailureMode: 'local' },
+    // Receives Envoy's access log for threat detection (threat-detector/README.md).
+    threatDetector: { address: '127.0.0.1:9003' },
   },
   services: {
     customer: { endpoints: ['127.0.0.1:3001'], healthCheck: '/health' },
@@ -123,6 +125,14 @@ export default defineGateway({
       limits: [{ per: 'ip', limit: 5, window: '1m', blockFor: '15m' }],
     },
   ],
+  // reference §5.2, its values spelled out (they are also the defaults): the sign-in routes'
+  // own 401/403 count as failed logins next to ext-authz's refused tokens.
+  threats: {
+    loginRoutes: ['api-v1-auth-prefix'],
+    bruteForce: { failures: 5, within: '15m', blockIpFor: '1h' },
+    suspiciousUsage: { calls: 1000, within: '1h', limit: 10, per: '1m', for: '30m' },
+    dataExfiltration: { megabytes: 100, within: '1h', blockUserFor: '30m' },
+  },
   edge: {
     // The salon's PWA (and its dev server) may call the API from a browser. Security headers,
     // CSRF and compression are on by default.

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { GatewayDefinition } from '@sekisho/control-plane';
 import { compileDefinitionFile } from '@sekisho/control-plane/definition/load';
 import { policyServiceAddresses } from '@sekisho/control-plane/ir/clusters';
-import { extAuthzClusterName, rateLimitClusterName } from '@sekisho/control-plane/ir/names';
+import { extAuthzClusterName, rateLimitClusterName, threatDetectorClusterName } from '@sekisho/control-plane/ir/names';
 import { type DemoUpstream, startDemoUpstream } from '@sekisho/demo-upstream/server';
 import { assertBuilt, type BuiltService, productionNodeFlags } from './build';
 import { type ControlChannelCertificates, createControlChannelCertificates } from './control-channel-certs';
@@ -22,9 +22,10 @@ import { freePort, isPortFree, type ManagedProcess, spawnProcess } from './proce
 import { type RedisHandle, startRedis } from './redis';
 
 // The whole of Sekisho on one machine, exactly as it is deployed: Redis, the
-// control plane serving a gateway definition file, ext-authz and the rate-limit
-// service as their own processes, a demo upstream for every service the
-// definition names, and a real Envoy that knows only the control plane's address.
+// control plane serving a gateway definition file, ext-authz, the rate-limit service
+// and (when the definition has `threats`) the threat detector as their own processes,
+// a demo upstream for every service the definition names, and a real Envoy that
+// knows only the control plane's address.
 // `npm start` and the end-to-end tests both use this, so what the tests prove is
 // what a developer runs.
 
@@ -40,6 +41,7 @@ export interface StackOptions {
       | 'controlPlaneAdmin'
       | 'extAuthzAdmin'
       | 'ratelimitAdmin'
+      | 'threatDetectorAdmin'
       | 'envoyAdmin'
       | 'keyServer'
       | 'authEmulator',
@@ -91,6 +93,11 @@ export interface Stack {
    */
   extAuthzAdminUrls: string[];
   ratelimitAdminUrl: string;
+  /**
+   * The threat detector's admin server (/metrics, /status): the stack runs one detector, on
+   * `policyServices.threatDetector`'s first address, when the definition has `threats`; else undefined.
+   */
+  threatDetectorAdminUrl: string | undefined;
   /** The control channel's CA and certificates (mtls), removed at stop; undefined for plaintext. */
   controlChannel: ControlChannelCertificates | undefined;
   /** The control plane's ADS port. */
@@ -115,7 +122,12 @@ export interface Stack {
 }
 
 /** `ext-authz-2`, `ext-authz-3`…: the further ext-authz replicas. */
-export type ServiceName = 'control-plane' | 'ext-authz' | 'ratelimit-service' | `ext-authz-${number}`;
+export type ServiceName =
+  | 'control-plane'
+  | 'ext-authz'
+  | 'ratelimit-service'
+  | 'threat-detector'
+  | `ext-authz-${number}`;
 
 interface ServiceSpec {
   name: ServiceName;
@@ -127,8 +139,11 @@ interface ServiceSpec {
   readyUrl: string;
 }
 
-/** The stack runs one rate-limit replica (the first address) and one ext-authz replica per address. */
-function firstReplica(service: GatewayDefinition['policyServices']['extAuthz']): string {
+/**
+ * The stack runs one rate-limit replica and one threat detector (the first address) and one
+ * ext-authz replica per address.
+ */
+function firstReplica(service: Parameters<typeof policyServiceAddresses>[0]): string {
   const [first] = policyServiceAddresses(service);
   if (first === undefined) throw new Error('stack: a policy service without an address');
   return first;
@@ -140,6 +155,11 @@ function portOf(address: string): number {
   return port;
 }
 
+/** The threat detector's service when the stack runs one: the definition has `threats` and says where. */
+function threatDetectorOf(definition: GatewayDefinition) {
+  return definition.threats ? definition.policyServices.threatDetector : undefined;
+}
+
 /**
  * Fails before anything starts when a fixed port is taken (a second `npm start`, a local
  * service on 8080): otherwise the one that cannot bind fails late, and Envoy's listener only
@@ -147,6 +167,10 @@ function portOf(address: string): number {
  */
 async function refuseBusyPorts(definition: GatewayDefinition, ports: NonNullable<StackOptions['ports']>) {
   const { http, https } = definition.listeners;
+  const detector = threatDetectorOf(definition);
+  const detectorPort: Array<[string, number, string]> = detector
+    ? [['policyServices.threatDetector.address', portOf(firstReplica(detector)), '127.0.0.1']]
+    : [];
   const fixed: Array<[what: string, port: number, host: string]> = [
     ['listeners.http.port', http.port, http.address],
     ...(https ? [['listeners.https.port', https.port, https.address] as [string, number, string]] : []),
@@ -163,8 +187,10 @@ async function refuseBusyPorts(definition: GatewayDefinition, ports: NonNullable
       '127.0.0.1',
     ]),
     ['policyServices.rateLimit.address', portOf(firstReplica(definition.policyServices.rateLimit)), '127.0.0.1'],
+    ...detectorPort,
     ...Object.entries(ports)
-      .filter(([, port]) => Boolean(port))
+      // The detector's admin port matters only when the stack runs a detector.
+      .filter(([name, port]) => Boolean(port) && (name !== 'threatDetectorAdmin' || detector !== undefined))
       .map(([name, port]): [string, number, string] => [`ports.${name}`, port as number, '127.0.0.1']),
   ];
   const busy: string[] = [];
@@ -187,6 +213,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     controlPlaneAdmin: await port('controlPlaneAdmin'),
     extAuthzAdmin: await port('extAuthzAdmin'),
     ratelimitAdmin: await port('ratelimitAdmin'),
+    threatDetectorAdmin: await port('threatDetectorAdmin'),
     envoyAdmin: await port('envoyAdmin'),
     keyServer: await port('keyServer'),
   };
@@ -363,14 +390,38 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         readyUrl: `http://127.0.0.1:${ports.ratelimitAdmin}/readyz`,
       },
     } satisfies Record<string, ServiceSpec>;
+    const detector = threatDetectorOf(definition);
+    // The detector reads its rules from the access-log entries themselves (the control plane's
+    // custom tag), so it needs only where to listen and the Redis ext-authz reads blocks from.
+    const detectorSpec: ServiceSpec | undefined = detector && {
+      name: 'threat-detector',
+      entry: 'threat-detector/src/main.ts',
+      built: 'threat-detector',
+      env: {
+        ...common,
+        THREAT_GRPC_PORT: String(portOf(firstReplica(detector))),
+        THREAT_ADMIN_PORT: String(ports.threatDetectorAdmin),
+        THREAT_REDIS_URL: redisUrl,
+      },
+      readyUrl: `http://127.0.0.1:${ports.threatDetectorAdmin}/readyz`,
+    };
     serviceSpecs = new Map<ServiceName, ServiceSpec>([
       ['control-plane', specs['control-plane']],
       ['ratelimit-service', specs['ratelimit-service']],
       ...extAuthzSpecs.map((spec): [ServiceName, ServiceSpec] => [spec.name, spec]),
+      ...(detectorSpec ? [['threat-detector', detectorSpec] as [ServiceName, ServiceSpec]] : []),
     ]);
     await step('starting the control plane', () => launch(specs['control-plane']));
-    await step('starting ext-authz and the rate-limit service', () =>
-      Promise.all([...extAuthzSpecs.map(launch), launch(specs['ratelimit-service'])]),
+    await step(
+      detectorSpec
+        ? 'starting ext-authz, the rate-limit service and the threat detector'
+        : 'starting ext-authz and the rate-limit service',
+      () =>
+        Promise.all([
+          ...extAuthzSpecs.map(launch),
+          launch(specs['ratelimit-service']),
+          ...(detectorSpec ? [launch(detectorSpec)] : []),
+        ]),
     );
 
     envoy = await step('starting Envoy', () =>
@@ -409,10 +460,14 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     }
     // The policy services' clusters are health-checked: until the first check passes, Envoy
     // would answer 503 for every request (authentication fails closed).
-    await step('waiting for Envoy to see ext-authz and the rate-limit service healthy', () =>
-      Promise.all(
-        [extAuthzClusterName, rateLimitClusterName].map((name) => startedEnvoy.waitForHealthyCluster(name, 60_000)),
-      ),
+    // The detector's too: until then Envoy drops the access-log entries it cannot stream.
+    const policyClusters = [
+      extAuthzClusterName,
+      rateLimitClusterName,
+      ...(threatDetectorOf(definition) ? [threatDetectorClusterName] : []),
+    ];
+    await step(`waiting for Envoy to see ${policyClusters.join(', ')} healthy`, () =>
+      Promise.all(policyClusters.map((name) => startedEnvoy.waitForHealthyCluster(name, 60_000))),
     );
   } catch (error) {
     const output = logs(40);
@@ -441,6 +496,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     extAuthzAdminUrl: `http://127.0.0.1:${ports.extAuthzAdmin}`,
     extAuthzAdminUrls: extAuthzAdminPorts.map((port) => `http://127.0.0.1:${port}`),
     ratelimitAdminUrl: `http://127.0.0.1:${ports.ratelimitAdmin}`,
+    threatDetectorAdminUrl: threatDetectorOf(definition) && `http://127.0.0.1:${ports.threatDetectorAdmin}`,
     controlChannel: certificates,
     xdsPort: ports.controlPlaneXds,
     redis,

@@ -10,6 +10,9 @@ import { pack } from './any';
 import { type ClientAddressChain, cdnHeaders, clientAddressHeaders } from './client-address';
 import { httpFilterNames } from './filter-names';
 
+/** Envoy's own name for the path before a rewrite (what %PATH(ORIG)% reads). */
+export const originalPathHeader = 'x-envoy-original-path';
+
 /** The first filter of every chain: strip, then X-Forwarded-For = the derived client address. */
 export function requestHeaderHygiene(ir: GatewayIR, chain: ClientAddressChain): HttpFilter {
   const remove = [
@@ -31,6 +34,15 @@ export function requestHeaderHygiene(ir: GatewayIR, chain: ClientAddressChain): 
               // entry, the address every rule and limit used.
               append: {
                 header: { key: 'x-forwarded-for', value: '%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%' },
+                appendAction: HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+              },
+            },
+            {
+              // The path the client asked for, without its query, before a route rewrites it:
+              // the router would record it only without suppress_envoy_headers, and the access
+              // log's endpoint (%PATH(NQ:ORIG_OR_PATH)%) reads it. A client's own copy is replaced.
+              append: {
+                header: { key: originalPathHeader, value: '%PATH(NQ)%' },
                 appendAction: HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
               },
             },

@@ -49,6 +49,7 @@ describe('translate', () => {
     expect(resources.get(typeUrls.cluster)?.map((resource) => resource.name)).toEqual([
       'sekisho_ext_authz',
       'sekisho_ratelimit',
+      'sekisho_threat_detector',
       'svc_appointment',
       'svc_customer',
       'svc_notification',

@@ -16,6 +16,7 @@ const schema = z.object({
   CONTROL_PLANE_ADMIN_PORT: envPort(18001),
   EXT_AUTHZ_ADMIN_PORT: envPort(9101),
   RATELIMIT_ADMIN_PORT: envPort(9102),
+  THREAT_ADMIN_PORT: envPort(9103),
   ENVOY_ADMIN_PORT: envPort(9901),
   DEV_KEY_SERVER_PORT: envPort(9099),
   /** Also run the Firebase Auth emulator, and let ext-authz accept its unsigned tokens. */
@@ -46,6 +47,7 @@ const stack = await startStack({
     controlPlaneAdmin: config.CONTROL_PLANE_ADMIN_PORT,
     extAuthzAdmin: config.EXT_AUTHZ_ADMIN_PORT,
     ratelimitAdmin: config.RATELIMIT_ADMIN_PORT,
+    threatDetectorAdmin: config.THREAT_ADMIN_PORT,
     envoyAdmin: config.ENVOY_ADMIN_PORT,
     keyServer: config.DEV_KEY_SERVER_PORT,
     authEmulator: config.AUTH_EMULATOR_PORT,
@@ -138,7 +140,12 @@ ${httpLine}  Envoy admin:        ${stack.envoyAdminUrl}
   Control channel:    ${stack.controlChannel ? `mutual TLS on port ${stack.xdsPort} (CA and certificates for this run: ${stack.controlChannel.dir})` : `plaintext on loopback, port ${stack.xdsPort}`}
   ext-authz:          ${stack.extAuthzAdminUrl}/status
   rate-limit service: ${stack.ratelimitAdminUrl}/status
-  Redis:              ${stack.redis.url} (${stack.redis.source})
+${
+  stack.threatDetectorAdminUrl
+    ? `  threat detector:    ${stack.threatDetectorAdminUrl}/status (blocks: npm run admin -- unblock-ip|unblock-user)
+`
+    : ''
+}  Redis:              ${stack.redis.url} (${stack.redis.source})
   Definition:         ${definitionFile} (edit it: changes are applied live)
 
 Development ID tokens (valid for one hour; signed by the local key server):
