@@ -217,6 +217,17 @@ describe('control plane main', () => {
     expect(stderr).toContain('CONTROL_PLANE_DEFINITION');
   }, 30_000);
 
+  it('reads the cluster drain as a duration (10 s by default) and refuses one that is not', () => {
+    const base = { CONTROL_PLANE_DEFINITION: 'gateway.yaml' };
+    expect(configSchema.parse(base).CONTROL_PLANE_CLUSTER_DRAIN).toBe(10_000);
+    expect(configSchema.parse({ ...base, CONTROL_PLANE_CLUSTER_DRAIN: '45s' }).CONTROL_PLANE_CLUSTER_DRAIN).toBe(
+      45_000,
+    );
+    const refused = configSchema.safeParse({ ...base, CONTROL_PLANE_CLUSTER_DRAIN: 'soon' });
+    expect(refused.success).toBe(false);
+    expect(refused.error?.issues[0]?.path).toEqual(['CONTROL_PLANE_CLUSTER_DRAIN']);
+  });
+
   it('as a process: exits 2 naming CONTROL_PLANE_HOST when it is not loopback and there is no TLS', async () => {
     const { code, stderr } = await runMain({ CONTROL_PLANE_DEFINITION: good, CONTROL_PLANE_HOST: '0.0.0.0' });
     expect(code).toBe(2);

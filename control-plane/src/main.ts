@@ -66,6 +66,12 @@ export const configSchema = z
     CONTROL_PLANE_DEBOUNCE_MAX: envDuration('10s'),
     /** HTTP/2 keepalive pings on every xDS connection: a peer that does not answer is dropped. */
     CONTROL_PLANE_KEEPALIVE: envDuration('30s'),
+    /**
+     * How long a cluster no route names any more is still served after the proxy ACKed the new
+     * routes: requests that matched the old route are still in ext_authz and the rate-limit
+     * filter and look their cluster up after them. Keep it above those filters' timeouts.
+     */
+    CONTROL_PLANE_CLUSTER_DRAIN: envDuration('10s'),
     LOG_LEVEL: envLogLevel(),
   })
   .superRefine((config, ctx) => {
@@ -218,6 +224,7 @@ export async function startControlPlane(
     logger,
     registry,
     classify: (node) => views.classify(node),
+    clusterDrainMs: config.CONTROL_PLANE_CLUSTER_DRAIN,
     ...(tls ? { authorize: (node, view, der) => authorize(node, peerIdentityOf(der), trustDomain, view) } : {}),
   });
   let grpc: Awaited<ReturnType<typeof startGrpcServer>>;
