@@ -137,26 +137,65 @@ export function namesIn(response: DiscoveryResponse): string[] {
   });
 }
 
-/** One ADS stream from a real grpc-js client; responses queue until read. */
-export class AdsTestStream {
-  readonly call: ClientDuplexStream<DiscoveryRequest, DiscoveryResponse>;
-  private readonly queue: DiscoveryResponse[] = [];
-  private readonly waiters: Array<(r: DiscoveryResponse) => void> = [];
+/**
+ * Responses of one real grpc-js stream, queued until read: what the SotW and delta test
+ * streams share (reading, waiting, the end of the stream).
+ */
+class ResponseQueue<Request, Response> {
+  private readonly queue: Response[] = [];
+  private readonly waiters: Array<(r: Response) => void> = [];
   ended?: ServiceError | 'ok';
 
-  constructor(client: AggregatedDiscoveryServiceClient) {
-    this.call = client.streamAggregatedResources();
-    this.call.on('data', (response: DiscoveryResponse) => {
+  constructor(
+    stream: ClientDuplexStream<Request, Response>,
+    private readonly kind: string,
+    private readonly describe: (r: Response) => string,
+  ) {
+    stream.on('data', (response: Response) => {
       const waiter = this.waiters.shift();
       if (waiter) waiter(response);
       else this.queue.push(response);
     });
-    this.call.on('error', (error: ServiceError) => {
+    stream.on('error', (error: ServiceError) => {
       this.ended = error;
     });
-    this.call.on('end', () => {
+    stream.on('end', () => {
       this.ended ??= 'ok';
     });
+  }
+
+  next(timeoutMs = 3_000): Promise<Response> {
+    const queued = this.queue.shift();
+    if (queued) return Promise.resolve(queued);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        reject(new Error(`no ${this.kind} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const waiter = (r: Response) => {
+        clearTimeout(timer);
+        resolve(r);
+      };
+      this.waiters.push(waiter);
+    });
+  }
+
+  /** Resolves when no response arrives for `ms`; rejects with the response otherwise. */
+  async expectNothing(ms = 300): Promise<void> {
+    await new Promise((r) => setTimeout(r, ms));
+    const stray = this.queue.shift();
+    if (stray) throw new Error(`unexpected response: ${this.describe(stray)}`);
+  }
+}
+
+/** One ADS stream from a real grpc-js client; responses queue until read. */
+export class AdsTestStream extends ResponseQueue<DiscoveryRequest, DiscoveryResponse> {
+  readonly call: ClientDuplexStream<DiscoveryRequest, DiscoveryResponse>;
+
+  constructor(client: AggregatedDiscoveryServiceClient) {
+    const call = client.streamAggregatedResources();
+    super(call, 'DiscoveryResponse', (r) => `${r.typeUrl} version ${r.versionInfo} nonce ${r.nonce}`);
+    this.call = call;
   }
 
   send(request: Partial<DiscoveryRequest> & { typeUrl: string }, nodeId?: string, cluster = 'test'): void {
@@ -178,56 +217,19 @@ export class AdsTestStream {
     });
   }
 
-  next(timeoutMs = 3_000): Promise<DiscoveryResponse> {
-    const queued = this.queue.shift();
-    if (queued) return Promise.resolve(queued);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters.splice(this.waiters.indexOf(waiter), 1);
-        reject(new Error(`no DiscoveryResponse within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const waiter = (r: DiscoveryResponse) => {
-        clearTimeout(timer);
-        resolve(r);
-      };
-      this.waiters.push(waiter);
-    });
-  }
-
-  /** Resolves when no response arrives for `ms`; rejects with the response otherwise. */
-  async expectNothing(ms = 300): Promise<void> {
-    await new Promise((r) => setTimeout(r, ms));
-    const stray = this.queue.shift();
-    if (stray) {
-      throw new Error(`unexpected response: ${stray.typeUrl} version ${stray.versionInfo} nonce ${stray.nonce}`);
-    }
-  }
-
   cancel(): void {
     this.call.cancel();
   }
 }
 
 /** One delta ADS stream from a real grpc-js client; responses queue until read. */
-export class DeltaTestStream {
+export class DeltaTestStream extends ResponseQueue<DeltaDiscoveryRequest, DeltaDiscoveryResponse> {
   readonly call: ClientDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>;
-  private readonly queue: DeltaDiscoveryResponse[] = [];
-  private readonly waiters: Array<(r: DeltaDiscoveryResponse) => void> = [];
-  ended?: ServiceError | 'ok';
 
   constructor(client: AggregatedDiscoveryServiceClient) {
-    this.call = client.deltaAggregatedResources();
-    this.call.on('data', (response: DeltaDiscoveryResponse) => {
-      const waiter = this.waiters.shift();
-      if (waiter) waiter(response);
-      else this.queue.push(response);
-    });
-    this.call.on('error', (error: ServiceError) => {
-      this.ended = error;
-    });
-    this.call.on('end', () => {
-      this.ended ??= 'ok';
-    });
+    const call = client.deltaAggregatedResources();
+    super(call, 'DeltaDiscoveryResponse', (r) => `${r.typeUrl} version ${r.systemVersionInfo}`);
+    this.call = call;
   }
 
   send(request: Partial<DeltaDiscoveryRequest> & { typeUrl: string }, node?: Partial<Node>): void {
@@ -244,28 +246,6 @@ export class DeltaTestStream {
       responseNonce: response.nonce,
       errorDetail: { code: 3, message, details: [] },
     });
-  }
-
-  next(timeoutMs = 3_000): Promise<DeltaDiscoveryResponse> {
-    const queued = this.queue.shift();
-    if (queued) return Promise.resolve(queued);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters.splice(this.waiters.indexOf(waiter), 1);
-        reject(new Error(`no DeltaDiscoveryResponse within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const waiter = (r: DeltaDiscoveryResponse) => {
-        clearTimeout(timer);
-        resolve(r);
-      };
-      this.waiters.push(waiter);
-    });
-  }
-
-  async expectNothing(ms = 300): Promise<void> {
-    await new Promise((r) => setTimeout(r, ms));
-    const stray = this.queue.shift();
-    if (stray) throw new Error(`unexpected response: ${stray.typeUrl} version ${stray.systemVersionInfo}`);
   }
 
   cancel(): void {
