@@ -1,5 +1,6 @@
 import type { Logger } from '@sekisho/service-kit/logger';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { connectSubscribedChannel } from '../redis-channel';
 import {
   type AccountChange,
   type AccountEntry,
@@ -238,45 +239,24 @@ export class RedisAccountStore implements AccountView {
 
   /** Connects and starts the first load; resolves at once (start-up never waits for Redis). */
   start(): void {
-    const keys = accountKeys(this.opts.keyPrefix);
-    const options = {
-      connectTimeout: 2_000,
-      maxRetriesPerRequest: 0,
-      enableOfflineQueue: false,
-      retryStrategy: (attempt: number) => Math.min(100 * 2 ** attempt, 2_000),
-    };
-    // The loads may be asked for before this connection is up: they wait for it (bounded by
-    // the command timeout) rather than fail at once.
-    this.commands = new Redis(this.opts.url, { ...options, enableOfflineQueue: true, commandTimeout: 5_000 });
-    // Resubscribing is done here on every 'ready', followed by a full load.
-    this.subscriber = new Redis(this.opts.url, { ...options, autoResubscribe: false });
-    let errorLogged = false;
-    for (const client of [this.commands, this.subscriber]) {
-      client.on('error', (error: Error) => {
-        if (errorLogged) return;
-        errorLogged = true;
-        this.opts.logger.warn(
-          { category: 'technical', event_type: 'accounts_redis_error', error_details: error.message },
-          'account state: Redis connection error; keeping the last state and reconnecting',
-        );
-      });
-    }
-    this.subscriber.on('ready', () => {
-      errorLogged = false;
-      this.subscriber?.subscribe(keys.channel).then(
-        () => {
-          this.setSubscribed(true);
-          void this.sync(this.syncs === 0 ? 'initial' : 'resubscribed');
-        },
-        () => {
-          // The connection dropped again; the next 'ready' retries.
-        },
-      );
+    const { commands, subscriber } = connectSubscribedChannel({
+      url: this.opts.url,
+      channel: accountKeys(this.opts.keyPrefix).channel,
+      logger: this.opts.logger,
+      onErrorLog: {
+        category: 'technical',
+        event_type: 'accounts_redis_error',
+        message: 'account state: Redis connection error; keeping the last state and reconnecting',
+      },
+      subscribed: () => {
+        this.setSubscribed(true);
+        void this.sync(this.syncs === 0 ? 'initial' : 'resubscribed');
+      },
+      unsubscribed: () => this.setSubscribed(false),
+      message: (text) => this.onMessage(text),
     });
-    this.subscriber.on('close', () => this.setSubscribed(false));
-    this.subscriber.on('message', (channel: string, text: string) => {
-      if (channel === keys.channel) this.onMessage(text);
-    });
+    this.commands = commands;
+    this.subscriber = subscriber;
     this.timer = setInterval(() => void this.sync('scheduled'), this.opts.resyncMs);
     this.timer.unref();
     if (this.opts.prune) {

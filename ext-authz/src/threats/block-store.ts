@@ -13,7 +13,8 @@ import {
   threatChangeSchema,
   threatKeys,
 } from '@sekisho/service-kit/threat-contract';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { connectSubscribedChannel } from '../redis-channel';
 import { ThreatTable, type ThreatView } from './state';
 
 /** Reads every block not yet expired at nowMs; records that do not parse are skipped and counted. */
@@ -123,39 +124,24 @@ export class RedisThreatStore implements ThreatView {
 
   /** Connects and starts the first load; resolves at once (start-up never waits for Redis). */
   start(): void {
-    const keys = threatKeys(this.opts.keyPrefix);
-    const options = {
-      connectTimeout: 2_000,
-      maxRetriesPerRequest: 0,
-      retryStrategy: (attempt: number) => Math.min(100 * 2 ** attempt, 2_000),
-    };
-    this.commands = new Redis(this.opts.url, { ...options, enableOfflineQueue: true, commandTimeout: 5_000 });
-    this.subscriber = new Redis(this.opts.url, { ...options, enableOfflineQueue: false, autoResubscribe: false });
-    let errorLogged = false;
-    for (const client of [this.commands, this.subscriber]) {
-      client.on('error', (error: Error) => {
-        if (errorLogged) return;
-        errorLogged = true;
-        this.opts.logger.warn(
-          { category: 'security', event_type: 'threat_state_redis_error', error_details: error.message },
-          'threat state: Redis connection error; the blocks in force stay enforced',
-        );
-      });
-    }
-    this.subscriber.on('ready', () => {
-      errorLogged = false;
-      this.subscriber?.subscribe(keys.channel).then(
-        () => {
-          this.setSubscribed(true);
-          void this.sync();
-        },
-        () => {},
-      );
+    const { commands, subscriber } = connectSubscribedChannel({
+      url: this.opts.url,
+      channel: threatKeys(this.opts.keyPrefix).channel,
+      logger: this.opts.logger,
+      onErrorLog: {
+        category: 'security',
+        event_type: 'threat_state_redis_error',
+        message: 'threat state: Redis connection error; the blocks in force stay enforced',
+      },
+      subscribed: () => {
+        this.setSubscribed(true);
+        void this.sync();
+      },
+      unsubscribed: () => this.setSubscribed(false),
+      message: (text) => this.onMessage(text),
     });
-    this.subscriber.on('close', () => this.setSubscribed(false));
-    this.subscriber.on('message', (channel: string, text: string) => {
-      if (channel === keys.channel) this.onMessage(text);
-    });
+    this.commands = commands;
+    this.subscriber = subscriber;
     this.timer = setInterval(() => void this.sync(), this.opts.resyncMs);
     this.timer.unref();
   }
