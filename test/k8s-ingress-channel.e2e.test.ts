@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createControlChannelCertificates } from '@sekisho/devstack/control-channel-certs';
 import { resolveEnvoyBinary } from '@sekisho/devstack/envoy';
-import { repoRoot } from '@sekisho/devstack/paths';
 import { freePort, type ManagedProcess, spawnProcess, waitUntil } from '@sekisho/devstack/processes';
 import { issueClientCertificate, issueServerCertificate } from '@sekisho/devstack/tls-certs';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -16,6 +15,7 @@ import {
   ingressSdsDir,
   ingressXdsTlsDir,
 } from './k8s-ingress-bootstrap';
+import { oneRouteDefinitionYaml, startControlPlaneOverMtls } from './support';
 
 // k8s/base/ingress/bootstrap.yaml and its two SDS files run with the real Envoy against the
 // control plane process over mutual TLS, laid out as the pod has them: the SDS files where the
@@ -26,7 +26,6 @@ import {
 
 // biome-ignore lint/suspicious/noExplicitAny: the bootstrap and Envoy's /certs JSON, read field by field.
 type Json = Record<string, any>;
-const tsx = join(repoRoot, 'node_modules', '.bin', 'tsx');
 const processes: ManagedProcess[] = [];
 let dir: string | undefined;
 
@@ -49,9 +48,13 @@ describe('the ingress bootstrap of k8s/ on its control channel', () => {
   it('is served over mutual TLS and loads a renewed client certificate with no restart', async () => {
     const envoy = await resolveEnvoyBinary();
     if (envoy.kind !== 'binary') throw new Error('this test needs an Envoy binary: run `npm run setup`');
-    const [xdsPort, cpAdminPort, listenerPort, envoyAdminPort, statsPort] = await Promise.all(
-      Array.from({ length: 5 }, () => freePort()),
-    );
+    const [xdsPort, cpAdminPort, listenerPort, envoyAdminPort, statsPort] = await Promise.all([
+      freePort(),
+      freePort(),
+      freePort(),
+      freePort(),
+      freePort(),
+    ]);
     dir = await mkdtemp(join(tmpdir(), 'sekisho-k8s-ingress-'));
     const certs = await createControlChannelCertificates(join(dir, 'issued'), { clients: [] });
     // The control plane's certificate carries its Service's name, as cert-manager's does.
@@ -72,43 +75,19 @@ describe('the ingress bootstrap of k8s/ on its control channel', () => {
       'tls.key': first.privateKeyPem,
     });
 
-    await writeFile(
-      join(dir, 'gateway.yaml'),
-      [
-        'listeners:',
-        `  http: { address: 127.0.0.1, port: ${listenerPort} }`,
-        'identity:',
-        '  firebase: { projectId: demo-salon }',
-        '  groupClaim: tier',
-        '  groups: { basic_customer: [read:own_profile] }',
-        'policyServices:',
-        '  extAuthz: { address: 127.0.0.1:19001 }',
-        '  rateLimit: { address: 127.0.0.1:19002 }',
-        'services:',
-        '  customer: { endpoints: [127.0.0.1:3001] }',
-        'routes:',
-        '  - { match: GET /api/v1/customer/profile, to: customer, require: [read:own_profile] }',
-        '',
-      ].join('\n'),
-    );
-    const controlPlane = spawnProcess({
-      name: 'control-plane',
-      command: tsx,
-      args: [join(repoRoot, 'control-plane', 'src', 'main.ts')],
-      env: {
-        ...process.env,
-        CONTROL_PLANE_DEFINITION: join(dir, 'gateway.yaml'),
-        CONTROL_PLANE_XDS_PORT: String(xdsPort),
-        CONTROL_PLANE_ADMIN_PORT: String(cpAdminPort),
-        CONTROL_PLANE_TLS_CERT_FILE: join(dir, 'cp.crt'),
-        CONTROL_PLANE_TLS_KEY_FILE: join(dir, 'cp.key'),
-        CONTROL_PLANE_TLS_CLIENT_CA_FILE: certs.caFile,
-        CONTROL_PLANE_TLS_TRUST_DOMAIN: certs.trustDomain,
-        LOG_LEVEL: 'warn',
+    await writeFile(join(dir, 'gateway.yaml'), oneRouteDefinitionYaml(listenerPort));
+    const controlPlane = await startControlPlaneOverMtls({
+      definitionFile: join(dir, 'gateway.yaml'),
+      xdsPort,
+      adminPort: cpAdminPort,
+      tls: {
+        certFile: join(dir, 'cp.crt'),
+        keyFile: join(dir, 'cp.key'),
+        clientCaFile: certs.caFile,
+        trustDomain: certs.trustDomain,
       },
     });
     processes.push(controlPlane);
-    await controlPlane.waitForHttp(`http://127.0.0.1:${cpAdminPort}/readyz`, 60_000);
 
     // The ConfigMap's files, with the mount paths of this run and loopback ports.
     const configMap = join(dir, 'configmap');

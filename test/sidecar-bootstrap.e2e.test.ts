@@ -3,12 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createControlChannelCertificates } from '@sekisho/devstack/control-channel-certs';
 import { resolveEnvoyBinary } from '@sekisho/devstack/envoy';
-import { repoRoot } from '@sekisho/devstack/paths';
 import { freePort, type ManagedProcess, spawnProcess, waitUntil } from '@sekisho/devstack/processes';
 import { configSchema } from '@sekisho/injector/config';
 import { handleReview } from '@sekisho/injector/review';
 import jsonpatch from 'fast-json-patch';
 import { afterAll, describe, expect, it } from 'vitest';
+import { oneRouteDefinitionYaml, startControlPlaneOverMtls } from './support';
 
 // The injector's output run for real: a pod's AdmissionReview through handleReview, the patch
 // applied, the sidecar container started as the kubelet would start it (same command and
@@ -28,7 +28,6 @@ interface Status {
     types: Record<string, { ackedVersion?: string }>;
   }>;
 }
-const tsx = join(repoRoot, 'node_modules', '.bin', 'tsx');
 const processes: ManagedProcess[] = [];
 let dir: string | undefined;
 
@@ -41,29 +40,15 @@ describe('an injected sidecar', () => {
   it('connects to the control plane with its workload identity and becomes ready', async () => {
     const envoy = await resolveEnvoyBinary();
     if (envoy.kind !== 'binary') throw new Error('this test needs an Envoy binary: run `npm run setup`');
-    const [xdsPort, adminPort, listenerPort, healthPort, proxyAdminPort] = await Promise.all(
-      Array.from({ length: 5 }, () => freePort()),
-    );
+    const [xdsPort, adminPort, listenerPort, healthPort, proxyAdminPort] = await Promise.all([
+      freePort(),
+      freePort(),
+      freePort(),
+      freePort(),
+      freePort(),
+    ]);
     dir = await mkdtemp(join(tmpdir(), 'sekisho-sidecar-'));
-    await writeFile(
-      join(dir, 'gateway.yaml'),
-      [
-        'listeners:',
-        `  http: { address: 127.0.0.1, port: ${listenerPort} }`,
-        'identity:',
-        '  firebase: { projectId: demo-salon }',
-        '  groupClaim: tier',
-        '  groups: { basic_customer: [read:own_profile] }',
-        'policyServices:',
-        '  extAuthz: { address: 127.0.0.1:19001 }',
-        '  rateLimit: { address: 127.0.0.1:19002 }',
-        'services:',
-        '  customer: { endpoints: [127.0.0.1:3001] }',
-        'routes:',
-        '  - { match: GET /api/v1/customer/profile, to: customer, require: [read:own_profile] }',
-        '',
-      ].join('\n'),
-    );
+    await writeFile(join(dir, 'gateway.yaml'), oneRouteDefinitionYaml(listenerPort));
     const certs = await createControlChannelCertificates(join(dir, 'channel'), { clients: [] });
     // What the kubelet mounts for a Secret: ca.crt, tls.crt, tls.key in one directory.
     const secretDir = async (name: string, uri: string) => {
@@ -77,24 +62,18 @@ describe('an injected sidecar', () => {
     };
     const customerTls = await secretDir('sekisho-xds-customer', 'spiffe://sekisho.local/sidecar/customer');
     const otherTls = await secretDir('sekisho-xds-appointment', 'spiffe://sekisho.local/sidecar/appointment');
-    const controlPlane = spawnProcess({
-      name: 'control-plane',
-      command: tsx,
-      args: [join(repoRoot, 'control-plane', 'src', 'main.ts')],
-      env: {
-        ...process.env,
-        CONTROL_PLANE_DEFINITION: join(dir, 'gateway.yaml'),
-        CONTROL_PLANE_XDS_PORT: String(xdsPort),
-        CONTROL_PLANE_ADMIN_PORT: String(adminPort),
-        CONTROL_PLANE_TLS_CERT_FILE: certs.controlPlane.certFile,
-        CONTROL_PLANE_TLS_KEY_FILE: certs.controlPlane.keyFile,
-        CONTROL_PLANE_TLS_CLIENT_CA_FILE: certs.caFile,
-        CONTROL_PLANE_TLS_TRUST_DOMAIN: 'sekisho.local',
-        LOG_LEVEL: 'warn',
+    const controlPlane = await startControlPlaneOverMtls({
+      definitionFile: join(dir, 'gateway.yaml'),
+      xdsPort,
+      adminPort,
+      tls: {
+        certFile: certs.controlPlane.certFile,
+        keyFile: certs.controlPlane.keyFile,
+        clientCaFile: certs.caFile,
+        trustDomain: 'sekisho.local',
       },
     });
     processes.push(controlPlane);
-    await controlPlane.waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, 60_000);
 
     const injectorConfig = (tlsDir: string) =>
       configSchema.parse({
