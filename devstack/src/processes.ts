@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { createServer, Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -370,8 +371,35 @@ export async function isPortFree(port: number, host = '127.0.0.1'): Promise<bool
   }
 }
 
-/** A TCP port that is free on 127.0.0.1 right now (the OS picks it). */
+/**
+ * The kernel's range for the local ports of outgoing connections. A port chosen inside it can
+ * be taken by any client connection (an e2e test opening thousands) between the moment it is
+ * found free and the moment the server binds it.
+ */
+function ephemeralPortRange(): { low: number; high: number } {
+  try {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (low && high) return { low, high };
+  } catch {
+    // Not Linux: fall through to the usual default.
+  }
+  return { low: 32768, high: 60999 };
+}
+
+/**
+ * A TCP port that is free on 127.0.0.1 right now, taken below the ephemeral range so that no
+ * outgoing connection can take it before the server that asked for it binds it (the OS picks
+ * one when that range leaves no room below it, or after 50 ports found in use).
+ */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const { low } = ephemeralPortRange();
+  const floor = 10_000;
+  if (low - floor >= 1_000) {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const port = floor + Math.floor(Math.random() * (low - floor));
+      if (await isPortFree(port, host)) return port;
+    }
+  }
   const server = createServer();
   server.listen(0, host);
   await once(server, 'listening');
