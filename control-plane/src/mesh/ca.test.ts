@@ -132,10 +132,16 @@ describe('MeshCa', () => {
     it('never outlives its CA', () => {
       const caNotAfter = new Date(certOf(ca.cert).validTo).getTime();
       const time = fakeTime(caNotAfter - 10 * minute);
-      const { mesh } = create({ now: time.now, schedule: time.schedule, ttlMs: hour });
+      const { mesh, records } = create({ now: time.now, schedule: time.schedule, ttlMs: hour });
       expect(mesh.current(customer)).toBeUndefined();
       mesh.secretsFor(customer);
       expect(mesh.current(customer)?.notAfter.getTime()).toBe(Math.floor(caNotAfter / 1000) * 1000);
+      expect(records.find((r) => r.event_type === 'mesh_ca_expiring')?.level).toBe('WARN');
+      // Renewed at half of what is left, and, once the CA has expired, no more than once a minute.
+      expect(time.pending()).toEqual([caNotAfter - time.now() - 5 * minute]);
+      mesh.onRotation(() => mesh.secretsFor(customer));
+      time.advance(20 * minute);
+      expect(time.pending()).toEqual([minute]);
       mesh.close();
     });
   });

@@ -234,11 +234,18 @@ export class MeshCa implements WorkloadSecrets {
       ttlMs: this.ttlMs,
       backdateMs: this.backdateMs,
     });
-    // The lifetime counted from now, not from the backdated notBefore.
+    // The lifetime counted from now, not from the backdated notBefore. Cut short by the CA's own
+    // expiry, it is still renewed no more often than a full-length one would be (no busy loop
+    // re-issuing certificates of an expired CA).
     const lifetime = certificate.notAfter.getTime() - now;
+    if (lifetime < this.ttlMs)
+      this.log.warn(
+        { event_type: 'mesh_ca_expiring', spiffe_id: spiffeId, ca_not_after: this.ca.notAfter.toISOString() },
+        'the mesh CA expires before a full-length workload certificate would: renew the CA',
+      );
     const entry: Issued = {
       certificate,
-      renewAtMs: now + Math.max(1_000, lifetime * this.renewAt),
+      renewAtMs: now + Math.max(lifetime * this.renewAt, Math.min(60_000, this.ttlMs * this.renewAt)),
       resources: [certificateSecret(certificate)],
     };
     this.issued.set(spiffeId, entry);
