@@ -44,7 +44,8 @@ interface Issued {
   certificate: IssuedCertificate;
   /** When it is replaced (ms since the epoch). */
   renewAtMs: number;
-  resources: Resource[];
+  /** Its Secret, packed once. */
+  secret: Resource;
 }
 
 const defaultSchedule: Schedule = (delayMs, run) => {
@@ -115,16 +116,15 @@ export class MeshCa implements WorkloadSecrets {
       throw new RangeError(`renewAt must be between 0 and 1, got ${this.renewAt}`);
     this.backdateMs = Math.min(opts.backdateMs ?? 5 * 60_000, this.ttlMs / 4);
     this.log = opts.logger.child({ category: 'security', component: 'mesh-ca' });
-    const loadErrors = new Counter({
-      name: 'sekisho_mesh_ca_load_errors_total',
-      help: 'Mesh CA files that changed but could not be used (the last good CA is kept)',
-      registers: [opts.registry],
-    });
-    // Checked before the metrics below exist: a bad CA at start-up stops the process.
+    // Checked before any metric is registered: a bad CA at start-up stops the process.
     this.ca = loadCaMaterial(opts.source, new Date(this.now()));
     this.trustBundle = trustBundleSecret(this.ca.bundlePem);
     this.metrics = {
-      loadErrors,
+      loadErrors: new Counter({
+        name: 'sekisho_mesh_ca_load_errors_total',
+        help: 'Mesh CA files that changed but could not be used (the last good CA is kept)',
+        registers: [opts.registry],
+      }),
       issued: new Counter({
         name: 'sekisho_mesh_certificates_issued_total',
         help: 'Workload certificates the mesh CA issued',
@@ -177,7 +177,7 @@ export class MeshCa implements WorkloadSecrets {
     const now = this.now();
     let entry = this.issued.get(spiffeId);
     if (!entry || entry.renewAtMs <= now) entry = this.issue(spiffeId, now);
-    return [entry.resources[0] as Resource, this.trustBundle];
+    return [entry.secret, this.trustBundle];
   }
 
   onRotation(listener: () => void): void {
@@ -246,7 +246,7 @@ export class MeshCa implements WorkloadSecrets {
     const entry: Issued = {
       certificate,
       renewAtMs: now + Math.max(lifetime * this.renewAt, Math.min(60_000, this.ttlMs * this.renewAt)),
-      resources: [certificateSecret(certificate)],
+      secret: certificateSecret(certificate),
     };
     this.issued.set(spiffeId, entry);
     this.metrics.issued.inc();
