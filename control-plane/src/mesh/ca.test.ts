@@ -1,5 +1,14 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Secret } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/secret';
@@ -262,6 +271,35 @@ describe('MeshCa', () => {
       const rotated = new Promise<void>((resolve) => mesh.onRotation(resolve));
       for (const file of ['tls.key', 'ca.crt', 'tls.crt']) copyFileSync(join(next.secretDir, file), join(secret, file));
       await rotated;
+      mesh.close();
+    });
+    it("follows a Kubernetes Secret volume's ..data symlink swap", async () => {
+      // The kubelet's layout: tls.crt -> ..data/tls.crt, ..data -> ..<timestamp>/, swapped by a rename.
+      const volume = join(dir, 'volume');
+      const first = createTestCa(join(dir, 'volume-first'), { name: 'first' });
+      const second = createTestCa(join(dir, 'volume-second'), { name: 'second' });
+      mkdirSync(volume);
+      for (const [name, from] of [
+        ['..2026_a', first],
+        ['..2026_b', second],
+      ] as const) {
+        mkdirSync(join(volume, name));
+        for (const file of ['tls.crt', 'tls.key', 'ca.crt'])
+          copyFileSync(join(from.secretDir, file), join(volume, name, file));
+      }
+      symlinkSync('..2026_a', join(volume, '..data'));
+      for (const file of ['tls.crt', 'tls.key', 'ca.crt']) symlinkSync(join('..data', file), join(volume, file));
+      const { mesh } = create({ source: { kind: 'directory', dir: volume }, pollIntervalMs: 50 });
+      const issuer = () =>
+        new X509Certificate(
+          pemBlocks(decode(mesh.secretsFor(customer)[0]).tlsCertificate?.certificateChain?.inlineString ?? '')[0] ?? '',
+        ).issuer;
+      expect(issuer()).toContain('first intermediate');
+      const rotated = new Promise<void>((resolve) => mesh.onRotation(resolve));
+      symlinkSync('..2026_b', join(volume, '..data_tmp'));
+      renameSync(join(volume, '..data_tmp'), join(volume, '..data'));
+      await rotated;
+      expect(issuer()).toContain('second intermediate');
       mesh.close();
     });
   });
