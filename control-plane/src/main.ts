@@ -16,6 +16,8 @@ import { authorize, checkTrustDomain, peerIdentityOf } from './channel/identity'
 import { createServerTls, readServerTls, type ServerTls, serverTlsVariables } from './channel/server-tls';
 import type { FieldError } from './definition/load';
 import { LastGoodStore } from './last-good';
+import { loadCaMaterial } from './mesh/ca-material';
+import { caSourceOf, checkMeshCaConfig, meshCaConfigFields } from './mesh/config';
 import { DefinitionWatcher, type DefinitionWatcherOptions, describeFieldError } from './watch';
 import { SnapshotCache } from './xds/cache';
 import { createAdsServer } from './xds/server';
@@ -72,9 +74,12 @@ export const configSchema = z
      * filter and look their cluster up after them. Keep it above those filters' timeouts.
      */
     CONTROL_PLANE_CLUSTER_DRAIN: envDuration('10s'),
+    /** The mesh CA (workload certificates over SDS): see src/mesh/config.ts and the README's Mesh CA. */
+    ...meshCaConfigFields,
     LOG_LEVEL: envLogLevel(),
   })
   .superRefine((config, ctx) => {
+    checkMeshCaConfig(config, ctx);
     const adminHost = config.CONTROL_PLANE_ADMIN_HOST ?? config.CONTROL_PLANE_HOST;
     if (!isLoopbackHost(adminHost) && config.CONTROL_PLANE_ADMIN_TOKEN_FILE === undefined) {
       ctx.addIssue({
@@ -129,6 +134,8 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv = process.env): Co
   const files = tlsFilesOf(config);
   if (files) readServerTls(files);
   if (config.CONTROL_PLANE_ADMIN_TOKEN_FILE) readAdminToken(config.CONTROL_PLANE_ADMIN_TOKEN_FILE);
+  const meshCa = caSourceOf(config);
+  if (meshCa) loadCaMaterial(meshCa);
   return config;
 }
 
