@@ -107,7 +107,12 @@ describe('check', () => {
     const set = Object.fromEntries((response.okResponse?.headers ?? []).map((h) => [h.header?.key, h.header?.value]));
     expect(set[identityHeaders.userId]).toBe('user-1');
     expect(set[identityHeaders.email]).toBe('taro.yamada@example.com');
-    expect(response.dynamicMetadata).toEqual({ user_id: 'user-1', group: 'basic_customer' });
+    // auth_time: the threat detector's sign-in fact (a token with a new one is a sign-in).
+    expect(response.dynamicMetadata).toEqual({
+      user_id: 'user-1',
+      group: 'basic_customer',
+      auth_time: expect.stringMatching(/^\d+$/),
+    });
 
     expect(lines).toMatchObject([
       // A token issued at sign-in (iat = auth_time), seen for the first time.
