@@ -201,6 +201,35 @@ describe('geo anomaly in the detector', () => {
   });
 });
 
+describe('geo anomaly with Redis down', () => {
+  it('keeps the sign-in waiting, pauses detection, refuses nobody, and judges it once Redis is back', async () => {
+    if (!redis.control) throw new Error('this test needs a spawned redis-server (unset REDIS_URL)');
+    const keys = `test:${randomUUID()}`;
+    const clock = { now: start };
+    const app = await startApp(keys, clock);
+    await send(app, signIn('u-9', 1_000, tokyo));
+    await redis.control.down();
+    try {
+      await send(app, signIn('u-9', 2_000, north(5_000)));
+      expect(await metric(app, 'sekisho_threat_detection_paused')).toBe(1);
+      // The calls count and the sign-in both wait.
+      expect(app.detector.pendingKeys).toBe(2);
+    } finally {
+      await redis.control.up();
+    }
+    await waitUntil('the detector to flush again', 10_000, {}, async () => {
+      await app.detector.flush();
+      return (await metric(app, 'sekisho_threat_detection_paused')) === 0
+        ? { done: true, value: undefined }
+        : { done: false, detail: 'still paused' };
+    });
+    // The test's redis-server restarts empty: the waiting sign-in is judged as a first one.
+    expect(await metric(app, 'sekisho_threat_sign_ins_total', { result: 'first' })).toBe(2);
+    expect(await blocks(keys)).toEqual([]);
+    expect(app.detector.pendingKeys).toBe(0);
+  });
+});
+
 describe('openGeoIpDatabase', () => {
   it('reads coordinates of a known address and nothing for one outside the database', async () => {
     const database = await openGeoIpDatabase(geoipTestDatabase);
