@@ -150,14 +150,11 @@ export class Detector {
         const usual = await claimSignIn(redis, prefix, signIn.user, signIn.authTimeS, rule.rememberMs);
         if (usual === undefined) continue;
         const place = signIn.place ?? (signIn.ip === '' ? undefined : this.opts.geoip?.lookup(signIn.ip));
-        if (!place) {
-          this.opts.events.signIn('unlocated');
-          continue;
-        }
-        const here = { latitude: place.latitude, longitude: place.longitude, atMs: nowMs };
+        const here = place && { latitude: place.latitude, longitude: place.longitude, atMs: nowMs };
         if (signIn.secondFactor) {
-          this.opts.events.signIn('second_factor');
-          await recordPlace(redis, prefix, signIn.user, here, rule);
+          // Lifted wherever it happened: a second factor answers the state even from a place unknown.
+          this.opts.events.signIn(here ? 'second_factor' : 'unlocated');
+          if (here) await recordPlace(redis, prefix, signIn.user, here, rule);
           if (await liftBlock(redis, prefix, `auth:${signIn.user}`))
             this.opts.logger.info(
               {
@@ -168,6 +165,10 @@ export class Detector {
               },
               'a second factor lifted the additional-authentication state',
             );
+          continue;
+        }
+        if (!place || !here) {
+          this.opts.events.signIn('unlocated');
           continue;
         }
         const verdict = judgeSignIn(place, usual, rule, nowMs);
@@ -187,6 +188,7 @@ export class Detector {
         return;
       }
     }
+    this.setPaused(false);
   }
 
   private async act(detection: Detection, details: Record<string, unknown> = {}): Promise<void> {

@@ -158,6 +158,17 @@ describe('geo anomaly in the detector', () => {
     expect(await blocks(keys)).toEqual([]);
   });
 
+  it('lifts the state at a second-factor sign-in from a place it cannot locate, remembering no place', async () => {
+    const keys = `test:${randomUUID()}`;
+    const app = await startApp(keys, { now: start });
+    await send(app, signIn('u-10', 1_000, tokyo));
+    await send(app, signIn('u-10', 2_000, north(5_000)));
+    expect(await blocks(keys)).toHaveLength(1);
+    await send(app, signIn('u-10', 2_100, undefined, 'totp'));
+    expect(await blocks(keys)).toEqual([]);
+    expect(await reader.llen(threatKeys(keys).locations('u-10'))).toBe(1);
+  });
+
   it("copies the user's trusted devices into the state", async () => {
     const keys = `test:${randomUUID()}`;
     const clock = { now: start };
