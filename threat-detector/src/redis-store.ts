@@ -181,7 +181,10 @@ export async function recordPlace(
 
 /** The hashes of the devices an operator trusted for the user (admin trust-device). */
 export async function trustedDevices(redis: Redis, prefix: string, user: string): Promise<string[]> {
-  return (await redis.smembers(threatKeys(prefix).devices(user))).filter((hash) => /^[0-9a-f]{64}$/.test(hash));
+  // At most what the record holds (threat-contract.ts): a longer list would not parse anywhere.
+  return (await redis.smembers(threatKeys(prefix).devices(user)))
+    .filter((hash) => /^[0-9a-f]{64}$/.test(hash))
+    .slice(0, 100);
 }
 
 /** True when a block was in force and is now lifted on every replica. */
