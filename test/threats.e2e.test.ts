@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '@sekisho/devstack/paths';
@@ -365,6 +366,52 @@ describe('threat detection through Envoy, the detector and two ext-authz replica
         : { done: false, detail: `${held.join(', ')} (before: ${before.join(', ')})` };
     });
     for (let i = 0; i < 2; i++) expect((await profile(again, sydney)).status).toBe(200);
+  });
+
+  it("never takes a direct client's own location headers: its far sign-in is unlocated, not an anomaly", async () => {
+    showLogsOnFailure();
+    const unlocated = () => metric(detectorUrl, /^sekisho_threat_sign_ins_total\{[^}]*result="unlocated"/);
+    const judgedFirst = () => metric(detectorUrl, /^sekisho_threat_sign_ins_total\{[^}]*result="first"/);
+    const firsts = await judgedFirst();
+    const home = await stack.mintToken('u-direct', { authTime: new Date(Date.now() - 60_000) });
+    expect(
+      (
+        await call('/api/v1/customer/profile', bystander, home, 'GET', undefined, {
+          'cf-iplatitude': '35.6895',
+          'cf-iplongitude': '139.6917',
+        })
+      ).status,
+    ).toBe(200);
+    await waitUntil('the home sign-in judged', 10_000, {}, async () =>
+      (await judgedFirst()) > firsts ? { done: true, value: undefined } : { done: false, detail: 'not yet' },
+    );
+    const before = await unlocated();
+    const token = await stack.mintToken('u-direct', { authTime: new Date(Date.now() - 30_000) });
+    // 127.0.0.3 is not edge.trustedProxies: its CDN headers are removed by the first filter.
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest(
+        {
+          host: '127.0.0.1',
+          port: new URL(stack.gatewayUrl).port,
+          path: '/api/v1/customer/profile',
+          localAddress: '127.0.0.3',
+          agent: false,
+          headers: { authorization: `Bearer ${token}`, 'cf-iplatitude': '51.5074', 'cf-iplongitude': '-0.1278' },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    expect(status).toBe(200);
+    await waitUntil('the direct sign-in judged unlocated', 10_000, {}, async () => {
+      const now = await unlocated();
+      return now > before ? { done: true, value: undefined } : { done: false, detail: `${now}` };
+    });
+    expect((await call('/api/v1/customer/profile', bystander, token)).status).toBe(200);
   });
 
   it("writes Envoy's stdout line of each request in the reference's log structure, the user from ext-authz", async () => {
