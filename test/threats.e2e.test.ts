@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '@sekisho/devstack/paths';
@@ -71,6 +72,8 @@ beforeAll(async () => {
         loginRoutes: ['sign-in'],
         suspiciousUsage: { calls: 20, limit: 3 },
         dataExfiltration: { megabytes: 0.05 },
+        // Short enough to watch it expire; the other tests' sign-ins carry no place.
+        geoAnomaly: { for: '20s' },
         flushInterval: '100ms',
       },
     }),
@@ -91,7 +94,14 @@ const showLogsOnFailure = () => showStackLogsOnFailure(() => stack);
 const attacker = '198.51.100.10';
 const bystander = '198.51.100.11';
 
-async function call(path: string, ip: string, token?: string, method = 'GET', body?: string) {
+async function call(
+  path: string,
+  ip: string,
+  token?: string,
+  method = 'GET',
+  body?: string,
+  extraHeaders: Record<string, string> = {},
+) {
   const response = await fetch(`${stack.gatewayUrl}${path}`, {
     method,
     ...(body !== undefined ? { body } : {}),
@@ -101,6 +111,7 @@ async function call(path: string, ip: string, token?: string, method = 'GET', bo
       'accept-language': 'en',
       'accept-encoding': 'identity',
       ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...extraHeaders,
     },
   });
   const text = await response.text();
@@ -259,6 +270,148 @@ describe('threat detection through Envoy, the detector and two ext-authz replica
     expect(result.code, result.stderr).toBe(0);
     await everyReplicaHolds(0, 1_000, 'user');
     expect((await call('/api/v1/customer/profile', bystander, hoarder)).status).toBe(200);
+  });
+
+  it('a sign-in 9,000 km from the usual place needs a second factor on both replicas, until it expires', async () => {
+    showLogsOnFailure();
+    // The loopback client is the trusted proxy (edge.trustedProxies), so its CDN headers stand.
+    const tokyo = { 'cf-iplatitude': '35.6895', 'cf-iplongitude': '139.6917' };
+    const london = { 'cf-iplatitude': '51.5074', 'cf-iplongitude': '-0.1278' };
+    const signedIn = (secondsAgo: number, secondFactor?: string) =>
+      stack.mintToken('u-traveller', {
+        authTime: new Date(Date.now() - secondsAgo * 1000),
+        ...(secondFactor
+          ? {
+              claims: {
+                firebase: { identities: {}, sign_in_provider: 'password', sign_in_second_factor: secondFactor },
+              },
+            }
+          : {}),
+      });
+    const signIns = (result: string) =>
+      metric(detectorUrl, new RegExp(`^sekisho_threat_sign_ins_total\\{[^}]*result="${result}"`));
+    const judged = (result: string, count: number) =>
+      waitUntil(`the detector to judge ${count} ${result} sign-ins`, 10_000, {}, async () => {
+        const seen = await signIns(result);
+        return seen >= count ? { done: true, value: undefined } : { done: false, detail: `${seen}` };
+      });
+    const profile = (token: string, headers: Record<string, string> = {}) =>
+      call('/api/v1/customer/profile', bystander, token, 'GET', undefined, headers);
+
+    const atHome = await signedIn(120);
+    expect((await profile(atHome, tokyo)).status).toBe(200);
+    await judged('first', 1);
+    const abroad = await signedIn(60);
+    // The far sign-in itself was served: the detector acts on what Envoy already answered.
+    expect((await profile(abroad, london)).status).toBe(200);
+    await everyReplicaHolds(1, 10_000, 'auth');
+    for (let i = 0; i < 4; i++) {
+      for (const token of [abroad, atHome]) {
+        const refused = await profile(token, tokyo);
+        expect(refused.status).toBe(401);
+        expect(refused.body).toMatchObject({ success: false, error: { code: 'ADDITIONAL_AUTH_REQUIRED' }, data: null });
+        expect(refused.headers.get('www-authenticate')).toContain('insufficient_user_authentication');
+      }
+    }
+    expect(
+      await metric(
+        stack.extAuthzAdminUrls[1] ?? '',
+        /^sekisho_ext_authz_threat_refusals_total\{[^}]*rule="geo_anomaly"/,
+      ),
+    ).toBeGreaterThan(0);
+    expect(await metric(detectorUrl, /^security_events\{[^}]*rule="geo_anomaly",severity="medium"/)).toBe(1);
+    // Someone else is not affected.
+    expect((await profile(await stack.mintToken('u-stay-at-home'), tokyo)).status).toBe(200);
+
+    // A device an operator registered passes; the header alone did not.
+    const device = { ...tokyo, 'x-device-id': 'e2e-laptop-0123456789' };
+    expect((await profile(atHome, device)).status).toBe(401);
+    const trusted = await admin('trust-device', 'u-traveller', device['x-device-id']);
+    expect(trusted.code, trusted.stderr).toBe(0);
+    expect(trusted.stdout).toContain('state in force was updated');
+    await waitUntil('the trusted device to reach the replicas', 5_000, {}, async () => {
+      const status = (await profile(atHome, device)).status;
+      return status === 200 ? { done: true, value: undefined } : { done: false, detail: `${status}` };
+    });
+    for (let i = 0; i < 3; i++) expect((await profile(atHome, device)).status).toBe(200);
+    expect((await profile(atHome, tokyo)).status).toBe(401);
+
+    // A second factor after the far sign-in passes at once, and the detector lifts the state.
+    const verified = await signedIn(30, 'phone');
+    for (let i = 0; i < 2; i++) expect((await profile(verified, london)).status).toBe(200);
+    await everyReplicaHolds(0, 10_000, 'auth');
+    expect((await profile(abroad, london)).status).toBe(200);
+
+    // Another far sign-in, without a second factor: refused, then served once the state expired.
+    // London is usual now (shown with a second factor), so the far place is Sydney.
+    const sydney = { 'cf-iplatitude': '-33.8688', 'cf-iplongitude': '151.2093' };
+    const inForce = () =>
+      Promise.all(
+        stack.extAuthzAdminUrls.map(
+          async (url) =>
+            ((await (await fetch(`${url}/status`)).json()) as { threats: { blocks_in_force: number } }).threats
+              .blocks_in_force,
+        ),
+      );
+    const before = await inForce();
+    const again = await signedIn(10);
+    expect((await profile(again, sydney)).status).toBe(200);
+    await everyReplicaHolds(1, 10_000, 'auth');
+    expect((await profile(again, sydney)).body.error?.code).toBe('ADDITIONAL_AUTH_REQUIRED');
+    // Each replica's own clock ends it (no request needed, so the user's call count stays low).
+    await waitUntil('the state to expire on both replicas (20 s)', 40_000, {}, async () => {
+      const held = await inForce();
+      return held.every((count, index) => count === before[index])
+        ? { done: true, value: undefined }
+        : { done: false, detail: `${held.join(', ')} (before: ${before.join(', ')})` };
+    });
+    for (let i = 0; i < 2; i++) expect((await profile(again, sydney)).status).toBe(200);
+  });
+
+  it("never takes a direct client's own location headers: its far sign-in is unlocated, not an anomaly", async () => {
+    showLogsOnFailure();
+    const unlocated = () => metric(detectorUrl, /^sekisho_threat_sign_ins_total\{[^}]*result="unlocated"/);
+    const judgedFirst = () => metric(detectorUrl, /^sekisho_threat_sign_ins_total\{[^}]*result="first"/);
+    const firsts = await judgedFirst();
+    const home = await stack.mintToken('u-direct', { authTime: new Date(Date.now() - 60_000) });
+    expect(
+      (
+        await call('/api/v1/customer/profile', bystander, home, 'GET', undefined, {
+          'cf-iplatitude': '35.6895',
+          'cf-iplongitude': '139.6917',
+        })
+      ).status,
+    ).toBe(200);
+    await waitUntil('the home sign-in judged', 10_000, {}, async () =>
+      (await judgedFirst()) > firsts ? { done: true, value: undefined } : { done: false, detail: 'not yet' },
+    );
+    const before = await unlocated();
+    const token = await stack.mintToken('u-direct', { authTime: new Date(Date.now() - 30_000) });
+    // 127.0.0.3 is not edge.trustedProxies: its CDN headers are removed by the first filter.
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest(
+        {
+          host: '127.0.0.1',
+          port: new URL(stack.gatewayUrl).port,
+          path: '/api/v1/customer/profile',
+          localAddress: '127.0.0.3',
+          agent: false,
+          headers: { authorization: `Bearer ${token}`, 'cf-iplatitude': '51.5074', 'cf-iplongitude': '-0.1278' },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    expect(status).toBe(200);
+    await waitUntil('the direct sign-in judged unlocated', 10_000, {}, async () => {
+      const now = await unlocated();
+      return now > before ? { done: true, value: undefined } : { done: false, detail: `${now}` };
+    });
+    expect((await call('/api/v1/customer/profile', bystander, token)).status).toBe(200);
   });
 
   it("writes Envoy's stdout line of each request in the reference's log structure, the user from ext-authz", async () => {

@@ -163,7 +163,11 @@ describe('ext-authz over gRPC', () => {
       [identityHeaders.permissions]: 'read:own_profile,create:appointments',
     });
     expect(response.okResponse?.headersToRemove).toEqual([identityHeaders.phone]);
-    expect(response.dynamicMetadata).toEqual({ user_id: 'user-1', group: 'verified_customer' });
+    expect(response.dynamicMetadata).toEqual({
+      user_id: 'user-1',
+      group: 'verified_customer',
+      auth_time: expect.stringMatching(/^\d+$/),
+    });
   });
 
   it.each([

@@ -53,6 +53,12 @@ export function toCheckResponse(decision: Decision, ctx: ResponseContext): Check
           dynamicMetadata: {
             [authzDynamicMetadataKeys.userId]: identity.userId,
             ...(identity.group ? { [authzDynamicMetadataKeys.group]: identity.group.name } : {}),
+            ...(identity.authTimeS !== undefined
+              ? { [authzDynamicMetadataKeys.authTime]: String(identity.authTimeS) }
+              : {}),
+            ...(identity.secondFactor !== undefined
+              ? { [authzDynamicMetadataKeys.secondFactor]: identity.secondFactor }
+              : {}),
             ...(decision.dryRunDenied ? { [authzDynamicMetadataKeys.dryRunDenied]: decision.dryRunDenied.code } : {}),
           },
         }
@@ -130,6 +136,8 @@ function wwwAuthenticate(code: ErrorCode, tokenError: boolean): string | undefin
     return `Bearer realm="sekisho", error="invalid_token", error_description="${description}"`;
   }
   if (code === 'INSUFFICIENT_PERMISSIONS') return 'Bearer realm="sekisho", error="insufficient_scope"';
+  // RFC 9470 (step-up authentication): the token is genuine, the sign-in behind it not enough.
+  if (code === 'ADDITIONAL_AUTH_REQUIRED') return 'Bearer realm="sekisho", error="insufficient_user_authentication"';
   return undefined;
 }
 

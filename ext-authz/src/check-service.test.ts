@@ -11,6 +11,7 @@ import { DenialLogLimiter } from './denial-log-limiter';
 import { VerifiedTokenCache, verifyFirebaseIdToken } from './firebase/verify';
 import { createExtAuthzMetrics } from './metrics';
 import { compileAuthzPolicy } from './policy';
+import { ThreatTable } from './threats/state';
 
 // check() end to end minus the socket: real RS256 tokens and the real verifier, the
 // real logger writing into memory, the real metrics. The gRPC socket is in app.test.ts.
@@ -107,7 +108,12 @@ describe('check', () => {
     const set = Object.fromEntries((response.okResponse?.headers ?? []).map((h) => [h.header?.key, h.header?.value]));
     expect(set[identityHeaders.userId]).toBe('user-1');
     expect(set[identityHeaders.email]).toBe('taro.yamada@example.com');
-    expect(response.dynamicMetadata).toEqual({ user_id: 'user-1', group: 'basic_customer' });
+    // auth_time: the threat detector's sign-in fact (a token with a new one is a sign-in).
+    expect(response.dynamicMetadata).toEqual({
+      user_id: 'user-1',
+      group: 'basic_customer',
+      auth_time: expect.stringMatching(/^\d+$/),
+    });
 
     expect(lines).toMatchObject([
       // A token issued at sign-in (iat = auth_time), seen for the first time.
@@ -132,6 +138,34 @@ describe('check', () => {
     expect(all).not.toContain(token);
     expect(all).not.toContain('taro.yamada');
     expect(all).not.toContain('9012345678');
+  });
+
+  it('logs a geo anomaly refusal as a security event with its rule and severity, never the device id', async () => {
+    const threats = new ThreatTable();
+    const untilMs = Date.now() + 3_600_000;
+    threats.replace([
+      { kind: 'auth', subject: 'user-1', rule: 'geo_anomaly', severity: 'medium', untilMs, authTimeS: 0, devices: [] },
+    ]);
+    const { deps, lines, raw, registry } = setup({ threats });
+    const token = await mint();
+    const response = await check(
+      request({ authorization: `Bearer ${token}`, extraHeaders: { 'x-device-id': 'unregistered-device-0001' } }),
+      deps,
+    );
+    expect(response.deniedResponse?.status?.code).toBe(401);
+    expect(lines.find((line) => line.event_type === 'additional_auth_required')).toMatchObject({
+      category: 'security',
+      user_id: 'user-1',
+      status_code: 401,
+      rule: 'geo_anomaly',
+      severity: 'medium',
+      blocked_until: new Date(untilMs).toISOString(),
+      error_details: { code: 'ADDITIONAL_AUTH_REQUIRED', reason: 'additional_auth_required' },
+    });
+    expect(raw.join('')).not.toContain('unregistered-device-0001');
+    expect(await registry.getSingleMetricAsString('sekisho_ext_authz_threat_refusals_total')).toContain(
+      'code="ADDITIONAL_AUTH_REQUIRED",rule="geo_anomaly",severity="medium"',
+    );
   });
 
   it('logs failed_auth with the request facts, never the token or query string', async () => {

@@ -283,6 +283,12 @@ const denialRecords: Record<
   },
   IP_BLOCKED: { category: 'security', event: 'ip_blocked', status: 403, message: 'request from a blocked IP address' },
   USER_BLOCKED: { category: 'security', event: 'user_blocked', status: 403, message: 'request of a blocked user' },
+  ADDITIONAL_AUTH_REQUIRED: {
+    category: 'security',
+    event: 'additional_auth_required',
+    status: 401,
+    message: 'sign-in far from the usual location: a second factor or a trusted device is required',
+  },
   RATE_LIMIT_EXCEEDED: {
     category: 'security',
     event: 'rate_limit_aggressive',

@@ -5,10 +5,11 @@ import {
   identityHeaders,
   sekishoHeaderPrefix,
 } from '@sekisho/service-kit/contract';
+import { deviceIdHeader } from '@sekisho/service-kit/threat-contract';
 import { type AccountEntry, type AccountView, accountRefusal } from './accounts/state';
 import type { FirebaseClaims, RejectReason, VerifyResult } from './firebase/verify';
 import type { CompiledPolicy, Group } from './policy';
-import type { ThreatRefusal, ThreatView } from './threats/state';
+import type { AuthProof, ThreatRefusal, ThreatView } from './threats/state';
 
 // The authorization decision for one request, as a pure function of the request's
 // headers, the route's requirements, the compiled policy and a token verifier.
@@ -73,6 +74,9 @@ export interface Identity {
   phoneNumber?: string;
   /** The policy group whose permissions apply; undefined when the caller has none the policy knows. */
   group?: Group;
+  /** The token's auth_time (seconds) and second factor: the detector's sign-in facts. */
+  authTimeS?: number;
+  secondFactor?: string;
 }
 
 export type DenyCode =
@@ -86,7 +90,8 @@ export type DenyCode =
   | 'SERVICE_UNAVAILABLE'
   | 'IP_BLOCKED'
   | 'USER_BLOCKED'
-  | 'RATE_LIMIT_EXCEEDED';
+  | 'RATE_LIMIT_EXCEEDED'
+  | 'ADDITIONAL_AUTH_REQUIRED';
 
 export type DenyReason =
   | RejectReason
@@ -239,18 +244,23 @@ export async function decide(
   // Never dry-run either: the detector saw this user's traffic, whatever the route.
   const userBlock = threats?.userRefusal(claims.uid, nowMs);
   if (userBlock !== undefined) return { ...threatDenial(userBlock), userId: claims.uid };
+  const authState = threats?.authRefusal(claims.uid, nowMs, authProof(input, claims.payload));
+  if (authState !== undefined) return { ...threatDenial(authState), userId: claims.uid };
   const group = groupOf(claims.payload, policy, account);
   const refusal = policyRefusal(input, claims, group, policy, account);
   // Dry-run: a verified caller the policy would refuse is let through, marked for the
   // upstream. A missing or failed token is never let through: nobody would be verified.
   if (refusal !== undefined && !(route.dryRun && dryRunnable.has(refusal.reason))) return refusal;
 
+  const secondFactor = secondFactorOf(claims.payload);
   const identity: Identity = {
     userId: claims.uid,
     ...(claims.email !== undefined ? { email: claims.email } : {}),
     ...(claims.emailVerified !== undefined ? { emailVerified: claims.emailVerified } : {}),
     ...(claims.phoneNumber !== undefined ? { phoneNumber: claims.phoneNumber } : {}),
     ...(group ? { group } : {}),
+    ...(typeof claims.payload.auth_time === 'number' ? { authTimeS: claims.payload.auth_time } : {}),
+    ...(secondFactor !== undefined ? { secondFactor } : {}),
   };
   const headersToSet = identityHeaderValues(identity);
   if (refusal !== undefined) headersToSet.push([dryRunDeniedHeader, refusal.code]);
@@ -280,6 +290,23 @@ function threatDenial(refusal: ThreatRefusal): Denial {
     threat: { rule: block.rule, severity: block.severity, untilMs: block.untilMs },
     ...(refusal.code === 'RATE_LIMIT_EXCEEDED' ? { retryAfterSeconds: refusal.retryAfterSeconds } : {}),
   };
+}
+
+/** What the token and the request show against a geo anomaly's additional-authentication state. */
+function authProof(input: CheckInput, payload: Readonly<Record<string, unknown>>): AuthProof {
+  return {
+    authTimeS: typeof payload.auth_time === 'number' ? payload.auth_time : 0,
+    secondFactor: secondFactorOf(payload) !== undefined,
+    deviceId: header(input.headers, deviceIdHeader),
+  };
+}
+
+/** firebase.sign_in_second_factor ("phone", "totp"), which Firebase sets on an MFA sign-in. */
+export function secondFactorOf(payload: Readonly<Record<string, unknown>>): string | undefined {
+  const firebase = payload.firebase;
+  if (typeof firebase !== 'object' || firebase === null) return undefined;
+  const factor = (firebase as Record<string, unknown>).sign_in_second_factor;
+  return typeof factor === 'string' && factor !== '' ? factor : undefined;
 }
 
 /**

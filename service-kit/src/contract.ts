@@ -74,6 +74,13 @@ export const authzDynamicMetadataKeys = {
    * done, as it counts requests without a token before asking anyone.
    */
   authenticationFailed: 'authentication_failed',
+  /**
+   * The verified token's auth_time (seconds, as a decimal string) and its
+   * firebase.sign_in_second_factor when it has one: the threat detector's sign-in facts (a new
+   * auth_time is a sign-in; a second factor makes its place trusted).
+   */
+  authTime: 'auth_time',
+  secondFactor: 'second_factor',
 } as const;
 
 /** The ratelimit filter's domain and the descriptor entry keys the control plane emits. */

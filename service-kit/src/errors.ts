@@ -39,6 +39,11 @@ export const errorCatalogue = {
     ja: '不審な操作が検出されたため、このアカウントは一時的に利用できません',
     en: 'This account is temporarily blocked because of suspicious activity.',
   },
+  ADDITIONAL_AUTH_REQUIRED: {
+    status: 401,
+    ja: '普段と異なる場所からのログインが検出されました。追加の認証を行ってください',
+    en: 'A sign-in from an unusual location was detected. Please complete additional authentication.',
+  },
   GEO_BLOCKED: {
     status: 403,
     ja: 'お住まいの地域からはご利用いただけません',

@@ -2,6 +2,7 @@
 // detection: the rules the control plane hands the detector (through Envoy's gRPC access log,
 // as one custom tag), and the block records the detector writes to Redis for ext-authz. One
 // place, so the writer and the readers cannot drift apart.
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 
 /** The custom tag of every gRPC access-log entry that carries the rules (compact JSON). */
@@ -28,16 +29,36 @@ export const threatRulesSchema = z.strictObject({
     .strictObject({ calls: positive, withinMs: positive, limit: positive, limitWindowMs: positive, forMs: positive })
     .optional(),
   dataExfiltration: z.strictObject({ bytes: positive, withinMs: positive, blockMs: positive }).optional(),
+  /**
+   * A sign-in (a token with an auth_time the detector has not seen for the user) farther than
+   * `distanceKm` from every one of the user's usual locations → additional authentication for
+   * `forMs`. The usual locations are the last `usualLocations` trusted sign-ins' places, kept
+   * `rememberMs`. The location headers reach the log only from a trusted proxy (Envoy removes
+   * a direct client's copies).
+   */
+  geoAnomaly: z
+    .strictObject({
+      distanceKm: z.number().positive(),
+      forMs: positive,
+      usualLocations: positive,
+      rememberMs: positive,
+      latitudeHeader: z.string().min(1),
+      longitudeHeader: z.string().min(1),
+    })
+    .optional(),
 });
 export type ThreatRules = z.infer<typeof threatRulesSchema>;
 
-export type ThreatRule = 'brute_force' | 'suspicious_usage' | 'data_exfiltration';
+export type ThreatRule = 'brute_force' | 'suspicious_usage' | 'data_exfiltration' | 'geo_anomaly';
 export type Severity = 'low' | 'medium' | 'high' | 'critical';
 
 /**
  * One action in force. `ip`: every request from the address is refused (IP_BLOCKED);
  * `user`: every request of the verified user is refused (USER_BLOCKED); `limit`: the user
- * gets `limit` requests per `windowMs` (RATE_LIMIT_EXCEEDED beyond).
+ * gets `limit` requests per `windowMs` (RATE_LIMIT_EXCEEDED beyond); `auth`: the user's requests
+ * are refused (ADDITIONAL_AUTH_REQUIRED) unless the token shows a second factor from a sign-in
+ * at or after `authTimeS` (the far sign-in's auth_time, in seconds), or the request names one
+ * of `devices` (SHA-256 hex of device ids an operator trusted for the user).
  */
 export const threatBlockSchema = z.discriminatedUnion('kind', [
   z.strictObject({
@@ -63,6 +84,15 @@ export const threatBlockSchema = z.discriminatedUnion('kind', [
     limit: positive,
     windowMs: positive,
   }),
+  z.strictObject({
+    kind: z.literal('auth'),
+    subject: z.string().min(1),
+    rule: z.string(),
+    severity: z.string(),
+    untilMs: z.number(),
+    authTimeS: z.number(),
+    devices: z.array(z.string().regex(/^[0-9a-f]{64}$/)).max(100),
+  }),
 ]);
 export type ThreatBlock = z.infer<typeof threatBlockSchema>;
 
@@ -78,6 +108,11 @@ export function threatKeys(prefix: string) {
     records: `${prefix}:blocks:records`,
     channel: `${prefix}:blocks:changes`,
     counter: (name: string, subject: string) => `${prefix}:count:${name}:${subject}`,
+    /** Per user: the newest auth_time seen (a string key), and the usual locations (a list). */
+    lastSignIn: (uid: string) => `${prefix}:signin:last:${uid}`,
+    locations: (uid: string) => `${prefix}:signin:locations:${uid}`,
+    /** Per user: the SHA-256 hex of each device id an operator trusted (a set). */
+    devices: (uid: string) => `${prefix}:devices:${uid}`,
   };
 }
 export const defaultThreatKeyPrefix = 'sekisho:threats';
@@ -92,3 +127,11 @@ export const threatChangeSchema = z.union([
   z.strictObject({ op: z.literal('unblock'), member: z.string().min(1) }),
 ]);
 export type ThreatChange = z.infer<typeof threatChangeSchema>;
+
+/** The request header naming the client's device (checked against the user's trusted set). */
+export const deviceIdHeader = 'x-device-id';
+
+/** How a device id is kept and compared: never the id itself, which works like a credential. */
+export function deviceHash(deviceId: string): string {
+  return createHash('sha256').update(deviceId).digest('hex');
+}

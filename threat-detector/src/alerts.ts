@@ -24,7 +24,12 @@ export interface AlertOptions {
 /** The message: what happened and what was done, never a token (the subject is an IP or a uid). */
 export function alertText(detection: Detection): string {
   const { block } = detection;
-  const action = block.kind === 'ip' ? 'IP blocked' : block.kind === 'user' ? 'user blocked' : 'user rate-limited';
+  const action = {
+    ip: 'IP blocked',
+    user: 'user blocked',
+    limit: 'user rate-limited',
+    auth: 'additional authentication required',
+  }[block.kind];
   const who = block.kind === 'ip' ? `IP ${block.subject}` : `user ${block.subject}`;
   return `[Sekisho] ${detection.severity.toUpperCase()} ${detection.rule}: ${action} — ${who} until ${new Date(block.untilMs).toISOString()}`;
 }

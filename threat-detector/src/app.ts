@@ -9,6 +9,7 @@ import type { Registry } from 'prom-client';
 import { AlertSender } from './alerts';
 import type { ThreatDetectorConfig } from './config';
 import { Detector } from './detector';
+import { openGeoIpDatabase } from './geoip';
 import { createAlertMetrics, createDetectorMetrics } from './metrics';
 import { defineThreatScripts } from './redis-store';
 import { createAccessLogServer } from './service';
@@ -19,7 +20,7 @@ export interface ThreatDetectorApp {
   registry: Registry;
   detector: Detector;
   /** What the admin server's /status says. */
-  status(): { redis: string; pending_keys: number };
+  status(): { redis: string; pending_keys: number; geoip: { type: string; builtAt: string } | null };
   shutdownSteps: ShutdownStep[];
   close(): Promise<void>;
 }
@@ -30,6 +31,13 @@ export async function startThreatDetectorApp(
   opts: { logger?: Logger; now?: () => number } = {},
 ): Promise<ThreatDetectorApp> {
   const logger = opts.logger ?? createLogger('threat-detector', { level: config.LOG_LEVEL });
+  // Before anything connects: a database that cannot be read stops the start, as a bad setting does.
+  const geoip = config.THREAT_GEOIP_DATABASE ? await openGeoIpDatabase(config.THREAT_GEOIP_DATABASE) : undefined;
+  if (geoip)
+    logger.info(
+      { category: 'technical', event_type: 'geoip_database_loaded', ...geoip.description },
+      'GeoIP database loaded for the geo anomaly rule',
+    );
   const registry = createMetricsRegistry('threat-detector');
   // Flushes run off the request path: a command may wait for a reconnect, but not forever.
   const redis = new Redis(config.THREAT_REDIS_URL, {
@@ -54,6 +62,7 @@ export async function startThreatDetectorApp(
     : undefined;
   detector = new Detector({
     ...(alerts ? { alerts } : {}),
+    ...(geoip ? { geoip } : {}),
     redis,
     keyPrefix: config.THREAT_REDIS_KEY_PREFIX,
     maxPendingKeys: config.THREAT_MAX_PENDING_KEYS,
@@ -65,7 +74,11 @@ export async function startThreatDetectorApp(
   const timer = setInterval(() => void running.flush(), config.THREAT_FLUSH_INTERVAL);
   timer.unref();
 
-  const status = () => ({ redis: redis.status, pending_keys: running.pendingKeys });
+  const status = () => ({
+    redis: redis.status,
+    pending_keys: running.pendingKeys,
+    geoip: geoip?.description ?? null,
+  });
   let grpc: GrpcServer | undefined;
   let admin: AdminServer | undefined;
   const closeRedis = async () => {

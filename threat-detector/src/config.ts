@@ -29,6 +29,11 @@ export const configSchema = z.object({
     .default(10),
   /** Retries of an alert the webhook refused with a 429 or 5xx, or could not be reached for. */
   THREAT_ALERT_RETRIES: z.string().regex(/^\d$/, 'expected 0-9').transform(Number).default(3),
+  /**
+   * A MaxMind GeoLite2/GeoIP2 City database (.mmdb): where a sign-in happened when the CDN sent
+   * no latitude/longitude headers (the geo anomaly rule). Unset = only the CDN's headers.
+   */
+  THREAT_GEOIP_DATABASE: z.string().min(1).optional(),
   LOG_LEVEL: envLogLevel(),
 });
 export type ThreatDetectorConfig = z.output<typeof configSchema>;

@@ -5,9 +5,10 @@ import type { Logger } from '@sekisho/service-kit/logger';
 import { type ThreatRules, threatRulesSchema, threatRulesTag } from '@sekisho/service-kit/threat-contract';
 import type { Redis } from 'ioredis';
 import { FactBuffer, type PendingCount } from './buffer';
-import { type FailureKind, factsOf } from './facts';
-import { addCounts, putBlock } from './redis-store';
-import { type Detection, detect, windowOf } from './rules';
+import { type FailureKind, factsOf, type SignInFact } from './facts';
+import { judgeSignIn, type Place } from './geo';
+import { addCounts, claimSignIn, liftBlock, putBlock, recordPlace, trustedDevices } from './redis-store';
+import { type Detection, detect, geoAnomalyDetection, windowOf } from './rules';
 
 export interface DetectorEvents {
   entries(count: number): void;
@@ -17,10 +18,21 @@ export interface DetectorEvents {
   /** True while flushes fail: new detections wait, known blocks stay with ext-authz. */
   paused(paused: boolean): void;
   detection(detection: Detection, written: boolean): void;
+  /** A sign-in judged by the geo anomaly rule (or left unjudged: no place known for it). */
+  signIn(result: SignInResult): void;
   rulesRejected(): void;
 }
 
+/** first: no usual place yet; second_factor: trusted as shown (clears the state). */
+export type SignInResult = 'first' | 'usual' | 'far' | 'second_factor' | 'unlocated';
+
+/** The GeoIP database, by client address (geoip.ts); absent = only the CDN's headers. */
+export interface GeoIpLookup {
+  lookup(ip: string): Place | undefined;
+}
+
 export interface DetectorOptions {
+  geoip?: GeoIpLookup;
   /** Told of every block put in force (the alert webhook); absent = no alerts. */
   alerts?: { notify(detection: Detection): void };
   redis: Redis;
@@ -32,8 +44,18 @@ export interface DetectorOptions {
   events: DetectorEvents;
 }
 
+/** The reference design's response_actions, by the kind of block that carries one out. */
+const actionNames: Record<Detection['block']['kind'], string> = {
+  ip: 'block_ip_temporary',
+  user: 'block_user_temporary',
+  limit: 'rate_limit_aggressive',
+  auth: 'require_additional_auth',
+};
+
 export class Detector {
   private readonly buffer: FactBuffer;
+  /** Per user, the newest auth_time seen since the last flush (with that request's place). */
+  private signIns = new Map<string, SignInFact>();
   private rulesText: string | undefined;
   private rules: ThreatRules | undefined;
   private flushing: Promise<void> | undefined;
@@ -48,15 +70,28 @@ export class Detector {
   ingest(entry: HTTPAccessLogEntry): void {
     const rules = this.rulesOf(entry);
     if (!rules) return;
-    const { facts, failure } = factsOf(entry, rules);
+    const { facts, failure, signIn } = factsOf(entry, rules);
     if (failure) this.opts.events.failedLogin(failure);
     let dropped = 0;
     for (const fact of facts) if (!this.buffer.add(fact)) dropped++;
+    if (signIn && !this.addSignIn(signIn)) dropped++;
     if (dropped > 0) this.dropped(dropped);
   }
 
   get pendingKeys(): number {
-    return this.buffer.size;
+    return this.buffer.size + this.signIns.size;
+  }
+
+  /** Keeps the newest auth_time per user; false when a new user's would pass the bound. */
+  private addSignIn(signIn: SignInFact): boolean {
+    const known = this.signIns.get(signIn.user);
+    if (known) {
+      if (signIn.authTimeS > known.authTimeS) this.signIns.set(signIn.user, signIn);
+      return true;
+    }
+    if (this.signIns.size >= this.opts.maxPendingKeys) return false;
+    this.signIns.set(signIn.user, signIn);
+    return true;
   }
 
   /** Sends what is pending; one flush at a time (a second call waits for the running one). */
@@ -70,7 +105,14 @@ export class Detector {
   private async flushOnce(): Promise<void> {
     const rules = this.rules;
     const pending = this.buffer.take();
-    if (!rules || pending.length === 0) return;
+    const signIns = [...this.signIns.values()];
+    this.signIns = new Map();
+    if (!rules) return;
+    if (pending.length > 0) await this.flushCounts(rules, pending);
+    if (signIns.length > 0) await this.judgeSignIns(rules, signIns);
+  }
+
+  private async flushCounts(rules: ThreatRules, pending: PendingCount[]): Promise<void> {
     const counts = pending.flatMap((count) => {
       const window = windowOf(count.counter, rules);
       return window ? [{ ...count, window }] : [];
@@ -93,7 +135,63 @@ export class Detector {
     }
   }
 
-  private async act(detection: Detection): Promise<void> {
+  /**
+   * Each new sign-in's place against the user's usual ones (Redis decides which receiver sees
+   * it first). A second factor makes the place usual and lifts the state; a far place without
+   * one is not remembered. Redis failing pauses detection; what was not judged waits.
+   */
+  private async judgeSignIns(rules: ThreatRules, signIns: SignInFact[]): Promise<void> {
+    const rule = rules.geoAnomaly;
+    if (!rule) return;
+    const { redis, keyPrefix: prefix } = this.opts;
+    for (const [index, signIn] of signIns.entries()) {
+      const nowMs = this.opts.now();
+      try {
+        const usual = await claimSignIn(redis, prefix, signIn.user, signIn.authTimeS, rule.rememberMs);
+        if (usual === undefined) continue;
+        const place = signIn.place ?? (signIn.ip === '' ? undefined : this.opts.geoip?.lookup(signIn.ip));
+        const here = place && { latitude: place.latitude, longitude: place.longitude, atMs: nowMs };
+        if (signIn.secondFactor) {
+          // Lifted wherever it happened: a second factor answers the state even from a place unknown.
+          this.opts.events.signIn(here ? 'second_factor' : 'unlocated');
+          if (here) await recordPlace(redis, prefix, signIn.user, here, rule);
+          if (await liftBlock(redis, prefix, `auth:${signIn.user}`))
+            this.opts.logger.info(
+              {
+                category: 'security',
+                event_type: 'additional_auth_completed',
+                rule: 'geo_anomaly',
+                user_id: signIn.user,
+              },
+              'a second factor lifted the additional-authentication state',
+            );
+          continue;
+        }
+        if (!place || !here) {
+          this.opts.events.signIn('unlocated');
+          continue;
+        }
+        const verdict = judgeSignIn(place, usual, rule, nowMs);
+        this.opts.events.signIn(verdict.kind);
+        if (verdict.kind !== 'far') {
+          await recordPlace(redis, prefix, signIn.user, here, rule);
+          continue;
+        }
+        const devices = await trustedDevices(redis, prefix, signIn.user);
+        const detection = geoAnomalyDetection(signIn.user, signIn.authTimeS, devices, rules, nowMs);
+        if (detection) await this.act(detection, { distance_km: Math.round(verdict.nearestKm), place: place.source });
+      } catch (error) {
+        // Not judged yet: back in the queue (its auth_time may already be claimed; a retry then
+        // finds it seen, which loses one judgement rather than denying anyone).
+        for (const waiting of signIns.slice(index)) this.addSignIn(waiting);
+        this.setPaused(true, error);
+        return;
+      }
+    }
+    this.setPaused(false);
+  }
+
+  private async act(detection: Detection, details: Record<string, unknown> = {}): Promise<void> {
     let written = false;
     try {
       written = await putBlock(this.opts.redis, this.opts.keyPrefix, detection.block);
@@ -118,12 +216,8 @@ export class Detector {
         event_type: 'threat_detected',
         rule: detection.rule,
         severity: detection.severity,
-        action:
-          block.kind === 'ip'
-            ? 'block_ip_temporary'
-            : block.kind === 'user'
-              ? 'block_user_temporary'
-              : 'rate_limit_aggressive',
+        action: actionNames[block.kind],
+        ...details,
         // The subject is an IP or a user id, never a token; both are what an operator unblocks by.
         ...(block.kind === 'ip' ? { ip_address: block.subject } : { user_id: block.subject }),
         until: new Date(block.untilMs).toISOString(),

@@ -50,4 +50,30 @@ describe('factsOf', () => {
     expect(factsOf(entry({ bytes: 5_000 }), referenceRules).facts).toEqual([]);
     expect(factsOf(entry({ user: 'uid-1', bytes: 1 }), { loginRoutes: [] }).facts).toEqual([]);
   });
+
+  it("takes a sign-in fact from ext-authz's auth_time and second factor, the place from the CDN's headers", () => {
+    const place = { latitude: 35.6895, longitude: 139.6917 };
+    expect(
+      factsOf(entry({ user: 'uid-1', authTimeS: 1_700_000_000, place, ip: '198.51.100.4' }), referenceRules).signIn,
+    ).toEqual({
+      user: 'uid-1',
+      authTimeS: 1_700_000_000,
+      secondFactor: false,
+      ip: '198.51.100.4',
+      place: { ...place, source: 'header' },
+    });
+    expect(factsOf(entry({ user: 'uid-1', authTimeS: 1, secondFactor: 'phone' }), referenceRules).signIn).toMatchObject(
+      {
+        secondFactor: true,
+        place: undefined,
+      },
+    );
+  });
+
+  it('takes no sign-in without a verified user, without auth_time, or with the rule off', () => {
+    const { geoAnomaly: _, ...rulesWithoutGeo } = referenceRules;
+    expect(factsOf(entry({ spoofedUserHeader: 'victim', authTimeS: 1 }), referenceRules).signIn).toBeUndefined();
+    expect(factsOf(entry({ user: 'uid-1' }), referenceRules).signIn).toBeUndefined();
+    expect(factsOf(entry({ user: 'uid-1', authTimeS: 1 }), rulesWithoutGeo).signIn).toBeUndefined();
+  });
 });

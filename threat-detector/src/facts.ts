@@ -3,6 +3,7 @@
 import type { HTTPAccessLogEntry } from '@sekisho/proto/envoy/data/accesslog/v3/accesslog';
 import { authzDynamicMetadataKeys, authzDynamicMetadataNamespace } from '@sekisho/service-kit/contract';
 import type { ThreatRules } from '@sekisho/service-kit/threat-contract';
+import { type Place, placeFromHeaders } from './geo';
 
 /** What a rule counts, per subject (a client IP or a verified user id). */
 export type Counter = 'failed_auth' | 'calls' | 'bytes';
@@ -16,9 +17,24 @@ export interface Fact {
 /** Which of the two ways a request counted as a failed authentication. */
 export type FailureKind = 'token' | 'login';
 
+/**
+ * A request of a verified user with the token's auth_time: the detector calls it a sign-in when
+ * that auth_time is newer than any it saw for the user (a refreshed token keeps its auth_time).
+ */
+export interface SignInFact {
+  user: string;
+  authTimeS: number;
+  secondFactor: boolean;
+  /** The client address Envoy derived (for the GeoIP lookup). */
+  ip: string;
+  /** From the CDN's headers, which reach the log only from a trusted proxy. */
+  place: Place | undefined;
+}
+
 export interface ExtractedFacts {
   facts: Fact[];
   failure: FailureKind | undefined;
+  signIn?: SignInFact;
 }
 
 /**
@@ -50,6 +66,19 @@ export function factsOf(entry: HTTPAccessLogEntry, rules: ThreatRules): Extracte
     if (rules.suspiciousUsage) facts.push({ counter: 'calls', subject: user, amount: 1 });
     const bytes = entry.response?.responseBodyBytes ?? 0;
     if (rules.dataExfiltration && bytes > 0) facts.push({ counter: 'bytes', subject: user, amount: bytes });
+    const authTime = authz?.[authzDynamicMetadataKeys.authTime];
+    const geo = rules.geoAnomaly;
+    if (geo && typeof authTime === 'string' && /^\d{1,12}$/.test(authTime)) {
+      const headers = entry.request?.requestHeaders ?? {};
+      const signIn: SignInFact = {
+        user,
+        authTimeS: Number(authTime),
+        secondFactor: typeof authz?.[authzDynamicMetadataKeys.secondFactor] === 'string',
+        ip,
+        place: placeFromHeaders(headers[geo.latitudeHeader], headers[geo.longitudeHeader]),
+      };
+      return { facts, failure, signIn };
+    }
   }
   return { facts, failure };
 }

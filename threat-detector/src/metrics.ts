@@ -57,6 +57,12 @@ export function createDetectorMetrics(registry: Registry, pendingKeys: () => num
     help: 'IP blocks put in force by the detector.',
     registers,
   });
+  const signIns = new Counter({
+    name: 'sekisho_threat_sign_ins_total',
+    help: 'Sign-ins (a token with a new auth_time) the geo anomaly rule judged, by result (first, usual, far, second_factor; unlocated: no place known).',
+    labelNames: ['result'] as const,
+    registers,
+  });
   const rulesRejected = new Counter({
     name: 'sekisho_threat_rules_rejected_total',
     help: 'Access-log entries whose rules tag was not valid.',
@@ -83,6 +89,7 @@ export function createDetectorMetrics(registry: Registry, pendingKeys: () => num
       events.inc({ rule: detection.rule, severity: detection.severity });
       if (written && detection.block.kind === 'ip') blockedIps.inc();
     },
+    signIn: (result) => signIns.inc({ result }),
     rulesRejected: () => rulesRejected.inc(),
   };
 }

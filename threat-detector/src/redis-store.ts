@@ -3,6 +3,7 @@
 import { blockMember, type ThreatBlock, type ThreatChange, threatKeys } from '@sekisho/service-kit/threat-contract';
 import type { Redis, Result } from 'ioredis';
 import type { PendingCount } from './buffer';
+import type { UsualPlace } from './geo';
 import type { CounterWindow } from './rules';
 
 // A hash of buckets (field: bucket index, value: the amount counted in it). Adds the amount to
@@ -30,8 +31,32 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('PUBLISH', KEYS[3], ARGV[4])
 return 1`;
 
+// A sign-in is a token with an auth_time newer than the user's last: atomically, so with several
+// receivers exactly one judges it. Returns the usual places (a list of JSON texts), or false
+// when this auth_time was seen already.
+const signInScript = `
+local last = redis.call('GET', KEYS[1])
+if last and tonumber(last) >= tonumber(ARGV[1]) then return false end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('LRANGE', KEYS[2], 0, -1)`;
+
+// Lifts a block and announces it (the far sign-in's state, once a second factor was shown).
+const liftBlockScript = `
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if removed == 1 then redis.call('PUBLISH', KEYS[3], ARGV[2]) end
+return removed`;
+
 declare module 'ioredis' {
   interface RedisCommander<Context> {
+    threatSignIn(last: string, places: string, authTimeS: number, rememberMs: number): Result<string[] | null, Context>;
+    threatLiftBlock(
+      index: string,
+      records: string,
+      channel: string,
+      member: string,
+      change: string,
+    ): Result<number, Context>;
     threatAddAndSum(
       key: string,
       bucket: number,
@@ -54,6 +79,8 @@ declare module 'ioredis' {
 export function defineThreatScripts(redis: Redis): void {
   redis.defineCommand('threatAddAndSum', { numberOfKeys: 1, lua: addAndSum });
   redis.defineCommand('threatPutBlock', { numberOfKeys: 3, lua: putBlockScript });
+  redis.defineCommand('threatSignIn', { numberOfKeys: 2, lua: signInScript });
+  redis.defineCommand('threatLiftBlock', { numberOfKeys: 3, lua: liftBlockScript });
 }
 
 export interface CountedUpdate extends PendingCount {
@@ -109,4 +136,60 @@ export async function putBlock(redis: Redis, prefix: string, block: ThreatBlock)
     JSON.stringify(change),
   );
   return written === 1;
+}
+
+/** The user's usual places when this auth_time is new for the user; undefined when seen already. */
+export async function claimSignIn(
+  redis: Redis,
+  prefix: string,
+  user: string,
+  authTimeS: number,
+  rememberMs: number,
+): Promise<UsualPlace[] | undefined> {
+  const keys = threatKeys(prefix);
+  const texts = await redis.threatSignIn(keys.lastSignIn(user), keys.locations(user), authTimeS, rememberMs);
+  if (texts === null) return undefined;
+  return texts.flatMap((text) => {
+    try {
+      const place = JSON.parse(text) as Partial<UsualPlace>;
+      return typeof place.latitude === 'number' && typeof place.longitude === 'number' && typeof place.atMs === 'number'
+        ? [{ latitude: place.latitude, longitude: place.longitude, atMs: place.atMs }]
+        : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** Adds a trusted sign-in's place in front, keeping the newest `keep`, forgotten after rememberMs. */
+export async function recordPlace(
+  redis: Redis,
+  prefix: string,
+  user: string,
+  place: UsualPlace,
+  rule: { usualLocations: number; rememberMs: number },
+): Promise<void> {
+  const key = threatKeys(prefix).locations(user);
+  const text = JSON.stringify({ latitude: place.latitude, longitude: place.longitude, atMs: place.atMs });
+  await redis
+    .multi()
+    .lpush(key, text)
+    .ltrim(key, 0, rule.usualLocations - 1)
+    .pexpire(key, rule.rememberMs)
+    .exec();
+}
+
+/** The hashes of the devices an operator trusted for the user (admin trust-device). */
+export async function trustedDevices(redis: Redis, prefix: string, user: string): Promise<string[]> {
+  // At most what the record holds (threat-contract.ts): a longer list would not parse anywhere.
+  return (await redis.smembers(threatKeys(prefix).devices(user)))
+    .filter((hash) => /^[0-9a-f]{64}$/.test(hash))
+    .slice(0, 100);
+}
+
+/** True when a block was in force and is now lifted on every replica. */
+export async function liftBlock(redis: Redis, prefix: string, member: string): Promise<boolean> {
+  const keys = threatKeys(prefix);
+  const change: ThreatChange = { op: 'unblock', member };
+  return (await redis.threatLiftBlock(keys.index, keys.records, keys.channel, member, JSON.stringify(change))) === 1;
 }

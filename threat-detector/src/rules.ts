@@ -86,3 +86,28 @@ export function detect(
     }
   }
 }
+
+/**
+ * A far sign-in (geo.ts judged it) → the user needs a second factor from a sign-in at or after
+ * this one, or a trusted device, for the rule's time.
+ */
+export function geoAnomalyDetection(
+  user: string,
+  authTimeS: number,
+  devices: string[],
+  rules: ThreatRules,
+  nowMs: number,
+): Detection | undefined {
+  const rule = rules.geoAnomaly;
+  if (!rule) return undefined;
+  const block = {
+    kind: 'auth',
+    subject: user,
+    rule: 'geo_anomaly',
+    severity: 'medium',
+    untilMs: nowMs + rule.forMs,
+    authTimeS,
+    devices,
+  } as const;
+  return { rule: 'geo_anomaly', severity: 'medium', block };
+}

@@ -12,6 +12,14 @@ export const referenceRules: ThreatRules = {
   bruteForce: { failures: 5, withinMs: 900_000, blockMs: 3_600_000, countTokenFailures: true },
   suspiciousUsage: { calls: 1_000, withinMs: 3_600_000, limit: 10, limitWindowMs: 60_000, forMs: 1_800_000 },
   dataExfiltration: { bytes: 100 * 1024 * 1024, withinMs: 3_600_000, blockMs: 1_800_000 },
+  geoAnomaly: {
+    distanceKm: 1_000,
+    forMs: 3_600_000,
+    usualLocations: 5,
+    rememberMs: 90 * 86_400_000,
+    latitudeHeader: 'cf-iplatitude',
+    longitudeHeader: 'cf-iplongitude',
+  },
 };
 
 export function entry(opts: {
@@ -28,6 +36,11 @@ export function entry(opts: {
   /** ext-authz's authentication_failed metadata (a token that failed verification). */
   tokenFailed?: boolean;
   rules?: ThreatRules | string;
+  /** ext-authz's auth_time and second_factor metadata (the verified token's). */
+  authTimeS?: number;
+  secondFactor?: string;
+  /** The CDN's latitude and longitude headers, as the access log carries them. */
+  place?: { latitude: number; longitude: number };
 }): HTTPAccessLogEntry {
   const rules = opts.rules ?? referenceRules;
   return HTTPAccessLogEntry.fromPartial({
@@ -40,6 +53,8 @@ export function entry(opts: {
           [authzDynamicMetadataNamespace]: {
             ...(opts.tokenFailed ? { [authzDynamicMetadataKeys.authenticationFailed]: 'true' } : {}),
             ...(opts.user ? { [authzDynamicMetadataKeys.userId]: opts.user } : {}),
+            ...(opts.authTimeS !== undefined ? { [authzDynamicMetadataKeys.authTime]: String(opts.authTimeS) } : {}),
+            ...(opts.secondFactor ? { [authzDynamicMetadataKeys.secondFactor]: opts.secondFactor } : {}),
           },
         },
         typedFilterMetadata: {},
@@ -47,7 +62,15 @@ export function entry(opts: {
       customTags: { [threatRulesTag]: typeof rules === 'string' ? rules : JSON.stringify(rules) },
     },
     // A header a client sent is never a verified user (facts.test.ts pins it).
-    request: { requestHeaders: opts.spoofedUserHeader ? { [identityHeaders.userId]: opts.spoofedUserHeader } : {} },
+    request: {
+      requestHeaders: {
+        ...(opts.spoofedUserHeader ? { [identityHeaders.userId]: opts.spoofedUserHeader } : {}),
+        ...(opts.place
+          ? // As a CDN writes them: a few decimals (6 are about 0.1 m).
+            { 'cf-iplatitude': opts.place.latitude.toFixed(6), 'cf-iplongitude': opts.place.longitude.toFixed(6) }
+          : {}),
+      },
+    },
     response: { responseCode: opts.status ?? 200, responseBodyBytes: opts.bytes ?? 0 },
   });
 }

@@ -29,3 +29,9 @@ export const identifier = (what: string) =>
 export const permission = z.string().regex(/^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$/, {
   message: 'a permission looks like "verb:object", e.g. read:own_profile',
 });
+
+/** An HTTP header name, lower-cased (as Envoy matches and logs it). */
+export const headerName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]*$/i, { message: 'must be an HTTP header name (letters, digits and "-")' })
+  .transform((name) => name.toLowerCase());

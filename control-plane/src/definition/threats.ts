@@ -2,7 +2,7 @@
 // served. Present, the ingress streams its access log to policyServices.threatDetector; each
 // rule has the reference's values as defaults and `false` turns it off.
 import { z } from 'zod';
-import { duration } from './fields';
+import { duration, headerName } from './fields';
 
 const count = z.int().min(1).max(1_000_000_000);
 
@@ -37,6 +37,28 @@ export const threatsSchema = z.strictObject({
     within: duration.default('1h'),
     blockUserFor: duration.default('30m'),
   }).default({ megabytes: 100, within: '1h', blockUserFor: '30m' }),
+  /**
+   * A sign-in (a token with a new auth_time) farther than `distanceKm` from each of the user's
+   * last `usualLocations` trusted sign-in places (kept `rememberFor`) → additional
+   * authentication for `for`: 401 ADDITIONAL_AUTH_REQUIRED unless the token shows a second
+   * factor or the device is trusted. The place comes from the CDN's latitude/longitude headers
+   * (believed only from edge.trustedProxies), else from the detector's GeoIP database.
+   */
+  geoAnomaly: rule({
+    distanceKm: z.number().positive().max(40_000).default(1_000),
+    for: duration.default('1h'),
+    usualLocations: z.int().min(1).max(50).default(5),
+    rememberFor: duration.default('90d'),
+    latitudeHeader: headerName.default('cf-iplatitude'),
+    longitudeHeader: headerName.default('cf-iplongitude'),
+  }).default({
+    distanceKm: 1_000,
+    for: '1h',
+    usualLocations: 5,
+    rememberFor: '90d',
+    latitudeHeader: 'cf-iplatitude',
+    longitudeHeader: 'cf-iplongitude',
+  }),
   /** How long Envoy buffers entries before it sends them (its buffer_flush_interval). */
   flushInterval: duration.default('1s'),
 });

@@ -35,15 +35,35 @@ describe('threats', () => {
         bruteForce: { failures: 5, withinMs: 900_000, blockMs: 3_600_000, countTokenFailures: true },
         suspiciousUsage: { calls: 1_000, withinMs: 3_600_000, limit: 10, limitWindowMs: 60_000, forMs: 1_800_000 },
         dataExfiltration: { bytes: 104_857_600, withinMs: 3_600_000, blockMs: 1_800_000 },
+        geoAnomaly: {
+          distanceKm: 1_000,
+          forMs: 3_600_000,
+          usualLocations: 5,
+          rememberMs: 7_776_000_000,
+          latitudeHeader: 'cf-iplatitude',
+          longitudeHeader: 'cf-iplongitude',
+        },
       },
     });
     expect(built.ir.clusters.map((cluster) => cluster.name)).toContain('sekisho_threat_detector');
   });
 
   it('leaves out a rule set to false', () => {
-    const built = build({ threats: { suspiciousUsage: false, dataExfiltration: false } });
+    const built = build({ threats: { suspiciousUsage: false, dataExfiltration: false, geoAnomaly: false } });
     if (!built.ok) throw new Error(JSON.stringify(built.errors));
     expect(Object.keys(built.ir.threats?.rules ?? {})).toEqual(['loginRoutes', 'bruteForce']);
+  });
+
+  it('lower-cases the location headers and takes the distance as given', () => {
+    const built = build({
+      threats: { geoAnomaly: { distanceKm: 500, latitudeHeader: 'X-Geo-Lat', longitudeHeader: 'X-Geo-Lon' } },
+    });
+    if (!built.ok) throw new Error(JSON.stringify(built.errors));
+    expect(built.ir.threats?.rules.geoAnomaly).toMatchObject({
+      distanceKm: 500,
+      latitudeHeader: 'x-geo-lat',
+      longitudeHeader: 'x-geo-lon',
+    });
   });
 
   it('is off without the section, and no detector cluster exists', () => {

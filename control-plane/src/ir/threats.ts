@@ -35,7 +35,7 @@ export function buildThreatsIR(
     if (!routeIds.has(id))
       errors.push({ path: `threats.loginRoutes[${index}]`, message: `names no route id: "${id}"` });
 
-  const { bruteForce, suspiciousUsage, dataExfiltration } = threats;
+  const { bruteForce, suspiciousUsage, dataExfiltration, geoAnomaly } = threats;
   const rules: ThreatRules = {
     loginRoutes: threats.loginRoutes,
     ...(bruteForce && {
@@ -60,6 +60,16 @@ export function buildThreatsIR(
         bytes: Math.round(dataExfiltration.megabytes * MiB),
         withinMs: ms(dataExfiltration.within),
         blockMs: ms(dataExfiltration.blockUserFor),
+      },
+    }),
+    ...(geoAnomaly && {
+      geoAnomaly: {
+        distanceKm: geoAnomaly.distanceKm,
+        forMs: ms(geoAnomaly.for),
+        usualLocations: geoAnomaly.usualLocations,
+        rememberMs: ms(geoAnomaly.rememberFor),
+        latitudeHeader: geoAnomaly.latitudeHeader,
+        longitudeHeader: geoAnomaly.longitudeHeader,
       },
     }),
   };

@@ -121,10 +121,13 @@ export function accessLog(): StdoutAccessLog {
  * waited for. The standard fields carry ext-authz's dynamic metadata (the verified user id,
  * which no client can set, unlike a header a request Envoy refuses early still has), so no
  * header is logged; the rules ride as a custom tag, so the detector follows the definition
- * without a channel of its own.
+ * without a channel of its own. With the geo anomaly rule on, the CDN's latitude and longitude
+ * headers go along (never a credential; a direct client's copies were removed by the first
+ * filter, header-hygiene.ts, so what arrives is what a trusted proxy wrote).
  */
 export function threatAccessLog(threats: ThreatsIR): HttpGrpcAccessLogConfig {
   return HttpGrpcAccessLogConfig.fromPartial({
+    additionalRequestHeadersToLog: locationHeaders(threats),
     commonConfig: {
       logName: threatAccessLogName,
       grpcService: { envoyGrpc: { clusterName: threats.clusterName } },
@@ -133,4 +136,10 @@ export function threatAccessLog(threats: ThreatsIR): HttpGrpcAccessLogConfig {
       customTags: [{ tag: threatRulesTag, literal: { value: JSON.stringify(threats.rules) } }],
     },
   });
+}
+
+/** The headers the geo anomaly rule reads its place from; none when the rule is off. */
+export function locationHeaders(threats: ThreatsIR | undefined): string[] {
+  const geo = threats?.rules.geoAnomaly;
+  return geo ? [geo.latitudeHeader, geo.longitudeHeader] : [];
 }

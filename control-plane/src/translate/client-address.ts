@@ -12,6 +12,7 @@
 import type { CidrRange } from '@sekisho/proto/envoy/config/core/v3/address';
 import type { FilterChainMatch } from '@sekisho/proto/envoy/config/listener/v3/listener_components';
 import type { GatewayIR } from '../ir/types';
+import { locationHeaders } from './access-log';
 
 export type PeerKind = 'trusted-proxy' | 'direct';
 
@@ -27,9 +28,16 @@ export interface ClientAddressChain {
 /** Headers only a trusted proxy may send on; a direct client's copies are removed. */
 export function cdnHeaders(ir: GatewayIR): string[] {
   const geo = ir.ipRules.geoBlock?.countryHeader;
-  return ['cf-ipcountry', 'cf-visitor', 'cf-ray', 'cf-ew-via', 'cdn-loop', ...(geo === undefined ? [] : [geo])].filter(
-    (name, index, all) => all.indexOf(name) === index,
-  );
+  return [
+    'cf-ipcountry',
+    'cf-visitor',
+    'cf-ray',
+    'cf-ew-via',
+    'cdn-loop',
+    ...(geo === undefined ? [] : [geo]),
+    // The geo anomaly rule's place (threats.geoAnomaly): a client must not pick where it is.
+    ...locationHeaders(ir.threats),
+  ].filter((name, index, all) => all.indexOf(name) === index);
 }
 
 /** Removed from every request: the gateway's X-Forwarded-For is the one client address. */

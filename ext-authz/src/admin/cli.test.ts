@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,6 +67,8 @@ describe('npm run admin', () => {
     { args: ['disable', 'alice', '--verbose'], message: "Unknown option '--verbose'" },
     { args: ['enable', 'alice', '--clear'], message: '--clear is for set-group and set-customer-id' },
     { args: ['unblock-ip', 'alice'], message: 'unblock-ip: "alice" is not an IP address' },
+    { args: ['trust-device', 'alice'], message: 'trust-device: the device id must be 16-256 visible ASCII' },
+    { args: ['trust-device', 'alice', 'short'], message: 'trust-device: the device id must be 16-256 visible ASCII' },
   ])('exits 2 for $args', async ({ args, message }) => {
     const result = await admin(args);
     expect(result.code).toBe(2);
@@ -285,5 +287,32 @@ describe('npm run admin with the Firebase Auth emulator', () => {
     const again = await admin(['unblock-user', 'bob', '--threats-key-prefix', threats]);
     expect(again).toMatchObject({ code: 0 });
     expect(again.stdout).toContain('bob has no threat block');
+  });
+
+  it('unblock-user lifts a geo anomaly state; trust-device stores a hash and updates a state in force', async () => {
+    const threats = `test:${randomUUID()}`;
+    const until = Date.now() + 3_600_000;
+    const state = {
+      kind: 'auth',
+      subject: 'carol',
+      rule: 'geo_anomaly',
+      severity: 'medium',
+      untilMs: until,
+      authTimeS: 1,
+      devices: [],
+    };
+    await reader.zadd(`${threats}:blocks:index`, until, 'auth:carol');
+    await reader.hset(`${threats}:blocks:records`, 'auth:carol', JSON.stringify(state));
+    const trusted = await admin(['trust-device', 'carol', 'device-of-carol-0001', '--threats-key-prefix', threats]);
+    expect(trusted).toMatchObject({ code: 0, stderr: '' });
+    expect(trusted.stdout).toContain('state in force was updated');
+    const hash = createHash('sha256').update('device-of-carol-0001').digest('hex');
+    expect(await reader.smembers(`${threats}:devices:carol`)).toEqual([hash]);
+    expect(JSON.parse((await reader.hget(`${threats}:blocks:records`, 'auth:carol')) ?? '{}').devices).toEqual([hash]);
+    const lifted = await admin(['unblock-user', 'carol', '--threats-key-prefix', threats]);
+    expect(lifted.stdout).toContain('lifted auth:carol');
+    const untrusted = await admin(['untrust-device', 'carol', 'device-of-carol-0001', '--threats-key-prefix', threats]);
+    expect(untrusted).toMatchObject({ code: 0 });
+    expect(await reader.smembers(`${threats}:devices:carol`)).toEqual([]);
   });
 });

@@ -15,7 +15,7 @@ import {
   writeAccountChange,
 } from '../accounts/redis-store';
 import { type AccountChange, type AccountField, isValidUid, parseFieldValue } from '../accounts/state';
-import { removeBlock } from '../threats/block-store';
+import { removeBlock, setTrustedDevice } from '../threats/block-store';
 import { applyInFirebase, type Claims, firebaseTarget } from './firebase';
 
 const usage = `usage: npm run admin -- <command> <uid> [value] [options]
@@ -28,7 +28,11 @@ commands:
   set-customer-id <uid> <id>    use <id> in place of the token's customer id claim
   show <uid>                    print what Sekisho holds for <uid>
   unblock-ip <ip>               lift the threat detector's block of <ip> (IP_BLOCKED)
-  unblock-user <uid>            lift the threat detector's block (USER_BLOCKED) and aggressive limit of <uid>
+  unblock-user <uid>            lift the threat detector's block (USER_BLOCKED), aggressive limit and
+                                additional-authentication state (ADDITIONAL_AUTH_REQUIRED) of <uid>
+  trust-device <uid> <device-id>    let requests of <uid> naming <device-id> in the x-device-id header pass
+                                an additional-authentication state (kept as its SHA-256 only)
+  untrust-device <uid> <device-id>  undo trust-device
   (set-group and set-customer-id with --clear remove the override)
 
 options:
@@ -130,6 +134,8 @@ interface Command {
   change?: Omit<AccountChange, 'version'>;
   /** unblock-ip / unblock-user: the block members to lift. */
   unblock?: string[];
+  /** trust-device / untrust-device. */
+  device?: { id: string; trusted: boolean };
 }
 
 interface Options {
@@ -242,7 +248,13 @@ function parseCommand(argv: string[]): { command: Command; options: Options } | 
       return { command: { name, uid, unblock: [`ip:${uid}`] }, options };
     case 'unblock-user':
       noValue();
-      return { command: { name, uid, unblock: [`user:${uid}`, `limit:${uid}`] }, options };
+      return { command: { name, uid, unblock: [`user:${uid}`, `limit:${uid}`, `auth:${uid}`] }, options };
+    case 'trust-device':
+    case 'untrust-device':
+      if (values.clear) throw new UsageError(`--clear is for set-group and set-customer-id`);
+      if (value === undefined || !/^[\x21-\x7e]{16,256}$/.test(value))
+        throw new UsageError(`${name}: the device id must be 16-256 visible ASCII characters`);
+      return { command: { name, uid, device: { id: value, trusted: name === 'trust-device' } }, options };
     default:
       throw new UsageError(`unknown command ${JSON.stringify(name)}`);
   }
@@ -301,6 +313,20 @@ async function run(argv: string[]): Promise<number> {
         lifted.length > 0
           ? `lifted ${lifted.join(', ')}: every ext-authz replica serves ${command.uid} again within a second, in ${shown(target.redisUrl)} (${target.source})`
           : `${command.uid} has no threat block in ${shown(target.redisUrl)} (${target.source}); nothing changed`,
+      );
+      return 0;
+    }
+    if (command.device) {
+      const prefix = options.threatsKeyPrefix ?? target.threatsKeyPrefix ?? defaultThreatKeyPrefix;
+      const { stateUpdated } = await setTrustedDevice(
+        redis,
+        prefix,
+        command.uid,
+        command.device.id,
+        command.device.trusted,
+      );
+      console.log(
+        `${command.device.trusted ? 'trusted' : 'no longer trusting'} a device of ${command.uid}${stateUpdated ? ' (its additional-authentication state in force was updated)' : ''}, in ${shown(target.redisUrl)} (${target.source})`,
       );
       return 0;
     }

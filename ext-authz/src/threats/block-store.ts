@@ -7,6 +7,7 @@
 import type { Logger } from '@sekisho/service-kit/logger';
 import {
   blockMember,
+  deviceHash,
   type ThreatBlock,
   type ThreatChange,
   threatBlockSchema,
@@ -15,7 +16,7 @@ import {
 } from '@sekisho/service-kit/threat-contract';
 import type { Redis } from 'ioredis';
 import { connectSubscribedChannel } from '../redis-channel';
-import { ThreatTable, type ThreatView } from './state';
+import { type AuthProof, ThreatTable, type ThreatView } from './state';
 
 /** Reads every block not yet expired at nowMs; records that do not parse are skipped and counted. */
 export async function readBlocks(
@@ -59,6 +60,37 @@ export async function removeBlock(redis: Redis, prefix: string, member: string):
   return Number(removed) === 1;
 }
 
+/**
+ * Adds (or removes) a device an operator vouches for to the user's trusted set, kept as its
+ * SHA-256 only; a geo anomaly state already in force gets the new set at once (every replica
+ * within a second). A state the detector writes later copies the set itself.
+ */
+export async function setTrustedDevice(
+  redis: Redis,
+  prefix: string,
+  uid: string,
+  deviceId: string,
+  trusted: boolean,
+): Promise<{ stateUpdated: boolean }> {
+  const keys = threatKeys(prefix);
+  const hash = deviceHash(deviceId);
+  if (trusted) await redis.sadd(keys.devices(uid), hash);
+  else await redis.srem(keys.devices(uid), hash);
+  const member = `auth:${uid}`;
+  const text = await redis.hget(keys.records, member);
+  const current = text === null ? undefined : safeJson(text, threatBlockSchema);
+  if (current?.kind !== 'auth') return { stateUpdated: false };
+  const devices = (await redis.smembers(keys.devices(uid))).filter((one) => /^[0-9a-f]{64}$/.test(one)).slice(0, 100);
+  const block: ThreatBlock = { ...current, devices };
+  const change: ThreatChange = { op: 'block', block };
+  await redis
+    .multi()
+    .hset(keys.records, member, JSON.stringify(block))
+    .publish(keys.channel, JSON.stringify(change))
+    .exec();
+  return { stateUpdated: true };
+}
+
 /** Drops expired entries (any replica may; the readers ignore them anyway). */
 export async function pruneExpiredBlocks(redis: Redis, prefix: string, nowMs: number): Promise<number> {
   const keys = threatKeys(prefix);
@@ -72,7 +104,7 @@ export async function pruneExpiredBlocks(redis: Redis, prefix: string, nowMs: nu
   return expired.length;
 }
 
-/** Blocks held, by kind (ip, user, limit). */
+/** Blocks held, by kind (ip, user, limit, auth). */
 export type BlocksByKind = Record<ThreatBlock['kind'], number>;
 
 export interface ThreatStoreEvents {
@@ -116,6 +148,10 @@ export class RedisThreatStore implements ThreatView {
 
   userRefusal(uid: string, nowMs: number) {
     return this.table.userRefusal(uid, nowMs);
+  }
+
+  authRefusal(uid: string, nowMs: number, proof: AuthProof) {
+    return this.table.authRefusal(uid, nowMs, proof);
   }
 
   get subscribed(): boolean {
@@ -220,7 +256,7 @@ export class RedisThreatStore implements ThreatView {
   }
 
   private byKind(): BlocksByKind {
-    const counts: BlocksByKind = { ip: 0, user: 0, limit: 0 };
+    const counts: BlocksByKind = { ip: 0, user: 0, limit: 0, auth: 0 };
     for (const block of this.table.active(this.now())) counts[block.kind]++;
     return counts;
   }

@@ -1,11 +1,22 @@
 // The blocks the threat detector put in force, as this replica holds them: plain data and
 // pure lookups, so a Check decides from memory. Redis and pub/sub are in block-store.ts.
-import { blockMember, type ThreatBlock } from '@sekisho/service-kit/threat-contract';
+import { blockMember, deviceHash, type ThreatBlock } from '@sekisho/service-kit/threat-contract';
 
 export type ThreatRefusal =
   | { code: 'IP_BLOCKED'; reason: 'ip_blocked'; block: ThreatBlock }
   | { code: 'USER_BLOCKED'; reason: 'user_blocked'; block: ThreatBlock }
-  | { code: 'RATE_LIMIT_EXCEEDED'; reason: 'user_rate_limited'; block: ThreatBlock; retryAfterSeconds: number };
+  | { code: 'RATE_LIMIT_EXCEEDED'; reason: 'user_rate_limited'; block: ThreatBlock; retryAfterSeconds: number }
+  | { code: 'ADDITIONAL_AUTH_REQUIRED'; reason: 'additional_auth_required'; block: ThreatBlock };
+
+/** What a verified request shows against a geo anomaly's additional-authentication state. */
+export interface AuthProof {
+  /** The token's auth_time (seconds). */
+  authTimeS: number;
+  /** The token has firebase.sign_in_second_factor. */
+  secondFactor: boolean;
+  /** The request's device id header, when sent. */
+  deviceId: string | undefined;
+}
 
 /** What decide() reads: memory only, never the network. */
 export interface ThreatView {
@@ -13,10 +24,12 @@ export interface ThreatView {
   ipRefusal(ip: string | undefined, nowMs: number): ThreatRefusal | undefined;
   /** A verified user's block, or the aggressive limit it is under (which this call counts). */
   userRefusal(uid: string, nowMs: number): ThreatRefusal | undefined;
+  /** A geo anomaly's state on the user, unless the request proves what it asks for. */
+  authRefusal(uid: string, nowMs: number, proof: AuthProof): ThreatRefusal | undefined;
 }
 
 /**
- * Blocks by member (`ip:<addr>`, `user:<uid>`, `limit:<uid>`). A block past its untilMs is
+ * Blocks by member (`ip:<addr>`, `user:<uid>`, `limit:<uid>`, `auth:<uid>`). A block past its untilMs is
  * ignored even while still held (the store drops it at the next load), so an expiry never
  * waits for anyone.
  */
@@ -34,7 +47,8 @@ export class ThreatTable implements ThreatView {
   put(block: ThreatBlock): void {
     const member = blockMember(block);
     const current = this.blocks.get(member);
-    if (!current || current.untilMs < block.untilMs) this.blocks.set(member, block);
+    // Equal expiry replaces too: an operator's trust-device rewrites the record, not its expiry.
+    if (!current || current.untilMs <= block.untilMs) this.blocks.set(member, block);
   }
 
   remove(member: string): void {
@@ -76,6 +90,21 @@ export class ThreatTable implements ThreatView {
     }
     const retryAfterSeconds = Math.max(1, Math.ceil((window.startMs + limited.windowMs - nowMs) / 1000));
     return { code: 'RATE_LIMIT_EXCEEDED', reason: 'user_rate_limited', block: limited, retryAfterSeconds };
+  }
+
+  /**
+   * A second factor counts only from a sign-in at or after the far one (an older one proved
+   * nothing about it); a device counts only when an operator registered it for the user (the
+   * record holds its hash, so a header alone never passes).
+   */
+  authRefusal(uid: string, nowMs: number, proof: AuthProof): ThreatRefusal | undefined {
+    if (this.blocks.size === 0) return undefined;
+    const block = this.inForce(`auth:${uid}`, nowMs);
+    if (block?.kind !== 'auth') return undefined;
+    if (proof.secondFactor && proof.authTimeS >= block.authTimeS) return undefined;
+    if (proof.deviceId !== undefined && proof.deviceId !== '' && block.devices.includes(deviceHash(proof.deviceId)))
+      return undefined;
+    return { code: 'ADDITIONAL_AUTH_REQUIRED', reason: 'additional_auth_required', block };
   }
 
   private inForce(member: string, nowMs: number): ThreatBlock | undefined {
