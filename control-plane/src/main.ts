@@ -16,10 +16,11 @@ import { authorize, checkTrustDomain, peerIdentityOf } from './channel/identity'
 import { createServerTls, readServerTls, type ServerTls, serverTlsVariables } from './channel/server-tls';
 import type { FieldError } from './definition/load';
 import { LastGoodStore } from './last-good';
+import type { WorkloadSecrets } from './mesh/contract';
 import { DefinitionWatcher, type DefinitionWatcherOptions, describeFieldError } from './watch';
 import { SnapshotCache } from './xds/cache';
 import { createAdsServer } from './xds/server';
-import { createViews, gatewayViews } from './xds/views';
+import { createViews, gatewayViews, sidecarViews } from './xds/views';
 
 // The control plane process: compile the definition, serve it over ADS, recompile
 // whenever the file changes. Run with `npx tsx control-plane/src/main.ts`.
@@ -183,12 +184,17 @@ export async function startControlPlane(
     watcher?: Pick<DefinitionWatcherOptions, 'compile' | 'debounceMs' | 'pollIntervalMs'>;
     /** How often the control channel's certificate files are polled for changes, for tests. */
     tls?: { pollIntervalMs?: number };
+    /**
+     * The mesh CA: the workload certificates of the sidecar views and of the ingress's view.
+     * Without it, a definition with a mesh is refused (field mesh).
+     */
+    secrets?: WorkloadSecrets;
   },
 ): Promise<ControlPlane> {
   const { logger, registry } = deps;
   const definitionPath = resolve(deps.cwd ?? process.cwd(), config.CONTROL_PLANE_DEFINITION);
   const cache = new SnapshotCache();
-  const views = createViews(gatewayViews());
+  const views = createViews(gatewayViews(deps.secrets), sidecarViews(deps.secrets));
   const store = config.CONTROL_PLANE_STATE_DIR
     ? new LastGoodStore(resolve(deps.cwd ?? process.cwd(), config.CONTROL_PLANE_STATE_DIR))
     : undefined;
@@ -203,6 +209,9 @@ export async function startControlPlane(
     maxDelayMs: config.CONTROL_PLANE_DEBOUNCE_MAX,
     ...deps.watcher,
   });
+
+  // A certificate due for rotation: every view is compiled again with the new one.
+  deps.secrets?.onRotation(() => watcher.requestReload('workload certificate rotation'));
 
   const initial = await watcher.reload('initial', { quiet: true });
   // A file that is invalid at start-up: serve the last good definition saved before, if any.
@@ -282,7 +291,10 @@ export async function startControlPlane(
       routes: (app) =>
         registerAdminApi(app, {
           cache,
-          views: views.names,
+          // Read per request: the sidecar views follow the definition.
+          get views() {
+            return views.names;
+          },
           proxies: () => ads.connections.list(),
           ir: () => watcher.ir(),
           unconverged: () => ads.unconverged(),
