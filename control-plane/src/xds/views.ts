@@ -180,9 +180,13 @@ export function createViews(views: readonly View[], family?: ViewFamily): Views 
       // A node that names its view gets that view or nothing: never a guess.
       if (named !== undefined) {
         if (typeof named !== 'string') return undefined;
-        return byName.has(named) || family?.owns(named) ? named : undefined;
+        return byName.has(named) || known.has(named) ? named : undefined;
       }
-      return views.find((view) => view.matches(node))?.name ?? family?.classify(node);
+      const fixedView = views.find((view) => view.matches(node))?.name;
+      if (fixedView !== undefined) return fixedView;
+      // A family view only once a definition had it: until then the node is of no view, and reported.
+      const familyView = family?.classify(node);
+      return familyView !== undefined && known.has(familyView) ? familyView : undefined;
     },
     compile: (compiled) => {
       const result = new Map(views.map((view) => [view.name, view.select(compiled)]));
