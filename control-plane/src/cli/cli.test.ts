@@ -68,12 +68,39 @@ const cases: Array<{ name: string; args: string[]; code: number }> = [
   { name: 'render-invalid', args: ['render', 'invalid.gateway.ts'], code: 1 },
   { name: 'render-unknown-view', args: ['render', 'minimal.gateway.yaml', '--view', 'egress'], code: 2 },
   { name: 'render-sidecar-view', args: ['render', 'minimal.gateway.yaml', '--view', 'sidecar:customer'], code: 2 },
+  { name: 'render-sidecar', args: ['render', 'mesh.gateway.yaml', '--view', 'sidecar:customer'], code: 0 },
+  {
+    name: 'render-mesh-ingress-secrets',
+    args: ['render', 'mesh.gateway.yaml', '--view', 'ingress', '--type', 'secret'],
+    code: 0,
+  },
+  { name: 'render-sidecar-unknown', args: ['render', 'mesh.gateway.yaml', '--view', 'sidecar:booking'], code: 2 },
+  {
+    name: 'render-sidecar-bootstrap',
+    args: ['render', 'mesh.gateway.yaml', '--view', 'sidecar:customer', '--bootstrap', '--output', 'x.pb'],
+    code: 2,
+  },
   { name: 'diff-help', args: ['diff', '--help'], code: 0 },
   { name: 'diff', args: ['diff', 'old.gateway.yaml', 'new.gateway.yaml'], code: 0 },
   { name: 'diff-json', args: ['diff', '--json', 'old.gateway.yaml', 'new.gateway.yaml'], code: 0 },
   { name: 'diff-unchanged', args: ['diff', 'old.gateway.yaml', 'old.gateway.yaml'], code: 0 },
   { name: 'diff-invalid', args: ['diff', 'old.gateway.yaml', 'invalid.gateway.yaml'], code: 1 },
   { name: 'diff-one-file', args: ['diff', 'old.gateway.yaml'], code: 2 },
+  {
+    name: 'diff-mesh',
+    args: [
+      'diff',
+      'mesh.gateway.yaml',
+      'mesh-changed.gateway.yaml',
+      '--view',
+      'sidecar:customer',
+      '--view',
+      'sidecar:appointment',
+      '--view',
+      'ingress',
+    ],
+    code: 0,
+  },
 ];
 
 describe('sekisho CLI', () => {

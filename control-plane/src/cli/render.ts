@@ -5,6 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
+import { redactSecrets } from '../redact';
 import { renderAny } from '../translate/any';
 import { staticBootstrap } from '../translate/static-bootstrap';
 import type { ResourcesByType } from '../xds/resources';
@@ -12,13 +13,15 @@ import { pushOrder } from '../xds/type-urls';
 import { compileFile, invalidReport } from './compile';
 import { type CliIo, exitCodes, UsageError } from './io';
 import { typeName, typeNames } from './type-names';
-import { parseView, viewName, viewResources, viewSyntax } from './views';
+import { hasPlaceholderSecrets, parseView, viewName, viewResources, viewSyntax } from './views';
 
 export const renderUsage = `Usage: sekisho render FILE [--view VIEW] [--type TYPE]... [--bootstrap] [--output PATH]
 
 Compiles a gateway definition and prints what a control plane serving it would send to a
 node of VIEW: every resource by type (cluster, endpoint, secret, listener, route,
 authzPolicy, rateLimitPolicy) in push order, as YAML with each nested Any expanded.
+Private keys are shown as [redacted]; a mesh view's workload certificates (issued by the
+control plane's mesh CA at run time) as placeholders.
 
 Options:
   --view VIEW     ${viewSyntax} (default: ingress)
@@ -61,6 +64,14 @@ export async function renderCommand(args: string[], io: CliIo): Promise<number> 
     io.stderr(invalidReport(file, compiled, io.cwd));
     return exitCodes.invalid;
   }
+  if (values.bootstrap && hasPlaceholderSecrets(compiled, view)) {
+    // Its workload certificate is issued by the control plane's mesh CA at run time; a
+    // bootstrap with placeholders would not start, and one with a made-up certificate would lie.
+    throw new UsageError(
+      `--bootstrap: the ${viewName(view)} view of a definition with a mesh needs workload certificates from the mesh CA; render it as YAML instead`,
+      renderUsage,
+    );
+  }
   const resources = onlyTypes(viewResources(compiled, view, renderUsage), values.type);
   const output: string | Uint8Array = values.bootstrap
     ? staticBootstrap(resources)
@@ -78,7 +89,8 @@ export function renderYaml(view: string, resources: ResourcesByType): string {
     (resources.get(typeUrl) ?? []).map((resource) => ({
       type: typeName(typeUrl),
       name: resource.name,
-      resource: renderAny(resource.resource),
+      // Never a private key on stdout (the ingress's TLS keys, a workload's).
+      resource: redactSecrets(renderAny(resource.resource)),
     })),
   );
   return stringify({ view, resources: rendered }, { lineWidth: 0, aliasDuplicateObjects: false });
