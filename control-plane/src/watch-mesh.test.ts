@@ -7,11 +7,12 @@ import { join, resolve } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
-import { createMeshPki } from '../../test/mesh-pki';
+import { createMeshPki, secretsOf } from '../../test/mesh-pki';
 import { LastGoodStore } from './last-good';
+import type { WorkloadSecrets } from './mesh/contract';
 import { DefinitionWatcher } from './watch';
 import { SnapshotCache } from './xds/cache';
-import { captureLogger } from './xds/test-helpers';
+import { captureLogger, eventually } from './xds/test-helpers';
 import { typeUrls } from './xds/type-urls';
 import { createViews, gatewayViews, sidecarViews } from './xds/views';
 
@@ -52,6 +53,52 @@ describe('DefinitionWatcher with sidecar views', () => {
     expect(refused.ok ? [] : refused.errors).toEqual([{ path: 'mesh', message: expect.stringContaining('mesh CA') }]);
     expect(cache.versions('ingress')).toEqual(before);
     expect(views.names).not.toContain('sidecar:customer');
+  });
+
+  it('serves every view again with the new certificate when the mesh CA rotates one', async () => {
+    await writeFile(file, await readFile(meshFile, 'utf8'));
+    const pki = createMeshPki(join(dir, 'pki'));
+    // A mesh CA in miniature: a new certificate per generation, and a rotation signal.
+    let generation = 0;
+    const listeners: Array<() => void> = [];
+    const issued = new Map<string, ReturnType<typeof secretsOf>>();
+    const secrets: WorkloadSecrets = {
+      // The same certificate until the generation changes, as the contract says.
+      secretsFor: (spiffeId) => {
+        const key = `gen-${generation}-${spiffeId.split('/').pop()}`;
+        const found = issued.get(key) ?? secretsOf(pki.issue(key, spiffeId), pki.caPem);
+        issued.set(key, found);
+        return found;
+      },
+      onRotation: (listener) => listeners.push(listener),
+    };
+    const cache = new SnapshotCache();
+    const views = createViews(gatewayViews(secrets), sidecarViews(secrets));
+    watcher = new DefinitionWatcher({
+      path: file,
+      cache,
+      views,
+      logger: captureLogger('info').logger,
+      registry: new Registry(),
+      debounceMs: 20,
+    });
+    secrets.onRotation(() => watcher?.requestReload('workload certificate rotation'));
+    expect((await watcher.reload('initial')).ok).toBe(true);
+    watcher.start();
+    const before = cache.versions('sidecar:customer');
+
+    generation++;
+    for (const listener of listeners) listener();
+    await eventually(
+      () => cache.versions('sidecar:customer')[typeUrls.secret] !== before[typeUrls.secret],
+      5_000,
+      'the rotated certificate served',
+    );
+    const after = cache.versions('sidecar:customer');
+    // Only the Secrets change: no listener or cluster is pushed for a rotation.
+    expect(after[typeUrls.listener]).toBe(before[typeUrls.listener]);
+    expect(after[typeUrls.cluster]).toBe(before[typeUrls.cluster]);
+    expect(watcher.status().lastReload?.trigger).toBe('workload certificate rotation');
   });
 
   it('serves the saved sidecar views when the file is invalid at start-up', async () => {
