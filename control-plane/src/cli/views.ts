@@ -47,6 +47,44 @@ export const placeholderSecrets: WorkloadSecrets = {
   onRotation: () => {},
 };
 
+/**
+ * A workload's Secrets from PEM files (`render --workload-cert/--workload-key/--trust-bundle`):
+ * the same certificate for every mesh view rendered, e.g. one the mesh CA issued, so that a
+ * mesh view's `--bootstrap` can be checked with `envoy --mode validate`.
+ */
+export function fileSecrets(files: {
+  certificatePem: string;
+  privateKeyPem: string;
+  trustBundlePem: string;
+}): WorkloadSecrets {
+  const secrets = [
+    {
+      name: meshSecretNames.certificate,
+      resource: pack(
+        Secret,
+        Secret.fromPartial({
+          name: meshSecretNames.certificate,
+          tlsCertificate: {
+            certificateChain: { inlineString: files.certificatePem },
+            privateKey: { inlineString: files.privateKeyPem },
+          },
+        }),
+      ),
+    },
+    {
+      name: meshSecretNames.trustBundle,
+      resource: pack(
+        Secret,
+        Secret.fromPartial({
+          name: meshSecretNames.trustBundle,
+          validationContext: { trustedCa: { inlineString: files.trustBundlePem } },
+        }),
+      ),
+    },
+  ];
+  return { secretsFor: () => secrets, onRotation: () => {} };
+}
+
 export function parseView(text: string, usage: string): View {
   if (fixedViews.includes(text)) return { kind: 'served', name: text };
   const sidecar = /^sidecar:([a-z][a-z0-9-]*)$/.exec(text);
@@ -68,6 +106,7 @@ export function viewResources(
   compiled: Extract<CompileResult, { ok: true }>,
   view: View,
   usage: string,
+  secrets: WorkloadSecrets = placeholderSecrets,
 ): ResourcesByType {
   const name = viewName(view);
   if (view.kind === 'sidecar') {
@@ -77,7 +116,7 @@ export function viewResources(
       throw new UsageError(`--view ${name}: names no service of the definition's mesh (${known})`, usage);
     }
   }
-  const views = createViews(gatewayViews(placeholderSecrets), sidecarViews(placeholderSecrets));
+  const views = createViews(gatewayViews(secrets), sidecarViews(secrets));
   const resources = views.compile({ ir: compiled.ir, resources: compiled.resources }).get(name);
   if (!resources) throw new Error(`view ${name} compiled to nothing`);
   return resources;
