@@ -113,6 +113,15 @@ describe('the mesh section', () => {
       [{ path: 'mesh.services.customer.alow', message: expect.stringContaining('alow') }],
     ],
     [
+      'a mesh service name longer than a DNS label',
+      (d: Definition) => {
+        const long = `s${'x'.repeat(63)}`;
+        d.services[long] = { endpoints: ['127.0.0.1:3009'] };
+        d.mesh.services[long] = { namespace: 'salon', appPort: 3009 };
+      },
+      [{ path: `mesh.services.s${'x'.repeat(63)}`, message: expect.stringContaining('63 characters') }],
+    ],
+    [
       'an address that is not host:port',
       (d: Definition) => {
         d.mesh.services.customer.address = 'customer';

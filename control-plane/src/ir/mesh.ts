@@ -35,6 +35,11 @@ export function buildMesh(
     const service = mesh.services[name];
     const at = `mesh.services.${name}`;
     if (service === undefined) continue;
+    if (name.length > 63) {
+      // Its view, sidecar:<name>, and its DNS name take one RFC 1123 label.
+      errors.push({ path: at, message: 'a mesh service name is at most 63 characters (one DNS label)' });
+      continue;
+    }
     const upstream = definition.services[name];
     if (upstream === undefined) {
       errors.push({ path: at, message: `names no service in services: "${name}"` });
