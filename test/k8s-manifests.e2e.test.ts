@@ -193,6 +193,32 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
     }
   });
 
+  it('gives the control plane the mesh CA as a whole Secret volume, an intermediate under a self-signed mesh root', () => {
+    const cp = named(objects(), 'Deployment').find((d) => d.metadata.name === 'sekisho-control-plane') as Json;
+    const pod = cp.spec.template.spec;
+    const env = Object.fromEntries(pod.containers[0].env.map((e: Json) => [e.name, e.value]));
+    const dir = env.CONTROL_PLANE_MESH_CA_DIR as string;
+    const mount = pod.containers[0].volumeMounts.find((m: Json) => m.mountPath === dir);
+    expect(mount, 'CONTROL_PLANE_MESH_CA_DIR is a mounted volume').toMatchObject({ readOnly: true });
+    expect(mount.subPath).toBeUndefined();
+    const volume = pod.volumes.find((v: Json) => v.name === mount.name);
+    expect(volume).toEqual({ name: mount.name, secret: { secretName: 'sekisho-mesh-ca' } });
+    // cert-manager's alternative: the Secret is an intermediate CA's, issued by a CA Issuer over a self-signed root.
+    const certificates = named(objects(), 'Certificate');
+    const issuers = named(objects(), 'Issuer');
+    const intermediate = certificates.find((c) => c.spec.secretName === 'sekisho-mesh-ca') as Json;
+    expect(intermediate.spec).toMatchObject({ isCA: true, privateKey: { rotationPolicy: 'Always' } });
+    expect(intermediate.spec.usages).toContain('cert sign');
+    const rootIssuer = issuers.find((i) => i.metadata.name === intermediate.spec.issuerRef.name) as Json;
+    const root = certificates.find((c) => c.spec.secretName === rootIssuer.spec.ca.secretName) as Json;
+    expect(root.spec).toMatchObject({ isCA: true, privateKey: { rotationPolicy: 'Never' } });
+    expect(issuers.find((i) => i.metadata.name === root.spec.issuerRef.name)?.spec.selfSigned).toEqual({});
+    // The mesh has a root of its own: no control channel or webhook certificate chains to it.
+    const meshRootIssuers = new Set([rootIssuer.metadata.name]);
+    for (const c of certificates)
+      if (meshRootIssuers.has(c.spec.issuerRef.name)) expect(c.metadata.name, id(c)).toBe('sekisho-mesh-ca');
+  });
+
   it('runs every control channel client over mutual TLS with a cert-manager certificate of its identity', () => {
     const certificates = new Map(named(objects(), 'Certificate').map((c) => [c.spec.secretName, c]));
     const issuers = new Map(named(objects(), 'Issuer').map((i) => [i.metadata.name, i]));

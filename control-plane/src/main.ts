@@ -16,6 +16,8 @@ import { authorize, checkTrustDomain, peerIdentityOf } from './channel/identity'
 import { createServerTls, readServerTls, type ServerTls, serverTlsVariables } from './channel/server-tls';
 import type { FieldError } from './definition/load';
 import { LastGoodStore } from './last-good';
+import { loadCaMaterial } from './mesh/ca-material';
+import { caSourceOf, checkMeshCaConfig, createMeshCaFromConfig, meshCaConfigFields } from './mesh/config';
 import type { WorkloadSecrets } from './mesh/contract';
 import { DefinitionWatcher, type DefinitionWatcherOptions, describeFieldError } from './watch';
 import { SnapshotCache } from './xds/cache';
@@ -73,9 +75,12 @@ export const configSchema = z
      * filter and look their cluster up after them. Keep it above those filters' timeouts.
      */
     CONTROL_PLANE_CLUSTER_DRAIN: envDuration('10s'),
+    /** The mesh CA (workload certificates over SDS): see src/mesh/config.ts and the README's Mesh CA. */
+    ...meshCaConfigFields,
     LOG_LEVEL: envLogLevel(),
   })
   .superRefine((config, ctx) => {
+    checkMeshCaConfig(config, ctx);
     const adminHost = config.CONTROL_PLANE_ADMIN_HOST ?? config.CONTROL_PLANE_HOST;
     if (!isLoopbackHost(adminHost) && config.CONTROL_PLANE_ADMIN_TOKEN_FILE === undefined) {
       ctx.addIssue({
@@ -130,6 +135,8 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv = process.env): Co
   const files = tlsFilesOf(config);
   if (files) readServerTls(files);
   if (config.CONTROL_PLANE_ADMIN_TOKEN_FILE) readAdminToken(config.CONTROL_PLANE_ADMIN_TOKEN_FILE);
+  const meshCa = caSourceOf(config);
+  if (meshCa) loadCaMaterial(meshCa);
   return config;
 }
 
@@ -185,8 +192,9 @@ export async function startControlPlane(
     /** How often the control channel's certificate files are polled for changes, for tests. */
     tls?: { pollIntervalMs?: number };
     /**
-     * The mesh CA: the workload certificates of the sidecar views and of the ingress's view.
-     * Without it, a definition with a mesh is refused (field mesh).
+     * Where the workload certificates of the sidecar views and of the ingress's view come from,
+     * instead of the mesh CA the configuration names (CONTROL_PLANE_MESH_CA_*): for tests.
+     * With neither, a definition with a mesh is refused (field mesh).
      */
     secrets?: WorkloadSecrets;
   },
@@ -194,7 +202,10 @@ export async function startControlPlane(
   const { logger, registry } = deps;
   const definitionPath = resolve(deps.cwd ?? process.cwd(), config.CONTROL_PLANE_DEFINITION);
   const cache = new SnapshotCache();
-  const views = createViews(gatewayViews(deps.secrets), sidecarViews(deps.secrets));
+  // The mesh CA: loaded and checked here (a bad CA file stops the start, naming its variable).
+  const meshCa = deps.secrets ? undefined : createMeshCaFromConfig(config, { logger, registry, cwd: deps.cwd });
+  const secrets = deps.secrets ?? meshCa;
+  const views = createViews(gatewayViews(secrets), sidecarViews(secrets));
   const store = config.CONTROL_PLANE_STATE_DIR
     ? new LastGoodStore(resolve(deps.cwd ?? process.cwd(), config.CONTROL_PLANE_STATE_DIR))
     : undefined;
@@ -210,12 +221,13 @@ export async function startControlPlane(
     ...deps.watcher,
   });
 
-  // A certificate due for rotation: every view is compiled again with the new one.
-  deps.secrets?.onRotation(() => watcher.requestReload('workload certificate rotation'));
+  // A certificate due for rotation: every view is served again (only its Secrets change).
+  secrets?.onRotation(() => watcher.refresh('workload certificate rotated'));
 
   const initial = await watcher.reload('initial', { quiet: true });
   // A file that is invalid at start-up: serve the last good definition saved before, if any.
   if (!initial.ok && !(await watcher.serveSaved(initial))) {
+    meshCa?.close();
     throw new InvalidDefinitionError(definitionPath, initial.errors);
   }
 
@@ -225,6 +237,7 @@ export async function startControlPlane(
     tls = tlsFiles && createServerTls(tlsFiles, { logger, ...deps.tls });
   } catch (error) {
     await watcher.stop();
+    meshCa?.close();
     throw error;
   }
   const trustDomain = config.CONTROL_PLANE_TLS_TRUST_DOMAIN;
@@ -242,6 +255,7 @@ export async function startControlPlane(
   } catch (error) {
     tls?.close();
     await watcher.stop();
+    meshCa?.close();
     throw error;
   }
   const channel = tls
@@ -305,6 +319,7 @@ export async function startControlPlane(
     ads.close();
     await grpc.close(0);
     tls?.close();
+    meshCa?.close();
     throw error;
   }
 
@@ -319,6 +334,7 @@ export async function startControlPlane(
       ...channel,
       definition: definitionPath,
       views: views.names,
+      mesh_ca: meshCa ? 'configured' : deps.secrets ? 'given' : 'none (a definition with a mesh is refused)',
     },
     'control plane ready',
   );
@@ -329,6 +345,7 @@ export async function startControlPlane(
     { name: 'close gRPC server', run: () => grpc.close(2_000) },
     { name: 'stop watching the control channel certificate', run: async () => tls?.close() },
     { name: 'close admin server', run: () => admin.close() },
+    { name: 'stop watching the mesh CA', run: async () => meshCa?.close() },
   ];
   return {
     xdsPort: grpc.port,

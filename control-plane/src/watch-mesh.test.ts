@@ -82,10 +82,11 @@ describe('DefinitionWatcher with sidecar views', () => {
       registry: new Registry(),
       debounceMs: 20,
     });
-    secrets.onRotation(() => watcher?.requestReload('workload certificate rotation'));
+    secrets.onRotation(() => watcher?.refresh('workload certificate rotated'));
     expect((await watcher.reload('initial')).ok).toBe(true);
     watcher.start();
     const before = cache.versions('sidecar:customer');
+    const beforeIngress = cache.versions('ingress');
 
     generation++;
     for (const listener of listeners) listener();
@@ -94,11 +95,11 @@ describe('DefinitionWatcher with sidecar views', () => {
       5_000,
       'the rotated certificate served',
     );
+    expect(cache.versions('ingress')[typeUrls.secret]).not.toBe(beforeIngress[typeUrls.secret]);
     const after = cache.versions('sidecar:customer');
     // Only the Secrets change: no listener or cluster is pushed for a rotation.
     expect(after[typeUrls.listener]).toBe(before[typeUrls.listener]);
     expect(after[typeUrls.cluster]).toBe(before[typeUrls.cluster]);
-    expect(watcher.status().lastReload?.trigger).toBe('workload certificate rotation');
   });
 
   it('serves the saved sidecar views when the file is invalid at start-up', async () => {

@@ -7,9 +7,9 @@ import { LastGoodStore } from './last-good';
 import { DefinitionWatcher } from './watch';
 import { SnapshotCache } from './xds/cache';
 // The real compileDefinitionFile on a YAML file in a temp directory.
-import { captureLogger, eventually, testDefinitionYaml } from './xds/test-helpers';
+import { captureLogger, eventually, testDefinitionYaml, tlsSecret } from './xds/test-helpers';
 import { typeUrls } from './xds/type-urls';
-import { createViews, gatewayViews } from './xds/views';
+import { createViews, gatewayViews, typesOnly } from './xds/views';
 
 describe('DefinitionWatcher', () => {
   let dir: string;
@@ -150,5 +150,53 @@ describe('DefinitionWatcher', () => {
     expect(records).toContainEqual(
       expect.objectContaining({ event_type: 'definition_saved_unusable', missing_views: ['ext-authz', 'ratelimit'] }),
     );
+  });
+  it('refresh() serves every view again from the last compiled definition without reading the file', async () => {
+    await writeFile(file, testDefinitionYaml());
+    const cache = new SnapshotCache();
+    const { logger, records } = captureLogger('info');
+    // A view with something of its own clock, as a mesh view's workload certificate is.
+    let serial = 1;
+    const views = createViews([
+      ...gatewayViews(),
+      {
+        name: 'sidecar:customer',
+        matches: () => false,
+        select: (compiled) =>
+          new Map([
+            ...typesOnly([typeUrls.cluster])(compiled),
+            [typeUrls.secret, [tlsSecret('workload', `certificate ${serial}`)]],
+          ]),
+      },
+    ]);
+    let compiles = 0;
+    watcher = new DefinitionWatcher({
+      path: file,
+      cache,
+      logger,
+      registry: new Registry(),
+      views,
+      compile: async (path) => {
+        compiles++;
+        return (await import('./definition/load')).compileDefinitionFile(path);
+      },
+    });
+    expect(watcher.refresh('before any compile')).toBe(false);
+    expect((await watcher.reload('initial')).ok).toBe(true);
+    const before = cache.versions('sidecar:customer');
+    const ingress = cache.versions('ingress');
+    // Broken on disk: a refresh must not read it.
+    await writeFile(file, 'routes: [');
+    serial = 2;
+    expect(watcher.refresh('certificate rotated')).toBe(true);
+    expect(compiles).toBe(1);
+    const after = cache.versions('sidecar:customer');
+    expect(after[typeUrls.secret]).not.toBe(before[typeUrls.secret]);
+    expect(after[typeUrls.cluster]).toBe(before[typeUrls.cluster]);
+    expect(cache.versions('ingress')).toEqual(ingress);
+    expect(records.find((r) => r.event_type === 'definition_refreshed')).toMatchObject({
+      trigger: 'certificate rotated',
+      changed_by_view: { 'sidecar:customer': [typeUrls.secret] },
+    });
   });
 });

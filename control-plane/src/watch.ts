@@ -93,8 +93,8 @@ export class DefinitionWatcher {
   private signature?: FileSignature;
   private lastReload?: ReloadStatus;
   private lastGoodAt?: Date;
-  /** The IR of the definition served now; undefined while serving a saved definition (no IR is saved). */
-  private servedIR?: GatewayIR;
+  /** The definition served now; undefined while serving a saved definition (no IR is saved). */
+  private served?: CompiledDefinition;
   private readonly compileSeconds: Histogram<'result'>;
   /** This process saved a definition to the store (so an unchanged one need not be saved again). */
   private saved = false;
@@ -157,7 +157,7 @@ export class DefinitionWatcher {
       { result: result.ok ? 'ok' : 'invalid' },
       Number(process.hrtime.bigint() - compileStarted) / 1e9,
     );
-    if (result.ok) this.servedIR = result.ir;
+    if (result.ok) this.served = result;
     const at = new Date();
     this.lastReload = {
       at: at.toISOString(),
@@ -277,14 +277,6 @@ export class DefinitionWatcher {
     return true;
   }
 
-  /**
-   * Compiles and serves the definition again soon (debounced like a file change): for what
-   * changes the views without changing the file, such as a workload certificate due for rotation.
-   */
-  requestReload(trigger: string): void {
-    this.schedule(trigger);
-  }
-
   /** Starts watching. Call after the initial reload(). */
   start(): void {
     this.stopped = false;
@@ -327,7 +319,22 @@ export class DefinitionWatcher {
 
   /** The IR of the definition served now, or undefined while a saved definition is served. */
   ir(): GatewayIR | undefined {
-    return this.servedIR;
+    return this.served?.ir;
+  }
+
+  /**
+   * Serves every view again from the definition compiled last, without reading the file: for
+   * what views add on their own clock (a rotated workload certificate). False, changing
+   * nothing, while no definition compiled in this process (a saved one is served as saved).
+   */
+  refresh(trigger: string): boolean {
+    if (!this.served) return false;
+    const { changedTypes, changedByView } = this.serve(this.groupsOf(this.served));
+    this.log.info(
+      { event_type: 'definition_refreshed', trigger, changed_types: changedTypes, changed_by_view: changedByView },
+      'views served again from the last compiled definition',
+    );
+    return true;
   }
 
   status(): WatcherStatus {
