@@ -19,6 +19,8 @@ export interface IssuedFiles {
 
 export interface MeshPki {
   caFile: string;
+  /** The CA's private key (for a control plane given this CA as its mesh CA). */
+  caKeyFile: string;
   caPem: string;
   /** A leaf certificate (client and server use) for `spiffeId`, written as `<name>.crt/.key`. */
   issue(name: string, spiffeId: string): IssuedFiles;
@@ -83,6 +85,7 @@ export function createMeshPki(dir: string, name = 'test-mesh-ca'): MeshPki {
   };
   return {
     caFile,
+    caKeyFile: caKey,
     caPem,
     issue,
     workloadSecrets() {

@@ -1,5 +1,5 @@
-// The mesh with real Envoys: one definition, one control plane (in this process, with a test
-// mesh CA behind its WorkloadSecrets), the ingress Envoy, a sidecar Envoy for customer and one
+// The mesh with real Envoys: one definition, one control plane (in this process, configured
+// as the mesh CA with a CA made by openssl for the run: CONTROL_PLANE_MESH_CA_*), the ingress Envoy, a sidecar Envoy for customer and one
 // for appointment (each its own view, sidecar:<service>, and its own certificate over SDS),
 // ext-authz verifying the end user's ID token, and two demo apps: customer calls appointment
 // through its sidecar's outbound listener. Proves: the call chain works with the end user's

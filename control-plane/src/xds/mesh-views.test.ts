@@ -91,6 +91,24 @@ describe('sidecar views', () => {
     expect(views.names).toEqual(['ingress', 'ext-authz', 'ratelimit']);
   });
 
+  it('refuses a mesh whose identities the CA will not issue (another trust domain), naming the field', () => {
+    const refusing = {
+      secretsFor: (spiffeId: string) => {
+        throw new Error(`${spiffeId} is not in the trust domain cluster.local`);
+      },
+      onRotation: () => {},
+    };
+    const views = createViews(gatewayViews(refusing), sidecarViews(refusing));
+    expect(() => views.compile(compiled(parse(meshYaml)))).toThrow(DefinitionRefusedError);
+    try {
+      views.compile(compiled(parse(meshYaml)));
+    } catch (error) {
+      expect((error as DefinitionRefusedError).errors).toEqual([
+        { path: 'mesh', message: expect.stringContaining('not in the trust domain cluster.local') },
+      ]);
+    }
+  });
+
   it('leaves definitions without a mesh as they were: no secrets asked for, no sidecar views', () => {
     const definition = parse(meshYaml);
     delete definition.mesh;

@@ -95,7 +95,14 @@ const noCaMessage =
 
 function secretsOf(secrets: WorkloadSecrets | undefined, spiffeId: string): Resource[] {
   if (!secrets) throw new DefinitionRefusedError([{ path: 'mesh', message: noCaMessage }]);
-  return secrets.secretsFor(spiffeId);
+  try {
+    return secrets.secretsFor(spiffeId);
+  } catch (error) {
+    // An identity the CA will not issue (another trust domain than the CA's): the definition's fault.
+    throw new DefinitionRefusedError([
+      { path: 'mesh', message: `the mesh CA issues no certificate for ${spiffeId}: ${(error as Error).message}` },
+    ]);
+  }
 }
 
 /** `resources` with `extra` Secrets added, sorted by name. */
