@@ -4,6 +4,7 @@ import type { AdminApp, AdminRequest } from '@sekisho/service-kit/admin-server';
 import { ConfigError } from '@sekisho/service-kit/config';
 import type { Logger } from '@sekisho/service-kit/logger';
 import type { GatewayIR } from './ir/types';
+import { redactSecrets } from './redact';
 import { renderAny } from './translate/any';
 import type { SnapshotCache } from './xds/cache';
 import type { StreamStatus } from './xds/connections';
@@ -15,22 +16,9 @@ import { pushOrder } from './xds/type-urls';
 // Off loopback it needs a bearer token (CONTROL_PLANE_ADMIN_TOKEN_FILE); /healthz, /readyz and
 // /metrics stay open for the kubelet and Prometheus.
 
+export { redactSecrets };
+
 export const adminTokenVariable = 'CONTROL_PLANE_ADMIN_TOKEN_FILE';
-
-/** Fields holding private keys: never served, even to an authenticated operator. */
-const secretFields = new Set(['privateKeyPem', 'privateKey']);
-
-/** `value` with every private key replaced by "[redacted]". */
-export function redactSecrets(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(redactSecrets);
-  if (value === null || typeof value !== 'object') return value;
-  return Object.fromEntries(
-    Object.entries(value).map(([field, inner]) => [
-      field,
-      secretFields.has(field) ? '[redacted]' : redactSecrets(inner),
-    ]),
-  );
-}
 
 const digest = (text: string) => createHash('sha256').update(text).digest();
 

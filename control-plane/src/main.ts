@@ -17,11 +17,12 @@ import { createServerTls, readServerTls, type ServerTls, serverTlsVariables } fr
 import type { FieldError } from './definition/load';
 import { LastGoodStore } from './last-good';
 import { loadCaMaterial } from './mesh/ca-material';
-import { caSourceOf, checkMeshCaConfig, meshCaConfigFields } from './mesh/config';
+import { caSourceOf, checkMeshCaConfig, createMeshCaFromConfig, meshCaConfigFields } from './mesh/config';
+import type { WorkloadSecrets } from './mesh/contract';
 import { DefinitionWatcher, type DefinitionWatcherOptions, describeFieldError } from './watch';
 import { SnapshotCache } from './xds/cache';
 import { createAdsServer } from './xds/server';
-import { createViews, gatewayViews } from './xds/views';
+import { createViews, gatewayViews, sidecarViews } from './xds/views';
 
 // The control plane process: compile the definition, serve it over ADS, recompile
 // whenever the file changes. Run with `npx tsx control-plane/src/main.ts`.
@@ -190,12 +191,21 @@ export async function startControlPlane(
     watcher?: Pick<DefinitionWatcherOptions, 'compile' | 'debounceMs' | 'pollIntervalMs'>;
     /** How often the control channel's certificate files are polled for changes, for tests. */
     tls?: { pollIntervalMs?: number };
+    /**
+     * Where the workload certificates of the sidecar views and of the ingress's view come from,
+     * instead of the mesh CA the configuration names (CONTROL_PLANE_MESH_CA_*): for tests.
+     * With neither, a definition with a mesh is refused (field mesh).
+     */
+    secrets?: WorkloadSecrets;
   },
 ): Promise<ControlPlane> {
   const { logger, registry } = deps;
   const definitionPath = resolve(deps.cwd ?? process.cwd(), config.CONTROL_PLANE_DEFINITION);
   const cache = new SnapshotCache();
-  const views = createViews(gatewayViews());
+  // The mesh CA: loaded and checked here (a bad CA file stops the start, naming its variable).
+  const meshCa = deps.secrets ? undefined : createMeshCaFromConfig(config, { logger, registry, cwd: deps.cwd });
+  const secrets = deps.secrets ?? meshCa;
+  const views = createViews(gatewayViews(secrets), sidecarViews(secrets));
   const store = config.CONTROL_PLANE_STATE_DIR
     ? new LastGoodStore(resolve(deps.cwd ?? process.cwd(), config.CONTROL_PLANE_STATE_DIR))
     : undefined;
@@ -211,9 +221,13 @@ export async function startControlPlane(
     ...deps.watcher,
   });
 
+  // A certificate due for rotation: every view is served again (only its Secrets change).
+  secrets?.onRotation(() => watcher.refresh('workload certificate rotated'));
+
   const initial = await watcher.reload('initial', { quiet: true });
   // A file that is invalid at start-up: serve the last good definition saved before, if any.
   if (!initial.ok && !(await watcher.serveSaved(initial))) {
+    meshCa?.close();
     throw new InvalidDefinitionError(definitionPath, initial.errors);
   }
 
@@ -223,6 +237,7 @@ export async function startControlPlane(
     tls = tlsFiles && createServerTls(tlsFiles, { logger, ...deps.tls });
   } catch (error) {
     await watcher.stop();
+    meshCa?.close();
     throw error;
   }
   const trustDomain = config.CONTROL_PLANE_TLS_TRUST_DOMAIN;
@@ -240,6 +255,7 @@ export async function startControlPlane(
   } catch (error) {
     tls?.close();
     await watcher.stop();
+    meshCa?.close();
     throw error;
   }
   const channel = tls
@@ -289,7 +305,10 @@ export async function startControlPlane(
       routes: (app) =>
         registerAdminApi(app, {
           cache,
-          views: views.names,
+          // Read per request: the sidecar views follow the definition.
+          get views() {
+            return views.names;
+          },
           proxies: () => ads.connections.list(),
           ir: () => watcher.ir(),
           unconverged: () => ads.unconverged(),
@@ -300,6 +319,7 @@ export async function startControlPlane(
     ads.close();
     await grpc.close(0);
     tls?.close();
+    meshCa?.close();
     throw error;
   }
 
@@ -314,6 +334,7 @@ export async function startControlPlane(
       ...channel,
       definition: definitionPath,
       views: views.names,
+      mesh_ca: meshCa ? 'configured' : deps.secrets ? 'given' : 'none (a definition with a mesh is refused)',
     },
     'control plane ready',
   );
@@ -324,6 +345,7 @@ export async function startControlPlane(
     { name: 'close gRPC server', run: () => grpc.close(2_000) },
     { name: 'stop watching the control channel certificate', run: async () => tls?.close() },
     { name: 'close admin server', run: () => admin.close() },
+    { name: 'stop watching the mesh CA', run: async () => meshCa?.close() },
   ];
   return {
     xdsPort: grpc.port,

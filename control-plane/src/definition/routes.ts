@@ -181,7 +181,8 @@ export const retryConditions = [
   'http3-post-connect-failure',
 ] as const;
 
-const retries = z.strictObject({
+/** A route's retries; also the outbound retries of calls to a mesh service (mesh.ts). */
+export const retries = z.strictObject({
   /** Default: only failures where the request never reached the service (safe for a POST). */
   on: z.array(z.enum(retryConditions)).min(1).default(['connect-failure', 'refused-stream']),
   /** Retries after the first try; 0 turns retrying off. */

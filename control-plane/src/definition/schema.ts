@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { edgeSchema } from './edge';
 import { identifier, permission, seconds } from './fields';
 import { listenersSchema } from './listeners';
+import { meshSchema } from './mesh';
 import { routeSchema, serviceName } from './routes';
 import { extAuthzServiceSchema, rateLimitServiceSchema, serviceSchema, threatDetectorServiceSchema } from './services';
 import { threatsSchema } from './threats';
@@ -155,6 +156,8 @@ export const gatewayDefinitionSchema = z.strictObject({
   edge: edgeSchema.prefault({}),
   /** Threat detection from the access log (reference design §5.2); absent = off. */
   threats: threatsSchema.optional(),
+  /** The services behind Sekisho sidecars and who may call them (definition/mesh.ts); absent = no mesh. */
+  mesh: meshSchema.optional(),
 });
 
 /** What a definition file may contain (defaults not yet applied). */

@@ -9,6 +9,7 @@ import { buildBrowserIR } from './browser';
 import { buildClusters } from './clusters';
 import { buildEdgeClient } from './edge-client';
 import { resolveGroups } from './groups';
+import { buildMesh } from './mesh';
 import { extAuthzClusterName, rateLimitClusterName } from './names';
 import { buildRouteShapes } from './routes';
 import { buildThreatsIR } from './threats';
@@ -37,6 +38,8 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
   );
 
   const clusters = buildClusters(definition, errors);
+  // After the clusters: a mesh service's cluster reaches its sidecar instead of its endpoints.
+  const mesh = buildMesh(definition, clusters, errors);
   const { extAuthz, rateLimit } = definition.policyServices;
 
   const shadow = definition.limits.shadow;
@@ -132,6 +135,7 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
       ...edgeClient,
       requestBody: { defaultMaxBytes: definition.edge.maxRequestBodyBytes },
       threats,
+      ...(mesh ? { mesh } : {}),
     },
   };
 }

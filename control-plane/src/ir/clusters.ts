@@ -57,7 +57,7 @@ function policyCluster(name: string, service: PolicyServiceInput): ClusterIR {
   };
 }
 
-function discovery(addresses: readonly string[]): Pick<ClusterIR, 'discovery' | 'endpoints'> {
+export function discovery(addresses: readonly string[]): Pick<ClusterIR, 'discovery' | 'endpoints'> {
   const endpoints: EndpointIR[] = addresses.map((address) => {
     const parsed = parseHostPort(address);
     if ('problem' in parsed) throw new Error(`unvalidated endpoint: ${parsed.problem}`);

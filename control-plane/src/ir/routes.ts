@@ -183,7 +183,7 @@ function variables(template: string): string[] {
 }
 
 /** Today's safe default when the route says nothing: connection failures only, twice. */
-function retries(input: RouteInput['retries'], at: string, errors: FieldError[]): RetryIR {
+export function retries(input: RouteInput['retries'], at: string, errors: FieldError[]): RetryIR {
   const value = input ?? {
     on: ['connect-failure', 'refused-stream'],
     count: 2,

@@ -25,6 +25,47 @@ export interface GatewayIR {
   requestBody: RequestBodyIR;
   /** Threat detection: the ingress streams its access log to the detector; undefined = off. */
   threats: ThreatsIR | undefined;
+  /** The services behind Sekisho sidecars (ir/mesh.ts); undefined = no mesh. */
+  mesh?: MeshIR | undefined;
+}
+
+export interface MeshIR {
+  trustDomain: string;
+  /** The ingress Envoy's SPIFFE id (its certificate towards the sidecars). */
+  ingressSpiffeId: string;
+  /** Sorted by name. */
+  services: MeshServiceIR[];
+}
+
+export interface MeshServiceIR {
+  /** The name in `services` and `mesh.services`; its view is `sidecar:<name>`. */
+  name: string;
+  spiffeId: string;
+  namespace: string;
+  appPort: number;
+  inboundPort: number;
+  outboundPort: number;
+  /** Where peers (and the ingress) reach the sidecar's inbound listener. */
+  address: EndpointIR;
+  /** The service's cluster as the ingress and callers' sidecars reach it (endpoints = address, mesh mTLS). */
+  cluster: ClusterIR;
+  /** Upstream timeout of calls to it (services.<name>.timeout). */
+  timeoutMs: number;
+  /** Outbound retries of calls to it. */
+  retries: RetryIR;
+  /** Who may call it; nobody when empty. */
+  allow: MeshAllowIR[];
+}
+
+export interface MeshAllowIR {
+  /** The callers' SPIFFE ids (the ingress's or mesh services'). */
+  principals: string[];
+  /** The caller names as the definition gives them ('ingress' or service names). */
+  callers: string[];
+  /** Empty = any method. */
+  methods: string[];
+  /** Empty = any path. */
+  paths: Array<{ kind: 'exact' | 'prefix'; value: string }>;
 }
 
 export interface ThreatsIR {
@@ -162,6 +203,8 @@ export interface ClusterIR {
   outlierDetection: OutlierDetectionIR | undefined;
   circuitBreakers: CircuitBreakersIR | undefined;
   loadBalancing: LoadBalancingIR;
+  /** A mesh service's cluster: mutual TLS with the mesh's SDS secrets, the peer's SPIFFE id required. */
+  meshPeer?: string | undefined;
 }
 
 export interface UpstreamTlsIR {

@@ -29,12 +29,13 @@ import { durationFromMs } from './duration';
 import { edgeLimits } from './edge';
 import { loadAssignment } from './endpoints';
 import { upstreamHttpProtocolOptionsName, upstreamTlsTransportSocketName } from './filter-names';
+import { meshUpstreamTls } from './sidecar/mtls';
 
 export function translateClusters(ir: GatewayIR): Cluster[] {
   return ir.clusters.map(translateCluster);
 }
 
-function translateCluster(cluster: ClusterIR): Cluster {
+export function translateCluster(cluster: ClusterIR): Cluster {
   return Cluster.fromPartial({
     name: cluster.name,
     ...(cluster.discovery === 'eds'
@@ -55,6 +56,7 @@ function translateCluster(cluster: ClusterIR): Cluster {
     ...(cluster.circuitBreakers === undefined ? {} : { circuitBreakers: circuitBreakers(cluster.circuitBreakers) }),
     lbPolicy: lbPolicies[cluster.loadBalancing.policy],
     ...(cluster.tls === undefined ? {} : { transportSocket: transportSocket(cluster.tls, cluster.protocol) }),
+    ...(cluster.meshPeer === undefined ? {} : { transportSocket: meshUpstreamTls(cluster.meshPeer, cluster.protocol) }),
     typedExtensionProtocolOptions:
       cluster.protocol === 'http2'
         ? {

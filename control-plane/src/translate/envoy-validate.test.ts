@@ -8,7 +8,10 @@ import { basename, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { resolveEnvoyBinary } from '@sekisho/devstack/envoy';
 import { describe, expect, it } from 'vitest';
+import { createMeshPki } from '../../../test/mesh-pki';
 import { compileDefinitionFile } from '../definition/load';
+import type { ResourcesByType } from '../xds/resources';
+import { createViews, gatewayViews, sidecarViews } from '../xds/views';
 import { staticBootstrap } from './static-bootstrap';
 
 const run = promisify(execFile);
@@ -31,6 +34,23 @@ async function envoyBinary(): Promise<string> {
   return runtime.path;
 }
 
+async function validate(envoyBin: string, dir: string, name: string, resources: ResourcesByType): Promise<void> {
+  const bootstrapFile = join(dir, `${name}.pb`);
+  await writeFile(bootstrapFile, staticBootstrap(resources));
+  const result = await run(
+    envoyBin,
+    ['--mode', 'validate', '-c', bootstrapFile, '--disable-hot-restart', '-l', 'error'],
+    {
+      timeout: 60_000,
+    },
+  ).catch((error: { stdout?: string; stderr?: string; message: string }) => {
+    throw new Error(
+      `envoy rejected the config of ${name}:\n${error.stdout ?? ''}${error.stderr ?? ''}${error.message}`,
+    );
+  });
+  expect(result.stdout).toContain(`configuration '${bootstrapFile}' OK`);
+}
+
 describe('generated Envoy config', () => {
   for (const file of definitions) {
     it(`is accepted by \`envoy --mode validate\`: ${basename(file)}`, async () => {
@@ -40,16 +60,18 @@ describe('generated Envoy config', () => {
 
       const dir = await mkdtemp(join(tmpdir(), 'sekisho-envoy-validate-'));
       try {
-        const bootstrapFile = join(dir, 'bootstrap.pb');
-        await writeFile(bootstrapFile, staticBootstrap(compiled.resources));
-        const result = await run(
-          envoyBin,
-          ['--mode', 'validate', '-c', bootstrapFile, '--disable-hot-restart', '-l', 'error'],
-          { timeout: 60_000 },
-        ).catch((error: { stdout?: string; stderr?: string; message: string }) => {
-          throw new Error(`envoy rejected the config:\n${error.stdout ?? ''}${error.stderr ?? ''}${error.message}`);
-        });
-        expect(result.stdout).toContain(`configuration '${bootstrapFile}' OK`);
+        if (!compiled.ir.mesh) {
+          await validate(envoyBin, dir, 'bootstrap', compiled.resources);
+          return;
+        }
+        // A mesh: the ingress's and every sidecar's view, with workload certificates of a test CA.
+        const secrets = createMeshPki(join(dir, 'pki')).workloadSecrets();
+        const views = createViews(gatewayViews(secrets), sidecarViews(secrets)).compile(compiled);
+        const envoyViews = [...views.keys()].filter((view) => view === 'ingress' || view.startsWith('sidecar:'));
+        expect(envoyViews.length).toBeGreaterThan(1);
+        for (const view of envoyViews) {
+          await validate(envoyBin, dir, view.replace(':', '-'), views.get(view) as ResourcesByType);
+        }
       } finally {
         await rm(dir, { recursive: true, force: true });
       }

@@ -11,6 +11,7 @@ import { compileDefinition } from '../definition/load';
 import type { ResourcesByType } from '../xds/resources';
 import { typeUrls } from '../xds/type-urls';
 import { renderAny } from './any';
+import { translateSidecar } from './sidecar/index';
 
 const testdata = resolve(import.meta.dirname, 'testdata');
 const update = process.env.UPDATE_GOLDEN === '1';
@@ -119,6 +120,24 @@ describe('translator golden files', () => {
             readFileSync(goldenFile, 'utf8'),
           );
         });
+      }
+
+      // A sidecar view's own resources (its workload Secrets come from the mesh CA, not the translator).
+      for (const service of compiled.ok ? (compiled.ir.mesh?.services ?? []) : []) {
+        for (const [kind, types] of Object.entries(kinds)) {
+          if (kind === 'policy' || kind === 'secrets') continue;
+          const golden = `${testCase.name}.sidecar-${service.name}.${kind}.yaml`;
+          it(`renders sidecar:${service.name} ${kind} as in testdata/out/${golden}`, () => {
+            if (!compiled.ok) throw new Error('does not compile');
+            const actual = renderKind(translateSidecar(compiled.ir, service), types, testCase.name);
+            const goldenFile = join(testdata, 'out', golden);
+            if (update) writeFileSync(goldenFile, actual);
+            expect(existsSync(goldenFile), `${goldenFile} is missing; run with UPDATE_GOLDEN=1`).toBe(true);
+            expect(actual, `differs from ${goldenFile}; if intended, run with UPDATE_GOLDEN=1`).toBe(
+              readFileSync(goldenFile, 'utf8'),
+            );
+          });
+        }
       }
     });
   }

@@ -5,6 +5,7 @@ import { type HeaderValueOption, HeaderValueOption_HeaderAppendAction } from '@s
 import {
   type RateLimit,
   RedirectAction_RedirectResponseCode,
+  type RetryPolicy,
   type Route,
   type RouteAction,
   type RouteMatch,
@@ -12,13 +13,21 @@ import {
 import { UriTemplateMatchConfig } from '@sekisho/proto/envoy/extensions/path/match/uri_template/v3/uri_template_match';
 import { UriTemplateRewriteConfig } from '@sekisho/proto/envoy/extensions/path/rewrite/uri_template/v3/uri_template_rewrite';
 import type { StringMatcher } from '@sekisho/proto/envoy/type/matcher/v3/string';
-import type { DirectResponseIR, ForwardIR, HeaderChangesIR, RedirectIR, RouteIR, ValueMatchIR } from '../ir/types';
+import type {
+  DirectResponseIR,
+  ForwardIR,
+  HeaderChangesIR,
+  RedirectIR,
+  RetryIR,
+  RouteIR,
+  ValueMatchIR,
+} from '../ir/types';
 import { pack } from './any';
 import { durationFromMs } from './duration';
 import { pathMatchUriTemplateName, pathRewriteUriTemplateName } from './filter-names';
 
 /** What ts-proto's fromPartial accepts (its own DeepPartial is not exported). */
-type DeepPartial<T> = T extends Uint8Array
+export type DeepPartial<T> = T extends Uint8Array
   ? T
   : T extends Array<infer U>
     ? Array<DeepPartial<U>>
@@ -128,23 +137,7 @@ function forward(action: ForwardIR): DeepPartial<RouteAction> {
     ...rewrite(action.rewrite),
     timeout: durationFromMs(action.timeoutMs),
     ...(action.idleTimeoutMs === undefined ? {} : { idleTimeout: durationFromMs(action.idleTimeoutMs) }),
-    retryPolicy: {
-      retryOn: action.retries.on.join(','),
-      numRetries: action.retries.count,
-      retriableStatusCodes: action.retries.statusCodes,
-      ...(action.retries.perTryTimeoutMs === undefined
-        ? {}
-        : { perTryTimeout: durationFromMs(action.retries.perTryTimeoutMs) }),
-      ...(action.retries.perTryIdleTimeoutMs === undefined
-        ? {}
-        : { perTryIdleTimeout: durationFromMs(action.retries.perTryIdleTimeoutMs) }),
-      retryBackOff: {
-        baseInterval: durationFromMs(action.retries.backOff.baseMs),
-        ...(action.retries.backOff.maxMs === undefined
-          ? {}
-          : { maxInterval: durationFromMs(action.retries.backOff.maxMs) }),
-      },
-    },
+    retryPolicy: retryPolicy(action.retries),
     hashPolicy:
       action.hashOn === undefined
         ? []
@@ -153,6 +146,23 @@ function forward(action: ForwardIR): DeepPartial<RouteAction> {
               ? { connectionProperties: { sourceIp: true } }
               : { header: { headerName: action.hashOn.header } },
           ],
+  };
+}
+
+/** Envoy's retry policy of a route (the ingress's, and a sidecar's outbound routes). */
+export function retryPolicy(retries: RetryIR): DeepPartial<RetryPolicy> {
+  return {
+    retryOn: retries.on.join(','),
+    numRetries: retries.count,
+    retriableStatusCodes: retries.statusCodes,
+    ...(retries.perTryTimeoutMs === undefined ? {} : { perTryTimeout: durationFromMs(retries.perTryTimeoutMs) }),
+    ...(retries.perTryIdleTimeoutMs === undefined
+      ? {}
+      : { perTryIdleTimeout: durationFromMs(retries.perTryIdleTimeoutMs) }),
+    retryBackOff: {
+      baseInterval: durationFromMs(retries.backOff.baseMs),
+      ...(retries.backOff.maxMs === undefined ? {} : { maxInterval: durationFromMs(retries.backOff.maxMs) }),
+    },
   };
 }
 

@@ -10,7 +10,11 @@ import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
 import { RouteConfiguration } from '@sekisho/proto/envoy/config/route/v3/route';
 import { HttpConnectionManager } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
 import { Secret } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/secret';
-import { DownstreamTlsContext } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/tls';
+import {
+  type CommonTlsContext,
+  DownstreamTlsContext,
+  UpstreamTlsContext,
+} from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/tls';
 import type { ResourcesByType } from '../xds/resources';
 import { typeUrls } from '../xds/type-urls';
 import { encode, pack, unpack } from './any';
@@ -18,6 +22,13 @@ import { httpConnectionManagerName, tlsTransportSocketName } from './filter-name
 
 function decodeAll<T>(resources: ResourcesByType, typeUrl: string, codec: { decode(bytes: Uint8Array): T }): T[] {
   return (resources.get(typeUrl) ?? []).map((resource) => codec.decode(resource.resource.value));
+}
+
+/** SDS secrets by name only: the static ones of the bootstrap (certificates and the mesh's trust bundle). */
+function staticSds(common: CommonTlsContext | undefined): void {
+  for (const sds of common?.tlsCertificateSdsSecretConfigs ?? []) sds.sdsConfig = undefined;
+  const validation = common?.combinedValidationContext?.validationContextSdsSecretConfig;
+  if (validation) validation.sdsConfig = undefined;
 }
 
 /** Envoy's Bootstrap { static_resources = 2 { listeners = 1; clusters = 2; secrets = 3 } }, encoded by hand. */
@@ -41,7 +52,7 @@ export function staticBootstrap(resources: ResourcesByType): Uint8Array {
       const socket = chain.transportSocket;
       if (socket?.name === tlsTransportSocketName && socket.typedConfig !== undefined) {
         const tls = unpack(DownstreamTlsContext, socket.typedConfig);
-        for (const sds of tls.commonTlsContext?.tlsCertificateSdsSecretConfigs ?? []) sds.sdsConfig = undefined;
+        staticSds(tls.commonTlsContext);
         socket.typedConfig = pack(DownstreamTlsContext, tls);
       }
     }
@@ -49,6 +60,12 @@ export function staticBootstrap(resources: ResourcesByType): Uint8Array {
   });
 
   const clusters = decodeAll(resources, typeUrls.cluster, Cluster).map((cluster) => {
+    const socket = cluster.transportSocket;
+    if (socket?.typedConfig?.typeUrl.endsWith('.UpstreamTlsContext')) {
+      const tls = unpack(UpstreamTlsContext, socket.typedConfig);
+      staticSds(tls.commonTlsContext);
+      socket.typedConfig = pack(UpstreamTlsContext, tls);
+    }
     if (cluster.type !== Cluster_DiscoveryType.EDS) return cluster;
     const loadAssignment = assignments.get(cluster.edsClusterConfig?.serviceName ?? cluster.name);
     if (loadAssignment === undefined) throw new Error(`cluster ${cluster.name}: no ClusterLoadAssignment`);

@@ -1,0 +1,76 @@
+// The mesh section of the gateway definition: which services run behind a Sekisho sidecar,
+// under which workload identity (SPIFFE id spiffe://<trustDomain>/ns/<namespace>/sa/<account>),
+// where each sidecar listens, and which workloads may call which (service-to-service policy,
+// decided on the caller's verified certificate). Cross-references (mesh services must be
+// services of the definition, callers must be mesh services or the ingress) are checked in
+// the IR (ir/mesh.ts), like every other cross-reference.
+import { z } from 'zod';
+import { isDnsName } from './endpoint';
+import { hostPort } from './fields';
+import { httpMethods, matchPattern, retries, serviceName } from './routes';
+
+/** Kubernetes names: RFC 1123 labels (namespaces, service accounts). */
+const kubernetesName = (what: string) =>
+  z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
+    message: `${what} must be a lower-case RFC 1123 label (a-z, 0-9, "-"), e.g. salon`,
+  });
+
+const trustDomain = z.string().refine((text) => isDnsName(text) && text === text.toLowerCase(), {
+  message: 'must be a lower-case DNS name, e.g. cluster.local',
+});
+
+const port = z.int().min(1).max(65_535);
+
+/** "/path" or "/prefix/*" (the route match syntax without a method: methods are a list of their own). */
+const pathPattern = z.string().superRefine((text, ctx) => {
+  const parsed = matchPattern.exec(text);
+  if (!parsed || parsed[1] !== undefined) {
+    ctx.addIssue({ code: 'custom', message: `must be "/path" or "/prefix/*", got "${text}"` });
+  } else if (parsed[3] && !parsed[2]?.endsWith('/')) {
+    ctx.addIssue({ code: 'custom', message: `"*" is only allowed as a trailing "/*", got "${text}"` });
+  }
+});
+
+/** A caller: the ingress Envoy, or another mesh service by its name. */
+const caller = z.union([z.literal('ingress'), serviceName]);
+
+/** One rule: these callers may send these methods (any when absent) to these paths (any when absent). */
+const allowRule = z.strictObject({
+  from: z.array(caller).min(1),
+  methods: z.array(z.enum(httpMethods)).min(1).optional(),
+  paths: z.array(pathPattern).min(1).optional(),
+});
+
+const meshService = z.strictObject({
+  namespace: kubernetesName('a namespace'),
+  /** Default: the service's name. */
+  serviceAccount: kubernetesName('a service account').optional(),
+  /** Where the app listens on loopback, behind its sidecar. */
+  appPort: port,
+  /** The sidecar's mTLS listener, in front of the app. */
+  inboundPort: port.default(15006),
+  /** The sidecar's plaintext loopback listener for the app's calls to other services. */
+  outboundPort: port.default(15001),
+  /**
+   * host:port where peers reach this sidecar's inbound listener; default
+   * `<name>.<namespace>.svc.cluster.local:<inboundPort>` (a Kubernetes Service, resolved by DNS).
+   */
+  address: hostPort.optional(),
+  /** Who may call this service; nobody when empty (deny by default). */
+  allow: z.array(allowRule).default([]),
+  /** The outbound retries of calls to this service through a caller's sidecar; default connection failures, twice. */
+  retries: retries.optional(),
+});
+
+export const meshSchema = z.strictObject({
+  trustDomain: trustDomain.default('cluster.local'),
+  /** The ingress Envoy's workload identity: what `from: [ingress]` means. */
+  ingress: z.strictObject({
+    namespace: kubernetesName('a namespace'),
+    serviceAccount: kubernetesName('a service account'),
+  }),
+  /** Keyed by the name of a service of `services`. */
+  services: z.record(serviceName, meshService),
+});
+
+export type MeshDefinition = z.output<typeof meshSchema>;
