@@ -5,6 +5,8 @@ import { loadRateLimitConfig } from './config';
 // npx tsx ratelimit-service/src/main.ts
 await runService({
   name: 'ratelimit-service',
+  // SEKISHO_WORKERS > 1: that many processes share the gRPC port; the primary serves the admin port.
+  admin: (config) => ({ host: config.RATELIMIT_HOST, port: config.RATELIMIT_ADMIN_PORT }),
   loadConfig: loadRateLimitConfig,
   start: (config, logger) => startRateLimitApp(config, { logger }),
 });

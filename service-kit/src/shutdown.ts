@@ -19,7 +19,11 @@ export interface ShutdownOptions {
  * runs. A second signal, or a step that hangs past the deadline, exits 1 at once
  * so an orchestrator is never left waiting.
  */
-export function installShutdown(logger: Logger, steps: ShutdownStep[], opts: ShutdownOptions = {}): void {
+export function installShutdown(
+  logger: Logger,
+  steps: ShutdownStep[],
+  opts: ShutdownOptions = {},
+): { begin(reason: NodeJS.Signals): void } {
   const signals = opts.signals ?? process;
   const exit = opts.exit ?? ((code: number) => process.exit(code));
   let stopping = false;
@@ -58,4 +62,11 @@ export function installShutdown(logger: Logger, steps: ShutdownStep[], opts: Shu
   };
   signals.on('SIGINT', onSignal);
   signals.on('SIGTERM', onSignal);
+  // For a worker told to stop by its primary (or left by it): the same steps, but never the
+  // "second signal" exit, since Ctrl-C in a terminal reaches the worker and the primary both.
+  return {
+    begin: (reason) => {
+      if (!stopping) void onSignal(reason);
+    },
+  };
 }
