@@ -27,12 +27,17 @@ export function installShutdown(
   const signals = opts.signals ?? process;
   const exit = opts.exit ?? ((code: number) => process.exit(code));
   let stopping = false;
-  const onSignal = async (signal: NodeJS.Signals) => {
-    if (stopping) {
+  let signalled = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) {
       logger.warn({ category: 'technical', event_type: 'shutdown_forced', signal }, 'second signal, exiting now');
       exit(1);
       return;
     }
+    signalled = true;
+    if (!stopping) void stop(signal);
+  };
+  const stop = async (signal: NodeJS.Signals) => {
     stopping = true;
     logger.info({ category: 'technical', event_type: 'shutdown_started', signal }, 'shutting down');
     const deadline = setTimeout(() => {
@@ -62,11 +67,11 @@ export function installShutdown(
   };
   signals.on('SIGINT', onSignal);
   signals.on('SIGTERM', onSignal);
-  // For a worker told to stop by its primary (or left by it): the same steps, but never the
-  // "second signal" exit, since Ctrl-C in a terminal reaches the worker and the primary both.
+  // For a worker told to stop by its primary (or left by it): the same steps. It is not a
+  // signal, so the signal Ctrl-C sends the worker too is not taken for a second one.
   return {
     begin: (reason) => {
-      if (!stopping) void onSignal(reason);
+      if (!stopping) void stop(reason);
     },
   };
 }

@@ -319,15 +319,18 @@ export async function runPrimary(opts: PrimaryOptions): Promise<Primary> {
     return stopped;
   };
 
-  let signalled = false;
+  let signalledAt: number | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
-    if (signalled) {
+    // A repeat within a second is the same stop delivered twice (Ctrl-C reaches the whole
+    // process group, and wrappers such as npm or tsx pass it on as well), not an impatient operator.
+    if (signalledAt !== undefined && Date.now() - signalledAt < 1_000) return;
+    if (signalledAt !== undefined) {
       logger.warn({ category: 'technical', event_type: 'shutdown_forced', signal }, 'second signal, exiting now');
       for (const slot of slots) slot.worker?.process.kill('SIGKILL');
       exit(1);
       return;
     }
-    signalled = true;
+    signalledAt = Date.now();
     logger.info({ category: 'technical', event_type: 'shutdown_started', signal }, 'shutting down the workers');
     void stop().then((code) => {
       logger.info({ category: 'technical', event_type: 'shutdown_complete', exit_code: code }, 'stopped');
