@@ -135,7 +135,8 @@ export async function runPrimary(opts: PrimaryOptions): Promise<Primary> {
   const minBackoff = opts.minBackoffMs ?? 250;
   const maxBackoff = opts.maxBackoffMs ?? 10_000;
   const stableAfter = opts.stableAfterMs ?? 30_000;
-  const askTimeout = opts.askTimeoutMs ?? 2_000;
+  // Under the probes' 2 s timeout (k8s/base), so a stuck worker is a 503, not a probe timeout.
+  const askTimeout = opts.askTimeoutMs ?? 1_000;
   const exit = opts.exit ?? ((code: number) => process.exit(code));
 
   const registry = createMetricsRegistry(opts.name);
