@@ -1,4 +1,4 @@
-import { RateLimitServiceService } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
+import { RateLimitResponse, RateLimitServiceService } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import { RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { type AdminServer, startAdminServer } from '@sekisho/service-kit/admin-server';
 import { policyResourceNames, policyTypeUrls, policyViews, rateLimitDomain } from '@sekisho/service-kit/contract';
@@ -216,6 +216,8 @@ export async function startRateLimitApp(
             logger,
             metrics,
           }),
+          // One reused protobuf writer for every RateLimitResponse (service-kit's http2 transport).
+          { shouldRateLimit: RateLimitResponse.encode },
         ),
     });
     admin = await startAdminServer({
