@@ -15,6 +15,7 @@ import { namespaceLabel, proxyLabel, proxyXdsSecretName } from '@sekisho/injecto
 import { configSchema as injectorConfig } from '@sekisho/injector/config';
 import { webhookPath } from '@sekisho/injector/server';
 import { configSchema as rateLimitConfig } from '@sekisho/ratelimit-service/config';
+import { workerCountFrom, workersVariable } from '@sekisho/service-kit/workers';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments, stringify } from 'yaml';
 import {
@@ -348,9 +349,17 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
       'sekisho-ratelimit': rateLimitConfig,
       'sekisho-injector': injectorConfig,
     };
+    // service-kit's own variable, read by runService of the services that may run several workers.
+    const withWorkers = new Set(['sekisho-ext-authz', 'sekisho-ratelimit']);
     for (const [name, schema] of Object.entries(schemas)) {
       const d = named(objects(), 'Deployment').find((x) => x.metadata.name === name) as Json;
-      const env: Json[] = d.spec.template.spec.containers[0].env;
+      const all: Json[] = d.spec.template.spec.containers[0].env;
+      const workers = all.find((e) => e.name === workersVariable);
+      if (withWorkers.has(name)) {
+        expect(workers, `${name}: ${workersVariable} next to the CPU limit`).toBeDefined();
+        expect(workerCountFrom({ [workersVariable]: workers?.value })).toBeGreaterThanOrEqual(1);
+      }
+      const env = withWorkers.has(name) ? all.filter((e) => e !== workers) : all;
       const variables = new Set(Object.keys(schema.shape));
       expect(variables.size, `${name}: schema keys`).toBeGreaterThan(3);
       for (const e of env) expect(variables.has(e.name), `${name}: ${e.name}`).toBe(true);

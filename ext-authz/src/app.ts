@@ -1,4 +1,4 @@
-import { AuthorizationService } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
+import { AuthorizationService, CheckResponse } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { type AdminServer, startAdminServer } from '@sekisho/service-kit/admin-server';
 import { policyResourceNames, policyTypeUrls, policyViews } from '@sekisho/service-kit/contract';
@@ -265,6 +265,8 @@ export async function startExtAuthzApp(
             ...(accounts ? { accounts } : {}),
             ...(threats ? { threats } : {}),
           }),
+          // One reused protobuf writer for every CheckResponse (service-kit's http2 transport).
+          { check: CheckResponse.encode },
         ),
     });
     admin = await startAdminServer({
