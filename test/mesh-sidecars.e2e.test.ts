@@ -2,7 +2,7 @@
 // the product's MeshCa signing with a CA made by openssl for the run, issuing 8-second
 // certificates renewed at half-life so they rotate during the tests), the ingress Envoy, a
 // sidecar Envoy for customer and one for appointment (each its own view, sidecar:<service>,
-// and its own certificate over SDS),
+// and its own certificate over SDS), ext-authz run from its bundle as its image runs it,
 // ext-authz verifying the end user's ID token, and two demo apps: customer calls appointment
 // through its sidecar's outbound listener. Proves: the call chain works with the end user's
 // identity arriving at both apps; a caller the policy does not allow gets 403; plaintext, no
@@ -21,9 +21,9 @@ import {
   type EchoResponse,
   startDemoUpstream,
 } from '@sekisho/demo-upstream/server';
+import { buildServices, distEntry, productionNodeFlags } from '@sekisho/devstack/build';
 import { type EnvoyHandle, resolveEnvoyBinary, startEnvoy } from '@sekisho/devstack/envoy';
 import { createFirebaseKeyServer, type FirebaseKeyServer, mintIdToken } from '@sekisho/devstack/firebase-keys';
-import { repoRoot } from '@sekisho/devstack/paths';
 import { freePort, type ManagedProcess, spawnProcess } from '@sekisho/devstack/processes';
 import { identityHeaders } from '@sekisho/service-kit/contract';
 import { createLogger } from '@sekisho/service-kit/logger';
@@ -203,10 +203,13 @@ beforeAll(async () => {
       secrets: meshCa,
     },
   );
+  // ext-authz as its image runs it: the bundle `npm run build` writes, under plain node with
+  // production's flags (built into this run's own directory, so no other test's build races it).
+  const built = await buildServices(join(dir, 'dist'));
   const extAuthz = spawnProcess({
     name: 'ext-authz',
-    command: join(repoRoot, 'node_modules', '.bin', 'tsx'),
-    args: [join(repoRoot, 'ext-authz', 'src', 'main.ts')],
+    command: process.execPath,
+    args: [...productionNodeFlags, distEntry('ext-authz', built.outDir)],
     env: {
       ...process.env,
       EXT_AUTHZ_GRPC_PORT: String(extAuthzGrpc),
