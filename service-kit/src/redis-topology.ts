@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { ConfigError } from './config';
+import { z } from 'zod';
+import { ConfigError, envEnum } from './config';
 
 // How a service reaches Redis, from its `<PREFIX>_REDIS_*` variables: standalone, Sentinel or
 // Cluster, TLS (rediss://) and ACL credentials. One parser for every service (the rate-limit
@@ -59,6 +60,49 @@ export function redisVariables<P extends string>(prefix: P) {
     tlsKeyFile: `${prefix}_REDIS_TLS_KEY_FILE`,
     tlsServerName: `${prefix}_REDIS_TLS_SERVER_NAME`,
   } as const;
+}
+
+type OptionalSetting =
+  | 'SENTINEL_MASTER'
+  | 'USERNAME'
+  | 'PASSWORD'
+  | 'SENTINEL_USERNAME'
+  | 'SENTINEL_PASSWORD'
+  | 'TLS_CA_FILE'
+  | 'TLS_CERT_FILE'
+  | 'TLS_KEY_FILE'
+  | 'TLS_SERVER_NAME';
+
+/**
+ * The zod fields of `<PREFIX>_REDIS_MODE` and the optional `<PREFIX>_REDIS_*` settings (the
+ * URL is the service's own: its default differs), for a service's configuration schema:
+ *   MODE               standalone (default) | the other `modes`
+ *   SENTINEL_MASTER    sentinel: the name the sentinels monitor
+ *   USERNAME/PASSWORD  the data nodes' ACL user and password (else those of the URL). Never logged.
+ *   SENTINEL_USERNAME/SENTINEL_PASSWORD  the sentinels' own, when they require them
+ *   TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE  rediss:// only: PEM files (CA; client certificate and key)
+ *   TLS_SERVER_NAME    rediss:// only: the name the certificates carry, when not the URL's host
+ */
+export function redisEnvFields<P extends string, const M extends readonly [RedisMode, ...RedisMode[]]>(
+  prefix: P,
+  modes: M,
+) {
+  const optional = [
+    'SENTINEL_MASTER',
+    'USERNAME',
+    'PASSWORD',
+    'SENTINEL_USERNAME',
+    'SENTINEL_PASSWORD',
+    'TLS_CA_FILE',
+    'TLS_CERT_FILE',
+    'TLS_KEY_FILE',
+    'TLS_SERVER_NAME',
+  ] as const satisfies readonly OptionalSetting[];
+  return {
+    [`${prefix}_REDIS_MODE`]: envEnum(modes, 'standalone' as M[number]),
+    ...Object.fromEntries(optional.map((name) => [`${prefix}_REDIS_${name}`, z.string().min(1).optional()])),
+  } as Record<`${P}_REDIS_MODE`, ReturnType<typeof envEnum<M>>> &
+    Record<`${P}_REDIS_${OptionalSetting}`, z.ZodOptional<z.ZodString>>;
 }
 
 /** Reads the settings for `prefix` out of a parsed configuration whose keys are the variables. */
