@@ -268,4 +268,29 @@ describe('Sentinel over TLS with ACL users on the data nodes and on the sentinel
     expect(count).toBeGreaterThanOrEqual(20);
     expect(count).toBeLessThanOrEqual(t.outcomes.length);
   }, 120_000);
+
+  it('keeps answering when the TLS master is killed, and decides on the promoted replica', async () => {
+    const oldPort = await sentinel.masterPort();
+    const master = sentinel.servers.find((s) => s.port === oldPort);
+    const replica = sentinel.servers.find((s) => s.port !== oldPort);
+    if (!master || !replica) throw new Error('the sentinels name neither server');
+    await waitUntil('the replica to sync', 30_000, {}, async () => {
+      const info = await redisCli(replica.port, ['info', 'replication'], sentinel.dataAuth);
+      return info.includes('master_link_status:up') ? { done: true, value: undefined } : { done: false, detail: info };
+    });
+    const t = traffic();
+    try {
+      await t.decided(0, 10);
+      await master.kill();
+      expect(await sentinel.waitForNewMaster(oldPort, 60_000)).toBe(replica.port);
+      await t.decided(t.outcomes.length, 20);
+    } finally {
+      await t.stop();
+      await master.start();
+    }
+    expectEveryAnswerInTime(t.outcomes);
+    const codes = new Set(t.outcomes.filter((o) => !o.ok).map((o) => o.code));
+    for (const code of codes)
+      expect(['REDIS_UNAVAILABLE', 'REDIS_TIMEOUT', 'REDIS_READONLY', 'REDIS_LOADING']).toContain(code);
+  }, 120_000);
 });
