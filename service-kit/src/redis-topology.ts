@@ -105,11 +105,13 @@ export function redisEnvFields<P extends string, const M extends readonly [Redis
     Record<`${P}_REDIS_${OptionalSetting}`, z.ZodOptional<z.ZodString>>;
 }
 
-/** Reads the settings for `prefix` out of a parsed configuration whose keys are the variables. */
+/** Reads the settings for `prefix` out of a parsed configuration (or an environment) whose keys are the variables. */
 export function redisSettingsOf(config: object, prefix: string, url: string): RedisSettings {
   const names = redisVariables(prefix);
   const values = config as Record<string, unknown>;
-  const text = (key: string) => (typeof values[key] === 'string' ? (values[key] as string) : undefined);
+  // Empty counts as unset, as in loadConfig (so the raw environment may be given too).
+  const text = (key: string) =>
+    typeof values[key] === 'string' && values[key] !== '' ? (values[key] as string) : undefined;
   return {
     url,
     mode: (text(names.mode) ?? 'standalone') as RedisMode,
