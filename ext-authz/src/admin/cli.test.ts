@@ -317,7 +317,7 @@ describe('npm run admin with the Firebase Auth emulator', () => {
   });
 });
 
-describe('npm run admin with the EXT_AUTHZ_REDIS_* variables (as inside an ext-authz pod)', () => {
+describe('npm run admin with the EXT_AUTHZ_REDIS_* variables', () => {
   it('acts on the master the sentinels name, logging in with the ACL users of the variables', async () => {
     const users = {
       dataUser: { name: 'authz', password: 'admin-data-acl-s3cret' },

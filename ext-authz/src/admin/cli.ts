@@ -1,7 +1,7 @@
 // `npm run admin -- <command> <uid> [value]`: changes Sekisho's account state in Redis and
 // publishes the change, so every ext-authz replica applies it within a second. Without
 // connection options it acts on the Redis of ext-authz's own EXT_AUTHZ_REDIS_* variables when
-// they are set (inside an ext-authz pod: Sentinel, TLS, ACL users as the service has them),
+// they are set (Sentinel, TLS, ACL users, read as the service reads them),
 // else on the stack `npm start` is running (found through .cache/local-stack.json).
 // Exit codes: 0 done, 1 failed, 2 usage.
 import { readFileSync } from 'node:fs';
