@@ -1,9 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { waitUntil } from '@sekisho/devstack/processes';
 import { type RedisClusterHandle, redisCli, startRedisCluster } from '@sekisho/devstack/redis';
+import { RateLimitResponse_Code as Code } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
+import { rateLimitDomain } from '@sekisho/service-kit/contract';
 import { createLogger } from '@sekisho/service-kit/logger';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadRateLimitConfig } from '../config';
+import { authenticated, startTestService, testPolicy } from '../test-helpers';
 import { counterKey, createValueHasher, keySlot } from './keys';
 import { createRedisClient, type RedisConnection, RedisFault } from './redis-client';
 import { RedisLimiter } from './redis-limiter';
@@ -107,6 +110,8 @@ it('keeps deciding within the deadline when a master is killed and its replica p
   } finally {
     running = false;
     await traffic;
+    // Back as a replica of the promoted node (its nodes.conf), for the next test.
+    await victim.start();
   }
 
   // Every request was answered in time: a decision, or a RedisFault the failure mode answers.
@@ -126,4 +131,66 @@ it('keeps deciding within the deadline when a master is killed and its replica p
   const count = Number(await redisCli(replica.port, ['hget', key, 'c']));
   expect(count).toBeGreaterThanOrEqual(ok - 2);
   expect(count).toBeLessThanOrEqual(ok + failed);
+}, 150_000);
+
+it('the service over gRPC: every ShouldRateLimit answered within the deadline through a master crash, no crash of its own', async () => {
+  await cluster.waitHealthy();
+  const service = await startTestService({
+    redisUrl: cluster.urls.join(','),
+    env: { RATELIMIT_REDIS_MODE: 'cluster', RATELIMIT_REDIS_FAILURE_MODE: 'deny', RATELIMIT_REDIS_TIMEOUT: '300ms' },
+  });
+  try {
+    service.app.applyPolicy(testPolicy, 'v1');
+    await waitUntil('the service to reach the cluster', 20_000, {}, async () =>
+      service.app.status().redis === 'ready' ? { done: true, value: undefined } : { done: false, detail: '' },
+    );
+    // Every key of the control plane's domain is in the slot of its hash tag (the default layout).
+    const slot = keySlot(`{${rateLimitDomain}}`);
+    const victim = await cluster.masterForSlot(slot);
+    const [replica] = await cluster.replicasOf(victim);
+    if (!replica) throw new Error(`master ${victim.port} has no replica`);
+    await waitUntil('the replica to sync with its master', 30_000, {}, async () => {
+      const info = await redisCli(replica.port, ['info', 'replication']);
+      return info.includes('master_link_status:up') ? { done: true, value: undefined } : { done: false, detail: info };
+    });
+
+    // A new user per call, so each is under its limit: OK is Redis's decision, OVER_LIMIT
+    // (with no limit reached) is the failure mode's deny while the slot has no master.
+    const answers: Array<{ code: Code; ms: number }> = [];
+    let running = true;
+    const traffic = (async () => {
+      for (let i = 0; running && i < 5_000; i++) {
+        const started = performance.now();
+        const response = await service.call(
+          { domain: rateLimitDomain, descriptors: [authenticated(`uid-${i}`)] },
+          answerBound,
+        );
+        answers.push({ code: response.overallCode, ms: performance.now() - started });
+        await sleep(10);
+      }
+    })();
+    const okSince = (from: number) => answers.slice(from).filter((a) => a.code === Code.OK).length;
+    const decided = (from: number, count: number) =>
+      waitUntil(`${count} decisions after call #${from}`, 40_000, {}, async () =>
+        okSince(from) >= count ? { done: true, value: undefined } : { done: false, detail: `${okSince(from)}` },
+      );
+    try {
+      await decided(0, 20);
+      await victim.kill();
+      await waitUntil(`the replica ${replica.port} to be promoted`, 30_000, {}, async () => {
+        const role = await redisCli(replica.port, ['role']).catch((e: Error) => e.message);
+        return role.startsWith('master') ? { done: true, value: undefined } : { done: false, detail: role };
+      });
+      await decided(answers.length, 20);
+    } finally {
+      running = false;
+      await traffic; // a call past its deadline rejects here, failing the test
+      await victim.start();
+    }
+    for (const a of answers) expect(a.ms).toBeLessThan(answerBound);
+    expect(answers.some((a) => a.code === Code.OVER_LIMIT)).toBe(true); // the failure mode answered meanwhile
+    expect(service.app.status().redis).toBe('ready');
+  } finally {
+    await service.close();
+  }
 }, 150_000);
