@@ -365,7 +365,15 @@ export async function startSecureRedis(
     const out = baseArgs(port, dir);
     if (opts.tls) out.push(...tlsArgs(port, opts.tls));
     for (const user of opts.users ?? [])
-      out.push('--user', user.name, 'on', `>${user.password}`, user.keys ?? '~*', '&*', '+@all');
+      out.push(
+        '--user',
+        user.name,
+        'on',
+        `>${user.password}`,
+        user.keys ?? '~*',
+        '&*',
+        ...(user.commands ?? ['+@all']),
+      );
     if (opts.users?.length) out.push('--user', 'default', 'off');
     out.push(...(opts.extraArgs ?? []));
     return out;
