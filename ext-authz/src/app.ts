@@ -124,9 +124,9 @@ export async function startExtAuthzApp(
   };
 
   // Off without a Redis: said at start-up, and in /status.
-  const accounts = config.EXT_AUTHZ_REDIS_URL
+  const accounts = config.redis
     ? new RedisAccountStore({
-        url: config.EXT_AUTHZ_REDIS_URL,
+        redis: config.redis,
         keyPrefix: config.EXT_AUTHZ_ACCOUNTS_KEY_PREFIX,
         resyncMs: config.EXT_AUTHZ_ACCOUNTS_RESYNC,
         prune: {
@@ -140,9 +140,9 @@ export async function startExtAuthzApp(
 
   // Blocks are never a reason to be unready: until they are loaded nobody is refused by them.
   const threats =
-    config.EXT_AUTHZ_REDIS_URL && config.EXT_AUTHZ_THREATS
+    config.redis && config.EXT_AUTHZ_THREATS
       ? new RedisThreatStore({
-          url: config.EXT_AUTHZ_REDIS_URL,
+          redis: config.redis,
           keyPrefix: config.EXT_AUTHZ_THREATS_KEY_PREFIX,
           resyncMs: config.EXT_AUTHZ_THREATS_RESYNC,
           logger,
