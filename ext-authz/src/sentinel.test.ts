@@ -31,7 +31,7 @@ const quiet = createLogger('ext-authz', { level: 'silent' });
 let dir: string;
 let sentinel: RedisSentinelHandle;
 let topology: RedisTopology;
-let writer: Redis;
+let writerOptions: RedisOptions;
 let accounts: RedisAccountStore;
 let threats: RedisThreatStore;
 
@@ -65,15 +65,13 @@ beforeAll(async () => {
   });
   if (!config.redis) throw new Error('EXT_AUTHZ_REDIS_URL was given: a topology is expected');
   topology = config.redis;
-  // The admin command's and the detector's side: a writer that follows the master too.
-  writer = new Redis({
+  // The admin command's and the detector's side: a writer that asks the sentinels for the master.
+  writerOptions = {
     ...(redisNodeOptions(topology) as RedisOptions),
     maxRetriesPerRequest: 1,
     retryStrategy: () => 100,
     sentinelRetryStrategy: () => 100,
-  });
-  writer.on('error', () => {});
-  defineThreatScripts(writer);
+  };
   accounts = new RedisAccountStore({
     redis: topology,
     keyPrefix: prefixes.accounts,
@@ -89,7 +87,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await accounts?.close();
   await threats?.close();
-  writer?.disconnect();
   await sentinel?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
@@ -99,13 +96,22 @@ const waitFor = (what: string, condition: () => boolean, timeoutMs = 20_000) =>
     condition() ? { done: true, value: undefined } : { done: false, detail: 'not yet' },
   );
 
-/** A write retried until the writer reaches the (new) master. */
-const written = <T>(what: string, write: () => Promise<T>) =>
+/**
+ * A write retried until it reaches the (new) master, each attempt on a connection of its own
+ * (as each admin command is its own process): a test client left half-connected by the kill
+ * must not decide whether the product's subscribers followed the failover.
+ */
+const written = <T>(what: string, write: (writer: Redis) => Promise<T>) =>
   waitUntil(what, 30_000, {}, async () => {
+    const writer = new Redis(writerOptions);
+    writer.on('error', () => {});
+    defineThreatScripts(writer);
     try {
-      return { done: true, value: await write() };
+      return { done: true, value: await write(writer) };
     } catch (error) {
       return { done: false, detail: String(error) };
+    } finally {
+      writer.disconnect();
     }
   });
 
@@ -119,10 +125,10 @@ const ipBlock = (subject: string): ThreatBlock => ({
 
 /** Disables `uid` and blocks `ip`, then waits for both to be in force in this replica's memory. */
 async function changesArrive(uid: string, ip: string) {
-  await written(`disable ${uid}`, () =>
+  await written(`disable ${uid}`, (writer) =>
     writeAccountChange(writer, prefixes.accounts, { uid, field: 'disabled', value: true }),
   );
-  await written(`block ${ip}`, () => putBlock(writer, prefixes.threats, ipBlock(ip)));
+  await written(`block ${ip}`, (writer) => putBlock(writer, prefixes.threats, ipBlock(ip)));
   await waitFor(
     `${uid} disabled and ${ip} blocked in memory`,
     () => accounts.get(uid)?.disabled === true && threats.ipRefusal(ip, Date.now())?.code === 'IP_BLOCKED',
