@@ -131,7 +131,7 @@ beforeAll(async () => {
     identity: {
       firebase: { projectId: 'demo-salon' },
       groupClaim: 'tier',
-      groups: { basic_customer: ['read:own_profile'] },
+      groups: { basic_customer: ['read:own_profile'], staff: ['read:own_profile', 'manage:appointments'] },
     },
     policyServices: {
       extAuthz: { address: `127.0.0.1:${extAuthzGrpc}`, healthCheck: false },
@@ -165,6 +165,11 @@ beforeAll(async () => {
           address: `127.0.0.1:${ports.appointmentIn}`,
           // Only customer, only reads: not the ingress, not a POST.
           allow: [{ from: ['customer'], methods: ['GET'], paths: ['/appointments/*'] }],
+          // Checked by ext-authz in appointment's sidecar, on the end user customer forwards.
+          routes: [
+            { match: 'GET /appointments/mine/*', require: ['read:own_profile'] },
+            { match: 'GET /appointments/all/*', require: ['manage:appointments'] },
+          ],
         },
       },
     },
@@ -328,5 +333,51 @@ describe('the mesh: sidecars, mutual TLS and service-to-service policy', () => {
     for (const host of ['example.com', 'customer.salon', `127.0.0.1:${ports.appointmentIn}`]) {
       expect((await plainRequest(ports.customerOut, '/appointments/3', host)).status, host).toBe(404);
     }
+  });
+
+  it("lets the end user through appointment's sidecar ext_authz on a route whose permission the user has", async () => {
+    const response = await fetch(`${gateway}/api/v1/customer/calls/appointments/mine/7`, {
+      headers: { authorization: `Bearer ${await token('user-42')}` },
+    });
+    expect(response.status).toBe(200);
+    const answer = (await response.json()) as CallResponse;
+    expect(answer.called.status).toBe(200);
+    const appointment = answer.called.body as EchoResponse;
+    expect(appointment.path).toBe('/appointments/mine/7');
+    // Set again by the sidecar's check: the permissions from the policy's group.
+    expect(appointment.headers[identityHeaders.userId]).toBe('user-42');
+    expect(appointment.headers[identityHeaders.permissions]).toBe('read:own_profile');
+  });
+
+  it("refuses in appointment's sidecar, with the JSON error, a route whose permission the end user lacks", async () => {
+    const response = await fetch(`${gateway}/api/v1/customer/calls/appointments/all/7`, {
+      headers: { authorization: `Bearer ${await token('user-42')}` },
+    });
+    // customer answered; what it got from appointment's sidecar is the refusal.
+    expect(response.status).toBe(200);
+    const answer = (await response.json()) as CallResponse;
+    expect(answer.called.status).toBe(403);
+    expect(answer.called.body).toMatchObject({
+      error: { code: 'INSUFFICIENT_PERMISSIONS', required_permissions: ['manage:appointments'] },
+    });
+  });
+
+  it('refuses a workload that forwards no end user on a route that requires a permission (401), and a forged group', async () => {
+    const customer = pki.issue('customer-no-user', customerId);
+    const noUser = await meshRequest(ports.appointmentIn, '/appointments/mine/7', { client: customer });
+    expect(noUser.status).toBe(401);
+    expect(JSON.parse(noUser.body)).toMatchObject({ error: { code: 'MISSING_TOKEN' } });
+    // A forwarded permission list is not believed: the group's permissions decide.
+    const forged = await meshRequest(ports.appointmentIn, '/appointments/all/7', {
+      client: customer,
+      headers: {
+        [identityHeaders.userId]: 'user-42',
+        [identityHeaders.group]: 'basic_customer',
+        [identityHeaders.permissions]: 'manage:appointments',
+      },
+    });
+    expect(forged.status).toBe(403);
+    // Paths none of appointment's routes name are decided by RBAC alone, as before.
+    expect((await meshRequest(ports.appointmentIn, '/appointments/7', { client: customer })).status).toBe(200);
   });
 });
