@@ -7,7 +7,7 @@
 // client certificate and a certificate of another CA are refused in the handshake; identity
 // headers a client sends from outside never reach an app.
 import type { X509Certificate } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -22,10 +22,12 @@ import { type EnvoyHandle, resolveEnvoyBinary, startEnvoy } from '@sekisho/devst
 import { createFirebaseKeyServer, type FirebaseKeyServer, mintIdToken } from '@sekisho/devstack/firebase-keys';
 import { repoRoot } from '@sekisho/devstack/paths';
 import { freePort, type ManagedProcess, spawnProcess } from '@sekisho/devstack/processes';
+import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
 import { identityHeaders } from '@sekisho/service-kit/contract';
 import { createLogger } from '@sekisho/service-kit/logger';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { type ControlPlane, configSchema, startControlPlane } from '../control-plane/src/main';
 import { spiffeIdOf } from '../control-plane/src/mesh/contract';
 import { createMeshPki, type IssuedFiles, type MeshPki, requireOpenssl } from './mesh-pki';
@@ -169,6 +171,7 @@ beforeAll(async () => {
           routes: [
             { match: 'GET /appointments/mine/*', require: ['read:own_profile'] },
             { match: 'GET /appointments/all/*', require: ['manage:appointments'] },
+            { match: 'GET /appointments/limited/*', limits: [{ per: 'user', limit: 2, window: '1m' }] },
           ],
         },
       },
@@ -379,5 +382,55 @@ describe('the mesh: sidecars, mutual TLS and service-to-service policy', () => {
     expect(forged.status).toBe(403);
     // Paths none of appointment's routes name are decided by RBAC alone, as before.
     expect((await meshRequest(ports.appointmentIn, '/appointments/7', { client: customer })).status).toBe(200);
+  });
+});
+
+describe("the mesh: a per-user limit in a service's sidecar", () => {
+  let redis: RedisHandle | undefined;
+  let rateLimitService: ManagedProcess | undefined;
+
+  // The rate-limit service the definition names (policyServices.rateLimit), fed its policy by
+  // the same control plane, counting in a real Redis.
+  beforeAll(async () => {
+    redis = await startRedis();
+    const definition = parse(await readFile(join(dir, 'gateway.yaml'), 'utf8'));
+    const grpcPort = Number(String(definition.policyServices.rateLimit.address).split(':')[1]);
+    const adminPort = await freePort();
+    rateLimitService = spawnProcess({
+      name: 'ratelimit-service',
+      command: join(repoRoot, 'node_modules', '.bin', 'tsx'),
+      args: [join(repoRoot, 'ratelimit-service', 'src', 'main.ts')],
+      env: {
+        ...process.env,
+        RATELIMIT_GRPC_PORT: String(grpcPort),
+        RATELIMIT_ADMIN_PORT: String(adminPort),
+        RATELIMIT_XDS_ADDRESS: `127.0.0.1:${controlPlane?.xdsPort}`,
+        RATELIMIT_REDIS_URL: redis.url,
+        LOG_LEVEL: 'warn',
+      },
+    });
+    await rateLimitService.waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, 60_000);
+  }, 120_000);
+
+  afterAll(async () => {
+    await rateLimitService?.stop();
+    await redis?.stop();
+  });
+
+  it("answers 429 from appointment's sidecar once the end user is over the route's limit, counting each user apart", async () => {
+    const call = async (uid: string) => {
+      const response = await fetch(`${gateway}/api/v1/customer/calls/appointments/limited/1`, {
+        headers: { authorization: `Bearer ${await token(uid)}` },
+      });
+      expect(response.status).toBe(200);
+      return ((await response.json()) as CallResponse).called;
+    };
+    expect((await call('user-limited')).status).toBe(200);
+    expect((await call('user-limited')).status).toBe(200);
+    const over = await call('user-limited');
+    expect(over.status).toBe(429);
+    expect(over.body).toMatchObject({ error: { code: 'RATE_LIMIT_EXCEEDED' } });
+    // Another end user through the same workload has a count of its own.
+    expect((await call('user-other')).status).toBe(200);
   });
 });

@@ -38,6 +38,7 @@ import { durationFromMs } from '../duration';
 import { edgeLimits } from '../edge';
 import { httpFilterNames } from '../filter-names';
 import { extAuthz, rateLimit } from '../http-filters';
+import { type LocalReplyRule, localReplyConfig } from '../local-reply';
 import { type DeepPartial, pathMatch } from '../route-parts';
 import { rateLimit as routeRateLimit } from '../routes';
 import { sidecarConnectionManager } from './connection-manager';
@@ -62,6 +63,7 @@ export function inboundListener(ir: GatewayIR, service: MeshServiceIR): Listener
             xffNumTrustedHops: 1,
             skipXffAppend: true,
             preserveExternalRequestId: true,
+            ...(service.routes.length > 0 ? { localReplyConfig: localReplyConfig([], policyReplies) } : {}),
           }),
         ],
         transportSocket: meshDownstreamTls(),
@@ -69,6 +71,17 @@ export function inboundListener(ir: GatewayIR, service: MeshServiceIR): Listener
     ],
   });
 }
+
+/**
+ * The policy filters' replies in the ingress's JSON error format: ext-authz's own denials keep
+ * their body; ext-authz unreachable and a rate-limited request get one. Everything else (RBAC's
+ * 403, the app's own responses) passes as before.
+ */
+const policyReplies: readonly LocalReplyRule[] = [
+  { status: 503, flags: ['UAEX'], code: 'SERVICE_UNAVAILABLE' },
+  { flags: ['UAEX'], code: null },
+  { status: 429, flags: ['RL'], code: 'RATE_LIMIT_EXCEEDED', extra: { retry_after: '%RESP(RETRY-AFTER)%' } },
+];
 
 /** After RBAC, as at the ingress: per-IP limits, ext_authz, per-user limits; only what the routes use. */
 function policyFilters(ir: GatewayIR, service: MeshServiceIR) {
