@@ -15,6 +15,8 @@ import { namespaceLabel, proxyLabel, proxyXdsSecretName } from '@sekisho/injecto
 import { configSchema as injectorConfig } from '@sekisho/injector/config';
 import { webhookPath } from '@sekisho/injector/server';
 import { configSchema as rateLimitConfig } from '@sekisho/ratelimit-service/config';
+import { redisSettingsOf, resolveRedisTopology } from '@sekisho/service-kit/redis-topology';
+import { workerCountFrom, workersVariable } from '@sekisho/service-kit/workers';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments, stringify } from 'yaml';
 import {
@@ -348,9 +350,17 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
       'sekisho-ratelimit': rateLimitConfig,
       'sekisho-injector': injectorConfig,
     };
+    // service-kit's own variable, read by runService of the services that may run several workers.
+    const withWorkers = new Set(['sekisho-ext-authz', 'sekisho-ratelimit']);
     for (const [name, schema] of Object.entries(schemas)) {
       const d = named(objects(), 'Deployment').find((x) => x.metadata.name === name) as Json;
-      const env: Json[] = d.spec.template.spec.containers[0].env;
+      const all: Json[] = d.spec.template.spec.containers[0].env;
+      const workers = all.find((e) => e.name === workersVariable);
+      if (withWorkers.has(name)) {
+        expect(workers, `${name}: ${workersVariable} next to the CPU limit`).toBeDefined();
+        expect(workerCountFrom({ [workersVariable]: workers?.value })).toBeGreaterThanOrEqual(1);
+      }
+      const env = withWorkers.has(name) ? all.filter((e) => e !== workers) : all;
       const variables = new Set(Object.keys(schema.shape));
       expect(variables.size, `${name}: schema keys`).toBeGreaterThan(3);
       for (const e of env) expect(variables.has(e.name), `${name}: ${e.name}`).toBe(true);
@@ -360,6 +370,68 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
       const parsed = schema.safeParse(literal);
       expect(parsed.success, `${name}: ${JSON.stringify(parsed.error)}`).toBe(true);
     }
+  });
+
+  it('reaches Redis through Sentinel in prod (TLS, ACL users, everything from the Secret), the StatefulSet in dev', () => {
+    const components = { 'sekisho-ext-authz': 'EXT_AUTHZ', 'sekisho-ratelimit': 'RATELIMIT' } as const;
+    // What `kubectl create secret generic sekisho-redis` in the overlay's comment holds.
+    const secret: Record<string, string> = {
+      sentinels: 'rediss://sentinel-0.redis.internal:26379,rediss://sentinel-1.redis.internal:26379',
+      'master-name': 'sekisho',
+      username: 'sekisho',
+      password: 'data-node-password',
+      'sentinel-username': 'sekisho',
+      'sentinel-password': 'sentinel-password',
+    };
+    for (const [name, prefix] of Object.entries(components)) {
+      const pod = (named(objects(), 'Deployment').find((d) => d.metadata.name === name) as Json).spec.template.spec;
+      const container = pod.containers[0];
+      const env: Json[] = (container.env ?? []).filter((e: Json) => e.name.startsWith(`${prefix}_REDIS_`));
+      const byName = new Map(env.map((e) => [e.name, e]));
+      if (overlay === 'dev') {
+        expect(byName.get(`${prefix}_REDIS_URL`)?.value, name).toBe(
+          'redis://sekisho-redis.sekisho-system.svc.cluster.local:6379',
+        );
+        expect(byName.has(`${prefix}_REDIS_MODE`), name).toBe(false);
+        continue;
+      }
+      expect(byName.get(`${prefix}_REDIS_MODE`)?.value, name).toBe('sentinel');
+      // Addresses and credentials only from the Secret, never a literal in git.
+      for (const setting of [
+        'URL',
+        'SENTINEL_MASTER',
+        'USERNAME',
+        'PASSWORD',
+        'SENTINEL_USERNAME',
+        'SENTINEL_PASSWORD',
+      ]) {
+        const ref = byName.get(`${prefix}_REDIS_${setting}`)?.valueFrom?.secretKeyRef;
+        expect(ref?.name, `${name} ${prefix}_REDIS_${setting}`).toBe('sekisho-redis');
+        expect(Object.keys(secret), `${name} ${prefix}_REDIS_${setting}`).toContain(ref?.key);
+      }
+      // The CA from the same Secret, as a file, and nothing else of it on disk.
+      const caFile = byName.get(`${prefix}_REDIS_TLS_CA_FILE`)?.value as string;
+      const mount = container.volumeMounts.find((m: Json) => caFile.startsWith(`${m.mountPath}/`));
+      const volume = pod.volumes.find((v: Json) => v.name === mount?.name);
+      expect(volume?.secret, name).toEqual({ secretName: 'sekisho-redis', items: [{ key: 'ca.crt', path: 'ca.crt' }] });
+      // With the Secret's values the service's own parser accepts it as a Sentinel topology.
+      const values = Object.fromEntries(
+        env
+          .filter((e) => !e.name.endsWith('_TLS_CA_FILE'))
+          .map((e) => [e.name, e.value ?? secret[e.valueFrom.secretKeyRef.key]]),
+      );
+      const topology = resolveRedisTopology(redisSettingsOf(values, prefix, values[`${prefix}_REDIS_URL`]), prefix);
+      expect(topology, name).toMatchObject({
+        mode: 'sentinel',
+        sentinel: { masterName: 'sekisho', username: 'sekisho', password: 'sentinel-password' },
+        username: 'sekisho',
+        password: 'data-node-password',
+        tls: {},
+      });
+    }
+    expect(named(objects(), 'StatefulSet').map((s) => s.metadata.name)).toEqual(
+      overlay === 'dev' ? ['sekisho-redis'] : [],
+    );
   });
 
   it('references Sekisho images by one registry and tag, and pins Envoy', () => {
@@ -508,7 +580,7 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
     const ports = [
       'TCP/53',
       'UDP/53',
-      ...[443, 6379, 6380, 8080, 8443, 9001, 9002, 9101, 9102, 9103, 9443, 9902, 15006, 18000, 18001].map(
+      ...[443, 6379, 6380, 26379, 8080, 8443, 9001, 9002, 9101, 9102, 9103, 9443, 9902, 15006, 18000, 18001].map(
         (p) => `TCP/${p}`,
       ),
     ];
@@ -567,12 +639,10 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
     const redis =
       overlay === 'dev'
         ? ['ext-authz -> redis TCP/6379', 'ratelimit -> redis TCP/6379']
-        : [
-            'ext-authz -> external-redis TCP/6379',
-            'ext-authz -> external-redis TCP/6380',
-            'ratelimit -> external-redis TCP/6379',
-            'ratelimit -> external-redis TCP/6380',
-          ];
+        : // The data nodes (6379, or 6380 for TLS) and the sentinels (26379).
+          ['ext-authz', 'ratelimit'].flatMap((from) =>
+            [6379, 6380, 26379].map((port) => `${from} -> external-redis TCP/${port}`),
+          );
     const expected = [
       // Clients reach the ingress; the API server (from wherever it is) reaches the webhook.
       ...fromAnywhere('ingress', [8080, 8443]),

@@ -1,11 +1,14 @@
-// The mesh with real Envoys: one definition, one control plane (in this process, configured
-// as the mesh CA with a CA made by openssl for the run: CONTROL_PLANE_MESH_CA_*), the ingress Envoy, a sidecar Envoy for customer and one
-// for appointment (each its own view, sidecar:<service>, and its own certificate over SDS),
+// The mesh with real Envoys: one definition, one control plane (in this process, its mesh CA
+// the product's MeshCa signing with a CA made by openssl for the run, issuing 8-second
+// certificates renewed at half-life so they rotate during the tests), the ingress Envoy, a
+// sidecar Envoy for customer and one for appointment (each its own view, sidecar:<service>,
+// and its own certificate over SDS), ext-authz run from its bundle as its image runs it,
 // ext-authz verifying the end user's ID token, and two demo apps: customer calls appointment
 // through its sidecar's outbound listener. Proves: the call chain works with the end user's
 // identity arriving at both apps; a caller the policy does not allow gets 403; plaintext, no
 // client certificate and a certificate of another CA are refused in the handshake; identity
-// headers a client sends from outside never reach an app.
+// headers a client sends from outside never reach an app; certificates rotating during
+// continuous calls fail none of them.
 import type { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
@@ -18,9 +21,9 @@ import {
   type EchoResponse,
   startDemoUpstream,
 } from '@sekisho/demo-upstream/server';
+import { buildServices, distEntry, productionNodeFlags } from '@sekisho/devstack/build';
 import { type EnvoyHandle, resolveEnvoyBinary, startEnvoy } from '@sekisho/devstack/envoy';
 import { createFirebaseKeyServer, type FirebaseKeyServer, mintIdToken } from '@sekisho/devstack/firebase-keys';
-import { repoRoot } from '@sekisho/devstack/paths';
 import { freePort, type ManagedProcess, spawnProcess } from '@sekisho/devstack/processes';
 import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
 import { identityHeaders } from '@sekisho/service-kit/contract';
@@ -29,6 +32,7 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { type ControlPlane, configSchema, startControlPlane } from '../control-plane/src/main';
+import { MeshCa } from '../control-plane/src/mesh/ca';
 import { spiffeIdOf } from '../control-plane/src/mesh/contract';
 import { createMeshPki, type IssuedFiles, type MeshPki, requireOpenssl } from './mesh-pki';
 import { writeDefinitionFile } from './support';
@@ -40,6 +44,9 @@ const appointmentId = spiffeIdOf(trustDomain, 'salon', 'appointment');
 let dir: string;
 let pki: MeshPki;
 let controlPlane: ControlPlane | undefined;
+let meshCa: MeshCa | undefined;
+/** Workload certificates' lifetime: short enough for several rotations in one test. */
+const certificateTtlMs = 8_000;
 let keyServer: FirebaseKeyServer | undefined;
 const envoys: EnvoyHandle[] = [];
 const processes: ManagedProcess[] = [];
@@ -56,7 +63,7 @@ function meshRequest(
     method?: string;
     headers?: Record<string, string>;
   },
-): Promise<{ status: number; body: string; peer: string }> {
+): Promise<{ status: number; body: string; peer: string; serial: string }> {
   return new Promise((resolve, reject) => {
     const outgoing = httpsRequest(
       {
@@ -72,16 +79,18 @@ function meshRequest(
         agent: false,
       },
       (response) => {
-        const peer =
+        const certificate =
           response.socket && 'getPeerX509Certificate' in response.socket
-            ? ((
+            ? (
                 response.socket as unknown as { getPeerX509Certificate(): X509Certificate | undefined }
-              ).getPeerX509Certificate()?.subjectAltName ?? '')
-            : '';
+              ).getPeerX509Certificate()
+            : undefined;
+        const peer = certificate?.subjectAltName ?? '';
+        const serial = certificate?.serialNumber ?? '';
         const chunks: Buffer[] = [];
         response.on('data', (chunk: Buffer) => chunks.push(chunk));
         response.on('end', () =>
-          resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString(), peer }),
+          resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString(), peer, serial }),
         );
       },
     );
@@ -178,6 +187,18 @@ beforeAll(async () => {
     },
   });
 
+  // The product's mesh CA (what CONTROL_PLANE_MESH_CA_* configures), with a lifetime below the
+  // configuration's 5-minute floor so that rotations happen while the tests run.
+  meshCa = new MeshCa({
+    source: { kind: 'files', certFile: pki.caFile, keyFile: pki.caKeyFile, bundleFile: pki.caFile },
+    trustDomain,
+    logger: createLogger('control-plane', { level: 'warn' }),
+    registry: new Registry(),
+    ttlMs: certificateTtlMs,
+    renewAt: 0.5,
+    backdateMs: 1_000,
+    pollIntervalMs: 0,
+  });
   controlPlane = await startControlPlane(
     configSchema.parse({
       CONTROL_PLANE_DEFINITION: definitionFile,
@@ -187,13 +208,16 @@ beforeAll(async () => {
     {
       logger: createLogger('control-plane', { level: 'warn' }),
       registry: new Registry(),
-      secrets: pki.workloadSecrets(),
+      secrets: meshCa,
     },
   );
+  // ext-authz as its image runs it: the bundle `npm run build` writes, under plain node with
+  // production's flags (built into this run's own directory, so no other test's build races it).
+  const built = await buildServices(join(dir, 'dist'));
   const extAuthz = spawnProcess({
     name: 'ext-authz',
-    command: join(repoRoot, 'node_modules', '.bin', 'tsx'),
-    args: [join(repoRoot, 'ext-authz', 'src', 'main.ts')],
+    command: process.execPath,
+    args: [...productionNodeFlags, distEntry('ext-authz', built.outDir)],
     env: {
       ...process.env,
       EXT_AUTHZ_GRPC_PORT: String(extAuthzGrpc),
@@ -237,6 +261,7 @@ afterAll(async () => {
   for (const envoy of envoys) await envoy.stop();
   for (const p of processes) await p.stop();
   await controlPlane?.close();
+  meshCa?.close();
   for (const app of apps) await app.close(0);
   await keyServer?.close();
   if (dir) await rm(dir, { recursive: true, force: true });
@@ -337,6 +362,40 @@ describe('the mesh: sidecars, mutual TLS and service-to-service policy', () => {
       expect((await plainRequest(ports.customerOut, '/appointments/3', host)).status, host).toBe(404);
     }
   });
+  it('rotates every workload certificate during continuous calls without failing one', async () => {
+    const customer = pki.issue('customer-rotation', customerId);
+    const serialOf = async () =>
+      (await meshRequest(ports.appointmentIn, '/appointments/1', { client: customer })).serial;
+    const before = await serialOf();
+    const authorization = `Bearer ${await token('user-42')}`;
+    // Kept-alive connections through the whole chain (ingress → customer → appointment) for
+    // two and a half lifetimes: each certificate is replaced at least twice meanwhile.
+    const until = Date.now() + certificateTtlMs * 2.5;
+    const failures: string[] = [];
+    let calls = 0;
+    const caller = async () => {
+      while (Date.now() < until) {
+        calls += 1;
+        try {
+          const response = await fetch(`${gateway}/api/v1/customer/calls/appointments/7`, {
+            headers: { authorization },
+          });
+          const answer = (await response.json()) as CallResponse;
+          if (response.status !== 200 || answer.called.status !== 200)
+            failures.push(`${response.status}/${answer.called.status}`);
+        } catch (error) {
+          failures.push(String(error));
+        }
+      }
+    };
+    await Promise.all([caller(), caller(), caller(), caller()]);
+    expect(failures).toEqual([]);
+    expect(calls).toBeGreaterThan(20);
+    // New connections see appointment's sidecar with a certificate issued since.
+    const after = await serialOf();
+    expect(after).not.toBe('');
+    expect(after).not.toBe(before);
+  }, 60_000);
 
   it("lets the end user through appointment's sidecar ext_authz on a route whose permission the user has", async () => {
     const response = await fetch(`${gateway}/api/v1/customer/calls/appointments/mine/7`, {
@@ -398,8 +457,9 @@ describe("the mesh: a per-user limit in a service's sidecar", () => {
     const adminPort = await freePort();
     rateLimitService = spawnProcess({
       name: 'ratelimit-service',
-      command: join(repoRoot, 'node_modules', '.bin', 'tsx'),
-      args: [join(repoRoot, 'ratelimit-service', 'src', 'main.ts')],
+      // From the bundle the set-up built for ext-authz (every service is in it), as its image runs it.
+      command: process.execPath,
+      args: [...productionNodeFlags, distEntry('ratelimit-service', join(dir, 'dist'))],
       env: {
         ...process.env,
         RATELIMIT_GRPC_PORT: String(grpcPort),

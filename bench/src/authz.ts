@@ -21,6 +21,7 @@ import {
   runSettings,
   runtimeNote,
   spawnNodePinned,
+  twoWorkerPlacement,
   writeResults,
 } from './common';
 import { printProfiles } from './cpu-profile';
@@ -164,6 +165,41 @@ try {
   results.push(...(await loadAtConcurrencies('denied', cached.proc, settings, loadFor(cached.port, 'forged'))));
   await cached.proc.stop();
 
+  // Two workers sharing the port (SEKISHO_WORKERS=2), two h2load connections, cache on; not
+  // under --cpu-prof (the workers would inherit the flag and write over each other's profile).
+  const placement = twoWorkerPlacement();
+  const two = await startExtAuthzService(keys.url, policy, {
+    name: 'ext-authz-2-workers',
+    workers: 2,
+    serverCores: placement.serverCores,
+    env: { EXT_AUTHZ_TOKEN_CACHE_SIZE: '10000' },
+  });
+  started.push(two);
+  startupMs['ext-authz (2 workers)'] = two.startupMs;
+  recordIdleRss(two.proc.pid);
+  await expectDecision(two.port, token, 'ok');
+  const twoRows = await loadAtConcurrencies(
+    '2-workers-cached',
+    two.proc,
+    settings,
+    { ...loadFor(two.port, 'valid'), connections: 2 },
+    () => ({ workers: 2, connections: 2 }),
+    placement,
+  );
+  results.push(...twoRows);
+  await two.stop();
+  const best = (rows: Row[]) => rows.reduce((a, b) => (b.throughput_per_s > a.throughput_per_s ? b : a));
+  const twoWorkers = {
+    placement: placement.note,
+    one_process_peak_per_s: best(cachedRows).throughput_per_s,
+    two_workers_peak_per_s: best(twoRows).throughput_per_s,
+    scaling: Math.round((best(twoRows).throughput_per_s / best(cachedRows).throughput_per_s) * 100) / 100,
+    one_process_calls_per_busy_core_s: best(cachedRows).calls_per_busy_core_s,
+    two_workers_calls_per_busy_core_s: best(twoRows).calls_per_busy_core_s,
+    two_workers_busy_cores: best(twoRows).server_busy_cores,
+  };
+  console.log(`\n${JSON.stringify(twoWorkers, null, 2)}`);
+
   const uncached = await startExtAuthz(0);
   await expectDecision(uncached.port, token, 'ok');
   const uncachedRows = await loadAtConcurrencies('uncached', uncached.proc, settings, loadFor(uncached.port, 'valid'));
@@ -204,6 +240,7 @@ try {
     warmup_s: settings.warmupS,
     startup_ms: startupMs,
     comparison,
+    two_workers: twoWorkers,
   });
   console.log(`\nwrote ${file}`);
 } finally {

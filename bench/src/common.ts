@@ -54,6 +54,22 @@ export function assertTwoCores(): void {
   }
 }
 
+/**
+ * Where a server of two workers (SEKISHO_WORKERS=2) runs: cores 0 and 1, and h2load on a core
+ * of its own when the machine has a third; on a 2-core machine h2load (and Redis) share the
+ * server's two cores, which `note` says and every row's cores columns repeat.
+ */
+export function twoWorkerPlacement(): { serverCores: string; loadGeneratorCores: string; note: string } {
+  if (cpus().length >= 3) {
+    return { serverCores: '0,1', loadGeneratorCores: '2', note: 'server on cores 0,1; h2load on core 2' };
+  }
+  return {
+    serverCores: '0,1',
+    loadGeneratorCores: '0,1',
+    note: `this machine has ${cpus().length} cores: the two workers run on cores 0,1 and h2load (and Redis) share them, so throughput is a lower bound; calls_per_busy_core_s counts the server's own CPU time`,
+  };
+}
+
 /** A child process confined to `core` with taskset (exec'd, so the pid is the program's own). */
 export function spawnPinned(name: string, core: string, command: string, args: string[], env?: NodeJS.ProcessEnv) {
   return spawnProcess({ name, command: 'taskset', args: ['-c', core, command, ...args], env, cwd: repoRoot });
@@ -128,12 +144,49 @@ export function recordIdleRss(pid: number): number {
   return rss;
 }
 
-/** Resident set size in MB from /proc/<pid>/status. */
+/** Resident set size in MB from /proc/<pid>/status, summed over its child processes (SEKISHO_WORKERS). */
 export function rssMb(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
-  if (!match) throw new Error(`no VmRSS in /proc/${pid}/status`);
-  return Math.round((Number(match[1]) / 1024) * 10) / 10;
+  let kb = 0;
+  for (const p of processTree(pid)) {
+    const status = readOrUndefined(`/proc/${p}/status`);
+    if (status === undefined) continue;
+    const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
+    if (!match) throw new Error(`no VmRSS in /proc/${p}/status`);
+    kb += Number(match[1]);
+  }
+  return Math.round((kb / 1024) * 10) / 10;
+}
+
+/** CPU seconds (user + system) the process and its children have used so far. */
+export function cpuSeconds(pid: number): number {
+  let ticks = 0;
+  for (const p of processTree(pid)) {
+    const stat = readOrUndefined(`/proc/${p}/stat`);
+    if (stat === undefined) continue;
+    // Fields after the parenthesised command: state is the 3rd field, utime the 14th, stime the 15th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks / 100;
+}
+
+/** The pid and every descendant (a cluster primary's workers), from /proc's children lists. */
+export function processTree(pid: number): number[] {
+  const found = [pid];
+  for (let i = 0; i < found.length; i++) {
+    const p = found[i] as number;
+    const children = readOrUndefined(`/proc/${p}/task/${p}/children`);
+    for (const child of children?.trim().split(/\s+/) ?? []) if (child) found.push(Number(child));
+  }
+  return found;
+}
+
+function readOrUndefined(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 export interface Row {
@@ -162,7 +215,11 @@ export async function loadAtConcurrencies(
   settings: RunSettings,
   load: Omit<LoadOptions, 'concurrency' | 'durationS' | 'warmupS' | 'cores'>,
   extra: (result: LoadResult) => Promise<Record<string, unknown>> | Record<string, unknown> = () => ({}),
+  /** Where the server runs and where h2load may run, when not the usual cores (several workers). */
+  placement: { serverCores?: string; loadGeneratorCores?: string } = {},
 ): Promise<Row[]> {
+  const serverCores = placement.serverCores ?? cores.server;
+  const loadGeneratorCores = placement.loadGeneratorCores ?? cores.loadGenerator;
   const rows: Row[] = [];
   const rssIdle = idleRss.get(server.pid) ?? rssMb(server.pid);
   for (const concurrency of settings.concurrencies) {
@@ -171,25 +228,31 @@ export async function loadAtConcurrencies(
       rssPeak = Math.max(rssPeak, rssMb(server.pid));
     }, 200);
     let result: LoadResult;
+    const cpuBefore = cpuSeconds(server.pid);
+    const wallBefore = performance.now();
     try {
       result = await runH2load({
         ...load,
         concurrency,
         durationS: settings.durationS,
         warmupS: settings.warmupS,
-        cores: cores.loadGenerator,
+        cores: loadGeneratorCores,
       });
     } finally {
       clearInterval(sampler);
     }
+    // Cores the server kept busy over the level (warm-up included), and calls per busy core.
+    const busyCores = (cpuSeconds(server.pid) - cpuBefore) / ((performance.now() - wallBefore) / 1000);
     const row: Row = {
       case: caseName,
       concurrency,
       ...result,
       rss_idle_mb: rssIdle,
       rss_load_mb: rssPeak,
-      server_cores: cores.server,
-      load_generator_cores: cores.loadGenerator,
+      server_cores: serverCores,
+      load_generator_cores: loadGeneratorCores,
+      server_busy_cores: Math.round(busyCores * 100) / 100,
+      calls_per_busy_core_s: busyCores > 0 ? Math.round(result.throughput_per_s / busyCores) : null,
       ...(await extra(result)),
     };
     rows.push(row);
@@ -217,6 +280,8 @@ const columns = [
   'max_ms',
   'rss_idle_mb',
   'rss_load_mb',
+  'server_busy_cores',
+  'calls_per_busy_core_s',
 ];
 
 export function printHeader(): void {

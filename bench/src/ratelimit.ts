@@ -26,6 +26,7 @@ import {
   runtimeNote,
   spawnNodePinned,
   spawnPinned,
+  twoWorkerPlacement,
   writeResults,
 } from './common';
 import { printProfiles } from './cpu-profile';
@@ -287,6 +288,55 @@ try {
     results.push(...sekisho[d]);
   }
   // The service stays up (idle) for the fixed-rate comparison below.
+
+  // The same service as two workers sharing the port (SEKISHO_WORKERS=2), over two h2load
+  // connections (the primary hands each connection to one worker). Not under --cpu-prof: the
+  // workers would inherit the flag and write over each other's profile.
+  const placement = twoWorkerPlacement();
+  const two = await startRateLimitService(redis.url, policy, {
+    name: 'ratelimit-service-2-workers',
+    workers: 2,
+    serverCores: placement.serverCores,
+  });
+  started.push(two);
+  startupMs['ratelimit-service (2 workers)'] = two.startupMs;
+  recordIdleRss(two.proc.pid);
+  const workerRows: Record<1 | 4, Row[]> = { 1: [], 4: [] };
+  for (const d of [1, 4] as const) {
+    await checkedCall(two.port, d);
+    workerRows[d] = await loadAtConcurrencies(
+      `2-workers-${d}-descriptor${d === 1 ? '' : 's'}`,
+      two.proc,
+      settings,
+      { ...loadFor(two.port, d), connections: 2 },
+      () => ({ workers: 2, connections: 2 }),
+      placement,
+    );
+    results.push(...workerRows[d]);
+  }
+  await two.stop();
+  notes.two_workers = {
+    placement: placement.note,
+    ...Object.fromEntries(
+      ([1, 4] as const).map((d) => {
+        const best = (rows: Row[]) => rows.reduce((a, b) => (b.throughput_per_s > a.throughput_per_s ? b : a));
+        const one = best(sekisho[d]);
+        const both = best(workerRows[d]);
+        return [
+          `${d}-descriptor${d === 1 ? '' : 's'}`,
+          {
+            one_process_peak_per_s: one.throughput_per_s,
+            two_workers_peak_per_s: both.throughput_per_s,
+            scaling: Math.round((both.throughput_per_s / one.throughput_per_s) * 100) / 100,
+            one_process_calls_per_busy_core_s: one.calls_per_busy_core_s,
+            two_workers_calls_per_busy_core_s: both.calls_per_busy_core_s,
+            two_workers_busy_cores: both.server_busy_cores,
+          },
+        ];
+      }),
+    ),
+  };
+  console.log(`\n${JSON.stringify(notes.two_workers, null, 2)}`);
 
   // The same service serving the same limits from a configuration file (a file domain).
   const files = await startFileService(redis.url);

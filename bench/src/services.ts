@@ -25,6 +25,10 @@ interface Common {
   nodeFlags?: readonly string[];
   /** Instead of the run's (--tsx or dist). */
   runtime?: Runtime;
+  /** SEKISHO_WORKERS: processes sharing the gRPC port (default 1, no cluster). */
+  workers?: number;
+  /** taskset cores of the server (default cores.server). */
+  serverCores?: string;
 }
 
 interface Spec {
@@ -46,11 +50,13 @@ async function startWithPolicy(spec: Spec, opts: Common): Promise<StartedService
     [`${prefix}_GRPC_PORT`]: String(port),
     [`${prefix}_ADMIN_PORT`]: String(adminPort),
     [`${prefix}_XDS_ADDRESS`]: `127.0.0.1:${ads.port}`,
+    ...(opts.workers && opts.workers > 1 ? { SEKISHO_WORKERS: String(opts.workers) } : {}),
   };
+  const subscribers = opts.workers ?? 1;
   const t0 = performance.now();
   const proc = await spawnNodePinned(
     opts.name ?? name,
-    cores.server,
+    opts.serverCores ?? cores.server,
     entry,
     [],
     { ...process.env, LOG_LEVEL: 'warn', ...env, ...opts.env },
@@ -64,11 +70,12 @@ async function startWithPolicy(spec: Spec, opts: Common): Promise<StartedService
   };
   try {
     const deadline = Date.now() + 60_000;
-    while (!ads.connected()) {
+    // Each worker subscribes on its own stream.
+    while (ads.streamCount() < subscribers) {
       if (Date.now() > deadline || proc.exitInfo()) throw new Error(`${name} never subscribed:\n${proc.logs()}`);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    ads.push(typeUrl, 'bench-1', policy);
+    ads.pushAll(typeUrl, 'bench-1', policy);
     await proc.waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, 30_000, (p) => p.status === 200);
   } catch (error) {
     await stop();

@@ -207,6 +207,8 @@ export interface RedisNode {
   readonly port: number;
   /** Stops the process (SIGTERM, then SIGKILL). */
   stop(): Promise<void>;
+  /** SIGKILL at once (a crash: no shutdown, no last replication to the replicas). */
+  kill(): Promise<void>;
   /** Starts it again on the same port with the same arguments, and waits for PING. */
   start(): Promise<void>;
   pause(): void;
@@ -253,6 +255,12 @@ async function startNode(opts: {
     stop: async () => {
       await proc?.stop(2_000);
     },
+    kill: async () => {
+      const p = proc;
+      if (!p || p.exitInfo()) return;
+      p.signal('SIGKILL');
+      await p.exited;
+    },
     start: async () => {
       if (proc && !proc.exitInfo()) return;
       await launch();
@@ -264,20 +272,28 @@ async function startNode(opts: {
   };
 }
 
+/** How redis-cli reaches a server: TLS with the CA, an ACL user and/or a password. */
+export interface RedisCliAuth {
+  password?: string;
+  user?: string;
+  tls?: { caFile: string };
+}
+
 /** Runs redis-cli against 127.0.0.1:port and returns its output (throws with it on failure). */
 export function redisCli(
   port: number,
   args: readonly string[],
-  opts: { timeoutMs?: number; password?: string; tls?: { caFile: string } } = {},
+  opts: RedisCliAuth & { timeoutMs?: number } = {},
 ): Promise<string> {
   const cli = requireBinary('redis-cli');
   const tls = opts.tls ? ['--tls', '--cacert', opts.tls.caFile] : [];
+  const user = opts.user !== undefined ? ['--user', opts.user] : [];
   // The password through the environment (REDISCLI_AUTH), not the command line.
   const env = opts.password === undefined ? process.env : { ...process.env, REDISCLI_AUTH: opts.password };
   return new Promise((resolve, reject) => {
     execFile(
       cli,
-      ['-h', '127.0.0.1', '-p', String(port), ...tls, ...args],
+      ['-h', '127.0.0.1', '-p', String(port), ...tls, ...user, ...args],
       { timeout: opts.timeoutMs ?? 10_000, encoding: 'utf8', env },
       (error, stdout, stderr) => {
         if (error)
@@ -301,7 +317,7 @@ const baseArgs = (port: number, dir: string) => [
   dir,
 ];
 
-type TlsFiles = { certFile: string; keyFile: string; caFile: string; requireClientCertificates?: boolean };
+export type TlsFiles = { certFile: string; keyFile: string; caFile: string; requireClientCertificates?: boolean };
 
 /** A redis-server's arguments for TLS only on `port` (the plain port closed). */
 const tlsArgs = (port: number, tls: TlsFiles) => [
@@ -349,7 +365,15 @@ export async function startSecureRedis(
     const out = baseArgs(port, dir);
     if (opts.tls) out.push(...tlsArgs(port, opts.tls));
     for (const user of opts.users ?? [])
-      out.push('--user', user.name, 'on', `>${user.password}`, user.keys ?? '~*', '&*', '+@all');
+      out.push(
+        '--user',
+        user.name,
+        'on',
+        `>${user.password}`,
+        user.keys ?? '~*',
+        '&*',
+        ...(user.commands ?? ['+@all']),
+      );
     if (opts.users?.length) out.push('--user', 'default', 'off');
     out.push(...(opts.extraArgs ?? []));
     return out;
@@ -377,36 +401,42 @@ export async function startSecureRedis(
 }
 
 export interface RedisClusterHandle {
-  /** redis://127.0.0.1:<port> of every master, the seed nodes a client is given. */
+  /** redis://127.0.0.1:<port> of every node (masters first), the seed nodes a client is given. */
   readonly urls: readonly string[];
   readonly nodes: readonly RedisNode[];
   /** Resolves once every running node reports cluster_state:ok. */
   waitHealthy(timeoutMs?: number): Promise<void>;
-  /** The node serving a slot (0…16383). */
+  /** The node serving a slot (0…16383) as created (without replicas: always; with them: until a failover). */
   nodeForSlot(slot: number): RedisNode;
+  /** The master serving a slot now, as a running node's CLUSTER SLOTS says. */
+  masterForSlot(slot: number): Promise<RedisNode>;
+  /** The nodes replicating `master` now (CLUSTER REPLICAS). */
+  replicasOf(master: RedisNode): Promise<RedisNode[]>;
   logs(): string;
   stop(): Promise<void>;
 }
 
 /**
- * A real Redis Cluster of `masters` (default 3) masters without replicas: redis-server
- * --cluster-enabled yes on free ports, joined by `redis-cli --cluster create`. A stopped
- * master leaves its slots uncovered, so the cluster answers CLUSTERDOWN until it is back
- * (cluster-node-timeout `nodeTimeoutMs`, default 1000 ms). `tls`: clients and the cluster
- * bus over TLS only (`rediss://` URLs; the certificate must name 127.0.0.1).
+ * A real Redis Cluster of `masters` (default 3) masters, each with `replicas` replicas (default
+ * 0): redis-server --cluster-enabled yes on free ports, joined by `redis-cli --cluster create
+ * --cluster-replicas`. Without replicas a stopped master leaves its slots uncovered, so the
+ * cluster answers CLUSTERDOWN until it is back; with them, a replica is promoted once the master
+ * has been unreachable for cluster-node-timeout `nodeTimeoutMs` (default 1000 ms). `tls`:
+ * clients and the cluster bus over TLS only (`rediss://` URLs; the certificate must name 127.0.0.1).
  */
 export async function startRedisCluster(
-  opts: { masters?: number; nodeTimeoutMs?: number; tls?: TlsFiles; env?: NodeJS.ProcessEnv } = {},
+  opts: { masters?: number; replicas?: number; nodeTimeoutMs?: number; tls?: TlsFiles; env?: NodeJS.ProcessEnv } = {},
 ): Promise<RedisClusterHandle> {
   const binary = requireBinary('redis-server', opts.env);
   requireBinary('redis-cli', opts.env);
   const masters = opts.masters ?? 3;
+  const replicas = opts.replicas ?? 0;
   const { tls } = opts;
   const cli = tls ? { tls: { caFile: tls.caFile } } : {};
   const root = await mkdtemp(join(tmpdir(), 'sekisho-redis-cluster-'));
   const nodes: RedisNode[] = [];
   try {
-    for (let i = 0; i < masters; i++) {
+    for (let i = 0; i < masters * (1 + replicas); i++) {
       const dir = join(root, `node-${i}`);
       await mkdir(dir);
       // The bus port is chosen too: port + 10000, the default, may be taken or out of range.
@@ -427,6 +457,9 @@ export async function startRedisCluster(
             '--cluster-node-timeout',
             String(opts.nodeTimeoutMs ?? 1_000),
             ...(tls ? [...tlsArgs(port, tls), '--tls-cluster', 'yes', '--tls-replication', 'yes'] : []),
+            // A replica takes over however long it was cut off from its master (the default
+            // refuses one whose data is older than 10 × the node timeout).
+            ...(replicas > 0 ? ['--cluster-replica-validity-factor', '0'] : []),
           ],
           ping: { tls: tls !== undefined },
         }),
@@ -434,7 +467,14 @@ export async function startRedisCluster(
     }
     await redisCli(
       nodes[0]?.port ?? 0,
-      ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'],
+      [
+        '--cluster',
+        'create',
+        ...nodes.map((n) => `127.0.0.1:${n.port}`),
+        '--cluster-replicas',
+        String(replicas),
+        '--cluster-yes',
+      ],
       { timeoutMs: 30_000, ...cli },
     );
   } catch (err) {
@@ -457,8 +497,30 @@ export async function startRedisCluster(
     urls: nodes.map((n) => `${tls ? 'rediss' : 'redis'}://127.0.0.1:${n.port}`),
     nodes,
     waitHealthy,
-    // redis-cli --cluster create splits the slots evenly in node order.
+    // redis-cli --cluster create splits the slots evenly in node order (the first `masters` nodes).
     nodeForSlot: (slot) => nodes[Math.min(masters - 1, Math.floor((slot * masters) / 16384))] as RedisNode,
+    masterForSlot: async (slot) => {
+      const asker = nodes.find((n) => n.running());
+      if (!asker) throw new Error('no cluster node is running');
+      // CLUSTER SLOTS, flattened by redis-cli: start, end, then per node ip, port, id (and more).
+      const lines = (await redisCli(asker.port, ['cluster', 'slots'], cli)).split('\n');
+      const ports = new Set(nodes.map((n) => String(n.port)));
+      for (let i = 0; i + 3 < lines.length; i++) {
+        const [start, end, ip, port] = lines.slice(i, i + 4);
+        if (ip !== '127.0.0.1' || !ports.has(port ?? '') || !/^\d+$/.test(start ?? '') || !/^\d+$/.test(end ?? ''))
+          continue;
+        if (Number(start) <= slot && slot <= Number(end)) {
+          const node = nodes.find((n) => String(n.port) === port);
+          if (node) return node;
+        }
+      }
+      throw new Error(`no master serves slot ${slot}: ${lines.join(' ')}`);
+    },
+    replicasOf: async (master) => {
+      const id = await redisCli(master.port, ['cluster', 'myid'], cli);
+      const text = await redisCli(master.port, ['cluster', 'replicas', id], cli);
+      return nodes.filter((n) => n !== master && text.includes(`127.0.0.1:${n.port}@`));
+    },
     logs: () => nodes.map((n) => n.logs()).join('\n'),
     stop: async () => {
       await Promise.all(nodes.map((n) => n.stop()));
@@ -476,7 +538,7 @@ export async function startRedisCluster(
 
 export interface RedisSentinelHandle {
   readonly masterName: string;
-  /** redis://127.0.0.1:<port> of every sentinel. */
+  /** redis://127.0.0.1:<port> (rediss:// with TLS) of every sentinel. */
   readonly sentinelUrls: readonly string[];
   /** The two data nodes: [0] starts as master, [1] as its replica. */
   readonly servers: readonly RedisNode[];
@@ -490,6 +552,9 @@ export interface RedisSentinelHandle {
   failover(timeoutMs?: number): Promise<number>;
   /** Waits until the sentinels name a master other than `oldPort` that answers as a master. */
   waitForNewMaster(oldPort: number, timeoutMs?: number): Promise<number>;
+  /** How redis-cli logs in to the data nodes and to the sentinels (TLS, user, password). */
+  readonly dataAuth: RedisCliAuth;
+  readonly sentinelAuth: RedisCliAuth;
   logs(): string;
   stop(): Promise<void>;
 }
@@ -498,7 +563,10 @@ export interface RedisSentinelHandle {
  * A Sentinel setup: a master, one replica, `sentinels` sentinels (default 1; quorum
  * min(2, sentinels)), down-after 1 s so a killed master is replaced in a few seconds.
  * `password`: the data nodes require it (requirepass, masterauth; the sentinels know it);
- * `sentinelPassword`: the sentinels require one of their own.
+ * `sentinelPassword`: the sentinels require one of their own. `dataUser` / `sentinelUser`:
+ * ACL users instead (the default user off; the replica and the sentinels log in as them).
+ * `tls`: data nodes and sentinels serve TLS only, and replicate and monitor over TLS (the
+ * certificate must name 127.0.0.1, what the sentinels announce).
  */
 export async function startRedisSentinel(
   opts: {
@@ -506,6 +574,9 @@ export async function startRedisSentinel(
     masterName?: string;
     password?: string;
     sentinelPassword?: string;
+    dataUser?: { name: string; password: string };
+    sentinelUser?: { name: string; password: string };
+    tls?: TlsFiles;
     env?: NodeJS.ProcessEnv;
   } = {},
 ): Promise<RedisSentinelHandle> {
@@ -514,8 +585,29 @@ export async function startRedisSentinel(
   const masterName = opts.masterName ?? 'sekisho';
   const count = opts.sentinels ?? 1;
   const root = await mkdtemp(join(tmpdir(), 'sekisho-redis-sentinel-'));
-  const dataAuth = opts.password !== undefined ? { password: opts.password } : {};
-  const sentinelAuth = opts.sentinelPassword !== undefined ? { password: opts.sentinelPassword } : {};
+  const { tls, dataUser, sentinelUser } = opts;
+  const tlsCli = tls ? { tls: { caFile: tls.caFile } } : {};
+  const dataAuth: RedisCliAuth = {
+    ...tlsCli,
+    ...(dataUser ? { user: dataUser.name, password: dataUser.password } : {}),
+    ...(opts.password !== undefined ? { password: opts.password } : {}),
+  };
+  const sentinelAuth: RedisCliAuth = {
+    ...tlsCli,
+    ...(sentinelUser ? { user: sentinelUser.name, password: sentinelUser.password } : {}),
+    ...(opts.sentinelPassword !== undefined ? { password: opts.sentinelPassword } : {}),
+  };
+  const dataAuthRequired = opts.password !== undefined || dataUser !== undefined;
+  const sentinelAuthRequired = opts.sentinelPassword !== undefined || sentinelUser !== undefined;
+  const aclUser = (u: { name: string; password: string }) => [
+    '--user',
+    u.name,
+    'on',
+    `>${u.password}`,
+    '~*',
+    '&*',
+    '+@all',
+  ];
   const servers: RedisNode[] = [];
   const sentinels: RedisNode[] = [];
   const stopAll = async () => {
@@ -534,10 +626,23 @@ export async function startRedisSentinel(
           dir,
           args: (port) => [
             ...baseArgs(port, dir),
+            ...(tls ? [...tlsArgs(port, tls), '--tls-replication', 'yes'] : []),
             ...(master ? ['--replicaof', '127.0.0.1', String(master.port)] : []),
             ...(opts.password !== undefined ? ['--requirepass', opts.password, '--masterauth', opts.password] : []),
+            ...(dataUser
+              ? [
+                  ...aclUser(dataUser),
+                  '--user',
+                  'default',
+                  'off',
+                  '--masteruser',
+                  dataUser.name,
+                  '--masterauth',
+                  dataUser.password,
+                ]
+              : []),
           ],
-          ping: { authRequired: opts.password !== undefined },
+          ping: { tls: tls !== undefined, authRequired: dataAuthRequired },
         }),
       );
     }
@@ -558,9 +663,23 @@ export async function startRedisSentinel(
           `sentinel down-after-milliseconds ${masterName} 1000`,
           `sentinel failover-timeout ${masterName} 10000`,
           ...(opts.password !== undefined ? [`sentinel auth-pass ${masterName} ${opts.password}`] : []),
+          ...(dataUser
+            ? [
+                `sentinel auth-user ${masterName} ${dataUser.name}`,
+                `sentinel auth-pass ${masterName} ${dataUser.password}`,
+              ]
+            : []),
           // A sentinel's own password, and the one it gives its peers.
           ...(opts.sentinelPassword !== undefined
             ? [`requirepass ${opts.sentinelPassword}`, `sentinel sentinel-pass ${opts.sentinelPassword}`]
+            : []),
+          ...(sentinelUser
+            ? [
+                `user ${sentinelUser.name} on >${sentinelUser.password} ~* &* +@all`,
+                'user default off',
+                `sentinel sentinel-user ${sentinelUser.name}`,
+                `sentinel sentinel-pass ${sentinelUser.password}`,
+              ]
             : []),
           '',
         ].join('\n'),
@@ -570,8 +689,16 @@ export async function startRedisSentinel(
           binary,
           name: 'redis-sentinel',
           dir,
-          args: (port) => [conf, '--sentinel', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir],
-          ping: { authRequired: opts.sentinelPassword !== undefined },
+          args: (port) => [
+            conf,
+            '--sentinel',
+            ...(tls ? [...tlsArgs(port, tls), '--tls-replication', 'yes'] : ['--port', String(port)]),
+            '--bind',
+            '127.0.0.1',
+            '--dir',
+            dir,
+          ],
+          ping: { tls: tls !== undefined, authRequired: sentinelAuthRequired },
         }),
       );
     }
@@ -603,7 +730,7 @@ export async function startRedisSentinel(
     });
   const handle: RedisSentinelHandle = {
     masterName,
-    sentinelUrls: sentinelPorts.map((p) => `redis://127.0.0.1:${p}`),
+    sentinelUrls: sentinelPorts.map((p) => `${tls ? 'rediss' : 'redis'}://127.0.0.1:${p}`),
     servers,
     sentinels,
     masterPort,
@@ -621,6 +748,8 @@ export async function startRedisSentinel(
       });
       return waitForNewMaster(old, timeoutMs);
     },
+    dataAuth,
+    sentinelAuth,
     logs: () => [...servers, ...sentinels].map((n) => n.logs()).join('\n'),
     stop: stopAll,
   };

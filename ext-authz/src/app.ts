@@ -1,4 +1,4 @@
-import { AuthorizationService } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
+import { AuthorizationService, CheckResponse } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { type AdminServer, startAdminServer } from '@sekisho/service-kit/admin-server';
 import { policyResourceNames, policyTypeUrls, policyViews } from '@sekisho/service-kit/contract';
@@ -124,9 +124,9 @@ export async function startExtAuthzApp(
   };
 
   // Off without a Redis: said at start-up, and in /status.
-  const accounts = config.EXT_AUTHZ_REDIS_URL
+  const accounts = config.redis
     ? new RedisAccountStore({
-        url: config.EXT_AUTHZ_REDIS_URL,
+        redis: config.redis,
         keyPrefix: config.EXT_AUTHZ_ACCOUNTS_KEY_PREFIX,
         resyncMs: config.EXT_AUTHZ_ACCOUNTS_RESYNC,
         prune: {
@@ -140,9 +140,9 @@ export async function startExtAuthzApp(
 
   // Blocks are never a reason to be unready: until they are loaded nobody is refused by them.
   const threats =
-    config.EXT_AUTHZ_REDIS_URL && config.EXT_AUTHZ_THREATS
+    config.redis && config.EXT_AUTHZ_THREATS
       ? new RedisThreatStore({
-          url: config.EXT_AUTHZ_REDIS_URL,
+          redis: config.redis,
           keyPrefix: config.EXT_AUTHZ_THREATS_KEY_PREFIX,
           resyncMs: config.EXT_AUTHZ_THREATS_RESYNC,
           logger,
@@ -265,6 +265,8 @@ export async function startExtAuthzApp(
             ...(accounts ? { accounts } : {}),
             ...(threats ? { threats } : {}),
           }),
+          // One reused protobuf writer for every CheckResponse (service-kit's http2 transport).
+          { check: CheckResponse.encode },
         ),
     });
     admin = await startAdminServer({

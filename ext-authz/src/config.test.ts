@@ -43,7 +43,9 @@ describe('loadExtAuthzConfig', () => {
       EXT_AUTHZ_THREATS: true,
       EXT_AUTHZ_THREATS_KEY_PREFIX: 'sekisho:threats',
       EXT_AUTHZ_THREATS_RESYNC: 10_000,
+      EXT_AUTHZ_REDIS_MODE: 'standalone',
       LOG_LEVEL: 'info',
+      redis: undefined,
     });
   });
 
@@ -57,8 +59,6 @@ describe('loadExtAuthzConfig', () => {
     ['EXT_AUTHZ_DENIAL_LOG_PER_CLIENT', '0'],
     ['EXT_AUTHZ_DENIAL_LOG_PER_CAUSE', 'many'],
     ['EXT_AUTHZ_DENIAL_LOG_WINDOW', '10ms'],
-    ['EXT_AUTHZ_REDIS_URL', 'http://127.0.0.1:6379'],
-    ['EXT_AUTHZ_REDIS_URL', '127.0.0.1:6379'],
     ['EXT_AUTHZ_ACCOUNTS_RESYNC', 'often'],
     ['EXT_AUTHZ_ACCOUNTS_RESYNC', '10ms'],
     ['EXT_AUTHZ_ACCOUNTS_KEY_PREFIX', 'has space'],
@@ -127,5 +127,101 @@ describe('loadExtAuthzConfig', () => {
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST');
     expect(result.stderr).toContain('refused with NODE_ENV=production');
+  });
+});
+
+describe('the Redis topology (EXT_AUTHZ_REDIS_*, service-kit/redis-topology)', () => {
+  it('reads a standalone URL with its ACL user, and a Sentinel setup with credentials for both', () => {
+    expect(loadExtAuthzConfig({ EXT_AUTHZ_REDIS_URL: 'redis://authz:p%40ss@redis.internal:6380/3' }).redis).toEqual({
+      mode: 'standalone',
+      endpoints: [{ host: 'redis.internal', port: 6380 }],
+      db: 3,
+      username: 'authz',
+      password: 'p@ss',
+    });
+    expect(
+      loadExtAuthzConfig({
+        EXT_AUTHZ_REDIS_MODE: 'sentinel',
+        EXT_AUTHZ_REDIS_URL: 'redis://s1,redis://s2:26380',
+        EXT_AUTHZ_REDIS_SENTINEL_MASTER: 'sekisho',
+        EXT_AUTHZ_REDIS_USERNAME: 'authz',
+        EXT_AUTHZ_REDIS_PASSWORD: 'data-secret',
+        EXT_AUTHZ_REDIS_SENTINEL_USERNAME: 'watcher',
+        EXT_AUTHZ_REDIS_SENTINEL_PASSWORD: 'sentinel-secret',
+      }).redis,
+    ).toEqual({
+      mode: 'sentinel',
+      endpoints: [
+        { host: 's1', port: 26379 },
+        { host: 's2', port: 26380 },
+      ],
+      db: 0,
+      username: 'authz',
+      password: 'data-secret',
+      sentinel: { masterName: 'sekisho', username: 'watcher', password: 'sentinel-secret' },
+    });
+  });
+
+  it.each([
+    [
+      'an http URL',
+      { EXT_AUTHZ_REDIS_URL: 'http://127.0.0.1:6379' },
+      'EXT_AUTHZ_REDIS_URL',
+      /redis:\/\/ or rediss:\/\//,
+    ],
+    ['no scheme', { EXT_AUTHZ_REDIS_URL: '127.0.0.1:6379' }, 'EXT_AUTHZ_REDIS_URL', /redis:\/\/|not a URL/],
+    [
+      'cluster (the state lives on one master)',
+      { EXT_AUTHZ_REDIS_MODE: 'cluster', EXT_AUTHZ_REDIS_URL: 'redis://a,redis://b' },
+      'EXT_AUTHZ_REDIS_MODE',
+      /cluster is not supported here \(standalone or sentinel\): .*one master/,
+    ],
+    [
+      'sentinel without the master name',
+      { EXT_AUTHZ_REDIS_MODE: 'sentinel', EXT_AUTHZ_REDIS_URL: 'redis://s1' },
+      'EXT_AUTHZ_REDIS_SENTINEL_MASTER',
+      /required with EXT_AUTHZ_REDIS_MODE=sentinel/,
+    ],
+    [
+      'a sentinel password in standalone mode',
+      { EXT_AUTHZ_REDIS_URL: 'redis://a', EXT_AUTHZ_REDIS_SENTINEL_PASSWORD: 'x' },
+      'EXT_AUTHZ_REDIS_SENTINEL_PASSWORD',
+      /only with EXT_AUTHZ_REDIS_MODE=sentinel/,
+    ],
+    [
+      'a CA file for redis://',
+      { EXT_AUTHZ_REDIS_URL: 'redis://a', EXT_AUTHZ_REDIS_TLS_CA_FILE: '/etc/ca.pem' },
+      'EXT_AUTHZ_REDIS_TLS_CA_FILE',
+      /rediss/,
+    ],
+    [
+      'a CA file that is not there',
+      { EXT_AUTHZ_REDIS_URL: 'rediss://a', EXT_AUTHZ_REDIS_TLS_CA_FILE: '/nonexistent/ca.pem' },
+      'EXT_AUTHZ_REDIS_TLS_CA_FILE',
+      /ENOENT/,
+    ],
+    [
+      'a user without a password',
+      { EXT_AUTHZ_REDIS_URL: 'redis://a', EXT_AUTHZ_REDIS_USERNAME: 'authz' },
+      'EXT_AUTHZ_REDIS_USERNAME',
+      /needs a password/,
+    ],
+    [
+      'settings without a URL',
+      { EXT_AUTHZ_REDIS_MODE: 'sentinel', EXT_AUTHZ_REDIS_SENTINEL_MASTER: 'm' },
+      'EXT_AUTHZ_REDIS_URL',
+      /required when other EXT_AUTHZ_REDIS_\* settings are given/,
+    ],
+  ])('refuses %s, naming %s', (_case, env, variable, message) => {
+    const attempt = () => loadExtAuthzConfig(env);
+    expect(attempt).toThrow(ConfigError);
+    expect(attempt).toThrow(new RegExp(`${variable}: `));
+    expect(attempt).toThrow(message);
+  });
+
+  it('never shows a password of the URL in an error', () => {
+    const attempt = () => loadExtAuthzConfig({ EXT_AUTHZ_REDIS_URL: 'redis://u:hunter2-secret@a/x' });
+    expect(attempt).toThrow(/EXT_AUTHZ_REDIS_URL/);
+    expect(attempt).not.toThrow(/hunter2/);
   });
 });

@@ -1,4 +1,5 @@
 import {
+  ConfigError,
   envDuration,
   envEnum,
   envHostPort,
@@ -7,6 +8,12 @@ import {
   envPort,
   loadConfig,
 } from '@sekisho/service-kit/config';
+import {
+  type RedisTopology,
+  redisEnvFields,
+  redisSettingsOf,
+  resolveRedisTopology,
+} from '@sekisho/service-kit/redis-topology';
 import { defaultThreatKeyPrefix } from '@sekisho/service-kit/threat-contract';
 import { resolveXdsChannel, type XdsChannel } from '@sekisho/service-kit/xds-channel';
 import { z } from 'zod';
@@ -14,6 +21,10 @@ import { defaultKeyPrefix } from './accounts/redis-store';
 import { GOOGLE_SECURETOKEN_X509_URL } from './firebase/key-store';
 
 // Every setting of the service, parsed and checked in one place at start-up.
+
+const redisModes = ['standalone', 'sentinel'] as const;
+const clusterRefusal =
+  'the account state and the blocks are a few keys changed together by scripts and announced by pub/sub; one master holds them (a Sentinel-managed one for failover)';
 
 /** A whole number of at least 1. */
 const count = (defaultValue: number) =>
@@ -83,7 +94,14 @@ export const configSchema = z
      * Where the account state (disabled, revoked, overrides) lives; unset turns the feature
      * off. Read into memory at start and kept current by pub/sub: a Check never waits for it.
      */
-    EXT_AUTHZ_REDIS_URL: z.url({ protocol: /^rediss?$/, error: 'expected redis://host:port or rediss://…' }).optional(),
+    EXT_AUTHZ_REDIS_URL: z.string().min(1).optional(),
+    /**
+     * standalone (EXT_AUTHZ_REDIS_URL is the server) or sentinel (the sentinels' URLs, comma-
+     * separated; EXT_AUTHZ_REDIS_SENTINEL_MASTER names the master), with TLS (rediss://) and ACL
+     * users: service-kit/src/redis-topology.ts, the same variables as the rate-limit service's.
+     * Not cluster: the state is a few keys changed by multi-key scripts that one master holds.
+     */
+    ...redisEnvFields('EXT_AUTHZ', ['standalone', 'sentinel', 'cluster']),
     /** Every replica reloads the whole state this often, on top of the change channel. */
     EXT_AUTHZ_ACCOUNTS_RESYNC: envDuration('30s').refine((ms) => ms >= 100, 'at least 100ms'),
     /**
@@ -140,13 +158,36 @@ export const configSchema = z
     }
   });
 
-export type ExtAuthzConfig = z.output<typeof configSchema>;
+/** `redis`: how to reach the account state and the blocks; undefined without EXT_AUTHZ_REDIS_URL. */
+export type ExtAuthzConfig = z.output<typeof configSchema> & { readonly redis: RedisTopology | undefined };
 
-/** loadConfig, then the control channel checked (files read): a ConfigError names each bad variable. */
+/**
+ * loadConfig, then the Redis topology and the control channel checked (files read): a
+ * ConfigError names each bad variable.
+ */
 export function loadExtAuthzConfig(env: NodeJS.ProcessEnv = process.env): ExtAuthzConfig {
-  const config = loadConfig(configSchema, env);
+  const parsed = loadConfig(configSchema, env);
+  const config = { ...parsed, redis: extAuthzRedisTopology(parsed) };
   xdsChannelOf(config);
   return config;
+}
+
+function extAuthzRedisTopology(config: z.output<typeof configSchema>): RedisTopology | undefined {
+  const settings = redisSettingsOf(config, 'EXT_AUTHZ', config.EXT_AUTHZ_REDIS_URL ?? '');
+  if (config.EXT_AUTHZ_REDIS_URL === undefined) {
+    // The other settings without a URL would be silently ignored: say so instead.
+    const { url: _url, mode: _mode, ...rest } = settings;
+    const given = Object.entries(rest).filter(([, value]) => value !== undefined);
+    if (given.length > 0 || config.EXT_AUTHZ_REDIS_MODE !== 'standalone')
+      throw new ConfigError([
+        {
+          variable: 'EXT_AUTHZ_REDIS_URL',
+          message: 'required when other EXT_AUTHZ_REDIS_* settings are given (unset, the account state is off)',
+        },
+      ]);
+    return undefined;
+  }
+  return resolveRedisTopology(settings, 'EXT_AUTHZ', { modes: redisModes, unsupported: clusterRefusal });
 }
 
 /** How to reach the control plane (mutual TLS, or plaintext to loopback); throws ConfigError. */

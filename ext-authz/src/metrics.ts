@@ -55,21 +55,25 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
   });
   const keysLoaded = new Gauge({
     name: 'sekisho_ext_authz_keys_loaded',
+    aggregator: 'min',
     help: 'Firebase public keys currently held.',
     registers,
   });
   const lastRefreshOk = new Gauge({
     name: 'sekisho_ext_authz_keys_last_refresh_ok',
+    aggregator: 'min',
     help: '1 when the last fetch of the Firebase public keys succeeded, else 0.',
     registers,
   });
   const lastRefreshSuccess = new Gauge({
     name: 'sekisho_ext_authz_keys_last_success_timestamp_seconds',
+    aggregator: 'min',
     help: 'Unix time of the last successful fetch of the Firebase public keys.',
     registers,
   });
   const policyInfo = new Gauge({
     name: 'sekisho_ext_authz_policy_info',
+    aggregator: 'first',
     help: 'The AuthzPolicy in use (value 1), labelled with its version and Firebase project id.',
     labelNames: ['version', 'project_id'] as const,
     registers,
@@ -88,12 +92,14 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
   });
   const emulatorMode = new Gauge({
     name: 'sekisho_ext_authz_emulator_mode',
+    aggregator: 'max',
     help: "1 when ext-authz accepts the Firebase Auth emulator's unsigned ID tokens (EXT_AUTHZ_FIREBASE_AUTH_EMULATOR_HOST, development only), else 0.",
     registers,
   });
 
   const accountsSubscribed = new Gauge({
     name: 'sekisho_ext_authz_accounts_subscribed',
+    aggregator: 'min',
     help: '1 while the account change channel is subscribed, else 0 (decisions use the last state).',
     registers,
   });
@@ -105,16 +111,19 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
   });
   const accountEntries = new Gauge({
     name: 'sekisho_ext_authz_accounts_entries',
+    aggregator: 'max',
     help: 'Accounts with any state (disabled, revoked, override) held in memory.',
     registers,
   });
   const accountVersion = new Gauge({
     name: 'sekisho_ext_authz_accounts_version',
+    aggregator: 'min',
     help: 'Version of the account state held in memory (Redis counter).',
     registers,
   });
   const accountLastSync = new Gauge({
     name: 'sekisho_ext_authz_accounts_last_sync_timestamp_seconds',
+    aggregator: 'min',
     help: 'Unix time of the last successful full load of the account state.',
     registers,
   });
@@ -149,6 +158,7 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
   });
   const threatsSubscribed = new Gauge({
     name: 'sekisho_ext_authz_threats_subscribed',
+    aggregator: 'min',
     help: "1 while the threat detector's block channel is subscribed, else 0 (the blocks held stay enforced).",
     registers,
   });
@@ -160,6 +170,7 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
   });
   const blocksHeld = new Gauge({
     name: 'sekisho_ext_authz_threat_blocks_held',
+    aggregator: 'max',
     help: 'Threat blocks in force held in memory by this replica, by kind (ip, user, limit).',
     labelNames: ['kind'] as const,
     registers,

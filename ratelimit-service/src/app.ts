@@ -1,4 +1,4 @@
-import { RateLimitServiceService } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
+import { RateLimitResponse, RateLimitServiceService } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import { RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { type AdminServer, startAdminServer } from '@sekisho/service-kit/admin-server';
 import { policyResourceNames, policyTypeUrls, policyViews, rateLimitDomain } from '@sekisho/service-kit/contract';
@@ -7,6 +7,7 @@ import { createLogger, type Logger } from '@sekisho/service-kit/logger';
 import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
 import { type PolicySubscription, subscribePolicy } from '@sekisho/service-kit/policy-client';
 import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
+import { processesPerReplica } from '@sekisho/service-kit/workers';
 import type { Registry } from 'prom-client';
 import { type RateLimitConfig, xdsChannelOf } from './config';
 import { type ConfigDirectory, openConfigDirectory } from './file-config/directory';
@@ -73,6 +74,10 @@ export async function startRateLimitApp(
   // The gateway definition's choice, when its policy carries one, else this replica's setting.
   const failureMode = (): StoreFailureMode => active?.policy.storeFailureMode ?? config.RATELIMIT_REDIS_FAILURE_MODE;
   const localReplicas = () => active?.policy.localReplicas ?? config.RATELIMIT_LOCAL_REPLICAS;
+  // With SEKISHO_WORKERS each process of the replica sees its share of the replica's traffic
+  // (connections are handed out in turn), so the local limiter divides by replicas × workers.
+  const workers = processesPerReplica();
+  const localDivisor = () => localReplicas() * workers;
 
   const breaker = new CircuitBreaker({
     failureThreshold: config.RATELIMIT_BREAKER_FAILURES,
@@ -92,7 +97,7 @@ export async function startRateLimitApp(
   const local = new LocalLimiter({
     hashValues,
     cache,
-    replicas: localReplicas,
+    replicas: localDivisor,
     maxKeys: config.RATELIMIT_LOCAL_MAX_KEYS,
     clock: opts.clock,
   });
@@ -172,6 +177,8 @@ export async function startRateLimitApp(
     redis_breaker: breaker.state,
     mode_in_force: limiter.modeInForce(),
     local_replicas: localReplicas(),
+    worker_processes: workers,
+    local_limit_divisor: localDivisor(),
     local_cache_entries: cache.size,
     local_limiter_keys: local.size,
     no_policy_mode: noPolicyMode,
@@ -209,6 +216,8 @@ export async function startRateLimitApp(
             logger,
             metrics,
           }),
+          // One reused protobuf writer for every RateLimitResponse (service-kit's http2 transport).
+          { shouldRateLimit: RateLimitResponse.encode },
         ),
     });
     admin = await startAdminServer({

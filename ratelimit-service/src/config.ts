@@ -1,6 +1,4 @@
-import { readFileSync } from 'node:fs';
 import {
-  ConfigError,
   envDuration,
   envEnum,
   envLogLevel,
@@ -8,6 +6,7 @@ import {
   envPort,
   loadConfig,
 } from '@sekisho/service-kit/config';
+import { type RedisTopology, redisSettingsOf, resolveRedisTopology } from '@sekisho/service-kit/redis-topology';
 import { resolveXdsChannel, type XdsChannel } from '@sekisho/service-kit/xds-channel';
 import { z } from 'zod';
 
@@ -99,26 +98,7 @@ export const configSchema = z.object({
   LOG_LEVEL: envLogLevel(),
 });
 
-export type RedisMode = 'standalone' | 'sentinel' | 'cluster';
-
-export interface RedisEndpoint {
-  readonly host: string;
-  readonly port: number;
-}
-
-/** How to reach Redis, checked and complete: what the client is built from. */
-export interface RedisTopology {
-  readonly mode: RedisMode;
-  /** standalone: the server; sentinel: the sentinels; cluster: the seed nodes. */
-  readonly endpoints: readonly RedisEndpoint[];
-  /** standalone only; 0 otherwise. */
-  readonly db: number;
-  readonly username?: string;
-  readonly password?: string;
-  readonly sentinel?: { readonly masterName: string; readonly username?: string; readonly password?: string };
-  /** Present for rediss://: PEM contents read at start-up. */
-  readonly tls?: { readonly ca?: string; readonly cert?: string; readonly key?: string; readonly serverName?: string };
-}
+export type { RedisEndpoint, RedisMode, RedisTopology } from '@sekisho/service-kit/redis-topology';
 
 export type RateLimitConfig = z.output<typeof configSchema> & { readonly redis: RedisTopology };
 
@@ -161,157 +141,10 @@ export function xdsChannelOf(config: RateLimitConfig): XdsChannel | undefined {
   );
 }
 
-type Problem = { variable: string; message: string };
-
-/** decodeURIComponent that reports (never throws on) malformed input such as `%zz`. */
-function decoded(text: string, onError: () => void): string {
-  try {
-    return decodeURIComponent(text);
-  } catch {
-    onError();
-    return '';
-  }
-}
-
-// A URL as the operator sees it in an error: never its password.
-const masked = (url: string) => JSON.stringify(url.replace(/\/\/[^/@\s]*@/, '//***@'));
-
 /**
- * RATELIMIT_REDIS_* → a RedisTopology, every problem named by its variable (and every
- * problem at once). Credentials never appear in a message.
+ * RATELIMIT_REDIS_* → a RedisTopology (service-kit's parser, shared with ext-authz and the
+ * threat detector), every problem named by its variable. Credentials never appear in a message.
  */
 export function redisTopology(config: z.output<typeof configSchema>): RedisTopology {
-  const problems: Problem[] = [];
-  const problem = (variable: string, message: string) => problems.push({ variable, message });
-  const mode = config.RATELIMIT_REDIS_MODE;
-  const urlVar = 'RATELIMIT_REDIS_URL';
-  const defaultPort = mode === 'sentinel' ? 26379 : 6379;
-
-  const entries = config.RATELIMIT_REDIS_URL.split(',').map((e) => e.trim());
-  if (mode === 'standalone' && entries.length > 1)
-    problem(urlVar, 'one URL expected in standalone mode (set RATELIMIT_REDIS_MODE=cluster or sentinel for several)');
-  const parsedUrls = entries.flatMap((entry, i) => {
-    const where = entries.length > 1 ? `entry #${i + 1} (${masked(entry)})` : masked(entry);
-    let url: URL;
-    try {
-      url = new URL(entry);
-    } catch {
-      problem(urlVar, `${where} is not a URL like redis://host:6379`);
-      return [];
-    }
-    if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
-      problem(urlVar, `${where}: the scheme must be redis:// or rediss:// (TLS), not ${url.protocol}//`);
-      return [];
-    }
-    const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
-    if (host === '') problem(urlVar, `${where} has no host`);
-    if (url.search !== '' || url.hash !== '') problem(urlVar, `${where}: query and fragment are not supported`);
-    const path = url.pathname.replace(/^\//, '');
-    let db = 0;
-    if (path !== '') {
-      if (!/^\d{1,2}$/.test(path)) problem(urlVar, `${where}: the path must be a database number like /2`);
-      else if (mode !== 'standalone') problem(urlVar, `${where}: a database number is for standalone mode only`);
-      else db = Number(path);
-    }
-    if (mode === 'sentinel' && (url.username !== '' || url.password !== ''))
-      problem(
-        urlVar,
-        `${where}: in sentinel mode, give credentials in RATELIMIT_REDIS_PASSWORD (data nodes) and RATELIMIT_REDIS_SENTINEL_PASSWORD (sentinels), not in the URL`,
-      );
-    return [
-      {
-        tls: url.protocol === 'rediss:',
-        endpoint: { host, port: url.port === '' ? defaultPort : Number(url.port) },
-        db,
-        username: decoded(url.username, () => problem(urlVar, `${where}: the user name is not valid percent-encoding`)),
-        password: decoded(url.password, () => problem(urlVar, `${where}: the password is not valid percent-encoding`)),
-      },
-    ];
-  });
-
-  const tls = parsedUrls.some((u) => u.tls);
-  if (tls && parsedUrls.some((u) => !u.tls))
-    problem(urlVar, 'mixes redis:// and rediss:// URLs; use one scheme for all');
-  const credentials = new Set(parsedUrls.map((u) => `${u.username}\n${u.password}`));
-  if (credentials.size > 1) problem(urlVar, 'the URLs carry different credentials; give the same to all, or none');
-  let username = parsedUrls[0]?.username || undefined;
-  let password = parsedUrls[0]?.password || undefined;
-  if (config.RATELIMIT_REDIS_PASSWORD !== undefined || config.RATELIMIT_REDIS_USERNAME !== undefined) {
-    if (password !== undefined || username !== undefined)
-      problem('RATELIMIT_REDIS_PASSWORD', `credentials are given in ${urlVar} as well; give them in one place`);
-    username = config.RATELIMIT_REDIS_USERNAME;
-    password = config.RATELIMIT_REDIS_PASSWORD;
-  }
-  if (username !== undefined && password === undefined)
-    problem('RATELIMIT_REDIS_USERNAME', 'an ACL user needs a password (RATELIMIT_REDIS_PASSWORD)');
-
-  const masterName = config.RATELIMIT_REDIS_SENTINEL_MASTER;
-  if (mode === 'sentinel' && masterName === undefined)
-    problem(
-      'RATELIMIT_REDIS_SENTINEL_MASTER',
-      'required with RATELIMIT_REDIS_MODE=sentinel: the name the sentinels monitor',
-    );
-  for (const variable of [
-    'RATELIMIT_REDIS_SENTINEL_MASTER',
-    'RATELIMIT_REDIS_SENTINEL_USERNAME',
-    'RATELIMIT_REDIS_SENTINEL_PASSWORD',
-  ] as const) {
-    if (mode !== 'sentinel' && config[variable] !== undefined)
-      problem(variable, `applies only with RATELIMIT_REDIS_MODE=sentinel (the mode is ${mode})`);
-  }
-  if (config.RATELIMIT_REDIS_SENTINEL_USERNAME !== undefined && config.RATELIMIT_REDIS_SENTINEL_PASSWORD === undefined)
-    problem('RATELIMIT_REDIS_SENTINEL_USERNAME', 'an ACL user needs a password (RATELIMIT_REDIS_SENTINEL_PASSWORD)');
-
-  const readPem = (
-    variable: 'RATELIMIT_REDIS_TLS_CA_FILE' | 'RATELIMIT_REDIS_TLS_CERT_FILE' | 'RATELIMIT_REDIS_TLS_KEY_FILE',
-  ) => {
-    const file = config[variable];
-    if (file === undefined) return undefined;
-    if (!tls) {
-      problem(variable, `applies only to rediss:// URLs (${urlVar} uses redis://)`);
-      return undefined;
-    }
-    try {
-      const text = readFileSync(file, 'utf8');
-      if (!text.includes('-----BEGIN ')) problem(variable, `${JSON.stringify(file)} is not a PEM file`);
-      return text;
-    } catch (error) {
-      problem(variable, `cannot read ${JSON.stringify(file)}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
-      return undefined;
-    }
-  };
-  const ca = readPem('RATELIMIT_REDIS_TLS_CA_FILE');
-  const cert = readPem('RATELIMIT_REDIS_TLS_CERT_FILE');
-  const key = readPem('RATELIMIT_REDIS_TLS_KEY_FILE');
-  if ((config.RATELIMIT_REDIS_TLS_CERT_FILE === undefined) !== (config.RATELIMIT_REDIS_TLS_KEY_FILE === undefined))
-    problem(
-      'RATELIMIT_REDIS_TLS_CERT_FILE',
-      'a client certificate needs its key (RATELIMIT_REDIS_TLS_KEY_FILE), and a key its certificate',
-    );
-  const serverName = config.RATELIMIT_REDIS_TLS_SERVER_NAME;
-  if (serverName !== undefined && !tls)
-    problem('RATELIMIT_REDIS_TLS_SERVER_NAME', `applies only to rediss:// URLs (${urlVar} uses redis://)`);
-
-  if (problems.length > 0) throw new ConfigError(problems);
-  return {
-    mode,
-    endpoints: parsedUrls.map((u) => u.endpoint),
-    db: parsedUrls[0]?.db ?? 0,
-    ...(username !== undefined ? { username } : {}),
-    ...(password !== undefined ? { password } : {}),
-    ...(mode === 'sentinel' && masterName !== undefined
-      ? {
-          sentinel: {
-            masterName,
-            ...(config.RATELIMIT_REDIS_SENTINEL_USERNAME !== undefined
-              ? { username: config.RATELIMIT_REDIS_SENTINEL_USERNAME }
-              : {}),
-            ...(config.RATELIMIT_REDIS_SENTINEL_PASSWORD !== undefined
-              ? { password: config.RATELIMIT_REDIS_SENTINEL_PASSWORD }
-              : {}),
-          },
-        }
-      : {}),
-    ...(tls ? { tls: { ca, cert, key, serverName } } : {}),
-  };
+  return resolveRedisTopology(redisSettingsOf(config, 'RATELIMIT', config.RATELIMIT_REDIS_URL), 'RATELIMIT');
 }

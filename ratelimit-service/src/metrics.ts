@@ -131,22 +131,26 @@ export function createRateLimitMetrics(
     }),
     policyInfo: new Gauge({
       name: 'sekisho_ratelimit_policy_info',
+      aggregator: 'first',
       help: 'The policy in force: 1 for its version and domain.',
       labelNames: ['version', 'domain'] as const,
       registers,
     }),
     policyLoadError: new Gauge({
       name: 'sekisho_ratelimit_policy_load_error',
+      aggregator: 'max',
       help: "1 while the control plane's last policy was refused (NACKed; the one before stays in force), else 0.",
       registers,
     }),
     policyRules: new Gauge({
       name: 'sekisho_ratelimit_policy_rules',
+      aggregator: 'first',
       help: 'Rules in the policy in force.',
       registers,
     }),
     redisUp: new Gauge({
       name: 'sekisho_ratelimit_redis_up',
+      aggregator: 'min',
       help: '1 while the Redis connection is ready.',
       registers,
       collect() {
@@ -155,6 +159,7 @@ export function createRateLimitMetrics(
     }),
     breakerState: new Gauge({
       name: 'sekisho_ratelimit_redis_breaker_state',
+      aggregator: 'max',
       help: "The Redis circuit breaker's state: 1 for the current one (closed, open, half_open).",
       labelNames: ['state'] as const,
       registers,
@@ -166,6 +171,7 @@ export function createRateLimitMetrics(
     }),
     modeInForce: new Gauge({
       name: 'sekisho_ratelimit_mode',
+      aggregator: 'max',
       help: 'How decisions are made now: 1 for redis, or for the failure mode (allow, deny, local) while Redis fails or the breaker is open.',
       labelNames: ['mode'] as const,
       registers,

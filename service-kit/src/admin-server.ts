@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { Logger } from './logger';
+import { answerAdminOverIpc, currentWorker } from './workers';
 
 export interface AdminServer {
   port: number;
@@ -26,6 +27,11 @@ export async function startAdminServer(opts: {
   /** More routes on the same server (behind `authenticate` like /status). */
   routes?: (app: FastifyInstance) => void;
 }): Promise<AdminServer> {
+  // A worker of several (SEKISHO_WORKERS): the primary holds the port and asks each worker.
+  if (currentWorker()) {
+    const ipc = answerAdminOverIpc(opts);
+    return { port: opts.port, close: async () => ipc.close() };
+  }
   const app = Fastify({ logger: false });
   const authenticate = opts.authenticate;
   if (authenticate) {

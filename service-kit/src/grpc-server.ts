@@ -2,7 +2,7 @@ import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceI
 import { z } from 'zod';
 import { envEnum, loadConfig } from './config';
 import { createHealthServer, HealthService } from './grpc-health';
-import { startUnaryGrpcServer } from './unary-grpc-server';
+import { type EncodeInto, startUnaryGrpcServer } from './unary-grpc-server';
 
 export interface GrpcServer {
   port: number;
@@ -21,7 +21,15 @@ export type GrpcTransport = 'http2' | 'grpc-js';
 
 /** What `register` is given: grpc-js's `addService`, whichever transport serves it. */
 export interface GrpcServiceRegistrar {
-  addService(service: ServiceDefinition, implementation: UntypedServiceImplementation): void;
+  /**
+   * `encoders` (http2 transport; grpc-js uses the definition's serializers): per method name, the
+   * response type's ts-proto `encode`, so responses are written with one reused writer.
+   */
+  addService(
+    service: ServiceDefinition,
+    implementation: UntypedServiceImplementation,
+    encoders?: Readonly<Record<string, EncodeInto>>,
+  ): void;
 }
 
 const transportSchema = z.object({ SEKISHO_GRPC_TRANSPORT: envEnum(['http2', 'grpc-js'], 'http2') });
@@ -47,9 +55,13 @@ export async function startGrpcServer(opts: {
   /** grpc-js only: ping every connection this often (ms) and drop one that does not answer in 10 s. */
   keepaliveMs?: number;
 }): Promise<GrpcServer> {
-  const services: Array<[ServiceDefinition, UntypedServiceImplementation]> = [];
-  opts.register({ addService: (service, implementation) => services.push([service, implementation]) });
-  services.push([HealthService, createHealthServer({ isServing: opts.isServing ?? (() => true) })]);
+  const services: Array<
+    [ServiceDefinition, UntypedServiceImplementation, Readonly<Record<string, EncodeInto>> | undefined]
+  > = [];
+  opts.register({
+    addService: (service, implementation, encoders) => services.push([service, implementation, encoders]),
+  });
+  services.push([HealthService, createHealthServer({ isServing: opts.isServing ?? (() => true) }), undefined]);
   const host = opts.host ?? '127.0.0.1';
 
   const streams = services.some(
@@ -60,7 +72,7 @@ export async function startGrpcServer(opts: {
   const wanted = opts.transport ?? transportFromEnv();
   if (wanted === 'http2' && !streams && !opts.credentials) {
     const lean = await startUnaryGrpcServer({ host, port: opts.port });
-    for (const [service, implementation] of services) lean.addService(service, implementation);
+    for (const [service, implementation, encoders] of services) lean.addService(service, implementation, encoders);
     return { port: lean.port, transport: 'http2', close: (graceMs = 5_000) => lean.close(graceMs) };
   }
   if (opts.transport === 'http2') throw new Error('the http2 gRPC transport serves unary methods only, without TLS');

@@ -12,7 +12,7 @@ function harness(steps: ShutdownStep[], deadlineMs = 1_000) {
   const firstExit = new Promise<number>((resolve) => {
     exited = resolve;
   });
-  installShutdown(createLogger('test', { level: 'silent' }), steps, {
+  const shutdown = installShutdown(createLogger('test', { level: 'silent' }), steps, {
     deadlineMs,
     signals,
     exit: (code) => {
@@ -20,7 +20,7 @@ function harness(steps: ShutdownStep[], deadlineMs = 1_000) {
       exited(code);
     },
   });
-  return { signal: (name: NodeJS.Signals) => signals.emit(name, name), exits, firstExit };
+  return { signal: (name: NodeJS.Signals) => signals.emit(name, name), begin: shutdown.begin, exits, firstExit };
 }
 
 describe('installShutdown', () => {
@@ -51,5 +51,29 @@ describe('installShutdown', () => {
     const { signal, firstExit } = harness([{ name: 'hangs', run: () => new Promise<void>(() => {}) }], 50);
     signal('SIGTERM');
     expect(await firstExit).toBe(1);
+  });
+
+  it("runs the steps once when a worker's primary asks and the same Ctrl-C reaches the worker too", async () => {
+    const ran: string[] = [];
+    let release = () => {};
+    const drained = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const { signal, begin, exits, firstExit } = harness([
+      {
+        name: 'drain',
+        run: async () => {
+          ran.push('drain');
+          await drained;
+        },
+      },
+    ]);
+    begin('SIGTERM');
+    signal('SIGINT');
+    begin('SIGTERM');
+    release();
+    expect(await firstExit).toBe(0);
+    expect(exits).toEqual([0]);
+    expect(ran).toEqual(['drain']);
   });
 });

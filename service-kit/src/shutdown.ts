@@ -19,16 +19,25 @@ export interface ShutdownOptions {
  * runs. A second signal, or a step that hangs past the deadline, exits 1 at once
  * so an orchestrator is never left waiting.
  */
-export function installShutdown(logger: Logger, steps: ShutdownStep[], opts: ShutdownOptions = {}): void {
+export function installShutdown(
+  logger: Logger,
+  steps: ShutdownStep[],
+  opts: ShutdownOptions = {},
+): { begin(reason: NodeJS.Signals): void } {
   const signals = opts.signals ?? process;
   const exit = opts.exit ?? ((code: number) => process.exit(code));
   let stopping = false;
-  const onSignal = async (signal: NodeJS.Signals) => {
-    if (stopping) {
+  let signalled = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) {
       logger.warn({ category: 'technical', event_type: 'shutdown_forced', signal }, 'second signal, exiting now');
       exit(1);
       return;
     }
+    signalled = true;
+    if (!stopping) void stop(signal);
+  };
+  const stop = async (signal: NodeJS.Signals) => {
     stopping = true;
     logger.info({ category: 'technical', event_type: 'shutdown_started', signal }, 'shutting down');
     const deadline = setTimeout(() => {
@@ -58,4 +67,11 @@ export function installShutdown(logger: Logger, steps: ShutdownStep[], opts: Shu
   };
   signals.on('SIGINT', onSignal);
   signals.on('SIGTERM', onSignal);
+  // For a worker told to stop by its primary (or left by it): the same steps. It is not a
+  // signal, so the signal Ctrl-C sends the worker too is not taken for a second one.
+  return {
+    begin: (reason) => {
+      if (!stopping) void stop(reason);
+    },
+  };
 }

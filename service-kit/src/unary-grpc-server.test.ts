@@ -112,6 +112,74 @@ const frame = (flag: number, message: Buffer, declared = message.length) => {
 const grpcStatusOf = (answer: { headers: Record<string, unknown>; trailers: Record<string, unknown> }) =>
   Number(answer.headers['grpc-status'] ?? answer.trailers['grpc-status']);
 
+describe('responses written with one reused writer (encoders)', () => {
+  let server: GrpcServer;
+  let client: RateLimitServiceClient;
+  beforeAll(async () => {
+    server = await startGrpcServer({
+      port: 0,
+      transport: 'http2',
+      register: (registrar) =>
+        registrar.addService(
+          RateLimitServiceService,
+          {
+            // "<n>": a body of n bytes, each one the call's own mark; "bad": a response encode throws on mid-message.
+            shouldRateLimit: (call, callback) => {
+              const [size, mark] = call.request.domain.split(':');
+              if (size === 'bad') {
+                callback(null, { ...RateLimitResponse.fromPartial({}), statuses: [null] } as never);
+                return;
+              }
+              const body = Buffer.alloc(Number(size), Number(mark));
+              setTimeout(
+                () =>
+                  callback(
+                    null,
+                    RateLimitResponse.fromPartial({
+                      overallCode: RateLimitResponse_Code.OK,
+                      rawBody: body,
+                      responseHeadersToAdd: [{ key: 'mark', value: String(mark) }],
+                    }),
+                  ),
+                Number(mark) % 7,
+              );
+            },
+          } satisfies RateLimitServiceServer,
+          { shouldRateLimit: RateLimitResponse.encode },
+        ),
+    });
+    client = new RateLimitServiceClient(`127.0.0.1:${server.port}`, credentials.createInsecure());
+  });
+  afterAll(async () => {
+    client.close();
+    await server.close(0);
+  });
+
+  it('answers each call with its own bytes, large after small and small after large, concurrently', async () => {
+    const sizes = [0, 5000, 3, 70_000, 1, 200, 70_000, 0, 12];
+    const answers = await Promise.all(sizes.map((size, mark) => callOn(client, `${size}:${mark}`)));
+    answers.forEach((answer, mark) => {
+      expect(answer.rawBody).toEqual(Buffer.alloc(sizes[mark] as number, mark));
+      expect(answer.responseHeadersToAdd.map((h) => [h.key, h.value])).toEqual([['mark', String(mark)]]);
+    });
+  });
+
+  it('answers INTERNAL when a response cannot be encoded, and the next answers are whole', async () => {
+    await expect(callOn(client, 'bad')).rejects.toMatchObject({
+      code: status.INTERNAL,
+      details: expect.stringContaining('response could not be encoded'),
+    });
+    for (const [size, mark] of [
+      [10, 1],
+      [300, 2],
+    ] as const) {
+      const answer = await callOn(client, `${size}:${mark}`);
+      expect(answer.rawBody).toEqual(Buffer.alloc(size, mark));
+      expect(answer.responseHeadersToAdd.map((h) => [h.key, h.value])).toEqual([['mark', String(mark)]]);
+    }
+  });
+});
+
 describe('the lean http2 gRPC server, called by grpc-js', () => {
   const seen = { cancelledAtEnd: [] as boolean[] };
   let server: GrpcServer;

@@ -42,7 +42,8 @@ type ServerStreamHandler = (call: ServerStreamCall<unknown, unknown>) => void;
 
 type Method = {
   decode: (bytes: Buffer) => unknown;
-  encode: (response: unknown) => Buffer;
+  /** The response as one length-prefixed gRPC message. */
+  frame: (response: unknown) => Buffer;
 } & ({ kind: 'unary'; handler: UnaryHandler } | { kind: 'serverStream'; handler: ServerStreamHandler });
 
 export interface UnaryGrpcServerOptions {
@@ -57,7 +58,16 @@ export interface UnaryGrpcServerOptions {
 export interface UnaryGrpcServer {
   port: number;
   /** Adds a service's unary and server-streaming methods; one that streams requests answers UNIMPLEMENTED. */
-  addService(service: ServiceDefinition, implementation: UntypedServiceImplementation): void;
+  /**
+   * `encoders`: per method name, the response type's ts-proto `encode`; its responses are then
+   * written with one reused writer (see framesWithReusedWriter) instead of the definition's
+   * serializer.
+   */
+  addService(
+    service: ServiceDefinition,
+    implementation: UntypedServiceImplementation,
+    encoders?: Readonly<Record<string, EncodeInto>>,
+  ): void;
   /** GOAWAY to every connection, in-flight calls finish for graceMs, then connections are destroyed. */
   close(graceMs: number): Promise<void>;
 }
@@ -135,14 +145,14 @@ class Call implements UnaryCall<unknown> {
     failStream(this.stream, code, message, this);
   }
 
-  answer(bytes: Buffer) {
+  answer(frame: Buffer) {
     if (this.finished) return;
     this.done();
     const stream = this.stream;
     if (stream.destroyed || stream.closed) return;
     stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
     stream.once('wantTrailers', sendOkTrailers);
-    stream.end(frameOf(bytes));
+    stream.end(frame);
   }
 
   /** The whole body arrived: check the frame, inflate if asked, decode, run the handler. */
@@ -221,21 +231,21 @@ class Call implements UnaryCall<unknown> {
       this.fail(error.code ?? grpcStatus.UNKNOWN, error.details ?? error.message ?? 'call failed');
       return;
     }
-    let bytes: Buffer;
+    let frame: Buffer;
     try {
-      bytes = this.method.encode(response);
+      frame = this.method.frame(response);
     } catch (encodeError) {
       this.fail(grpcStatus.INTERNAL, `response could not be encoded: ${errorText(encodeError)}`);
       return;
     }
-    this.answer(bytes);
+    this.answer(frame);
   }
 
   runStream(handler: ServerStreamHandler) {
     let started = false;
     const call = this;
     const stream = this.stream;
-    const encode = this.method.encode;
+    const frame = this.method.frame;
     const events = new EventEmitter();
     this.events = events;
     const streaming = Object.assign(events, {
@@ -251,7 +261,7 @@ class Call implements UnaryCall<unknown> {
           stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
           stream.once('wantTrailers', () => stream.sendTrailers(call.trailers));
         }
-        return stream.write(frameOf(encode(response)));
+        return stream.write(frame(response));
       },
       end() {
         if (call.finished) return;
@@ -406,7 +416,7 @@ export async function startUnaryGrpcServer(opts: UnaryGrpcServerOptions): Promis
 
   return {
     port: (server.address() as AddressInfo).port,
-    addService(service, implementation) {
+    addService(service, implementation, encoders) {
       for (const [name, definition] of Object.entries(service)) {
         const handler = implementation[name] ?? implementation[definition.originalName ?? ''];
         if (definition.requestStream) {
@@ -414,7 +424,12 @@ export async function startUnaryGrpcServer(opts: UnaryGrpcServerOptions): Promis
           continue;
         }
         if (typeof handler !== 'function') continue;
-        const codec = { decode: definition.requestDeserialize, encode: definition.responseSerialize };
+        const encodeInto = encoders?.[name];
+        const serialize = definition.responseSerialize;
+        const codec = {
+          decode: definition.requestDeserialize,
+          frame: encodeInto ? framesWithReusedWriter(encodeInto) : (response: unknown) => frameOf(serialize(response)),
+        };
         methods.set(
           definition.path,
           definition.responseStream
@@ -438,6 +453,51 @@ export async function startUnaryGrpcServer(opts: UnaryGrpcServerOptions): Promis
         }, graceMs);
         timer.unref();
       }),
+  };
+}
+
+/**
+ * ts-proto's `Message.encode(message, writer?)`: writes the message into the writer it is given
+ * (a new one without) and returns that writer.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: the generated encode of any message type
+export type EncodeInto = (message: any, writer?: any) => ReusableWriter;
+interface ReusableWriter {
+  raw(chunk: Uint8Array): unknown;
+  finish(): Uint8Array;
+}
+
+const emptyPrefix = new Uint8Array(frameHeaderBytes);
+
+/**
+ * Frames a method's responses with one writer, reused (its buffer stays as large as the largest
+ * response): one copy per answer (finish) instead of a new writer growing from 128 bytes, a
+ * Buffer copy of its output and a copy into the frame. Calls are encoded one at a time (encode
+ * is synchronous); a throw leaves the writer mid-message, so it is dropped.
+ */
+function framesWithReusedWriter(encodeInto: EncodeInto): (response: unknown) => Buffer {
+  let writer: ReusableWriter | undefined;
+  return (response) => {
+    if (!writer) {
+      // The first answer makes the writer (ts-proto's encode needs a whole message to start from).
+      const first = encodeInto(response);
+      const frame = frameOf(Buffer.from(first.finish()));
+      writer = first;
+      return frame;
+    }
+    let bytes: Uint8Array;
+    try {
+      writer.raw(emptyPrefix);
+      encodeInto(response, writer);
+      bytes = writer.finish();
+    } catch (error) {
+      writer = undefined;
+      throw error;
+    }
+    const frame = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    frame[0] = 0;
+    frame.writeUInt32BE(bytes.byteLength - frameHeaderBytes, 1);
+    return frame;
   };
 }
 

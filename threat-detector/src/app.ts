@@ -3,11 +3,12 @@ import { type AdminServer, startAdminServer } from '@sekisho/service-kit/admin-s
 import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
 import { createLogger, type Logger } from '@sekisho/service-kit/logger';
 import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
+import { redisNodeOptions } from '@sekisho/service-kit/redis-topology';
 import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import type { Registry } from 'prom-client';
 import { AlertSender } from './alerts';
-import type { ThreatDetectorConfig } from './config';
+import { type ThreatDetectorConfig, threatRedisTopology } from './config';
 import { Detector } from './detector';
 import { openGeoIpDatabase } from './geoip';
 import { createAlertMetrics, createDetectorMetrics } from './metrics';
@@ -40,7 +41,12 @@ export async function startThreatDetectorApp(
     );
   const registry = createMetricsRegistry('threat-detector');
   // Flushes run off the request path: a command may wait for a reconnect, but not forever.
-  const redis = new Redis(config.THREAT_REDIS_URL, {
+  // Standalone or through Sentinel (a failover: the sentinels' +switch-master or a READONLY
+  // reply reconnects to the new master; facts buffered meanwhile wait for the next flush).
+  const redis = new Redis({
+    ...(redisNodeOptions(threatRedisTopology(config)) as RedisOptions),
+    reconnectOnError: (error) => error.message.startsWith('READONLY'),
+    sentinelRetryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2_000),
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     commandTimeout: 2_000,

@@ -1,4 +1,10 @@
-import { envDuration, envLogLevel, envPort, envUrl, loadConfig } from '@sekisho/service-kit/config';
+import { envDuration, envLogLevel, envPort, loadConfig } from '@sekisho/service-kit/config';
+import {
+  type RedisTopology,
+  redisEnvFields,
+  redisSettingsOf,
+  resolveRedisTopology,
+} from '@sekisho/service-kit/redis-topology';
 import { defaultThreatKeyPrefix } from '@sekisho/service-kit/threat-contract';
 import { z } from 'zod';
 
@@ -8,7 +14,15 @@ export const configSchema = z.object({
   THREAT_HOST: z.string().min(1).default('127.0.0.1'),
   THREAT_GRPC_PORT: envPort(9003),
   THREAT_ADMIN_PORT: envPort(9103),
-  THREAT_REDIS_URL: envUrl('redis://127.0.0.1:6379'),
+  /** standalone: the server's URL; sentinel: the sentinels' URLs, comma-separated. */
+  THREAT_REDIS_URL: z.string().min(1).default('redis://127.0.0.1:6379'),
+  /**
+   * standalone or sentinel (THREAT_REDIS_SENTINEL_MASTER names the master), TLS (rediss://) and
+   * ACL users: the rate-limit service's variables (service-kit/src/redis-topology.ts). Not
+   * cluster: a block is written with its index and announced in one script, and ext-authz
+   * reads the blocks from the same Redis.
+   */
+  ...redisEnvFields('THREAT', ['standalone', 'sentinel', 'cluster']),
   /** The prefix of every key and channel; ext-authz's EXT_AUTHZ_THREATS_KEY_PREFIX must match. */
   THREAT_REDIS_KEY_PREFIX: z.string().min(1).default(defaultThreatKeyPrefix),
   /** How often buffered facts go to Redis (one pipeline per flush). */
@@ -38,6 +52,18 @@ export const configSchema = z.object({
 });
 export type ThreatDetectorConfig = z.output<typeof configSchema>;
 
+/** loadConfig, then the Redis topology checked (files read): a ConfigError names each bad variable. */
 export function loadThreatDetectorConfig(env: NodeJS.ProcessEnv = process.env): ThreatDetectorConfig {
-  return loadConfig(configSchema, env);
+  const config = loadConfig(configSchema, env);
+  threatRedisTopology(config);
+  return config;
+}
+
+/** THREAT_REDIS_* → where the detector's Redis is; throws ConfigError naming the variable. */
+export function threatRedisTopology(config: ThreatDetectorConfig): RedisTopology {
+  return resolveRedisTopology(redisSettingsOf(config, 'THREAT', config.THREAT_REDIS_URL), 'THREAT', {
+    modes: ['standalone', 'sentinel'],
+    unsupported:
+      'a block, its index and its announcement are written by one script, and ext-authz reads them from the same Redis: one master holds them (a Sentinel-managed one for failover)',
+  });
 }

@@ -89,6 +89,14 @@ describe('MeshCa', () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   describe('a workload certificate', () => {
+    it('issued at any millisecond of a long-lived CA warns of nothing (notAfter is whole seconds)', () => {
+      const time = fakeTime(Math.floor(Date.now() / 1000) * 1000 + 737);
+      const { mesh, records } = create({ now: time.now, schedule: time.schedule, ttlMs: hour });
+      mesh.secretsFor(customer);
+      expect(records.filter((r) => r.level === 'WARN')).toEqual([]);
+      mesh.close();
+    });
+
     it('carries the SPIFFE id as its only SAN, for TLS client and server, valid for the TTL from a backdated start', () => {
       const time = fakeTime();
       const { mesh } = create({ now: time.now, schedule: time.schedule, ttlMs: hour, backdateMs: 2 * minute });

@@ -238,7 +238,9 @@ export class MeshCa implements WorkloadSecrets {
     // expiry, it is still renewed no more often than a full-length one would be (no busy loop
     // re-issuing certificates of an expired CA).
     const lifetime = certificate.notAfter.getTime() - now;
-    if (lifetime < this.ttlMs)
+    // notAfter is whole seconds (below now + TTL by up to a second): only the CA's own expiry
+    // cutting the certificate short is worth a warning.
+    if (this.ca.notAfter.getTime() < now + this.ttlMs)
       this.log.warn(
         { event_type: 'mesh_ca_expiring', spiffe_id: spiffeId, ca_not_after: this.ca.notAfter.toISOString() },
         'the mesh CA expires before a full-length workload certificate would: renew the CA',

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { waitUntil } from '@sekisho/devstack/processes';
 import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
 import { createLogger } from '@sekisho/service-kit/logger';
+import { resolveRedisTopology } from '@sekisho/service-kit/redis-topology';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -44,7 +45,7 @@ function startStore(prefix: string, resyncMs = 60_000, prune?: AccountStoreOptio
   const subscriptions: boolean[] = [];
   const prunes: Array<{ ok: boolean; removed: number }> = [];
   const store = new RedisAccountStore({
-    url: redis.url,
+    redis: resolveRedisTopology({ url: redis.url, mode: 'standalone' }, 'EXT_AUTHZ'),
     keyPrefix: prefix,
     resyncMs,
     ...(prune ? { prune } : {}),

@@ -1,4 +1,5 @@
 import type { Logger } from '@sekisho/service-kit/logger';
+import type { RedisTopology } from '@sekisho/service-kit/redis-topology';
 import type { Redis } from 'ioredis';
 import { connectSubscribedChannel } from '../redis-channel';
 import {
@@ -191,7 +192,8 @@ export interface AccountStoreEvents {
 export type SyncTrigger = 'initial' | 'scheduled' | 'resubscribed' | 'gap';
 
 export interface AccountStoreOptions {
-  url: string;
+  /** Where the state lives: standalone or Sentinel (service-kit/redis-topology). */
+  redis: RedisTopology;
   keyPrefix: string;
   resyncMs: number;
   /** Every `intervalMs`, remove the revocations Firebase confirmed `retentionSeconds` ago (pruneRevocations); unset: never. */
@@ -240,7 +242,7 @@ export class RedisAccountStore implements AccountView {
   /** Connects and starts the first load; resolves at once (start-up never waits for Redis). */
   start(): void {
     const { commands, subscriber } = connectSubscribedChannel({
-      url: this.opts.url,
+      redis: this.opts.redis,
       channel: accountKeys(this.opts.keyPrefix).channel,
       logger: this.opts.logger,
       onErrorLog: {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { type AuthEmulator, startAuthEmulator } from '@sekisho/devstack/firebase-emulator';
 import { repoRoot } from '@sekisho/devstack/paths';
 import { freePort } from '@sekisho/devstack/processes';
-import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
+import { type RedisHandle, redisCli, startRedis, startRedisSentinel } from '@sekisho/devstack/redis';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readAccountState } from '../accounts/redis-store';
@@ -315,4 +315,43 @@ describe('npm run admin with the Firebase Auth emulator', () => {
     expect(untrusted).toMatchObject({ code: 0 });
     expect(await reader.smembers(`${threats}:devices:carol`)).toEqual([]);
   });
+});
+
+describe('npm run admin with the EXT_AUTHZ_REDIS_* variables', () => {
+  it('acts on the master the sentinels name, logging in with the ACL users of the variables', async () => {
+    const users = {
+      dataUser: { name: 'authz', password: 'admin-data-acl-s3cret' },
+      sentinelUser: { name: 'watcher', password: 'admin-sentinel-acl-s3cret' },
+    };
+    const sentinel = await startRedisSentinel(users);
+    try {
+      const keyPrefix = `test:${randomUUID()}`;
+      const env = {
+        EXT_AUTHZ_REDIS_MODE: 'sentinel',
+        EXT_AUTHZ_REDIS_URL: sentinel.sentinelUrls.join(','),
+        EXT_AUTHZ_REDIS_SENTINEL_MASTER: sentinel.masterName,
+        EXT_AUTHZ_REDIS_USERNAME: users.dataUser.name,
+        EXT_AUTHZ_REDIS_PASSWORD: users.dataUser.password,
+        EXT_AUTHZ_REDIS_SENTINEL_USERNAME: users.sentinelUser.name,
+        EXT_AUTHZ_REDIS_SENTINEL_PASSWORD: users.sentinelUser.password,
+        EXT_AUTHZ_ACCOUNTS_KEY_PREFIX: keyPrefix,
+      };
+      const result = await admin(['disable', 'alice'], env);
+      expect(result).toMatchObject({ code: 0, stderr: '' });
+      expect(result.stdout).toContain('disabled alice');
+      const disabled = await redisCli(
+        await sentinel.masterPort(),
+        ['hget', `${keyPrefix}:disabled`, 'alice'],
+        sentinel.dataAuth,
+      );
+      expect(disabled).toBe('1');
+      expect(result.stdout + result.stderr).not.toContain(users.dataUser.password);
+
+      const broken = await admin(['disable', 'alice'], { ...env, EXT_AUTHZ_REDIS_SENTINEL_MASTER: '' });
+      expect(broken.code).toBe(1);
+      expect(broken.stderr).toContain('EXT_AUTHZ_REDIS_SENTINEL_MASTER: required with EXT_AUTHZ_REDIS_MODE=sentinel');
+    } finally {
+      await sentinel.stop();
+    }
+  }, 90_000);
 });

@@ -1,13 +1,21 @@
 // `npm run admin -- <command> <uid> [value]`: changes Sekisho's account state in Redis and
 // publishes the change, so every ext-authz replica applies it within a second. Without
-// connection options it acts on the stack `npm start` is running (found through
-// .cache/local-stack.json). Exit codes: 0 done, 1 failed, 2 usage.
+// connection options it acts on the Redis of ext-authz's own EXT_AUTHZ_REDIS_* variables when
+// they are set (Sentinel, TLS, ACL users, read as the service reads them),
+// else on the stack `npm start` is running (found through .cache/local-stack.json).
+// Exit codes: 0 done, 1 failed, 2 usage.
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { localStackFile } from '@sekisho/devstack/paths';
+import {
+  type RedisTopology,
+  redisNodeOptions,
+  redisSettingsOf,
+  resolveRedisTopology,
+} from '@sekisho/service-kit/redis-topology';
 import { defaultThreatKeyPrefix } from '@sekisho/service-kit/threat-contract';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import {
   defaultKeyPrefix,
   readAccountState,
@@ -36,7 +44,9 @@ commands:
   (set-group and set-customer-id with --clear remove the override)
 
 options:
-  --redis-url <url>    the deployment's Redis (default: the Redis of the running \`npm start\`)
+  --redis-url <url>    the deployment's Redis (default: EXT_AUTHZ_REDIS_URL and the other
+                       EXT_AUTHZ_REDIS_* variables when set, standalone or sentinel as
+                       ext-authz reads them; else the Redis of the running \`npm start\`)
   --key-prefix <p>     the keys' prefix (default: the local stack's, else ${defaultKeyPrefix})
   --threats-key-prefix <p>  the threat blocks' prefix (default: the local stack's, else ${defaultThreatKeyPrefix})
   --clear              with set-group / set-customer-id: remove the override
@@ -55,6 +65,8 @@ class Failure extends Error {}
 
 interface Target extends Partial<Claims> {
   redisUrl: string;
+  /** From the EXT_AUTHZ_REDIS_* variables (else the URL alone is used). */
+  topology?: RedisTopology;
   keyPrefix: string;
   /** The local stack's threat key prefix, when it runs threat detection. */
   threatsKeyPrefix?: string;
@@ -285,17 +297,35 @@ async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const { command, options } = parsed;
+  const fromEnv = process.env.EXT_AUTHZ_REDIS_URL;
   const target: Target = options.redisUrl
     ? { redisUrl: options.redisUrl, keyPrefix: options.keyPrefix ?? defaultKeyPrefix, source: '--redis-url' }
-    : { ...findLocalStack(), ...(options.keyPrefix ? { keyPrefix: options.keyPrefix } : {}) };
-  const redis = new Redis(target.redisUrl, {
+    : fromEnv
+      ? {
+          redisUrl: fromEnv,
+          // ConfigError (exit 1) names the variable, as ext-authz would at start.
+          topology: resolveRedisTopology(redisSettingsOf(process.env, 'EXT_AUTHZ', fromEnv), 'EXT_AUTHZ', {
+            modes: ['standalone', 'sentinel'],
+          }),
+          keyPrefix: options.keyPrefix ?? process.env.EXT_AUTHZ_ACCOUNTS_KEY_PREFIX ?? defaultKeyPrefix,
+          ...(process.env.EXT_AUTHZ_THREATS_KEY_PREFIX
+            ? { threatsKeyPrefix: process.env.EXT_AUTHZ_THREATS_KEY_PREFIX }
+            : {}),
+          source: 'EXT_AUTHZ_REDIS_URL',
+        }
+      : { ...findLocalStack(), ...(options.keyPrefix ? { keyPrefix: options.keyPrefix } : {}) };
+  const once: RedisOptions = {
     lazyConnect: true,
     connectTimeout: 3_000,
     commandTimeout: 5_000,
     maxRetriesPerRequest: 0,
     enableOfflineQueue: false,
     retryStrategy: () => null,
-  });
+    sentinelRetryStrategy: () => null,
+  };
+  const redis = target.topology
+    ? new Redis({ ...(redisNodeOptions(target.topology) as RedisOptions), ...once })
+    : new Redis(target.redisUrl, once);
   redis.on('error', () => {}); // reported through the command's own rejection
   try {
     try {

@@ -4,7 +4,7 @@ import {
   mintIdToken,
   type SigningKey,
 } from '@sekisho/devstack/firebase-keys';
-import { CompactSign, SignJWT } from 'jose';
+import { CompactSign, importX509, SignJWT } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   type KeyLookup,
@@ -303,6 +303,38 @@ describe('verifyFirebaseIdToken', () => {
       );
       const gone: ResolveKey = async () => ({ status: 'unknown' });
       expect(await cached(token, cache, { lookup: gone })).toMatchObject(rejected('INVALID_TOKEN', 'kid_unknown'));
+    });
+
+    it("asks the key store for a remembered token's kid on every use", async () => {
+      const cache = new VerifiedTokenCache(10);
+      const token = await mint();
+      const asked: string[] = [];
+      const recording: ResolveKey = (kid) => {
+        asked.push(kid);
+        return resolveKey(kid);
+      };
+      expect((await cached(token, cache, { lookup: recording })).ok).toBe(true);
+      expect(await cached(token, cache, { lookup: recording })).toMatchObject({ ok: true, cached: true });
+      expect(asked).toEqual([key.kid, key.kid]);
+      const unavailable: ResolveKey = async () => ({ status: 'unavailable' });
+      expect(await cached(token, cache, { lookup: unavailable })).toMatchObject(
+        rejected('SERVICE_UNAVAILABLE', 'keys_unavailable'),
+      );
+    });
+
+    it('verifies a remembered token again once its kid has a new key object, then remembers that one', async () => {
+      const cache = new VerifiedTokenCache(10);
+      const token = await mint();
+      expect((await cached(token, cache)).ok).toBe(true);
+      // A key refresh imports the same certificate again: a new CryptoKey for the same kid.
+      const reimported = await importX509(key.certificatePem, 'RS256');
+      const refreshed: ResolveKey = async (kid) =>
+        kid === key.kid ? { status: 'found', key: reimported } : { status: 'unknown' };
+      const again = await cached(token, cache, { lookup: refreshed });
+      expect(again.ok).toBe(true);
+      expect(again).not.toHaveProperty('cached');
+      expect(await cached(token, cache, { lookup: refreshed })).toMatchObject({ ok: true, cached: true });
+      expect(cache.size).toBe(1);
     });
 
     it('never remembers a token that failed', async () => {

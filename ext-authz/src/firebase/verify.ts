@@ -112,7 +112,7 @@ export const isDemoProject = (projectId: string) => projectId.startsWith('demo-'
  * oldest entry goes when it is full.
  */
 export class VerifiedTokenCache {
-  private readonly entries = new Map<string, { key: CryptoKey; payload: Readonly<Record<string, unknown>> }>();
+  private readonly entries = new Map<string, CachedToken>();
 
   constructor(readonly maxEntries: number) {}
 
@@ -120,19 +120,31 @@ export class VerifiedTokenCache {
     return this.entries.size;
   }
 
-  payloadFor(token: string, key: CryptoKey): Readonly<Record<string, unknown>> | undefined {
-    const entry = this.entries.get(token);
-    return entry?.key === key ? entry.payload : undefined;
+  /** The entry of exactly this token string (header, payload and signature), if it passed before. */
+  entryFor(token: string): CachedToken | undefined {
+    return this.entries.get(token);
   }
 
-  remember(token: string, key: CryptoKey, payload: Readonly<Record<string, unknown>>): void {
-    if (this.maxEntries <= 0 || this.entries.has(token)) return;
-    if (this.entries.size >= this.maxEntries) {
+  /** A token verified again (its kid's key changed) replaces its old entry. */
+  remember(token: string, kid: string, key: CryptoKey, payload: Readonly<Record<string, unknown>>): void {
+    if (this.maxEntries <= 0) return;
+    if (!this.entries.delete(token) && this.entries.size >= this.maxEntries) {
       const oldest = this.entries.keys().next();
       if (!oldest.done) this.entries.delete(oldest.value);
     }
-    this.entries.set(token, { key, payload });
+    this.entries.set(token, { kid, key, payload });
   }
+}
+
+/**
+ * A verified token: the header's kid (its alg was RS256, or it would not be here), the key that
+ * checked its signature and its frozen payload. Keyed by the whole token, so the header a hit
+ * stands for is the one that was parsed.
+ */
+interface CachedToken {
+  readonly kid: string;
+  readonly key: CryptoKey;
+  readonly payload: Readonly<Record<string, unknown>>;
 }
 
 const segment = /^[A-Za-z0-9_-]+$/;
@@ -140,6 +152,28 @@ const segment = /^[A-Za-z0-9_-]+$/;
 export async function verifyFirebaseIdToken(token: string, opts: VerifyOptions): Promise<VerifyResult> {
   if (typeof token !== 'string') return invalid('malformed');
   if (token.length > MAX_TOKEN_LENGTH) return invalid('token_too_large');
+
+  // A token verified before (the very same string) skips the split, the segment regex and the
+  // header's base64 and JSON: its kid was kept with it. The key is still looked up, so the
+  // entry counts only while the key store returns the key that checked it, and every claim,
+  // time included, is checked again below.
+  const known = opts.cache?.entryFor(token);
+  if (known) {
+    let lookup: KeyLookup;
+    try {
+      lookup = await opts.resolveKey(known.kid);
+    } catch {
+      return { ok: false, code: 'SERVICE_UNAVAILABLE', reason: 'keys_unavailable' };
+    }
+    if (lookup.status === 'unavailable') return { ok: false, code: 'SERVICE_UNAVAILABLE', reason: 'keys_unavailable' };
+    if (lookup.status === 'unknown') return invalid('kid_unknown');
+    if (lookup.key === known.key) {
+      const result = checkClaims(known.payload, opts);
+      return result.ok ? { ...result, cached: true } : result;
+    }
+    // The kid now has another key: verify the signature again, from the start.
+  }
+
   const parts = token.split('.');
   if (opts.acceptEmulatorTokens && parts.length === 3 && parts[2] === '') return verifyEmulatorToken(parts, opts);
   if (parts.length !== 3 || !parts.every((part) => segment.test(part))) return invalid('malformed');
@@ -160,12 +194,6 @@ export async function verifyFirebaseIdToken(token: string, opts: VerifyOptions):
   if (lookup.status === 'unavailable') return { ok: false, code: 'SERVICE_UNAVAILABLE', reason: 'keys_unavailable' };
   if (lookup.status === 'unknown') return invalid('kid_unknown');
 
-  const cached = opts.cache?.payloadFor(token, lookup.key);
-  if (cached) {
-    const result = checkClaims(cached, opts);
-    return result.ok ? { ...result, cached: true } : result;
-  }
-
   let payloadBytes: Uint8Array;
   try {
     ({ payload: payloadBytes } = await compactVerify(token, lookup.key, { algorithms: ['RS256'] }));
@@ -175,7 +203,7 @@ export async function verifyFirebaseIdToken(token: string, opts: VerifyOptions):
   const payload = parseJsonObject(payloadBytes);
   if (!payload) return invalid('payload_invalid');
   const result = checkClaims(Object.freeze(payload), opts);
-  if (result.ok) opts.cache?.remember(token, lookup.key, result.claims.payload);
+  if (result.ok) opts.cache?.remember(token, header.kid, lookup.key, result.claims.payload);
   return result;
 }
 

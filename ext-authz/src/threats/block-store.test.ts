@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { waitUntil } from '@sekisho/devstack/processes';
 import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
 import { createLogger } from '@sekisho/service-kit/logger';
+import { resolveRedisTopology } from '@sekisho/service-kit/redis-topology';
 import type { ThreatBlock } from '@sekisho/service-kit/threat-contract';
 import { defineThreatScripts, putBlock } from '@sekisho/threat-detector/redis-store';
 import { Redis } from 'ioredis';
@@ -35,7 +36,12 @@ const quiet = createLogger('ext-authz', { level: 'silent' });
 const prefix = () => `test:${randomUUID()}`;
 
 async function startStore(keyPrefix: string, resyncMs = 60_000) {
-  const store = new RedisThreatStore({ url: redis.url, keyPrefix, resyncMs, logger: quiet });
+  const store = new RedisThreatStore({
+    redis: resolveRedisTopology({ url: redis.url, mode: 'standalone' }, 'EXT_AUTHZ'),
+    keyPrefix,
+    resyncMs,
+    logger: quiet,
+  });
   store.start();
   stores.push(store);
   await waitFor('the first load', () => store.loaded);

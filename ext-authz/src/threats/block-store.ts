@@ -5,6 +5,7 @@
 // expiry, so changes are idempotent and need no version: a message that arrives during a load
 // is applied again on top of it.
 import type { Logger } from '@sekisho/service-kit/logger';
+import type { RedisTopology } from '@sekisho/service-kit/redis-topology';
 import {
   blockMember,
   deviceHash,
@@ -115,7 +116,8 @@ export interface ThreatStoreEvents {
 }
 
 export interface ThreatStoreOptions {
-  url: string;
+  /** Where the state lives: standalone or Sentinel (service-kit/redis-topology). */
+  redis: RedisTopology;
   keyPrefix: string;
   resyncMs: number;
   now?: () => number;
@@ -161,7 +163,7 @@ export class RedisThreatStore implements ThreatView {
   /** Connects and starts the first load; resolves at once (start-up never waits for Redis). */
   start(): void {
     const { commands, subscriber } = connectSubscribedChannel({
-      url: this.opts.url,
+      redis: this.opts.redis,
       channel: threatKeys(this.opts.keyPrefix).channel,
       logger: this.opts.logger,
       onErrorLog: {

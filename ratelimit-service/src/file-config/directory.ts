@@ -66,12 +66,14 @@ export async function openConfigDirectory(opts: {
   });
   const fileError = new Gauge({
     name: 'sekisho_ratelimit_config_file_error',
+    aggregator: 'max',
     help: '1 while a configuration file is refused (its last good configuration stays in force).',
     labelNames: ['file'] as const,
     registers,
   });
   const domainInfo = new Gauge({
     name: 'sekisho_ratelimit_config_domain_info',
+    aggregator: 'first',
     help: 'The file domains in force: 1 for each domain, its file and version.',
     labelNames: ['domain', 'file', 'version'] as const,
     registers,

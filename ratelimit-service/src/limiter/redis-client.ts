@@ -1,5 +1,5 @@
-import type { ConnectionOptions } from 'node:tls';
 import type { Logger } from '@sekisho/service-kit/logger';
+import { redisNodeOptions } from '@sekisho/service-kit/redis-topology';
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 import type { RedisTopology } from '../config';
 import { LogThrottle } from '../log-throttle';
@@ -27,13 +27,9 @@ export function createRedisClient(opts: {
 }): RedisConnection {
   const { topology } = opts;
   const throttle = new LogThrottle({ burst: 1, intervalMs: 10_000 });
-  const tls: ConnectionOptions | undefined = topology.tls
-    ? {
-        ...(topology.tls.ca ? { ca: topology.tls.ca } : {}),
-        ...(topology.tls.cert ? { cert: topology.tls.cert, key: topology.tls.key } : {}),
-        ...(topology.tls.serverName ? { servername: topology.tls.serverName } : {}),
-      }
-    : undefined;
+  // Where and how to connect (hosts or sentinels, credentials, TLS): service-kit's, shared
+  // with ext-authz and the threat detector; the timeouts and queueing below are the limiter's.
+  const where = redisNodeOptions(topology) as RedisOptions;
   const node: RedisOptions = {
     enableOfflineQueue: false,
     commandTimeout: opts.commandTimeoutMs,
@@ -43,15 +39,12 @@ export function createRedisClient(opts: {
     // 1 = reconnect without resending: the command that met READONLY is answered by the
     // failure mode now (resending could miss the deadline); the next ones reach the master.
     reconnectOnError: (error) => (error.message.startsWith('READONLY') ? 1 : false),
-    ...(topology.username !== undefined ? { username: topology.username } : {}),
-    ...(topology.password !== undefined ? { password: topology.password } : {}),
-    ...(tls ? { tls } : {}),
   };
 
   let redis: RedisConnection;
   if (topology.mode === 'cluster') {
     const clusterOptions: ClusterOptions = {
-      redisOptions: node,
+      redisOptions: { ...node, ...where },
       enableOfflineQueue: false,
       clusterRetryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2_000),
       // CLUSTERDOWN: no waiting and retrying inside a request; the slot map is refreshed by
@@ -66,26 +59,15 @@ export function createRedisClient(opts: {
       topology.endpoints.map((e) => ({ host: e.host, port: e.port })),
       clusterOptions,
     );
-  } else if (topology.mode === 'sentinel' && topology.sentinel) {
-    const { sentinel } = topology;
+  } else if (topology.mode === 'sentinel') {
     redis = new Redis({
       ...node,
-      sentinels: topology.endpoints.map((e) => ({ host: e.host, port: e.port })),
-      name: sentinel.masterName,
-      role: 'master',
-      db: topology.db,
-      ...(sentinel.username !== undefined ? { sentinelUsername: sentinel.username } : {}),
-      ...(sentinel.password !== undefined ? { sentinelPassword: sentinel.password } : {}),
-      ...(tls ? { enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
+      ...where,
       sentinelCommandTimeout: 1_000,
-      sentinelRetryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2_000),
-      // Reconnect as soon as a sentinel announces +switch-master, not at the next error.
-      failoverDetector: true,
+      sentinelRetryStrategy: (attempt: number) => Math.min(50 * 2 ** attempt, 2_000),
     });
   } else {
-    const endpoint = topology.endpoints[0];
-    if (!endpoint) throw new Error('a standalone Redis topology needs one endpoint');
-    redis = new Redis({ ...node, host: endpoint.host, port: endpoint.port, db: topology.db });
+    redis = new Redis({ ...node, ...where });
   }
 
   let connected = false;

@@ -1,6 +1,10 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { waitUntil } from '@sekisho/devstack/processes';
 import { type RedisSentinelHandle, redisCli, startRedisSentinel } from '@sekisho/devstack/redis';
+import { createCertificateAuthority, issueServerCertificate } from '@sekisho/devstack/tls-certs';
 import { createLogger } from '@sekisho/service-kit/logger';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadRateLimitConfig } from '../config';
@@ -30,11 +34,20 @@ let redis: RedisConnection;
 let limiter: RedisLimiter;
 
 /** A Sentinel setup and the service's client for it (with the passwords, when given). */
-async function setUp(opts: { sentinels?: number; data?: string; sentinel?: string } = {}) {
+async function setUp(
+  opts: {
+    sentinels?: number;
+    data?: string;
+    sentinel?: string;
+    harness?: Parameters<typeof startRedisSentinel>[0];
+    env?: Record<string, string>;
+  } = {},
+) {
   sentinel = await startRedisSentinel({
     sentinels: opts.sentinels,
     password: opts.data,
     sentinelPassword: opts.sentinel,
+    ...opts.harness,
   });
   const { redis: topology } = loadRateLimitConfig({
     RATELIMIT_REDIS_MODE: 'sentinel',
@@ -42,6 +55,7 @@ async function setUp(opts: { sentinels?: number; data?: string; sentinel?: strin
     RATELIMIT_REDIS_SENTINEL_MASTER: sentinel.masterName,
     ...(opts.data ? { RATELIMIT_REDIS_PASSWORD: opts.data } : {}),
     ...(opts.sentinel ? { RATELIMIT_REDIS_SENTINEL_PASSWORD: opts.sentinel } : {}),
+    ...opts.env,
   });
   redis = createRedisClient({
     topology,
@@ -178,4 +192,105 @@ describe('Sentinel with passwords (data nodes and sentinels)', () => {
     }
     expectEveryAnswerInTime(t.outcomes);
   }, 90_000);
+});
+
+describe('Sentinel over TLS with ACL users on the data nodes and on the sentinels', () => {
+  const users = {
+    dataUser: { name: 'limiter', password: 'data-node-acl-s3cret' },
+    sentinelUser: { name: 'watcher', password: 'sentinel-acl-s3cret' },
+  };
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'rl-sentinel-tls-'));
+    const ca = await createCertificateAuthority('sekisho test sentinel CA');
+    // 127.0.0.1: the address the sentinels announce for the master. clientAuth: the replica and
+    // the sentinels present it when they connect to the other servers.
+    const cert = await issueServerCertificate(ca, {
+      usages: ['serverAuth', 'clientAuth'],
+      commonName: 'localhost',
+      dnsNames: ['localhost'],
+      ipAddresses: ['127.0.0.1'],
+    });
+    const caFile = join(dir, 'ca.pem');
+    await writeFile(caFile, ca.certificatePem);
+    await writeFile(join(dir, 'server.pem'), cert.certificatePem);
+    await writeFile(join(dir, 'server-key.pem'), cert.privateKeyPem);
+    await setUp({
+      sentinels: 3,
+      harness: {
+        ...users,
+        tls: { certFile: join(dir, 'server.pem'), keyFile: join(dir, 'server-key.pem'), caFile },
+      },
+      env: {
+        RATELIMIT_REDIS_TLS_CA_FILE: caFile,
+        RATELIMIT_REDIS_USERNAME: users.dataUser.name,
+        RATELIMIT_REDIS_PASSWORD: users.dataUser.password,
+        RATELIMIT_REDIS_SENTINEL_USERNAME: users.sentinelUser.name,
+        RATELIMIT_REDIS_SENTINEL_PASSWORD: users.sentinelUser.password,
+      },
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await tearDown();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('decides over rediss:// sentinels and data nodes with both ACL users, through a failover under traffic', async () => {
+    expect(sentinel.sentinelUrls.every((u) => u.startsWith('rediss://'))).toBe(true);
+    // Each really requires TLS and its own user: plaintext is refused, the other user too.
+    const port = { data: sentinel.servers[0]?.port as number, sentinel: sentinel.sentinels[0]?.port as number };
+    const plain = (p: number) => redisCli(p, ['ping'], { timeoutMs: 3_000 }).catch((e: Error) => e.message);
+    expect(await plain(port.data)).not.toBe('PONG');
+    expect(await plain(port.sentinel)).not.toBe('PONG');
+    const tlsOnly = { tls: sentinel.dataAuth.tls as { caFile: string } };
+    expect(await redisCli(port.data, ['ping'], tlsOnly).catch((e: Error) => e.message)).toMatch(/NOAUTH/);
+    expect(await redisCli(port.sentinel, ['ping'], tlsOnly).catch((e: Error) => e.message)).toMatch(/NOAUTH/);
+    const crossed = { ...tlsOnly, user: users.sentinelUser.name, password: users.sentinelUser.password };
+    expect(await redisCli(port.data, ['ping'], crossed).catch((e: Error) => e.message)).toMatch(/WRONGPASS|NOAUTH/);
+
+    const oldPort = await sentinel.masterPort();
+    const t = traffic();
+    try {
+      await t.decided(0, 20);
+      const newPort = await sentinel.failover();
+      expect(newPort).not.toBe(oldPort);
+      await t.decided(t.outcomes.length, 20);
+    } finally {
+      await t.stop();
+    }
+    expectEveryAnswerInTime(t.outcomes);
+    const key = counterKey(rule, hash(['u']));
+    const count = Number(await redisCli(await sentinel.masterPort(), ['hget', key, 'c'], sentinel.dataAuth));
+    // The counter keeps counting on the new master (the 20 decided after the failover at
+    // least). It may hold fewer than every decision: what the old master counted after the
+    // replica's promotion and before the client moved is dropped when it resyncs as a replica.
+    expect(count).toBeGreaterThanOrEqual(20);
+    expect(count).toBeLessThanOrEqual(t.outcomes.length);
+  }, 120_000);
+
+  it('keeps answering when the TLS master is killed, and decides on the promoted replica', async () => {
+    const oldPort = await sentinel.masterPort();
+    const master = sentinel.servers.find((s) => s.port === oldPort);
+    const replica = sentinel.servers.find((s) => s.port !== oldPort);
+    if (!master || !replica) throw new Error('the sentinels name neither server');
+    await waitUntil('the replica to sync', 30_000, {}, async () => {
+      const info = await redisCli(replica.port, ['info', 'replication'], sentinel.dataAuth);
+      return info.includes('master_link_status:up') ? { done: true, value: undefined } : { done: false, detail: info };
+    });
+    const t = traffic();
+    try {
+      await t.decided(0, 10);
+      await master.kill();
+      expect(await sentinel.waitForNewMaster(oldPort, 60_000)).toBe(replica.port);
+      await t.decided(t.outcomes.length, 20);
+    } finally {
+      await t.stop();
+      await master.start();
+    }
+    expectEveryAnswerInTime(t.outcomes);
+    const codes = new Set(t.outcomes.filter((o) => !o.ok).map((o) => o.code));
+    for (const code of codes)
+      expect(['REDIS_UNAVAILABLE', 'REDIS_TIMEOUT', 'REDIS_READONLY', 'REDIS_LOADING']).toContain(code);
+  }, 120_000);
 });

@@ -17,6 +17,10 @@ export interface PolicyServer {
   /** Every DiscoveryRequest received, in order, across streams. */
   requests: DiscoveryRequest[];
   connected(): boolean;
+  /** Streams opened so far (one per subscriber process, e.g. each worker of SEKISHO_WORKERS). */
+  streamCount(): number;
+  /** Sends a response on every stream opened so far. */
+  pushAll(typeUrl: string, version: string, value: Uint8Array): void;
   /** Sends a response on the newest stream; returns its nonce. */
   push(typeUrl: string, version: string, value: Uint8Array): string;
   /** Waits for the request that answers (ACKs or NACKs) the response with this nonce. */
@@ -47,16 +51,17 @@ export async function startPolicyServer(port = 0, credentials?: ServerCredential
     port: server.port,
     requests,
     connected: () => streams.length > 0,
+    streamCount: () => streams.length,
     push(typeUrl, version, value) {
       nonce += 1;
-      streams.at(-1)?.write({
-        versionInfo: version,
-        resources: [{ typeUrl, value: Buffer.from(value) }],
-        canary: false,
-        typeUrl,
-        nonce: String(nonce),
-      });
+      streams.at(-1)?.write(response(typeUrl, version, value, nonce));
       return String(nonce);
+    },
+    pushAll(typeUrl, version, value) {
+      for (const stream of streams) {
+        nonce += 1;
+        stream.write(response(typeUrl, version, value, nonce));
+      }
     },
     async answerTo(sent, timeoutMs = 5_000) {
       const deadline = Date.now() + timeoutMs;
@@ -70,3 +75,11 @@ export async function startPolicyServer(port = 0, credentials?: ServerCredential
     close: () => server.close(0),
   };
 }
+
+const response = (typeUrl: string, version: string, value: Uint8Array, nonce: number): DiscoveryResponse => ({
+  versionInfo: version,
+  resources: [{ typeUrl, value: Buffer.from(value) }],
+  canary: false,
+  typeUrl,
+  nonce: String(nonce),
+});
