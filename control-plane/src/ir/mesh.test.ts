@@ -57,18 +57,18 @@ describe('the mesh section', () => {
     expect(customer?.routes).toEqual([]);
     expect(appointment?.routes).toEqual([
       {
+        id: 'appointment:all',
+        methods: ['GET'],
+        path: { kind: 'prefix', value: '/appointments/all/' },
+        permissions: ['manage:appointments'],
+        limits: [expect.objectContaining({ per: 'ip', requestsPerWindow: 100, windowSeconds: 60 })],
+      },
+      {
         id: 'appointment:get-appointments-prefix',
         methods: ['GET'],
         path: { kind: 'prefix', value: '/appointments/' },
         permissions: ['read:own_profile'],
         limits: [expect.objectContaining({ per: 'user', requestsPerWindow: 20, windowSeconds: 60 })],
-      },
-      {
-        id: 'appointment:cancel',
-        methods: ['DELETE'],
-        path: { kind: 'prefix', value: '/appointments/' },
-        permissions: ['manage:appointments'],
-        limits: [expect.objectContaining({ per: 'ip', requestsPerWindow: 100, windowSeconds: 60 })],
       },
     ]);
   });
@@ -154,7 +154,7 @@ describe('the mesh section', () => {
     [
       'a mesh route requiring a permission no group grants',
       (d: Definition) => {
-        d.mesh.services.appointment.routes[0].require = ['read:own_profile', 'write:everything'];
+        d.mesh.services.appointment.routes[0].require = ['manage:appointments', 'write:everything'];
       },
       [
         {
@@ -171,7 +171,7 @@ describe('the mesh section', () => {
       [
         {
           path: 'mesh.services.appointment.routes[2].match',
-          message: expect.stringContaining('routes[0] comes first'),
+          message: expect.stringContaining('routes[1] comes first'),
         },
       ],
     ],
@@ -185,9 +185,9 @@ describe('the mesh section', () => {
     [
       'two windows of one kind on a mesh route',
       (d: Definition) => {
-        d.mesh.services.appointment.routes[0].limits.push({ per: 'user', limit: 5, window: '1m' });
+        d.mesh.services.appointment.routes[1].limits.push({ per: 'user', limit: 5, window: '1m' });
       },
-      [{ path: 'mesh.services.appointment.routes[0].limits[1].window', message: expect.stringContaining('merge') }],
+      [{ path: 'mesh.services.appointment.routes[1].limits[1].window', message: expect.stringContaining('merge') }],
     ],
   ])('refuses %s, naming the field', (_what, change, expected) => {
     expect(errorsOf(change)).toEqual(expected);
