@@ -10,7 +10,7 @@
 // headers a client sends from outside never reach an app; certificates rotating during
 // continuous calls fail none of them.
 import type { X509Certificate } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -25,10 +25,12 @@ import { buildServices, distEntry, productionNodeFlags } from '@sekisho/devstack
 import { type EnvoyHandle, resolveEnvoyBinary, startEnvoy } from '@sekisho/devstack/envoy';
 import { createFirebaseKeyServer, type FirebaseKeyServer, mintIdToken } from '@sekisho/devstack/firebase-keys';
 import { freePort, type ManagedProcess, spawnProcess } from '@sekisho/devstack/processes';
+import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
 import { identityHeaders } from '@sekisho/service-kit/contract';
 import { createLogger } from '@sekisho/service-kit/logger';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { type ControlPlane, configSchema, startControlPlane } from '../control-plane/src/main';
 import { MeshCa } from '../control-plane/src/mesh/ca';
 import { spiffeIdOf } from '../control-plane/src/mesh/contract';
@@ -140,7 +142,7 @@ beforeAll(async () => {
     identity: {
       firebase: { projectId: 'demo-salon' },
       groupClaim: 'tier',
-      groups: { basic_customer: ['read:own_profile'] },
+      groups: { basic_customer: ['read:own_profile'], staff: ['read:own_profile', 'manage:appointments'] },
     },
     policyServices: {
       extAuthz: { address: `127.0.0.1:${extAuthzGrpc}`, healthCheck: false },
@@ -174,6 +176,12 @@ beforeAll(async () => {
           address: `127.0.0.1:${ports.appointmentIn}`,
           // Only customer, only reads: not the ingress, not a POST.
           allow: [{ from: ['customer'], methods: ['GET'], paths: ['/appointments/*'] }],
+          // Checked by ext-authz in appointment's sidecar, on the end user customer forwards.
+          routes: [
+            { match: 'GET /appointments/mine/*', require: ['read:own_profile'] },
+            { match: 'GET /appointments/all/*', require: ['manage:appointments'] },
+            { match: 'GET /appointments/limited/*', limits: [{ per: 'user', limit: 2, window: '1m' }] },
+          ],
         },
       },
     },
@@ -388,4 +396,101 @@ describe('the mesh: sidecars, mutual TLS and service-to-service policy', () => {
     expect(after).not.toBe('');
     expect(after).not.toBe(before);
   }, 60_000);
+
+  it("lets the end user through appointment's sidecar ext_authz on a route whose permission the user has", async () => {
+    const response = await fetch(`${gateway}/api/v1/customer/calls/appointments/mine/7`, {
+      headers: { authorization: `Bearer ${await token('user-42')}` },
+    });
+    expect(response.status).toBe(200);
+    const answer = (await response.json()) as CallResponse;
+    expect(answer.called.status).toBe(200);
+    const appointment = answer.called.body as EchoResponse;
+    expect(appointment.path).toBe('/appointments/mine/7');
+    // Set again by the sidecar's check: the permissions from the policy's group.
+    expect(appointment.headers[identityHeaders.userId]).toBe('user-42');
+    expect(appointment.headers[identityHeaders.permissions]).toBe('read:own_profile');
+  });
+
+  it("refuses in appointment's sidecar, with the JSON error, a route whose permission the end user lacks", async () => {
+    const response = await fetch(`${gateway}/api/v1/customer/calls/appointments/all/7`, {
+      headers: { authorization: `Bearer ${await token('user-42')}` },
+    });
+    // customer answered; what it got from appointment's sidecar is the refusal.
+    expect(response.status).toBe(200);
+    const answer = (await response.json()) as CallResponse;
+    expect(answer.called.status).toBe(403);
+    expect(answer.called.body).toMatchObject({
+      error: { code: 'INSUFFICIENT_PERMISSIONS', required_permissions: ['manage:appointments'] },
+    });
+  });
+
+  it('refuses a workload that forwards no end user on a route that requires a permission (401), and a forged group', async () => {
+    const customer = pki.issue('customer-no-user', customerId);
+    const noUser = await meshRequest(ports.appointmentIn, '/appointments/mine/7', { client: customer });
+    expect(noUser.status).toBe(401);
+    expect(JSON.parse(noUser.body)).toMatchObject({ error: { code: 'MISSING_TOKEN' } });
+    // A forwarded permission list is not believed: the group's permissions decide.
+    const forged = await meshRequest(ports.appointmentIn, '/appointments/all/7', {
+      client: customer,
+      headers: {
+        [identityHeaders.userId]: 'user-42',
+        [identityHeaders.group]: 'basic_customer',
+        [identityHeaders.permissions]: 'manage:appointments',
+      },
+    });
+    expect(forged.status).toBe(403);
+    // Paths none of appointment's routes name are decided by RBAC alone, as before.
+    expect((await meshRequest(ports.appointmentIn, '/appointments/7', { client: customer })).status).toBe(200);
+  });
+});
+
+describe("the mesh: a per-user limit in a service's sidecar", () => {
+  let redis: RedisHandle | undefined;
+  let rateLimitService: ManagedProcess | undefined;
+
+  // The rate-limit service the definition names (policyServices.rateLimit), fed its policy by
+  // the same control plane, counting in a real Redis.
+  beforeAll(async () => {
+    redis = await startRedis();
+    const definition = parse(await readFile(join(dir, 'gateway.yaml'), 'utf8'));
+    const grpcPort = Number(String(definition.policyServices.rateLimit.address).split(':')[1]);
+    const adminPort = await freePort();
+    rateLimitService = spawnProcess({
+      name: 'ratelimit-service',
+      // From the bundle the set-up built for ext-authz (every service is in it), as its image runs it.
+      command: process.execPath,
+      args: [...productionNodeFlags, distEntry('ratelimit-service', join(dir, 'dist'))],
+      env: {
+        ...process.env,
+        RATELIMIT_GRPC_PORT: String(grpcPort),
+        RATELIMIT_ADMIN_PORT: String(adminPort),
+        RATELIMIT_XDS_ADDRESS: `127.0.0.1:${controlPlane?.xdsPort}`,
+        RATELIMIT_REDIS_URL: redis.url,
+        LOG_LEVEL: 'warn',
+      },
+    });
+    await rateLimitService.waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, 60_000);
+  }, 120_000);
+
+  afterAll(async () => {
+    await rateLimitService?.stop();
+    await redis?.stop();
+  });
+
+  it("answers 429 from appointment's sidecar once the end user is over the route's limit, counting each user apart", async () => {
+    const call = async (uid: string) => {
+      const response = await fetch(`${gateway}/api/v1/customer/calls/appointments/limited/1`, {
+        headers: { authorization: `Bearer ${await token(uid)}` },
+      });
+      expect(response.status).toBe(200);
+      return ((await response.json()) as CallResponse).called;
+    };
+    expect((await call('user-limited')).status).toBe(200);
+    expect((await call('user-limited')).status).toBe(200);
+    const over = await call('user-limited');
+    expect(over.status).toBe(429);
+    expect(over.body).toMatchObject({ error: { code: 'RATE_LIMIT_EXCEEDED' } });
+    // Another end user through the same workload has a count of its own.
+    expect((await call('user-other')).status).toBe(200);
+  });
 });

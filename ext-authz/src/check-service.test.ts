@@ -140,6 +140,52 @@ describe('check', () => {
     expect(all).not.toContain('9012345678');
   });
 
+  it("decides a sidecar's mesh check on the peer Envoy verified (source.principal), answering 403 in the JSON format", async () => {
+    const meshRequest = (principal: string | undefined, permissions: string) =>
+      CheckRequest.fromPartial({
+        attributes: {
+          source: {
+            address: { socketAddress: { address: '10.0.0.5', portValue: 40000 } },
+            ...(principal !== undefined ? { principal } : {}),
+          },
+          contextExtensions: {
+            [authzContextKeys.routeId]: 'appointment:get-appointments-prefix',
+            [authzContextKeys.permissions]: permissions,
+            [authzContextKeys.meshTrustDomain]: 'salon.test',
+          },
+          request: {
+            http: {
+              method: 'GET',
+              path: '/appointments/7',
+              headers: {
+                'x-request-id': 'req-mesh',
+                'x-sekisho-user-id': 'user-1',
+                'x-sekisho-user-group': 'basic_customer',
+              },
+            },
+          },
+        },
+      });
+    const { deps, lines } = setup();
+    const allowed = await check(meshRequest('spiffe://salon.test/ns/salon/sa/customer', 'read:own_profile'), deps);
+    expect(allowed.status?.code).toBe(0);
+    expect(allowed.okResponse?.headers.map((h) => [h.header?.key, h.header?.value])).toEqual([
+      ['x-sekisho-user-id', 'user-1'],
+      ['x-sekisho-user-group', 'basic_customer'],
+      ['x-sekisho-user-permissions', 'read:own_profile'],
+    ]);
+    const noPeer = await check(meshRequest(undefined, 'read:own_profile'), deps);
+    expect(noPeer.deniedResponse?.status?.code).toBe(403);
+    expect(JSON.parse(noPeer.deniedResponse?.body ?? '{}')).toMatchObject({
+      error: { code: 'INSUFFICIENT_PERMISSIONS', correlation_id: 'req-mesh' },
+    });
+    expect(lines.find((line) => line.event_type === 'permission_denied')).toMatchObject({
+      error_details: { code: 'INSUFFICIENT_PERMISSIONS', reason: 'no_peer_identity' },
+    });
+    const lacking = await check(meshRequest('spiffe://salon.test/ns/salon/sa/customer', 'create:appointments'), deps);
+    expect(lacking.deniedResponse?.status?.code).toBe(403);
+  });
+
   it('logs a geo anomaly refusal as a security event with its rule and severity, never the device id', async () => {
     const threats = new ThreatTable();
     const untilMs = Date.now() + 3_600_000;

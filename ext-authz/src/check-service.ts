@@ -69,6 +69,7 @@ export async function check(request: CheckRequest, deps: CheckServiceDeps): Prom
         ...(facts.path !== undefined ? { path: facts.path } : {}),
         ...(facts.headerSize ? { headerSize: facts.headerSize } : {}),
         ...(facts.ipAddress !== undefined ? { clientIp: facts.ipAddress } : {}),
+        ...(facts.peerPrincipal !== undefined ? { peerPrincipal: facts.peerPrincipal } : {}),
         nowMs: ctx.now.getTime(),
       },
       deps.policy(),
@@ -109,6 +110,8 @@ interface RequestFacts {
   headerSize: HeaderSize | undefined;
   path: string | undefined;
   method: string | undefined;
+  /** The calling workload's verified identity (a sidecar's mTLS peer); undefined at the ingress. */
+  peerPrincipal: string | undefined;
 }
 
 function describeRequest(request: CheckRequest): RequestFacts {
@@ -124,6 +127,7 @@ function describeRequest(request: CheckRequest): RequestFacts {
     headerSize: headerSize(http),
     path: http?.path || headers[':path'],
     method: http?.method || headers[':method'] || undefined,
+    peerPrincipal: attributes?.source?.principal || undefined,
   };
 }
 
@@ -147,6 +151,7 @@ export function routeRequirementsOnce(contextExtensions: Readonly<Record<string,
     Object.freeze(parsed.permissions);
     if (parsed.owner) Object.freeze(parsed.owner);
     if (parsed.headerLimits) Object.freeze(parsed.headerLimits);
+    if (parsed.mesh) Object.freeze(parsed.mesh);
     route = Object.freeze(parsed);
     if (parsedRoutes.size >= maxParsedRoutes) parsedRoutes.delete(parsedRoutes.keys().next().value as string);
     parsedRoutes.set(key, route);
@@ -208,6 +213,8 @@ function requestFields(facts: RequestFacts) {
     endpoint: clientText(facts.path?.split('?', 1)[0], 1024),
     method: facts.method?.slice(0, 16),
     route_id: facts.route.routeId,
+    // Verified by Envoy (a mesh workload's certificate), not a client's claim.
+    ...(facts.peerPrincipal !== undefined ? { peer_principal: facts.peerPrincipal.slice(0, 512) } : {}),
   };
 }
 

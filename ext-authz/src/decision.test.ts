@@ -2,9 +2,18 @@ import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { allIdentityHeaders, authzContextKeys, identityHeaders } from '@sekisho/service-kit/contract';
 import { describe, expect, it } from 'vitest';
 import type { AccountEntry, AccountView } from './accounts/state';
-import { bearerToken, type CheckInput, type Decision, decide, routeRequirements, type VerifyToken } from './decision';
+import {
+  bearerToken,
+  type CheckInput,
+  type Decision,
+  type Denial,
+  decide,
+  routeRequirements,
+  type VerifyToken,
+} from './decision';
 import type { FirebaseClaims, VerifyResult } from './firebase/verify';
 import { type CompiledPolicy, compileAuthzPolicy } from './policy';
+import { ThreatTable } from './threats/state';
 
 // decide() is pure given its verifier; the verifier here is a table of tokens to results,
 // so each case states exactly what the token "was". firebase/verify.test.ts covers how
@@ -760,5 +769,188 @@ describe('decide: account state', () => {
 
   it('decides as before without the feature', async () => {
     expect((await decide(input({ authorization: 'Bearer disabled' }), policy, accountVerify)).allow).toBe(true);
+  });
+});
+
+describe('a mesh inbound check (a sidecar in front of a service)', () => {
+  const nowMs = Date.UTC(2026, 0, 1, 12, 0, 0);
+  const customer = 'spiffe://salon.test/ns/salon/sa/customer';
+  const forwarded = {
+    [identityHeaders.userId]: 'user-basic',
+    [identityHeaders.email]: 'taro@example.com',
+    [identityHeaders.emailVerified]: 'true',
+    [identityHeaders.group]: 'basic_customer',
+    // What a forwarding app claims: recomputed from the group, never believed.
+    [identityHeaders.permissions]: 'create:appointments',
+  };
+  function meshInput(
+    opts: { peer?: string; headers?: Record<string, string>; permissions?: string; trustDomain?: string } = {},
+  ): CheckInput {
+    return {
+      headers: { ':path': '/appointments/7', ...(opts.headers ?? forwarded) },
+      route: routeRequirements({
+        [authzContextKeys.routeId]: 'appointment:get-appointments-prefix',
+        [authzContextKeys.permissions]: opts.permissions ?? 'read:own_appointments',
+        [authzContextKeys.meshTrustDomain]: opts.trustDomain ?? 'salon.test',
+        [authzContextKeys.meshChainSeconds]: '60',
+      }),
+      ...('peer' in opts ? (opts.peer === undefined ? {} : { peerPrincipal: opts.peer }) : { peerPrincipal: customer }),
+      nowMs,
+    };
+  }
+  const accounts: AccountView = {
+    loaded: true,
+    get: (uid) =>
+      (
+        ({
+          'user-disabled': { disabled: true },
+          'user-signed-out-now': { validAfter: nowMs / 1000 - 5 },
+          'user-signed-out-long-ago': { validAfter: nowMs / 1000 - 3600 },
+          'user-promoted': { group: 'verified_customer' },
+        }) as Record<string, AccountEntry>
+      )[uid],
+  };
+  const threats = new ThreatTable();
+  threats.replace([
+    { kind: 'user', subject: 'user-blocked', rule: 'credential_stuffing', severity: 'high', untilMs: nowMs + 60_000 },
+  ]);
+  const as = (uid: string, group = 'basic_customer') => ({
+    [identityHeaders.userId]: uid,
+    [identityHeaders.group]: group,
+  });
+
+  it.each<{ name: string; input: CheckInput; expected: Partial<Denial> }>([
+    {
+      name: 'no peer principal (no workload identity)',
+      input: meshInput({ peer: undefined }),
+      expected: { code: 'INSUFFICIENT_PERMISSIONS', reason: 'no_peer_identity' },
+    },
+    {
+      name: 'an empty peer principal',
+      input: meshInput({ peer: '' }),
+      expected: { code: 'INSUFFICIENT_PERMISSIONS', reason: 'no_peer_identity' },
+    },
+    {
+      name: 'a workload of another trust domain',
+      input: meshInput({ peer: 'spiffe://evil.test/ns/salon/sa/customer' }),
+      expected: { code: 'INSUFFICIENT_PERMISSIONS', reason: 'peer_not_in_trust_domain' },
+    },
+    {
+      name: 'a trust domain that only starts like ours',
+      input: meshInput({ peer: 'spiffe://salon.test.evil/ns/salon/sa/customer' }),
+      expected: { code: 'INSUFFICIENT_PERMISSIONS', reason: 'peer_not_in_trust_domain' },
+    },
+    {
+      name: 'a peer that is no SPIFFE id (a certificate subject)',
+      input: meshInput({ peer: 'CN=customer' }),
+      expected: { code: 'INSUFFICIENT_PERMISSIONS', reason: 'peer_not_in_trust_domain' },
+    },
+    {
+      name: 'no end user on a route that requires a permission',
+      input: meshInput({ headers: {} }),
+      expected: { code: 'MISSING_TOKEN', reason: 'no_forwarded_user' },
+    },
+    {
+      name: 'a user whose group lacks the permission (a forwarded permission list is not believed)',
+      input: meshInput({ permissions: 'create:appointments' }),
+      expected: {
+        code: 'INSUFFICIENT_PERMISSIONS',
+        reason: 'missing_permissions',
+        userId: 'user-basic',
+        group: 'basic_customer',
+        missingPermissions: ['create:appointments'],
+      },
+    },
+    {
+      name: 'a group the policy does not define',
+      input: meshInput({ headers: as('user-x', 'platinum') }),
+      expected: { code: 'INSUFFICIENT_PERMISSIONS', reason: 'missing_permissions' },
+    },
+    {
+      name: 'no group header (the ingress decided no group): not the default group',
+      input: meshInput({ headers: { [identityHeaders.userId]: 'user-x' } }),
+      expected: { code: 'INSUFFICIENT_PERMISSIONS', reason: 'missing_permissions' },
+    },
+    {
+      name: 'a disabled account, mid-chain',
+      input: meshInput({ headers: as('user-disabled') }),
+      expected: { code: 'USER_INACTIVE', reason: 'account_disabled', userId: 'user-disabled' },
+    },
+    {
+      name: 'a user signed out everywhere while the chain may be under way',
+      input: meshInput({ headers: as('user-signed-out-now') }),
+      expected: { code: 'TOKEN_REVOKED', reason: 'signed_out_during_chain' },
+    },
+    {
+      name: 'a user the threat detector blocked',
+      input: meshInput({ headers: as('user-blocked') }),
+      expected: { code: 'USER_BLOCKED', reason: 'user_blocked', userId: 'user-blocked' },
+    },
+  ])('refuses $name', async ({ input: check, expected }) => {
+    const decision = await decide(check, policy, verify, accounts, threats);
+    expect(decision).toMatchObject({ allow: false, ...expected });
+  });
+
+  it('answers 503 until the account state was loaded', async () => {
+    const decision = await decide(meshInput(), policy, verify, { loaded: false, get: () => undefined });
+    expect(decision).toMatchObject({ allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'accounts_not_loaded' });
+  });
+
+  it('allows a user with the permission: the identity headers are exactly what was decided', async () => {
+    verifyCalls.length = 0;
+    const decision = await decide(
+      meshInput({ headers: { ...forwarded, 'x-sekisho-dry-run-denied': 'INSUFFICIENT_PERMISSIONS' } }),
+      policy,
+      verify,
+      accounts,
+      threats,
+    );
+    expect(decision.allow).toBe(true);
+    expect(headersOf(decision)).toEqual({
+      [identityHeaders.userId]: 'user-basic',
+      [identityHeaders.email]: 'taro@example.com',
+      [identityHeaders.emailVerified]: 'true',
+      [identityHeaders.group]: 'basic_customer',
+      // From the policy's group, not the forwarded claim of create:appointments.
+      [identityHeaders.permissions]: 'read:own_profile,read:own_appointments',
+    });
+    if (decision.allow) {
+      expect(decision.headersToRemove).toContain(identityHeaders.phone);
+      expect(decision.headersToRemove).toContain('x-sekisho-dry-run-denied');
+    }
+    // No token travels in the mesh: nothing is verified.
+    expect(verifyCalls).toEqual([]);
+  });
+
+  it("applies an operator's group override and a sign-out older than any chain", async () => {
+    const promoted = await decide(
+      meshInput({ headers: as('user-promoted'), permissions: 'create:appointments' }),
+      policy,
+      verify,
+      accounts,
+    );
+    expect(headersOf(promoted)[identityHeaders.group]).toBe('verified_customer');
+    expect((await decide(meshInput({ headers: as('user-signed-out-long-ago') }), policy, verify, accounts)).allow).toBe(
+      true,
+    );
+  });
+
+  it("lets a workload's own call (no end user) through where no permission is required, removing every Sekisho header", async () => {
+    const decision = await decide(
+      meshInput({ headers: { [identityHeaders.group]: 'admin' }, permissions: '' }),
+      policy,
+      verify,
+      accounts,
+    );
+    expect(decision).toMatchObject({ allow: true, identity: undefined, headersToSet: [] });
+    if (decision.allow) expect(decision.headersToRemove).toEqual(expect.arrayContaining([...allIdentityHeaders]));
+  });
+
+  it('is only a mesh check when the control plane marked the route so', () => {
+    expect(routeRequirements({ [authzContextKeys.permissions]: 'a' }).mesh).toBeUndefined();
+    expect(routeRequirements({ [authzContextKeys.meshTrustDomain]: 'salon.test' }).mesh).toEqual({
+      trustDomain: 'salon.test',
+      chainSeconds: 60,
+    });
   });
 });

@@ -31,6 +31,11 @@ export interface CheckInput {
   clientIp?: string;
   /** When the request is decided (threat blocks expire against it); default Date.now(). */
   nowMs?: number;
+  /**
+   * The calling workload's identity as Envoy verified it (attributes.source.principal: the
+   * peer certificate's URI SAN); only a sidecar's mesh inbound check reads it.
+   */
+  peerPrincipal?: string;
 }
 
 export interface HeaderSize {
@@ -53,6 +58,15 @@ export interface RouteRequirements {
   dryRun: boolean;
   /** Envoy's header limits, which it checks again after applying our headers. */
   headerLimits: HeaderSize | undefined;
+  /** Set on a sidecar's inbound routes only: decided on the peer and the forwarded end user. */
+  mesh: MeshInbound | undefined;
+}
+
+export interface MeshInbound {
+  /** The caller must be a workload of this trust domain (spiffe://<trustDomain>/...). */
+  trustDomain: string;
+  /** How long a request that entered at the ingress may still be under way. */
+  chainSeconds: number;
 }
 
 /**
@@ -110,7 +124,11 @@ export type DenyReason =
   | 'no_customer_id'
   | 'owner_value_missing'
   | 'not_owner'
-  | 'headers_over_limit';
+  | 'headers_over_limit'
+  | 'no_peer_identity'
+  | 'peer_not_in_trust_domain'
+  | 'no_forwarded_user'
+  | 'signed_out_during_chain';
 
 export interface Denial {
   allow: false;
@@ -159,7 +177,16 @@ export function routeRequirements(contextExtensions: Readonly<Record<string, str
     // Only exactly "true": anything else enforces.
     dryRun: get(authzContextKeys.dryRun) === 'true',
     headerLimits: headerLimits(get(authzContextKeys.maxRequestHeaders), get(authzContextKeys.maxRequestHeaderBytes)),
+    mesh: meshInbound(get(authzContextKeys.meshTrustDomain), get(authzContextKeys.meshChainSeconds)),
   };
+}
+
+/** Present (even empty) = a mesh inbound check; an empty trust domain then matches no peer. */
+function meshInbound(trustDomain: string | undefined, chainSeconds: string | undefined): MeshInbound | undefined {
+  if (trustDomain === undefined) return undefined;
+  const seconds = chainSeconds !== undefined && /^\d{1,6}$/.test(chainSeconds) ? Number(chainSeconds) : undefined;
+  // Unreadable: the ingress's default request timeout, so a fresh sign-out is still refused.
+  return { trustDomain, chainSeconds: seconds ?? 60 };
 }
 
 function ownerRequirement(segment: string | undefined, query: string | undefined): OwnerRequirement | undefined {
@@ -210,6 +237,8 @@ export async function decide(
 ): Promise<Decision> {
   if (!policy) return { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'no_policy' };
   const nowMs = input.nowMs ?? Date.now();
+  if (input.route.mesh !== undefined)
+    return decideMeshInbound(input, input.route.mesh, policy, nowMs, accounts, threats);
   // Before any token work, on every route: a blocked attacker costs no signature verification.
   const ipBlock = threats?.ipRefusal(input.clientIp, nowMs);
   if (ipBlock !== undefined) return threatDenial(ipBlock);
@@ -273,6 +302,96 @@ export async function decide(
     identity,
     ...(refusal !== undefined ? { dryRunDenied: refusal } : {}),
     ...(signIn !== undefined ? { signIn } : {}),
+    headersToSet,
+    headersToRemove: headersToRemove(
+      input.headers,
+      headersToSet.map(([name]) => name),
+    ),
+  };
+}
+
+/**
+ * A sidecar's inbound check. The caller is a workload whose certificate Envoy verified and
+ * RBAC allowed; the end user is the one the ingress verified and the caller forwards in the
+ * identity headers (no token travels in the mesh: the ingress strips Authorization). What a
+ * user's request meets at the ingress after the token is applied again, against today's state:
+ * the account (disabled; signed out everywhere while the chain may still be under way), the
+ * threat detector's blocks, and the route's permissions, recomputed from the forwarded group
+ * with this policy (a forwarded permission list is never believed). The identity headers are
+ * then set to exactly what was decided, and every other Sekisho header removed.
+ */
+function decideMeshInbound(
+  input: CheckInput,
+  mesh: MeshInbound,
+  policy: CompiledPolicy,
+  nowMs: number,
+  accounts: AccountView | undefined,
+  threats: ThreatView | undefined,
+): Decision {
+  const peer = input.peerPrincipal ?? '';
+  if (peer === '') return { allow: false, code: 'INSUFFICIENT_PERMISSIONS', reason: 'no_peer_identity' };
+  const prefix = `spiffe://${mesh.trustDomain}/`;
+  if (mesh.trustDomain === '' || !peer.startsWith(prefix) || peer.length === prefix.length) {
+    return { allow: false, code: 'INSUFFICIENT_PERMISSIONS', reason: 'peer_not_in_trust_domain' };
+  }
+  const ipBlock = threats?.ipRefusal(input.clientIp, nowMs);
+  if (ipBlock !== undefined) return threatDenial(ipBlock);
+
+  const { route } = input;
+  const userId = header(input.headers, identityHeaders.userId);
+  if (userId === undefined || userId === '') {
+    // A workload's own call (no end user): fine where the route needs no permission.
+    if (route.permissions.length > 0) return { allow: false, code: 'MISSING_TOKEN', reason: 'no_forwarded_user' };
+    if (overHeaderLimits(input, [])) {
+      return { allow: false, code: 'REQUEST_HEADERS_TOO_LARGE', reason: 'headers_over_limit' };
+    }
+    return { allow: true, identity: undefined, headersToSet: [], headersToRemove: headersToRemove(input.headers, []) };
+  }
+  if (accounts !== undefined && !accounts.loaded) {
+    return { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'accounts_not_loaded', userId };
+  }
+  const account = accounts?.get(userId);
+  if (account?.disabled) return { allow: false, code: 'USER_INACTIVE', reason: 'account_disabled', userId };
+  // No token here to compare its auth_time with: a request that entered at the ingress after
+  // the sign-out had a newer token, but one under way since before it cannot be told apart.
+  if (account?.validAfter !== undefined && account.validAfter * 1000 > nowMs - mesh.chainSeconds * 1000) {
+    return { allow: false, code: 'TOKEN_REVOKED', reason: 'signed_out_during_chain', userId };
+  }
+  const userBlock = threats?.userRefusal(userId, nowMs);
+  if (userBlock !== undefined) return { ...threatDenial(userBlock), userId };
+
+  // The group as the ingress decided it, unless an operator's override says otherwise now.
+  const groupName = account?.group ?? header(input.headers, identityHeaders.group);
+  const group = groupName === undefined ? undefined : policy.groups.get(groupName);
+  const missing = route.permissions.filter((permission) => !group?.permissions.has(permission));
+  if (missing.length > 0) {
+    return {
+      allow: false,
+      code: 'INSUFFICIENT_PERMISSIONS',
+      reason: 'missing_permissions',
+      userId,
+      ...(group ? { group: group.name } : {}),
+      requiredPermissions: route.permissions,
+      missingPermissions: missing,
+    };
+  }
+  const email = header(input.headers, identityHeaders.email);
+  const emailVerified = header(input.headers, identityHeaders.emailVerified);
+  const phoneNumber = header(input.headers, identityHeaders.phone);
+  const identity: Identity = {
+    userId,
+    ...(email !== undefined ? { email } : {}),
+    ...(emailVerified === 'true' || emailVerified === 'false' ? { emailVerified: emailVerified === 'true' } : {}),
+    ...(phoneNumber !== undefined ? { phoneNumber } : {}),
+    ...(group ? { group } : {}),
+  };
+  const headersToSet = identityHeaderValues(identity);
+  if (overHeaderLimits(input, headersToSet)) {
+    return { allow: false, code: 'REQUEST_HEADERS_TOO_LARGE', reason: 'headers_over_limit', userId };
+  }
+  return {
+    allow: true,
+    identity,
     headersToSet,
     headersToRemove: headersToRemove(
       input.headers,

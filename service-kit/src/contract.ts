@@ -53,6 +53,19 @@ export const authzContextKeys = {
   dryRun: 'sekisho.dry_run',
   maxRequestHeaders: 'sekisho.max_request_headers',
   maxRequestHeaderBytes: 'sekisho.max_request_header_bytes',
+  /**
+   * Set only on a sidecar's inbound routes: the mesh's trust domain. Marks a mesh inbound
+   * check, decided on the calling workload (source.principal, which must be a SPIFFE id of
+   * this trust domain) and the end user it forwards in the identity headers, not on a token.
+   * A client cannot claim it: context_extensions come from the control plane only.
+   */
+  meshTrustDomain: 'sekisho.mesh_trust_domain',
+  /**
+   * With meshTrustDomain: the longest a request that entered at the ingress can still be
+   * under way (its request timeout, seconds). A user signed out everywhere less than this
+   * long ago is refused in the mesh, since the forwarded identity carries no token time.
+   */
+  meshChainSeconds: 'sekisho.mesh_chain_seconds',
 } as const;
 
 /**

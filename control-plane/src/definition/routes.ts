@@ -18,7 +18,8 @@ export const serviceName = z
   .string()
   .regex(/^[a-z][a-z0-9-]*$/, { message: 'a service name is lower-case letters, digits and "-"' });
 
-const matchString = z.string().superRefine((text, ctx) => {
+/** The short match form, "METHOD /path" or "/prefix/*" (also a mesh route's match). */
+export const matchString = z.string().superRefine((text, ctx) => {
   const parsed = matchPattern.exec(text);
   if (!parsed) {
     ctx.addIssue({

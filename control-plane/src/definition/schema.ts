@@ -157,7 +157,7 @@ export const gatewayDefinitionSchema = z.strictObject({
   /** Threat detection from the access log (reference design §5.2); absent = off. */
   threats: threatsSchema.optional(),
   /** The services behind Sekisho sidecars and who may call them (definition/mesh.ts); absent = no mesh. */
-  mesh: meshSchema.optional(),
+  mesh: meshSchema(routeLimit).optional(),
 });
 
 /** What a definition file may contain (defaults not yet applied). */

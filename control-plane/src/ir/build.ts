@@ -39,10 +39,13 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
 
   const clusters = buildClusters(definition, errors);
   // After the clusters: a mesh service's cluster reaches its sidecar instead of its endpoints.
-  const mesh = buildMesh(definition, clusters, errors);
+  const shadow = definition.limits.shadow;
+  const mesh = buildMesh(definition, clusters, errors, {
+    granted,
+    limits: (input, at) => limitList(input, at, shadow, errors),
+  });
   const { extAuthz, rateLimit } = definition.policyServices;
 
-  const shadow = definition.limits.shadow;
   const limits = {
     authenticated: limitList(definition.limits.authenticated, 'limits.authenticated', shadow, errors),
     unauthenticated: limitList(definition.limits.unauthenticated, 'limits.unauthenticated', shadow, errors),

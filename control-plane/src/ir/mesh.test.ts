@@ -50,6 +50,29 @@ describe('the mesh section', () => {
     expect(result.ir.clusters.find((c) => c.name === 'svc_booking')?.meshPeer).toBeUndefined();
   });
 
+  it("gives a mesh service's routes ids of their own service, their permissions and limits", () => {
+    const result = compileDefinition(parse(meshYaml));
+    if (!result.ok) throw new Error(JSON.stringify(result.errors));
+    const [appointment, customer] = result.ir.mesh?.services ?? [];
+    expect(customer?.routes).toEqual([]);
+    expect(appointment?.routes).toEqual([
+      {
+        id: 'appointment:all',
+        methods: ['GET'],
+        path: { kind: 'prefix', value: '/appointments/all/' },
+        permissions: ['manage:appointments'],
+        limits: [expect.objectContaining({ per: 'ip', requestsPerWindow: 100, windowSeconds: 60 })],
+      },
+      {
+        id: 'appointment:get-appointments-prefix',
+        methods: ['GET'],
+        path: { kind: 'prefix', value: '/appointments/' },
+        permissions: ['read:own_profile'],
+        limits: [expect.objectContaining({ per: 'user', requestsPerWindow: 20, windowSeconds: 60 })],
+      },
+    ]);
+  });
+
   it('defaults the trust domain to cluster.local', () => {
     const definition = parse(meshYaml);
     delete definition.mesh.trustDomain;
@@ -127,6 +150,44 @@ describe('the mesh section', () => {
         d.mesh.services.customer.address = 'customer';
       },
       [{ path: 'mesh.services.customer.address', message: expect.stringContaining('host:port') }],
+    ],
+    [
+      'a mesh route requiring a permission no group grants',
+      (d: Definition) => {
+        d.mesh.services.appointment.routes[0].require = ['manage:appointments', 'write:everything'];
+      },
+      [
+        {
+          path: 'mesh.services.appointment.routes[0].require[1]',
+          message: expect.stringContaining('"write:everything" is granted by no group'),
+        },
+      ],
+    ],
+    [
+      'a mesh route covered by an earlier one',
+      (d: Definition) => {
+        d.mesh.services.appointment.routes.push({ match: 'GET /appointments/history/*' });
+      },
+      [
+        {
+          path: 'mesh.services.appointment.routes[2].match',
+          message: expect.stringContaining('routes[1] comes first'),
+        },
+      ],
+    ],
+    [
+      'a mesh route match that is no route match',
+      (d: Definition) => {
+        d.mesh.services.appointment.routes[0].match = 'FETCH /appointments';
+      },
+      [{ path: 'mesh.services.appointment.routes[0].match', message: expect.stringContaining('METHOD /path') }],
+    ],
+    [
+      'two windows of one kind on a mesh route',
+      (d: Definition) => {
+        d.mesh.services.appointment.routes[1].limits.push({ per: 'user', limit: 5, window: '1m' });
+      },
+      [{ path: 'mesh.services.appointment.routes[1].limits[1].window', message: expect.stringContaining('merge') }],
     ],
   ])('refuses %s, naming the field', (_what, change, expected) => {
     expect(errorsOf(change)).toEqual(expected);

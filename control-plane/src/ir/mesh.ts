@@ -9,15 +9,27 @@ import type { FieldError } from '../definition/field-error';
 import type { GatewayDefinition } from '../definition/schema';
 import { spiffeIdOf } from '../mesh/contract';
 import { discovery } from './clusters';
+import { defaultRouteId, parseMatch, ShadowIndex } from './match';
 import { serviceClusterName } from './names';
 import { retries } from './routes';
-import type { ClusterIR, MeshAllowIR, MeshIR, MeshServiceIR } from './types';
+import type { ClusterIR, LimitIR, MeshAllowIR, MeshIR, MeshRouteIR, MeshServiceIR } from './types';
+
+type MeshDefinition = NonNullable<GatewayDefinition['mesh']>;
+type MeshRouteInput = MeshDefinition['services'][string]['routes'][number];
+
+/** What a mesh route shares with the ingress's routes, from build.ts: granted permissions, limit lists. */
+export interface RouteChecks {
+  /** Every permission some group grants. */
+  granted: ReadonlySet<string>;
+  limits: (limits: MeshRouteInput['limits'], at: string) => LimitIR[];
+}
 
 /** `clusters` (the ingress's, from buildClusters) get the mesh services' sidecar address and mTLS. */
 export function buildMesh(
   definition: GatewayDefinition,
   clusters: ClusterIR[],
   errors: FieldError[],
+  checks: RouteChecks,
 ): MeshIR | undefined {
   const mesh = definition.mesh;
   if (mesh === undefined) return undefined;
@@ -110,6 +122,7 @@ export function buildMesh(
       timeoutMs: parseDuration(upstream.timeout) ?? 15_000,
       retries: retries(service.retries, `${at}.retries`, errors),
       allow,
+      routes: meshRoutes(name, service.routes, `${at}.routes`, checks, errors),
     });
   }
   return { trustDomain, ingressSpiffeId, services };
@@ -118,4 +131,53 @@ export function buildMesh(
 /** The mesh services `caller` ('ingress' or a service name) may call, sorted by name. */
 export function calleesOf(mesh: MeshIR, caller: string): MeshServiceIR[] {
   return mesh.services.filter((service) => service.allow.some((rule) => rule.callers.includes(caller)));
+}
+
+/** A mesh service's routes; like the ingress's, a permission no group grants is an error. */
+function meshRoutes(
+  service: string,
+  input: readonly MeshRouteInput[],
+  at: string,
+  checks: RouteChecks,
+  errors: FieldError[],
+): MeshRouteIR[] {
+  const ids = new Map<string, number>();
+  const earlier = new ShadowIndex();
+  return input.map((route, index) => {
+    const routeAt = `${at}[${index}]`;
+    const parsed = parseMatch(route.match);
+    const id = route.id ?? defaultRouteId(parsed);
+    // Envoy takes the first matching route: one covered by an earlier route is dead.
+    const shadowedBy = earlier.firstCovering(parsed);
+    if (shadowedBy !== -1) {
+      errors.push({
+        path: `${routeAt}.match`,
+        message: `is never used: ${at}[${shadowedBy}] comes first and matches all of its requests`,
+      });
+    }
+    earlier.add(index, parsed);
+    const sameId = ids.get(id);
+    if (sameId !== undefined && shadowedBy === -1) {
+      errors.push({
+        path: route.id === undefined ? `${routeAt}.match` : `${routeAt}.id`,
+        message: `route id "${id}" is already used by ${at}[${sameId}]; give one of them an explicit id`,
+      });
+    } else if (sameId === undefined) ids.set(id, index);
+    for (const [permissionIndex, permission] of route.require.entries()) {
+      if (!checks.granted.has(permission)) {
+        errors.push({
+          path: `${routeAt}.require[${permissionIndex}]`,
+          message: `permission "${permission}" is granted by no group in identity.groups, so nobody could call this route`,
+        });
+      }
+    }
+    return {
+      id: `${service}:${id}`,
+      methods: parsed.methods,
+      // The short form only makes exact and prefix matches.
+      path: { kind: parsed.path.kind === 'prefix' ? 'prefix' : 'exact', value: parsed.path.value },
+      permissions: [...new Set(route.require)],
+      limits: checks.limits(route.limits, `${routeAt}.limits`),
+    };
+  });
 }

@@ -55,6 +55,20 @@ export interface MeshServiceIR {
   retries: RetryIR;
   /** Who may call it; nobody when empty. */
   allow: MeshAllowIR[];
+  /** Its own routes, decided by ext-authz in its sidecar; empty = allow rules only (no ext_authz). */
+  routes: MeshRouteIR[];
+}
+
+/** A mesh service's route: the end user's required permissions and limits, checked in its sidecar. */
+export interface MeshRouteIR {
+  /** `<service>:<route id>`: never equal to an ingress route id (":" is not allowed in those). */
+  id: string;
+  /** Empty = any method. */
+  methods: string[];
+  path: { kind: 'exact' | 'prefix'; value: string };
+  /** All of them are needed; empty = any caller the allow rules let in, with or without an end user. */
+  permissions: string[];
+  limits: LimitIR[];
 }
 
 export interface MeshAllowIR {

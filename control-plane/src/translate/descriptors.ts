@@ -66,7 +66,9 @@ export function routeDescriptors(ir: GatewayIR, route: RouteIR): Descriptor[] {
 export function allDescriptors(ir: GatewayIR): Descriptor[] {
   // A family sent in two shapes (the failed-token count is the anonymous family's) has one set of rules.
   const global = globalDescriptors(ir, 'required').filter((descriptor) => !descriptor.onStreamDone);
-  return [...global, ...ir.routes.flatMap(ownDescriptors)];
+  // A mesh service's routes are counted by its sidecar with the same families (mesh route ids contain ":").
+  const meshRoutes = ir.mesh?.services.flatMap((service) => service.routes) ?? [];
+  return [...global, ...ir.routes.flatMap(ownDescriptors), ...meshRoutes.flatMap(ownDescriptors)];
 }
 
 /**
@@ -129,7 +131,8 @@ export function globalDescriptors(ir: GatewayIR, auth: RouteIR['auth']): Descrip
   return out;
 }
 
-export function ownDescriptors(route: RouteIR): Descriptor[] {
+/** A route's own limits: an ingress route's, or a mesh service's route's in its sidecar. */
+export function ownDescriptors(route: Pick<RouteIR, 'id' | 'limits'>): Descriptor[] {
   return (['user', 'ip'] as const).flatMap((per) => {
     const limits = route.limits.filter((limit) => limit.per === per);
     if (limits.length === 0) return [];

@@ -60,7 +60,11 @@ function stripIdentityHeaders(): HttpFilter {
   });
 }
 
-function extAuthz(ir: GatewayIR): HttpFilter {
+/**
+ * Also a sidecar's inbound ext_authz (`peerCertificate`): there it sends the caller's
+ * certificate too, so ext-authz decides on the verified workload (source.principal).
+ */
+export function extAuthz(ir: GatewayIR, options: { peerCertificate?: boolean } = {}): HttpFilter {
   return HttpFilter.fromPartial({
     name: httpFilterNames.extAuthz,
     typedConfig: pack(
@@ -77,12 +81,14 @@ function extAuthz(ir: GatewayIR): HttpFilter {
         // Authentication fails closed: no answer from ext-authz is a 503, never a pass.
         failureModeAllow: false,
         statusOnError: { code: StatusCode.ServiceUnavailable },
+        ...(options.peerCertificate ? { includePeerCertificate: true } : {}),
       }),
     ),
   });
 }
 
-function rateLimit(ir: GatewayIR, stage: DescriptorStage): HttpFilter {
+/** Also a sidecar's inbound rate limits, for its mesh routes. */
+export function rateLimit(ir: GatewayIR, stage: DescriptorStage): HttpFilter {
   return HttpFilter.fromPartial({
     name: stage === 'afterAuth' ? httpFilterNames.rateLimit : httpFilterNames.rateLimitBeforeAuth,
     typedConfig: pack(

@@ -103,7 +103,8 @@ function translateRoute(ir: GatewayIR, route: RouteIR, globalRateLimits: readonl
   });
 }
 
-function rateLimit(descriptor: Descriptor): RateLimit {
+/** A descriptor as the route's rate-limit actions (also a sidecar's mesh routes'). */
+export function rateLimit(descriptor: Descriptor): RateLimit {
   return RateLimit.fromPartial({
     stage: rateLimitStages[descriptor.stage],
     applyOnStreamDone: descriptor.onStreamDone ?? false,

@@ -34,9 +34,14 @@ describe('sidecar views', () => {
     expect(views.names).toEqual(['ingress', 'ext-authz', 'ratelimit', 'sidecar:appointment', 'sidecar:customer']);
     const customer = byView.get('sidecar:customer');
     expect(names(customer, typeUrls.listener)).toEqual(['sidecar_inbound', 'sidecar_outbound']);
-    // customer may call appointment; appointment calls nobody.
+    // customer may call appointment; appointment calls nobody, but its own routes need the
+    // policy services (ext-authz; the rate-limit service for their limits).
     expect(names(customer, typeUrls.cluster)).toEqual(['sidecar_app', 'svc_appointment']);
-    expect(names(byView.get('sidecar:appointment'), typeUrls.cluster)).toEqual(['sidecar_app']);
+    expect(names(byView.get('sidecar:appointment'), typeUrls.cluster)).toEqual([
+      'sekisho_ext_authz',
+      'sekisho_ratelimit',
+      'sidecar_app',
+    ]);
     expect(names(customer, typeUrls.secret)).toEqual([meshSecretNames.certificate, meshSecretNames.trustBundle]);
     // The ingress presents its own workload certificate to the mesh services it reaches.
     expect(names(byView.get('ingress'), typeUrls.secret)).toEqual([

@@ -23,7 +23,7 @@ export function sidecarConnectionManager(
   ir: GatewayIR,
   opts: { statPrefix: string; routeConfigName: string; httpFilters: DeepPartial<HttpFilter>[] } & Pick<
     DeepPartial<HttpConnectionManager>,
-    'useRemoteAddress' | 'xffNumTrustedHops' | 'skipXffAppend' | 'preserveExternalRequestId'
+    'useRemoteAddress' | 'xffNumTrustedHops' | 'skipXffAppend' | 'preserveExternalRequestId' | 'localReplyConfig'
   >,
 ) {
   const { statPrefix, routeConfigName, httpFilters, ...clientAddress } = opts;
