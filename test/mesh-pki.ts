@@ -5,9 +5,8 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Secret } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/secret';
-import { meshSecretNames, type WorkloadSecrets } from '../control-plane/src/mesh/contract';
-import { pack } from '../control-plane/src/translate/any';
+import type { WorkloadSecrets } from '../control-plane/src/mesh/contract';
+import { certificateSecret, trustBundleSecret } from '../control-plane/src/mesh/secrets';
 import type { Resource } from '../control-plane/src/xds/resources';
 
 export interface IssuedFiles {
@@ -111,28 +110,7 @@ export function createMeshPki(dir: string, name = 'test-mesh-ca'): MeshPki {
 /** The two Secrets of the mesh contract for one workload's certificate. */
 export function secretsOf(files: Pick<IssuedFiles, 'certificatePem' | 'privateKeyPem'>, caPem: string): Resource[] {
   return [
-    {
-      name: meshSecretNames.certificate,
-      resource: pack(
-        Secret,
-        Secret.fromPartial({
-          name: meshSecretNames.certificate,
-          tlsCertificate: {
-            certificateChain: { inlineString: files.certificatePem },
-            privateKey: { inlineString: files.privateKeyPem },
-          },
-        }),
-      ),
-    },
-    {
-      name: meshSecretNames.trustBundle,
-      resource: pack(
-        Secret,
-        Secret.fromPartial({
-          name: meshSecretNames.trustBundle,
-          validationContext: { trustedCa: { inlineString: caPem } },
-        }),
-      ),
-    },
+    certificateSecret({ chainPem: files.certificatePem, privateKeyPem: files.privateKeyPem }),
+    trustBundleSecret(caPem),
   ].sort((a, b) => (a.name < b.name ? -1 : 1));
 }

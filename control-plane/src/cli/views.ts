@@ -3,10 +3,9 @@
 // `ratelimit` (each policy service's own policy), and `sidecar:<service>` for every service of
 // the definition's mesh. The CLI has no mesh CA: the workload Secrets of mesh views are shown
 // as placeholders (the control plane serves certificates its mesh CA issues at run time).
-import { Secret } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/secret';
 import type { CompileResult } from '../definition/load';
-import { meshSecretNames, type WorkloadSecrets } from '../mesh/contract';
-import { pack } from '../translate/any';
+import type { WorkloadSecrets } from '../mesh/contract';
+import { certificateSecret, trustBundleSecret } from '../mesh/secrets';
 import type { ResourcesByType } from '../xds/resources';
 import { createViews, gatewayViews, sidecarViews } from '../xds/views';
 import { UsageError } from './io';
@@ -20,29 +19,11 @@ export const viewSyntax = `${fixedViews.join(' | ')} | sidecar:<service>`;
 /** What the CLI shows for a workload's Secrets: their names and kinds, never key material. */
 export const placeholderSecrets: WorkloadSecrets = {
   secretsFor: (spiffeId) => [
-    {
-      name: meshSecretNames.certificate,
-      resource: pack(
-        Secret,
-        Secret.fromPartial({
-          name: meshSecretNames.certificate,
-          tlsCertificate: {
-            certificateChain: { inlineString: `[issued by the mesh CA for ${spiffeId} at run time]` },
-            privateKey: { inlineString: '[redacted]' },
-          },
-        }),
-      ),
-    },
-    {
-      name: meshSecretNames.trustBundle,
-      resource: pack(
-        Secret,
-        Secret.fromPartial({
-          name: meshSecretNames.trustBundle,
-          validationContext: { trustedCa: { inlineString: "[the mesh CA's trust bundle]" } },
-        }),
-      ),
-    },
+    certificateSecret({
+      chainPem: `[issued by the mesh CA for ${spiffeId} at run time]`,
+      privateKeyPem: '[redacted]',
+    }),
+    trustBundleSecret("[the mesh CA's trust bundle]"),
   ],
   onRotation: () => {},
 };
@@ -58,29 +39,8 @@ export function fileSecrets(files: {
   trustBundlePem: string;
 }): WorkloadSecrets {
   const secrets = [
-    {
-      name: meshSecretNames.certificate,
-      resource: pack(
-        Secret,
-        Secret.fromPartial({
-          name: meshSecretNames.certificate,
-          tlsCertificate: {
-            certificateChain: { inlineString: files.certificatePem },
-            privateKey: { inlineString: files.privateKeyPem },
-          },
-        }),
-      ),
-    },
-    {
-      name: meshSecretNames.trustBundle,
-      resource: pack(
-        Secret,
-        Secret.fromPartial({
-          name: meshSecretNames.trustBundle,
-          validationContext: { trustedCa: { inlineString: files.trustBundlePem } },
-        }),
-      ),
-    },
+    certificateSecret({ chainPem: files.certificatePem, privateKeyPem: files.privateKeyPem }),
+    trustBundleSecret(files.trustBundlePem),
   ];
   return { secretsFor: () => secrets, onRotation: () => {} };
 }

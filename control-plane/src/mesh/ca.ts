@@ -9,14 +9,13 @@
 // bounds what is kept to the identities the views still name. The CA files are polled; a good
 // new CA re-issues everything, a broken one is logged and the last good CA kept.
 import { unwatchFile, watchFile } from 'node:fs';
-import { Secret } from '@sekisho/proto/envoy/extensions/transport_sockets/tls/v3/secret';
 import type { Logger } from '@sekisho/service-kit/logger';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { pack } from '../translate/any';
 import type { Resource } from '../xds/resources';
 import { type CaMaterial, type CaSource, caFilesOf, loadCaMaterial, subjectOf } from './ca-material';
-import { meshSecretNames, type WorkloadSecrets } from './contract';
+import type { WorkloadSecrets } from './contract';
 import { type IssuedCertificate, issueWorkloadCertificate } from './issue';
+import { certificateSecret, trustBundleSecret } from './secrets';
 import { parseSpiffeId, SpiffeIdError } from './spiffe';
 
 /** Runs `run` after `delayMs`; returns a function that cancels it. Injected by tests with a fake clock. */
@@ -54,37 +53,6 @@ const defaultSchedule: Schedule = (delayMs, run) => {
   timer.unref();
   return () => clearTimeout(timer);
 };
-
-/** The Secret of a workload: its chain and key, named meshSecretNames.certificate. */
-export function certificateSecret(certificate: IssuedCertificate): Resource {
-  return {
-    name: meshSecretNames.certificate,
-    resource: pack(
-      Secret,
-      Secret.fromPartial({
-        name: meshSecretNames.certificate,
-        tlsCertificate: {
-          certificateChain: { inlineString: certificate.chainPem },
-          privateKey: { inlineString: certificate.privateKeyPem },
-        },
-      }),
-    ),
-  };
-}
-
-/** The trust bundle as a validation context, named meshSecretNames.trustBundle. */
-export function trustBundleSecret(bundlePem: string): Resource {
-  return {
-    name: meshSecretNames.trustBundle,
-    resource: pack(
-      Secret,
-      Secret.fromPartial({
-        name: meshSecretNames.trustBundle,
-        validationContext: { trustedCa: { inlineString: bundlePem } },
-      }),
-    ),
-  };
-}
 
 export class MeshCa implements WorkloadSecrets {
   private ca: CaMaterial;
