@@ -9,14 +9,12 @@
 // address) is automatically served over TLS too.
 
 import { ApiVersion } from '@sekisho/proto/envoy/config/core/v3/config_source';
-import { HttpProtocolOptions_HeadersWithUnderscoresAction } from '@sekisho/proto/envoy/config/core/v3/protocol';
 import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
 import type { FilterChainMatch } from '@sekisho/proto/envoy/config/listener/v3/listener_components';
 import { HttpGrpcAccessLogConfig } from '@sekisho/proto/envoy/extensions/access_loggers/grpc/v3/als';
 import { StdoutAccessLog } from '@sekisho/proto/envoy/extensions/access_loggers/stream/v3/stream';
 import {
   HttpConnectionManager,
-  HttpConnectionManager_PathWithEscapedSlashesAction,
   HttpConnectionManager_ServerHeaderTransformation,
 } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
 import type { GatewayIR, HttpsListenerIR } from '../ir/types';
@@ -26,9 +24,9 @@ import { type ClientAddressChain, clientAddressChains } from './client-address';
 import { durationFromMs } from './duration';
 import { edgeLimits } from './edge';
 import { grpcAccessLogName, httpConnectionManagerName, stdoutAccessLogName } from './filter-names';
-import { envoyHeaderLimits } from './header-limits';
 import { httpFilters } from './http-filters';
 import { localReplyConfig } from './local-reply';
+import { requestHygiene } from './request-hygiene';
 import { securityHeaderOptions } from './security-headers';
 import { downstreamTlsTransportSocket, tlsInspector } from './tls';
 
@@ -127,18 +125,7 @@ function httpConnectionManager(
         ? [{ name: grpcAccessLogName, typedConfig: pack(HttpGrpcAccessLogConfig, threatAccessLog(ir.threats)) }]
         : []),
     ],
-    // Path hygiene before routing, so "/api/v1/../admin" or "%2F" tricks cannot reach a route
-    // other than the one the path appears to name.
-    normalizePath: true,
-    mergeSlashes: true,
-    pathWithEscapedSlashesAction: HttpConnectionManager_PathWithEscapedSlashesAction.UNESCAPE_AND_REDIRECT,
-    commonHttpProtocolOptions: {
-      headersWithUnderscoresAction: HttpProtocolOptions_HeadersWithUnderscoresAction.REJECT_REQUEST,
-      // Above edge.headers, which ext-authz enforces (header-limits.ts).
-      maxHeadersCount: envoyHeaderLimits(ir).maxHeadersCount,
-    },
-    http2ProtocolOptions: edgeLimits.http2,
-    maxRequestHeadersKb: envoyHeaderLimits(ir).maxRequestHeadersKb,
+    ...requestHygiene(ir),
     // The client address: the peer, or what a trusted proxy appended to X-Forwarded-For
     // (client-address.ts). Per-IP limits and IP rules rely on it. use_remote_address also
     // makes every request external, so Envoy drops client-sent x-envoy-* headers.

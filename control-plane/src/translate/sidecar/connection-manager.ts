@@ -1,12 +1,10 @@
 // What both of a sidecar's connection managers share: routes over RDS (ADS), the ingress's JSON
 // access log, path hygiene before routing, header limits, the request timeouts of the edge.
 import { ApiVersion } from '@sekisho/proto/envoy/config/core/v3/config_source';
-import { HttpProtocolOptions_HeadersWithUnderscoresAction } from '@sekisho/proto/envoy/config/core/v3/protocol';
 import { StdoutAccessLog } from '@sekisho/proto/envoy/extensions/access_loggers/stream/v3/stream';
 import { Router } from '@sekisho/proto/envoy/extensions/filters/http/router/v3/router';
 import {
   HttpConnectionManager,
-  HttpConnectionManager_PathWithEscapedSlashesAction,
   HttpConnectionManager_ServerHeaderTransformation,
   type HttpFilter,
 } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
@@ -16,7 +14,7 @@ import { pack } from '../any';
 import { durationFromMs } from '../duration';
 import { edgeLimits } from '../edge';
 import { httpConnectionManagerName, httpFilterNames, stdoutAccessLogName } from '../filter-names';
-import { envoyHeaderLimits } from '../header-limits';
+import { requestHygiene } from '../request-hygiene';
 import type { DeepPartial } from '../route-parts';
 
 export function sidecarConnectionManager(
@@ -35,15 +33,7 @@ export function sidecarConnectionManager(
       { name: httpFilterNames.router, typedConfig: pack(Router, Router.fromPartial({ suppressEnvoyHeaders: true })) },
     ],
     accessLog: [{ name: stdoutAccessLogName, typedConfig: pack(StdoutAccessLog, accessLog()) }],
-    normalizePath: true,
-    mergeSlashes: true,
-    pathWithEscapedSlashesAction: HttpConnectionManager_PathWithEscapedSlashesAction.UNESCAPE_AND_REDIRECT,
-    commonHttpProtocolOptions: {
-      headersWithUnderscoresAction: HttpProtocolOptions_HeadersWithUnderscoresAction.REJECT_REQUEST,
-      maxHeadersCount: envoyHeaderLimits(ir).maxHeadersCount,
-    },
-    http2ProtocolOptions: edgeLimits.http2,
-    maxRequestHeadersKb: envoyHeaderLimits(ir).maxRequestHeadersKb,
+    ...requestHygiene(ir),
     ...clientAddress,
     // The ingress's x-request-id travels through the mesh: one id correlates every hop's log line.
     generateRequestId: true,
