@@ -9,8 +9,8 @@ import type { ResourcesByType } from './xds/resources';
 // view's resources (every type, packed), not the source: a TypeScript definition imports
 // modules and names certificate files whose content the resources already hold, and a view
 // may be translated from the IR (a sidecar's), which a restart could not redo without a
-// valid file. They can hold TLS
-// private keys, so the directory is 0700 and the file 0600. Written atomically (a temporary
+// valid file. They can hold the ingress's TLS private keys (mesh workload keys are left out:
+// mesh/saved-secrets.ts), so the directory is 0700 and the file 0600. Written atomically (a temporary
 // file, fsync, rename), so a crash mid-write leaves the previous file whole.
 
 export const lastGoodFileName = 'last-good-definition.json';

@@ -216,6 +216,7 @@ export async function startControlPlane(
     registry,
     views,
     store,
+    ...(secrets ? { secrets } : {}),
     debounceMs: config.CONTROL_PLANE_DEBOUNCE,
     maxDelayMs: config.CONTROL_PLANE_DEBOUNCE_MAX,
     ...deps.watcher,

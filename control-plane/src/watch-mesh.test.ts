@@ -102,7 +102,7 @@ describe('DefinitionWatcher with sidecar views', () => {
     expect(after[typeUrls.cluster]).toBe(before[typeUrls.cluster]);
   });
 
-  it('serves the saved sidecar views when the file is invalid at start-up', async () => {
+  it('serves the saved sidecar views when the file is invalid at start-up, with current workload certificates', async () => {
     await writeFile(file, await readFile(meshFile, 'utf8'));
     const secrets = createMeshPki(join(dir, 'pki')).workloadSecrets();
     const store = new LastGoodStore(join(dir, 'state'));
@@ -117,7 +117,26 @@ describe('DefinitionWatcher with sidecar views', () => {
     expect((await first.reload('initial')).ok).toBe(true);
     await first.stop();
 
+    // No workload's private key is written to disk; the certificate (whose SAN names it) is.
+    const savedText = await readFile(store.file, 'utf8');
+    expect(Buffer.from(savedText).includes('PRIVATE KEY')).toBe(false);
+    const savedFile = JSON.parse(savedText) as { views: Array<{ resources: Array<{ value: string }> }> };
+    const savedValues = savedFile.views.flatMap((v) => v.resources.map((r) => Buffer.from(r.value, 'base64')));
+    expect(savedValues.some((value) => value.includes('PRIVATE KEY'))).toBe(false);
+    expect(savedValues.some((value) => value.includes('BEGIN CERTIFICATE'))).toBe(true);
+
     await writeFile(file, 'routes: [');
+    // Without a mesh CA, saved mesh workloads cannot be given a certificate: not served.
+    const withoutCa = new DefinitionWatcher({
+      path: file,
+      cache: new SnapshotCache(),
+      views: createViews(gatewayViews(undefined), sidecarViews(undefined)),
+      store,
+      logger: captureLogger('info').logger,
+      registry: new Registry(),
+    });
+    expect(await withoutCa.serveSaved(await withoutCa.reload('initial', { quiet: true }))).toBe(false);
+
     const cache = new SnapshotCache();
     const views = createViews(gatewayViews(secrets), sidecarViews(secrets));
     watcher = new DefinitionWatcher({
@@ -125,12 +144,21 @@ describe('DefinitionWatcher with sidecar views', () => {
       cache,
       views,
       store,
+      secrets,
       logger: captureLogger('info').logger,
       registry: new Registry(),
     });
     const invalid = await watcher.reload('initial', { quiet: true });
     expect(invalid.ok).toBe(false);
     expect(await watcher.serveSaved(invalid)).toBe(true);
+    // Each workload is served the mesh CA's current certificate for its identity, key included.
+    const served = cache.get(typeUrls.secret, 'sidecar:customer')?.resources.get('sekisho-mesh-certificate');
+    expect(served).toBeDefined();
+    expect(served?.resource).toEqual(
+      secrets
+        .secretsFor('spiffe://salon.example/ns/salon/sa/customer')
+        .find((r) => r.name === 'sekisho-mesh-certificate')?.resource,
+    );
     expect(views.names).toEqual(['ingress', 'ext-authz', 'ratelimit', 'sidecar:appointment', 'sidecar:customer']);
     expect([...(cache.get(typeUrls.listener, 'sidecar:customer')?.resources.keys() ?? [])]).toEqual([
       'sidecar_inbound',

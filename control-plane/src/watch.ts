@@ -6,6 +6,8 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import { type CompileResult, compileDefinitionFile, type FieldError } from './definition/load';
 import type { GatewayIR } from './ir/types';
 import type { LastGoodStore } from './last-good';
+import type { WorkloadSecrets } from './mesh/contract';
+import { withCurrentWorkloadSecrets, withoutWorkloadKeys } from './mesh/saved-secrets';
 import { defaultGroup, type SnapshotCache, sortByPushOrder } from './xds/cache';
 import type { ResourcesByType } from './xds/resources';
 import { type CompiledDefinition, DefinitionRefusedError, type Views } from './xds/views';
@@ -25,6 +27,14 @@ export const describeFieldError = (error: FieldError): string =>
 
 export type Compile = (path: string) => CompileResult | Promise<CompileResult>;
 
+/** A saved mesh workload without a mesh CA configured: it cannot be given a certificate. */
+const noMeshCa: WorkloadSecrets = {
+  secretsFor: () => {
+    throw new Error('no mesh CA is configured (CONTROL_PLANE_MESH_CA_*)');
+  },
+  onRotation: () => {},
+};
+
 export interface DefinitionWatcherOptions {
   /** The definition file (absolute, or relative to the working directory). */
   path: string;
@@ -39,6 +49,8 @@ export interface DefinitionWatcherOptions {
   views?: Views;
   /** Where each good definition is saved for a restart with an invalid file. */
   store?: LastGoodStore;
+  /** The mesh CA: what gives a saved definition's workloads current certificates (never saved with keys). */
+  secrets?: WorkloadSecrets;
   /** A burst of changes is compiled once it has been quiet this long … */
   debounceMs?: number;
   /** … or once it has gone on this long, whichever comes first. */
@@ -95,6 +107,8 @@ export class DefinitionWatcher {
   private lastGoodAt?: Date;
   /** The definition served now; undefined while serving a saved definition (no IR is saved). */
   private served?: CompiledDefinition;
+  /** The saved groups served while the file is invalid at start-up (workload keys not in them). */
+  private savedGroups?: ReadonlyMap<string, ResourcesByType>;
   private readonly compileSeconds: Histogram<'result'>;
   /** This process saved a definition to the store (so an unchanged one need not be saved again). */
   private saved = false;
@@ -157,7 +171,10 @@ export class DefinitionWatcher {
       { result: result.ok ? 'ok' : 'invalid' },
       Number(process.hrtime.bigint() - compileStarted) / 1e9,
     );
-    if (result.ok) this.served = result;
+    if (result.ok) {
+      this.served = result;
+      this.savedGroups = undefined;
+    }
     const at = new Date();
     this.lastReload = {
       at: at.toISOString(),
@@ -173,7 +190,7 @@ export class DefinitionWatcher {
       // Saved when it differs from what this process saved last (a reload that changed nothing writes nothing).
       if (this.opts.store && groups && (changedTypes.length > 0 || !this.saved)) {
         try {
-          await this.opts.store.save(this.opts.path, groups);
+          await this.opts.store.save(this.opts.path, withoutWorkloadKeys(groups));
           this.saved = true;
         } catch (error) {
           this.lastReload.saveError = String(error);
@@ -244,11 +261,21 @@ export class DefinitionWatcher {
     const family = [...saved.groups.keys()].filter(
       (group) => !fixed.includes(group) && this.opts.views?.accepts(group),
     );
-    this.opts.views?.restore(family);
     const wanted = [...fixed, ...family];
-    const { changedTypes, changedByView } = this.serve(
-      new Map(wanted.map((group) => [group, saved.groups.get(group) as ResourcesByType])),
-    );
+    const savedGroups = new Map(wanted.map((group) => [group, saved.groups.get(group) as ResourcesByType]));
+    let groups: Map<string, ResourcesByType>;
+    try {
+      groups = this.withCurrentSecrets(savedGroups);
+    } catch (error) {
+      this.log.error(
+        { event_type: 'definition_saved_unusable', file: this.opts.store?.file, error_details: String(error) },
+        'the saved definition has mesh workloads this control plane cannot give certificates; not using it',
+      );
+      return false;
+    }
+    this.opts.views?.restore(family);
+    this.savedGroups = savedGroups;
+    const { changedTypes, changedByView } = this.serve(groups);
     this.lastGoodAt = new Date(saved.savedAt);
     this.lastReload = {
       at: new Date().toISOString(),
@@ -324,17 +351,26 @@ export class DefinitionWatcher {
 
   /**
    * Serves every view again from the definition compiled last, without reading the file: for
-   * what views add on their own clock (a rotated workload certificate). False, changing
-   * nothing, while no definition compiled in this process (a saved one is served as saved).
+   * what views add on their own clock (a rotated workload certificate). While a saved
+   * definition is served, its workloads get current certificates. False, changing nothing,
+   * when neither is there.
    */
   refresh(trigger: string): boolean {
-    if (!this.served) return false;
-    const { changedTypes, changedByView } = this.serve(this.groupsOf(this.served));
+    const groups = this.served
+      ? this.groupsOf(this.served)
+      : this.savedGroups && this.withCurrentSecrets(this.savedGroups);
+    if (!groups) return false;
+    const { changedTypes, changedByView } = this.serve(groups);
     this.log.info(
       { event_type: 'definition_refreshed', trigger, changed_types: changedTypes, changed_by_view: changedByView },
       'views served again from the last compiled definition',
     );
     return true;
+  }
+
+  /** Saved groups with current workload certificates; throws when a workload cannot get one. */
+  private withCurrentSecrets(saved: ReadonlyMap<string, ResourcesByType>): Map<string, ResourcesByType> {
+    return withCurrentWorkloadSecrets(saved, this.opts.secrets ?? noMeshCa);
   }
 
   status(): WatcherStatus {
