@@ -9,6 +9,7 @@ import {
   loadConfig,
 } from '@sekisho/service-kit/config';
 import {
+  type RedisSettings,
   type RedisTopology,
   redisEnvFields,
   redisSettingsOf,
@@ -187,6 +188,11 @@ function extAuthzRedisTopology(config: z.output<typeof configSchema>): RedisTopo
       ]);
     return undefined;
   }
+  return resolveExtAuthzRedis(settings);
+}
+
+/** The EXT_AUTHZ_REDIS_* settings → a topology, as the service reads them (also the admin command's). */
+export function resolveExtAuthzRedis(settings: RedisSettings): RedisTopology {
   return resolveRedisTopology(settings, 'EXT_AUTHZ', { modes: redisModes, unsupported: clusterRefusal });
 }
 

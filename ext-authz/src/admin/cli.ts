@@ -8,12 +8,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { localStackFile } from '@sekisho/devstack/paths';
-import {
-  type RedisTopology,
-  redisNodeOptions,
-  redisSettingsOf,
-  resolveRedisTopology,
-} from '@sekisho/service-kit/redis-topology';
+import { type RedisTopology, redisNodeOptions, redisSettingsOf } from '@sekisho/service-kit/redis-topology';
 import { defaultThreatKeyPrefix } from '@sekisho/service-kit/threat-contract';
 import { Redis, type RedisOptions } from 'ioredis';
 import {
@@ -23,6 +18,7 @@ import {
   writeAccountChange,
 } from '../accounts/redis-store';
 import { type AccountChange, type AccountField, isValidUid, parseFieldValue } from '../accounts/state';
+import { resolveExtAuthzRedis } from '../config';
 import { removeBlock, setTrustedDevice } from '../threats/block-store';
 import { applyInFirebase, type Claims, firebaseTarget } from './firebase';
 
@@ -304,9 +300,7 @@ async function run(argv: string[]): Promise<number> {
       ? {
           redisUrl: fromEnv,
           // ConfigError (exit 1) names the variable, as ext-authz would at start.
-          topology: resolveRedisTopology(redisSettingsOf(process.env, 'EXT_AUTHZ', fromEnv), 'EXT_AUTHZ', {
-            modes: ['standalone', 'sentinel'],
-          }),
+          topology: resolveExtAuthzRedis(redisSettingsOf(process.env, 'EXT_AUTHZ', fromEnv)),
           keyPrefix: options.keyPrefix ?? process.env.EXT_AUTHZ_ACCOUNTS_KEY_PREFIX ?? defaultKeyPrefix,
           ...(process.env.EXT_AUTHZ_THREATS_KEY_PREFIX
             ? { threatsKeyPrefix: process.env.EXT_AUTHZ_THREATS_KEY_PREFIX }
