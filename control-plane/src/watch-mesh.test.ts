@@ -14,7 +14,7 @@ import { DefinitionWatcher } from './watch';
 import { SnapshotCache } from './xds/cache';
 import { captureLogger, eventually } from './xds/test-helpers';
 import { typeUrls } from './xds/type-urls';
-import { createViews, gatewayViews, sidecarViews } from './xds/views';
+import { createViews, gatewayViews, sidecarViews, type Views } from './xds/views';
 
 const meshFile = resolve(import.meta.dirname, 'translate/testdata/in/mesh.yaml');
 
@@ -106,48 +106,39 @@ describe('DefinitionWatcher with sidecar views', () => {
     await writeFile(file, await readFile(meshFile, 'utf8'));
     const secrets = createMeshPki(join(dir, 'pki')).workloadSecrets();
     const store = new LastGoodStore(join(dir, 'state'));
-    const first = new DefinitionWatcher({
-      path: file,
-      cache: new SnapshotCache(),
-      views: createViews(gatewayViews(secrets), sidecarViews(secrets)),
-      store,
-      logger: captureLogger('info').logger,
-      registry: new Registry(),
-    });
+    const viewsWith = (viewSecrets?: WorkloadSecrets) =>
+      createViews(gatewayViews(viewSecrets), sidecarViews(viewSecrets));
+    /** A watcher of `file` saving to `store`; `watcherSecrets` gives saved workloads their certificates. */
+    const watcherWith = (cache: SnapshotCache, views: Views, watcherSecrets?: WorkloadSecrets) =>
+      new DefinitionWatcher({
+        path: file,
+        cache,
+        views,
+        store,
+        ...(watcherSecrets ? { secrets: watcherSecrets } : {}),
+        logger: captureLogger('info').logger,
+        registry: new Registry(),
+      });
+    const first = watcherWith(new SnapshotCache(), viewsWith(secrets));
     expect((await first.reload('initial')).ok).toBe(true);
     await first.stop();
 
     // No workload's private key is written to disk; the certificate (whose SAN names it) is.
-    const savedText = await readFile(store.file, 'utf8');
-    expect(Buffer.from(savedText).includes('PRIVATE KEY')).toBe(false);
-    const savedFile = JSON.parse(savedText) as { views: Array<{ resources: Array<{ value: string }> }> };
+    const savedFile = JSON.parse(await readFile(store.file, 'utf8')) as {
+      views: Array<{ resources: Array<{ value: string }> }>;
+    };
     const savedValues = savedFile.views.flatMap((v) => v.resources.map((r) => Buffer.from(r.value, 'base64')));
     expect(savedValues.some((value) => value.includes('PRIVATE KEY'))).toBe(false);
     expect(savedValues.some((value) => value.includes('BEGIN CERTIFICATE'))).toBe(true);
 
     await writeFile(file, 'routes: [');
     // Without a mesh CA, saved mesh workloads cannot be given a certificate: not served.
-    const withoutCa = new DefinitionWatcher({
-      path: file,
-      cache: new SnapshotCache(),
-      views: createViews(gatewayViews(undefined), sidecarViews(undefined)),
-      store,
-      logger: captureLogger('info').logger,
-      registry: new Registry(),
-    });
+    const withoutCa = watcherWith(new SnapshotCache(), viewsWith());
     expect(await withoutCa.serveSaved(await withoutCa.reload('initial', { quiet: true }))).toBe(false);
 
     const cache = new SnapshotCache();
-    const views = createViews(gatewayViews(secrets), sidecarViews(secrets));
-    watcher = new DefinitionWatcher({
-      path: file,
-      cache,
-      views,
-      store,
-      secrets,
-      logger: captureLogger('info').logger,
-      registry: new Registry(),
-    });
+    const views = viewsWith(secrets);
+    watcher = watcherWith(cache, views, secrets);
     const invalid = await watcher.reload('initial', { quiet: true });
     expect(invalid.ok).toBe(false);
     expect(await watcher.serveSaved(invalid)).toBe(true);
