@@ -950,6 +950,7 @@ describe('a mesh inbound check (a sidecar in front of a service)', () => {
     expect(routeRequirements({ [authzContextKeys.permissions]: 'a' }).mesh).toBeUndefined();
     expect(routeRequirements({ [authzContextKeys.meshTrustDomain]: 'salon.test' }).mesh).toEqual({
       trustDomain: 'salon.test',
+      principalPrefix: 'spiffe://salon.test/',
       chainSeconds: 60,
     });
   });

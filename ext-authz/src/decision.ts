@@ -9,7 +9,7 @@ import { deviceIdHeader } from '@sekisho/service-kit/threat-contract';
 import { type AccountEntry, type AccountView, accountRefusal } from './accounts/state';
 import type { FirebaseClaims, RejectReason, VerifyResult } from './firebase/verify';
 import type { CompiledPolicy, Group } from './policy';
-import type { AuthProof, ThreatRefusal, ThreatView } from './threats/state';
+import { type AuthProof, additionalAuthRefusal, type ThreatRefusal, type ThreatView } from './threats/state';
 
 // The authorization decision for one request, as a pure function of the request's
 // headers, the route's requirements, the compiled policy and a token verifier.
@@ -65,6 +65,8 @@ export interface RouteRequirements {
 export interface MeshInbound {
   /** The caller must be a workload of this trust domain (spiffe://<trustDomain>/...). */
   trustDomain: string;
+  /** `spiffe://<trustDomain>/`, made once per route's context (a Check only compares). */
+  principalPrefix: string;
   /** How long a request that entered at the ingress may still be under way. */
   chainSeconds: number;
 }
@@ -186,7 +188,7 @@ function meshInbound(trustDomain: string | undefined, chainSeconds: string | und
   if (trustDomain === undefined) return undefined;
   const seconds = chainSeconds !== undefined && /^\d{1,6}$/.test(chainSeconds) ? Number(chainSeconds) : undefined;
   // Unreadable: the ingress's default request timeout, so a fresh sign-out is still refused.
-  return { trustDomain, chainSeconds: seconds ?? 60 };
+  return { trustDomain, principalPrefix: `spiffe://${trustDomain}/`, chainSeconds: seconds ?? 60 };
 }
 
 function ownerRequirement(segment: string | undefined, query: string | undefined): OwnerRequirement | undefined {
@@ -273,22 +275,26 @@ export async function decide(
   // Never dry-run either: the detector saw this user's traffic, whatever the route.
   const userBlock = threats?.userRefusal(claims.uid, nowMs);
   if (userBlock !== undefined) return { ...threatDenial(userBlock), userId: claims.uid };
-  const authState = threats?.authRefusal(claims.uid, nowMs, authProof(input, claims.payload));
-  if (authState !== undefined) return { ...threatDenial(authState), userId: claims.uid };
+  const authTimeS = typeof claims.payload.auth_time === 'number' ? claims.payload.auth_time : undefined;
+  const secondFactor = secondFactorOf(claims.payload);
+  // The proof is read only for a user under a state (nearly nobody): no work per Check otherwise.
+  const authState = threats?.authState(claims.uid, nowMs);
+  const authRefused =
+    authState && additionalAuthRefusal(authState, authProof(input, authTimeS, secondFactor !== undefined));
+  if (authRefused !== undefined) return { ...threatDenial(authRefused), userId: claims.uid };
   const group = groupOf(claims.payload, policy, account);
   const refusal = policyRefusal(input, claims, group, policy, account);
   // Dry-run: a verified caller the policy would refuse is let through, marked for the
   // upstream. A missing or failed token is never let through: nobody would be verified.
   if (refusal !== undefined && !(route.dryRun && dryRunnable.has(refusal.reason))) return refusal;
 
-  const secondFactor = secondFactorOf(claims.payload);
   const identity: Identity = {
     userId: claims.uid,
     ...(claims.email !== undefined ? { email: claims.email } : {}),
     ...(claims.emailVerified !== undefined ? { emailVerified: claims.emailVerified } : {}),
     ...(claims.phoneNumber !== undefined ? { phoneNumber: claims.phoneNumber } : {}),
     ...(group ? { group } : {}),
-    ...(typeof claims.payload.auth_time === 'number' ? { authTimeS: claims.payload.auth_time } : {}),
+    ...(authTimeS !== undefined ? { authTimeS } : {}),
     ...(secondFactor !== undefined ? { secondFactor } : {}),
   };
   const headersToSet = identityHeaderValues(identity);
@@ -330,7 +336,7 @@ function decideMeshInbound(
 ): Decision {
   const peer = input.peerPrincipal ?? '';
   if (peer === '') return { allow: false, code: 'INSUFFICIENT_PERMISSIONS', reason: 'no_peer_identity' };
-  const prefix = `spiffe://${mesh.trustDomain}/`;
+  const prefix = mesh.principalPrefix;
   if (mesh.trustDomain === '' || !peer.startsWith(prefix) || peer.length === prefix.length) {
     return { allow: false, code: 'INSUFFICIENT_PERMISSIONS', reason: 'peer_not_in_trust_domain' };
   }
@@ -412,12 +418,8 @@ function threatDenial(refusal: ThreatRefusal): Denial {
 }
 
 /** What the token and the request show against a geo anomaly's additional-authentication state. */
-function authProof(input: CheckInput, payload: Readonly<Record<string, unknown>>): AuthProof {
-  return {
-    authTimeS: typeof payload.auth_time === 'number' ? payload.auth_time : 0,
-    secondFactor: secondFactorOf(payload) !== undefined,
-    deviceId: header(input.headers, deviceIdHeader),
-  };
+function authProof(input: CheckInput, authTimeS: number | undefined, secondFactor: boolean): AuthProof {
+  return { authTimeS: authTimeS ?? 0, secondFactor, deviceId: header(input.headers, deviceIdHeader) };
 }
 
 /** firebase.sign_in_second_factor ("phone", "totp"), which Firebase sets on an MFA sign-in. */

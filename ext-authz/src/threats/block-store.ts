@@ -17,7 +17,7 @@ import {
 } from '@sekisho/service-kit/threat-contract';
 import type { Redis } from 'ioredis';
 import { connectSubscribedChannel } from '../redis-channel';
-import { type AuthProof, ThreatTable, type ThreatView } from './state';
+import { ThreatTable, type ThreatView } from './state';
 
 /** Reads every block not yet expired at nowMs; records that do not parse are skipped and counted. */
 export async function readBlocks(
@@ -152,8 +152,8 @@ export class RedisThreatStore implements ThreatView {
     return this.table.userRefusal(uid, nowMs);
   }
 
-  authRefusal(uid: string, nowMs: number, proof: AuthProof) {
-    return this.table.authRefusal(uid, nowMs, proof);
+  authState(uid: string, nowMs: number) {
+    return this.table.authState(uid, nowMs);
   }
 
   get subscribed(): boolean {

@@ -24,8 +24,23 @@ export interface ThreatView {
   ipRefusal(ip: string | undefined, nowMs: number): ThreatRefusal | undefined;
   /** A verified user's block, or the aggressive limit it is under (which this call counts). */
   userRefusal(uid: string, nowMs: number): ThreatRefusal | undefined;
-  /** A geo anomaly's state on the user, unless the request proves what it asks for. */
-  authRefusal(uid: string, nowMs: number, proof: AuthProof): ThreatRefusal | undefined;
+  /** A geo anomaly's additional-authentication state in force on the user (what the request must then prove). */
+  authState(uid: string, nowMs: number): AuthState | undefined;
+}
+
+/** A geo anomaly's state on a user. */
+export type AuthState = Extract<ThreatBlock, { kind: 'auth' }>;
+
+/**
+ * A second factor counts only from a sign-in at or after the far one (an older one proved
+ * nothing about it); a device counts only when an operator registered it for the user (the
+ * record holds its hash, so a header alone never passes).
+ */
+export function additionalAuthRefusal(state: AuthState, proof: AuthProof): ThreatRefusal | undefined {
+  if (proof.secondFactor && proof.authTimeS >= state.authTimeS) return undefined;
+  if (proof.deviceId !== undefined && proof.deviceId !== '' && state.devices.includes(deviceHash(proof.deviceId)))
+    return undefined;
+  return { code: 'ADDITIONAL_AUTH_REQUIRED', reason: 'additional_auth_required', block: state };
 }
 
 /**
@@ -92,19 +107,10 @@ export class ThreatTable implements ThreatView {
     return { code: 'RATE_LIMIT_EXCEEDED', reason: 'user_rate_limited', block: limited, retryAfterSeconds };
   }
 
-  /**
-   * A second factor counts only from a sign-in at or after the far one (an older one proved
-   * nothing about it); a device counts only when an operator registered it for the user (the
-   * record holds its hash, so a header alone never passes).
-   */
-  authRefusal(uid: string, nowMs: number, proof: AuthProof): ThreatRefusal | undefined {
+  authState(uid: string, nowMs: number): AuthState | undefined {
     if (this.blocks.size === 0) return undefined;
-    const block = this.inForce(`auth:${uid}`, nowMs);
-    if (block?.kind !== 'auth') return undefined;
-    if (proof.secondFactor && proof.authTimeS >= block.authTimeS) return undefined;
-    if (proof.deviceId !== undefined && proof.deviceId !== '' && block.devices.includes(deviceHash(proof.deviceId)))
-      return undefined;
-    return { code: 'ADDITIONAL_AUTH_REQUIRED', reason: 'additional_auth_required', block };
+    const block = this.inForce(blockMember({ kind: 'auth', subject: uid }), nowMs);
+    return block?.kind === 'auth' ? block : undefined;
   }
 
   private inForce(member: string, nowMs: number): ThreatBlock | undefined {
