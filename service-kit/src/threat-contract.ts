@@ -129,6 +129,17 @@ export const threatChangeSchema = z.union([
 export type ThreatChange = z.infer<typeof threatChangeSchema>;
 
 /** The request header naming the client's device (checked against the user's trusted set). */
+/**
+ * Lifts a block and announces it (KEYS: index, records, channel; ARGV: member, the change's
+ * JSON); 1 when one was in force. The admin command's unblock and the detector's lift (a
+ * second-factor sign-in) run this one script, so they cannot come to differ.
+ */
+export const liftBlockScript = `
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if removed == 1 then redis.call('PUBLISH', KEYS[3], ARGV[2]) end
+return removed`;
+
 export const deviceIdHeader = 'x-device-id';
 
 /** How a device id is kept and compared: never the id itself, which works like a credential. */

@@ -1,6 +1,12 @@
 // The detector's Redis: sliding counters shared by every receiver, and the block records
 // ext-authz reads (layout in service-kit/src/threat-contract.ts).
-import { blockMember, type ThreatBlock, type ThreatChange, threatKeys } from '@sekisho/service-kit/threat-contract';
+import {
+  blockMember,
+  liftBlockScript,
+  type ThreatBlock,
+  type ThreatChange,
+  threatKeys,
+} from '@sekisho/service-kit/threat-contract';
 import type { Redis, Result } from 'ioredis';
 import type { PendingCount } from './buffer';
 import type { UsualPlace } from './geo';
@@ -39,13 +45,6 @@ local last = redis.call('GET', KEYS[1])
 if last and tonumber(last) >= tonumber(ARGV[1]) then return false end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return redis.call('LRANGE', KEYS[2], 0, -1)`;
-
-// Lifts a block and announces it (the far sign-in's state, once a second factor was shown).
-const liftBlockScript = `
-local removed = redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-if removed == 1 then redis.call('PUBLISH', KEYS[3], ARGV[2]) end
-return removed`;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {

@@ -9,6 +9,7 @@ import type { RedisTopology } from '@sekisho/service-kit/redis-topology';
 import {
   blockMember,
   deviceHash,
+  liftBlockScript,
   type ThreatBlock,
   type ThreatChange,
   threatBlockSchema,
@@ -39,18 +40,12 @@ export async function readBlocks(
   return { blocks, skipped };
 }
 
-const unblockScript = `
-local removed = redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-if removed == 1 then redis.call('PUBLISH', KEYS[3], ARGV[2]) end
-return removed`;
-
 /** Lifts a block (the admin command's side); every replica drops it within a second. */
 export async function removeBlock(redis: Redis, prefix: string, member: string): Promise<boolean> {
   const keys = threatKeys(prefix);
   const change: ThreatChange = { op: 'unblock', member };
   const removed = await redis.eval(
-    unblockScript,
+    liftBlockScript,
     3,
     keys.index,
     keys.records,
