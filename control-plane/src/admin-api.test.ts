@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { ConfigError } from '@sekisho/service-kit/config';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { redactSecrets } from './admin-api';
 import { type ControlPlane, configSchema, loadControlPlaneConfig, startControlPlane } from './main';
+import { redactSecrets } from './redact';
 import {
   AdsTestStream,
   adsClient,

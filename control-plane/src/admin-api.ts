@@ -16,8 +16,6 @@ import { pushOrder } from './xds/type-urls';
 // Off loopback it needs a bearer token (CONTROL_PLANE_ADMIN_TOKEN_FILE); /healthz, /readyz and
 // /metrics stay open for the kubelet and Prometheus.
 
-export { redactSecrets };
-
 export const adminTokenVariable = 'CONTROL_PLANE_ADMIN_TOKEN_FILE';
 
 const digest = (text: string) => createHash('sha256').update(text).digest();

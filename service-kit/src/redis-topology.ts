@@ -281,7 +281,7 @@ export function resolveRedisTopology(
 }
 
 /** Node TLS options for rediss:// (undefined for redis://). */
-export function redisTlsOptions(
+function redisTlsOptions(
   topology: RedisTopology,
 ): { ca?: string; cert?: string; key?: string; servername?: string } | undefined {
   const { tls } = topology;

@@ -13,7 +13,7 @@ import { createMetricsRegistry } from './metrics';
 export const workersVariable = 'SEKISHO_WORKERS';
 const indexVariable = 'SEKISHO_WORKER_INDEX';
 /** More processes than this is a typo, not a deployment: a pod gets a few cores. */
-export const maxWorkers = 64;
+const maxWorkers = 64;
 
 /** SEKISHO_WORKERS: a whole number 1–64, 1 when unset or empty; anything else is a ConfigError naming it. */
 export function workerCountFrom(env: NodeJS.ProcessEnv = process.env): number {
@@ -53,7 +53,7 @@ interface AdminReply {
   id: number;
   body: unknown;
 }
-export const shutdownMessage = { type: 'sekisho:shutdown' } as const;
+const shutdownMessage = { type: 'sekisho:shutdown' } as const;
 
 const isAdminRequest = (m: unknown): m is AdminRequest =>
   typeof m === 'object' && m !== null && (m as { type?: unknown }).type === 'sekisho:admin';

@@ -3,7 +3,7 @@ import { nodeViewKey, policyViews } from '@sekisho/service-kit/contract';
 import type { FieldError } from '../definition/field-error';
 import type { GatewayIR } from '../ir/types';
 import type { WorkloadSecrets } from '../mesh/contract';
-import { translateSidecar } from '../translate/sidecar/index';
+import { sidecarNodeCluster, translateSidecar } from '../translate/sidecar/index';
 import type { Resource, ResourcesByType } from './resources';
 import { typeUrls } from './type-urls';
 
@@ -143,7 +143,6 @@ export function gatewayViews(secrets?: WorkloadSecrets): View[] {
   ];
 }
 
-const sidecarPrefix = 'sidecar:';
 const sidecarName = /^sidecar:[a-z][a-z0-9-]{0,62}$/;
 
 /**
@@ -159,7 +158,7 @@ export function sidecarViews(secrets: WorkloadSecrets | undefined): ViewFamily {
       const views = new Map<string, ResourcesByType>();
       for (const service of ir.mesh?.services ?? []) {
         views.set(
-          `${sidecarPrefix}${service.name}`,
+          sidecarNodeCluster(service.name),
           withSecrets(translateSidecar(ir, service), secretsOf(secrets, service.spiffeId)),
         );
       }

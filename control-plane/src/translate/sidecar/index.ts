@@ -16,7 +16,7 @@ import { loadAssignment } from '../endpoints';
 import { appCluster, inboundListener, inboundRoutes } from './inbound';
 import { outboundClusters, outboundEndpoints, outboundListener, outboundRoutes } from './outbound';
 
-export { sidecarNodeCluster, sidecarViewName } from './names';
+export { sidecarNodeCluster } from './names';
 
 export function translateSidecar(ir: GatewayIR, service: MeshServiceIR): ResourcesByType {
   if (!ir.mesh) throw new Error('translateSidecar needs a mesh');

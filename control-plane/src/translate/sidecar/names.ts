@@ -4,8 +4,7 @@ export const sidecarOutboundName = 'sidecar_outbound';
 /** The app behind the sidecar, on loopback. */
 export const sidecarAppClusterName = 'sidecar_app';
 
-/** The node cluster a sidecar of `service` announces (injector/README.md's identity contract). */
+/** The node cluster a sidecar of `service` announces (injector/README.md's identity contract), and its view's name. */
 export function sidecarNodeCluster(service: string): string {
   return `sidecar:${service}`;
 }
-export const sidecarViewName = sidecarNodeCluster;
