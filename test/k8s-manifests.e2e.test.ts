@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { compileDefinitionFile } from '@sekisho/control-plane/definition/load';
 import { configSchema as controlPlaneConfig } from '@sekisho/control-plane/main';
 import { createControlChannelCertificates } from '@sekisho/devstack/control-channel-certs';
@@ -15,8 +15,11 @@ import { namespaceLabel, proxyLabel, proxyXdsSecretName } from '@sekisho/injecto
 import { configSchema as injectorConfig } from '@sekisho/injector/config';
 import { webhookPath } from '@sekisho/injector/server';
 import { configSchema as rateLimitConfig } from '@sekisho/ratelimit-service/config';
+import { createMetricsRegistry } from '@sekisho/service-kit/metrics';
 import { redisSettingsOf, resolveRedisTopology } from '@sekisho/service-kit/redis-topology';
 import { workerCountFrom, workersVariable } from '@sekisho/service-kit/workers';
+import { configSchema as threatDetectorConfig } from '@sekisho/threat-detector/config';
+import { createAlertMetrics, createDetectorMetrics } from '@sekisho/threat-detector/metrics';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments, stringify } from 'yaml';
 import {
@@ -125,13 +128,14 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
     }
   });
 
-  it('scales the policy services and the ingress with an HPA, the control plane and injector at 2 replicas', () => {
+  it('scales the policy services, the threat detector and the ingress with an HPA, the control plane and injector at 2 replicas', () => {
     const hpas = named(objects(), 'HorizontalPodAutoscaler');
     const deployments = new Map(named(objects(), 'Deployment').map((d) => [d.metadata.name, d]));
     expect(hpas.map((h) => h.spec.scaleTargetRef.name).sort()).toEqual([
       'sekisho-ext-authz',
       'sekisho-ingress',
       'sekisho-ratelimit',
+      'sekisho-threat-detector',
     ]);
     for (const h of hpas) {
       const target = deployments.get(h.spec.scaleTargetRef.name);
@@ -349,9 +353,15 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
       'sekisho-ext-authz': extAuthzConfig,
       'sekisho-ratelimit': rateLimitConfig,
       'sekisho-injector': injectorConfig,
+      'sekisho-threat-detector': threatDetectorConfig,
     };
-    // service-kit's own variable, read by runService of the services that may run several workers.
-    const withWorkers = new Set(['sekisho-ext-authz', 'sekisho-ratelimit']);
+    // service-kit's own variable, read by runService: the policy services may run several
+    // workers; the threat detector runs one process (runService refuses another value).
+    const withWorkers = new Set(['sekisho-ext-authz', 'sekisho-ratelimit', 'sekisho-threat-detector']);
+    const oneProcess = new Set(['sekisho-threat-detector']);
+    // What a Secret key stands for when the check needs a value.
+    const secretValue = (key: string) =>
+      key === 'url' ? 'https://hooks.slack.example/services/T0/B0/x' : 'redis://redis.example:6379';
     for (const [name, schema] of Object.entries(schemas)) {
       const d = named(objects(), 'Deployment').find((x) => x.metadata.name === name) as Json;
       const all: Json[] = d.spec.template.spec.containers[0].env;
@@ -359,13 +369,17 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
       if (withWorkers.has(name)) {
         expect(workers, `${name}: ${workersVariable} next to the CPU limit`).toBeDefined();
         expect(workerCountFrom({ [workersVariable]: workers?.value })).toBeGreaterThanOrEqual(1);
+        if (oneProcess.has(name)) expect(workers?.value, name).toBe('1');
       }
       const env = withWorkers.has(name) ? all.filter((e) => e !== workers) : all;
       const variables = new Set(Object.keys(schema.shape));
       expect(variables.size, `${name}: schema keys`).toBeGreaterThan(3);
       for (const e of env) expect(variables.has(e.name), `${name}: ${e.name}`).toBe(true);
       const literal = Object.fromEntries(
-        env.map((e) => [e.name, e.value ?? (e.valueFrom?.fieldRef ? 'pod-name-1' : 'redis://redis.example:6379')]),
+        env.map((e) => [
+          e.name,
+          e.value ?? (e.valueFrom?.fieldRef ? 'pod-name-1' : secretValue(e.valueFrom?.secretKeyRef?.key)),
+        ]),
       );
       const parsed = schema.safeParse(literal);
       expect(parsed.success, `${name}: ${JSON.stringify(parsed.error)}`).toBe(true);
@@ -373,7 +387,11 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
   });
 
   it('reaches Redis through Sentinel in prod (TLS, ACL users, everything from the Secret), the StatefulSet in dev', () => {
-    const components = { 'sekisho-ext-authz': 'EXT_AUTHZ', 'sekisho-ratelimit': 'RATELIMIT' } as const;
+    const components = {
+      'sekisho-ext-authz': 'EXT_AUTHZ',
+      'sekisho-ratelimit': 'RATELIMIT',
+      'sekisho-threat-detector': 'THREAT',
+    } as const;
     // What `kubectl create secret generic sekisho-redis` in the overlay's comment holds.
     const secret: Record<string, string> = {
       sentinels: 'rediss://sentinel-0.redis.internal:26379,rediss://sentinel-1.redis.internal:26379',
@@ -439,7 +457,7 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
       w.spec.template.spec.containers.map((c: Json) => c.image as string),
     );
     const sekisho = images.filter((i) => i.includes('/sekisho/'));
-    expect(sekisho.length).toBe(4);
+    expect(sekisho.length).toBe(5);
     const prefixes = new Set(sekisho.map((i) => i.replace(/\/sekisho\/[^:]+/, '/sekisho/*')));
     expect(prefixes.size).toBe(1);
     expect(images).toContain('envoyproxy/envoy:v1.40.0');
@@ -498,6 +516,7 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
       'sekisho-ingress-stats',
       'sekisho-injector',
       'sekisho-ratelimit',
+      'sekisho-threat-detector',
     ]);
     const [sidecars] = named(objects(), 'PodMonitor');
     expect(sidecars?.spec.selector.matchLabels).toEqual({ [proxyLabel]: 'sidecar' });
@@ -568,7 +587,7 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
     };
     type Actor = ReturnType<typeof pod> | { name: string; ip: string };
     const actors: Actor[] = [
-      ...['ingress', 'control-plane', 'ext-authz', 'ratelimit', 'injector', 'redis'].flatMap(system),
+      ...['ingress', 'control-plane', 'ext-authz', 'ratelimit', 'threat-detector', 'injector', 'redis'].flatMap(system),
       pod('mesh-pod', 'salon', { 'app.kubernetes.io/name': 'customer' }, { 'sekisho.io/inject': 'enabled' }),
       pod('other-pod', 'default', { app: 'x' }),
       pod('prometheus', 'monitoring', { 'app.kubernetes.io/name': 'prometheus' }),
@@ -580,7 +599,7 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
     const ports = [
       'TCP/53',
       'UDP/53',
-      ...[443, 6379, 6380, 26379, 8080, 8443, 9001, 9002, 9101, 9102, 9103, 9443, 9902, 15006, 18000, 18001].map(
+      ...[443, 6379, 6380, 26379, 8080, 8443, 9001, 9002, 9003, 9101, 9102, 9103, 9443, 9902, 15006, 18000, 18001].map(
         (p) => `TCP/${p}`,
       ),
     ];
@@ -636,13 +655,12 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
         list.map((p) => `${from} -> ${to} TCP/${p}`),
       );
     const dns = (from: string) => [`${from} -> kube-dns TCP/53`, `${from} -> kube-dns UDP/53`];
+    const redisClients = ['ext-authz', 'ratelimit', 'threat-detector'];
     const redis =
       overlay === 'dev'
-        ? ['ext-authz -> redis TCP/6379', 'ratelimit -> redis TCP/6379']
+        ? redisClients.map((from) => `${from} -> redis TCP/6379`)
         : // The data nodes (6379, or 6380 for TLS) and the sentinels (26379).
-          ['ext-authz', 'ratelimit'].flatMap((from) =>
-            [6379, 6380, 26379].map((port) => `${from} -> external-redis TCP/${port}`),
-          );
+          redisClients.flatMap((from) => [6379, 6380, 26379].map((port) => `${from} -> external-redis TCP/${port}`));
     const expected = [
       // Clients reach the ingress; the API server (from wherever it is) reaches the webhook.
       ...fromAnywhere('ingress', [8080, 8443]),
@@ -652,14 +670,20 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
       'ingress -> ext-authz TCP/9001',
       'ingress -> ratelimit TCP/9002',
       'ingress -> mesh-pod TCP/15006',
+      // The ingress streams its access log to the threat detector (sidecars do not: nothing
+      // else reaches its gRPC port).
+      'ingress -> threat-detector TCP/9003',
       // Sidecars of opted-in namespaces: ADS and the policy services.
       'mesh-pod -> control-plane TCP/18000',
       'mesh-pod -> ext-authz TCP/9001',
       'mesh-pod -> ratelimit TCP/9002',
-      // The policy services: ADS, Redis, and (ext-authz) Google's keys over HTTPS.
+      // The policy services: ADS, Redis, and (ext-authz) Google's keys over HTTPS; the threat
+      // detector: Redis (in the list above) and no control plane (its rules come in the entries).
       'ext-authz -> control-plane TCP/18000',
       'ratelimit -> control-plane TCP/18000',
       'ext-authz -> internet TCP/443',
+      // The threat detector's alert webhook (Slack or another public HTTPS endpoint).
+      'threat-detector -> internet TCP/443',
       ...redis,
       // Prometheus scrapes every admin port.
       'prometheus -> ingress TCP/9902',
@@ -667,16 +691,84 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
       'prometheus -> ext-authz TCP/9101',
       'prometheus -> ratelimit TCP/9102',
       'prometheus -> injector TCP/9103',
+      'prometheus -> threat-detector TCP/9103',
       ...[
         'ingress',
         'control-plane',
         'ext-authz',
         'ratelimit',
+        'threat-detector',
         'injector',
         ...(overlay === 'dev' ? ['redis'] : []),
       ].flatMap(dns),
     ];
     expect(allowed.sort()).toEqual(expected.sort());
+  });
+
+  it("alerts on the threat detector's failure modes, on metrics it exports", async () => {
+    const alerts = named(objects(), 'PrometheusRule')
+      .flatMap((r) => r.spec.groups.flatMap((g: Json) => g.rules))
+      .filter((r: Json) => r.alert && String(r.expr).includes('job="sekisho-threat-detector"'));
+    const byName = Object.fromEntries(alerts.map((a: Json) => [a.alert, a]));
+    expect(Object.keys(byName).sort()).toEqual([
+      'SekishoSecurityEventsSurge',
+      'SekishoThreatAlertWebhookFailing',
+      'SekishoThreatDetectionPaused',
+      'SekishoThreatDetectorDown',
+      'SekishoThreatFactsDropped',
+    ]);
+    const registry = createMetricsRegistry('threat-detector');
+    createDetectorMetrics(registry, () => 0);
+    createAlertMetrics(registry);
+    const exported = new Set([...(await registry.getMetricsAsJSON()).map((m) => m.name), 'up']);
+    for (const a of alerts) {
+      const used = [...String(a.expr).matchAll(/([a-z_][a-z0-9_]*)\{job="sekisho-threat-detector"/g)].map((m) => m[1]);
+      expect(used.length, a.alert).toBeGreaterThan(0);
+      for (const name of used) expect(exported.has(name as string), `${a.alert}: ${name}`).toBe(true);
+    }
+    expect(byName.SekishoThreatDetectionPaused.expr).toContain('sekisho_threat_detection_paused');
+    expect(byName.SekishoThreatFactsDropped.expr).toContain('sekisho_threat_facts_dropped_total');
+    expect(byName.SekishoThreatAlertWebhookFailing.expr).toContain('result="failed"');
+    expect(byName.SekishoSecurityEventsSurge.labels.category).toBe('security');
+    // Detection down is a critical feature unavailable (as the rate-limit service down), not an outage.
+    expect(byName.SekishoThreatDetectorDown.labels.incident_level).toBe('P1');
+    expect(byName.SekishoThreatDetectionPaused.labels.incident_level).toBe('P1');
+  });
+
+  it("points the definition's policy services, the threat detector included, at their Services' gRPC ports", () => {
+    const definition = parse(
+      String(
+        named(objects(), 'ConfigMap').find((c) => c.metadata.name === 'sekisho-gateway-definition')?.data[
+          'gateway.yaml'
+        ],
+      ),
+    );
+    const services = new Map(named(objects(), 'Service').map((s) => [s.metadata.name, s]));
+    const expected = {
+      extAuthz: 'sekisho-ext-authz',
+      rateLimit: 'sekisho-ratelimit',
+      threatDetector: 'sekisho-threat-detector',
+    };
+    for (const [field, serviceName] of Object.entries(expected)) {
+      const address = String(definition.policyServices[field]?.address);
+      const [host, port] = address.split(':');
+      expect(host, field).toBe(`${serviceName}.sekisho-system.svc.cluster.local`);
+      const grpc = services.get(serviceName)?.spec.ports.find((p: Json) => p.name === 'grpc');
+      expect(grpc?.port, field).toBe(Number(port));
+      expect(grpc?.appProtocol, field).toBe('kubernetes.io/h2c');
+    }
+    // With threats the control plane adds the gRPC access log to the ingress's listeners.
+    expect(definition.threats).toBeDefined();
+    const detector = named(objects(), 'Deployment').find((d) => d.metadata.name === 'sekisho-threat-detector') as Json;
+    const env = Object.fromEntries(detector.spec.template.spec.containers[0].env.map((e: Json) => [e.name, e]));
+    expect(env.THREAT_GRPC_PORT.value).toBe(String(services.get('sekisho-threat-detector')?.spec.ports[0].port));
+    // The alert webhook is a secret (whoever has the URL can post to the channel): from an
+    // optional Secret, so the detector starts without alerts when it does not exist.
+    expect(env.THREAT_ALERT_WEBHOOK_URL.valueFrom).toEqual({
+      secretKeyRef: { name: 'sekisho-threat-alert-webhook', key: 'url', optional: true },
+    });
+    // The GeoIP database only with the component (a missing file stops the detector's start).
+    expect(env.THREAT_GEOIP_DATABASE).toBeUndefined();
   });
 
   it('serves a gateway definition that compiles', async () => {
@@ -693,6 +785,55 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
       await writeFile(join(dir, 'gateway.yaml'), text);
       const result = await compileDefinitionFile(join(dir, 'gateway.yaml'));
       expect(result.ok ? [] : result.errors).toEqual([]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('k8s/components/threat-detector-geoip', () => {
+  it("adds the City database from a read-only volume the detector's variable points into, to either overlay", async () => {
+    const bin = findKustomize();
+    if (!bin) throw new Error(kustomizeInstallHint);
+    const dir = await mkdtemp(join(tmpdir(), 'sekisho-k8s-geoip-'));
+    try {
+      for (const overlay of overlays) {
+        // An overlay of the overlay, as a platform team writes it (kustomize wants relative paths).
+        const k8s = relative(dir, join(repoRoot, 'k8s'));
+        await writeFile(
+          join(dir, 'kustomization.yaml'),
+          stringify({
+            apiVersion: 'kustomize.config.k8s.io/v1beta1',
+            kind: 'Kustomization',
+            resources: [`${k8s}/overlays/${overlay}`],
+            components: [`${k8s}/components/threat-detector-geoip`],
+          }),
+        );
+        const objects = parseAllDocuments(await kustomizeBuild(bin, dir)).map((d) => d.toJSON() as Json);
+        const problems = objects.flatMap((o) => {
+          const found = validateObject(o);
+          return found.length ? [describeProblems(id(o), found)] : [];
+        });
+        expect(problems.join('\n')).toBe('');
+        const pod = (named(objects, 'Deployment').find((d) => d.metadata.name === 'sekisho-threat-detector') as Json)
+          .spec.template.spec;
+        expect(podSecurityRestrictedProblems(pod), overlay).toEqual([]);
+        const container = pod.containers[0];
+        const database = container.env.find((e: Json) => e.name === 'THREAT_GEOIP_DATABASE')?.value as string;
+        // A City database: the detector refuses a Country one (it has no coordinates).
+        expect(database, overlay).toMatch(/-City\.mmdb$/);
+        const mount = container.volumeMounts.find((m: Json) => database.startsWith(`${m.mountPath}/`));
+        expect(mount, overlay).toMatchObject({ readOnly: true });
+        expect(mount.subPath).toBeUndefined();
+        expect(pod.volumes.find((v: Json) => v.name === mount.name)).toEqual({
+          name: mount.name,
+          persistentVolumeClaim: { claimName: 'sekisho-threat-geoip', readOnly: true },
+        });
+        // The overlay's own settings stay (Redis, the webhook).
+        const names = container.env.map((e: Json) => e.name);
+        expect(names).toContain('THREAT_REDIS_URL');
+        expect(names).toContain('THREAT_ALERT_WEBHOOK_URL');
+      }
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
