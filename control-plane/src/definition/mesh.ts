@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { isDnsName } from './endpoint';
 import { hostPort, permission } from './fields';
-import { httpMethods, matchPattern, matchString, retries, serviceName } from './routes';
+import { httpMethods, matchPattern, matchString, retries, routeId, serviceName } from './routes';
 
 /** Kubernetes names: RFC 1123 labels (namespaces, service accounts). */
 const kubernetesName = (what: string) =>
@@ -49,10 +49,7 @@ const allowRule = z.strictObject({
 function meshRoute<Limit extends z.ZodType>(routeLimit: Limit) {
   return z.strictObject({
     /** Part of the rate-limit keys (`<service>:<id>`); default: slug of the match. */
-    id: z
-      .string()
-      .regex(/^[a-z0-9][a-z0-9._-]*$/, { message: 'a route id is lower-case letters, digits, ".", "_" and "-"' })
-      .optional(),
+    id: routeId.optional(),
     /** "METHOD /path" or "/prefix/*", as the ingress routes' short form. */
     match: matchString,
     /** Permissions the end user needs, all of them (from the user's group, as the policy defines it). */

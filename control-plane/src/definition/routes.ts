@@ -18,6 +18,11 @@ export const serviceName = z
   .string()
   .regex(/^[a-z][a-z0-9-]*$/, { message: 'a service name is lower-case letters, digits and "-"' });
 
+/** A route's id (an ingress route's, a mesh route's within its service). */
+export const routeId = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]*$/, { message: 'a route id is lower-case letters, digits, ".", "_" and "-"' });
+
 /** The short match form, "METHOD /path" or "/prefix/*" (also a mesh route's match). */
 export const matchString = z.string().superRefine((text, ctx) => {
   const parsed = matchPattern.exec(text);
@@ -280,10 +285,7 @@ export function routeSchema<Limit extends z.ZodType>(routeLimit: Limit) {
   return z
     .strictObject({
       /** Stable id used in logs, metrics, rate-limit keys; default: slug of the match. */
-      id: z
-        .string()
-        .regex(/^[a-z0-9][a-z0-9._-]*$/, { message: 'a route id is lower-case letters, digits, ".", "_" and "-"' })
-        .optional(),
+      id: routeId.optional(),
       match: routeMatch,
       to: serviceName.optional(),
       /** Weighted services (canary): each request goes to one of them. */
