@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { isDnsName } from './endpoint';
 import { hostPort, permission } from './fields';
-import { httpMethods, matchPattern, matchString, retries, routeId, serviceName } from './routes';
+import { httpMethods, matchString, pathString, retries, routeId, serviceName } from './routes';
 
 /** Kubernetes names: RFC 1123 labels (namespaces, service accounts). */
 const kubernetesName = (what: string) =>
@@ -21,16 +21,6 @@ const trustDomain = z.string().refine((text) => isDnsName(text) && text === text
 
 const port = z.int().min(1).max(65_535);
 
-/** "/path" or "/prefix/*" (the route match syntax without a method: methods are a list of their own). */
-const pathPattern = z.string().superRefine((text, ctx) => {
-  const parsed = matchPattern.exec(text);
-  if (!parsed || parsed[1] !== undefined) {
-    ctx.addIssue({ code: 'custom', message: `must be "/path" or "/prefix/*", got "${text}"` });
-  } else if (parsed[3] && !parsed[2]?.endsWith('/')) {
-    ctx.addIssue({ code: 'custom', message: `"*" is only allowed as a trailing "/*", got "${text}"` });
-  }
-});
-
 /** A caller: the ingress Envoy, or another mesh service by its name. */
 const caller = z.union([z.literal('ingress'), serviceName]);
 
@@ -38,7 +28,7 @@ const caller = z.union([z.literal('ingress'), serviceName]);
 const allowRule = z.strictObject({
   from: z.array(caller).min(1),
   methods: z.array(z.enum(httpMethods)).min(1).optional(),
-  paths: z.array(pathPattern).min(1).optional(),
+  paths: z.array(pathString).min(1).optional(),
 });
 
 /**

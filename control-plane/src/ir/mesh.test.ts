@@ -132,6 +132,18 @@ describe('the mesh section', () => {
       [{ path: 'mesh.services.appointment.allow[0].paths[0]', message: expect.stringContaining('"/path"') }],
     ],
     [
+      'a path with a star that is not a trailing /*',
+      (d: Definition) => {
+        d.mesh.services.appointment.allow[0].paths = ['/appointments*'];
+      },
+      [
+        {
+          path: 'mesh.services.appointment.allow[0].paths[0]',
+          message: '"*" is only allowed as a trailing "/*", got "/appointments*"',
+        },
+      ],
+    ],
+    [
       'a misspelt key',
       (d: Definition) => {
         d.mesh.services.customer.alow = [];
