@@ -304,6 +304,26 @@ export function redisCli(
   });
 }
 
+/**
+ * Waits until the server at `port` is a replica whose link to its master is up (INFO
+ * replication shows master_link_status only on a replica): it holds what the master had, so
+ * it can take over.
+ */
+export async function waitForReplicaSync(port: number, auth: RedisCliAuth = {}, timeoutMs = 30_000): Promise<void> {
+  await waitUntil(`the replica ${port} to sync with its master`, timeoutMs, {}, async () => {
+    const info = await redisCli(port, ['info', 'replication'], auth).catch((e: Error) => e.message);
+    return info.includes('master_link_status:up') ? { done: true, value: undefined } : { done: false, detail: info };
+  });
+}
+
+/** Waits until the server at `port` answers ROLE as a master (a replica promoted). */
+export async function waitForMasterRole(port: number, auth: RedisCliAuth = {}, timeoutMs = 30_000): Promise<void> {
+  await waitUntil(`the server ${port} to be a master`, timeoutMs, {}, async () => {
+    const role = await redisCli(port, ['role'], auth).catch((e: Error) => e.message);
+    return role.startsWith('master') ? { done: true, value: undefined } : { done: false, detail: role };
+  });
+}
+
 const baseArgs = (port: number, dir: string) => [
   '--port',
   String(port),
@@ -552,6 +572,11 @@ export interface RedisSentinelHandle {
   failover(timeoutMs?: number): Promise<number>;
   /** Waits until the sentinels name a master other than `oldPort` that answers as a master. */
   waitForNewMaster(oldPort: number, timeoutMs?: number): Promise<number>;
+  /**
+   * The data nodes as the sentinels name them now, once the replica is in sync with the master
+   * (so a killed master's replica holds what it had and can take over).
+   */
+  syncedRoles(timeoutMs?: number): Promise<{ master: RedisNode; replica: RedisNode }>;
   /** How redis-cli logs in to the data nodes and to the sentinels (TLS, user, password). */
   readonly dataAuth: RedisCliAuth;
   readonly sentinelAuth: RedisCliAuth;
@@ -647,10 +672,7 @@ export async function startRedisSentinel(
       );
     }
     const [master, replica] = servers as [RedisNode, RedisNode];
-    await waitUntil('the replica to sync with the master', 20_000, {}, async () => {
-      const info = await redisCli(replica.port, ['info', 'replication'], dataAuth);
-      return info.includes('master_link_status:up') ? { done: true, value: undefined } : { done: false, detail: info };
-    });
+    await waitForReplicaSync(replica.port, dataAuth, 20_000);
     for (let i = 0; i < count; i++) {
       const dir = join(root, `sentinel-${i}`);
       await mkdir(dir);
@@ -735,6 +757,14 @@ export async function startRedisSentinel(
     sentinels,
     masterPort,
     waitForNewMaster,
+    syncedRoles: async (timeoutMs = 30_000) => {
+      const port = await masterPort();
+      const master = servers.find((s) => s.port === port);
+      const replica = servers.find((s) => s.port !== port);
+      if (!master || !replica) throw new Error(`the sentinels name ${port}, neither data node`);
+      await waitForReplicaSync(replica.port, dataAuth, timeoutMs);
+      return { master, replica };
+    },
     failover: async (timeoutMs = 30_000) => {
       const old = await masterPort();
       // A sentinel refuses a failover until it has seen the replica (INFO every 10 s at first).

@@ -1,9 +1,9 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitUntil } from '@sekisho/devstack/processes';
 import { type RedisSentinelHandle, redisCli, startRedisSentinel } from '@sekisho/devstack/redis';
-import { createCertificateAuthority, issueServerCertificate } from '@sekisho/devstack/tls-certs';
+import { writeRedisTlsFiles } from '@sekisho/devstack/redis-failover';
 import { createLogger } from '@sekisho/service-kit/logger';
 import { type RedisTopology, redisNodeOptions } from '@sekisho/service-kit/redis-topology';
 import { type ThreatBlock, threatKeys } from '@sekisho/service-kit/threat-contract';
@@ -37,22 +37,8 @@ let threats: RedisThreatStore;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'authz-sentinel-'));
-  const ca = await createCertificateAuthority('sekisho test sentinel CA');
-  const cert = await issueServerCertificate(ca, {
-    usages: ['serverAuth', 'clientAuth'],
-    commonName: 'localhost',
-    dnsNames: ['localhost'],
-    ipAddresses: ['127.0.0.1'],
-  });
-  const caFile = join(dir, 'ca.pem');
-  await writeFile(caFile, ca.certificatePem);
-  await writeFile(join(dir, 'server.pem'), cert.certificatePem);
-  await writeFile(join(dir, 'server-key.pem'), cert.privateKeyPem);
-  sentinel = await startRedisSentinel({
-    sentinels: 3,
-    ...users,
-    tls: { certFile: join(dir, 'server.pem'), keyFile: join(dir, 'server-key.pem'), caFile },
-  });
+  const tls = await writeRedisTlsFiles(dir, 'sekisho test sentinel CA');
+  sentinel = await startRedisSentinel({ sentinels: 3, ...users, tls });
   const config = loadExtAuthzConfig({
     EXT_AUTHZ_REDIS_MODE: 'sentinel',
     EXT_AUTHZ_REDIS_URL: sentinel.sentinelUrls.join(','),
@@ -61,7 +47,7 @@ beforeAll(async () => {
     EXT_AUTHZ_REDIS_PASSWORD: users.dataUser.password,
     EXT_AUTHZ_REDIS_SENTINEL_USERNAME: users.sentinelUser.name,
     EXT_AUTHZ_REDIS_SENTINEL_PASSWORD: users.sentinelUser.password,
-    EXT_AUTHZ_REDIS_TLS_CA_FILE: caFile,
+    EXT_AUTHZ_REDIS_TLS_CA_FILE: tls.caFile,
   });
   if (!config.redis) throw new Error('EXT_AUTHZ_REDIS_URL was given: a topology is expected');
   topology = config.redis;
@@ -169,14 +155,8 @@ describe('ext-authz state through Sentinel (TLS, ACL users), EXT_AUTHZ_REDIS_MOD
   }, 90_000);
 
   it('keeps receiving them after the master is killed and the sentinels promote the replica', async () => {
-    const oldPort = await sentinel.masterPort();
-    const master = sentinel.servers.find((s) => s.port === oldPort);
-    const replica = sentinel.servers.find((s) => s.port !== oldPort);
-    if (!master || !replica) throw new Error('the sentinels name neither server');
-    await waitUntil('the replica to sync', 30_000, {}, async () => {
-      const info = await redisCli(replica.port, ['info', 'replication'], sentinel.dataAuth);
-      return info.includes('master_link_status:up') ? { done: true, value: undefined } : { done: false, detail: info };
-    });
+    const { master, replica } = await sentinel.syncedRoles();
+    const oldPort = master.port;
     await master.kill();
     try {
       // Decisions meanwhile come from memory: the last state stays in force.

@@ -2,8 +2,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '@sekisho/service-kit/config';
+import { redisEnvFields } from '@sekisho/service-kit/redis-topology';
 import { describe, expect, it } from 'vitest';
-import { loadRateLimitConfig } from './config';
+import { configSchema, loadRateLimitConfig } from './config';
 
 describe('loadRateLimitConfig', () => {
   it('has the documented defaults', () => {
@@ -248,9 +249,66 @@ describe('the Redis topology', () => {
       'RATELIMIT_REDIS_TLS_CERT_FILE',
       /needs its key/,
     ],
+    [
+      'a sentinel user without a password',
+      {
+        RATELIMIT_REDIS_MODE: 'sentinel',
+        RATELIMIT_REDIS_URL: 'redis://s1',
+        RATELIMIT_REDIS_SENTINEL_MASTER: 'm',
+        RATELIMIT_REDIS_SENTINEL_USERNAME: 'watcher',
+      },
+      'RATELIMIT_REDIS_SENTINEL_USERNAME',
+      /^an ACL user needs a password \(RATELIMIT_REDIS_SENTINEL_PASSWORD\)$/,
+    ],
+    [
+      'a sentinel password outside sentinel mode',
+      { RATELIMIT_REDIS_SENTINEL_PASSWORD: 'pw' },
+      'RATELIMIT_REDIS_SENTINEL_PASSWORD',
+      /^applies only with RATELIMIT_REDIS_MODE=sentinel \(the mode is standalone\)$/,
+    ],
+    [
+      'a server name for redis://',
+      { RATELIMIT_REDIS_TLS_SERVER_NAME: 'redis.example' },
+      'RATELIMIT_REDIS_TLS_SERVER_NAME',
+      /^applies only to rediss:\/\/ URLs \(RATELIMIT_REDIS_URL uses redis:\/\/\)$/,
+    ],
+    [
+      'several URLs in standalone mode, naming both modes that take several',
+      { RATELIMIT_REDIS_URL: 'redis://a,redis://b' },
+      'RATELIMIT_REDIS_URL',
+      /^one URL expected in standalone mode \(set RATELIMIT_REDIS_MODE=cluster or sentinel for several\)$/,
+    ],
   ])('refuses %s, naming the variable', (_case, env, variable, message) => {
     const problems = refusal(env);
     expect(problems).toContainEqual({ variable, message: expect.stringMatching(message) });
+  });
+
+  // The schema's own fields are service-kit's (redisEnvFields), as ext-authz's and the threat
+  // detector's: an empty value is refused by the schema itself, not only dropped by loadConfig.
+  it.each([
+    'RATELIMIT_REDIS_URL',
+    'RATELIMIT_REDIS_SENTINEL_MASTER',
+    'RATELIMIT_REDIS_PASSWORD',
+    'RATELIMIT_REDIS_TLS_CA_FILE',
+    'RATELIMIT_REDIS_TLS_SERVER_NAME',
+  ])('refuses an empty %s given to the schema directly', (variable) => {
+    const parsed = configSchema.safeParse({ [variable]: '' });
+    expect(parsed.success).toBe(false);
+    expect(parsed.error?.issues.map((issue) => issue.path[0])).toEqual([variable]);
+  });
+
+  it('has exactly the shared Redis variables, besides its own', () => {
+    const shared = Object.keys(redisEnvFields('RATELIMIT', ['standalone', 'sentinel', 'cluster']));
+    const own = Object.keys(configSchema.shape).filter((key) => key.startsWith('RATELIMIT_REDIS_'));
+    expect(own.sort()).toEqual(
+      [
+        ...shared,
+        'RATELIMIT_REDIS_URL',
+        'RATELIMIT_REDIS_KEY_TAG',
+        'RATELIMIT_REDIS_FAILURE_MODE',
+        'RATELIMIT_REDIS_TIMEOUT',
+      ].sort(),
+    );
   });
 
   it('never shows a password in a refusal', () => {

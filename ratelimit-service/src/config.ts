@@ -6,7 +6,12 @@ import {
   envPort,
   loadConfig,
 } from '@sekisho/service-kit/config';
-import { type RedisTopology, redisSettingsOf, resolveRedisTopology } from '@sekisho/service-kit/redis-topology';
+import {
+  type RedisTopology,
+  redisEnvFields,
+  redisSettingsOf,
+  resolveRedisTopology,
+} from '@sekisho/service-kit/redis-topology';
 import { resolveXdsChannel, type XdsChannel } from '@sekisho/service-kit/xds-channel';
 import { z } from 'zod';
 
@@ -18,6 +23,9 @@ const envCount = (defaultValue: number, min: number) =>
     .transform(Number)
     .refine((n) => n >= min, `expected at least ${min}`)
     .default(defaultValue);
+
+/** Every mode: a cluster works too, with keys hash-tagged per domain or counter (RATELIMIT_REDIS_KEY_TAG). */
+const redisModes = ['standalone', 'sentinel', 'cluster'] as const;
 
 // Every setting of the service, parsed and checked in one place at start-up.
 export const configSchema = z.object({
@@ -42,22 +50,13 @@ export const configSchema = z.object({
   RATELIMIT_XDS_ALLOW_INSECURE: envEnum(['true', 'false'], 'false').transform((value) => value === 'true'),
   RATELIMIT_NODE_ID: z.string().min(1).default('ratelimit-service'),
   /** standalone: one Redis URL; sentinel: the sentinels' URLs; cluster: seed nodes' URLs (comma-separated). */
-  RATELIMIT_REDIS_URL: z.string().default('redis://127.0.0.1:6379'),
-  RATELIMIT_REDIS_MODE: envEnum(['standalone', 'sentinel', 'cluster'], 'standalone'),
-  /** sentinel: the name of the monitored master (`sentinel monitor <name> …`). */
-  RATELIMIT_REDIS_SENTINEL_MASTER: z.string().optional(),
-  /** ACL user and password of the data nodes (else those of the URL, if any). Never logged. */
-  RATELIMIT_REDIS_USERNAME: z.string().optional(),
-  RATELIMIT_REDIS_PASSWORD: z.string().optional(),
-  /** The sentinels' own credentials, when they require them. */
-  RATELIMIT_REDIS_SENTINEL_USERNAME: z.string().optional(),
-  RATELIMIT_REDIS_SENTINEL_PASSWORD: z.string().optional(),
-  /** rediss:// only: PEM files of the CA to trust, and of a client certificate and its key. */
-  RATELIMIT_REDIS_TLS_CA_FILE: z.string().optional(),
-  RATELIMIT_REDIS_TLS_CERT_FILE: z.string().optional(),
-  RATELIMIT_REDIS_TLS_KEY_FILE: z.string().optional(),
-  /** rediss:// only: the name the servers' certificates must carry, when it is not the host of the URL. */
-  RATELIMIT_REDIS_TLS_SERVER_NAME: z.string().optional(),
+  RATELIMIT_REDIS_URL: z.string().min(1).default('redis://127.0.0.1:6379'),
+  /**
+   * RATELIMIT_REDIS_MODE (standalone, sentinel or cluster), SENTINEL_MASTER, the data nodes' and
+   * the sentinels' ACL users and passwords (never logged), and TLS files and server name for
+   * rediss://: the variables of ext-authz and the threat detector (service-kit/src/redis-topology.ts).
+   */
+  ...redisEnvFields('RATELIMIT', redisModes),
   /** Hash tag of the keys (see limiter/keys.ts): `domain` (one slot per domain, atomic) or `counter` (spread). */
   RATELIMIT_REDIS_KEY_TAG: envEnum(['domain', 'counter'], 'domain'),
   /**
@@ -146,5 +145,7 @@ export function xdsChannelOf(config: RateLimitConfig): XdsChannel | undefined {
  * threat detector), every problem named by its variable. Credentials never appear in a message.
  */
 export function redisTopology(config: z.output<typeof configSchema>): RedisTopology {
-  return resolveRedisTopology(redisSettingsOf(config, 'RATELIMIT', config.RATELIMIT_REDIS_URL), 'RATELIMIT');
+  return resolveRedisTopology(redisSettingsOf(config, 'RATELIMIT', config.RATELIMIT_REDIS_URL), 'RATELIMIT', {
+    modes: redisModes,
+  });
 }

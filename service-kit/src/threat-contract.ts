@@ -128,7 +128,6 @@ export const threatChangeSchema = z.union([
 ]);
 export type ThreatChange = z.infer<typeof threatChangeSchema>;
 
-/** The request header naming the client's device (checked against the user's trusted set). */
 /**
  * Lifts a block and announces it (KEYS: index, records, channel; ARGV: member, the change's
  * JSON); 1 when one was in force. The admin command's unblock and the detector's lift (a
@@ -140,6 +139,65 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 if removed == 1 then redis.call('PUBLISH', KEYS[3], ARGV[2]) end
 return removed`;
 
+// Lua: the record of an additional-authentication state (a decoded table) as JSON text with
+// `devices` taken from the user's trusted set (KEY): valid hashes only, sorted, at most the 100
+// the schema allows. The list is spliced in by hand because cjson writes an empty table as {}.
+const recordWithTrustedDevices = `
+local function withTrustedDevices(record, devicesKey)
+  local hashes = {}
+  for _, one in ipairs(redis.call('SMEMBERS', devicesKey)) do
+    if #one == 64 and not one:find('[^0-9a-f]') then hashes[#hashes + 1] = one end
+  end
+  table.sort(hashes)
+  while #hashes > 100 do table.remove(hashes) end
+  record.devices = nil
+  local body = cjson.encode(record)
+  local list = #hashes == 0 and '[]' or '["' .. table.concat(hashes, '","') .. '"]'
+  return string.sub(body, 1, -2) .. ',"devices":' .. list .. '}'
+end`;
+
+/**
+ * Trusts (ARGV[3] '1') or stops trusting ('0') a device (ARGV[2], its hash) of a user and, when
+ * the user's additional-authentication state (ARGV[1], its member) is in force — in the index
+ * and in the records — rewrites its devices from the set and announces it, all in one step
+ * (KEYS: index, records, channel, the user's devices set). 1 when a state was rewritten.
+ * Atomic, so concurrent trust and untrust calls, a lift or the detector's put of a new state
+ * cannot leave the set and the record (or the index and the record) disagreeing.
+ */
+export const trustDeviceScript = `${recordWithTrustedDevices}
+if ARGV[3] == '1' then redis.call('SADD', KEYS[4], ARGV[2]) else redis.call('SREM', KEYS[4], ARGV[2]) end
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+local text = redis.call('HGET', KEYS[2], ARGV[1])
+if not text then return 0 end
+local ok, record = pcall(cjson.decode, text)
+if not ok or type(record) ~= 'table' or record.kind ~= 'auth' then return 0 end
+local updated = withTrustedDevices(record, KEYS[4])
+redis.call('HSET', KEYS[2], ARGV[1], updated)
+redis.call('PUBLISH', KEYS[3], '{"op":"block","block":' .. updated .. '}')
+return 1`;
+
+/**
+ * Puts a block in force unless one for the same subject lasts as long, and announces it (KEYS:
+ * index, records, channel, the subject's trusted devices set; ARGV: member, untilMs, the
+ * record's JSON, the change's JSON); 1 when written. An additional-authentication state takes
+ * its devices from the set in the same step, so a trust-device running at the same moment is
+ * either in the record or finds the record and rewrites it.
+ */
+export const putBlockScript = `${recordWithTrustedDevices}
+local current = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if current and tonumber(current) >= tonumber(ARGV[2]) then return 0 end
+local record, change = ARGV[3], ARGV[4]
+local decoded = cjson.decode(record)
+if decoded.kind == 'auth' then
+  record = withTrustedDevices(decoded, KEYS[4])
+  change = '{"op":"block","block":' .. record .. '}'
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], record)
+redis.call('PUBLISH', KEYS[3], change)
+return 1`;
+
+/** The request header naming the client's device (checked against the user's trusted set). */
 export const deviceIdHeader = 'x-device-id';
 
 /** How a device id is kept and compared: never the id itself, which works like a credential. */

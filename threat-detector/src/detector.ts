@@ -7,7 +7,7 @@ import type { Redis } from 'ioredis';
 import { FactBuffer, type PendingCount } from './buffer';
 import { type FailureKind, factsOf, type SignInFact } from './facts';
 import { judgeSignIn, type Place } from './geo';
-import { addCounts, claimSignIn, liftBlock, putBlock, recordPlace, trustedDevices } from './redis-store';
+import { addCounts, claimSignIn, liftBlock, putBlock, recordPlace } from './redis-store';
 import { type Detection, detect, geoAnomalyDetection, windowOf } from './rules';
 
 export interface DetectorEvents {
@@ -177,8 +177,7 @@ export class Detector {
           await recordPlace(redis, prefix, signIn.user, here, rule);
           continue;
         }
-        const devices = await trustedDevices(redis, prefix, signIn.user);
-        const detection = geoAnomalyDetection(signIn.user, signIn.authTimeS, devices, rules, nowMs);
+        const detection = geoAnomalyDetection(signIn.user, signIn.authTimeS, rules, nowMs);
         if (detection) await this.act(detection, { distance_km: Math.round(verdict.nearestKm), place: place.source });
       } catch (error) {
         // Not judged yet: back in the queue (its auth_time may already be claimed; a retry then

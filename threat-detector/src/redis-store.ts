@@ -3,6 +3,7 @@
 import {
   blockMember,
   liftBlockScript,
+  putBlockScript,
   type ThreatBlock,
   type ThreatChange,
   threatKeys,
@@ -27,15 +28,6 @@ for i = 1, #fields, 2 do
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return sum`;
-
-// Writes a block unless one for the same subject lasts longer, and announces it.
-const putBlockScript = `
-local current = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if current and tonumber(current) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('PUBLISH', KEYS[3], ARGV[4])
-return 1`;
 
 // A sign-in is a token with an auth_time newer than the user's last: atomically, so with several
 // receivers exactly one judges it. Returns the usual places (a list of JSON texts), or false
@@ -67,6 +59,7 @@ declare module 'ioredis' {
       index: string,
       records: string,
       channel: string,
+      devices: string,
       member: string,
       untilMs: number,
       record: string,
@@ -77,7 +70,7 @@ declare module 'ioredis' {
 
 export function defineThreatScripts(redis: Redis): void {
   redis.defineCommand('threatAddAndSum', { numberOfKeys: 1, lua: addAndSum });
-  redis.defineCommand('threatPutBlock', { numberOfKeys: 3, lua: putBlockScript });
+  redis.defineCommand('threatPutBlock', { numberOfKeys: 4, lua: putBlockScript });
   redis.defineCommand('threatSignIn', { numberOfKeys: 2, lua: signInScript });
   redis.defineCommand('threatLiftBlock', { numberOfKeys: 3, lua: liftBlockScript });
 }
@@ -121,7 +114,11 @@ export async function addCounts(
   });
 }
 
-/** True when this block was written (false: one for the subject already lasts as long). */
+/**
+ * True when this block was written (false: one for the subject already lasts as long). An
+ * additional-authentication state is written with the user's trusted devices as Redis holds
+ * them at that moment (its own `devices` are replaced).
+ */
 export async function putBlock(redis: Redis, prefix: string, block: ThreatBlock): Promise<boolean> {
   const keys = threatKeys(prefix);
   const change: ThreatChange = { op: 'block', block };
@@ -129,6 +126,7 @@ export async function putBlock(redis: Redis, prefix: string, block: ThreatBlock)
     keys.index,
     keys.records,
     keys.channel,
+    keys.devices(block.subject),
     blockMember(block),
     block.untilMs,
     JSON.stringify(block),
@@ -176,14 +174,6 @@ export async function recordPlace(
     .ltrim(key, 0, rule.usualLocations - 1)
     .pexpire(key, rule.rememberMs)
     .exec();
-}
-
-/** The hashes of the devices an operator trusted for the user (admin trust-device). */
-export async function trustedDevices(redis: Redis, prefix: string, user: string): Promise<string[]> {
-  // At most what the record holds (threat-contract.ts): a longer list would not parse anywhere.
-  return (await redis.smembers(threatKeys(prefix).devices(user)))
-    .filter((hash) => /^[0-9a-f]{64}$/.test(hash))
-    .slice(0, 100);
 }
 
 /** True when a block was in force and is now lifted on every replica. */

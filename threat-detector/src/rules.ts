@@ -89,12 +89,12 @@ export function detect(
 
 /**
  * A far sign-in (geo.ts judged it) → the user needs a second factor from a sign-in at or after
- * this one, or a trusted device, for the rule's time.
+ * this one, or a trusted device, for the rule's time. The devices are left empty: putBlock
+ * fills them from the user's trusted set in the same Redis step that writes the state.
  */
 export function geoAnomalyDetection(
   user: string,
   authTimeS: number,
-  devices: string[],
   rules: ThreatRules,
   nowMs: number,
 ): Detection | undefined {
@@ -107,7 +107,7 @@ export function geoAnomalyDetection(
     severity: 'medium',
     untilMs: nowMs + rule.forMs,
     authTimeS,
-    devices,
+    devices: [] as string[],
   } as const;
   return { rule: 'geo_anomaly', severity: 'medium', block };
 }

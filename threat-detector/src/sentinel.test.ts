@@ -1,6 +1,6 @@
 import { credentials } from '@grpc/grpc-js';
 import { waitUntil } from '@sekisho/devstack/processes';
-import { type RedisSentinelHandle, redisCli, startRedisSentinel } from '@sekisho/devstack/redis';
+import { type RedisSentinelHandle, redisCli, startRedisSentinel, waitForReplicaSync } from '@sekisho/devstack/redis';
 import type { HTTPAccessLogEntry } from '@sekisho/proto/envoy/data/accesslog/v3/accesslog';
 import { AccessLogServiceClient, StreamAccessLogsMessage } from '@sekisho/proto/envoy/service/accesslog/v3/als';
 import { createLogger } from '@sekisho/service-kit/logger';
@@ -88,12 +88,7 @@ it('blocks a brute force on the master, and the next one on the new master after
   // takes then is dropped when it resyncs (the failover's window, as for any Sentinel client).
   // Once it is a replica, a write there gets READONLY: the client reconnects to the new master
   // and the flush's counts go back into the buffer for the next flush.
-  await waitUntil('the old master to replicate the new one', 30_000, {}, async () => {
-    const info = await redisCli(first, ['info', 'replication'], sentinel.dataAuth).catch((e: Error) => e.message);
-    return info.includes('role:slave') && info.includes('master_link_status:up')
-      ? { done: true, value: undefined }
-      : { done: false, detail: info };
-  });
+  await waitForReplicaSync(first, sentinel.dataAuth);
   await bruteForceBlockedOnMaster('198.51.100.21');
   // The first block was replicated, and is still there on the new master.
   const records = await redisCli(second, ['hkeys', threatKeys(keyPrefix).records], sentinel.dataAuth);

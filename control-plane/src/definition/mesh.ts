@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { isDnsName } from './endpoint';
 import { hostPort, permission } from './fields';
-import { httpMethods, matchPattern, matchString, retries, serviceName } from './routes';
+import { httpMethods, matchString, pathString, retries, routeId, serviceName } from './routes';
 
 /** Kubernetes names: RFC 1123 labels (namespaces, service accounts). */
 const kubernetesName = (what: string) =>
@@ -21,16 +21,6 @@ const trustDomain = z.string().refine((text) => isDnsName(text) && text === text
 
 const port = z.int().min(1).max(65_535);
 
-/** "/path" or "/prefix/*" (the route match syntax without a method: methods are a list of their own). */
-const pathPattern = z.string().superRefine((text, ctx) => {
-  const parsed = matchPattern.exec(text);
-  if (!parsed || parsed[1] !== undefined) {
-    ctx.addIssue({ code: 'custom', message: `must be "/path" or "/prefix/*", got "${text}"` });
-  } else if (parsed[3] && !parsed[2]?.endsWith('/')) {
-    ctx.addIssue({ code: 'custom', message: `"*" is only allowed as a trailing "/*", got "${text}"` });
-  }
-});
-
 /** A caller: the ingress Envoy, or another mesh service by its name. */
 const caller = z.union([z.literal('ingress'), serviceName]);
 
@@ -38,7 +28,7 @@ const caller = z.union([z.literal('ingress'), serviceName]);
 const allowRule = z.strictObject({
   from: z.array(caller).min(1),
   methods: z.array(z.enum(httpMethods)).min(1).optional(),
-  paths: z.array(pathPattern).min(1).optional(),
+  paths: z.array(pathString).min(1).optional(),
 });
 
 /**
@@ -49,10 +39,7 @@ const allowRule = z.strictObject({
 function meshRoute<Limit extends z.ZodType>(routeLimit: Limit) {
   return z.strictObject({
     /** Part of the rate-limit keys (`<service>:<id>`); default: slug of the match. */
-    id: z
-      .string()
-      .regex(/^[a-z0-9][a-z0-9._-]*$/, { message: 'a route id is lower-case letters, digits, ".", "_" and "-"' })
-      .optional(),
+    id: routeId.optional(),
     /** "METHOD /path" or "/prefix/*", as the ingress routes' short form. */
     match: matchString,
     /** Permissions the end user needs, all of them (from the user's group, as the policy defines it). */

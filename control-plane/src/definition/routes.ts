@@ -18,18 +18,33 @@ export const serviceName = z
   .string()
   .regex(/^[a-z][a-z0-9-]*$/, { message: 'a service name is lower-case letters, digits and "-"' });
 
-/** The short match form, "METHOD /path" or "/prefix/*" (also a mesh route's match). */
-export const matchString = z.string().superRefine((text, ctx) => {
-  const parsed = matchPattern.exec(text);
-  if (!parsed) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `must be "METHOD /path" or "/path" (METHOD one of ${httpMethods.join(', ')}; a trailing "/*" matches a prefix), got "${text}"`,
-    });
-  } else if (parsed[3] && !parsed[2]?.endsWith('/')) {
-    ctx.addIssue({ code: 'custom', message: `"*" is only allowed as a trailing "/*", got "${text}"` });
-  }
-});
+/** A route's id (an ingress route's, a mesh route's within its service). */
+export const routeId = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]*$/, { message: 'a route id is lower-case letters, digits, ".", "_" and "-"' });
+
+/**
+ * The short match form, "METHOD /path" or "/prefix/*" (also a mesh route's match); with
+ * `method: false`, a path alone ("/path" or "/prefix/*": a mesh allow rule's, whose methods are
+ * a list of their own).
+ */
+function shortMatch(method: boolean) {
+  return z.string().superRefine((text, ctx) => {
+    const parsed = matchPattern.exec(text);
+    if (!parsed || (!method && parsed[1] !== undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: method
+          ? `must be "METHOD /path" or "/path" (METHOD one of ${httpMethods.join(', ')}; a trailing "/*" matches a prefix), got "${text}"`
+          : `must be "/path" or "/prefix/*", got "${text}"`,
+      });
+    } else if (parsed[3] && !parsed[2]?.endsWith('/')) {
+      ctx.addIssue({ code: 'custom', message: `"*" is only allowed as a trailing "/*", got "${text}"` });
+    }
+  });
+}
+export const matchString = shortMatch(true);
+export const pathString = shortMatch(false);
 
 /**
  * Envoy's regexes are RE2: no look-around and no back-references. JavaScript accepts
@@ -280,10 +295,7 @@ export function routeSchema<Limit extends z.ZodType>(routeLimit: Limit) {
   return z
     .strictObject({
       /** Stable id used in logs, metrics, rate-limit keys; default: slug of the match. */
-      id: z
-        .string()
-        .regex(/^[a-z0-9][a-z0-9._-]*$/, { message: 'a route id is lower-case letters, digits, ".", "_" and "-"' })
-        .optional(),
+      id: routeId.optional(),
       match: routeMatch,
       to: serviceName.optional(),
       /** Weighted services (canary): each request goes to one of them. */

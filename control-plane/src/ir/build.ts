@@ -11,14 +11,13 @@ import { buildEdgeClient } from './edge-client';
 import { resolveGroups } from './groups';
 import { buildMesh } from './mesh';
 import { extAuthzClusterName, rateLimitClusterName } from './names';
+import { checkRouteList, limitList } from './route-list';
 import { buildRouteShapes } from './routes';
 import { buildThreatsIR } from './threats';
 import { buildListeners, fileSystemSource, type TlsFileSource } from './tls';
-import type { GatewayIR, LimitIR, OwnerIR, PathMatchIR, RouteIR } from './types';
+import type { GatewayIR, OwnerIR, PathMatchIR, RouteIR } from './types';
 
 export type BuildResult = { ok: true; ir: GatewayIR } | { ok: false; errors: FieldError[] };
-
-type LimitInput = GatewayDefinition['routes'][number]['limits'][number];
 
 /** `files`: where the certificate files are read from (the definition's directory in compileDefinitionFile). */
 export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fileSystemSource()): BuildResult {
@@ -40,10 +39,7 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
   const clusters = buildClusters(definition, errors);
   // After the clusters: a mesh service's cluster reaches its sidecar instead of its endpoints.
   const shadow = definition.limits.shadow;
-  const mesh = buildMesh(definition, clusters, errors, {
-    granted,
-    limits: (input, at) => limitList(input, at, shadow, errors),
-  });
+  const mesh = buildMesh(definition, clusters, errors, { granted, shadow });
   const { extAuthz, rateLimit } = definition.policyServices;
 
   const limits = {
@@ -51,54 +47,23 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
     unauthenticated: limitList(definition.limits.unauthenticated, 'limits.unauthenticated', shadow, errors),
   };
 
-  const shapes = buildRouteShapes(definition, errors);
+  const checked = checkRouteList(definition.routes, 'routes', { granted, shadow }, errors);
+  const shapes = buildRouteShapes(definition, checked, errors);
   const browser = buildBrowserIR(definition, errors);
   const routes: RouteIR[] = [];
   for (const [index, route] of definition.routes.entries()) {
     const at = `routes[${index}]`;
-    if (route.auth === 'none' && route.require.length > 0) {
-      errors.push({ path: `${at}.require`, message: 'a route with auth: none has no caller to hold permissions' });
-    } else if (route.auth === 'optional' && route.require.length > 0) {
-      errors.push({
-        path: `${at}.require`,
-        message:
-          'a route with auth: optional lets callers without a token in, who hold no permissions; use auth: required',
-      });
-    } else {
-      for (const [permissionIndex, permission] of route.require.entries()) {
-        if (!granted.has(permission)) {
-          errors.push({
-            path: `${at}.require[${permissionIndex}]`,
-            message: `permission "${permission}" is granted by no group in identity.groups, so nobody could call this route`,
-          });
-        }
-      }
-    }
-
-    if (route.auth === 'none' && route.dryRun === true) {
-      errors.push({ path: `${at}.dryRun`, message: 'a route with auth: none decides nothing to dry-run' });
-    }
-    if (route.auth === 'none') {
-      for (const [limitIndex, limit] of route.limits.entries()) {
-        if (limit.per === 'user') {
-          errors.push({
-            path: `${at}.limits[${limitIndex}].per`,
-            message: 'a route with auth: none has no verified user to count per; use per: ip',
-          });
-        }
-      }
-    }
-
     const shape = shapes[index];
-    if (shape === undefined) throw new Error(`no route shape for ${at}`);
+    const entry = checked[index];
+    if (shape === undefined || entry === undefined) throw new Error(`no route shape for ${at}`);
     routes.push({
       ...shape,
       auth: route.auth,
-      permissions: [...new Set(route.require)],
+      permissions: entry.permissions,
       owner: buildOwner(route, shape.path, definition.identity.customerId !== undefined, at, errors),
       // A route without authentication has nothing to let through; the gateway-wide setting skips it.
       dryRun: route.auth !== 'none' && (route.dryRun ?? definition.identity.dryRun),
-      limits: limitList(route.limits, `${at}.limits`, shadow, errors),
+      limits: entry.limits,
       cors: browser.routes[index]?.cors,
       securityHeaders: browser.routes[index]?.securityHeaders,
       maxRequestBodyBytes: route.maxRequestBodyBytes ?? definition.edge.maxRequestBodyBytes,
@@ -141,31 +106,6 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
       ...(mesh ? { mesh } : {}),
     },
   };
-}
-
-/** Two windows of the same kind would be one rate-limit rule id, and one of them would be dead. */
-function limitList(limits: readonly LimitInput[], at: string, shadow: boolean, errors: FieldError[]): LimitIR[] {
-  const seen = new Map<string, number>();
-  return limits.map((limit, index) => {
-    const windowSeconds = ms(limit.window) / 1000;
-    const key = `${limit.per}/${windowSeconds}`;
-    const first = seen.get(key);
-    if (first !== undefined) {
-      errors.push({
-        path: `${at}[${index}].window`,
-        message: `${at}[${first}] already limits per ${limit.per} over ${limit.window}; merge them into one`,
-      });
-    } else seen.set(key, index);
-    return {
-      per: limit.per,
-      requestsPerWindow: limit.limit,
-      windowSeconds,
-      blockSeconds: limit.blockFor === undefined ? 0 : ms(limit.blockFor) / 1000,
-      algorithm: limit.algorithm,
-      burst: limit.algorithm === 'tokenBucket' ? (limit.burst ?? limit.limit) : 0,
-      shadow: limit.shadow ?? shadow,
-    };
-  });
 }
 
 /** Durations were validated by the schema. */

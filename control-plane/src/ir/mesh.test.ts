@@ -30,9 +30,12 @@ describe('the mesh section', () => {
       appPort: 3001,
       inboundPort: 15006,
       outboundPort: 15001,
-      address: { host: 'customer.salon.svc.cluster.local', port: 15006 },
     });
-    expect(customer?.cluster).toMatchObject({ discovery: 'dns', meshPeer: customer?.spiffeId });
+    expect(customer?.cluster).toMatchObject({
+      discovery: 'dns',
+      endpoints: [{ host: 'customer.salon.svc.cluster.local', port: 15006 }],
+      meshPeer: customer?.spiffeId,
+    });
     expect(appointment?.spiffeId).toBe('spiffe://salon.example/ns/salon/sa/appointment-api');
     expect(appointment?.cluster).toMatchObject({ discovery: 'eds', endpoints: [{ host: '10.0.0.12', port: 15006 }] });
     expect(appointment?.allow).toEqual([
@@ -129,6 +132,18 @@ describe('the mesh section', () => {
       [{ path: 'mesh.services.appointment.allow[0].paths[0]', message: expect.stringContaining('"/path"') }],
     ],
     [
+      'a path with a star that is not a trailing /*',
+      (d: Definition) => {
+        d.mesh.services.appointment.allow[0].paths = ['/appointments*'];
+      },
+      [
+        {
+          path: 'mesh.services.appointment.allow[0].paths[0]',
+          message: '"*" is only allowed as a trailing "/*", got "/appointments*"',
+        },
+      ],
+    ],
+    [
       'a misspelt key',
       (d: Definition) => {
         d.mesh.services.customer.alow = [];
@@ -171,7 +186,7 @@ describe('the mesh section', () => {
       [
         {
           path: 'mesh.services.appointment.routes[2].match',
-          message: expect.stringContaining('routes[1] comes first'),
+          message: expect.stringContaining('routes[1] ("GET /appointments/*") comes first'),
         },
       ],
     ],
@@ -191,5 +206,47 @@ describe('the mesh section', () => {
     ],
   ])('refuses %s, naming the field', (_what, change, expected) => {
     expect(errorsOf(change)).toEqual(expected);
+  });
+
+  // One route-list check (ir/route-list.ts) for both lists: a case put in the ingress's routes
+  // and in a mesh service's routes gives the same errors, under each list's own path.
+  it.each([
+    ['a route covered by an earlier one', [{ match: 'GET /x/*' }, { match: 'GET /x/y' }]],
+    [
+      'two routes with one explicit id',
+      [
+        { id: 'a', match: 'GET /a' },
+        { id: 'a', match: 'GET /b' },
+      ],
+    ],
+    ['a default id taken by an explicit one', [{ id: 'get-b', match: 'GET /a' }, { match: 'GET /b' }]],
+    ['a permission no group grants', [{ match: 'GET /a', require: ['read:own_profile', 'write:everything'] }]],
+    [
+      'two windows of one kind',
+      [
+        {
+          match: 'GET /a',
+          limits: [
+            { per: 'ip', limit: 5, window: '1m' },
+            { per: 'ip', limit: 9, window: '60s' },
+          ],
+        },
+      ],
+    ],
+  ])('checks %s in a mesh route list as in the ingress route list', (_what, routes) => {
+    const ingress = errorsOf((d) => {
+      d.routes = routes.map((route) => ({ ...route, to: 'customer' }));
+    });
+    const mesh = errorsOf((d) => {
+      d.mesh.services.appointment.routes = routes;
+    });
+    expect(ingress).not.toEqual([]);
+    const prefix = 'mesh.services.appointment.routes';
+    expect(mesh).toEqual(
+      ingress.map((error) => ({
+        path: error.path.replace(/^routes/, prefix),
+        message: error.message.replaceAll(/(^|\s)routes\[/g, `$1${prefix}[`),
+      })),
+    );
   });
 });

@@ -1,35 +1,28 @@
-// The definition's mesh section → MeshIR: each mesh service's SPIFFE id, ports, address and
+// The definition's mesh section → MeshIR: each mesh service's SPIFFE id, ports, cluster and
 // allow rules with the callers resolved to SPIFFE ids. Cross-references are checked here:
 // a mesh service must be a service of the definition, a caller the ingress or a mesh service.
 // A mesh service's cluster (the ingress's, and every allowed caller's sidecar's) reaches its
-// sidecar's inbound listener at `address` over the mesh's mutual TLS instead of `endpoints`.
+// sidecar's inbound listener at its `address` over the mesh's mutual TLS instead of `endpoints`.
 import { parseDuration } from '../definition/duration';
 import { parseHostPort } from '../definition/endpoint';
 import type { FieldError } from '../definition/field-error';
 import type { GatewayDefinition } from '../definition/schema';
 import { spiffeIdOf } from '../mesh/contract';
 import { discovery } from './clusters';
-import { defaultRouteId, parseMatch, ShadowIndex } from './match';
 import { serviceClusterName } from './names';
+import { checkRouteList, type RouteListContext } from './route-list';
 import { retries } from './routes';
-import type { ClusterIR, LimitIR, MeshAllowIR, MeshIR, MeshRouteIR, MeshServiceIR } from './types';
+import type { ClusterIR, MeshAllowIR, MeshIR, MeshRouteIR, MeshServiceIR } from './types';
 
 type MeshDefinition = NonNullable<GatewayDefinition['mesh']>;
 type MeshRouteInput = MeshDefinition['services'][string]['routes'][number];
-
-/** What a mesh route shares with the ingress's routes, from build.ts: granted permissions, limit lists. */
-export interface RouteChecks {
-  /** Every permission some group grants. */
-  granted: ReadonlySet<string>;
-  limits: (limits: MeshRouteInput['limits'], at: string) => LimitIR[];
-}
 
 /** `clusters` (the ingress's, from buildClusters) get the mesh services' sidecar address and mTLS. */
 export function buildMesh(
   definition: GatewayDefinition,
   clusters: ClusterIR[],
   errors: FieldError[],
-  checks: RouteChecks,
+  checks: RouteListContext,
 ): MeshIR | undefined {
   const mesh = definition.mesh;
   if (mesh === undefined) return undefined;
@@ -68,10 +61,10 @@ export function buildMesh(
       errors.push({ path: at, message: 'appPort, inboundPort and outboundPort must be three different ports' });
     }
     const addressText = service.address ?? `${name}.${service.namespace}.svc.cluster.local:${service.inboundPort}`;
-    const parsed = parseHostPort(addressText);
-    if ('problem' in parsed) {
+    const address = parseHostPort(addressText);
+    if ('problem' in address) {
       // A default built from a valid namespace is always valid; a given address was checked by the schema.
-      errors.push({ path: `${at}.address`, message: parsed.problem });
+      errors.push({ path: `${at}.address`, message: address.problem });
       continue;
     }
     const found = discovery([addressText]);
@@ -117,7 +110,6 @@ export function buildMesh(
       appPort: service.appPort,
       inboundPort: service.inboundPort,
       outboundPort: service.outboundPort,
-      address: { host: parsed.host === 'localhost' ? '127.0.0.1' : parsed.host, port: parsed.port },
       cluster,
       timeoutMs: parseDuration(upstream.timeout) ?? 15_000,
       retries: retries(service.retries, `${at}.retries`, errors),
@@ -133,51 +125,27 @@ export function calleesOf(mesh: MeshIR, caller: string): MeshServiceIR[] {
   return mesh.services.filter((service) => service.allow.some((rule) => rule.callers.includes(caller)));
 }
 
-/** A mesh service's routes; like the ingress's, a permission no group grants is an error. */
+/**
+ * A mesh service's routes, checked as the ingress's are (route-list.ts). A mesh route has no
+ * `auth`: one that requires permissions needs the end user the ingress verified, one that
+ * requires none lets any allowed caller in, with or without an end user (as auth: optional).
+ */
 function meshRoutes(
   service: string,
   input: readonly MeshRouteInput[],
   at: string,
-  checks: RouteChecks,
+  context: RouteListContext,
   errors: FieldError[],
 ): MeshRouteIR[] {
-  const ids = new Map<string, number>();
-  const earlier = new ShadowIndex();
-  return input.map((route, index) => {
-    const routeAt = `${at}[${index}]`;
-    const parsed = parseMatch(route.match);
-    const id = route.id ?? defaultRouteId(parsed);
-    // Envoy takes the first matching route: one covered by an earlier route is dead.
-    const shadowedBy = earlier.firstCovering(parsed);
-    if (shadowedBy !== -1) {
-      errors.push({
-        path: `${routeAt}.match`,
-        message: `is never used: ${at}[${shadowedBy}] comes first and matches all of its requests`,
-      });
-    }
-    earlier.add(index, parsed);
-    const sameId = ids.get(id);
-    if (sameId !== undefined && shadowedBy === -1) {
-      errors.push({
-        path: route.id === undefined ? `${routeAt}.match` : `${routeAt}.id`,
-        message: `route id "${id}" is already used by ${at}[${sameId}]; give one of them an explicit id`,
-      });
-    } else if (sameId === undefined) ids.set(id, index);
-    for (const [permissionIndex, permission] of route.require.entries()) {
-      if (!checks.granted.has(permission)) {
-        errors.push({
-          path: `${routeAt}.require[${permissionIndex}]`,
-          message: `permission "${permission}" is granted by no group in identity.groups, so nobody could call this route`,
-        });
-      }
-    }
-    return {
-      id: `${service}:${id}`,
-      methods: parsed.methods,
-      // The short form only makes exact and prefix matches.
-      path: { kind: parsed.path.kind === 'prefix' ? 'prefix' : 'exact', value: parsed.path.value },
-      permissions: [...new Set(route.require)],
-      limits: checks.limits(route.limits, `${routeAt}.limits`),
-    };
-  });
+  const routes = input.map(
+    (route) => ({ ...route, auth: route.require.length > 0 ? 'required' : 'optional' }) as const,
+  );
+  return checkRouteList(routes, at, context, errors).map((route) => ({
+    id: `${service}:${route.id}`,
+    methods: route.match.methods,
+    // The short form only makes exact and prefix matches.
+    path: { kind: route.match.path.kind === 'prefix' ? 'prefix' : 'exact', value: route.match.path.value },
+    permissions: route.permissions,
+    limits: route.limits,
+  }));
 }

@@ -1,13 +1,15 @@
-// Definition routes → RouteIR: the match, what the route does (forward to one or several
-// services, answer, redirect) and its upstream settings, with every cross-check Envoy would
-// not make: unknown services, dead routes, rewrites that cannot fit the match.
+// Definition routes → RouteIR: what the route does (forward to one or several services,
+// answer, redirect) and its upstream settings, with every cross-check Envoy would not make:
+// unknown services, rewrites that cannot fit the match. What every route list is checked for
+// (dead routes, ids, permissions, limits) is route-list.ts, shared with the mesh's routes.
 import { parseDuration } from '../definition/duration';
 import { parseHostPort } from '../definition/endpoint';
 import type { FieldError } from '../definition/field-error';
 import { templateVariable } from '../definition/routes';
 import type { GatewayDefinition } from '../definition/schema';
-import { defaultRouteId, type ParsedMatch, parseMatch, ShadowIndex } from './match';
+import type { ParsedMatch } from './match';
 import { serviceClusterName } from './names';
+import type { CheckedRoute } from './route-list';
 import type { ForwardIR, HeaderChangesIR, RetryIR, RewriteIR, RouteIR } from './types';
 
 type RouteInput = GatewayDefinition['routes'][number];
@@ -18,45 +20,23 @@ export type RouteShape = Omit<
   'auth' | 'permissions' | 'owner' | 'dryRun' | 'limits' | 'cors' | 'securityHeaders' | 'maxRequestBodyBytes'
 >;
 
-export function buildRouteShapes(definition: GatewayDefinition, errors: FieldError[]): RouteShape[] {
-  const shapes: RouteShape[] = [];
-  const earlierMatches = new ShadowIndex();
-  const idOwner = new Map<string, number>();
-  for (const [index, route] of definition.routes.entries()) {
+/** `checked`: the routes as checkRouteList (route-list.ts) resolved their ids and matches. */
+export function buildRouteShapes(
+  definition: GatewayDefinition,
+  checked: readonly CheckedRoute[],
+  errors: FieldError[],
+): RouteShape[] {
+  return definition.routes.map((route, index) => {
     const at = `routes[${index}]`;
-    const parsed = parseMatch(route.match);
-    const id = route.id ?? defaultRouteId(parsed);
-
-    // Envoy takes the first matching route, so a route covered by an earlier one is dead.
-    // (A duplicate match also duplicates the default id: report only the cause.)
-    const shadowedBy = earlierMatches.firstCovering(parsed);
-    const firstWithId = idOwner.get(id);
-    if (shadowedBy !== -1) {
-      errors.push({
-        path: `${at}.match`,
-        message: `is never used: routes[${shadowedBy}] (${describeMatch(definition.routes[shadowedBy]?.match)}) comes first and matches all of its requests`,
-      });
-    } else if (firstWithId !== undefined) {
-      errors.push({
-        path: route.id === undefined ? `${at}.match` : `${at}.id`,
-        message: `route id "${id}" is already used by routes[${firstWithId}]; give one of them an explicit id`,
-      });
-    }
-    if (firstWithId === undefined) idOwner.set(id, index);
-    earlierMatches.add(index, parsed);
-
-    shapes.push({
-      id,
-      ...parsed,
-      action: action(definition, route, parsed, at, errors),
+    const entry = checked[index];
+    if (entry === undefined) throw new Error(`no checked route for ${at}`);
+    return {
+      id: entry.id,
+      ...entry.match,
+      action: action(definition, route, entry.match, at, errors),
       responseHeaders: responseHeaders(route),
-    });
-  }
-  return shapes;
-}
-
-function describeMatch(match: RouteInput['match'] | undefined): string {
-  return typeof match === 'string' ? `"${match}"` : JSON.stringify(match);
+    };
+  });
 }
 
 function action(

@@ -45,9 +45,10 @@ export interface MeshServiceIR {
   appPort: number;
   inboundPort: number;
   outboundPort: number;
-  /** Where peers (and the ingress) reach the sidecar's inbound listener. */
-  address: EndpointIR;
-  /** The service's cluster as the ingress and callers' sidecars reach it (endpoints = address, mesh mTLS). */
+  /**
+   * The service's cluster as the ingress and callers' sidecars reach it: its one endpoint is
+   * where peers reach the sidecar's inbound listener (mesh.services.<name>.address), mesh mTLS.
+   */
   cluster: ClusterIR;
   /** Upstream timeout of calls to it (services.<name>.timeout). */
   timeoutMs: number;

@@ -5,12 +5,16 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Node } from '@sekisho/proto/envoy/config/core/v3/base';
+import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { createMeshPki } from '../../../test/mesh-pki';
 import { compileDefinition } from '../definition/load';
+import { MeshCa, type Schedule } from '../mesh/ca';
 import { meshSecretNames } from '../mesh/contract';
+import { createTestCa } from '../mesh/test-ca';
 import { SnapshotCache } from './cache';
+import { captureLogger } from './test-helpers';
 import { typeUrls } from './type-urls';
 import { createViews, DefinitionRefusedError, gatewayViews, sidecarViews } from './views';
 
@@ -120,5 +124,60 @@ describe('sidecar views', () => {
     const views = createViews(gatewayViews(), sidecarViews(undefined));
     const byView = views.compile(compiled(definition));
     expect([...byView.keys()]).toEqual(['ingress', 'ext-authz', 'ratelimit']);
+  });
+
+  it('re-packs only the Secrets when the workload certificates rotate: the translated resources are the same objects', () => {
+    // A real MeshCa on a clock the test moves: past renewAt, every certificate is replaced.
+    let now = Date.now();
+    const timers: Array<() => void> = [];
+    const schedule: Schedule = (_delayMs, run) => {
+      timers.push(run);
+      return () => {};
+    };
+    const testCa = createTestCa(join(dir, 'rotating-ca'));
+    const ca = new MeshCa({
+      source: { kind: 'files', certFile: testCa.cert, keyFile: testCa.key, bundleFile: testCa.rootCert },
+      trustDomain: 'salon.example',
+      logger: captureLogger('error').logger,
+      registry: new Registry(),
+      pollIntervalMs: 0,
+      ttlMs: 3_600_000,
+      now: () => now,
+      schedule,
+    });
+    let rotations = 0;
+    ca.onRotation(() => rotations++);
+    try {
+      const views = createViews(gatewayViews(ca), sidecarViews(ca));
+      const cache = new SnapshotCache();
+      const definition = compiled(parse(meshYaml));
+      const before = views.compile(definition);
+      cache.setSnapshots(before);
+      const versionsBefore = cache.versions('sidecar:appointment');
+
+      now += 31 * 60_000;
+      for (const run of timers.splice(0)) run();
+      expect(rotations).toBe(1);
+      const after = views.compile(definition);
+      const changed = cache.setSnapshots(after);
+
+      const translatedTypes = [typeUrls.cluster, typeUrls.endpoint, typeUrls.listener, typeUrls.route];
+      for (const view of ['sidecar:appointment', 'sidecar:customer']) {
+        for (const type of translatedTypes) expect(after.get(view)?.get(type)).toBe(before.get(view)?.get(type));
+        expect(after.get(view)?.get(typeUrls.secret)).not.toEqual(before.get(view)?.get(typeUrls.secret));
+        expect(changed[view]).toEqual([typeUrls.secret]);
+      }
+      const versionsAfter = cache.versions('sidecar:appointment');
+      for (const type of translatedTypes) expect(versionsAfter[type]).toBe(versionsBefore[type]);
+      expect(versionsAfter[typeUrls.secret]).not.toBe(versionsBefore[typeUrls.secret]);
+
+      // A new compiled definition (an edit) is translated afresh.
+      const edited = views.compile(compiled(parse(meshYaml)));
+      expect(edited.get('sidecar:customer')?.get(typeUrls.listener)).not.toBe(
+        after.get('sidecar:customer')?.get(typeUrls.listener),
+      );
+    } finally {
+      ca.close();
+    }
   });
 });

@@ -149,18 +149,28 @@ const sidecarName = /^sidecar:[a-z][a-z0-9-]{0,62}$/;
  * One view per mesh service, `sidecar:<service>`: its node announces that as its cluster
  * (injector/README.md). Each is translated from the IR (translate/sidecar) with the workload's
  * Secrets from `secrets`; a definition with a mesh and no `secrets` is refused (field mesh).
+ * The translation is kept per compiled IR: a certificate rotation serves the same IR again,
+ * and only its Secrets are new (the other resources stay the same objects, hashed the same).
  */
 export function sidecarViews(secrets: WorkloadSecrets | undefined): ViewFamily {
+  const translated = new WeakMap<GatewayIR, Map<string, ResourcesByType>>();
   return {
     owns: (name) => sidecarName.test(name),
     classify: (node) => (sidecarName.test(node.cluster) ? node.cluster : undefined),
     compile: ({ ir }) => {
+      let byService = translated.get(ir);
+      if (byService === undefined) {
+        byService = new Map();
+        translated.set(ir, byService);
+      }
       const views = new Map<string, ResourcesByType>();
       for (const service of ir.mesh?.services ?? []) {
-        views.set(
-          sidecarNodeCluster(service.name),
-          withSecrets(translateSidecar(ir, service), secretsOf(secrets, service.spiffeId)),
-        );
+        let resources = byService.get(service.name);
+        if (resources === undefined) {
+          resources = translateSidecar(ir, service);
+          byService.set(service.name, resources);
+        }
+        views.set(sidecarNodeCluster(service.name), withSecrets(resources, secretsOf(secrets, service.spiffeId)));
       }
       return views;
     },

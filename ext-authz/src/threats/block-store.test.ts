@@ -3,11 +3,11 @@ import { waitUntil } from '@sekisho/devstack/processes';
 import { type RedisHandle, startRedis } from '@sekisho/devstack/redis';
 import { createLogger } from '@sekisho/service-kit/logger';
 import { resolveRedisTopology } from '@sekisho/service-kit/redis-topology';
-import type { ThreatBlock } from '@sekisho/service-kit/threat-contract';
+import { deviceHash, type ThreatBlock, threatKeys } from '@sekisho/service-kit/threat-contract';
 import { defineThreatScripts, putBlock } from '@sekisho/threat-detector/redis-store';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { RedisThreatStore, readBlocks, removeBlock } from './block-store';
+import { RedisThreatStore, readBlocks, removeBlock, setTrustedDevice } from './block-store';
 
 // The replica's copy of the detector's blocks against a real redis-server: the detector's own
 // writer puts blocks in, the admin command's removeBlock lifts them.
@@ -112,5 +112,146 @@ describe('RedisThreatStore', () => {
     } finally {
       await redis.control.up();
     }
+  });
+});
+
+describe('setTrustedDevice', () => {
+  const authState = (subject: string, devices: string[] = []): ThreatBlock => ({
+    kind: 'auth',
+    subject,
+    rule: 'geo_anomaly',
+    severity: 'medium',
+    untilMs: Date.now() + 3_600_000,
+    authTimeS: Math.floor(Date.now() / 1000),
+    devices,
+  });
+  const devicesOf = (count: number) =>
+    Array.from({ length: count }, (_, n) => `device-of-dora-${String(n).padStart(4, '0')}`);
+
+  // Several connections, so the calls of one round really interleave in Redis.
+  let clients: Redis[] = [];
+  beforeAll(() => {
+    clients = Array.from({ length: 6 }, () => {
+      const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+      client.on('error', () => {});
+      defineThreatScripts(client);
+      return client;
+    });
+  });
+  afterAll(() => {
+    for (const client of clients) client.disconnect();
+  });
+
+  /** The state's record (undefined when absent), the index entry and the trusted set, read at once. */
+  async function stored(keys: string, uid: string) {
+    const k = threatKeys(keys);
+    const [record, score, set] = await Promise.all([
+      writer.hget(k.records, `auth:${uid}`),
+      writer.zscore(k.index, `auth:${uid}`),
+      writer.smembers(k.devices(uid)),
+    ]);
+    const parsed = record === null ? undefined : (JSON.parse(record) as ThreatBlock);
+    return { record: parsed, indexed: score !== null, set: set.sort() };
+  }
+
+  it('stores the hash and rewrites the state in force, and says when there was none', async () => {
+    const keys = prefix();
+    const store = await startStore(keys);
+    expect(await setTrustedDevice(writer, keys, 'dora', 'device-of-dora-0001', true)).toEqual({ stateUpdated: false });
+    expect((await stored(keys, 'dora')).set).toEqual([deviceHash('device-of-dora-0001')]);
+    await putBlock(writer, keys, authState('dora'));
+    expect(await setTrustedDevice(writer, keys, 'dora', 'device-of-dora-0002', true)).toEqual({ stateUpdated: true });
+    expect((await stored(keys, 'dora')).record).toMatchObject({
+      kind: 'auth',
+      subject: 'dora',
+      rule: 'geo_anomaly',
+      devices: [deviceHash('device-of-dora-0001'), deviceHash('device-of-dora-0002')].sort(),
+    });
+    await waitFor(
+      'the replica to see both devices',
+      () => store.table.authState('dora', Date.now())?.devices.length === 2,
+    );
+    expect(await setTrustedDevice(writer, keys, 'dora', 'device-of-dora-0001', false)).toEqual({ stateUpdated: true });
+    expect((await stored(keys, 'dora')).record).toMatchObject({ devices: [deviceHash('device-of-dora-0002')] });
+  });
+
+  /**
+   * Runs `calls` on every client at once, each client's in sequence; before each call a client
+   * sends 0-3 PINGs (by its index and the call's), so the Redis commands of one client's call
+   * land between those of another's rather than in lockstep.
+   */
+  async function staggered(calls: number, call: (client: Redis, n: number, i: number) => Promise<unknown>) {
+    await Promise.all(
+      clients.map(async (client, n) => {
+        for (let i = 0; i < calls; i++) {
+          for (let pings = (n * 7 + i * 3) % 4; pings > 0; pings--) await client.ping();
+          await call(client, n, i);
+        }
+      }),
+    );
+  }
+
+  it('ends with the state holding exactly the trusted set after concurrent trust and untrust calls', async () => {
+    const keys = prefix();
+    await putBlock(writer, keys, authState('dora'));
+    const ids = devicesOf(3);
+    // Meanwhile a reader takes snapshots of both in one MULTI: at no moment may they differ.
+    const k = threatKeys(keys);
+    const disagreements: Array<{ record: string[]; set: string[] }> = [];
+    let running = true;
+    const watching = (async () => {
+      while (running) {
+        const [[, text], [, set]] = (await writer
+          .multi()
+          .hget(k.records, 'auth:dora')
+          .smembers(k.devices('dora'))
+          .exec()) as [[null, string], [null, string[]]];
+        const record = (JSON.parse(text) as { devices: string[] }).devices;
+        if (record.join() !== set.sort().join()) disagreements.push({ record, set });
+      }
+    })();
+    await staggered(60, (client, n, i) =>
+      setTrustedDevice(client, keys, 'dora', ids[(n + i) % ids.length] as string, n % 2 === 0),
+    );
+    running = false;
+    await watching;
+    expect(disagreements).toEqual([]);
+    const { record, set } = await stored(keys, 'dora');
+    expect(record?.kind === 'auth' && record.devices).toEqual(set);
+  });
+
+  it('never brings back a state that a concurrent unblock lifted', async () => {
+    const keys = prefix();
+    const ids = devicesOf(5);
+    for (let round = 0; round < 20; round++) {
+      await putBlock(writer, keys, authState('dora'));
+      await staggered(3, (client, n, i) =>
+        n === 0 && i === 1
+          ? removeBlock(client, keys, 'auth:dora')
+          : setTrustedDevice(client, keys, 'dora', ids[n % ids.length] as string, (round + i) % 2 === 0),
+      );
+      const { record, indexed } = await stored(keys, 'dora');
+      expect({ record, indexed }).toEqual({ record: undefined, indexed: false });
+    }
+  });
+
+  it('gives a state the detector puts the trusted set as Redis holds it, whatever the block carried', async () => {
+    const keys = prefix();
+    await setTrustedDevice(writer, keys, 'dora', 'device-of-dora-0003', true);
+    await writer.sadd(threatKeys(keys).devices('dora'), 'not-a-hash');
+    expect(await putBlock(writer, keys, authState('dora', [deviceHash('device-of-dora-9999')]))).toBe(true);
+    const store = await startStore(keys);
+    expect(store.table.authState('dora', Date.now())?.devices).toEqual([deviceHash('device-of-dora-0003')]);
+    expect((await stored(keys, 'dora')).record).toMatchObject({ devices: [deviceHash('device-of-dora-0003')] });
+  });
+
+  it('puts an empty list, not an object, in a state whose user has no trusted device', async () => {
+    const keys = prefix();
+    await putBlock(writer, keys, authState('dora'));
+    await setTrustedDevice(writer, keys, 'dora', 'device-of-dora-0004', true);
+    await setTrustedDevice(writer, keys, 'dora', 'device-of-dora-0004', false);
+    const text = await writer.hget(threatKeys(keys).records, 'auth:dora');
+    expect(JSON.parse(text ?? '{}')).toMatchObject({ devices: [] });
+    expect((await readBlocks(writer, keys, Date.now())).skipped).toBe(0);
   });
 });

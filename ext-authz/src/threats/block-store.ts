@@ -15,6 +15,7 @@ import {
   threatBlockSchema,
   threatChangeSchema,
   threatKeys,
+  trustDeviceScript,
 } from '@sekisho/service-kit/threat-contract';
 import type { Redis } from 'ioredis';
 import { connectSubscribedChannel } from '../redis-channel';
@@ -59,7 +60,8 @@ export async function removeBlock(redis: Redis, prefix: string, member: string):
 /**
  * Adds (or removes) a device an operator vouches for to the user's trusted set, kept as its
  * SHA-256 only; a geo anomaly state already in force gets the new set at once (every replica
- * within a second). A state the detector writes later copies the set itself.
+ * within a second). One script (threat-contract.ts), so concurrent changes cannot leave the set
+ * and the state disagreeing. A state the detector writes later copies the set itself.
  */
 export async function setTrustedDevice(
   redis: Redis,
@@ -69,22 +71,18 @@ export async function setTrustedDevice(
   trusted: boolean,
 ): Promise<{ stateUpdated: boolean }> {
   const keys = threatKeys(prefix);
-  const hash = deviceHash(deviceId);
-  if (trusted) await redis.sadd(keys.devices(uid), hash);
-  else await redis.srem(keys.devices(uid), hash);
-  const member = `auth:${uid}`;
-  const text = await redis.hget(keys.records, member);
-  const current = text === null ? undefined : safeJson(text, threatBlockSchema);
-  if (current?.kind !== 'auth') return { stateUpdated: false };
-  const devices = (await redis.smembers(keys.devices(uid))).filter((one) => /^[0-9a-f]{64}$/.test(one)).slice(0, 100);
-  const block: ThreatBlock = { ...current, devices };
-  const change: ThreatChange = { op: 'block', block };
-  await redis
-    .multi()
-    .hset(keys.records, member, JSON.stringify(block))
-    .publish(keys.channel, JSON.stringify(change))
-    .exec();
-  return { stateUpdated: true };
+  const updated = await redis.eval(
+    trustDeviceScript,
+    4,
+    keys.index,
+    keys.records,
+    keys.channel,
+    keys.devices(uid),
+    `auth:${uid}`,
+    deviceHash(deviceId),
+    trusted ? '1' : '0',
+  );
+  return { stateUpdated: Number(updated) === 1 };
 }
 
 /** Drops expired entries (any replica may; the readers ignore them anyway). */
