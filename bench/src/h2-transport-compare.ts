@@ -1,0 +1,122 @@
+import { credentials } from '@grpc/grpc-js';
+import { createFirebaseKeyServer, mintIdToken } from '@sekisho/devstack/firebase-keys';
+import { freePort } from '@sekisho/devstack/processes';
+import {
+  AuthorizationClient,
+  CheckRequest,
+  type CheckResponse,
+} from '@sekisho/proto/envoy/service/auth/v3/external_auth';
+import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
+import { authzContextKeys } from '@sekisho/service-kit/contract';
+import { assertTwoCores, cores, loadAtConcurrencies, printHeader, type RunSettings, spawnNodePinned } from './common';
+import { grpcBodyFile, grpcHeaders } from './grpc-call';
+import { findH2load } from './h2load';
+import { startExtAuthzService } from './services';
+
+// npx tsx bench/src/h2-transport-compare.ts [rounds]   (after `npm run build`)
+// Side by side, in one machine state: the bare node:http2 no-op, the same no-op on service-kit's
+// gRPC transport, and ext-authz with a warm token cache, each at 16 and 64 streams on one
+// connection, in interleaved rounds; prints per-case medians and the ratios to noop-http2. A
+// shorter look than bench:authz, for comparing two builds of the transport on a noisy machine.
+
+const rounds = Number(process.argv[2] ?? 3);
+assertTwoCores();
+findH2load();
+const settings: RunSettings = {
+  quick: false,
+  cpuProfile: false,
+  runtime: 'dist',
+  durationS: 3,
+  warmupS: 1,
+  concurrencies: [16, 64],
+};
+
+const projectId = 'sekisho-bench';
+const policy = AuthzPolicy.fromPartial({
+  firebase: { projectId },
+  groupClaim: 'tier',
+  defaultGroup: 'customer',
+  groups: { customer: { permissions: ['read:own_profile'] } },
+});
+const keys = await createFirebaseKeyServer();
+const token = await mintIdToken(keys.signingKey, { projectId, uid: 'bench-user', expiresIn: 3600 });
+const request = CheckRequest.fromPartial({
+  attributes: {
+    source: { address: { socketAddress: { address: '203.0.113.7', portValue: 40000 } } },
+    contextExtensions: { [authzContextKeys.routeId]: 'profile', [authzContextKeys.permissions]: 'read:own_profile' },
+    request: {
+      http: {
+        method: 'GET',
+        path: '/api/v1/customer/profile',
+        host: 'api.example.com',
+        headers: { 'x-request-id': 'bench', authorization: `Bearer ${token}` },
+      },
+    },
+  },
+});
+const bodyFile = await grpcBodyFile('authz-valid', CheckRequest.encode(request).finish());
+const loadFor = (port: number) => ({
+  url: `http://127.0.0.1:${port}/envoy.service.auth.v3.Authorization/Check`,
+  bodyFile,
+  headers: grpcHeaders,
+});
+
+async function expectOk(port: number) {
+  const client = new AuthorizationClient(`127.0.0.1:${port}`, credentials.createInsecure());
+  try {
+    const response = await new Promise<CheckResponse>((resolve, reject) =>
+      client.check(request, (error, r) => (error ? reject(error) : resolve(r))),
+    );
+    if (response.status?.code !== 0) throw new Error(`port ${port}: the Check was not allowed`);
+  } finally {
+    client.close();
+  }
+}
+
+type Case = 'noop-http2' | 'noop-service-kit' | 'cached';
+const peaks: Record<Case, number[]> = { 'noop-http2': [], 'noop-service-kit': [], cached: [] };
+const peak = (rows: { throughput_per_s: number }[]) => Math.max(...rows.map((r) => r.throughput_per_s));
+
+try {
+  printHeader();
+  for (let round = 0; round < rounds; round++) {
+    for (const transport of ['http2', 'service-kit'] as const) {
+      const port = await freePort();
+      const proc = await spawnNodePinned(`noop-${transport}`, cores.server, 'bench/src/noop-server-main.ts', [
+        'authz',
+        transport,
+        String(port),
+      ]);
+      try {
+        await proc.waitForPort(port, 30_000);
+        await expectOk(port);
+        peaks[`noop-${transport}`].push(peak(await loadAtConcurrencies(`noop-${transport}`, proc, settings, loadFor(port))));
+      } finally {
+        await proc.stop();
+      }
+    }
+    const service = await startExtAuthzService(keys.url, policy, { env: { EXT_AUTHZ_TOKEN_CACHE_SIZE: '10000' } });
+    try {
+      await expectOk(service.port);
+      peaks.cached.push(peak(await loadAtConcurrencies('cached', service.proc, settings, loadFor(service.port))));
+    } finally {
+      await service.stop();
+    }
+  }
+} finally {
+  await keys.close();
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+};
+const base = median(peaks['noop-http2']);
+const summary = Object.fromEntries(
+  (Object.keys(peaks) as Case[]).map((c) => [
+    c,
+    { peaks_per_s: peaks[c], median_peak_per_s: median(peaks[c]), ratio_to_noop_http2: Math.round((median(peaks[c]) / base) * 100) / 100 },
+  ]),
+);
+console.log(`\n${JSON.stringify(summary, null, 2)}`);
