@@ -143,6 +143,8 @@ class Call implements UnaryCall<unknown> {
   timer: NodeJS.Timeout | undefined = undefined;
   chunks: Buffer[] = [];
   received = 0;
+  /** Of `received`, what is counted in the connection's heldBytes until the body is consumed. */
+  held = 0;
   declared = -1;
   encoding = 'identity';
   /** The trailers a stream that has sent its headers ends with (a server stream cut short). */
@@ -159,6 +161,13 @@ class Call implements UnaryCall<unknown> {
   done() {
     this.finished = true;
     if (this.timer) clearTimeout(this.timer);
+    this.release();
+  }
+
+  release() {
+    if (this.held === 0) return;
+    this.stream.connection.heldBytes -= this.held;
+    this.held = 0;
   }
 
   fail(code: number, message: string) {
@@ -183,6 +192,7 @@ class Call implements UnaryCall<unknown> {
   complete() {
     const body = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks);
     this.chunks = [];
+    this.release();
     if (body.length < frameHeaderBytes || body.length !== frameHeaderBytes + this.declared) {
       this.fail(
         grpcStatus.INTERNAL,
@@ -325,6 +335,15 @@ function failStream(stream: H2Stream, code: number, message: string, call?: Call
 // prefix arrives, so an oversized message is refused without being buffered.
 function onCallData(call: Call, chunk: Buffer) {
   if (chunk.length === 0) return;
+  const connection = call.stream.connection;
+  // Each call is bounded by maxReceive; the connection's calls together by maxHeldBytes, so
+  // 1,000 streams each half way through a large message cannot hold gigabytes.
+  if (connection.heldBytes + chunk.length > maxHeld(call.maxReceive)) {
+    call.fail(grpcStatus.RESOURCE_EXHAUSTED, 'the connection holds too many request bytes; retry');
+    return;
+  }
+  connection.heldBytes += chunk.length;
+  call.held += chunk.length;
   call.chunks.push(chunk);
   call.received += chunk.length;
   if (call.declared < 0 && call.received >= frameHeaderBytes) {
@@ -341,6 +360,11 @@ function onCallData(call: Call, chunk: Buffer) {
   if (call.declared >= 0 && call.received > frameHeaderBytes + call.declared) {
     call.fail(grpcStatus.INTERNAL, 'a unary call carries one request message; more bytes followed it');
   }
+}
+
+/** Request bytes one connection's calls may hold at once: 16 MiB, or 4 of the largest message. */
+function maxHeld(maxReceive: number): number {
+  return Math.max(16 << 20, 4 * maxReceive);
 }
 
 function onDeadline(call: Call) {

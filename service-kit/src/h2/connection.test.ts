@@ -15,7 +15,8 @@ import { encodeHeaderBlock } from './hpack';
 import { type Frame, frame, grpcMessage, RawPeer, requestBlock } from './raw-peer';
 
 const path = RateLimitServiceService.shouldRateLimit.path;
-const body = (domain: string) => grpcMessage(RateLimitRequest.encode(RateLimitRequest.fromPartial({ domain })).finish());
+const body = (domain: string) =>
+  grpcMessage(RateLimitRequest.encode(RateLimitRequest.fromPartial({ domain })).finish());
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const isType = (type: number, id?: number) => (f: Frame) => f.type === type && (id === undefined || f.id === id);
 
@@ -42,11 +43,17 @@ async function startServer(opts: { maxConcurrentStreams?: number; stallTimeoutMs
 
 /** A whole answer on stream `id`: its headers, the concatenated DATA and the trailers. */
 async function answerOf(peer: RawPeer, id: number) {
-  const trailersFrame = await peer.next((f) => f.type === FrameType.HEADERS && f.id === id && (f.flags & Flag.END_STREAM) !== 0);
+  const trailersFrame = await peer.next(
+    (f) => f.type === FrameType.HEADERS && f.id === id && (f.flags & Flag.END_STREAM) !== 0,
+  );
   const onStream = peer.frames.filter((f) => f.id === id);
   const head = onStream.find((f) => f.type === FrameType.HEADERS) as Frame;
   const data = Buffer.concat(onStream.filter((f) => f.type === FrameType.DATA).map((f) => f.payload));
-  return { headers: peer.headers(head.payload), data, trailers: head === trailersFrame ? {} : peer.headers(trailersFrame.payload) };
+  return {
+    headers: peer.headers(head.payload),
+    data,
+    trailers: head === trailersFrame ? {} : peer.headers(trailersFrame.payload),
+  };
 }
 
 function decodedBody(data: Buffer) {
@@ -83,15 +90,30 @@ describe('HTTP/2 connection: calls over hand-written frames', () => {
     const peer = await RawPeer.connect(server.port);
     try {
       const block = requestBlock(path);
-      const first = Buffer.concat([Buffer.from([3]), Buffer.from([0, 0, 0, 0, 16]), block.subarray(0, 10), Buffer.alloc(3)]);
+      const first = Buffer.concat([
+        Buffer.from([3]),
+        Buffer.from([0, 0, 0, 0, 16]),
+        block.subarray(0, 10),
+        Buffer.alloc(3),
+      ]);
       peer.send(FrameType.HEADERS, Flag.PADDED | Flag.PRIORITY, 1, first);
       peer.send(FrameType.CONTINUATION, 0, 1, block.subarray(10, 20));
       peer.send(FrameType.CONTINUATION, Flag.END_HEADERS, 1, block.subarray(20));
       peer.send(0x20, 0xff, 1, Buffer.from('an extension frame'));
       peer.send(FrameType.PRIORITY, 0, 1, Buffer.from([0, 0, 0, 0, 200]));
       const message = body('5');
-      peer.send(FrameType.DATA, Flag.PADDED, 1, Buffer.concat([Buffer.from([4]), message.subarray(0, 3), Buffer.alloc(4)]));
-      peer.send(FrameType.DATA, Flag.PADDED | Flag.END_STREAM, 1, Buffer.concat([Buffer.from([0]), message.subarray(3)]));
+      peer.send(
+        FrameType.DATA,
+        Flag.PADDED,
+        1,
+        Buffer.concat([Buffer.from([4]), message.subarray(0, 3), Buffer.alloc(4)]),
+      );
+      peer.send(
+        FrameType.DATA,
+        Flag.PADDED | Flag.END_STREAM,
+        1,
+        Buffer.concat([Buffer.from([0]), message.subarray(3)]),
+      );
       const answer = await answerOf(peer, 1);
       expect(answer.headers).toEqual({ ':status': '200', 'content-type': 'application/grpc' });
       expect(answer.trailers).toEqual({ 'grpc-status': '0' });
@@ -133,8 +155,7 @@ describe('HTTP/2 connection: calls over hand-written frames', () => {
       peer.send(FrameType.DATA, Flag.END_STREAM, 1, body('100000'));
       await peer.next(isType(FrameType.DATA, 1));
       await sleep(50);
-      const sent = () =>
-        peer.frames.filter(isType(FrameType.DATA, 1)).reduce((n, f) => n + f.payload.length, 0);
+      const sent = () => peer.frames.filter(isType(FrameType.DATA, 1)).reduce((n, f) => n + f.payload.length, 0);
       expect(sent()).toBe(1000);
       // The stream window grows by a SETTINGS change, then by WINDOW_UPDATEs; the connection
       // window (65,535) binds next.
@@ -192,7 +213,12 @@ describe('HTTP/2 connection: calls over hand-written frames', () => {
       const big = requestBlock(path, [['x-big', 'v'.repeat(70_000)]]);
       peer.send(FrameType.HEADERS, 0, 1, big.subarray(0, 16_000));
       for (let p = 16_000; p < big.length; p += 16_000) {
-        peer.send(FrameType.CONTINUATION, p + 16_000 >= big.length ? Flag.END_HEADERS : 0, 1, big.subarray(p, p + 16_000));
+        peer.send(
+          FrameType.CONTINUATION,
+          p + 16_000 >= big.length ? Flag.END_HEADERS : 0,
+          1,
+          big.subarray(p, p + 16_000),
+        );
       }
       // Too large a block is a connection error; a list over the limit is the stream's.
       expect(big.length).toBeGreaterThan(64 * 1024);
@@ -231,16 +257,19 @@ describe('HTTP/2 connection: calls over hand-written frames', () => {
     ['a connection-specific header', [['connection', 'keep-alive']]],
     ['te other than trailers', [['te', 'gzip']]],
     ['a pseudo-header after a regular one', [[':authority', 'late']]],
-  ] as Array<[string, Array<[string, string]>]>)('resets a stream whose headers carry %s (PROTOCOL_ERROR)', async (_name, extra) => {
-    const peer = await RawPeer.connect(server.port);
-    try {
-      peer.send(FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, 1, requestBlock(path, extra));
-      const reset = await peer.next(isType(FrameType.RST_STREAM, 1));
-      expect(reset.payload.readUInt32BE(0)).toBe(ErrorCode.PROTOCOL_ERROR);
-    } finally {
-      peer.close();
-    }
-  });
+  ] as Array<[string, Array<[string, string]>]>)(
+    'resets a stream whose headers carry %s (PROTOCOL_ERROR)',
+    async (_name, extra) => {
+      const peer = await RawPeer.connect(server.port);
+      try {
+        peer.send(FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, 1, requestBlock(path, extra));
+        const reset = await peer.next(isType(FrameType.RST_STREAM, 1));
+        expect(reset.payload.readUInt32BE(0)).toBe(ErrorCode.PROTOCOL_ERROR);
+      } finally {
+        peer.close();
+      }
+    },
+  );
 
   it('resets a stream whose peer ends its side and then sends DATA (STREAM_CLOSED)', async () => {
     const peer = await RawPeer.connect(server.port);
@@ -285,8 +314,16 @@ describe('HTTP/2 connection errors: GOAWAY with the code, then close', () => {
     return b;
   };
   const cases: Array<[string, (peer: RawPeer) => void, number]> = [
-    ['a frame larger than SETTINGS_MAX_FRAME_SIZE', (p) => p.send(FrameType.DATA, 0, 1, Buffer.alloc(16_385)), ErrorCode.FRAME_SIZE_ERROR],
-    ['CONTINUATION without HEADERS', (p) => p.send(FrameType.CONTINUATION, Flag.END_HEADERS, 1, requestBlock(path)), ErrorCode.PROTOCOL_ERROR],
+    [
+      'a frame larger than SETTINGS_MAX_FRAME_SIZE',
+      (p) => p.send(FrameType.DATA, 0, 1, Buffer.alloc(16_385)),
+      ErrorCode.FRAME_SIZE_ERROR,
+    ],
+    [
+      'CONTINUATION without HEADERS',
+      (p) => p.send(FrameType.CONTINUATION, Flag.END_HEADERS, 1, requestBlock(path)),
+      ErrorCode.PROTOCOL_ERROR,
+    ],
     [
       'a frame between HEADERS and its CONTINUATION',
       (p) => {
@@ -295,7 +332,11 @@ describe('HTTP/2 connection errors: GOAWAY with the code, then close', () => {
       },
       ErrorCode.PROTOCOL_ERROR,
     ],
-    ['an even stream id', (p) => p.send(FrameType.HEADERS, Flag.END_HEADERS, 2, requestBlock(path)), ErrorCode.PROTOCOL_ERROR],
+    [
+      'an even stream id',
+      (p) => p.send(FrameType.HEADERS, Flag.END_HEADERS, 2, requestBlock(path)),
+      ErrorCode.PROTOCOL_ERROR,
+    ],
     [
       'a stream id that does not increase',
       (p) => {
@@ -315,24 +356,61 @@ describe('HTTP/2 connection errors: GOAWAY with the code, then close', () => {
     ],
     ['DATA on an idle stream', (p) => p.send(FrameType.DATA, 0, 7, Buffer.alloc(1)), ErrorCode.PROTOCOL_ERROR],
     ['DATA on stream 0', (p) => p.send(FrameType.DATA, 0, 0, Buffer.alloc(1)), ErrorCode.PROTOCOL_ERROR],
-    ['padding longer than the DATA frame', (p) => {
-      p.send(FrameType.HEADERS, Flag.END_HEADERS, 1, requestBlock(path));
-      p.send(FrameType.DATA, Flag.PADDED, 1, Buffer.from([5, 0, 0]));
-    }, ErrorCode.PROTOCOL_ERROR],
-    ['a connection window overflow', (p) => p.send(FrameType.WINDOW_UPDATE, 0, 0, u32(2 ** 31 - 1)), ErrorCode.FLOW_CONTROL_ERROR],
-    ['a WINDOW_UPDATE of 0 on the connection', (p) => p.send(FrameType.WINDOW_UPDATE, 0, 0, u32(0)), ErrorCode.PROTOCOL_ERROR],
-    ['SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1', (p) => p.settings([[Setting.INITIAL_WINDOW_SIZE, 2 ** 31]]), ErrorCode.FLOW_CONTROL_ERROR],
-    ['SETTINGS_MAX_FRAME_SIZE under 16384', (p) => p.settings([[Setting.MAX_FRAME_SIZE, 100]]), ErrorCode.PROTOCOL_ERROR],
+    [
+      'padding longer than the DATA frame',
+      (p) => {
+        p.send(FrameType.HEADERS, Flag.END_HEADERS, 1, requestBlock(path));
+        p.send(FrameType.DATA, Flag.PADDED, 1, Buffer.from([5, 0, 0]));
+      },
+      ErrorCode.PROTOCOL_ERROR,
+    ],
+    [
+      'a connection window overflow',
+      (p) => p.send(FrameType.WINDOW_UPDATE, 0, 0, u32(2 ** 31 - 1)),
+      ErrorCode.FLOW_CONTROL_ERROR,
+    ],
+    [
+      'a WINDOW_UPDATE of 0 on the connection',
+      (p) => p.send(FrameType.WINDOW_UPDATE, 0, 0, u32(0)),
+      ErrorCode.PROTOCOL_ERROR,
+    ],
+    [
+      'SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1',
+      (p) => p.settings([[Setting.INITIAL_WINDOW_SIZE, 2 ** 31]]),
+      ErrorCode.FLOW_CONTROL_ERROR,
+    ],
+    [
+      'SETTINGS_MAX_FRAME_SIZE under 16384',
+      (p) => p.settings([[Setting.MAX_FRAME_SIZE, 100]]),
+      ErrorCode.PROTOCOL_ERROR,
+    ],
     ['SETTINGS_ENABLE_PUSH of 2', (p) => p.settings([[Setting.ENABLE_PUSH, 2]]), ErrorCode.PROTOCOL_ERROR],
-    ['SETTINGS of a length not a multiple of 6', (p) => p.send(FrameType.SETTINGS, 0, 0, Buffer.alloc(5)), ErrorCode.FRAME_SIZE_ERROR],
+    [
+      'SETTINGS of a length not a multiple of 6',
+      (p) => p.send(FrameType.SETTINGS, 0, 0, Buffer.alloc(5)),
+      ErrorCode.FRAME_SIZE_ERROR,
+    ],
     ['SETTINGS on a stream', (p) => p.send(FrameType.SETTINGS, 0, 1), ErrorCode.PROTOCOL_ERROR],
     ['a PING of 7 bytes', (p) => p.send(FrameType.PING, 0, 0, Buffer.alloc(7)), ErrorCode.FRAME_SIZE_ERROR],
     ['a PING on a stream', (p) => p.send(FrameType.PING, 0, 1, Buffer.alloc(8)), ErrorCode.PROTOCOL_ERROR],
     ['a RST_STREAM of 3 bytes', (p) => p.send(FrameType.RST_STREAM, 0, 1, Buffer.alloc(3)), ErrorCode.FRAME_SIZE_ERROR],
     ['a RST_STREAM on an idle stream', (p) => p.send(FrameType.RST_STREAM, 0, 9, u32(0)), ErrorCode.PROTOCOL_ERROR],
-    ['PUSH_PROMISE from the client', (p) => p.send(FrameType.PUSH_PROMISE, Flag.END_HEADERS, 1, Buffer.alloc(4)), ErrorCode.PROTOCOL_ERROR],
-    ['an HPACK index past the tables', (p) => p.send(FrameType.HEADERS, Flag.END_HEADERS, 1, Buffer.from([0xff, 0x00])), ErrorCode.COMPRESSION_ERROR],
-    ['a Huffman string with EOS', (p) => p.send(FrameType.HEADERS, Flag.END_HEADERS, 1, Buffer.from([0x00, 0x01, 0x61, 0x84, 0xff, 0xff, 0xff, 0xff])), ErrorCode.COMPRESSION_ERROR],
+    [
+      'PUSH_PROMISE from the client',
+      (p) => p.send(FrameType.PUSH_PROMISE, Flag.END_HEADERS, 1, Buffer.alloc(4)),
+      ErrorCode.PROTOCOL_ERROR,
+    ],
+    [
+      'an HPACK index past the tables',
+      (p) => p.send(FrameType.HEADERS, Flag.END_HEADERS, 1, Buffer.from([0xff, 0x00])),
+      ErrorCode.COMPRESSION_ERROR,
+    ],
+    [
+      'a Huffman string with EOS',
+      (p) =>
+        p.send(FrameType.HEADERS, Flag.END_HEADERS, 1, Buffer.from([0x00, 0x01, 0x61, 0x84, 0xff, 0xff, 0xff, 0xff])),
+      ErrorCode.COMPRESSION_ERROR,
+    ],
   ];
 
   it.each(cases)('%s', async (_name, act, code) => {
@@ -380,7 +458,10 @@ describe('HTTP/2 connection errors: GOAWAY with the code, then close', () => {
       const frames: Buffer[] = [];
       for (let i = 0; i < 1_500; i++) {
         const id = 2 * i + 1;
-        frames.push(frame(FrameType.HEADERS, Flag.END_HEADERS, id, block), frame(FrameType.RST_STREAM, 0, id, u32(ErrorCode.CANCEL)));
+        frames.push(
+          frame(FrameType.HEADERS, Flag.END_HEADERS, id, block),
+          frame(FrameType.RST_STREAM, 0, id, u32(ErrorCode.CANCEL)),
+        );
       }
       peer.write(Buffer.concat(frames));
       const [last, code] = await peer.goaway();
@@ -406,6 +487,34 @@ describe('HTTP/2 connection limits', () => {
       expect(refused.payload.readUInt32BE(0)).toBe(ErrorCode.REFUSED_STREAM);
       expect((await answerOf(peer, 1)).trailers).toEqual({ 'grpc-status': '0' });
       expect((await answerOf(peer, 3)).trailers).toEqual({ 'grpc-status': '0' });
+    } finally {
+      peer.close();
+      await server.close(0);
+    }
+  });
+
+  it('bounds the request bytes one connection’s unfinished calls hold (RESOURCE_EXHAUSTED past 16 MiB)', async () => {
+    const server = await startServer();
+    const peer = await RawPeer.connect(server.port);
+    try {
+      // 17 calls, each 1,000,000 bytes into a message of 1,000,001: 17 MB, past 16 MiB at the 17th.
+      const prefix = Buffer.from([0, 0, 0x0f, 0x42, 0x41]);
+      const chunk = Buffer.alloc(16_000);
+      for (let i = 0; i < 17; i++) {
+        const id = 2 * i + 1;
+        peer.send(FrameType.HEADERS, Flag.END_HEADERS, id, requestBlock(path));
+        const parts = [frame(FrameType.DATA, 0, id, prefix)];
+        for (let sent = 5; sent < 1_000_000; sent += chunk.length) {
+          parts.push(frame(FrameType.DATA, 0, id, chunk.subarray(0, Math.min(chunk.length, 1_000_000 - sent))));
+        }
+        peer.write(Buffer.concat(parts));
+      }
+      const refused = await peer.next(isType(FrameType.HEADERS, 33));
+      expect(peer.headers(refused.payload)).toMatchObject({
+        'grpc-status': '8',
+        'grpc-message': 'the connection holds too many request bytes; retry',
+      });
+      expect(peer.frames.filter((f) => f.type === FrameType.HEADERS && f.id < 33)).toEqual([]);
     } finally {
       peer.close();
       await server.close(0);

@@ -107,6 +107,8 @@ export class Connection {
   stalledSince: number;
   closed = false;
   goawaySent = false;
+  /** Request bytes the server holds for this connection's calls (its own account, see unary-grpc-server). */
+  heldBytes = 0;
 
   private readonly decoder = new HpackDecoder();
   private readonly headers = new HeaderList();
@@ -131,6 +133,8 @@ export class Connection {
   private resetWindowStart = 0;
   private resets = 0;
   private paused = false;
+  /** A stream that named itself as its own dependency: refused once its block is decoded. */
+  private resetIdLater = 0;
 
   constructor(
     readonly socket: Socket,
@@ -207,7 +211,10 @@ export class Connection {
       while (end - pos >= frameHeaderLength) {
         const length = (buf[pos] as number) * 65536 + (buf[pos + 1] as number) * 256 + (buf[pos + 2] as number);
         if (length > defaultMaxFrameSize) {
-          throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, `frame of ${length} bytes exceeds SETTINGS_MAX_FRAME_SIZE`);
+          throw new ConnectionError(
+            ErrorCode.FRAME_SIZE_ERROR,
+            `frame of ${length} bytes exceeds SETTINGS_MAX_FRAME_SIZE`,
+          );
         }
         const frameEnd = pos + frameHeaderLength + length;
         if (frameEnd > end) break;
@@ -252,7 +259,7 @@ export class Connection {
         if (end - start !== 5) this.resetId(id, ErrorCode.FRAME_SIZE_ERROR);
         return;
       case FrameType.RST_STREAM:
-        this.onRstStream(id, buf, start, end);
+        this.onRstStream(id, end - start);
         return;
       case FrameType.SETTINGS:
         this.onSettings(flags, id, buf, start, end);
@@ -359,9 +366,6 @@ export class Connection {
     this.blockBytes = fragEnd - fragStart;
   }
 
-  /** A stream that named itself as its own dependency: refused once its block is decoded. */
-  private resetIdLater = 0;
-
   private onContinuation(flags: number, id: number, buf: Buffer, start: number, end: number) {
     if (this.continuing === 0 || id !== this.continuing) {
       throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'CONTINUATION without a header block to continue');
@@ -400,7 +404,10 @@ export class Connection {
     }
     if (id % 2 === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `client stream id ${id} is even`);
     if (id <= this.lastStreamId) {
-      throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `stream id ${id} does not increase past ${this.lastStreamId}`);
+      throw new ConnectionError(
+        ErrorCode.PROTOCOL_ERROR,
+        `stream id ${id} does not increase past ${this.lastStreamId}`,
+      );
     }
     this.lastStreamId = id;
     // After our GOAWAY, newer streams are ignored (the peer retries them elsewhere).
@@ -430,9 +437,9 @@ export class Connection {
     if (endStream) this.maybeClose(stream);
   }
 
-  private onRstStream(id: number, buf: Buffer, start: number, end: number) {
+  private onRstStream(id: number, length: number) {
     if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'RST_STREAM on stream 0');
-    if (end - start !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, 'RST_STREAM payload is not 4 bytes');
+    if (length !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, 'RST_STREAM payload is not 4 bytes');
     if (id > this.lastStreamId) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `RST_STREAM on idle stream ${id}`);
     const stream = this.streams.get(id);
     if (stream === undefined) return;
@@ -453,7 +460,8 @@ export class Connection {
       if (end !== start) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, 'SETTINGS ACK with a payload');
       return;
     }
-    if ((end - start) % 6 !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, 'SETTINGS length not a multiple of 6');
+    if ((end - start) % 6 !== 0)
+      throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, 'SETTINGS length not a multiple of 6');
     for (let p = start; p < end; p += 6) {
       const key = buf.readUInt16BE(p);
       const value = buf.readUInt32BE(p + 2);
@@ -467,7 +475,8 @@ export class Connection {
           if (value > 1) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'SETTINGS_ENABLE_PUSH not 0 or 1');
           break;
         case Setting.INITIAL_WINDOW_SIZE: {
-          if (value > maxWindow) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE too large');
+          if (value > maxWindow)
+            throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE too large');
           const delta = value - this.peerInitialWindow;
           this.peerInitialWindow = value;
           for (const stream of this.streams.values()) {
@@ -494,7 +503,8 @@ export class Connection {
   }
 
   private onWindowUpdate(id: number, buf: Buffer, start: number, end: number) {
-    if (end - start !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, 'WINDOW_UPDATE payload is not 4 bytes');
+    if (end - start !== 4)
+      throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, 'WINDOW_UPDATE payload is not 4 bytes');
     const increment = buf.readUInt32BE(start) & 0x7fffffff;
     if (id === 0) {
       if (increment === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'WINDOW_UPDATE of 0');
@@ -505,7 +515,8 @@ export class Connection {
       this.drainBlocked();
       return;
     }
-    if (id > this.lastStreamId) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `WINDOW_UPDATE on idle stream ${id}`);
+    if (id > this.lastStreamId)
+      throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `WINDOW_UPDATE on idle stream ${id}`);
     const stream = this.streams.get(id);
     if (stream === undefined) return;
     if (increment === 0) {
@@ -708,6 +719,7 @@ export class Connection {
   private lost() {
     if (this.closed) return;
     this.closed = true;
+    this.writer.close();
     this.leftover = null;
     for (const stream of this.streams.values()) this.closeStream(stream, true);
   }

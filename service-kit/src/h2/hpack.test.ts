@@ -121,23 +121,28 @@ describe('HPACK decoding of RFC 7541 Appendix C', () => {
     });
   });
 
-  it.each([
-    'C.5 responses without Huffman (table of 256)',
-    'C.6 responses with Huffman (table of 256)',
-  ] as const)('%s, evicting the oldest entries', (name) => {
-    const decoder = new HpackDecoder(256);
-    sequences[name].forEach((block, i) => {
-      const [fields, size, entries] = responses[i] as (typeof responses)[number];
-      expect(decodeAll(decoder, hex(block))).toEqual(fields);
-      expect(decoder.size).toBe(size);
-      expect(decoder.tableLength).toBe(entries);
-    });
-  });
+  it.each(['C.5 responses without Huffman (table of 256)', 'C.6 responses with Huffman (table of 256)'] as const)(
+    '%s, evicting the oldest entries',
+    (name) => {
+      const decoder = new HpackDecoder(256);
+      sequences[name].forEach((block, i) => {
+        const [fields, size, entries] = responses[i] as (typeof responses)[number];
+        expect(decodeAll(decoder, hex(block))).toEqual(fields);
+        expect(decoder.size).toBe(size);
+        expect(decoder.tableLength).toBe(entries);
+      });
+    },
+  );
 });
 
 describe('HPACK dynamic table', () => {
   const literal = (name: string, value: string) =>
-    Buffer.concat([Buffer.from([0x40, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
+    Buffer.concat([
+      Buffer.from([0x40, name.length]),
+      Buffer.from(name),
+      Buffer.from([value.length]),
+      Buffer.from(value),
+    ]);
 
   it('evicts the oldest entries to make room, and index 62 is the newest', () => {
     const decoder = new HpackDecoder(100); // room for two entries of 34 + 32 bytes, not three

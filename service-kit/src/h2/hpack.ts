@@ -2,8 +2,8 @@
 // Huffman) with limits, and an encoder of plain literals for the few header sets a gRPC server
 // answers with. Strings are latin1 (one JS char per octet), so lengths are octet counts.
 
-import { huffmanDecode, HuffmanError } from './huffman';
 import { staticTable } from './hpack-tables';
+import { HuffmanError, huffmanDecode } from './huffman';
 
 /** A COMPRESSION_ERROR: the block cannot be decoded, so the connection's table state is lost. */
 export class HpackError extends Error {}

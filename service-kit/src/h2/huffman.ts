@@ -71,7 +71,7 @@ export function huffmanDecode(src: Uint8Array, offset: number, length: number): 
   }
   if (pending > 7) throw new HuffmanError('Huffman padding longer than 7 bits');
   if (!allOnes) throw new HuffmanError('Huffman padding is not the EOS prefix');
-  return out.toString("latin1", 0, n);
+  return out.toString('latin1', 0, n);
 }
 
 /** Huffman-encodes a latin1 string (tests, and a peer's view of what we decode). */
