@@ -1,5 +1,8 @@
+import { join } from 'node:path';
 import { credentials } from '@grpc/grpc-js';
+import { bundleEntry } from '@sekisho/devstack/build';
 import { createFirebaseKeyServer, mintIdToken } from '@sekisho/devstack/firebase-keys';
+import { repoRoot } from '@sekisho/devstack/paths';
 import { freePort } from '@sekisho/devstack/processes';
 import {
   AuthorizationClient,
@@ -8,23 +11,37 @@ import {
 } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { authzContextKeys } from '@sekisho/service-kit/contract';
-import { assertTwoCores, cores, loadAtConcurrencies, printHeader, type RunSettings, spawnNodePinned } from './common';
+import {
+  assertTwoCores,
+  cores,
+  loadAtConcurrencies,
+  printHeader,
+  profilesDir,
+  type RunSettings,
+  spawnPinned,
+} from './common';
+import { printProfiles } from './cpu-profile';
 import { grpcBodyFile, grpcHeaders } from './grpc-call';
 import { findH2load } from './h2load';
 import { startExtAuthzService } from './services';
 
-// npx tsx bench/src/h2-transport-compare.ts [rounds]   (after `npm run build`)
+// npx tsx bench/src/h2-transport-compare.ts [rounds] [--cpu-prof]   (after `npm run build`)
 // Side by side, in one machine state: the bare node:http2 no-op, the same no-op on service-kit's
 // gRPC transport, and ext-authz with a warm token cache, each at 16 and 64 streams on one
 // connection, in interleaved rounds; prints per-case medians and the ratios to noop-http2. A
 // shorter look than bench:authz, for comparing two builds of the transport on a noisy machine.
+// The no-op servers are bundled into this checkout's dist/ (not the shared .cache), so two
+// checkouts run side by side each measure their own code.
 
-const rounds = Number(process.argv[2] ?? 3);
+const args = process.argv.slice(2);
+const cpuProfile = args.includes('--cpu-prof');
+const rounds = Number(args.find((a) => /^\d+$/.test(a)) ?? 3);
+const benchStart = Date.now();
 assertTwoCores();
 findH2load();
 const settings: RunSettings = {
   quick: false,
-  cpuProfile: false,
+  cpuProfile,
   runtime: 'dist',
   durationS: 3,
   warmupS: 1,
@@ -54,6 +71,9 @@ const request = CheckRequest.fromPartial({
     },
   },
 });
+const noopBundle = join(repoRoot, 'dist', 'bench', 'noop-server-main.mjs');
+await bundleEntry('bench/src/noop-server-main.ts', noopBundle);
+
 const bodyFile = await grpcBodyFile('authz-valid', CheckRequest.encode(request).finish());
 const loadFor = (port: number) => ({
   url: `http://127.0.0.1:${port}/envoy.service.auth.v3.Authorization/Check`,
@@ -82,7 +102,13 @@ try {
   for (let round = 0; round < rounds; round++) {
     for (const transport of ['http2', 'service-kit'] as const) {
       const port = await freePort();
-      const proc = await spawnNodePinned(`noop-${transport}`, cores.server, 'bench/src/noop-server-main.ts', [
+      const name = `noop-${transport}`;
+      const profile = cpuProfile
+        ? ['--cpu-prof', `--cpu-prof-dir=${profilesDir}`, `--cpu-prof-name=${name}.${Date.now()}.cpuprofile`]
+        : [];
+      const proc = spawnPinned(name, cores.server, process.execPath, [
+        ...profile,
+        noopBundle,
         'authz',
         transport,
         String(port),
@@ -90,12 +116,17 @@ try {
       try {
         await proc.waitForPort(port, 30_000);
         await expectOk(port);
-        peaks[`noop-${transport}`].push(peak(await loadAtConcurrencies(`noop-${transport}`, proc, settings, loadFor(port))));
+        peaks[`noop-${transport}`].push(
+          peak(await loadAtConcurrencies(`noop-${transport}`, proc, settings, loadFor(port))),
+        );
       } finally {
         await proc.stop();
       }
     }
-    const service = await startExtAuthzService(keys.url, policy, { env: { EXT_AUTHZ_TOKEN_CACHE_SIZE: '10000' } });
+    const service = await startExtAuthzService(keys.url, policy, {
+      cpuProfile,
+      env: { EXT_AUTHZ_TOKEN_CACHE_SIZE: '10000' },
+    });
     try {
       await expectOk(service.port);
       peaks.cached.push(peak(await loadAtConcurrencies('cached', service.proc, settings, loadFor(service.port))));
@@ -116,7 +147,12 @@ const base = median(peaks['noop-http2']);
 const summary = Object.fromEntries(
   (Object.keys(peaks) as Case[]).map((c) => [
     c,
-    { peaks_per_s: peaks[c], median_peak_per_s: median(peaks[c]), ratio_to_noop_http2: Math.round((median(peaks[c]) / base) * 100) / 100 },
+    {
+      peaks_per_s: peaks[c],
+      median_peak_per_s: median(peaks[c]),
+      ratio_to_noop_http2: Math.round((median(peaks[c]) / base) * 100) / 100,
+    },
   ]),
 );
 console.log(`\n${JSON.stringify(summary, null, 2)}`);
+if (cpuProfile) await printProfiles(profilesDir, benchStart, 20);

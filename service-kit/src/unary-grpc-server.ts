@@ -110,6 +110,7 @@ export function parseGrpcTimeout(value: string): number | undefined {
   return Number(match[1]) * (timeoutUnitsMs[match[2] as string] as number);
 }
 
+const emptyBody = Buffer.alloc(0);
 const decompressors: Record<string, typeof gunzip> = { gzip: gunzip, deflate: inflate };
 
 // The header blocks every answer uses, encoded once (literals without indexing: see h2/hpack.ts).
@@ -141,7 +142,9 @@ class Call implements UnaryCall<unknown> {
   deadline = Number.POSITIVE_INFINITY;
   finished = false;
   timer: NodeJS.Timeout | undefined = undefined;
-  chunks: Buffer[] = [];
+  /** The body so far: its first chunk, and the rest when it came in several (most come in one). */
+  first: Buffer | undefined = undefined;
+  more: Buffer[] | undefined = undefined;
   received = 0;
   /** Of `received`, what is counted in the connection's heldBytes until the body is consumed. */
   held = 0;
@@ -190,8 +193,9 @@ class Call implements UnaryCall<unknown> {
 
   /** The whole body arrived: check the frame, inflate if asked, decode, run the handler. */
   complete() {
-    const body = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks);
-    this.chunks = [];
+    const body = this.more ? Buffer.concat(this.more) : (this.first ?? emptyBody);
+    this.first = undefined;
+    this.more = undefined;
     this.release();
     if (body.length < frameHeaderBytes || body.length !== frameHeaderBytes + this.declared) {
       this.fail(
@@ -344,10 +348,12 @@ function onCallData(call: Call, chunk: Buffer) {
   }
   connection.heldBytes += chunk.length;
   call.held += chunk.length;
-  call.chunks.push(chunk);
+  if (call.first === undefined) call.first = chunk;
+  else if (call.more === undefined) call.more = [call.first, chunk];
+  else call.more.push(chunk);
   call.received += chunk.length;
   if (call.declared < 0 && call.received >= frameHeaderBytes) {
-    const head = call.chunks.length === 1 ? chunk : Buffer.concat(call.chunks);
+    const head = call.more ? Buffer.concat(call.more) : chunk;
     call.declared = head.readUInt32BE(1);
     if (call.declared > call.maxReceive) {
       call.fail(

@@ -227,11 +227,11 @@ export class Connection {
         progressed = true;
       }
     } catch (error) {
-      if (error instanceof ConnectionError) {
-        this.fail(error.code, error.message);
-        return;
-      }
-      throw error;
+      // A protocol error, or a bug under a frame's handling: either way the connection goes,
+      // never the process (this runs in the socket's 'data' listener).
+      if (error instanceof ConnectionError) this.fail(error.code, error.message);
+      else this.fail(ErrorCode.INTERNAL_ERROR, 'internal error');
+      return;
     }
     // Copied, so a large read is not kept alive by the few bytes of a frame still to come.
     if (pos < buf.length) this.leftover = Buffer.from(buf.subarray(pos));
@@ -357,7 +357,7 @@ export class Connection {
     if (fragEnd < fragStart) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'HEADERS padding exceeds the frame');
     const endStream = (flags & Flag.END_STREAM) !== 0;
     if (flags & Flag.END_HEADERS) {
-      this.headerBlock(id, endStream, buf.subarray(fragStart, fragEnd));
+      this.headerBlock(id, endStream, buf, fragStart, fragEnd);
       return;
     }
     this.continuing = id;
@@ -379,13 +379,13 @@ export class Connection {
     const block = Buffer.concat(this.blockParts);
     this.blockParts = [];
     this.continuing = 0;
-    this.headerBlock(id, this.continuingEnd, block);
+    this.headerBlock(id, this.continuingEnd, block, 0, block.length);
   }
 
-  private headerBlock(id: number, endStream: boolean, block: Buffer) {
+  private headerBlock(id: number, endStream: boolean, block: Buffer, start: number, end: number) {
     const headers = this.headers;
     try {
-      this.decoder.decode(block, headers, this.options.maxHeaderListSize);
+      this.decoder.decode(block, headers, this.options.maxHeaderListSize, start, end);
     } catch (error) {
       if (error instanceof HpackError) throw new ConnectionError(ErrorCode.COMPRESSION_ERROR, error.message);
       throw error;

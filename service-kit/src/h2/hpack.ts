@@ -62,39 +62,38 @@ export class HpackDecoder {
    * decoded (the table must stay in step with the peer's) but not kept, and `out.tooLarge` set.
    * Throws HpackError on anything malformed.
    */
-  decode(block: Uint8Array, out: HeaderList, maxListSize: number): void {
+  decode(block: Buffer, out: HeaderList, maxListSize: number, start = 0, end = block.length): void {
     out.reset();
-    let pos = 0;
-    const end = block.length;
+    let pos = start;
     let fieldSeen = false;
     while (pos < end) {
       const first = block[pos] as number;
       if (first & 0x80) {
         // Indexed field.
-        const [index, next] = readInteger(block, pos, 7);
+        const [index, next] = readInteger(block, pos, end, 7);
         pos = next;
         if (index === 0) throw new HpackError('indexed field with index 0');
         this.emit(out, this.nameAt(index), this.valueAt(index), maxListSize);
         fieldSeen = true;
       } else if (first & 0x40) {
         // Literal with incremental indexing.
-        const [index, next] = readInteger(block, pos, 6);
+        const [index, next] = readInteger(block, pos, end, 6);
         pos = next;
         let name: string;
         if (index === 0) {
-          [name, pos] = readString(block, pos);
+          [name, pos] = readString(block, pos, end);
         } else {
           name = this.nameAt(index);
         }
         let value: string;
-        [value, pos] = readString(block, pos);
+        [value, pos] = readString(block, pos, end);
         this.insert(name, value);
         this.emit(out, name, value, maxListSize);
         fieldSeen = true;
       } else if (first & 0x20) {
         // Dynamic table size update: only before the block's first field (§4.2).
         if (fieldSeen) throw new HpackError('dynamic table size update after a header field');
-        const [size, next] = readInteger(block, pos, 5);
+        const [size, next] = readInteger(block, pos, end, 5);
         pos = next;
         if (size > this.maxAllowedSize) {
           throw new HpackError(`dynamic table size update to ${size} exceeds the limit of ${this.maxAllowedSize}`);
@@ -103,16 +102,16 @@ export class HpackDecoder {
         this.evictTo(size);
       } else {
         // Literal without indexing (0000) or never indexed (0001).
-        const [index, next] = readInteger(block, pos, 4);
+        const [index, next] = readInteger(block, pos, end, 4);
         pos = next;
         let name: string;
         if (index === 0) {
-          [name, pos] = readString(block, pos);
+          [name, pos] = readString(block, pos, end);
         } else {
           name = this.nameAt(index);
         }
         let value: string;
-        [value, pos] = readString(block, pos);
+        [value, pos] = readString(block, pos, end);
         this.emit(out, name, value, maxListSize);
         fieldSeen = true;
       }
@@ -182,14 +181,14 @@ const maxInteger = 1 << 28;
 const intResult: [number, number] = [0, 0];
 
 /** Reads an N-bit-prefix integer (§5.1) at pos: [value, next position] (a reused pair). */
-function readInteger(buf: Uint8Array, pos: number, prefixBits: number): [number, number] {
+function readInteger(buf: Buffer, pos: number, end: number, prefixBits: number): [number, number] {
   const mask = (1 << prefixBits) - 1;
   let value = (buf[pos] as number) & mask;
   pos++;
   if (value === mask) {
     let shift = 0;
     for (;;) {
-      if (pos >= buf.length) throw new HpackError('truncated integer');
+      if (pos >= end) throw new HpackError('truncated integer');
       const byte = buf[pos++] as number;
       value += (byte & 0x7f) * 2 ** shift;
       if (value > maxInteger) throw new HpackError('integer too large');
@@ -205,12 +204,12 @@ function readInteger(buf: Uint8Array, pos: number, prefixBits: number): [number,
 const stringResult: [string, number] = ['', 0];
 
 /** Reads a string literal (§5.2) at pos: [latin1 text, next position] (a reused pair). */
-function readString(buf: Uint8Array, pos: number): [string, number] {
-  if (pos >= buf.length) throw new HpackError('truncated string');
+function readString(buf: Buffer, pos: number, blockEnd: number): [string, number] {
+  if (pos >= blockEnd) throw new HpackError('truncated string');
   const huffman = ((buf[pos] as number) & 0x80) !== 0;
-  const [length, start] = readInteger(buf, pos, 7);
+  const [length, start] = readInteger(buf, pos, blockEnd, 7);
   const end = start + length;
-  if (end > buf.length) throw new HpackError('string runs past the end of the block');
+  if (end > blockEnd) throw new HpackError('string runs past the end of the block');
   let text: string;
   if (huffman) {
     try {
@@ -220,7 +219,7 @@ function readString(buf: Uint8Array, pos: number): [string, number] {
       throw error;
     }
   } else {
-    text = Buffer.from(buf.buffer, buf.byteOffset + start, length).toString('latin1');
+    text = buf.toString('latin1', start, end);
   }
   stringResult[0] = text;
   stringResult[1] = end;
