@@ -142,8 +142,12 @@ class Call implements UnaryCall<unknown> {
   deadline = Number.POSITIVE_INFINITY;
   finished = false;
   timer: NodeJS.Timeout | undefined = undefined;
-  /** The body so far: its first chunk, and the rest when it came in several (most come in one). */
-  first: Buffer | undefined = undefined;
+  // The body so far. Most come in one DATA frame: kept as where it lies in the read buffer
+  // (firstBuf[firstStart, firstEnd)), so the message's view is the only Buffer made for it;
+  // a body in several frames is gathered as views in `more`.
+  firstBuf: Buffer | undefined = undefined;
+  firstStart = 0;
+  firstEnd = 0;
   more: Buffer[] | undefined = undefined;
   received = 0;
   /** Of `received`, what is counted in the connection's heldBytes until the body is consumed. */
@@ -193,21 +197,32 @@ class Call implements UnaryCall<unknown> {
 
   /** The whole body arrived: check the frame, inflate if asked, decode, run the handler. */
   complete() {
-    const body = this.more ? Buffer.concat(this.more) : (this.first ?? emptyBody);
-    this.first = undefined;
+    let body: Buffer = emptyBody;
+    let start = 0;
+    let end = 0;
+    if (this.more) {
+      body = Buffer.concat(this.more);
+      end = body.length;
+    } else if (this.firstBuf) {
+      body = this.firstBuf;
+      start = this.firstStart;
+      end = this.firstEnd;
+    }
+    this.firstBuf = undefined;
     this.more = undefined;
     this.release();
-    if (body.length < frameHeaderBytes || body.length !== frameHeaderBytes + this.declared) {
+    const length = end - start;
+    if (length < frameHeaderBytes || length !== frameHeaderBytes + this.declared) {
       this.fail(
         grpcStatus.INTERNAL,
-        body.length === 0
+        length === 0
           ? 'the request carries no message'
-          : `truncated request: ${body.length} bytes where the frame needs ${frameHeaderBytes + Math.max(this.declared, 0)}`,
+          : `truncated request: ${length} bytes where the frame needs ${frameHeaderBytes + Math.max(this.declared, 0)}`,
       );
       return;
     }
-    const flag = body[0];
-    const message = body.subarray(frameHeaderBytes);
+    const flag = body[start];
+    const message = body.subarray(start + frameHeaderBytes, end);
     if (flag === 0) {
       this.run(message);
       return;
@@ -337,24 +352,36 @@ function failStream(stream: H2Stream, code: number, message: string, call?: Call
 
 // The body of a unary call: one length-prefixed message. Its length is checked as soon as the
 // prefix arrives, so an oversized message is refused without being buffered.
-function onCallData(call: Call, chunk: Buffer) {
-  if (chunk.length === 0) return;
+function onCallData(call: Call, buf: Buffer, start: number, end: number) {
+  const length = end - start;
+  if (length === 0) return;
   const connection = call.stream.connection;
-  // Each call is bounded by maxReceive; the connection's calls together by maxHeldBytes, so
-  // 1,000 streams each half way through a large message cannot hold gigabytes.
-  if (connection.heldBytes + chunk.length > maxHeld(call.maxReceive)) {
+  // Each call is bounded by maxReceive; the connection's calls together by maxHeld, so 1,000
+  // streams each half way through a large message cannot hold gigabytes.
+  if (connection.heldBytes + length > maxHeld(call.maxReceive)) {
     call.fail(grpcStatus.RESOURCE_EXHAUSTED, 'the connection holds too many request bytes; retry');
     return;
   }
-  connection.heldBytes += chunk.length;
-  call.held += chunk.length;
-  if (call.first === undefined) call.first = chunk;
-  else if (call.more === undefined) call.more = [call.first, chunk];
-  else call.more.push(chunk);
-  call.received += chunk.length;
+  connection.heldBytes += length;
+  call.held += length;
+  if (call.firstBuf === undefined && call.more === undefined) {
+    call.firstBuf = buf;
+    call.firstStart = start;
+    call.firstEnd = end;
+  } else {
+    if (call.more === undefined) {
+      call.more = [(call.firstBuf as Buffer).subarray(call.firstStart, call.firstEnd)];
+      call.firstBuf = undefined;
+    }
+    call.more.push(buf.subarray(start, end));
+  }
+  call.received += length;
   if (call.declared < 0 && call.received >= frameHeaderBytes) {
-    const head = call.more ? Buffer.concat(call.more) : chunk;
-    call.declared = head.readUInt32BE(1);
+    if (call.more === undefined) {
+      call.declared = buf.readUInt32BE(start + 1);
+    } else {
+      call.declared = Buffer.concat(call.more).readUInt32BE(1);
+    }
     if (call.declared > call.maxReceive) {
       call.fail(
         grpcStatus.RESOURCE_EXHAUSTED,
@@ -423,10 +450,10 @@ function callHandler(methods: Map<string, Method | string>, maxReceive: number):
       stream.user = call;
       if (endStream) call.complete();
     },
-    onData(stream: H2Stream, data: Buffer, endStream: boolean) {
+    onData(stream: H2Stream, buf: Buffer, start: number, end: number, endStream: boolean) {
       const call = stream.user as Call | undefined;
       if (call === undefined || call.finished) return;
-      onCallData(call, data);
+      onCallData(call, buf, start, end);
       if (endStream && !call.finished) call.complete();
     },
     // Both sides ended, the client cancelled (RST_STREAM) or the connection went: nothing is

@@ -50,8 +50,11 @@ export const defaultConnectionOptions: ConnectionOptions = {
 export interface StreamHandler {
   /** A new request's headers; `headers` is reused after the call returns. */
   onRequest(stream: H2Stream, headers: HeaderList, endStream: boolean): void;
-  /** Request body bytes (a view into the read buffer), or an empty chunk with the end. */
-  onData(stream: H2Stream, data: Buffer, endStream: boolean): void;
+  /**
+   * Request body bytes: buf[start, end) of the read buffer (no view made: the handler makes one
+   * only if it keeps the bytes), empty with the end of a stream ended by trailers.
+   */
+  onData(stream: H2Stream, buf: Buffer, start: number, end: number, endStream: boolean): void;
   /** The stream is gone; `reset` unless both sides ended it normally. Called once. */
   onClose(stream: H2Stream, reset: boolean): void;
 }
@@ -335,7 +338,7 @@ export class Connection {
         stream.unacked = 0;
       }
     }
-    this.handler.onData(stream, dataEnd > dataStart ? buf.subarray(dataStart, dataEnd) : emptyBuffer, endStream);
+    this.handler.onData(stream, buf, dataStart, dataEnd, endStream);
     if (endStream) this.maybeClose(stream);
   }
 
@@ -397,7 +400,7 @@ export class Connection {
       else if (!endStream) this.reset(existing, ErrorCode.PROTOCOL_ERROR);
       else {
         existing.remoteEnded = true;
-        this.handler.onData(existing, emptyBuffer, true);
+        this.handler.onData(existing, emptyBuffer, 0, 0, true);
         this.maybeClose(existing);
       }
       return;

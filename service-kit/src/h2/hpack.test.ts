@@ -239,6 +239,21 @@ describe('Huffman code', () => {
   });
 });
 
+describe('HPACK Huffman strings seen again', () => {
+  it('decodes each of many same-length values right, the second time as the first', () => {
+    const decoder = new HpackDecoder(4096);
+    const block = (value: string) => {
+      const coded = huffmanEncode(value);
+      return Buffer.concat([Buffer.from([0x04, 0x80 | coded.length]), coded]); // :path, never indexed
+    };
+    const values = Array.from({ length: 40 }, (_, i) => `/svc.V${String(i).padStart(2, '0')}/Check`);
+    for (const round of [1, 2]) {
+      for (const value of values)
+        expect([round, decodeAll(decoder, block(value))]).toEqual([round, [[':path', value]]]);
+    }
+  });
+});
+
 describe('HPACK encoding of answers', () => {
   it('writes :status 200 as its static index and other fields as literals without indexing', () => {
     const block = encodeHeaderBlock([

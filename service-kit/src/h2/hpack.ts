@@ -212,18 +212,45 @@ function readString(buf: Buffer, pos: number, blockEnd: number): [string, number
   if (end > blockEnd) throw new HpackError('string runs past the end of the block');
   let text: string;
   if (huffman) {
-    try {
-      text = huffmanDecode(buf, start, length);
-    } catch (error) {
-      if (error instanceof HuffmanError) throw new HpackError(error.message);
-      throw error;
-    }
+    text = length <= cachedMaxLength ? cachedHuffman(buf, start, end) : huffmanDecodeOrThrow(buf, start, end);
   } else {
     text = buf.toString('latin1', start, end);
   }
   stringResult[0] = text;
   stringResult[1] = end;
   return stringResult;
+}
+
+function huffmanDecodeOrThrow(buf: Buffer, start: number, end: number): string {
+  try {
+    return huffmanDecode(buf, start, end - start);
+  } catch (error) {
+    if (error instanceof HuffmanError) throw new HpackError(error.message);
+    throw error;
+  }
+}
+
+// Values a peer never indexes come Huffman-coded on every request, the same bytes each time
+// (nghttp2 and Envoy never index `:path`): the last few short ones decoded, by their coded
+// bytes, spare the decode and a new string. Shared by every connection (strings are immutable).
+const cachedMaxLength = 96;
+const cacheSize = 16;
+const cacheKeys: Buffer[] = Array.from({ length: cacheSize }, () => Buffer.alloc(0));
+const cacheValues: string[] = new Array<string>(cacheSize).fill('');
+let cacheNext = 0;
+
+function cachedHuffman(buf: Buffer, start: number, end: number): string {
+  const length = end - start;
+  for (let i = 0; i < cacheSize; i++) {
+    const key = cacheKeys[i] as Buffer;
+    if (key.length === length && buf.compare(key, 0, length, start, end) === 0) return cacheValues[i] as string;
+  }
+  const text = huffmanDecodeOrThrow(buf, start, end);
+  const slot = cacheNext;
+  cacheNext = (cacheNext + 1) % cacheSize;
+  cacheKeys[slot] = Buffer.from(buf.subarray(start, end));
+  cacheValues[slot] = text;
+  return text;
 }
 
 // The encoder side: literal fields without indexing (§6.2.2), so the peer's table is never
