@@ -190,6 +190,8 @@ export class Connection {
 
   private read(chunk: Buffer) {
     if (this.closed) return;
+    // A peer that sends but does not read (answers, PING ACKs) is read no more until it does.
+    this.checkBacklog();
     let buf = chunk;
     if (this.leftover) {
       buf = Buffer.concat([this.leftover, chunk]);
