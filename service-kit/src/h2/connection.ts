@@ -1,7 +1,7 @@
 // The server side of one HTTP/2 connection (RFC 9113) over a plaintext socket with prior
 // knowledge: what gRPC unary and server-streaming calls need, and refusals for the rest. It
-// parses frames in place (payload views into the socket's chunks, no copy but a frame split
-// across reads), keeps HPACK, stream states and both directions' flow control, and hands a
+// parses frames in place (offsets into the socket's chunks, no copy but of a frame split across
+// reads), keeps HPACK, stream states and both directions' flow control, and hands a
 // StreamHandler the request streams; everything it writes goes through one FrameWriter.
 
 import type { Socket } from 'node:net';
@@ -23,8 +23,9 @@ import { encodeTableSizeUpdate, HeaderList, HpackDecoder, HpackError } from './h
 export interface ConnectionOptions {
   /** SETTINGS_MAX_CONCURRENT_STREAMS: streams past it are refused (REFUSED_STREAM). */
   maxConcurrentStreams: number;
-  /** SETTINGS_INITIAL_WINDOW_SIZE we grant each stream, and the connection window we open. */
+  /** SETTINGS_INITIAL_WINDOW_SIZE: the window we grant each stream. */
   initialWindowSize: number;
+  /** The connection window we open (WINDOW_UPDATE on stream 0 after our SETTINGS). */
   connectionWindowSize: number;
   /** SETTINGS_MAX_HEADER_LIST_SIZE: a larger request is answered 431. */
   maxHeaderListSize: number;
@@ -70,10 +71,9 @@ export class H2Stream {
   localEnded = false;
   remoteEnded = false;
   closed = false;
-  /** Data waiting for flow-control window, then the trailers or end that follow it. */
+  /** Data waiting for flow-control window, then the trailers that follow it. */
   queue: Buffer[] | null = null;
   queuedTrailers: Buffer | null = null;
-  queuedEnd = false;
 
   constructor(
     readonly id: number,
@@ -159,10 +159,6 @@ export class Connection {
     // A broken connection is the client's problem; it must never reach 'uncaughtException'.
     socket.on('error', () => {});
     this.writeSettings();
-  }
-
-  get openStreams(): number {
-    return this.streams.size;
   }
 
   private writeSettings() {

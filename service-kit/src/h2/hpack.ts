@@ -16,7 +16,7 @@ export class HeaderList {
   names: string[] = [];
   values: string[] = [];
   count = 0;
-  /** Octets of the list as RFC 7540 §6.5.2 counts them (name + value + 32 per field). */
+  /** Octets of the list as RFC 9113 §6.5.2 counts them (name + value + 32 per field). */
   size = 0;
   /** Set when the list passed the limit: fields after it were decoded but not kept. */
   tooLarge = false;
@@ -25,11 +25,6 @@ export class HeaderList {
     this.count = 0;
     this.size = 0;
     this.tooLarge = false;
-  }
-
-  get(name: string): string | undefined {
-    for (let i = 0; i < this.count; i++) if (this.names[i] === name) return this.values[i];
-    return undefined;
   }
 }
 
