@@ -13,7 +13,7 @@ export interface GrpcServer {
 }
 
 /**
- * `http2`: the lean unary server on node:http2 (unary-grpc-server.ts), for the hot path;
+ * `http2`: the lean unary server on service-kit's own HTTP/2 (unary-grpc-server.ts, h2/), for the hot path;
  * `grpc-js`: @grpc/grpc-js. A server with a streaming method (the control plane's ADS) always
  * runs on grpc-js, since the lean server serves unary calls only.
  */

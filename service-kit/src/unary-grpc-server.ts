@@ -1,14 +1,17 @@
-// A lean gRPC server for unary calls on bare node:http2: the hot path of the policy services
-// (ext_authz Check, ShouldRateLimit), where grpc-js's per-call machinery cost about half of a
-// core's throughput (bench/README.md). It speaks just the gRPC-over-HTTP/2 that a unary call
-// needs: prior-knowledge HTTP/2, length-prefixed messages, grpc-timeout deadlines and
+// A lean gRPC server for unary calls on service-kit's own HTTP/2 (h2/): the hot path of the
+// policy services (ext_authz Check, ShouldRateLimit), where grpc-js's per-call machinery cost
+// about half of a core's throughput, and node:http2's streams and events a fifth of what was
+// left (bench/README.md). It speaks just the gRPC-over-HTTP/2 that a unary call needs:
+// prior-knowledge HTTP/2, length-prefixed messages, grpc-timeout deadlines and
 // grpc-status/grpc-message trailers. Streaming services (ADS) stay on grpc-js.
 
 import { EventEmitter } from 'node:events';
-import { createServer, type Http2Session, constants as h2, type ServerHttp2Stream } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { gunzip, inflate } from 'node:zlib';
 import { status as grpcStatus, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { Connection, defaultConnectionOptions, type H2Stream, type StreamHandler } from './h2/connection';
+import { ErrorCode } from './h2/frames';
+import { encodeHeaderBlock, type HeaderList } from './h2/hpack';
 
 /** What a unary handler is given: the decoded request, and whether the client has gone. */
 export interface UnaryCall<Req> {
@@ -53,6 +56,8 @@ export interface UnaryGrpcServerOptions {
   maxReceiveMessageLength?: number;
   /** Streams in flight per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
   maxConcurrentStreams?: number;
+  /** A connection whose frame or header block stays incomplete this long is closed (default 30 s). */
+  stallTimeoutMs?: number;
 }
 
 export interface UnaryGrpcServer {
@@ -105,30 +110,57 @@ export function parseGrpcTimeout(value: string): number | undefined {
   return Number(match[1]) * (timeoutUnitsMs[match[2] as string] as number);
 }
 
+const emptyBody = Buffer.alloc(0);
 const decompressors: Record<string, typeof gunzip> = { gzip: gunzip, deflate: inflate };
-const okTrailers = { 'grpc-status': '0' };
-const kCall = Symbol('grpc call');
-type CallStream = ServerHttp2Stream & { [kCall]?: Call };
 
-// One call's state. Its listeners are module-level functions that find the call on the stream,
-// so a call allocates no closures of its own but the handler's callback (this is the hot path).
+// The header blocks every answer uses, encoded once (literals without indexing: see h2/hpack.ts).
+const responseHead = encodeHeaderBlock([
+  [':status', '200'],
+  ['content-type', 'application/grpc'],
+]);
+const okTrailers = encodeHeaderBlock([['grpc-status', '0']]);
+const notGrpc = encodeHeaderBlock([[':status', '415']]);
+
+function statusBlock(code: number, message: string, trailersOnly: boolean): Buffer {
+  const fields: Array<[string, string]> = trailersOnly
+    ? [
+        [':status', '200'],
+        ['content-type', 'application/grpc'],
+      ]
+    : [];
+  fields.push(['grpc-status', String(code)], ['grpc-message', encodeGrpcMessage(message)]);
+  if (trailersOnly && code === grpcStatus.UNIMPLEMENTED) fields.push(['grpc-accept-encoding', 'identity,gzip,deflate']);
+  return encodeHeaderBlock(fields);
+}
+
+// One call's state, kept on its stream (stream.user); the connection calls the server's one
+// StreamHandler, so a call allocates no closures of its own but the handler's callback (this
+// is the hot path).
 class Call implements UnaryCall<unknown> {
   request: unknown = undefined;
   cancelled = false;
   deadline = Number.POSITIVE_INFINITY;
   finished = false;
   timer: NodeJS.Timeout | undefined = undefined;
-  chunks: Buffer[] = [];
+  // The body so far. Most come in one DATA frame: kept as where it lies in the read buffer
+  // (firstBuf[firstStart, firstEnd)), so the message's view is the only Buffer made for it;
+  // a body in several frames is gathered as views in `more`.
+  firstBuf: Buffer | undefined = undefined;
+  firstStart = 0;
+  firstEnd = 0;
+  more: Buffer[] | undefined = undefined;
   received = 0;
+  /** Of `received`, what is counted in the connection's heldBytes until the body is consumed. */
+  held = 0;
   declared = -1;
   encoding = 'identity';
-  /** The status a stream that has sent its headers ends with (a server stream cut short). */
-  trailers: Record<string, string> = okTrailers;
+  /** The trailers a stream that has sent its headers ends with (a server stream cut short). */
+  trailers: Buffer = okTrailers;
   /** Set for a server-streaming call: its 'cancelled'/'close' events. */
   events: EventEmitter | undefined = undefined;
 
   constructor(
-    readonly stream: CallStream,
+    readonly stream: H2Stream,
     readonly method: Method,
     readonly maxReceive: number,
   ) {}
@@ -136,6 +168,13 @@ class Call implements UnaryCall<unknown> {
   done() {
     this.finished = true;
     if (this.timer) clearTimeout(this.timer);
+    this.release();
+  }
+
+  release() {
+    if (this.held === 0) return;
+    this.stream.connection.heldBytes -= this.held;
+    this.held = 0;
   }
 
   fail(code: number, message: string) {
@@ -149,27 +188,41 @@ class Call implements UnaryCall<unknown> {
     if (this.finished) return;
     this.done();
     const stream = this.stream;
-    if (stream.destroyed || stream.closed) return;
-    stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
-    stream.once('wantTrailers', sendOkTrailers);
-    stream.end(frame);
+    if (stream.closed) return;
+    const connection = stream.connection;
+    connection.respond(stream, responseHead, false);
+    connection.sendData(stream, frame);
+    connection.sendTrailers(stream, okTrailers);
   }
 
   /** The whole body arrived: check the frame, inflate if asked, decode, run the handler. */
   complete() {
-    const body = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks);
-    this.chunks = [];
-    if (body.length < frameHeaderBytes || body.length !== frameHeaderBytes + this.declared) {
+    let body: Buffer = emptyBody;
+    let start = 0;
+    let end = 0;
+    if (this.more) {
+      body = Buffer.concat(this.more);
+      end = body.length;
+    } else if (this.firstBuf) {
+      body = this.firstBuf;
+      start = this.firstStart;
+      end = this.firstEnd;
+    }
+    this.firstBuf = undefined;
+    this.more = undefined;
+    this.release();
+    const length = end - start;
+    if (length < frameHeaderBytes || length !== frameHeaderBytes + this.declared) {
       this.fail(
         grpcStatus.INTERNAL,
-        body.length === 0
+        length === 0
           ? 'the request carries no message'
-          : `truncated request: ${body.length} bytes where the frame needs ${frameHeaderBytes + Math.max(this.declared, 0)}`,
+          : `truncated request: ${length} bytes where the frame needs ${frameHeaderBytes + Math.max(this.declared, 0)}`,
       );
       return;
     }
-    const flag = body[0];
-    const message = body.subarray(frameHeaderBytes);
+    const flag = body[start];
+    const message = body.subarray(start + frameHeaderBytes, end);
     if (flag === 0) {
       this.run(message);
       return;
@@ -245,6 +298,7 @@ class Call implements UnaryCall<unknown> {
     let started = false;
     const call = this;
     const stream = this.stream;
+    const connection = stream.connection;
     const frame = this.method.frame;
     const events = new EventEmitter();
     this.events = events;
@@ -255,13 +309,12 @@ class Call implements UnaryCall<unknown> {
       },
       deadline: this.deadline,
       write(response: unknown) {
-        if (call.finished || stream.destroyed || stream.closed) return false;
+        if (call.finished || stream.closed) return false;
         if (!started) {
           started = true;
-          stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
-          stream.once('wantTrailers', () => stream.sendTrailers(call.trailers));
+          connection.respond(stream, responseHead, false);
         }
-        return stream.write(frame(response));
+        return connection.sendData(stream, frame(response));
       },
       end() {
         if (call.finished) return;
@@ -270,7 +323,7 @@ class Call implements UnaryCall<unknown> {
           return;
         }
         call.done();
-        if (!stream.destroyed && !stream.closed) stream.end();
+        connection.sendTrailers(stream, call.trailers);
       },
     });
     try {
@@ -282,52 +335,53 @@ class Call implements UnaryCall<unknown> {
 }
 
 /** Ends a stream with an error status: trailers-only, or trailers when headers went already. */
-function failStream(stream: ServerHttp2Stream, code: number, message: string, call?: Call) {
-  if (stream.destroyed || stream.closed) return;
-  const status = { 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(message) };
+function failStream(stream: H2Stream, code: number, message: string, call?: Call) {
+  if (stream.closed) return;
+  const connection = stream.connection;
   if (stream.headersSent) {
-    if (call) call.trailers = status;
-    stream.end();
+    const trailers = statusBlock(code, message, false);
+    if (call) call.trailers = trailers;
+    connection.sendTrailers(stream, trailers);
     return;
   }
   // Trailers-only: the status goes in the one HEADERS frame that ends the stream.
-  const reply: Record<string, string | number> = { ':status': 200, 'content-type': 'application/grpc', ...status };
-  if (code === grpcStatus.UNIMPLEMENTED) reply['grpc-accept-encoding'] = 'identity,gzip,deflate';
-  stream.respond(reply, { endStream: true });
+  connection.respond(stream, statusBlock(code, message, true), true);
   // The client may still be sending (an oversized body); it gets no more reading.
-  if (!stream.readableEnded && !stream.closed) stream.close(h2.NGHTTP2_NO_ERROR);
-}
-
-function sendOkTrailers(this: ServerHttp2Stream) {
-  this.sendTrailers(okTrailers);
-}
-
-function ignore() {}
-
-// The client cancelled (RST_STREAM) or the connection went: nothing is written after it.
-function onClose(this: CallStream) {
-  const call = this[kCall];
-  if (!call) return;
-  if (!call.finished) {
-    call.done();
-    call.cancelled = true;
-  }
-  if (call.events) {
-    if (call.cancelled) call.events.emit('cancelled');
-    call.events.emit('close');
-  }
+  if (!stream.remoteEnded) connection.reset(stream, ErrorCode.NO_ERROR);
 }
 
 // The body of a unary call: one length-prefixed message. Its length is checked as soon as the
 // prefix arrives, so an oversized message is refused without being buffered.
-function onData(this: CallStream, chunk: Buffer) {
-  const call = this[kCall];
-  if (!call || call.finished) return;
-  call.chunks.push(chunk);
-  call.received += chunk.length;
+function onCallData(call: Call, buf: Buffer, start: number, end: number) {
+  const length = end - start;
+  if (length === 0) return;
+  const connection = call.stream.connection;
+  // Each call is bounded by maxReceive; the connection's calls together by maxHeld, so 1,000
+  // streams each half way through a large message cannot hold gigabytes.
+  if (connection.heldBytes + length > maxHeld(call.maxReceive)) {
+    call.fail(grpcStatus.RESOURCE_EXHAUSTED, 'the connection holds too many request bytes; retry');
+    return;
+  }
+  connection.heldBytes += length;
+  call.held += length;
+  if (call.firstBuf === undefined && call.more === undefined) {
+    call.firstBuf = buf;
+    call.firstStart = start;
+    call.firstEnd = end;
+  } else {
+    if (call.more === undefined) {
+      call.more = [(call.firstBuf as Buffer).subarray(call.firstStart, call.firstEnd)];
+      call.firstBuf = undefined;
+    }
+    call.more.push(buf.subarray(start, end));
+  }
+  call.received += length;
   if (call.declared < 0 && call.received >= frameHeaderBytes) {
-    const head = call.chunks.length === 1 ? chunk : Buffer.concat(call.chunks);
-    call.declared = head.readUInt32BE(1);
+    if (call.more === undefined) {
+      call.declared = buf.readUInt32BE(start + 1);
+    } else {
+      call.declared = Buffer.concat(call.more).readUInt32BE(1);
+    }
     if (call.declared > call.maxReceive) {
       call.fail(
         grpcStatus.RESOURCE_EXHAUSTED,
@@ -341,70 +395,118 @@ function onData(this: CallStream, chunk: Buffer) {
   }
 }
 
-function onEnd(this: CallStream) {
-  const call = this[kCall];
-  if (call && !call.finished) call.complete();
+/** Request bytes one connection's calls may hold at once: 16 MiB, or 4 of the largest message. */
+function maxHeld(maxReceive: number): number {
+  return Math.max(16 << 20, 4 * maxReceive);
 }
 
 function onDeadline(call: Call) {
   call.fail(grpcStatus.DEADLINE_EXCEEDED, 'deadline exceeded');
 }
 
+/** What the server does with each request stream its connections accept. */
+function callHandler(methods: Map<string, Method | string>, maxReceive: number): StreamHandler {
+  return {
+    onRequest(stream: H2Stream, headers: HeaderList, endStream: boolean) {
+      let verb: string | undefined;
+      let path = '';
+      let contentType: string | undefined;
+      let timeout: string | undefined;
+      let encoding: string | undefined;
+      const { names, values } = headers;
+      for (let i = 0; i < headers.count; i++) {
+        const name = names[i];
+        if (name === ':method') verb = values[i];
+        else if (name === ':path') path = values[i] as string;
+        else if (name === 'content-type') contentType = values[i];
+        else if (name === 'grpc-timeout') timeout = values[i];
+        else if (name === 'grpc-encoding') encoding = values[i];
+      }
+      if (verb !== 'POST') {
+        failStream(stream, grpcStatus.UNIMPLEMENTED, `gRPC calls are POST, not ${String(verb)}`);
+        return;
+      }
+      if (contentType === undefined || !contentType.startsWith('application/grpc')) {
+        stream.connection.respond(stream, notGrpc, true);
+        if (!stream.remoteEnded) stream.connection.reset(stream, ErrorCode.NO_ERROR);
+        return;
+      }
+      const method = methods.get(path);
+      if (method === undefined || typeof method === 'string') {
+        failStream(stream, grpcStatus.UNIMPLEMENTED, method ?? `unknown method ${path.slice(0, 200)}`);
+        return;
+      }
+      const call = new Call(stream, method, maxReceive);
+      if (timeout !== undefined) {
+        const ms = parseGrpcTimeout(timeout);
+        if (ms === undefined) {
+          failStream(stream, grpcStatus.INTERNAL, `malformed grpc-timeout "${timeout.slice(0, 40)}"`);
+          return;
+        }
+        call.deadline = Date.now() + ms;
+        call.timer = setTimeout(onDeadline, ms, call);
+      }
+      if (encoding !== undefined) call.encoding = encoding;
+      stream.user = call;
+      if (endStream) call.complete();
+    },
+    onData(stream: H2Stream, buf: Buffer, start: number, end: number, endStream: boolean) {
+      const call = stream.user as Call | undefined;
+      if (call === undefined || call.finished) return;
+      onCallData(call, buf, start, end);
+      if (endStream && !call.finished) call.complete();
+    },
+    // Both sides ended, the client cancelled (RST_STREAM) or the connection went: nothing is
+    // written after it.
+    onClose(stream: H2Stream) {
+      const call = stream.user as Call | undefined;
+      if (call === undefined) return;
+      if (!call.finished) {
+        call.done();
+        call.cancelled = true;
+      }
+      if (call.events) {
+        if (call.cancelled) call.events.emit('cancelled');
+        call.events.emit('close');
+      }
+    },
+  };
+}
+
 export async function startUnaryGrpcServer(opts: UnaryGrpcServerOptions): Promise<UnaryGrpcServer> {
   const maxReceive = opts.maxReceiveMessageLength ?? defaultMaxReceive;
   const methods = new Map<string, Method | string>();
-  const sessions = new Set<Http2Session>();
+  const connections = new Set<Connection>();
+  const handler = callHandler(methods, maxReceive);
+  const connectionOptions = {
+    ...defaultConnectionOptions,
+    maxConcurrentStreams: opts.maxConcurrentStreams ?? defaultConnectionOptions.maxConcurrentStreams,
+  };
+  const stallTimeoutMs = opts.stallTimeoutMs ?? 30_000;
   let closing = false;
 
-  const server = createServer({
-    settings: { maxConcurrentStreams: opts.maxConcurrentStreams ?? 1_000 },
+  const server = createServer((socket: Socket) => {
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    const connection = new Connection(socket, handler, connectionOptions);
+    connections.add(connection);
+    socket.on('close', () => connections.delete(connection));
   });
-  server.on('session', (session) => {
-    sessions.add(session);
-    session.on('close', () => sessions.delete(session));
-    // A broken connection is the client's problem; it must never reach 'uncaughtException'.
-    session.on('error', ignore);
-    if (closing) session.close();
-  });
-  server.on('stream', (stream: CallStream, headers) => {
-    stream.on('error', ignore);
-    if (headers[h2.HTTP2_HEADER_METHOD] !== 'POST') {
-      failStream(
-        stream,
-        grpcStatus.UNIMPLEMENTED,
-        `gRPC calls are POST, not ${String(headers[h2.HTTP2_HEADER_METHOD])}`,
-      );
-      return;
-    }
-    const contentType = headers[h2.HTTP2_HEADER_CONTENT_TYPE];
-    if (typeof contentType !== 'string' || !contentType.startsWith('application/grpc')) {
-      if (!stream.destroyed) stream.respond({ ':status': 415 }, { endStream: true });
-      return;
-    }
-    const path = String(headers[h2.HTTP2_HEADER_PATH]);
-    const method = methods.get(path);
-    if (method === undefined || typeof method === 'string') {
-      failStream(stream, grpcStatus.UNIMPLEMENTED, method ?? `unknown method ${path.slice(0, 200)}`);
-      return;
-    }
-    const call = new Call(stream, method, maxReceive);
-    const timeoutHeader = headers['grpc-timeout'];
-    if (timeoutHeader !== undefined) {
-      const ms = parseGrpcTimeout(String(timeoutHeader));
-      if (ms === undefined) {
-        failStream(stream, grpcStatus.INTERNAL, `malformed grpc-timeout "${String(timeoutHeader).slice(0, 40)}"`);
-        return;
+  // A connection stuck mid-frame (a slowloris) is closed; one sweep serves every connection.
+  const sweep = setInterval(
+    () => {
+      const now = Date.now();
+      for (const connection of connections) {
+        if (connection.stalledSince !== 0 && now - connection.stalledSince > stallTimeoutMs) {
+          connection.fail(ErrorCode.PROTOCOL_ERROR, 'incomplete frame for too long');
+        }
       }
-      call.deadline = Date.now() + ms;
-      call.timer = setTimeout(onDeadline, ms, call);
-    }
-    const encoding = headers['grpc-encoding'];
-    if (typeof encoding === 'string') call.encoding = encoding;
-    stream[kCall] = call;
-    stream.on('close', onClose);
-    stream.on('data', onData);
-    stream.on('end', onEnd);
-  });
+    },
+    Math.min(1_000, stallTimeoutMs),
+  );
+  sweep.unref();
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -441,15 +543,16 @@ export async function startUnaryGrpcServer(opts: UnaryGrpcServerOptions): Promis
     close: (graceMs) =>
       new Promise<void>((resolve) => {
         closing = true;
-        // server.close() stops accepting connections and calls back once every session is gone;
-        // session.close() sends GOAWAY and ends the session when its streams have finished.
+        clearInterval(sweep);
+        // server.close() stops accepting connections and calls back once every socket is gone;
+        // goaway() refuses new streams and ends the connection when its streams have finished.
         server.close(() => {
           clearTimeout(timer);
           resolve();
         });
-        for (const session of sessions) session.close();
+        for (const connection of connections) connection.goaway();
         const timer = setTimeout(() => {
-          for (const session of sessions) session.destroy();
+          for (const connection of connections) connection.destroy();
         }, graceMs);
         timer.unref();
       }),
