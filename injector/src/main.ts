@@ -64,6 +64,6 @@ if (isMain) {
     name: 'injector',
     loadConfig: () => loadInjectorConfig(),
     start: (config, logger) => startInjector(config, { logger, registry: createMetricsRegistry('injector') }),
-    isUsageError: (error) => error instanceof Error && /^INJECTOR_TLS_/.test(error.message),
+    isUsageError: (error) => error instanceof Error && /^INJECTOR_(TLS_|XDS_CA_FILE)/.test(error.message),
   });
 }
