@@ -29,6 +29,7 @@ export async function startInjector(config: InjectorConfig, deps: { logger: Logg
         sidecarMode: config.INJECTOR_SIDECAR_MODE,
         proxyImage: config.INJECTOR_PROXY_IMAGE,
         xdsAddress: config.INJECTOR_XDS_ADDRESS,
+        xdsIdentity: config.INJECTOR_XDS_IDENTITY,
       }),
     });
   } catch (error) {
