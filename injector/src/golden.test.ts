@@ -40,7 +40,8 @@ function rendered(env: Record<string, string>, annotations: Record<string, strin
   const patch = injectionPatch(decision.pod, sidecarParts(decision.workload, config, { caPem }));
   // Expand the JSON strings (bootstrap, SDS annotation) so the file shows their structure.
   const expand = (value: unknown, key?: string): unknown => {
-    if (typeof value === 'string' && value.startsWith('{')) return { [`${key ?? 'argument'} (parsed JSON)`]: JSON.parse(value) };
+    if (typeof value === 'string' && value.startsWith('{'))
+      return { [`${key ?? 'argument'} (parsed JSON)`]: JSON.parse(value) };
     if (Array.isArray(value)) return value.map((item) => expand(item));
     if (value && typeof value === 'object')
       return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expand(v, k)]));
