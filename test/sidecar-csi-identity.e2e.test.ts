@@ -41,6 +41,11 @@ let caPem = '';
 let xdsPort = 0;
 let cpAdminPort = 0;
 let controlPlane: ManagedProcess;
+let definitionFile = '';
+// biome-ignore lint/suspicious/noExplicitAny: the definition written to the file, changed by a test.
+let definition: any;
+/** The first test's sidecar, still running for the last test. */
+let customerSidecar: Sidecar | undefined;
 const ports = { customerIn: 0, customerOut: 0, customerApp: 0, appointmentIn: 0, appointmentOut: 0 };
 
 /** Writes `files` into `volume` as Kubernetes' atomic writer does (csi-lib's storage, the kubelet). */
@@ -189,8 +194,8 @@ beforeAll(async () => {
 
   [xdsPort, cpAdminPort] = await Promise.all([freePort(), freePort()]);
   for (const key of Object.keys(ports) as Array<keyof typeof ports>) ports[key] = await freePort();
-  const definitionFile = join(dir, 'gateway.yaml');
-  await writeDefinitionFile(definitionFile, {
+  definitionFile = join(dir, 'gateway.yaml');
+  definition = {
     listeners: { http: { address: '127.0.0.1', port: await freePort() } },
     identity: {
       firebase: { projectId: 'demo-salon' },
@@ -230,7 +235,8 @@ beforeAll(async () => {
         },
       },
     },
-  });
+  };
+  await writeDefinitionFile(definitionFile, definition);
   controlPlane = await startControlPlaneOverMtls({
     definitionFile,
     xdsPort,
@@ -270,6 +276,7 @@ describe('an injected sidecar with its csi-driver-spiffe certificate', () => {
       },
       first,
     );
+    customerSidecar = sidecar;
     const ready = await sidecar.envoy.waitForHttp(`http://127.0.0.1:${sidecar.healthPort}/healthz/ready`, 60_000);
     expect(ready.body).toBe('LIVE\n');
     // Listed by the control plane in its view, every type ACKed.
@@ -351,5 +358,32 @@ describe('an injected sidecar with its csi-driver-spiffe certificate', () => {
     // Only the first test's sidecar, never this one: it never reached the gRPC layer.
     expect(nodes).toHaveLength(1);
     await sidecar.envoy.stop();
+  });
+
+  it('ends the stream when a new definition gives the view another service account, before sending its key', async () => {
+    const sidecar = customerSidecar as Sidecar;
+    const moved = structuredClone(definition);
+    moved.mesh.services.customer.serviceAccount = 'customer-v2';
+    await writeDefinitionFile(definitionFile, moved);
+    await waitUntil('the control plane to end the stream', 30_000, {}, async () => {
+      const logs = controlPlane.logs();
+      return logs.includes(
+        'sidecar:customer now serves spiffe://cluster.local/ns/shop/sa/customer-v2, not spiffe://cluster.local/ns/shop/sa/customer',
+      )
+        ? { done: true, value: true }
+        : { done: false, detail: logs.slice(-400) };
+    });
+    // Its reconnects are refused at stream start; the new workload's certificate never reached it.
+    await waitUntil('the reconnect to be refused too', 30_000, {}, async () => {
+      const logs = controlPlane.logs();
+      return logs.includes(
+        'certificate spiffe://cluster.local/ns/shop/sa/customer is not the workload of sidecar:customer (spiffe://cluster.local/ns/shop/sa/customer-v2)',
+      )
+        ? { done: true, value: true }
+        : { done: false, detail: logs.slice(-400) };
+    });
+    const certs = JSON.stringify(await (await fetch(`http://127.0.0.1:${sidecar.adminPort}/certs`)).json());
+    expect(certs).toContain('spiffe://cluster.local/ns/shop/sa/customer');
+    expect(certs).not.toContain('sa/customer-v2');
   });
 });

@@ -264,6 +264,33 @@ describe('authorize, a sidecar with its per-pod mesh certificate (csi-driver-spi
     expect(!decision.ok && decision.reason).toMatch(reason);
   });
 
+  it('lapses once the view serves another workload (a new definition moved its service account)', () => {
+    const views: Record<string, string> = { 'sidecar:customer': 'spiffe://cluster.local/ns/salon/sa/customer' };
+    const decision = authorize(
+      sidecar('customer'),
+      meshId('spiffe://cluster.local/ns/salon/sa/customer'),
+      td,
+      'sidecar:customer',
+      { trustDomain: meshTd, workloadOf: (view) => views[view] },
+    );
+    expect(decision.ok && decision.revalidate?.()).toBeUndefined();
+    views['sidecar:customer'] = 'spiffe://cluster.local/ns/salon/sa/customer-v2';
+    expect(decision.ok && decision.revalidate?.()).toBe(
+      'sidecar:customer now serves spiffe://cluster.local/ns/salon/sa/customer-v2, not spiffe://cluster.local/ns/salon/sa/customer',
+    );
+    delete views['sidecar:customer'];
+    expect(decision.ok && decision.revalidate?.()).toMatch(/now serves no mesh workload/);
+    // A channel identity's grant does not depend on the definition.
+    const legacy = authorize(
+      sidecar('customer'),
+      channelId('spiffe://sekisho.local/sidecar/customer'),
+      td,
+      'sidecar:customer',
+      mesh,
+    );
+    expect(legacy.ok && legacy.revalidate).toBeUndefined();
+  });
+
   it('refuses every mesh certificate when the control plane has no mesh CA', () => {
     const decision = authorize(
       sidecar('customer'),

@@ -49,7 +49,17 @@ export interface MeshChannel {
 }
 
 export type NodeAuthorization =
-  | { ok: true; views: View[]; types: ReadonlySet<string>; identity: string }
+  | {
+      ok: true;
+      views: View[];
+      types: ReadonlySet<string>;
+      identity: string;
+      /**
+       * For a grant that depends on what the view serves (a mesh identity): asked again before
+       * anything more is sent on the stream; a reason means the grant no longer holds.
+       */
+      revalidate?: () => string | undefined;
+    }
   | { ok: false; reason: string; identity: string };
 
 const envoyTypes: ReadonlySet<string> = new Set([
@@ -215,7 +225,18 @@ function authorizeWorkload(
     return refuse(
       `node id ${JSON.stringify(node.id)} is not of the namespace ${workload.namespace} its certificate names (expected <pod>.${workload.namespace})`,
     );
-  return { ok: true, views: [claimed as View], types: envoyTypes, identity: name };
+  return {
+    ok: true,
+    views: [claimed as View],
+    types: envoyTypes,
+    identity: name,
+    // A new definition may give the view another workload (its service account changed): that
+    // workload's certificate and key must never reach this stream.
+    revalidate: () => {
+      const now = mesh.workloadOf(claimed);
+      return now === uri ? undefined : `${claimed} now serves ${now ?? 'no mesh workload'}, not ${uri}`;
+    },
+  };
 }
 
 /**
