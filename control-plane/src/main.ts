@@ -257,12 +257,21 @@ export async function startControlPlane(
   const trustDomain = config.CONTROL_PLANE_TLS_TRUST_DOMAIN;
   // A sidecar view serves the workload its certificate Secret is issued for: what a mesh
   // identity on the channel must be (also for a saved definition, whose Secrets are reissued).
+  // Asked before every response on such a stream: the certificate's identity is parsed once per
+  // certificate handed out (by its resource hash), not per response.
+  const identities = new Map<string, string | undefined>();
   const meshChannel: MeshChannel | undefined = meshCa
     ? {
         trustDomain: config.CONTROL_PLANE_MESH_TRUST_DOMAIN,
         workloadOf: (view) => {
           const certificate = cache.get(typeUrls.secret, view)?.resources.get(meshSecretNames.certificate);
-          return certificate && savedWorkloadIdentity(certificate);
+          if (!certificate) return undefined;
+          if (!identities.has(certificate.hash)) {
+            // Certificates rotate (at half their lifetime): bounded, cleared now and then.
+            if (identities.size >= 1024) identities.clear();
+            identities.set(certificate.hash, savedWorkloadIdentity(certificate));
+          }
+          return identities.get(certificate.hash);
         },
       }
     : undefined;
