@@ -83,7 +83,12 @@ function xdsTransportSocket(workload: Workload, config: InjectorConfig, host: st
             name: xdsClientSecretName,
             sds_config: {
               resource_api_version: 'V3',
-              path_config_source: { path: `${config.INJECTOR_PROXY_XDS_SDS_DIR}/${xdsClientSdsFile}` },
+              // The file itself is re-read when its downwardAPI volume is swapped (the kubelet's
+              // atomic writer); the pair it names, when their mount is (its watched_directory).
+              path_config_source: {
+                path: `${config.INJECTOR_PROXY_XDS_SDS_DIR}/${xdsClientSdsFile}`,
+                watched_directory: { path: config.INJECTOR_PROXY_XDS_SDS_DIR },
+              },
             },
           },
         ],

@@ -358,7 +358,10 @@ describe('injection', () => {
               name: 'sekisho_xds_client',
               sds_config: {
                 resource_api_version: 'V3',
-                path_config_source: { path: '/etc/sekisho/xds-sds/xds-client-sds.json' },
+                path_config_source: {
+                  path: '/etc/sekisho/xds-sds/xds-client-sds.json',
+                  watched_directory: { path: '/etc/sekisho/xds-sds' },
+                },
               },
             },
           ],
