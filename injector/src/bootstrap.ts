@@ -27,7 +27,7 @@ export function nodeCluster(workload: Pick<Workload, 'service'>): string {
 
 /** The file the downwardAPI volume (on INJECTOR_PROXY_XDS_SDS_DIR) puts the SDS resource (xdsClientSds) in. */
 export const xdsClientSdsFile = 'xds-client-sds.json';
-export const xdsClientSecretName = 'sekisho_xds_client';
+const xdsClientSecretName = 'sekisho_xds_client';
 
 /**
  * The file-based SDS resource (a DiscoveryResponse, JSON) of the sidecar's control channel

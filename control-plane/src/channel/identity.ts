@@ -184,7 +184,7 @@ export function authorize(
 }
 
 /** The namespace of a sidecar's node id `<pod>.<namespace>` (a namespace is a DNS label, a pod name may have dots). */
-export function namespaceOfNodeId(id: string): string | undefined {
+function namespaceOfNodeId(id: string): string | undefined {
   const at = id.lastIndexOf('.');
   return at > 0 && at < id.length - 1 ? id.slice(at + 1) : undefined;
 }

@@ -4,6 +4,7 @@ import { ServerCredentials } from '@grpc/grpc-js';
 import { ConfigError } from '@sekisho/service-kit/config';
 import type { Logger } from '@sekisho/service-kit/logger';
 import { filesStamp } from '@sekisho/service-kit/xds-channel';
+import { pemBlocks } from '../mesh/ca-material';
 
 // The control plane's side of the control channel: TLS that requires a client certificate
 // signed by the client CA (a client without one is refused in the handshake, before any gRPC),
@@ -28,7 +29,7 @@ export const serverTlsVariables: Record<keyof ServerTlsFiles, string> = {
 };
 
 /** The mesh trust bundle the handshake trusts besides the client CA, and the variable it comes from. */
-export interface MeshBundleFile {
+interface MeshBundleFile {
   file: string;
   variable: string;
 }
@@ -42,8 +43,7 @@ interface TlsMaterial {
   channelAuthorities: X509Certificate[];
 }
 
-const pemCertificates = (pem: Buffer): string[] =>
-  pem.toString('utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+const pemCertificates = (pem: Buffer): string[] => pemBlocks(pem.toString('utf8'));
 
 /** Reads and checks the files; a ConfigError names the variable of each bad one. */
 export function readServerTls(files: ServerTlsFiles, meshBundle?: MeshBundleFile): TlsMaterial {
