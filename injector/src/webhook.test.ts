@@ -720,4 +720,36 @@ describe('serving certificate', () => {
       dir = original;
     }
   });
+
+  it('puts a renewed control channel CA into new bootstraps without a restart, and keeps the last good one', async () => {
+    const caFile = join(dir, 'xds-ca-renewed.crt');
+    await writeFile(caFile, xdsCa.certificatePem);
+    const { port } = await start({ INJECTOR_XDS_CA_FILE: caFile });
+    const inlineCa = async () => {
+      const { patched } = await admit(port, review(pod()));
+      const channel = xdsCluster(bootstrapOf(proxyOf(patched)));
+      const tls = channel.transport_socket as {
+        typed_config: { common_tls_context: { validation_context: { trusted_ca: { inline_string: string } } } };
+      };
+      return tls.typed_config.common_tls_context.validation_context.trusted_ca.inline_string;
+    };
+    expect(await inlineCa()).toBe(`${xdsCa.certificatePem.trim()}\n`);
+    // A file that is not a CA (a leaf): refused, the CA before keeps being injected.
+    await writeFile(`${caFile}.tmp`, (await issueServerCertificate(ca, { commonName: 'leaf' })).certificatePem);
+    await rename(`${caFile}.tmp`, caFile);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(await inlineCa()).toBe(`${xdsCa.certificatePem.trim()}\n`);
+    // A new CA, written the way the kubelet swaps a volume.
+    const next = await createCertificateAuthority('sekisho control channel test CA 2');
+    await writeFile(`${caFile}.tmp`, next.certificatePem);
+    await rename(`${caFile}.tmp`, caFile);
+    const deadline = Date.now() + 15_000;
+    let current = '';
+    while (Date.now() < deadline) {
+      current = await inlineCa();
+      if (current.includes(next.certificatePem.trim())) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(current).toBe(`${next.certificatePem.trim()}\n`);
+  });
 });
