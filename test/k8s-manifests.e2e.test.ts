@@ -219,10 +219,30 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
     const root = certificates.find((c) => c.spec.secretName === rootIssuer.spec.ca.secretName) as Json;
     expect(root.spec).toMatchObject({ isCA: true, privateKey: { rotationPolicy: 'Never' } });
     expect(issuers.find((i) => i.metadata.name === root.spec.issuerRef.name)?.spec.selfSigned).toEqual({});
-    // The mesh has a root of its own: no control channel or webhook certificate chains to it.
+    // The mesh has a root of its own: no control channel or webhook certificate chains to it,
+    // only the control plane's signer and the sidecars' per-pod certificates' (csi-driver-spiffe).
     const meshRootIssuers = new Set([rootIssuer.metadata.name]);
     for (const c of certificates)
-      if (meshRootIssuers.has(c.spec.issuerRef.name)) expect(c.metadata.name, id(c)).toBe('sekisho-mesh-ca');
+      if (meshRootIssuers.has(c.spec.issuerRef.name))
+        expect(['sekisho-mesh-ca', 'sekisho-mesh-spiffe-ca'], id(c)).toContain(c.metadata.name);
+    const spiffe = certificates.find((c) => c.spec.secretName === 'sekisho-mesh-spiffe-ca') as Json;
+    expect(spiffe.spec).toMatchObject({ isCA: true, issuerRef: intermediate.spec.issuerRef });
+  });
+
+  it("gives the injector the channel CA alone (sidecars' trust anchor in csi mode), csi mode by default", () => {
+    const injector = named(objects(), 'Deployment').find((d) => d.metadata.name === 'sekisho-injector') as Json;
+    const pod = injector.spec.template.spec;
+    const env = Object.fromEntries(pod.containers[0].env.map((e: Json) => [e.name, e.value]));
+    expect(env.INJECTOR_XDS_IDENTITY).toBe('csi');
+    const file = env.INJECTOR_XDS_CA_FILE as string;
+    const mount = pod.containers[0].volumeMounts.find((m: Json) => file.startsWith(`${m.mountPath}/`));
+    expect(mount).toMatchObject({ readOnly: true });
+    expect(mount.subPath).toBeUndefined();
+    const volume = pod.volumes.find((v: Json) => v.name === mount.name);
+    // Only ca.crt of the control plane's server Secret: the server's key is not in the injector.
+    expect(volume.secret.items).toEqual([{ key: 'ca.crt', path: file.slice(mount.mountPath.length + 1) }]);
+    const certificate = named(objects(), 'Certificate').find((c) => c.spec.secretName === volume.secret.secretName);
+    expect(certificate?.metadata.name).toBe('sekisho-control-plane-tls');
   });
 
   it('runs every control channel client over mutual TLS with a cert-manager certificate of its identity', () => {
@@ -840,10 +860,79 @@ describe('k8s/components/threat-detector-geoip', () => {
   });
 });
 
-describe('k8s/examples/sidecar-xds-certificate.yaml', () => {
-  it('is valid and issues the identity and Secret the injector and the control plane expect', async () => {
+describe('k8s/mesh-identity (what csi-driver-spiffe needs)', () => {
+  let objects: Json[] = [];
+  let values: Json = {};
+  beforeAll(async () => {
+    const bin = findKustomize();
+    if (!bin) throw new Error(kustomizeInstallHint);
+    objects = parseAllDocuments(await kustomizeBuild(bin, join(repoRoot, 'k8s', 'mesh-identity'))).map(
+      (d) => d.toJSON() as Json,
+    );
+    values = parse(await readFile(join(repoRoot, 'k8s', 'mesh-identity', 'csi-driver-spiffe-values.yaml'), 'utf8'));
+  });
+
+  it('is valid, cluster-scoped only, and grants nothing by itself', () => {
+    const problems = objects.flatMap((o) => {
+      const found = validateObject(o);
+      return found.length ? [describeProblems(id(o), found)] : [];
+    });
+    expect(problems.join('\n')).toBe('');
+    expect(objects.map(id).sort()).toEqual([
+      'ClusterIssuer/sekisho-mesh-spiffe',
+      'ClusterRole/sekisho-spiffe-certificate-requester',
+    ]);
+    for (const o of objects) expect(o.metadata.namespace, id(o)).toBeUndefined();
+    const [role] = named(objects, 'ClusterRole');
+    expect(role?.rules).toEqual([
+      { apiGroups: ['cert-manager.io'], resources: ['certificaterequests'], verbs: ['create'] },
+    ]);
+  });
+
+  it('signs with an intermediate under the mesh root, for the trust domain the control plane and injector use', () => {
+    const base = rendered.get('prod') ?? [];
+    const [issuer] = named(objects, 'ClusterIssuer');
+    const signer = named(base, 'Certificate').find((c) => c.spec.secretName === issuer?.spec.ca.secretName) as Json;
+    expect(signer.spec.isCA).toBe(true);
+    const meshCa = named(base, 'Certificate').find((c) => c.spec.secretName === 'sekisho-mesh-ca') as Json;
+    // The same root as the control plane's mesh CA: its Secret's ca.crt (the bundle) is that root.
+    expect(signer.spec.issuerRef).toEqual(meshCa.spec.issuerRef);
+    expect(values.app.issuer).toEqual({ name: issuer?.metadata.name, kind: 'ClusterIssuer', group: 'cert-manager.io' });
+    const envOf = (name: string) =>
+      Object.fromEntries(
+        (
+          named(base, 'Deployment').find((d) => d.metadata.name === name)?.spec.template.spec.containers[0].env ?? []
+        ).map((e: Json) => [e.name, e.value]),
+      );
+    const controlPlane = controlPlaneConfig.parse({ CONTROL_PLANE_DEFINITION: 'x', ...envOf('sekisho-control-plane') });
+    const injector = injectorConfig.parse(envOf('sekisho-injector'));
+    expect(values.app.trustDomain).toBe(controlPlane.CONTROL_PLANE_MESH_TRUST_DOMAIN);
+    expect(values.app.trustDomain).toBe(injector.INJECTOR_TRUST_DOMAIN);
+    // The files the injector's bootstrap reads.
+    expect(values.app.driver.volumeFileName).toMatchObject({ cert: 'tls.crt', key: 'tls.key' });
+    expect(values.app.certificateRequestDuration).toBe('1h');
+  });
+
+  it('has a per-namespace RoleBinding example letting only that namespace request', async () => {
+    const [binding] = parseAllDocuments(
+      await readFile(join(repoRoot, 'k8s', 'examples', 'mesh-namespace-spiffe.yaml'), 'utf8'),
+    ).map((d) => d.toJSON() as Json);
+    expect(describeProblems('RoleBinding', validateObject(binding as Json))).toBe('');
+    expect(binding?.roleRef).toMatchObject({ kind: 'ClusterRole', name: 'sekisho-spiffe-certificate-requester' });
+    expect(binding?.subjects).toEqual([
+      {
+        apiGroup: 'rbac.authorization.k8s.io',
+        kind: 'Group',
+        name: `system:serviceaccounts:${binding?.metadata.namespace}`,
+      },
+    ]);
+  });
+});
+
+describe('k8s/examples/sidecar-xds-certificate-secret-mode.yaml', () => {
+  it('is valid and issues the identity and Secret the injector (Secret mode) and the control plane expect', async () => {
     const objects = parseAllDocuments(
-      await readFile(join(repoRoot, 'k8s', 'examples', 'sidecar-xds-certificate.yaml'), 'utf8'),
+      await readFile(join(repoRoot, 'k8s', 'examples', 'sidecar-xds-certificate-secret-mode.yaml'), 'utf8'),
     ).map((d) => d.toJSON() as Json);
     const problems = objects.flatMap((o) => {
       const found = validateObject(o);

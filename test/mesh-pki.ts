@@ -25,6 +25,12 @@ export interface MeshPki {
   issue(name: string, spiffeId: string): IssuedFiles;
   /** Serves every workload a certificate of this CA (issued on first use, then the same one). */
   workloadSecrets(): WorkloadSecrets;
+  /**
+   * An intermediate CA signed by this one (what a cert-manager CA ClusterIssuer signs with): its
+   * `issue` writes leaves whose `certificatePem` is the chain cert-manager hands out (the leaf,
+   * then the intermediate).
+   */
+  intermediate(name: string): Pick<MeshPki, 'caFile' | 'caKeyFile' | 'caPem' | 'issue'>;
 }
 
 /** Throws with install instructions when the openssl CLI is missing. */
@@ -52,41 +58,63 @@ export function createMeshPki(dir: string, name = 'test-mesh-ca'): MeshPki {
   ]);
   const caPem = readFileSync(caFile, 'utf8');
   let serial = 1;
-  const issue = (leaf: string, spiffeId: string): IssuedFiles => {
-    const keyFile = join(dir, `${leaf}.key`);
-    const csr = join(dir, `${leaf}.csr`);
-    const certFile = join(dir, `${leaf}.crt`);
-    const ext = join(dir, `${leaf}.ext`);
-    writeFileSync(
-      ext,
-      [
-        'basicConstraints=critical,CA:FALSE',
-        'keyUsage=critical,digitalSignature,keyEncipherment',
-        'extendedKeyUsage=serverAuth,clientAuth',
-        `subjectAltName=URI:${spiffeId}`,
-        '',
-      ].join('\n'),
-    );
+  const issueWith =
+    (signerFile: string, signerKey: string, chainPem: string) =>
+    (leaf: string, spiffeId: string): IssuedFiles => {
+      const keyFile = join(dir, `${leaf}.key`);
+      const csr = join(dir, `${leaf}.csr`);
+      const certFile = join(dir, `${leaf}.crt`);
+      const ext = join(dir, `${leaf}.ext`);
+      writeFileSync(
+        ext,
+        [
+          'basicConstraints=critical,CA:FALSE',
+          'keyUsage=critical,digitalSignature,keyEncipherment',
+          'extendedKeyUsage=serverAuth,clientAuth',
+          `subjectAltName=URI:${spiffeId}`,
+          '',
+        ].join('\n'),
+      );
+      openssl([
+        ...['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'],
+        ...['-keyout', keyFile, '-out', csr, '-subj', `/CN=${leaf}`],
+      ]);
+      openssl([
+        ...['x509', '-req', '-in', csr, '-CA', signerFile, '-CAkey', signerKey, '-set_serial', String(serial++)],
+        ...['-days', '1', '-out', certFile, '-extfile', ext],
+      ]);
+      if (chainPem) writeFileSync(certFile, `${readFileSync(certFile, 'utf8')}${chainPem}`);
+      return {
+        certFile,
+        keyFile,
+        certificatePem: readFileSync(certFile, 'utf8'),
+        privateKeyPem: readFileSync(keyFile, 'utf8'),
+      };
+    };
+  const issue = issueWith(caFile, caKey, '');
+  const intermediate = (sub: string) => {
+    const subFile = join(dir, `${sub}.crt`);
+    const subKey = join(dir, `${sub}.key`);
+    const subCsr = join(dir, `${sub}.csr`);
+    const subExt = join(dir, `${sub}.ext`);
+    writeFileSync(subExt, 'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n');
     openssl([
       ...['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'],
-      ...['-keyout', keyFile, '-out', csr, '-subj', `/CN=${leaf}`],
+      ...['-keyout', subKey, '-out', subCsr, '-subj', `/CN=${sub}`],
     ]);
     openssl([
-      ...['x509', '-req', '-in', csr, '-CA', caFile, '-CAkey', caKey, '-set_serial', String(serial++)],
-      ...['-days', '1', '-out', certFile, '-extfile', ext],
+      ...['x509', '-req', '-in', subCsr, '-CA', caFile, '-CAkey', caKey, '-set_serial', String(serial++)],
+      ...['-days', '1', '-out', subFile, '-extfile', subExt],
     ]);
-    return {
-      certFile,
-      keyFile,
-      certificatePem: readFileSync(certFile, 'utf8'),
-      privateKeyPem: readFileSync(keyFile, 'utf8'),
-    };
+    const subPem = readFileSync(subFile, 'utf8');
+    return { caFile: subFile, caKeyFile: subKey, caPem: subPem, issue: issueWith(subFile, subKey, subPem) };
   };
   return {
     caFile,
     caKeyFile: caKey,
     caPem,
     issue,
+    intermediate,
     workloadSecrets() {
       const issued = new Map<string, Resource[]>();
       return {

@@ -1,6 +1,6 @@
 import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { createControlChannelCertificates } from '@sekisho/devstack/control-channel-certs';
 import { resolveEnvoyBinary } from '@sekisho/devstack/envoy';
 import { freePort, type ManagedProcess, spawnProcess, waitUntil } from '@sekisho/devstack/processes';
@@ -14,8 +14,11 @@ import { oneRouteDefinitionYaml, startControlPlaneOverMtls } from './support';
 // applied, the sidecar container started as the kubelet would start it (same command and
 // arguments, $(POD_NAME)/$(POD_NAMESPACE) expanded) with the real Envoy, against the control
 // plane started as its image starts it (`tsx control-plane/src/main.ts`) with mutual TLS on its
-// ADS port. The sidecar's certificate (spiffe://sekisho.local/sidecar/customer, issued by a CA
-// of the run) sits where the injector mounts the Secret sekisho-xds-<service>; the control plane
+// ADS port. This is the Secret mode (INJECTOR_XDS_IDENTITY=secret; the default csi mode is
+// test/sidecar-csi-identity.e2e.test.ts). The sidecar's certificate
+// (spiffe://sekisho.local/sidecar/customer, issued by a CA of the run) sits where the injector
+// mounts the Secret sekisho-xds-<service>, the pod's SDS annotation where its downwardAPI volume
+// puts it; the control plane
 // serves the view the injector's bootstrap claims (sidecar:customer) to that certificate only:
 // the same bootstrap with another service's certificate is refused.
 
@@ -80,7 +83,9 @@ describe('an injected sidecar', () => {
         INJECTOR_TLS_CERT_FILE: 'unused.crt',
         INJECTOR_TLS_KEY_FILE: 'unused.key',
         INJECTOR_XDS_ADDRESS: `127.0.0.1:${xdsPort}`,
+        INJECTOR_XDS_IDENTITY: 'secret',
         INJECTOR_PROXY_XDS_TLS_DIR: tlsDir,
+        INJECTOR_PROXY_XDS_SDS_DIR: join(tlsDir, '..', `${basename(tlsDir)}-sds`),
         INJECTOR_HEALTH_PORT: String(healthPort),
         INJECTOR_PROXY_ADMIN_PORT: String(proxyAdminPort),
         INJECTOR_PROXY_INITIAL_FETCH_TIMEOUT: '5s',
@@ -108,15 +113,24 @@ describe('an injected sidecar', () => {
           object,
         },
       });
-    const proxyOf = (result: ReturnType<typeof handleReview>) => {
+    const proxyOf = async (result: ReturnType<typeof handleReview>, sdsDir: string) => {
       const response = result.body as { response: { patch: string } };
       const patched = jsonpatch.applyPatch(
         structuredClone(pod) as Json,
         JSON.parse(Buffer.from(response.response.patch, 'base64').toString()),
-      ).newDocument as unknown as { spec: { initContainers: Json[] } };
+      ).newDocument as unknown as {
+        metadata: { annotations: Record<string, string> };
+        spec: { initContainers: Json[] };
+      };
+      // What the downwardAPI volume projects: the pod's SDS annotation as a file.
+      await mkdir(sdsDir, { recursive: true });
+      await writeFile(
+        join(sdsDir, 'xds-client-sds.json'),
+        patched.metadata.annotations['sekisho.io/xds-client-sds'] ?? '',
+      );
       return patched.spec.initContainers[0] as { command: string[]; args: string[] };
     };
-    const proxy = proxyOf(handleReview(reviewOf(pod), config));
+    const proxy = await proxyOf(handleReview(reviewOf(pod), config), config.INJECTOR_PROXY_XDS_SDS_DIR);
     const expand = (arg: string) =>
       arg.replaceAll('$(POD_NAME)', 'customer-7d9f-abcde').replaceAll('$(POD_NAMESPACE)', 'shop');
     const sidecar = spawnProcess({
@@ -148,7 +162,11 @@ describe('an injected sidecar', () => {
     await sidecar.stop();
 
     // The same pod's bootstrap with the certificate of another service: refused at stream start.
-    const impostor = proxyOf(handleReview(reviewOf(pod), injectorConfig(otherTls)));
+    const impostorConfig = injectorConfig(otherTls);
+    const impostor = await proxyOf(
+      handleReview(reviewOf(pod), impostorConfig),
+      impostorConfig.INJECTOR_PROXY_XDS_SDS_DIR,
+    );
     const refused = spawnProcess({
       name: 'sidecar-envoy-impostor',
       command: envoy.path,

@@ -61,6 +61,8 @@ export async function startControlPlaneOverMtls(opts: {
   xdsPort: number;
   adminPort: number;
   tls: { certFile: string; keyFile: string; clientCaFile: string; trustDomain: string };
+  /** More of its environment (a mesh CA's CONTROL_PLANE_MESH_CA_*, say). */
+  env?: Record<string, string>;
 }): Promise<ManagedProcess> {
   const controlPlane = spawnProcess({
     name: 'control-plane',
@@ -76,6 +78,7 @@ export async function startControlPlaneOverMtls(opts: {
       CONTROL_PLANE_TLS_CLIENT_CA_FILE: opts.tls.clientCaFile,
       CONTROL_PLANE_TLS_TRUST_DOMAIN: opts.tls.trustDomain,
       LOG_LEVEL: 'warn',
+      ...opts.env,
     },
   });
   try {

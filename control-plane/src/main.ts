@@ -12,16 +12,18 @@ import { isLoopbackHost } from '@sekisho/service-kit/xds-channel';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { adminTokenVariable, bearerAuthenticator, readAdminToken, registerAdminApi } from './admin-api';
-import { authorize, checkTrustDomain, peerIdentityOf } from './channel/identity';
+import { authorize, checkTrustDomain, type MeshChannel, peerIdentityOf } from './channel/identity';
 import { createServerTls, readServerTls, type ServerTls, serverTlsVariables } from './channel/server-tls';
 import type { FieldError } from './definition/load';
 import { LastGoodStore } from './last-good';
-import { loadCaMaterial } from './mesh/ca-material';
+import { caFilesOf, loadCaMaterial } from './mesh/ca-material';
 import { caSourceOf, checkMeshCaConfig, createMeshCaFromConfig, meshCaConfigFields } from './mesh/config';
-import type { WorkloadSecrets } from './mesh/contract';
+import { meshSecretNames, type WorkloadSecrets } from './mesh/contract';
+import { savedWorkloadIdentity } from './mesh/saved-secrets';
 import { DefinitionWatcher, type DefinitionWatcherOptions, describeFieldError } from './watch';
 import { SnapshotCache } from './xds/cache';
 import { createAdsServer } from './xds/server';
+import { typeUrls } from './xds/type-urls';
 import { createViews, gatewayViews, sidecarViews } from './xds/views';
 
 // The control plane process: compile the definition, serve it over ADS, recompile
@@ -235,20 +237,62 @@ export async function startControlPlane(
   const tlsFiles = tlsFilesOf(config);
   let tls: ServerTls | undefined;
   try {
-    tls = tlsFiles && createServerTls(tlsFiles, { logger, ...deps.tls });
+    // With a mesh CA, sidecars may present their per-pod workload certificate (csi-driver-spiffe)
+    // on the channel: the handshake trusts the mesh bundle too (channel/identity.ts decides what
+    // each CA's certificates may read).
+    const meshSource = meshCa ? caSourceOf(config, deps.cwd) : undefined;
+    const meshBundle = meshSource && caFilesOf(meshSource).bundle;
+    tls =
+      tlsFiles &&
+      createServerTls(tlsFiles, {
+        logger,
+        ...deps.tls,
+        ...(meshBundle ? { meshBundle: { file: meshBundle.file, variable: meshBundle.variable } } : {}),
+      });
   } catch (error) {
     await watcher.stop();
     meshCa?.close();
     throw error;
   }
   const trustDomain = config.CONTROL_PLANE_TLS_TRUST_DOMAIN;
+  // A sidecar view serves the workload its certificate Secret is issued for: what a mesh
+  // identity on the channel must be (also for a saved definition, whose Secrets are reissued).
+  // Asked before every response on such a stream: the certificate's identity is parsed once per
+  // certificate handed out (by its resource hash), not per response.
+  const identities = new Map<string, string | undefined>();
+  const meshChannel: MeshChannel | undefined = meshCa
+    ? {
+        trustDomain: config.CONTROL_PLANE_MESH_TRUST_DOMAIN,
+        workloadOf: (view) => {
+          const certificate = cache.get(typeUrls.secret, view)?.resources.get(meshSecretNames.certificate);
+          if (!certificate) return undefined;
+          if (!identities.has(certificate.hash)) {
+            // Certificates rotate (at half their lifetime): bounded, cleared now and then.
+            if (identities.size >= 1024) identities.clear();
+            identities.set(certificate.hash, savedWorkloadIdentity(certificate));
+          }
+          return identities.get(certificate.hash);
+        },
+      }
+    : undefined;
   const ads = createAdsServer({
     cache,
     logger,
     registry,
     classify: (node) => views.classify(node),
     clusterDrainMs: config.CONTROL_PLANE_CLUSTER_DRAIN,
-    ...(tls ? { authorize: (node, view, der) => authorize(node, peerIdentityOf(der), trustDomain, view) } : {}),
+    ...(tls
+      ? {
+          authorize: (node, view, der) =>
+            authorize(
+              node,
+              peerIdentityOf(der, meshChannel && tls?.channelAuthorities()),
+              trustDomain,
+              view,
+              meshChannel,
+            ),
+        }
+      : {}),
   });
   let grpc: Awaited<ReturnType<typeof startGrpcServer>>;
   try {

@@ -21,19 +21,33 @@ export const annotations = {
   memoryLimit: 'sekisho.io/proxy-memory-limit',
   logLevel: 'sekisho.io/proxy-log-level',
   traffic: 'sekisho.io/traffic',
+  xdsIdentity: 'sekisho.io/xds-identity',
 } as const;
+
+/**
+ * Pod annotation the injector sets: the sidecar's file-based SDS resource for its control
+ * channel certificate (JSON), projected into the pod as a file by a downwardAPI volume, so the
+ * inline bootstrap can point Envoy's path_config_source at it without a ConfigMap.
+ */
+export const xdsClientSdsAnnotation = 'sekisho.io/xds-client-sds';
 
 /** Names of what the injector adds; finding one of them in a pod means it is already injected. */
 export const proxyContainerName = 'sekisho-proxy';
 export const iptablesContainerName = 'sekisho-init-iptables';
 export const proxyTmpVolume = 'sekisho-proxy-tmp';
 export const proxyXdsTlsVolume = 'sekisho-proxy-xds-tls';
+export const proxyXdsSdsVolume = 'sekisho-proxy-xds-sds';
+
+/** cert-manager's csi-driver-spiffe (the CSIDriver its Helm chart installs). */
+export const spiffeCsiDriver = 'spiffe.csi.cert-manager.io';
 
 /**
- * The Secret, in the pod's namespace, holding the sidecar's control channel certificate
- * (`ca.crt`, `tls.crt`, `tls.key`; URI SAN `spiffe://<trust domain>/sidecar/<service>`). The
- * injector only mounts it; provisioning it is the platform team's job until the mesh CA
- * issues workload certificates over SDS (injector/README.md "Control channel certificate").
+ * Secret mode only (`INJECTOR_XDS_IDENTITY=secret` or the pod annotation
+ * `sekisho.io/xds-identity: secret`): the Secret, in the pod's namespace, holding the sidecar's
+ * control channel certificate (`ca.crt`, `tls.crt`, `tls.key`; URI SAN
+ * `spiffe://<channel trust domain>/sidecar/<service>`), which the platform team provisions
+ * (injector/README.md "Control channel certificate"). The default, csi mode, mounts a per-pod
+ * csi-driver-spiffe certificate instead.
  */
 export function proxyXdsSecretName(service: string): string {
   return `sekisho-xds-${service}`;

@@ -1,4 +1,4 @@
-import { copyFile, mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createControlChannelCertificates } from '@sekisho/devstack/control-channel-certs';
@@ -12,9 +12,11 @@ import { decide } from './workload';
 // The injected container run as the kubelet would run it, with the real Envoy binary:
 // `$(POD_NAME)` and `$(POD_NAMESPACE)` expanded, the same command and arguments. Envoy reads
 // the control channel files at start (and while validating): a CA of the run issues them into
-// the directory the Secret would be mounted at (INJECTOR_PROXY_XDS_TLS_DIR).
+// the directory the CSI volume would be mounted at (INJECTOR_PROXY_XDS_TLS_DIR), and the pod's
+// SDS annotation is written where its downwardAPI volume would put it (INJECTOR_PROXY_XDS_SDS_DIR).
 
 let tlsDir = '';
+let caPem = '';
 
 const pod = {
   metadata: { labels: { 'app.kubernetes.io/name': 'customer' } },
@@ -25,7 +27,9 @@ async function injectedProxy(env: Record<string, string>) {
   const config = configSchema.parse({
     INJECTOR_TLS_CERT_FILE: 'x',
     INJECTOR_TLS_KEY_FILE: 'y',
-    INJECTOR_PROXY_XDS_TLS_DIR: tlsDir,
+    INJECTOR_PROXY_XDS_TLS_DIR: join(tlsDir, 'xds-tls'),
+    INJECTOR_PROXY_XDS_SDS_DIR: join(tlsDir, 'xds-sds'),
+    INJECTOR_XDS_CA_FILE: 'read by the server, given here as caPem',
     ...env,
   });
   const decision = decide(
@@ -40,7 +44,12 @@ async function injectedProxy(env: Record<string, string>) {
     config,
   );
   if (decision.kind !== 'inject') throw new Error(`not injected: ${JSON.stringify(decision)}`);
-  const proxy = sidecarParts(decision.workload, config).initContainers[0] as { command: string[]; args: string[] };
+  const parts = sidecarParts(decision.workload, config, { caPem });
+  await writeFile(
+    join(tlsDir, 'xds-sds', 'xds-client-sds.json'),
+    parts.annotations['sekisho.io/xds-client-sds'] as string,
+  );
+  const proxy = parts.initContainers[0] as { command: string[]; args: string[] };
   const expand = (arg: string) =>
     arg.replaceAll('$(POD_NAME)', 'customer-7d9f-abcde').replaceAll('$(POD_NAMESPACE)', 'shop');
   return { command: proxy.command, args: proxy.args.map(expand) };
@@ -61,10 +70,12 @@ describe('the sidecar bootstrap', () => {
     envoyPath = runtime.path;
     tlsDir = await mkdtemp(join(tmpdir(), 'sekisho-sidecar-xds-'));
     const certs = await createControlChannelCertificates(join(tlsDir, 'issued'), { clients: [] });
-    const sidecar = await certs.issueClient('sidecar-customer', ['spiffe://sekisho.local/sidecar/customer']);
-    await copyFile(certs.caFile, join(tlsDir, 'ca.crt'));
-    await copyFile(sidecar.certFile, join(tlsDir, 'tls.crt'));
-    await copyFile(sidecar.keyFile, join(tlsDir, 'tls.key'));
+    const sidecar = await certs.issueClient('sidecar-customer', ['spiffe://cluster.local/ns/shop/sa/customer']);
+    caPem = await readFile(certs.caFile, 'utf8');
+    await mkdir(join(tlsDir, 'xds-tls'));
+    await mkdir(join(tlsDir, 'xds-sds'));
+    await copyFile(sidecar.certFile, join(tlsDir, 'xds-tls', 'tls.crt'));
+    await copyFile(sidecar.keyFile, join(tlsDir, 'xds-tls', 'tls.key'));
   });
 
   it('passes envoy --mode validate', async () => {

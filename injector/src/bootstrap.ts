@@ -12,9 +12,11 @@ import type { Workload } from './workload';
 //   node.cluster  sidecar:<service>                      the view the proxy asks for
 //   node.metadata sekisho.role = sidecar, namespace, service, service_account, spiffe_id,
 //                 pod, ports { inbound, outbound, app? }, traffic (explicit | iptables)
-// The cluster is a claim; the control plane serves it only to a client certificate with the URI
-// SAN spiffe://<control plane trust domain>/sidecar/<service> (control-plane/src/channel/
-// identity.ts), presented over mutual TLS from the files of INJECTOR_PROXY_XDS_TLS_DIR.
+// The cluster is a claim; the control plane serves it only to a client certificate that names
+// the service's workload (control-plane/src/channel/identity.ts), presented over mutual TLS from
+// the files of INJECTOR_PROXY_XDS_TLS_DIR: in csi mode the pod's csi-driver-spiffe certificate
+// spiffe://<mesh trust domain>/ns/<namespace>/sa/<service account> (mesh CA), in secret mode
+// spiffe://<control channel trust domain>/sidecar/<service> (control channel CA).
 
 export const xdsClusterName = 'sekisho_xds';
 const adminClusterName = 'sekisho_proxy_admin';
@@ -23,10 +25,51 @@ export function nodeCluster(workload: Pick<Workload, 'service'>): string {
   return `sidecar:${workload.service}`;
 }
 
-/** The xds cluster's transport socket: mutual TLS, Envoy reading the three files at start. */
-function xdsTransportSocket(config: InjectorConfig, host: string) {
+/** The file the downwardAPI volume (on INJECTOR_PROXY_XDS_SDS_DIR) puts the SDS resource (xdsClientSds) in. */
+export const xdsClientSdsFile = 'xds-client-sds.json';
+const xdsClientSecretName = 'sekisho_xds_client';
+
+/**
+ * The file-based SDS resource (a DiscoveryResponse, JSON) of the sidecar's control channel
+ * certificate: the pair in INJECTOR_PROXY_XDS_TLS_DIR, re-read when that directory's `..data`
+ * link is swapped (csi-driver-spiffe and the kubelet both write volumes with Kubernetes' atomic
+ * writer), so a renewed certificate is used for new connections with no restart.
+ */
+export function xdsClientSds(config: InjectorConfig): Record<string, unknown> {
+  const dir = config.INJECTOR_PROXY_XDS_TLS_DIR;
+  return {
+    resources: [
+      {
+        '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret',
+        name: xdsClientSecretName,
+        tls_certificate: {
+          certificate_chain: { filename: `${dir}/tls.crt` },
+          private_key: { filename: `${dir}/tls.key` },
+          watched_directory: { path: dir },
+        },
+      },
+    ],
+  };
+}
+
+/** What the sidecar's trust in the control plane comes from, besides the configuration. */
+export interface XdsTrust {
+  /** csi mode: the control channel CA's PEM (INJECTOR_XDS_CA_FILE), inline in the bootstrap. */
+  caPem?: string;
+}
+
+/**
+ * The xds cluster's transport socket: mutual TLS, the client certificate over file-based SDS
+ * (xdsClientSds), the control plane's certificate checked against the control channel CA: inline
+ * in csi mode, the Secret's ca.crt (read at start) in secret mode.
+ */
+function xdsTransportSocket(workload: Workload, config: InjectorConfig, host: string, trust: XdsTrust) {
   const dir = config.INJECTOR_PROXY_XDS_TLS_DIR;
   const serverName = config.INJECTOR_XDS_SERVER_NAME ?? host;
+  let trustedCa: Record<string, string>;
+  if (workload.xdsIdentity === 'secret') trustedCa = { filename: `${dir}/ca.crt` };
+  else if (trust.caPem) trustedCa = { inline_string: trust.caPem };
+  else throw new Error('csi mode needs the control channel CA (INJECTOR_XDS_CA_FILE)');
   return {
     name: 'envoy.transport_sockets.tls',
     typed_config: {
@@ -35,11 +78,22 @@ function xdsTransportSocket(config: InjectorConfig, host: string) {
       common_tls_context: {
         tls_params: { tls_minimum_protocol_version: 'TLSv1_2' },
         alpn_protocols: ['h2'],
-        tls_certificates: [
-          { certificate_chain: { filename: `${dir}/tls.crt` }, private_key: { filename: `${dir}/tls.key` } },
+        tls_certificate_sds_secret_configs: [
+          {
+            name: xdsClientSecretName,
+            sds_config: {
+              resource_api_version: 'V3',
+              // The file itself is re-read when its downwardAPI volume is swapped (the kubelet's
+              // atomic writer); the pair it names, when their mount is (its watched_directory).
+              path_config_source: {
+                path: `${config.INJECTOR_PROXY_XDS_SDS_DIR}/${xdsClientSdsFile}`,
+                watched_directory: { path: config.INJECTOR_PROXY_XDS_SDS_DIR },
+              },
+            },
+          },
         ],
         validation_context: {
-          trusted_ca: { filename: `${dir}/ca.crt` },
+          trusted_ca: trustedCa,
           match_typed_subject_alt_names: [
             { san_type: 'DNS', matcher: { exact: serverName } },
             { san_type: 'IP_ADDRESS', matcher: { exact: serverName } },
@@ -50,7 +104,11 @@ function xdsTransportSocket(config: InjectorConfig, host: string) {
   };
 }
 
-export function sidecarBootstrap(workload: Workload, config: InjectorConfig): Record<string, unknown> {
+export function sidecarBootstrap(
+  workload: Workload,
+  config: InjectorConfig,
+  trust: XdsTrust = {},
+): Record<string, unknown> {
   const [xdsHost, xdsPort] = splitHostPort(config.INJECTOR_XDS_ADDRESS);
   const fetchTimeout = `${config.INJECTOR_PROXY_INITIAL_FETCH_TIMEOUT / 1000}s`;
   const memoryLimit = quantityValue(workload.resources.limits.memory) ?? 256 * 2 ** 20;
@@ -102,7 +160,7 @@ export function sidecarBootstrap(workload: Workload, config: InjectorConfig): Re
             },
           },
           upstream_connection_options: { tcp_keepalive: {} },
-          transport_socket: xdsTransportSocket(config, xdsHost),
+          transport_socket: xdsTransportSocket(workload, config, xdsHost, trust),
           load_assignment: {
             cluster_name: xdsClusterName,
             endpoints: [{ lb_endpoints: [{ endpoint: { address: socket(xdsHost, xdsPort) } }] }],

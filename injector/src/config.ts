@@ -49,13 +49,35 @@ export const configSchema = z
       .regex(/^[A-Za-z0-9.:-]{1,253}$/, 'expected a DNS name or an IP address')
       .optional(),
     /**
-     * Where the sidecar reads its control channel files (ca.crt, tls.crt, tls.key): the mount
-     * path of the Secret sekisho-xds-<service>.
+     * Where the sidecar's control channel client certificate comes from: csi (a per-pod
+     * certificate spiffe://<trust domain>/ns/<ns>/sa/<sa> from cert-manager's csi-driver-spiffe,
+     * renewed by the driver) or secret (the Secret sekisho-xds-<service> the platform team
+     * creates). A pod may choose with the annotation sekisho.io/xds-identity.
+     */
+    INJECTOR_XDS_IDENTITY: envEnum(['csi', 'secret'], 'csi'),
+    /**
+     * PEM of the control channel CA (what signs the control plane's server certificate): the
+     * sidecar's trust anchor in csi mode, put inline in its bootstrap (the CSI volume's ca.crt,
+     * if any, is the mesh bundle, not this CA). Re-read when it changes. Required unless
+     * INJECTOR_XDS_IDENTITY=secret (then the Secret's ca.crt is the anchor).
+     */
+    INJECTOR_XDS_CA_FILE: z.string().min(1).optional(),
+    /**
+     * Where the sidecar reads its control channel files (tls.crt, tls.key; ca.crt in secret
+     * mode): the mount path of the CSI volume or of the Secret sekisho-xds-<service>.
      */
     INJECTOR_PROXY_XDS_TLS_DIR: z
       .string()
       .regex(/^\/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$/, 'expected an absolute directory path without a trailing slash')
       .default('/etc/sekisho/xds-tls'),
+    /**
+     * Where the sidecar finds the file-based SDS resource of its control channel certificate (a
+     * downwardAPI volume projecting the pod's annotation sekisho.io/xds-client-sds).
+     */
+    INJECTOR_PROXY_XDS_SDS_DIR: z
+      .string()
+      .regex(/^\/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$/, 'expected an absolute directory path without a trailing slash')
+      .default('/etc/sekisho/xds-sds'),
     /** The SPIFFE trust domain of the workload identities (spiffe://<domain>/ns/<ns>/sa/<sa>). */
     INJECTOR_TRUST_DOMAIN: z
       .string()
@@ -85,6 +107,13 @@ export const configSchema = z
     LOG_LEVEL: envLogLevel(),
   })
   .superRefine((config, ctx) => {
+    if (config.INJECTOR_XDS_IDENTITY === 'csi' && !config.INJECTOR_XDS_CA_FILE)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['INJECTOR_XDS_CA_FILE'],
+        message:
+          "required with INJECTOR_XDS_IDENTITY=csi (the default): the control channel CA's PEM, the sidecars' trust anchor for the control plane",
+      });
     if (config.INJECTOR_ALLOW_IPTABLES && !config.INJECTOR_IPTABLES_IMAGE)
       ctx.addIssue({
         code: 'custom',

@@ -21,6 +21,8 @@ beforeAll(async () => {
   const pair = await issueServerCertificate(ca, { commonName: 'injector', ipAddresses: ['127.0.0.1'] });
   await writeFile(join(dir, 'tls.crt'), pair.certificatePem);
   await writeFile(join(dir, 'tls.key'), pair.privateKeyPem);
+  // The control channel CA csi mode (the default) inlines in every sidecar bootstrap.
+  await writeFile(join(dir, 'xds-ca.crt'), (await createCertificateAuthority('control channel CA')).certificatePem);
 });
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
@@ -50,6 +52,7 @@ describe('main.ts', () => {
         INJECTOR_ADMIN_PORT: '0',
         INJECTOR_TLS_CERT_FILE: join(dir, 'missing.crt'),
         INJECTOR_TLS_KEY_FILE: join(dir, 'tls.key'),
+        INJECTOR_XDS_CA_FILE: join(dir, 'xds-ca.crt'),
       },
       reportUnexpectedExit: false,
     });
@@ -70,6 +73,7 @@ describe('main.ts', () => {
         INJECTOR_ADMIN_PORT: String(adminPort),
         INJECTOR_TLS_CERT_FILE: join(dir, 'tls.crt'),
         INJECTOR_TLS_KEY_FILE: join(dir, 'tls.key'),
+        INJECTOR_XDS_CA_FILE: join(dir, 'xds-ca.crt'),
         LOG_LEVEL: 'info',
       },
       // It is meant to exit: on the SIGTERM below.

@@ -29,6 +29,7 @@ export async function startInjector(config: InjectorConfig, deps: { logger: Logg
         sidecarMode: config.INJECTOR_SIDECAR_MODE,
         proxyImage: config.INJECTOR_PROXY_IMAGE,
         xdsAddress: config.INJECTOR_XDS_ADDRESS,
+        xdsIdentity: config.INJECTOR_XDS_IDENTITY,
       }),
     });
   } catch (error) {
@@ -64,6 +65,6 @@ if (isMain) {
     name: 'injector',
     loadConfig: () => loadInjectorConfig(),
     start: (config, logger) => startInjector(config, { logger, registry: createMetricsRegistry('injector') }),
-    isUsageError: (error) => error instanceof Error && /^INJECTOR_TLS_/.test(error.message),
+    isUsageError: (error) => error instanceof Error && /^INJECTOR_(TLS_|XDS_CA_FILE)/.test(error.message),
   });
 }

@@ -21,11 +21,12 @@ export function injectionPatch(pod: Pod, parts: SidecarParts): JsonPatchOperatio
   for (const container of parts.containers) ops.push({ op: 'add', path: '/spec/containers/-', value: container });
   if (!pod.spec.volumes) ops.push({ op: 'add', path: '/spec/volumes', value: parts.volumes });
   else for (const volume of parts.volumes) ops.push({ op: 'add', path: '/spec/volumes/-', value: volume });
-  if (!pod.metadata)
-    ops.push({ op: 'add', path: '/metadata', value: { annotations: { [statusAnnotation]: 'injected' } } });
-  else if (!pod.metadata.annotations)
-    ops.push({ op: 'add', path: '/metadata/annotations', value: { [statusAnnotation]: 'injected' } });
-  else ops.push({ op: 'add', path: `/metadata/annotations/${pointerToken(statusAnnotation)}`, value: 'injected' });
+  const added = { [statusAnnotation]: 'injected', ...parts.annotations };
+  if (!pod.metadata) ops.push({ op: 'add', path: '/metadata', value: { annotations: added } });
+  else if (!pod.metadata.annotations) ops.push({ op: 'add', path: '/metadata/annotations', value: added });
+  else
+    for (const [key, value] of Object.entries(added))
+      ops.push({ op: 'add', path: `/metadata/annotations/${pointerToken(key)}`, value });
   // A label (annotations cannot be selected on) for the sidecars' PodMonitor.
   if (!pod.metadata?.labels) ops.push({ op: 'add', path: '/metadata/labels', value: { [proxyLabel]: 'sidecar' } });
   else ops.push({ op: 'add', path: `/metadata/labels/${pointerToken(proxyLabel)}`, value: 'sidecar' });

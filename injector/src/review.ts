@@ -1,4 +1,5 @@
 import { type AdmissionResponse, allow, deny, parseAdmissionReview, reviewResponse } from './admission';
+import type { XdsTrust } from './bootstrap';
 import type { InjectorConfig } from './config';
 import { injectionPatch } from './patch';
 import { sidecarParts } from './sidecar';
@@ -23,7 +24,7 @@ export type ReviewResult =
     }
   | { status: 400; body: { error: string }; outcome: 'malformed'; detail: string; dryRun: false };
 
-export function handleReview(body: string, config: InjectorConfig): ReviewResult {
+export function handleReview(body: string, config: InjectorConfig, trust: XdsTrust = {}): ReviewResult {
   const parsed = parseAdmissionReview(body);
   if (!parsed.ok)
     return {
@@ -41,7 +42,7 @@ export function handleReview(body: string, config: InjectorConfig): ReviewResult
   try {
     const decision = decide(request, config);
     if (decision.kind === 'inject') {
-      response = allow(request.uid, injectionPatch(decision.pod, sidecarParts(decision.workload, config)));
+      response = allow(request.uid, injectionPatch(decision.pod, sidecarParts(decision.workload, config, trust)));
       outcome = 'injected';
       detail = `${decision.workload.namespace}/${decision.workload.service}`;
     } else if (decision.kind === 'skip') {

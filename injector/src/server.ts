@@ -5,6 +5,7 @@ import type { InjectorConfig } from './config';
 import type { InjectorMetrics } from './metrics';
 import { handleReview } from './review';
 import { type KeyPairWatcher, readKeyPair, watchKeyPair } from './tls-files';
+import { watchXdsCa, type XdsCa } from './xds-ca';
 
 // The webhook's HTTPS endpoint: POST /inject with an AdmissionReview (JSON). Bounded bodies
 // and request times; anything else is answered with a status and a one-line reason.
@@ -24,6 +25,10 @@ export async function startWebhookServer(
 ): Promise<WebhookServer> {
   const { logger, metrics } = deps;
   const pair = await readKeyPair(config.INJECTOR_TLS_CERT_FILE, config.INJECTOR_TLS_KEY_FILE);
+  // csi mode: the control channel CA every bootstrap carries inline (secret mode reads the Secret's).
+  const xdsCa: XdsCa | undefined = config.INJECTOR_XDS_CA_FILE
+    ? watchXdsCa(config.INJECTOR_XDS_CA_FILE, { pollIntervalMs: config.INJECTOR_TLS_POLL_INTERVAL, logger })
+    : undefined;
   metrics.certificateExpiry.set(pair.notAfter);
   const server: Server = createServer(
     { cert: pair.cert, key: pair.key, minVersion: 'TLSv1.2', requestTimeout: 10_000, headersTimeout: 5_000 },
@@ -60,7 +65,11 @@ export async function startWebhookServer(
       request.on('error', () => {});
       request.on('end', () => {
         if (tooLarge) return;
-        const result = handleReview(Buffer.concat(chunks).toString('utf8'), config);
+        const result = handleReview(
+          Buffer.concat(chunks).toString('utf8'),
+          config,
+          xdsCa ? { caPem: xdsCa.pem() } : {},
+        );
         metrics.reviews.inc({ outcome: result.outcome });
         const log = result.outcome === 'malformed' || result.outcome === 'denied' ? logger.warn : logger.info;
         log.call(
@@ -79,9 +88,13 @@ export async function startWebhookServer(
   );
   server.on('tlsClientError', () => {});
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const failed = (error: Error) => {
+      xdsCa?.stop();
+      reject(error);
+    };
+    server.once('error', failed);
     server.listen(config.INJECTOR_PORT, config.INJECTOR_HOST, () => {
-      server.off('error', reject);
+      server.off('error', failed);
       resolve();
     });
   });
@@ -104,6 +117,7 @@ export async function startWebhookServer(
     close: () =>
       new Promise<void>((resolve) => {
         watcher.stop();
+        xdsCa?.stop();
         server.close(() => resolve());
         server.closeIdleConnections();
       }),

@@ -2,10 +2,13 @@ import {
   iptablesContainerName,
   proxyContainerName,
   proxyTmpVolume,
+  proxyXdsSdsVolume,
   proxyXdsSecretName,
   proxyXdsTlsVolume,
+  spiffeCsiDriver,
+  xdsClientSdsAnnotation,
 } from './annotations';
-import { sidecarBootstrap } from './bootstrap';
+import { sidecarBootstrap, type XdsTrust, xdsClientSds, xdsClientSdsFile } from './bootstrap';
 import type { InjectorConfig } from './config';
 import type { Workload } from './workload';
 
@@ -21,10 +24,32 @@ export interface SidecarParts {
   /** Containers to append (the plain-container mode). */
   containers: Record<string, unknown>[];
   volumes: Record<string, unknown>[];
+  /** Annotations to set on the pod. */
+  annotations: Record<string, string>;
 }
 
-export function sidecarParts(workload: Workload, config: InjectorConfig): SidecarParts {
-  const proxy = proxyContainer(workload, config);
+/**
+ * The control channel certificate's volume. csi: a per-pod csi-driver-spiffe volume (the
+ * driver writes tls.crt, tls.key, mode 0440, and renews them before expiry); its files are
+ * group-owned by the proxy's gid so Envoy (uid/gid 101) can read them. secret: the Secret
+ * sekisho-xds-<service>, not optional, so a pod whose Secret is missing waits in
+ * ContainerCreating (an event names the Secret) instead of running an unconnected proxy.
+ */
+function xdsTlsVolume(workload: Workload): Record<string, unknown> {
+  if (workload.xdsIdentity === 'secret')
+    return { name: proxyXdsTlsVolume, secret: { secretName: proxyXdsSecretName(workload.service) } };
+  return {
+    name: proxyXdsTlsVolume,
+    csi: {
+      driver: spiffeCsiDriver,
+      readOnly: true,
+      volumeAttributes: { 'spiffe.csi.cert-manager.io/fs-group': String(proxyUid) },
+    },
+  };
+}
+
+export function sidecarParts(workload: Workload, config: InjectorConfig, trust: XdsTrust = {}): SidecarParts {
+  const proxy = proxyContainer(workload, config, trust);
   const native = config.INJECTOR_SIDECAR_MODE === 'native';
   const initContainers: Record<string, unknown>[] = [];
   if (workload.traffic === 'iptables') initContainers.push(iptablesContainer(workload, config));
@@ -34,14 +59,22 @@ export function sidecarParts(workload: Workload, config: InjectorConfig): Sideca
     containers: native ? [] : [proxy],
     volumes: [
       { name: proxyTmpVolume, emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
-      // The control channel certificate: not optional, so a pod whose Secret is missing waits
-      // in ContainerCreating (an event names the Secret) instead of running an unconnected proxy.
-      { name: proxyXdsTlsVolume, secret: { secretName: proxyXdsSecretName(workload.service) } },
+      xdsTlsVolume(workload),
+      // The file-based SDS resource of that certificate, from the pod's own annotation.
+      {
+        name: proxyXdsSdsVolume,
+        downwardAPI: {
+          items: [
+            { path: xdsClientSdsFile, fieldRef: { fieldPath: `metadata.annotations['${xdsClientSdsAnnotation}']` } },
+          ],
+        },
+      },
     ],
+    annotations: { [xdsClientSdsAnnotation]: JSON.stringify(xdsClientSds(config)) },
   };
 }
 
-function proxyContainer(workload: Workload, config: InjectorConfig): Record<string, unknown> {
+function proxyContainer(workload: Workload, config: InjectorConfig, trust: XdsTrust): Record<string, unknown> {
   const health = config.INJECTOR_HEALTH_PORT;
   const probe = (path: string, periodSeconds: number, failureThreshold: number) => ({
     httpGet: { path, port: health },
@@ -57,7 +90,7 @@ function proxyContainer(workload: Workload, config: InjectorConfig): Record<stri
     command: ['/usr/local/bin/envoy'],
     args: [
       '--config-yaml',
-      JSON.stringify(sidecarBootstrap(workload, config)),
+      JSON.stringify(sidecarBootstrap(workload, config, trust)),
       '--log-level',
       workload.logLevel,
       '--disable-hot-restart',
@@ -91,6 +124,7 @@ function proxyContainer(workload: Workload, config: InjectorConfig): Record<stri
       { name: proxyTmpVolume, mountPath: '/tmp' },
       // A whole volume (never subPath), so the kubelet updates renewed files in place.
       { name: proxyXdsTlsVolume, mountPath: config.INJECTOR_PROXY_XDS_TLS_DIR, readOnly: true },
+      { name: proxyXdsSdsVolume, mountPath: config.INJECTOR_PROXY_XDS_SDS_DIR, readOnly: true },
     ],
   };
 }

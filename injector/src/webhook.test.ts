@@ -27,6 +27,8 @@ type Json = Record<string, unknown>;
 
 let dir: string;
 let ca: CertificateAuthority;
+/** The control channel CA (INJECTOR_XDS_CA_FILE): csi mode puts it inline in every bootstrap. */
+let xdsCa: CertificateAuthority;
 const servers: WebhookServer[] = [];
 
 async function writePair(name: string) {
@@ -50,6 +52,7 @@ function config(env: Record<string, string> = {}): InjectorConfig {
     INJECTOR_TLS_KEY_FILE: join(dir, 'tls.key'),
     INJECTOR_TLS_POLL_INTERVAL: '100ms',
     INJECTOR_IPTABLES_IMAGE: 'registry.example/sekisho/iptables:1',
+    INJECTOR_XDS_CA_FILE: join(dir, 'xds-ca.crt'),
     ...env,
   });
 }
@@ -178,6 +181,27 @@ function proxyOf(patched: Json): Json {
   return proxy;
 }
 
+/** The file-based SDS resource of the control channel certificate, as the annotation carries it. */
+const sdsResource = {
+  resources: [
+    {
+      '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret',
+      name: 'sekisho_xds_client',
+      tls_certificate: {
+        certificate_chain: { filename: '/etc/sekisho/xds-tls/tls.crt' },
+        private_key: { filename: '/etc/sekisho/xds-tls/tls.key' },
+        watched_directory: { path: '/etc/sekisho/xds-tls' },
+      },
+    },
+  ],
+};
+
+function xdsCluster(bootstrap: Json): Json {
+  const channel = ((bootstrap.static_resources as Json).clusters as Json[]).find((c) => c.name === 'sekisho_xds');
+  if (!channel) throw new Error('no sekisho_xds cluster');
+  return channel;
+}
+
 function bootstrapOf(proxy: Json): Json {
   const args = proxy.args as string[];
   return JSON.parse(args[args.indexOf('--config-yaml') + 1] as string);
@@ -187,6 +211,8 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'sekisho-injector-'));
   ca = await createCertificateAuthority('sekisho injector test CA');
   await writePair('tls');
+  xdsCa = await createCertificateAuthority('sekisho control channel test CA');
+  await writeFile(join(dir, 'xds-ca.crt'), xdsCa.certificatePem);
 });
 
 afterAll(async () => {
@@ -225,21 +251,77 @@ describe('injection', () => {
       requests: { cpu: '100m', memory: '128Mi' },
       limits: { cpu: '1', memory: '256Mi' },
     });
-    expect((patched.metadata as Json).annotations).toEqual({ 'sekisho.io/status': 'injected' });
+    expect((patched.metadata as Json).annotations).toEqual({
+      'sekisho.io/status': 'injected',
+      'sekisho.io/xds-client-sds': JSON.stringify(sdsResource),
+    });
     expect((patched.metadata as Json).labels).toEqual({
       'app.kubernetes.io/name': 'customer',
       'sekisho.io/proxy': 'sidecar',
     });
     expect(spec.volumes).toEqual([
       { name: 'sekisho-proxy-tmp', emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
-      // The control channel certificate of the service, a Secret of the pod's namespace.
-      { name: 'sekisho-proxy-xds-tls', secret: { secretName: 'sekisho-xds-customer' } },
+      // The pod's own control channel certificate from csi-driver-spiffe, readable by Envoy's gid.
+      {
+        name: 'sekisho-proxy-xds-tls',
+        csi: {
+          driver: 'spiffe.csi.cert-manager.io',
+          readOnly: true,
+          volumeAttributes: { 'spiffe.csi.cert-manager.io/fs-group': '101' },
+        },
+      },
+      // The file-based SDS resource naming those files, from the pod's annotation.
+      {
+        name: 'sekisho-proxy-xds-sds',
+        downwardAPI: {
+          items: [
+            {
+              path: 'xds-client-sds.json',
+              fieldRef: { fieldPath: "metadata.annotations['sekisho.io/xds-client-sds']" },
+            },
+          ],
+        },
+      },
     ]);
-    expect(proxy.volumeMounts).toContainEqual({
+    expect(proxy.volumeMounts).toEqual([
+      { name: 'sekisho-proxy-tmp', mountPath: '/tmp' },
+      { name: 'sekisho-proxy-xds-tls', mountPath: '/etc/sekisho/xds-tls', readOnly: true },
+      { name: 'sekisho-proxy-xds-sds', mountPath: '/etc/sekisho/xds-sds', readOnly: true },
+    ]);
+  });
+
+  it('mounts the Secret sekisho-xds-<service> instead when the pod asks for secret mode', async () => {
+    const { patched } = await admit(
+      port,
+      review(pod({ metadata: { annotations: { 'sekisho.io/xds-identity': 'secret' } } })),
+    );
+    expectValidPod(patched);
+    const spec = patched.spec as Json;
+    expect((spec.volumes as Json[]).find((v) => v.name === 'sekisho-proxy-xds-tls')).toEqual({
       name: 'sekisho-proxy-xds-tls',
-      mountPath: '/etc/sekisho/xds-tls',
-      readOnly: true,
+      secret: { secretName: 'sekisho-xds-customer' },
     });
+    // The trust anchor is then the Secret's ca.crt; the client pair is still watched over SDS.
+    const channel = xdsCluster(bootstrapOf(proxyOf(patched)));
+    expect(channel.transport_socket).toMatchObject({
+      typed_config: {
+        common_tls_context: {
+          tls_certificate_sds_secret_configs: [{ name: 'sekisho_xds_client' }],
+          validation_context: { trusted_ca: { filename: '/etc/sekisho/xds-tls/ca.crt' } },
+        },
+      },
+    });
+  });
+
+  it('denies a pod whose sekisho.io/xds-identity is neither csi nor secret', async () => {
+    const { response } = await admit(
+      port,
+      review(pod({ metadata: { annotations: { 'sekisho.io/xds-identity': 'vault' } } })),
+    );
+    expect(response.allowed).toBe(false);
+    expect((response.status as Json).message).toBe(
+      'sekisho-injector: annotation sekisho.io/xds-identity: expected csi or secret, got "vault"',
+    );
   });
 
   it("names the workload in the bootstrap: node cluster, SPIFFE id and ports for the control plane's view", async () => {
@@ -261,20 +343,35 @@ describe('injection', () => {
     });
     const xds = JSON.stringify((bootstrap.static_resources as Json).clusters);
     expect(xds).toContain('"address":"sekisho-control-plane.sekisho-system.svc.cluster.local","port_value":18000');
-    // Always mutual TLS to the control plane, from the mounted Secret's files.
-    const channel = ((bootstrap.static_resources as Json).clusters as Json[]).find((c) => c.name === 'sekisho_xds');
-    expect(channel?.transport_socket).toMatchObject({
+    // Always mutual TLS to the control plane: the pod's certificate over file-based SDS (renewals
+    // picked up with no restart), the control plane's checked against the control channel CA inline.
+    expect(xdsCluster(bootstrap).transport_socket).toEqual({
       name: 'envoy.transport_sockets.tls',
       typed_config: {
+        '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext',
         sni: 'sekisho-control-plane.sekisho-system.svc.cluster.local',
         common_tls_context: {
-          tls_certificates: [
+          tls_params: { tls_minimum_protocol_version: 'TLSv1_2' },
+          alpn_protocols: ['h2'],
+          tls_certificate_sds_secret_configs: [
             {
-              certificate_chain: { filename: '/etc/sekisho/xds-tls/tls.crt' },
-              private_key: { filename: '/etc/sekisho/xds-tls/tls.key' },
+              name: 'sekisho_xds_client',
+              sds_config: {
+                resource_api_version: 'V3',
+                path_config_source: {
+                  path: '/etc/sekisho/xds-sds/xds-client-sds.json',
+                  watched_directory: { path: '/etc/sekisho/xds-sds' },
+                },
+              },
             },
           ],
-          validation_context: { trusted_ca: { filename: '/etc/sekisho/xds-tls/ca.crt' } },
+          validation_context: {
+            trusted_ca: { inline_string: `${xdsCa.certificatePem.trim()}\n` },
+            match_typed_subject_alt_names: [
+              { san_type: 'DNS', matcher: { exact: 'sekisho-control-plane.sekisho-system.svc.cluster.local' } },
+              { san_type: 'IP_ADDRESS', matcher: { exact: 'sekisho-control-plane.sekisho-system.svc.cluster.local' } },
+            ],
+          },
         },
       },
     });
@@ -293,8 +390,17 @@ describe('injection', () => {
     expectValidPod(patched);
     const spec = patched.spec as Json;
     expect((spec.initContainers as Json[]).map((c) => c.name)).toEqual(['sekisho-proxy', 'migrate']);
-    expect((spec.volumes as Json[]).map((v) => v.name)).toEqual(['data', 'sekisho-proxy-tmp', 'sekisho-proxy-xds-tls']);
-    expect((patched.metadata as Json).annotations).toEqual({ 'team/owner': 'salon', 'sekisho.io/status': 'injected' });
+    expect((spec.volumes as Json[]).map((v) => v.name)).toEqual([
+      'data',
+      'sekisho-proxy-tmp',
+      'sekisho-proxy-xds-tls',
+      'sekisho-proxy-xds-sds',
+    ]);
+    expect((patched.metadata as Json).annotations).toEqual({
+      'team/owner': 'salon',
+      'sekisho.io/status': 'injected',
+      'sekisho.io/xds-client-sds': JSON.stringify(sdsResource),
+    });
   });
 
   it('tunes resources, log level and ports from annotations', async () => {
@@ -498,10 +604,34 @@ describe('settings', () => {
     const parsed = configSchema.safeParse({
       INJECTOR_TLS_CERT_FILE: 'a',
       INJECTOR_TLS_KEY_FILE: 'b',
+      INJECTOR_XDS_IDENTITY: 'secret',
       INJECTOR_INBOUND_PORT: '15021',
     });
     expect(parsed.success).toBe(false);
     expect(parsed.error?.issues[0]?.path).toEqual(['INJECTOR_HEALTH_PORT']);
+  });
+
+  it('needs the control channel CA in csi mode (the default), not in secret mode', () => {
+    const base = { INJECTOR_TLS_CERT_FILE: 'a', INJECTOR_TLS_KEY_FILE: 'b' };
+    const csi = configSchema.safeParse(base);
+    expect(csi.error?.issues.map((issue) => [issue.path, issue.message])).toEqual([
+      [
+        ['INJECTOR_XDS_CA_FILE'],
+        "required with INJECTOR_XDS_IDENTITY=csi (the default): the control channel CA's PEM, the sidecars' trust anchor for the control plane",
+      ],
+    ]);
+    expect(configSchema.safeParse({ ...base, INJECTOR_XDS_IDENTITY: 'secret' }).success).toBe(true);
+    expect(configSchema.safeParse({ ...base, INJECTOR_XDS_IDENTITY: 'spire' }).success).toBe(false);
+  });
+
+  it('refuses to start with a control channel CA file that is not a CA certificate, naming the variable', async () => {
+    await writeFile(
+      join(dir, 'not-a-ca.crt'),
+      (await issueServerCertificate(ca, { commonName: 'leaf' })).certificatePem,
+    );
+    await expect(start({ INJECTOR_XDS_CA_FILE: join(dir, 'not-a-ca.crt') })).rejects.toThrow(
+      /^INJECTOR_XDS_CA_FILE: .*not-a-ca\.crt: .*is not a CA/,
+    );
   });
 });
 
@@ -566,6 +696,7 @@ describe('serving certificate', () => {
     const renewDir = await mkdtemp(join(dir, 'renew-'));
     const original = dir;
     dir = renewDir;
+    await writeFile(join(dir, 'xds-ca.crt'), xdsCa.certificatePem);
     try {
       const first = await writePair('tls');
       const { port } = await start();
@@ -588,5 +719,37 @@ describe('serving certificate', () => {
     } finally {
       dir = original;
     }
+  });
+
+  it('puts a renewed control channel CA into new bootstraps without a restart, and keeps the last good one', async () => {
+    const caFile = join(dir, 'xds-ca-renewed.crt');
+    await writeFile(caFile, xdsCa.certificatePem);
+    const { port } = await start({ INJECTOR_XDS_CA_FILE: caFile });
+    const inlineCa = async () => {
+      const { patched } = await admit(port, review(pod()));
+      const channel = xdsCluster(bootstrapOf(proxyOf(patched)));
+      const tls = channel.transport_socket as {
+        typed_config: { common_tls_context: { validation_context: { trusted_ca: { inline_string: string } } } };
+      };
+      return tls.typed_config.common_tls_context.validation_context.trusted_ca.inline_string;
+    };
+    expect(await inlineCa()).toBe(`${xdsCa.certificatePem.trim()}\n`);
+    // A file that is not a CA (a leaf): refused, the CA before keeps being injected.
+    await writeFile(`${caFile}.tmp`, (await issueServerCertificate(ca, { commonName: 'leaf' })).certificatePem);
+    await rename(`${caFile}.tmp`, caFile);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(await inlineCa()).toBe(`${xdsCa.certificatePem.trim()}\n`);
+    // A new CA, written the way the kubelet swaps a volume.
+    const next = await createCertificateAuthority('sekisho control channel test CA 2');
+    await writeFile(`${caFile}.tmp`, next.certificatePem);
+    await rename(`${caFile}.tmp`, caFile);
+    const deadline = Date.now() + 15_000;
+    let current = '';
+    while (Date.now() < deadline) {
+      current = await inlineCa();
+      if (current.includes(next.certificatePem.trim())) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(current).toBe(`${next.certificatePem.trim()}\n`);
   });
 });

@@ -51,6 +51,8 @@ export interface Workload {
   inboundPort: number;
   outboundPort: number;
   traffic: 'explicit' | 'iptables';
+  /** Where the control channel certificate comes from: csi-driver-spiffe (per pod) or the Secret sekisho-xds-<service>. */
+  xdsIdentity: 'csi' | 'secret';
   logLevel: InjectorConfig['INJECTOR_PROXY_LOG_LEVEL'];
   resources: { requests: { cpu: string; memory: string }; limits: { cpu: string; memory: string } };
 }
@@ -196,6 +198,10 @@ export function decide(request: AdmissionRequest, config: InjectorConfig): Decis
       `annotation ${annotations.traffic}=iptables needs the app's port (a containerPort or ${annotations.appPort})`,
     );
 
+  const xdsIdentity = podAnnotations[annotations.xdsIdentity] ?? config.INJECTOR_XDS_IDENTITY;
+  if (xdsIdentity !== 'csi' && xdsIdentity !== 'secret')
+    problems.push(`annotation ${annotations.xdsIdentity}: expected csi or secret, got ${JSON.stringify(xdsIdentity)}`);
+
   if (problems.length) return { kind: 'deny', message: `sekisho-injector: ${problems.join('; ')}` };
   return {
     kind: 'inject',
@@ -209,6 +215,7 @@ export function decide(request: AdmissionRequest, config: InjectorConfig): Decis
       inboundPort,
       outboundPort,
       traffic: traffic as Workload['traffic'],
+      xdsIdentity: xdsIdentity as Workload['xdsIdentity'],
       logLevel: logLevel as Workload['logLevel'],
       resources,
     },

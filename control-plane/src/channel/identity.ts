@@ -1,5 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import type { Node } from '@sekisho/proto/envoy/config/core/v3/base';
+import { parseSpiffeId, SpiffeIdError, type WorkloadIdentity } from '../mesh/spiffe';
 import { typeUrls } from '../xds/type-urls';
 
 // Who may read what over the control channel. A client's certificate names its identity
@@ -7,6 +8,17 @@ import { typeUrls } from '../xds/type-urls';
 // allows views; the node a client sends claims one. A stream is served only when the claim is a
 // view the certificate allows, and then only that view's resource types: a policy service's
 // certificate never reads the ingress's TLS private keys (SDS secrets).
+//
+// Two CAs sign client certificates (the server trusts both in the handshake), and each names
+// identities of its own kind only:
+// - the control channel CA: `spiffe://<channel trust domain>/ingress`, `/ext-authz`,
+//   `/ratelimit`, `/sidecar/<service>` (a certificate the platform team issues per client);
+// - the mesh trust bundle (a sidecar's per-pod certificate from csi-driver-spiffe, chaining to
+//   the mesh root): exactly one URI SAN `spiffe://<mesh trust domain>/ns/<ns>/sa/<sa>`, which
+//   reads the sidecar view of the mesh service with that namespace and service account, and
+//   whose node id (`<pod>.<namespace>`) must be of that namespace.
+// A certificate the channel CA signed never grants a mesh identity, and one it did not sign
+// never grants a channel identity, so neither CA can mint the other's.
 
 /** The ingress Envoy, a sidecar of one service, or one of Sekisho's policy services. */
 export type View = 'ingress' | 'ext-authz' | 'ratelimit' | `sidecar:${string}`;
@@ -17,10 +29,37 @@ export interface PeerIdentity {
   dnsNames: string[];
   /** The subject's common name, for logs only: it never grants a view. */
   commonName?: string;
+  /**
+   * Which CA the certificate chains to: `control-channel` when a control channel CA certificate
+   * signed it, `mesh` otherwise (the handshake verified it, so against the mesh trust bundle).
+   * Undefined is taken as `control-channel` (a server that trusts only that CA).
+   */
+  authority?: 'control-channel' | 'mesh';
+}
+
+/** What the server knows of the mesh, for mesh identities on the control channel. */
+export interface MeshChannel {
+  /** CONTROL_PLANE_MESH_TRUST_DOMAIN. */
+  trustDomain: string;
+  /**
+   * The workload SPIFFE id a sidecar view serves (the identity its workload certificate is issued
+   * for), or undefined when the view serves none (not in the current definition's mesh).
+   */
+  workloadOf(view: string): string | undefined;
 }
 
 export type NodeAuthorization =
-  | { ok: true; views: View[]; types: ReadonlySet<string>; identity: string }
+  | {
+      ok: true;
+      views: View[];
+      types: ReadonlySet<string>;
+      identity: string;
+      /**
+       * For a grant that depends on what the view serves (a mesh identity): asked again before
+       * anything more is sent on the stream; a reason means the grant no longer holds.
+       */
+      revalidate?: () => string | undefined;
+    }
   | { ok: false; reason: string; identity: string };
 
 const envoyTypes: ReadonlySet<string> = new Set([
@@ -120,9 +159,11 @@ export function authorize(
   identity: PeerIdentity | undefined,
   trustDomain: string,
   view?: string,
+  mesh?: MeshChannel,
 ): NodeAuthorization {
   const name = describeIdentity(identity);
   if (!identity) return { ok: false, reason: 'the client presented no verified certificate', identity: name };
+  if (identity.authority === 'mesh') return authorizeWorkload(node, identity, view, mesh);
   const allowed = allowedViews(identity, trustDomain);
   // The view the server classified the node into (xds/views.ts) is what it would be served, so
   // that is the claim; without a classifier, the node's cluster names it.
@@ -142,15 +183,81 @@ export function authorize(
   return { ok: true, views, types: new Set(views.flatMap((view) => [...typesOfView(view)])), identity: name };
 }
 
+/** The namespace of a sidecar's node id `<pod>.<namespace>` (a namespace is a DNS label, a pod name may have dots). */
+function namespaceOfNodeId(id: string): string | undefined {
+  const at = id.lastIndexOf('.');
+  return at > 0 && at < id.length - 1 ? id.slice(at + 1) : undefined;
+}
+
+/** A certificate that chains to the mesh trust bundle: a workload identity, for its own sidecar view only. */
+function authorizeWorkload(
+  node: Node,
+  identity: PeerIdentity,
+  view: string | undefined,
+  mesh: MeshChannel | undefined,
+): NodeAuthorization {
+  const name = describeIdentity(identity);
+  const refuse = (reason: string): NodeAuthorization => ({ ok: false, reason, identity: name });
+  if (!mesh) return refuse('this control plane has no mesh CA, so it serves no workload identity');
+  if (identity.uris.length !== 1)
+    return refuse(`a mesh certificate must have exactly one URI SAN, this one has ${identity.uris.length}`);
+  const uri = identity.uris[0] as string;
+  let workload: WorkloadIdentity;
+  try {
+    workload = parseSpiffeId(uri);
+  } catch (error) {
+    return refuse(error instanceof SpiffeIdError ? error.message : String(error));
+  }
+  if (workload.trustDomain !== mesh.trustDomain)
+    return refuse(
+      `certificate ${uri} is of the trust domain ${workload.trustDomain}; the mesh's is ${mesh.trustDomain}`,
+    );
+  const claimed = view ?? node.cluster;
+  if (!/^sidecar:[a-z][a-z0-9-]{0,62}$/.test(claimed))
+    return refuse(
+      `a workload identity reads only its sidecar view; node ${JSON.stringify(node.id)} of cluster ${JSON.stringify(node.cluster)} claims ${claimed || 'no view'}`,
+    );
+  const served = mesh.workloadOf(claimed);
+  if (served === undefined) return refuse(`${claimed} serves no mesh workload in the current definition`);
+  if (served !== uri) return refuse(`certificate ${uri} is not the workload of ${claimed} (${served})`);
+  const namespace = namespaceOfNodeId(node.id);
+  if (namespace !== workload.namespace)
+    return refuse(
+      `node id ${JSON.stringify(node.id)} is not of the namespace ${workload.namespace} its certificate names (expected <pod>.${workload.namespace})`,
+    );
+  return {
+    ok: true,
+    views: [claimed as View],
+    types: envoyTypes,
+    identity: name,
+    // A new definition may give the view another workload (its service account changed): that
+    // workload's certificate and key must never reach this stream.
+    revalidate: () => {
+      const now = mesh.workloadOf(claimed);
+      return now === uri ? undefined : `${claimed} now serves ${now ?? 'no mesh workload'}, not ${uri}`;
+    },
+  };
+}
+
 /**
  * The names of a DER certificate (from the TLS socket; already verified against the client CA).
  * X509Certificate.subjectAltName lists `DNS:a, URI:b, IP Address:c`; a value with a comma or a
  * quote in it comes JSON-quoted.
  */
-export function peerIdentityOf(der: Buffer | undefined): PeerIdentity | undefined {
+export function peerIdentityOf(
+  der: Buffer | undefined,
+  channelAuthorities?: readonly X509Certificate[],
+): PeerIdentity | undefined {
   if (!der || der.length === 0) return undefined;
   const certificate = new X509Certificate(der);
   const identity: PeerIdentity = { uris: [], dnsNames: [] };
+  // The channel CA signs leaves directly; any other verified chain ends in the mesh bundle.
+  if (channelAuthorities)
+    identity.authority = channelAuthorities.some(
+      (ca) => certificate.checkIssued(ca) && certificate.verify(ca.publicKey),
+    )
+      ? 'control-channel'
+      : 'mesh';
   const cn = /(?:^|\n)CN=([^\n]*)/.exec(certificate.subject);
   if (cn?.[1]) identity.commonName = cn[1];
   const text = certificate.subjectAltName ?? '';

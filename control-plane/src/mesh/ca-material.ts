@@ -60,7 +60,8 @@ export interface CaMaterial {
   fingerprint: string;
 }
 
-const pemBlocks = (text: string): string[] =>
+/** The PEM certificate blocks of a text, in order. */
+export const pemBlocks = (text: string): string[] =>
   text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
 
 /** A certificate's subject on one line, for messages ("O=Sekisho, CN=mesh intermediate"). */

@@ -59,7 +59,9 @@ export interface AdsServerOptions {
     node: Node,
     view: string | undefined,
     peerCertificate: Buffer | undefined,
-  ) => { ok: true; types: ReadonlySet<string> } | { ok: false; reason: string; identity: string };
+  ) =>
+    | { ok: true; types: ReadonlySet<string>; revalidate?: () => string | undefined }
+    | { ok: false; reason: string; identity: string };
 }
 
 export interface AdsServer {
@@ -119,6 +121,8 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
     let nodeSeen = false;
     /** Types this stream may subscribe to, once authorized (unused without authorization). */
     let allowedTypes: ReadonlySet<string> | undefined;
+    /** Asked before anything more is done on the stream, for a grant that can lapse (authorize's). */
+    let revalidate: (() => string | undefined) | undefined;
     let ended = false;
     let draining = false;
     let unwatch = () => {};
@@ -147,6 +151,15 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
     };
     const guarded = (run: () => void) => {
       try {
+        const lapsed = revalidate?.();
+        if (lapsed !== undefined && !ended) {
+          log.warn(
+            { ...recorder.fields(), event_type: 'xds_node_refused', error_details: lapsed },
+            'xDS client refused: its certificate no longer allows the view it reads',
+          );
+          ctx.fail(grpcStatus.PERMISSION_DENIED, lapsed);
+          return;
+        }
         run();
       } catch (error) {
         internalError(error);
@@ -228,6 +241,7 @@ export function createAdsServer(opts: AdsServerOptions): AdsServer {
               return;
             }
             allowedTypes = decision.types;
+            revalidate = decision.revalidate;
           }
         }
         if (opts.authorize) {
