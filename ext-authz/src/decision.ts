@@ -16,8 +16,11 @@ import { type AuthProof, additionalAuthRefusal, type ThreatRefusal, type ThreatV
 // It fails closed: no policy, an unreadable route requirement or a token that does not
 // verify never lead to an allow.
 
-/** Verifies a Firebase ID token for a project; never throws (see firebase/verify.ts). */
-export type VerifyToken = (token: string, projectId: string) => Promise<VerifyResult>;
+/**
+ * Verifies a Firebase ID token for a project; never throws (see firebase/verify.ts). A result
+ * without a promise when the key is at hand (the hot path); a promise when it had to wait.
+ */
+export type VerifyToken = (token: string, projectId: string) => VerifyResult | Promise<VerifyResult>;
 
 export interface CheckInput {
   /** Request headers, names lower-case (as Envoy sends them). */
@@ -230,13 +233,13 @@ function overHeaderLimits(input: CheckInput, headersToSet: ReadonlyArray<readonl
  * undefined when the feature is off (no Redis configured). Until it was first loaded every
  * authenticated request is refused with 503: a disabled user must not slip through a restart.
  */
-export async function decide(
+export function decide(
   input: CheckInput,
   policy: CompiledPolicy | undefined,
   verify: VerifyToken,
   accounts?: AccountView,
   threats?: ThreatView,
-): Promise<Decision> {
+): Decision | Promise<Decision> {
   if (!policy) return { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'no_policy' };
   const nowMs = input.nowMs ?? Date.now();
   if (input.route.mesh !== undefined)
@@ -264,7 +267,23 @@ export async function decide(
     return { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'accounts_not_loaded' };
   }
 
-  const verified = await verify(token, policy.projectId);
+  // Synchronous unless the verifier had to wait for keys: no promise on the hot path.
+  const verified = verify(token, policy.projectId);
+  return verified instanceof Promise
+    ? verified.then((result) => decideVerified(input, result, policy, nowMs, accounts, threats))
+    : decideVerified(input, verified, policy, nowMs, accounts, threats);
+}
+
+/** The rest of a token-bearing request's decision, once its token was verified (or not). */
+function decideVerified(
+  input: CheckInput,
+  verified: VerifyResult,
+  policy: CompiledPolicy,
+  nowMs: number,
+  accounts: AccountView | undefined,
+  threats: ThreatView | undefined,
+): Decision {
+  const { route } = input;
   if (!verified.ok) return { allow: false, code: verified.code, reason: verified.reason };
   const { claims } = verified;
   if (!isHeaderSafe(claims.uid)) return { allow: false, code: 'INVALID_TOKEN', reason: 'uid_not_header_safe' };

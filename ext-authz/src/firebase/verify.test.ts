@@ -1,11 +1,13 @@
+import type { KeyObject } from 'node:crypto';
 import {
   generateSigningKey,
   type MintIdTokenOptions,
   mintIdToken,
   type SigningKey,
 } from '@sekisho/devstack/firebase-keys';
-import { CompactSign, importX509, SignJWT } from 'jose';
+import { CompactSign, SignJWT } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { importCertificateKey } from './key-store';
 import {
   type KeyLookup,
   MAX_TOKEN_LENGTH,
@@ -27,10 +29,15 @@ const seconds = (ms: number) => Math.floor(ms / 1000);
 let key: SigningKey;
 let otherKey: SigningKey;
 let resolveKey: ResolveKey;
+/** The public keys as the key store holds them: node:crypto KeyObjects of the certificates. */
+let publicKey: KeyObject;
+let otherPublicKey: KeyObject;
 
 beforeAll(async () => {
   [key, otherKey] = await Promise.all([generateSigningKey(), generateSigningKey()]);
-  resolveKey = async (kid) => (kid === key.kid ? { status: 'found', key: key.publicKey } : { status: 'unknown' });
+  publicKey = importCertificateKey(key.certificatePem);
+  otherPublicKey = importCertificateKey(otherKey.certificatePem);
+  resolveKey = (kid) => (kid === key.kid ? { status: 'found', key: publicKey } : { status: 'unknown' });
 });
 
 const mint = (opts: Partial<MintIdTokenOptions> = {}, signer: SigningKey = key) =>
@@ -297,7 +304,7 @@ describe('verifyFirebaseIdToken', () => {
       const cache = new VerifiedTokenCache(10);
       const token = await mint();
       expect((await cached(token, cache)).ok).toBe(true);
-      const replaced: ResolveKey = async () => ({ status: 'found', key: otherKey.publicKey });
+      const replaced: ResolveKey = async () => ({ status: 'found', key: otherPublicKey });
       expect(await cached(token, cache, { lookup: replaced })).toMatchObject(
         rejected('INVALID_TOKEN', 'signature_invalid'),
       );
@@ -326,8 +333,8 @@ describe('verifyFirebaseIdToken', () => {
       const cache = new VerifiedTokenCache(10);
       const token = await mint();
       expect((await cached(token, cache)).ok).toBe(true);
-      // A key refresh imports the same certificate again: a new CryptoKey for the same kid.
-      const reimported = await importX509(key.certificatePem, 'RS256');
+      // A key refresh imports the same certificate again: a new KeyObject for the same kid.
+      const reimported = importCertificateKey(key.certificatePem);
       const refreshed: ResolveKey = async (kid) =>
         kid === key.kid ? { status: 'found', key: reimported } : { status: 'unknown' };
       const again = await cached(token, cache, { lookup: refreshed });
