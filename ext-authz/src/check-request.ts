@@ -1,5 +1,4 @@
 import { isAscii } from 'node:buffer';
-import { getTextEncoding } from '@bufbuild/protobuf/wire';
 import type { CheckRequest } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import type { HeaderSize } from './decision';
 
@@ -377,7 +376,9 @@ function decodeStringEntry(r: Reader, length: number): [string, string] {
 // ---------------------------------------------------------------------------------------
 // Wire primitives, with @bufbuild/protobuf's BinaryReader rules (which the generated code uses).
 
-const decodeUtf8 = getTextEncoding().decodeUtf8;
+// What @bufbuild/protobuf's reader decodes non-ASCII strings with: replacement characters for
+// invalid UTF-8, and a leading U+FEFF kept as text.
+const utf8 = new TextDecoder('utf-8', { ignoreBOM: true });
 
 function assertBounds(r: Reader): void {
   if (r.pos > r.len) throw new RangeError('premature EOF');
@@ -426,7 +427,7 @@ function string(r: Reader): string {
   assertBounds(r);
   if (length === 0) return '';
   const bytes = r.buf.subarray(start, r.pos);
-  return isAscii(bytes) ? r.buf.toString('latin1', start, r.pos) : decodeUtf8(bytes);
+  return isAscii(bytes) ? r.buf.toString('latin1', start, r.pos) : utf8.decode(bytes);
 }
 
 /** BinaryReader.skip: the generated code calls it without a field number; nested groups pass theirs. */
@@ -443,9 +444,12 @@ function skip(r: Reader, wireType: number, fieldNo?: number, depth = 100): void 
     case 5:
       r.pos += 4;
       break;
-    case 2:
-      r.pos += varint32(r);
+    case 2: {
+      // The length first: `r.pos += varint32(r)` would add it to the position before the varint.
+      const length = varint32(r);
+      r.pos += length;
       break;
+    }
     case 3:
       if (depth <= 0) throw new Error('maximum recursion depth reached');
       for (;;) {
