@@ -140,9 +140,9 @@ function decodeAttributes(r: Reader, length: number): Attributes {
       continue;
     }
     if (tag === 82) {
-      const [key, value] = decodeStringEntry(r, varint32(r));
+      decodeStringEntry(r, varint32(r));
       // A plain object, as the generated decoder's: `__proto__` is dropped there too.
-      message.contextExtensions[key] = value;
+      message.contextExtensions[entryKey] = entryValue;
       continue;
     }
     if ((tag & 7) === 4 || tag === 0) break;
@@ -278,7 +278,9 @@ function decodeHttp(r: Reader, length: number): Http {
         message.method = string(r);
         continue;
       case 26: {
-        const [key, value] = decodeStringEntry(r, varint32(r));
+        decodeStringEntry(r, varint32(r));
+        const key = entryKey;
+        const value = entryValue;
         // The generated decoder writes the entry into a plain object, which ignores `__proto__`.
         if (key === '__proto__') continue;
         message.raw ??= Object.create(null) as Record<string, string>;
@@ -352,8 +354,12 @@ function decodeHeaderValue(r: Reader, length: number, entries: string[]): number
   return key.length + (rawLength > 0 ? rawLength : Buffer.byteLength(value));
 }
 
-// A map<string, string> entry: key = 1, value = 2, each '' when absent.
-function decodeStringEntry(r: Reader, length: number): [string, string] {
+// The last map entry read: decodeStringEntry's result, without an array per entry.
+let entryKey = '';
+let entryValue = '';
+
+// A map<string, string> entry: key = 1, value = 2, each '' when absent (into entryKey, entryValue).
+function decodeStringEntry(r: Reader, length: number): void {
   const end = r.pos + length;
   let key = '';
   let value = '';
@@ -370,7 +376,8 @@ function decodeStringEntry(r: Reader, length: number): [string, string] {
     if ((tag & 7) === 4 || tag === 0) break;
     skip(r, tag & 7);
   }
-  return [key, value];
+  entryKey = key;
+  entryValue = value;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -425,9 +432,17 @@ function string(r: Reader): string {
   const start = r.pos;
   r.pos += length;
   assertBounds(r);
+  const end = r.pos;
   if (length === 0) return '';
-  const bytes = r.buf.subarray(start, r.pos);
-  return isAscii(bytes) ? r.buf.toString('latin1', start, r.pos) : utf8.decode(bytes);
+  const buf = r.buf;
+  // Short strings (header names, most values) are checked here; a byte loop beats the native
+  // call's overhead up to a few dozen bytes. Longer ones (a token) natively.
+  if (length <= 48) {
+    for (let i = start; i < end; i++) if ((buf[i] as number) > 0x7f) return utf8.decode(buf.subarray(start, end));
+    return buf.toString('latin1', start, end);
+  }
+  const bytes = buf.subarray(start, end);
+  return isAscii(bytes) ? buf.toString('latin1', start, end) : utf8.decode(bytes);
 }
 
 /** BinaryReader.skip: the generated code calls it without a field number; nested groups pass theirs. */

@@ -10,7 +10,7 @@ import { pickLanguage } from '@sekisho/service-kit/errors';
 import { type Logger, maskPII } from '@sekisho/service-kit/logger';
 import type { AccountView } from './accounts/state';
 import { type CheckRequestView, decodeCheckRequestView, viewOfCheckRequest } from './check-request';
-import { failClosed, type ResponseContext, toCheckResponse } from './check-response';
+import { encodeCheckResponse, failClosed, type ResponseContext, toCheckResponse } from './check-response';
 import {
   type CheckInput,
   type Decision,
@@ -52,7 +52,12 @@ export interface CheckServiceDeps {
  */
 export const authorizationService = {
   ...AuthorizationService,
-  check: { ...AuthorizationService.check, requestDeserialize: decodeCheckRequestView },
+  check: {
+    ...AuthorizationService.check,
+    requestDeserialize: decodeCheckRequestView,
+    // grpc-js's serializer; service-kit's http2 transport is given encodeCheckResponse itself.
+    responseSerialize: (response: CheckResponse) => Buffer.from(encodeCheckResponse(response).finish()),
+  },
 } as const;
 
 export function createAuthorizationServer(deps: CheckServiceDeps): {
