@@ -7,7 +7,7 @@
 // cases are bench:authz's: `cached` (one valid token, cache on), `uncached` (cache off) and
 // `denied` (a forged signature). Each tree runs its own code end to end (its decoder or the
 // generated one, its verifier, its response building); only the request bytes are shared.
-// CPU time is process.cpuUsage() (every thread: a threadpool hop counts).
+// CPU time is process.cpuUsage() (every thread: a threadpool hop counts). `--case <name>`: one case.
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createFirebaseKeyServer, mintIdToken } from '@sekisho/devstack/firebase-keys';
@@ -23,6 +23,9 @@ const trees = {
   this: resolve(import.meta.dirname, '..', '..'),
 };
 const rounds = quick ? 3 : 5;
+// --case cached|uncached|denied: only that one (e.g. under --cpu-prof).
+const caseAt = args.indexOf('--case');
+const onlyCase = caseAt >= 0 ? args[caseAt + 1] : undefined;
 const iterations = { cached: quick ? 20_000 : 60_000, uncached: quick ? 1_500 : 4_000, denied: quick ? 1_500 : 4_000 };
 
 const projectId = 'sekisho-bench';
@@ -147,8 +150,9 @@ const cases = [
   { name: 'denied', pick: (p: (typeof paths)['this']) => p.cached, body: bodies.forged, n: iterations.denied },
 ];
 const samples = new Map<string, Array<{ perS: number; cpuUsPerCall: number }>>();
+const chosen = cases.filter((c) => onlyCase === undefined || c.name === onlyCase);
 for (let round = 0; round <= rounds; round++) {
-  for (const c of cases) {
+  for (const c of chosen) {
     for (const tree of ['baseline', 'this'] as const) {
       const sample = await measure(c.pick(paths[tree]), c.body, c.n);
       const key = `${c.name} ${tree}`;
@@ -159,7 +163,7 @@ for (let round = 0; round <= rounds; round++) {
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
 console.log(`baseline: ${trees.baseline}\nthis:     ${trees.this}\n`);
 console.log(`${'case'.padEnd(18)}${'calls/s'.padStart(10)}${'CPU µs/call'.padStart(14)}`);
-for (const c of cases) {
+for (const c of chosen) {
   const row = (tree: 'baseline' | 'this') => {
     const list = samples.get(`${c.name} ${tree}`) ?? [];
     return { perS: median(list.map((s) => s.perS)), cpu: median(list.map((s) => s.cpuUsPerCall)) };

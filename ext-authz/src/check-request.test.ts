@@ -385,10 +385,15 @@ function expectSameView(actual: CheckRequestView, expected: CheckRequestView): v
 function expectSameOutcome(bytes: Uint8Array): Outcome {
   const expected = generated(bytes);
   const actual = handWritten(bytes);
+  // Twice: the second time the context extensions may come from the decoder's run cache.
+  const again = handWritten(bytes);
   if (expected.ok) {
     expect(actual.ok, 'the generated decoder read it').toBe(true);
+    expect(again.ok).toBe(true);
     if (actual.ok) expectSameView(actual.view, expected.view);
+    if (again.ok) expectSameView(again.view, expected.view);
   } else {
+    expect(again.ok).toBe(false);
     expect(actual.ok, `the generated decoder refused it: ${String(expected.error)}`).toBe(false);
   }
   return actual;
@@ -532,6 +537,40 @@ describe('decodeCheckRequestView', () => {
     const input = Uint8Array.from(bytes);
     expect(generated(input).ok).toBe(false);
     expect(() => decodeCheckRequestView(input)).toThrow(Error);
+  });
+
+  it('takes a route context seen before from its bytes, and still reads what follows it', () => {
+    const entries = (extensions: Record<string, string>) =>
+      CheckRequest.encode(CheckRequest.fromPartial({ attributes: { contextExtensions: extensions } }))
+        .finish()
+        .subarray(2);
+    const route = { [authzContextKeys.routeId]: 'profile', [authzContextKeys.permissions]: 'read:own_profile' };
+    const run = entries(route);
+    const attributes = (...parts: Uint8Array[]) => {
+      const body = Buffer.concat(parts);
+      return Buffer.concat([Buffer.from([0x0a, body.length]), body]);
+    };
+    const principal = Buffer.from([0x0a, 0x04, 0x22, 0x02, 0x70, 0x31]); // source { principal: "p1" }
+    const first = decodeCheckRequestView(attributes(run));
+    const second = decodeCheckRequestView(attributes(run));
+    expect(second.contextExtensions).toBe(first.contextExtensions);
+    expect(Object.isFrozen(second.contextExtensions)).toBe(true);
+    // The same run, then another field and another entry: the shared map is copied, not changed.
+    const extra = entries({ [authzContextKeys.auth]: 'none', [authzContextKeys.routeId]: 'other' });
+    for (const bytes of [
+      attributes(run),
+      attributes(run, principal, extra),
+      attributes(principal, run, extra),
+      attributes(extra, run),
+      attributes(run, run),
+    ]) {
+      expectSameOutcome(bytes);
+    }
+    expect(first.contextExtensions).toEqual(route);
+    // A run that passes the end of its AttributeContext is read as the generated decoder reads it.
+    const cut = Buffer.concat([Buffer.from([0x0a, run.length - 3]), run]);
+    expectSameOutcome(cut);
+    expectSameOutcome(cut);
   });
 
   it('reads an empty request as no attributes at all', () => {

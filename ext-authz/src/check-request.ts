@@ -129,8 +129,45 @@ interface Attributes {
 function decodeAttributes(r: Reader, length: number): Attributes {
   const end = r.pos + length;
   const message: Attributes = { source: undefined, request: undefined, contextExtensions: {} };
+  // The context extensions are the same bytes on every Check of a route: see extensionRuns.
+  let shared = false;
+  let assigned = false;
+  let pending: { key: string; start: number; end: number } | undefined;
   while (r.pos < end) {
+    if (r.buf[r.pos] === 82 && !assigned) {
+      const run = extensionRun(r, end);
+      if (run !== undefined) {
+        const known = extensionRuns.get(run.key);
+        if (known !== undefined) {
+          message.contextExtensions = known;
+          shared = true;
+          assigned = true;
+          r.pos = run.end;
+          continue;
+        }
+        pending = run;
+      }
+    }
     const tag = varint32(r);
+    if (tag === 82) {
+      decodeStringEntry(r, varint32(r));
+      if (shared) {
+        message.contextExtensions = { ...message.contextExtensions };
+        shared = false;
+      }
+      // A plain object, as the generated decoder's: `__proto__` is dropped there too.
+      message.contextExtensions[entryKey] = entryValue;
+      assigned = true;
+      if (pending !== undefined && r.pos === pending.end) {
+        // The run read entry after entry to exactly its end, from an empty map: the same bytes
+        // will give the same map, so the next Check of this route takes it from here.
+        remember(pending.key, Object.freeze(message.contextExtensions));
+        shared = true;
+        pending = undefined;
+      }
+      continue;
+    }
+    pending = undefined;
     if (tag === 10) {
       message.source = decodePeer(r, varint32(r));
       continue;
@@ -139,16 +176,51 @@ function decodeAttributes(r: Reader, length: number): Attributes {
       message.request = decodeRequest(r, varint32(r));
       continue;
     }
-    if (tag === 82) {
-      decodeStringEntry(r, varint32(r));
-      // A plain object, as the generated decoder's: `__proto__` is dropped there too.
-      message.contextExtensions[entryKey] = entryValue;
-      continue;
-    }
     if ((tag & 7) === 4 || tag === 0) break;
     skip(r, tag & 7);
   }
   return message;
+}
+
+/**
+ * context_extensions maps by the bytes of their entries: Envoy sends a route's extensions
+ * unchanged with every Check, as one run of field-10 entries, so a run seen before is the
+ * frozen map it decoded to, without decoding its strings again. Only a run that was read
+ * entry after entry, from an empty map, to exactly where its lengths said it ends is kept
+ * (so the same bytes can only decode to the same map), and only while it lies inside the
+ * AttributeContext. Bounded, the oldest run going first (a new policy's routes replace the old).
+ */
+const extensionRuns = new Map<string, Record<string, string>>();
+const maxExtensionRuns = 4096;
+
+function remember(key: string, extensions: Record<string, string>): void {
+  if (extensionRuns.size >= maxExtensionRuns) extensionRuns.delete(extensionRuns.keys().next().value as string);
+  extensionRuns.set(key, extensions);
+}
+
+/**
+ * The run of one-byte field-10 tags and their lengths starting at r.pos, as a key: undefined
+ * when a length cannot be read or the run passes `end`. Reads only; never throws.
+ */
+function extensionRun(r: Reader, end: number): { key: string; start: number; end: number } | undefined {
+  const buf = r.buf;
+  const start = r.pos;
+  let pos = start;
+  while (pos < end && buf[pos] === 82) {
+    pos++;
+    let length = 0;
+    let shift = 0;
+    for (;;) {
+      if (pos >= end || shift > 28) return undefined;
+      const b = buf[pos++] as number;
+      length += (b & 0x7f) * 2 ** shift;
+      if ((b & 0x80) === 0) break;
+      shift += 7;
+    }
+    pos += length;
+  }
+  if (pos > end) return undefined;
+  return { key: buf.toString('latin1', start, pos), start, end: pos };
 }
 
 interface Peer {

@@ -196,7 +196,22 @@ const routeKeys = Object.values(authzContextKeys);
 const parsedRoutes = new Map<string, RouteRequirements>();
 const maxParsedRoutes = 4096;
 
+// The decoder hands the same frozen object for the same extensions bytes (check-request.ts,
+// extensionRuns): such an object is looked up by identity, without building the key.
+const routesByObject = new WeakMap<object, RouteRequirements>();
+
 export function routeRequirementsOnce(contextExtensions: Readonly<Record<string, string>>): RouteRequirements {
+  const frozen = Object.isFrozen(contextExtensions);
+  if (frozen) {
+    const known = routesByObject.get(contextExtensions);
+    if (known !== undefined) return known;
+  }
+  const route = routeRequirementsByValue(contextExtensions);
+  if (frozen) routesByObject.set(contextExtensions, route);
+  return route;
+}
+
+function routeRequirementsByValue(contextExtensions: Readonly<Record<string, string>>): RouteRequirements {
   let key = '';
   for (const name of routeKeys) {
     const value = Object.hasOwn(contextExtensions, name) ? contextExtensions[name] : undefined;
