@@ -46,7 +46,7 @@ export function toCheckResponse(decision: Decision, ctx: ResponseContext): Check
     });
   }
   const { identity } = decision;
-  return {
+  const response: CheckResponse = {
     status: { code: grpcStatus.OK, message: '', details: [] },
     okResponse: {
       headers: decision.headersToSet.map(([name, value]) => headerOption(name, value)),
@@ -55,22 +55,17 @@ export function toCheckResponse(decision: Decision, ctx: ResponseContext): Check
       queryParametersToSet: [],
       queryParametersToRemove: [],
     },
-    ...(identity
-      ? {
-          dynamicMetadata: {
-            [authzDynamicMetadataKeys.userId]: identity.userId,
-            ...(identity.group ? { [authzDynamicMetadataKeys.group]: identity.group.name } : {}),
-            ...(identity.authTimeS !== undefined
-              ? { [authzDynamicMetadataKeys.authTime]: String(identity.authTimeS) }
-              : {}),
-            ...(identity.secondFactor !== undefined
-              ? { [authzDynamicMetadataKeys.secondFactor]: identity.secondFactor }
-              : {}),
-            ...(decision.dryRunDenied ? { [authzDynamicMetadataKeys.dryRunDenied]: decision.dryRunDenied.code } : {}),
-          },
-        }
-      : {}),
   };
+  if (identity) {
+    // Field by field, in this order (the Struct's order on the wire).
+    const metadata: Record<string, string> = { [authzDynamicMetadataKeys.userId]: identity.userId };
+    if (identity.group) metadata[authzDynamicMetadataKeys.group] = identity.group.name;
+    if (identity.authTimeS !== undefined) metadata[authzDynamicMetadataKeys.authTime] = String(identity.authTimeS);
+    if (identity.secondFactor !== undefined) metadata[authzDynamicMetadataKeys.secondFactor] = identity.secondFactor;
+    if (decision.dryRunDenied) metadata[authzDynamicMetadataKeys.dryRunDenied] = decision.dryRunDenied.code;
+    response.dynamicMetadata = metadata;
+  }
+  return response;
 }
 
 /**

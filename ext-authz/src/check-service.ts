@@ -93,45 +93,53 @@ export function check(request: CheckRequest, deps: CheckServiceDeps): CheckRespo
 export function checkView(request: CheckRequestView, deps: CheckServiceDeps): CheckResponse | Promise<CheckResponse> {
   const started = performance.now();
   // Known once the request is read; the error path falls back to an anonymous context.
-  let ctx: ResponseContext | undefined;
+  let facts: RequestFacts | undefined;
+  let nowMs = 0;
   try {
-    const facts = describeRequest(request);
-    ctx = { correlationId: facts.correlationId, language: pickLanguage(facts.acceptLanguage), now: now(deps) };
-    const input: CheckInput = {
-      headers: facts.headers,
-      route: facts.route,
-      nowMs: ctx.now.getTime(),
-    };
+    facts = describeRequest(request);
+    nowMs = deps.now ? deps.now().getTime() : Date.now();
+    const input: CheckInput = { headers: facts.headers, route: facts.route, nowMs };
     if (facts.path !== undefined) input.path = facts.path;
     if (facts.headerSize) input.headerSize = facts.headerSize;
     if (facts.ipAddress !== undefined) input.clientIp = facts.ipAddress;
     if (facts.peerPrincipal !== undefined) input.peerPrincipal = facts.peerPrincipal;
     const decision = decide(input, deps.policy(), deps.verify, deps.accounts, deps.threats);
-    const context = ctx;
+    const known = facts;
+    const at = nowMs;
     return decision instanceof Promise
       ? decision.then(
-          (decided) => answer(decided, facts, context, deps, started),
-          (error) => failure(error, context, deps, started),
+          (decided) => answer(decided, known, at, deps, started),
+          (error) => failure(error, contextOf(known, at), deps, started),
         )
-      : answer(decision, facts, ctx, deps, started);
+      : answer(decision, facts, nowMs, deps, started);
   } catch (error) {
-    return failure(error, ctx, deps, started);
+    return failure(error, facts ? contextOf(facts, nowMs) : undefined, deps, started);
   }
 }
+
+/** What a denial's body says besides its code: built only for a denial (an allow has no body). */
+function contextOf(facts: RequestFacts, nowMs: number): ResponseContext {
+  return { correlationId: facts.correlationId, language: pickLanguage(facts.acceptLanguage), now: new Date(nowMs) };
+}
+
+/** An allow carries no body, so its response needs no context (toCheckResponse reads none). */
+const allowContext: ResponseContext = Object.freeze({ correlationId: '', language: 'ja', now: new Date(0) });
 
 function answer(
   decision: Decision,
   facts: RequestFacts,
-  ctx: ResponseContext,
+  nowMs: number,
   deps: CheckServiceDeps,
   started: number,
 ): CheckResponse {
+  let ctx: ResponseContext | undefined;
   try {
+    ctx = decision.allow ? allowContext : contextOf(facts, nowMs);
     const response = toCheckResponse(decision, ctx);
     record(decision, facts, deps, (performance.now() - started) / 1000);
     return response;
   } catch (error) {
-    return failure(error, ctx, deps, started);
+    return failure(error, decision.allow ? contextOf(facts, nowMs) : ctx, deps, started);
   }
 }
 

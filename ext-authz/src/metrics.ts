@@ -30,7 +30,7 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
   const registers = [registry];
   // The per-Check series are summed in plain maps on the hot path (no label object hashed per
   // call, as prom-client's inc and observe do) and handed to prom-client when scraped.
-  const checkCounts = new Map<CheckResult, Map<string, number>>();
+  const checkCounts = new Map<CheckResult, Map<string, { count: number }>>();
   new Counter({
     name: 'sekisho_ext_authz_checks_total',
     help: 'Check calls answered, by result (allow, deny, dry_run, error) and code (OK or the error code; for dry_run the denial let through).',
@@ -39,7 +39,7 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
     collect() {
       this.reset();
       for (const [result, byCode] of checkCounts) {
-        for (const [code, count] of byCode) this.inc({ result, code }, count);
+        for (const [code, counted] of byCode) this.inc({ result, code }, counted.count);
       }
     },
   });
@@ -249,8 +249,13 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
     },
     checkFinished(result, code, seconds) {
       let byCode = checkCounts.get(result);
-      if (byCode === undefined) checkCounts.set(result, (byCode = new Map()));
-      byCode.set(code, (byCode.get(code) ?? 0) + 1);
+      if (byCode === undefined) {
+        byCode = new Map();
+        checkCounts.set(result, byCode);
+      }
+      const counted = byCode.get(code);
+      if (counted === undefined) byCode.set(code, { count: 1 });
+      else counted.count++;
       let observed = durations.get(result);
       if (observed === undefined) {
         observed = { buckets: durationBuckets.map(() => 0), sum: 0, count: 0 };
