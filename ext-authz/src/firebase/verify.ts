@@ -217,25 +217,48 @@ function afterCachedLookup(
 function verifyUncached(token: string, opts: VerifyOptions): VerifyResult | Promise<VerifyResult> {
   const parts = token.split('.');
   if (opts.acceptEmulatorTokens && parts.length === 3 && parts[2] === '') return verifyEmulatorToken(parts, opts);
-  if (parts.length !== 3 || !parts.every((part) => segment.test(part))) return invalid('malformed');
+  if (parts.length !== 3) return invalid('malformed');
   const [header64, payload64, signature64] = parts as [string, string, string];
+  if (!segment.test(header64) || !segment.test(payload64) || !segment.test(signature64)) return invalid('malformed');
 
   // The header is checked before any key lookup, so tokens that cannot be Firebase's
   // (alg none, HS256, no kid) never cost a key fetch.
-  const header = parseJsonObject(Buffer.from(header64, 'base64url'));
-  if (!header) return invalid('header_invalid');
-  if (header.alg !== 'RS256') return invalid('alg_not_allowed');
-  if (typeof header.kid !== 'string' || header.kid === '') return invalid('kid_missing');
-  // JWS `crit` (RFC 7515 §4.1.11) names extensions a verifier must understand; Firebase uses
-  // none, so any is refused (as jose refused every one but `b64` before).
-  if (header.crit !== undefined) return invalid('header_invalid');
-  const kid = header.kid;
+  const header = headerCheck(header64);
+  if (typeof header !== 'string') return invalid(header.reason);
+  const kid = header;
 
   const lookup = lookUp(opts, kid);
   const signed = { token, kid, payload64, signature64 };
   return lookup instanceof Promise
     ? lookup.then((found) => checkSigned(found, signed, opts))
     : checkSigned(lookup, signed, opts);
+}
+
+/**
+ * The kid of a JWS header segment that may be a Firebase ID token's, or why not. Every token a
+ * key signs has the same header (`{"alg":"RS256","kid":…,"typ":"JWT"}`), so the answer for a
+ * segment is kept (bounded, the oldest going first): no base64 and JSON of the header per token.
+ */
+function headerCheck(header64: string): string | { reason: RejectReason } {
+  const known = headerChecks.get(header64);
+  if (known !== undefined) return known;
+  const checked = checkHeader(parseJsonObject(Buffer.from(header64, 'base64url')));
+  if (headerChecks.size >= maxHeaderChecks) headerChecks.delete(headerChecks.keys().next().value as string);
+  headerChecks.set(header64, checked);
+  return checked;
+}
+
+const headerChecks = new Map<string, string | { reason: RejectReason }>();
+const maxHeaderChecks = 256;
+
+function checkHeader(header: Record<string, unknown> | undefined): string | { reason: RejectReason } {
+  if (!header) return { reason: 'header_invalid' };
+  if (header.alg !== 'RS256') return { reason: 'alg_not_allowed' };
+  if (typeof header.kid !== 'string' || header.kid === '') return { reason: 'kid_missing' };
+  // JWS `crit` (RFC 7515 §4.1.11) names extensions a verifier must understand; Firebase uses
+  // none, so any is refused (as jose refused every one but `b64` before).
+  if (header.crit !== undefined) return { reason: 'header_invalid' };
+  return header.kid;
 }
 
 const noKeys: KeyLookup = Object.freeze({ status: 'unavailable' });
@@ -327,13 +350,11 @@ function isIssuerOf(iss: string, projectId: string): boolean {
 
 /** The claims of a payload that passed claimsRefusal (`sub` is then a usable uid). */
 function claimsOf(payload: Readonly<Record<string, unknown>>): FirebaseClaims {
-  return {
-    uid: payload.sub as string,
-    ...(typeof payload.email === 'string' ? { email: payload.email } : {}),
-    ...(typeof payload.email_verified === 'boolean' ? { emailVerified: payload.email_verified } : {}),
-    ...(typeof payload.phone_number === 'string' ? { phoneNumber: payload.phone_number } : {}),
-    payload,
-  };
+  const claims: FirebaseClaims = { uid: payload.sub as string, payload };
+  if (typeof payload.email === 'string') claims.email = payload.email;
+  if (typeof payload.email_verified === 'boolean') claims.emailVerified = payload.email_verified;
+  if (typeof payload.phone_number === 'string') claims.phoneNumber = payload.phone_number;
+  return claims;
 }
 
 const expired: VerifyResult = Object.freeze({ ok: false, code: 'TOKEN_EXPIRED', reason: 'expired' });
