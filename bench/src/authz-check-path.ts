@@ -1,9 +1,10 @@
-// npx tsx bench/src/authz-check-path.ts [--baseline <repo dir>] [--quick]
+// npx tsx bench/src/authz-check-path.ts --baseline <another checkout> [--quick] [--case cached|uncached|denied]
 //
 // ext-authz's own work per Check, without the transport: protobuf bytes in, protobuf bytes
 // out (request decode, the Check handler with the real key store, verifier, token cache,
 // policy, metrics and logger, response encode), for this tree and for another checkout of the
-// repository (default /work/main) side by side in one process, in alternating rounds. The
+// repository (a git worktree of the commit to compare with) side by side in one process, in
+// alternating rounds. The
 // cases are bench:authz's: `cached` (one valid token, cache on), `uncached` (cache off) and
 // `denied` (a forged signature). Each tree runs its own code end to end (its decoder or the
 // generated one, its verifier, its response building); only the request bytes are shared.
@@ -18,8 +19,12 @@ import { authzContextKeys } from '@sekisho/service-kit/contract';
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const baselineAt = args.indexOf('--baseline');
+if (baselineAt < 0 || args[baselineAt + 1] === undefined) {
+  console.error('usage: npx tsx bench/src/authz-check-path.ts --baseline <another checkout, with node_modules>');
+  process.exit(2);
+}
 const trees = {
-  baseline: resolve(baselineAt >= 0 ? (args[baselineAt + 1] as string) : '/work/main'),
+  baseline: resolve(args[baselineAt + 1] as string),
   this: resolve(import.meta.dirname, '..', '..'),
 };
 const rounds = quick ? 3 : 5;
