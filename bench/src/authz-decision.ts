@@ -11,6 +11,7 @@ import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { authzContextKeys } from '@sekisho/service-kit/contract';
 import type { AccountEntry, AccountView } from '../../ext-authz/src/accounts/state';
 import { type CheckInput, decide, routeRequirements, type VerifyToken } from '../../ext-authz/src/decision';
+import { importCertificateKey } from '../../ext-authz/src/firebase/key-store';
 import { VerifiedTokenCache, verifyFirebaseIdToken } from '../../ext-authz/src/firebase/verify';
 import { compileAuthzPolicy } from '../../ext-authz/src/policy';
 import { ThreatTable, type ThreatView } from '../../ext-authz/src/threats/state';
@@ -36,6 +37,7 @@ const listPolicy = compileAuthzPolicy(
 );
 
 const key = await generateSigningKey();
+const publicKey = importCertificateKey(key.certificatePem);
 const token = await mintIdToken(key, {
   projectId,
   uid: 'user-bench',
@@ -46,7 +48,7 @@ const cache = new VerifiedTokenCache(100);
 const verify: VerifyToken = (t, project) =>
   verifyFirebaseIdToken(t, {
     projectId: project,
-    resolveKey: async (kid) => (kid === key.kid ? { status: 'found', key: key.publicKey } : { status: 'unknown' }),
+    resolveKey: (kid) => (kid === key.kid ? { status: 'found', key: publicKey } : { status: 'unknown' }),
     now: Date.now(),
     clockToleranceMs: 5_000,
     cache,

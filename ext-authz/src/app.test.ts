@@ -231,6 +231,26 @@ describe('ext-authz over gRPC', () => {
     );
   });
 
+  it('answers a CheckRequest that does not decode with INTERNAL, and keeps serving', async () => {
+    const raw = (bytes: number[]) =>
+      new Promise<{ code: number; details: string }>((resolve) => {
+        client.makeUnaryRequest(
+          '/envoy.service.auth.v3.Authorization/Check',
+          (message: Buffer) => message,
+          (message: Buffer) => message,
+          Buffer.from(bytes),
+          (error) => resolve({ code: error?.code ?? 0, details: error?.details ?? '' }),
+        );
+      });
+    // attributes (field 1) of 5 bytes with 2 present; a varint of eleven bytes; wire type 7.
+    for (const bytes of [[0x0a, 0x05, 0x22, 0x01], [0x0a, ...Array(10).fill(0xff), 0x01], [0x0f]]) {
+      const answer = await raw(bytes);
+      expect(answer.code).toBe(13);
+      expect(answer.details).toMatch(/could not be decoded|deserializ/i);
+    }
+    expect((await callCheck({ token: await mint(), permissions: 'read:own_profile' })).status?.code).toBe(0);
+  });
+
   it('refuses an unsigned token of the Auth emulator outside the emulator mode', async () => {
     const [, payload] = (await mint()).split('.');
     const unsigned = `${Buffer.from('{"alg":"none","typ":"JWT"}').toString('base64url')}.${payload}.`;

@@ -1,4 +1,3 @@
-import { AuthorizationService, CheckResponse } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { type AdminServer, startAdminServer } from '@sekisho/service-kit/admin-server';
 import { policyResourceNames, policyTypeUrls, policyViews } from '@sekisho/service-kit/contract';
@@ -9,7 +8,8 @@ import { type PolicySubscription, subscribePolicy } from '@sekisho/service-kit/p
 import type { ShutdownStep } from '@sekisho/service-kit/shutdown';
 import type { Registry } from 'prom-client';
 import { RedisAccountStore } from './accounts/redis-store';
-import { createAuthorizationServer, logDroppedDenials } from './check-service';
+import { encodeCheckResponse } from './check-response';
+import { authorizationService, createAuthorizationServer, logDroppedDenials } from './check-service';
 import { type ExtAuthzConfig, xdsChannelOf } from './config';
 import type { VerifyToken } from './decision';
 import { DenialLogLimiter } from './denial-log-limiter';
@@ -255,7 +255,8 @@ export async function startExtAuthzApp(
       isServing: isReady,
       register: (server) =>
         server.addService(
-          AuthorizationService,
+          // Its requests decoded by decodeCheckRequestView: only what Check reads.
+          authorizationService,
           createAuthorizationServer({
             policy: () => active?.compiled,
             verify,
@@ -265,8 +266,9 @@ export async function startExtAuthzApp(
             ...(accounts ? { accounts } : {}),
             ...(threats ? { threats } : {}),
           }),
-          // One reused protobuf writer for every CheckResponse (service-kit's http2 transport).
-          { check: CheckResponse.encode },
+          // One reused protobuf writer for every CheckResponse (service-kit's http2 transport),
+          // written by the hand encoder (the generated encode's bytes, without its objects).
+          { check: encodeCheckResponse },
         ),
     });
     admin = await startAdminServer({

@@ -3,8 +3,8 @@ import { HeaderValueOption_HeaderAppendAction } from '@sekisho/proto/envoy/confi
 import { CheckResponse } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import { identityHeaders } from '@sekisho/service-kit/contract';
 import { describe, expect, it } from 'vitest';
-import { failClosed, type ResponseContext, toCheckResponse } from './check-response';
-import type { Decision } from './decision';
+import { encodeCheckResponse, failClosed, type ResponseContext, toCheckResponse } from './check-response';
+import type { Decision, Denial } from './decision';
 import type { Group } from './policy';
 
 const ctx: ResponseContext = { correlationId: 'req-123', language: 'en', now: new Date('2030-01-01T00:00:00Z') };
@@ -193,5 +193,141 @@ describe('failClosed', () => {
     expect(response.status?.code).toBe(grpcStatus.INTERNAL);
     expect(response.deniedResponse?.status?.code).toBe(500);
     expect(JSON.parse(response.deniedResponse?.body ?? '').error.code).toBe('AUTHORIZATION_ERROR');
+  });
+});
+
+describe('encodeCheckResponse', () => {
+  // The bytes of the generated encoder, for every kind of answer toCheckResponse gives and for
+  // random CheckResponses of any shape (those it does not write itself go to the generated code).
+  const same = (response: CheckResponse) =>
+    expect(Buffer.from(encodeCheckResponse(response).finish()).toString('hex')).toBe(
+      Buffer.from(CheckResponse.encode(response).finish()).toString('hex'),
+    );
+  const verified: Group = { ...basic, permissionHeader: 'read:own_profile,create:appointments' };
+  const denyCodes: Denial['code'][] = [
+    'MISSING_TOKEN',
+    'TOKEN_EXPIRED',
+    'INVALID_TOKEN',
+    'USER_INACTIVE',
+    'TOKEN_REVOKED',
+    'INSUFFICIENT_PERMISSIONS',
+    'REQUEST_HEADERS_TOO_LARGE',
+    'SERVICE_UNAVAILABLE',
+    'IP_BLOCKED',
+    'USER_BLOCKED',
+    'RATE_LIMIT_EXCEEDED',
+    'ADDITIONAL_AUTH_REQUIRED',
+  ];
+
+  it('writes what the generated encoder writes for every answer toCheckResponse and failClosed give', () => {
+    const decisions: Decision[] = [
+      { allow: true, identity: undefined, headersToSet: [], headersToRemove: [identityHeaders.userId] },
+      {
+        allow: true,
+        identity: {
+          userId: 'user-1',
+          email: 'taro@example.com',
+          emailVerified: true,
+          group: verified,
+          authTimeS: 1_900_000_000,
+          secondFactor: 'phone',
+        },
+        dryRunDenied: { allow: false, code: 'INSUFFICIENT_PERMISSIONS', reason: 'missing_permissions' },
+        headersToSet: [
+          [identityHeaders.userId, 'user-1'],
+          [identityHeaders.email, '太郎@example.com'],
+          [identityHeaders.group, verified.name],
+        ],
+        headersToRemove: [identityHeaders.phone, 'x-sekisho-other'],
+      },
+      { allow: true, identity: { userId: '' }, headersToSet: [[identityHeaders.userId, '']], headersToRemove: [] },
+      ...denyCodes.map((code): Decision => ({ allow: false, code, reason: 'no_policy' })),
+      { allow: false, code: 'RATE_LIMIT_EXCEEDED', reason: 'no_policy', retryAfterSeconds: 42 },
+      {
+        allow: false,
+        code: 'INSUFFICIENT_PERMISSIONS',
+        reason: 'missing_permissions',
+        requiredPermissions: ['read:own_profile', 'create:appointments'],
+      },
+      { allow: false, code: 'INSUFFICIENT_PERMISSIONS', reason: 'not_owner' },
+    ];
+    for (const language of ['ja', 'en'] as const) {
+      for (const decision of decisions) same(toCheckResponse(decision, { ...ctx, language }));
+    }
+    same(failClosed('AUTHORIZATION_ERROR', ctx));
+    same(failClosed('SERVICE_UNAVAILABLE', { ...ctx, correlationId: '' }));
+  });
+
+  it('writes what the generated encoder writes for random CheckResponses, other metadata values included', () => {
+    let seed = 1234;
+    const next = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)] as T;
+    const text = () => pick(['', 'a', 'x-sekisho-user-id', '日本語', 'é'.repeat(200), '0', 'constructor']);
+    const option = () => ({
+      header:
+        next() < 0.9
+          ? { key: text(), value: text(), rawValue: next() < 0.2 ? Buffer.from('raw') : Buffer.alloc(0) }
+          : undefined,
+      ...(next() < 0.2 ? { append: next() < 0.5 } : {}),
+      appendAction: pick([0, 1, 2, 3]),
+      keepEmptyValue: next() < 0.2,
+    });
+    const metadata = () => {
+      const values: Record<string, unknown> = {};
+      for (let i = Math.floor(next() * 5); i > 0; i--) {
+        values[pick(['user_id', 'group', '7', '', 'auth_time'])] = pick<unknown>([
+          text(),
+          text(),
+          undefined,
+          5,
+          true,
+          null,
+          { a: 'b' },
+          ['c'],
+        ]);
+      }
+      return values;
+    };
+    const list = <T>(make: () => T) => Array.from({ length: Math.floor(next() * 4) }, make);
+    for (let i = 0; i < 2000; i++) {
+      same(
+        CheckResponse.fromPartial({
+          ...(next() < 0.9
+            ? {
+                status: {
+                  code: pick([0, 7, 16]),
+                  message: text(),
+                  details: next() < 0.1 ? [{ typeUrl: 'type.googleapis.com/x', value: Buffer.from('v') }] : [],
+                },
+              }
+            : {}),
+          ...(next() < 0.5
+            ? {
+                deniedResponse: {
+                  ...(next() < 0.9 ? { status: { code: pick([0, 401, 503]) } } : {}),
+                  headers: list(option),
+                  body: text(),
+                },
+              }
+            : {}),
+          ...(next() < 0.5
+            ? {
+                okResponse: {
+                  headers: list(option),
+                  headersToRemove: list(text),
+                  ...(next() < 0.3 ? { dynamicMetadata: metadata() } : {}),
+                  responseHeadersToAdd: list(option),
+                  queryParametersToSet: list(() => ({ key: text(), value: text() })),
+                  queryParametersToRemove: list(text),
+                },
+              }
+            : {}),
+          ...(next() < 0.5 ? { dynamicMetadata: metadata() } : {}),
+        }),
+      );
+    }
   });
 });

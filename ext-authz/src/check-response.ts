@@ -1,6 +1,13 @@
+import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { status as grpcStatus } from '@grpc/grpc-js';
-import { type HeaderValueOption, HeaderValueOption_HeaderAppendAction } from '@sekisho/proto/envoy/config/core/v3/base';
-import type { CheckResponse } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
+import {
+  type HeaderValueOption,
+  HeaderValueOption_HeaderAppendAction,
+  QueryParameter,
+} from '@sekisho/proto/envoy/config/core/v3/base';
+import { CheckResponse } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
+import { Any } from '@sekisho/proto/google/protobuf/any';
+import { BoolValue } from '@sekisho/proto/google/protobuf/wrappers';
 import { authzDynamicMetadataKeys } from '@sekisho/service-kit/contract';
 import { type ErrorCode, errorBody, errorCatalogue, type Language } from '@sekisho/service-kit/errors';
 import type { Decision, DenyReason } from './decision';
@@ -39,7 +46,7 @@ export function toCheckResponse(decision: Decision, ctx: ResponseContext): Check
     });
   }
   const { identity } = decision;
-  return {
+  const response: CheckResponse = {
     status: { code: grpcStatus.OK, message: '', details: [] },
     okResponse: {
       headers: decision.headersToSet.map(([name, value]) => headerOption(name, value)),
@@ -48,22 +55,17 @@ export function toCheckResponse(decision: Decision, ctx: ResponseContext): Check
       queryParametersToSet: [],
       queryParametersToRemove: [],
     },
-    ...(identity
-      ? {
-          dynamicMetadata: {
-            [authzDynamicMetadataKeys.userId]: identity.userId,
-            ...(identity.group ? { [authzDynamicMetadataKeys.group]: identity.group.name } : {}),
-            ...(identity.authTimeS !== undefined
-              ? { [authzDynamicMetadataKeys.authTime]: String(identity.authTimeS) }
-              : {}),
-            ...(identity.secondFactor !== undefined
-              ? { [authzDynamicMetadataKeys.secondFactor]: identity.secondFactor }
-              : {}),
-            ...(decision.dryRunDenied ? { [authzDynamicMetadataKeys.dryRunDenied]: decision.dryRunDenied.code } : {}),
-          },
-        }
-      : {}),
   };
+  if (identity) {
+    // Field by field, in this order (the Struct's order on the wire).
+    const metadata: Record<string, string> = { [authzDynamicMetadataKeys.userId]: identity.userId };
+    if (identity.group) metadata[authzDynamicMetadataKeys.group] = identity.group.name;
+    if (identity.authTimeS !== undefined) metadata[authzDynamicMetadataKeys.authTime] = String(identity.authTimeS);
+    if (identity.secondFactor !== undefined) metadata[authzDynamicMetadataKeys.secondFactor] = identity.secondFactor;
+    if (decision.dryRunDenied) metadata[authzDynamicMetadataKeys.dryRunDenied] = decision.dryRunDenied.code;
+    response.dynamicMetadata = metadata;
+  }
+  return response;
 }
 
 /**
@@ -152,4 +154,94 @@ function headerOption(key: string, value: string): HeaderValueOption {
     appendAction: HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
     keepEmptyValue: false,
   };
+}
+
+// ---------------------------------------------------------------------------------------
+// The CheckResponse encoder the transport calls (service-kit's reused writer, and grpc-js's
+// serializer through check-service's definition). ts-proto's encode wraps the dynamic metadata
+// in a Struct object, each value in a Value object and each entry in an entry object, and
+// walks them with closures, per response; this one writes the same fields in the same order
+// straight from the CheckResponse, so the bytes are identical (check-response.test.ts compares
+// them). Anything it does not write itself it hands to the generated encoders: metadata with a
+// value that is not a string (never built here) makes it encode the whole message with them.
+
+export function encodeCheckResponse(message: CheckResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  if (!stringsOnly(message.dynamicMetadata) || !stringsOnly(message.okResponse?.dynamicMetadata)) {
+    return CheckResponse.encode(message, writer);
+  }
+  const { status, deniedResponse, okResponse, dynamicMetadata } = message;
+  if (status !== undefined) {
+    writer.uint32(10).fork();
+    if (status.code !== 0) writer.uint32(8).int32(status.code);
+    if (status.message !== '') writer.uint32(18).string(status.message);
+    for (const detail of status.details) Any.encode(detail, writer.uint32(26).fork()).join();
+    writer.join();
+  }
+  if (deniedResponse !== undefined) {
+    writer.uint32(18).fork();
+    if (deniedResponse.status !== undefined) {
+      writer.uint32(10).fork();
+      if (deniedResponse.status.code !== 0) writer.uint32(8).int32(deniedResponse.status.code);
+      writer.join();
+    }
+    for (const option of deniedResponse.headers) writeHeaderOption(writer, 18, option);
+    if (deniedResponse.body !== '') writer.uint32(26).string(deniedResponse.body);
+    writer.join();
+  }
+  if (okResponse !== undefined) {
+    writer.uint32(26).fork();
+    for (const option of okResponse.headers) writeHeaderOption(writer, 18, option);
+    for (const name of okResponse.headersToRemove) writer.uint32(42).string(name);
+    if (okResponse.dynamicMetadata !== undefined) writeStringStruct(writer, 26, okResponse.dynamicMetadata);
+    for (const option of okResponse.responseHeadersToAdd) writeHeaderOption(writer, 50, option);
+    for (const parameter of okResponse.queryParametersToSet) {
+      QueryParameter.encode(parameter, writer.uint32(58).fork()).join();
+    }
+    for (const name of okResponse.queryParametersToRemove) writer.uint32(66).string(name);
+    writer.join();
+  }
+  if (dynamicMetadata !== undefined) writeStringStruct(writer, 34, dynamicMetadata);
+  return writer;
+}
+
+function stringsOnly(metadata: { [key: string]: unknown } | undefined): boolean {
+  if (metadata === undefined) return true;
+  for (const key of Object.keys(metadata)) {
+    const value = metadata[key];
+    if (value !== undefined && typeof value !== 'string') return false;
+  }
+  return true;
+}
+
+// HeaderValueOption: header = 1 (key 1, value 2, raw_value 3), append = 2, append_action = 3,
+// keep_empty_value = 4; each left out at its default, as ts-proto does.
+function writeHeaderOption(writer: BinaryWriter, tag: number, option: HeaderValueOption): void {
+  writer.uint32(tag).fork();
+  const header = option.header;
+  if (header !== undefined) {
+    writer.uint32(10).fork();
+    if (header.key !== '') writer.uint32(10).string(header.key);
+    if (header.value !== '') writer.uint32(18).string(header.value);
+    if (header.rawValue.length !== 0) writer.uint32(26).bytes(header.rawValue);
+    writer.join();
+  }
+  if (option.append !== undefined) BoolValue.encode({ value: option.append }, writer.uint32(18).fork()).join();
+  if (option.appendAction !== 0) writer.uint32(24).int32(option.appendAction);
+  if (option.keepEmptyValue !== false) writer.uint32(32).bool(option.keepEmptyValue);
+  writer.join();
+}
+
+// google.protobuf.Struct of string values: fields = 1 (entries: key 1, value 2 → Value with
+// string_value = 3), in Object.keys order, undefined values left out.
+function writeStringStruct(writer: BinaryWriter, tag: number, metadata: { [key: string]: unknown }): void {
+  writer.uint32(tag).fork();
+  for (const key of Object.keys(metadata)) {
+    const value = metadata[key] as string | undefined;
+    if (value === undefined) continue;
+    writer.uint32(10).fork();
+    if (key !== '') writer.uint32(10).string(key);
+    writer.uint32(18).fork().uint32(26).string(value).join();
+    writer.join();
+  }
+  writer.join();
 }

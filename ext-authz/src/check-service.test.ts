@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import { generateSigningKey, mintIdToken, type SigningKey } from '@sekisho/devstack/firebase-keys';
 import { CheckRequest } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
@@ -8,6 +9,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { type CheckServiceDeps, check, logDroppedDenials, routeRequirementsOnce } from './check-service';
 import { routeRequirements, type VerifyToken } from './decision';
 import { DenialLogLimiter } from './denial-log-limiter';
+import { importCertificateKey } from './firebase/key-store';
 import { VerifiedTokenCache, verifyFirebaseIdToken } from './firebase/verify';
 import { createExtAuthzMetrics } from './metrics';
 import { compileAuthzPolicy } from './policy';
@@ -27,8 +29,10 @@ const policy = compileAuthzPolicy(
 );
 
 let key: SigningKey;
+let publicKey: KeyObject;
 beforeAll(async () => {
   key = await generateSigningKey();
+  publicKey = importCertificateKey(key.certificatePem);
 });
 
 function setup(overrides: Partial<CheckServiceDeps> = {}) {
@@ -47,7 +51,7 @@ function setup(overrides: Partial<CheckServiceDeps> = {}) {
   const verify: VerifyToken = (token, project) =>
     verifyFirebaseIdToken(token, {
       projectId: project,
-      resolveKey: async (kid) => (kid === key.kid ? { status: 'found', key: key.publicKey } : { status: 'unknown' }),
+      resolveKey: (kid) => (kid === key.kid ? { status: 'found', key: publicKey } : { status: 'unknown' }),
       now: Date.now(),
       clockToleranceMs: 5_000,
     });
@@ -318,7 +322,7 @@ describe('check', () => {
     deps.verify = (token, project) =>
       verifyFirebaseIdToken(token, {
         projectId: project,
-        resolveKey: async (kid) => (kid === key.kid ? { status: 'found', key: key.publicKey } : { status: 'unknown' }),
+        resolveKey: (kid) => (kid === key.kid ? { status: 'found', key: publicKey } : { status: 'unknown' }),
         now: Date.now(),
         clockToleranceMs: 5_000,
         cache,

@@ -1,15 +1,18 @@
 import { isIP } from 'node:net';
-import type {
-  AuthorizationServer,
-  CheckRequest,
-  CheckResponse,
+import type { handleUnaryCall, sendUnaryData } from '@grpc/grpc-js';
+import {
+  AuthorizationService,
+  type CheckRequest,
+  type CheckResponse,
 } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import { authzContextKeys, clientAddressHeader } from '@sekisho/service-kit/contract';
 import { pickLanguage } from '@sekisho/service-kit/errors';
 import { type Logger, maskPII } from '@sekisho/service-kit/logger';
 import type { AccountView } from './accounts/state';
-import { failClosed, type ResponseContext, toCheckResponse } from './check-response';
+import { type CheckRequestView, decodeCheckRequestView, viewOfCheckRequest } from './check-request';
+import { encodeCheckResponse, failClosed, type ResponseContext, toCheckResponse } from './check-response';
 import {
+  type CheckInput,
   type Decision,
   type Denial,
   decide,
@@ -42,58 +45,122 @@ export interface CheckServiceDeps {
   now?: () => Date;
 }
 
-export function createAuthorizationServer(deps: CheckServiceDeps): AuthorizationServer {
+/**
+ * Authorization/Check with this service's request decoder: the handler is given the
+ * CheckRequestView that decodeCheckRequestView reads off the wire (both transports call the
+ * definition's requestDeserialize), never the generated decoder's whole CheckRequest.
+ */
+export const authorizationService = {
+  ...AuthorizationService,
+  check: {
+    ...AuthorizationService.check,
+    requestDeserialize: decodeCheckRequestView,
+    // grpc-js's serializer; service-kit's http2 transport is given encodeCheckResponse itself.
+    responseSerialize: (response: CheckResponse) => Buffer.from(encodeCheckResponse(response).finish()),
+  },
+} as const;
+
+export function createAuthorizationServer(deps: CheckServiceDeps): {
+  check: handleUnaryCall<CheckRequestView, CheckResponse>;
+} {
+  const failed = (callback: sendUnaryData<CheckResponse>) =>
+    callback(null, failClosed('AUTHORIZATION_ERROR', fallbackContext(deps)));
   return {
     check(call, callback) {
-      check(call.request, deps).then(
-        (response) => callback(null, response),
-        // check() does not reject; if it ever did, the caller still gets a denial.
-        () => callback(null, failClosed('AUTHORIZATION_ERROR', fallbackContext(deps))),
+      const response = checkView(call.request, deps);
+      if (!(response instanceof Promise)) {
+        callback(null, response);
+        return;
+      }
+      response.then(
+        (answer) => callback(null, answer),
+        // checkView() does not reject; if it ever did, the caller still gets a denial.
+        () => failed(callback),
       );
     },
   };
 }
 
-export async function check(request: CheckRequest, deps: CheckServiceDeps): Promise<CheckResponse> {
+/** check() of a generated CheckRequest (tests, and what the view is compared with). */
+export function check(request: CheckRequest, deps: CheckServiceDeps): CheckResponse | Promise<CheckResponse> {
+  return checkView(viewOfCheckRequest(request), deps);
+}
+
+/**
+ * The answer to one Check. Synchronous unless the token's key had to be fetched: no promise
+ * per call on the hot path. Never throws and never rejects: an error is a denial.
+ */
+export function checkView(request: CheckRequestView, deps: CheckServiceDeps): CheckResponse | Promise<CheckResponse> {
   const started = performance.now();
-  const seconds = () => (performance.now() - started) / 1000;
   // Known once the request is read; the error path falls back to an anonymous context.
+  let facts: RequestFacts | undefined;
+  let nowMs = 0;
+  try {
+    facts = describeRequest(request);
+    nowMs = deps.now ? deps.now().getTime() : Date.now();
+    const input: CheckInput = { headers: facts.headers, route: facts.route, nowMs };
+    if (facts.path !== undefined) input.path = facts.path;
+    if (facts.headerSize) input.headerSize = facts.headerSize;
+    if (facts.ipAddress !== undefined) input.clientIp = facts.ipAddress;
+    if (facts.peerPrincipal !== undefined) input.peerPrincipal = facts.peerPrincipal;
+    const decision = decide(input, deps.policy(), deps.verify, deps.accounts, deps.threats);
+    const known = facts;
+    const at = nowMs;
+    return decision instanceof Promise
+      ? decision.then(
+          (decided) => answer(decided, known, at, deps, started),
+          (error) => failure(error, contextOf(known, at), deps, started),
+        )
+      : answer(decision, facts, nowMs, deps, started);
+  } catch (error) {
+    return failure(error, facts ? contextOf(facts, nowMs) : undefined, deps, started);
+  }
+}
+
+/** What a denial's body says besides its code: built only for a denial (an allow has no body). */
+function contextOf(facts: RequestFacts, nowMs: number): ResponseContext {
+  return { correlationId: facts.correlationId, language: pickLanguage(facts.acceptLanguage), now: new Date(nowMs) };
+}
+
+/** An allow carries no body, so its response needs no context (toCheckResponse reads none). */
+const allowContext: ResponseContext = Object.freeze({ correlationId: '', language: 'ja', now: new Date(0) });
+
+function answer(
+  decision: Decision,
+  facts: RequestFacts,
+  nowMs: number,
+  deps: CheckServiceDeps,
+  started: number,
+): CheckResponse {
   let ctx: ResponseContext | undefined;
   try {
-    const facts = describeRequest(request);
-    ctx = { correlationId: facts.correlationId, language: pickLanguage(facts.acceptLanguage), now: now(deps) };
-    const decision = await decide(
-      {
-        headers: facts.headers,
-        route: facts.route,
-        ...(facts.path !== undefined ? { path: facts.path } : {}),
-        ...(facts.headerSize ? { headerSize: facts.headerSize } : {}),
-        ...(facts.ipAddress !== undefined ? { clientIp: facts.ipAddress } : {}),
-        ...(facts.peerPrincipal !== undefined ? { peerPrincipal: facts.peerPrincipal } : {}),
-        nowMs: ctx.now.getTime(),
-      },
-      deps.policy(),
-      deps.verify,
-      deps.accounts,
-      deps.threats,
-    );
+    ctx = decision.allow ? allowContext : contextOf(facts, nowMs);
     const response = toCheckResponse(decision, ctx);
-    record(decision, facts, deps, seconds());
+    record(decision, facts, deps, (performance.now() - started) / 1000);
     return response;
   } catch (error) {
-    deps.logger.error(
-      {
-        category: 'technical',
-        event_type: 'authz_check_failed',
-        correlation_id: ctx?.correlationId ?? '',
-        status_code: 500,
-        error_details: { code: 'AUTHORIZATION_ERROR', message: maskPII(String(error)).slice(0, 1024) },
-      },
-      'check failed unexpectedly; denying',
-    );
-    deps.metrics.checkFinished('error', 'AUTHORIZATION_ERROR', seconds());
-    return failClosed('AUTHORIZATION_ERROR', ctx ?? fallbackContext(deps));
+    return failure(error, decision.allow ? contextOf(facts, nowMs) : ctx, deps, started);
   }
+}
+
+function failure(
+  error: unknown,
+  ctx: ResponseContext | undefined,
+  deps: CheckServiceDeps,
+  started: number,
+): CheckResponse {
+  deps.logger.error(
+    {
+      category: 'technical',
+      event_type: 'authz_check_failed',
+      correlation_id: ctx?.correlationId ?? '',
+      status_code: 500,
+      error_details: { code: 'AUTHORIZATION_ERROR', message: maskPII(String(error)).slice(0, 1024) },
+    },
+    'check failed unexpectedly; denying',
+  );
+  deps.metrics.checkFinished('error', 'AUTHORIZATION_ERROR', (performance.now() - started) / 1000);
+  return failClosed('AUTHORIZATION_ERROR', ctx ?? fallbackContext(deps));
 }
 
 /** What the decision and the log record need from Envoy's description of the request. */
@@ -114,20 +181,18 @@ interface RequestFacts {
   peerPrincipal: string | undefined;
 }
 
-function describeRequest(request: CheckRequest): RequestFacts {
-  const attributes = request.attributes;
-  const http = attributes?.request?.http;
-  const headers = requestHeaders(http);
+function describeRequest(request: CheckRequestView): RequestFacts {
+  const headers = request.headers;
   return {
     headers,
-    route: routeRequirementsOnce(attributes?.contextExtensions ?? {}),
-    correlationId: (headers['x-request-id'] || http?.id || '').slice(0, 128),
+    route: routeRequirementsOnce(request.contextExtensions),
+    correlationId: (headers['x-request-id'] || request.id || '').slice(0, 128),
     acceptLanguage: headers['accept-language'],
-    ipAddress: derivedClientAddress(headers) ?? (attributes?.source?.address?.socketAddress?.address || undefined),
-    headerSize: headerSize(http),
-    path: http?.path || headers[':path'],
-    method: http?.method || headers[':method'] || undefined,
-    peerPrincipal: attributes?.source?.principal || undefined,
+    ipAddress: derivedClientAddress(headers) ?? (request.sourceAddress || undefined),
+    headerSize: request.headerSize,
+    path: request.path || headers[':path'],
+    method: request.method || headers[':method'] || undefined,
+    peerPrincipal: request.principal || undefined,
   };
 }
 
@@ -139,7 +204,22 @@ const routeKeys = Object.values(authzContextKeys);
 const parsedRoutes = new Map<string, RouteRequirements>();
 const maxParsedRoutes = 4096;
 
+// The decoder hands the same frozen object for the same extensions bytes (check-request.ts,
+// extensionRuns): such an object is looked up by identity, without building the key.
+const routesByObject = new WeakMap<object, RouteRequirements>();
+
 export function routeRequirementsOnce(contextExtensions: Readonly<Record<string, string>>): RouteRequirements {
+  const frozen = Object.isFrozen(contextExtensions);
+  if (frozen) {
+    const known = routesByObject.get(contextExtensions);
+    if (known !== undefined) return known;
+  }
+  const route = routeRequirementsByValue(contextExtensions);
+  if (frozen) routesByObject.set(contextExtensions, route);
+  return route;
+}
+
+function routeRequirementsByValue(contextExtensions: Readonly<Record<string, string>>): RouteRequirements {
   let key = '';
   for (const name of routeKeys) {
     const value = Object.hasOwn(contextExtensions, name) ? contextExtensions[name] : undefined;
@@ -159,38 +239,10 @@ export function routeRequirementsOnce(contextExtensions: Readonly<Record<string,
   return route;
 }
 
-/** Entries and bytes of Envoy's header map: exact with header_map (encode_raw_headers). */
-function headerSize(http: HttpRequest | undefined): HeaderSize | undefined {
-  const entries = http?.headerMap?.headers;
-  if (!entries || entries.length === 0) return undefined;
-  let bytes = 0;
-  for (const { key, value, rawValue } of entries) {
-    bytes += key.length + (rawValue && rawValue.length > 0 ? rawValue.length : Buffer.byteLength(value));
-  }
-  return { count: entries.length, bytes };
-}
-
 /** One IP literal, as the ingress writes it; a list or anything else is a client's claim. */
 function derivedClientAddress(headers: Record<string, string>): string | undefined {
   const value = headers[clientAddressHeader]?.trim();
   return value !== undefined && isIP(value) !== 0 ? value : undefined;
-}
-
-type HttpRequest = NonNullable<NonNullable<NonNullable<CheckRequest['attributes']>['request']>['http']>;
-
-// Envoy sends `headers` (duplicates comma-joined) unless encode_raw_headers is on, in
-// which case `header_map` carries every header separately: both give the same map here.
-// The map has no prototype, so a header named `__proto__` or `constructor` is just a name.
-function requestHeaders(http: HttpRequest | undefined): Record<string, string> {
-  const map: Record<string, string> = Object.create(null);
-  if (!http) return map;
-  for (const [name, value] of Object.entries(http.headers ?? {})) map[name.toLowerCase()] = value;
-  for (const { key, value, rawValue } of http.headerMap?.headers ?? []) {
-    const name = key.toLowerCase();
-    const text = rawValue && rawValue.length > 0 ? Buffer.from(rawValue).toString('utf8') : value;
-    map[name] = map[name] === undefined ? text : `${map[name]},${text}`;
-  }
-  return map;
 }
 
 /**

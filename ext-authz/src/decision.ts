@@ -16,8 +16,11 @@ import { type AuthProof, additionalAuthRefusal, type ThreatRefusal, type ThreatV
 // It fails closed: no policy, an unreadable route requirement or a token that does not
 // verify never lead to an allow.
 
-/** Verifies a Firebase ID token for a project; never throws (see firebase/verify.ts). */
-export type VerifyToken = (token: string, projectId: string) => Promise<VerifyResult>;
+/**
+ * Verifies a Firebase ID token for a project; never throws (see firebase/verify.ts). A result
+ * without a promise when the key is at hand (the hot path); a promise when it had to wait.
+ */
+export type VerifyToken = (token: string, projectId: string) => VerifyResult | Promise<VerifyResult>;
 
 export interface CheckInput {
   /** Request headers, names lower-case (as Envoy sends them). */
@@ -230,13 +233,13 @@ function overHeaderLimits(input: CheckInput, headersToSet: ReadonlyArray<readonl
  * undefined when the feature is off (no Redis configured). Until it was first loaded every
  * authenticated request is refused with 503: a disabled user must not slip through a restart.
  */
-export async function decide(
+export function decide(
   input: CheckInput,
   policy: CompiledPolicy | undefined,
   verify: VerifyToken,
   accounts?: AccountView,
   threats?: ThreatView,
-): Promise<Decision> {
+): Decision | Promise<Decision> {
   if (!policy) return { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'no_policy' };
   const nowMs = input.nowMs ?? Date.now();
   if (input.route.mesh !== undefined)
@@ -264,7 +267,23 @@ export async function decide(
     return { allow: false, code: 'SERVICE_UNAVAILABLE', reason: 'accounts_not_loaded' };
   }
 
-  const verified = await verify(token, policy.projectId);
+  // Synchronous unless the verifier had to wait for keys: no promise on the hot path.
+  const verified = verify(token, policy.projectId);
+  return verified instanceof Promise
+    ? verified.then((result) => decideVerified(input, result, policy, nowMs, accounts, threats))
+    : decideVerified(input, verified, policy, nowMs, accounts, threats);
+}
+
+/** The rest of a token-bearing request's decision, once its token was verified (or not). */
+function decideVerified(
+  input: CheckInput,
+  verified: VerifyResult,
+  policy: CompiledPolicy,
+  nowMs: number,
+  accounts: AccountView | undefined,
+  threats: ThreatView | undefined,
+): Decision {
+  const { route } = input;
   if (!verified.ok) return { allow: false, code: verified.code, reason: verified.reason };
   const { claims } = verified;
   if (!isHeaderSafe(claims.uid)) return { allow: false, code: 'INVALID_TOKEN', reason: 'uid_not_header_safe' };
@@ -288,32 +307,29 @@ export async function decide(
   // upstream. A missing or failed token is never let through: nobody would be verified.
   if (refusal !== undefined && !(route.dryRun && dryRunnable.has(refusal.reason))) return refusal;
 
-  const identity: Identity = {
-    userId: claims.uid,
-    ...(claims.email !== undefined ? { email: claims.email } : {}),
-    ...(claims.emailVerified !== undefined ? { emailVerified: claims.emailVerified } : {}),
-    ...(claims.phoneNumber !== undefined ? { phoneNumber: claims.phoneNumber } : {}),
-    ...(group ? { group } : {}),
-    ...(authTimeS !== undefined ? { authTimeS } : {}),
-    ...(secondFactor !== undefined ? { secondFactor } : {}),
-  };
+  // Built field by field: no temporary object per optional claim on the hot path.
+  const identity: Identity = { userId: claims.uid };
+  if (claims.email !== undefined) identity.email = claims.email;
+  if (claims.emailVerified !== undefined) identity.emailVerified = claims.emailVerified;
+  if (claims.phoneNumber !== undefined) identity.phoneNumber = claims.phoneNumber;
+  if (group) identity.group = group;
+  if (authTimeS !== undefined) identity.authTimeS = authTimeS;
+  if (secondFactor !== undefined) identity.secondFactor = secondFactor;
   const headersToSet = identityHeaderValues(identity);
   if (refusal !== undefined) headersToSet.push([dryRunDeniedHeader, refusal.code]);
   if (overHeaderLimits(input, headersToSet)) {
     return { allow: false, code: 'REQUEST_HEADERS_TOO_LARGE', reason: 'headers_over_limit', userId: claims.uid };
   }
   const signIn = verified.cached ? undefined : signInEvent(claims.payload);
-  return {
+  const allowed: Decision & { allow: true } = {
     allow: true,
     identity,
-    ...(refusal !== undefined ? { dryRunDenied: refusal } : {}),
-    ...(signIn !== undefined ? { signIn } : {}),
     headersToSet,
-    headersToRemove: headersToRemove(
-      input.headers,
-      headersToSet.map(([name]) => name),
-    ),
+    headersToRemove: headersToRemove(input.headers, headersToSet),
   };
+  if (refusal !== undefined) allowed.dryRunDenied = refusal;
+  if (signIn !== undefined) allowed.signIn = signIn;
+  return allowed;
 }
 
 /**
@@ -399,10 +415,7 @@ function decideMeshInbound(
     allow: true,
     identity,
     headersToSet,
-    headersToRemove: headersToRemove(
-      input.headers,
-      headersToSet.map(([name]) => name),
-    ),
+    headersToRemove: headersToRemove(input.headers, headersToSet),
   };
 }
 
@@ -590,12 +603,9 @@ function groupOf(
 // checked when the policy was compiled.
 function identityHeaderValues(identity: Identity): Array<[string, string]> {
   const set: Array<[string, string]> = [[identityHeaders.userId, identity.userId]];
-  const claim = (name: string, value: string | undefined) => {
-    if (value !== undefined && value !== '' && isHeaderSafe(value)) set.push([name, value]);
-  };
-  claim(identityHeaders.email, identity.email);
+  if (claimFits(identity.email)) set.push([identityHeaders.email, identity.email]);
   if (identity.emailVerified !== undefined) set.push([identityHeaders.emailVerified, String(identity.emailVerified)]);
-  claim(identityHeaders.phone, identity.phoneNumber);
+  if (claimFits(identity.phoneNumber)) set.push([identityHeaders.phone, identity.phoneNumber]);
   if (identity.group) {
     set.push([identityHeaders.group, identity.group.name]);
     if (identity.group.permissionHeader !== '')
@@ -604,16 +614,29 @@ function identityHeaderValues(identity: Identity): Array<[string, string]> {
   return set;
 }
 
+function claimFits(value: string | undefined): value is string {
+  return value !== undefined && value !== '' && isHeaderSafe(value);
+}
+
 /**
  * Every identity header not being set, plus any other `x-sekisho-` header the client
  * sent: the upstream trusts that prefix, so only ext-authz may write it.
  */
-function headersToRemove(headers: Readonly<Record<string, string>>, set: readonly string[]): string[] {
-  const remove = allIdentityHeaders.filter((name) => !set.includes(name));
+function headersToRemove(
+  headers: Readonly<Record<string, string>>,
+  set: ReadonlyArray<readonly [string, string]>,
+): string[] {
+  const remove: string[] = [];
+  for (const name of allIdentityHeaders) if (!isSetIn(set, name)) remove.push(name);
   for (const name in headers) {
-    if (name.startsWith(sekishoHeaderPrefix) && !set.includes(name) && !remove.includes(name)) remove.push(name);
+    if (name.startsWith(sekishoHeaderPrefix) && !isSetIn(set, name) && !remove.includes(name)) remove.push(name);
   }
   return remove;
+}
+
+function isSetIn(set: ReadonlyArray<readonly [string, string]>, name: string): boolean {
+  for (const [setName] of set) if (setName === name) return true;
+  return false;
 }
 
 function header(headers: Readonly<Record<string, string>>, name: string): string | undefined {

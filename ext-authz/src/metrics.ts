@@ -28,24 +28,47 @@ export interface ExtAuthzMetrics {
 
 export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
   const registers = [registry];
-  const checks = new Counter({
+  // The per-Check series are summed in plain maps on the hot path (no label object hashed per
+  // call, as prom-client's inc and observe do) and handed to prom-client when scraped.
+  const checkCounts = new Map<CheckResult, Map<string, { count: number }>>();
+  new Counter({
     name: 'sekisho_ext_authz_checks_total',
     help: 'Check calls answered, by result (allow, deny, dry_run, error) and code (OK or the error code; for dry_run the denial let through).',
     labelNames: ['result', 'code'] as const,
     registers,
+    collect() {
+      this.reset();
+      for (const [result, byCode] of checkCounts) {
+        for (const [code, counted] of byCode) this.inc({ result, code }, counted.count);
+      }
+    },
   });
-  const duration = new Histogram({
+  const durationBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+  const durations = new Map<CheckResult, { buckets: number[]; sum: number; count: number }>();
+  new Histogram({
     name: 'sekisho_ext_authz_check_duration_seconds',
     help: 'Time to answer a Check call, token verification included.',
     labelNames: ['result'] as const,
-    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    buckets: durationBuckets,
     registers,
+    collect() {
+      this.reset();
+      for (const [result, observed] of durations) {
+        this.zero({ result });
+        fillHistogram(this, { result }, durationBuckets, observed);
+      }
+    },
   });
-  const authFailures = new Counter({
+  const authFailureCounts = new Map<string, number>();
+  new Counter({
     name: 'sekisho_ext_authz_auth_failures_total',
     help: 'Requests refused for authentication, by internal reason.',
     labelNames: ['reason'] as const,
     registers,
+    collect() {
+      this.reset();
+      for (const [reason, count] of authFailureCounts) this.inc({ reason }, count);
+    },
   });
   const refreshes = new Counter({
     name: 'sekisho_ext_authz_key_refreshes_total',
@@ -225,11 +248,31 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
       },
     },
     checkFinished(result, code, seconds) {
-      checks.inc({ result, code });
-      duration.observe({ result }, seconds);
+      let byCode = checkCounts.get(result);
+      if (byCode === undefined) {
+        byCode = new Map();
+        checkCounts.set(result, byCode);
+      }
+      const counted = byCode.get(code);
+      if (counted === undefined) byCode.set(code, { count: 1 });
+      else counted.count++;
+      let observed = durations.get(result);
+      if (observed === undefined) {
+        observed = { buckets: durationBuckets.map(() => 0), sum: 0, count: 0 };
+        durations.set(result, observed);
+      }
+      observed.sum += seconds;
+      observed.count++;
+      // Not cumulative here (prom-client's own layout): the first bucket the value fits in.
+      for (let i = 0; i < durationBuckets.length; i++) {
+        if (seconds <= (durationBuckets[i] as number)) {
+          (observed.buckets[i] as number)++;
+          break;
+        }
+      }
     },
     authFailed(reason) {
-      authFailures.inc({ reason });
+      authFailureCounts.set(reason, (authFailureCounts.get(reason) ?? 0) + 1);
     },
     denialLogDropped(event, code) {
       denialLogsDropped.inc({ event_type: event, code });
@@ -252,4 +295,35 @@ export function createExtAuthzMetrics(registry: Registry): ExtAuthzMetrics {
       emulatorMode.set(on ? 1 : 0);
     },
   };
+}
+
+/**
+ * Puts sums made outside prom-client into a Histogram's series of `labels` (just zeroed): the
+ * count per bucket (the first bucket a value fits in), the sum and the count, where prom-client
+ * keeps them (its entry per label set: `bucketValues` by upper bound, `sum`, `count`).
+ * metrics.test.ts reads the exposition it gives, so a prom-client that keeps them elsewhere fails it.
+ */
+function fillHistogram(
+  histogram: Histogram<string>,
+  labels: Record<string, string>,
+  bounds: readonly number[],
+  observed: { buckets: number[]; sum: number; count: number },
+): void {
+  const entries = (histogram as unknown as { hashMap: Record<string, HistogramEntry> }).hashMap;
+  const entry = Object.values(entries).find((candidate) =>
+    Object.entries(labels).every(([name, value]) => candidate.labels[name] === value),
+  );
+  if (entry === undefined) throw new Error('prom-client histogram: no series for the labels just zeroed');
+  bounds.forEach((bound, i) => {
+    entry.bucketValues[bound] = observed.buckets[i] as number;
+  });
+  entry.sum = observed.sum;
+  entry.count = observed.count;
+}
+
+interface HistogramEntry {
+  labels: Record<string, string>;
+  bucketValues: Record<number, number>;
+  sum: number;
+  count: number;
 }

@@ -1,4 +1,4 @@
-import { type CryptoKey, importX509 } from 'jose';
+import { type KeyObject, X509Certificate } from 'node:crypto';
 import type { KeyLookup } from './verify';
 
 // Google's public keys for Firebase ID tokens, from the x509 endpoint (a JSON object
@@ -60,8 +60,27 @@ export interface KeyStoreStatus {
 // Google's response is about 4 KB; a megabyte is certainly not a key list.
 const MAX_BODY_BYTES = 1 << 20;
 
+/**
+ * The RS256 public key of a PEM X.509 certificate, as a node:crypto KeyObject (built once per
+ * certificate; every verification reuses it). Throws unless it is a certificate with an RSA
+ * key of at least 2048 bits (RFC 7518 §3.3).
+ */
+export function importCertificateKey(pem: string): KeyObject {
+  const key = new X509Certificate(pem).publicKey;
+  if (key.asymmetricKeyType !== 'rsa') throw new Error(`not an RSA key (${key.asymmetricKeyType ?? 'unknown type'})`);
+  const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+  if (bits < 2048) throw new Error(`an RSA key of ${bits} bits, under RS256's 2048`);
+  return key;
+}
+
+/** A held key: its certificate, and the lookup answer every Check for its kid shares. */
+interface HeldKey {
+  pem: string;
+  found: KeyLookup & { status: 'found' };
+}
+
 export class FirebaseKeyStore {
-  private keys = new Map<string, { pem: string; key: CryptoKey }>();
+  private keys = new Map<string, HeldKey>();
   private expiresAt: number | undefined;
   private nextRefreshAt = 0;
   private lastUnknownKidFetchAt = Number.NEGATIVE_INFINITY;
@@ -109,12 +128,20 @@ export class FirebaseKeyStore {
     return this.usableKeys().size > 0;
   }
 
-  async getKey(kid: string): Promise<KeyLookup> {
+  /**
+   * A kid held now is answered synchronously (the hot path: no promise); an unknown one may
+   * wait for a refetch, so it gets a promise.
+   */
+  getKey(kid: string): KeyLookup | Promise<KeyLookup> {
     const known = this.usableKeys().get(kid);
     if (known) {
       if (this.now() >= this.nextRefreshAt) void this.refreshIfDue();
-      return { status: 'found', key: known.key };
+      return known.found;
     }
+    return this.getUnknownKey(kid);
+  }
+
+  private async getUnknownKey(kid: string): Promise<KeyLookup> {
     if (this.inflight) {
       // A refresh is already on its way: waiting for it costs the endpoint nothing.
       await this.inflight;
@@ -124,7 +151,7 @@ export class FirebaseKeyStore {
     }
     const keys = this.usableKeys();
     const found = keys.get(kid);
-    if (found) return { status: 'found', key: found.key };
+    if (found) return found.found;
     return keys.size > 0 ? { status: 'unknown' } : { status: 'unavailable' };
   }
 
@@ -193,7 +220,7 @@ export class FirebaseKeyStore {
   }
 
   /** The keys, unless every refresh has failed for longer than the grace period past their expiry. */
-  private usableKeys(): Map<string, { pem: string; key: CryptoKey }> {
+  private usableKeys(): Map<string, HeldKey> {
     if (this.keys.size > 0 && this.expiresAt !== undefined && this.now() > this.expiresAt + this.o.maxStaleMs) {
       this.keys = new Map();
     }
@@ -201,7 +228,7 @@ export class FirebaseKeyStore {
   }
 
   /** One GET of the endpoint; throws with a short explanation on anything unexpected. */
-  private async download(): Promise<{ keys: Map<string, { pem: string; key: CryptoKey }>; maxAgeMs: number }> {
+  private async download(): Promise<{ keys: Map<string, HeldKey>; maxAgeMs: number }> {
     const response = await this.fetch(this.o.url, {
       headers: { accept: 'application/json' },
       signal: AbortSignal.timeout(this.o.fetchTimeoutMs),
@@ -225,7 +252,7 @@ export class FirebaseKeyStore {
     if (entries.length === 0) throw new Error('key endpoint returned no keys');
 
     // All or nothing: a response we only half understand is not one to trust.
-    const keys = new Map<string, { pem: string; key: CryptoKey }>();
+    const keys = new Map<string, HeldKey>();
     for (const [kid, pem] of entries) {
       if (typeof pem !== 'string') throw new Error(`key ${kid} is not a PEM string`);
       // An unchanged certificate keeps its imported key: no second import, and tokens
@@ -236,7 +263,7 @@ export class FirebaseKeyStore {
         continue;
       }
       try {
-        keys.set(kid, { pem, key: await importX509(pem, 'RS256') });
+        keys.set(kid, { pem, found: Object.freeze({ status: 'found', key: importCertificateKey(pem) }) });
       } catch (err) {
         throw new Error(`key ${kid} is not a usable RS256 certificate: ${(err as Error).message}`);
       }

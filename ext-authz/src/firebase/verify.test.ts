@@ -1,11 +1,13 @@
+import { createHmac, createPublicKey, KeyObject, sign, webcrypto } from 'node:crypto';
 import {
   generateSigningKey,
   type MintIdTokenOptions,
   mintIdToken,
   type SigningKey,
 } from '@sekisho/devstack/firebase-keys';
-import { CompactSign, importX509, SignJWT } from 'jose';
+import { createSelfSignedCertificate } from '@sekisho/devstack/self-signed-cert';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { importCertificateKey } from './key-store';
 import {
   type KeyLookup,
   MAX_TOKEN_LENGTH,
@@ -27,10 +29,15 @@ const seconds = (ms: number) => Math.floor(ms / 1000);
 let key: SigningKey;
 let otherKey: SigningKey;
 let resolveKey: ResolveKey;
+/** The public keys as the key store holds them: node:crypto KeyObjects of the certificates. */
+let publicKey: KeyObject;
+let otherPublicKey: KeyObject;
 
 beforeAll(async () => {
   [key, otherKey] = await Promise.all([generateSigningKey(), generateSigningKey()]);
-  resolveKey = async (kid) => (kid === key.kid ? { status: 'found', key: key.publicKey } : { status: 'unknown' });
+  publicKey = importCertificateKey(key.certificatePem);
+  otherPublicKey = importCertificateKey(otherKey.certificatePem);
+  resolveKey = (kid) => (kid === key.kid ? { status: 'found', key: publicKey } : { status: 'unknown' });
 });
 
 const mint = (opts: Partial<MintIdTokenOptions> = {}, signer: SigningKey = key) =>
@@ -41,6 +48,12 @@ const verify = (token: string, lookup: ResolveKey = resolveKey) =>
 
 const b64 = (value: unknown) =>
   Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+
+/** A JWS signed with RS256 by the test key (node:crypto): any header, any payload bytes. */
+function signedRs256(header: unknown, payload: Uint8Array): string {
+  const input = `${b64(header)}.${Buffer.from(payload).toString('base64url')}`;
+  return `${input}.${sign('sha256', Buffer.from(input), KeyObject.from(key.privateKey)).toString('base64url')}`;
+}
 
 /** A token with the given header and the payload and signature of a valid one. */
 async function withHeader(header: unknown): Promise<string> {
@@ -176,9 +189,8 @@ describe('verifyFirebaseIdToken', () => {
     });
 
     it('rejects an HS256 token whose secret is the public certificate', async () => {
-      const token = await new SignJWT({ sub: 'user-1' })
-        .setProtectedHeader({ alg: 'HS256', kid: key.kid })
-        .sign(new TextEncoder().encode(key.certificatePem));
+      const input = `${b64({ alg: 'HS256', kid: key.kid })}.${b64({ sub: 'user-1' })}`;
+      const token = `${input}.${createHmac('sha256', key.certificatePem).update(input).digest('base64url')}`;
       expect(await verify(token)).toMatchObject(rejected('INVALID_TOKEN', 'alg_not_allowed'));
     });
 
@@ -243,9 +255,7 @@ describe('verifyFirebaseIdToken', () => {
       ['JSON null', new TextEncoder().encode('null')],
       ['invalid UTF-8', Uint8Array.of(0x7b, 0xff, 0x7d)],
     ])('rejects a correctly signed payload that is %s', async (_name, payload) => {
-      const token = await new CompactSign(payload)
-        .setProtectedHeader({ alg: 'RS256', kid: key.kid })
-        .sign(key.privateKey);
+      const token = signedRs256({ alg: 'RS256', kid: key.kid }, payload);
       expect(await verify(token)).toMatchObject(rejected('INVALID_TOKEN', 'payload_invalid'));
     });
   });
@@ -297,7 +307,7 @@ describe('verifyFirebaseIdToken', () => {
       const cache = new VerifiedTokenCache(10);
       const token = await mint();
       expect((await cached(token, cache)).ok).toBe(true);
-      const replaced: ResolveKey = async () => ({ status: 'found', key: otherKey.publicKey });
+      const replaced: ResolveKey = async () => ({ status: 'found', key: otherPublicKey });
       expect(await cached(token, cache, { lookup: replaced })).toMatchObject(
         rejected('INVALID_TOKEN', 'signature_invalid'),
       );
@@ -326,8 +336,8 @@ describe('verifyFirebaseIdToken', () => {
       const cache = new VerifiedTokenCache(10);
       const token = await mint();
       expect((await cached(token, cache)).ok).toBe(true);
-      // A key refresh imports the same certificate again: a new CryptoKey for the same kid.
-      const reimported = await importX509(key.certificatePem, 'RS256');
+      // A key refresh imports the same certificate again: a new KeyObject for the same kid.
+      const reimported = importCertificateKey(key.certificatePem);
       const refreshed: ResolveKey = async (kid) =>
         kid === key.kid ? { status: 'found', key: reimported } : { status: 'unknown' };
       const again = await cached(token, cache, { lookup: refreshed });
@@ -352,6 +362,166 @@ describe('verifyFirebaseIdToken', () => {
       const off = new VerifiedTokenCache(0);
       await cached(await mint(), off);
       expect(off.size).toBe(0);
+    });
+  });
+
+  describe('synchronous RS256 with node:crypto', () => {
+    // With the key at hand, the answer is a value, not a promise: no threadpool hop, no microtask.
+    const sync = (token: string, lookup: ResolveKey = resolveKey, cache?: VerifiedTokenCache) => {
+      const result = verifyFirebaseIdToken(token, {
+        projectId,
+        resolveKey: lookup,
+        now,
+        clockToleranceMs: toleranceMs,
+        ...(cache ? { cache } : {}),
+      });
+      expect(result).not.toBeInstanceOf(Promise);
+      return result as VerifyResult;
+    };
+
+    it('answers a valid, an expired, a wrong-kid and a wrong-alg token without a promise', async () => {
+      expect(sync(await mint())).toMatchObject({ ok: true, claims: { uid: 'user-1' } });
+      expect(sync(await mint({ expiresIn: 60 }))).toMatchObject(rejected('TOKEN_EXPIRED', 'expired'));
+      expect(sync(await mint({ kid: 'not-a-kid' }))).toMatchObject(rejected('INVALID_TOKEN', 'kid_unknown'));
+      expect(sync(await withHeader({ alg: 'RS384', kid: key.kid }))).toMatchObject(
+        rejected('INVALID_TOKEN', 'alg_not_allowed'),
+      );
+    });
+
+    it('refuses forged signatures of every shape with signature_invalid, never throwing', async () => {
+      const [header, payload, signature] = (await mint()).split('.') as [string, string, string];
+      const realSignature = Buffer.from(signature, 'base64url');
+      const flipped = Buffer.from(realSignature);
+      flipped[flipped.length - 1] = (flipped[flipped.length - 1] as number) ^ 1;
+      const forgeries = [
+        flipped,
+        Buffer.from('sig'),
+        Buffer.alloc(1),
+        Buffer.alloc(256),
+        Buffer.alloc(256, 0xff),
+        Buffer.alloc(257, 1),
+        Buffer.concat([realSignature, Buffer.alloc(1)]),
+        realSignature.subarray(1),
+      ];
+      for (const forged of forgeries) {
+        expect(sync(`${header}.${payload}.${forged.toString('base64url')}`)).toBe(
+          sync(`${header}.${payload}.${Buffer.from('sig').toString('base64url')}`),
+        );
+      }
+      expect(sync(`${header}.${payload}.${flipped.toString('base64url')}`)).toMatchObject(
+        rejected('INVALID_TOKEN', 'signature_invalid'),
+      );
+      // Signed by another key under this kid, and this key's signature over another payload.
+      expect(sync(await mint({ kid: key.kid }, otherKey))).toMatchObject(
+        rejected('INVALID_TOKEN', 'signature_invalid'),
+      );
+      const [, otherPayload] = (await mint({ uid: 'someone-else' })).split('.');
+      expect(sync(`${header}.${otherPayload}.${signature}`)).toMatchObject(
+        rejected('INVALID_TOKEN', 'signature_invalid'),
+      );
+    });
+
+    it('refuses a header with crit (no JWS extension is understood)', async () => {
+      const [, payload] = (await mint()).split('.');
+      const token = signedRs256(
+        { alg: 'RS256', kid: key.kid, crit: ['b64'], b64: true },
+        Buffer.from(payload as string, 'base64url'),
+      );
+      expect(sync(token)).toMatchObject(rejected('INVALID_TOKEN', 'header_invalid'));
+    });
+
+    it('follows a key rotation: the new kid verifies, the old kid still does while published, not after', async () => {
+      const rotated = await generateSigningKey();
+      const rotatedKey = importCertificateKey(rotated.certificatePem);
+      const both: ResolveKey = (kid) =>
+        kid === key.kid
+          ? { status: 'found', key: publicKey }
+          : kid === rotated.kid
+            ? { status: 'found', key: rotatedKey }
+            : { status: 'unknown' };
+      const onlyNew: ResolveKey = (kid) =>
+        kid === rotated.kid ? { status: 'found', key: rotatedKey } : { status: 'unknown' };
+      const newToken = await mint({}, rotated);
+      const oldToken = await mint();
+      expect(sync(newToken, both)).toMatchObject({ ok: true });
+      expect(sync(oldToken, both)).toMatchObject({ ok: true });
+      expect(sync(oldToken, onlyNew)).toMatchObject(rejected('INVALID_TOKEN', 'kid_unknown'));
+      // The old key's signature is no good under the new key either.
+      const [header] = newToken.split('.');
+      const [, payload, signature] = oldToken.split('.');
+      expect(sync(`${header}.${payload}.${signature}`, onlyNew)).toMatchObject(
+        rejected('INVALID_TOKEN', 'signature_invalid'),
+      );
+    });
+
+    it('waits for a key lookup that returns a promise, and a lookup that throws or rejects means no keys', async () => {
+      const token = await mint();
+      const later: ResolveKey = async (kid) => resolveKey(kid);
+      const pending = verifyFirebaseIdToken(token, {
+        projectId,
+        resolveKey: later,
+        now,
+        clockToleranceMs: toleranceMs,
+      });
+      expect(pending).toBeInstanceOf(Promise);
+      expect(await pending).toMatchObject({ ok: true });
+      const throws: ResolveKey = () => {
+        throw new Error('boom');
+      };
+      const rejects: ResolveKey = async () => {
+        throw new Error('boom');
+      };
+      expect(sync(token, throws)).toMatchObject(rejected('SERVICE_UNAVAILABLE', 'keys_unavailable'));
+      expect(await verify(token, rejects)).toMatchObject(rejected('SERVICE_UNAVAILABLE', 'keys_unavailable'));
+      const cache = new VerifiedTokenCache(10);
+      sync(token, resolveKey, cache);
+      expect(sync(token, throws, cache)).toMatchObject(rejected('SERVICE_UNAVAILABLE', 'keys_unavailable'));
+      expect(
+        await verifyFirebaseIdToken(token, {
+          projectId,
+          resolveKey: rejects,
+          now,
+          clockToleranceMs: toleranceMs,
+          cache,
+        }),
+      ).toMatchObject(rejected('SERVICE_UNAVAILABLE', 'keys_unavailable'));
+    });
+
+    it('answers a remembered token synchronously, and never takes a token for another that ends the same', async () => {
+      const cache = new VerifiedTokenCache(10);
+      const token = await mint({ uid: 'user-a' });
+      expect(sync(token, resolveKey, cache)).not.toHaveProperty('cached');
+      expect(sync(token, resolveKey, cache)).toMatchObject({ ok: true, cached: true, claims: { uid: 'user-a' } });
+      // Another payload before the same signature: the same cache key, not the same token.
+      const [header, , signature] = token.split('.');
+      const impostor = `${header}.${b64({ ...JSON.parse(Buffer.from(token.split('.')[1] as string, 'base64url').toString()), sub: 'user-b' })}.${signature}`;
+      expect(sync(impostor, resolveKey, cache)).toMatchObject(rejected('INVALID_TOKEN', 'signature_invalid'));
+      expect(sync(token, resolveKey, cache)).toMatchObject({ ok: true, cached: true, claims: { uid: 'user-a' } });
+      expect(cache.size).toBe(1);
+    });
+  });
+
+  describe('importCertificateKey', () => {
+    it('refuses a certificate whose RSA key is under 2048 bits, an EC key, and what is not a certificate', async () => {
+      const small = await webcrypto.subtle.generateKey(
+        { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256', modulusLength: 1024, publicExponent: new Uint8Array([1, 0, 1]) },
+        true,
+        ['sign', 'verify'],
+      );
+      const validity = { notBefore: new Date(now - 3_600_000), notAfter: new Date(now + 3_600_000) };
+      const smallPem = await createSelfSignedCertificate({ keys: small, commonName: 'small', ...validity });
+      expect(() => importCertificateKey(smallPem)).toThrow(/1024 bits/);
+      const ec = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+      const ecPem = await createSelfSignedCertificate({
+        keys: ec as webcrypto.CryptoKeyPair,
+        commonName: 'ec',
+        issuer: { commonName: 'ca', privateKey: key.privateKey },
+        ...validity,
+      });
+      expect(() => importCertificateKey(ecPem)).toThrow(/not an RSA key/);
+      const spki = createPublicKey(key.certificatePem).export({ type: 'spki', format: 'pem' }) as string;
+      expect(() => importCertificateKey(spki)).toThrow();
+      expect(importCertificateKey(key.certificatePem).asymmetricKeyDetails?.modulusLength).toBe(2048);
     });
   });
 
