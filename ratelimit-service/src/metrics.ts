@@ -92,13 +92,21 @@ export function createRateLimitMetrics(
       for (const entry of decisionCounts.values()) this.inc(entry.labels, entry.count);
     },
   });
+  /** The running count of one (rule, result): found once per rule by callers that cache it. */
+  const decisionEntry = (rule: string, result: DecisionResult): { count: number } => {
+    const key = `${rule}\u0000${result}`;
+    let entry = decisionCounts.get(key);
+    if (!entry) {
+      entry = { labels: { rule, result }, count: 0 };
+      decisionCounts.set(key, entry);
+    }
+    return entry;
+  };
   const decisions = {
     inc(labels: { rule: string; result: DecisionResult }, value = 1): void {
-      const key = `${labels.rule}\u0000${labels.result}`;
-      const entry = decisionCounts.get(key);
-      if (entry) entry.count += value;
-      else decisionCounts.set(key, { labels: { rule: labels.rule, result: labels.result }, count: value });
+      decisionEntry(labels.rule, labels.result).count += value;
     },
+    entry: decisionEntry,
   };
   return {
     ruleCounters,
@@ -115,20 +123,15 @@ export function createRateLimitMetrics(
       help: 'Redis round trips that failed (error, timeout, not connected); calls the open breaker kept from Redis are not counted.',
       registers,
     }),
-    redisDuration: new Histogram({
-      name: 'sekisho_ratelimit_redis_duration_seconds',
-      help: 'Redis round trip of one decision (one script call), by outcome (ok, error).',
-      labelNames: ['outcome'] as const,
-      buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
+    // The labelled children are looked up once, not per call.
+    ...redisDurations(registers),
+    redisBatchSize: new Histogram({
+      name: 'sekisho_ratelimit_redis_batch_size',
+      help: 'Decisions carried by one script call (the requests of one event-loop turn, per slot on a cluster).',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128],
       registers,
     }),
-    requestDuration: new Histogram({
-      name: 'sekisho_ratelimit_request_duration_seconds',
-      help: 'Time to answer ShouldRateLimit, by overall code.',
-      labelNames: ['code'] as const,
-      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
-      registers,
-    }),
+    ...requestDurations(registers),
     policyInfo: new Gauge({
       name: 'sekisho_ratelimit_policy_info',
       aggregator: 'first',
@@ -186,6 +189,28 @@ export function createRateLimitMetrics(
 
 export type RateLimitMetrics = ReturnType<typeof createRateLimitMetrics>;
 
+function redisDurations(registers: Registry[]) {
+  const histogram = new Histogram({
+    name: 'sekisho_ratelimit_redis_duration_seconds',
+    help: 'Redis round trip of one script call (a batch of decisions), by outcome (ok, error).',
+    labelNames: ['outcome'] as const,
+    buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
+    registers,
+  });
+  return { redisDurationOk: histogram.labels('ok'), redisDurationError: histogram.labels('error') };
+}
+
+function requestDurations(registers: Registry[]) {
+  const histogram = new Histogram({
+    name: 'sekisho_ratelimit_request_duration_seconds',
+    help: 'Time to answer ShouldRateLimit, by overall code.',
+    labelNames: ['code'] as const,
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
+    registers,
+  });
+  return { requestDurationOk: histogram.labels('ok'), requestDurationOverLimit: histogram.labels('over_limit') };
+}
+
 /** Columns of RuleStats.hits. */
 const column = {
   totalHits: 0,
@@ -196,7 +221,7 @@ const column = {
   overLimitWithLocalCache: 5,
 } as const;
 
-interface RuleStats {
+export interface RuleStats {
   readonly labels: { domain: string; rule: string };
   /** Running totals, indexed by `column`. */
   readonly hits: number[];
@@ -213,7 +238,12 @@ export function countRule(
   hits: number,
   shadow: boolean,
 ): void {
-  const counts = metrics.ruleCounters(labels.domain, labels.rule).hits;
+  countHits(metrics.ruleCounters(labels.domain, labels.rule), decision, hits, shadow);
+}
+
+/** countRule on stats already looked up (a caller that keeps them per rule). */
+export function countHits(stats: RuleStats, decision: LimitDecision, hits: number, shadow: boolean): void {
+  const counts = stats.hits;
   (counts[column.totalHits] as number) += hits;
   if (decision.overLimit) {
     (counts[column.overLimit] as number) += hits;
