@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { type KeyParts, type KeyTag, keyParts, keySlot } from './keys';
 import { classifyRedisError, type RedisConnection, RedisFault } from './redis-client';
 import type { Clock, LimitCheck, LimitDecision, Limiter, LimitRule } from './types';
@@ -32,8 +33,9 @@ import type { Clock, LimitCheck, LimitDecision, Limiter, LimitRule } from './typ
 //
 // KEYS: per request, per check, its counter key then its block key. ARGV: per request a
 // header of 3 — its number of checks, its addend, now in ms ('' = Redis's clock) — then per
-// check 7: algorithm, limit, window s, block s, burst, advisory (1 = shadow: its refusal does
-// not refuse the request), addend ('' = the request's; a descriptor's own hits_addend, 0 =
+// check 2: the rule, "algorithm limit window_s block_s burst advisory" (advisory 1 = shadow:
+// its refusal does not refuse the request; one string built once per rule, parsed once per
+// script call), and the addend ('' = the request's; a descriptor's own hits_addend, 0 =
 // decide without counting). It returns per request a list, per check {code, remaining,
 // reset ms, block ms}: code 0 = within the limit, 1 = over it (block ms > 0 when this
 // request started a block), 2 = blocked (block ms = the block's remaining time, -1 for a
@@ -50,6 +52,21 @@ local function clock(given)
   return redis_now
 end
 
+-- The rules of a script call, parsed once each (a batch usually holds the same few rules).
+local rules = {}
+local function rule_of(text)
+  local r = rules[text]
+  if not r then
+    local alg, limit, window, block_s, burst, advisory = string.match(text, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
+    r = {
+      alg = tonumber(alg), limit = tonumber(limit), window = tonumber(window) * 1000,
+      block_s = tonumber(block_s), burst = tonumber(burst), advisory = advisory == '1',
+    }
+    rules[text] = r
+  end
+  return r
+end
+
 -- One request: its checks are KEYS[k + 1 ..] and ARGV[a + 1 ..].
 local function decide(k, a, n, default_addend, now)
   local plans = {}
@@ -59,11 +76,11 @@ local function decide(k, a, n, default_addend, now)
   local pending = {}
   for i = 1, n do
     local counter, block = KEYS[k + 2 * i - 1], KEYS[k + 2 * i]
-    local b = a + 7 * (i - 1)
-    local addend = tonumber(ARGV[b + 7]) or default_addend
+    local b = a + 2 * (i - 1)
+    local addend = tonumber(ARGV[b + 2]) or default_addend
+    local r = rule_of(ARGV[b + 1])
     local p = {
-      alg = tonumber(ARGV[b + 1]), limit = tonumber(ARGV[b + 2]), window = tonumber(ARGV[b + 3]) * 1000,
-      block_s = tonumber(ARGV[b + 4]), burst = tonumber(ARGV[b + 5]), advisory = ARGV[b + 6] == '1',
+      alg = r.alg, limit = r.limit, window = r.window, block_s = r.block_s, burst = r.burst, advisory = r.advisory,
       addend = addend, code = 0, remaining = 0, reset = 0, block_ms = 0,
     }
     plans[i] = p
@@ -173,22 +190,22 @@ while a < #ARGV do
   local n = tonumber(ARGV[a + 1])
   answers[r] = decide(k, a + 3, n, tonumber(ARGV[a + 2]), clock(ARGV[a + 3]))
   k = k + 2 * n
-  a = a + 3 + 7 * n
+  a = a + 3 + 2 * n
 end
 return answers
 `;
 
-const commandName = 'sekishoRateLimitDecideBatch';
+const scriptSha = createHash('sha1').update(script).digest('hex');
 
 type Result = [code: number, remaining: number, resetMs: number, blockMs: number];
-type DecideCommand = (...numKeysKeysAndArgs: Array<string | number>) => Promise<Result[][]>;
 
 const algorithmCodes = { fixed: 0, sliding: 1, tokenBucket: 2 } as const;
 
 /** Per rule, what the script needs of it, built once (rules live as long as their policy). */
 interface RuleArgs {
   readonly keys: KeyParts;
-  readonly args: readonly [number, number, number, number, number, number];
+  /** "algorithm limit window_s block_s burst advisory", the script's rule argument. */
+  readonly definition: string;
   /**
    * The cluster slot of every key of the rule, when it does not depend on the counted values
    * (the `domain` layout: the tag is the domain); undefined with the `counter` layout.
@@ -232,7 +249,6 @@ const sameValues = (a: readonly string[], b: readonly string[]) =>
  * one for every request of the failed batch.
  */
 export class RedisLimiter implements Limiter {
-  private readonly run: DecideCommand;
   private readonly ruleArgs = new WeakMap<LimitRule, RuleArgs>();
   private readonly keyTag: KeyTag;
   private readonly cluster: boolean;
@@ -259,14 +275,7 @@ export class RedisLimiter implements Limiter {
       hooks?: RedisLimiterHooks;
     },
   ) {
-    // defineCommand sends EVALSHA and falls back to EVAL when the server lacks the script
-    // (first use on a connection, a Redis restart, SCRIPT FLUSH, a failover to a replica
-    // that never saw it): the script is reloaded transparently.
     const { redis } = opts;
-    if (!(commandName in redis)) redis.defineCommand(commandName, { lua: script });
-    const command = (redis as unknown as Record<string, DecideCommand>)[commandName];
-    if (!command) throw new Error('ioredis did not define the rate-limit script command');
-    this.run = command.bind(redis);
     this.keyTag = opts.keyTag ?? 'domain';
     this.cluster = 'isCluster' in redis && redis.isCluster;
     this.maxBatch = opts.maxBatch ?? defaultMaxBatch;
@@ -280,14 +289,14 @@ export class RedisLimiter implements Limiter {
       const keys = keyParts(rule, this.keyTag);
       args = {
         keys,
-        args: [
+        definition: [
           algorithmCodes[rule.algorithm ?? 'fixed'],
           rule.requestsPerWindow,
           rule.windowSeconds,
           rule.blockSeconds,
           rule.burst || rule.requestsPerWindow,
           rule.advisory ? 1 : 0,
-        ],
+        ].join(' '),
         // The domain layout's tag is whole in the part before the values.
         slot: this.keyTag === 'domain' ? keySlot(keys.counter[0]) : undefined,
       };
@@ -372,17 +381,8 @@ export class RedisLimiter implements Limiter {
     for (let j = 0; j < m; j++) {
       const i = indices ? (indices[j] as number) : j;
       batchKeys.push(keys[2 * i] as string, keys[2 * i + 1] as string);
-      const ruleArgs = (rules[i] as RuleArgs).args;
       const own = (checks[i] as LimitCheck).addend;
-      args.push(
-        ruleArgs[0],
-        ruleArgs[1],
-        ruleArgs[2],
-        ruleArgs[3],
-        ruleArgs[4],
-        ruleArgs[5],
-        own === undefined ? '' : own,
-      );
+      args.push((rules[i] as RuleArgs).definition, own === undefined ? '' : own);
     }
     const answer = new Promise<Result[]>((resolve, reject) => {
       (batch as Batch).waiters.push({ n: m, resolve, reject });
@@ -397,16 +397,31 @@ export class RedisLimiter implements Limiter {
     return answer;
   }
 
+  /**
+   * EVALSHA, and EVAL when the server lacks the script (first use on a connection, a Redis
+   * restart, SCRIPT FLUSH, a failover to a replica that never saw it): reloaded transparently.
+   * (ioredis' defineCommand does the same, but copies the arguments three times more.)
+   */
+  private run(argv: Array<string | number>): Promise<Result[][]> {
+    const { redis } = this.opts;
+    return (redis.call('evalsha', argv) as Promise<Result[][]>).catch((error: unknown) => {
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+      argv[0] = script;
+      return redis.call('eval', argv) as Promise<Result[][]>;
+    });
+  }
+
   /** One script call for the batch; each request gets its own answer, or the batch's one fault. */
   private send(batch: Batch): void {
     const { keys, args, waiters } = batch;
-    const argv: Array<string | number> = new Array(1 + keys.length + args.length);
-    argv[0] = keys.length;
-    for (let i = 0; i < keys.length; i++) argv[1 + i] = keys[i] as string;
-    for (let i = 0, at = 1 + keys.length; i < args.length; i++) argv[at + i] = args[i] as string | number;
+    const argv: Array<string | number> = new Array(2 + keys.length + args.length);
+    argv[0] = scriptSha;
+    argv[1] = keys.length;
+    for (let i = 0; i < keys.length; i++) argv[2 + i] = keys[i] as string;
+    for (let i = 0, at = 2 + keys.length; i < args.length; i++) argv[at + i] = args[i] as string | number;
     const started = performance.now();
     const hooks = this.opts.hooks;
-    this.run(...argv).then(
+    this.run(argv).then(
       (answers) => {
         hooks?.scriptCall?.(true, (performance.now() - started) / 1000, waiters.length);
         const count = Array.isArray(answers) ? answers.length : undefined;
