@@ -217,7 +217,9 @@ interface RuleArgs {
 interface Waiter {
   /** Its checks: the answer must hold as many. */
   readonly n: number;
-  resolve(results: Result[]): void;
+  /** A whole request: answered with its decisions (one promise less per call); a part: with its results. */
+  readonly checks: readonly LimitCheck[] | undefined;
+  resolve(answer: LimitDecision[] | Result[]): void;
   reject(error: RedisFault): void;
 }
 
@@ -328,15 +330,15 @@ export class RedisLimiter implements Limiter {
     const slots = this.cluster ? this.slotsOf(rules, keys) : undefined;
     if (!slots || slots.size === 1) {
       const slot = slots ? (slots.keys().next().value as number) : 0;
-      return this.enqueue(slot, checks, keys, rules, addend, now, undefined).then((results) =>
-        this.decisions(checks, results),
-      );
+      return this.enqueue(slot, checks, keys, rules, addend, now, undefined) as Promise<LimitDecision[]>;
     }
     // The `counter` layout on a cluster: a part per slot, each in its slot's batch. Each part
     // is atomic on its own: a request refused in one slot may already be counted in another.
     const parts = [...slots.entries()];
     return Promise.all(
-      parts.map(([slot, indices]) => this.enqueue(slot, checks, keys, rules, addend, now, indices)),
+      parts.map(
+        ([slot, indices]) => this.enqueue(slot, checks, keys, rules, addend, now, indices) as Promise<Result[]>,
+      ),
     ).then((answers) => {
       const results: Result[] = new Array(n);
       parts.forEach(([, indices], p) => {
@@ -369,7 +371,7 @@ export class RedisLimiter implements Limiter {
     addend: number,
     now: number | '',
     indices: readonly number[] | undefined,
-  ): Promise<Result[]> {
+  ): Promise<LimitDecision[] | Result[]> {
     let batch = this.open.get(slot);
     if (!batch) {
       batch = new Batch();
@@ -384,8 +386,8 @@ export class RedisLimiter implements Limiter {
       const own = (checks[i] as LimitCheck).addend;
       args.push((rules[i] as RuleArgs).definition, own === undefined ? '' : own);
     }
-    const answer = new Promise<Result[]>((resolve, reject) => {
-      (batch as Batch).waiters.push({ n: m, resolve, reject });
+    const answer = new Promise<LimitDecision[] | Result[]>((resolve, reject) => {
+      (batch as Batch).waiters.push({ n: m, checks: indices ? undefined : checks, resolve, reject });
     });
     if (batch.waiters.length >= this.maxBatch) {
       this.open.delete(slot);
@@ -421,14 +423,27 @@ export class RedisLimiter implements Limiter {
     for (let i = 0, at = 2 + keys.length; i < args.length; i++) argv[at + i] = args[i] as string | number;
     const started = performance.now();
     const hooks = this.opts.hooks;
-    this.run(argv).then(
+    let reply: Promise<Result[][]>;
+    try {
+      reply = this.run(argv);
+    } catch (error) {
+      // Sent from setImmediate: a synchronous throw must reach the waiters, not the process.
+      reply = Promise.reject(error);
+    }
+    reply.then(
       (answers) => {
         hooks?.scriptCall?.(true, (performance.now() - started) / 1000, waiters.length);
         const count = Array.isArray(answers) ? answers.length : undefined;
         for (let w = 0; w < waiters.length; w++) {
           const waiter = waiters[w] as Waiter;
           const results = count === waiters.length ? answers[w] : undefined;
-          if (Array.isArray(results) && results.length === waiter.n) waiter.resolve(results);
+          if (Array.isArray(results) && results.length === waiter.n)
+            try {
+              waiter.resolve(waiter.checks ? this.decisions(waiter.checks, results) : results);
+            } catch (error) {
+              // A malformed answer fails its request only; the others of the batch still get theirs.
+              waiter.reject(new RedisFault('REDIS_SCRIPT', `the rate-limit script answered ${String(error)}`));
+            }
           else
             waiter.reject(
               new RedisFault(
