@@ -307,21 +307,31 @@ export interface RuleStats {
   readonly hits: number[];
 }
 
-/**
- * The per-rule stats of one decided rule. `enforced` false: a shadow rule (its refusal counts
- * as shadow_mode, and as over_limit too, as envoyproxy/ratelimit counts it).
- */
-export function countRule(
-  metrics: RateLimitMetrics,
-  labels: { domain: string; rule: string },
-  decision: LimitDecision,
-  hits: number,
-  shadow: boolean,
-): void {
-  countHits(metrics.ruleCounters(labels.domain, labels.rule), decision, hits, shadow);
+/** A rule's metric entries, looked up once by callers that keep them per rule: no label set is built or hashed per request. */
+export interface RuleMetrics {
+  readonly stats: RuleStats;
+  readonly results: Readonly<Record<DecisionResult, { count: number }>>;
 }
 
-/** countRule on stats already looked up (a caller that keeps them per rule). */
+export function ruleMetrics(metrics: RateLimitMetrics, domain: string, rule: string): RuleMetrics {
+  const entry = (result: DecisionResult) => metrics.decisions.entry(rule, result);
+  return {
+    stats: metrics.ruleCounters(domain, rule),
+    results: {
+      ok: entry('ok'),
+      over_limit: entry('over_limit'),
+      blocked: entry('blocked'),
+      shadow_mode: entry('shadow_mode'),
+      failure_allowed: entry('failure_allowed'),
+      failure_denied: entry('failure_denied'),
+    },
+  };
+}
+
+/**
+ * The per-rule stats of one decided rule (stats looked up once per rule). `shadow`: a shadow rule (its refusal counts
+ * as shadow_mode, and as over_limit too, as envoyproxy/ratelimit counts it).
+ */
 export function countHits(stats: RuleStats, decision: LimitDecision, hits: number, shadow: boolean): void {
   const counts = stats.hits;
   (counts[column.totalHits] as number) += hits;

@@ -11,7 +11,7 @@ import { createFileDomainDecision } from './file-config/decide';
 import { failureAnswer, failureCode, failureMessage, type StoreFailureMode } from './limiter/resilient-limiter';
 import type { LimitDecision, Limiter } from './limiter/types';
 import { LogThrottle } from './log-throttle';
-import { countHits, type DecisionResult, type RateLimitMetrics, type RuleStats } from './metrics';
+import { countHits, type DecisionResult, type RateLimitMetrics, type RuleMetrics, ruleMetrics } from './metrics';
 import {
   type CompiledPolicy,
   type CompiledRule,
@@ -197,25 +197,13 @@ export function createShouldRateLimit(
     return decidedResponse(perDescriptor, headerStyle);
   };
 
-  // A rule's metric entries, found once (rules live as long as their policy): no label set is
-  // built or hashed per request.
-  const ruleMetrics = new WeakMap<CompiledRule, RuleMetrics>();
+  // A rule's metric entries, found once (rules live as long as their policy).
+  const perRuleMetrics = new WeakMap<CompiledRule, RuleMetrics>();
   const metricsOf = (rule: CompiledRule): RuleMetrics => {
-    let found = ruleMetrics.get(rule);
+    let found = perRuleMetrics.get(rule);
     if (!found) {
-      const entry = (result: DecisionResult) => metrics.decisions.entry(rule.id, result);
-      found = {
-        stats: metrics.ruleCounters(rule.domain, rule.id),
-        results: {
-          ok: entry('ok'),
-          over_limit: entry('over_limit'),
-          blocked: entry('blocked'),
-          shadow_mode: entry('shadow_mode'),
-          failure_allowed: entry('failure_allowed'),
-          failure_denied: entry('failure_denied'),
-        },
-      };
-      ruleMetrics.set(rule, found);
+      found = ruleMetrics(metrics, rule.domain, rule.id);
+      perRuleMetrics.set(rule, found);
     }
     return found;
   };
@@ -229,11 +217,6 @@ export function createShouldRateLimit(
     );
     return response;
   };
-}
-
-interface RuleMetrics {
-  readonly stats: RuleStats;
-  readonly results: Readonly<Record<DecisionResult, { count: number }>>;
 }
 
 const noDecisions = (): LimitDecision[] => [];
