@@ -268,6 +268,14 @@ describe.skipIf(Boolean(process.env.REDIS_URL))('a batch during a Redis outage',
       expect(breaker.state).toBe('closed');
       await limiter.hit([{ rule: r, values: ['w'] }], 1).catch(() => undefined);
       expect(breaker.state).toBe('open');
+      // While open, every request gets the one frozen breaker-open error (no Error built per call).
+      const [one, two] = await Promise.all(
+        ['x', 'y'].map((user) => limiter.hit([{ rule: r, values: [user] }], 1).catch((e: unknown) => e)),
+      );
+      expect(one).toBeInstanceOf(StoreUnavailableError);
+      expect((one as StoreUnavailableError).reason).toBe('breaker_open');
+      expect(two).toBe(one);
+      expect(Object.isFrozen(one)).toBe(true);
       control.resume();
     } finally {
       control.resume();
