@@ -309,6 +309,7 @@ describe('the Redis topology', () => {
         'RATELIMIT_REDIS_KEY_TAG',
         'RATELIMIT_REDIS_FAILURE_MODE',
         'RATELIMIT_REDIS_TIMEOUT',
+        'RATELIMIT_REDIS_BATCH_MAX',
       ].sort(),
     );
   });
