@@ -231,7 +231,7 @@ class Batch {
 }
 
 /** Decisions one script call carries at most by default (RATELIMIT_REDIS_BATCH_MAX). */
-export const defaultMaxBatch = 64;
+export const defaultMaxBatch = 16;
 
 export interface RedisLimiterHooks {
   /** Every script call (one round trip): its outcome, duration in seconds and the requests it carried. */
@@ -272,7 +272,7 @@ export class RedisLimiter implements Limiter {
       keyTag?: KeyTag;
       /** Overrides Redis's clock (tests that move time); omit it in production. */
       clock?: Clock;
-      /** Requests one script call carries at most (1 = a script call per request); default 64. */
+      /** Requests one script call carries at most (1 = a script call per request); default 16. */
       maxBatch?: number;
       hooks?: RedisLimiterHooks;
     },
