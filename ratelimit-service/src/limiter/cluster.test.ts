@@ -232,6 +232,20 @@ describe('batches on a cluster: one script call per slot', () => {
       }
   });
 
+  it('reloads the script for batches on every master after SCRIPT FLUSH', async () => {
+    const limiter = limiterOn(await connect());
+    const rules = ['shop', 'admin', 'billing'].map((d) => rule(`route:${d}:flush`, 10, d));
+    const round = () =>
+      Promise.all(rules.flatMap((r) => [1, 2, 3].map(() => limiter.hit([{ rule: r, values: [] }], 1))));
+    await round();
+    await onEveryNode(['script', 'flush']);
+    await onEveryNode(['config', 'resetstat']);
+    const answers = await round();
+    expect(answers.map((a) => a[0]?.remaining)).toEqual(rules.flatMap(() => [6, 5, 4]));
+    // Per slot, one EVALSHA met NOSCRIPT and one EVAL carried its batch.
+    expect(await scriptCalls()).toEqual({ evalsha: 3, eval: 3 });
+  });
+
   it("with the counter layout, puts each part of the requests in its slot's batch", async () => {
     const limiter = limiterOn(await connect(), 'counter');
     const route = rule('route:parts', 100);
