@@ -102,18 +102,25 @@ export async function startRateLimitApp(
     clock: opts.clock,
   });
   const limiter = new ResilientLimiter({
-    store: new RedisLimiter({ redis, hashValues, keyTag: config.RATELIMIT_REDIS_KEY_TAG, clock: opts.clock }),
+    store: new RedisLimiter({
+      redis,
+      hashValues,
+      keyTag: config.RATELIMIT_REDIS_KEY_TAG,
+      clock: opts.clock,
+      maxBatch: config.RATELIMIT_REDIS_BATCH_MAX,
+      hooks: {
+        scriptCall: (ok, seconds, requests) => {
+          (ok ? metrics.redisDurationOk : metrics.redisDurationError).observe(seconds);
+          metrics.redisBatchSize.observe(requests);
+          if (!ok) metrics.redisErrors.inc();
+        },
+      },
+    }),
     breaker,
     cache,
     local,
     hashValues,
     mode: failureMode,
-    hooks: {
-      storeCall: (ok, seconds) => {
-        metrics.redisDuration.observe({ outcome: ok ? 'ok' : 'error' }, seconds);
-        if (!ok) metrics.redisErrors.inc();
-      },
-    },
   });
   const metrics = createRateLimitMetrics(registry, {
     redisReady,

@@ -26,6 +26,7 @@ describe('loadRateLimitConfig', () => {
       RATELIMIT_BREAKER_FAILURES: 5,
       RATELIMIT_BREAKER_OPEN_FOR: 2000,
       RATELIMIT_REDIS_TIMEOUT: 50,
+      RATELIMIT_REDIS_BATCH_MAX: 16,
       RATELIMIT_CONFIG_POLL_INTERVAL: 5000,
       RATELIMIT_HEADERS: 'draft-10',
       LOG_LEVEL: 'info',
@@ -82,6 +83,7 @@ describe('loadRateLimitConfig', () => {
     ['RATELIMIT_BREAKER_FAILURES', '-1'],
     ['RATELIMIT_BREAKER_OPEN_FOR', 'soon'],
     ['RATELIMIT_LOCAL_CACHE_SIZE', 'lots'],
+    ['RATELIMIT_REDIS_BATCH_MAX', '0'],
   ])('names %s when its value %j is invalid', (variable, value) => {
     const attempt = () => loadRateLimitConfig({ [variable]: value });
     expect(attempt).toThrow(ConfigError);
@@ -307,6 +309,7 @@ describe('the Redis topology', () => {
         'RATELIMIT_REDIS_KEY_TAG',
         'RATELIMIT_REDIS_FAILURE_MODE',
         'RATELIMIT_REDIS_TIMEOUT',
+        'RATELIMIT_REDIS_BATCH_MAX',
       ].sort(),
     );
   });

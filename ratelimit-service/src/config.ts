@@ -83,6 +83,11 @@ export const configSchema = z.object({
    * and its own failure mode answers instead of RATELIMIT_REDIS_FAILURE_MODE.
    */
   RATELIMIT_REDIS_TIMEOUT: envDuration('50ms'),
+  /**
+   * Decisions one script call carries at most: those asked for in one event-loop turn share a
+   * call (a batch); 1 = a script call per decision.
+   */
+  RATELIMIT_REDIS_BATCH_MAX: envCount(16, 1),
   /** Optional secret: Redis keys then hold an HMAC of user ids and IPs rather than a plain hash. */
   RATELIMIT_KEY_SECRET: z.string().min(16).optional(),
   /**

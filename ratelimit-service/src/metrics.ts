@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, type Metric, type Registry } from 'prom-client';
 import type { BreakerState } from './limiter/breaker';
 import type { LimitDecision } from './limiter/types';
 
@@ -92,13 +92,21 @@ export function createRateLimitMetrics(
       for (const entry of decisionCounts.values()) this.inc(entry.labels, entry.count);
     },
   });
+  /** The running count of one (rule, result): found once per rule by callers that cache it. */
+  const decisionEntry = (rule: string, result: DecisionResult): { count: number } => {
+    const key = `${rule}\u0000${result}`;
+    let entry = decisionCounts.get(key);
+    if (!entry) {
+      entry = { labels: { rule, result }, count: 0 };
+      decisionCounts.set(key, entry);
+    }
+    return entry;
+  };
   const decisions = {
     inc(labels: { rule: string; result: DecisionResult }, value = 1): void {
-      const key = `${labels.rule}\u0000${labels.result}`;
-      const entry = decisionCounts.get(key);
-      if (entry) entry.count += value;
-      else decisionCounts.set(key, { labels: { rule: labels.rule, result: labels.result }, count: value });
+      decisionEntry(labels.rule, labels.result).count += value;
     },
+    entry: decisionEntry,
   };
   return {
     ruleCounters,
@@ -115,20 +123,15 @@ export function createRateLimitMetrics(
       help: 'Redis round trips that failed (error, timeout, not connected); calls the open breaker kept from Redis are not counted.',
       registers,
     }),
-    redisDuration: new Histogram({
-      name: 'sekisho_ratelimit_redis_duration_seconds',
-      help: 'Redis round trip of one decision (one script call), by outcome (ok, error).',
-      labelNames: ['outcome'] as const,
-      buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
+    // The labelled children are looked up once, not per call.
+    ...redisDurations(registers),
+    redisBatchSize: new FixedSeriesHistogram({
+      name: 'sekisho_ratelimit_redis_batch_size',
+      help: 'Decisions carried by one script call (the requests of one event-loop turn, per slot on a cluster).',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128],
       registers,
-    }),
-    requestDuration: new Histogram({
-      name: 'sekisho_ratelimit_request_duration_seconds',
-      help: 'Time to answer ShouldRateLimit, by overall code.',
-      labelNames: ['code'] as const,
-      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
-      registers,
-    }),
+    }).series({}),
+    ...requestDurations(registers),
     policyInfo: new Gauge({
       name: 'sekisho_ratelimit_policy_info',
       aggregator: 'first',
@@ -186,6 +189,108 @@ export function createRateLimitMetrics(
 
 export type RateLimitMetrics = ReturnType<typeof createRateLimitMetrics>;
 
+function redisDurations(registers: Registry[]) {
+  const histogram = new FixedSeriesHistogram({
+    name: 'sekisho_ratelimit_redis_duration_seconds',
+    help: 'Redis round trip of one script call (a batch of decisions), by outcome (ok, error).',
+    buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
+    registers,
+  });
+  return {
+    redisDurationOk: histogram.series({ outcome: 'ok' }),
+    redisDurationError: histogram.series({ outcome: 'error' }),
+  };
+}
+
+function requestDurations(registers: Registry[]) {
+  const histogram = new FixedSeriesHistogram({
+    name: 'sekisho_ratelimit_request_duration_seconds',
+    help: 'Time to answer ShouldRateLimit, by overall code.',
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
+    registers,
+  });
+  return {
+    requestDurationOk: histogram.series({ code: 'ok' }),
+    requestDurationOverLimit: histogram.series({ code: 'over_limit' }),
+  };
+}
+
+/** One label set of a FixedSeriesHistogram. */
+export interface HistogramSeries {
+  observe(value: number): void;
+}
+
+interface SeriesState {
+  readonly labels: Readonly<Record<string, string>>;
+  /** Per bucket (not cumulative), then the count above the last bound. */
+  readonly counts: number[];
+  sum: number;
+  count: number;
+}
+
+/**
+ * A Prometheus histogram whose label sets are fixed when it is made, for the hot path:
+ * observe() finds a bucket and adds to plain numbers. (prom-client's observe, a labelled
+ * child's too, converts and hashes the label set on every call.) It registers as a metric of
+ * its own and is exposed, and summed over workers, exactly as a prom-client Histogram is.
+ */
+export class FixedSeriesHistogram {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  readonly name: string;
+  readonly help: string;
+  private readonly bounds: readonly number[];
+  private readonly all: SeriesState[] = [];
+
+  constructor(opts: { name: string; help: string; buckets: readonly number[]; registers: Registry[] }) {
+    this.name = opts.name;
+    this.help = opts.help;
+    this.bounds = [...opts.buckets].sort((a, b) => a - b);
+    for (const registry of opts.registers) registry.registerMetric(this as unknown as Metric);
+  }
+
+  series(labels: Readonly<Record<string, string>>): HistogramSeries {
+    const state: SeriesState = { labels, counts: new Array(this.bounds.length + 1).fill(0), sum: 0, count: 0 };
+    this.all.push(state);
+    const { bounds } = this;
+    return {
+      observe(value: number) {
+        let i = 0;
+        while (i < bounds.length && value > (bounds[i] as number)) i++;
+        (state.counts[i] as number)++;
+        state.sum += value;
+        state.count++;
+      },
+    };
+  }
+
+  reset(): void {
+    for (const state of this.all) {
+      state.counts.fill(0);
+      state.sum = 0;
+      state.count = 0;
+    }
+  }
+
+  /** prom-client's MetricObjectWithValues of a histogram: buckets (cumulative, le), sum, count per label set. */
+  async get() {
+    const values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }> = [];
+    for (const { labels, counts, sum, count } of this.all) {
+      let cumulative = 0;
+      this.bounds.forEach((bound, i) => {
+        cumulative += counts[i] as number;
+        values.push({ metricName: `${this.name}_bucket`, labels: { ...labels, le: bound }, value: cumulative });
+      });
+      values.push(
+        { metricName: `${this.name}_bucket`, labels: { ...labels, le: '+Inf' }, value: count },
+        { metricName: `${this.name}_sum`, labels: { ...labels }, value: sum },
+        { metricName: `${this.name}_count`, labels: { ...labels }, value: count },
+      );
+    }
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+}
+
 /** Columns of RuleStats.hits. */
 const column = {
   totalHits: 0,
@@ -196,24 +301,39 @@ const column = {
   overLimitWithLocalCache: 5,
 } as const;
 
-interface RuleStats {
+export interface RuleStats {
   readonly labels: { domain: string; rule: string };
   /** Running totals, indexed by `column`. */
   readonly hits: number[];
 }
 
+/** A rule's metric entries, looked up once by callers that keep them per rule: no label set is built or hashed per request. */
+export interface RuleMetrics {
+  readonly stats: RuleStats;
+  readonly results: Readonly<Record<DecisionResult, { count: number }>>;
+}
+
+export function ruleMetrics(metrics: RateLimitMetrics, domain: string, rule: string): RuleMetrics {
+  const entry = (result: DecisionResult) => metrics.decisions.entry(rule, result);
+  return {
+    stats: metrics.ruleCounters(domain, rule),
+    results: {
+      ok: entry('ok'),
+      over_limit: entry('over_limit'),
+      blocked: entry('blocked'),
+      shadow_mode: entry('shadow_mode'),
+      failure_allowed: entry('failure_allowed'),
+      failure_denied: entry('failure_denied'),
+    },
+  };
+}
+
 /**
- * The per-rule stats of one decided rule. `enforced` false: a shadow rule (its refusal counts
+ * The per-rule stats of one decided rule (stats looked up once per rule). `shadow`: a shadow rule (its refusal counts
  * as shadow_mode, and as over_limit too, as envoyproxy/ratelimit counts it).
  */
-export function countRule(
-  metrics: RateLimitMetrics,
-  labels: { domain: string; rule: string },
-  decision: LimitDecision,
-  hits: number,
-  shadow: boolean,
-): void {
-  const counts = metrics.ruleCounters(labels.domain, labels.rule).hits;
+export function countHits(stats: RuleStats, decision: LimitDecision, hits: number, shadow: boolean): void {
+  const counts = stats.hits;
   (counts[column.totalHits] as number) += hits;
   if (decision.overLimit) {
     (counts[column.overLimit] as number) += hits;

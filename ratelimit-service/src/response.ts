@@ -1,7 +1,9 @@
+import type { HeaderValue } from '@sekisho/proto/envoy/config/core/v3/base';
 import {
   RateLimitResponse_Code as Code,
   type RateLimitResponse_DescriptorStatus as DescriptorStatus,
-  RateLimitResponse,
+  type RateLimitResponse,
+  type RateLimitResponse_RateLimit,
   RateLimitResponse_RateLimit_Unit as Unit,
 } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import type { LimitDecision } from './limiter/types';
@@ -74,12 +76,36 @@ export function mostRestrictive(decisions: readonly LimitDecision[]): LimitDecis
   return chosen;
 }
 
+// Per rule, what its status and headers always say, built once (rules live as long as their
+// policy or file): current_limit, and its RateLimit-Policy item.
+interface RuleParts {
+  readonly currentLimit: RateLimitResponse_RateLimit;
+  readonly name: string;
+  readonly draft10Policy: string;
+  readonly draft06Policy: string;
+}
+const ruleParts = new WeakMap<LimitDecision['rule'], RuleParts>();
+function partsOf(rule: LimitDecision['rule']): RuleParts {
+  let parts = ruleParts.get(rule);
+  if (!parts) {
+    const name = policyName(rule);
+    parts = {
+      currentLimit: { name: rule.id, requestsPerUnit: rule.requestsPerWindow, unit: unitFor(rule.windowSeconds) },
+      name,
+      draft10Policy: `${name};q=${rule.requestsPerWindow};w=${rule.windowSeconds}`,
+      draft06Policy: `${rule.requestsPerWindow};w=${rule.windowSeconds}`,
+    };
+    ruleParts.set(rule, parts);
+  }
+  return parts;
+}
+
 function statusOf(decisions: readonly LimitDecision[]): DescriptorStatus {
   const d = mostRestrictive(decisions);
   if (!d) return { code: Code.OK, limitRemaining: 0 };
   return {
     code: d.overLimit ? Code.OVER_LIMIT : Code.OK,
-    currentLimit: { name: d.rule.id, requestsPerUnit: d.rule.requestsPerWindow, unit: unitFor(d.rule.windowSeconds) },
+    currentLimit: partsOf(d.rule).currentLimit,
     limitRemaining: d.remaining,
     durationUntilReset: { seconds: d.resetSeconds, nanos: 0 },
   };
@@ -87,35 +113,62 @@ function statusOf(decisions: readonly LimitDecision[]): DescriptorStatus {
 
 // raw_value stays empty (unset): Envoy then uses value. One shared empty buffer, never written.
 const noRawValue = Buffer.alloc(0);
-const header = (key: string, value: string | number) => ({ key, value: String(value), rawValue: noRawValue });
+const header = (key: string, value: string | number): HeaderValue => ({
+  key,
+  value: String(value),
+  rawValue: noRawValue,
+});
+// Shared by every response, never written (the encoder only reads them).
+const noHeaders: HeaderValue[] = Object.freeze([]) as unknown as HeaderValue[];
+const noBody = Buffer.alloc(0);
+
+/** A complete response object (what fromPartial would build, without copying it all again). */
+const response = (overallCode: Code, statuses: DescriptorStatus[], headers: HeaderValue[]): RateLimitResponse => ({
+  overallCode,
+  statuses,
+  responseHeadersToAdd: headers,
+  requestHeadersToAdd: noHeaders,
+  rawBody: noBody,
+  dynamicMetadata: undefined,
+  quota: undefined,
+});
 
 // A structured-field sf-string: printable ASCII, with " and \ escaped.
 const sfString = (text: string) => `"${text.replace(/[^\x20-\x7e]/g, '?').replace(/["\\]/g, (c) => `\\${c}`)}"`;
 const policyName = (rule: LimitDecision['rule']) => sfString(rule.policyName ?? rule.id);
 
+/** The RateLimit-Policy field: each rule's item once, in order (two rules may say the same). */
+function policyField(all: readonly LimitDecision[], item: (parts: RuleParts) => string): string {
+  if (all.length === 1) return item(partsOf((all[0] as LimitDecision).rule));
+  const items: string[] = [];
+  for (const d of all) {
+    const text = item(partsOf(d.rule));
+    if (!items.includes(text)) items.push(text);
+  }
+  return items.join(', ');
+}
+const draft10Item = (parts: RuleParts) => parts.draft10Policy;
+const draft06Item = (parts: RuleParts) => parts.draft06Policy;
+
 /** The RateLimit headers for the most restrictive of the decisions (none when there are none). */
-function rateLimitHeaders(all: readonly LimitDecision[], style: HeaderStyle) {
+function rateLimitHeaders(all: readonly LimitDecision[], style: HeaderStyle): HeaderValue[] {
   const chosen = mostRestrictive(all);
-  const headers = [];
-  if (chosen && style === 'draft-10') {
-    const policies = new Map(
-      all.map((d) => [d.rule.id, `${policyName(d.rule)};q=${d.rule.requestsPerWindow};w=${d.rule.windowSeconds}`]),
-    );
+  if (!chosen) return [];
+  const headers: HeaderValue[] = [];
+  if (style === 'draft-10') {
     headers.push(
-      header(headerNames.policy, [...new Set(policies.values())].join(', ')),
-      header(headerNames.rateLimit, `${policyName(chosen.rule)};r=${chosen.remaining};t=${chosen.resetSeconds}`),
+      header(headerNames.policy, policyField(all, draft10Item)),
+      header(headerNames.rateLimit, `${partsOf(chosen.rule).name};r=${chosen.remaining};t=${chosen.resetSeconds}`),
     );
-    if (chosen.overLimit) headers.push(header(headerNames.retryAfter, chosen.resetSeconds));
-  } else if (chosen) {
-    const policies = new Map(all.map((d) => [d.rule.id, `${d.rule.requestsPerWindow};w=${d.rule.windowSeconds}`]));
+  } else {
     headers.push(
       header(headerNames.limit, chosen.rule.requestsPerWindow),
       header(headerNames.remaining, chosen.remaining),
       header(headerNames.reset, chosen.resetSeconds),
-      header(headerNames.policy, [...new Set(policies.values())].join(', ')),
+      header(headerNames.policy, policyField(all, draft06Item)),
     );
-    if (chosen.overLimit) headers.push(header(headerNames.retryAfter, chosen.resetSeconds));
   }
+  if (chosen.overLimit) headers.push(header(headerNames.retryAfter, chosen.resetSeconds));
   return headers;
 }
 
@@ -124,13 +177,10 @@ export function decidedResponse(
   perDescriptor: ReadonlyArray<readonly LimitDecision[]>,
   style: HeaderStyle = 'draft-10',
 ): RateLimitResponse {
-  const statuses = perDescriptor.map(statusOf);
-  const all = perDescriptor.flat();
-  return RateLimitResponse.fromPartial({
-    overallCode: all.some((d) => d.overLimit) ? Code.OVER_LIMIT : Code.OK,
-    statuses,
-    responseHeadersToAdd: rateLimitHeaders(all, style),
-  });
+  const statuses: DescriptorStatus[] = new Array(perDescriptor.length);
+  for (let i = 0; i < perDescriptor.length; i++) statuses[i] = statusOf(perDescriptor[i] as readonly LimitDecision[]);
+  const all = perDescriptor.length === 1 ? (perDescriptor[0] as readonly LimitDecision[]) : perDescriptor.flat();
+  return response(all.some((d) => d.overLimit) ? Code.OVER_LIMIT : Code.OK, statuses, rateLimitHeaders(all, style));
 }
 
 /** What happened to one descriptor of a file domain's request. */
@@ -188,11 +238,7 @@ export function fileDomainResponse(
   const effective = outcomes.flatMap((o) =>
     o.kind === 'decided' && !o.shadow && (!o.quota || refused || !o.decision.overLimit) ? [o.decision] : [],
   );
-  return RateLimitResponse.fromPartial({
-    overallCode: refused ? Code.OVER_LIMIT : Code.OK,
-    statuses,
-    responseHeadersToAdd: rateLimitHeaders(effective, style),
-  });
+  return response(refused ? Code.OVER_LIMIT : Code.OK, statuses, rateLimitHeaders(effective, style));
 }
 
 /**
@@ -201,9 +247,9 @@ export function fileDomainResponse(
  */
 export function undecidedResponse(overLimit: readonly boolean[]): RateLimitResponse {
   const refused = overLimit.some(Boolean);
-  return RateLimitResponse.fromPartial({
-    overallCode: refused ? Code.OVER_LIMIT : Code.OK,
-    statuses: overLimit.map((over) => ({ code: over ? Code.OVER_LIMIT : Code.OK })),
-    responseHeadersToAdd: refused ? [header(headerNames.retryAfter, failureRetryAfterSeconds)] : [],
-  });
+  return response(
+    refused ? Code.OVER_LIMIT : Code.OK,
+    overLimit.map((over) => ({ code: over ? Code.OVER_LIMIT : Code.OK, limitRemaining: 0 })),
+    refused ? [header(headerNames.retryAfter, failureRetryAfterSeconds)] : [],
+  );
 }

@@ -11,8 +11,14 @@ import { createFileDomainDecision } from './file-config/decide';
 import { failureAnswer, failureCode, failureMessage, type StoreFailureMode } from './limiter/resilient-limiter';
 import type { LimitDecision, Limiter } from './limiter/types';
 import { LogThrottle } from './log-throttle';
-import { countRule, type DecisionResult, type RateLimitMetrics } from './metrics';
-import { type CompiledPolicy, type DescriptorEntry, overrideRule, type RuleMatch } from './policy/compile';
+import { countHits, type DecisionResult, type RateLimitMetrics, type RuleMetrics, ruleMetrics } from './metrics';
+import {
+  type CompiledPolicy,
+  type CompiledRule,
+  type DescriptorEntry,
+  overrideRule,
+  type RuleMatch,
+} from './policy/compile';
 import { decidedResponse, type HeaderStyle, undecidedResponse } from './response';
 
 /** What to answer when no decision can be made: allow (Envoy's own default) or refuse. */
@@ -41,8 +47,6 @@ export interface RateLimitServiceDeps {
   logger: Logger;
   metrics: RateLimitMetrics;
 }
-
-const codeLabel = (code: Code) => (code === Code.OVER_LIMIT ? 'over_limit' : 'ok');
 
 /**
  * The ShouldRateLimit decision, free of gRPC: match each descriptor to the policy's
@@ -119,19 +123,22 @@ export function createShouldRateLimit(
 
     // A descriptor's `limit` override replaces its rules only where the definition allows it.
     // A descriptor's own hits_addend (Envoy 1.40) replaces the request's for its rules.
-    const matches = request.descriptors.map((d): Array<RuleMatch & { addend?: number }> => {
+    const descriptors = request.descriptors;
+    const matches: Array<ReadonlyArray<RuleMatch & { addend?: number }>> = new Array(descriptors.length);
+    const checks: Array<RuleMatch & { addend?: number }> = [];
+    for (let d = 0; d < descriptors.length; d++) {
+      const descriptor = descriptors[d] as (typeof descriptors)[number];
       const override =
-        policy.allowLimitOverride && d.limit ? overrideRule(policy.domain, d.entries, d.limit) : undefined;
-      const found = override ? [override] : policy.match(d.entries);
-      const addend = d.hitsAddend;
-      return addend === undefined ? found : found.map((m) => ({ ...m, addend }));
-    });
-    const checks = matches.flat();
-    if (checks.length === 0)
-      return decidedResponse(
-        matches.map(() => []),
-        headerStyle,
-      );
+        policy.allowLimitOverride && descriptor.limit
+          ? overrideRule(policy.domain, descriptor.entries, descriptor.limit)
+          : undefined;
+      const found = override ? [override] : policy.match(descriptor.entries);
+      const addend = descriptor.hitsAddend;
+      const own = addend === undefined ? found : found.map((m) => ({ ...m, addend }));
+      matches[d] = own;
+      for (const m of own) checks.push(m);
+    }
+    if (checks.length === 0) return decidedResponse(matches.map(noDecisions), headerStyle);
 
     let decisions: LimitDecision[];
     try {
@@ -139,7 +146,8 @@ export function createShouldRateLimit(
     } catch (error) {
       const mode = deps.failureMode();
       const answer = failureAnswer(mode);
-      for (const check of checks) metrics.decisions.inc({ rule: check.rule.id, result: failureResult(answer) });
+      const result = failureResult(answer);
+      for (const check of checks) metricsOf(check.rule).results[result].count++;
       const slot = failureLogs.take('limiter');
       if (slot) {
         logger.error(
@@ -160,19 +168,18 @@ export function createShouldRateLimit(
     const hits = request.hitsAddend > 0 ? request.hitsAddend : 1;
 
     let next = 0;
-    const perDescriptor = matches.map((descriptorMatches, d) =>
-      descriptorMatches.flatMap((match) => {
+    const perDescriptor: LimitDecision[][] = new Array(matches.length);
+    for (let d = 0; d < matches.length; d++) {
+      const descriptorMatches = matches[d] as ReadonlyArray<RuleMatch & { addend?: number }>;
+      const reported: LimitDecision[] = [];
+      for (const match of descriptorMatches) {
         const decision = decisions[next++] as LimitDecision;
         // Not decided (another rule's refusal came from the local cache): not reported.
-        if (decision.skipped) return [];
-        countRule(
-          metrics,
-          { domain: policy.domain, rule: match.rule.id },
-          decision,
-          match.addend ?? hits,
-          match.rule.shadow,
-        );
-        const shadow = decision.overLimit && match.rule.shadow;
+        if (decision.skipped) continue;
+        const rule = match.rule;
+        const perRule = metricsOf(rule);
+        countHits(perRule.stats, decision, match.addend ?? hits, rule.shadow);
+        const shadow = decision.overLimit && rule.shadow;
         const result: DecisionResult = shadow
           ? 'shadow_mode'
           : decision.blocked
@@ -180,22 +187,39 @@ export function createShouldRateLimit(
             : decision.overLimit
               ? 'over_limit'
               : 'ok';
-        metrics.decisions.inc({ rule: match.rule.id, result });
-        if (decision.overLimit) logExceeded(request.descriptors[d]?.entries ?? [], match, decision);
+        perRule.results[result].count++;
+        if (decision.overLimit) logExceeded(descriptors[d]?.entries ?? [], match, decision);
         // A shadow rule's refusal is measured and logged, and answered OK.
-        return [shadow ? { ...decision, overLimit: false, blocked: false } : decision];
-      }),
-    );
+        reported.push(shadow ? { ...decision, overLimit: false, blocked: false } : decision);
+      }
+      perDescriptor[d] = reported;
+    }
     return decidedResponse(perDescriptor, headerStyle);
   };
 
+  // A rule's metric entries, found once (rules live as long as their policy).
+  const perRuleMetrics = new WeakMap<CompiledRule, RuleMetrics>();
+  const metricsOf = (rule: CompiledRule): RuleMetrics => {
+    let found = perRuleMetrics.get(rule);
+    if (!found) {
+      found = ruleMetrics(metrics, rule.domain, rule.id);
+      perRuleMetrics.set(rule, found);
+    }
+    return found;
+  };
+
+  const { requestDurationOk, requestDurationOverLimit } = metrics;
   return async (request) => {
     const started = performance.now();
     const response = await decide(request);
-    metrics.requestDuration.observe({ code: codeLabel(response.overallCode) }, (performance.now() - started) / 1000);
+    (response.overallCode === Code.OVER_LIMIT ? requestDurationOverLimit : requestDurationOk).observe(
+      (performance.now() - started) / 1000,
+    );
     return response;
   };
 }
+
+const noDecisions = (): LimitDecision[] => [];
 
 /** The grpc-js implementation of envoy.service.ratelimit.v3.RateLimitService. */
 export function createRateLimitServer(deps: RateLimitServiceDeps): RateLimitServiceServer {

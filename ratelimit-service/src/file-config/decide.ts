@@ -7,7 +7,7 @@ import type { Logger } from '@sekisho/service-kit/logger';
 import { failureAnswer, failureMessage, type StoreFailureMode } from '../limiter/resilient-limiter';
 import type { LimitCheck, LimitDecision, Limiter } from '../limiter/types';
 import type { LogThrottle } from '../log-throttle';
-import { countRule, type DecisionResult, type RateLimitMetrics } from '../metrics';
+import { countHits, type DecisionResult, type RateLimitMetrics, type RuleMetrics, ruleMetrics } from '../metrics';
 import type { DescriptorEntry } from '../policy/compile';
 import { type FileOutcome, fileDomainResponse, type HeaderStyle, undecidedResponse } from '../response';
 import { type CompiledFileDomain, countedValues, type FileLimit, metricLabel, overrideLimit } from './compile';
@@ -47,6 +47,18 @@ export function createFileDomainDecision(
   deps: FileDomainDeps,
 ): (domain: CompiledFileDomain, request: RateLimitRequest) => Promise<RateLimitResponse> {
   const { metrics, logger } = deps;
+  // A limit's metric entries, found once when its label is its stats key (no detailed_metric,
+  // no value_to_metric); else per request, by the label the request's values make.
+  const perLimitMetrics = new WeakMap<FileLimit, RuleMetrics>();
+  const metricsOf = (domain: string, limit: FileLimit, entries: readonly DescriptorEntry[]): RuleMetrics => {
+    if (limit.dynamicLabel) return ruleMetrics(metrics, domain, metricLabel(limit, entries));
+    let found = perLimitMetrics.get(limit);
+    if (!found) {
+      found = ruleMetrics(metrics, domain, limit.statKey);
+      perLimitMetrics.set(limit, found);
+    }
+    return found;
+  };
 
   const logExceeded = (limit: FileLimit, entries: readonly DescriptorEntry[], decision: LimitDecision) => {
     const slot = deps.exceededLogs.take(limit.statKey);
@@ -112,7 +124,7 @@ export function createFileDomainDecision(
       const result: DecisionResult = answer === 'deny' ? 'failure_denied' : 'failure_allowed';
       positions.forEach((i) => {
         const l = limits[i] as FileLimit;
-        metrics.decisions.inc({ rule: metricLabel(l, descriptors[i]?.entries ?? []), result });
+        metricsOf(domain.domain, l, descriptors[i]?.entries ?? []).results[result].count++;
       });
       const slot = deps.failureLogs.take('limiter');
       if (slot) {
@@ -141,10 +153,10 @@ export function createFileDomainDecision(
       // Not decided (another limit's refusal came from the local cache): not reported.
       if (decision.skipped) return;
       const entries = descriptors[i]?.entries ?? [];
-      const rule = metricLabel(limit, entries);
+      const perLimit = metricsOf(domain.domain, limit, entries);
       const result: DecisionResult = decision.overLimit ? (limit.shadowMode ? 'shadow_mode' : 'over_limit') : 'ok';
-      metrics.decisions.inc({ rule, result });
-      countRule(metrics, { domain: domain.domain, rule }, decision, checks[n]?.addend ?? hits, limit.shadowMode);
+      perLimit.results[result].count++;
+      countHits(perLimit.stats, decision, checks[n]?.addend ?? hits, limit.shadowMode);
       if (decision.overLimit) logExceeded(limit, entries, decision);
       outcomes[i] = {
         kind: 'decided',

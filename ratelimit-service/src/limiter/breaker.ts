@@ -2,6 +2,11 @@ import type { Clock } from './types';
 
 export type BreakerState = 'closed' | 'open' | 'half_open';
 
+// acquire()'s three answers, shared (it runs for every request).
+const pass = Object.freeze({ allowed: true, probe: false });
+const refuse = Object.freeze({ allowed: false, probe: false });
+const probe = Object.freeze({ allowed: true, probe: true });
+
 export interface BreakerOptions {
   /** Consecutive failures (errors, timeouts) that open the breaker. */
   readonly failureThreshold: number;
@@ -41,15 +46,15 @@ export class CircuitBreaker {
    * May this call go to Redis? `probe` is true for the one call let through a half-open
    * breaker: the caller must report its outcome (success or failure) in every case.
    */
-  acquire(): { allowed: boolean; probe: boolean } {
-    if (this.current === 'closed') return { allowed: true, probe: false };
+  acquire(): { readonly allowed: boolean; readonly probe: boolean } {
+    if (this.current === 'closed') return pass;
     if (this.current === 'open') {
-      if (this.clock() - this.openedAt < this.opts.openMs) return { allowed: false, probe: false };
+      if (this.clock() - this.openedAt < this.opts.openMs) return refuse;
       this.move('half_open');
     }
-    if (this.probing) return { allowed: false, probe: false };
+    if (this.probing) return refuse;
     this.probing = true;
-    return { allowed: true, probe: true };
+    return probe;
   }
 
   /** Redis looks back (a new connection): an open breaker lets the next call probe at once. */

@@ -192,6 +192,84 @@ describe('counter hash tag: spread over the masters, one script per slot', () =>
   });
 });
 
+describe('batches on a cluster: one script call per slot', () => {
+  it('sends the concurrent requests of several domains as one EVALSHA per slot, each decided alone', async () => {
+    const limiter = limiterOn(await connect());
+    // Three domains in three different slots, two of them possibly on one master.
+    const domains = ['shop', 'admin', 'billing'];
+    expect(new Set(domains.map((d) => keySlot(`{${d}}`))).size).toBe(3);
+    const routes = domains.map((d) => rule(`route:${d}`, 2, d));
+    const perUser = domains.map((d) => rule(`route:${d}/user`, 5, d));
+    const call = (d: number, user: string) =>
+      limiter.hit(
+        [
+          { rule: routes[d] as LimitRule, values: [] },
+          { rule: perUser[d] as LimitRule, values: [user] },
+        ],
+        1,
+      );
+    await Promise.all(domains.map((_, d) => call(d, 'warm-up'))); // loads the script on each master
+    await onEveryNode(['config', 'resetstat']);
+    // Per domain: a and b fill the route's remaining 1 and then refuse; c refused too.
+    const answers = await Promise.all(domains.flatMap((_, d) => ['a', 'b', 'c'].map((u) => call(d, u))));
+    expect(await scriptCalls()).toEqual({ evalsha: 3, eval: 0 });
+    expect(answers.map((a) => a.map((x) => x.overLimit))).toEqual(
+      domains.flatMap(() => [
+        [false, false],
+        [true, false],
+        [true, false],
+      ]),
+    );
+    // The refused requests counted nothing: only a's per-user counter exists in each domain.
+    for (const d of domains.keys())
+      for (const [user, expected] of [
+        ['a', '1'],
+        ['b', null],
+        ['c', null],
+      ] as const) {
+        const key = counterKey(perUser[d] as LimitRule, hash([user]));
+        expect(await redisCli(cluster.nodeForSlot(keySlot(key)).port, ['hget', key, 'c'])).toBe(expected ?? '');
+      }
+  });
+
+  it('reloads the script for batches on every master after SCRIPT FLUSH', async () => {
+    const limiter = limiterOn(await connect());
+    const rules = ['shop', 'admin', 'billing'].map((d) => rule(`route:${d}:flush`, 10, d));
+    const round = () =>
+      Promise.all(rules.flatMap((r) => [1, 2, 3].map(() => limiter.hit([{ rule: r, values: [] }], 1))));
+    await round();
+    await onEveryNode(['script', 'flush']);
+    await onEveryNode(['config', 'resetstat']);
+    const answers = await round();
+    expect(answers.map((a) => a[0]?.remaining)).toEqual(rules.flatMap(() => [6, 5, 4]));
+    // Per slot, one EVALSHA met NOSCRIPT and one EVAL carried its batch.
+    expect(await scriptCalls()).toEqual({ evalsha: 3, eval: 3 });
+  });
+
+  it("with the counter layout, puts each part of the requests in its slot's batch", async () => {
+    const limiter = limiterOn(await connect(), 'counter');
+    const route = rule('route:parts', 100);
+    const perUser = rule('route:parts/user', 100);
+    const users = Array.from({ length: 8 }, (_, i) => `user-${i}`);
+    const checks = (user: string): LimitCheck[] => [
+      { rule: route, values: [] },
+      { rule: perUser, values: [user] },
+    ];
+    const slots = new Set([
+      keySlot(counterKey(route, hash([]), 'counter')),
+      ...users.map((u) => keySlot(counterKey(perUser, hash([u]), 'counter'))),
+    ]);
+    expect(slots.size).toBeGreaterThan(2);
+    for (const u of users) await limiter.hit(checks(u), 1); // the script reaches every master
+    await onEveryNode(['config', 'resetstat']);
+    const answers = await Promise.all(users.map((u) => limiter.hit(checks(u), 1)));
+    expect((await scriptCalls()).evalsha).toBe(slots.size);
+    // The shared route counter: 8 before, then 8 more in order; each user's own: its second.
+    expect(answers.map((a) => a[0]?.remaining)).toEqual(users.map((_, i) => 100 - 8 - (i + 1)));
+    expect(answers.map((a) => a[1]?.remaining)).toEqual(users.map(() => 98));
+  });
+});
+
 describe('slot migration (MOVED and ASK, followed by ioredis)', () => {
   it('follows ASK while a slot moves and MOVED after, keeping the counters and blocks it moved', async () => {
     const limiter = limiterOn(await connect());

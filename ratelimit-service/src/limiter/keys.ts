@@ -59,6 +59,19 @@ export interface KeyParts {
  * rule; it names the rule only, so a block already earned outlives a change of the limit.
  */
 export function keyParts(rule: LimitRule, tag: KeyTag = 'domain'): KeyParts {
+  const cache = partsCache[tag];
+  let parts = cache.get(rule);
+  if (!parts) {
+    parts = buildKeyParts(rule, tag);
+    cache.set(rule, parts);
+  }
+  return parts;
+}
+
+// Built once per rule (rules live as long as their policy or file).
+const partsCache: Record<KeyTag, WeakMap<LimitRule, KeyParts>> = { domain: new WeakMap(), counter: new WeakMap() };
+
+function buildKeyParts(rule: LimitRule, tag: KeyTag): KeyParts {
   if (tag === 'counter') {
     const before = `${prefix}{${rule.id}:`;
     return { counter: [before, `}:${definitionTag(rule)}`], block: [before, '}:block'] };
@@ -101,13 +114,29 @@ export function keySlot(key: string): number {
   return crc % 16384;
 }
 
+/** Digests remembered by a value hasher at most (then it starts afresh). */
+const hashMemoSize = 10_000;
+
 /**
  * SHA-256 of the values, truncated to 128 bits (hex). With a secret it is an HMAC:
- * an IPv4 address hashed without one can be recovered by trying all 2^32 of them.
+ * an IPv4 address hashed without one can be recovered by trying all 2^32 of them. The
+ * digests of the last values seen are remembered (a bounded map, emptied when full): the
+ * same users and addresses come back call after call, and a digest costs more than a lookup.
  */
 export function createValueHasher(secret?: string): (values: readonly string[]) => string {
   // JSON keeps ["a:b"] and ["a", "b"] apart.
   const digest = (values: readonly string[]) =>
     (secret ? createHmac('sha256', secret) : createHash('sha256')).update(JSON.stringify(values)).digest('hex');
-  return (values) => digest(values).slice(0, 32);
+  const memo = new Map<string, string>();
+  return (values) => {
+    // One value (the usual case) is its own memo key; a prefix keeps it apart from the JSON of several.
+    const key = values.length === 1 ? `1${values[0]}` : JSON.stringify(values);
+    let hash = memo.get(key);
+    if (hash === undefined) {
+      hash = digest(values).slice(0, 32);
+      if (memo.size >= hashMemoSize) memo.clear();
+      memo.set(key, hash);
+    }
+    return hash;
+  };
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { type KeyParts, type KeyTag, keyParts, keySlot } from './keys';
 import { classifyRedisError, type RedisConnection, RedisFault } from './redis-client';
 import type { Clock, LimitCheck, LimitDecision, Limiter, LimitRule } from './types';
@@ -20,150 +21,221 @@ import type { Clock, LimitCheck, LimitDecision, Limiter, LimitRule } from './typ
 //   request moves it by window/limit; a request is allowed while TAT − burst·interval ≤ now.
 //   In any span t at most burst + limit·t/window get through.
 //
-// Time is Redis's own (TIME inside the script), not the replica's: every replica then
-// agrees on where a window starts and how long a client must wait, whatever its clock
-// says. Tests pass their clock in ARGV[2] instead.
+// Time is Redis's own (TIME inside the script, read once per script call), not the
+// replica's: every replica then agrees on where a window starts and how long a client must
+// wait, whatever its clock says. Tests pass their clock per request instead.
 //
-// KEYS: per check, its counter key then its block key. ARGV[1] = the call's addend, ARGV[2] =
-// now in ms ('' = Redis's clock), then per check: algorithm, limit, window s, block s, burst,
-// advisory (1 = shadow: its refusal does not refuse the request), addend ('' = the call's;
-// a descriptor's own hits_addend, 0 = decide without counting).
-// Per check it returns {code, remaining, reset ms, block ms}: code 0 = within the limit,
-// 1 = over it (block ms > 0 when this request started a block), 2 = blocked (block ms = the
-// block's remaining time, -1 for a block key without expiry).
+// Batching: the decisions that arrive in one event-loop turn (up to `maxBatch` of them) go
+// to Redis as one script call that decides them one after the other, each exactly as if it
+// were alone: its own non-counting (a refused request counts nothing, whatever the others
+// of the batch do), and a later request sees what an earlier one counted. One EVALSHA, one
+// reply, one TIME, instead of one of each per decision.
+//
+// KEYS: per request, per check, its counter key then its block key. ARGV: per request a
+// header of 3 — its number of checks, its addend, now in ms ('' = Redis's clock) — then per
+// check 2: the rule, "algorithm limit window_s block_s burst advisory" (advisory 1 = shadow:
+// its refusal does not refuse the request; one string built once per rule, parsed once per
+// script call), and the addend ('' = the request's; a descriptor's own hits_addend, 0 =
+// decide without counting). It returns per request a list, per check {code, remaining,
+// reset ms, block ms}: code 0 = within the limit, 1 = over it (block ms > 0 when this
+// request started a block), 2 = blocked (block ms = the block's remaining time, -1 for a
+// block key without expiry).
 const script = `
-local default_addend = tonumber(ARGV[1])
-local now = tonumber(ARGV[2])
-if not now then
-  local time = redis.call('TIME')
-  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-end
-local n = #KEYS / 2
-local plans = {}
-local refused = false
--- Two checks of one call may share a key (two descriptors, one counter): the later one sees
--- the earlier one's count (fixed, sliding) or arrival time (tokenBucket) as if already written.
-local pending = {}
-for i = 1, n do
-  local counter, block = KEYS[2 * i - 1], KEYS[2 * i]
-  local a = 2 + 7 * (i - 1)
-  local addend = tonumber(ARGV[a + 7]) or default_addend
-  local p = {
-    alg = tonumber(ARGV[a + 1]), limit = tonumber(ARGV[a + 2]), window = tonumber(ARGV[a + 3]) * 1000,
-    block_s = tonumber(ARGV[a + 4]), burst = tonumber(ARGV[a + 5]), advisory = ARGV[a + 6] == '1',
-    addend = addend, code = 0, remaining = 0, reset = 0, block_ms = 0,
-  }
-  plans[i] = p
-  local blocked_for = redis.call('PTTL', block)
-  if blocked_for ~= -2 then
-    p.code = 2
-    p.block_ms = blocked_for
-  elseif p.alg == 0 then
-    local start = now - now % p.window
-    p.start = string.format('%.0f', start)
-    local stored = redis.call('HMGET', counter, 'w', 'c')
-    p.used = 0
-    if stored[1] == p.start then p.used = tonumber(stored[2]) end
-    p.used = p.used + (pending[counter] or 0)
-    p.reset = start + p.window - now
-    p.remaining = p.limit - p.used
-    if p.used + addend > p.limit then p.code = 1 else pending[counter] = (pending[counter] or 0) + addend end
-  elseif p.alg == 1 then
-    redis.call('ZREMRANGEBYSCORE', counter, '-inf', now - p.window)
-    p.used = redis.call('ZCARD', counter) + (pending[counter] or 0)
-    p.remaining = p.limit - p.used
-    if p.used + addend > p.limit then
-      p.code = 1
-      if addend > p.limit then
-        p.reset = p.window
-      else
-        -- Room for this request once the (used + addend - limit) oldest entries have left.
-        local nth = p.used + addend - p.limit - 1
-        local entry = redis.call('ZRANGE', counter, nth, nth, 'WITHSCORES')
-        if entry[2] then p.reset = tonumber(entry[2]) + p.window - now else p.reset = p.window end
-      end
-    else
-      pending[counter] = (pending[counter] or 0) + addend
-    end
-  else
-    p.interval = p.window / p.limit
-    local tat = pending[counter] or tonumber(redis.call('GET', counter)) or now
-    if tat < now then tat = now end
-    p.tat = tat + addend * p.interval
-    local allow_at = p.tat - p.burst * p.interval
-    -- A thousandth of a ms absorbs the rounding of fractional intervals (1000/3 ms).
-    p.remaining = math.floor((now + p.burst * p.interval - tat) / p.interval + 1e-6)
-    if allow_at - now > 1e-3 then
-      p.code = 1
-      p.reset = allow_at - now
-    else
-      pending[counter] = p.tat
-    end
+local redis_now
+local function clock(given)
+  local now = tonumber(given)
+  if now then return now end
+  if not redis_now then
+    local time = redis.call('TIME')
+    redis_now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
   end
-  if p.code ~= 0 and not p.advisory then refused = true end
+  return redis_now
 end
-local out = {}
-for i = 1, n do
-  local p = plans[i]
-  local addend = p.addend
-  local counter, block = KEYS[2 * i - 1], KEYS[2 * i]
-  if p.code == 0 and not refused then
-    if p.alg == 0 then
-      if p.used > 0 then
-        redis.call('HINCRBY', counter, 'c', addend)
-      else
-        -- A new window (or a new key): the counter restarts and expires when its window ends.
-        redis.call('HSET', counter, 'w', p.start, 'c', addend)
-        redis.call('PEXPIRE', counter, p.reset)
-      end
+
+-- The rules of a script call, parsed once each (a batch usually holds the same few rules).
+local rules = {}
+local function rule_of(text)
+  local r = rules[text]
+  if not r then
+    local alg, limit, window, block_s, burst, advisory = string.match(text, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
+    r = {
+      alg = tonumber(alg), limit = tonumber(limit), window = tonumber(window) * 1000,
+      block_s = tonumber(block_s), burst = tonumber(burst), advisory = advisory == '1',
+    }
+    rules[text] = r
+  end
+  return r
+end
+
+-- One request: its checks are KEYS[k + 1 ..] and ARGV[a + 1 ..].
+local function decide(k, a, n, default_addend, now)
+  local plans = {}
+  local refused = false
+  -- Two checks of one call may share a key (two descriptors, one counter): the later one sees
+  -- the earlier one's count (fixed, sliding) or arrival time (tokenBucket) as if already written.
+  local pending = {}
+  for i = 1, n do
+    local counter, block = KEYS[k + 2 * i - 1], KEYS[k + 2 * i]
+    local b = a + 2 * (i - 1)
+    local addend = tonumber(ARGV[b + 2]) or default_addend
+    local r = rule_of(ARGV[b + 1])
+    local p = {
+      alg = r.alg, limit = r.limit, window = r.window, block_s = r.block_s, burst = r.burst, advisory = r.advisory,
+      addend = addend, code = 0, remaining = 0, reset = 0, block_ms = 0,
+    }
+    plans[i] = p
+    local blocked_for = redis.call('PTTL', block)
+    if blocked_for ~= -2 then
+      p.code = 2
+      p.block_ms = blocked_for
+    elseif p.alg == 0 then
+      local start = now - now % p.window
+      p.start = string.format('%.0f', start)
+      local stored = redis.call('HMGET', counter, 'w', 'c')
+      p.used = 0
+      if stored[1] == p.start then p.used = tonumber(stored[2]) end
+      p.used = p.used + (pending[counter] or 0)
+      p.reset = start + p.window - now
+      p.remaining = p.limit - p.used
+      if p.used + addend > p.limit then p.code = 1 else pending[counter] = (pending[counter] or 0) + addend end
     elseif p.alg == 1 then
-      -- Members are unique: within one ms the count only grows (nothing of this ms expires).
-      local stamp = string.format('%.0f', now)
-      for j = 1, addend do
-        redis.call('ZADD', counter, now, stamp .. ':' .. (p.used + j))
+      redis.call('ZREMRANGEBYSCORE', counter, '-inf', now - p.window)
+      p.used = redis.call('ZCARD', counter) + (pending[counter] or 0)
+      p.remaining = p.limit - p.used
+      if p.used + addend > p.limit then
+        p.code = 1
+        if addend > p.limit then
+          p.reset = p.window
+        else
+          -- Room for this request once the (used + addend - limit) oldest entries have left.
+          local nth = p.used + addend - p.limit - 1
+          local entry = redis.call('ZRANGE', counter, nth, nth, 'WITHSCORES')
+          if entry[2] then p.reset = tonumber(entry[2]) + p.window - now else p.reset = p.window end
+        end
+      else
+        pending[counter] = (pending[counter] or 0) + addend
       end
-      redis.call('PEXPIRE', counter, p.window)
+    else
+      p.interval = p.window / p.limit
+      local tat = pending[counter] or tonumber(redis.call('GET', counter)) or now
+      if tat < now then tat = now end
+      p.tat = tat + addend * p.interval
+      local allow_at = p.tat - p.burst * p.interval
+      -- A thousandth of a ms absorbs the rounding of fractional intervals (1000/3 ms).
+      p.remaining = math.floor((now + p.burst * p.interval - tat) / p.interval + 1e-6)
+      if allow_at - now > 1e-3 then
+        p.code = 1
+        p.reset = allow_at - now
+      else
+        pending[counter] = p.tat
+      end
+    end
+    if p.code ~= 0 and not p.advisory then refused = true end
+  end
+  local out = {}
+  for i = 1, n do
+    local p = plans[i]
+    local addend = p.addend
+    local counter, block = KEYS[k + 2 * i - 1], KEYS[k + 2 * i]
+    if p.code == 0 and not refused then
+      if p.alg == 0 then
+        if p.used > 0 then
+          redis.call('HINCRBY', counter, 'c', addend)
+        else
+          -- A new window (or a new key): the counter restarts and expires when its window ends.
+          redis.call('HSET', counter, 'w', p.start, 'c', addend)
+          redis.call('PEXPIRE', counter, p.reset)
+        end
+      elseif p.alg == 1 then
+        -- Members are unique: within one ms the count only grows (nothing of this ms expires).
+        local stamp = string.format('%.0f', now)
+        for j = 1, addend do
+          redis.call('ZADD', counter, now, stamp .. ':' .. (p.used + j))
+        end
+        redis.call('PEXPIRE', counter, p.window)
+        local oldest = redis.call('ZRANGE', counter, 0, 0, 'WITHSCORES')
+        p.reset = tonumber(oldest[2]) + p.window - now
+      else
+        redis.call('SET', counter, string.format('%.17g', p.tat), 'PX', math.max(1, math.ceil(p.tat - now)))
+      end
+      if p.alg == 2 then
+        p.remaining = math.floor((now + p.burst * p.interval - p.tat) / p.interval + 1e-6)
+        p.reset = p.tat - now
+      else
+        p.remaining = p.limit - p.used - addend
+      end
+    elseif p.code == 0 and p.alg == 1 then
+      -- Not counted (another rule refused): the window frees a place when its oldest entry leaves.
       local oldest = redis.call('ZRANGE', counter, 0, 0, 'WITHSCORES')
-      p.reset = tonumber(oldest[2]) + p.window - now
-    else
-      redis.call('SET', counter, string.format('%.17g', p.tat), 'PX', math.max(1, math.ceil(p.tat - now)))
+      if oldest[2] then p.reset = tonumber(oldest[2]) + p.window - now else p.reset = p.window end
+    elseif p.code == 0 and p.alg == 2 then
+      p.reset = math.max(0, p.tat - addend * p.interval - now)
     end
-    if p.alg == 2 then
-      p.remaining = math.floor((now + p.burst * p.interval - p.tat) / p.interval + 1e-6)
-      p.reset = p.tat - now
-    else
-      p.remaining = p.limit - p.used - addend
+    if p.code == 1 then
+      p.remaining = 0
+      if p.block_s > 0 then
+        redis.call('SET', block, '1', 'EX', p.block_s)
+        p.block_ms = p.block_s * 1000
+      end
     end
-  elseif p.code == 0 and p.alg == 1 then
-    -- Not counted (another rule refused): the window frees a place when its oldest entry leaves.
-    local oldest = redis.call('ZRANGE', counter, 0, 0, 'WITHSCORES')
-    if oldest[2] then p.reset = tonumber(oldest[2]) + p.window - now else p.reset = p.window end
-  elseif p.code == 0 and p.alg == 2 then
-    p.reset = math.max(0, p.tat - addend * p.interval - now)
+    out[i] = {p.code, math.max(0, p.remaining), math.ceil(p.reset), p.block_ms}
   end
-  if p.code == 1 then
-    p.remaining = 0
-    if p.block_s > 0 then
-      redis.call('SET', block, '1', 'EX', p.block_s)
-      p.block_ms = p.block_s * 1000
-    end
-  end
-  out[i] = {p.code, math.max(0, p.remaining), math.ceil(p.reset), p.block_ms}
+  return out
 end
-return out
+
+local answers = {}
+local k, a, r = 0, 0, 0
+while a < #ARGV do
+  r = r + 1
+  local n = tonumber(ARGV[a + 1])
+  answers[r] = decide(k, a + 3, n, tonumber(ARGV[a + 2]), clock(ARGV[a + 3]))
+  k = k + 2 * n
+  a = a + 3 + 2 * n
+end
+return answers
 `;
 
-const commandName = 'sekishoRateLimitDecide';
+const scriptSha = createHash('sha1').update(script).digest('hex');
 
 type Result = [code: number, remaining: number, resetMs: number, blockMs: number];
-type DecideCommand = (...numKeysKeysAndArgs: Array<string | number>) => Promise<Result[]>;
 
 const algorithmCodes = { fixed: 0, sliding: 1, tokenBucket: 2 } as const;
 
 /** Per rule, what the script needs of it, built once (rules live as long as their policy). */
 interface RuleArgs {
   readonly keys: KeyParts;
-  readonly args: readonly [number, number, number, number, number, number];
+  /** "algorithm limit window_s block_s burst advisory", the script's rule argument. */
+  readonly definition: string;
+  /**
+   * The cluster slot of every key of the rule, when it does not depend on the counted values
+   * (the `domain` layout: the tag is the domain); undefined with the `counter` layout.
+   */
+  readonly slot: number | undefined;
+}
+
+/** One request (or, with the `counter` layout on a cluster, its part in one slot) waiting for its batch. */
+interface Waiter {
+  /** Its checks: the answer must hold as many. */
+  readonly n: number;
+  /** A whole request: answered with its decisions (one promise less per call); a part: with its results. */
+  readonly checks: readonly LimitCheck[] | undefined;
+  resolve(answer: LimitDecision[] | Result[]): void;
+  reject(error: RedisFault): void;
+}
+
+/** The requests for one slot sent in one script call: their keys and arguments, in the script's layout. */
+class Batch {
+  readonly keys: string[] = [];
+  readonly args: Array<string | number> = [];
+  readonly waiters: Waiter[] = [];
+}
+
+/** Decisions one script call carries at most by default (RATELIMIT_REDIS_BATCH_MAX). */
+export const defaultMaxBatch = 16;
+
+export interface RedisLimiterHooks {
+  /** Every script call (one round trip): its outcome, duration in seconds and the requests it carried. */
+  scriptCall?(ok: boolean, seconds: number, requests: number): void;
 }
 
 const seconds = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
@@ -172,16 +244,25 @@ const sameValues = (a: readonly string[], b: readonly string[]) =>
   a.length === b.length && a.every((value, i) => value === b[i]);
 
 /**
- * The Redis limiter: fixed and sliding windows, token buckets, blocks; one script call per
- * decision (per slot, with the `counter` key layout on a cluster). Every Redis failure
- * rejects with a RedisFault naming what went wrong.
+ * The Redis limiter: fixed and sliding windows, token buckets, blocks. The decisions asked
+ * for in one event-loop turn share one script call (per slot on a cluster), each atomic on
+ * its own; a batch is sent when the turn ends (setImmediate) or when it holds `maxBatch`
+ * requests. Every Redis failure rejects with a RedisFault naming what went wrong, the same
+ * one for every request of the failed batch.
  */
 export class RedisLimiter implements Limiter {
-  private readonly run: DecideCommand;
   private readonly ruleArgs = new WeakMap<LimitRule, RuleArgs>();
   private readonly keyTag: KeyTag;
-  /** Keys of one call may span slots: only the `counter` layout on a cluster. */
-  private readonly splitBySlot: boolean;
+  private readonly cluster: boolean;
+  private readonly maxBatch: number;
+  /** The open batch per slot (one, slot 0, off a cluster). */
+  private readonly open = new Map<number, Batch>();
+  private flushScheduled = false;
+  private readonly flushAll = () => {
+    this.flushScheduled = false;
+    for (const batch of this.open.values()) this.send(batch);
+    this.open.clear();
+  };
 
   constructor(
     private readonly opts: {
@@ -191,125 +272,223 @@ export class RedisLimiter implements Limiter {
       keyTag?: KeyTag;
       /** Overrides Redis's clock (tests that move time); omit it in production. */
       clock?: Clock;
+      /** Requests one script call carries at most (1 = a script call per request); default 16. */
+      maxBatch?: number;
+      hooks?: RedisLimiterHooks;
     },
   ) {
-    // defineCommand sends EVALSHA and falls back to EVAL when the server lacks the script
-    // (first use on a connection, a Redis restart, SCRIPT FLUSH, a failover to a replica
-    // that never saw it): the script is reloaded transparently.
     const { redis } = opts;
-    if (!(commandName in redis)) redis.defineCommand(commandName, { lua: script });
-    const command = (redis as unknown as Record<string, DecideCommand>)[commandName];
-    if (!command) throw new Error('ioredis did not define the rate-limit script command');
-    this.run = command.bind(redis);
     this.keyTag = opts.keyTag ?? 'domain';
-    this.splitBySlot = this.keyTag === 'counter' && 'isCluster' in redis && redis.isCluster;
+    this.cluster = 'isCluster' in redis && redis.isCluster;
+    this.maxBatch = opts.maxBatch ?? defaultMaxBatch;
+    if (!Number.isInteger(this.maxBatch) || this.maxBatch < 1)
+      throw new Error(`maxBatch must be a positive integer, got ${this.maxBatch}`);
   }
 
   private argsOf(rule: LimitRule): RuleArgs {
     let args = this.ruleArgs.get(rule);
     if (!args) {
+      const keys = keyParts(rule, this.keyTag);
       args = {
-        keys: keyParts(rule, this.keyTag),
-        args: [
+        keys,
+        definition: [
           algorithmCodes[rule.algorithm ?? 'fixed'],
           rule.requestsPerWindow,
           rule.windowSeconds,
           rule.blockSeconds,
           rule.burst || rule.requestsPerWindow,
           rule.advisory ? 1 : 0,
-        ],
+        ].join(' '),
+        // The domain layout's tag is whole in the part before the values.
+        slot: this.keyTag === 'domain' ? keySlot(keys.counter[0]) : undefined,
       };
       this.ruleArgs.set(rule, args);
     }
     return args;
   }
 
-  async hit(checks: readonly LimitCheck[], hitsAddend: number): Promise<LimitDecision[]> {
+  hit(checks: readonly LimitCheck[], hitsAddend: number): Promise<LimitDecision[]> {
     const n = checks.length;
-    if (n === 0) return [];
+    if (n === 0) return Promise.resolve([]);
     // Envoy sends 0 when the field is unset, which means 1.
     const addend = hitsAddend > 0 ? hitsAddend : 1;
-    // [number of keys, ...KEYS, ...ARGV] in the script's layout, built in one array.
-    const argv: Array<string | number> = new Array(1 + 2 * n + 2 + 7 * n);
-    argv[0] = 2 * n;
-    argv[1 + 2 * n] = addend;
-    argv[2 + 2 * n] = this.opts.clock?.() ?? '';
+    const now = this.opts.clock?.() ?? '';
+    // Keys and arguments of every check, hashing each descriptor's values once.
+    const keys: string[] = new Array(2 * n);
+    const rules: RuleArgs[] = new Array(n);
     let previous: { values: readonly string[]; hash: string } | undefined;
     for (let i = 0; i < n; i++) {
       const { rule, values } = checks[i] as LimitCheck;
       // The windows of one descriptor (per minute, per hour) count the same values: hash once.
       if (!previous || !sameValues(previous.values, values)) previous = { values, hash: this.opts.hashValues(values) };
-      const { keys, args } = this.argsOf(rule);
-      argv[1 + 2 * i] = keys.counter[0] + previous.hash + keys.counter[1];
-      argv[2 + 2 * i] = keys.block[0] + previous.hash + keys.block[1];
-      const at = 3 + 2 * n + 7 * i;
-      for (let j = 0; j < 6; j++) argv[at + j] = args[j] as number;
-      const own = (checks[i] as LimitCheck).addend;
-      argv[at + 6] = own === undefined ? '' : own;
+      const ruleArgs = this.argsOf(rule);
+      rules[i] = ruleArgs;
+      keys[2 * i] = ruleArgs.keys.counter[0] + previous.hash + ruleArgs.keys.counter[1];
+      keys[2 * i + 1] = ruleArgs.keys.block[0] + previous.hash + ruleArgs.keys.block[1];
     }
 
-    let results: Result[];
-    try {
-      results = this.splitBySlot ? await this.runPerSlot(argv, n) : await this.runScript(argv, n);
-    } catch (error) {
-      throw classifyRedisError(error);
+    const slots = this.cluster ? this.slotsOf(rules, keys) : undefined;
+    if (!slots || slots.size === 1) {
+      const slot = slots ? (slots.keys().next().value as number) : 0;
+      return this.enqueue(slot, checks, keys, rules, addend, now, undefined) as Promise<LimitDecision[]>;
     }
-
-    return checks.map(({ rule }, i): LimitDecision => {
-      const [code, remaining, resetMs, blockMs] = results[i] as Result;
-      // A block key someone set without expiry (PTTL -1) counts as a block of 1 s.
-      if (code === 2)
-        return { rule, overLimit: true, blocked: true, remaining: 0, resetSeconds: seconds(blockMs), resetMs: blockMs };
-      // The excess that starts a block is refused for the block's length, not the window's.
-      const until = blockMs > 0 ? Math.max(resetMs, blockMs) : resetMs;
-      return { rule, overLimit: code === 1, blocked: false, remaining, resetSeconds: seconds(until), resetMs: until };
+    // The `counter` layout on a cluster: a part per slot, each in its slot's batch. Each part
+    // is atomic on its own: a request refused in one slot may already be counted in another.
+    const parts = [...slots.entries()];
+    return Promise.all(
+      parts.map(
+        ([slot, indices]) => this.enqueue(slot, checks, keys, rules, addend, now, indices) as Promise<Result[]>,
+      ),
+    ).then((answers) => {
+      const results: Result[] = new Array(n);
+      parts.forEach(([, indices], p) => {
+        indices.forEach((i, j) => {
+          results[i] = (answers[p] as Result[])[j] as Result;
+        });
+      });
+      return this.decisions(checks, results);
     });
   }
 
-  private async runScript(argv: Array<string | number>, n: number): Promise<Result[]> {
-    const results = await this.run(...argv);
-    if (!Array.isArray(results) || results.length !== n)
-      throw new RedisFault('REDIS_SCRIPT', `the rate-limit script answered ${results?.length} results for ${n}`);
-    return results;
+  /** The checks' indices per cluster slot. */
+  private slotsOf(rules: readonly RuleArgs[], keys: readonly string[]): Map<number, number[]> {
+    const slots = new Map<number, number[]>();
+    for (let i = 0; i < rules.length; i++) {
+      const slot = (rules[i] as RuleArgs).slot ?? keySlot(keys[2 * i] as string);
+      const group = slots.get(slot);
+      if (group) group.push(i);
+      else slots.set(slot, [i]);
+    }
+    return slots;
+  }
+
+  /** Adds the checks (all, or those at `indices`) as one request of the slot's open batch. */
+  private enqueue(
+    slot: number,
+    checks: readonly LimitCheck[],
+    keys: readonly string[],
+    rules: readonly RuleArgs[],
+    addend: number,
+    now: number | '',
+    indices: readonly number[] | undefined,
+  ): Promise<LimitDecision[] | Result[]> {
+    let batch = this.open.get(slot);
+    if (!batch) {
+      batch = new Batch();
+      this.open.set(slot, batch);
+    }
+    const m = indices ? indices.length : checks.length;
+    const { keys: batchKeys, args } = batch;
+    args.push(m, addend, now);
+    for (let j = 0; j < m; j++) {
+      const i = indices ? (indices[j] as number) : j;
+      batchKeys.push(keys[2 * i] as string, keys[2 * i + 1] as string);
+      const own = (checks[i] as LimitCheck).addend;
+      args.push((rules[i] as RuleArgs).definition, own === undefined ? '' : own);
+    }
+    const answer = new Promise<LimitDecision[] | Result[]>((resolve, reject) => {
+      (batch as Batch).waiters.push({ n: m, checks: indices ? undefined : checks, resolve, reject });
+    });
+    if (batch.waiters.length >= this.maxBatch) {
+      this.open.delete(slot);
+      this.send(batch);
+    } else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushAll);
+    }
+    return answer;
   }
 
   /**
-   * The `counter` layout on a cluster: one script per slot, sent at once (one round trip
-   * of latency, to several masters). Each is atomic on its own: a request refused in one
-   * slot may already have been counted in another.
+   * EVALSHA, and EVAL when the server lacks the script (first use on a connection, a Redis
+   * restart, SCRIPT FLUSH, a failover to a replica that never saw it): reloaded transparently.
+   * (ioredis' defineCommand does the same, but copies the arguments three times more.)
    */
-  private async runPerSlot(argv: Array<string | number>, n: number): Promise<Result[]> {
-    const groups = new Map<number, number[]>();
-    for (let i = 0; i < n; i++) {
-      const slot = keySlot(argv[1 + 2 * i] as string);
-      const group = groups.get(slot);
-      if (group) group.push(i);
-      else groups.set(slot, [i]);
-    }
-    if (groups.size === 1) return this.runScript(argv, n);
-    const parts = [...groups.values()];
-    const answers = await Promise.all(
-      parts.map((indices) => {
-        // The same layout for the checks of this slot only.
-        const m = indices.length;
-        const part: Array<string | number> = new Array(1 + 2 * m + 2 + 7 * m);
-        part[0] = 2 * m;
-        part[1 + 2 * m] = argv[1 + 2 * n] as number;
-        part[2 + 2 * m] = argv[2 + 2 * n] as number | string;
-        indices.forEach((i, j) => {
-          part[1 + 2 * j] = argv[1 + 2 * i] as string;
-          part[2 + 2 * j] = argv[2 + 2 * i] as string;
-          for (let k = 0; k < 7; k++) part[3 + 2 * m + 7 * j + k] = argv[3 + 2 * n + 7 * i + k] as number | string;
-        });
-        return this.runScript(part, m);
-      }),
-    );
-    const results: Result[] = new Array(n);
-    parts.forEach((indices, g) => {
-      indices.forEach((i, j) => {
-        results[i] = (answers[g] as Result[])[j] as Result;
-      });
+  private run(argv: Array<string | number>): Promise<Result[][]> {
+    const { redis } = this.opts;
+    return (redis.call('evalsha', argv) as Promise<Result[][]>).catch((error: unknown) => {
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+      argv[0] = script;
+      return redis.call('eval', argv) as Promise<Result[][]>;
     });
-    return results;
+  }
+
+  /** One script call for the batch; each request gets its own answer, or the batch's one fault. */
+  private send(batch: Batch): void {
+    const { keys, args, waiters } = batch;
+    const argv: Array<string | number> = new Array(2 + keys.length + args.length);
+    argv[0] = scriptSha;
+    argv[1] = keys.length;
+    for (let i = 0; i < keys.length; i++) argv[2 + i] = keys[i] as string;
+    for (let i = 0, at = 2 + keys.length; i < args.length; i++) argv[at + i] = args[i] as string | number;
+    const started = performance.now();
+    const hooks = this.opts.hooks;
+    let reply: Promise<Result[][]>;
+    try {
+      reply = this.run(argv);
+    } catch (error) {
+      // Sent from setImmediate: a synchronous throw must reach the waiters, not the process.
+      reply = Promise.reject(error);
+    }
+    reply.then(
+      (answers) => {
+        hooks?.scriptCall?.(true, (performance.now() - started) / 1000, waiters.length);
+        const count = Array.isArray(answers) ? answers.length : undefined;
+        for (let w = 0; w < waiters.length; w++) {
+          const waiter = waiters[w] as Waiter;
+          const results = count === waiters.length ? answers[w] : undefined;
+          if (Array.isArray(results) && results.length === waiter.n)
+            try {
+              waiter.resolve(waiter.checks ? this.decisions(waiter.checks, results) : results);
+            } catch (error) {
+              // A malformed answer fails its request only; the others of the batch still get theirs.
+              waiter.reject(new RedisFault('REDIS_SCRIPT', `the rate-limit script answered ${String(error)}`));
+            }
+          else
+            waiter.reject(
+              new RedisFault(
+                'REDIS_SCRIPT',
+                `the rate-limit script answered ${count} requests for ${waiters.length}, ${results?.length} results for ${waiter.n}`,
+              ),
+            );
+        }
+      },
+      (error: unknown) => {
+        hooks?.scriptCall?.(false, (performance.now() - started) / 1000, waiters.length);
+        const fault = classifyRedisError(error);
+        for (const waiter of waiters) waiter.reject(fault);
+      },
+    );
+  }
+
+  private decisions(checks: readonly LimitCheck[], results: readonly Result[]): LimitDecision[] {
+    const decisions: LimitDecision[] = new Array(checks.length);
+    for (let i = 0; i < checks.length; i++) {
+      const { rule } = checks[i] as LimitCheck;
+      const [code, remaining, resetMs, blockMs] = results[i] as Result;
+      // A block key someone set without expiry (PTTL -1) counts as a block of 1 s.
+      if (code === 2)
+        decisions[i] = {
+          rule,
+          overLimit: true,
+          blocked: true,
+          remaining: 0,
+          resetSeconds: seconds(blockMs),
+          resetMs: blockMs,
+        };
+      else {
+        // The excess that starts a block is refused for the block's length, not the window's.
+        const until = blockMs > 0 ? Math.max(resetMs, blockMs) : resetMs;
+        decisions[i] = {
+          rule,
+          overLimit: code === 1,
+          blocked: false,
+          remaining,
+          resetSeconds: seconds(until),
+          resetMs: until,
+        };
+      }
+    }
+    return decisions;
   }
 }

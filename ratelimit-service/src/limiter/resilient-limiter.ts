@@ -50,10 +50,11 @@ export function failureCode(error: unknown): string | undefined {
   return typeof cause.code === 'string' ? cause.code : undefined;
 }
 
-export interface ResilientLimiterHooks {
-  /** Every Redis round trip, with its outcome and duration in seconds. */
-  storeCall?(ok: boolean, seconds: number): void;
-}
+/**
+ * The one answer of the open breaker: frozen, built once (the breaker-open path runs for every
+ * request of an outage, and needs no stack of its own).
+ */
+const breakerOpen: StoreUnavailableError = Object.freeze(new StoreUnavailableError('breaker_open'));
 
 /**
  * The limiter the service uses: the local cache of known refusals first (answered without
@@ -62,6 +63,11 @@ export interface ResilientLimiterHooks {
  */
 export class ResilientLimiter implements Limiter {
   private lastStoreOk = true;
+  /**
+   * The store's last failure: the requests of one failed batch (one round trip) reject with the
+   * same fault, and the breaker counts it once, as one failed round trip.
+   */
+  private lastFailure: unknown;
 
   constructor(
     private readonly opts: {
@@ -71,7 +77,6 @@ export class ResilientLimiter implements Limiter {
       local: LocalLimiter;
       hashValues: (values: readonly string[]) => string;
       mode: () => StoreFailureMode;
-      hooks?: ResilientLimiterHooks;
     },
   ) {}
 
@@ -80,7 +85,7 @@ export class ResilientLimiter implements Limiter {
   }
 
   async hit(checks: readonly LimitCheck[], hitsAddend: number): Promise<LimitDecision[]> {
-    const { breaker, hooks } = this.opts;
+    const { breaker } = this.opts;
     const addend = hitsAddend > 0 ? hitsAddend : 1;
     const cached = this.fromCache(checks, addend);
     if (cached) return cached;
@@ -91,21 +96,21 @@ export class ResilientLimiter implements Limiter {
       const started = performance.now();
       try {
         const decisions = await this.opts.store.hit(checks, hitsAddend);
-        const elapsed = performance.now() - started;
         breaker.success();
         this.lastStoreOk = true;
-        hooks?.storeCall?.(true, elapsed / 1000);
-        this.learn(checks, decisions, addend, elapsed);
+        this.learn(checks, decisions, addend, performance.now() - started);
         return decisions;
       } catch (error) {
-        breaker.failure();
+        // The other requests of a failed batch bring the same fault: one failed round trip.
+        if (error !== this.lastFailure) breaker.failure();
+        this.lastFailure = error;
         this.lastStoreOk = false;
-        hooks?.storeCall?.(false, (performance.now() - started) / 1000);
         failure = error;
       }
     }
     if (this.opts.mode() === 'local') return this.opts.local.decide(checks, hitsAddend);
-    throw allowed ? new StoreUnavailableError('store_error', failure) : new StoreUnavailableError('breaker_open');
+    if (!allowed) throw breakerOpen;
+    throw new StoreUnavailableError('store_error', failure);
   }
 
   /**

@@ -61,9 +61,15 @@ export class PolicyError extends Error {
   override name = 'PolicyError';
 }
 
-// Rules are indexed by their exact key sequence, so a lookup costs one map access plus a
-// check of the few rules sharing that sequence, however many rules the policy has.
-const signature = (keys: readonly string[]): string => JSON.stringify(keys);
+// Rules are indexed by their exact key sequence (a tree with one level per entry), so a
+// lookup costs one map access per descriptor entry plus a check of the few rules sharing that
+// sequence, however many rules the policy has, and builds no string.
+interface KeyNode {
+  readonly next: Map<string, KeyNode>;
+  /** The rules whose key sequence ends here, in policy order. */
+  rules: CompiledRule[] | undefined;
+}
+const keyNode = (): KeyNode => ({ next: new Map(), rules: undefined });
 
 export function compilePolicy(policy: RateLimitPolicy): CompiledPolicy {
   if (policy.domain === '') throw new PolicyError('policy has an empty domain');
@@ -75,12 +81,19 @@ export function compilePolicy(policy: RateLimitPolicy): CompiledPolicy {
     return compiled;
   });
 
-  const index = new Map<string, CompiledRule[]>();
+  const index = keyNode();
   for (const rule of rules) {
-    const key = signature(rule.match.map((m) => m.key));
-    const bucket = index.get(key);
-    if (bucket) bucket.push(rule);
-    else index.set(key, [rule]);
+    let node = index;
+    for (const { key } of rule.match) {
+      let child = node.next.get(key);
+      if (!child) {
+        child = keyNode();
+        node.next.set(key, child);
+      }
+      node = child;
+    }
+    if (node.rules) node.rules.push(rule);
+    else node.rules = [rule];
   }
 
   const storeFailureMode = failureModes.get(policy.storeFailureMode);
@@ -93,12 +106,16 @@ export function compilePolicy(policy: RateLimitPolicy): CompiledPolicy {
     localReplicas: policy.localReplicas > 0 ? policy.localReplicas : undefined,
     allowLimitOverride: policy.allowDescriptorLimitOverride,
     match(entries) {
-      const candidates = index.get(signature(entries.map((e) => e.key)));
+      let node: KeyNode | undefined = index;
+      for (let i = 0; i < entries.length && node; i++) node = node.next.get((entries[i] as DescriptorEntry).key);
+      const candidates = node?.rules;
       if (!candidates) return [];
       const matches: RuleMatch[] = [];
       for (const rule of candidates) {
         if (rule.fixed.every(({ index: i, value }) => entries[i]?.value === value)) {
-          matches.push({ rule, values: rule.counted.map((i) => entries[i]?.value ?? '') });
+          const values: string[] = new Array(rule.counted.length);
+          for (let c = 0; c < values.length; c++) values[c] = entries[rule.counted[c] as number]?.value ?? '';
+          matches.push({ rule, values });
         }
       }
       return matches;
