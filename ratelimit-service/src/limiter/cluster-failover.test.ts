@@ -1,6 +1,12 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { waitUntil } from '@sekisho/devstack/processes';
-import { type RedisClusterHandle, redisCli, startRedisCluster } from '@sekisho/devstack/redis';
+import {
+  type RedisClusterHandle,
+  redisCli,
+  startRedisCluster,
+  waitForMasterRole,
+  waitForReplicaSync,
+} from '@sekisho/devstack/redis';
+import { startTraffic } from '@sekisho/devstack/redis-failover';
 import { RateLimitResponse_Code as Code } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import { rateLimitDomain } from '@sekisho/service-kit/contract';
 import { createLogger } from '@sekisho/service-kit/logger';
@@ -49,13 +55,6 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-interface Outcome {
-  ok: boolean;
-  code?: string;
-  ms: number;
-  error?: unknown;
-}
-
 it('keeps deciding within the deadline when a master is killed and its replica promoted, and keeps counting', async () => {
   const limiter = new RedisLimiter({ redis, hashValues: hash });
   const rule: LimitRule = {
@@ -70,46 +69,19 @@ it('keeps deciding within the deadline when a master is killed and its replica p
   const victim = await cluster.masterForSlot(slot);
   const [replica] = await cluster.replicasOf(victim);
   if (!replica) throw new Error(`master ${victim.port} has no replica`);
-  await waitUntil('the replica to sync with its master', 20_000, {}, async () => {
-    const info = await redisCli(replica.port, ['info', 'replication']);
-    return info.includes('master_link_status:up') ? { done: true, value: undefined } : { done: false, detail: info };
-  });
+  await waitForReplicaSync(replica.port, {}, 20_000);
 
-  const outcomes: Outcome[] = [];
-  let running = true;
-  const traffic = (async () => {
-    for (let i = 0; running && i < 5_000; i++) {
-      const started = performance.now();
-      try {
-        await limiter.hit([{ rule, values: ['u'] }], 1);
-        outcomes.push({ ok: true, ms: performance.now() - started });
-      } catch (error) {
-        outcomes.push({ ok: false, code: (error as RedisFault).code, error, ms: performance.now() - started });
-      }
-      await sleep(10);
-    }
-  })();
-  const decidedSince = (from: number) => outcomes.slice(from).filter((o) => o.ok).length;
-  const decided = (from: number, count: number) =>
-    waitUntil(`${count} decisions after request #${from}`, 40_000, {}, async () =>
-      decidedSince(from) >= count
-        ? { done: true, value: undefined }
-        : { done: false, detail: `${decidedSince(from)} so far; last: ${String(outcomes.at(-1)?.error ?? 'ok')}` },
-    );
-
+  const traffic = startTraffic(() => limiter.hit([{ rule, values: ['u'] }], 1), { maxCalls: 5_000 });
+  const { outcomes } = traffic;
   try {
-    await decided(0, 30);
+    await traffic.decided(0, 30, 40_000);
     await victim.kill();
-    await waitUntil(`the replica ${replica.port} to be promoted`, 30_000, {}, async () => {
-      const role = await redisCli(replica.port, ['role']).catch((e: Error) => e.message);
-      return role.startsWith('master') ? { done: true, value: undefined } : { done: false, detail: role };
-    });
+    await waitForMasterRole(replica.port);
     await cluster.waitHealthy();
     expect(await cluster.masterForSlot(slot)).toBe(replica);
-    await decided(outcomes.length, 30);
+    await traffic.decided(outcomes.length, 30, 40_000);
   } finally {
-    running = false;
-    await traffic;
+    await traffic.stop();
     // Back as a replica of the promoted node (its nodes.conf), for the next test.
     await victim.start();
   }
@@ -119,7 +91,7 @@ it('keeps deciding within the deadline when a master is killed and its replica p
     expect(o.ms).toBeLessThan(answerBound);
     if (!o.ok) expect(o.error).toBeInstanceOf(RedisFault);
   }
-  const codes = new Set(outcomes.filter((o) => !o.ok).map((o) => o.code));
+  const codes = new Set(outcomes.flatMap((o) => (o.ok ? [] : [(o.error as RedisFault).code])));
   for (const code of codes)
     expect(['REDIS_UNAVAILABLE', 'REDIS_TIMEOUT', 'REDIS_CLUSTER_DOWN', 'REDIS_READONLY']).toContain(code);
 
@@ -149,44 +121,26 @@ it('the service over gRPC: every ShouldRateLimit answered within the deadline th
     const victim = await cluster.masterForSlot(slot);
     const [replica] = await cluster.replicasOf(victim);
     if (!replica) throw new Error(`master ${victim.port} has no replica`);
-    await waitUntil('the replica to sync with its master', 30_000, {}, async () => {
-      const info = await redisCli(replica.port, ['info', 'replication']);
-      return info.includes('master_link_status:up') ? { done: true, value: undefined } : { done: false, detail: info };
-    });
+    await waitForReplicaSync(replica.port);
 
     // A new user per call, so each is under its limit: OK is Redis's decision, OVER_LIMIT
     // (with no limit reached) is the failure mode's deny while the slot has no master.
-    const answers: Array<{ code: Code; ms: number }> = [];
-    let running = true;
-    const traffic = (async () => {
-      for (let i = 0; running && i < 5_000; i++) {
-        const started = performance.now();
-        const response = await service.call(
-          { domain: rateLimitDomain, descriptors: [authenticated(`uid-${i}`)] },
-          answerBound,
-        );
-        answers.push({ code: response.overallCode, ms: performance.now() - started });
-        await sleep(10);
-      }
-    })();
-    const okSince = (from: number) => answers.slice(from).filter((a) => a.code === Code.OK).length;
-    const decided = (from: number, count: number) =>
-      waitUntil(`${count} decisions after call #${from}`, 40_000, {}, async () =>
-        okSince(from) >= count ? { done: true, value: undefined } : { done: false, detail: `${okSince(from)}` },
-      );
+    const traffic = startTraffic(
+      (i) => service.call({ domain: rateLimitDomain, descriptors: [authenticated(`uid-${i}`)] }, answerBound),
+      { maxCalls: 5_000, isDecision: (response) => response.overallCode === Code.OK },
+    );
     try {
-      await decided(0, 20);
+      await traffic.decided(0, 20, 40_000);
       await victim.kill();
-      await waitUntil(`the replica ${replica.port} to be promoted`, 30_000, {}, async () => {
-        const role = await redisCli(replica.port, ['role']).catch((e: Error) => e.message);
-        return role.startsWith('master') ? { done: true, value: undefined } : { done: false, detail: role };
-      });
-      await decided(answers.length, 20);
+      await waitForMasterRole(replica.port);
+      await traffic.decided(traffic.outcomes.length, 20, 40_000);
     } finally {
-      running = false;
-      await traffic; // a call past its deadline rejects here, failing the test
+      await traffic.stop();
       await victim.start();
     }
+    // A call past its deadline is rejected: none may be.
+    expect(traffic.outcomes.filter((o) => !o.ok)).toEqual([]);
+    const answers = traffic.outcomes.flatMap((o) => (o.ok ? [{ code: o.value.overallCode, ms: o.ms }] : []));
     for (const a of answers) expect(a.ms).toBeLessThan(answerBound);
     expect(answers.some((a) => a.code === Code.OVER_LIMIT)).toBe(true); // the failure mode answered meanwhile
     expect(service.app.status().redis).toBe('ready');

@@ -1,10 +1,9 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { waitUntil } from '@sekisho/devstack/processes';
 import { type RedisSentinelHandle, redisCli, startRedisSentinel } from '@sekisho/devstack/redis';
-import { createCertificateAuthority, issueServerCertificate } from '@sekisho/devstack/tls-certs';
+import { startTraffic, type TrafficOutcome, writeRedisTlsFiles } from '@sekisho/devstack/redis-failover';
 import { createLogger } from '@sekisho/service-kit/logger';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadRateLimitConfig } from '../config';
@@ -73,57 +72,19 @@ async function tearDown() {
   await sentinel?.stop();
 }
 
-interface Outcome {
-  ok: boolean;
-  code?: string;
-  ms: number;
-  error?: unknown;
-}
+/** Requests every 10 ms until stopped, each outcome recorded (devstack/redis-failover). */
+const traffic = () => startTraffic(() => limiter.hit([{ rule, values: ['u'] }], 1));
 
-/** Requests every 10 ms until stopped (at most 20,000), each outcome recorded. */
-function traffic() {
-  const outcomes: Outcome[] = [];
-  let running = true;
-  const done = (async () => {
-    for (let i = 0; running && i < 20_000; i++) {
-      const started = performance.now();
-      try {
-        await limiter.hit([{ rule, values: ['u'] }], 1);
-        outcomes.push({ ok: true, ms: performance.now() - started });
-      } catch (error) {
-        outcomes.push({ ok: false, code: (error as RedisFault).code, error, ms: performance.now() - started });
-      }
-      await sleep(10);
-    }
-  })();
-  const decidedSince = (from: number) => outcomes.slice(from).filter((o) => o.ok).length;
-  return {
-    outcomes,
-    /**
-     * Waits until `count` requests after position `from` were decided. The bound is generous
-     * (a loaded CI machine once needed more than 30 s after a killed TLS master's failover),
-     * and a timeout says what the requests were answered with meanwhile.
-     */
-    decided: (from: number, count: number) =>
-      waitUntil(`${count} decisions after request #${from}`, 60_000, {}, async () => {
-        if (decidedSince(from) >= count) return { done: true, value: undefined };
-        const last = outcomes.findLast((o) => !o.ok);
-        const lastError = last ? `; last failure ${last.code}: ${String((last.error as Error)?.message ?? '')}` : '';
-        return { done: false, detail: `${decidedSince(from)} so far of ${outcomes.length - from}${lastError}` };
-      }),
-    stop: async () => {
-      running = false;
-      await done;
-    },
-  };
-}
-
-function expectEveryAnswerInTime(outcomes: readonly Outcome[]) {
+function expectEveryAnswerInTime(outcomes: readonly TrafficOutcome<unknown>[]) {
   for (const o of outcomes) {
     expect(o.ms).toBeLessThan(answerBound);
     if (!o.ok) expect(o.error).toBeInstanceOf(RedisFault);
   }
 }
+
+/** The codes of the requests refused meanwhile. */
+const faultCodes = (outcomes: readonly TrafficOutcome<unknown>[]) =>
+  new Set(outcomes.flatMap((o) => (o.ok ? [] : [(o.error as RedisFault).code])));
 
 describe('Sentinel failover during traffic (three sentinels, quorum two)', () => {
   beforeAll(() => setUp({ sentinels: 3 }), 90_000);
@@ -147,15 +108,9 @@ describe('Sentinel failover during traffic (three sentinels, quorum two)', () =>
   }, 90_000);
 
   it('keeps answering when the master is killed, and decides once the sentinel has promoted the replica', async () => {
-    const oldPort = await sentinel.masterPort();
-    const master = sentinel.servers.find((s) => s.port === oldPort);
-    const replica = sentinel.servers.find((s) => s.port !== oldPort);
-    if (!master || !replica) throw new Error('the sentinel names neither server');
     // The replica must be in sync (it was the master until the previous failover).
-    await waitUntil('the replica to sync', 30_000, {}, async () => {
-      const info = await redisCli(replica.port, ['info', 'replication']);
-      return info.includes('master_link_status:up') ? { done: true, value: undefined } : { done: false, detail: info };
-    });
+    const { master, replica } = await sentinel.syncedRoles();
+    const oldPort = master.port;
     const t = traffic();
     try {
       await t.decided(0, 10);
@@ -169,8 +124,7 @@ describe('Sentinel failover during traffic (three sentinels, quorum two)', () =>
     }
     expectEveryAnswerInTime(t.outcomes);
     // While no master answered, requests were refused fast, each with a code.
-    const codes = new Set(t.outcomes.filter((o) => !o.ok).map((o) => o.code));
-    for (const code of codes)
+    for (const code of faultCodes(t.outcomes))
       expect(['REDIS_UNAVAILABLE', 'REDIS_TIMEOUT', 'REDIS_READONLY', 'REDIS_LOADING']).toContain(code);
   }, 180_000);
 });
@@ -208,27 +162,13 @@ describe('Sentinel over TLS with ACL users on the data nodes and on the sentinel
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'rl-sentinel-tls-'));
-    const ca = await createCertificateAuthority('sekisho test sentinel CA');
-    // 127.0.0.1: the address the sentinels announce for the master. clientAuth: the replica and
-    // the sentinels present it when they connect to the other servers.
-    const cert = await issueServerCertificate(ca, {
-      usages: ['serverAuth', 'clientAuth'],
-      commonName: 'localhost',
-      dnsNames: ['localhost'],
-      ipAddresses: ['127.0.0.1'],
-    });
-    const caFile = join(dir, 'ca.pem');
-    await writeFile(caFile, ca.certificatePem);
-    await writeFile(join(dir, 'server.pem'), cert.certificatePem);
-    await writeFile(join(dir, 'server-key.pem'), cert.privateKeyPem);
+    // 127.0.0.1: the address the sentinels announce for the master.
+    const tls = await writeRedisTlsFiles(dir, 'sekisho test sentinel CA');
     await setUp({
       sentinels: 3,
-      harness: {
-        ...users,
-        tls: { certFile: join(dir, 'server.pem'), keyFile: join(dir, 'server-key.pem'), caFile },
-      },
+      harness: { ...users, tls },
       env: {
-        RATELIMIT_REDIS_TLS_CA_FILE: caFile,
+        RATELIMIT_REDIS_TLS_CA_FILE: tls.caFile,
         RATELIMIT_REDIS_USERNAME: users.dataUser.name,
         RATELIMIT_REDIS_PASSWORD: users.dataUser.password,
         RATELIMIT_REDIS_SENTINEL_USERNAME: users.sentinelUser.name,
@@ -275,14 +215,8 @@ describe('Sentinel over TLS with ACL users on the data nodes and on the sentinel
   }, 180_000);
 
   it('keeps answering when the TLS master is killed, and decides on the promoted replica', async () => {
-    const oldPort = await sentinel.masterPort();
-    const master = sentinel.servers.find((s) => s.port === oldPort);
-    const replica = sentinel.servers.find((s) => s.port !== oldPort);
-    if (!master || !replica) throw new Error('the sentinels name neither server');
-    await waitUntil('the replica to sync', 30_000, {}, async () => {
-      const info = await redisCli(replica.port, ['info', 'replication'], sentinel.dataAuth);
-      return info.includes('master_link_status:up') ? { done: true, value: undefined } : { done: false, detail: info };
-    });
+    const { master, replica } = await sentinel.syncedRoles();
+    const oldPort = master.port;
     const t = traffic();
     try {
       await t.decided(0, 10);
@@ -294,8 +228,7 @@ describe('Sentinel over TLS with ACL users on the data nodes and on the sentinel
       await master.start();
     }
     expectEveryAnswerInTime(t.outcomes);
-    const codes = new Set(t.outcomes.filter((o) => !o.ok).map((o) => o.code));
-    for (const code of codes)
+    for (const code of faultCodes(t.outcomes))
       expect(['REDIS_UNAVAILABLE', 'REDIS_TIMEOUT', 'REDIS_READONLY', 'REDIS_LOADING']).toContain(code);
   }, 180_000);
 });
