@@ -65,12 +65,16 @@ export function durationSeconds(duration: string): number {
   return parts.reduce((sum, [, n, unit]) => sum + Number(n) * { h: 3600, m: 60, s: 1 }[unit as 'h' | 'm' | 's'], 0);
 }
 
-/** The only CEL rule form Sekisho's policies use: `self in ['a', 'b']`. */
+/**
+ * The only CEL rule forms Sekisho's policies use: `self in ['a', 'b']` and `self.matches('re')`
+ * (RE2; the patterns used are plain enough to mean the same in JavaScript).
+ */
 function celAllows(rule: string, value: string): boolean {
-  const match = /^self in \[(.*)\]$/.exec(rule.trim());
-  if (!match) throw new Error(`unsupported CEL rule ${rule}`);
-  const members = [...(match[1] as string).matchAll(/'([^']*)'\s*(,|$)/g)].map((m) => m[1]);
-  return members.includes(value);
+  const list = /^self in \[(.*)\]$/.exec(rule.trim());
+  if (list) return [...(list[1] as string).matchAll(/'([^']*)'\s*(,|$)/g)].map((m) => m[1]).includes(value);
+  const regex = /^self\.matches\('([^'\\]*)'\)$/.exec(rule.trim());
+  if (regex) return new RegExp(regex[1] as string).test(value);
+  throw new Error(`unsupported CEL rule ${rule}`);
 }
 
 const known = (object: Json | undefined, fields: string[], where: string) => {

@@ -1185,6 +1185,46 @@ describe('k8s/examples/sidecar-xds-certificate-secret-mode.yaml', () => {
     expect(certificate?.spec.uris).toEqual(['spiffe://sekisho.local/sidecar/customer']);
     expect(certificate?.spec.usages).toContain('client auth');
   });
+
+  it('approves only sidecar identities from its ClusterIssuer, in opted-in namespaces, for cert-manager’s controller', async () => {
+    const objects = parseAllDocuments(
+      await readFile(join(repoRoot, 'k8s', 'examples', 'sidecar-xds-certificate-secret-mode.yaml'), 'utf8'),
+    ).map((d) => d.toJSON() as Json);
+    const policies = named(objects, 'CertificateRequestPolicy');
+    const [certificate] = named(objects, 'Certificate');
+    const certManager: Requester = { username: 'system:serviceaccount:cert-manager:cert-manager', groups: [] };
+    const optedIn = { [namespaceLabel]: 'enabled' };
+    const request = requestOf(certificate as Json, 'salon');
+    expect(review(policies, objects, request, certManager, optedIn)).toEqual({
+      considered: ['sekisho-control-channel-sidecars'],
+      allowing: ['sekisho-control-channel-sidecars'],
+    });
+    const allowedFor = (r: Request, labels: Record<string, string> = optedIn, who = certManager) =>
+      review(policies, objects, r, who, labels).allowing;
+    expect(allowedFor(request, {}), 'a namespace not opted in').toEqual([]);
+    expect(
+      allowedFor(request, optedIn, {
+        username: 'system:serviceaccount:salon:customer',
+        groups: ['system:serviceaccounts', 'system:serviceaccounts:salon'],
+      }),
+      'a pod of the namespace',
+    ).toEqual([]);
+    for (const uri of [
+      'spiffe://sekisho.local/ingress',
+      'spiffe://sekisho.local/control-plane',
+      'spiffe://sekisho.local/sidecar/a/../../ingress',
+      'spiffe://cluster.local/ns/salon/sa/customer',
+    ])
+      expect(allowedFor({ ...request, uris: [uri] }), uri).toEqual([]);
+    expect(allowedFor({ ...request, commonName: 'sekisho-ingress' })).toEqual([]);
+    expect(allowedFor({ ...request, usages: ['server auth'] })).toEqual([]);
+    expect(allowedFor({ ...request, isCA: true })).toEqual([]);
+    // Bound to cert-manager's controller only.
+    const bindings = objects.filter((o) => /RoleBinding$/.test(o.kind));
+    expect(bindings.map((b) => b.subjects)).toEqual([
+      [{ kind: 'ServiceAccount', name: 'cert-manager', namespace: 'cert-manager' }],
+    ]);
+  });
 });
 
 describe('the ingress Envoy bootstrap', () => {
