@@ -23,6 +23,15 @@ import { createAlertMetrics, createDetectorMetrics } from '@sekisho/threat-detec
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments, stringify } from 'yaml';
 import {
+  type Request,
+  type Requester,
+  rbacAllows,
+  requestOf,
+  review,
+  selectorMatches,
+  signerName,
+} from './certificate-request-policy';
+import {
   expectedIngressBootstrap,
   expectedIngressSdsFiles,
   ingressBootstrapFile,
@@ -872,18 +881,27 @@ describe('k8s/mesh-identity (what csi-driver-spiffe needs)', () => {
     values = parse(await readFile(join(repoRoot, 'k8s', 'mesh-identity', 'csi-driver-spiffe-values.yaml'), 'utf8'));
   });
 
-  it('is valid, cluster-scoped only, and grants nothing by itself', () => {
+  it('is valid, cluster-scoped but for one RoleBinding, and lets mesh pods only create CertificateRequests', () => {
     const problems = objects.flatMap((o) => {
       const found = validateObject(o);
       return found.length ? [describeProblems(id(o), found)] : [];
     });
     expect(problems.join('\n')).toBe('');
     expect(objects.map(id).sort()).toEqual([
+      'CertificateRequestPolicy/sekisho-control-channel-ca',
+      'CertificateRequestPolicy/sekisho-ingress-tls',
+      'CertificateRequestPolicy/sekisho-ingress-tls-selfsigned',
+      'CertificateRequestPolicy/sekisho-injector-ca',
+      'CertificateRequestPolicy/sekisho-mesh-root',
+      'CertificateRequestPolicy/sekisho-selfsigned',
       'ClusterIssuer/sekisho-mesh-spiffe',
+      'ClusterRole/sekisho-certificate-request-policies',
       'ClusterRole/sekisho-spiffe-certificate-requester',
+      'RoleBinding/sekisho-certificate-request-policies',
     ]);
-    for (const o of objects) expect(o.metadata.namespace, id(o)).toBeUndefined();
-    const [role] = named(objects, 'ClusterRole');
+    for (const o of objects)
+      expect(o.metadata.namespace, id(o)).toBe(o.kind === 'RoleBinding' ? 'sekisho-system' : undefined);
+    const role = named(objects, 'ClusterRole').find((r) => r.metadata.name === 'sekisho-spiffe-certificate-requester');
     expect(role?.rules).toEqual([
       { apiGroups: ['cert-manager.io'], resources: ['certificaterequests'], verbs: ['create'] },
     ]);
@@ -929,6 +947,222 @@ describe('k8s/mesh-identity (what csi-driver-spiffe needs)', () => {
   });
 });
 
+describe("certificate approval (approver-policy beside csi-driver-spiffe's approver)", () => {
+  const policyFile = join(repoRoot, 'k8s', 'mesh-identity');
+  let meshIdentity: Json[] = [];
+  let approverPolicyValues: Json = {};
+  let spiffeValues: Json = {};
+  let meshNamespaceBinding: Json = {};
+  const policies = () => named(meshIdentity, 'CertificateRequestPolicy');
+  // Every RBAC object a cluster running Sekisho has from Sekisho: the overlay's, mesh-identity's,
+  // and the per-namespace RoleBinding of an opted-in namespace.
+  const rbacOf = (overlay: string) => [...(rendered.get(overlay) ?? []), ...meshIdentity, meshNamespaceBinding];
+  const certManager: Requester = {
+    username: 'system:serviceaccount:cert-manager:cert-manager',
+    groups: ['system:serviceaccounts', 'system:serviceaccounts:cert-manager', 'system:authenticated'],
+  };
+  // A compromised pod of the opted-in namespace salon: it may create CertificateRequests there.
+  const meshPod: Requester = {
+    username: 'system:serviceaccount:salon:customer',
+    groups: ['system:serviceaccounts', 'system:serviceaccounts:salon', 'system:authenticated'],
+  };
+  const salonLabels = { [namespaceLabel]: 'enabled', 'kubernetes.io/metadata.name': 'salon' };
+  const spiffeIssuer = { name: 'sekisho-mesh-spiffe', kind: 'ClusterIssuer', group: 'cert-manager.io' };
+
+  beforeAll(async () => {
+    const bin = findKustomize();
+    if (!bin) throw new Error(kustomizeInstallHint);
+    meshIdentity = parseAllDocuments(await kustomizeBuild(bin, policyFile)).map((d) => d.toJSON() as Json);
+    approverPolicyValues = parse(await readFile(join(policyFile, 'approver-policy-values.yaml'), 'utf8'));
+    spiffeValues = parse(await readFile(join(policyFile, 'csi-driver-spiffe-values.yaml'), 'utf8'));
+    meshNamespaceBinding = parse(
+      await readFile(join(repoRoot, 'k8s', 'examples', 'mesh-namespace-spiffe.yaml'), 'utf8'),
+    ) as Json;
+  });
+
+  it.each(overlays)(
+    'approves every Certificate of the %s overlay by exactly one policy, bound to cert-manager’s controller',
+    (overlay) => {
+      const certificates = named(rendered.get(overlay) ?? [], 'Certificate');
+      expect(certificates.length).toBeGreaterThanOrEqual(11);
+      const verdicts = certificates.map((c) => {
+        const { allowing } = review(policies(), rbacOf(overlay), requestOf(c, 'sekisho-system'), certManager);
+        return `${id(c)}: ${allowing.join(', ') || 'no policy'}`;
+      });
+      expect(verdicts.filter((v) => v.endsWith('no policy') || v.includes(','))).toEqual([]);
+      // Every policy approves something: none is left over from a removed Certificate.
+      const used = new Set(
+        [...overlays].flatMap((o) =>
+          named(rendered.get(o) ?? [], 'Certificate').flatMap(
+            (c) => review(policies(), rbacOf(o), requestOf(c, 'sekisho-system'), certManager).allowing,
+          ),
+        ),
+      );
+      expect([...used].sort()).toEqual(
+        policies()
+          .map((p) => p.metadata.name)
+          .sort(),
+      );
+    },
+  );
+
+  it('allows exactly what the Certificates request: any other name, usage, CA bit, lifetime or key is denied', () => {
+    const certificate = (name: string) =>
+      named(rendered.get('prod') ?? [], 'Certificate').find((c) => c.metadata.name === name) as Json;
+    const denied = (request: Request) => review(policies(), rbacOf('prod'), request, certManager).allowing.length === 0;
+    const ingressXds = requestOf(certificate('sekisho-ingress-xds'), 'sekisho-system');
+    expect(denied(ingressXds)).toBe(false);
+    const server = requestOf(certificate('sekisho-control-plane-tls'), 'sekisho-system');
+    const injector = requestOf(certificate('sekisho-injector-tls'), 'sekisho-system');
+    const meshCa = requestOf(certificate('sekisho-mesh-ca'), 'sekisho-system');
+    const ingressTls = requestOf(certificate('sekisho-ingress-tls'), 'sekisho-system');
+    for (const [what, request] of [
+      ['a sidecar identity from the channel CA', { ...ingressXds, uris: ['spiffe://sekisho.local/sidecar/customer'] }],
+      ['a mesh identity from the channel CA', { ...ingressXds, uris: ['spiffe://cluster.local/ns/salon/sa/customer'] }],
+      ['another common name', { ...ingressXds, commonName: 'admin' }],
+      ['an extra DNS name on the server', { ...server, dnsNames: [...(server.dnsNames ?? []), 'evil.example'] }],
+      ['a CA from the channel CA', { ...ingressXds, isCA: true }],
+      ['a CA from the webhook CA', { ...injector, isCA: true }],
+      ['code signing', { ...injector, usages: ['code signing'] }],
+      ['a 10-year leaf', { ...ingressXds, duration: '87600h' }],
+      ['no duration', { ...ingressXds, duration: undefined }],
+      ['an RSA key', { ...injector, key: { algorithm: 'RSA', size: 2048 } }],
+      ['a third mesh intermediate', { ...meshCa, commonName: 'sekisho-mesh-evil' }],
+      ['a DNS name on a mesh intermediate', { ...meshCa, dnsNames: ['api.salon.example'] }],
+      ['another host name from the ACME issuer', { ...ingressTls, dnsNames: ['admin.salon.example'] }],
+      ['the ingress name in a URI too', { ...ingressTls, uris: ['spiffe://sekisho.local/ingress'] }],
+      ['the ingress names from another namespace', { ...ingressTls, namespace: 'salon' }],
+    ] as Array<[string, Request]>)
+      expect(denied(request), what).toBe(true);
+  });
+
+  it('leaves the SPIFFE ClusterIssuer to csi-driver-spiffe’s approver alone: no policy selects it', () => {
+    for (const namespace of ['salon', 'sekisho-system', 'cert-manager'])
+      for (const p of policies())
+        expect(
+          selectorMatches(
+            p,
+            { namespace, issuerRef: spiffeIssuer, key: { algorithm: 'ECDSA', size: 256 } },
+            salonLabels,
+          ),
+          p.metadata.name,
+        ).toBe(false);
+  });
+
+  it('binds the policies to cert-manager’s controller only, in sekisho-system only', () => {
+    const names = policies().map((p) => p.metadata.name);
+    for (const overlay of overlays) {
+      const rbac = rbacOf(overlay);
+      const grantsUse = (r: Json) =>
+        r.apiGroups?.some((g: string) => ['policy.cert-manager.io', '*'].includes(g)) &&
+        r.verbs?.some((v: string) => ['use', '*'].includes(v));
+      const roles = rbac.filter((o) => /Role$/.test(o.kind) && (o.rules ?? []).some(grantsUse));
+      expect(roles.map(id)).toEqual(['ClusterRole/sekisho-certificate-request-policies']);
+      const [rule, ...more] = roles[0]?.rules ?? [];
+      expect(more).toEqual([]);
+      expect({ ...rule, resourceNames: [...rule.resourceNames].sort() }).toEqual({
+        apiGroups: ['policy.cert-manager.io'],
+        resources: ['certificaterequestpolicies'],
+        verbs: ['use'],
+        resourceNames: [...names].sort(),
+      });
+      const bindings = rbac.filter((b) => /RoleBinding$/.test(b.kind) && b.roleRef.name === roles[0]?.metadata.name);
+      expect(bindings.map((b) => [id(b), b.metadata.namespace, b.subjects])).toEqual([
+        [
+          'RoleBinding/sekisho-certificate-request-policies',
+          'sekisho-system',
+          [{ kind: 'ServiceAccount', name: 'cert-manager', namespace: 'cert-manager' }],
+        ],
+      ]);
+      for (const name of names)
+        for (const [who, namespace] of [
+          [meshPod, 'salon'],
+          [meshPod, 'sekisho-system'],
+          [certManager, 'salon'],
+        ] as Array<[Requester, string]>)
+          expect(
+            rbacAllows(rbac, who, {
+              apiGroup: 'policy.cert-manager.io',
+              resource: 'certificaterequestpolicies',
+              verb: 'use',
+              name,
+              namespace,
+            }),
+            `${who.username} in ${namespace}: ${name}`,
+          ).toBe(false);
+    }
+  });
+
+  it('approves no request a compromised mesh pod could forge against another issuer', () => {
+    const base = rendered.get('prod') ?? [];
+    const fromCertificate = (name: string) =>
+      requestOf(named(base, 'Certificate').find((c) => c.metadata.name === name) as Json, 'salon');
+    const forged: Array<[string, Request]> = [
+      ['the ingress’s control channel identity', { ...fromCertificate('sekisho-ingress-xds'), namespace: 'salon' }],
+      ['the control plane’s server identity', { ...fromCertificate('sekisho-control-plane-tls'), namespace: 'salon' }],
+      ['the ingress’s public host name', { ...fromCertificate('sekisho-ingress-tls'), namespace: 'salon' }],
+      ['a mesh intermediate', { ...fromCertificate('sekisho-mesh-spiffe-ca'), namespace: 'salon' }],
+      ['a root from the bootstrap issuer', { ...fromCertificate('sekisho-control-channel-ca'), namespace: 'salon' }],
+      ['the webhook’s serving name', { ...fromCertificate('sekisho-injector-tls'), namespace: 'salon' }],
+    ];
+    for (const [what, request] of forged) {
+      // The same request from cert-manager's controller in sekisho-system is approved: what denies
+      // the pod is that nothing is bound to it, not the request's shape.
+      expect(
+        review(policies(), rbacOf('prod'), { ...request, namespace: 'sekisho-system' }, certManager).allowing,
+        what,
+      ).toHaveLength(1);
+      for (const namespace of ['salon', 'sekisho-system'])
+        expect(review(policies(), rbacOf('prod'), { ...request, namespace }, meshPod, salonLabels), what).toEqual({
+          considered: [],
+          allowing: [],
+        });
+    }
+    // What the pod may create at all: CertificateRequests in its own namespace, nothing else.
+    expect(
+      rbacAllows(rbacOf('prod'), meshPod, {
+        apiGroup: 'cert-manager.io',
+        resource: 'certificaterequests',
+        verb: 'create',
+        name: '',
+        namespace: 'salon',
+      }),
+    ).toBe(true);
+    expect(
+      rbacAllows(rbacOf('prod'), meshPod, {
+        apiGroup: 'cert-manager.io',
+        resource: 'certificaterequests',
+        verb: 'create',
+        name: '',
+        namespace: 'sekisho-system',
+      }),
+    ).toBe(false);
+  });
+
+  it('gives each approver only its own signers: approver-policy the policies’ issuers, the driver its ClusterIssuer', () => {
+    const policySigners = policies().map((p) => {
+      const ref = p.spec.selector.issuerRef;
+      const namespaces: string[] = p.spec.selector.namespace?.matchNames ?? [];
+      // A namespaced issuer's signer names its namespace: exactly one, without wildcards.
+      if ((ref.kind ?? 'Issuer') === 'Issuer') expect(namespaces, p.metadata.name).toHaveLength(1);
+      for (const field of [ref.name, ref.kind, ref.group, ...namespaces])
+        expect(field, `${p.metadata.name}: an exact selector`).toMatch(/^[^*]+$/);
+      return signerName(ref, namespaces[0] as string);
+    });
+    expect([...approverPolicyValues.app.approveSignerNames].sort()).toEqual([...new Set(policySigners)].sort());
+    const spiffeSigner = signerName(spiffeIssuer, '');
+    expect(spiffeValues.app.issuer).toEqual(spiffeIssuer);
+    expect(spiffeValues.app.approver).toMatchObject({ autoApproveNonSPIFFE: false, signerName: spiffeSigner });
+    expect(approverPolicyValues.app.approveSignerNames).not.toContain(spiffeSigner);
+    // Every issuer a Sekisho Certificate names is one of approver-policy's signers.
+    for (const overlay of overlays)
+      for (const c of named(rendered.get(overlay) ?? [], 'Certificate'))
+        expect(approverPolicyValues.app.approveSignerNames, id(c)).toContain(
+          signerName(c.spec.issuerRef, c.metadata.namespace),
+        );
+  });
+});
+
 describe('k8s/examples/sidecar-xds-certificate-secret-mode.yaml', () => {
   it('is valid and issues the identity and Secret the injector (Secret mode) and the control plane expect', async () => {
     const objects = parseAllDocuments(
@@ -950,6 +1184,46 @@ describe('k8s/examples/sidecar-xds-certificate-secret-mode.yaml', () => {
     expect(certificate?.spec.secretName).toBe(proxyXdsSecretName('customer'));
     expect(certificate?.spec.uris).toEqual(['spiffe://sekisho.local/sidecar/customer']);
     expect(certificate?.spec.usages).toContain('client auth');
+  });
+
+  it('approves only sidecar identities from its ClusterIssuer, in opted-in namespaces, for cert-manager’s controller', async () => {
+    const objects = parseAllDocuments(
+      await readFile(join(repoRoot, 'k8s', 'examples', 'sidecar-xds-certificate-secret-mode.yaml'), 'utf8'),
+    ).map((d) => d.toJSON() as Json);
+    const policies = named(objects, 'CertificateRequestPolicy');
+    const [certificate] = named(objects, 'Certificate');
+    const certManager: Requester = { username: 'system:serviceaccount:cert-manager:cert-manager', groups: [] };
+    const optedIn = { [namespaceLabel]: 'enabled' };
+    const request = requestOf(certificate as Json, 'salon');
+    expect(review(policies, objects, request, certManager, optedIn)).toEqual({
+      considered: ['sekisho-control-channel-sidecars'],
+      allowing: ['sekisho-control-channel-sidecars'],
+    });
+    const allowedFor = (r: Request, labels: Record<string, string> = optedIn, who = certManager) =>
+      review(policies, objects, r, who, labels).allowing;
+    expect(allowedFor(request, {}), 'a namespace not opted in').toEqual([]);
+    expect(
+      allowedFor(request, optedIn, {
+        username: 'system:serviceaccount:salon:customer',
+        groups: ['system:serviceaccounts', 'system:serviceaccounts:salon'],
+      }),
+      'a pod of the namespace',
+    ).toEqual([]);
+    for (const uri of [
+      'spiffe://sekisho.local/ingress',
+      'spiffe://sekisho.local/control-plane',
+      'spiffe://sekisho.local/sidecar/a/../../ingress',
+      'spiffe://cluster.local/ns/salon/sa/customer',
+    ])
+      expect(allowedFor({ ...request, uris: [uri] }), uri).toEqual([]);
+    expect(allowedFor({ ...request, commonName: 'sekisho-ingress' })).toEqual([]);
+    expect(allowedFor({ ...request, usages: ['server auth'] })).toEqual([]);
+    expect(allowedFor({ ...request, isCA: true })).toEqual([]);
+    // Bound to cert-manager's controller only.
+    const bindings = objects.filter((o) => /RoleBinding$/.test(o.kind));
+    expect(bindings.map((b) => b.subjects)).toEqual([
+      [{ kind: 'ServiceAccount', name: 'cert-manager', namespace: 'cert-manager' }],
+    ]);
   });
 });
 

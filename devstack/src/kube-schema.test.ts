@@ -61,6 +61,40 @@ describe('validateObject', () => {
     expect(validateObject(certificate)).toEqual([{ path: '/spec/dnsName', message: 'unknown field' }]);
   });
 
+  it('checks CertificateRequestPolicies (approver-policy) against their CRD, refusing unknown fields', () => {
+    const policy = (spec: Record<string, unknown>) => ({
+      apiVersion: 'policy.cert-manager.io/v1alpha1',
+      kind: 'CertificateRequestPolicy',
+      metadata: { name: 'p', labels: { a: 'b' } },
+      spec: { selector: { issuerRef: { name: 'i', kind: 'Issuer' } }, ...spec },
+    });
+    const valid = policy({
+      allowed: {
+        commonName: { required: true, validations: [{ rule: "self in ['a']", message: 'a only' }] },
+        dnsNames: { values: ['a.example'] },
+        isCA: false,
+        usages: ['server auth'],
+      },
+      constraints: { minDuration: '1h', maxDuration: '2160h', privateKey: { algorithm: 'ECDSA', minSize: 256 } },
+    });
+    expect(validateObject(valid)).toEqual([]);
+    expect(validateObject(policy({ allowed: { dnsName: { values: ['x'] } } }))).toEqual([
+      { path: '/spec/allowed/dnsName', message: 'unknown field' },
+    ]);
+    expect(validateObject({ ...valid, metadata: { name: 'p', namespace: 'ns' } })).toEqual([
+      { path: '/metadata/namespace', message: 'unknown field' },
+    ]);
+    expect(validateObject(policy({ allowed: { usages: ['server-auth'] } }))).toMatchObject([
+      { path: '/spec/allowed/usages/0' },
+    ]);
+    expect(validateObject(policy({ constraints: { maxDuration: '90d' } }))).toEqual([
+      { path: '/spec/constraints/maxDuration', message: 'must be a Go duration such as 2160h' },
+    ]);
+    expect(validateObject({ ...valid, spec: { selector: {} } })).toEqual([
+      { path: '/spec/selector', message: 'selector needs issuerRef or namespace' },
+    ]);
+  });
+
   it('reports schema errors and kinds it has no schema for', () => {
     expect(validateObject(pod({ containers: [{ name: 'a', imagePullPolicy: 'Sometimes' }] }))).toContainEqual({
       path: '/spec/containers/0/imagePullPolicy',

@@ -7,6 +7,8 @@ import * as networking from 'kubernetes-models/networking.k8s.io/v1';
 import * as policy from 'kubernetes-models/policy/v1';
 import * as rbac from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import * as core from 'kubernetes-models/v1';
+import type { ZodType } from 'zod';
+import { certificateRequestPolicySchema } from './certificate-request-policy-schema';
 
 // Offline schema validation of Kubernetes objects (the manifests in k8s/, the pods the injector
 // patches). kubernetes-models checks types, enums and required fields but, like the OpenAPI
@@ -35,6 +37,12 @@ for (const group of [
   }
 }
 
+// Custom resources kubernetes-models has no model of: strict zod schemas written from their CRDs
+// (unknown fields are refused by the schema itself).
+const zodSchemas = new Map<string, ZodType>([
+  ['policy.cert-manager.io/v1alpha1/CertificateRequestPolicy', certificateRequestPolicySchema],
+]);
+
 export interface SchemaProblem {
   /** JSON pointer into the object, e.g. /spec/template/spec/containers/0/readinessprobe. */
   path: string;
@@ -43,7 +51,7 @@ export interface SchemaProblem {
 
 /** The kinds this module can check, as `apiVersion/kind`. */
 export function knownKinds(): string[] {
-  return [...models.keys()].sort();
+  return [...models.keys(), ...zodSchemas.keys()].sort();
 }
 
 /**
@@ -53,6 +61,8 @@ export function knownKinds(): string[] {
 export function validateObject(object: unknown): SchemaProblem[] {
   if (!isRecord(object)) return [{ path: '', message: 'not an object' }];
   const key = `${String(object.apiVersion)}/${String(object.kind)}`;
+  const schema = zodSchemas.get(key);
+  if (schema) return zodProblems(schema, object);
   const model = models.get(key);
   if (!model) return [{ path: '', message: `no schema for ${key}` }];
   const read = new Map<object, Set<PropertyKey>>();
@@ -68,6 +78,20 @@ export function validateObject(object: unknown): SchemaProblem[] {
   collectUnread(object, '', read, problems);
   return problems;
 }
+
+function zodProblems(schema: ZodType, object: unknown): SchemaProblem[] {
+  const result = schema.safeParse(object);
+  if (result.success) return [];
+  return result.error.issues.flatMap((issue) => {
+    const at = pointer(issue.path);
+    if (issue.code === 'unrecognized_keys')
+      return issue.keys.map((k) => ({ path: `${at}/${pointerSegment(k)}`, message: 'unknown field' }));
+    return [{ path: at, message: issue.message }];
+  });
+}
+
+const pointerSegment = (segment: string) => segment.replaceAll('~', '~0').replaceAll('/', '~1');
+const pointer = (path: PropertyKey[]) => path.map((p) => `/${pointerSegment(String(p))}`).join('');
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -95,7 +119,7 @@ function collectUnread(value: unknown, path: string, read: Map<object, Set<Prope
   if (!isRecord(value)) return;
   const seen = read.get(value);
   for (const [key, inner] of Object.entries(value)) {
-    const at = `${path}/${key.replaceAll('~', '~0').replaceAll('/', '~1')}`;
+    const at = `${path}/${pointerSegment(key)}`;
     if (!seen?.has(key)) {
       out.push({ path: at, message: 'unknown field' });
       continue;
