@@ -83,7 +83,7 @@ describe('redisNodeOptions', () => {
       tls,
       enableTLSForSentinelMode: true,
       sentinelTLS: tls,
-      failoverDetector: true,
+      failoverDetector: false,
     });
   });
 
