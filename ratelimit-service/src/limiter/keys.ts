@@ -32,6 +32,30 @@ export function definitionTag(rule: LimitRule): string {
   return `${algorithm}:${base}`;
 }
 
+const algorithmCodes = { fixed: 0, sliding: 1, tokenBucket: 2 } as const;
+const definitions = new WeakMap<LimitRule, string>();
+
+/**
+ * The rule as the rate-limit script reads it, "algorithm limit window_s block_s burst
+ * advisory": also the identity a published block carries, so a replica never answers a
+ * changed rule (another limit, block length, mode) from a block earned under the old one.
+ */
+export function ruleDefinition(rule: LimitRule): string {
+  let definition = definitions.get(rule);
+  if (definition === undefined) {
+    definition = [
+      algorithmCodes[rule.algorithm ?? 'fixed'],
+      rule.requestsPerWindow,
+      rule.windowSeconds,
+      rule.blockSeconds,
+      rule.burst || rule.requestsPerWindow,
+      rule.advisory ? 1 : 0,
+    ].join(' ');
+    definitions.set(rule, definition);
+  }
+  return definition;
+}
+
 /**
  * The domain as a hash tag: itself when it is safe inside braces, else a digest of it (a
  * brace would end the tag early). Rules without a domain (the limiter's own tests) share '_'.
