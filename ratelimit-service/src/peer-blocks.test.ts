@@ -6,7 +6,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   authenticated,
   eventually,
+  eventuallyAsync,
   headersOf,
+  metricValue,
   routeForIp,
   startTestService,
   type TestService,
@@ -35,21 +37,6 @@ const freshIp = () => `203.0.113.${++ips}`;
 const login = (ip: string) => ({ domain: rateLimitDomain, descriptors: [routeForIp('login', ip)] });
 const freshUser = () => ({ domain: rateLimitDomain, descriptors: [authenticated(`peer-uid-${++users}`)] });
 
-const sample = async (service: TestService, name: string): Promise<number> => {
-  const text = (await service.admin('/metrics')).text;
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
-  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
-};
-
-/** Polls an async condition (the announcement travels through Redis to the other replica). */
-async function until(condition: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
 describe.skipIf(Boolean(process.env.REDIS_URL))('blocks known to every replica (local failure mode)', () => {
   let redisServer: RedisHandle;
   let control: RedisOutageControl;
@@ -70,12 +57,12 @@ describe.skipIf(Boolean(process.env.REDIS_URL))('blocks known to every replica (
   /** A earns a 15-minute block for a fresh address (1 login per minute), and B learns it. */
   const blockThroughA = async () => {
     const ip = freshIp();
-    const learned = await sample(b, 'sekisho_ratelimit_blocks_learned_total');
+    const learned = await metricValue(b, 'sekisho_ratelimit_blocks_learned_total');
     expect((await a.call(login(ip))).overallCode).toBe(Code.OK);
     const excess = await a.call(login(ip));
     expect(excess.overallCode).toBe(Code.OVER_LIMIT);
     expect(headersOf(excess)['retry-after']).toBe('900');
-    await until(async () => (await sample(b, 'sekisho_ratelimit_blocks_learned_total')) === learned + 1);
+    await eventuallyAsync(async () => (await metricValue(b, 'sekisho_ratelimit_blocks_learned_total')) === learned + 1);
     return ip;
   };
 
@@ -122,7 +109,7 @@ describe.skipIf(Boolean(process.env.REDIS_URL))('blocks known to every replica (
     const c = await startTestService({ redisUrl: redisServer.url, env, clock });
     try {
       c.app.applyPolicy(testPolicy, 'v1');
-      await until(async () => (await sample(c, 'sekisho_ratelimit_blocks_loaded_total')) >= 1);
+      await eventuallyAsync(async () => (await metricValue(c, 'sekisho_ratelimit_blocks_loaded_total')) >= 1);
       await control.down();
       now += 60_000;
       const blocked = await c.call(login(ip), deadlineMs);
