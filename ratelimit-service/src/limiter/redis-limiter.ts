@@ -3,6 +3,9 @@ import { type KeyParts, type KeyTag, keyParts, keySlot, ruleDefinition } from '.
 import { classifyRedisError, type RedisConnection, RedisFault } from './redis-client';
 import type { Clock, LimitCheck, LimitDecision, Limiter, LimitRule } from './types';
 
+/** The channel every block that starts is published on: "now expiry blockKey definition" (Redis ms). */
+export const blockChannel = 'sekisho:rl:blocks';
+
 // Every rule of every descriptor of one ShouldRateLimit is decided and counted in one Lua
 // script: one round trip, atomic. The script first decides every rule without writing a
 // counter, then counts the request against all of them only if no enforced rule refuses it,
@@ -39,10 +42,9 @@ import type { Clock, LimitCheck, LimitDecision, Limiter, LimitRule } from './typ
 // decide without counting). It returns per request a list, per check {code, remaining,
 // reset ms, block ms}: code 0 = within the limit, 1 = over it (block ms > 0 when this
 // request started a block), 2 = blocked (block ms = the block's remaining time, -1 for a
-// block key without expiry).
-/** The channel every block that starts is published on: "now expiry blockKey definition" (Redis ms). */
-export const blockChannel = 'sekisho:rl:blocks';
-
+// block key without expiry). A block that starts (an enforced rule's) is also announced on
+// blockChannel and kept in its domain's index of active blocks (announce, below; read by
+// block-feed.ts): the one case where the script writes more than the decisions need.
 const script = `
 local redis_now
 local function clock(given)
@@ -73,7 +75,9 @@ end
 -- A block that starts is announced to every replica (PUBLISH: a cluster broadcasts it) and,
 -- in the domain layout, kept in its domain's index of active blocks (a sorted set by expiry,
 -- in the block key's slot) for replicas that start or reconnect later. Only when a block
--- starts: the decisions themselves cost nothing more.
+-- starts: the decisions themselves cost nothing more. The index is not among KEYS (a key
+-- more per check on every call): its name shares the block key's hash tag, so it lives in the
+-- slot the script runs in, which is what a cluster requires.
 local function announce(block, definition, now, expiry)
   local at = string.format('%.0f', expiry)
   redis.call('PUBLISH', '${blockChannel}', string.format('%.0f', now) .. ' ' .. at .. ' ' .. block .. ' ' .. definition)
