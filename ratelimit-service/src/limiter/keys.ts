@@ -81,6 +81,8 @@ export interface KeyParts {
  * tokenBucket: a string, the theoretical arrival time (epoch ms) of GCRA.
  * block: present (value "1", TTL block_seconds) while the counted values are blocked for the
  * rule; it names the rule only, so a block already earned outlives a change of the limit.
+ * The domain layout also has `sekisho:rl:{<domain>}:blocks`, the domain's active blocks (a
+ * sorted set by expiry, "<block key> <rule definition>"), which the script keeps as blocks start.
  */
 export function keyParts(rule: LimitRule, tag: KeyTag = 'domain'): KeyParts {
   const cache = partsCache[tag];
