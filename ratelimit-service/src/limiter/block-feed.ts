@@ -105,6 +105,11 @@ export class BlockFeed {
     if (this.closed) return;
     clearTimeout(this.retry);
     this.retry = setTimeout(() => {
+      // The command connection is not back yet (it reconnects on its own): wait for it quietly.
+      if (this.opts.redis.status !== 'ready') {
+        this.loadSoon(250);
+        return;
+      }
       this.load().then(
         (count) => this.opts.hooks?.loaded?.(count),
         (error: unknown) => {
@@ -120,6 +125,8 @@ export class BlockFeed {
   /** Reads the active blocks of every index (SCAN per master, pages of ZRANGE BYSCORE); returns how many. */
   async load(): Promise<number> {
     const { redis, maxLoad } = this.opts;
+    // A cluster not yet connected lists no masters: that is no answer, try again.
+    if (redis.status !== 'ready') throw new Error(`the Redis client is ${redis.status}, not ready`);
     const nodes: Redis[] =
       'isCluster' in redis && redis.isCluster ? (redis as Cluster).nodes('master') : [redis as Redis];
     let count = 0;
