@@ -14,6 +14,12 @@ import { showStackLogsOnFailure, writeDefinitionFile } from './support';
 // the outage the per-user limit keeps refusing, decided in the replica's memory (under allow it
 // would lift: gateway.e2e.test.ts pins that). The block holds from the replica's local cache of
 // known refusals, which every mode consults before Redis.
+//
+// Then two rate-limit replicas behind Envoy (policyServices.rateLimit.addresses, one Envoy
+// worker so its round robin alternates): a block earned through one is announced to the other,
+// and during the outage every sign-in is refused as blocked, whichever replica Envoy asks.
+// Without the announcement, the replica that never saw the block would let the address
+// through on its fresh in-memory count (2 a minute over 2 replicas: 1).
 
 let stack: Stack;
 let dir: string;
@@ -22,10 +28,9 @@ let control: RedisOutageControl;
 const authLimit = 2;
 const userLimit = 3;
 
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'sekisho-e2e-outage-'));
-  const definitionFile = join(dir, 'gateway.yaml');
-  const [gateway, customer, extAuthz, rateLimit] = await Promise.all(Array.from({ length: 4 }, () => freePort()));
+/** The definition of both stacks: `rateLimit` is one address, or the addresses of several replicas. */
+async function writeDefinition(definitionFile: string, rateLimit: { address: string } | { addresses: string[] }) {
+  const [gateway, customer, extAuthz] = await Promise.all(Array.from({ length: 3 }, () => freePort()));
   await writeDefinitionFile(definitionFile, {
     listeners: { http: { address: '127.0.0.1', port: gateway } },
     identity: {
@@ -35,7 +40,7 @@ beforeAll(async () => {
     },
     policyServices: {
       extAuthz: { address: `127.0.0.1:${extAuthz}`, timeout: '2s' },
-      rateLimit: { address: `127.0.0.1:${rateLimit}`, timeout: '2s', failureMode: 'allow', redisFailureMode: 'local' },
+      rateLimit: { ...rateLimit, timeout: '2s', failureMode: 'allow', redisFailureMode: 'local' },
     },
     services: { customer: { endpoints: [`127.0.0.1:${customer}`], healthCheck: '/health' } },
     limits: {
@@ -53,6 +58,12 @@ beforeAll(async () => {
       },
     ],
   });
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'sekisho-e2e-outage-'));
+  const definitionFile = join(dir, 'gateway.yaml');
+  await writeDefinition(definitionFile, { address: `127.0.0.1:${await freePort()}` });
   stack = await startStack({ definitionFile, logLevel: 'info' });
   if (!stack.redis.control)
     throw new Error('this test needs a redis-server the stack started itself (unset REDIS_URL)');
@@ -64,17 +75,17 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-async function call(path: string, init: RequestInit & { token?: string } = {}) {
+async function call(path: string, init: RequestInit & { token?: string } = {}, on: Stack = stack) {
   const headers = new Headers(init.headers);
   if (init.token) headers.set('authorization', `Bearer ${init.token}`);
-  const response = await fetch(`${stack.gatewayUrl}${path}`, { ...init, headers, signal: AbortSignal.timeout(5000) });
+  const response = await fetch(`${on.gatewayUrl}${path}`, { ...init, headers, signal: AbortSignal.timeout(5000) });
   const text = await response.text();
   return { status: response.status, headers: response.headers, text };
 }
-const signIn = () => call('/api/v1/auth/sign-in', { method: 'POST', body: '{}' });
+const signIn = (on: Stack = stack) => call('/api/v1/auth/sign-in', { method: 'POST', body: '{}' }, on);
 
-const expectBlocked = async () => {
-  const refused = await signIn();
+const expectBlocked = async (on: Stack = stack) => {
+  const refused = await signIn(on);
   expect(refused.status).toBe(429);
   expect(JSON.parse(refused.text)).toMatchObject({ success: false, error: { code: 'RATE_LIMIT_EXCEEDED' } });
   // The rest of the 15-minute block, not of a one-minute window.
@@ -126,5 +137,73 @@ describe('the auth route block through a Redis outage with redisFailureMode: loc
     expect(metrics).toMatch(
       /sekisho_ratelimit_over_limit_with_local_cache_total\{[^}]*rule="route:[^"]*"[^}]*\} [1-9]/,
     );
+  });
+});
+
+/** A counter's value on a replica's /metrics, summed over its series that match `labels`. */
+async function counter(adminUrl: string, name: string, labels = ''): Promise<number> {
+  const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n'))
+    if ((line.startsWith(`${name} `) || line.startsWith(`${name}{`)) && line.includes(labels))
+      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  return sum;
+}
+
+describe('two rate-limit replicas behind Envoy: the block holds on both through the outage', () => {
+  let pair: Stack;
+  let pairDir: string;
+
+  beforeAll(async () => {
+    pairDir = await mkdtemp(join(tmpdir(), 'sekisho-e2e-outage-pair-'));
+    const definitionFile = join(pairDir, 'gateway.yaml');
+    const [a, b] = await Promise.all([freePort(), freePort()]);
+    await writeDefinition(definitionFile, { addresses: [`127.0.0.1:${a}`, `127.0.0.1:${b}`] });
+    pair = await startStack({ definitionFile, logLevel: 'info', envoyConcurrency: 1 });
+    if (!pair.redis.control)
+      throw new Error('this test needs a redis-server the stack started itself (unset REDIS_URL)');
+  });
+
+  afterAll(async () => {
+    await pair?.stop();
+    if (pairDir) await rm(pairDir, { recursive: true, force: true });
+  });
+
+  it('refuses the blocked address on every replica while Redis is down, with the block’s remaining time', async () => {
+    showStackLogsOnFailure(() => pair);
+    const replicas = pair.ratelimitAdminUrls;
+    expect(replicas).toHaveLength(2);
+    const attempts: number[] = [];
+    for (let i = 0; i < authLimit; i++) attempts.push((await signIn(pair)).status);
+    expect(attempts).toEqual([200, 200]);
+    await expectBlocked(pair);
+    // The replica that did not start the block learns it from the announcement.
+    const learned = async () =>
+      (await Promise.all(replicas.map((url) => counter(url, 'sekisho_ratelimit_blocks_learned_total')))).reduce(
+        (a, b) => a + b,
+      );
+    const deadline = Date.now() + 10_000;
+    while ((await learned()) < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(await learned()).toBe(1);
+
+    await pair.redis.control?.down();
+    try {
+      // Until each replica has answered at least once from its cache (Envoy alternates between them).
+      const fromCache = () =>
+        Promise.all(
+          replicas.map((url) => counter(url, 'sekisho_ratelimit_over_limit_with_local_cache_total', 'rule="route:')),
+        );
+      const before = await fromCache();
+      for (let i = 0; i < 20; i++) {
+        const refused = await expectBlocked(pair);
+        expect(JSON.parse(refused.text).error.code).toBe('RATE_LIMIT_EXCEEDED');
+        const now = await fromCache();
+        if (now.every((count, r) => count > (before[r] as number))) break;
+      }
+      const after = await fromCache();
+      expect(after.map((count, r) => count > (before[r] as number))).toEqual([true, true]);
+    } finally {
+      await pair.redis.control?.up();
+    }
   });
 });

@@ -94,6 +94,11 @@ export interface Stack {
   extAuthzAdminUrls: string[];
   ratelimitAdminUrl: string;
   /**
+   * One per rate-limit replica: the stack runs one for each address the definition lists
+   * (`policyServices.rateLimit.addresses`), all sharing the stack's Redis; the first is ratelimitAdminUrl.
+   */
+  ratelimitAdminUrls: string[];
+  /**
    * The threat detector's admin server (/metrics, /status): the stack runs one detector, on
    * `policyServices.threatDetector`'s first address, when the definition has `threats`; else undefined.
    */
@@ -126,6 +131,7 @@ export type ServiceName =
   | 'control-plane'
   | 'ext-authz'
   | 'ratelimit-service'
+  | `ratelimit-service-${number}`
   | 'threat-detector'
   | `ext-authz-${number}`;
 
@@ -140,8 +146,8 @@ interface ServiceSpec {
 }
 
 /**
- * The stack runs one rate-limit replica and one threat detector (the first address) and one
- * ext-authz replica per address.
+ * The stack runs one threat detector (the first address) and one ext-authz and one rate-limit
+ * replica per address.
  */
 function firstReplica(service: Parameters<typeof policyServiceAddresses>[0]): string {
   const [first] = policyServiceAddresses(service);
@@ -186,7 +192,11 @@ async function refuseBusyPorts(definition: GatewayDefinition, ports: NonNullable
       portOf(address),
       '127.0.0.1',
     ]),
-    ['policyServices.rateLimit.address', portOf(firstReplica(definition.policyServices.rateLimit)), '127.0.0.1'],
+    ...policyServiceAddresses(definition.policyServices.rateLimit).map((address, i): [string, number, string] => [
+      `policyServices.rateLimit.addresses[${i}]`,
+      portOf(address),
+      '127.0.0.1',
+    ]),
     ...detectorPort,
     ...Object.entries(ports)
       // The detector's admin port matters only when the stack runs a detector.
@@ -262,6 +272,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const extAuthzAdminPorts = [ports.extAuthzAdmin];
   for (let i = 1; i < policyServiceAddresses(definition.policyServices.extAuthz).length; i++) {
     extAuthzAdminPorts.push(await freePort());
+  }
+  const ratelimitAdminPorts = [ports.ratelimitAdmin];
+  for (let i = 1; i < policyServiceAddresses(definition.policyServices.rateLimit).length; i++) {
+    ratelimitAdminPorts.push(await freePort());
   }
   // Spawns one of Sekisho's processes (as deployed: its own process), under tsx or compiled,
   // and waits until it is ready, failing at once with its output if it dies first.
@@ -374,22 +388,24 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         },
         readyUrl: `http://127.0.0.1:${ports.controlPlaneAdmin}/readyz`,
       },
-      'ratelimit-service': {
-        name: 'ratelimit-service',
-        entry: 'ratelimit-service/src/main.ts',
-        built: 'ratelimit-service',
-        env: {
-          ...common,
-          RATELIMIT_GRPC_PORT: String(portOf(firstReplica(definition.policyServices.rateLimit))),
-          RATELIMIT_ADMIN_PORT: String(ports.ratelimitAdmin),
-          RATELIMIT_XDS_ADDRESS: xdsAddress,
-          ...clientTls('RATELIMIT', 'ratelimit'),
-          RATELIMIT_REDIS_URL: redisUrl,
-          RATELIMIT_REDIS_FAILURE_MODE: opts.rateLimitFailureMode ?? 'allow',
-        },
-        readyUrl: `http://127.0.0.1:${ports.ratelimitAdmin}/readyz`,
-      },
     } satisfies Record<string, ServiceSpec>;
+    const ratelimitSpec = (address: string, i: number): ServiceSpec => ({
+      name: i === 0 ? 'ratelimit-service' : `ratelimit-service-${i + 1}`,
+      entry: 'ratelimit-service/src/main.ts',
+      built: 'ratelimit-service',
+      env: {
+        ...common,
+        RATELIMIT_GRPC_PORT: String(portOf(address)),
+        RATELIMIT_ADMIN_PORT: String(ratelimitAdminPorts[i]),
+        RATELIMIT_NODE_ID: i === 0 ? 'ratelimit-service' : `ratelimit-service-${i + 1}`,
+        RATELIMIT_XDS_ADDRESS: xdsAddress,
+        ...clientTls('RATELIMIT', 'ratelimit'),
+        RATELIMIT_REDIS_URL: redisUrl,
+        RATELIMIT_REDIS_FAILURE_MODE: opts.rateLimitFailureMode ?? 'allow',
+      },
+      readyUrl: `http://127.0.0.1:${ratelimitAdminPorts[i]}/readyz`,
+    });
+    const ratelimitSpecs = policyServiceAddresses(definition.policyServices.rateLimit).map(ratelimitSpec);
     const detector = threatDetectorOf(definition);
     // The detector reads its rules from the access-log entries themselves (the control plane's
     // custom tag), so it needs only where to listen and the Redis ext-authz reads blocks from.
@@ -407,7 +423,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     };
     serviceSpecs = new Map<ServiceName, ServiceSpec>([
       ['control-plane', specs['control-plane']],
-      ['ratelimit-service', specs['ratelimit-service']],
+      ...ratelimitSpecs.map((spec): [ServiceName, ServiceSpec] => [spec.name, spec]),
       ...extAuthzSpecs.map((spec): [ServiceName, ServiceSpec] => [spec.name, spec]),
       ...(detectorSpec ? [['threat-detector', detectorSpec] as [ServiceName, ServiceSpec]] : []),
     ]);
@@ -419,7 +435,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       () =>
         Promise.all([
           ...extAuthzSpecs.map(launch),
-          launch(specs['ratelimit-service']),
+          ...ratelimitSpecs.map(launch),
           ...(detectorSpec ? [launch(detectorSpec)] : []),
         ]),
     );
@@ -496,6 +512,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     extAuthzAdminUrl: `http://127.0.0.1:${ports.extAuthzAdmin}`,
     extAuthzAdminUrls: extAuthzAdminPorts.map((port) => `http://127.0.0.1:${port}`),
     ratelimitAdminUrl: `http://127.0.0.1:${ports.ratelimitAdmin}`,
+    ratelimitAdminUrls: ratelimitAdminPorts.map((port) => `http://127.0.0.1:${port}`),
     threatDetectorAdminUrl: threatDetectorOf(definition) && `http://127.0.0.1:${ports.threatDetectorAdmin}`,
     controlChannel: certificates,
     xdsPort: ports.controlPlaneXds,

@@ -11,6 +11,7 @@ import { processesPerReplica } from '@sekisho/service-kit/workers';
 import type { Registry } from 'prom-client';
 import { type RateLimitConfig, xdsChannelOf } from './config';
 import { type ConfigDirectory, openConfigDirectory } from './file-config/directory';
+import { BlockFeed } from './limiter/block-feed';
 import { CircuitBreaker } from './limiter/breaker';
 import { createValueHasher } from './limiter/keys';
 import { LocalCache } from './limiter/local-cache';
@@ -19,6 +20,7 @@ import { createRedisClient } from './limiter/redis-client';
 import { RedisLimiter } from './limiter/redis-limiter';
 import { ResilientLimiter, type StoreFailureMode } from './limiter/resilient-limiter';
 import type { Clock } from './limiter/types';
+import { LogThrottle } from './log-throttle';
 import { createRateLimitMetrics } from './metrics';
 import { type CompiledPolicy, compilePolicy } from './policy/compile';
 import { createRateLimitServer } from './service';
@@ -93,10 +95,16 @@ export async function startRateLimitApp(
   // A fresh connection means Redis is back: probe with the next request instead of waiting.
   redis.on('ready', () => breaker.probeSoon());
   // A test's clock moves the cache and the local limiter with Redis's windows.
-  const cache = new LocalCache({ maxEntries: config.RATELIMIT_LOCAL_CACHE_SIZE, clock: opts.clock });
+  const cache = new LocalCache({
+    maxEntries: config.RATELIMIT_LOCAL_CACHE_SIZE,
+    clock: opts.clock,
+    onEvict: () => metrics.localCacheEvictions.inc(),
+  });
+  const keyTag = config.RATELIMIT_REDIS_KEY_TAG;
   const local = new LocalLimiter({
     hashValues,
     cache,
+    keyTag,
     replicas: localDivisor,
     maxKeys: config.RATELIMIT_LOCAL_MAX_KEYS,
     clock: opts.clock,
@@ -105,7 +113,7 @@ export async function startRateLimitApp(
     store: new RedisLimiter({
       redis,
       hashValues,
-      keyTag: config.RATELIMIT_REDIS_KEY_TAG,
+      keyTag,
       clock: opts.clock,
       maxBatch: config.RATELIMIT_REDIS_BATCH_MAX,
       hooks: {
@@ -121,11 +129,40 @@ export async function startRateLimitApp(
     local,
     hashValues,
     mode: failureMode,
+    keyTag,
   });
+  // Every replica's blocks, as they start and (on every subscription) those already active:
+  // the local mode then refuses a client blocked through any replica.
+  const blockFeedLogs = new LogThrottle({ burst: 1, intervalMs: 10_000 });
+  const blockFeed = new BlockFeed({
+    redis,
+    cache,
+    maxLoad: config.RATELIMIT_LOCAL_CACHE_SIZE,
+    clock: opts.clock,
+    hooks: {
+      learned: () => metrics.blocksLearned.inc(),
+      loaded: (count) => metrics.blocksLoaded.inc(count),
+      error: (error) => {
+        const slot = blockFeedLogs.take('block-feed');
+        if (slot)
+          logger.warn(
+            {
+              category: 'technical',
+              event_type: 'ratelimit_block_feed_error',
+              error_details: error instanceof Error ? error.message : String(error),
+              ...slot,
+            },
+            'block announcements: load or message failed',
+          );
+      },
+    },
+  });
+  if (config.RATELIMIT_LOCAL_CACHE_SIZE > 0) blockFeed.start();
   const metrics = createRateLimitMetrics(registry, {
     redisReady,
     breakerState: () => breaker.state,
     modeInForce: () => limiter.modeInForce(),
+    knownBlocks: () => cache.blocks,
   });
   // The control plane's last refused policy (a NACK), until one is applied: /status and a gauge.
   let lastPolicyError: { version: string; error: string } | undefined;
@@ -159,6 +196,7 @@ export async function startRateLimitApp(
         registry,
       });
     } catch (error) {
+      blockFeed.close();
       redis.disconnect();
       throw error;
     }
@@ -187,6 +225,7 @@ export async function startRateLimitApp(
     worker_processes: workers,
     local_limit_divisor: localDivisor(),
     local_cache_entries: cache.size,
+    local_known_blocks: cache.blocks,
     local_limiter_keys: local.size,
     no_policy_mode: noPolicyMode,
     control_plane: config.RATELIMIT_XDS_ADDRESS ?? null,
@@ -194,6 +233,7 @@ export async function startRateLimitApp(
   });
 
   const closeRedis = async () => {
+    blockFeed.close();
     // quit() waits for pending replies; when Redis is unreachable, or frozen (QUIT times out),
     // there is nothing worth waiting for.
     if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect());

@@ -20,6 +20,7 @@ export function createRateLimitMetrics(
     redisReady?: () => boolean;
     breakerState?: () => BreakerState;
     modeInForce?: () => (typeof modes)[number];
+    knownBlocks?: () => number;
   } = {},
 ) {
   const registers = [registry];
@@ -132,6 +133,30 @@ export function createRateLimitMetrics(
       registers,
     }).series({}),
     ...requestDurations(registers),
+    blocksLearned: new Counter({
+      name: 'sekisho_ratelimit_blocks_learned_total',
+      help: 'Blocks another replica started, learned from their announcement (new to this replica).',
+      registers,
+    }),
+    blocksLoaded: new Counter({
+      name: 'sekisho_ratelimit_blocks_loaded_total',
+      help: "Active blocks read from Redis's block indexes at start and after the announcement subscriber reconnected.",
+      registers,
+    }),
+    localCacheEvictions: new Counter({
+      name: 'sekisho_ratelimit_local_cache_evictions_total',
+      help: 'Live entries (blocks, keys over their limit) the full local cache dropped, the soonest-expiring first.',
+      registers,
+    }),
+    knownBlocks: new Gauge({
+      name: 'sekisho_ratelimit_known_blocks',
+      aggregator: 'max',
+      help: 'Active blocks this replica holds (its own and those learned from the others), answered without Redis.',
+      registers,
+      collect() {
+        if (opts.knownBlocks) this.set(opts.knownBlocks());
+      },
+    }),
     policyInfo: new Gauge({
       name: 'sekisho_ratelimit_policy_info',
       aggregator: 'first',

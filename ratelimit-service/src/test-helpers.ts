@@ -141,3 +141,19 @@ export async function eventually(condition: () => boolean, timeoutMs = 10_000): 
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
+
+/** Polls until the async condition holds (a message that travels through Redis to another replica). */
+export async function eventuallyAsync(condition: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** The value of a metric without labels (or its first series) on the service's /metrics; 0 when absent. */
+export async function metricValue(service: TestService, name: string): Promise<number> {
+  const text = (await service.admin('/metrics')).text;
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+}

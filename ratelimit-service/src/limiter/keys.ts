@@ -32,6 +32,30 @@ export function definitionTag(rule: LimitRule): string {
   return `${algorithm}:${base}`;
 }
 
+const algorithmCodes = { fixed: 0, sliding: 1, tokenBucket: 2 } as const;
+const definitions = new WeakMap<LimitRule, string>();
+
+/**
+ * The rule as the rate-limit script reads it, "algorithm limit window_s block_s burst
+ * advisory": also the identity a published block carries, so a replica never answers a
+ * changed rule (another limit, block length, mode) from a block earned under the old one.
+ */
+export function ruleDefinition(rule: LimitRule): string {
+  let definition = definitions.get(rule);
+  if (definition === undefined) {
+    definition = [
+      algorithmCodes[rule.algorithm ?? 'fixed'],
+      rule.requestsPerWindow,
+      rule.windowSeconds,
+      rule.blockSeconds,
+      rule.burst || rule.requestsPerWindow,
+      rule.advisory ? 1 : 0,
+    ].join(' ');
+    definitions.set(rule, definition);
+  }
+  return definition;
+}
+
 /**
  * The domain as a hash tag: itself when it is safe inside braces, else a digest of it (a
  * brace would end the tag early). Rules without a domain (the limiter's own tests) share '_'.
@@ -57,6 +81,8 @@ export interface KeyParts {
  * tokenBucket: a string, the theoretical arrival time (epoch ms) of GCRA.
  * block: present (value "1", TTL block_seconds) while the counted values are blocked for the
  * rule; it names the rule only, so a block already earned outlives a change of the limit.
+ * The domain layout also has `sekisho:rl:{<domain>}:blocks`, the domain's active blocks (a
+ * sorted set by expiry, "<block key> <rule definition>"), which the script keeps as blocks start.
  */
 export function keyParts(rule: LimitRule, tag: KeyTag = 'domain'): KeyParts {
   const cache = partsCache[tag];

@@ -155,4 +155,38 @@ describe('LocalCache', () => {
     none.remember('k', 60_000);
     expect(none.size).toBe(0);
   });
+
+  it('drops the soonest-expiring entry when full, and counts live ones dropped', () => {
+    let now = 0;
+    let evicted = 0;
+    const cache = new LocalCache({ maxEntries: 3, clock: () => now, onEvict: () => evicted++ });
+    cache.remember('long', 900_000, 1, 'd');
+    cache.remember('short', 10_000);
+    cache.remember('middle', 60_000);
+    cache.remember('newest', 30_000);
+    expect(cache.refusedFor('short')).toBe(0);
+    expect(cache.refusedFor('long', 1, 'd')).toBe(900_000);
+    expect(cache.refusedFor('middle')).toBe(60_000);
+    expect(cache.refusedFor('newest')).toBe(30_000);
+    expect([evicted, cache.evictions]).toEqual([1, 1]);
+    // A replaced entry's old expiry is not the one evicted by.
+    cache.remember('newest', 500_000);
+    now = 1;
+    cache.remember('another', 700_000);
+    expect(cache.refusedFor('middle')).toBe(0);
+    expect(cache.refusedFor('newest')).toBe(499_999);
+    // An expired entry makes the room, uncounted.
+    now = 600_000;
+    cache.remember('late', 1_000);
+    expect(cache.evictions).toBe(2);
+    expect(cache.size).toBe(3);
+  });
+
+  it('answers a block only for the rule definition it was earned under', () => {
+    const cache = new LocalCache({ maxEntries: 10, clock: () => 0 });
+    cache.remember('block', 900_000, 1, '0 5 60 900 5 0');
+    expect(cache.refusedFor('block', 1, '0 5 60 900 5 0')).toBe(900_000);
+    expect(cache.refusedFor('block', 1, '0 10 60 900 10 0')).toBe(0);
+    expect(cache.blocks).toBe(1);
+  });
 });

@@ -1,4 +1,4 @@
-import { blockKey, counterKey } from './keys';
+import { blockKey, counterKey, type KeyTag, ruleDefinition } from './keys';
 import type { LocalCache } from './local-cache';
 import type { Clock, LimitCheck, LimitDecision, Limiter, LimitRule } from './types';
 
@@ -52,6 +52,8 @@ export class LocalLimiter implements Limiter {
       replicas: () => number;
       /** Counters kept at most; past that expired ones are swept, then the oldest dropped. */
       maxKeys: number;
+      /** The Redis key layout: blocks are cached under Redis's block key, as replicas announce them. */
+      keyTag?: KeyTag;
       clock?: Clock;
     },
   ) {
@@ -85,7 +87,7 @@ export class LocalLimiter implements Limiter {
       const p: Plan = {
         rule,
         counter: `local:${counterKey(rule, hash)}`,
-        block: blockKey(rule, hash),
+        block: blockKey(rule, hash, this.opts.keyTag),
         limit,
         addend,
         windowMs: rule.windowSeconds * 1000,
@@ -99,7 +101,7 @@ export class LocalLimiter implements Limiter {
         interval: 0,
         burst: 0,
       };
-      const blockedFor = this.opts.cache.refusedFor(p.block);
+      const blockedFor = this.opts.cache.refusedFor(p.block, 1, ruleDefinition(rule));
       const algorithm = rule.algorithm ?? 'fixed';
       if (blockedFor > 0) {
         p.code = 2;
@@ -164,7 +166,7 @@ export class LocalLimiter implements Limiter {
         p.remaining = 0;
         if (p.rule.blockSeconds > 0) {
           p.blockMs = p.rule.blockSeconds * 1000;
-          this.opts.cache.remember(p.block, p.blockMs);
+          this.opts.cache.remember(p.block, p.blockMs, 1, ruleDefinition(p.rule));
         }
       } else if (!refused) {
         p.remaining =

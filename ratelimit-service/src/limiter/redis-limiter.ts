@@ -1,7 +1,10 @@
 import { createHash } from 'node:crypto';
-import { type KeyParts, type KeyTag, keyParts, keySlot } from './keys';
+import { type KeyParts, type KeyTag, keyParts, keySlot, ruleDefinition } from './keys';
 import { classifyRedisError, type RedisConnection, RedisFault } from './redis-client';
 import type { Clock, LimitCheck, LimitDecision, Limiter, LimitRule } from './types';
+
+/** The channel every block that starts is published on: "now expiry blockKey definition" (Redis ms). */
+export const blockChannel = 'sekisho:rl:blocks';
 
 // Every rule of every descriptor of one ShouldRateLimit is decided and counted in one Lua
 // script: one round trip, atomic. The script first decides every rule without writing a
@@ -39,7 +42,9 @@ import type { Clock, LimitCheck, LimitDecision, Limiter, LimitRule } from './typ
 // decide without counting). It returns per request a list, per check {code, remaining,
 // reset ms, block ms}: code 0 = within the limit, 1 = over it (block ms > 0 when this
 // request started a block), 2 = blocked (block ms = the block's remaining time, -1 for a
-// block key without expiry).
+// block key without expiry). A block that starts (an enforced rule's) is also announced on
+// blockChannel and kept in its domain's index of active blocks (announce, below; read by
+// block-feed.ts): the one case where the script writes more than the decisions need.
 const script = `
 local redis_now
 local function clock(given)
@@ -65,6 +70,25 @@ local function rule_of(text)
     rules[text] = r
   end
   return r
+end
+
+-- A block that starts is announced to every replica (PUBLISH: a cluster broadcasts it) and,
+-- in the domain layout, kept in its domain's index of active blocks (a sorted set by expiry,
+-- in the block key's slot) for replicas that start or reconnect later. Only when a block
+-- starts: the decisions themselves cost nothing more. The index is not among KEYS (a key
+-- more per check on every call): its name shares the block key's hash tag, so it lives in the
+-- slot the script runs in, which is what a cluster requires.
+local function announce(block, definition, now, expiry)
+  local at = string.format('%.0f', expiry)
+  redis.call('PUBLISH', '${blockChannel}', string.format('%.0f', now) .. ' ' .. at .. ' ' .. block .. ' ' .. definition)
+  local scope = string.match(block, '^(.-}):block:')
+  if scope then
+    local index = scope .. ':blocks'
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+    redis.call('ZADD', index, at, block .. ' ' .. definition)
+    -- Relative: \`now\` may be a test's clock, not Redis's.
+    if redis.call('PTTL', index) < expiry - now then redis.call('PEXPIRE', index, expiry - now) end
+  end
 end
 
 -- One request: its checks are KEYS[k + 1 ..] and ARGV[a + 1 ..].
@@ -176,6 +200,7 @@ local function decide(k, a, n, default_addend, now)
       if p.block_s > 0 then
         redis.call('SET', block, '1', 'EX', p.block_s)
         p.block_ms = p.block_s * 1000
+        if not p.advisory then announce(block, ARGV[a + 2 * (i - 1) + 1], now, now + p.block_ms) end
       end
     end
     out[i] = {p.code, math.max(0, p.remaining), math.ceil(p.reset), p.block_ms}
@@ -198,8 +223,6 @@ return answers
 const scriptSha = createHash('sha1').update(script).digest('hex');
 
 type Result = [code: number, remaining: number, resetMs: number, blockMs: number];
-
-const algorithmCodes = { fixed: 0, sliding: 1, tokenBucket: 2 } as const;
 
 /** Per rule, what the script needs of it, built once (rules live as long as their policy). */
 interface RuleArgs {
@@ -291,14 +314,7 @@ export class RedisLimiter implements Limiter {
       const keys = keyParts(rule, this.keyTag);
       args = {
         keys,
-        definition: [
-          algorithmCodes[rule.algorithm ?? 'fixed'],
-          rule.requestsPerWindow,
-          rule.windowSeconds,
-          rule.blockSeconds,
-          rule.burst || rule.requestsPerWindow,
-          rule.advisory ? 1 : 0,
-        ].join(' '),
+        definition: ruleDefinition(rule),
         // The domain layout's tag is whole in the part before the values.
         slot: this.keyTag === 'domain' ? keySlot(keys.counter[0]) : undefined,
       };

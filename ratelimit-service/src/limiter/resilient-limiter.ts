@@ -1,5 +1,5 @@
 import type { CircuitBreaker } from './breaker';
-import { blockKey, counterKey } from './keys';
+import { blockKey, counterKey, type KeyTag, ruleDefinition } from './keys';
 import type { LocalCache } from './local-cache';
 import type { LocalLimiter } from './local-limiter';
 import type { LimitCheck, LimitDecision, Limiter } from './types';
@@ -77,6 +77,8 @@ export class ResilientLimiter implements Limiter {
       local: LocalLimiter;
       hashValues: (values: readonly string[]) => string;
       mode: () => StoreFailureMode;
+      /** The Redis key layout: blocks are cached under Redis's block key, as replicas announce them. */
+      keyTag?: KeyTag;
     },
   ) {}
 
@@ -123,7 +125,7 @@ export class ResilientLimiter implements Limiter {
     let refused = false;
     const decisions = checks.map(({ rule, values, addend: own }): LimitDecision => {
       const hash = this.opts.hashValues(values);
-      const blockedFor = cache.refusedFor(blockKey(rule, hash));
+      const blockedFor = cache.refusedFor(blockKey(rule, hash, this.opts.keyTag), 1, ruleDefinition(rule));
       const overFor = blockedFor > 0 ? 0 : cache.refusedFor(counterKey(rule, hash), own ?? addend);
       const ms = blockedFor || overFor;
       if (ms === 0) return { rule, overLimit: false, blocked: false, remaining: 0, resetSeconds: 1, skipped: true };
@@ -147,10 +149,11 @@ export class ResilientLimiter implements Limiter {
       if (!d.overLimit || d.rule.advisory || d.resetMs === undefined) return;
       const check = checks[i];
       const hash = this.opts.hashValues(check?.values ?? []);
-      if (d.blocked) this.opts.cache.remember(blockKey(d.rule, hash), d.resetMs - rttMs);
+      const block = blockKey(d.rule, hash, this.opts.keyTag);
+      if (d.blocked) this.opts.cache.remember(block, d.resetMs - rttMs, 1, ruleDefinition(d.rule));
       else {
         if (d.rule.blockSeconds > 0)
-          this.opts.cache.remember(blockKey(d.rule, hash), d.rule.blockSeconds * 1000 - rttMs);
+          this.opts.cache.remember(block, d.rule.blockSeconds * 1000 - rttMs, 1, ruleDefinition(d.rule));
         this.opts.cache.remember(counterKey(d.rule, hash), d.resetMs - rttMs, check?.addend ?? addend);
       }
     });
