@@ -5,6 +5,14 @@ import { credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js'
 import { type EnvoyHandle, startEnvoy } from '@sekisho/devstack/envoy';
 import { freePort } from '@sekisho/devstack/processes';
 import {
+  RateLimitRequest,
+  RateLimitResponse,
+  RateLimitResponse_Code,
+  RateLimitServiceClient,
+  type RateLimitServiceServer,
+  RateLimitServiceService,
+} from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
+import {
   type HealthCheckResponse,
   HealthCheckResponse_ServingStatus,
   HealthClient,
@@ -12,13 +20,38 @@ import {
 import { type GrpcServer, startGrpcServer } from '@sekisho/service-kit/grpc-server';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 
-// The lean node:http2 gRPC server (the policy services' default transport) behind a real
-// Envoy 1.40: Envoy's own gRPC health checker (what takes a policy replica out of rotation)
-// and gRPC calls Envoy proxies to it, with Envoy's grpc-timeout propagation.
+// service-kit's lean gRPC server on its own HTTP/2 (the policy services' transport) behind a
+// real Envoy 1.40: Envoy's own gRPC health checker (what takes a policy replica out of
+// rotation) and gRPC calls Envoy proxies to it, with Envoy's grpc-timeout propagation; and
+// answers many times larger than the smallest upstream windows HTTP/2 allows (65,535 bytes
+// for each stream and the connection), many at once, arriving whole through flow control.
 
 const cluster = 'lean_grpc';
 
-function bootstrap(grpcPort: number, listenerPort: number): string {
+const healthChecked = {
+  route: 'max_stream_duration: { grpc_timeout_header_max: 10s }',
+  http2: '{}',
+  extra: `      health_checks:
+        - timeout: 1s
+          interval: 0.2s
+          # Without traffic Envoy would check only every 60 s.
+          no_traffic_interval: 0.2s
+          unhealthy_threshold: 1
+          healthy_threshold: 1
+          grpc_health_check: {}
+`,
+};
+const smallestWindows = {
+  route: 'timeout: 20s',
+  http2: '{ initial_stream_window_size: 65535, initial_connection_window_size: 65535 }',
+  extra: '',
+};
+
+function bootstrap(
+  grpcPort: number,
+  listenerPort: number,
+  variant: { route: string; http2: string; extra: string },
+): string {
   // A static bootstrap; ${ADMIN_ADDRESS} and ${ADMIN_PORT} are filled in by devstack.
   return `
 admin:
@@ -40,7 +73,7 @@ static_resources:
                       domains: ["*"]
                       routes:
                         - match: { prefix: "/" }
-                          route: { cluster: ${cluster}, max_stream_duration: { grpc_timeout_header_max: 10s } }
+                          route: { cluster: ${cluster}, ${variant.route} }
                 http_filters:
                   - name: envoy.filters.http.router
                     typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
@@ -51,16 +84,8 @@ static_resources:
       typed_extension_protocol_options:
         envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
           "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-          explicit_http_config: { http2_protocol_options: {} }
-      health_checks:
-        - timeout: 1s
-          interval: 0.2s
-          # Without traffic Envoy would check only every 60 s.
-          no_traffic_interval: 0.2s
-          unhealthy_threshold: 1
-          healthy_threshold: 1
-          grpc_health_check: {}
-      load_assignment:
+          explicit_http_config: { http2_protocol_options: ${variant.http2} }
+${variant.extra}      load_assignment:
         cluster_name: ${cluster}
         endpoints:
           - lb_endpoints:
@@ -101,7 +126,7 @@ describe('the http2 gRPC transport behind a real Envoy', () => {
     const listenerPort = await freePort();
     dir = await mkdtemp(join(tmpdir(), 'sekisho-transport-'));
     const template = join(dir, 'bootstrap.yaml');
-    await writeFile(template, bootstrap(server.port, listenerPort));
+    await writeFile(template, bootstrap(server.port, listenerPort, healthChecked));
     envoy = await startEnvoy({
       nodeId: 'transport-test',
       cluster: 'transport-test',
@@ -161,5 +186,76 @@ describe('the http2 gRPC transport behind a real Envoy', () => {
       ),
     );
     expect(unknownName).toMatchObject({ code: status.NOT_FOUND });
+  });
+});
+
+describe('large answers through Envoy with the smallest HTTP/2 windows', () => {
+  let server: GrpcServer;
+  let envoy: EnvoyHandle;
+  let dir: string;
+  let client: RateLimitServiceClient;
+
+  beforeAll(async () => {
+    server = await startGrpcServer({
+      port: 0,
+      transport: 'http2',
+      register: (s) =>
+        s.addService(RateLimitServiceService, {
+          // The domain is the size of the raw body to answer with; each byte is the size mod 251.
+          shouldRateLimit: (call, callback) => {
+            const size = Number(call.request.domain) || 0;
+            callback(
+              null,
+              RateLimitResponse.fromPartial({
+                overallCode: RateLimitResponse_Code.OK,
+                rawBody: Buffer.alloc(size, size % 251),
+              }),
+            );
+          },
+        } satisfies RateLimitServiceServer),
+    });
+    const listenerPort = await freePort();
+    dir = await mkdtemp(join(tmpdir(), 'sekisho-h2-windows-'));
+    const template = join(dir, 'bootstrap.yaml');
+    await writeFile(template, bootstrap(server.port, listenerPort, smallestWindows));
+    envoy = await startEnvoy({
+      nodeId: 'h2-transport-test',
+      cluster: 'h2-transport-test',
+      controlPlane: { host: '127.0.0.1', port: 1 },
+      template,
+      concurrency: 1,
+    });
+    await envoy.waitForListener('grpc_in', 30_000);
+    client = new RateLimitServiceClient(`127.0.0.1:${listenerPort}`, credentials.createInsecure());
+  }, 60_000);
+
+  afterAll(async () => {
+    client?.close();
+    await envoy?.stop();
+    await server?.close(0);
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  const call = (size: number) =>
+    new Promise<RateLimitResponse>((resolve, reject) =>
+      client.shouldRateLimit(RateLimitRequest.fromPartial({ domain: String(size) }), (error, response) =>
+        error ? reject(error) : resolve(response as RateLimitResponse),
+      ),
+    );
+  const intact = (answer: RateLimitResponse, size: number) =>
+    Buffer.from(answer.rawBody).equals(Buffer.alloc(size, size % 251));
+
+  it('delivers answers of 100 KB and 2 MiB whole', async () => {
+    onTestFailed(() => console.log(envoy.logs()));
+    for (const size of [100_000, 2 << 20]) expect(intact(await call(size), size)).toBe(true);
+  });
+
+  it('delivers 20 concurrent answers of 200 KB and up, sharing the 64 KB connection window', async () => {
+    onTestFailed(() => console.log(envoy.logs()));
+    const sizes = Array.from({ length: 20 }, (_, i) => 200_000 + i * 9_973);
+    const answers = await Promise.all(sizes.map(call));
+    expect(answers.map((a, i) => intact(a, sizes[i] as number))).toEqual(sizes.map(() => true));
+    const stats = await envoy.stats(`^cluster\\.${cluster}\\.upstream_rq_200$`);
+    expect(stats[`cluster.${cluster}.upstream_rq_200`]).toBe(22);
   });
 });

@@ -1,4 +1,4 @@
-// Conformance of the lean node:http2 gRPC server against a real grpc-js client over real
+// Conformance of the lean gRPC server (service-kit's own HTTP/2) against a real grpc-js client over real
 // sockets (and raw HTTP/2 where a grpc-js client cannot produce the input): what a unary
 // call's caller, Envoy included, relies on.
 import { connect, constants as h2 } from 'node:http2';
