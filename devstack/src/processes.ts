@@ -387,9 +387,24 @@ function ephemeralPortRange(): { low: number; high: number } {
 }
 
 /**
- * A TCP port that is free on 127.0.0.1 right now, taken below the ephemeral range so that no
- * outgoing connection can take it before the server that asked for it binds it (the OS picks
- * one when that range leaves no room below it, or after 50 ports found in use).
+ * The ports freePort gave this process lately: a caller that asks for two before binding
+ * either (a test's two listeners) must not get the same one twice, which a random draw or the
+ * OS's next ephemeral port can otherwise do (a CI run once put two Envoy listeners on one
+ * port that way). Bounded: the oldest are forgotten past 4,096.
+ */
+const handedOut = new Set<number>();
+
+function handOut(port: number): number {
+  handedOut.add(port);
+  if (handedOut.size > 4_096) handedOut.delete(handedOut.values().next().value as number);
+  return port;
+}
+
+/**
+ * A TCP port that is free on 127.0.0.1 right now and that this process was not given lately,
+ * taken below the ephemeral range so that no outgoing connection can take it before the server
+ * that asked for it binds it (the OS picks one when that range leaves no room below it, or
+ * after 50 ports found in use or already given).
  */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
   const { low } = ephemeralPortRange();
@@ -397,15 +412,17 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   if (low - floor >= 1_000) {
     for (let attempt = 0; attempt < 50; attempt++) {
       const port = floor + Math.floor(Math.random() * (low - floor));
-      if (await isPortFree(port, host)) return port;
+      if (!handedOut.has(port) && (await isPortFree(port, host))) return handOut(port);
     }
   }
-  const server = createServer();
-  server.listen(0, host);
-  await once(server, 'listening');
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : 0;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (!port) throw new Error('could not obtain a free port');
-  return port;
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const server = createServer();
+    server.listen(0, host);
+    await once(server, 'listening');
+    const address = server.address();
+    const port = typeof address === 'object' && address ? address.port : 0;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (port && !handedOut.has(port)) return handOut(port);
+  }
+  throw new Error('could not obtain a free port');
 }
