@@ -93,6 +93,27 @@ ${variant.extra}      load_assignment:
 `;
 }
 
+/** A real Envoy proxying `grpc_in` to the gRPC server on `grpcPort` with the bootstrap `variant`. */
+async function envoyInFront(
+  name: string,
+  grpcPort: number,
+  variant: { route: string; http2: string; extra: string },
+): Promise<{ envoy: EnvoyHandle; dir: string; listenerPort: number }> {
+  const listenerPort = await freePort();
+  const dir = await mkdtemp(join(tmpdir(), `sekisho-${name}-`));
+  const template = join(dir, 'bootstrap.yaml');
+  await writeFile(template, bootstrap(grpcPort, listenerPort, variant));
+  const envoy = await startEnvoy({
+    nodeId: name,
+    cluster: name,
+    controlPlane: { host: '127.0.0.1', port: 1 },
+    template,
+    concurrency: 1,
+  });
+  await envoy.waitForListener('grpc_in', 30_000);
+  return { envoy, dir, listenerPort };
+}
+
 interface HostHealth {
   health_status?: { failed_active_health_check?: boolean };
 }
@@ -123,18 +144,8 @@ describe('the http2 gRPC transport behind a real Envoy', () => {
 
   beforeAll(async () => {
     server = await startGrpcServer({ port: 0, register: () => {}, isServing: () => serving, transport: 'http2' });
-    const listenerPort = await freePort();
-    dir = await mkdtemp(join(tmpdir(), 'sekisho-transport-'));
-    const template = join(dir, 'bootstrap.yaml');
-    await writeFile(template, bootstrap(server.port, listenerPort, healthChecked));
-    envoy = await startEnvoy({
-      nodeId: 'transport-test',
-      cluster: 'transport-test',
-      controlPlane: { host: '127.0.0.1', port: 1 },
-      template,
-      concurrency: 1,
-    });
-    await envoy.waitForListener('grpc_in', 30_000);
+    let listenerPort: number;
+    ({ envoy, dir, listenerPort } = await envoyInFront('transport-test', server.port, healthChecked));
     client = new HealthClient(`127.0.0.1:${listenerPort}`, credentials.createInsecure());
   }, 60_000);
 
@@ -214,18 +225,8 @@ describe('large answers through Envoy with the smallest HTTP/2 windows', () => {
           },
         } satisfies RateLimitServiceServer),
     });
-    const listenerPort = await freePort();
-    dir = await mkdtemp(join(tmpdir(), 'sekisho-h2-windows-'));
-    const template = join(dir, 'bootstrap.yaml');
-    await writeFile(template, bootstrap(server.port, listenerPort, smallestWindows));
-    envoy = await startEnvoy({
-      nodeId: 'h2-transport-test',
-      cluster: 'h2-transport-test',
-      controlPlane: { host: '127.0.0.1', port: 1 },
-      template,
-      concurrency: 1,
-    });
-    await envoy.waitForListener('grpc_in', 30_000);
+    let listenerPort: number;
+    ({ envoy, dir, listenerPort } = await envoyInFront('h2-transport-test', server.port, smallestWindows));
     client = new RateLimitServiceClient(`127.0.0.1:${listenerPort}`, credentials.createInsecure());
   }, 60_000);
 
