@@ -86,22 +86,35 @@ function expectEveryAnswerInTime(outcomes: readonly TrafficOutcome<unknown>[]) {
 const faultCodes = (outcomes: readonly TrafficOutcome<unknown>[]) =>
   new Set(outcomes.flatMap((o) => (o.ok ? [] : [(o.error as RedisFault).code])));
 
+/**
+ * SENTINEL FAILOVER while traffic runs: `before` decisions on the old master, then `after` on
+ * the new one; every answer in time. The old and new masters' ports and the calls made.
+ */
+async function failoverUnderTraffic(
+  before: number,
+  after: number,
+): Promise<{ oldPort: number; newPort: number; calls: number }> {
+  const oldPort = await sentinel.masterPort();
+  const t = traffic();
+  let newPort: number;
+  try {
+    await t.decided(0, before);
+    newPort = await sentinel.failover();
+    await t.decided(t.outcomes.length, after);
+  } finally {
+    await t.stop();
+  }
+  expectEveryAnswerInTime(t.outcomes);
+  return { oldPort, newPort, calls: t.outcomes.length };
+}
+
 describe('Sentinel failover during traffic (three sentinels, quorum two)', () => {
   beforeAll(() => setUp({ sentinels: 3 }), 90_000);
   afterAll(tearDown);
 
   it('keeps answering through SENTINEL FAILOVER and decides on the new master', async () => {
-    const oldPort = await sentinel.masterPort();
-    const t = traffic();
-    try {
-      await t.decided(0, 20);
-      const newPort = await sentinel.failover();
-      expect(newPort).not.toBe(oldPort);
-      await t.decided(t.outcomes.length, 20);
-    } finally {
-      await t.stop();
-    }
-    expectEveryAnswerInTime(t.outcomes);
+    const { oldPort, newPort } = await failoverUnderTraffic(20, 20);
+    expect(newPort).not.toBe(oldPort);
     // The counter lives on (and keeps counting on) the new master.
     const count = Number(await redisCli(await sentinel.masterPort(), ['hget', counterKey(rule, hash(['u'])), 'c']));
     expect(count).toBeGreaterThanOrEqual(20);
@@ -141,15 +154,7 @@ describe('Sentinel with passwords (data nodes and sentinels)', () => {
     expect(await noAuth(sentinel.sentinels[0]?.port as number)).toMatch(/NOAUTH/);
     const [first] = await limiter.hit([{ rule, values: ['p'] }], 1);
     expect(first?.overLimit).toBe(false);
-    const t = traffic();
-    try {
-      await t.decided(0, 5);
-      await sentinel.failover();
-      await t.decided(t.outcomes.length, 10);
-    } finally {
-      await t.stop();
-    }
-    expectEveryAnswerInTime(t.outcomes);
+    await failoverUnderTraffic(5, 10);
   }, 90_000);
 });
 
@@ -194,24 +199,15 @@ describe('Sentinel over TLS with ACL users on the data nodes and on the sentinel
     const crossed = { ...tlsOnly, user: users.sentinelUser.name, password: users.sentinelUser.password };
     expect(await redisCli(port.data, ['ping'], crossed).catch((e: Error) => e.message)).toMatch(/WRONGPASS|NOAUTH/);
 
-    const oldPort = await sentinel.masterPort();
-    const t = traffic();
-    try {
-      await t.decided(0, 20);
-      const newPort = await sentinel.failover();
-      expect(newPort).not.toBe(oldPort);
-      await t.decided(t.outcomes.length, 20);
-    } finally {
-      await t.stop();
-    }
-    expectEveryAnswerInTime(t.outcomes);
+    const { oldPort, newPort, calls } = await failoverUnderTraffic(20, 20);
+    expect(newPort).not.toBe(oldPort);
     const key = counterKey(rule, hash(['u']));
     const count = Number(await redisCli(await sentinel.masterPort(), ['hget', key, 'c'], sentinel.dataAuth));
     // The counter keeps counting on the new master (the 20 decided after the failover at
     // least). It may hold fewer than every decision: what the old master counted after the
     // replica's promotion and before the client moved is dropped when it resyncs as a replica.
     expect(count).toBeGreaterThanOrEqual(20);
-    expect(count).toBeLessThanOrEqual(t.outcomes.length);
+    expect(count).toBeLessThanOrEqual(calls);
   }, 180_000);
 
   it('keeps answering when the TLS master is killed, and decides on the promoted replica', async () => {
