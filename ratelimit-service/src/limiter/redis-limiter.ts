@@ -278,13 +278,25 @@ export class RedisLimiter implements Limiter {
   private readonly keyTag: KeyTag;
   private readonly cluster: boolean;
   private readonly maxBatch: number;
-  /** The open batch per slot (one, slot 0, off a cluster). */
-  private readonly open = new Map<number, Batch>();
+  /**
+   * The open batch per slot (one, slot 0, off a cluster), and the slots with one. Flat arrays
+   * rather than a Map: a Map gaining and losing an entry every event-loop turn keeps its
+   * batches (and their requests) alive into the old generation (see h2/stream-table.ts).
+   */
+  private readonly open: Array<Batch | undefined>;
+  private readonly openSlots: number[] = [];
   private flushScheduled = false;
   private readonly flushAll = () => {
     this.flushScheduled = false;
-    for (const batch of this.open.values()) this.send(batch);
-    this.open.clear();
+    const { open, openSlots } = this;
+    for (let i = 0; i < openSlots.length; i++) {
+      const slot = openSlots[i] as number;
+      const batch = open[slot];
+      if (batch === undefined) continue; // sent when it filled up
+      open[slot] = undefined;
+      this.send(batch);
+    }
+    openSlots.length = 0;
   };
 
   constructor(
@@ -303,6 +315,8 @@ export class RedisLimiter implements Limiter {
     const { redis } = opts;
     this.keyTag = opts.keyTag ?? 'domain';
     this.cluster = 'isCluster' in redis && redis.isCluster;
+    // Redis Cluster has 16,384 hash slots; everything else is slot 0.
+    this.open = new Array<Batch | undefined>(this.cluster ? 16_384 : 1).fill(undefined);
     this.maxBatch = opts.maxBatch ?? defaultMaxBatch;
     if (!Number.isInteger(this.maxBatch) || this.maxBatch < 1)
       throw new Error(`maxBatch must be a positive integer, got ${this.maxBatch}`);
@@ -388,10 +402,11 @@ export class RedisLimiter implements Limiter {
     now: number | '',
     indices: readonly number[] | undefined,
   ): Promise<LimitDecision[] | Result[]> {
-    let batch = this.open.get(slot);
-    if (!batch) {
+    let batch = this.open[slot];
+    if (batch === undefined) {
       batch = new Batch();
-      this.open.set(slot, batch);
+      this.open[slot] = batch;
+      this.openSlots.push(slot);
     }
     const m = indices ? indices.length : checks.length;
     const { keys: batchKeys, args } = batch;
@@ -406,7 +421,7 @@ export class RedisLimiter implements Limiter {
       (batch as Batch).waiters.push({ n: m, checks: indices ? undefined : checks, resolve, reject });
     });
     if (batch.waiters.length >= this.maxBatch) {
-      this.open.delete(slot);
+      this.open[slot] = undefined;
       this.send(batch);
     } else if (!this.flushScheduled) {
       this.flushScheduled = true;

@@ -19,6 +19,7 @@ import {
   Setting,
 } from './frames';
 import { encodeTableSizeUpdate, HeaderList, HpackDecoder, HpackError } from './hpack';
+import { StreamTable } from './stream-table';
 
 export interface ConnectionOptions {
   /** SETTINGS_MAX_CONCURRENT_STREAMS: streams past it are refused (REFUSED_STREAM). */
@@ -103,7 +104,7 @@ const tooLargeBlock = Buffer.from([0x08, 0x03, 0x34, 0x33, 0x31]); // :status 43
 
 export class Connection {
   readonly writer: FrameWriter;
-  readonly streams = new Map<number, H2Stream>();
+  readonly streams = new StreamTable<H2Stream>();
   /** Highest stream id the peer opened: the last-stream-id of our GOAWAY. */
   lastStreamId = 0;
   /** When (ms) the input started waiting for the rest of a frame or header block; 0 when not. */
@@ -480,7 +481,7 @@ export class Connection {
             throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE too large');
           const delta = value - this.peerInitialWindow;
           this.peerInitialWindow = value;
-          for (const stream of this.streams.values()) {
+          for (const stream of this.streams.snapshot()) {
             stream.sendWindow += delta;
             if (stream.sendWindow > maxWindow) {
               throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, 'a stream window overflows');
@@ -722,7 +723,7 @@ export class Connection {
     this.closed = true;
     this.writer.close();
     this.leftover = null;
-    for (const stream of this.streams.values()) this.closeStream(stream, true);
+    for (const stream of this.streams.snapshot()) this.closeStream(stream, true);
   }
 }
 
