@@ -6,7 +6,7 @@
 // it as live until the next full collection, so the streams it still lists, and everything
 // their calls reference, are copied and then promoted: the request garbage of a busy
 // connection filled the old generation in ~3 s and each full collection paused the loop for
-// 10–30 ms (bench/README.md, "The GC pauses behind the rate-limit tail"). This table is two
+// 10–30 ms (bench/README.md, "The GC pauses behind the tail"). This table is two
 // flat arrays whose slots are cleared on delete, so nothing outlives its stream.
 //
 // Open addressing with linear probing. Client stream ids are odd and increasing, so
