@@ -87,7 +87,7 @@ export const configSchema = z.object({
    * Decisions one script call carries at most: those asked for in one event-loop turn share a
    * call (a batch); 1 = a script call per decision.
    */
-  RATELIMIT_REDIS_BATCH_MAX: envCount(16, 1),
+  RATELIMIT_REDIS_BATCH_MAX: envCount(4, 1),
   /** Optional secret: Redis keys then hold an HMAC of user ids and IPs rather than a plain hash. */
   RATELIMIT_KEY_SECRET: z.string().min(16).optional(),
   /**

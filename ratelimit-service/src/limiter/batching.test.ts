@@ -77,7 +77,7 @@ function batchingLimiter(opts: { maxBatch?: number; on?: RedisConnection } = {})
 
 describe('batching over a standalone Redis', () => {
   it('sends the requests of one turn as one EVALSHA, each counted in order', async () => {
-    const { limiter, sizes } = batchingLimiter();
+    const { limiter, sizes } = batchingLimiter({ maxBatch: 16 });
     const perUser = rule('per-user', 100);
     const shared = rule('shared', 100);
     await limiter.hit([{ rule: shared, values: [] }], 1); // loads the script (EVALSHA, NOSCRIPT, EVAL)
@@ -171,7 +171,7 @@ describe('batching over a standalone Redis', () => {
   });
 
   it('reloads the script for a batch after SCRIPT FLUSH', async () => {
-    const { limiter, sizes } = batchingLimiter();
+    const { limiter, sizes } = batchingLimiter({ maxBatch: 16 });
     const r = rule('r', 100);
     await limiter.hit([{ rule: r, values: [] }], 1);
     await redis.script('FLUSH');
@@ -231,7 +231,7 @@ describe.skipIf(Boolean(process.env.REDIS_URL))('a batch during a Redis outage',
   it('fails every request of a batch to a frozen Redis with the same REDIS_TIMEOUT, counted once by the breaker', async () => {
     const connection = await client(200);
     try {
-      const store = new RedisLimiter({ redis: connection, hashValues: hash, clock: () => now });
+      const store = new RedisLimiter({ redis: connection, hashValues: hash, clock: () => now, maxBatch: 16 });
       const breaker = new CircuitBreaker({ failureThreshold: 2, openMs: 60_000 });
       const limiter = new ResilientLimiter({
         store,

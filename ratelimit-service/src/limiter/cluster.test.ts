@@ -44,7 +44,7 @@ async function connect(): Promise<RedisConnection> {
 }
 
 const limiterOn = (redis: RedisConnection, keyTag?: KeyTag) =>
-  new RedisLimiter({ redis, hashValues: hash, clock: () => now, keyTag });
+  new RedisLimiter({ redis, hashValues: hash, clock: () => now, keyTag, maxBatch: 16 });
 
 const onEveryNode = (args: string[]) => Promise.all(cluster.nodes.map((n) => redisCli(n.port, args)));
 

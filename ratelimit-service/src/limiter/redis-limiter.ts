@@ -254,7 +254,7 @@ class Batch {
 }
 
 /** Decisions one script call carries at most by default (RATELIMIT_REDIS_BATCH_MAX). */
-export const defaultMaxBatch = 16;
+export const defaultMaxBatch = 4;
 
 export interface RedisLimiterHooks {
   /** Every script call (one round trip): its outcome, duration in seconds and the requests it carried. */
