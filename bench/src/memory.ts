@@ -15,7 +15,7 @@ import {
 } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import { AuthzPolicy, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { authzContextKeys, descriptorKeys, rateLimitDomain } from '@sekisho/service-kit/contract';
-import { assertTwoCores, cores, type Row, rssMb, runSettings, runtimeNote, writeResults } from './common';
+import { assertTwoCores, cores, cpuSeconds, type Row, rssMb, runSettings, runtimeNote, writeResults } from './common';
 import { grpcBodyFile, grpcHeaders } from './grpc-call';
 import { findH2load, runH2load } from './h2load';
 import { startPinnedRedis } from './redis-bench';
@@ -129,6 +129,7 @@ interface Target {
 
 async function loaded(service: StartedService, target: Target, concurrency: number, rate?: number) {
   let peak = rssMb(service.proc.pid);
+  const cpuBefore = cpuSeconds(service.proc.pid);
   const sampler = setInterval(() => {
     // A process that died mid-run has no VmRSS: the h2load run then fails and says so.
     if (!service.proc.exitInfo()) peak = Math.max(peak, rssMb(service.proc.pid));
@@ -145,7 +146,10 @@ async function loaded(service: StartedService, target: Target, concurrency: numb
       cores: cores.loadGenerator,
     });
     if (result.failed > 0) throw new Error(`${target.service}: ${result.failed} calls failed`);
-    return { result, rss: Math.max(peak, rssMb(service.proc.pid)) };
+    // The server's own CPU per call: steadier than throughput on a shared machine.
+    const cpu = cpuSeconds(service.proc.pid) - cpuBefore;
+    const callsPerCpuS = cpu > 0 ? Math.round(result.requests / cpu) : null;
+    return { result, rss: Math.max(peak, rssMb(service.proc.pid)), callsPerCpuS };
   } finally {
     clearInterval(sampler);
   }
@@ -167,6 +171,7 @@ async function measure(round: number, candidate: Candidate, target: Target, case
       round,
       concurrency: 64,
       throughput_per_s: peak.result.throughput_per_s,
+      calls_per_cpu_s: peak.callsPerCpuS,
       p50_ms: peak.result.p50_ms,
       p99_ms: peak.result.p99_ms,
       p999_ms: peak.result.p999_ms,
@@ -182,7 +187,7 @@ async function measure(round: number, candidate: Candidate, target: Target, case
     };
     rows.push(row);
     console.log(
-      `r${round} ${caseName.padEnd(18)} ${candidate.name.padEnd(19)} idle ${String(idle).padStart(5)} MB (anon ${kinds.anon_mb}, file ${kinds.file_mb}, ${kinds.threads} threads)  @64 ${String(peak.result.throughput_per_s).padStart(6)}/s ${String(peak.rss).padStart(5)} MB  @half ${String(half.rss).padStart(5)} MB  load ${row.load_average}`,
+      `r${round} ${caseName.padEnd(18)} ${candidate.name.padEnd(19)} idle ${String(idle).padStart(5)} MB (anon ${kinds.anon_mb}, file ${kinds.file_mb}, ${kinds.threads} threads)  @64 ${String(peak.result.throughput_per_s).padStart(6)}/s (${peak.callsPerCpuS} per CPU s) ${String(peak.rss).padStart(5)} MB  @half ${String(half.rss).padStart(5)} MB  load ${row.load_average}`,
     );
   } finally {
     await service.stop();
