@@ -25,7 +25,7 @@ export type BuiltService = keyof typeof serviceEntries;
  * full collection before the next one (V8's default lets it reach up to four times: the rate-limit
  * service's old generation filled to ~46 MB of mostly garbage between collections at 64 in
  * flight). Measured side by side in bench/README.md ("Memory: what the idle services hold and the
- * flags"): the rate-limit service under load ~104 MB instead of ~135 MB, for ~15 % more CPU per
+ * flags"): the rate-limit service under load ~104 MB instead of ~135 MB, for 9-15 % more CPU per
  * call (the more frequent full collections); ext-authz no slower. Not --max-old-space-size: the
  * caps tried (64 to 384 MB) cost the rate-limit service or ext-authz 15-60 % of their throughput.
  */
