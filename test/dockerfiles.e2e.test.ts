@@ -7,6 +7,7 @@ import {
   type BuiltService,
   buildServices,
   distEntry,
+  productionNodeEnv,
   productionNodeFlags,
   serviceEntries,
 } from '@sekisho/devstack/build';
@@ -23,7 +24,7 @@ import { parse } from 'yaml';
 // workspace's package.json is copied before `npm ci` (it refuses a lockfile whose workspaces
 // are missing), a slim Node 24 base, the run stage holding the workspace's bundle only, a
 // numeric non-root user, no HEALTHCHECK, the entrypoint is the bundle `npm run build` writes
-// (run with production's V8 flags, and the bundle exists after a build), and the exposed ports
+// (run with production's V8 flags and environment, and the bundle exists after a build), and the exposed ports
 // are the ones k8s/ uses. The threat detector's image is also run the way its run stage would:
 // the bundle the build writes, copied alone where the COPY puts it, started by the ENTRYPOINT
 // from the WORKDIR as a plain process, answering its admin and gRPC ports with a real Redis.
@@ -75,7 +76,10 @@ describe.each(images)('$workspace/Dockerfile', ({ workspace, deployment }) => {
     );
     const service = workspace as BuiltService;
     expect(Object.keys(serviceEntries)).toContain(service);
-    expect(entrypoint).toEqual(['node', ...productionNodeFlags, '--enable-source-maps', `dist/${workspace}/main.js`]);
+    // Exactly production's flags: no --enable-source-maps (node would parse the whole map at start).
+    expect(entrypoint).toEqual(['node', ...productionNodeFlags, `dist/${workspace}/main.js`]);
+    // And production's environment (MALLOC_ARENA_MAX), each variable on an ENV line of its own.
+    for (const [name, value] of Object.entries(productionNodeEnv)) expect(final).toContain(`ENV ${name}=${value}`);
     expect(distEntry(service, 'dist')).toBe(`dist/${workspace}/main.js`);
     expect(existsSync(join(repoRoot, serviceEntries[service]))).toBe(true);
   });

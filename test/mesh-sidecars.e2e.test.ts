@@ -21,7 +21,7 @@ import {
   type EchoResponse,
   startDemoUpstream,
 } from '@sekisho/demo-upstream/server';
-import { buildServices, distEntry, productionNodeFlags } from '@sekisho/devstack/build';
+import { buildServices, distEntry, productionNodeEnv, productionNodeFlags } from '@sekisho/devstack/build';
 import { type EnvoyHandle, resolveEnvoyBinary, startEnvoy } from '@sekisho/devstack/envoy';
 import { createFirebaseKeyServer, type FirebaseKeyServer, mintIdToken } from '@sekisho/devstack/firebase-keys';
 import { freePort, type ManagedProcess, spawnProcess } from '@sekisho/devstack/processes';
@@ -219,6 +219,7 @@ beforeAll(async () => {
     command: process.execPath,
     args: [...productionNodeFlags, distEntry('ext-authz', built.outDir)],
     env: {
+      ...productionNodeEnv,
       ...process.env,
       EXT_AUTHZ_GRPC_PORT: String(extAuthzGrpc),
       EXT_AUTHZ_ADMIN_PORT: String(extAuthzAdmin),
@@ -461,6 +462,7 @@ describe("the mesh: a per-user limit in a service's sidecar", () => {
       command: process.execPath,
       args: [...productionNodeFlags, distEntry('ratelimit-service', join(dir, 'dist'))],
       env: {
+        ...productionNodeEnv,
         ...process.env,
         RATELIMIT_GRPC_PORT: String(grpcPort),
         RATELIMIT_ADMIN_PORT: String(adminPort),

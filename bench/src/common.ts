@@ -6,6 +6,7 @@ import {
   assertBuilt,
   type BuiltService,
   bundleEntry,
+  productionNodeEnv,
   productionNodeFlags,
   serviceEntries,
 } from '@sekisho/devstack/build';
@@ -98,11 +99,16 @@ export async function nodeEntry(
   entry: string,
   mode: Runtime = runtime,
   nodeFlags?: readonly string[],
-): Promise<{ args: string[] }> {
+): Promise<{ args: string[]; env?: Readonly<Record<string, string>> }> {
   if (mode === 'tsx') return { args: [...(nodeFlags ?? []), '--import', 'tsx', join(repoRoot, entry)] };
   const service = (Object.keys(serviceEntries) as BuiltService[]).find((s) => serviceEntries[s] === entry);
-  // As production runs it, its V8 flags included unless the caller names its own.
-  if (service) return { args: [...(nodeFlags ?? productionNodeFlags), assertBuilt(service)] };
+  // As production runs it, its V8 flags and environment included unless the caller names its
+  // own flags (then it sets whatever environment it compares, as bench:memory does).
+  if (service) {
+    return nodeFlags
+      ? { args: [...nodeFlags, assertBuilt(service)] }
+      : { args: [...productionNodeFlags, assertBuilt(service)], env: productionNodeEnv };
+  }
   let file = bundled.get(entry);
   if (!file) {
     const out = join(repoRoot, '.cache', 'bench', 'dist', `${entry.replace(/[/.]/g, '_')}.mjs`);
@@ -115,8 +121,8 @@ export async function nodeEntry(
 /**
  * A TypeScript entry of this repository as the run's runtime runs it (see nodeEntry); with
  * `cpuProfile`, V8 writes its CPU profile (the whole life of the process) when it exits.
- * `nodeFlags` (V8 heap flags) replace the production flags a service runs with (devstack's
- * productionNodeFlags); undefined keeps them.
+ * `nodeFlags` (V8 heap flags) replace the production flags and environment a service runs with
+ * (devstack's productionNodeFlags and productionNodeEnv); undefined keeps them.
  */
 export async function spawnNodePinned(
   name: string,
@@ -132,7 +138,9 @@ export async function spawnNodePinned(
     ? ['--cpu-prof', `--cpu-prof-dir=${profilesDir}`, `--cpu-prof-name=${name}.${Date.now()}.cpuprofile`]
     : [];
   const target = await nodeEntry(entry, mode, nodeFlags);
-  return spawnPinned(name, core, process.execPath, [...profile, ...target.args, ...args], env);
+  // The caller's variables win over production's, as a k8s env entry wins over the image's ENV.
+  const withProduction = target.env ? { ...target.env, ...(env ?? process.env) } : env;
+  return spawnPinned(name, core, process.execPath, [...profile, ...target.args, ...args], withProduction);
 }
 
 const idleRss = new Map<number, number>();

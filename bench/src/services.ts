@@ -21,7 +21,7 @@ interface Common {
   cpuProfile?: boolean;
   /** Extra variables (WORKERS, EXT_AUTHZ_TOKEN_CACHE_SIZE, …). */
   env?: Record<string, string>;
-  /** V8 flags instead of production's (productionNodeFlags); undefined keeps those. */
+  /** V8 flags instead of production's (productionNodeFlags, and then without productionNodeEnv); undefined keeps both. */
   nodeFlags?: readonly string[];
   /** Instead of the run's (--tsx or dist). */
   runtime?: Runtime;

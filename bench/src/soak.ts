@@ -1,5 +1,5 @@
 import { credentials } from '@grpc/grpc-js';
-import { productionNodeFlags } from '@sekisho/devstack/build';
+import { productionNodeEnv, productionNodeFlags } from '@sekisho/devstack/build';
 import { createFirebaseKeyServer, mintIdToken } from '@sekisho/devstack/firebase-keys';
 import {
   AuthorizationClient,
@@ -245,6 +245,7 @@ try {
     load_generator_core: cores.loadGenerator,
     services_run_under: runtimeNote(),
     node_flags: args.nodeFlags ?? productionNodeFlags,
+    node_env: args.nodeFlags ? {} : productionNodeEnv,
     duration_s: args.durationS,
     flat_means: 'every RSS sample after the first tenth of the run within ±10 % of their median',
     services: summaries,

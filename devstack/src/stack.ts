@@ -6,7 +6,7 @@ import { compileDefinitionFile } from '@sekisho/control-plane/definition/load';
 import { policyServiceAddresses } from '@sekisho/control-plane/ir/clusters';
 import { extAuthzClusterName, rateLimitClusterName, threatDetectorClusterName } from '@sekisho/control-plane/ir/names';
 import { type DemoUpstream, startDemoUpstream } from '@sekisho/demo-upstream/server';
-import { assertBuilt, type BuiltService, productionNodeFlags } from './build';
+import { assertBuilt, type BuiltService, productionNodeEnv, productionNodeFlags } from './build';
 import { type ControlChannelCertificates, createControlChannelCertificates } from './control-channel-certs';
 import { type EnvoyHandle, startEnvoy } from './envoy';
 import { type AuthEmulator, startAuthEmulator } from './firebase-emulator';
@@ -286,7 +286,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       command: process.execPath,
       args: runtime === 'dist' ? [...productionNodeFlags, assertBuilt(spec.built)] : ['--import', 'tsx', spec.entry],
       cwd: repoRoot,
-      env: spec.env,
+      // Compiled, with production's environment too (a variable set here still wins, as in k8s).
+      env: runtime === 'dist' ? { ...productionNodeEnv, ...spec.env } : spec.env,
     });
     processes.push(child);
     await child.waitForHttp(spec.readyUrl, 60_000);

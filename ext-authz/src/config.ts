@@ -17,7 +17,7 @@ import {
 } from '@sekisho/service-kit/redis-topology';
 import { defaultThreatKeyPrefix } from '@sekisho/service-kit/threat-contract';
 import { resolveXdsChannel, type XdsChannel } from '@sekisho/service-kit/xds-channel';
-import { z } from 'zod';
+import * as z from 'zod';
 import { defaultKeyPrefix } from './accounts/redis-store';
 import { GOOGLE_SECURETOKEN_X509_URL } from './firebase/key-store';
 

@@ -13,7 +13,7 @@ import {
   resolveRedisTopology,
 } from '@sekisho/service-kit/redis-topology';
 import { resolveXdsChannel, type XdsChannel } from '@sekisho/service-kit/xds-channel';
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** A whole number of at least `min`, in decimal digits ('1e3', ' 5' and '0x10' are refused). */
 const envCount = (defaultValue: number, min: number) =>

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { parseDuration } from './duration';
 
 // Configuration comes from environment variables, validated once at start-up. The

@@ -1,5 +1,5 @@
 import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
-import { z } from 'zod';
+import * as z from 'zod';
 import { envEnum, loadConfig } from './config';
 import { createHealthServer, HealthService } from './grpc-health';
 import { type EncodeInto, startUnaryGrpcServer } from './unary-grpc-server';

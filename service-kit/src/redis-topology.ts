@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { z } from 'zod';
+import * as z from 'zod';
 import { ConfigError, envEnum } from './config';
 
 // How a service reaches Redis, from its `<PREFIX>_REDIS_*` variables: standalone, Sentinel or

@@ -3,7 +3,7 @@
 // as one custom tag), and the block records the detector writes to Redis for ext-authz. One
 // place, so the writer and the readers cannot drift apart.
 import { createHash } from 'node:crypto';
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** The custom tag of every gRPC access-log entry that carries the rules (compact JSON). */
 export const threatRulesTag = 'sekisho.threat_rules';

@@ -1,5 +1,5 @@
 import { type Document, isAlias, isMap, isScalar, isSeq, type Node, parseDocument } from 'yaml';
-import { z } from 'zod';
+import * as z from 'zod';
 
 // One envoyproxy/ratelimit configuration file: YAML text → checked plain data. The file
 // format is that project's (domain, nested descriptors, rate_limit); every refusal names the
