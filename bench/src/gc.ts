@@ -15,7 +15,7 @@ import { findH2load, runH2load } from './h2load';
 import { startPinnedRedis } from './redis-bench';
 import { startExtAuthzService, startRateLimitService } from './services';
 
-// npm run bench:gc [-- --quick] [--candidate "<node flags>"]... [--case <name>]... [--env KEY=VALUE]...
+// npm run bench:gc [-- --quick] [--candidate "<node flags>"]... [--case <name>]... [--env KEY=VALUE]... [--rate <calls/s>]
 // What the garbage collector costs each service at a fixed offered load, V8 flag sets side by
 // side in alternation: bytes promoted to the old generation per call, full collections and
 // their longest pause (v8.GCProfiler, preloaded from bench/probe/gc-probe.cjs over the measured
@@ -29,16 +29,18 @@ const quick = argv.includes('--quick');
 const candidates: string[][] = [];
 const onlyCases: string[] = [];
 const extraEnv: Record<string, string> = {};
+let rateOverride: number | undefined;
 for (let i = 0; i < argv.length; i++) {
   const [arg, value] = [argv[i], argv[i + 1]];
   if (arg === '--quick') continue;
   if (arg === '--candidate' && value !== undefined) candidates.push(value.split(' ').filter(Boolean));
   else if (arg === '--case' && value !== undefined) onlyCases.push(value);
+  else if (arg === '--rate' && value !== undefined && /^[1-9][0-9]*$/.test(value)) rateOverride = Number(value);
   else if (arg === '--env' && value !== undefined && /^[A-Z_][A-Z0-9_]*=/.test(value))
     extraEnv[value.slice(0, value.indexOf('='))] = value.slice(value.indexOf('=') + 1);
   else
     throw new Error(
-      `bench:gc: unexpected argument "${arg}" (expected --quick, --candidate "<flags>", --case <name>, --env KEY=VALUE)`,
+      `bench:gc: unexpected argument "${arg}" (expected --quick, --candidate "<flags>", --case <name>, --env KEY=VALUE, --rate <calls/s>)`,
     );
   i++;
 }
@@ -238,7 +240,8 @@ async function measure(name: CaseName, rate: number, flags: string[], round: num
 
 const rows: Array<Row & GcRow> = [];
 try {
-  for (const { name, rate } of selected) {
+  for (const { name, rate: usual } of selected) {
+    const rate = rateOverride ?? usual;
     for (let round = 1; round <= rounds; round++) {
       // Alternated within each round, so drift on the machine hits every candidate alike.
       for (const flags of round % 2 === 1 ? candidates : [...candidates].reverse()) {
@@ -252,7 +255,12 @@ try {
 }
 const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor((sorted.length - 1) / 2)] ?? Number.NaN;
+  const mid = sorted.length / 2;
+  if (sorted.length === 0) return Number.NaN;
+  const value = Number.isInteger(mid)
+    ? ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+    : (sorted[Math.floor(mid)] as number);
+  return Math.round(value * 1000) / 1000;
 };
 const summary = selected.flatMap(({ name }) =>
   candidates.map((flags) => {
