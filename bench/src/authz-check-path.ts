@@ -13,8 +13,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createFirebaseKeyServer, mintIdToken } from '@sekisho/devstack/firebase-keys';
 import { CheckRequest } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
-import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
-import { authzContextKeys } from '@sekisho/service-kit/contract';
+import { benchAuthzPolicy, benchCheckRequest, benchProjectId } from './fixtures';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -33,32 +32,14 @@ const caseAt = args.indexOf('--case');
 const onlyCase = caseAt >= 0 ? args[caseAt + 1] : undefined;
 const iterations = { cached: quick ? 20_000 : 60_000, uncached: quick ? 1_500 : 4_000, denied: quick ? 1_500 : 4_000 };
 
-const projectId = 'sekisho-bench';
 const keys = await createFirebaseKeyServer();
-const token = await mintIdToken(keys.signingKey, { projectId, uid: 'bench-user', email: 'bench@example.com' });
+const token = await mintIdToken(keys.signingKey, {
+  projectId: benchProjectId,
+  uid: 'bench-user',
+  email: 'bench@example.com',
+});
 const forged = `${token.slice(0, token.lastIndexOf('.') + 1)}${'A'.repeat(token.length - token.lastIndexOf('.') - 1)}`;
-const requestBytes = (bearer: string) =>
-  Buffer.from(
-    CheckRequest.encode(
-      CheckRequest.fromPartial({
-        attributes: {
-          source: { address: { socketAddress: { address: '203.0.113.7', portValue: 40000 } } },
-          contextExtensions: {
-            [authzContextKeys.routeId]: 'profile',
-            [authzContextKeys.permissions]: 'read:own_profile',
-          },
-          request: {
-            http: {
-              method: 'GET',
-              path: '/api/v1/customer/profile',
-              host: 'api.example.com',
-              headers: { 'x-request-id': 'bench', authorization: `Bearer ${bearer}` },
-            },
-          },
-        },
-      }),
-    ).finish(),
-  );
+const requestBytes = (bearer: string) => Buffer.from(CheckRequest.encode(benchCheckRequest(bearer)).finish());
 const bodies = { valid: requestBytes(token), forged: requestBytes(forged) };
 
 type Call = (bytes: Buffer) => unknown;
@@ -81,14 +62,7 @@ async function checkPath(root: string, tokenCacheSize: number): Promise<Call> {
 
   const keyStore = new FirebaseKeyStore({ url: keys.url });
   if (!(await keyStore.refresh('initial'))) throw new Error(`${root}: keys did not load`);
-  const policy = compileAuthzPolicy(
-    AuthzPolicy.fromPartial({
-      firebase: { projectId },
-      groupClaim: 'tier',
-      defaultGroup: 'customer',
-      groups: { customer: { permissions: ['read:own_profile'] } },
-    }),
-  );
+  const policy = compileAuthzPolicy(benchAuthzPolicy);
   const cache = new VerifiedTokenCache(tokenCacheSize);
   const logger = createLogger('ext-authz', { level: 'warn', destination: { write: () => {} } });
   const deps = {

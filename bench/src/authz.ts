@@ -7,8 +7,6 @@ import {
   CheckRequest,
   type CheckResponse,
 } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
-import { AuthzPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
-import { authzContextKeys } from '@sekisho/service-kit/contract';
 import { transportFromEnv } from '@sekisho/service-kit/grpc-server';
 import {
   assertTwoCores,
@@ -25,6 +23,7 @@ import {
   writeResults,
 } from './common';
 import { printProfiles } from './cpu-profile';
+import { benchAuthzPolicy, benchCheckRequest, benchProjectId } from './fixtures';
 import { grpcBodyFile, grpcHeaders } from './grpc-call';
 import { findH2load } from './h2load';
 import type { NoopTransport } from './noop-servers';
@@ -40,17 +39,9 @@ const benchStart = Date.now();
 assertTwoCores();
 findH2load();
 
-const projectId = 'sekisho-bench';
-const policy = AuthzPolicy.fromPartial({
-  firebase: { projectId },
-  groupClaim: 'tier',
-  defaultGroup: 'customer',
-  groups: { customer: { permissions: ['read:own_profile'] } },
-});
-
 const keys = await createFirebaseKeyServer();
 const token = await mintIdToken(keys.signingKey, {
-  projectId,
+  projectId: benchProjectId,
   uid: 'bench-user',
   email: 'bench@example.com',
   expiresIn: 3600,
@@ -58,28 +49,9 @@ const token = await mintIdToken(keys.signingKey, {
 // A well-formed token whose signature does not verify: what an attacker replays.
 const forged = `${token.slice(0, token.lastIndexOf('.') + 1)}${'A'.repeat(token.length - token.lastIndexOf('.') - 1)}`;
 
-const checkRequest = (bearer: string) =>
-  CheckRequest.fromPartial({
-    attributes: {
-      source: { address: { socketAddress: { address: '203.0.113.7', portValue: 40000 } } },
-      contextExtensions: {
-        [authzContextKeys.routeId]: 'profile',
-        [authzContextKeys.permissions]: 'read:own_profile',
-      },
-      request: {
-        http: {
-          method: 'GET',
-          path: '/api/v1/customer/profile',
-          host: 'api.example.com',
-          headers: { 'x-request-id': 'bench', authorization: `Bearer ${bearer}` },
-        },
-      },
-    },
-  });
-
 const bodies = {
-  valid: await grpcBodyFile('authz-valid', CheckRequest.encode(checkRequest(token)).finish()),
-  forged: await grpcBodyFile('authz-forged', CheckRequest.encode(checkRequest(forged)).finish()),
+  valid: await grpcBodyFile('authz-valid', CheckRequest.encode(benchCheckRequest(token)).finish()),
+  forged: await grpcBodyFile('authz-forged', CheckRequest.encode(benchCheckRequest(forged)).finish()),
 };
 const loadFor = (port: number, body: keyof typeof bodies) => ({
   url: `http://127.0.0.1:${port}/envoy.service.auth.v3.Authorization/Check`,
@@ -92,7 +64,7 @@ async function expectDecision(port: number, bearer: string, httpStatus: 'ok' | 4
   const client = new AuthorizationClient(`127.0.0.1:${port}`, credentials.createInsecure());
   try {
     const response = await new Promise<CheckResponse>((resolve, reject) =>
-      client.check(checkRequest(bearer), (error, r) => (error ? reject(error) : resolve(r))),
+      client.check(benchCheckRequest(bearer), (error, r) => (error ? reject(error) : resolve(r))),
     );
     const got = response.status?.code === 0 ? 'ok' : response.deniedResponse?.status?.code;
     if (got !== httpStatus) throw new Error(`port ${port}: expected ${httpStatus}, got ${got ?? 'nothing'}`);
@@ -137,7 +109,7 @@ async function startNoop(transport: NoopTransport) {
 }
 
 async function startExtAuthz(tokenCacheSize: number): Promise<{ proc: ManagedProcess; port: number }> {
-  const service = await startExtAuthzService(keys.url, policy, {
+  const service = await startExtAuthzService(keys.url, benchAuthzPolicy, {
     cpuProfile: settings.cpuProfile,
     env: { EXT_AUTHZ_TOKEN_CACHE_SIZE: String(tokenCacheSize) },
   });
@@ -168,7 +140,7 @@ try {
   // Two workers sharing the port (SEKISHO_WORKERS=2), two h2load connections, cache on; not
   // under --cpu-prof (the workers would inherit the flag and write over each other's profile).
   const placement = twoWorkerPlacement();
-  const two = await startExtAuthzService(keys.url, policy, {
+  const two = await startExtAuthzService(keys.url, benchAuthzPolicy, {
     name: 'ext-authz-2-workers',
     workers: 2,
     serverCores: placement.serverCores,

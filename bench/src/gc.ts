@@ -7,9 +7,14 @@ import { repoRoot } from '@sekisho/devstack/paths';
 import { freePort, type ManagedProcess } from '@sekisho/devstack/processes';
 import { CheckRequest } from '@sekisho/proto/envoy/service/auth/v3/external_auth';
 import { RateLimitRequest } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
-import { AuthzPolicy, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
-import { authzContextKeys, descriptorKeys, rateLimitDomain } from '@sekisho/service-kit/contract';
 import { assertTwoCores, cores, type Row, runtimeNote, spawnNodePinned, writeResults } from './common';
+import {
+  benchAuthzPolicy,
+  benchCheckRequest,
+  benchProjectId,
+  benchRateLimitPolicy,
+  benchRateLimitRequest,
+} from './fixtures';
 import { grpcBodyFile, grpcHeaders } from './grpc-call';
 import { findH2load, runH2load } from './h2load';
 import { startPinnedRedis } from './redis-bench';
@@ -67,69 +72,15 @@ for (const name of onlyCases)
     throw new Error(`bench:gc: no case "${name}" (cases: ${cases.map((c) => c.name).join(', ')})`);
 const selected = onlyCases.length > 0 ? cases.filter((c) => onlyCases.includes(c.name)) : cases;
 
-const projectId = 'sekisho-bench';
 const keys = await createFirebaseKeyServer();
 const redis = await startPinnedRedis();
-const token = await mintIdToken(keys.signingKey, { projectId, uid: 'bench-user', expiresIn: 3600 });
-const authzPolicy = AuthzPolicy.fromPartial({
-  firebase: { projectId },
-  groupClaim: 'tier',
-  defaultGroup: 'customer',
-  groups: { customer: { permissions: ['read:own_profile'] } },
-});
-const rlPolicy = RateLimitPolicy.fromPartial({
-  domain: rateLimitDomain,
-  rules: [
-    {
-      id: 'route:bench-1/user/60s',
-      match: [
-        { key: descriptorKeys.route, value: 'bench-1' },
-        { key: descriptorKeys.user, value: '' },
-      ],
-      requestsPerWindow: 1_000_000_000,
-      windowSeconds: 60,
-    },
-  ],
-});
+const token = await mintIdToken(keys.signingKey, { projectId: benchProjectId, uid: 'bench-user', expiresIn: 3600 });
+const rlPolicy = benchRateLimitPolicy('bench-1');
 const rlBody = await grpcBodyFile(
   'gc-rl',
-  RateLimitRequest.encode(
-    RateLimitRequest.fromPartial({
-      domain: rateLimitDomain,
-      hitsAddend: 1,
-      descriptors: [
-        {
-          entries: [
-            { key: descriptorKeys.route, value: 'bench-1' },
-            { key: descriptorKeys.user, value: 'bench-user' },
-          ],
-        },
-      ],
-    }),
-  ).finish(),
+  RateLimitRequest.encode(benchRateLimitRequest('bench-1', 'bench-user')).finish(),
 );
-const checkBody = await grpcBodyFile(
-  'gc-check',
-  CheckRequest.encode(
-    CheckRequest.fromPartial({
-      attributes: {
-        source: { address: { socketAddress: { address: '203.0.113.7', portValue: 40000 } } },
-        contextExtensions: {
-          [authzContextKeys.routeId]: 'profile',
-          [authzContextKeys.permissions]: 'read:own_profile',
-        },
-        request: {
-          http: {
-            method: 'GET',
-            path: '/api/v1/customer/profile',
-            host: 'api.example.com',
-            headers: { 'x-request-id': 'bench', authorization: `Bearer ${token}` },
-          },
-        },
-      },
-    }),
-  ).finish(),
-);
+const checkBody = await grpcBodyFile('gc-check', CheckRequest.encode(benchCheckRequest(token)).finish());
 const rlPath = '/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit';
 const checkPath = '/envoy.service.auth.v3.Authorization/Check';
 
@@ -158,7 +109,7 @@ async function start(
     const s = await startRateLimitService(redis.url, rlPolicy, { nodeFlags, env });
     return { proc: s.proc, url: `http://127.0.0.1:${s.port}${rlPath}`, body: rlBody, stop: () => s.stop() };
   }
-  const s = await startExtAuthzService(keys.url, authzPolicy, {
+  const s = await startExtAuthzService(keys.url, benchAuthzPolicy, {
     nodeFlags,
     env: { ...env, EXT_AUTHZ_TOKEN_CACHE_SIZE: name === 'authz-cached' ? '10000' : '0' },
   });

@@ -13,9 +13,14 @@ import {
   RateLimitResponse_Code,
   RateLimitServiceClient,
 } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
-import { AuthzPolicy, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
-import { authzContextKeys, descriptorKeys, rateLimitDomain } from '@sekisho/service-kit/contract';
 import { assertTwoCores, cores, cpuSeconds, type Row, rssMb, runSettings, runtimeNote, writeResults } from './common';
+import {
+  benchAuthzPolicy,
+  benchCheckRequest,
+  benchProjectId,
+  benchRateLimitPolicy,
+  benchRateLimitRequest,
+} from './fixtures';
 import { grpcBodyFile, grpcHeaders } from './grpc-call';
 import { findH2load, runH2load } from './h2load';
 import { startPinnedRedis } from './redis-bench';
@@ -200,32 +205,8 @@ try {
   if (args.services.includes('ratelimit')) {
     const redis = await startPinnedRedis();
     started.push(redis);
-    const policy = RateLimitPolicy.fromPartial({
-      domain: rateLimitDomain,
-      rules: [
-        {
-          id: 'route:memory/user/60s',
-          match: [
-            { key: descriptorKeys.route, value: 'memory' },
-            { key: descriptorKeys.user, value: '' },
-          ],
-          requestsPerWindow: 1_000_000_000,
-          windowSeconds: 60,
-        },
-      ],
-    });
-    const request = RateLimitRequest.fromPartial({
-      domain: rateLimitDomain,
-      hitsAddend: 1,
-      descriptors: [
-        {
-          entries: [
-            { key: descriptorKeys.route, value: 'memory' },
-            { key: descriptorKeys.user, value: 'memory-user' },
-          ],
-        },
-      ],
-    });
+    const policy = benchRateLimitPolicy('memory');
+    const request = benchRateLimitRequest('memory', 'memory-user');
     const target: Target = {
       service: 'ratelimit-service',
       bodyFile: await grpcBodyFile('memory-rl', RateLimitRequest.encode(request).finish()),
@@ -248,31 +229,13 @@ try {
   if (args.services.includes('authz')) {
     const keys = await createFirebaseKeyServer();
     started.push({ stop: () => keys.close() });
-    const projectId = 'sekisho-bench';
-    const token = await mintIdToken(keys.signingKey, { projectId, uid: 'memory-user', expiresIn: 3600 });
-    const policy = AuthzPolicy.fromPartial({
-      firebase: { projectId },
-      groupClaim: 'tier',
-      defaultGroup: 'customer',
-      groups: { customer: { permissions: ['read:own_profile'] } },
+    const token = await mintIdToken(keys.signingKey, {
+      projectId: benchProjectId,
+      uid: 'memory-user',
+      expiresIn: 3600,
     });
-    const request = CheckRequest.fromPartial({
-      attributes: {
-        source: { address: { socketAddress: { address: '203.0.113.7', portValue: 40000 } } },
-        contextExtensions: {
-          [authzContextKeys.routeId]: 'profile',
-          [authzContextKeys.permissions]: 'read:own_profile',
-        },
-        request: {
-          http: {
-            method: 'GET',
-            path: '/api/v1/customer/profile',
-            host: 'api.example.com',
-            headers: { 'x-request-id': 'memory', authorization: `Bearer ${token}` },
-          },
-        },
-      },
-    });
+    const policy = benchAuthzPolicy;
+    const request = benchCheckRequest(token, 'memory');
     const target: Target = {
       service: 'ext-authz',
       bodyFile: await grpcBodyFile('memory-authz', CheckRequest.encode(request).finish()),

@@ -12,9 +12,14 @@ import {
   RateLimitResponse_Code,
   RateLimitServiceClient,
 } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
-import { AuthzPolicy, RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
-import { authzContextKeys, descriptorKeys, rateLimitDomain } from '@sekisho/service-kit/contract';
 import { assertTwoCores, cores, type Row, rssMb, runSettings, runtimeNote, writeResults } from './common';
+import {
+  benchAuthzPolicy,
+  benchCheckRequest,
+  benchProjectId,
+  benchRateLimitPolicy,
+  benchRateLimitRequest,
+} from './fixtures';
 import { grpcBodyFile, grpcHeaders } from './grpc-call';
 import { findH2load, runH2load } from './h2load';
 import { startPinnedRedis } from './redis-bench';
@@ -148,32 +153,8 @@ try {
   if (args.services.includes('ratelimit')) {
     const redis = await startPinnedRedis();
     started.push(redis);
-    const policy = RateLimitPolicy.fromPartial({
-      domain: rateLimitDomain,
-      rules: [
-        {
-          id: 'route:soak/user/60s',
-          match: [
-            { key: descriptorKeys.route, value: 'soak' },
-            { key: descriptorKeys.user, value: '' },
-          ],
-          requestsPerWindow: 1_000_000_000,
-          windowSeconds: 60,
-        },
-      ],
-    });
-    const request = RateLimitRequest.fromPartial({
-      domain: rateLimitDomain,
-      hitsAddend: 1,
-      descriptors: [
-        {
-          entries: [
-            { key: descriptorKeys.route, value: 'soak' },
-            { key: descriptorKeys.user, value: 'soak-user' },
-          ],
-        },
-      ],
-    });
+    const policy = benchRateLimitPolicy('soak');
+    const request = benchRateLimitRequest('soak', 'soak-user');
     const service = await startRateLimitService(redis.url, policy, {
       cpuProfile: settings.cpuProfile,
       nodeFlags: args.nodeFlags,
@@ -196,31 +177,9 @@ try {
   if (args.services.includes('authz')) {
     const keys = await createFirebaseKeyServer();
     started.push({ stop: () => keys.close() });
-    const projectId = 'sekisho-bench';
-    const token = await mintIdToken(keys.signingKey, { projectId, uid: 'soak-user', expiresIn: 3600 });
-    const policy = AuthzPolicy.fromPartial({
-      firebase: { projectId },
-      groupClaim: 'tier',
-      defaultGroup: 'customer',
-      groups: { customer: { permissions: ['read:own_profile'] } },
-    });
-    const request = CheckRequest.fromPartial({
-      attributes: {
-        source: { address: { socketAddress: { address: '203.0.113.7', portValue: 40000 } } },
-        contextExtensions: {
-          [authzContextKeys.routeId]: 'profile',
-          [authzContextKeys.permissions]: 'read:own_profile',
-        },
-        request: {
-          http: {
-            method: 'GET',
-            path: '/api/v1/customer/profile',
-            host: 'api.example.com',
-            headers: { 'x-request-id': 'soak', authorization: `Bearer ${token}` },
-          },
-        },
-      },
-    });
+    const token = await mintIdToken(keys.signingKey, { projectId: benchProjectId, uid: 'soak-user', expiresIn: 3600 });
+    const policy = benchAuthzPolicy;
+    const request = benchCheckRequest(token, 'soak');
     const service = await startExtAuthzService(keys.url, policy, {
       cpuProfile: settings.cpuProfile,
       nodeFlags: args.nodeFlags,
