@@ -1,7 +1,7 @@
 import { readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { productionNodeFlags } from '@sekisho/devstack/build';
+import { productionNodeEnv, productionNodeFlags } from '@sekisho/devstack/build';
 import { createFirebaseKeyServer, mintIdToken } from '@sekisho/devstack/firebase-keys';
 import { repoRoot } from '@sekisho/devstack/paths';
 import { freePort, type ManagedProcess } from '@sekisho/devstack/processes';
@@ -90,7 +90,8 @@ async function start(
   probeOut: string,
 ): Promise<{ proc: ManagedProcess; url: string; body: string; stop(): Promise<void> }> {
   const nodeFlags = [...flags, '--require', probe];
-  const env = { ...extraEnv, SEKISHO_GC_PROBE_OUT: probeOut };
+  // Production's environment (MALLOC_ARENA_MAX), which explicit node flags otherwise leave out.
+  const env = { ...productionNodeEnv, ...extraEnv, SEKISHO_GC_PROBE_OUT: probeOut };
   if (name === 'noop-service-kit') {
     const port = await freePort();
     const proc = await spawnNodePinned(
