@@ -19,6 +19,7 @@ import { grpcBodyFile, grpcHeaders } from './grpc-call';
 import { findH2load, runH2load } from './h2load';
 import { startPinnedRedis } from './redis-bench';
 import { startExtAuthzService, startRateLimitService } from './services';
+import { median } from './stats';
 
 // npm run bench:gc [-- --quick] [--candidate "<node flags>"]... [--case <name>]... [--env KEY=VALUE]... [--rate <calls/s>]
 // What the garbage collector costs each service at a fixed offered load, V8 flag sets side by
@@ -205,27 +206,19 @@ try {
   await redis.stop();
   keys.close();
 }
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length / 2;
-  if (sorted.length === 0) return Number.NaN;
-  const value = Number.isInteger(mid)
-    ? ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
-    : (sorted[Math.floor(mid)] as number);
-  return Math.round(value * 1000) / 1000;
-};
+const rounded = (values: number[]) => Math.round(median(values) * 1000) / 1000;
 const summary = selected.flatMap(({ name }) =>
   candidates.map((flags) => {
     const mine = rows.filter((r) => r.case === name && r.node_flags === flags.join(' '));
     return {
       case: name,
       node_flags: flags.join(' '),
-      p99_ms: median(mine.map((r) => r.p99_ms)),
-      p999_ms: median(mine.map((r) => r.p999_ms)),
-      max_ms: median(mine.map((r) => r.max_ms)),
-      promoted_bytes_per_call: median(mine.map((r) => r.promoted_bytes_per_call)),
-      full_gcs: median(mine.map((r) => r.full_gcs)),
-      full_gc_max_ms: median(mine.map((r) => r.full_gc_max_ms)),
+      p99_ms: rounded(mine.map((r) => r.p99_ms)),
+      p999_ms: rounded(mine.map((r) => r.p999_ms)),
+      max_ms: rounded(mine.map((r) => r.max_ms)),
+      promoted_bytes_per_call: rounded(mine.map((r) => r.promoted_bytes_per_call)),
+      full_gcs: rounded(mine.map((r) => r.full_gcs)),
+      full_gc_max_ms: rounded(mine.map((r) => r.full_gc_max_ms)),
     };
   }),
 );

@@ -25,6 +25,7 @@ import { grpcBodyFile, grpcHeaders } from './grpc-call';
 import { findH2load, runH2load } from './h2load';
 import { startPinnedRedis } from './redis-bench';
 import { type StartedService, startExtAuthzService, startRateLimitService } from './services';
+import { median } from './stats';
 
 // npm run bench:memory [-- --rounds <n>] [--service ratelimit|authz] [--candidates <name,name>]
 //   [--custom "<node flags> [NAME=value …]"]
@@ -278,10 +279,6 @@ try {
   }
 
   // Medians per case and candidate; throughput as the median of per-round ratios to production.
-  const median = (values: number[]) => {
-    const sorted = [...values].sort((a, b) => a - b);
-    return sorted.length === 0 ? Number.NaN : (sorted[Math.floor((sorted.length - 1) / 2)] as number);
-  };
   const summary: Record<string, unknown> = {};
   for (const caseName of new Set(rows.map((r) => r.case))) {
     console.log(`\n${caseName}`);

@@ -6,7 +6,7 @@ import { parseH2loadLog, parseH2loadOutput } from './h2load';
 import { gatewayProcessName, parentPidOf } from './pin';
 import { commandsBetween, parseCommandStats } from './redis-bench';
 import { referenceYaml } from './reference-ratelimit';
-import { flatness, percentile, summarizeLatencies } from './stats';
+import { flatness, median, percentile, summarizeLatencies } from './stats';
 
 // What the benchmarks compute from the tools' output, on fixed text.
 
@@ -48,6 +48,14 @@ describe('h2load output', () => {
 
   it('refuses an unreadable log line', () => {
     expect(() => parseH2loadLog('garbage\n')).toThrow(/unreadable line/);
+  });
+});
+
+describe('median', () => {
+  it('takes the middle value, or the mean of the middle two, of unsorted values', () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(median([])).toBeNaN();
   });
 });
 

@@ -7,6 +7,16 @@ export interface LatencySummary {
   max_ms: number;
 }
 
+/** The median of unsorted values (the mean of the middle two when their number is even). */
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length / 2;
+  return Number.isInteger(mid)
+    ? ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+    : (sorted[Math.floor(mid)] as number);
+}
+
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   // The epsilon keeps 99.9 % of 1000 at rank 999 despite floating point (999.0000000000001).
