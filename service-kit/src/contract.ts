@@ -66,7 +66,23 @@ export const authzContextKeys = {
    * long ago is refused in the mesh, since the forwarded identity carries no token time.
    */
   meshChainSeconds: 'sekisho.mesh_chain_seconds',
+  /**
+   * Set only when the definition counts the per-user limits in ext-authz's Check
+   * (policyServices.rateLimit.perUserLimits: ext-authz): the comma-separated families of
+   * userLimitFamilies that apply to the route. ext-authz counts them for the verified user
+   * against AuthzPolicy.user_limits, in the same Check, instead of a second call from Envoy.
+   */
+  userLimits: 'sekisho.user_limits',
 } as const;
+
+/**
+ * The per-user limit families a route can carry in authzContextKeys.userLimits:
+ * "authenticated" = the definition's limits.authenticated (descriptor sekisho_limit=
+ * authenticated, user=<uid>); "route" = the route's own per-user limits (descriptor
+ * sekisho_route=<route id>, user=<uid>). The same descriptors Envoy would send.
+ */
+export const userLimitFamilies = ['authenticated', 'route'] as const;
+export type UserLimitFamily = (typeof userLimitFamilies)[number];
 
 /**
  * Dynamic metadata ext-authz sets on allowed requests, in the ext_authz filter's
