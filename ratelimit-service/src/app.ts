@@ -11,17 +11,10 @@ import { processesPerReplica } from '@sekisho/service-kit/workers';
 import type { Registry } from 'prom-client';
 import { type RateLimitConfig, xdsChannelOf } from './config';
 import { type ConfigDirectory, openConfigDirectory } from './file-config/directory';
-import { BlockFeed } from './limiter/block-feed';
-import { CircuitBreaker } from './limiter/breaker';
 import { createValueHasher } from './limiter/keys';
-import { LocalCache } from './limiter/local-cache';
-import { LocalLimiter } from './limiter/local-limiter';
-import { createRedisClient } from './limiter/redis-client';
-import { RedisLimiter } from './limiter/redis-limiter';
-import { ResilientLimiter, type StoreFailureMode } from './limiter/resilient-limiter';
+import type { StoreFailureMode } from './limiter/resilient-limiter';
+import { createLimiterStack } from './limiter/stack';
 import type { Clock } from './limiter/types';
-import { LogThrottle } from './log-throttle';
-import { createRateLimitMetrics } from './metrics';
 import { type CompiledPolicy, compilePolicy } from './policy/compile';
 import { createRateLimitServer } from './service';
 
@@ -59,19 +52,6 @@ export async function startRateLimitApp(
   const registry = createMetricsRegistry('ratelimit-service');
   const hashValues = createValueHasher(config.RATELIMIT_KEY_SECRET);
 
-  const redis = createRedisClient({
-    topology: config.redis,
-    commandTimeoutMs: config.RATELIMIT_REDIS_TIMEOUT,
-    logger,
-  });
-  const redisReady = () => redis.status === 'ready';
-  // Readiness needs Redis once, not always: a pod taken out of service during a Redis outage
-  // would leave Envoy with no rate-limit service at all, and the configured failure mode
-  // (RATELIMIT_REDIS_FAILURE_MODE) would never get to answer.
-  let redisConnectedOnce = false;
-  redis.once('ready', () => {
-    redisConnectedOnce = true;
-  });
   let active: { policy: CompiledPolicy; version: string } | undefined;
   // The gateway definition's choice, when its policy carries one, else this replica's setting.
   const failureMode = (): StoreFailureMode => active?.policy.storeFailureMode ?? config.RATELIMIT_REDIS_FAILURE_MODE;
@@ -81,89 +61,27 @@ export async function startRateLimitApp(
   const workers = processesPerReplica();
   const localDivisor = () => localReplicas() * workers;
 
-  const breaker = new CircuitBreaker({
-    failureThreshold: config.RATELIMIT_BREAKER_FAILURES,
-    openMs: config.RATELIMIT_BREAKER_OPEN_FOR,
-    onChange: (to, from) => {
-      const fields = { category: 'technical', event_type: 'redis_breaker_state', state: to, previous: from };
-      if (to === 'open') logger.warn({ ...fields, failure_mode: failureMode() }, 'redis circuit breaker open');
-      else logger.info(fields, `redis circuit breaker ${to === 'closed' ? 'closed' : 'half-open'}`);
-      // Redis counts again: the outage's local counts are dropped (its blocks stay in the cache).
-      if (to === 'closed') local.reset();
-    },
-  });
-  // A fresh connection means Redis is back: probe with the next request instead of waiting.
-  redis.on('ready', () => breaker.probeSoon());
-  // A test's clock moves the cache and the local limiter with Redis's windows.
-  const cache = new LocalCache({
-    maxEntries: config.RATELIMIT_LOCAL_CACHE_SIZE,
-    clock: opts.clock,
-    onEvict: () => metrics.localCacheEvictions.inc(),
-  });
-  const keyTag = config.RATELIMIT_REDIS_KEY_TAG;
-  const local = new LocalLimiter({
+  const stack = createLimiterStack({
+    topology: config.redis,
+    commandTimeoutMs: config.RATELIMIT_REDIS_TIMEOUT,
     hashValues,
-    cache,
-    keyTag,
-    replicas: localDivisor,
-    maxKeys: config.RATELIMIT_LOCAL_MAX_KEYS,
+    keyTag: config.RATELIMIT_REDIS_KEY_TAG,
+    maxBatch: config.RATELIMIT_REDIS_BATCH_MAX,
+    breakerFailures: config.RATELIMIT_BREAKER_FAILURES,
+    breakerOpenMs: config.RATELIMIT_BREAKER_OPEN_FOR,
+    cacheSize: config.RATELIMIT_LOCAL_CACHE_SIZE,
+    localMaxKeys: config.RATELIMIT_LOCAL_MAX_KEYS,
+    failureMode,
+    localDivisor,
     clock: opts.clock,
+    logger,
+    registry,
   });
-  const limiter = new ResilientLimiter({
-    store: new RedisLimiter({
-      redis,
-      hashValues,
-      keyTag,
-      clock: opts.clock,
-      maxBatch: config.RATELIMIT_REDIS_BATCH_MAX,
-      hooks: {
-        scriptCall: (ok, seconds, requests) => {
-          (ok ? metrics.redisDurationOk : metrics.redisDurationError).observe(seconds);
-          metrics.redisBatchSize.observe(requests);
-          if (!ok) metrics.redisErrors.inc();
-        },
-      },
-    }),
-    breaker,
-    cache,
-    local,
-    hashValues,
-    mode: failureMode,
-    keyTag,
-  });
-  // Every replica's blocks, as they start and (on every subscription) those already active:
-  // the local mode then refuses a client blocked through any replica.
-  const blockFeedLogs = new LogThrottle({ burst: 1, intervalMs: 10_000 });
-  const blockFeed = new BlockFeed({
-    redis,
-    cache,
-    maxLoad: config.RATELIMIT_LOCAL_CACHE_SIZE,
-    clock: opts.clock,
-    hooks: {
-      learned: () => metrics.blocksLearned.inc(),
-      loaded: (count) => metrics.blocksLoaded.inc(count),
-      error: (error) => {
-        const slot = blockFeedLogs.take('block-feed');
-        if (slot)
-          logger.warn(
-            {
-              category: 'technical',
-              event_type: 'ratelimit_block_feed_error',
-              error_details: error instanceof Error ? error.message : String(error),
-              ...slot,
-            },
-            'block announcements: load or message failed',
-          );
-      },
-    },
-  });
-  if (config.RATELIMIT_LOCAL_CACHE_SIZE > 0) blockFeed.start();
-  const metrics = createRateLimitMetrics(registry, {
-    redisReady,
-    breakerState: () => breaker.state,
-    modeInForce: () => limiter.modeInForce(),
-    knownBlocks: () => cache.blocks,
-  });
+  const { redis, breaker, cache, local, limiter, metrics } = stack;
+  // Readiness needs Redis once, not always: a pod taken out of service during a Redis outage
+  // would leave Envoy with no rate-limit service at all, and the configured failure mode
+  // (RATELIMIT_REDIS_FAILURE_MODE) would never get to answer.
+  const redisConnectedOnce = stack.connectedOnce;
   // The control plane's last refused policy (a NACK), until one is applied: /status and a gauge.
   let lastPolicyError: { version: string; error: string } | undefined;
   const applyPolicy = (policy: RateLimitPolicy, version: string) => {
@@ -196,8 +114,7 @@ export async function startRateLimitApp(
         registry,
       });
     } catch (error) {
-      blockFeed.close();
-      redis.disconnect();
+      await stack.close();
       throw error;
     }
   }
@@ -209,7 +126,7 @@ export async function startRateLimitApp(
     config.RATELIMIT_NO_POLICY_MODE ?? (config.RATELIMIT_REDIS_FAILURE_MODE === 'deny' ? 'deny' : 'allow');
   // With a control plane configured, readiness waits for its policy; files alone are ready
   // once read (done above, before anything listens).
-  const isReady = () => (!controlPlane || active !== undefined) && redisConnectedOnce;
+  const isReady = () => (!controlPlane || active !== undefined) && redisConnectedOnce();
   const status = () => ({
     policy_version: active?.version ?? null,
     policy_last_error: lastPolicyError ?? null,
@@ -217,7 +134,7 @@ export async function startRateLimitApp(
     rule_count: active?.policy.rules.length ?? 0,
     redis: redis.status,
     redis_mode: config.redis.mode,
-    redis_connected_since_start: redisConnectedOnce,
+    redis_connected_since_start: redisConnectedOnce(),
     redis_failure_mode: failureMode(),
     redis_breaker: breaker.state,
     mode_in_force: limiter.modeInForce(),
@@ -232,13 +149,7 @@ export async function startRateLimitApp(
     config_dir: directory?.status() ?? null,
   });
 
-  const closeRedis = async () => {
-    blockFeed.close();
-    // quit() waits for pending replies; when Redis is unreachable, or frozen (QUIT times out),
-    // there is nothing worth waiting for.
-    if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect());
-    else redis.disconnect();
-  };
+  const closeRedis = stack.close;
 
   let grpc: GrpcServer | undefined;
   let admin: AdminServer | undefined;
