@@ -212,6 +212,21 @@ describe('ext-authz over gRPC', () => {
     expect(JSON.parse((await admin('/status')).text).policy_version).toBe('v1');
   });
 
+  it('NACKs a policy that counts per-user limits in the Check when it has no Redis, naming the setting', async () => {
+    const userLimits = {
+      domain: 'sekisho',
+      rules: [
+        { id: 'authenticated/user/60s', match: [{ key: 'user', value: '' }], requestsPerWindow: 5, windowSeconds: 60 },
+      ],
+    };
+    const nonce = ads.push('v3', AuthzPolicy.fromPartial({ ...policy, userLimits }));
+    const nack = await until(() => ads.requests.find((r) => r.responseNonce === nonce));
+    expect(nack.errorDetail?.message).toContain('EXT_AUTHZ_REDIS_URL');
+    expect(nack.errorDetail?.message).toContain('perUserLimits');
+    expect(nack.versionInfo).toBe('v1');
+    expect((await callCheck({ token: await mint() })).status?.code).toBe(0);
+  });
+
   it('removes any x-sekisho- header a client sent, not only the identity ones', async () => {
     const response = await callCheck({ token: await mint(), headers: { 'x-sekisho-tenant': 'other-salon' } });
     expect(response.status?.code).toBe(0);
@@ -222,7 +237,7 @@ describe('ext-authz over gRPC', () => {
     const { text } = await admin('/metrics');
     expect(text).toMatch(/sekisho_ext_authz_checks_total\{result="allow",code="OK",service="ext-authz"\} \d+/);
     expect(text).toContain('sekisho_ext_authz_policy_info{version="v1",project_id="salon-test",service="ext-authz"} 1');
-    expect(text).toContain('sekisho_ext_authz_policy_updates_total{result="rejected",service="ext-authz"} 1');
+    expect(text).toContain('sekisho_ext_authz_policy_updates_total{result="rejected",service="ext-authz"} 2');
     expect(text).toContain('sekisho_ext_authz_keys_loaded{service="ext-authz"} 2');
     expect(text).toContain('sekisho_ext_authz_keys_last_refresh_ok{service="ext-authz"} 1');
     expect(text).toContain('sekisho_ext_authz_emulator_mode{service="ext-authz"} 0');

@@ -18,6 +18,7 @@ import { isDemoProject, VerifiedTokenCache, verifyFirebaseIdToken } from './fire
 import { createExtAuthzMetrics } from './metrics';
 import { type CompiledPolicy, compileAuthzPolicy } from './policy';
 import { RedisThreatStore } from './threats/block-store';
+import { createUserLimits, type UserLimits } from './user-limits';
 
 export interface ExtAuthzApp {
   grpcPort: number;
@@ -34,7 +35,7 @@ export interface ExtAuthzApp {
   status(): Record<string, unknown>;
   /**
    * Readiness off, gRPC (drains in-flight checks), the denial log's last summary, policy
-   * subscription, key refresh, account state, admin: in that order.
+   * subscription, key refresh, account state, threat state, user limits, admin: in that order.
    */
   shutdownSteps: ShutdownStep[];
   close(): Promise<void>;
@@ -81,11 +82,33 @@ export async function startExtAuthzApp(
     },
   });
 
+  // The per-user limits the definition counts in the Check (perUserLimits: ext-authz), in the
+  // account state's Redis; its connection opens with the first policy that has such a limit.
+  const userLimits: UserLimits | undefined = config.redis
+    ? createUserLimits({
+        topology: config.redis,
+        commandTimeoutMs: config.EXT_AUTHZ_LIMITS_REDIS_TIMEOUT,
+        failureMode: config.EXT_AUTHZ_LIMITS_REDIS_FAILURE_MODE,
+        keySecret: config.EXT_AUTHZ_LIMITS_KEY_SECRET,
+        headerStyle: config.EXT_AUTHZ_LIMITS_HEADERS,
+        logger,
+        registry,
+      })
+    : undefined;
+
   let active: { compiled: CompiledPolicy; version: string } | undefined;
   const applyPolicy = (policy: AuthzPolicy, version: string) => {
     let compiled: CompiledPolicy;
     try {
       compiled = compileAuthzPolicy(policy);
+      const limits = policy.userLimits;
+      if (limits && limits.rules.length > 0 && !userLimits) {
+        throw new Error(
+          'the policy counts per-user limits in ext-authz (policyServices.rateLimit.perUserLimits: ext-authz), which needs a Redis: set EXT_AUTHZ_REDIS_URL, or leave perUserLimits to the rate-limit service',
+        );
+      }
+      // Applied last: a refused policy leaves the limits in force as they were.
+      userLimits?.apply(limits);
     } catch (error) {
       metrics.policyRejected();
       throw error;
@@ -158,7 +181,8 @@ export async function startExtAuthzApp(
     !draining &&
     active !== undefined &&
     (keyStore.hasKeys() || emulatorHost !== undefined) &&
-    (accounts === undefined || accounts.loaded);
+    (accounts === undefined || accounts.loaded) &&
+    (userLimits === undefined || userLimits.ready());
   const emulatorStatus = () =>
     emulatorHost !== undefined
       ? { enabled: true, host: emulatorHost, accepts_unsigned_tokens: true }
@@ -179,6 +203,7 @@ export async function startExtAuthzApp(
       auth_emulator: emulatorStatus(),
       accounts: accountStatus(),
       threats: threatStatus(),
+      user_limits: userLimits ? { enabled: userLimits.active(), ...userLimits.status() } : { enabled: false },
       keys: {
         url: config.EXT_AUTHZ_FIREBASE_CERTS_URL,
         count: keys.keyCount,
@@ -210,6 +235,7 @@ export async function startExtAuthzApp(
     { name: 'key refresh', run: async () => keyStore.close() },
     { name: 'account state', run: async () => accounts?.close() },
     { name: 'threat state', run: async () => threats?.close() },
+    { name: 'user limits', run: async () => userLimits?.close() },
     { name: 'admin', run: async () => admin?.close() },
   ];
   const close = async () => {
@@ -265,6 +291,7 @@ export async function startExtAuthzApp(
             denialLog,
             ...(accounts ? { accounts } : {}),
             ...(threats ? { threats } : {}),
+            ...(userLimits ? { userLimits } : {}),
           }),
           // One reused protobuf writer for every CheckResponse (service-kit's http2 transport),
           // written by the hand encoder (the generated encode's bytes, without its objects).

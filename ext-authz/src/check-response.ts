@@ -87,6 +87,34 @@ const ownershipReasons: ReadonlySet<DenyReason> = new Set<DenyReason>([
   'not_owner',
 ]);
 
+/**
+ * A per-user limit counted in the Check refused the request: the 429 Envoy's ratelimit
+ * filter would have answered (the gateway's RATE_LIMIT_EXCEEDED body, retry_after as the
+ * local reply writes it), with the rate-limit decision's RateLimit fields and Retry-After.
+ */
+export function rateLimitedResponse(
+  rateLimitHeaders: ReadonlyArray<readonly [string, string]>,
+  retryAfter: string | undefined,
+  ctx: ResponseContext,
+): CheckResponse {
+  const response = denied('RATE_LIMIT_EXCEEDED', ctx, { extra: { retry_after: retryAfter ?? null } });
+  for (const [name, value] of rateLimitHeaders) response.deniedResponse?.headers.push(headerOption(name, value));
+  return response;
+}
+
+/**
+ * An allowed request's answer with the RateLimit fields of its per-user limits, which Envoy
+ * adds to the upstream's response as its ratelimit filter would have.
+ */
+export function withResponseHeaders(
+  response: CheckResponse,
+  headers: ReadonlyArray<readonly [string, string]>,
+): CheckResponse {
+  if (headers.length === 0 || !response.okResponse) return response;
+  for (const [name, value] of headers) response.okResponse.responseHeadersToAdd.push(headerOption(name, value));
+  return response;
+}
+
 /** A denial for an error of Sekisho's own (no policy, an exception): never an allow. */
 export function failClosed(code: 'SERVICE_UNAVAILABLE' | 'AUTHORIZATION_ERROR', ctx: ResponseContext): CheckResponse {
   return denied(code, ctx, {});

@@ -10,7 +10,14 @@ import { pickLanguage } from '@sekisho/service-kit/errors';
 import { type Logger, maskPII } from '@sekisho/service-kit/logger';
 import type { AccountView } from './accounts/state';
 import { type CheckRequestView, decodeCheckRequestView, viewOfCheckRequest } from './check-request';
-import { encodeCheckResponse, failClosed, type ResponseContext, toCheckResponse } from './check-response';
+import {
+  encodeCheckResponse,
+  failClosed,
+  type ResponseContext,
+  rateLimitedResponse,
+  toCheckResponse,
+  withResponseHeaders,
+} from './check-response';
 import {
   type CheckInput,
   type Decision,
@@ -25,6 +32,7 @@ import type { DenialLogLimiter, DroppedSummary } from './denial-log-limiter';
 import type { ExtAuthzMetrics } from './metrics';
 import type { CompiledPolicy } from './policy';
 import type { ThreatView } from './threats/state';
+import type { UserLimits } from './user-limits';
 
 // envoy.service.auth.v3.Authorization/Check: read the request Envoy describes, decide,
 // answer, and leave a security log record and metrics behind. Whatever goes wrong in
@@ -40,6 +48,11 @@ export interface CheckServiceDeps {
   accounts?: AccountView;
   /** The replica's copy of the threat detector's blocks; absent = the feature is off. */
   threats?: ThreatView;
+  /**
+   * The per-user limits counted in the Check (perUserLimits: ext-authz), for routes whose
+   * context names their families; absent = Envoy's ratelimit filter counts them.
+   */
+  userLimits?: UserLimits;
   /** Bounds the denial records per cause and client IP; absent = every denial is written. */
   denialLog?: DenialLogLimiter;
   now?: () => Date;
@@ -126,6 +139,51 @@ function contextOf(facts: RequestFacts, nowMs: number): ResponseContext {
 const allowContext: ResponseContext = Object.freeze({ correlationId: '', language: 'ja', now: new Date(0) });
 
 function answer(
+  decision: Decision,
+  facts: RequestFacts,
+  nowMs: number,
+  deps: CheckServiceDeps,
+  started: number,
+): CheckResponse | Promise<CheckResponse> {
+  const { userLimits } = deps;
+  if (decision.allow && decision.identity && facts.route.userLimits.length > 0 && userLimits?.active()) {
+    return limited(decision, decision.identity.userId, userLimits, facts, nowMs, deps, started);
+  }
+  return answerDecided(decision, facts, nowMs, deps, started);
+}
+
+/**
+ * An allowed request of a verified user on a route with per-user limits: counted (one Redis
+ * round trip, batched with the other Checks under way) before the answer. Over a limit it is
+ * refused with 429 as Envoy's ratelimit filter would have; within them it goes on with the
+ * RateLimit fields for the response. A Redis failure is answered by the failure mode inside.
+ */
+function limited(
+  decision: Decision & { allow: true },
+  userId: string,
+  userLimits: UserLimits,
+  facts: RequestFacts,
+  nowMs: number,
+  deps: CheckServiceDeps,
+  started: number,
+): Promise<CheckResponse> {
+  return userLimits.limit(facts.route.routeId, facts.route.userLimits, userId).then(
+    (outcome) => {
+      if (!outcome.overLimit) {
+        const response = answerDecided(decision, facts, nowMs, deps, started);
+        return withResponseHeaders(response, outcome.headers);
+      }
+      // The rate-limit decision logged the excess (rate_limit_exceeded, throttled) and counted it per rule.
+      const ctx = contextOf(facts, nowMs);
+      const response = rateLimitedResponse(outcome.headers, outcome.retryAfter, ctx);
+      deps.metrics.checkFinished('deny', 'RATE_LIMIT_EXCEEDED', (performance.now() - started) / 1000);
+      return response;
+    },
+    (error) => failure(error, contextOf(facts, nowMs), deps, started),
+  );
+}
+
+function answerDecided(
   decision: Decision,
   facts: RequestFacts,
   nowMs: number,
@@ -232,6 +290,7 @@ function routeRequirementsByValue(contextExtensions: Readonly<Record<string, str
     if (parsed.owner) Object.freeze(parsed.owner);
     if (parsed.headerLimits) Object.freeze(parsed.headerLimits);
     if (parsed.mesh) Object.freeze(parsed.mesh);
+    Object.freeze(parsed.userLimits);
     route = Object.freeze(parsed);
     if (parsedRoutes.size >= maxParsedRoutes) parsedRoutes.delete(parsedRoutes.keys().next().value as string);
     parsedRoutes.set(key, route);

@@ -131,6 +131,18 @@ export const configSchema = z
       .default(defaultThreatKeyPrefix),
     /** Every replica reloads every block this often, on top of the change channel. */
     EXT_AUTHZ_THREATS_RESYNC: envDuration('10s').refine((ms) => ms >= 100, 'at least 100ms'),
+    /**
+     * The per-user limits counted in the Check (the definition's perUserLimits: ext-authz), in
+     * the same Redis as the account state: each Redis call's timeout, past which the failure
+     * mode answers (as the rate-limit service's RATELIMIT_REDIS_TIMEOUT).
+     */
+    EXT_AUTHZ_LIMITS_REDIS_TIMEOUT: envDuration('50ms'),
+    /** While that Redis cannot answer, unless the definition sets redisFailureMode: allow, deny or local. */
+    EXT_AUTHZ_LIMITS_REDIS_FAILURE_MODE: envEnum(['allow', 'deny', 'local'], 'allow'),
+    /** Hashes user ids in the counters' keys and the logs: the rate-limit service's RATELIMIT_KEY_SECRET. */
+    EXT_AUTHZ_LIMITS_KEY_SECRET: z.string().min(16).optional(),
+    /** The RateLimit fields: draft-10 or draft-06, as the rate-limit service's RATELIMIT_HEADERS. */
+    EXT_AUTHZ_LIMITS_HEADERS: envEnum(['draft-10', 'draft-06'], 'draft-10'),
     LOG_LEVEL: envLogLevel(),
   })
   .superRefine((config, ctx) => {

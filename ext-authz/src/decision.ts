@@ -4,6 +4,8 @@ import {
   dryRunDeniedHeader,
   identityHeaders,
   sekishoHeaderPrefix,
+  type UserLimitFamily,
+  userLimitFamilies,
 } from '@sekisho/service-kit/contract';
 import { deviceIdHeader } from '@sekisho/service-kit/threat-contract';
 import { type AccountEntry, type AccountView, accountRefusal } from './accounts/state';
@@ -63,6 +65,11 @@ export interface RouteRequirements {
   headerLimits: HeaderSize | undefined;
   /** Set on a sidecar's inbound routes only: decided on the peer and the forwarded end user. */
   mesh: MeshInbound | undefined;
+  /**
+   * The per-user limit families Check counts for the verified user (perUserLimits: ext-authz);
+   * empty = none here (Envoy's ratelimit filter counts them, or the route has none).
+   */
+  userLimits: readonly UserLimitFamily[];
 }
 
 export interface MeshInbound {
@@ -183,7 +190,15 @@ export function routeRequirements(contextExtensions: Readonly<Record<string, str
     dryRun: get(authzContextKeys.dryRun) === 'true',
     headerLimits: headerLimits(get(authzContextKeys.maxRequestHeaders), get(authzContextKeys.maxRequestHeaderBytes)),
     mesh: meshInbound(get(authzContextKeys.meshTrustDomain), get(authzContextKeys.meshChainSeconds)),
+    userLimits: userLimitsOf(get(authzContextKeys.userLimits)),
   };
+}
+
+/** The families named, each once, in their canonical order; an unknown name counts nothing. */
+function userLimitsOf(value: string | undefined): UserLimitFamily[] {
+  if (value === undefined || value === '') return [];
+  const named = new Set(value.split(',').map((family) => family.trim()));
+  return userLimitFamilies.filter((family) => named.has(family));
 }
 
 /** Present (even empty) = a mesh inbound check; an empty trust domain then matches no peer. */
