@@ -268,6 +268,11 @@ const invalid: Array<{ name: string; change: (def: Def) => void; paths: string[]
     change: (d) => (d.policyServices.rateLimit.descriptorLimitOverride = 'yes'),
     paths: ['policyServices.rateLimit.descriptorLimitOverride'],
   },
+  {
+    name: 'per-user limits counted by something else',
+    change: (d) => (d.policyServices.rateLimit.perUserLimits = 'envoy'),
+    paths: ['policyServices.rateLimit.perUserLimits'],
+  },
   { name: 'a malformed match', change: (d) => (d.routes[0].match = 'FETCH /x'), paths: ['routes[0].match'] },
   {
     name: 'a zero gateway body limit',

@@ -210,6 +210,12 @@ export const rateLimitServiceSchema = z
     localReplicas: z.int().min(1).max(1000).optional(),
     /** Honour a request descriptor's `limit` override (Envoy's dynamic limits) instead of the definition's. */
     descriptorLimitOverride: z.boolean().default(false),
+    /**
+     * Who counts the per-user limits (limits.authenticated, routes' `per: user` limits): the
+     * rate-limit service, called by a second ratelimit filter after ext_authz, or ext-authz
+     * itself in the Check (one gRPC call per request; ext-authz needs EXT_AUTHZ_REDIS_URL).
+     */
+    perUserLimits: z.enum(['rate-limit-service', 'ext-authz']).default('rate-limit-service'),
   })
   .superRefine(oneReplicaList);
 

@@ -103,6 +103,7 @@ describe('durations and limits', () => {
       timeoutMs: 100,
       failureMode: 'allow',
       descriptorLimitOverride: false,
+      perUserLimits: 'rate-limit-service',
     });
     expect(built.listener).toMatchObject({ address: '0.0.0.0' });
     expect(built.clientAddress.trustedProxies).toEqual([]);

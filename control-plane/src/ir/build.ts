@@ -95,6 +95,7 @@ export function buildIR(definition: GatewayDefinition, files: TlsFileSource = fi
         ...(rateLimit.redisFailureMode ? { redisFailureMode: rateLimit.redisFailureMode } : {}),
         ...(localReplicas(rateLimit) ? { localReplicas: localReplicas(rateLimit) } : {}),
         descriptorLimitOverride: rateLimit.descriptorLimitOverride,
+        perUserLimits: rateLimit.perUserLimits,
       },
       clusters,
       limits,

@@ -196,6 +196,8 @@ export interface RateLimitServiceIR extends PolicyServiceIR {
   /** local mode's expected replica count; undefined = the service's own setting. */
   localReplicas?: number;
   descriptorLimitOverride: boolean;
+  /** Who counts the per-user (afterAuth) families: Envoy's second ratelimit filter, or ext-authz's Check. */
+  perUserLimits: 'rate-limit-service' | 'ext-authz';
 }
 
 export interface EndpointIR {

@@ -8,8 +8,15 @@
 // Per-IP families are decided before authentication (stage "beforeAuth": a ratelimit filter
 // ahead of ext_authz), so a flood of requests without a token is refused with 429 before any
 // of them costs a signature verification. Per-user families need the verified user id that
-// ext-authz adds, so they are decided after it ("afterAuth").
-import { descriptorKeys } from '@sekisho/service-kit/contract';
+// ext-authz adds, so they are decided after it ("afterAuth"), by Envoy's second ratelimit
+// filter, or, with policyServices.rateLimit.perUserLimits: ext-authz, by ext-authz itself in
+// the Check (the same descriptors, built there from the families in the route's context).
+import {
+  authzContextKeys,
+  descriptorKeys,
+  type UserLimitFamily,
+  userLimitFamilies,
+} from '@sekisho/service-kit/contract';
 import type { GatewayIR, LimitIR, RouteIR } from '../ir/types';
 
 export type DescriptorEntry =
@@ -55,6 +62,8 @@ export interface Descriptor {
   onStreamDone?: boolean;
   entries: DescriptorEntry[];
   limits: LimitIR[];
+  /** A per-user (afterAuth) descriptor: the family ext-authz builds it from in the Check. */
+  userFamily?: UserLimitFamily;
 }
 
 /** Every route carries the global families (the same for every route of one `auth`) and its own. */
@@ -92,6 +101,7 @@ export function globalDescriptors(ir: GatewayIR, auth: RouteIR['auth']): Descrip
     out.push({
       family: 'authenticated/user',
       stage: 'afterAuth',
+      userFamily: 'authenticated',
       entries: [{ kind: 'constant', key: descriptorKeys.limitClass, value: 'authenticated' }, { kind: 'user' }],
       limits: ir.limits.authenticated,
     });
@@ -140,6 +150,7 @@ export function ownDescriptors(route: Pick<RouteIR, 'id' | 'limits'>): Descripto
       {
         family: `route:${route.id}/${per}`,
         stage: per === 'user' ? 'afterAuth' : 'beforeAuth',
+        ...(per === 'user' ? { userFamily: 'route' as const } : {}),
         entries: [
           { kind: 'constant', key: descriptorKeys.route, value: route.id },
           per === 'user' ? { kind: 'user' } : { kind: 'remoteAddress' },
@@ -148,4 +159,30 @@ export function ownDescriptors(route: Pick<RouteIR, 'id' | 'limits'>): Descripto
       } satisfies Descriptor,
     ];
   });
+}
+
+/** ext-authz counts the per-user families in its Check; Envoy then has no afterAuth descriptor. */
+export function userLimitsInExtAuthz(ir: GatewayIR): boolean {
+  return ir.rateLimit.perUserLimits === 'ext-authz';
+}
+
+/** The descriptors Envoy sends the rate-limit service: all, or the per-IP ones when ext-authz counts the rest. */
+export function envoyDescriptors(ir: GatewayIR, descriptors: readonly Descriptor[]): Descriptor[] {
+  return userLimitsInExtAuthz(ir) ? descriptors.filter((d) => d.userFamily === undefined) : [...descriptors];
+}
+
+/**
+ * The route context's `sekisho.user_limits` when ext-authz counts the per-user families: the
+ * families among these descriptors, in userLimitFamilies' order; empty when Envoy counts them,
+ * or on an `auth: none` route (nobody is verified there, so no per-user count ever applies).
+ */
+export function userLimitContext(
+  ir: GatewayIR,
+  auth: RouteIR['auth'] | 'mesh',
+  descriptors: readonly Descriptor[],
+): Record<string, string> {
+  if (!userLimitsInExtAuthz(ir) || auth === 'none') return {};
+  const present = new Set(descriptors.map((d) => d.userFamily));
+  const families = userLimitFamilies.filter((family) => present.has(family));
+  return families.length === 0 ? {} : { [authzContextKeys.userLimits]: families.join(',') };
 }

@@ -16,7 +16,7 @@ import type { ClientAddressChain } from './client-address';
 import { compressionFilters } from './compression';
 import { corsFilter, corsInUse } from './cors';
 import { csrfFilter } from './csrf';
-import { type DescriptorStage, rateLimitStages } from './descriptors';
+import { type DescriptorStage, rateLimitStages, userLimitsInExtAuthz } from './descriptors';
 import { durationFromMs } from './duration';
 import { httpFilterNames } from './filter-names';
 import { requestHeaderHygiene } from './header-hygiene';
@@ -38,10 +38,11 @@ export function httpFilters(ir: GatewayIR, chain: ClientAddressChain, listener: 
     ...(ir.browser.csrf ? [csrfFilter(ir.browser.csrf)] : []),
     // Before every filter that pauses the request: see body-limit.ts.
     bodyLimitFilter(ir),
-    // Per-IP limits before anything costs a signature verification; per-user ones after it.
+    // Per-IP limits before anything costs a signature verification; per-user ones after it,
+    // unless ext-authz counts those in its Check (no second call to make).
     rateLimit(ir, 'beforeAuth'),
     extAuthz(ir),
-    rateLimit(ir, 'afterAuth'),
+    ...(userLimitsInExtAuthz(ir) ? [] : [rateLimit(ir, 'afterAuth')]),
     ...(ir.browser.compression ? compressionFilters(ir.browser.compression) : []),
     router(),
   ];

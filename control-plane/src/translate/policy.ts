@@ -1,6 +1,8 @@
 // The policy resources of Sekisho's own services: AuthzPolicy for ext-authz (identity and
 // groups; route requirements travel in each route's context_extensions) and
-// RateLimitPolicy for the rate-limit service (one rule per limit window).
+// RateLimitPolicy for the rate-limit service (one rule per limit window). With
+// perUserLimits: ext-authz the per-user rules go to ext-authz instead, in the same form
+// (AuthzPolicy.user_limits), built by the same code.
 
 import {
   AuthzPolicy,
@@ -11,7 +13,14 @@ import {
 } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { descriptorKeys, rateLimitDomain } from '@sekisho/service-kit/contract';
 import type { GatewayIR, LimitIR } from '../ir/types';
-import { allDescriptors, type DescriptorEntry, ordinaryClientClass } from './descriptors';
+import {
+  allDescriptors,
+  type Descriptor,
+  type DescriptorEntry,
+  envoyDescriptors,
+  ordinaryClientClass,
+  userLimitsInExtAuthz,
+} from './descriptors';
 
 export function translateAuthzPolicy(ir: GatewayIR): AuthzPolicy {
   return AuthzPolicy.fromPartial({
@@ -22,7 +31,15 @@ export function translateAuthzPolicy(ir: GatewayIR): AuthzPolicy {
     signInProviders: ir.identity.signInProviders ?? [],
     tenants: ir.identity.tenants,
     customerIdClaim: ir.identity.customerIdClaim ?? '',
+    ...userLimitsPolicy(ir),
   });
+}
+
+/** perUserLimits: ext-authz: the per-user rules, for ext-authz to count in the Check. */
+function userLimitsPolicy(ir: GatewayIR): { userLimits?: RateLimitPolicy } {
+  if (!userLimitsInExtAuthz(ir)) return {};
+  const perUser = allDescriptors(ir).filter((descriptor) => descriptor.userFamily !== undefined);
+  return perUser.length === 0 ? {} : { userLimits: limitsPolicy(ir, perUser) };
 }
 
 const storeFailureModes = {
@@ -32,13 +49,18 @@ const storeFailureModes = {
 } as const;
 
 export function translateRateLimitPolicy(ir: GatewayIR): RateLimitPolicy {
+  return limitsPolicy(ir, envoyDescriptors(ir, allDescriptors(ir)));
+}
+
+/** The rules of these descriptors, with the definition's failure handling: whoever counts them. */
+function limitsPolicy(ir: GatewayIR, descriptors: readonly Descriptor[]): RateLimitPolicy {
   const { redisFailureMode, localReplicas, descriptorLimitOverride } = ir.rateLimit;
   return RateLimitPolicy.fromPartial({
     domain: rateLimitDomain,
     storeFailureMode: redisFailureMode ? storeFailureModes[redisFailureMode] : undefined,
     localReplicas,
     allowDescriptorLimitOverride: descriptorLimitOverride,
-    rules: allDescriptors(ir).flatMap((descriptor) =>
+    rules: descriptors.flatMap((descriptor) =>
       descriptor.limits.map((limit) => ({
         id: `${descriptor.family}/${limit.windowSeconds}s`,
         match: descriptor.entries.map(descriptorMatch),

@@ -25,10 +25,13 @@ import { corsPerFilterConfig, preflightRoutes } from './cors';
 import {
   type Descriptor,
   type DescriptorEntry,
+  envoyDescriptors,
   globalDescriptors,
   ordinaryClientClass,
   ownDescriptors,
   rateLimitStages,
+  routeDescriptors,
+  userLimitContext,
 } from './descriptors';
 import { revealingResponseHeaders } from './edge';
 import { httpFilterNames } from './filter-names';
@@ -43,7 +46,7 @@ export function translateRoutes(ir: GatewayIR): RouteConfiguration[] {
   const globalFor = (auth: RouteIR['auth']) => {
     let limits = globalRateLimits.get(auth);
     if (limits === undefined) {
-      limits = globalDescriptors(ir, auth).map(rateLimit);
+      limits = envoyDescriptors(ir, globalDescriptors(ir, auth)).map(rateLimit);
       globalRateLimits.set(auth, limits);
     }
     return limits;
@@ -76,7 +79,7 @@ function translateRoute(ir: GatewayIR, route: RouteIR, globalRateLimits: readonl
     name: route.id,
     match: routeMatch(route),
     // In routeDescriptors' order: the global families, then the route's own.
-    ...routeAction(route, () => [...globalRateLimits, ...ownDescriptors(route).map(rateLimit)]),
+    ...routeAction(route, () => [...globalRateLimits, ...envoyDescriptors(ir, ownDescriptors(route)).map(rateLimit)]),
     ...headerChanges(route.responseHeaders, 'response'),
     // Direct responses and redirects come after ext_authz too: they are authenticated unless auth: none.
     typedPerFilterConfig: {
@@ -93,6 +96,8 @@ function translateRoute(ir: GatewayIR, route: RouteIR, globalRateLimits: readonl
               ...(route.dryRun ? { [authzContextKeys.dryRun]: 'true' } : {}),
               [authzContextKeys.maxRequestHeaders]: String(ir.requestHeaders.maxCount),
               [authzContextKeys.maxRequestHeaderBytes]: String(ir.requestHeaders.maxSizeKb * 1024),
+              // perUserLimits: ext-authz: the per-user families ext-authz counts in this Check.
+              ...userLimitContext(ir, route.auth, routeDescriptors(ir, route)),
             },
           },
         }),

@@ -33,7 +33,7 @@ import { authzContextKeys } from '@sekisho/service-kit/contract';
 import type { GatewayIR, MeshRouteIR, MeshServiceIR } from '../../ir/types';
 import { pack } from '../any';
 import { translateCluster } from '../clusters';
-import { ownDescriptors } from '../descriptors';
+import { envoyDescriptors, ownDescriptors, userLimitContext, userLimitsInExtAuthz } from '../descriptors';
 import { durationFromMs } from '../duration';
 import { edgeLimits } from '../edge';
 import { httpFilterNames } from '../filter-names';
@@ -90,7 +90,8 @@ function policyFilters(ir: GatewayIR, service: MeshServiceIR) {
   return [
     ...(limited('ip') ? [rateLimit(ir, 'beforeAuth')] : []),
     extAuthz(ir, { peerCertificate: true }),
-    ...(limited('user') ? [rateLimit(ir, 'afterAuth')] : []),
+    // Unless ext-authz counts the per-user limits in its Check (perUserLimits: ext-authz).
+    ...(limited('user') && !userLimitsInExtAuthz(ir) ? [rateLimit(ir, 'afterAuth')] : []),
   ];
 }
 
@@ -131,7 +132,7 @@ function meshRoute(ir: GatewayIR, route: MeshRouteIR, toApp: DeepPartial<Route>[
       ...pathMatch(route.path),
       headers: route.methods.length === 0 ? [] : [{ name: ':method', stringMatch: methodMatch(route.methods) }],
     },
-    route: { ...toApp, rateLimits: ownDescriptors(route).map(routeRateLimit) },
+    route: { ...toApp, rateLimits: envoyDescriptors(ir, ownDescriptors(route)).map(routeRateLimit) },
     typedPerFilterConfig: {
       [httpFilterNames.extAuthz]: pack(
         ExtAuthzPerRoute,
@@ -144,6 +145,8 @@ function meshRoute(ir: GatewayIR, route: MeshRouteIR, toApp: DeepPartial<Route>[
               [authzContextKeys.meshChainSeconds]: String(Math.ceil(edgeLimits.requestTimeoutMs / 1000)),
               [authzContextKeys.maxRequestHeaders]: String(ir.requestHeaders.maxCount),
               [authzContextKeys.maxRequestHeaderBytes]: String(ir.requestHeaders.maxSizeKb * 1024),
+              // The forwarded end user's per-route counts, when ext-authz keeps them.
+              ...userLimitContext(ir, 'mesh', ownDescriptors(route)),
             },
           },
         }),
