@@ -26,7 +26,9 @@ import { commandOf, descendantsOf, gatewayProcessName, pinProcess } from './pin'
 // HTTP/1.1 GETs of one authenticated route through a real Envoy (--concurrency 1): with no
 // policy filters (envoy-only), with Envoy's own jwt_authn + rbac + local_ratelimit
 // (envoy-native), and through the whole Sekisho stack (ext_authz and ratelimit over gRPC to
-// ext-authz and ratelimit-service, Redis, the control plane over ADS), all to the same upstream.
+// ext-authz and ratelimit-service, Redis, the control plane over ADS), all to equal upstreams.
+// The stack runs twice: `sekisho` counts the per-user limits in ext-authz's Check
+// (perUserLimits: ext-authz), `sekisho-two-calls` in a second call to the rate-limit service.
 
 const settings = runSettings();
 assertTwoCores();
@@ -46,42 +48,54 @@ const results: Row[] = [];
 pinProcess(process.pid, cores.loadGenerator);
 
 try {
-  const [gatewayPort, upstreamPort, extAuthzPort, rateLimitPort] = [
-    await freePort(),
-    await freePort(),
-    await freePort(),
-    await freePort(),
-  ];
-  const definitionFile = join(dir, 'gateway.yaml');
-  await writeFile(
-    definitionFile,
-    stringify({
-      listeners: { http: { address: '127.0.0.1', port: gatewayPort } },
-      identity: { firebase: { projectId }, groupClaim, groups: { [group]: ['read:own_profile'] } },
-      policyServices: {
-        extAuthz: { address: `127.0.0.1:${extAuthzPort}` },
-        rateLimit: { address: `127.0.0.1:${rateLimitPort}`, failureMode: 'allow' },
-      },
-      services: { customer: { endpoints: [`127.0.0.1:${upstreamPort}`], healthCheck: '/health' } },
-      limits: {
-        authenticated: [{ per: 'user', limit: 1_000_000_000, window: '1m' }],
-        unauthenticated: [{ per: 'ip', limit: 1_000_000_000, window: '1m' }],
-      },
-      routes: [{ match: `GET ${routePath}`, to: 'customer', rewrite: '/profile', require: ['read:own_profile'] }],
-    }),
-  );
+  // Two Sekisho stacks, told apart by where the per-user limits are counted: `sekisho`, in
+  // ext-authz's Check (perUserLimits: ext-authz: one gRPC call per request), and
+  // `sekisho-two-calls`, by Envoy's second ratelimit filter calling the rate-limit service (the
+  // default). Each has its own upstream (the baselines use the first's).
   const signingKey = await generateSigningKey();
-  console.log('starting the Sekisho stack (Envoy --concurrency 1)…');
-  const t0 = performance.now();
-  const stack: Stack = await startStack({
-    definitionFile,
-    signingKey,
-    envoyConcurrency: 1,
-    logLevel: 'warn',
-    runtime: settings.runtime,
-  });
-  started.push(stack);
-  const stackStartupMs = Math.round(performance.now() - t0);
+  const startSekisho = async (name: string, perUserLimits: 'ext-authz' | 'rate-limit-service') => {
+    const [gatewayPort, upstreamPort, extAuthzPort, rateLimitPort] = [
+      await freePort(),
+      await freePort(),
+      await freePort(),
+      await freePort(),
+    ];
+    const definitionFile = join(dir, `${name}.gateway.yaml`);
+    await writeFile(
+      definitionFile,
+      stringify({
+        listeners: { http: { address: '127.0.0.1', port: gatewayPort } },
+        identity: { firebase: { projectId }, groupClaim, groups: { [group]: ['read:own_profile'] } },
+        policyServices: {
+          extAuthz: { address: `127.0.0.1:${extAuthzPort}` },
+          rateLimit: { address: `127.0.0.1:${rateLimitPort}`, failureMode: 'allow', perUserLimits },
+        },
+        services: { customer: { endpoints: [`127.0.0.1:${upstreamPort}`], healthCheck: '/health' } },
+        limits: {
+          authenticated: [{ per: 'user', limit: 1_000_000_000, window: '1m' }],
+          unauthenticated: [{ per: 'ip', limit: 1_000_000_000, window: '1m' }],
+        },
+        routes: [{ match: `GET ${routePath}`, to: 'customer', rewrite: '/profile', require: ['read:own_profile'] }],
+      }),
+    );
+    console.log(`starting the Sekisho stack ${name} (Envoy --concurrency 1, perUserLimits: ${perUserLimits})…`);
+    const t0 = performance.now();
+    const stack: Stack = await startStack({
+      definitionFile,
+      signingKey,
+      envoyConcurrency: 1,
+      logLevel: 'warn',
+      runtime: settings.runtime,
+    });
+    started.push(stack);
+    return { stack, upstreamPort, startupMs: Math.round(performance.now() - t0) };
+  };
+  const oneCall = await startSekisho('sekisho', 'ext-authz');
+  const oneCallPids = new Set(descendantsOf(process.pid));
+  const twoCalls = await startSekisho('sekisho-two-calls', 'rate-limit-service');
+  const stack = oneCall.stack;
+  const upstreamPort = oneCall.upstreamPort;
+  const stackStartupMs = oneCall.startupMs;
   const token = await stack.mintToken('bench-user', { group });
 
   // The baselines' Envoy, with the dev key's JWKS inline.
@@ -123,7 +137,8 @@ try {
   const pinned = descendantsOf(process.pid)
     .filter((pid) => pid !== baseline.pid)
     .map((pid) => ({ pid, name: gatewayProcessName(commandOf(pid)) }))
-    .filter((p): p is { pid: number; name: string } => p.name !== undefined);
+    .filter((p): p is { pid: number; name: string } => p.name !== undefined)
+    .map((p) => ({ ...p, stack: oneCallPids.has(p.pid) ? 'sekisho' : 'sekisho-two-calls' }));
   for (const { pid } of pinned) pinProcess(pid, cores.server);
   const pinnedList = [baseline.pid, ...pinned.map((p) => p.pid)].map((pid) => `${pid} ${commandOf(pid)}`);
   console.log(`on core ${cores.server}:\n  ${pinnedList.join('\n  ')}`);
@@ -132,6 +147,7 @@ try {
     'envoy-only': { url: `http://127.0.0.1:${envoyOnlyPort}${routePath}` },
     'envoy-native': { url: `http://127.0.0.1:${envoyNativePort}${routePath}` },
     sekisho: { url: `${stack.httpUrl}${routePath}` },
+    'sekisho-two-calls': { url: `${twoCalls.stack.httpUrl}${routePath}` },
   } as const;
 
   // Every case answers 200 before it is timed (a 401 or 403 would be fast and meaningless).
@@ -147,10 +163,12 @@ try {
 
   // RSS per process of the case's gateway (for sekisho: Envoy, each service, Redis).
   const rssOf = (name: keyof typeof targets): Record<string, number> =>
-    name === 'sekisho'
-      ? Object.fromEntries(pinned.map(({ pid, name }) => [name, rssMb(pid)]))
+    name === 'sekisho' || name === 'sekisho-two-calls'
+      ? Object.fromEntries(pinned.filter((p) => p.stack === name).map((p) => [p.name, rssMb(p.pid)]))
       : { envoy: rssMb(baseline.pid) };
-  const idle = { 'envoy-only': rssOf('envoy-only'), 'envoy-native': rssOf('envoy-native'), sekisho: rssOf('sekisho') };
+  const idle = Object.fromEntries(
+    (Object.keys(targets) as Array<keyof typeof targets>).map((name) => [name, rssOf(name)]),
+  ) as Record<keyof typeof targets, Record<string, number>>;
 
   const run = async (name: keyof typeof targets, concurrency: number, extra: Partial<LoadOptions> = {}) => {
     const peak = rssOf(name);
@@ -212,11 +230,13 @@ try {
     one_at_a_time: {
       'envoy-native': added(byCase['envoy-only']?.[1], byCase['envoy-native']?.[1]),
       sekisho: added(byCase['envoy-only']?.[1], byCase.sekisho?.[1]),
+      'sekisho-two-calls': added(byCase['envoy-only']?.[1], byCase['sekisho-two-calls']?.[1]),
     },
     moderate_load: {
       offered_per_s: perConnection * 16,
       'envoy-native': added(moderate['envoy-only'], moderate['envoy-native']),
       sekisho: added(moderate['envoy-only'], moderate.sekisho),
+      'sekisho-two-calls': added(moderate['envoy-only'], moderate['sekisho-two-calls']),
     },
     saturation: {
       peak_over_concurrencies: settings.concurrencies,
@@ -225,6 +245,8 @@ try {
       'envoy-native_per_s': peakOf('envoy-native'),
       sekisho_per_s: sekishoPeak,
       sekisho_over_native: Math.round((sekishoPeak / peakOf('envoy-native')) * 100) / 100,
+      'sekisho-two-calls_per_s': peakOf('sekisho-two-calls'),
+      'sekisho-two-calls_over_native': Math.round((peakOf('sekisho-two-calls') / peakOf('envoy-native')) * 100) / 100,
       target_sekisho_over_native: 0.5,
     },
   };
@@ -235,6 +257,11 @@ try {
     load_generator_core: `${cores.loadGenerator}: h2load, and this process (the demo upstream and the key server)`,
     pinned: pinnedList,
     sekisho_stack_startup_ms: stackStartupMs,
+    sekisho_two_calls_stack_startup_ms: twoCalls.startupMs,
+    cases: {
+      sekisho: 'perUserLimits: ext-authz (the per-user limits counted in the Check: one gRPC call per request)',
+      'sekisho-two-calls': 'perUserLimits: rate-limit-service (the default: ext_authz, then ratelimit after it)',
+    },
     services_run_under: runtimeNote(),
     duration_s: settings.durationS,
     warmup_s: settings.warmupS,
