@@ -128,13 +128,14 @@ describe('sidecar views', () => {
 
   it('re-packs only the Secrets when the workload certificates rotate: the translated resources are the same objects', () => {
     // A real MeshCa on a clock the test moves: past renewAt, every certificate is replaced.
-    let now = Date.now();
     const timers: Array<() => void> = [];
     const schedule: Schedule = (_delayMs, run) => {
       timers.push(run);
       return () => {};
     };
     const testCa = createTestCa(join(dir, 'rotating-ca'));
+    // Read after the CA exists: read before, a new second in between put its notBefore after "now".
+    let now = Date.now();
     const ca = new MeshCa({
       source: { kind: 'files', certFile: testCa.cert, keyFile: testCa.key, bundleFile: testCa.rootCert },
       trustDomain: 'salon.example',
