@@ -40,7 +40,14 @@ export default defineGateway({
   policyServices: {
     extAuthz: { address: '127.0.0.1:9001', timeout: '500ms' },
     // redisFailureMode local: limits and the auth routes' blocks hold while Redis is down.
-    rateLimit: { address: '127.0.0.1:9002', timeout: '100ms', failureMode: 'allow', redisFailureMode: 'local' },
+    // perUserLimits ext-authz: the per-user limits counted in ext-authz's Check (one gRPC call, not two).
+    rateLimit: {
+      address: '127.0.0.1:9002',
+      timeout: '100ms',
+      failureMode: 'allow',
+      redisFailureMode: 'local',
+      perUserLimits: 'ext-authz',
+    },
     // Receives Envoy's access log for threat detection (threat-detector/README.md).
     threatDetector: { address: '127.0.0.1:9003' },
   },

@@ -14,14 +14,18 @@ import { descriptorKeys, identityHeaders } from '@sekisho/service-kit/contract';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { compileDefinition, compileDefinitionFile } from '../definition/load';
+import type { ResourcesByType } from '../xds/resources';
 import { typeUrls } from '../xds/type-urls';
 import { encode, type MessageCodec, renderAny, unpack } from './any';
 
 const examples = resolve(import.meta.dirname, '../../examples');
 const salonYaml = parse(readFileSync(resolve(examples, 'salon.gateway.yaml'), 'utf8'));
 
-function compileSalon() {
-  const compiled = compileDefinition(salonYaml, { baseDir: examples });
+/** The example; `twoCalls`: with the default perUserLimits (the example counts them in ext-authz). */
+function compileSalon(opts: { twoCalls?: boolean } = {}) {
+  const definition = structuredClone(salonYaml);
+  if (opts.twoCalls) delete definition.policyServices.rateLimit.perUserLimits;
+  const compiled = compileDefinition(definition, { baseDir: examples });
   if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
   return compiled;
 }
@@ -95,7 +99,7 @@ describe('translate', () => {
   });
 
   it("mirrors every route's rate-limit actions in exactly one family of rate-limit rules", () => {
-    const { resources, ir } = compileSalon();
+    const { resources, ir } = compileSalon({ twoCalls: true });
     const [routeResource] = resources.get(typeUrls.route) ?? [];
     const [policyResource] = resources.get(typeUrls.rateLimitPolicy) ?? [];
     if (!routeResource || !policyResource) throw new Error('missing resources');
@@ -126,22 +130,35 @@ describe('translate', () => {
   });
 
   it('gives the rate-limit service one rule per window with the reference limits', () => {
-    const { resources } = compileSalon();
-    const [policyResource] = resources.get(typeUrls.rateLimitPolicy) ?? [];
-    if (!policyResource) throw new Error('missing policy');
-    const policy = unpack(RateLimitPolicy, policyResource.resource);
-    expect(policy.domain).toBe('sekisho');
-    expect(
-      policy.rules.map((rule) => [rule.id, rule.requestsPerWindow, rule.windowSeconds, rule.blockSeconds]),
-    ).toEqual([
+    const rules = (resources: ResourcesByType) => {
+      const [policyResource] = resources.get(typeUrls.rateLimitPolicy) ?? [];
+      const [authzResource] = resources.get(typeUrls.authzPolicy) ?? [];
+      if (!policyResource || !authzResource) throw new Error('missing policy');
+      const policy = unpack(RateLimitPolicy, policyResource.resource);
+      expect(policy.domain).toBe('sekisho');
+      const shape = (list: RateLimitPolicy['rules']) =>
+        list.map((rule) => [rule.id, rule.requestsPerWindow, rule.windowSeconds, rule.blockSeconds]);
+      const inExtAuthz = unpack(AuthzPolicy, authzResource.resource).userLimits?.rules ?? [];
+      return { service: shape(policy.rules), extAuthz: shape(inExtAuthz) };
+    };
+    const perUser = [
       ['authenticated/user/60s', 300, 60, 0],
       ['authenticated/user/3600s', 1000, 3600, 0],
-      ['unauthenticated/ip/60s', 60, 60, 0],
-      ['unauthenticated/ip/3600s', 200, 3600, 0],
       ['route:post-api-v1-appointments/user/60s', 10, 60, 0],
       ['route:post-api-v1-messages/user/60s', 30, 60, 0],
+    ];
+    const perIp = [
+      ['unauthenticated/ip/60s', 60, 60, 0],
+      ['unauthenticated/ip/3600s', 200, 3600, 0],
       ['route:api-v1-auth-prefix/ip/60s', 5, 60, 900],
-    ]);
+    ];
+    // Two calls (the default): the service has every rule, in the descriptors' order.
+    expect(rules(compileSalon({ twoCalls: true }).resources)).toEqual({
+      service: [perUser[0], perUser[1], perIp[0], perIp[1], perUser[2], perUser[3], perIp[2]],
+      extAuthz: [],
+    });
+    // The example (perUserLimits: ext-authz): the per-user ones are ext-authz's.
+    expect(rules(compileSalon().resources)).toEqual({ service: perIp, extAuthz: perUser });
   });
 
   it("gives ext-authz each route's id, auth mode, required permissions and the header limits", () => {
@@ -162,6 +179,8 @@ describe('translate', () => {
       'sekisho.permissions': 'read:own_profile',
       'sekisho.max_request_headers': '80',
       'sekisho.max_request_header_bytes': '32768',
+      // The example counts the per-user limits in ext-authz (perUserLimits): this route has the global ones.
+      'sekisho.user_limits': 'authenticated',
     });
     expect(extensions['api-v1-auth-prefix']).toEqual({
       'sekisho.route_id': 'api-v1-auth-prefix',
