@@ -113,6 +113,9 @@ describe('no orphans, however the supervising process ends', () => {
         reportUnexpectedExit: false,
       });
       await expect.poll(() => pids(marker).length, { timeout: 15_000 }).toBe(1);
+      // "spawned" is printed once spawnProcess returned, its watchdog started: the sleeper alone
+      // shows in ps a moment earlier, and a SIGKILL in between would leave it with no watchdog.
+      await expect.poll(() => parent.logs(), { timeout: 15_000 }).toContain('spawned');
       if (killIt) process.kill(parent.pid, 'SIGKILL');
       await parent.exited;
       await expect.poll(() => pids(marker), { timeout: 5_000 }).toEqual([]);
