@@ -5,11 +5,12 @@ import {
 } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import type { RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { createValueHasher } from '@sekisho/ratelimit-service/limiter/keys';
+import { defaultMaxBatch } from '@sekisho/ratelimit-service/limiter/redis-limiter';
 import type { StoreFailureMode } from '@sekisho/ratelimit-service/limiter/resilient-limiter';
 import { createLimiterStack, type LimiterStack } from '@sekisho/ratelimit-service/limiter/stack';
 import type { Clock } from '@sekisho/ratelimit-service/limiter/types';
 import { type CompiledPolicy, compilePolicy } from '@sekisho/ratelimit-service/policy/compile';
-import type { HeaderStyle } from '@sekisho/ratelimit-service/response';
+import { type HeaderStyle, headerNames } from '@sekisho/ratelimit-service/response';
 import { createShouldRateLimit } from '@sekisho/ratelimit-service/service';
 import { descriptorKeys, type UserLimitFamily } from '@sekisho/service-kit/contract';
 import type { Logger } from '@sekisho/service-kit/logger';
@@ -77,7 +78,7 @@ export function createUserLimits(opts: UserLimitsOptions): UserLimits {
       hashValues,
       // One hash tag per domain: ext-authz's Redis is standalone or Sentinel (one master).
       keyTag: 'domain',
-      maxBatch: 4,
+      maxBatch: defaultMaxBatch,
       breakerFailures: 5,
       breakerOpenMs: 2_000,
       cacheSize: 100_000,
@@ -155,6 +156,6 @@ const notLimited: UserLimitOutcome = Object.freeze({ overLimit: false, headers: 
 function outcomeOf(response: RateLimitResponse): UserLimitOutcome {
   const headers = response.responseHeadersToAdd.map((header) => [header.key, header.value] as const);
   const overLimit = response.overallCode === RateLimitResponse_Code.OVER_LIMIT;
-  const retryAfter = overLimit ? headers.find(([name]) => name === 'retry-after')?.[1] : undefined;
+  const retryAfter = overLimit ? headers.find(([name]) => name === headerNames.retryAfter)?.[1] : undefined;
   return { overLimit, headers, retryAfter };
 }
