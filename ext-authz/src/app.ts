@@ -91,6 +91,7 @@ export async function startExtAuthzApp(
         failureMode: config.EXT_AUTHZ_LIMITS_REDIS_FAILURE_MODE,
         keySecret: config.EXT_AUTHZ_LIMITS_KEY_SECRET,
         headerStyle: config.EXT_AUTHZ_LIMITS_HEADERS,
+        lease: { fraction: config.EXT_AUTHZ_LIMITS_LEASE, max: config.EXT_AUTHZ_LIMITS_LEASE_MAX },
         logger,
         registry,
       })

@@ -46,6 +46,8 @@ describe('loadExtAuthzConfig', () => {
       EXT_AUTHZ_LIMITS_REDIS_TIMEOUT: 50,
       EXT_AUTHZ_LIMITS_REDIS_FAILURE_MODE: 'allow',
       EXT_AUTHZ_LIMITS_HEADERS: 'draft-10',
+      EXT_AUTHZ_LIMITS_LEASE: 0.01,
+      EXT_AUTHZ_LIMITS_LEASE_MAX: 100,
       EXT_AUTHZ_REDIS_MODE: 'standalone',
       LOG_LEVEL: 'info',
       redis: undefined,
@@ -64,6 +66,10 @@ describe('loadExtAuthzConfig', () => {
     ['EXT_AUTHZ_LIMITS_REDIS_FAILURE_MODE', 'sometimes'],
     ['EXT_AUTHZ_LIMITS_KEY_SECRET', 'short'],
     ['EXT_AUTHZ_LIMITS_HEADERS', 'draft-99'],
+    ['EXT_AUTHZ_LIMITS_LEASE', '0.01'],
+    ['EXT_AUTHZ_LIMITS_LEASE', '60%'],
+    ['EXT_AUTHZ_LIMITS_LEASE', '-1%'],
+    ['EXT_AUTHZ_LIMITS_LEASE_MAX', '0'],
     ['EXT_AUTHZ_DENIAL_LOG_WINDOW', '10ms'],
     ['EXT_AUTHZ_ACCOUNTS_RESYNC', 'often'],
     ['EXT_AUTHZ_ACCOUNTS_RESYNC', '10ms'],
@@ -75,6 +81,15 @@ describe('loadExtAuthzConfig', () => {
     const attempt = () => loadExtAuthzConfig({ [variable]: value });
     expect(attempt).toThrow(ConfigError);
     expect(attempt).toThrow(variable);
+  });
+
+  it.each([
+    ['0%', 0],
+    ['0.5%', 0.005],
+    ['2%', 0.02],
+    ['50%', 0.5],
+  ])('reads EXT_AUTHZ_LIMITS_LEASE=%s as a share of %s', (text, share) => {
+    expect(loadExtAuthzConfig({ EXT_AUTHZ_LIMITS_LEASE: text }).EXT_AUTHZ_LIMITS_LEASE).toBe(share);
   });
 
   it('refuses an http keys URL unless the development setting allows it', () => {

@@ -143,6 +143,20 @@ export const configSchema = z
     EXT_AUTHZ_LIMITS_KEY_SECRET: z.string().min(16).optional(),
     /** The RateLimit fields: draft-10 or draft-06, as the rate-limit service's RATELIMIT_HEADERS. */
     EXT_AUTHZ_LIMITS_HEADERS: envEnum(['draft-10', 'draft-06'], 'draft-10'),
+    /**
+     * Leased quota: the share of a fixed-window limit a replica counts in Redis at once and then
+     * answers from memory (limiter/leased-limiter.ts in the rate-limit service); 0% = a Redis call
+     * per request. Never more than the limit; a client may be refused up to replicas × processes
+     * × lease requests early.
+     */
+    EXT_AUTHZ_LIMITS_LEASE: z
+      .string()
+      .regex(/^(0|[1-9]\d?)(\.\d{1,2})?%$/, 'expected a percentage from 0% to 50% (1%, 0.5%)')
+      .transform((text) => Number(text.slice(0, -1)) / 100)
+      .refine((share) => share <= 0.5, 'at most 50%')
+      .default(0.01),
+    /** The largest lease, in requests. */
+    EXT_AUTHZ_LIMITS_LEASE_MAX: count(100),
     LOG_LEVEL: envLogLevel(),
   })
   .superRefine((config, ctx) => {

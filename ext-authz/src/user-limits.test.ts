@@ -79,6 +79,7 @@ function start(overrides: Partial<UserLimitsOptions> = {}, url = redis.url): Use
     failureMode: 'allow',
     keySecret: undefined,
     headerStyle: 'draft-10',
+    lease: { fraction: 0.01, max: 100 },
     logger: quiet,
     registry: new Registry(),
     ...overrides,
@@ -138,6 +139,56 @@ describe('createUserLimits', () => {
     expect((await first.limit('profile', ['authenticated'], 'user-1')).overLimit).toBe(true);
     const refused = await service.call({ domain, descriptors: [authenticated('user-1'), routeForUser('x', 'user-1')] });
     expect(refused.overallCode).toBe(2);
+  });
+
+  it('answers a busy user from leases, never past the limit across two replicas and the rate-limit service', async () => {
+    const domain = `t-${randomUUID()}`;
+    // 400 a minute: leases of 4 (1%), plus the route's 1 a minute decided per request.
+    const policy = limitsPolicy(domain);
+    const busy = RateLimitPolicy.fromPartial({
+      ...policy,
+      rules: policy.rules.map((r) => (r.id.startsWith('authenticated') ? { ...r, requestsPerWindow: 400 } : r)),
+    });
+    const registry = new Registry();
+    const [first, second] = [start({ registry }), start()];
+    first.apply(busy);
+    second.apply(busy);
+    await Promise.all([connected(first), connected(second)]);
+    const service = await startTestService({ redisUrl: redis.url });
+    opened.push(service);
+    service.app.applyPolicy(busy, 'v1');
+
+    let allowed = 0;
+    for (let i = 0; i < 450; i++) {
+      const outcome =
+        i % 3 === 2
+          ? (await service.call({ domain, descriptors: [authenticated('user-1')] })).overallCode === 1
+          : !(await (i % 3 === 0 ? first : second).limit('profile', ['authenticated'], 'user-1')).overLimit;
+      if (outcome) allowed++;
+    }
+    // Never more than the limit; at most the two replicas' leases (4 each) refused early.
+    expect(allowed).toBeLessThanOrEqual(400);
+    expect(allowed).toBeGreaterThanOrEqual(400 - 2 * 4);
+    const metrics = await registry.getSingleMetricAsString('sekisho_ext_authz_limit_leases_total');
+    expect(metrics).toMatch(/granted="true"} [1-9]/);
+    expect(first.status()).toMatchObject({ lease: { share: 0.01, max: 100, keys: 1 } });
+  });
+
+  it('decides per request with EXT_AUTHZ_LIMITS_LEASE=0%', async () => {
+    const domain = `t-${randomUUID()}`;
+    const registry = new Registry();
+    const limits = start({ registry, lease: { fraction: 0, max: 100 } });
+    const policy = limitsPolicy(domain);
+    limits.apply(
+      RateLimitPolicy.fromPartial({
+        ...policy,
+        rules: policy.rules.map((r) => ({ ...r, requestsPerWindow: 100_000 })),
+      }),
+    );
+    await connected(limits);
+    for (let i = 0; i < 20; i++) await limits.limit('profile', ['authenticated'], 'user-1');
+    expect(await registry.getSingleMetricAsString('sekisho_ext_authz_limit_leases_total')).not.toMatch(/granted="/);
+    expect(limits.status()).toMatchObject({ lease: { keys: 0 } });
   });
 
   it('opens no Redis connection until a policy has a rule, and keeps the last good rules when one is invalid', async () => {

@@ -5,6 +5,7 @@ import {
 } from '@sekisho/proto/envoy/service/ratelimit/v3/rls';
 import type { RateLimitPolicy } from '@sekisho/proto/sekisho/policy/v1/policy';
 import { createValueHasher } from '@sekisho/ratelimit-service/limiter/keys';
+import { LeasedLimiter, type LeaseSettings } from '@sekisho/ratelimit-service/limiter/leased-limiter';
 import { defaultMaxBatch } from '@sekisho/ratelimit-service/limiter/redis-limiter';
 import type { StoreFailureMode } from '@sekisho/ratelimit-service/limiter/resilient-limiter';
 import { createLimiterStack, type LimiterStack } from '@sekisho/ratelimit-service/limiter/stack';
@@ -16,7 +17,7 @@ import { descriptorKeys, type UserLimitFamily } from '@sekisho/service-kit/contr
 import type { Logger } from '@sekisho/service-kit/logger';
 import type { RedisTopology } from '@sekisho/service-kit/redis-topology';
 import { processesPerReplica } from '@sekisho/service-kit/workers';
-import type { Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
 
 // The per-user limits counted inside the Check (policyServices.rateLimit.perUserLimits:
 // ext-authz): the rate-limit service's own decision (its ShouldRateLimit, limiter, Redis keys,
@@ -32,6 +33,11 @@ export interface UserLimitsOptions {
   /** Hashes user ids in keys and logs: the rate-limit service's RATELIMIT_KEY_SECRET, if it has one. */
   keySecret: string | undefined;
   headerStyle: HeaderStyle;
+  /**
+   * Leased quota (EXT_AUTHZ_LIMITS_LEASE, _LEASE_MAX): a busy user's fixed-window counts are
+   * taken from Redis a lease at a time and answered from memory; fraction 0 = a call per request.
+   */
+  lease: LeaseSettings;
   logger: Logger;
   registry: Registry;
   clock?: Clock;
@@ -67,6 +73,7 @@ export function createUserLimits(opts: UserLimitsOptions): UserLimits {
   // Started with the first policy that has a rule: no Redis connection for a definition that
   // leaves the per-user limits to the rate-limit service.
   let stack: LimiterStack | undefined;
+  let leased: LeasedLimiter | undefined;
   let decide: ((request: RateLimitRequest) => Promise<RateLimitResponse>) | undefined;
   const failureMode = (): StoreFailureMode => policy?.storeFailureMode ?? opts.failureMode;
   const workers = processesPerReplica();
@@ -90,10 +97,26 @@ export function createUserLimits(opts: UserLimitsOptions): UserLimits {
       registry: opts.registry,
     });
     stack = started;
+    const leases = new Counter({
+      name: 'sekisho_ext_authz_limit_leases_total',
+      help: 'Leases of per-user limit windows asked of Redis; granted=false: the window had less than a lease left, or Redis failed',
+      labelNames: ['granted'],
+      registers: [opts.registry],
+    });
+    const granted = leases.labels('true');
+    const refused = leases.labels('false');
+    leased = new LeasedLimiter({
+      store: started.limiter,
+      fraction: opts.lease.fraction,
+      max: opts.lease.max,
+      maxKeys: 100_000,
+      clock: opts.clock,
+      hooks: { lease: (ok) => (ok ? granted : refused).inc() },
+    });
     decide = createShouldRateLimit({
       policy: () => policy,
       controlPlane: true,
-      limiter: started.limiter,
+      limiter: leased,
       failureMode,
       // Not used: a request is counted only once a policy with rules is in force.
       noPolicyMode: 'allow',
@@ -144,6 +167,7 @@ export function createUserLimits(opts: UserLimitsOptions): UserLimits {
       mode_in_force: stack?.limiter.modeInForce() ?? null,
       failure_mode: failureMode(),
       local_known_blocks: stack?.cache.blocks ?? 0,
+      lease: { share: opts.lease.fraction, max: opts.lease.max, keys: leased?.size ?? 0 },
     }),
     close: async () => {
       await stack?.close();

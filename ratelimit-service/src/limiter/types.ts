@@ -52,7 +52,10 @@ export interface LimitDecision {
   readonly resetSeconds: number;
   /** The same in milliseconds, unrounded, when the limiter knows it (for the local cache). */
   readonly resetMs?: number;
-  /** Who decided: Redis (the default), the local cache of known refusals, or the local limiter. */
+  /**
+   * Who decided: Redis (the default), the local cache of known refusals, the local limiter, or
+   * a lease of the window taken from Redis earlier (limiter/leased-limiter.ts).
+   */
   readonly source?: DecisionSource;
   /**
    * Not decided: another rule's refusal was answered from the local cache, and a refused
@@ -61,7 +64,7 @@ export interface LimitDecision {
   readonly skipped?: boolean;
 }
 
-export type DecisionSource = 'redis' | 'cache' | 'local';
+export type DecisionSource = 'redis' | 'cache' | 'local' | 'lease';
 
 /** What the service sees of the limiter: it may reject (store down, timeout), never half-answer. */
 export interface Limiter {
