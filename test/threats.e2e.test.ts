@@ -418,8 +418,8 @@ describe('threat detection through Envoy, the detector and two ext-authz replica
     showLogsOnFailure();
     const ip = '192.0.2.80';
     const token = await stack.mintToken('u-logged');
-    const send = async (authorization: string) => {
-      const response = await fetch(`${stack.gatewayUrl}/api/v1/customer/profile?access_token=${token}&x=1`, {
+    const send = async (authorization: string, path = '/api/v1/customer/profile') => {
+      const response = await fetch(`${stack.gatewayUrl}${path}?access_token=${token}&x=1`, {
         headers: {
           'x-forwarded-for': ip,
           'user-agent': 'sekisho-e2e/1.0',
@@ -433,19 +433,27 @@ describe('threat detection through Envoy, the detector and two ext-authz replica
     };
     const served = await send(`Bearer ${token}`);
     const refused = await send('Bearer forged');
-    expect([served.status, refused.status]).toEqual([200, 401]);
+    // No route: a client error (one logger per class, each behind its status filter).
+    const unrouted = await send(`Bearer ${token}`, '/no/such/route');
+    expect([served.status, refused.status, unrouted.status]).toEqual([200, 401, 404]);
     const lineOf = (requestId: string) =>
       stack
         .logs()
         .split('\n')
         .filter((line) => line.includes(requestId) && line.includes('"route_name"'))
         .map((line) => JSON.parse(line.slice(line.indexOf('{'))) as Record<string, unknown>);
-    const [servedLine, refusedLine] = await waitUntil("Envoy's access log lines", 30_000, {}, async () => {
-      const lines = [lineOf(served.requestId), lineOf(refused.requestId)];
-      return lines.every((found) => found.length === 1)
-        ? { done: true, value: lines.map((found) => found[0] ?? {}) }
-        : { done: false, detail: lines.map((found) => found.length).join(', ') };
-    });
+    const [servedLine, refusedLine, unroutedLine] = await waitUntil(
+      "Envoy's access log lines",
+      30_000,
+      {},
+      async () => {
+        // Exactly one line each.
+        const lines = [lineOf(served.requestId), lineOf(refused.requestId), lineOf(unrouted.requestId)];
+        return lines.every((found) => found.length === 1)
+          ? { done: true, value: lines.map((found) => found[0] ?? {}) }
+          : { done: false, detail: lines.map((found) => found.length).join(', ') };
+      },
+    );
     const common = {
       timestamp: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
       ip_address: ip,
@@ -474,8 +482,16 @@ describe('threat detection through Envoy, the detector and two ext-authz replica
       user_id: null,
       status_code: 401,
     });
-    // No token (header or query) in either line.
-    for (const line of [servedLine, refusedLine]) expect(JSON.stringify(line)).not.toMatch(/eyJ|forged|access_token/);
+    expect(unroutedLine).toMatchObject({
+      level: 'WARN',
+      category: 'technical',
+      event_type: 'http_client_error',
+      endpoint: '/no/such/route',
+      status_code: 404,
+    });
+    // No token (header or query) in any line.
+    for (const line of [servedLine, refusedLine, unroutedLine])
+      expect(JSON.stringify(line)).not.toMatch(/eyJ|forged|access_token/);
   });
 
   it('a restarted detector loses no block and detects again', async () => {

@@ -1,9 +1,10 @@
+import { type AccessLogFilter, ComparisonFilter_Op } from '@sekisho/proto/envoy/config/accesslog/v3/accesslog';
+import { StdoutAccessLog } from '@sekisho/proto/envoy/extensions/access_loggers/stream/v3/stream';
 import { describe, expect, it } from 'vitest';
-import { accessLog, accessLogClasses, classifyExpression, maxLoggedStatus } from './access-log';
+import { accessLog, accessLogClasses, maxLoggedStatus, stdoutAccessLogs } from './access-log';
 
-// The log line's level, category and event_type come from one CEL chain over the classes in
-// order, the last being the fallback: that is right only if every status is in exactly one
-// class (then the first class that holds a status is its class, whatever the order).
+// One stdout logger per class behind its status filter: every request gets exactly one line
+// only if every status is in exactly one class, and if each filter holds what its class does.
 const holds = (statuses: (typeof accessLogClasses)[number]['statuses'], status: number) =>
   statuses.some(([from, to]) => status >= from && (status <= to || to >= maxLoggedStatus));
 
@@ -34,15 +35,37 @@ describe('the stdout access log', () => {
     expect(classOf(status)).toEqual({ level, category, event_type: eventType });
   });
 
-  it('computes each field with one CEL chain, no response code being the class of 0', () => {
-    expect(classifyExpression('level')).toBe(
-      "%CEL(!has(response.code) ? 'INFO' : response.code <= 399 ? 'INFO' : response.code == 401 ? 'WARN' : " +
-        "response.code == 403 ? 'WARN' : response.code == 429 ? 'WARN' : response.code >= 500 ? 'ERROR' : 'WARN')%",
-    );
+  // Envoy's reading of a status filter tree (StatusCodeFilter compares the response code, 0 when none).
+  const passes = (filter: AccessLogFilter | undefined, status: number): boolean => {
+    if (filter?.andFilter) return filter.andFilter.filters.every((f) => passes(f, status));
+    if (filter?.orFilter) return filter.orFilter.filters.some((f) => passes(f, status));
+    const comparison = filter?.statusCodeFilter?.comparison;
+    if (!comparison?.value) throw new Error('a filter other than status, and, or');
+    expect(comparison.value.runtimeKey).not.toBe('');
+    const value = comparison.value.defaultValue;
+    if (comparison.op === ComparisonFilter_Op.EQ) return status === value;
+    if (comparison.op === ComparisonFilter_Op.GE) return status >= value;
+    return status <= value;
+  };
+
+  it("writes each status's line by exactly one logger, the one of its class, with the class's fields", () => {
+    const loggers = stdoutAccessLogs();
+    expect(loggers).toHaveLength(accessLogClasses.length);
+    for (let status = 0; status <= maxLoggedStatus + 5; status++) {
+      const writing = loggers.filter((logger) => passes(logger.filter, status));
+      expect(writing, `status ${status}`).toHaveLength(1);
+      const format = StdoutAccessLog.decode(writing[0]?.typedConfig?.value ?? new Uint8Array()).logFormat?.jsonFormat;
+      const { level, category, event_type } = classOf(status);
+      expect({ level: format?.level, category: format?.category, event_type: format?.event_type }).toEqual({
+        level,
+        category,
+        event_type,
+      });
+    }
   });
 
   it('has the reference log structure, the user from ext-authz, never a header credential or the query', () => {
-    const fields = accessLog().logFormat?.jsonFormat ?? {};
+    const fields = accessLog(accessLogClasses[0] ?? expect.unreachable()).logFormat?.jsonFormat ?? {};
     expect(Object.keys(fields)).toEqual(
       expect.arrayContaining([
         'timestamp',

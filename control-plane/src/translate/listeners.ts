@@ -12,18 +12,17 @@ import { ApiVersion } from '@sekisho/proto/envoy/config/core/v3/config_source';
 import { Listener } from '@sekisho/proto/envoy/config/listener/v3/listener';
 import type { FilterChainMatch } from '@sekisho/proto/envoy/config/listener/v3/listener_components';
 import { HttpGrpcAccessLogConfig } from '@sekisho/proto/envoy/extensions/access_loggers/grpc/v3/als';
-import { StdoutAccessLog } from '@sekisho/proto/envoy/extensions/access_loggers/stream/v3/stream';
 import {
   HttpConnectionManager,
   HttpConnectionManager_ServerHeaderTransformation,
 } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
 import type { GatewayIR, HttpsListenerIR } from '../ir/types';
-import { accessLog, threatAccessLog } from './access-log';
+import { stdoutAccessLogs, threatAccessLog } from './access-log';
 import { pack } from './any';
 import { type ClientAddressChain, clientAddressChains } from './client-address';
 import { durationFromMs } from './duration';
 import { edgeLimits } from './edge';
-import { grpcAccessLogName, httpConnectionManagerName, stdoutAccessLogName } from './filter-names';
+import { grpcAccessLogName, httpConnectionManagerName } from './filter-names';
 import { httpFilters } from './http-filters';
 import { localReplyConfig } from './local-reply';
 import { requestHygiene } from './request-hygiene';
@@ -120,7 +119,7 @@ function httpConnectionManager(
     rds: { configSource: adsConfigSource, routeConfigName },
     httpFilters: httpFilters(ir, chain, { tls }),
     accessLog: [
-      { name: stdoutAccessLogName, typedConfig: pack(StdoutAccessLog, accessLog()) },
+      ...stdoutAccessLogs(),
       ...(ir.threats
         ? [{ name: grpcAccessLogName, typedConfig: pack(HttpGrpcAccessLogConfig, threatAccessLog(ir.threats)) }]
         : []),

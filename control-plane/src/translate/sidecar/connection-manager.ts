@@ -1,7 +1,6 @@
 // What both of a sidecar's connection managers share: routes over RDS (ADS), the ingress's JSON
 // access log, path hygiene before routing, header limits, the request timeouts of the edge.
 import { ApiVersion } from '@sekisho/proto/envoy/config/core/v3/config_source';
-import { StdoutAccessLog } from '@sekisho/proto/envoy/extensions/access_loggers/stream/v3/stream';
 import { Router } from '@sekisho/proto/envoy/extensions/filters/http/router/v3/router';
 import {
   HttpConnectionManager,
@@ -9,11 +8,11 @@ import {
   type HttpFilter,
 } from '@sekisho/proto/envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager';
 import type { GatewayIR } from '../../ir/types';
-import { accessLog } from '../access-log';
+import { stdoutAccessLogs } from '../access-log';
 import { pack } from '../any';
 import { durationFromMs } from '../duration';
 import { edgeLimits } from '../edge';
-import { httpConnectionManagerName, httpFilterNames, stdoutAccessLogName } from '../filter-names';
+import { httpConnectionManagerName, httpFilterNames } from '../filter-names';
 import { requestHygiene } from '../request-hygiene';
 import type { DeepPartial } from '../route-parts';
 
@@ -32,7 +31,7 @@ export function sidecarConnectionManager(
       ...httpFilters,
       { name: httpFilterNames.router, typedConfig: pack(Router, Router.fromPartial({ suppressEnvoyHeaders: true })) },
     ],
-    accessLog: [{ name: stdoutAccessLogName, typedConfig: pack(StdoutAccessLog, accessLog()) }],
+    accessLog: stdoutAccessLogs(),
     ...requestHygiene(ir),
     ...clientAddress,
     // The ingress's x-request-id travels through the mesh: one id correlates every hop's log line.
