@@ -252,11 +252,19 @@ describe('LeasedLimiter over Redis', () => {
     expect(after?.source).toBe('lease');
   });
 
-  it('holds at most maxKeys leases (the oldest dropped)', async () => {
+  it('holds at most maxKeys leases, dropping the least recently leased', async () => {
     const limiter = leased(countingStore(), {}, 3);
-    const perMinute = rule('per-minute', 1000);
-    for (const user of ['a', 'b', 'c', 'd', 'e']) await request(limiter, [{ rule: perMinute, values: [user] }]);
+    const perMinute = rule('per-minute', 1000); // leases of 10
+    const hit = async (user: string) => (await request(limiter, [{ rule: perMinute, values: [user] }]))[0]?.source;
+    for (const user of ['a', 'b', 'c']) await hit(user);
+    // a spends past half of its lease and takes another: now the most recently leased.
+    for (let i = 0; i < 6; i++) expect(await hit('a')).toBe('lease');
+    await hit('d');
     expect(limiter.size).toBe(3);
+    expect(await hit('a')).toBe('lease');
+    expect(await hit('c')).toBe('lease');
+    // b was dropped for d: decided in Redis again while its new lease is asked for.
+    expect(await hit('b')).toBeUndefined();
   });
 
   it('starts new leases when a policy changes the rule (same id, another limit)', async () => {

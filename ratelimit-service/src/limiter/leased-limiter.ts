@@ -35,7 +35,7 @@ export interface LeaseSettings {
 export interface LeasedLimiterOptions extends LeaseSettings {
   /** The limiter that decides in Redis (the ResilientLimiter). */
   store: Limiter;
-  /** Keys with a lease at most; the oldest lease is dropped (its rest unspent) beyond it. */
+  /** Keys with a lease at most; the least recently leased is dropped (its rest unspent) beyond it. */
   maxKeys: number;
   clock?: Clock;
   hooks?: {
@@ -73,11 +73,11 @@ export class LeasedLimiter implements Limiter {
   /** Lease sizes per rule, computed once per rule object (a policy's rules are reused). */
   private readonly sizes = new WeakMap<LimitRule, number>();
 
+  private inFlight = 0;
+
   constructor(private readonly opts: LeasedLimiterOptions) {
     this.clock = opts.clock ?? Date.now;
   }
-
-  private inFlight = 0;
 
   /** Keys holding a lease (for /status). */
   get size(): number {
@@ -205,8 +205,10 @@ export class LeasedLimiter implements Limiter {
         const oldest = this.leases.keys().next();
         if (!oldest.done) this.leases.delete(oldest.value);
       }
-      this.leases.set(key, lease);
-    }
+    } else this.leases.delete(key);
+    // Last in the map's order: the key dropped first when the map is full is the least
+    // recently leased one (once per lease, not per request).
+    this.leases.set(key, lease);
     lease.asking = true;
     this.inFlight++;
     const asked = this.clock();
