@@ -800,6 +800,21 @@ describe.each(overlays)('k8s/overlays/%s', (overlay) => {
     expect(env.THREAT_GEOIP_DATABASE).toBeUndefined();
   });
 
+  it('gives ext-authz the Redis the definition needs it to count the per-user limits in', () => {
+    const definition = parse(
+      String(
+        named(objects(), 'ConfigMap').find((c) => c.metadata.name === 'sekisho-gateway-definition')?.data[
+          'gateway.yaml'
+        ],
+      ),
+    );
+    expect(definition.policyServices.rateLimit.perUserLimits).toBe('ext-authz');
+    const extAuthz = named(objects(), 'Deployment').find((d) => d.metadata.name === 'sekisho-ext-authz') as Json;
+    const env = extAuthz.spec.template.spec.containers[0].env.map((e: Json) => e.name);
+    // Without it ext-authz refuses the policy (a NACK naming the variable).
+    expect(env).toContain('EXT_AUTHZ_REDIS_URL');
+  });
+
   it('serves a gateway definition that compiles', async () => {
     const definition = named(objects(), 'ConfigMap').find(
       (c) => c.metadata.name === 'sekisho-gateway-definition',
