@@ -32,6 +32,8 @@ export interface RunSettings {
   durationS: number;
   warmupS: number;
   concurrencies: number[];
+  /** bench:gateway: extra rounds of the saturation runs, the cases alternating (its median is read). */
+  saturationRounds: number;
 }
 
 export function runSettings(argv: string[] = process.argv.slice(2)): RunSettings {
@@ -43,8 +45,8 @@ export function runSettings(argv: string[] = process.argv.slice(2)): RunSettings
   const cpuProfile = argv.includes('--cpu-prof');
   runtime = argv.includes('--tsx') ? 'tsx' : 'dist';
   return quick
-    ? { quick, cpuProfile, runtime, durationS: 1, warmupS: 0.5, concurrencies: [1, 16, 64] }
-    : { quick, cpuProfile, runtime, durationS: 3, warmupS: 1, concurrencies: [1, 16, 64] };
+    ? { quick, cpuProfile, runtime, durationS: 1, warmupS: 0.5, concurrencies: [1, 16, 64], saturationRounds: 1 }
+    : { quick, cpuProfile, runtime, durationS: 3, warmupS: 1, concurrencies: [1, 16, 64], saturationRounds: 3 };
 }
 
 export function assertTwoCores(): void {

@@ -50,6 +50,7 @@ const settings: RunSettings = {
   durationS: 3,
   warmupS: 1,
   concurrencies: [16, 64],
+  saturationRounds: 0,
 };
 
 const projectId = 'sekisho-bench';
