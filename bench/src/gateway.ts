@@ -30,6 +30,8 @@ import { median } from './stats';
 // ext-authz and ratelimit-service, Redis, the control plane over ADS), all to equal upstreams.
 // The stack runs twice: `sekisho` counts the per-user limits in ext-authz's Check
 // (perUserLimits: ext-authz), `sekisho-two-calls` in a second call to the rate-limit service.
+// Saturation is measured again in alternating rounds (3, 1 with --quick); the median of the
+// rounds' ratios is what `comparison.saturation` compares with the target.
 
 const settings = runSettings();
 assertTwoCores();
