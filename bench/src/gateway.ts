@@ -255,6 +255,7 @@ try {
     rounds.push(peaks);
   }
   const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
+  const medianOf = (values: number[]) => Math.round(median(values) * 1000) / 1000;
   const perRound = rounds.map((r) => ({
     ...r,
     sekisho_over_native: ratio(r.sekisho, r['envoy-native']),
@@ -287,13 +288,12 @@ try {
       'envoy-only_per_s': peakOf('envoy-only'),
       'envoy-native_per_s': peakOf('envoy-native'),
       sekisho_per_s: sekishoPeak,
-      sekisho_over_native: Math.round((sekishoPeak / peakOf('envoy-native')) * 100) / 100,
+      sekisho_over_native: ratio(sekishoPeak, peakOf('envoy-native')),
       'sekisho-two-calls_per_s': peakOf('sekisho-two-calls'),
-      'sekisho-two-calls_over_native': Math.round((peakOf('sekisho-two-calls') / peakOf('envoy-native')) * 100) / 100,
+      'sekisho-two-calls_over_native': ratio(peakOf('sekisho-two-calls'), peakOf('envoy-native')),
       rounds: perRound,
-      median_sekisho_over_native: Math.round(median(perRound.map((r) => r.sekisho_over_native)) * 1000) / 1000,
-      'median_sekisho-two-calls_over_native':
-        Math.round(median(perRound.map((r) => r['sekisho-two-calls_over_native'])) * 1000) / 1000,
+      median_sekisho_over_native: medianOf(perRound.map((r) => r.sekisho_over_native)),
+      'median_sekisho-two-calls_over_native': medianOf(perRound.map((r) => r['sekisho-two-calls_over_native'])),
       target_sekisho_over_native: 0.5,
     },
   };

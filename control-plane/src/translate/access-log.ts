@@ -76,7 +76,7 @@ function rangeFilter([from, to]: StatusRange): AccessLogFilter {
 }
 
 /** Envoy's status filter for a class: its ranges (a stream with no response has status 0). */
-export function classFilter(statuses: readonly StatusRange[]): AccessLogFilter {
+function classFilter(statuses: readonly StatusRange[]): AccessLogFilter {
   const [only] = statuses;
   if (statuses.length === 1 && only) return rangeFilter(only);
   return AccessLogFilter.fromPartial({ orFilter: { filters: statuses.map(rangeFilter) } });

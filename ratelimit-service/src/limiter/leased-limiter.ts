@@ -40,7 +40,7 @@ export interface LeasedLimiterOptions extends LeaseSettings {
   clock?: Clock;
   hooks?: {
     /** A lease was asked for; `granted` false: the window had less than `size` left, or Redis failed. */
-    lease?: (granted: boolean, size: number) => void;
+    lease?: (granted: boolean) => void;
   };
 }
 
@@ -67,11 +67,18 @@ export function leaseSize(rule: LimitRule, settings: LeaseSettings): number {
   return size >= 2 ? size : 0;
 }
 
+/** What a rule's leases need, computed once per rule object (a policy's rules are reused). */
+interface RuleLease {
+  /** The lease size; 0 = decided per request. */
+  size: number;
+  /** The rule as it is: a policy that changes its limit or window starts new leases. */
+  keyPrefix: string;
+}
+
 export class LeasedLimiter implements Limiter {
   private readonly leases = new Map<string, Lease>();
   private readonly clock: Clock;
-  /** Lease sizes per rule, computed once per rule object (a policy's rules are reused). */
-  private readonly sizes = new WeakMap<LimitRule, number>();
+  private readonly rules = new WeakMap<LimitRule, RuleLease>();
 
   private inFlight = 0;
 
@@ -93,37 +100,49 @@ export class LeasedLimiter implements Limiter {
     if (hitsAddend > 1 || this.opts.fraction <= 0) return this.opts.store.hit(checks, hitsAddend);
     const now = this.clock();
     // Per check, the lease a token was taken from (spent now, given back if the request is
-    // refused) and the lease's generation then; the checks no lease answers go to Redis.
+    // refused); the checks no lease answers go to Redis, with their key's lease if any.
     const taken: Array<Lease | undefined> = new Array(checks.length);
-    const generations: number[] = new Array(checks.length);
     let remote: LimitCheck[] | undefined;
+    let remoteLeases: Array<Lease | undefined> | undefined;
     let leasedAny = false;
     for (let i = 0; i < checks.length; i++) {
       const check = checks[i] as LimitCheck;
-      const size = check.addend === undefined ? this.sizeOf(check.rule) : 0;
-      const lease = size === 0 ? undefined : this.leaseFor(check, size, now);
+      const lease = check.addend === undefined ? this.leaseFor(check, now) : undefined;
       if (lease !== undefined && lease.tokens > 0 && lease.until > now) {
         lease.tokens--;
         taken[i] = lease;
-        generations[i] = lease.generation;
         leasedAny = true;
-      } else if (remote === undefined) remote = [check];
-      else remote.push(check);
+      } else {
+        remote ??= [];
+        remoteLeases ??= [];
+        remote.push(check);
+        remoteLeases.push(lease);
+      }
     }
-    if (remote === undefined) return this.fromLeases(checks, taken as Lease[], now);
+    if (remote === undefined || remoteLeases === undefined) return this.merge(checks, taken, [], now);
 
+    // The tokens' generations as they were taken: a token is given back only to its own window.
+    const generations = leasedAny ? taken.map((lease) => lease?.generation) : undefined;
     let decided: LimitDecision[];
     try {
       decided = await this.opts.store.hit(remote, hitsAddend);
     } catch (error) {
-      if (leasedAny) giveBack(taken, generations);
+      if (generations) giveBack(taken, generations);
       throw error;
     }
-    this.seen(remote, decided);
-    if (!leasedAny) return decided;
-    const refused = decided.some((d) => d.overLimit && !d.rule.advisory);
-    if (refused) giveBack(taken, generations);
-    // The checks in their order: Redis's decisions and the leases' (not counted when refused).
+    seen(remoteLeases, decided);
+    if (!generations) return decided;
+    if (decided.some((d) => d.overLimit && !d.rule.advisory)) giveBack(taken, generations);
+    return this.merge(checks, taken, decided, now);
+  }
+
+  /** The checks in their order: the leases' decisions and, for the others, Redis's. */
+  private merge(
+    checks: readonly LimitCheck[],
+    taken: ReadonlyArray<Lease | undefined>,
+    decided: readonly LimitDecision[],
+    now: number,
+  ): LimitDecision[] {
     const out: LimitDecision[] = new Array(checks.length);
     let next = 0;
     for (let i = 0; i < checks.length; i++) {
@@ -133,46 +152,32 @@ export class LeasedLimiter implements Limiter {
     return out;
   }
 
-  /** The key's lease, dropped when its window has ended, and asked for when none or half spent. */
-  private leaseFor(check: LimitCheck, size: number, now: number): Lease {
-    const key = leaseKey(check);
+  /**
+   * The key's lease (none when its rule is decided per request), dropped when its window has
+   * ended, and asked for when none or half spent.
+   */
+  private leaseFor(check: LimitCheck, now: number): Lease | undefined {
+    const rule = this.ruleLease(check.rule);
+    if (rule.size === 0) return undefined;
+    const key = check.values.length === 1 ? rule.keyPrefix + check.values[0] : rule.keyPrefix + check.values.join('\n');
     let lease = this.leases.get(key);
     if (lease !== undefined && lease.until <= now && !lease.asking) {
       this.leases.delete(key);
       lease = undefined;
     }
-    if (lease === undefined || (!lease.asking && !lease.exhausted && lease.tokens <= size / 2)) {
-      lease = this.ask(key, check, size, lease);
+    if (lease === undefined || (!lease.asking && !lease.exhausted && lease.tokens <= rule.size / 2)) {
+      lease = this.ask(key, check, rule.size, lease);
     }
     return lease;
   }
 
-  /** Redis's word on a leased key's rest (a request decided there meanwhile) keeps its lease's estimate current. */
-  private seen(checks: readonly LimitCheck[], decided: readonly LimitDecision[]): void {
-    for (let i = 0; i < checks.length; i++) {
-      const check = checks[i] as LimitCheck;
-      const d = decided[i];
-      if (d === undefined || d.source !== undefined || check.addend !== undefined || this.sizeOf(check.rule) === 0)
-        continue;
-      const lease = this.leases.get(leaseKey(check));
-      if (lease !== undefined && !d.overLimit) lease.remaining = Math.min(lease.remaining, d.remaining);
+  private ruleLease(rule: LimitRule): RuleLease {
+    let entry = this.rules.get(rule);
+    if (entry === undefined) {
+      entry = { size: leaseSize(rule, this.opts), keyPrefix: `${rule.id}\n${ruleDefinition(rule)}\n` };
+      this.rules.set(rule, entry);
     }
-  }
-
-  private sizeOf(rule: LimitRule): number {
-    let size = this.sizes.get(rule);
-    if (size === undefined) {
-      size = leaseSize(rule, this.opts);
-      this.sizes.set(rule, size);
-    }
-    return size;
-  }
-
-  private fromLeases(checks: readonly LimitCheck[], taken: readonly Lease[], now: number): LimitDecision[] {
-    const out: LimitDecision[] = new Array(checks.length);
-    for (let i = 0; i < checks.length; i++)
-      out[i] = this.leased((checks[i] as LimitCheck).rule, taken[i] as Lease, now);
-    return out;
+    return entry;
   }
 
   private leased(rule: LimitRule, lease: Lease, now: number): LimitDecision {
@@ -218,9 +223,9 @@ export class LeasedLimiter implements Limiter {
         this.inFlight--;
         const d = decisions[0];
         // The failure mode's answer (local limiter, cache) is no lease; nor a decision skipped.
-        const granted = d !== undefined && d.source === undefined && !d.skipped && !d.overLimit;
-        this.opts.hooks?.lease?.(granted, size);
-        if (d === undefined || d.source !== undefined || d.skipped) return;
+        const fromRedis = d !== undefined && d.source === undefined && !d.skipped;
+        this.opts.hooks?.lease?.(fromRedis && !d.overLimit);
+        if (!fromRedis) return;
         const until = asked + (d.resetMs ?? d.resetSeconds * 1000);
         if (d.overLimit) {
           // Less than a lease left in this window: per request until it ends.
@@ -245,21 +250,25 @@ export class LeasedLimiter implements Limiter {
         // Redis failed: the next request asks again (and is decided by the failure mode meanwhile).
         lease.asking = false;
         this.inFlight--;
-        this.opts.hooks?.lease?.(false, size);
+        this.opts.hooks?.lease?.(false);
       },
     );
     return lease;
   }
 }
 
-/** A lease belongs to a rule as it is: a policy that changes the rule's limit or window starts new leases. */
-function leaseKey(check: LimitCheck): string {
-  const rule = `${check.rule.id}\n${ruleDefinition(check.rule)}`;
-  return check.values.length === 1 ? `${rule}\n${check.values[0]}` : `${rule}\n${check.values.join('\n')}`;
+/** Redis's word on a leased key's rest (a request decided there meanwhile) keeps its lease's estimate current. */
+function seen(leases: ReadonlyArray<Lease | undefined>, decided: readonly LimitDecision[]): void {
+  for (let i = 0; i < leases.length; i++) {
+    const lease = leases[i];
+    const d = decided[i];
+    if (lease !== undefined && d !== undefined && d.source === undefined && !d.overLimit)
+      lease.remaining = Math.min(lease.remaining, d.remaining);
+  }
 }
 
 /** A refused request's tokens go back to their leases, unless a later window's tokens replaced them. */
-function giveBack(taken: ReadonlyArray<Lease | undefined>, generations: readonly number[]): void {
+function giveBack(taken: ReadonlyArray<Lease | undefined>, generations: ReadonlyArray<number | undefined>): void {
   for (let i = 0; i < taken.length; i++) {
     const lease = taken[i];
     if (lease !== undefined && lease.generation === generations[i]) lease.tokens++;
